@@ -1,0 +1,356 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Cache is an in-memory copy of topics and, optionally, partition state and
+// the segment index, kept current by one etcd watch. Waiters on a partition
+// are woken as soon as its state changes: tailing readers never poll.
+type Cache struct {
+	c           *Client
+	withEntries bool
+	from, to    string
+
+	mu     sync.RWMutex
+	topics map[string]Topic
+	parts  map[topicPartition]*partCache
+	rev    int64
+	revCh  chan struct{} // closed when rev advances
+	err    error         // set when the watch stopped for good
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type topicPartition struct {
+	topic string
+	p     int32
+}
+
+type partCache struct {
+	state   PartitionState
+	entries []IndexEntry // sorted by Base
+	changed chan struct{}
+}
+
+// NewCache loads the current state and starts watching. withEntries also
+// keeps partition state and every index entry (the read path needs them; the
+// write path needs topics only).
+func (c *Client) NewCache(ctx context.Context, withEntries bool) (*Cache, error) {
+	ca := &Cache{c: c, withEntries: withEntries, done: make(chan struct{}), revCh: make(chan struct{})}
+	if withEntries {
+		// index/, nodes/, partitions/ and topics/ sort together, after guards/.
+		ca.from, ca.to = root+"index/", prefixEnd(topicsPrefix())
+	} else {
+		ca.from, ca.to = topicsPrefix(), prefixEnd(topicsPrefix())
+	}
+	if err := ca.load(ctx); err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	ca.cancel = cancel
+	go ca.run(wctx)
+	return ca, nil
+}
+
+// Close stops the watch.
+func (ca *Cache) Close() {
+	ca.cancel()
+	<-ca.done
+}
+
+func (ca *Cache) load(ctx context.Context) error {
+	topics := map[string]Topic{}
+	parts := map[topicPartition]*partCache{}
+	const page = 10000
+	key, rev := ca.from, int64(0)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(ca.to), clientv3.WithLimit(page)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := ca.c.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return fmt.Errorf("load metadata cache: %w", err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			applyPut(topics, parts, kv)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	for _, pc := range parts {
+		sort.Slice(pc.entries, func(i, j int) bool { return pc.entries[i].Base < pc.entries[j].Base })
+	}
+	ca.mu.Lock()
+	old := ca.parts
+	ca.topics, ca.parts = topics, parts
+	for tp, pc := range parts {
+		pc.changed = make(chan struct{})
+		_ = tp
+	}
+	ca.setRevLocked(rev)
+	ca.mu.Unlock()
+	// Wake everyone who waited on the old copy.
+	for _, pc := range old {
+		close(pc.changed)
+	}
+	return nil
+}
+
+func (ca *Cache) setRevLocked(rev int64) {
+	if rev > ca.rev {
+		ca.rev = rev
+		close(ca.revCh)
+		ca.revCh = make(chan struct{})
+	}
+}
+
+func (ca *Cache) run(ctx context.Context) {
+	defer close(ca.done)
+	for ctx.Err() == nil {
+		ca.mu.RLock()
+		rev := ca.rev
+		ca.mu.RUnlock()
+		wch := ca.c.cli.Watch(clientv3.WithRequireLeader(ctx), ca.from,
+			clientv3.WithRange(ca.to), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					ca.c.log.Warn("metadata watch compacted, reloading", "rev", rev)
+					ca.reload(ctx)
+				}
+				break
+			}
+			ca.apply(wr)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		// The watch ended (leader lost, connection reset): restart from the
+		// last applied revision after a short pause.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (ca *Cache) reload(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := ca.load(ctx); err == nil {
+			return
+		} else {
+			ca.c.log.Warn("metadata cache reload failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (ca *Cache) apply(wr clientv3.WatchResponse) {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	changed := map[topicPartition]bool{}
+	for _, ev := range wr.Events {
+		k, ok := parseKey(string(ev.Kv.Key))
+		if !ok {
+			continue
+		}
+		tp := topicPartition{k.topic, k.partition}
+		if ev.Type == mvccpb.DELETE {
+			switch k.kind {
+			case "topics":
+				delete(ca.topics, k.topic)
+			case "partitions":
+				if pc := ca.parts[tp]; pc != nil {
+					delete(ca.parts, tp)
+					close(pc.changed)
+				}
+			case "index":
+				if pc := ca.parts[tp]; pc != nil {
+					i := sort.Search(len(pc.entries), func(i int) bool { return pc.entries[i].Base >= k.base })
+					if i < len(pc.entries) && pc.entries[i].Base == k.base {
+						pc.entries = append(pc.entries[:i:i], pc.entries[i+1:]...)
+					}
+					changed[tp] = true
+				}
+			}
+			continue
+		}
+		if k.kind != "topics" {
+			if _, ok := ca.parts[tp]; !ok {
+				ca.parts[tp] = &partCache{changed: make(chan struct{})}
+			}
+			changed[tp] = true
+		}
+		applyPut(ca.topics, ca.parts, ev.Kv)
+	}
+	for tp := range changed {
+		if pc := ca.parts[tp]; pc != nil {
+			close(pc.changed)
+			pc.changed = make(chan struct{})
+		}
+	}
+	ca.setRevLocked(wr.Header.Revision)
+}
+
+// applyPut records one key-value pair; index entries arrive in base order
+// within a partition except across compaction swaps, so insertion keeps order.
+func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *mvccpb.KeyValue) {
+	k, ok := parseKey(string(kv.Key))
+	if !ok {
+		return
+	}
+	if k.kind == "topics" {
+		var t Topic
+		if json.Unmarshal(kv.Value, &t) == nil {
+			topics[k.topic] = t
+		}
+		return
+	}
+	tp := topicPartition{k.topic, k.partition}
+	pc := parts[tp]
+	if pc == nil {
+		pc = &partCache{changed: make(chan struct{})}
+		parts[tp] = pc
+	}
+	switch k.kind {
+	case "partitions":
+		var st PartitionState
+		if json.Unmarshal(kv.Value, &st) == nil {
+			pc.state = st
+		}
+	case "index":
+		var e IndexEntry
+		if json.Unmarshal(kv.Value, &e) != nil {
+			return
+		}
+		e.Topic, e.Partition, e.Base = k.topic, k.partition, k.base
+		n := len(pc.entries)
+		if n == 0 || pc.entries[n-1].Base < e.Base {
+			pc.entries = append(pc.entries, e)
+			return
+		}
+		i := sort.Search(n, func(i int) bool { return pc.entries[i].Base >= e.Base })
+		if i < n && pc.entries[i].Base == e.Base {
+			pc.entries[i] = e
+			return
+		}
+		pc.entries = append(pc.entries, IndexEntry{})
+		copy(pc.entries[i+1:], pc.entries[i:])
+		pc.entries[i] = e
+	}
+}
+
+// Topic returns a topic from the cache.
+func (ca *Cache) Topic(name string) (Topic, bool) {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	t, ok := ca.topics[name]
+	return t, ok
+}
+
+// Revision is the etcd revision the cache reflects.
+func (ca *Cache) Revision() int64 {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	return ca.rev
+}
+
+// WaitRevision waits until the cache reflects at least rev.
+func (ca *Cache) WaitRevision(ctx context.Context, rev int64) error {
+	for {
+		ca.mu.RLock()
+		cur, ch := ca.rev, ca.revCh
+		ca.mu.RUnlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// PartitionView is a consistent look at one partition.
+type PartitionView struct {
+	State PartitionState
+	// Changed is closed at the partition's next change.
+	Changed <-chan struct{}
+}
+
+// Partition returns the partition's state and a channel closed when it next
+// changes. A partition with no commit yet has a zero state.
+func (ca *Cache) Partition(topic string, p int32) PartitionView {
+	tp := topicPartition{topic, p}
+	ca.mu.RLock()
+	pc := ca.parts[tp]
+	if pc != nil {
+		v := PartitionView{State: pc.state, Changed: pc.changed}
+		ca.mu.RUnlock()
+		return v
+	}
+	ca.mu.RUnlock()
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	pc = ca.parts[tp]
+	if pc == nil {
+		pc = &partCache{changed: make(chan struct{})}
+		ca.parts[tp] = pc
+	}
+	return PartitionView{State: pc.state, Changed: pc.changed}
+}
+
+// Lookup returns the index entry holding offset, if the cache has it.
+func (ca *Cache) Lookup(topic string, p int32, offset int64) (IndexEntry, bool) {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	pc := ca.parts[topicPartition{topic, p}]
+	if pc == nil {
+		return IndexEntry{}, false
+	}
+	i := sort.Search(len(pc.entries), func(i int) bool { return pc.entries[i].Base > offset }) - 1
+	if i < 0 || offset >= pc.entries[i].End() {
+		return IndexEntry{}, false
+	}
+	return pc.entries[i], true
+}
+
+// Entries returns a copy of the partition's index entries that end after
+// offset, at most limit of them (limit <= 0: all).
+func (ca *Cache) Entries(topic string, p int32, offset int64, limit int) []IndexEntry {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	pc := ca.parts[topicPartition{topic, p}]
+	if pc == nil {
+		return nil
+	}
+	i := sort.Search(len(pc.entries), func(i int) bool { return pc.entries[i].End() > offset })
+	es := pc.entries[i:]
+	if limit > 0 && len(es) > limit {
+		es = es[:limit]
+	}
+	return append([]IndexEntry(nil), es...)
+}

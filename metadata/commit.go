@@ -1,0 +1,328 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// PartitionState is stored at partitions/<topic>/<p>.
+type PartitionState struct {
+	// Next is the offset the next record gets (the high watermark).
+	Next int64 `json:"next"`
+	// Start is the log start offset (advanced by retention).
+	Start int64 `json:"start"`
+	// Bytes and Segments count the stored blocks.
+	Bytes    int64 `json:"bytes"`
+	Segments int64 `json:"segments"`
+}
+
+// IndexEntry points a dense offset range [Base, Base+Records) at one byte
+// range of one immutable object.
+type IndexEntry struct {
+	Topic     string `json:"-"`
+	Partition int32  `json:"-"`
+	Base      int64  `json:"-"`
+	Object    string `json:"o"`
+	Off       int64  `json:"off"`
+	Len       int64  `json:"len"`
+	Records   int64  `json:"n"`
+	MinTS     int64  `json:"mints"`
+	MaxTS     int64  `json:"maxts"`
+	RawBytes  int64  `json:"raw"`
+}
+
+// End is the offset after the entry's last record.
+func (e IndexEntry) End() int64 { return e.Base + e.Records }
+
+// Append is one block to commit: a partition's records stored at a byte
+// range of an object already written.
+type Append struct {
+	Topic     string
+	Partition int32
+	Object    string
+	Off, Len  int64
+	Records   int64
+	MinTS     int64
+	MaxTS     int64
+	RawBytes  int64
+}
+
+// AppendResult is the outcome of one Append: its base offset, or why it was
+// not committed (ErrTopicNotFound, ErrPartitionOutOfRange).
+type AppendResult struct {
+	Base int64
+	Err  error
+}
+
+const (
+	// partitionsPerTxn keeps a commit transaction within etcd's default
+	// limit of 128 operations per transaction: per partition one compare and
+	// two puts, plus one compare per topic and the guard.
+	partitionsPerTxn = 60
+	// commitParallelism bounds concurrent chunk transactions of one commit.
+	commitParallelism = 4
+	// guardTTL bounds how long a guard key lives; commit retries end well
+	// before it (maxCommitTime).
+	guardTTL      = 120 * time.Second
+	guardRotate   = 30 * time.Second
+	maxCommitTime = 60 * time.Second
+)
+
+type guardValue struct {
+	Bases   []int64  `json:"bases"`             // per append of the chunk, -1 when not committed
+	Refused []string `json:"refused,omitempty"` // per append, why it was not committed
+}
+
+// Commit assigns base offsets to appends and records them in etcd: index
+// entries written and partitions advanced, in transactions of at most
+// partitionsPerTxn partitions each. Each partition may appear once.
+//
+// commitID must be unique to this set of appends (the object key serves).
+// Calling Commit again with the same commitID and appends — after a timeout
+// or a lost response — returns the offsets of the first commit instead of
+// committing twice: a guard key written in the same transaction records them.
+//
+// Conflicts with other writers are retried. An error return means some
+// appends may be committed and others not; results of chunks that committed
+// are still filled in and a retry with the same commitID completes the rest.
+func (c *Client) Commit(ctx context.Context, commitID string, appends []Append) ([]AppendResult, error) {
+	seen := make(map[string]map[int32]bool)
+	for _, a := range appends {
+		if seen[a.Topic] == nil {
+			seen[a.Topic] = make(map[int32]bool)
+		}
+		if seen[a.Topic][a.Partition] {
+			return nil, fmt.Errorf("%w: commit %s: partition %s/%d appears twice", ErrInvalidArgument, commitID, a.Topic, a.Partition)
+		}
+		seen[a.Topic][a.Partition] = true
+		if a.Records <= 0 {
+			return nil, fmt.Errorf("%w: commit %s: block for %s/%d has no records", ErrInvalidArgument, commitID, a.Topic, a.Partition)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxCommitTime)
+	defer cancel()
+
+	results := make([]AppendResult, len(appends))
+	var (
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, commitParallelism)
+		errMu    sync.Mutex
+		firstErr error
+	)
+	for chunk, start := 0, 0; start < len(appends); chunk, start = chunk+1, start+partitionsPerTxn {
+		end := min(start+partitionsPerTxn, len(appends))
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := c.commitChunk(ctx, commitID, chunk, appends[start:end], results[start:end])
+			if err != nil {
+				errMu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				errMu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return results, firstErr
+}
+
+func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, appends []Append, results []AppendResult) error {
+	gk := guardKey(commitID, chunk)
+	backoff := 2 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		done, err := c.tryCommitChunk(ctx, gk, appends, results)
+		if done {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("commit %s chunk %d after %d attempts: %w", commitID, chunk, attempt+1, err)
+			}
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				c.dropGuardLease()
+			}
+			c.log.Debug("commit attempt failed, retrying", "commit", commitID, "chunk", chunk, "attempt", attempt, "err", err)
+		}
+		// Conflict or transient error: back off with jitter and retry. The
+		// guard makes the retry safe if the failed attempt did commit.
+		sleep := backoff/2 + rand.N(backoff)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("commit %s chunk %d after %d attempts: %w", commitID, chunk, attempt+1, ctx.Err())
+		case <-time.After(sleep):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+// tryCommitChunk makes one attempt. done reports that results are final.
+func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append, results []AppendResult) (done bool, err error) {
+	// Read the guard, the topics and the partitions in one consistent
+	// snapshot.
+	var topics []string
+	topicIdx := map[string]int{}
+	for _, a := range appends {
+		if _, ok := topicIdx[a.Topic]; !ok {
+			topicIdx[a.Topic] = len(topics)
+			topics = append(topics, a.Topic)
+		}
+	}
+	reads := []clientv3.Op{clientv3.OpGet(gk)}
+	for _, t := range topics {
+		reads = append(reads, clientv3.OpGet(topicKey(t)))
+	}
+	for _, a := range appends {
+		reads = append(reads, clientv3.OpGet(partitionKey(a.Topic, a.Partition)))
+	}
+	rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return false, err
+	}
+	rs := rresp.Responses
+	if g := rs[0].GetResponseRange().Kvs; len(g) > 0 {
+		// An earlier attempt committed; answer with its offsets.
+		var gv guardValue
+		if err := json.Unmarshal(g[0].Value, &gv); err != nil || len(gv.Bases) != len(appends) {
+			return false, fmt.Errorf("guard %s is malformed", gk)
+		}
+		errs := make([]error, len(appends))
+		for i, reason := range gv.Refused {
+			if reason != "" && i < len(errs) {
+				errs[i] = errors.New(reason)
+				for _, sentinel := range []error{ErrTopicNotFound, ErrPartitionOutOfRange} {
+					if strings.Contains(reason, sentinel.Error()) {
+						errs[i] = fmt.Errorf("%w (%s)", sentinel, reason)
+					}
+				}
+			}
+		}
+		c.fillResults(appends, results, gv.Bases, errs)
+		return true, nil
+	}
+	type topicSnap struct {
+		t      *Topic
+		modRev int64
+	}
+	snaps := make([]topicSnap, len(topics))
+	for i := range topics {
+		kvs := rs[1+i].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue
+		}
+		var t Topic
+		if err := json.Unmarshal(kvs[0].Value, &t); err != nil {
+			return false, fmt.Errorf("decode topic %q: %w", topics[i], err)
+		}
+		snaps[i] = topicSnap{t: &t, modRev: kvs[0].ModRevision}
+	}
+
+	bases := make([]int64, len(appends))
+	errs := make([]error, len(appends))
+	var cmps []clientv3.Cmp
+	var puts []clientv3.Op
+	topicCompared := make([]bool, len(topics))
+	for i, a := range appends {
+		ti := topicIdx[a.Topic]
+		snap := snaps[ti]
+		bases[i] = -1
+		switch {
+		case snap.t == nil:
+			errs[i] = fmt.Errorf("topic %q: %w", a.Topic, ErrTopicNotFound)
+			continue
+		case a.Partition < 0 || a.Partition >= snap.t.Partitions:
+			errs[i] = fmt.Errorf("%w: topic %q has %d partitions, got partition %d", ErrPartitionOutOfRange, a.Topic, snap.t.Partitions, a.Partition)
+			continue
+		}
+		if !topicCompared[ti] {
+			topicCompared[ti] = true
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(topicKey(a.Topic)), "=", snap.modRev))
+		}
+		pk := partitionKey(a.Topic, a.Partition)
+		var st PartitionState
+		var modRev int64
+		if kvs := rs[1+len(topics)+i].GetResponseRange().Kvs; len(kvs) > 0 {
+			if err := json.Unmarshal(kvs[0].Value, &st); err != nil {
+				return false, fmt.Errorf("decode partition %s/%d: %w", a.Topic, a.Partition, err)
+			}
+			modRev = kvs[0].ModRevision
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(pk), "=", modRev))
+		bases[i] = st.Next
+		st.Next += a.Records
+		st.Bytes += a.Len
+		st.Segments++
+		sv, _ := json.Marshal(st)
+		ev, _ := json.Marshal(IndexEntry{Object: a.Object, Off: a.Off, Len: a.Len, Records: a.Records, MinTS: a.MinTS, MaxTS: a.MaxTS, RawBytes: a.RawBytes})
+		puts = append(puts, clientv3.OpPut(pk, string(sv)), clientv3.OpPut(indexKey(a.Topic, a.Partition, bases[i]), string(ev)))
+	}
+	if len(puts) == 0 {
+		c.fillResults(appends, results, bases, errs)
+		return true, nil
+	}
+	lease, err := c.leaseForGuard(ctx)
+	if err != nil {
+		return false, err
+	}
+	refused := make([]string, len(appends))
+	for i, e := range errs {
+		if e != nil {
+			refused[i] = e.Error()
+		}
+	}
+	gv, _ := json.Marshal(guardValue{Bases: bases, Refused: refused})
+	cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(gk), "=", 0))
+	puts = append(puts, clientv3.OpPut(gk, string(gv), clientv3.WithLease(lease)))
+	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	if err != nil {
+		return false, err
+	}
+	if !tresp.Succeeded {
+		return false, nil // conflict: reread and retry
+	}
+	c.fillResults(appends, results, bases, errs)
+	return true, nil
+}
+
+func (c *Client) fillResults(appends []Append, results []AppendResult, bases []int64, errs []error) {
+	for i := range appends {
+		results[i] = AppendResult{Base: bases[i], Err: errs[i]}
+		if results[i].Err == nil && bases[i] < 0 {
+			results[i].Err = fmt.Errorf("%s/%d: not committed", appends[i].Topic, appends[i].Partition)
+		}
+	}
+}
+
+// leaseForGuard returns a lease that outlives any retry of a commit. Leases
+// rotate so guard keys expire within guardTTL and etcd's key count stays
+// bounded.
+func (c *Client) leaseForGuard(ctx context.Context) (clientv3.LeaseID, error) {
+	c.guardMu.Lock()
+	defer c.guardMu.Unlock()
+	if c.guardLease != 0 && time.Since(c.guardGranted) < guardRotate {
+		return c.guardLease, nil
+	}
+	resp, err := c.cli.Grant(ctx, int64(guardTTL/time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("grant guard lease: %w", err)
+	}
+	c.guardLease, c.guardGranted = resp.ID, time.Now()
+	return resp.ID, nil
+}
+
+func (c *Client) dropGuardLease() {
+	c.guardMu.Lock()
+	c.guardLease = 0
+	c.guardMu.Unlock()
+}

@@ -1,0 +1,195 @@
+package metadata
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Sentinel errors callers branch on. They are wrapped with the names involved.
+var (
+	ErrTopicNotFound       = errors.New("topic not found")
+	ErrTopicExists         = errors.New("topic already exists")
+	ErrInvalidArgument     = errors.New("invalid argument")
+	ErrPartitionOutOfRange = errors.New("partition out of range")
+)
+
+// Limits on topics.
+const (
+	MaxTopicNameLen    = 249
+	MaxPartitions      = 10000
+	DefaultMaxRecord   = 1 << 20
+	MaxMaxRecordBytes  = 64 << 20
+	CleanupDelete      = "delete"
+	CleanupCompact     = "compact"
+	DefaultRetentionMs = int64(7 * 24 * time.Hour / time.Millisecond)
+)
+
+// Topic is a topic's configuration as stored at topics/<name>.
+type Topic struct {
+	Name           string `json:"name"`
+	ID             string `json:"id"`
+	Partitions     int32  `json:"partitions"`
+	CreatedMs      int64  `json:"created_ms"`
+	RetentionMs    int64  `json:"retention_ms"`
+	RetentionBytes int64  `json:"retention_bytes"`
+	CleanupPolicy  string `json:"cleanup_policy"`
+	MaxRecordBytes int32  `json:"max_record_bytes"`
+}
+
+// ValidateTopicName applies Kafka's rules: 1 to 249 characters from
+// [a-zA-Z0-9._-], and not "." or "..".
+func ValidateTopicName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: topic name is empty", ErrInvalidArgument)
+	}
+	if len(name) > MaxTopicNameLen {
+		return fmt.Errorf("%w: topic name is %d characters, the limit is %d", ErrInvalidArgument, len(name), MaxTopicNameLen)
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("%w: topic name %q is not allowed", ErrInvalidArgument, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+		if !ok {
+			return fmt.Errorf("%w: topic name %q has character %q at %d; allowed are ASCII letters, digits, '.', '_' and '-'", ErrInvalidArgument, name, c, i)
+		}
+	}
+	return nil
+}
+
+// normalize validates t and fills defaults.
+func (t *Topic) normalize() error {
+	if err := ValidateTopicName(t.Name); err != nil {
+		return err
+	}
+	if t.Partitions < 1 || t.Partitions > MaxPartitions {
+		return fmt.Errorf("%w: topic %q: partitions must be between 1 and %d, got %d", ErrInvalidArgument, t.Name, MaxPartitions, t.Partitions)
+	}
+	switch {
+	case t.RetentionMs == 0:
+		t.RetentionMs = DefaultRetentionMs
+	case t.RetentionMs < -1:
+		return fmt.Errorf("%w: topic %q: retention_ms must be -1 (forever) or positive, got %d", ErrInvalidArgument, t.Name, t.RetentionMs)
+	}
+	switch {
+	case t.RetentionBytes == 0:
+		t.RetentionBytes = -1
+	case t.RetentionBytes < -1:
+		return fmt.Errorf("%w: topic %q: retention_bytes must be -1 (unlimited) or positive, got %d", ErrInvalidArgument, t.Name, t.RetentionBytes)
+	}
+	switch t.CleanupPolicy {
+	case "":
+		t.CleanupPolicy = CleanupDelete
+	case CleanupDelete, CleanupCompact:
+	default:
+		return fmt.Errorf("%w: topic %q: cleanup_policy must be %q or %q, got %q", ErrInvalidArgument, t.Name, CleanupDelete, CleanupCompact, t.CleanupPolicy)
+	}
+	switch {
+	case t.MaxRecordBytes == 0:
+		t.MaxRecordBytes = DefaultMaxRecord
+	case t.MaxRecordBytes < 0 || t.MaxRecordBytes > MaxMaxRecordBytes:
+		return fmt.Errorf("%w: topic %q: max_record_bytes must be between 1 and %d, got %d", ErrInvalidArgument, t.Name, MaxMaxRecordBytes, t.MaxRecordBytes)
+	}
+	return nil
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// CreateTopic validates t, fills defaults and stores it, unless a topic of the
+// same name exists (ErrTopicExists). Partition state is created lazily by the
+// first commit, so a topic of any size is created in one small transaction.
+func (c *Client) CreateTopic(ctx context.Context, t Topic) (Topic, error) {
+	if err := t.normalize(); err != nil {
+		return Topic{}, err
+	}
+	t.ID = newID()
+	t.CreatedMs = time.Now().UnixMilli()
+	v, err := json.Marshal(t)
+	if err != nil {
+		return Topic{}, err
+	}
+	k := topicKey(t.Name)
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(v))).
+		Commit()
+	if err != nil {
+		return Topic{}, fmt.Errorf("create topic %q: %w", t.Name, err)
+	}
+	if !resp.Succeeded {
+		return Topic{}, fmt.Errorf("create topic %q: %w", t.Name, ErrTopicExists)
+	}
+	return t, nil
+}
+
+// GetTopic reads a topic with a linearizable read.
+func (c *Client) GetTopic(ctx context.Context, name string) (Topic, error) {
+	if err := ValidateTopicName(name); err != nil {
+		return Topic{}, err
+	}
+	resp, err := c.cli.Get(ctx, topicKey(name))
+	if err != nil {
+		return Topic{}, fmt.Errorf("get topic %q: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Topic{}, fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+	}
+	var t Topic
+	if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
+		return Topic{}, fmt.Errorf("decode topic %q: %w", name, err)
+	}
+	return t, nil
+}
+
+// ListTopics returns every topic, sorted by name.
+func (c *Client) ListTopics(ctx context.Context) ([]Topic, error) {
+	resp, err := c.cli.Get(ctx, topicsPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list topics: %w", err)
+	}
+	out := make([]Topic, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var t Topic
+		if err := json.Unmarshal(kv.Value, &t); err != nil {
+			return nil, fmt.Errorf("decode topic at %s: %w", kv.Key, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// DeleteTopic removes the topic, its partition state and its index in one
+// transaction. The objects its index pointed at are left to garbage
+// collection. Commits racing with the delete fail their topic comparison.
+func (c *Client) DeleteTopic(ctx context.Context, name string) error {
+	if err := ValidateTopicName(name); err != nil {
+		return err
+	}
+	k := topicKey(name)
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), ">", 0)).
+		Then(
+			clientv3.OpDelete(k),
+			clientv3.OpDelete(partitionsPrefix(name), clientv3.WithPrefix()),
+			clientv3.OpDelete(indexTopicPrefix(name), clientv3.WithPrefix()),
+		).Commit()
+	if err != nil {
+		return fmt.Errorf("delete topic %q: %w", name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("delete topic %q: %w", name, ErrTopicNotFound)
+	}
+	return nil
+}
