@@ -60,6 +60,9 @@ func Connect(ctx context.Context, c Config) (*Client, error) {
 	return &Client{cli: cli, log: c.Logger}, nil
 }
 
+// Endpoints returns the etcd endpoints the client uses.
+func (c *Client) Endpoints() []string { return c.cli.Endpoints() }
+
 // Close releases the connection.
 func (c *Client) Close() error { return c.cli.Close() }
 

@@ -77,6 +77,9 @@ const (
 	maxCommitTime = 60 * time.Second
 )
 
+// ErrNotCommitted marks appends whose transaction did not complete.
+var ErrNotCommitted = errors.New("not committed")
+
 type guardValue struct {
 	Bases   []int64  `json:"bases"`             // per append of the chunk, -1 when not committed
 	Refused []string `json:"refused,omitempty"` // per append, why it was not committed
@@ -112,6 +115,9 @@ func (c *Client) Commit(ctx context.Context, commitID string, appends []Append) 
 	defer cancel()
 
 	results := make([]AppendResult, len(appends))
+	for i, a := range appends {
+		results[i] = AppendResult{Base: -1, Err: fmt.Errorf("%s/%d: %w", a.Topic, a.Partition, ErrNotCommitted)}
+	}
 	var (
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, commitParallelism)

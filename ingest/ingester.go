@@ -1,0 +1,534 @@
+package ingest
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/segment"
+)
+
+// Errors callers branch on.
+var (
+	// ErrBackpressure: the node's buffer is full; retry after the advised delay.
+	ErrBackpressure = errors.New("ingest buffer full")
+	// ErrRecordTooLarge: a record exceeds the topic's max_record_bytes.
+	ErrRecordTooLarge = errors.New("record too large")
+	// ErrClosed: the node is draining and accepts no new records.
+	ErrClosed = errors.New("ingest node is shutting down")
+	// ErrFlushFailed: the records could not be stored or committed; they were
+	// not acknowledged and are safe to retry.
+	ErrFlushFailed = errors.New("flush failed")
+)
+
+// BackpressureError carries retry advice with ErrBackpressure.
+type BackpressureError struct {
+	RetryAfter time.Duration
+	Pending    int64
+	Limit      int64
+}
+
+func (e *BackpressureError) Error() string {
+	return fmt.Sprintf("%v: %d of %d bytes pending; retry after %v", ErrBackpressure, e.Pending, e.Limit, e.RetryAfter)
+}
+
+func (e *BackpressureError) Unwrap() error { return ErrBackpressure }
+
+// Config tunes an Ingester. Zero values take the defaults.
+type Config struct {
+	// NodeID names this node in object keys and logs.
+	NodeID string
+	// FlushBytes seals the open file once its records reach this size.
+	FlushBytes int
+	// Linger seals the open file this long after its first record.
+	Linger time.Duration
+	// MaxBufferBytes bounds records held in memory (open plus flushing);
+	// past it Produce returns a BackpressureError.
+	MaxBufferBytes int64
+	// ObjectPrefix is prepended to segment object keys.
+	ObjectPrefix string
+	// PutTimeout bounds the retries of one segment PUT.
+	PutTimeout time.Duration
+}
+
+// Defaults.
+const (
+	DefaultFlushBytes     = 8 << 20
+	DefaultLinger         = 100 * time.Millisecond
+	DefaultMaxBufferBytes = 256 << 20
+	DefaultObjectPrefix   = "segments/"
+)
+
+func (c *Config) fill() {
+	if c.NodeID == "" {
+		c.NodeID = randomHex(4)
+	}
+	if c.FlushBytes <= 0 {
+		c.FlushBytes = DefaultFlushBytes
+	}
+	if c.Linger <= 0 {
+		c.Linger = DefaultLinger
+	}
+	if c.MaxBufferBytes <= 0 {
+		c.MaxBufferBytes = DefaultMaxBufferBytes
+	}
+	if c.ObjectPrefix == "" {
+		c.ObjectPrefix = DefaultObjectPrefix
+	}
+	if c.PutTimeout <= 0 {
+		c.PutTimeout = 30 * time.Second
+	}
+}
+
+// Record is a record to produce. Partition -1 lets the node place it.
+type Record struct {
+	Partition int32
+	segment.Record
+}
+
+// Result is where a produced record landed.
+type Result struct {
+	Partition int32
+	Offset    int64
+}
+
+// Flushed describes a committed segment, for the read cache of a node that
+// also serves fetches.
+type Flushed struct {
+	Object string
+	Blocks []FlushedBlock
+}
+
+// FlushedBlock is one committed block and its records.
+type FlushedBlock struct {
+	Info    segment.BlockInfo
+	Base    int64
+	Records []segment.Record
+}
+
+// Ingester is the write path of one node. It is safe for concurrent use.
+type Ingester struct {
+	cfg    Config
+	store  tier.Store
+	meta   *metadata.Client
+	topics *metadata.Cache
+	log    *slog.Logger
+	m      instruments
+	// OnFlushed, if set before the first Produce, is called after each
+	// successful commit, in commit order.
+	OnFlushed func(Flushed)
+
+	mu      sync.Mutex
+	open    *file
+	pending atomic.Int64 // bytes accepted and not yet answered
+	pendRec atomic.Int64 // records accepted and not yet answered
+	closed  bool
+	seq     uint64
+	sticky  map[string]int32
+
+	toPut    chan *file
+	toCommit chan *file
+	stopped  chan struct{}
+}
+
+type tpKey struct {
+	topic string
+	p     int32
+}
+
+// file is one open (then sealed) segment: a block builder per partition.
+type file struct {
+	id      uint64
+	blocks  map[tpKey]*segment.BlockBuilder
+	order   []*segment.BlockBuilder
+	bytes   int64
+	records int
+	opened  time.Time
+	timer   *time.Timer
+
+	// Set by the flush pipeline, read after done is closed.
+	object string
+	infos  []segment.BlockInfo
+	bases  map[tpKey]int64
+	errs   map[tpKey]error
+	err    error
+	done   chan struct{}
+}
+
+// New starts an Ingester. topics must be a Cache of the same etcd.
+func New(cfg Config, store tier.Store, meta *metadata.Client, topics *metadata.Cache, log *slog.Logger, mp metric.MeterProvider) (*Ingester, error) {
+	cfg.fill()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	m, err := newInstruments(mp)
+	if err != nil {
+		return nil, err
+	}
+	in := &Ingester{
+		cfg: cfg, store: store, meta: meta, topics: topics, log: log, m: m,
+		sticky:   map[string]int32{},
+		toPut:    make(chan *file, 1024),
+		toCommit: make(chan *file, 2),
+		stopped:  make(chan struct{}),
+	}
+	go in.putLoop()
+	go in.commitLoop()
+	return in, nil
+}
+
+// Config returns the effective configuration.
+func (in *Ingester) Config() Config { return in.cfg }
+
+// topic returns the topic config, from the watched cache or, on a miss (a
+// topic created an instant ago), from etcd.
+func (in *Ingester) topic(ctx context.Context, name string) (metadata.Topic, error) {
+	if t, ok := in.topics.Topic(name); ok {
+		return t, nil
+	}
+	return in.meta.GetTopic(ctx, name)
+}
+
+// Produce appends records to topic and returns, in request order, where each
+// landed, once all of them are stored and committed. Either every record is
+// accepted into the buffer or none is; validation errors change nothing.
+func (in *Ingester) Produce(ctx context.Context, topicName string, recs []Record) ([]Result, error) {
+	if err := metadata.ValidateTopicName(topicName); err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, fmt.Errorf("%w: produce to %q: empty batch", metadata.ErrInvalidArgument, topicName)
+	}
+	t, err := in.topic(ctx, topicName)
+	if err != nil {
+		return nil, err
+	}
+	var size int64
+	now := time.Now().UnixMilli()
+	for i := range recs {
+		r := &recs[i]
+		if r.Partition < -1 || r.Partition >= t.Partitions {
+			return nil, fmt.Errorf("%w: record %d: topic %q has %d partitions, got partition %d",
+				metadata.ErrPartitionOutOfRange, i, topicName, t.Partitions, r.Partition)
+		}
+		sz := segment.EncodedSize(r.Record)
+		if sz > int(t.MaxRecordBytes) {
+			return nil, fmt.Errorf("%w: record %d is %d bytes, topic %q allows %d (max_record_bytes)",
+				ErrRecordTooLarge, i, sz, topicName, t.MaxRecordBytes)
+		}
+		for _, h := range r.Headers {
+			if h.Key == "" {
+				return nil, fmt.Errorf("%w: record %d has a header with an empty key", metadata.ErrInvalidArgument, i)
+			}
+		}
+		if r.Timestamp == 0 {
+			r.Timestamp = now
+		}
+		size += int64(sz)
+	}
+	if size > in.cfg.MaxBufferBytes {
+		return nil, fmt.Errorf("%w: batch of %d bytes exceeds the node's buffer of %d bytes; send smaller batches",
+			metadata.ErrInvalidArgument, size, in.cfg.MaxBufferBytes)
+	}
+
+	type pos struct {
+		tp  tpKey
+		idx int
+	}
+	positions := make([]pos, len(recs))
+
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if pending := in.pending.Load(); pending+size > in.cfg.MaxBufferBytes {
+		in.mu.Unlock()
+		in.m.backpressure.Add(ctx, 1)
+		return nil, &BackpressureError{RetryAfter: 2 * in.cfg.Linger, Pending: pending, Limit: in.cfg.MaxBufferBytes}
+	}
+	f := in.open
+	if f == nil {
+		f = in.newFileLocked()
+	}
+	for i := range recs {
+		p := recs[i].Partition
+		if p < 0 {
+			p = in.placeLocked(t, recs[i].Key)
+		}
+		k := tpKey{topicName, p}
+		b := f.blocks[k]
+		if b == nil {
+			b = segment.NewBlockBuilder(topicName, p)
+			f.blocks[k] = b
+			f.order = append(f.order, b)
+		}
+		positions[i] = pos{k, b.Len()}
+		b.Append(recs[i].Record)
+	}
+	f.bytes += size
+	f.records += len(recs)
+	in.pending.Add(size)
+	in.pendRec.Add(int64(len(recs)))
+	if f.bytes >= int64(in.cfg.FlushBytes) {
+		in.sealLocked()
+	}
+	in.mu.Unlock()
+	in.m.records.Add(ctx, int64(len(recs)))
+	in.m.bytes.Add(ctx, size)
+
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		// The records may still be committed; the caller did not wait.
+		return nil, fmt.Errorf("produce to %q: %w", topicName, ctx.Err())
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	out := make([]Result, len(recs))
+	for i, ps := range positions {
+		if err := f.errs[ps.tp]; err != nil {
+			return nil, err
+		}
+		out[i] = Result{Partition: ps.tp.p, Offset: f.bases[ps.tp] + int64(ps.idx)}
+	}
+	return out, nil
+}
+
+// placeLocked picks a partition: murmur2 of the key, or the topic's sticky
+// partition (chosen at random per open file) for records without a key.
+func (in *Ingester) placeLocked(t metadata.Topic, key []byte) int32 {
+	if key != nil {
+		return KeyPartition(key, t.Partitions)
+	}
+	p, ok := in.sticky[t.Name]
+	if !ok || p >= t.Partitions {
+		p = rand.Int32N(t.Partitions)
+		in.sticky[t.Name] = p
+	}
+	return p
+}
+
+func (in *Ingester) newFileLocked() *file {
+	in.seq++
+	f := &file{
+		id:     in.seq,
+		blocks: map[tpKey]*segment.BlockBuilder{},
+		opened: time.Now(),
+		done:   make(chan struct{}),
+	}
+	in.open = f
+	f.timer = time.AfterFunc(in.cfg.Linger, func() {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		if in.open == f {
+			in.sealLocked()
+		}
+	})
+	return f
+}
+
+// sealLocked hands the open file to the flush pipeline.
+func (in *Ingester) sealLocked() {
+	f := in.open
+	if f == nil {
+		return
+	}
+	in.open = nil
+	f.timer.Stop()
+	// Sticky partitions change with every file, as Kafka's do per batch.
+	clear(in.sticky)
+	in.toPut <- f
+}
+
+// putLoop builds and stores sealed files in seal order.
+func (in *Ingester) putLoop() {
+	defer close(in.toCommit)
+	for f := range in.toPut {
+		in.put(f)
+		in.toCommit <- f
+	}
+}
+
+// commitLoop commits stored files in seal order, so one node's commits keep
+// the order its producers sent in.
+func (in *Ingester) commitLoop() {
+	defer close(in.stopped)
+	for f := range in.toCommit {
+		if f.err == nil {
+			in.commit(f)
+		}
+		in.pending.Add(-f.bytes)
+		in.pendRec.Add(-int64(f.records))
+		close(f.done)
+		if f.err == nil && in.OnFlushed != nil {
+			in.OnFlushed(in.flushed(f))
+		}
+	}
+}
+
+func (in *Ingester) put(f *file) {
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.PutTimeout)
+	defer cancel()
+	start := time.Now()
+	obj, infos, err := segment.Build(f.order)
+	if err != nil {
+		f.err = fmt.Errorf("%w: build segment: %v", ErrFlushFailed, err)
+		return
+	}
+	f.infos = infos
+	f.object = in.objectKey(f)
+	backoff := 10 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err = in.store.PutIfAbsent(ctx, f.object, obj)
+		if err == nil || (attempt > 0 && errors.Is(err, tier.ErrExists)) {
+			// After a failed attempt, "exists" means that attempt stored it:
+			// nobody else writes this randomly named key.
+			break
+		}
+		if errors.Is(err, tier.ErrExists) {
+			f.object = in.objectKey(f) // a name collision: pick another
+			continue
+		}
+		in.log.Warn("segment put failed, retrying", "object", f.object, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			f.err = fmt.Errorf("%w: put %s: %v", ErrFlushFailed, f.object, err)
+			return
+		case <-time.After(backoff/2 + rand.N(backoff)):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	in.m.putSeconds.Record(ctx, time.Since(start).Seconds())
+	in.m.objectBytes.Add(ctx, int64(len(obj)))
+	in.m.flushes.Add(ctx, 1)
+}
+
+func (in *Ingester) commit(f *file) {
+	start := time.Now()
+	appends := make([]metadata.Append, len(f.infos))
+	for i, bi := range f.infos {
+		appends[i] = metadata.Append{
+			Topic: bi.Topic, Partition: bi.Partition, Object: f.object,
+			Off: bi.Offset, Len: bi.Length, Records: bi.Records,
+			MinTS: bi.MinTimestamp, MaxTS: bi.MaxTimestamp, RawBytes: bi.RawBytes,
+		}
+	}
+	res, err := in.meta.Commit(context.Background(), f.object, appends)
+	f.bases = make(map[tpKey]int64, len(res))
+	f.errs = make(map[tpKey]error)
+	for i, r := range res {
+		k := tpKey{appends[i].Topic, appends[i].Partition}
+		f.bases[k] = r.Base
+		if r.Err != nil {
+			if errors.Is(r.Err, metadata.ErrNotCommitted) {
+				f.errs[k] = fmt.Errorf("%w: commit %s: %v", ErrFlushFailed, f.object, r.Err)
+			} else {
+				f.errs[k] = r.Err
+			}
+		}
+	}
+	if err != nil {
+		in.log.Error("commit failed; records not acknowledged", "object", f.object, "err", err)
+		if len(res) == 0 {
+			f.err = fmt.Errorf("%w: commit %s: %v", ErrFlushFailed, f.object, err)
+		}
+	}
+	in.m.commitSeconds.Record(context.Background(), time.Since(start).Seconds())
+	in.m.flushSeconds.Record(context.Background(), time.Since(f.opened).Seconds())
+}
+
+func (in *Ingester) flushed(f *file) Flushed {
+	out := Flushed{Object: f.object}
+	for i, b := range f.order {
+		k := tpKey{b.Topic(), b.Partition()}
+		if f.errs[k] != nil {
+			continue
+		}
+		recs, err := b.Decode()
+		if err != nil {
+			continue
+		}
+		out.Blocks = append(out.Blocks, FlushedBlock{Info: f.infos[i], Base: f.bases[k], Records: recs})
+	}
+	return out
+}
+
+func (in *Ingester) objectKey(f *file) string {
+	now := time.Now().UTC()
+	return fmt.Sprintf("%s%s/%s-%s-%d-%s.vseg", in.cfg.ObjectPrefix, now.Format("2006-01-02T15"),
+		now.Format("20060102T150405.000Z"), in.cfg.NodeID, f.id, randomHex(4))
+}
+
+// Flush seals the open file and waits until everything accepted so far is
+// committed (or failed).
+func (in *Ingester) Flush(ctx context.Context) error {
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		return ErrClosed
+	}
+	f := in.open
+	if f != nil {
+		in.sealLocked()
+	}
+	in.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	select {
+	case <-f.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close drains the node: it stops accepting records, flushes and commits
+// what it holds (so waiting producers are answered) and stops.
+func (in *Ingester) Close(ctx context.Context) error {
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		<-in.stopped
+		return nil
+	}
+	in.closed = true
+	in.sealLocked()
+	close(in.toPut)
+	in.mu.Unlock()
+	select {
+	case <-in.stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain ingest: %w", ctx.Err())
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = crand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Pending returns the bytes and the number of records accepted and not yet
+// answered.
+func (in *Ingester) Pending() (bytes, records int64) {
+	return in.pending.Load(), in.pendRec.Load()
+}

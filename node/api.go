@@ -1,0 +1,275 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/tier/segment"
+)
+
+// maxFetchWait caps long-polls so a forgotten request cannot hold a
+// connection forever.
+const maxFetchWait = 60 * time.Second
+
+func badRequest(format string, args ...any) error {
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
+}
+
+func unavailable(role string) error {
+	return connect.NewError(connect.CodeUnimplemented, fmt.Errorf("this node does not run the %s role", role))
+}
+
+// topicService implements TopicService on etcd.
+type topicService struct {
+	meta *metadata.Client
+}
+
+var _ varvev1connect.TopicServiceHandler = (*topicService)(nil)
+
+func topicToProto(t metadata.Topic) *varvev1.Topic {
+	cp := varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE
+	if t.CleanupPolicy == metadata.CleanupCompact {
+		cp = varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT
+	}
+	return &varvev1.Topic{
+		Name: t.Name, Partitions: t.Partitions, Id: t.ID, CreatedMs: t.CreatedMs,
+		Config: &varvev1.TopicConfig{
+			RetentionMs: t.RetentionMs, RetentionBytes: t.RetentionBytes,
+			CleanupPolicy: cp, MaxRecordBytes: t.MaxRecordBytes,
+		},
+	}
+}
+
+func (s *topicService) CreateTopic(ctx context.Context, req *connect.Request[varvev1.CreateTopicRequest]) (*connect.Response[varvev1.CreateTopicResponse], error) {
+	m := req.Msg
+	t := metadata.Topic{Name: m.GetName(), Partitions: m.GetPartitions()}
+	if c := m.GetConfig(); c != nil {
+		t.RetentionMs, t.RetentionBytes, t.MaxRecordBytes = c.GetRetentionMs(), c.GetRetentionBytes(), c.GetMaxRecordBytes()
+		switch c.GetCleanupPolicy() {
+		case varvev1.CleanupPolicy_CLEANUP_POLICY_UNSPECIFIED, varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE:
+		case varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT:
+			t.CleanupPolicy = metadata.CleanupCompact
+		default:
+			return nil, badRequest("unknown cleanup policy %d", c.GetCleanupPolicy())
+		}
+	}
+	created, err := s.meta.CreateTopic(ctx, t)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&varvev1.CreateTopicResponse{Topic: topicToProto(created)}), nil
+}
+
+func (s *topicService) ListTopics(ctx context.Context, _ *connect.Request[varvev1.ListTopicsRequest]) (*connect.Response[varvev1.ListTopicsResponse], error) {
+	ts, err := s.meta.ListTopics(ctx)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	out := &varvev1.ListTopicsResponse{}
+	for _, t := range ts {
+		out.Topics = append(out.Topics, topicToProto(t))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *topicService) DescribeTopic(ctx context.Context, req *connect.Request[varvev1.DescribeTopicRequest]) (*connect.Response[varvev1.DescribeTopicResponse], error) {
+	t, err := s.meta.GetTopic(ctx, req.Msg.GetName())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	states, err := s.meta.PartitionStates(ctx, t.Name)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	out := &varvev1.DescribeTopicResponse{Topic: topicToProto(t)}
+	for p := int32(0); p < t.Partitions; p++ {
+		st := states[p]
+		out.Partitions = append(out.Partitions, &varvev1.PartitionInfo{
+			Partition: p, LogStartOffset: st.Start, NextOffset: st.Next, Bytes: st.Bytes, Segments: st.Segments,
+		})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *topicService) DeleteTopic(ctx context.Context, req *connect.Request[varvev1.DeleteTopicRequest]) (*connect.Response[varvev1.DeleteTopicResponse], error) {
+	if err := s.meta.DeleteTopic(ctx, req.Msg.GetName()); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&varvev1.DeleteTopicResponse{}), nil
+}
+
+// produceService implements ProduceService on an Ingester.
+type produceService struct {
+	in *ingest.Ingester
+}
+
+var _ varvev1connect.ProduceServiceHandler = (*produceService)(nil)
+
+func (s *produceService) Produce(ctx context.Context, req *connect.Request[varvev1.ProduceRequest]) (*connect.Response[varvev1.ProduceResponse], error) {
+	if s.in == nil {
+		return nil, unavailable(RoleIngest)
+	}
+	m := req.Msg
+	recs := make([]ingest.Record, len(m.GetRecords()))
+	for i, pr := range m.GetRecords() {
+		r := pr.GetRecord()
+		if r == nil {
+			return nil, badRequest("produce to %q: record %d has no record body", m.GetTopic(), i)
+		}
+		if r.GetOffset() != 0 {
+			return nil, badRequest("produce to %q: record %d sets offset %d; offsets are assigned by the cluster", m.GetTopic(), i, r.GetOffset())
+		}
+		if r.GetTimestampMs() < 0 {
+			return nil, badRequest("produce to %q: record %d has negative timestamp %d", m.GetTopic(), i, r.GetTimestampMs())
+		}
+		rec := segment.Record{Key: r.Key, Value: r.Value, Timestamp: r.GetTimestampMs()}
+		if r.Key != nil && len(r.Key) == 0 {
+			rec.Key = []byte{}
+		}
+		if r.Value != nil && len(r.Value) == 0 {
+			rec.Value = []byte{}
+		}
+		for _, h := range r.GetHeaders() {
+			hv := h.Value
+			if hv != nil && len(hv) == 0 {
+				hv = []byte{}
+			}
+			rec.Headers = append(rec.Headers, segment.Header{Key: h.GetKey(), Value: hv})
+		}
+		recs[i] = ingest.Record{Partition: pr.GetPartition(), Record: rec}
+	}
+	res, err := s.in.Produce(ctx, m.GetTopic(), recs)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	out := &varvev1.ProduceResponse{Results: make([]*varvev1.ProduceResult, len(res))}
+	for i, r := range res {
+		out.Results[i] = &varvev1.ProduceResult{Partition: r.Partition, Offset: r.Offset}
+	}
+	return connect.NewResponse(out), nil
+}
+
+// fetchService implements FetchService on a Fetcher.
+type fetchService struct {
+	f *query.Fetcher
+}
+
+var _ varvev1connect.FetchServiceHandler = (*fetchService)(nil)
+
+func recordsToProto(recs []query.Record) []*varvev1.Record {
+	out := make([]*varvev1.Record, len(recs))
+	for i, r := range recs {
+		pr := &varvev1.Record{Key: r.Key, Value: r.Value, TimestampMs: r.Timestamp, Partition: r.Partition, Offset: r.Offset}
+		for _, h := range r.Headers {
+			pr.Headers = append(pr.Headers, &varvev1.Header{Key: h.Key, Value: h.Value})
+		}
+		out[i] = pr
+	}
+	return out
+}
+
+func (s *fetchService) Fetch(ctx context.Context, req *connect.Request[varvev1.FetchRequest]) (*connect.Response[varvev1.FetchResponse], error) {
+	if s.f == nil {
+		return nil, unavailable(RoleFetch)
+	}
+	m := req.Msg
+	if m.GetMaxBytes() < 0 {
+		return nil, badRequest("fetch %s/%d: max_bytes %d is negative", m.GetTopic(), m.GetPartition(), m.GetMaxBytes())
+	}
+	if m.GetMaxWaitMs() < 0 {
+		return nil, badRequest("fetch %s/%d: max_wait_ms %d is negative", m.GetTopic(), m.GetPartition(), m.GetMaxWaitMs())
+	}
+	wait := min(time.Duration(m.GetMaxWaitMs())*time.Millisecond, maxFetchWait)
+	res, err := s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), m.GetOffset(), int(m.GetMaxBytes()), wait)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&varvev1.FetchResponse{
+		Records: recordsToProto(res.Records), NextOffset: res.Next,
+		LogStartOffset: res.LogStartOffset, HighWatermark: res.HighWatermark,
+	}), nil
+}
+
+func (s *fetchService) Subscribe(ctx context.Context, req *connect.Request[varvev1.SubscribeRequest], stream *connect.ServerStream[varvev1.SubscribeResponse]) error {
+	if s.f == nil {
+		return unavailable(RoleFetch)
+	}
+	m := req.Msg
+	if m.GetMaxBytes() < 0 {
+		return badRequest("subscribe %s/%d: max_bytes %d is negative", m.GetTopic(), m.GetPartition(), m.GetMaxBytes())
+	}
+	offset := m.GetOffset()
+	// Bad input fails before the stream starts; then the response headers go
+	// out at once so the client's call returns while it waits for records.
+	first, err := s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), offset, int(m.GetMaxBytes()), 0)
+	if err != nil {
+		return toConnect(err)
+	}
+	if len(first.Records) == 0 {
+		if err := stream.Send(nil); err != nil {
+			return nil
+		}
+	}
+	for {
+		res, err := first, error(nil)
+		if len(first.Records) == 0 {
+			res, err = s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), offset, int(m.GetMaxBytes()), 30*time.Second)
+		}
+		first = query.Result{}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return toConnect(err)
+		}
+		if len(res.Records) == 0 {
+			continue
+		}
+		if err := stream.Send(&varvev1.SubscribeResponse{
+			Records: recordsToProto(res.Records), NextOffset: res.Next,
+			LogStartOffset: res.LogStartOffset, HighWatermark: res.HighWatermark,
+		}); err != nil {
+			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		offset = res.Next
+	}
+}
+
+func (s *fetchService) ListOffsets(ctx context.Context, req *connect.Request[varvev1.ListOffsetsRequest]) (*connect.Response[varvev1.ListOffsetsResponse], error) {
+	if s.f == nil {
+		return nil, unavailable(RoleFetch)
+	}
+	m := req.Msg
+	var spec query.OffsetSpec
+	switch m.GetSpec() {
+	case varvev1.OffsetSpec_OFFSET_SPEC_EARLIEST:
+		spec = query.Earliest
+	case varvev1.OffsetSpec_OFFSET_SPEC_LATEST:
+		spec = query.Latest
+	case varvev1.OffsetSpec_OFFSET_SPEC_TIMESTAMP:
+		spec = query.ByTimestamp
+	default:
+		return nil, badRequest("list offsets of %q: spec must be EARLIEST, LATEST or TIMESTAMP, got %v", m.GetTopic(), m.GetSpec())
+	}
+	offs, err := s.f.ListOffsets(ctx, m.GetTopic(), m.GetPartitions(), spec, m.GetTimestampMs())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	out := &varvev1.ListOffsetsResponse{}
+	for _, o := range offs {
+		out.Offsets = append(out.Offsets, &varvev1.PartitionOffset{Partition: o.Partition, Offset: o.Offset, TimestampMs: o.Timestamp})
+	}
+	return connect.NewResponse(out), nil
+}

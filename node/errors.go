@@ -1,0 +1,58 @@
+package node
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/query"
+)
+
+// toConnect gives an error its Connect code, deliberately: bad input is
+// InvalidArgument, unknown topics NotFound, backpressure ResourceExhausted
+// with retry advice, outages Unavailable, unreadable data DataLoss.
+func toConnect(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	code := connect.CodeInternal
+	switch {
+	case errors.Is(err, metadata.ErrInvalidArgument),
+		errors.Is(err, metadata.ErrPartitionOutOfRange),
+		errors.Is(err, ingest.ErrRecordTooLarge):
+		code = connect.CodeInvalidArgument
+	case errors.Is(err, metadata.ErrTopicNotFound):
+		code = connect.CodeNotFound
+	case errors.Is(err, metadata.ErrTopicExists):
+		code = connect.CodeAlreadyExists
+	case errors.Is(err, ingest.ErrBackpressure):
+		code = connect.CodeResourceExhausted
+	case errors.Is(err, ingest.ErrClosed), errors.Is(err, ingest.ErrFlushFailed):
+		code = connect.CodeUnavailable
+	case errors.Is(err, query.ErrOffsetOutOfRange):
+		code = connect.CodeOutOfRange
+	case errors.Is(err, query.ErrDataLoss):
+		code = connect.CodeDataLoss
+	case errors.Is(err, context.DeadlineExceeded):
+		code = connect.CodeDeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = connect.CodeCanceled
+	}
+	out := connect.NewError(code, err)
+	var bp *ingest.BackpressureError
+	if errors.As(err, &bp) {
+		if d, derr := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(bp.RetryAfter)}); derr == nil {
+			out.AddDetail(d)
+		}
+	}
+	return out
+}

@@ -1,0 +1,264 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/tier"
+)
+
+// Node is a running Varve node.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	meta    *metadata.Client
+	store   tier.Store
+	topics  *metadata.Cache
+	index   *metadata.Cache
+	in      *ingest.Ingester
+	fetcher *query.Fetcher
+	meter   *sdkmetric.MeterProvider
+
+	ln       net.Listener
+	srv      *http.Server
+	baseCtx  context.Context
+	cancel   context.CancelFunc
+	draining atomic.Bool
+	served   chan error
+
+	closeOnce sync.Once
+	closeErr  error
+	onClose   []func()
+}
+
+// Options are the parts a caller may supply instead of having them built
+// from Config (tests wrap the store with a recorder this way).
+type Options struct {
+	Logger *slog.Logger
+	Store  tier.Store
+}
+
+// New connects to etcd and the store, starts the configured roles and
+// begins serving on cfg.Listen.
+func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.NodeID == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		cfg.NodeID = hex.EncodeToString(b)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node", cfg.NodeID)
+	n := &Node{cfg: cfg, log: log, served: make(chan error, 1)}
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeParts()
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("metrics exporter: %w", err)
+	}
+	n.meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+
+	n.meta, err = metadata.Connect(ctx, metadata.Config{Endpoints: cfg.EtcdEndpoints, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	n.store = opts.Store
+	if n.store == nil {
+		n.store, err = tier.Open(ctx, cfg.Store, tier.S3Config{Endpoint: cfg.S3Endpoint, Region: cfg.S3Region, PathStyle: cfg.S3PathStyle})
+		if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", cfg.Store, err)
+		}
+	}
+
+	var blocks *query.BlockCache
+	if cfg.has(RoleFetch) {
+		n.index, err = n.meta.NewCache(ctx, true)
+		if err != nil {
+			return nil, err
+		}
+		blocks = query.NewBlockCache(cfg.CacheBytes)
+		n.fetcher = query.NewFetcher(n.store, n.meta, n.index, blocks, log, n.meter)
+	}
+	if cfg.has(RoleIngest) {
+		n.topics = n.index
+		if n.topics == nil {
+			n.topics, err = n.meta.NewCache(ctx, false)
+			if err != nil {
+				return nil, err
+			}
+		}
+		n.in, err = ingest.New(ingest.Config{
+			NodeID: cfg.NodeID, FlushBytes: cfg.FlushBytes, Linger: cfg.Linger, MaxBufferBytes: cfg.MaxBufferBytes,
+		}, n.store, n.meta, n.topics, log, n.meter)
+		if err != nil {
+			return nil, err
+		}
+		if blocks != nil {
+			// Fresh blocks written by this node are read from memory.
+			n.in.OnFlushed = func(f ingest.Flushed) {
+				for _, b := range f.Blocks {
+					blocks.Put(f.Object, b.Info.Offset, b.Records, b.Info.RawBytes)
+				}
+			}
+		}
+	}
+
+	mux := http.NewServeMux()
+	hopts := []connect.HandlerOption{connect.WithReadMaxBytes(cfg.MaxRequestBytes)}
+	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta}, hopts...))
+	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
+	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher}, hopts...))
+	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName}
+	reflector := grpcreflect.NewStaticReflector(services...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", n.readyz)
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+
+	n.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	n.baseCtx, n.cancel = context.WithCancel(context.Background())
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	n.srv = &http.Server{
+		Handler:           mux,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return n.baseCtx },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() { n.served <- n.srv.Serve(n.ln) }()
+
+	for _, role := range cfg.Roles {
+		if err := n.meta.Register(n.baseCtx, role, cfg.NodeID, n.Addr()); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	log.Info("node started", "addr", n.Addr(), "roles", cfg.Roles, "store", cfg.Store)
+	return n, nil
+}
+
+func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
+	if n.draining.Load() {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := n.meta.Stats(ctx); err != nil {
+		http.Error(w, "etcd: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// Addr is the node's base URL, http://host:port.
+func (n *Node) Addr() string { return "http://" + n.ln.Addr().String() }
+
+// Ingester returns the node's ingester (nil without the ingest role).
+func (n *Node) Ingester() *ingest.Ingester { return n.in }
+
+// Meta returns the node's etcd client.
+func (n *Node) Meta() *metadata.Client { return n.meta }
+
+// Wait blocks until the HTTP server stops on its own (an error) or ctx ends.
+func (n *Node) Wait(ctx context.Context) error {
+	select {
+	case err := <-n.served:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// Shutdown drains the node: it stops accepting connections, flushes and
+// commits buffered records so waiting producers get their answer, ends
+// long-polls and subscriptions, and releases everything.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		n.draining.Store(true)
+		start := time.Now()
+		shut := make(chan error, 1)
+		go func() { shut <- n.srv.Shutdown(ctx) }()
+		var errs []error
+		if n.in != nil {
+			if err := n.in.Close(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		// Producers are answered; end the waits that would never finish.
+		n.cancel()
+		if err := <-shut; err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			n.srv.Close()
+		}
+		n.closeParts()
+		n.log.Info("node stopped", "drain", time.Since(start))
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+func (n *Node) closeParts() {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.index != nil {
+		n.index.Close()
+	}
+	if n.topics != nil && n.topics != n.index {
+		n.topics.Close()
+	}
+	if n.meta != nil {
+		n.meta.Close()
+	}
+	if n.meter != nil {
+		_ = n.meter.Shutdown(context.Background())
+	}
+	for _, f := range n.onClose {
+		f()
+	}
+}

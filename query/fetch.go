@@ -1,0 +1,220 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/segment"
+)
+
+// Errors callers branch on.
+var (
+	// ErrOffsetOutOfRange: the offset is before the log start or after the
+	// high watermark.
+	ErrOffsetOutOfRange = errors.New("offset out of range")
+	// ErrDataLoss: a committed block could not be read back intact.
+	ErrDataLoss = errors.New("data loss")
+)
+
+// Record is a fetched record.
+type Record struct {
+	Partition int32
+	Offset    int64
+	segment.Record
+}
+
+// Result is the answer to a Fetch.
+type Result struct {
+	Records []Record
+	// Next is the offset to fetch next.
+	Next int64
+	// HighWatermark is the partition's next offset when served.
+	HighWatermark  int64
+	LogStartOffset int64
+}
+
+// DefaultMaxBytes is used when a fetch sets no byte limit.
+const DefaultMaxBytes = 1 << 20
+
+// Fetcher serves reads. It is safe for concurrent use.
+type Fetcher struct {
+	store  tier.Store
+	meta   *metadata.Client
+	index  *metadata.Cache
+	blocks *BlockCache
+	log    *slog.Logger
+
+	gets      metric.Int64Counter
+	hits      metric.Int64Counter
+	misses    metric.Int64Counter
+	fetchTime metric.Float64Histogram
+}
+
+// NewFetcher makes a Fetcher. index must be a Cache with entries.
+func NewFetcher(store tier.Store, meta *metadata.Client, index *metadata.Cache, blocks *BlockCache, log *slog.Logger, mp metric.MeterProvider) *Fetcher {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	m := mp.Meter("github.com/varve-io/varve/query")
+	f := &Fetcher{store: store, meta: meta, index: index, blocks: blocks, log: log}
+	f.gets, _ = m.Int64Counter("varve.fetch.object.gets", metric.WithDescription("Ranged GETs of blocks from object storage."))
+	f.hits, _ = m.Int64Counter("varve.fetch.cache.hits", metric.WithDescription("Block reads served from the cache."))
+	f.misses, _ = m.Int64Counter("varve.fetch.cache.misses", metric.WithDescription("Block reads that went to object storage."))
+	f.fetchTime, _ = m.Float64Histogram("varve.fetch.duration", metric.WithUnit("s"), metric.WithDescription("Time to serve a fetch that returned records."))
+	return f
+}
+
+// Blocks returns the block cache (a node's ingester fills it at flush).
+func (f *Fetcher) Blocks() *BlockCache { return f.blocks }
+
+func (f *Fetcher) topic(ctx context.Context, name string) (metadata.Topic, error) {
+	if t, ok := f.index.Topic(name); ok {
+		return t, nil
+	}
+	return f.meta.GetTopic(ctx, name)
+}
+
+func (f *Fetcher) checkPartition(ctx context.Context, topic string, p int32) error {
+	t, err := f.topic(ctx, topic)
+	if err != nil {
+		return err
+	}
+	if p < 0 || p >= t.Partitions {
+		return fmt.Errorf("%w: topic %q has %d partitions, got partition %d", metadata.ErrPartitionOutOfRange, topic, t.Partitions, p)
+	}
+	return nil
+}
+
+// Fetch returns records of one partition from offset on, up to about
+// maxBytes (at least one record when one exists). When offset is the high
+// watermark it waits up to maxWait for new records, woken by the metadata
+// watch.
+func (f *Fetcher) Fetch(ctx context.Context, topic string, p int32, offset int64, maxBytes int, maxWait time.Duration) (Result, error) {
+	if err := f.checkPartition(ctx, topic, p); err != nil {
+		return Result{}, err
+	}
+	if offset < 0 {
+		return Result{}, fmt.Errorf("%w: %s/%d: offset %d is negative", ErrOffsetOutOfRange, topic, p, offset)
+	}
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	deadline := time.Now().Add(maxWait)
+	checkedEtcd := false
+	for {
+		view := f.index.Partition(topic, p)
+		st := view.State
+		if offset < st.Start {
+			return Result{}, fmt.Errorf("%w: %s/%d: offset %d is before the log start %d", ErrOffsetOutOfRange, topic, p, offset, st.Start)
+		}
+		if offset < st.Next {
+			start := time.Now()
+			res, err := f.read(ctx, topic, p, offset, maxBytes, st)
+			if err == nil && len(res.Records) > 0 {
+				f.fetchTime.Record(ctx, time.Since(start).Seconds())
+			}
+			return res, err
+		}
+		if !checkedEtcd {
+			// The cache may lag etcd by a few milliseconds: a record acked
+			// an instant ago must still be readable, so ask etcd once.
+			checkedEtcd = true
+			_, est, _, rev, err := f.meta.LookupIndex(ctx, topic, p, offset)
+			if err != nil {
+				return Result{}, err
+			}
+			if offset > est.Next {
+				return Result{}, fmt.Errorf("%w: %s/%d: offset %d is after the high watermark %d", ErrOffsetOutOfRange, topic, p, offset, est.Next)
+			}
+			if offset < est.Next {
+				if err := f.index.WaitRevision(ctx, rev); err != nil {
+					return Result{}, err
+				}
+				continue
+			}
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}, nil
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-view.Changed:
+			timer.Stop()
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return Result{}, ctx.Err()
+		}
+	}
+}
+
+// read collects records from offset (< st.Next) across consecutive blocks.
+func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64, maxBytes int, st metadata.PartitionState) (Result, error) {
+	res := Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}
+	size := 0
+	for _, e := range f.index.Entries(topic, p, offset, 16) {
+		if e.Base > res.Next {
+			// Never skip records: stop at a hole (there is none in a
+			// committed log, but the cache may be mid-update).
+			break
+		}
+		recs, err := f.Block(ctx, e)
+		if err != nil {
+			return Result{}, err
+		}
+		for i := int(res.Next - e.Base); i < len(recs); i++ {
+			r := recs[i]
+			sz := len(r.Key) + len(r.Value) + 32
+			if size > 0 && size+sz > maxBytes {
+				return res, nil
+			}
+			size += sz
+			res.Records = append(res.Records, Record{Partition: p, Offset: e.Base + int64(i), Record: r})
+			res.Next = e.Base + int64(i) + 1
+		}
+		if size >= maxBytes {
+			break
+		}
+	}
+	return res, nil
+}
+
+// Block returns the decoded records of an index entry's block: from the cache
+// or with one ranged GET.
+func (f *Fetcher) Block(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
+	if recs, ok := f.blocks.Get(e.Object, e.Off); ok {
+		f.hits.Add(ctx, 1)
+		return recs, nil
+	}
+	f.misses.Add(ctx, 1)
+	f.gets.Add(ctx, 1)
+	b, err := f.store.GetRange(ctx, e.Object, e.Off, e.Len)
+	if err != nil {
+		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
+			return nil, fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
+		}
+		return nil, fmt.Errorf("read block %s@%d: %w", e.Object, e.Off, err)
+	}
+	recs, err := segment.DecodeBlock(b)
+	if err == nil && int64(len(recs)) != e.Records {
+		err = fmt.Errorf("%w: block has %d records, the index says %d", segment.ErrCorrupt, len(recs), e.Records)
+	}
+	if err != nil {
+		f.log.Error("corrupt block", "object", e.Object, "off", e.Off, "err", err)
+		return nil, fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
+	}
+	f.blocks.Put(e.Object, e.Off, recs, e.RawBytes)
+	return recs, nil
+}
