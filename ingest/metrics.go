@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/varve-io/varve/internal/obs"
 )
 
 type instruments struct {
@@ -30,11 +32,11 @@ func newInstruments(mp metric.MeterProvider) (instruments, error) {
 	in.flushes, _ = m.Int64Counter("varve.ingest.flushes", metric.WithDescription("Segment objects stored (one PUT each)."))
 	in.backpressure, _ = m.Int64Counter("varve.ingest.backpressure", metric.WithDescription("Produce requests refused because the buffer was full."))
 	var e error
-	in.putSeconds, e = m.Float64Histogram("varve.ingest.put.duration", metric.WithUnit("s"), metric.WithDescription("Segment build and PUT time."))
+	in.putSeconds, e = m.Float64Histogram("varve.ingest.put.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Segment build and PUT time."))
 	set(e)
-	in.commitSeconds, e = m.Float64Histogram("varve.ingest.commit.duration", metric.WithUnit("s"), metric.WithDescription("etcd commit time per segment."))
+	in.commitSeconds, e = m.Float64Histogram("varve.ingest.commit.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("etcd commit time per segment."))
 	set(e)
-	in.flushSeconds, e = m.Float64Histogram("varve.ingest.flush.duration", metric.WithUnit("s"), metric.WithDescription("Time from a file's first record to its commit."))
+	in.flushSeconds, e = m.Float64Histogram("varve.ingest.flush.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Time from a file's first record to its commit."))
 	set(e)
 	return in, err
 }

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/varve-io/varve/internal/obs"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
@@ -71,7 +72,7 @@ func NewFetcher(store tier.Store, meta *metadata.Client, index *metadata.Cache, 
 	f.gets, _ = m.Int64Counter("varve.fetch.object.gets", metric.WithDescription("Ranged GETs of blocks from object storage."))
 	f.hits, _ = m.Int64Counter("varve.fetch.cache.hits", metric.WithDescription("Block reads served from the cache."))
 	f.misses, _ = m.Int64Counter("varve.fetch.cache.misses", metric.WithDescription("Block reads that went to object storage."))
-	f.fetchTime, _ = m.Float64Histogram("varve.fetch.duration", metric.WithUnit("s"), metric.WithDescription("Time to serve a fetch that returned records."))
+	f.fetchTime, _ = m.Float64Histogram("varve.fetch.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Time to serve a fetch that returned records."))
 	return f
 }
 
