@@ -61,6 +61,10 @@ type Config struct {
 	ObjectPrefix string
 	// PutTimeout bounds the retries of one segment PUT.
 	PutTimeout time.Duration
+	// MaxInflight bounds the files being stored or committed at once. When
+	// the pipeline is full at linger time, the open file keeps filling
+	// until a slot frees, so flushes grow with load instead of queueing.
+	MaxInflight int
 }
 
 // Defaults.
@@ -89,6 +93,9 @@ func (c *Config) fill() {
 	}
 	if c.PutTimeout <= 0 {
 		c.PutTimeout = 30 * time.Second
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 4
 	}
 }
 
@@ -138,8 +145,9 @@ type Ingester struct {
 	seq     uint64
 	sticky  map[string]int32
 
-	toPut    chan *file
-	toCommit chan *file
+	inflight int           // files sealed and not yet answered
+	putSlots chan struct{} // bounds concurrent PUTs
+	queue    chan *file    // sealed files in seal order, for the committer
 	stopped  chan struct{}
 }
 
@@ -150,13 +158,16 @@ type tpKey struct {
 
 // file is one open (then sealed) segment: a block builder per partition.
 type file struct {
-	id      uint64
-	blocks  map[tpKey]*segment.BlockBuilder
-	order   []*segment.BlockBuilder
-	bytes   int64
-	records int
-	opened  time.Time
-	timer   *time.Timer
+	id       uint64
+	blocks   map[tpKey]*segment.BlockBuilder
+	order    []*segment.BlockBuilder
+	bytes    int64
+	records  int
+	opened   time.Time
+	timer    *time.Timer
+	lingered bool // linger expired while the pipeline was full
+
+	putDone chan struct{}
 
 	// Set by the flush pipeline, read after done is closed.
 	object string
@@ -183,11 +194,12 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, topics *metadata.C
 	in := &Ingester{
 		cfg: cfg, store: store, meta: meta, topics: topics, log: log, m: m,
 		sticky:   map[string]int32{},
-		toPut:    make(chan *file, 1024),
-		toCommit: make(chan *file, 2),
-		stopped:  make(chan struct{}),
+		putSlots: make(chan struct{}, cfg.MaxInflight),
+		// Sealed files are bounded by memory: at most MaxInflight lingered
+		// files plus MaxBufferBytes/FlushBytes full ones.
+		queue:   make(chan *file, cfg.MaxInflight+int(cfg.MaxBufferBytes/int64(cfg.FlushBytes))+16),
+		stopped: make(chan struct{}),
 	}
-	go in.putLoop()
 	go in.commitLoop()
 	return in, nil
 }
@@ -328,17 +340,23 @@ func (in *Ingester) placeLocked(t metadata.Topic, key []byte) int32 {
 func (in *Ingester) newFileLocked() *file {
 	in.seq++
 	f := &file{
-		id:     in.seq,
-		blocks: map[tpKey]*segment.BlockBuilder{},
-		opened: time.Now(),
-		done:   make(chan struct{}),
+		id:      in.seq,
+		blocks:  map[tpKey]*segment.BlockBuilder{},
+		opened:  time.Now(),
+		done:    make(chan struct{}),
+		putDone: make(chan struct{}),
 	}
 	in.open = f
 	f.timer = time.AfterFunc(in.cfg.Linger, func() {
 		in.mu.Lock()
 		defer in.mu.Unlock()
-		if in.open == f {
+		if in.open != f {
+			return
+		}
+		if in.inflight < in.cfg.MaxInflight {
 			in.sealLocked()
+		} else {
+			f.lingered = true // sealed when a slot frees
 		}
 	})
 	return f
@@ -354,23 +372,22 @@ func (in *Ingester) sealLocked() {
 	f.timer.Stop()
 	// Sticky partitions change with every file, as Kafka's do per batch.
 	clear(in.sticky)
-	in.toPut <- f
-}
-
-// putLoop builds and stores sealed files in seal order.
-func (in *Ingester) putLoop() {
-	defer close(in.toCommit)
-	for f := range in.toPut {
+	in.inflight++
+	in.queue <- f
+	go func() {
+		in.putSlots <- struct{}{}
 		in.put(f)
-		in.toCommit <- f
-	}
+		<-in.putSlots
+		close(f.putDone)
+	}()
 }
 
 // commitLoop commits stored files in seal order, so one node's commits keep
-// the order its producers sent in.
+// the order its producers sent in, while several PUTs run ahead.
 func (in *Ingester) commitLoop() {
 	defer close(in.stopped)
-	for f := range in.toCommit {
+	for f := range in.queue {
+		<-f.putDone
 		if f.err == nil {
 			in.commit(f)
 		}
@@ -380,6 +397,12 @@ func (in *Ingester) commitLoop() {
 		if f.err == nil && in.OnFlushed != nil {
 			in.OnFlushed(in.flushed(f))
 		}
+		in.mu.Lock()
+		in.inflight--
+		if o := in.open; o != nil && o.lingered && !in.closed {
+			in.sealLocked()
+		}
+		in.mu.Unlock()
 	}
 }
 
@@ -486,7 +509,11 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	}
 	f := in.open
 	if f != nil {
-		in.sealLocked()
+		if in.inflight < in.cfg.MaxInflight {
+			in.sealLocked()
+		} else {
+			f.lingered = true // sealed as soon as a slot frees
+		}
 	}
 	in.mu.Unlock()
 	if f == nil {
@@ -511,7 +538,7 @@ func (in *Ingester) Close(ctx context.Context) error {
 	}
 	in.closed = true
 	in.sealLocked()
-	close(in.toPut)
+	close(in.queue)
 	in.mu.Unlock()
 	select {
 	case <-in.stopped:
