@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/sdk"
+)
+
+func newConsumeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "consume TOPIC [--partition P] [--from earliest|latest|OFFSET|RFC3339-time] [--count N] [--follow] [--format text|json]",
+		Short: "Print the records of a topic",
+		Long: `Print the records of a topic (every partition, or --partition P).
+
+--from chooses where to start in each partition: earliest (the default),
+latest, an offset, or a time in RFC 3339 (2026-01-02T15:04:05Z: the first
+record at or after it).
+
+Without --follow, consume stops once it has read up to the end of each
+partition as it was when the command started. With --follow it waits for new
+records until interrupted. --count N stops after N records.
+
+--format text prints each record's value on a line of its own (a null value
+as an empty line). --format json prints one object per line:
+  {"topic":"t","partition":0,"offset":42,"timestamp":"2026-01-02T15:04:05.123Z",
+   "key":"k","value":"v"}
+key and value are null when null. A key, value or header value that is not
+valid UTF-8 is base64 (standard, padded), marked by "key_encoding",
+"value_encoding" or the header's "value_encoding" set to "base64". Headers,
+when a record has any, are "headers":[{"key":"h","value":"x"}].`,
+		Args: cobra.ExactArgs(1),
+		RunE: runConsume,
+	}
+	addClientFlags(cmd)
+	f := cmd.Flags()
+	f.Int32("partition", -1, "partition to read (-1: every partition)")
+	f.String("from", "earliest", "where to start: earliest, latest, an offset or an RFC 3339 time")
+	f.Int64("count", 0, "stop after this many records (0: no limit)")
+	f.Bool("follow", false, "wait for new records until interrupted")
+	addFormatFlag(cmd, "output: text (values, one per line) or json (one object per line)")
+	return cmd
+}
+
+func runConsume(cmd *cobra.Command, args []string) error {
+	topic := args[0]
+	format, err := outputFormat(cmd)
+	if err != nil {
+		return err
+	}
+	f := cmd.Flags()
+	partition, _ := f.GetInt32("partition")
+	from, _ := f.GetString("from")
+	count, _ := f.GetInt64("count")
+	follow, _ := f.GetBool("follow")
+	if count < 0 {
+		return fmt.Errorf("--count must not be negative, got %d", count)
+	}
+	ctx := cmd.Context()
+	client := newClient(cmd)
+	defer client.Close()
+
+	// The partitions to read and where each ended when we started.
+	var only []int32
+	if partition >= 0 {
+		only = []int32{partition}
+	}
+	end, err := client.ListOffsets(ctx, topic, varvev1.OffsetSpec_OFFSET_SPEC_LATEST, time.Time{}, only...)
+	if err != nil {
+		return clientError(cmd, topic, err)
+	}
+	var partitions []int32
+	for p := range end {
+		partitions = append(partitions, p)
+	}
+	slices.Sort(partitions)
+
+	c := client.NewConsumer(topic, sdk.ConsumerOptions{})
+	defer c.Close()
+	c.Assign(partitions...)
+	switch from {
+	case "earliest":
+		err = c.SeekToStart(ctx)
+	case "latest":
+		for _, p := range partitions {
+			c.Seek(p, end[p])
+		}
+	default:
+		if off, perr := strconv.ParseInt(from, 10, 64); perr == nil {
+			if off < 0 {
+				return fmt.Errorf("--from offset must not be negative, got %d", off)
+			}
+			for _, p := range partitions {
+				c.Seek(p, off)
+			}
+		} else if t, terr := time.Parse(time.RFC3339Nano, from); terr == nil {
+			err = c.SeekToTime(ctx, t)
+		} else {
+			return fmt.Errorf("--from must be earliest, latest, an offset or an RFC 3339 time, not %q", from)
+		}
+	}
+	if err != nil {
+		return clientError(cmd, topic, err)
+	}
+
+	out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
+	defer out.Flush()
+	enc := json.NewEncoder(out)
+	enc.SetEscapeHTML(false)
+	var printed int64
+	active := partitions
+	for {
+		if !follow {
+			// Read each partition only up to where it ended at the start.
+			active = slices.DeleteFunc(active, func(p int32) bool {
+				pos := c.Position(p)
+				return pos >= 0 && pos >= end[p]
+			})
+			if len(active) == 0 {
+				return nil
+			}
+			c.Assign(active...)
+		}
+		recs, err := c.Poll(ctx)
+		for _, r := range recs {
+			if !follow && r.Offset >= end[r.Partition] {
+				continue
+			}
+			if format == "json" {
+				if werr := enc.Encode(toJSONRecord(r)); werr != nil {
+					return werr
+				}
+			} else {
+				out.Write(r.Value)
+				out.WriteByte('\n')
+			}
+			printed++
+			if count > 0 && printed >= count {
+				return out.Flush()
+			}
+		}
+		if ferr := out.Flush(); ferr != nil {
+			return fmt.Errorf("write standard output: %w", ferr)
+		}
+		if ctx.Err() != nil {
+			if follow {
+				return nil // interrupted: the normal end of --follow
+			}
+			return errors.New("interrupted")
+		}
+		if err != nil {
+			return clientError(cmd, topic, err)
+		}
+	}
+}
+
+type jsonRecord struct {
+	Topic         string       `json:"topic"`
+	Partition     int32        `json:"partition"`
+	Offset        int64        `json:"offset"`
+	Timestamp     string       `json:"timestamp"`
+	Key           *string      `json:"key"`
+	KeyEncoding   string       `json:"key_encoding,omitempty"`
+	Value         *string      `json:"value"`
+	ValueEncoding string       `json:"value_encoding,omitempty"`
+	Headers       []jsonHeader `json:"headers,omitempty"`
+}
+
+type jsonHeader struct {
+	Key           string  `json:"key"`
+	Value         *string `json:"value"`
+	ValueEncoding string  `json:"value_encoding,omitempty"`
+}
+
+func toJSONRecord(r sdk.Record) jsonRecord {
+	j := jsonRecord{
+		Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+		Timestamp: r.Timestamp.UTC().Format(time.RFC3339Nano),
+	}
+	j.Key, j.KeyEncoding = jsonBytes(r.Key)
+	j.Value, j.ValueEncoding = jsonBytes(r.Value)
+	for _, h := range r.Headers {
+		jh := jsonHeader{Key: h.Key}
+		jh.Value, jh.ValueEncoding = jsonBytes(h.Value)
+		j.Headers = append(j.Headers, jh)
+	}
+	return j
+}
+
+// jsonBytes shows b as a string: nil for null, base64 (with encoding
+// "base64") when it is not valid UTF-8.
+func jsonBytes(b []byte) (*string, string) {
+	if b == nil {
+		return nil, ""
+	}
+	if utf8.Valid(b) {
+		s := string(b)
+		return &s, ""
+	}
+	s := base64.StdEncoding.EncodeToString(b)
+	return &s, "base64"
+}

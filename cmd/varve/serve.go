@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/varve-io/varve/node"
+)
+
+func newServeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a production node against an etcd cluster and a bucket",
+		Long: `Run a Varve node. Several nodes may share one etcd cluster and one bucket;
+any ingest node accepts writes for any partition.
+
+Every flag is also an environment variable (--flush-bytes: VARVE_FLUSH_BYTES)
+and a key of the optional YAML file given with --config (flush_bytes).
+
+Example:
+  varve serve --roles ingest,fetch --etcd-endpoints http://etcd:2379 \
+    --bucket s3://my-bucket/varve --s3-endpoint http://minio:9000 --s3-path-style`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadNodeConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(cfg)
+			if err != nil {
+				return err
+			}
+			n, err := node.New(cmd.Context(), cfg, node.Options{Logger: log})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "varve serving on %s (roles %v)\n", n.Addr(), cfg.Roles)
+			return runUntilSignal(cmd.Context(), n.Wait, n.Shutdown, cfg.ShutdownTimeout)
+		},
+	}
+	addNodeFlags(cmd.Flags())
+	return cmd
+}
+
+// runUntilSignal waits for ctx (cancelled on SIGINT/SIGTERM) or a serving
+// error, then drains within timeout.
+func runUntilSignal(ctx context.Context, wait func(context.Context) error, shutdown func(context.Context) error, timeout time.Duration) error {
+	werr := wait(ctx)
+	dctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	serr := shutdown(dctx)
+	if werr != nil {
+		return werr
+	}
+	return serr
+}

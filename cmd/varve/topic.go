@@ -1,0 +1,173 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+)
+
+func newTopicCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "topic",
+		Short: "Create, list, describe and delete topics",
+		Args:  cobra.NoArgs,
+	}
+	addClientFlags(cmd)
+	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicDeleteCmd())
+	return cmd
+}
+
+func newTopicCreateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "create NAME --partitions N [--retention-ms X] [--retention-bytes Y] [--cleanup-policy delete|compact] [--max-record-bytes Z]",
+		Short: "Create a topic",
+		Long: `Create a topic. Settings not given take the cluster defaults:
+--retention-ms -1 keeps records forever, --retention-bytes -1 keeps any
+number of bytes.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			f := cmd.Flags()
+			partitions, _ := f.GetInt32("partitions")
+			if partitions < 1 {
+				return fmt.Errorf("--partitions must be at least 1, not %d", partitions)
+			}
+			cfg := &varvev1.TopicConfig{}
+			cfg.RetentionMs, _ = f.GetInt64("retention-ms")
+			cfg.RetentionBytes, _ = f.GetInt64("retention-bytes")
+			cfg.MaxRecordBytes, _ = f.GetInt32("max-record-bytes")
+			switch policy, _ := f.GetString("cleanup-policy"); policy {
+			case "":
+			case "delete":
+				cfg.CleanupPolicy = varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE
+			case "compact":
+				cfg.CleanupPolicy = varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT
+			default:
+				return fmt.Errorf("--cleanup-policy must be delete or compact, not %q", policy)
+			}
+			t, err := newClient(cmd).CreateTopic(cmd.Context(), name, partitions, cfg)
+			if err != nil {
+				return clientError(cmd, name, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created topic %s with %d partitions\n", t.GetName(), t.GetPartitions())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.Int32("partitions", 1, "number of partitions")
+	f.Int64("retention-ms", 0, "keep records this many milliseconds (-1 forever; 0 the cluster default)")
+	f.Int64("retention-bytes", 0, "keep at most this many bytes per partition (-1 or 0: no limit)")
+	f.String("cleanup-policy", "", "delete or compact (default delete)")
+	f.Int32("max-record-bytes", 0, "largest record accepted, key + value + headers (0: the cluster default)")
+	return cmd
+}
+
+func newTopicListCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "list [--format text|json]",
+		Short: "List topics",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := outputFormat(cmd)
+			if err != nil {
+				return err
+			}
+			topics, err := newClient(cmd).ListTopics(cmd.Context())
+			if err != nil {
+				return clientError(cmd, "", err)
+			}
+			if format == "json" {
+				return printProtoJSON(cmd, &varvev1.ListTopicsResponse{Topics: topics})
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tPARTITIONS")
+			for _, t := range topics {
+				fmt.Fprintf(w, "%s\t%d\n", t.GetName(), t.GetPartitions())
+			}
+			return w.Flush()
+		},
+	}
+	addFormatFlag(cmd, "output format: text (a table) or json (ListTopicsResponse)")
+	return cmd
+}
+
+func newTopicDescribeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "describe NAME [--format text|json]",
+		Short: "Show a topic's configuration and partitions",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(cmd)
+			if err != nil {
+				return err
+			}
+			d, err := newClient(cmd).DescribeTopic(cmd.Context(), args[0])
+			if err != nil {
+				return clientError(cmd, args[0], err)
+			}
+			if format == "json" {
+				return printProtoJSON(cmd, d)
+			}
+			t, c := d.GetTopic(), d.GetTopic().GetConfig()
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "topic:\t%s\n", t.GetName())
+			fmt.Fprintf(w, "id:\t%s\n", t.GetId())
+			fmt.Fprintf(w, "created:\t%s\n", time.UnixMilli(t.GetCreatedMs()).UTC().Format(time.RFC3339))
+			fmt.Fprintf(w, "partitions:\t%d\n", t.GetPartitions())
+			fmt.Fprintf(w, "retention-ms:\t%s\n", limit(c.GetRetentionMs(), "forever"))
+			fmt.Fprintf(w, "retention-bytes:\t%s\n", limit(c.GetRetentionBytes(), "unlimited"))
+			fmt.Fprintf(w, "cleanup-policy:\t%s\n", policyName(c.GetCleanupPolicy()))
+			fmt.Fprintf(w, "max-record-bytes:\t%s\n", limit(int64(c.GetMaxRecordBytes()), "unlimited"))
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			w = tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(w, "PARTITION\tLOG START\tNEXT OFFSET\tBYTES\tSEGMENTS\t")
+			for _, p := range d.GetPartitions() {
+				fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t\n", p.GetPartition(), p.GetLogStartOffset(), p.GetNextOffset(), p.GetBytes(), p.GetSegments())
+			}
+			return w.Flush()
+		},
+	}
+	addFormatFlag(cmd, "output format: text or json (DescribeTopicResponse)")
+	return cmd
+}
+
+func newTopicDeleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a topic and its records",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := newClient(cmd).DeleteTopic(cmd.Context(), args[0]); err != nil {
+				return clientError(cmd, args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted topic %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+// limit shows a setting where a negative value means no limit.
+func limit(v int64, none string) string {
+	if v < 0 {
+		return none
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func policyName(p varvev1.CleanupPolicy) string {
+	switch p {
+	case varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT:
+		return "compact"
+	case varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE, varvev1.CleanupPolicy_CLEANUP_POLICY_UNSPECIFIED:
+		return "delete"
+	}
+	return p.String()
+}

@@ -1,0 +1,433 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+)
+
+// AnyPartition in Record.Partition lets the cluster (or the producer's
+// Partitioner) choose the partition: murmur2 of the key, or the sticky
+// partition for records without a key.
+const AnyPartition int32 = -1
+
+// Offsets with a meaning of their own, accepted by Consumer.Seek and
+// Client.Tail.
+const (
+	// OffsetEarliest is the partition's log start offset.
+	OffsetEarliest int64 = -2
+	// OffsetLatest is the partition's next offset (its high watermark): only
+	// records produced from now on.
+	OffsetLatest int64 = -1
+)
+
+// Header is a record header. A nil Value is a null value.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is a record as produced and fetched.
+//
+// When producing, Partition is the target partition; the zero value is
+// partition 0, so set it to AnyPartition to let the cluster (or the
+// producer's Partitioner) choose. Offset must be 0. A zero Timestamp means
+// "now" (the cluster assigns it). Null and empty keys differ: a nil Key has
+// no key (placed by the sticky partitioner), a non-nil empty Key is hashed.
+// A nil Value is a tombstone on compacted topics.
+//
+// Fetched records and records handed to producer callbacks carry their
+// Topic, Partition and Offset.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+	Timestamp time.Time
+}
+
+// Offset is where a produced record was stored.
+type Offset struct {
+	Partition int32
+	Offset    int64
+}
+
+// FetchResult is the answer of Client.Fetch.
+type FetchResult struct {
+	// Records from the requested offset on, in offset order; empty when the
+	// wait expired with nothing new.
+	Records []Record
+	// NextOffset is the offset to fetch next.
+	NextOffset int64
+	// LogStartOffset is the partition's first stored offset.
+	LogStartOffset int64
+	// HighWatermark is the partition's next offset when the fetch was served.
+	HighWatermark int64
+}
+
+// Client talks to a Varve cluster. It is safe for concurrent use.
+type Client struct {
+	addr    string
+	http    connect.HTTPClient
+	own     *http.Client // non-nil when New created the HTTP client
+	topics  varvev1connect.TopicServiceClient
+	produce varvev1connect.ProduceServiceClient
+	fetch   varvev1connect.FetchServiceClient
+}
+
+type clientConfig struct {
+	http     connect.HTTPClient
+	grpc     bool
+	connOpts []connect.ClientOption
+}
+
+// Option configures a Client.
+type Option func(*clientConfig)
+
+// WithHTTPClient makes the client send its requests through hc instead of
+// its own HTTP/2 (h2c for http:// addresses) client.
+func WithHTTPClient(hc connect.HTTPClient) Option {
+	return func(c *clientConfig) { c.http = hc }
+}
+
+// WithGRPC makes the client speak the gRPC protocol instead of Connect.
+func WithGRPC() Option {
+	return func(c *clientConfig) { c.grpc = true }
+}
+
+// WithClientOptions passes further options (interceptors, compression, ...)
+// to the underlying Connect clients.
+func WithClientOptions(opts ...connect.ClientOption) Option {
+	return func(c *clientConfig) { c.connOpts = append(c.connOpts, opts...) }
+}
+
+// NewHTTPClient returns the HTTP client New uses by default: HTTP/2 only,
+// cleartext (h2c) for http:// addresses and TLS for https:// ones, with
+// keepalive pings so that a dead connection under a long poll or stream is
+// noticed.
+func NewHTTPClient() *http.Client {
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if ok {
+		t = t.Clone()
+	} else {
+		t = &http.Transport{}
+	}
+	t.Proxy = nil // h2c cannot cross an HTTP proxy
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetHTTP2(true)
+	t.Protocols.SetUnencryptedHTTP2(true)
+	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
+	return &http.Client{Transport: t}
+}
+
+// New returns a client of the cluster at addr, such as
+// "http://127.0.0.1:7700" (a bare host:port means http://). It connects
+// lazily: New does no I/O.
+func New(addr string, opts ...Option) *Client {
+	var cfg clientConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	addr = strings.TrimRight(addr, "/")
+	c := &Client{addr: addr, http: cfg.http}
+	if c.http == nil {
+		c.own = NewHTTPClient()
+		c.http = c.own
+	}
+	copts := []connect.ClientOption{}
+	if cfg.grpc {
+		copts = append(copts, connect.WithGRPC())
+	}
+	copts = append(copts, cfg.connOpts...)
+	c.topics = varvev1connect.NewTopicServiceClient(c.http, addr, copts...)
+	c.produce = varvev1connect.NewProduceServiceClient(c.http, addr, copts...)
+	c.fetch = varvev1connect.NewFetchServiceClient(c.http, addr, copts...)
+	return c
+}
+
+// Addr returns the cluster address the client talks to.
+func (c *Client) Addr() string { return c.addr }
+
+// Close releases the idle connections of the client's own HTTP client. It
+// does not stop producers or consumers; close those first.
+func (c *Client) Close() {
+	if c.own != nil {
+		c.own.CloseIdleConnections()
+	}
+}
+
+// CreateTopic creates a topic with the given number of partitions. cfg may
+// be nil for the cluster defaults. An existing topic is
+// connect.CodeAlreadyExists.
+func (c *Client) CreateTopic(ctx context.Context, name string, partitions int32, cfg *varvev1.TopicConfig) (*varvev1.Topic, error) {
+	res, err := c.topics.CreateTopic(ctx, connect.NewRequest(&varvev1.CreateTopicRequest{Name: name, Partitions: partitions, Config: cfg}))
+	if err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	return res.Msg.GetTopic(), nil
+}
+
+// ListTopics returns every topic.
+func (c *Client) ListTopics(ctx context.Context) ([]*varvev1.Topic, error) {
+	res, err := c.topics.ListTopics(ctx, connect.NewRequest(&varvev1.ListTopicsRequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("list topics: %w", err)
+	}
+	return res.Msg.GetTopics(), nil
+}
+
+// DescribeTopic returns a topic and the state of each of its partitions.
+func (c *Client) DescribeTopic(ctx context.Context, name string) (*varvev1.DescribeTopicResponse, error) {
+	res, err := c.topics.DescribeTopic(ctx, connect.NewRequest(&varvev1.DescribeTopicRequest{Name: name}))
+	if err != nil {
+		return nil, fmt.Errorf("describe topic %s: %w", name, err)
+	}
+	return res.Msg, nil
+}
+
+// DeleteTopic deletes a topic and, eventually, its data.
+func (c *Client) DeleteTopic(ctx context.Context, name string) error {
+	if _, err := c.topics.DeleteTopic(ctx, connect.NewRequest(&varvev1.DeleteTopicRequest{Name: name})); err != nil {
+		return fmt.Errorf("delete topic %s: %w", name, err)
+	}
+	return nil
+}
+
+// Produce appends recs to topic in one RPC, without batching or retries,
+// and returns where each record was stored, in order. Record.Topic is
+// ignored. Either every record is stored or none is.
+func (c *Client) Produce(ctx context.Context, topic string, recs []Record) ([]Offset, error) {
+	req := &varvev1.ProduceRequest{Topic: topic, Records: make([]*varvev1.ProduceRecord, len(recs))}
+	for i := range recs {
+		req.Records[i] = toProduceRecord(&recs[i], recs[i].Partition)
+	}
+	res, err := c.produce.Produce(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, fmt.Errorf("produce %d records to %s: %w", len(recs), topic, err)
+	}
+	results := res.Msg.GetResults()
+	if len(results) != len(recs) {
+		return nil, fmt.Errorf("produce %d records to %s: %w", len(recs), topic,
+			connect.NewError(connect.CodeInternal, fmt.Errorf("cluster answered %d results", len(results))))
+	}
+	out := make([]Offset, len(results))
+	for i, r := range results {
+		out[i] = Offset{Partition: r.GetPartition(), Offset: r.GetOffset()}
+	}
+	return out, nil
+}
+
+// Fetch returns records of one partition from offset on: about maxBytes of
+// them (0 means 1 MiB; at least one record when one exists). When offset is
+// the high watermark it waits up to maxWait for new records and returns an
+// empty result if none arrives. An offset before the log start or after the
+// high watermark is connect.CodeOutOfRange.
+func (c *Client) Fetch(ctx context.Context, topic string, partition int32, offset int64, maxBytes int32, maxWait time.Duration) (*FetchResult, error) {
+	res, err := c.fetch.Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{
+		Topic: topic, Partition: partition, Offset: offset, MaxBytes: maxBytes, MaxWaitMs: durationMs(maxWait),
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s/%d at offset %d: %w", topic, partition, offset, err)
+	}
+	m := res.Msg
+	return &FetchResult{
+		Records:        fromProtoRecords(topic, m.GetRecords()),
+		NextOffset:     m.GetNextOffset(),
+		LogStartOffset: m.GetLogStartOffset(),
+		HighWatermark:  m.GetHighWatermark(),
+	}, nil
+}
+
+// ListOffsets returns an offset per partition (every partition of the
+// topic when partitions is empty): with OFFSET_SPEC_EARLIEST the log start,
+// with OFFSET_SPEC_LATEST the next offset (high watermark), with
+// OFFSET_SPEC_TIMESTAMP the first offset whose record's timestamp is at or
+// after ts (the next offset when there is none). ts is ignored otherwise.
+func (c *Client) ListOffsets(ctx context.Context, topic string, spec varvev1.OffsetSpec, ts time.Time, partitions ...int32) (map[int32]int64, error) {
+	req := &varvev1.ListOffsetsRequest{Topic: topic, Partitions: partitions, Spec: spec}
+	if spec == varvev1.OffsetSpec_OFFSET_SPEC_TIMESTAMP {
+		req.TimestampMs = ts.UnixMilli()
+	}
+	res, err := c.fetch.ListOffsets(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, fmt.Errorf("list %s offsets of %s: %w", specName(spec), topic, err)
+	}
+	out := make(map[int32]int64, len(res.Msg.GetOffsets()))
+	for _, o := range res.Msg.GetOffsets() {
+		out[o.GetPartition()] = o.GetOffset()
+	}
+	return out, nil
+}
+
+func specName(s varvev1.OffsetSpec) string {
+	switch s {
+	case varvev1.OffsetSpec_OFFSET_SPEC_EARLIEST:
+		return "earliest"
+	case varvev1.OffsetSpec_OFFSET_SPEC_LATEST:
+		return "latest"
+	case varvev1.OffsetSpec_OFFSET_SPEC_TIMESTAMP:
+		return "timestamp"
+	}
+	return s.String()
+}
+
+// Tail follows one partition from offset (or OffsetEarliest, OffsetLatest)
+// over the server-streaming Subscribe RPC and calls fn with each batch of
+// records as it is committed, in order, from this goroutine. It reconnects
+// from the next offset after retriable failures. It returns fn's error, the
+// stream's first non-retriable error, or ctx's error once ctx is done.
+func (c *Client) Tail(ctx context.Context, topic string, partition int32, offset int64, fn func([]Record) error) error {
+	var err error
+	if offset, err = c.resolveOffset(ctx, topic, partition, offset); err != nil {
+		return err
+	}
+	retry := defaultRetry()
+	attempt := 0
+	for {
+		got, err := c.tailOnce(ctx, topic, partition, &offset, fn)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var fnErr *callbackError
+		if errors.As(err, &fnErr) {
+			return fnErr.err
+		}
+		if got {
+			attempt = 0
+		}
+		if err == nil {
+			// The server ended the stream (it is draining): reconnect.
+			err = connect.NewError(connect.CodeUnavailable, errors.New("stream ended"))
+		}
+		if !Retriable(err) || attempt >= retry.retries {
+			return fmt.Errorf("tail %s/%d at offset %d: %w", topic, partition, offset, err)
+		}
+		if err := sleepCtx(ctx, retry.delay(err, attempt)); err != nil {
+			return err
+		}
+		attempt++
+	}
+}
+
+// callbackError marks an error returned by a user callback.
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string { return e.err.Error() }
+
+// tailOnce runs one Subscribe stream; got reports whether it received
+// anything.
+func (c *Client) tailOnce(ctx context.Context, topic string, partition int32, offset *int64, fn func([]Record) error) (got bool, err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.fetch.Subscribe(sctx, connect.NewRequest(&varvev1.SubscribeRequest{Topic: topic, Partition: partition, Offset: *offset}))
+	if err != nil {
+		return false, err
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		got = true
+		m := stream.Msg()
+		recs := fromProtoRecords(topic, m.GetRecords())
+		if m.GetNextOffset() > *offset {
+			*offset = m.GetNextOffset()
+		}
+		if len(recs) > 0 {
+			if err := fn(recs); err != nil {
+				return got, &callbackError{err}
+			}
+		}
+	}
+	return got, stream.Err()
+}
+
+// resolveOffset turns OffsetEarliest and OffsetLatest into offsets.
+func (c *Client) resolveOffset(ctx context.Context, topic string, partition int32, offset int64) (int64, error) {
+	var spec varvev1.OffsetSpec
+	switch offset {
+	case OffsetEarliest:
+		spec = varvev1.OffsetSpec_OFFSET_SPEC_EARLIEST
+	case OffsetLatest:
+		spec = varvev1.OffsetSpec_OFFSET_SPEC_LATEST
+	default:
+		return offset, nil
+	}
+	offs, err := c.ListOffsets(ctx, topic, spec, time.Time{}, partition)
+	if err != nil {
+		return 0, err
+	}
+	o, ok := offs[partition]
+	if !ok {
+		return 0, fmt.Errorf("list offsets of %s/%d: %w", topic, partition,
+			connect.NewError(connect.CodeInternal, errors.New("partition missing from the answer")))
+	}
+	return o, nil
+}
+
+func durationMs(d time.Duration) int32 {
+	ms := d.Milliseconds()
+	if ms < 0 {
+		return 0
+	}
+	if ms > 1<<31-1 {
+		return 1<<31 - 1
+	}
+	return int32(ms)
+}
+
+func toProduceRecord(r *Record, partition int32) *varvev1.ProduceRecord {
+	pr := &varvev1.Record{Key: r.Key, Value: r.Value}
+	if !r.Timestamp.IsZero() {
+		pr.TimestampMs = r.Timestamp.UnixMilli()
+	}
+	if len(r.Headers) > 0 {
+		pr.Headers = make([]*varvev1.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			pr.Headers[i] = &varvev1.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return &varvev1.ProduceRecord{Partition: partition, Record: pr}
+}
+
+func fromProtoRecords(topic string, prs []*varvev1.Record) []Record {
+	if len(prs) == 0 {
+		return nil
+	}
+	out := make([]Record, len(prs))
+	for i, pr := range prs {
+		r := Record{
+			Topic: topic, Partition: pr.GetPartition(), Offset: pr.GetOffset(),
+			Key: pr.Key, Value: pr.Value, Timestamp: time.UnixMilli(pr.GetTimestampMs()),
+		}
+		if len(pr.GetHeaders()) > 0 {
+			r.Headers = make([]Header, len(pr.GetHeaders()))
+			for j, h := range pr.GetHeaders() {
+				r.Headers[j] = Header{Key: h.GetKey(), Value: h.Value}
+			}
+		}
+		out[i] = r
+	}
+	return out
+}
+
+// recordSize estimates the bytes a record occupies in a request and in the
+// producer's buffer.
+func recordSize(r *Record) int {
+	n := len(r.Key) + len(r.Value) + 24
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 4
+	}
+	return n
+}
