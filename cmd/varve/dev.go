@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,9 @@ Node settings (--flush-bytes, --linger, ...) work as for 'varve serve'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dataDir, _ := cmd.Flags().GetString("data-dir")
+			if env := os.Getenv("VARVE_DATA_DIR"); env != "" && !cmd.Flags().Changed("data-dir") {
+				dataDir = env
+			}
 			// The node settings; etcd endpoints and store are dev's own.
 			cfg, err := loadNodeConfig(cmd.Flags())
 			if err != nil {
@@ -37,7 +41,7 @@ Node settings (--flush-bytes, --linger, ...) work as for 'varve serve'.`,
 			return runUntilSignal(cmd.Context(), d.Wait, d.Close, cfg.ShutdownTimeout)
 		},
 	}
-	cmd.Flags().String("data-dir", "varve-data", "directory for etcd data and segment objects")
+	cmd.Flags().String("data-dir", "varve-data", "directory for etcd data and segment objects (env VARVE_DATA_DIR)")
 	addNodeFlags(cmd.Flags())
 	for _, f := range []string{"roles", "etcd-endpoints", "store", "bucket", "s3-endpoint", "s3-region", "s3-path-style"} {
 		_ = cmd.Flags().MarkHidden(f)
