@@ -1,0 +1,19 @@
+// Package segment owns the segment object format: the bytes of the objects an
+// ingest node PUTs on each flush and that compaction rewrites.
+//
+// A segment object holds one block per partition flushed (or several per
+// partition after compaction), each compressed with zstd and protected by its
+// own CRC32C, followed by a footer that lists every block and a fixed-size
+// trailer. A reader fetches one block with one ranged GET and decodes it on
+// its own with DecodeBlock; FooterSize and DecodeFooter read the footer from
+// the object's tail; Decode verifies a whole object. Offsets are not stored:
+// record i of a block has offset base+i, where etcd assigns the base.
+//
+// The byte layout, the versioning rules and the reasons behind them are in
+// docs/segment-format.md.
+//
+// segment never does I/O (no object store, no etcd, no files): it turns
+// records into bytes and bytes into records. Every decoding failure wraps
+// ErrCorrupt; decoders never panic and never allocate more than the verified
+// input can hold.
+package segment

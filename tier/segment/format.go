@@ -1,0 +1,362 @@
+package segment
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"math"
+	"strconv"
+)
+
+// Format constants. The layout is documented byte by byte in
+// docs/segment-format.md; change both together.
+const (
+	// FormatVersion is the object format version written in the header and
+	// the trailer (header, footer and trailer layout).
+	FormatVersion = 1
+	// BlockVersion is the block format version written in every block header
+	// (block header, codecs and record encoding). Blocks carry their own
+	// version because readers fetch them without the object header.
+	BlockVersion = 1
+
+	// HeaderSize is the size of the object header: magic and version.
+	HeaderSize = 8
+	// BlockHeaderSize is the size of the fixed header that starts every block.
+	BlockHeaderSize = 28
+	// TrailerSize is the size of the fixed trailer at the end of every object:
+	// footer length, footer CRC32C, version and magic.
+	TrailerSize = 16
+
+	// MaxBlockRawBytes bounds a block's uncompressed size. Build refuses
+	// larger blocks and decoders reject them before allocating anything.
+	MaxBlockRawBytes = 256 << 20
+	// MaxFooterSize bounds the footer, so that a reader never fetches more
+	// than this from a corrupt trailer (about 19 bytes per block: hundreds of
+	// thousands of blocks).
+	MaxFooterSize = 16 << 20
+	// MaxTopicLen bounds a topic name's length in bytes.
+	MaxTopicLen = 255
+)
+
+// Codecs of a block's payload.
+const (
+	codecNone = 0
+	codecZstd = 1
+)
+
+const (
+	// minRecordSize is the smallest encoded record: timestamp delta, key
+	// length, value length and header count, one byte each.
+	minRecordSize = 4
+	// minHeaderSize is the smallest encoded record header: key length and
+	// value length, one byte each.
+	minHeaderSize = 2
+	// minFooterEntry is the smallest footer entry of a block: eight varints
+	// of one byte each.
+	minFooterEntry = 8
+	// maxZstdRatio bounds how much a zstd frame can expand: a 4-byte RLE
+	// block (3-byte block header, 1 byte) decodes to at most 128 KiB.
+	maxZstdRatio = 128 << 10 / 4
+)
+
+// magic opens and closes every object.
+const magic = "VARVE\x00"
+
+// blockMagic opens every block, so a ranged GET at a wrong offset fails
+// with a precise error instead of a CRC mismatch.
+const blockMagic = "VB"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// blockHeader is the decoded fixed header of a block.
+type blockHeader struct {
+	codec      byte
+	records    uint32
+	rawLen     uint32
+	payloadLen uint32
+	base       int64
+	crc        uint32
+}
+
+// put writes h into b[:BlockHeaderSize], computing nothing.
+func (h *blockHeader) put(b []byte) {
+	_ = b[BlockHeaderSize-1]
+	copy(b[0:2], blockMagic)
+	b[2] = BlockVersion
+	b[3] = h.codec
+	binary.LittleEndian.PutUint32(b[4:], h.records)
+	binary.LittleEndian.PutUint32(b[8:], h.rawLen)
+	binary.LittleEndian.PutUint32(b[12:], h.payloadLen)
+	binary.LittleEndian.PutUint64(b[16:], uint64(h.base))
+	binary.LittleEndian.PutUint32(b[24:], h.crc)
+}
+
+// blockCRC is the CRC32C of a block's header fields (everything before the
+// CRC) followed by its payload.
+func blockCRC(hdr, payload []byte) uint32 {
+	c := crc32.Update(0, castagnoli, hdr[:BlockHeaderSize-4])
+	return crc32.Update(c, castagnoli, payload)
+}
+
+// appendUvarint and appendVarint write canonical (shortest) varints, the
+// same as Protocol Buffers and Kafka: 7 bits a byte, low bits first; signed
+// values are zigzag-encoded.
+func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
+func appendVarint(b []byte, v int64) []byte   { return binary.AppendVarint(b, v) }
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+func varintLen(v int64) int { return uvarintLen(uint64(v<<1) ^ uint64(v>>63)) }
+
+// reader decodes varints and byte strings from b with bounds checks. The
+// first failure sticks in err (a reason, wrapped with ErrCorrupt by callers)
+// and every later read returns zero values.
+type reader struct {
+	b   []byte
+	p   int
+	err string
+}
+
+func (r *reader) fail(reason string) {
+	if r.err == "" {
+		r.err = reason
+	}
+	r.p = len(r.b)
+}
+
+func (r *reader) remaining() int { return len(r.b) - r.p }
+
+// uvarint reads a canonical uvarint: at most 10 bytes, no overflow, no
+// redundant trailing zero groups (so every value has exactly one encoding).
+func (r *reader) uvarint() uint64 {
+	if r.p < len(r.b) {
+		if c := r.b[r.p]; c < 0x80 {
+			r.p++
+			return uint64(c)
+		}
+	}
+	var x uint64
+	var s uint
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		if r.p >= len(r.b) {
+			r.fail("truncated varint")
+			return 0
+		}
+		c := r.b[r.p]
+		r.p++
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				r.fail("varint overflows 64 bits")
+				return 0
+			}
+			if c == 0 {
+				r.fail("non-canonical varint")
+				return 0
+			}
+			return x | uint64(c)<<s
+		}
+		x |= uint64(c&0x7f) << s
+		s += 7
+	}
+	r.fail("varint overflows 64 bits")
+	return 0
+}
+
+// varint reads a canonical zigzag varint.
+func (r *reader) varint() int64 {
+	u := r.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
+}
+
+// length reads a signed length: -1 is null, anything else must fit in the
+// remaining bytes.
+func (r *reader) length(what string) (n int, null bool) {
+	v := r.varint()
+	if r.err != "" {
+		return 0, false
+	}
+	if v == -1 {
+		return 0, true
+	}
+	if v < 0 {
+		r.fail(what + " length is negative")
+		return 0, false
+	}
+	if v > int64(r.remaining()) {
+		r.fail(what + " length exceeds the remaining bytes")
+		return 0, false
+	}
+	return int(v), false
+}
+
+// ulength reads an unsigned length that must fit in the remaining bytes.
+func (r *reader) ulength(what string) int {
+	v := r.uvarint()
+	if r.err != "" {
+		return 0
+	}
+	if v > uint64(r.remaining()) {
+		r.fail(what + " length exceeds the remaining bytes")
+		return 0
+	}
+	return int(v)
+}
+
+// bytes returns the next n bytes, aliasing b, with capacity n so appending
+// to them never overwrites what follows.
+func (r *reader) bytes(n int) []byte {
+	if r.err != "" {
+		return nil
+	}
+	s := r.b[r.p : r.p+n : r.p+n]
+	r.p += n
+	return s
+}
+
+// count reads a count of items that each take at least min bytes, so that
+// the count is bounded by the bytes left before anything is allocated.
+func (r *reader) count(what string, min int) int {
+	v := r.uvarint()
+	if r.err != "" {
+		return 0
+	}
+	if v > uint64(r.remaining()/min) {
+		r.fail(what + " count exceeds what the remaining bytes can hold")
+		return 0
+	}
+	return int(v)
+}
+
+// appendRecord appends r's encoding with its timestamp as a delta from base.
+func appendRecord(b []byte, r *Record, base int64) []byte {
+	b = appendVarint(b, r.Timestamp-base) // wraps; decoding wraps back
+	b = appendBytes(b, r.Key)
+	b = appendBytes(b, r.Value)
+	b = appendUvarint(b, uint64(len(r.Headers)))
+	for i := range r.Headers {
+		h := &r.Headers[i]
+		b = appendUvarint(b, uint64(len(h.Key)))
+		b = append(b, h.Key...)
+		b = appendBytes(b, h.Value)
+	}
+	return b
+}
+
+// appendBytes appends a nullable byte string: varint length (-1 for nil)
+// and the bytes.
+func appendBytes(b, v []byte) []byte {
+	if v == nil {
+		return append(b, 1) // zigzag(-1)
+	}
+	b = appendVarint(b, int64(len(v)))
+	return append(b, v...)
+}
+
+// recordSizeNoTimestamp is appendRecord's output size without the timestamp delta.
+func recordSizeNoTimestamp(r *Record) int {
+	n := bytesSize(r.Key) + bytesSize(r.Value) + uvarintLen(uint64(len(r.Headers)))
+	for i := range r.Headers {
+		h := &r.Headers[i]
+		n += uvarintLen(uint64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
+	}
+	return n
+}
+
+func bytesSize(v []byte) int {
+	if v == nil {
+		return 1
+	}
+	return varintLen(int64(len(v))) + len(v)
+}
+
+// maxInternedKeys bounds the per-block table that shares header key
+// strings between records (header keys repeat: "content-type", "trace-id").
+const maxInternedKeys = 256
+
+// decodeRecords decodes exactly n records from buf (all of it), whose
+// timestamps are deltas from base. Keys, values and header values alias buf.
+// The first record's delta must be 0: writers use its timestamp as the base.
+func decodeRecords(buf []byte, n int, base int64) ([]Record, string) {
+	if n <= 0 {
+		return nil, "block has no records"
+	}
+	if n > len(buf)/minRecordSize {
+		return nil, "record count exceeds what the block's bytes can hold"
+	}
+	recs := make([]Record, n)
+	var slab []Header // headers of many records, allocated in chunks
+	var intern map[string]string
+	r := reader{b: buf}
+	for i := range recs {
+		rec := &recs[i]
+		d := r.varint()
+		if i == 0 && d != 0 && r.err == "" {
+			return nil, "first record's timestamp differs from the block's base timestamp"
+		}
+		rec.Timestamp = base + d
+		if l, null := r.length("key"); !null {
+			rec.Key = r.bytes(l)
+		}
+		if l, null := r.length("value"); !null {
+			rec.Value = r.bytes(l)
+		}
+		nh := r.count("header", minHeaderSize)
+		if r.err != "" {
+			return nil, r.err + " in record " + strconv.Itoa(i)
+		}
+		if nh == 0 {
+			continue
+		}
+		if cap(slab)-len(slab) < nh {
+			slab = make([]Header, 0, max(nh, min(64, r.remaining()/minHeaderSize)))
+		}
+		start := len(slab)
+		for range nh {
+			kl := r.ulength("header key")
+			kb := r.bytes(kl)
+			var h Header
+			if s, ok := intern[string(kb)]; ok {
+				h.Key = s
+			} else {
+				h.Key = string(kb)
+				if intern == nil {
+					intern = make(map[string]string)
+				}
+				if len(intern) < maxInternedKeys {
+					intern[h.Key] = h.Key
+				}
+			}
+			if l, null := r.length("header value"); !null {
+				h.Value = r.bytes(l)
+			}
+			slab = append(slab, h)
+		}
+		if r.err != "" {
+			return nil, r.err + " in record " + strconv.Itoa(i)
+		}
+		rec.Headers = slab[start:len(slab):len(slab)]
+	}
+	if r.remaining() != 0 {
+		return nil, strconv.Itoa(r.remaining()) + " bytes of trailing garbage after the last record"
+	}
+	return recs, ""
+}
+
+// minMaxDelta returns max-min as an unsigned value (it always fits).
+func minMaxDelta(minTS, maxTS int64) uint64 { return uint64(maxTS) - uint64(minTS) }
+
+// addDelta returns min+d and whether it fits in an int64.
+func addDelta(minTS int64, d uint64) (int64, bool) {
+	if d > uint64(math.MaxInt64)-uint64(minTS) {
+		return 0, false
+	}
+	return int64(uint64(minTS) + d), true
+}
+
+func crc32Castagnoli(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
