@@ -19,7 +19,7 @@ BUF_STAMP   := $(TOOLS)/buf-$(shell sed -n 's/.*bufbuild\/buf \(v[^ ]*\).*/\1/p'
 # Packages whose tests exercise concurrency run under the race detector.
 RACE_PKGS := ./ingest/... ./query/... ./metadata/... ./node/... ./sdk/...
 
-.PHONY: all build test test-unit test-race test-e2e generate check-generated lint bench tools clean
+.PHONY: all build test generate gen-tmp check-generated lint bench tools clean
 
 all: build
 
@@ -45,15 +45,21 @@ $(BUF_STAMP): tools/go.mod
 	cd tools && GOBIN=$(TOOLBIN) $(GO) install github.com/bufbuild/buf/cmd/buf
 	@touch $@
 
-generate: $(GEN_STAMP) $(BUF_STAMP)
-	cd proto && buf lint
-	rm -rf gen
-	buf generate
+GEN_TMP := $(TOOLS)/gen-tmp
 
-# Regenerates and fails if the checked-in code differs.
-check-generated: generate
-	@git diff --exit-code --stat -- gen || (echo "generated code is stale: run 'make generate' and commit gen/" >&2; exit 1)
-	@test -z "$$(git status --porcelain -- gen)" || (git status --porcelain -- gen; echo "generated code is stale: run 'make generate' and commit gen/" >&2; exit 1)
+# Generates into a scratch directory first, so builds running meanwhile never
+# see gen/ half written.
+gen-tmp: $(GEN_STAMP) $(BUF_STAMP)
+	cd proto && buf lint
+	rm -rf $(GEN_TMP) && mkdir -p $(GEN_TMP)
+	buf generate -o $(GEN_TMP)
+
+generate: gen-tmp
+	rm -rf gen.old && mv gen gen.old && mv $(GEN_TMP)/gen gen && rm -rf gen.old
+
+# Fails if the checked-in gen/ differs from what the pinned tools produce.
+check-generated: gen-tmp
+	@diff -r gen $(GEN_TMP)/gen >/dev/null || (diff -r gen $(GEN_TMP)/gen | head -20; echo "generated code is stale: run 'make generate' and commit gen/" >&2; exit 1)
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); echo "gofmt needed" >&2; exit 1)

@@ -47,7 +47,11 @@ func (c *BlockCache) Get(object string, off int64) ([]segment.Record, bool) {
 // Put adds a block of rawBytes decoded bytes, evicting the least recently
 // used blocks beyond the bound. Blocks larger than the whole cache are not kept.
 func (c *BlockCache) Put(object string, off int64, recs []segment.Record, rawBytes int64) {
-	size := rawBytes + int64(len(recs))*64 + 128
+	// A decoded Record is an 80-byte struct plus its header slice.
+	size := rawBytes + 128
+	for i := range recs {
+		size += 80 + int64(len(recs[i].Headers))*40
+	}
 	if size > c.max {
 		return
 	}

@@ -1139,7 +1139,8 @@ type FetchResponse struct {
 	Records        []*Record              `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
 	NextOffset     int64                  `protobuf:"varint,2,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	LogStartOffset int64                  `protobuf:"varint,3,opt,name=log_start_offset,json=logStartOffset,proto3" json:"log_start_offset,omitempty"`
-	// The partition's next offset when the fetch was served.
+	// The partition's next offset as the serving node knew it (its watch of
+	// etcd may trail the latest commit by milliseconds).
 	HighWatermark int64 `protobuf:"varint,4,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
