@@ -19,7 +19,6 @@ import (
 	"github.com/varve-io/varve/tier"
 )
 
-
 func benchNode(b *testing.B, store string, linger time.Duration, cacheBytes int64) (*node.Node, tier.Store) {
 	b.Helper()
 	ctx := context.Background()
