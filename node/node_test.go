@@ -110,12 +110,11 @@ func TestOnePutPerFlush(t *testing.T) {
 				}()
 			}
 			// Wait until every producer's batch is buffered, then flush once.
-			deadline := time.Now().Add(30 * time.Second)
-			for _, recs := n.Ingester().Pending(); recs < int64(producers*parts); _, recs = n.Ingester().Pending() {
-				if time.Now().After(deadline) {
-					t.Fatal("producers never buffered")
-				}
-				time.Sleep(5 * time.Millisecond)
+			if !testenv.Eventually(30*time.Second, func() bool {
+				_, recs := n.Ingester().Pending()
+				return recs == int64(producers*parts)
+			}) {
+				t.Fatal("producers never buffered")
 			}
 			n.rec.Reset()
 			if err := n.Ingester().Flush(ctx); err != nil {
@@ -473,9 +472,8 @@ func TestBackpressureAdvisesRetry(t *testing.T) {
 		}
 		_, _ = n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "bp", Records: recs}))
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for _, recs := n.Ingester().Pending(); recs < 7 && time.Now().Before(deadline); _, recs = n.Ingester().Pending() {
-		time.Sleep(2 * time.Millisecond)
+	if !testenv.Eventually(10*time.Second, func() bool { _, recs := n.Ingester().Pending(); return recs == 7 }) {
+		t.Fatal("the first batch was never buffered")
 	}
 	_, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "bp", Records: []*varvev1.ProduceRecord{{Partition: 0, Record: &varvev1.Record{Value: val}}, {Partition: 0, Record: &varvev1.Record{Value: val}}}}))
 	if connect.CodeOf(err) != connect.CodeResourceExhausted {

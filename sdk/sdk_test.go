@@ -659,10 +659,14 @@ func TestConsumerWakesOnNewRecords(t *testing.T) {
 	ctx := testCtx(t)
 	c := newClient(t)
 	createTopic(t, c, topic, 2)
-	cons := c.NewConsumer(topic, sdk.ConsumerOptions{MaxWait: 10 * time.Second, FromLatest: true})
+	cons := c.NewConsumer(topic, sdk.ConsumerOptions{MaxWait: 10 * time.Second})
 	defer cons.Close()
+	// Positions are fixed before the record exists, so the record is always
+	// after them, whenever the Poll starts waiting.
+	if err := cons.SeekToEnd(ctx); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		time.Sleep(300 * time.Millisecond)
 		c.Produce(ctx, topic, []sdk.Record{{Partition: 1, Value: []byte("hello")}})
 	}()
 	start := time.Now()
@@ -749,7 +753,6 @@ func TestTail(t *testing.T) {
 		})
 	}()
 	for i := 2; i < 5; i++ {
-		time.Sleep(20 * time.Millisecond)
 		if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 1, Value: fmt.Appendf(nil, "%d", i)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -771,15 +774,21 @@ func TestTail(t *testing.T) {
 			return nil
 		})
 	}()
-	time.Sleep(200 * time.Millisecond)
-	if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 1, Value: []byte("5")}}); err != nil {
-		t.Fatal(err)
+	// Tail resolves "latest" when it starts; records produced before that
+	// are not tailed, so produce until one is.
+	if !testenv.Eventually(20*time.Second, func() bool {
+		if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 1, Value: []byte("5")}}); err != nil {
+			t.Fatal(err)
+		}
+		return n.Load() > 0
+	}) {
+		t.Fatal("Tail from the end never delivered a new record")
 	}
 	if err := <-tailDone; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Tail returned %v, want context.Canceled", err)
 	}
 	if n.Load() != 1 {
-		t.Fatalf("tailed %d records from the end, want 1", n.Load())
+		t.Fatalf("tailed %d records from the end, want 1 (it cancels after the first)", n.Load())
 	}
 }
 
@@ -818,10 +827,7 @@ func TestProducerRetiresIdleTopics(t *testing.T) {
 		if p.Topics() != 1 {
 			t.Fatalf("round %d: %d topic senders after produce, want 1", i, p.Topics())
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for p.Topics() != 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
+		testenv.Eventually(5*time.Second, func() bool { return p.Topics() == 0 })
 		if p.Topics() != 0 {
 			t.Fatalf("round %d: idle topic sender still running", i)
 		}
