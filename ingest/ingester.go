@@ -31,6 +31,10 @@ var (
 	// ErrFlushFailed: the records could not be stored or committed; they were
 	// not acknowledged and are safe to retry.
 	ErrFlushFailed = errors.New("flush failed")
+	// ErrOutcomeUnknown: etcd stopped answering while committing; the records
+	// may be committed, and a retry may store them twice (the idempotent
+	// producer removes that risk).
+	ErrOutcomeUnknown = errors.New("commit outcome unknown")
 )
 
 // BackpressureError carries retry advice with ErrBackpressure.
@@ -139,6 +143,7 @@ type Ingester struct {
 
 	mu      sync.Mutex
 	open    *file
+	last    *file        // the most recently sealed file
 	pending atomic.Int64 // bytes accepted and not yet answered
 	pendRec atomic.Int64 // records accepted and not yet answered
 	closed  bool
@@ -373,6 +378,7 @@ func (in *Ingester) sealLocked() {
 	// Sticky partitions change with every file, as Kafka's do per batch.
 	clear(in.sticky)
 	in.inflight++
+	in.last = f
 	in.queue <- f
 	go func() {
 		in.putSlots <- struct{}{}
@@ -399,6 +405,9 @@ func (in *Ingester) commitLoop() {
 		}
 		in.mu.Lock()
 		in.inflight--
+		if in.last == f {
+			in.last = nil // answered; do not keep its records alive
+		}
 		if o := in.open; o != nil && o.lingered && !in.closed {
 			in.sealLocked()
 		}
@@ -460,9 +469,12 @@ func (in *Ingester) commit(f *file) {
 		k := tpKey{appends[i].Topic, appends[i].Partition}
 		f.bases[k] = r.Base
 		if r.Err != nil {
-			if errors.Is(r.Err, metadata.ErrNotCommitted) {
+			switch {
+			case errors.Is(r.Err, metadata.ErrNotCommitted):
 				f.errs[k] = fmt.Errorf("%w: commit %s: %v", ErrFlushFailed, f.object, r.Err)
-			} else {
+			case errors.Is(r.Err, metadata.ErrCommitUnknown):
+				f.errs[k] = fmt.Errorf("%w: commit %s: %v", ErrOutcomeUnknown, f.object, r.Err)
+			default:
 				f.errs[k] = r.Err
 			}
 		}
@@ -514,6 +526,8 @@ func (in *Ingester) Flush(ctx context.Context) error {
 		} else {
 			f.lingered = true // sealed as soon as a slot frees
 		}
+	} else {
+		f = in.last // commits run in seal order: its answer comes last
 	}
 	in.mu.Unlock()
 	if f == nil {

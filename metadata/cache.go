@@ -211,7 +211,15 @@ func (ca *Cache) apply(wr clientv3.WatchResponse) {
 			pc.changed = make(chan struct{})
 		}
 	}
-	ca.setRevLocked(wr.Header.Revision)
+	// During catch-up etcd sends events in batches that all carry the
+	// latest store revision in their header; only the last event's revision
+	// is what this cache has applied. A progress notification has no events
+	// and its header revision is applied by definition.
+	rev := wr.Header.Revision
+	if n := len(wr.Events); n > 0 {
+		rev = wr.Events[n-1].Kv.ModRevision
+	}
+	ca.setRevLocked(rev)
 }
 
 // applyPut records one key-value pair; index entries arrive in base order

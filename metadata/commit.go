@@ -77,8 +77,12 @@ const (
 	maxCommitTime = 60 * time.Second
 )
 
-// ErrNotCommitted marks appends whose transaction did not complete.
+// ErrNotCommitted marks appends whose transaction certainly did not apply.
 var ErrNotCommitted = errors.New("not committed")
+
+// ErrCommitUnknown marks appends whose last write attempt failed without an
+// answer (a timeout, a lost connection): etcd may still have applied it.
+var ErrCommitUnknown = errors.New("commit outcome unknown")
 
 type guardValue struct {
 	Bases   []int64  `json:"bases"`             // per append of the chunk, -1 when not committed
@@ -147,14 +151,35 @@ func (c *Client) Commit(ctx context.Context, commitID string, appends []Append) 
 func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, appends []Append, results []AppendResult) error {
 	gk := guardKey(commitID, chunk)
 	backoff := 2 * time.Millisecond
+	ambiguous := false // a write attempt ended without an answer
+	giveUp := func(attempt int, err error) error {
+		// The last write may have applied after all: look at the guard once
+		// more, with a deadline of its own.
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if resp, gerr := c.cli.Get(rctx, gk); gerr == nil && len(resp.Kvs) > 0 {
+			if c.fillFromGuard(gk, resp.Kvs[0].Value, appends, results) == nil {
+				return nil
+			}
+		}
+		if ambiguous {
+			for i, a := range appends {
+				results[i] = AppendResult{Base: -1, Err: fmt.Errorf("%s/%d: %w", a.Topic, a.Partition, ErrCommitUnknown)}
+			}
+		}
+		return fmt.Errorf("commit %s chunk %d after %d attempts: %w", commitID, chunk, attempt+1, err)
+	}
 	for attempt := 0; ; attempt++ {
-		done, err := c.tryCommitChunk(ctx, gk, appends, results)
+		done, wrote, err := c.tryCommitChunk(ctx, gk, appends, results)
 		if done {
 			return nil
 		}
+		if wrote && err != nil {
+			ambiguous = true
+		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("commit %s chunk %d after %d attempts: %w", commitID, chunk, attempt+1, err)
+				return giveUp(attempt, err)
 			}
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 				c.dropGuardLease()
@@ -166,15 +191,38 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 		sleep := backoff/2 + rand.N(backoff)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("commit %s chunk %d after %d attempts: %w", commitID, chunk, attempt+1, ctx.Err())
+			return giveUp(attempt, ctx.Err())
 		case <-time.After(sleep):
 		}
 		backoff = min(backoff*2, 500*time.Millisecond)
 	}
 }
 
-// tryCommitChunk makes one attempt. done reports that results are final.
-func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append, results []AppendResult) (done bool, err error) {
+// fillFromGuard answers a chunk from the guard an earlier attempt wrote.
+func (c *Client) fillFromGuard(gk string, v []byte, appends []Append, results []AppendResult) error {
+	var gv guardValue
+	if err := json.Unmarshal(v, &gv); err != nil || len(gv.Bases) != len(appends) {
+		return fmt.Errorf("guard %s is malformed", gk)
+	}
+	errs := make([]error, len(appends))
+	for i, reason := range gv.Refused {
+		if reason != "" && i < len(errs) {
+			errs[i] = errors.New(reason)
+			for _, sentinel := range []error{ErrTopicNotFound, ErrPartitionOutOfRange} {
+				if strings.Contains(reason, sentinel.Error()) {
+					errs[i] = fmt.Errorf("%w (%s)", sentinel, reason)
+				}
+			}
+		}
+	}
+	c.fillResults(appends, results, gv.Bases, errs)
+	return nil
+}
+
+// tryCommitChunk makes one attempt. done reports that results are final;
+// wrote that the attempt sent its write transaction (so an error leaves
+// the outcome unknown).
+func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append, results []AppendResult) (done, wrote bool, err error) {
 	// Read the guard, the topics and the partitions in one consistent
 	// snapshot.
 	var topics []string
@@ -194,28 +242,15 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 	}
 	rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	rs := rresp.Responses
 	if g := rs[0].GetResponseRange().Kvs; len(g) > 0 {
 		// An earlier attempt committed; answer with its offsets.
-		var gv guardValue
-		if err := json.Unmarshal(g[0].Value, &gv); err != nil || len(gv.Bases) != len(appends) {
-			return false, fmt.Errorf("guard %s is malformed", gk)
+		if err := c.fillFromGuard(gk, g[0].Value, appends, results); err != nil {
+			return false, false, err
 		}
-		errs := make([]error, len(appends))
-		for i, reason := range gv.Refused {
-			if reason != "" && i < len(errs) {
-				errs[i] = errors.New(reason)
-				for _, sentinel := range []error{ErrTopicNotFound, ErrPartitionOutOfRange} {
-					if strings.Contains(reason, sentinel.Error()) {
-						errs[i] = fmt.Errorf("%w (%s)", sentinel, reason)
-					}
-				}
-			}
-		}
-		c.fillResults(appends, results, gv.Bases, errs)
-		return true, nil
+		return true, false, nil
 	}
 	type topicSnap struct {
 		t      *Topic
@@ -229,7 +264,7 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 		}
 		var t Topic
 		if err := json.Unmarshal(kvs[0].Value, &t); err != nil {
-			return false, fmt.Errorf("decode topic %q: %w", topics[i], err)
+			return false, false, fmt.Errorf("decode topic %q: %w", topics[i], err)
 		}
 		snaps[i] = topicSnap{t: &t, modRev: kvs[0].ModRevision}
 	}
@@ -260,7 +295,7 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 		var modRev int64
 		if kvs := rs[1+len(topics)+i].GetResponseRange().Kvs; len(kvs) > 0 {
 			if err := json.Unmarshal(kvs[0].Value, &st); err != nil {
-				return false, fmt.Errorf("decode partition %s/%d: %w", a.Topic, a.Partition, err)
+				return false, false, fmt.Errorf("decode partition %s/%d: %w", a.Topic, a.Partition, err)
 			}
 			modRev = kvs[0].ModRevision
 		}
@@ -275,11 +310,11 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 	}
 	if len(puts) == 0 {
 		c.fillResults(appends, results, bases, errs)
-		return true, nil
+		return true, false, nil
 	}
 	lease, err := c.leaseForGuard(ctx)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	refused := make([]string, len(appends))
 	for i, e := range errs {
@@ -292,13 +327,13 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 	puts = append(puts, clientv3.OpPut(gk, string(gv), clientv3.WithLease(lease)))
 	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
 	if err != nil {
-		return false, err
+		return false, true, err
 	}
 	if !tresp.Succeeded {
-		return false, nil // conflict: reread and retry
+		return false, false, nil // conflict: reread and retry
 	}
 	c.fillResults(appends, results, bases, errs)
-	return true, nil
+	return true, false, nil
 }
 
 func (c *Client) fillResults(appends []Append, results []AppendResult, bases []int64, errs []error) {

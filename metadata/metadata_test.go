@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 )
@@ -305,5 +309,24 @@ func TestCommitManyPartitionsAndCache(t *testing.T) {
 	// and they expire with their lease.
 	if st.Keys != 18 {
 		t.Fatalf("%d keys left after delete, want the 18 guards", st.Keys)
+	}
+}
+
+func TestIsUnavailable(t *testing.T) {
+	cases := []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("get topic: %w", rpctypes.ErrNoLeader), true},
+		{fmt.Errorf("get: %w", status.Error(codes.Unavailable, "connection refused")), true},
+		{fmt.Errorf("get: %w", status.Error(codes.DeadlineExceeded, "slow")), true},
+		{fmt.Errorf("x: %w", metadata.ErrTopicNotFound), false},
+		{errors.New("plain"), false},
+		{fmt.Errorf("get: %w", status.Error(codes.InvalidArgument, "bad")), false},
+	}
+	for _, c := range cases {
+		if got := metadata.IsUnavailable(c.err); got != c.want {
+			t.Errorf("IsUnavailable(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

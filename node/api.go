@@ -219,7 +219,7 @@ func (s *fetchService) Subscribe(ctx context.Context, req *connect.Request[varve
 			return nil
 		}
 	}
-	for {
+	for ctx.Err() == nil {
 		res, err := first, error(nil)
 		if len(first.Records) == 0 {
 			res, err = s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), offset, int(m.GetMaxBytes()), 30*time.Second)
@@ -245,6 +245,7 @@ func (s *fetchService) Subscribe(ctx context.Context, req *connect.Request[varve
 		}
 		offset = res.Next
 	}
+	return nil
 }
 
 func (s *fetchService) ListOffsets(ctx context.Context, req *connect.Request[varvev1.ListOffsetsRequest]) (*connect.Response[varvev1.ListOffsetsResponse], error) {

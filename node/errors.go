@@ -36,7 +36,8 @@ func toConnect(err error) error {
 		code = connect.CodeAlreadyExists
 	case errors.Is(err, ingest.ErrBackpressure):
 		code = connect.CodeResourceExhausted
-	case errors.Is(err, ingest.ErrClosed), errors.Is(err, ingest.ErrFlushFailed):
+	case errors.Is(err, ingest.ErrClosed), errors.Is(err, ingest.ErrFlushFailed), errors.Is(err, ingest.ErrOutcomeUnknown),
+		errors.Is(err, query.ErrUnavailable), metadata.IsUnavailable(err):
 		code = connect.CodeUnavailable
 	case errors.Is(err, query.ErrOffsetOutOfRange):
 		code = connect.CodeOutOfRange

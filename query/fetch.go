@@ -23,6 +23,8 @@ var (
 	ErrOffsetOutOfRange = errors.New("offset out of range")
 	// ErrDataLoss: a committed block could not be read back intact.
 	ErrDataLoss = errors.New("data loss")
+	// ErrUnavailable: object storage failed to answer; retry.
+	ErrUnavailable = errors.New("object storage unavailable")
 )
 
 // Record is a fetched record.
@@ -86,23 +88,25 @@ func (f *Fetcher) topic(ctx context.Context, name string) (metadata.Topic, error
 	return f.meta.GetTopic(ctx, name)
 }
 
-func (f *Fetcher) checkPartition(ctx context.Context, topic string, p int32) error {
+func (f *Fetcher) checkPartition(ctx context.Context, topic string, p int32) (metadata.Topic, error) {
 	t, err := f.topic(ctx, topic)
 	if err != nil {
-		return err
+		return t, err
 	}
 	if p < 0 || p >= t.Partitions {
-		return fmt.Errorf("%w: topic %q has %d partitions, got partition %d", metadata.ErrPartitionOutOfRange, topic, t.Partitions, p)
+		return t, fmt.Errorf("%w: topic %q has %d partitions, got partition %d", metadata.ErrPartitionOutOfRange, topic, t.Partitions, p)
 	}
-	return nil
+	return t, nil
 }
 
 // Fetch returns records of one partition from offset on, up to about
 // maxBytes (at least one record when one exists). When offset is the high
 // watermark it waits up to maxWait for new records, woken by the metadata
-// watch.
+// watch. A wait cut short by ctx (a client gone, a node draining) answers
+// with no records.
 func (f *Fetcher) Fetch(ctx context.Context, topic string, p int32, offset int64, maxBytes int, maxWait time.Duration) (Result, error) {
-	if err := f.checkPartition(ctx, topic, p); err != nil {
+	t, err := f.checkPartition(ctx, topic, p)
+	if err != nil {
 		return Result{}, err
 	}
 	if offset < 0 {
@@ -119,31 +123,18 @@ func (f *Fetcher) Fetch(ctx context.Context, topic string, p int32, offset int64
 		if offset < st.Start {
 			return Result{}, fmt.Errorf("%w: %s/%d: offset %d is before the log start %d", ErrOffsetOutOfRange, topic, p, offset, st.Start)
 		}
-		if offset < st.Next {
+		if offset < st.Next || !checkedEtcd {
 			start := time.Now()
-			res, err := f.read(ctx, topic, p, offset, maxBytes, st)
-			if err == nil && len(res.Records) > 0 {
-				f.fetchTime.Record(ctx, time.Since(start).Seconds())
-			}
-			return res, err
-		}
-		if !checkedEtcd {
-			// The cache may lag etcd by a few milliseconds: a record acked
-			// an instant ago must still be readable, so ask etcd once.
+			res, err := f.read(ctx, topic, p, offset, maxBytes, st, !checkedEtcd)
 			checkedEtcd = true
-			_, est, _, rev, err := f.meta.LookupIndex(ctx, topic, p, offset)
 			if err != nil {
 				return Result{}, err
 			}
-			if offset > est.Next {
-				return Result{}, fmt.Errorf("%w: %s/%d: offset %d is after the high watermark %d", ErrOffsetOutOfRange, topic, p, offset, est.Next)
+			if len(res.Records) > 0 {
+				f.fetchTime.Record(ctx, time.Since(start).Seconds())
+				return res, nil
 			}
-			if offset < est.Next {
-				if err := f.index.WaitRevision(ctx, rev); err != nil {
-					return Result{}, err
-				}
-				continue
-			}
+			st.Next = max(st.Next, res.HighWatermark)
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
@@ -156,20 +147,48 @@ func (f *Fetcher) Fetch(ctx context.Context, topic string, p int32, offset int64
 		case <-timer.C:
 		case <-ctx.Done():
 			timer.Stop()
-			return Result{}, ctx.Err()
+			return Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}, nil
+		}
+		// A topic deleted (and perhaps re-created) during the wait is not
+		// the log this fetch started on.
+		if now, ok := f.index.Topic(topic); !ok || now.ID != t.ID {
+			return Result{}, fmt.Errorf("topic %q was deleted while fetching: %w", topic, metadata.ErrTopicNotFound)
 		}
 	}
 }
 
-// read collects records from offset (< st.Next) across consecutive blocks.
-func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64, maxBytes int, st metadata.PartitionState) (Result, error) {
+// read collects records from offset across consecutive blocks, using the
+// watched index. When that copy has no entry for offset — it trails etcd by
+// milliseconds, or askEtcd is set because the cache's high watermark may be
+// stale — it asks etcd with one linearizable read and serves the block etcd
+// names, so a record acknowledged an instant ago is always readable.
+func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64, maxBytes int, st metadata.PartitionState, askEtcd bool) (Result, error) {
 	res := Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}
+	entries := f.index.Entries(topic, p, offset, 16)
+	if len(entries) == 0 || entries[0].Base > offset {
+		if offset >= st.Next && !askEtcd {
+			return res, nil
+		}
+		e, est, found, _, err := f.meta.LookupIndex(ctx, topic, p, offset)
+		if err != nil {
+			return Result{}, err
+		}
+		res.HighWatermark, res.LogStartOffset = max(st.Next, est.Next), est.Start
+		if offset > est.Next {
+			return Result{}, fmt.Errorf("%w: %s/%d: offset %d is after the high watermark %d", ErrOffsetOutOfRange, topic, p, offset, est.Next)
+		}
+		if offset < est.Start {
+			return Result{}, fmt.Errorf("%w: %s/%d: offset %d is before the log start %d", ErrOffsetOutOfRange, topic, p, offset, est.Start)
+		}
+		if !found {
+			return res, nil
+		}
+		entries = []metadata.IndexEntry{e}
+	}
 	size := 0
-	for _, e := range f.index.Entries(topic, p, offset, 16) {
+	for _, e := range entries {
 		if e.Base > res.Next {
-			// Never skip records: stop at a hole (there is none in a
-			// committed log, but the cache may be mid-update).
-			break
+			break // never skip records
 		}
 		recs, err := f.Block(ctx, e)
 		if err != nil {
@@ -185,6 +204,7 @@ func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64,
 			res.Records = append(res.Records, Record{Partition: p, Offset: e.Base + int64(i), Record: r})
 			res.Next = e.Base + int64(i) + 1
 		}
+		res.HighWatermark = max(res.HighWatermark, e.End())
 		if size >= maxBytes {
 			break
 		}
@@ -206,7 +226,7 @@ func (f *Fetcher) Block(ctx context.Context, e metadata.IndexEntry) ([]segment.R
 		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
 			return nil, fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
 		}
-		return nil, fmt.Errorf("read block %s@%d: %w", e.Object, e.Off, err)
+		return nil, fmt.Errorf("%w: read block %s@%d: %v", ErrUnavailable, e.Object, e.Off, err)
 	}
 	recs, err := segment.DecodeBlock(b)
 	if err == nil && int64(len(recs)) != e.Records {

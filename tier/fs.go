@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -32,6 +33,8 @@ const staleTmpAge = time.Hour
 type FS struct {
 	dir string
 	tmp string
+	// durable remembers directories known to exist with their entry synced.
+	durable sync.Map
 }
 
 var _ Store = (*FS)(nil)
@@ -106,11 +109,20 @@ func (s *FS) PutIfAbsent(ctx context.Context, key string, data []byte) error {
 		if err == nil || !errors.Is(err, fs.ErrNotExist) || attempt == 3 {
 			break
 		}
+		// A Delete pruned the directory: forget it and its parents.
+		for d := filepath.Dir(final); d != s.dir && d != filepath.Dir(d); d = filepath.Dir(d) {
+			s.durable.Delete(d)
+		}
 	}
 	switch {
 	case errors.Is(err, fs.ErrExist):
 		if info, serr := os.Lstat(final); serr == nil && info.IsDir() {
 			return fmt.Errorf("fs put %s: other keys use it as a directory", key)
+		}
+		// When an earlier attempt of this very put linked the file and then
+		// failed, the caller takes "exists" as stored: make sure it is.
+		if err := syncDir(filepath.Dir(final)); err != nil {
+			return fmt.Errorf("fs put %s: %w", key, err)
 		}
 		return fmt.Errorf("fs put %s: %w", key, ErrExists)
 	case err != nil:
@@ -149,24 +161,32 @@ func (s *FS) mkdirs(dir string) error {
 	if dir == s.dir {
 		return nil
 	}
-	info, err := os.Stat(dir)
-	if err == nil {
-		if !info.IsDir() {
-			return fmt.Errorf("%s is an object, not a directory", strings.TrimPrefix(dir, s.dir+string(filepath.Separator)))
-		}
+	if _, ok := s.durable.Load(dir); ok {
 		return nil
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
+	info, err := os.Stat(dir)
+	switch {
+	case err == nil && !info.IsDir():
+		return fmt.Errorf("%s is an object, not a directory", strings.TrimPrefix(dir, s.dir+string(filepath.Separator)))
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return err
 	}
 	parent := filepath.Dir(dir)
 	if err := s.mkdirs(parent); err != nil {
 		return err
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err != nil { // it did not exist
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	// Whoever created dir (this call, a concurrent one, another process) may
+	// not have synced its parent yet: sync it once before relying on it.
+	if err := syncDir(parent); err != nil {
 		return err
 	}
-	return syncDir(parent)
+	s.durable.Store(dir, struct{}{})
+	return nil
 }
 
 func syncDir(dir string) error {
