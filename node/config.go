@@ -38,6 +38,10 @@ type Config struct {
 
 	LogLevel  string `koanf:"log_level"`
 	LogFormat string `koanf:"log_format"`
+
+	// FlightListen is the Arrow Flight address of the fetch role (scans);
+	// empty: no Flight server.
+	FlightListen string `koanf:"flight_listen"`
 }
 
 // DefaultConfig returns the defaults every flag starts from.

@@ -42,6 +42,7 @@ type Node struct {
 	meter   *sdkmetric.MeterProvider
 
 	ln       net.Listener
+	flightLn net.Listener
 	srv      *http.Server
 	baseCtx  context.Context
 	cancel   context.CancelFunc
@@ -80,6 +81,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			if n.srv != nil {
+				n.srv.Close() // started before a later step failed
+			}
 			n.closeParts()
 		}
 	}()
@@ -142,7 +146,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta}, hopts...))
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher}, hopts...))
-	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName}
+	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{f: n.fetcher}, hopts...))
+	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName}
 	reflector := grpcreflect.NewStaticReflector(services...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
@@ -167,6 +172,19 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go func() { n.served <- n.srv.Serve(n.ln) }()
+	if cfg.FlightListen != "" && n.fetcher != nil {
+		n.flightLn, err = net.Listen("tcp", cfg.FlightListen)
+		if err != nil {
+			return nil, fmt.Errorf("listen for Arrow Flight on %s: %w", cfg.FlightListen, err)
+		}
+		// No location: clients DoGet from the node that planned (or any).
+		svc := query.NewFlightService(n.fetcher)
+		go func() {
+			if err := query.ServeFlight(n.baseCtx, n.flightLn, svc); err != nil {
+				log.Error("arrow flight server stopped", "err", err)
+			}
+		}()
+	}
 
 	for _, role := range cfg.Roles {
 		if err := n.meta.Register(n.baseCtx, role, cfg.NodeID, n.Addr()); err != nil {
@@ -194,6 +212,14 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 
 // Addr is the node's base URL, http://host:port.
 func (n *Node) Addr() string { return "http://" + n.ln.Addr().String() }
+
+// FlightAddr is the Arrow Flight address, host:port ("" without one).
+func (n *Node) FlightAddr() string {
+	if n.flightLn == nil {
+		return ""
+	}
+	return n.flightLn.Addr().String()
+}
 
 // Ingester returns the node's ingester (nil without the ingest role).
 func (n *Node) Ingester() *ingest.Ingester { return n.in }

@@ -83,6 +83,7 @@ type Client struct {
 	topics  varvev1connect.TopicServiceClient
 	produce varvev1connect.ProduceServiceClient
 	fetch   varvev1connect.FetchServiceClient
+	scan    varvev1connect.ScanServiceClient
 }
 
 type clientConfig struct {
@@ -155,6 +156,9 @@ func New(addr string, opts ...Option) *Client {
 	c.topics = varvev1connect.NewTopicServiceClient(c.http, addr, copts...)
 	c.produce = varvev1connect.NewProduceServiceClient(c.http, addr, copts...)
 	c.fetch = varvev1connect.NewFetchServiceClient(c.http, addr, copts...)
+	// Arrow batches of a scan are large; gzip would cap a scan at the speed
+	// of one gzip stream (~50 MB/s), so the scan asks for none.
+	c.scan = varvev1connect.NewScanServiceClient(c.http, addr, append(copts[:len(copts):len(copts)], connect.WithAcceptCompression("gzip", nil, nil))...)
 	return c
 }
 

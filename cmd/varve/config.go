@@ -24,6 +24,7 @@ func addNodeFlags(fs *pflag.FlagSet) {
 	fs.String("config", "", "optional YAML configuration file (keys as flags, with _ for -)")
 	fs.StringSlice("roles", d.Roles, "roles to run: ingest, fetch")
 	fs.String("listen", d.Listen, "API address (Connect, gRPC, gRPC-Web, /metrics, /healthz, /readyz)")
+	fs.String("flight-listen", "", "Arrow Flight address of the fetch role (scans); empty: none")
 	fs.String("node-id", "", "node id (default: random)")
 	fs.StringSlice("etcd-endpoints", nil, "etcd client URLs")
 	fs.String("store", "", "segment store: fs:DIR or s3://bucket[/prefix]")

@@ -34,6 +34,7 @@ func newRootCmd() *cobra.Command {
 		newTopicCmd(),
 		newProduceCmd(),
 		newConsumeCmd(),
+		newScanCmd(),
 	)
 	return root
 }

@@ -1,0 +1,373 @@
+package main
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/sdk"
+)
+
+func newScanCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "scan TOPIC [--from TIME|OFFSET] [--to TIME|OFFSET] [--partition P]... [--key K]... [--format table|csv|jsonl|arrow|parquet] [-o FILE]",
+		Short: "Read a range of a topic for analysis (Arrow, Parquet, CSV, ...)",
+		Long: `Read a range of a topic, as it is when the scan starts, in one of several
+formats. The server reads only the blocks that overlap the range, in parallel.
+
+--from and --to take an offset (an integer), a time in RFC 3339
+(2026-01-02T15:04:05Z) or a duration before now (90m, 24h). --from is
+inclusive and --to exclusive; an offset bound and a time bound may be mixed
+(--from 2026-01-01T00:00:00Z --to 5000). Without them the scan reads every
+partition from its log start to its current end.
+
+--format:
+  table    aligned columns for people (values cut at 60 characters)
+  csv      topic,partition,offset,timestamp,key,value,headers with a header
+           row; null is an empty field; headers are a JSON array
+  jsonl    one JSON object per record, as 'varve consume --format json'
+  arrow    an Arrow IPC stream (.arrows), readable by pyarrow, DuckDB, ...
+  parquet  a Parquet file: zstd, column statistics (-o required). With
+           --window DURATION, -o is a directory and gets one file per
+           partition and window of record timestamps, Hive-style:
+           DIR/topic=T/partition=P/window=20260102T150000Z.parquet
+
+A progress bar goes to stderr when it is a terminal (--progress always|never
+to force).`,
+		Args: cobra.ExactArgs(1),
+		RunE: runScan,
+	}
+	addClientFlags(cmd)
+	f := cmd.Flags()
+	f.String("from", "", "start: offset, RFC 3339 time or duration before now (inclusive)")
+	f.String("to", "", "end: offset, RFC 3339 time or duration before now (exclusive)")
+	f.Int32Slice("partition", nil, "partitions to read, in this order (repeatable; default all)")
+	f.StringArray("key", nil, "only records with this key (repeatable)")
+	f.String("format", "table", "output: table, csv, jsonl, arrow or parquet")
+	f.StringP("output", "o", "", "write to this file instead of stdout")
+	f.String("progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
+	f.Int32("batch", 0, "records per Arrow batch (0: the server's default)")
+	f.Duration("window", 0, "with --format parquet: -o is a directory, one file per partition and window")
+	return cmd
+}
+
+// scanBound parses a --from/--to value into an offset or a time.
+func scanBound(name, v string, now time.Time) (off int64, t time.Time, err error) {
+	if v == "" {
+		return 0, time.Time{}, nil
+	}
+	if n, perr := strconv.ParseInt(v, 10, 64); perr == nil {
+		if n < 0 {
+			return 0, time.Time{}, fmt.Errorf("--%s offset must not be negative, got %d", name, n)
+		}
+		return n, time.Time{}, nil
+	}
+	if tt, terr := time.Parse(time.RFC3339Nano, v); terr == nil {
+		return 0, tt, nil
+	}
+	if d, derr := time.ParseDuration(v); derr == nil && d > 0 {
+		return 0, now.Add(-d), nil
+	}
+	return 0, time.Time{}, fmt.Errorf("--%s must be an offset, an RFC 3339 time or a duration, not %q", name, v)
+}
+
+func runScan(cmd *cobra.Command, args []string) error {
+	topic := args[0]
+	f := cmd.Flags()
+	format, _ := f.GetString("format")
+	output, _ := f.GetString("output")
+	progress, _ := f.GetString("progress")
+	batch, _ := f.GetInt32("batch")
+	switch format {
+	case "table", "csv", "jsonl", "arrow", "parquet":
+	default:
+		return fmt.Errorf("--format must be table, csv, jsonl, arrow or parquet, not %q", format)
+	}
+	if format == "parquet" && output == "" {
+		return errors.New("--format parquet needs -o FILE")
+	}
+	window, _ := f.GetDuration("window")
+	if window < 0 || (window > 0 && format != "parquet") {
+		return errors.New("--window is a positive duration, with --format parquet only")
+	}
+	switch progress {
+	case "auto", "always", "never":
+	default:
+		return fmt.Errorf("--progress must be auto, always or never, not %q", progress)
+	}
+	now := time.Now()
+	opts := sdk.ScanOptions{MaxBatchRecords: batch}
+	fromS, _ := f.GetString("from")
+	toS, _ := f.GetString("to")
+	var err error
+	if opts.FromOffset, opts.From, err = scanBound("from", fromS, now); err != nil {
+		return err
+	}
+	if opts.ToOffset, opts.To, err = scanBound("to", toS, now); err != nil {
+		return err
+	}
+	if toS != "" && opts.To.IsZero() && opts.ToOffset == 0 {
+		return errors.New("--to 0 would read nothing")
+	}
+	opts.Partitions, _ = f.GetInt32Slice("partition")
+	keys, _ := f.GetStringArray("key")
+	for _, k := range keys {
+		opts.Keys = append(opts.Keys, []byte(k))
+	}
+
+	var bar *progressbar.ProgressBar
+	if progress == "always" || (progress == "auto" && term.IsTerminal(int(os.Stderr.Fd()))) {
+		bar = progressbar.NewOptions64(-1,
+			progressbar.OptionSetWriter(cmd.ErrOrStderr()),
+			progressbar.OptionSetDescription("scan "+topic),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+		opts.Progress = func(p sdk.ScanProgress) {
+			if bar.GetMax64() != p.RawBytesTotal {
+				bar.ChangeMax64(p.RawBytesTotal)
+			}
+			_ = bar.Set64(p.RawBytesDone)
+		}
+	}
+
+	ctx := cmd.Context()
+	client := newClient(cmd)
+	defer client.Close()
+	rd, err := client.Scan(ctx, topic, opts)
+	if err != nil {
+		return clientError(cmd, topic, err)
+	}
+	defer rd.Release()
+
+	if window > 0 {
+		files, err := query.ExportParquet(ctx, rd, output, query.ParquetOptions{Window: window})
+		if bar != nil {
+			_ = bar.Finish()
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return errors.New("interrupted")
+			}
+			return clientError(cmd, topic, err)
+		}
+		var rows int64
+		for _, ef := range files {
+			rows += ef.Rows
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d records to %d files under %s\n", rows, len(files), output)
+		return nil
+	}
+	var w io.Writer = cmd.OutOrStdout()
+	var file *os.File
+	if output != "" {
+		// Written under a temporary name, renamed when complete.
+		file, err = os.CreateTemp(dirOf(output), ".varve-scan-*")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(file.Name())
+		defer file.Close()
+		w = file
+	}
+	bw := bufio.NewWriterSize(w, 256<<10)
+	var rows int64
+	switch format {
+	case "parquet":
+		rows, err = query.WriteParquet(bw, rd, query.ParquetOptions{})
+	case "arrow":
+		rows, err = writeArrow(bw, rd)
+	default:
+		rows, err = writeText(bw, rd, format)
+	}
+	if err == nil {
+		err = rd.Err()
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		return clientError(cmd, topic, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	if file != nil {
+		if err := file.Close(); err != nil {
+			return fmt.Errorf("write %s: %w", output, err)
+		}
+		if err := os.Rename(file.Name(), output); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d records to %s\n", rows, output)
+	}
+	return nil
+}
+
+func dirOf(path string) string {
+	if i := strings.LastIndexByte(path, os.PathSeparator); i >= 0 {
+		return path[:i+1]
+	}
+	return "."
+}
+
+func writeArrow(w io.Writer, rd array.RecordReader) (int64, error) {
+	iw := ipc.NewWriter(w, ipc.WithSchema(rd.Schema()))
+	var rows int64
+	for rd.Next() {
+		if err := iw.Write(rd.RecordBatch()); err != nil {
+			return rows, err
+		}
+		rows += rd.RecordBatch().NumRows()
+	}
+	if err := rd.Err(); err != nil {
+		return rows, err
+	}
+	return rows, iw.Close()
+}
+
+// scanCols are the columns of a scan batch.
+type scanCols struct {
+	topic *array.String
+	part  *array.Int32
+	off   *array.Int64
+	ts    *array.Timestamp
+	key   *array.Binary
+	value *array.Binary
+	hl    *array.List
+	hk    *array.String
+	hv    *array.Binary
+}
+
+func colsOf(rec arrow.RecordBatch) scanCols {
+	hl := rec.Column(6).(*array.List)
+	hs := hl.ListValues().(*array.Struct)
+	return scanCols{
+		topic: rec.Column(0).(*array.String), part: rec.Column(1).(*array.Int32), off: rec.Column(2).(*array.Int64),
+		ts: rec.Column(3).(*array.Timestamp), key: rec.Column(4).(*array.Binary), value: rec.Column(5).(*array.Binary),
+		hl: hl, hk: hs.Field(0).(*array.String), hv: hs.Field(1).(*array.Binary),
+	}
+}
+
+func binAt(a *array.Binary, i int) []byte {
+	if a.IsNull(i) {
+		return nil
+	}
+	return append([]byte{}, a.Value(i)...)
+}
+
+// record rebuilds row i as an SDK record (for the shared JSON shape).
+func (c scanCols) record(i int) sdk.Record {
+	r := sdk.Record{
+		Topic: c.topic.Value(i), Partition: c.part.Value(i), Offset: c.off.Value(i),
+		Timestamp: time.UnixMilli(int64(c.ts.Value(i))), Key: binAt(c.key, i), Value: binAt(c.value, i),
+	}
+	s, e := c.hl.ValueOffsets(i)
+	for j := int(s); j < int(e); j++ {
+		r.Headers = append(r.Headers, sdk.Header{Key: c.hk.Value(j), Value: binAt(c.hv, j)})
+	}
+	return r
+}
+
+// text shows bytes for people: the text when UTF-8, else base64:….
+func text(b []byte, null string) string {
+	if b == nil {
+		return null
+	}
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return "base64:" + base64.StdEncoding.EncodeToString(b)
+}
+
+func writeText(w io.Writer, rd array.RecordReader, format string) (int64, error) {
+	var rows int64
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	var cw *csv.Writer
+	var tw *tabwriter.Writer
+	switch format {
+	case "csv":
+		cw = csv.NewWriter(w)
+		_ = cw.Write([]string{"topic", "partition", "offset", "timestamp", "key", "value", "headers"})
+	case "table":
+		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "PARTITION\tOFFSET\tTIMESTAMP\tKEY\tVALUE\tHEADERS")
+	}
+	for rd.Next() {
+		rec := rd.RecordBatch()
+		c := colsOf(rec)
+		for i := range int(rec.NumRows()) {
+			r := c.record(i)
+			switch format {
+			case "jsonl":
+				if err := enc.Encode(toJSONRecord(r)); err != nil {
+					return rows, err
+				}
+			case "csv":
+				hs := "[]"
+				if len(r.Headers) > 0 {
+					b, _ := json.Marshal(toJSONRecord(r).Headers)
+					hs = string(b)
+				}
+				if err := cw.Write([]string{r.Topic, strconv.Itoa(int(r.Partition)), strconv.FormatInt(r.Offset, 10),
+					r.Timestamp.UTC().Format(time.RFC3339Nano), text(r.Key, ""), text(r.Value, ""), hs}); err != nil {
+					return rows, err
+				}
+			case "table":
+				var hs []string
+				for _, h := range r.Headers {
+					hs = append(hs, h.Key+"="+cut(text(h.Value, "(null)"), 20))
+				}
+				fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", r.Partition, r.Offset, r.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z"),
+					cut(text(r.Key, "(null)"), 30), cut(text(r.Value, "(null)"), 60), strings.Join(hs, " "))
+			}
+			rows++
+		}
+		if tw != nil {
+			// Columns align within a batch; a long scan never waits for the end.
+			if err := tw.Flush(); err != nil {
+				return rows, err
+			}
+		}
+	}
+	if cw != nil {
+		cw.Flush()
+		if err := cw.Error(); err != nil {
+			return rows, err
+		}
+	}
+	return rows, nil
+}
+
+// cut shortens s to n runes, on one line.
+func cut(s string, n int) string {
+	s = strings.NewReplacer("\n", `\n`, "\t", `\t`, "\r", `\r`).Replace(s)
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
