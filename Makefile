@@ -12,21 +12,30 @@ MINIO_VERSION          := v0.0.0-20260212201848-7aac2a2c5b7c
 PROTOC_GEN_GO_VERSION  := v1.36.12
 CONNECT_GEN_VERSION    := v1.21.1
 
+TFLINT_VERSION         := v0.64.0
+TERRAFORM              ?= terraform
+
 MINIO_STAMP := $(TOOLS)/minio-$(MINIO_VERSION).stamp
+TFLINT_STAMP := $(TOOLS)/tflint-$(TFLINT_VERSION).stamp
 GEN_STAMP   := $(TOOLS)/gen-$(PROTOC_GEN_GO_VERSION)-$(CONNECT_GEN_VERSION).stamp
 BUF_STAMP   := $(TOOLS)/buf-$(shell sed -n 's/.*bufbuild\/buf \(v[^ ]*\).*/\1/p' tools/go.mod | head -n1).stamp
 
 # Packages whose tests exercise concurrency run under the race detector.
 RACE_PKGS := ./ingest/... ./query/... ./metadata/... ./node/... ./sdk/...
 
-.PHONY: all build test generate gen-tmp check-generated lint bench tools clean
+.PHONY: all build test generate gen-tmp check-generated lint bench tools clean terraform-test
 
 all: build
 
 build:
 	$(GO) build -o bin/varve ./cmd/varve
 
-tools: $(MINIO_STAMP) $(GEN_STAMP) $(BUF_STAMP)
+tools: $(MINIO_STAMP) $(GEN_STAMP) $(BUF_STAMP) $(TFLINT_STAMP)
+
+$(TFLINT_STAMP):
+	@mkdir -p $(TOOLBIN)
+	GOBIN=$(TOOLBIN) $(GO) install github.com/terraform-linters/tflint@$(TFLINT_VERSION)
+	@touch $@
 
 $(MINIO_STAMP):
 	@mkdir -p $(TOOLBIN)
@@ -67,9 +76,18 @@ lint:
 
 # Every tier: unit, integration (real MinIO + embedded etcd) and end-to-end
 # (the built binary). Nothing is skipped.
-test: tools check-generated lint
+test: tools check-generated lint terraform-test
 	VARVE_MINIO_BIN=$(TOOLBIN)/minio $(GO) test -count=1 -timeout 30m ./...
 	VARVE_MINIO_BIN=$(TOOLBIN)/minio $(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+
+# Terraform modules (fmt, tflint offline, HCL checks) and the provider's
+# acceptance tests against a real `varve dev` and the real terraform CLI.
+terraform-test: $(TFLINT_STAMP)
+	$(TERRAFORM) fmt -check -recursive terraform
+	cd terraform && $(TOOLBIN)/tflint --recursive --config "$(CURDIR)/terraform/.tflint.hcl"
+	@test -z "$$(gofmt -l terraform/provider)" || (gofmt -l terraform/provider; echo "gofmt needed" >&2; exit 1)
+	cd terraform/provider && $(GO) vet ./...
+	cd terraform/provider && TF_ACC_TERRAFORM_PATH="$$(command -v $(TERRAFORM))" $(GO) test -count=1 -timeout 10m ./...
 
 bench:
 	VARVE_MINIO_BIN=$(TOOLBIN)/minio $(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...

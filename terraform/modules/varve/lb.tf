@@ -1,0 +1,64 @@
+# One network load balancer, one listener and target group per API role:
+# producers use the ingest port, consumers the fetch port. Both serve topic
+# administration. Health checks use /readyz, which answers 503 as soon as a
+# task starts draining.
+
+locals {
+  lb_services = { for k, s in local.services : k => s if s.lb }
+  lb_ports    = { ingest = var.ingest_port, fetch = var.fetch_port }
+}
+
+resource "aws_lb" "this" {
+  name                             = "${var.name}-api"
+  load_balancer_type               = "network"
+  internal                         = var.internal
+  subnets                          = coalesce(var.lb_subnet_ids, var.subnet_ids)
+  security_groups                  = [aws_security_group.lb.id]
+  enable_cross_zone_load_balancing = true
+  tags                             = var.tags
+}
+
+resource "aws_lb_target_group" "api" {
+  for_each    = local.lb_services
+  name        = "${var.name}-${each.key}"
+  target_type = "ip"
+  protocol    = "TCP"
+  port        = local.container_port
+  vpc_id      = var.vpc_id
+
+  # ECS deregisters a stopping task first: new connections go elsewhere at
+  # once, open ones (in-flight produces, long polls) get this long, then ECS
+  # sends SIGTERM and Varve drains within shutdown_timeout.
+  deregistration_delay   = var.deregistration_delay_seconds
+  connection_termination = false
+
+  health_check {
+    protocol            = "HTTP"
+    path                = "/readyz"
+    port                = "traffic-port"
+    matcher             = "200"
+    interval            = 10
+    timeout             = 5
+    healthy_threshold   = 2
+    unhealthy_threshold = 2
+  }
+
+  tags = var.tags
+}
+
+resource "aws_lb_listener" "api" {
+  for_each          = local.lb_services
+  load_balancer_arn = aws_lb.this.arn
+  port              = local.lb_ports[each.key]
+  protocol          = local.tls ? "TLS" : "TCP"
+  certificate_arn   = var.certificate_arn
+  ssl_policy        = local.tls ? "ELBSecurityPolicy-TLS13-1-2-2021-06" : null
+  alpn_policy       = local.tls ? "HTTP2Preferred" : null
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.api[each.key].arn
+  }
+
+  tags = var.tags
+}
