@@ -218,8 +218,12 @@ func runScan(cmd *cobra.Command, args []string) error {
 		if err := file.Close(); err != nil {
 			return fmt.Errorf("write %s: %w", output, err)
 		}
+		// CreateTemp made it 0600; the result is an ordinary file.
+		if err := os.Chmod(file.Name(), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", output, err)
+		}
 		if err := os.Rename(file.Name(), output); err != nil {
-			return err
+			return fmt.Errorf("write %s: %w", output, err)
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d records to %s\n", rows, output)
 	}
