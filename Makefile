@@ -13,24 +13,35 @@ PROTOC_GEN_GO_VERSION  := v1.36.12
 CONNECT_GEN_VERSION    := v1.21.1
 
 TFLINT_VERSION         := v0.64.0
+NATS_VERSION           := v2.15.2
 TERRAFORM              ?= terraform
 
 MINIO_STAMP := $(TOOLS)/minio-$(MINIO_VERSION).stamp
 TFLINT_STAMP := $(TOOLS)/tflint-$(TFLINT_VERSION).stamp
+NATS_STAMP   := $(TOOLS)/nats-server-$(NATS_VERSION).stamp
 GEN_STAMP   := $(TOOLS)/gen-$(PROTOC_GEN_GO_VERSION)-$(CONNECT_GEN_VERSION).stamp
 BUF_STAMP   := $(TOOLS)/buf-$(shell sed -n 's/.*bufbuild\/buf \(v[^ ]*\).*/\1/p' tools/go.mod | head -n1).stamp
 
 # Packages whose tests exercise concurrency run under the race detector.
 RACE_PKGS := ./ingest/... ./query/... ./metadata/... ./node/... ./sdk/...
 
-.PHONY: all build test generate gen-tmp check-generated lint bench tools clean terraform-test
+.PHONY: all build test generate gen-tmp check-generated lint bench bench-go bench-check redis-server tools clean terraform-test
 
 all: build
 
 build:
 	$(GO) build -o bin/varve ./cmd/varve
 
-tools: $(MINIO_STAMP) $(GEN_STAMP) $(BUF_STAMP) $(TFLINT_STAMP)
+tools: $(MINIO_STAMP) $(GEN_STAMP) $(BUF_STAMP) $(TFLINT_STAMP) $(NATS_STAMP) redis-server
+
+# NATS JetStream and Redis Streams are the peers of `varve bench`.
+$(NATS_STAMP):
+	@mkdir -p $(TOOLBIN)
+	GOBIN=$(TOOLBIN) $(GO) install github.com/nats-io/nats-server/v2@$(NATS_VERSION)
+	@touch $@
+
+redis-server:
+	@command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 
 $(TFLINT_STAMP):
 	@mkdir -p $(TOOLBIN)
@@ -89,7 +100,18 @@ terraform-test: $(TFLINT_STAMP)
 	cd terraform/provider && $(GO) vet ./...
 	cd terraform/provider && TF_ACC_TERRAFORM_PATH="$$(command -v $(TERRAFORM))" $(GO) test -count=1 -timeout 10m ./...
 
-bench:
+# varve bench: Varve (fs, MinIO x1, x2), NATS JetStream, Redis Streams and
+# the physical floor, in one run (~4 min).
+bench: build tools
+	VARVE_MINIO_BIN=$(TOOLBIN)/minio bin/varve bench --profile quick --out bench-out
+
+# A quick run compared with the committed baseline by ratio to the floor.
+bench-check: build tools
+	VARVE_MINIO_BIN=$(TOOLBIN)/minio bin/varve bench --profile quick --quiet --out bench-out
+	bin/varve bench check --baseline bench/results/quick/report.json --current bench-out/report.json
+
+# Go benchmarks of every package (segment encode/decode, produce, fetch, scan).
+bench-go:
 	VARVE_MINIO_BIN=$(TOOLBIN)/minio $(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 
 clean:

@@ -35,6 +35,7 @@ func newRootCmd() *cobra.Command {
 		newProduceCmd(),
 		newConsumeCmd(),
 		newScanCmd(),
+		newBenchCmd(),
 	)
 	return root
 }

@@ -1,0 +1,444 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/varve-io/varve/internal/testenv"
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/tier"
+)
+
+// Env is what every target is started with.
+type Env struct {
+	// VarveBin is the varve binary run as the server processes.
+	VarveBin string
+	// Dir is a scratch directory for the target's data and logs.
+	Dir string
+	// FlushBytes is the nodes' flush_bytes (0: the node default).
+	FlushBytes int
+}
+
+// Msg is one consumed record as the bench sees it.
+type Msg struct {
+	Bytes  int
+	SentAt time.Time
+}
+
+// Producer sends records of one workload. ack is called once per record
+// when the target has acknowledged it as durable, or with the error.
+type Producer interface {
+	Send(ctx context.Context, topic string, key, value []byte, sentAt time.Time, ack func(error))
+	Close(ctx context.Context) error
+}
+
+// Consumer reads records of assigned partitions from the start of a topic.
+type Consumer interface {
+	Poll(ctx context.Context) ([]Msg, error)
+	Close()
+}
+
+// Target is a system under test, started and stopped by the bench on
+// loopback. Varve targets and peers implement it alike.
+type Target interface {
+	Name() string
+	Start(ctx context.Context, env Env) error
+	// Stop stops every process the target started.
+	Stop()
+	CreateTopic(ctx context.Context, topic string, partitions int) error
+	NewProducer(i int, w Workload) Producer
+	NewConsumer(i int, topic string, partitions []int32) Consumer
+	// Processes reports CPU time and peak RSS of the target's server processes.
+	Processes() []ProcStats
+}
+
+// VarveTarget is a target running Varve, which also reports its own
+// counters and exposes its store and etcd for the floor.
+type VarveTarget interface {
+	Target
+	Counters(ctx context.Context) (Counters, error)
+	// FloorStore is a store of the same kind and place as the target's (a
+	// separate directory or bucket), for the physical floor.
+	FloorStore(ctx context.Context) (tier.Store, error)
+	EtcdEndpoints() []string
+}
+
+// Counters are Varve's cumulative figures: from the nodes' /metrics and etcd.
+type Counters struct {
+	Puts         float64 `json:"puts"`
+	Gets         float64 `json:"gets"`
+	IngestBytes  float64 `json:"ingest_bytes"`
+	ObjectBytes  float64 `json:"object_bytes"`
+	Records      float64 `json:"records"`
+	EtcdKeys     int64   `json:"etcd_keys"`
+	EtcdDBBytes  int64   `json:"etcd_db_bytes"`
+	EtcdRevision int64   `json:"etcd_revision"`
+}
+
+// Sub returns c - o.
+func (c Counters) Sub(o Counters) Counters {
+	return Counters{
+		Puts: c.Puts - o.Puts, Gets: c.Gets - o.Gets, IngestBytes: c.IngestBytes - o.IngestBytes,
+		ObjectBytes: c.ObjectBytes - o.ObjectBytes, Records: c.Records - o.Records,
+		EtcdKeys: c.EtcdKeys - o.EtcdKeys, EtcdDBBytes: c.EtcdDBBytes - o.EtcdDBBytes,
+		EtcdRevision: c.EtcdRevision - o.EtcdRevision,
+	}
+}
+
+// NewTarget returns the target called name.
+func NewTarget(name string) (Target, error) {
+	switch name {
+	case TargetVarveFS:
+		return &VarveFS{}, nil
+	case TargetVarveMinIO1:
+		return &VarveMinIO{Nodes: 1}, nil
+	case TargetVarveMinIO2:
+		return &VarveMinIO{Nodes: 2}, nil
+	case TargetNATS:
+		return &NATS{}, nil
+	case TargetRedis:
+		return &Redis{}, nil
+	}
+	return nil, fmt.Errorf("unknown target %q (known: %s)", name, strings.Join(AllTargets, ", "))
+}
+
+// producerBuffer bounds each producer's unacknowledged bytes, so a max-rate
+// run measures the target's latency rather than a deep client queue.
+const producerBuffer = 8 << 20
+
+// tsHeader carries the send time (Unix nanoseconds, big endian) in every
+// record, so consumers measure end-to-end latency without touching the
+// payload.
+const tsHeader = "bench-ts"
+
+func encodeTS(t time.Time) []byte { return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano())) }
+
+func decodeTS(b []byte) time.Time {
+	if len(b) != 8 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(b)))
+}
+
+// varveCluster is what both Varve targets share: API addresses, processes
+// and the client side through the sdk.
+type varveCluster struct {
+	addrs []string
+	procs []*Process
+	etcd  []string
+}
+
+func (v *varveCluster) CreateTopic(ctx context.Context, topic string, partitions int) error {
+	c := sdk.New(v.addrs[0])
+	defer c.Close()
+	_, err := c.CreateTopic(ctx, topic, int32(partitions), nil)
+	return err
+}
+
+type varveProducer struct {
+	c *sdk.Client
+	p *sdk.Producer
+}
+
+// NewProducer returns producer i, spread over the nodes round robin.
+func (v *varveCluster) NewProducer(i int, w Workload) Producer {
+	c := sdk.New(v.addrs[i%len(v.addrs)])
+	return &varveProducer{c: c, p: c.NewProducer(sdk.ProducerOptions{Linger: w.Linger, MaxBatchBytes: w.MaxBatchBytes, MaxBufferedBytes: producerBuffer})}
+}
+
+func (p *varveProducer) Send(ctx context.Context, topic string, key, value []byte, sentAt time.Time, ack func(error)) {
+	p.p.Produce(ctx, sdk.Record{Topic: topic, Partition: sdk.AnyPartition, Key: key, Value: value,
+		Headers: []sdk.Header{{Key: tsHeader, Value: encodeTS(sentAt)}}},
+		func(_ sdk.Record, err error) { ack(err) })
+}
+
+func (p *varveProducer) Close(ctx context.Context) error {
+	err := p.p.Close(ctx)
+	p.c.Close()
+	return err
+}
+
+type varveConsumer struct {
+	c    *sdk.Client
+	cons *sdk.Consumer
+}
+
+// NewConsumer returns consumer i reading partitions, from node i round robin.
+func (v *varveCluster) NewConsumer(i int, topic string, partitions []int32) Consumer {
+	c := sdk.New(v.addrs[i%len(v.addrs)])
+	cons := c.NewConsumer(topic, sdk.ConsumerOptions{MaxWait: 200 * time.Millisecond, MaxBytes: 4 << 20})
+	cons.Assign(partitions...)
+	return &varveConsumer{c: c, cons: cons}
+}
+
+func (c *varveConsumer) Poll(ctx context.Context) ([]Msg, error) {
+	recs, err := c.cons.Poll(ctx)
+	out := make([]Msg, len(recs))
+	for i, r := range recs {
+		out[i].Bytes = len(r.Value) + len(r.Key)
+		for _, h := range r.Headers {
+			if h.Key == tsHeader {
+				out[i].SentAt = decodeTS(h.Value)
+			}
+		}
+	}
+	return out, err
+}
+
+func (c *varveConsumer) Close() { c.cons.Close(); c.c.Close() }
+
+func (v *varveCluster) Processes() []ProcStats {
+	var out []ProcStats
+	for _, p := range v.procs {
+		if st, err := p.Stats(); err == nil {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func (v *varveCluster) EtcdEndpoints() []string { return v.etcd }
+
+// Counters sums the nodes' /metrics and reads etcd's key count and size.
+func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
+	var c Counters
+	for _, a := range v.addrs {
+		m, err := scrape(ctx, a+"/metrics")
+		if err != nil {
+			return c, err
+		}
+		c.Puts += m["varve_ingest_flushes_total"]
+		c.Gets += m["varve_fetch_object_gets_total"]
+		c.IngestBytes += m["varve_ingest_bytes_total"]
+		c.ObjectBytes += m["varve_ingest_object_bytes_total"]
+		c.Records += m["varve_ingest_records_total"]
+	}
+	mc, err := metadata.Connect(ctx, metadata.Config{Endpoints: v.etcd})
+	if err != nil {
+		return c, err
+	}
+	defer mc.Close()
+	st, err := mc.Stats(ctx)
+	if err != nil {
+		return c, err
+	}
+	c.EtcdKeys, c.EtcdDBBytes, c.EtcdRevision = st.Keys, st.DBSize, st.Revision
+	return c, nil
+}
+
+// scrape reads a Prometheus text page and sums the samples of each metric
+// name (over labels).
+func scrape(ctx context.Context, url string) (map[string]float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	out := make(map[string]float64)
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+		}
+		f := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			out[name] += v
+		}
+	}
+	return out, sc.Err()
+}
+
+// VarveFS is `varve dev`: one process with every role, its own embedded
+// etcd and the filesystem store.
+type VarveFS struct {
+	varveCluster
+	dir string
+}
+
+func (t *VarveFS) Name() string { return TargetVarveFS }
+
+func (t *VarveFS) Start(ctx context.Context, env Env) error {
+	t.dir = filepath.Join(env.Dir, TargetVarveFS)
+	if err := os.MkdirAll(t.dir, 0o755); err != nil {
+		return err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := freePortRun(3)
+		if err != nil {
+			return err
+		}
+		args := []string{"dev", "--data-dir", filepath.Join(t.dir, "data"), "--listen", fmt.Sprintf("127.0.0.1:%d", port)}
+		if env.FlushBytes > 0 {
+			args = append(args, "--flush-bytes", strconv.Itoa(env.FlushBytes))
+		}
+		p, err := StartProcess("varve-dev", t.dir, env.VarveBin, nil, args...)
+		if err != nil {
+			return err
+		}
+		addr := fmt.Sprintf("http://127.0.0.1:%d", port)
+		if lastErr = waitReady(addr+"/readyz", p, 60*time.Second); lastErr != nil {
+			p.Stop(5 * time.Second)
+			continue
+		}
+		t.addrs, t.procs = []string{addr}, []*Process{p}
+		t.etcd = []string{fmt.Sprintf("http://127.0.0.1:%d", port+1)}
+		return nil
+	}
+	return fmt.Errorf("start varve dev: %w", lastErr)
+}
+
+func (t *VarveFS) Stop() {
+	for _, p := range t.procs {
+		p.Stop(30 * time.Second)
+	}
+}
+
+func (t *VarveFS) FloorStore(ctx context.Context) (tier.Store, error) {
+	return tier.NewFS(filepath.Join(t.dir, "floor-objects"))
+}
+
+// VarveMinIO is Nodes `varve serve` processes (ingest and fetch) on a real
+// MinIO, with etcd embedded in the bench process.
+type VarveMinIO struct {
+	varveCluster
+	Nodes int
+
+	env      Env
+	dir      string
+	etcdSrv  *metadata.Embedded
+	minio    *testenv.MinIOServer
+	stopMin  func()
+	bucket   string
+	s3client *s3.Client
+}
+
+func (t *VarveMinIO) Name() string { return fmt.Sprintf("varve-minio-%d", t.Nodes) }
+
+func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
+	t.env = env
+	t.dir = filepath.Join(env.Dir, t.Name())
+	if err := os.MkdirAll(t.dir, 0o755); err != nil {
+		return err
+	}
+	e, err := metadata.StartEmbedded(metadata.EmbeddedConfig{Dir: filepath.Join(t.dir, "etcd")})
+	if err != nil {
+		return fmt.Errorf("start embedded etcd: %w", err)
+	}
+	t.etcdSrv, t.etcd = e, e.Endpoints()
+	m, stop, err := testenv.StartMinIO(filepath.Join(t.dir, "minio"))
+	if err != nil {
+		t.Stop()
+		return fmt.Errorf("start minio: %w", err)
+	}
+	t.minio, t.stopMin = m, stop
+	t.s3client = s3.New(s3.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(m.Endpoint), UsePathStyle: true,
+		Credentials:                credentials.NewStaticCredentialsProvider(m.AccessKey, m.SecretKey, ""),
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+	t.bucket = "varve-bench"
+	if err := t.createBucket(ctx, t.bucket); err != nil {
+		t.Stop()
+		return err
+	}
+	for i := 0; i < t.Nodes; i++ {
+		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), "ingest,fetch")
+		if err != nil {
+			t.Stop()
+			return err
+		}
+		if err := waitReady(addr+"/readyz", p, 60*time.Second); err != nil {
+			t.Stop()
+			return err
+		}
+		t.procs = append(t.procs, p)
+		t.addrs = append(t.addrs, addr)
+	}
+	return nil
+}
+
+func (t *VarveMinIO) createBucket(ctx context.Context, name string) error {
+	if _, err := t.s3client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		return fmt.Errorf("create bucket %s on %s: %w", name, t.minio.Endpoint, err)
+	}
+	return nil
+}
+
+// StartNode starts one more `varve serve` with roles against the target's
+// etcd and bucket, without waiting for it.
+func (t *VarveMinIO) StartNode(ctx context.Context, id, roles string) (*Process, string, error) {
+	port, err := freePortRun(1)
+	if err != nil {
+		return nil, "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	args := []string{"serve", "--roles", roles, "--listen", addr, "--node-id", id,
+		"--etcd-endpoints", strings.Join(t.etcd, ","), "--bucket", "s3://" + t.bucket + "/varve",
+		"--s3-endpoint", t.minio.Endpoint, "--s3-path-style"}
+	if t.env.FlushBytes > 0 {
+		args = append(args, "--flush-bytes", strconv.Itoa(t.env.FlushBytes))
+	}
+	env := []string{"AWS_ACCESS_KEY_ID=" + t.minio.AccessKey, "AWS_SECRET_ACCESS_KEY=" + t.minio.SecretKey, "AWS_REGION=us-east-1"}
+	p, err := StartProcess("varve-serve-"+id, t.dir, t.env.VarveBin, env, args...)
+	return p, "http://" + addr, err
+}
+
+func (t *VarveMinIO) Stop() {
+	for _, p := range t.procs {
+		p.Stop(30 * time.Second)
+	}
+	t.procs = nil
+	if t.stopMin != nil {
+		t.stopMin()
+		t.stopMin = nil
+	}
+	if t.etcdSrv != nil {
+		t.etcdSrv.Close()
+		t.etcdSrv = nil
+	}
+}
+
+// Processes adds MinIO, and the bench process itself, which runs the
+// embedded etcd (and the clients).
+func (t *VarveMinIO) Processes() []ProcStats {
+	out := append(t.varveCluster.Processes(), SelfStats())
+	for _, pid := range childrenNamed("minio") {
+		if st, err := ReadProcStats("minio", pid); err == nil {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func (t *VarveMinIO) FloorStore(ctx context.Context) (tier.Store, error) {
+	name := "varve-floor"
+	if err := t.createBucket(ctx, name); err != nil {
+		return nil, err
+	}
+	return tier.NewS3(ctx, t.minio.S3Config(name))
+}

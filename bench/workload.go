@@ -1,0 +1,136 @@
+package bench
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Payload kinds.
+const (
+	PayloadJSON   = "json"   // JSONEvent: realistic, compressible clickstream events
+	PayloadRandom = "random" // incompressible random bytes of MessageBytes
+)
+
+// Workload is one OpenMessaging-Benchmark-like load: what every target is
+// given, identically.
+type Workload struct {
+	Name string `json:"name"`
+	// Payload is PayloadJSON (about 430 bytes) or PayloadRandom.
+	Payload string `json:"payload"`
+	// MessageBytes is the value size of random payloads.
+	MessageBytes int `json:"message_bytes"`
+	Partitions   int `json:"partitions"`
+	Producers    int `json:"producers"`
+	Consumers    int `json:"consumers"`
+	// Rate is the target produce rate in records/s over all producers
+	// (open loop: sends are scheduled, not waited for); 0 is max rate.
+	Rate int `json:"rate"`
+	// Duration is the measured produce phase, after Warmup.
+	Duration time.Duration `json:"duration_ns"`
+	Warmup   time.Duration `json:"warmup_ns"`
+	// Keys is the number of distinct keys, chosen uniformly; 0 sends no key
+	// (sticky partitioning).
+	Keys int `json:"keys"`
+	// Linger and MaxBatchBytes are the client-side batching of the producers.
+	Linger        time.Duration `json:"linger_ns"`
+	MaxBatchBytes int           `json:"max_batch_bytes"`
+}
+
+// Validate reports a workload that cannot run.
+func (w Workload) Validate() error {
+	switch {
+	case w.Payload != PayloadJSON && w.Payload != PayloadRandom:
+		return fmt.Errorf("workload %s: payload %q: want json or random", w.Name, w.Payload)
+	case w.Payload == PayloadRandom && w.MessageBytes <= 0:
+		return fmt.Errorf("workload %s: random payload needs message_bytes > 0", w.Name)
+	case w.Partitions <= 0 || w.Producers <= 0 || w.Consumers <= 0:
+		return fmt.Errorf("workload %s: partitions, producers and consumers must be > 0", w.Name)
+	case w.Duration <= 0:
+		return fmt.Errorf("workload %s: duration must be > 0", w.Name)
+	case w.Rate < 0 || w.Keys < 0:
+		return fmt.Errorf("workload %s: rate and keys must be >= 0", w.Name)
+	}
+	return nil
+}
+
+// Payloads returns n payloads of w's kind, reproducibly from seed.
+func (w Workload) Payloads(n int, seed uint64) [][]byte {
+	r := rand.New(rand.NewPCG(seed, 0x7a77e))
+	out := make([][]byte, n)
+	for i := range out {
+		if w.Payload == PayloadRandom {
+			b := make([]byte, w.MessageBytes)
+			for j := 0; j < len(b); j += 8 {
+				v := r.Uint64()
+				for k := 0; k < 8 && j+k < len(b); k++ {
+					b[j+k] = byte(v >> (8 * k))
+				}
+			}
+			out[i] = b
+		} else {
+			out[i] = JSONEvent(r, i)
+		}
+	}
+	return out
+}
+
+// Profile is a named set of workloads and targets.
+type Profile struct {
+	Name      string     `json:"name"`
+	Targets   []string   `json:"targets"`
+	Workloads []Workload `json:"workloads"`
+	// FloorObjects is how many flush_bytes objects the store floor PUTs.
+	FloorObjects int `json:"floor_objects"`
+	// FloorCommits is how many etcd commit transactions the floor times.
+	FloorCommits int `json:"floor_commits"`
+	// FlushBytes is the nodes' flush_bytes (and the floor's object size).
+	FlushBytes int `json:"flush_bytes"`
+	// StartupRounds is how many times start-to-first-ack is measured.
+	StartupRounds int `json:"startup_rounds"`
+}
+
+// Target names.
+const (
+	TargetVarveFS     = "varve-fs"       // varve dev: embedded etcd, filesystem store
+	TargetVarveMinIO1 = "varve-minio-1"  // one varve serve on MinIO + etcd
+	TargetVarveMinIO2 = "varve-minio-2"  // two varve serve ingest nodes on MinIO + etcd
+	TargetNATS        = "nats-jetstream" // nats-server -js, file storage
+	TargetRedis       = "redis-streams"  // redis-server, AOF everysec
+)
+
+// NATSVersion is the nats-server the NATS peer is built from.
+const NATSVersion = "v2.15.2"
+
+// AllTargets lists every target the bench knows, in report order.
+var AllTargets = []string{TargetVarveFS, TargetVarveMinIO1, TargetVarveMinIO2, TargetNATS, TargetRedis}
+
+// Profiles returns the built-in profiles: quick (a few minutes on 2 cores,
+// run by `make bench`) and full.
+func Profiles() map[string]Profile {
+	latency := Workload{
+		Name: "json-rate", Payload: PayloadJSON, Partitions: 8, Producers: 2, Consumers: 2,
+		Rate: 2000, Duration: 15 * time.Second, Warmup: 2 * time.Second, Keys: 10000,
+		Linger: 5 * time.Millisecond, MaxBatchBytes: 1 << 20,
+	}
+	maxRate := latency
+	maxRate.Name, maxRate.Rate = "json-max", 0
+	full := []Workload{}
+	for _, w := range []Workload{latency, maxRate} {
+		w.Duration, w.Warmup = 60*time.Second, 5*time.Second
+		full = append(full, w)
+	}
+	random := maxRate
+	random.Name, random.Payload, random.MessageBytes = "random-1k-max", PayloadRandom, 1024
+	random.Duration, random.Warmup = 60*time.Second, 5*time.Second
+	many := latency
+	many.Name, many.Partitions, many.Producers, many.Consumers, many.Rate = "json-100p-rate", 100, 4, 4, 5000
+	many.Duration, many.Warmup = 60*time.Second, 5*time.Second
+	full = append(full, random, many)
+	return map[string]Profile{
+		"quick": {Name: "quick", Targets: AllTargets, Workloads: []Workload{latency, maxRate},
+			FloorObjects: 16, FloorCommits: 200, FlushBytes: 8 << 20, StartupRounds: 3},
+		"full": {Name: "full", Targets: AllTargets, Workloads: full,
+			FloorObjects: 64, FloorCommits: 1000, FlushBytes: 8 << 20, StartupRounds: 10},
+	}
+}
