@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/varve-io/varve/metadata"
 )
@@ -72,6 +73,21 @@ func (f *Fetcher) ListOffsets(ctx context.Context, topic string, partitions []in
 }
 
 func (f *Fetcher) offsetForTime(ctx context.Context, topic string, p int32, st metadata.PartitionState, ts int64) (int64, int64, error) {
+	// st is linearizable; the watched index may trail it by the watch
+	// latency. Let it catch up (briefly) so a record acknowledged an instant
+	// ago is found.
+	catchUp, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for view := f.index.Partition(topic, p); view.State.Next < st.Next; view = f.index.Partition(topic, p) {
+		select {
+		case <-view.Changed:
+		case <-catchUp.Done():
+			if ctx.Err() != nil {
+				return 0, 0, ctx.Err()
+			}
+			return 0, 0, fmt.Errorf("%w: the index of %s/%d is behind etcd", ErrUnavailable, topic, p)
+		}
+	}
 	for _, e := range f.index.Entries(topic, p, st.Start, 0) {
 		if e.MaxTS < ts {
 			continue
