@@ -7,13 +7,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,44 +24,6 @@ import (
 	"github.com/varve-io/varve/query"
 	"github.com/varve-io/varve/tier/segment"
 )
-
-// interopDir returns interop/ with its npm packages installed (npm ci when
-// node_modules is missing). It fails, never skips, without node or npm.
-func interopDir(t *testing.T) string {
-	t.Helper()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, "interop")
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("the interop test needs %s on PATH (apt-get install nodejs npm): %v", tool, err)
-		}
-	}
-	// Test binaries of several packages run at once: one npm ci at a time.
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "varve-interop-npm.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatalf("lock for npm ci: %v", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	for _, pkg := range []string{"apache-arrow", "@duckdb/node-api"} {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", filepath.FromSlash(pkg), "package.json")); err == nil {
-			continue
-		}
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
-		}
-		break
-	}
-	return dir
-}
 
 func TestExportParquetReadByDuckDB(t *testing.T) {
 	e := newScanEnv(t)
@@ -95,7 +55,7 @@ func TestExportParquetReadByDuckDB(t *testing.T) {
 		want = append(want, fetchRange(t, e.f, "pq", p, 0, flushes*perFlush, 0, 0, nil)...)
 	}
 
-	dir := interopDir(t)
+	dir := testenv.InteropDir(t)
 	cmd := exec.Command("node", filepath.Join(dir, "read_parquet.mjs"), filepath.Join(out, "*", "*", "*.parquet"))
 	cmd.Dir = dir
 	var stderr bytes.Buffer

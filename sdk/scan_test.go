@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -255,7 +254,7 @@ func TestScanEmptyRangeHasSchema(t *testing.T) {
 // the machine's node, read the raw bytes of the Connect Scan stream: the
 // concatenated arrow_ipc fields, as a client in another language would.
 func TestScanInteropNodeApacheArrow(t *testing.T) {
-	dir := interopDir(t)
+	dir := testenv.InteropDir(t)
 	c := newClient(t)
 	topic := uniq("scanjs")
 	createTopic(t, c, topic, 2)
@@ -353,41 +352,3 @@ func TestScanInteropNodeApacheArrow(t *testing.T) {
 	t.Logf("apache-arrow (npm) read %d records in %d batches from %d Connect messages (%d bytes)", len(got), batches, msgs, ipcBytes.Len())
 }
 
-// interopDir returns interop/ with its npm packages installed (npm ci when
-// node_modules is missing). It fails, never skips, when node or npm is
-// missing.
-func interopDir(t *testing.T) string {
-	t.Helper()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, "interop")
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("the interop test needs %s on PATH (apt-get install nodejs npm): %v", tool, err)
-		}
-	}
-	// Test binaries of several packages run at once: one npm ci at a time.
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "varve-interop-npm.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatalf("lock for npm ci: %v", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	for _, pkg := range []string{"apache-arrow", "@duckdb/node-api"} {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", filepath.FromSlash(pkg), "package.json")); err == nil {
-			continue
-		}
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
-		}
-		break
-	}
-	return dir
-}
