@@ -351,4 +351,3 @@ func TestScanInteropNodeApacheArrow(t *testing.T) {
 	equalStrings(t, got, want)
 	t.Logf("apache-arrow (npm) read %d records in %d batches from %d Connect messages (%d bytes)", len(got), batches, msgs, ipcBytes.Len())
 }
-
