@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,22 +23,15 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: find the repository root: %v\n", err)
-		return 1
-	}
 	dir, err := os.MkdirTemp("", "varve-bench-bin-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	varveBin = filepath.Join(dir, "varve")
-	build := exec.Command("go", "build", "-buildvcs=false", "-o", varveBin, "./cmd/varve")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: go build ./cmd/varve: %v\n%s", err, out)
+	varveBin, err = testenv.BuildVarve(dir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
 	}
 	return m.Run()

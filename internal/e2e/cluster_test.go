@@ -181,8 +181,8 @@ func (a *api) readPartition(t testing.TB, topic string, p int32, hwm int64) []lo
 	}
 	// At the end of the log: nothing more, and the reported high watermark
 	// catches up with etcd's.
-	settle := time.Now().Add(10 * time.Second)
-	for {
+	var reported int64
+	if !testenv.EventuallyEvery(10*time.Second, pollInterval, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		res, err := a.fetch.Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{Topic: topic, Partition: p, Offset: hwm}))
 		cancel()
@@ -193,13 +193,10 @@ func (a *api) readPartition(t testing.TB, topic string, p int32, hwm int64) []lo
 		if len(m.GetRecords()) > 0 || m.GetNextOffset() != hwm || m.GetHighWatermark() > hwm {
 			t.Fatalf("fetch %s/%d at the high watermark %d on %s: %d records, next_offset %d, high_watermark %d", topic, p, hwm, a.addr, len(m.GetRecords()), m.GetNextOffset(), m.GetHighWatermark())
 		}
-		if m.GetHighWatermark() == hwm {
-			break
-		}
-		if time.Now().After(settle) {
-			t.Fatalf("fetch %s/%d on %s: reported high watermark stuck at %d, etcd says %d", topic, p, a.addr, m.GetHighWatermark(), hwm)
-		}
-		time.Sleep(pollInterval)
+		reported = m.GetHighWatermark()
+		return reported == hwm
+	}) {
+		t.Fatalf("fetch %s/%d on %s: reported high watermark stuck at %d, etcd says %d", topic, p, a.addr, reported, hwm)
 	}
 	return out
 }

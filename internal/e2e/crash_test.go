@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/internal/testenv"
 )
 
 // crashRounds is VARVE_CRASH_ROUNDS, default 5.
@@ -124,16 +125,14 @@ func TestCrashRecovery(t *testing.T) {
 	// acknowledged beyond `from`.
 	waitAcks := func(i int, from, more int64, why string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for stats[i].acked.Load() < from+more {
+		if !testenv.Eventually(30*time.Second, func() bool {
 			if bad := badAnswer.Load(); bad != nil {
 				t.Fatalf("a successful produce answered wrongly: %s", *bad)
 			}
-			if time.Now().After(deadline) {
-				nodes[i].fatalf("%s: %d batches acknowledged through %s in 30s, want %d (%d failed)",
-					why, stats[i].acked.Load()-from, nodes[i].addr, more, stats[i].failed.Load())
-			}
-			time.Sleep(pollInterval)
+			return stats[i].acked.Load() >= from+more
+		}) {
+			nodes[i].fatalf("%s: %d batches acknowledged through %s in 30s, want %d (%d failed)",
+				why, stats[i].acked.Load()-from, nodes[i].addr, more, stats[i].failed.Load())
 		}
 	}
 	for i := range nodes {
@@ -152,12 +151,8 @@ func TestCrashRecovery(t *testing.T) {
 			nodes[victim].fatalf("round %d: exited on its own", round)
 		}
 		// Kill while the node's producers have requests in flight.
-		deadline := time.Now().Add(10 * time.Second)
-		for stats[victim].inFlight.Load() == 0 {
-			if time.Now().After(deadline) {
-				nodes[victim].fatalf("round %d: no request in flight for 10s", round)
-			}
-			time.Sleep(time.Millisecond)
+		if !testenv.Eventually(10*time.Second, func() bool { return stats[victim].inFlight.Load() > 0 }) {
+			nodes[victim].fatalf("round %d: no request in flight for 10s", round)
 		}
 		inFlight := stats[victim].inFlight.Load()
 		inFlightAtKill += inFlight

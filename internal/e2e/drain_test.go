@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/internal/testenv"
 )
 
 // ingestRecordsMetric counts records accepted into a node's open file
@@ -44,21 +45,18 @@ func TestGracefulDrainAnswersProducers(t *testing.T) {
 
 	// The produce is in flight once the node has counted it into its open
 	// file; the 2s linger keeps it there.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var page string
+	if !testenv.EventuallyEvery(10*time.Second, pollInterval, func() bool {
 		select {
 		case ans := <-answered:
 			n.fatalf("produce answered before SIGTERM (err %v): with --linger 2s it should have been waiting in the open file", ans.err)
 		default:
 		}
-		_, page := httpGet(t, n.addr+"/metrics")
-		if v, ok := scrapeCounter(page, ingestRecordsMetric); ok && v >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			n.fatalf("%s never reached 1 in /metrics; varve metrics exposed:\n%s", ingestRecordsMetric, varveMetricNames(page))
-		}
-		time.Sleep(pollInterval)
+		_, page = httpGet(t, n.addr+"/metrics")
+		v, ok := scrapeCounter(page, ingestRecordsMetric)
+		return ok && v >= 1
+	}) {
+		n.fatalf("%s never reached 1 in /metrics; varve metrics exposed:\n%s", ingestRecordsMetric, varveMetricNames(page))
 	}
 
 	sigterm := time.Now()

@@ -29,23 +29,15 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: find the repository root: %v\n", err)
-		return 1
-	}
 	dir, err := os.MkdirTemp("", "varve-e2e-bin-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	varveBin = filepath.Join(dir, "varve")
-	build := exec.Command("go", "build", "-buildvcs=false", "-o", varveBin, "./cmd/varve")
-	build.Dir = root
-	out, err := build.CombinedOutput()
+	varveBin, err = testenv.BuildVarve(dir)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: `go build -o %s ./cmd/varve` in %s failed: %v\n%s", varveBin, root, err, out)
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
 	return testenv.Main(m)
@@ -55,7 +47,7 @@ func run(m *testing.M) int {
 const (
 	readyTimeout = 60 * time.Second
 	cliTimeout   = 60 * time.Second
-	pollInterval = 25 * time.Millisecond
+	pollInterval = 25 * time.Millisecond // between requests to a server under test
 )
 
 // cleanEnv is the test process's environment without VARVE_* and AWS_*
@@ -200,28 +192,23 @@ func (p *proc) stopGracefully(timeout time.Duration) {
 // waitReady polls GET base/readyz until it answers 200.
 func (p *proc) waitReady(base string) {
 	p.t.Helper()
-	deadline := time.Now().Add(readyTimeout)
 	client := &http.Client{Timeout: 2 * time.Second}
 	var last string
-	for {
+	if !testenv.EventuallyEvery(readyTimeout, pollInterval, func() bool {
 		if p.exited() {
 			p.fatalf("exited (status %d) before %s/readyz answered 200", p.state.ExitCode(), base)
 		}
 		resp, err := client.Get(base + "/readyz")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-			last = fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(body))
-		} else {
+		if err != nil {
 			last = err.Error()
+			return false
 		}
-		if time.Now().After(deadline) {
-			p.fatalf("%s/readyz not 200 after %v; last answer: %s", base, readyTimeout, last)
-		}
-		time.Sleep(pollInterval)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		last = fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(body))
+		return resp.StatusCode == http.StatusOK
+	}) {
+		p.fatalf("%s/readyz not 200 after %v; last answer: %s", base, readyTimeout, last)
 	}
 }
 
