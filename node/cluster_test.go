@@ -3,13 +3,17 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/tier"
 )
@@ -87,8 +91,18 @@ func TestDrainAnswersLongPolls(t *testing.T) {
 		r, err := c.fetch.Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{Topic: "idle", Partition: 0, Offset: 0, MaxWaitMs: 30000}))
 		got <- answer{r, err}
 	}()
-	// Let the long-poll reach the node (it answers only on drain).
-	time.Sleep(200 * time.Millisecond)
+	// Drain only once the long-poll is parked on the node.
+	if !testenv.Eventually(10*time.Second, func() bool {
+		resp, err := http.Get(n.Addr() + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		page, _ := io.ReadAll(resp.Body)
+		return regexp.MustCompile(`(?m)^varve_fetch_waiting\{[^}]*\} 1$`).Match(page)
+	}) {
+		t.Fatal("the long-poll never parked on the node (varve_fetch_waiting)")
+	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := n.Shutdown(sctx); err != nil {

@@ -59,6 +59,7 @@ type Fetcher struct {
 	hits      metric.Int64Counter
 	misses    metric.Int64Counter
 	fetchTime metric.Float64Histogram
+	waiting   metric.Int64UpDownCounter
 }
 
 // NewFetcher makes a Fetcher. index must be a Cache with entries.
@@ -74,6 +75,7 @@ func NewFetcher(store tier.Store, meta *metadata.Client, index *metadata.Cache, 
 	f.gets, _ = m.Int64Counter("varve.fetch.object.gets", metric.WithDescription("Ranged GETs of blocks from object storage."))
 	f.hits, _ = m.Int64Counter("varve.fetch.cache.hits", metric.WithDescription("Block reads served from the cache."))
 	f.misses, _ = m.Int64Counter("varve.fetch.cache.misses", metric.WithDescription("Block reads that went to object storage."))
+	f.waiting, _ = m.Int64UpDownCounter("varve.fetch.waiting", metric.WithDescription("Long-polls parked at the end of a partition, waiting for new records."))
 	f.fetchTime, _ = m.Float64Histogram("varve.fetch.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Time to serve a fetch that returned records."))
 	return f
 }
@@ -141,14 +143,17 @@ func (f *Fetcher) Fetch(ctx context.Context, topic string, p int32, offset int64
 			return Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}, nil
 		}
 		timer := time.NewTimer(wait)
+		f.waiting.Add(ctx, 1)
 		select {
 		case <-view.Changed:
 			timer.Stop()
 		case <-timer.C:
 		case <-ctx.Done():
 			timer.Stop()
+			f.waiting.Add(context.WithoutCancel(ctx), -1)
 			return Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}, nil
 		}
+		f.waiting.Add(ctx, -1)
 		// A topic deleted (and perhaps re-created) during the wait is not
 		// the log this fetch started on.
 		if now, ok := f.index.Topic(topic); !ok || now.ID != t.ID {
