@@ -13,6 +13,9 @@ import (
 const (
 	RoleIngest = "ingest"
 	RoleFetch  = "fetch"
+	// RoleCompact runs the background jobs on the object tier: compaction,
+	// retention and garbage collection.
+	RoleCompact = "compact"
 )
 
 // Config is the one configuration of a node. Every field has the same name
@@ -64,11 +67,11 @@ func DefaultConfig() Config {
 // Validate checks the configuration and says what is wrong.
 func (c *Config) Validate() error {
 	if len(c.Roles) == 0 {
-		return fmt.Errorf("config: roles is empty; use ingest, fetch or both")
+		return fmt.Errorf("config: roles is empty; use ingest, fetch, compact or a list of them")
 	}
 	for _, r := range c.Roles {
-		if r != RoleIngest && r != RoleFetch {
-			return fmt.Errorf("config: unknown role %q; use ingest, fetch or both", r)
+		if r != RoleIngest && r != RoleFetch && r != RoleCompact {
+			return fmt.Errorf("config: unknown role %q; use ingest, fetch, compact or a list of them", r)
 		}
 	}
 	if c.Listen == "" {
