@@ -91,6 +91,11 @@ func TestRunFS(t *testing.T) {
 	if !ok || q.ThroughputVsZstd <= 0 || q.AckP50VsFloor <= 1 {
 		t.Errorf("ratios %+v", rep.Ratios)
 	}
+	// Each payload has its own compression floor: random bytes barely
+	// compress, JSON does.
+	if len(f.Zstd) != 2 || f.Zstd[0].Payload != "json" || f.Zstd[1].Payload != "random-256" || f.Zstd[1].Ratio > 1.3 || f.Zstd[0].Ratio <= 1.3 {
+		t.Errorf("per-payload floor %+v", f.Zstd)
+	}
 
 	out := t.TempDir()
 	if err := rep.WriteFiles(out); err != nil {
@@ -170,8 +175,8 @@ func TestStartupMinIO(t *testing.T) {
 	for _, p := range tg.Processes() {
 		names[p.Name] = true
 	}
-	if !names["minio"] || !names["varve-serve-node-0"] {
-		t.Errorf("processes %v: want minio and the node", names)
+	if !names["minio"] || !names["varve-serve-node-0"] || !names["etcd"] {
+		t.Errorf("processes %v: want etcd, minio and the node", names)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,6 +26,8 @@ type Floor struct {
 	ZstdCompressMiBs   float64 `json:"zstd_compress_mib_s"`
 	ZstdDecompressMiBs float64 `json:"zstd_decompress_mib_s"`
 	ZstdRatio          float64 `json:"zstd_ratio"`
+	// Zstd has the compression floor of every workload payload.
+	Zstd []ZstdFloor `json:"zstd"`
 
 	// ObjectBytes is the size of the PUT objects (the segment of flush_bytes).
 	ObjectBytes int     `json:"object_bytes"`
@@ -38,79 +41,61 @@ type Floor struct {
 	Commit Latency `json:"etcd_commit_latency"`
 }
 
-// MeasureFloor measures the floor of target t for workload w: zstd on all
-// cores over w's payload, PUT and ranged GET of flushBytes objects on the
-// target's store, and etcd commit transactions on the target's etcd.
-func MeasureFloor(ctx context.Context, t VarveTarget, w Workload, flushBytes, objects, commits int) (*Floor, error) {
-	f := &Floor{Target: t.Name(), Payload: w.Payload, Cores: runtime.GOMAXPROCS(0)}
-	// A flush_bytes segment of w's payload, one block per partition, with
-	// distinct payloads as the producers send them.
-	blocks := make([]*segment.BlockBuilder, w.Partitions)
-	for p := range blocks {
-		blocks[p] = segment.NewBlockBuilder("floor", int32(p))
+// ZstdFloor is segment compression and decompression of one payload on
+// every core.
+type ZstdFloor struct {
+	// Payload names the payload: json, or random-<bytes>.
+	Payload        string  `json:"payload"`
+	CompressMiBs   float64 `json:"compress_mib_s"`
+	DecompressMiBs float64 `json:"decompress_mib_s"`
+	Ratio          float64 `json:"ratio"`
+}
+
+// payloadName is the key of a workload's payload in Floor.Zstd.
+func payloadName(w Workload) string {
+	if w.Payload == PayloadRandom {
+		return fmt.Sprintf("random-%d", w.MessageBytes)
 	}
-	payloads := w.Payloads(payloadCount(w), 7)
-	raw := 0
-	now := time.Now().UnixMilli()
-	for i := 0; raw < flushBytes; i++ {
-		v := payloads[i%len(payloads)]
-		rec := segment.Record{Key: fmt.Appendf(nil, "key-%d", i%10000), Value: v, Timestamp: now,
-			Headers: []segment.Header{{Key: tsHeader, Value: encodeTS(time.Now())}}}
-		blocks[i%len(blocks)].Append(rec)
-		raw += segment.EncodedSize(rec)
+	return w.Payload
+}
+
+// zstdFor returns the compression floor of w's payload; the first payload's
+// figures when w's was not measured.
+func (f *Floor) zstdFor(w Workload) ZstdFloor {
+	name := payloadName(w)
+	for _, z := range f.Zstd {
+		if z.Payload == name {
+			return z
+		}
 	}
-	// Compress: as many segments in parallel as cores, for about a second.
-	var obj []byte
+	return ZstdFloor{Payload: f.Payload, CompressMiBs: f.ZstdCompressMiBs, DecompressMiBs: f.ZstdDecompressMiBs, Ratio: f.ZstdRatio}
+}
+
+// MeasureFloor measures the floor of target t for workloads ws: zstd on all
+// cores over each distinct payload of ws, PUT and ranged GET of flushBytes
+// objects on the target's store, and etcd commit transactions on the
+// target's etcd. The top-level zstd fields are those of ws[0]'s payload.
+func MeasureFloor(ctx context.Context, t VarveTarget, ws []Workload, flushBytes, objects, commits int) (*Floor, error) {
+	if len(ws) == 0 {
+		return nil, fmt.Errorf("floor: no workload")
+	}
+	w := ws[0]
+	f := &Floor{Target: t.Name(), Payload: payloadName(w), Cores: runtime.GOMAXPROCS(0)}
 	var infos []segment.BlockInfo
-	var mu sync.Mutex
-	var compressed int64
-	t0 := time.Now()
-	for time.Since(t0) < time.Second {
-		var wg sync.WaitGroup
-		for range f.Cores {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				o, bi, err := segment.Build(blocks)
-				if err == nil {
-					mu.Lock()
-					obj, infos = o, bi
-					compressed += int64(raw)
-					mu.Unlock()
-				}
-			}()
+	for _, x := range ws {
+		if slices.ContainsFunc(f.Zstd, func(z ZstdFloor) bool { return z.Payload == payloadName(x) }) {
+			continue
 		}
-		wg.Wait()
-	}
-	if obj == nil {
-		return nil, fmt.Errorf("floor: build segment failed")
-	}
-	f.ZstdCompressMiBs = float64(compressed) / (1 << 20) / time.Since(t0).Seconds()
-	f.ZstdRatio = float64(raw) / float64(len(obj))
-	// Decompress every block, blocks spread over every core.
-	var decoded int64
-	t0 = time.Now()
-	for time.Since(t0) < time.Second {
-		var wg sync.WaitGroup
-		for c := range f.Cores {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var n int64
-				for i := c; i < len(infos); i += f.Cores {
-					bi := infos[i]
-					if _, err := segment.DecodeBlock(obj[bi.Offset : bi.Offset+bi.Length]); err == nil {
-						n += bi.RawBytes
-					}
-				}
-				mu.Lock()
-				decoded += n
-				mu.Unlock()
-			}()
+		z, bi, err := measureZstd(x, flushBytes, f.Cores)
+		if err != nil {
+			return nil, err
 		}
-		wg.Wait()
+		f.Zstd = append(f.Zstd, z)
+		if infos == nil {
+			infos = bi
+			f.ZstdCompressMiBs, f.ZstdDecompressMiBs, f.ZstdRatio = z.CompressMiBs, z.DecompressMiBs, z.Ratio
+		}
 	}
-	f.ZstdDecompressMiBs = float64(decoded) / (1 << 20) / time.Since(t0).Seconds()
 
 	// Store: sequential PUTs of the segment, then ranged GETs of its blocks.
 	st, err := t.FloorStore(ctx)
@@ -122,7 +107,7 @@ func MeasureFloor(ctx context.Context, t VarveTarget, w Workload, flushBytes, ob
 	blob := Workload{Payload: PayloadRandom, MessageBytes: flushBytes}.Payloads(1, 3)[0]
 	f.ObjectBytes = len(blob)
 	put := newHist()
-	t0 = time.Now()
+	t0 := time.Now()
 	var keys []string
 	for i := 0; i < objects; i++ {
 		key := fmt.Sprintf("floor/%d-%06d", time.Now().UnixNano(), i)
@@ -186,4 +171,76 @@ func MeasureFloor(ctx context.Context, t VarveTarget, w Workload, flushBytes, ob
 	_ = mc.DeleteTopic(ctx, topic)
 	_ = tier.Store(st)
 	return f, nil
+}
+
+// measureZstd builds a flush_bytes segment of w's payload (one block per
+// partition, distinct payloads as the producers send them), then builds and
+// decodes it on every core for about a second each.
+func measureZstd(w Workload, flushBytes, cores int) (ZstdFloor, []segment.BlockInfo, error) {
+	z := ZstdFloor{Payload: payloadName(w)}
+	blocks := make([]*segment.BlockBuilder, w.Partitions)
+	for p := range blocks {
+		blocks[p] = segment.NewBlockBuilder("floor", int32(p))
+	}
+	payloads := w.Payloads(payloadCount(w), 7)
+	raw := 0
+	now := time.Now().UnixMilli()
+	for i := 0; raw < flushBytes; i++ {
+		v := payloads[i%len(payloads)]
+		rec := segment.Record{Key: fmt.Appendf(nil, "key-%d", i%10000), Value: v, Timestamp: now,
+			Headers: []segment.Header{{Key: tsHeader, Value: encodeTS(time.Now())}}}
+		blocks[i%len(blocks)].Append(rec)
+		raw += segment.EncodedSize(rec)
+	}
+	var obj []byte
+	var infos []segment.BlockInfo
+	var mu sync.Mutex
+	var compressed int64
+	t0 := time.Now()
+	for time.Since(t0) < time.Second {
+		var wg sync.WaitGroup
+		for range cores {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o, bi, err := segment.Build(blocks)
+				if err == nil {
+					mu.Lock()
+					obj, infos = o, bi
+					compressed += int64(raw)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if obj == nil {
+		return z, nil, fmt.Errorf("floor: build segment of %s failed", z.Payload)
+	}
+	z.CompressMiBs = float64(compressed) / (1 << 20) / time.Since(t0).Seconds()
+	z.Ratio = float64(raw) / float64(len(obj))
+	var decoded int64
+	t0 = time.Now()
+	for time.Since(t0) < time.Second {
+		var wg sync.WaitGroup
+		for c := range cores {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var n int64
+				for i := c; i < len(infos); i += cores {
+					bi := infos[i]
+					if _, err := segment.DecodeBlock(obj[bi.Offset : bi.Offset+bi.Length]); err == nil {
+						n += bi.RawBytes
+					}
+				}
+				mu.Lock()
+				decoded += n
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+	}
+	z.DecompressMiBs = float64(decoded) / (1 << 20) / time.Since(t0).Seconds()
+	return z, infos, nil
 }

@@ -61,8 +61,7 @@ func ReadProcStats(name string, pid int) (ProcStats, error) {
 	return st, nil
 }
 
-// SelfStats is ReadProcStats of the bench process (which runs the
-// embedded etcd of the MinIO targets, and the clients).
+// SelfStats is ReadProcStats of the bench process (which runs the clients).
 func SelfStats() ProcStats {
 	st, _ := ReadProcStats(SelfName, os.Getpid())
 	return st
@@ -70,7 +69,20 @@ func SelfStats() ProcStats {
 
 // SelfName names the bench process in reports. It runs the clients too, so
 // it is listed but not counted in a target's CPU totals.
-const SelfName = "bench (clients + embedded etcd)"
+const SelfName = "bench (clients)"
+
+// resetPeakRSS restarts the peak RSS (VmHWM) count of each process, so a
+// workload's peak is its own and not the largest since the process started
+// (Linux: writing 5 to /proc/PID/clear_refs). It returns the first failure.
+func resetPeakRSS(ps []ProcStats) error {
+	var first error
+	for _, p := range ps {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.PID), []byte("5"), 0); err != nil && first == nil {
+			first = fmt.Errorf("reset peak RSS of %s (pid %d): %w", p.Name, p.PID, err)
+		}
+	}
+	return first
+}
 
 // serverCPU sums the CPU seconds and the largest peak RSS of a target's own
 // processes (not the bench's).

@@ -77,22 +77,22 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 			x.EndToEnd.P50, x.EndToEnd.P99, x.EndToEnd.P999, x.CatchUpMiB, cpu, mib(rss), x.Errors)
 	}
 
-	fmt.Fprintf(w, "\n## Processes\n\nCPU seconds over the workload (including its catch-up read) and peak RSS (VmHWM, since process start) of each process. The bench process runs the clients and, for the MinIO targets, the embedded etcd: it is listed, not counted in the summary.\n\n| target | workload | process | CPU s | peak RSS MiB |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n## Processes\n\nCPU seconds over the workload (including its catch-up read) and peak RSS during the workload (VmHWM, reset through /proc/PID/clear_refs when the workload starts) of each process. etcd runs as its own process (`varve etcd`) on the MinIO targets; on varve-fs it is embedded in `varve dev`. The bench process runs the clients: it is listed, not counted in the summary.\n\n| target | workload | process | CPU s | peak RSS MiB |\n|---|---|---|---|---|\n")
 	for _, x := range r.Results {
 		for _, p := range x.Processes {
 			fmt.Fprintf(w, "| %s | %s | %s | %.2f | %.0f |\n", x.Target, x.Workload.Name, p.Name, p.CPUSeconds, mib(p.PeakRSS))
 		}
 	}
 
-	fmt.Fprintf(w, "\n## Varve's costs per GiB ingested\n\n| target | workload | PUTs/GiB | GETs/GiB | bytes stored/GiB | compression | etcd DB bytes/GiB | etcd keys/GiB |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n## Varve's costs per GiB ingested\n\n| target | workload | PUTs/GiB | GETs/GiB | bytes stored/GiB | compression | etcd DB bytes/GiB | etcd live bytes/GiB | etcd keys/GiB |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Results {
 		if v := x.Varve; v != nil {
-			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f MiB | %.2f | %.0f KiB | %.0f |\n", x.Target, x.Workload.Name,
-				v.PutsPerGiB, v.GetsPerGiB, v.StoredPerGiB/(1<<20), v.Compression, v.EtcdBytesPerGiB/1024, v.EtcdKeysPerGiB)
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f MiB | %.2f | %.0f KiB | %.0f KiB | %.0f |\n", x.Target, x.Workload.Name,
+				v.PutsPerGiB, v.GetsPerGiB, v.StoredPerGiB/(1<<20), v.Compression, v.EtcdBytesPerGiB/1024, v.EtcdLiveBytesPerGiB/1024, v.EtcdKeysPerGiB)
 		}
 	}
 
-	fmt.Fprintf(w, "\n## The physical floor\n\nMeasured in the same run on the same store and etcd: zstd through `segment.Build`/`DecodeBlock` on all cores over the first workload's payload; sequential PUTs of one flush_bytes segment; ranged GETs of one block; Varve's etcd commit transaction of one block per partition.\n\n")
+	fmt.Fprintf(w, "\n## The physical floor\n\nMeasured in the same run on the same store and etcd: zstd through `segment.Build`/`DecodeBlock` on all cores (this table: the first workload's payload; the next one: every payload, each workload's ratios use its own); sequential PUTs of one flush_bytes segment; ranged GETs of one block; Varve's etcd commit transaction of one block per partition.\n\n")
 	fmt.Fprintf(w, "| target | cores | zstd compress MiB/s | decompress MiB/s | zstd ratio | object | PUT MiB/s | PUT p50 / p99 ms | block | GET MiB/s | GET p50 / p99 ms | etcd commit p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range r.Floors {
 		fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.2f | %.1f MiB | %.0f | %.1f / %.1f | %.0f KiB | %.0f | %.2f / %.2f | %.2f / %.2f |\n",
@@ -100,6 +100,12 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 			float64(f.GetBytes)/1024, f.GetMiBs, f.Get.P50, f.Get.P99, f.Commit.P50, f.Commit.P99)
 	}
 
+	fmt.Fprintf(w, "\n| target | payload | zstd compress MiB/s | decompress MiB/s | ratio |\n|---|---|---|---|---|\n")
+	for _, f := range r.Floors {
+		for _, z := range f.Zstd {
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.2f |\n", f.Target, z.Payload, z.CompressMiBs, z.DecompressMiBs, z.Ratio)
+		}
+	}
 	fmt.Fprintf(w, "\n## Varve over the floor\n\nThroughput as a fraction of what the floor allows (zstd on all cores; PUT bandwidth × compression ratio); latency as a multiple of one PUT + one commit; catch-up as a fraction of min(GET bandwidth × ratio, decompression). These ratios, not absolute times, are what `varve bench check` compares.\n\n")
 	fmt.Fprintf(w, "| target/workload | throughput ÷ zstd | throughput ÷ PUT | ack p50 ÷ floor | ack p99 ÷ floor | e2e p50 ÷ floor | catch-up ÷ floor | CPU s per MiB |\n|---|---|---|---|---|---|---|---|\n")
 	keys := make([]string, 0, len(r.Ratios))

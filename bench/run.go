@@ -74,7 +74,9 @@ type VarveFigures struct {
 	StoredPerGiB    float64  `json:"stored_bytes_per_gib"`
 	Compression     float64  `json:"compression_ratio"`
 	EtcdBytesPerGiB float64  `json:"etcd_db_bytes_per_gib"`
-	EtcdKeysPerGiB  float64  `json:"etcd_keys_per_gib"`
+	// EtcdLiveBytesPerGiB is the growth of the live keys and values.
+	EtcdLiveBytesPerGiB float64 `json:"etcd_live_bytes_per_gib"`
+	EtcdKeysPerGiB      float64 `json:"etcd_keys_per_gib"`
 }
 
 // Progress is told how far a run is, from 0 to 1.
@@ -114,7 +116,11 @@ func RunWorkload(ctx context.Context, t Target, w Workload, progress Progress) (
 		before = c
 	}
 	cpuBefore := map[string]float64{}
-	for _, p := range t.Processes() {
+	procs := t.Processes()
+	if err := resetPeakRSS(procs); err != nil {
+		return nil, err
+	}
+	for _, p := range procs {
 		cpuBefore[p.Name] = p.CPUSeconds
 	}
 
@@ -328,6 +334,7 @@ wait:
 			f.PutsPerGiB, f.GetsPerGiB = d.Puts/gib, d.Gets/gib
 			f.StoredPerGiB = d.ObjectBytes / gib
 			f.EtcdBytesPerGiB = float64(d.EtcdDBBytes) / gib
+			f.EtcdLiveBytesPerGiB = float64(d.EtcdBytes) / gib
 			f.EtcdKeysPerGiB = float64(d.EtcdKeys) / gib
 		}
 		if d.ObjectBytes > 0 {

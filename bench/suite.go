@@ -147,7 +147,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 			if flush == 0 {
 				flush = 8 << 20
 			}
-			floor, err = MeasureFloor(ctx, vt, p.Workloads[0], flush, p.FloorObjects, p.FloorCommits)
+			floor, err = MeasureFloor(ctx, vt, p.Workloads, flush, p.FloorObjects, p.FloorCommits)
 			if err != nil {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("%s floor: %v", name, err))
 			} else {
@@ -168,7 +168,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 			}
 			rep.Results = append(rep.Results, res)
 			if floor != nil {
-				rep.Ratios[name+"/"+w.Name] = ratios(res, floor)
+				rep.Ratios[name+"/"+w.Name] = ratios(res, floor, floor.zstdFor(w))
 			}
 		}
 		if m, ok := t.(*VarveMinIO); ok && m.Nodes == 1 && p.StartupRounds > 0 {
@@ -188,7 +188,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	return rep, nil
 }
 
-func ratios(r *WorkloadResult, f *Floor) Ratios {
+func ratios(r *WorkloadResult, f *Floor, z ZstdFloor) Ratios {
 	var q Ratios
 	div := func(a, b float64) float64 {
 		if b == 0 {
@@ -196,15 +196,15 @@ func ratios(r *WorkloadResult, f *Floor) Ratios {
 		}
 		return a / b
 	}
-	q.ThroughputVsZstd = div(r.MiBps, f.ZstdCompressMiBs)
+	q.ThroughputVsZstd = div(r.MiBps, z.CompressMiBs)
 	// The store takes compressed bytes: raw MiB/s it could absorb is PUT
 	// bandwidth times the compression ratio.
-	q.ThroughputVsPut = div(r.MiBps, f.PutMiBs*f.ZstdRatio)
+	q.ThroughputVsPut = div(r.MiBps, f.PutMiBs*z.Ratio)
 	lat := f.Put.P50 + f.Commit.P50
 	q.AckP50VsFloor = div(r.Ack.P50, lat)
 	q.AckP99VsFloor = div(r.Ack.P99, f.Put.P99+f.Commit.P99)
 	q.E2EP50VsFloor = div(r.EndToEnd.P50, lat)
-	q.CatchUpVsFloor = div(r.CatchUpMiB, min(f.GetMiBs*f.ZstdRatio, f.ZstdDecompressMiBs))
+	q.CatchUpVsFloor = div(r.CatchUpMiB, min(f.GetMiBs*z.Ratio, z.DecompressMiBs))
 	cpu, _ := serverCPU(r.Processes)
 	q.CPUPerMiB = div(cpu, float64(r.Bytes)/(1<<20))
 	return q

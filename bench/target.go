@@ -78,14 +78,16 @@ type VarveTarget interface {
 
 // Counters are Varve's cumulative figures: from the nodes' /metrics and etcd.
 type Counters struct {
-	Puts         float64 `json:"puts"`
-	Gets         float64 `json:"gets"`
-	IngestBytes  float64 `json:"ingest_bytes"`
-	ObjectBytes  float64 `json:"object_bytes"`
-	Records      float64 `json:"records"`
-	EtcdKeys     int64   `json:"etcd_keys"`
-	EtcdDBBytes  int64   `json:"etcd_db_bytes"`
-	EtcdRevision int64   `json:"etcd_revision"`
+	Puts        float64 `json:"puts"`
+	Gets        float64 `json:"gets"`
+	IngestBytes float64 `json:"ingest_bytes"`
+	ObjectBytes float64 `json:"object_bytes"`
+	Records     float64 `json:"records"`
+	EtcdKeys    int64   `json:"etcd_keys"`
+	EtcdDBBytes int64   `json:"etcd_db_bytes"`
+	// EtcdBytes is the live keys' and values' size (metadata.Footprint).
+	EtcdBytes    int64 `json:"etcd_bytes"`
+	EtcdRevision int64 `json:"etcd_revision"`
 }
 
 // Sub returns c - o.
@@ -93,7 +95,7 @@ func (c Counters) Sub(o Counters) Counters {
 	return Counters{
 		Puts: c.Puts - o.Puts, Gets: c.Gets - o.Gets, IngestBytes: c.IngestBytes - o.IngestBytes,
 		ObjectBytes: c.ObjectBytes - o.ObjectBytes, Records: c.Records - o.Records,
-		EtcdKeys: c.EtcdKeys - o.EtcdKeys, EtcdDBBytes: c.EtcdDBBytes - o.EtcdDBBytes,
+		EtcdKeys: c.EtcdKeys - o.EtcdKeys, EtcdDBBytes: c.EtcdDBBytes - o.EtcdDBBytes, EtcdBytes: c.EtcdBytes - o.EtcdBytes,
 		EtcdRevision: c.EtcdRevision - o.EtcdRevision,
 	}
 }
@@ -236,6 +238,11 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 		return c, err
 	}
 	c.EtcdKeys, c.EtcdDBBytes, c.EtcdRevision = st.Keys, st.DBSize, st.Revision
+	fp, err := mc.Footprint(ctx)
+	if err != nil {
+		return c, err
+	}
+	c.EtcdBytes = fp.Bytes
 	return c, nil
 }
 
@@ -329,7 +336,7 @@ type VarveMinIO struct {
 
 	env      Env
 	dir      string
-	etcdSrv  *metadata.Embedded
+	etcdProc *Process
 	minio    *testenv.MinIOServer
 	stopMin  func()
 	bucket   string
@@ -344,11 +351,9 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 	if err := os.MkdirAll(t.dir, 0o755); err != nil {
 		return err
 	}
-	e, err := metadata.StartEmbedded(metadata.EmbeddedConfig{Dir: filepath.Join(t.dir, "etcd")})
-	if err != nil {
-		return fmt.Errorf("start embedded etcd: %w", err)
+	if err := t.startEtcd(ctx); err != nil {
+		return err
 	}
-	t.etcdSrv, t.etcd = e, e.Endpoints()
 	m, stop, err := testenv.StartMinIO(filepath.Join(t.dir, "minio"))
 	if err != nil {
 		t.Stop()
@@ -417,16 +422,44 @@ func (t *VarveMinIO) Stop() {
 		t.stopMin()
 		t.stopMin = nil
 	}
-	if t.etcdSrv != nil {
-		t.etcdSrv.Close()
-		t.etcdSrv = nil
+	if t.etcdProc != nil {
+		t.etcdProc.Stop(10 * time.Second)
+		t.etcdProc = nil
 	}
 }
 
-// Processes adds MinIO, and the bench process itself, which runs the
-// embedded etcd (and the clients).
+// startEtcd runs etcd as its own process (`varve etcd`), so its CPU and
+// memory are measured apart from the bench's clients.
+func (t *VarveMinIO) startEtcd(ctx context.Context) error {
+	port, err := freePortRun(2)
+	if err != nil {
+		return err
+	}
+	client := fmt.Sprintf("http://127.0.0.1:%d", port)
+	p, err := StartProcess("etcd", t.dir, t.env.VarveBin, nil, "etcd", "--data-dir", filepath.Join(t.dir, "etcd"),
+		"--listen-client", client, "--listen-peer", fmt.Sprintf("http://127.0.0.1:%d", port+1))
+	if err != nil {
+		return err
+	}
+	t.etcdProc, t.etcd = p, []string{client}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(p.LogTail(), "etcd ready") {
+		if p.Exited() || time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("etcd did not start: %s", p.LogTail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// Processes adds etcd, MinIO, and the bench process itself (the clients).
 func (t *VarveMinIO) Processes() []ProcStats {
 	out := append(t.varveCluster.Processes(), SelfStats())
+	if t.etcdProc != nil {
+		if st, err := t.etcdProc.Stats(); err == nil {
+			out = append(out, st)
+		}
+	}
 	for _, pid := range childrenNamed("minio") {
 		if st, err := ReadProcStats("minio", pid); err == nil {
 			out = append(out, st)

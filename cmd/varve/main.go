@@ -36,6 +36,7 @@ func newRootCmd() *cobra.Command {
 		newConsumeCmd(),
 		newScanCmd(),
 		newBenchCmd(),
+		newEtcdCmd(),
 	)
 	return root
 }
