@@ -19,6 +19,27 @@ type Record struct {
 	Value     []byte
 	Headers   []Header
 	Timestamp int64
+	// Gap is the number of offsets skipped right before this record:
+	// offsets whose records compaction removed from a compacted topic. The
+	// record's offset is the previous record's offset + 1 + Gap; the first
+	// record's is the block's base offset (from the etcd index) + Gap. It is
+	// 0 in every block an ingest node writes (offsets are dense); a block
+	// with any non-zero Gap is written as a version 2 ("sparse") block. See
+	// Offsets.
+	Gap int64
+}
+
+// Offsets returns the offset of each record of a block whose index entry
+// starts at base: base+i for a dense block, base plus the gaps so far for a
+// sparse one.
+func Offsets(base int64, recs []Record) []int64 {
+	out := make([]int64, len(recs))
+	off := base - 1
+	for i := range recs {
+		off += 1 + recs[i].Gap
+		out[i] = off
+	}
+	return out
 }
 
 // BlockInfo locates one partition's block inside a segment object and

@@ -59,17 +59,8 @@ func build(blocks []*BlockBuilder, enc *zstd.Encoder) ([]byte, []BlockInfo, erro
 		return nil, nil, errors.New("build segment: no blocks")
 	}
 	for i, b := range blocks {
-		switch {
-		case b == nil:
-			return nil, nil, fmt.Errorf("build segment: block %d is nil", i)
-		case b.n == 0:
-			return nil, nil, fmt.Errorf("build segment: block %d (%s/%d) is empty", i, b.topic, b.partition)
-		case b.topic == "" || len(b.topic) > MaxTopicLen:
-			return nil, nil, fmt.Errorf("build segment: block %d has a topic of %d bytes, want 1 to %d", i, len(b.topic), MaxTopicLen)
-		case b.partition < 0:
-			return nil, nil, fmt.Errorf("build segment: block %d (%s) has negative partition %d", i, b.topic, b.partition)
-		case len(b.buf) > MaxBlockRawBytes:
-			return nil, nil, fmt.Errorf("build segment: block %d (%s/%d) holds %d bytes, the limit is %d", i, b.topic, b.partition, len(b.buf), MaxBlockRawBytes)
+		if err := checkBuilder(i, b); err != nil {
+			return nil, nil, err
 		}
 	}
 
@@ -78,27 +69,57 @@ func build(blocks []*BlockBuilder, enc *zstd.Encoder) ([]byte, []BlockInfo, erro
 	infos := make([]BlockInfo, len(blocks))
 	off := int64(HeaderSize)
 	for i, b := range blocks {
-		infos[i] = BlockInfo{
-			Topic:        b.topic,
-			Partition:    b.partition,
-			Offset:       off,
-			Length:       int64(len(encoded[i])),
-			Records:      int64(b.n),
-			MinTimestamp: b.minTS,
-			MaxTimestamp: b.maxTS,
-			RawBytes:     int64(len(b.buf)),
-		}
+		infos[i] = blockInfo(b, off, int64(len(encoded[i])))
 		off += int64(len(encoded[i]))
 	}
+	return assemble(encoded, infos, off)
+}
+
+// checkBuilder refuses a block that Build must not write.
+func checkBuilder(i int, b *BlockBuilder) error {
+	switch {
+	case b == nil:
+		return fmt.Errorf("build segment: block %d is nil", i)
+	case b.n == 0:
+		return fmt.Errorf("build segment: block %d (%s/%d) is empty", i, b.topic, b.partition)
+	case b.topic == "" || len(b.topic) > MaxTopicLen:
+		return fmt.Errorf("build segment: block %d has a topic of %d bytes, want 1 to %d", i, len(b.topic), MaxTopicLen)
+	case b.partition < 0:
+		return fmt.Errorf("build segment: block %d (%s) has negative partition %d", i, b.topic, b.partition)
+	case b.RawBytes() > MaxBlockRawBytes:
+		return fmt.Errorf("build segment: block %d (%s/%d) holds %d bytes, the limit is %d", i, b.topic, b.partition, b.RawBytes(), MaxBlockRawBytes)
+	case b.badGap < 0:
+		return fmt.Errorf("build segment: block %d (%s/%d) has a record with offset gap %d, want >= 0", i, b.topic, b.partition, b.badGap)
+	case b.span >= spanOverflow:
+		return fmt.Errorf("build segment: block %d (%s/%d): its records and offset gaps span more than 2^63-1 offsets", i, b.topic, b.partition)
+	}
+	return nil
+}
+
+func blockInfo(b *BlockBuilder, off, length int64) BlockInfo {
+	return BlockInfo{
+		Topic:        b.topic,
+		Partition:    b.partition,
+		Offset:       off,
+		Length:       length,
+		Records:      int64(b.n),
+		MinTimestamp: b.minTS,
+		MaxTimestamp: b.maxTS,
+		RawBytes:     int64(b.RawBytes()),
+	}
+}
+
+// assemble lays out header, the encoded blocks (whose total ends at end),
+// footer and trailer.
+func assemble(encoded [][]byte, infos []BlockInfo, end int64) ([]byte, []BlockInfo, error) {
 	footer := appendFooter(nil, infos)
 	if len(footer) > MaxFooterSize {
-		return nil, nil, fmt.Errorf("build segment: footer of %d blocks is %d bytes, the limit is %d", len(blocks), len(footer), MaxFooterSize)
+		return nil, nil, fmt.Errorf("build segment: footer of %d blocks is %d bytes, the limit is %d", len(infos), len(footer), MaxFooterSize)
 	}
-	if off+int64(len(footer))+TrailerSize > math.MaxInt {
-		return nil, nil, fmt.Errorf("build segment: object of %d bytes is too large", off)
+	if end+int64(len(footer))+TrailerSize > math.MaxInt {
+		return nil, nil, fmt.Errorf("build segment: object of %d bytes is too large", end)
 	}
-
-	obj := make([]byte, 0, int(off)+len(footer)+TrailerSize)
+	obj := make([]byte, 0, int(end)+len(footer)+TrailerSize)
 	obj = appendHeader(obj)
 	for _, e := range encoded {
 		obj = append(obj, e...)
@@ -119,7 +140,7 @@ func compressAll(blocks []*BlockBuilder, enc *zstd.Encoder) [][]byte {
 	out := make([][]byte, len(blocks))
 	var raw int
 	for _, b := range blocks {
-		raw += len(b.buf)
+		raw += b.RawBytes()
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(blocks), 1+raw/parallelBuildBytes)
 	if workers <= 1 {
@@ -132,7 +153,7 @@ func compressAll(blocks []*BlockBuilder, enc *zstd.Encoder) [][]byte {
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return len(blocks[b].buf) - len(blocks[a].buf) })
+	slices.SortStableFunc(order, func(a, b int) int { return blocks[b].RawBytes() - blocks[a].RawBytes() })
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
@@ -155,8 +176,16 @@ func compressAll(blocks []*BlockBuilder, enc *zstd.Encoder) [][]byte {
 // unless that is not smaller than the raw records (random or tiny data),
 // then the raw records: readers skip decompression, and no block is ever
 // larger than its records plus the header.
+//
+// A block with offset gaps is a version 2 block: its raw payload is one
+// uvarint gap per record followed by the records.
 func encodeBlock(b *BlockBuilder, enc *zstd.Encoder) []byte {
-	raw := b.buf
+	raw, version := b.buf, byte(BlockVersion)
+	if b.gaps != nil {
+		raw = make([]byte, 0, len(b.gaps)+len(b.buf))
+		raw = append(append(raw, b.gaps...), b.buf...)
+		version = SparseBlockVersion
+	}
 	// Room for the worst case (incompressible data: zstd adds a few bytes,
 	// then the raw records replace it), so dst never grows and copies.
 	dst := make([]byte, BlockHeaderSize, BlockHeaderSize+len(raw)+len(raw)>>10+64)
@@ -167,6 +196,7 @@ func encodeBlock(b *BlockBuilder, enc *zstd.Encoder) []byte {
 		dst = append(dst[:BlockHeaderSize], raw...)
 	}
 	h := blockHeader{
+		version:    version,
 		codec:      codec,
 		records:    uint32(b.n),
 		rawLen:     uint32(len(raw)),

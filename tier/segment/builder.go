@@ -3,6 +3,7 @@ package segment
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // BlockBuilder accumulates one partition's records in encoded, uncompressed
@@ -15,9 +16,17 @@ type BlockBuilder struct {
 	partition int32
 	buf       []byte
 	n         int
-	base      int64
-	minTS     int64
-	maxTS     int64
+	// gaps holds one uvarint offset gap per record once any record has a
+	// non-zero Gap (nil while the block is dense); badGap the first
+	// negative Gap, which Build refuses.
+	gaps   []byte
+	badGap int64
+	// span is the number of offsets the records cover (records plus gaps),
+	// saturated at spanOverflow.
+	span  uint64
+	base  int64
+	minTS int64
+	maxTS int64
 }
 
 // NewBlockBuilder returns an empty builder for one partition's block.
@@ -41,15 +50,45 @@ func (b *BlockBuilder) Append(r Record) {
 		b.maxTS = max(b.maxTS, r.Timestamp)
 	}
 	b.buf = appendRecord(b.buf, &r, b.base)
+	if g := uint64(max(r.Gap, 0)); b.span < spanOverflow && g < spanOverflow-b.span-1 {
+		b.span += 1 + g
+	} else {
+		b.span = spanOverflow
+	}
+	switch {
+	case r.Gap < 0:
+		if b.badGap == 0 {
+			b.badGap = r.Gap
+		}
+	case r.Gap > 0 && b.gaps == nil:
+		// The first gap: the records so far had none.
+		b.gaps = make([]byte, b.n, b.n+16)
+		fallthrough
+	case b.gaps != nil:
+		b.gaps = appendUvarint(b.gaps, uint64(r.Gap))
+	}
 	b.n++
 }
+
+// spanOverflow marks a block whose offsets (records plus gaps) do not fit
+// in an int64.
+const spanOverflow = 1 << 63
+
+// Grow makes room for n more bytes of records, so that appending them
+// does not reallocate (a compactor fills blocks of a known size).
+func (b *BlockBuilder) Grow(n int) { b.buf = slices.Grow(b.buf, n) }
+
+// Sparse reports whether some record has an offset gap: the block is then
+// written as a version 2 block.
+func (b *BlockBuilder) Sparse() bool { return b.gaps != nil }
 
 // Len returns the number of records appended.
 func (b *BlockBuilder) Len() int { return b.n }
 
 // RawBytes returns the encoded, uncompressed size of the records appended:
-// the block's payload size before compression.
-func (b *BlockBuilder) RawBytes() int { return len(b.buf) }
+// the block's payload size before compression (with the offset gaps of a
+// sparse block).
+func (b *BlockBuilder) RawBytes() int { return len(b.gaps) + len(b.buf) }
 
 // Decode returns the appended records decoded from the builder's buffer,
 // without compression (to put freshly flushed blocks in the read cache).
@@ -59,6 +98,13 @@ func (b *BlockBuilder) Decode() ([]Record, error) {
 		return nil, nil
 	}
 	recs, reason := decodeRecords(b.buf[:len(b.buf):len(b.buf)], b.n, b.base)
+	if reason == "" && b.gaps != nil {
+		r := reader{b: b.gaps}
+		for i := range recs {
+			recs[i].Gap = int64(r.uvarint())
+		}
+		reason = r.err
+	}
 	if reason != "" {
 		return nil, fmt.Errorf("%w: decode block builder %s/%d: %s", ErrCorrupt, b.topic, b.partition, reason)
 	}
@@ -70,6 +116,13 @@ func (b *BlockBuilder) Decode() ([]Record, error) {
 // depends on the block's first timestamp and is counted at its widest (10
 // bytes): EncodedSize never undercounts, and the sum over a block's records
 // is at most 9 bytes per record above the builder's RawBytes.
+//
+// A record with an offset gap also counts the gap's width; in a sparse
+// block each record without a gap costs one more byte than counted.
 func EncodedSize(r Record) int {
-	return binary.MaxVarintLen64 + recordSizeNoTimestamp(&r)
+	n := binary.MaxVarintLen64 + recordSizeNoTimestamp(&r)
+	if r.Gap > 0 {
+		n += uvarintLen(uint64(r.Gap))
+	}
+	return n
 }

@@ -110,10 +110,18 @@ func itoaT(i int) string { return strconv.Itoa(i) }
 // craftBlock assembles a block from any header fields and payload, with a
 // valid CRC, so that tests reach the checks behind the CRC.
 func craftBlock(codec byte, records, rawLen uint32, base int64, payload []byte) []byte {
-	h := blockHeader{codec: codec, records: records, rawLen: rawLen, payloadLen: uint32(len(payload)), base: base}
+	h := blockHeader{version: BlockVersion, codec: codec, records: records, rawLen: rawLen, payloadLen: uint32(len(payload)), base: base}
 	b := make([]byte, BlockHeaderSize, BlockHeaderSize+len(payload))
 	h.put(b)
 	b = append(b, payload...)
+	binary.LittleEndian.PutUint32(b[24:], blockCRC(b, b[BlockHeaderSize:]))
+	return b
+}
+
+// craftSparse is craftBlock for a version 2 (sparse) block.
+func craftSparse(codec byte, records, rawLen uint32, base int64, payload []byte) []byte {
+	b := craftBlock(codec, records, rawLen, base, payload)
+	b[2] = SparseBlockVersion
 	binary.LittleEndian.PutUint32(b[24:], blockCRC(b, b[BlockHeaderSize:]))
 	return b
 }
@@ -164,7 +172,14 @@ func TestDecodeBlockRejects(t *testing.T) {
 	}{
 		{"empty", nil, "shorter than its"},
 		{"bad magic", func() []byte { b := craftBlock(0, 1, 6, 5, good); b[0] = 'X'; return b }(), "bad block magic"},
-		{"unknown version", func() []byte { b := craftBlock(0, 1, 6, 5, good); b[2] = 2; return b }(), "unknown block version 2"},
+		{"unknown version", func() []byte { b := craftBlock(0, 1, 6, 5, good); b[2] = 3; return b }(), "unknown block version 3"},
+		{"version 0", func() []byte { b := craftBlock(0, 1, 6, 5, good); b[2] = 0; return b }(), "unknown block version 0"},
+		{"sparse: no gap", craftSparse(0, 2, 14, 5, cat([]byte{0, 0}, good, good)), "without any offset gap"},
+		{"sparse: too many records for the bytes", craftSparse(0, 2, 9, 5, []byte{1, 0, 0, 1, 1, 0, 0, 1, 1}), "2 records in 9 bytes"},
+		{"sparse: truncated gaps", craftSparse(0, 2, 10, 5, []byte{1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80}), "gap 1"},
+		{"sparse: non-canonical gap", craftSparse(0, 1, 8, 5, cat([]byte{0x81, 0x00}, good)), "non-canonical"},
+		{"sparse: gaps overflow", craftSparse(0, 2, 22, 5, cat([]byte{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, []byte{1}, good, good)), "2^63-1 offsets"},
+		{"sparse: gap count lower than records", craftSparse(0, 2, 13, 5, cat([]byte{1}, good, good)), "block records"},
 		{"unknown codec", craftBlock(7, 1, 6, 5, good), "unknown block codec 7"},
 		{"crc mismatch", func() []byte { b := craftBlock(0, 1, 6, 5, good); b[24]++; return b }(), "CRC32C"},
 		{"payload length disagrees", func() []byte {
@@ -210,6 +225,9 @@ func TestDecodeBlockRejects(t *testing.T) {
 	// The crafted blocks are valid when their fields agree.
 	if recs, err := DecodeBlock(craftBlock(0, 1, 6, 5, good)); err != nil || recs[0].Timestamp != 5 {
 		t.Fatalf("valid crafted block: %v, %v", recs, err)
+	}
+	if recs, err := DecodeBlock(craftSparse(0, 2, 14, 5, cat([]byte{0, 3}, good, good))); err != nil || recs[0].Gap != 0 || recs[1].Gap != 3 {
+		t.Fatalf("valid crafted sparse block: %v, %v", recs, err)
 	}
 	if _, err := DecodeBlock(craftBlock(1, 1, 6, 5, zstdOf(good))); err == nil || !strings.Contains(err.Error(), "larger than") {
 		// zstd of 6 bytes is larger than 6 bytes; the writer stores it raw.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -45,9 +46,10 @@ func parseBlockHeader(b []byte) (blockHeader, error) {
 	if string(b[0:2]) != blockMagic {
 		return h, corrupt("bad block magic %q", b[0:2])
 	}
-	if b[2] != BlockVersion {
-		return h, corrupt("unknown block version %d (this reader knows %d)", b[2], BlockVersion)
+	if b[2] != BlockVersion && b[2] != SparseBlockVersion {
+		return h, corrupt("unknown block version %d (this reader knows %d and %d)", b[2], BlockVersion, SparseBlockVersion)
 	}
+	h.version = b[2]
 	h.codec = b[3]
 	h.records = binary.LittleEndian.Uint32(b[4:])
 	h.rawLen = binary.LittleEndian.Uint32(b[8:])
@@ -64,7 +66,7 @@ func parseBlockHeader(b []byte) (blockHeader, error) {
 		return h, corrupt("block header says 0 records")
 	case h.rawLen > MaxBlockRawBytes:
 		return h, corrupt("block header says %d uncompressed bytes, the limit is %d", h.rawLen, MaxBlockRawBytes)
-	case uint64(h.records)*minRecordSize > uint64(h.rawLen):
+	case uint64(h.records)*uint64(h.minRecord()) > uint64(h.rawLen):
 		return h, corrupt("block header says %d records in %d bytes", h.records, h.rawLen)
 	case h.payloadLen > h.rawLen:
 		return h, corrupt("block payload of %d bytes is larger than its %d uncompressed bytes", h.payloadLen, h.rawLen)
@@ -121,11 +123,57 @@ func decodeBlock(b []byte) (blockHeader, []Record, error) {
 			return h, nil, corrupt("zstd payload decodes to %d bytes, block header says %d", len(raw), h.rawLen)
 		}
 	}
+	var gaps []byte
+	if h.version == SparseBlockVersion {
+		var reason string
+		if gaps, raw, reason = splitGaps(raw, int(h.records)); reason != "" {
+			return h, nil, corrupt("block offset gaps: %s", reason)
+		}
+	}
 	recs, reason := decodeRecords(raw, int(h.records), h.base)
 	if reason != "" {
 		return h, nil, corrupt("block records: %s", reason)
 	}
+	if gaps != nil {
+		r := reader{b: gaps}
+		for i := range recs {
+			recs[i].Gap = int64(r.uvarint()) // verified by splitGaps
+		}
+	}
 	return h, recs, nil
+}
+
+// minRecord is the smallest encoded record of the block's version.
+func (h *blockHeader) minRecord() int {
+	if h.version == SparseBlockVersion {
+		return minSparseRecordSize
+	}
+	return minRecordSize
+}
+
+// splitGaps splits a sparse block's raw payload into its n offset gaps and
+// its records. The gaps must be canonical uvarints, at least one of them
+// non-zero (a block without gaps is a version 1 block), and the offsets
+// they span (records plus gaps) must fit in an int64.
+func splitGaps(raw []byte, n int) (gaps, records []byte, reason string) {
+	r := reader{b: raw}
+	var span uint64
+	nonZero := false
+	for i := 0; i < n; i++ {
+		g := r.uvarint()
+		if r.err != "" {
+			return nil, nil, r.err + " in gap " + strconv.Itoa(i)
+		}
+		if g >= spanOverflow-span-1 {
+			return nil, nil, "the records and gaps span more than 2^63-1 offsets"
+		}
+		span += 1 + g
+		nonZero = nonZero || g != 0
+	}
+	if !nonZero {
+		return nil, nil, "sparse block without any offset gap (a dense block is version 1)"
+	}
+	return raw[:r.p:r.p], raw[r.p:], ""
 }
 
 // FooterSize reads the trailer (exactly the last TrailerSize bytes of an

@@ -7,7 +7,13 @@
 // trailer. A reader fetches one block with one ranged GET and decodes it on
 // its own with DecodeBlock; FooterSize and DecodeFooter read the footer from
 // the object's tail; Decode verifies a whole object. Offsets are not stored:
-// record i of a block has offset base+i, where etcd assigns the base.
+// record i of a block has offset base+i, where etcd assigns the base —
+// except in a sparse block (block version 2, written by compaction of a
+// compacted topic), whose records carry the number of offsets removed
+// before each (Record.Gap; Offsets turns gaps into offsets).
+//
+// Build makes a whole object at once (ingest); Writer makes one block at a
+// time (compaction, at a better compression level).
 //
 // The byte layout, the versioning rules and the reasons behind them are in
 // docs/segment-format.md.

@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/example.hex")
+var update = flag.Bool("update", false, "rewrite testdata/example*.hex")
 
 // exampleSpecs is the worked example of docs/segment-format.md.
 func exampleSpecs() []blockSpec {
@@ -20,12 +20,29 @@ func exampleSpecs() []blockSpec {
 	}}}
 }
 
+// sparseExampleSpecs is the version 2 (sparse block) example of
+// docs/segment-format.md: the example's partition after compaction of a
+// compacted topic kept offsets base+1 and base+4.
+func sparseExampleSpecs() []blockSpec {
+	return []blockSpec{{"clicks", 3, []Record{
+		{Key: []byte("u1"), Value: []byte("b"), Timestamp: 1767225600000, Gap: 1},
+		{Key: []byte("u2"), Value: nil, Timestamp: 1767225600250, Gap: 2},
+	}}}
+}
+
+func TestSparseWorkedExample(t *testing.T) {
+	checkExample(t, sparseExampleSpecs(), filepath.Join("testdata", "example-sparse.hex"))
+}
+
 // TestWorkedExample pins the bytes of the documented example, so the
 // document and the code cannot drift apart (go test -run WorkedExample
 // -update rewrites the file after a deliberate format change).
 func TestWorkedExample(t *testing.T) {
-	obj, _ := mustBuild(t, exampleSpecs())
-	path := filepath.Join("testdata", "example.hex")
+	checkExample(t, exampleSpecs(), filepath.Join("testdata", "example.hex"))
+}
+
+func checkExample(t *testing.T, specs []blockSpec, path string) {
+	obj, _ := mustBuild(t, specs)
 	dump := hexLines(obj)
 	if *update {
 		if err := os.WriteFile(path, []byte(dump), 0o644); err != nil {
@@ -43,8 +60,12 @@ func TestWorkedExample(t *testing.T) {
 	if !bytes.Equal(got, obj) {
 		t.Fatalf("the example object changed:\n%s\nwant:\n%s", dump, want)
 	}
-	if _, _, err := Decode(got); err != nil {
+	_, recs, err := Decode(got)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if d := diffRecords(specs[0].recs, recs[0]); d != "" {
+		t.Fatal(d)
 	}
 }
 

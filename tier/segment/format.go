@@ -14,9 +14,15 @@ const (
 	// the trailer (header, footer and trailer layout).
 	FormatVersion = 1
 	// BlockVersion is the block format version written in every block header
-	// (block header, codecs and record encoding). Blocks carry their own
-	// version because readers fetch them without the object header.
+	// (block header, codecs and record encoding) of a dense block, whose
+	// records have consecutive offsets. Blocks carry their own version
+	// because readers fetch them without the object header.
 	BlockVersion = 1
+	// SparseBlockVersion is the version of a block whose records carry
+	// offset gaps (Record.Gap): compaction of a compacted topic removes
+	// records and keeps the offsets of the rest. Same header as version 1;
+	// the payload starts with one uvarint gap per record.
+	SparseBlockVersion = 2
 
 	// HeaderSize is the size of the object header: magic and version.
 	HeaderSize = 8
@@ -47,6 +53,8 @@ const (
 	// minRecordSize is the smallest encoded record: timestamp delta, key
 	// length, value length and header count, one byte each.
 	minRecordSize = 4
+	// minSparseRecordSize adds the one-byte offset gap of a sparse block.
+	minSparseRecordSize = minRecordSize + 1
 	// minHeaderSize is the smallest encoded record header: key length and
 	// value length, one byte each.
 	minHeaderSize = 2
@@ -69,6 +77,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // blockHeader is the decoded fixed header of a block.
 type blockHeader struct {
+	version    byte
 	codec      byte
 	records    uint32
 	rawLen     uint32
@@ -81,7 +90,7 @@ type blockHeader struct {
 func (h *blockHeader) put(b []byte) {
 	_ = b[BlockHeaderSize-1]
 	copy(b[0:2], blockMagic)
-	b[2] = BlockVersion
+	b[2] = h.version
 	b[3] = h.codec
 	binary.LittleEndian.PutUint32(b[4:], h.records)
 	binary.LittleEndian.PutUint32(b[8:], h.rawLen)

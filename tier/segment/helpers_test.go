@@ -49,6 +49,9 @@ func diffRecords(want, got []Record) string {
 		if w.Timestamp != g.Timestamp {
 			return fmt.Sprintf("record %d: timestamp %d, want %d", i, g.Timestamp, w.Timestamp)
 		}
+		if w.Gap != g.Gap {
+			return fmt.Sprintf("record %d: offset gap %d, want %d", i, g.Gap, w.Gap)
+		}
 		if d := diffBytes(w.Key, g.Key); d != "" {
 			return fmt.Sprintf("record %d: key %s", i, d)
 		}
@@ -210,4 +213,10 @@ func nonEmpty(specs []blockSpec) []blockSpec {
 		}
 	}
 	return out
+}
+
+// builderRaw is a builder's uncompressed payload: the offset gaps of a
+// sparse block, then the records.
+func builderRaw(b *BlockBuilder) []byte {
+	return append(append([]byte(nil), b.gaps...), b.buf...)
 }

@@ -87,6 +87,64 @@ func roundTripCases() []struct {
 		}},
 		{"max partition and long topic", []blockSpec{{strings.Repeat("T", MaxTopicLen), math.MaxInt32, []Record{{Value: []byte("x")}}}}},
 		{"json flush", jsonSpecs(7, 16, 1<<20)},
+		{"sparse: gaps between records", []blockSpec{{"c", 0, []Record{
+			{Key: []byte("a"), Value: []byte("1"), Timestamp: 10},
+			{Key: []byte("b"), Value: nil, Timestamp: 11, Gap: 4},
+			{Key: []byte("c"), Value: []byte("3"), Timestamp: 9},
+			{Key: []byte("a"), Value: []byte("4"), Timestamp: 12, Gap: 1 << 40},
+		}}}},
+		{"sparse: only the first record has a gap", []blockSpec{{"c", 0, []Record{{Key: []byte("k"), Gap: 7}, {Key: []byte("l")}}}}},
+		{"sparse: largest gap", []blockSpec{{"c", 0, []Record{{Key: []byte("k"), Gap: math.MaxInt64 - 1}}}}},
+		{"sparse and dense blocks of one partition", []blockSpec{
+			{"c", 0, []Record{{Key: []byte("k"), Value: []byte("1")}, {Key: []byte("k"), Value: []byte("2"), Gap: 1}}},
+			{"c", 0, []Record{{Key: []byte("k"), Value: []byte("3")}}},
+		}},
+		{"sparse: json, every other record kept", func() []blockSpec {
+			specs := jsonSpecs(8, 1, 256<<10)
+			var kept []Record
+			for i, r := range specs[0].recs {
+				if i%2 == 1 {
+					r.Gap = 1
+					kept = append(kept, r)
+				}
+			}
+			specs[0].recs = kept
+			return specs
+		}()},
+	}
+}
+
+func TestOffsets(t *testing.T) {
+	recs := []Record{{Gap: 2}, {}, {Gap: 5}, {}}
+	if got := Offsets(100, recs); fmt.Sprint(got) != "[102 103 109 110]" {
+		t.Fatalf("Offsets = %v", got)
+	}
+	if got := Offsets(7, make([]Record, 3)); fmt.Sprint(got) != "[7 8 9]" {
+		t.Fatalf("dense Offsets = %v", got)
+	}
+}
+
+// A dense block is version 1 and a sparse one version 2; the builder
+// picks by itself.
+func TestBlockVersionFollowsGaps(t *testing.T) {
+	for _, tc := range []struct {
+		recs []Record
+		want byte
+	}{
+		{[]Record{{Key: []byte("a")}, {Key: []byte("b")}}, BlockVersion},
+		{[]Record{{Key: []byte("a")}, {Key: []byte("b"), Gap: 1}}, SparseBlockVersion},
+	} {
+		b := NewBlockBuilder("t", 0)
+		for _, r := range tc.recs {
+			b.Append(r)
+		}
+		obj, infos, err := Build([]*BlockBuilder{b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := obj[infos[0].Offset+2]; v != tc.want || b.Sparse() != (tc.want == SparseBlockVersion) {
+			t.Fatalf("block version %d (sparse %v), want %d", v, b.Sparse(), tc.want)
+		}
 	}
 }
 
@@ -291,6 +349,18 @@ func TestBuildErrors(t *testing.T) {
 		{"long topic", []*BlockBuilder{withRec(strings.Repeat("x", MaxTopicLen+1), 0)}, "topic of 256 bytes"},
 		{"negative partition", []*BlockBuilder{withRec("t", -1)}, "negative partition -1"},
 		{"block too large", []*BlockBuilder{huge}, "the limit is"},
+		{"negative gap", []*BlockBuilder{func() *BlockBuilder {
+			b := NewBlockBuilder("t", 4)
+			b.Append(Record{})
+			b.Append(Record{Gap: -2})
+			return b
+		}()}, "offset gap -2"},
+		{"gaps overflow", []*BlockBuilder{func() *BlockBuilder {
+			b := NewBlockBuilder("t", 4)
+			b.Append(Record{Gap: math.MaxInt64 - 1})
+			b.Append(Record{Gap: 1})
+			return b
+		}()}, "2^63-1 offsets"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			obj, infos, err := Build(tc.blocks)
@@ -298,5 +368,46 @@ func TestBuildErrors(t *testing.T) {
 				t.Fatalf("Build = %d bytes, %v, %v; want error containing %q", len(obj), infos, err, tc.want)
 			}
 		})
+	}
+}
+
+// A Writer makes the same object as Build at the same level, one block at
+// a time.
+func TestWriterMatchesBuild(t *testing.T) {
+	specs := append(jsonSpecs(3, 4, 256<<10), blockSpec{"c", 9, []Record{{Key: []byte("k"), Gap: 3}, {Key: []byte("k")}}})
+	want, wantInfos := mustBuild(t, specs)
+	w := NewWriter(LevelFastest)
+	for _, b := range builders(specs) {
+		if _, err := w.Add(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, infos, err := w.Finish()
+	if err != nil || !bytes.Equal(got, want) || fmt.Sprint(infos) != fmt.Sprint(wantInfos) {
+		t.Fatalf("Writer object differs from Build's (%v)", err)
+	}
+	// The better level decodes the same and is not larger.
+	w = NewWriter(LevelDefault)
+	for _, b := range builders(specs) {
+		if _, err := w.Add(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	better, _, err := w.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, recs, err := Decode(better); err != nil || diffRecords(specs[0].recs, recs[0]) != "" || len(better) > len(want) {
+		t.Fatalf("LevelDefault object: %v (%d bytes, fastest %d)", err, len(better), len(want))
+	}
+	if _, _, err := NewWriter(LevelDefault).Finish(); err == nil {
+		t.Fatal("empty Writer finished")
+	}
+	w = NewWriter(LevelFastest)
+	if _, err := w.Add(NewBlockBuilder("t", 0)); err == nil {
+		t.Fatal("empty block added")
+	}
+	if _, _, err := w.Finish(); err == nil {
+		t.Fatal("Writer finished after an error")
 	}
 }
