@@ -43,8 +43,14 @@ type ScanRequest struct {
 	Keys [][]byte `protobuf:"bytes,7,rep,name=keys,proto3" json:"keys,omitempty"`
 	// Most records in one Arrow record batch; 0 means the server default.
 	MaxBatchRecords int32 `protobuf:"varint,8,opt,name=max_batch_records,json=maxBatchRecords,proto3" json:"max_batch_records,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The columns to return, in schema order whatever the order asked (empty:
+	// the default set). Without a topic schema: topic, partition, offset,
+	// timestamp, key, value, headers (all by default). With one: those, one
+	// column per schema field and _error; by default all but value and
+	// headers. An unknown name is INVALID_ARGUMENT.
+	Columns       []string `protobuf:"bytes,9,rep,name=columns,proto3" json:"columns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ScanRequest) Reset() {
@@ -133,6 +139,13 @@ func (x *ScanRequest) GetMaxBatchRecords() int32 {
 	return 0
 }
 
+func (x *ScanRequest) GetColumns() []string {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
 // ScanProgress counts the index blocks of the scan: the server reads only the
 // blocks that overlap the range.
 type ScanProgress struct {
@@ -211,7 +224,9 @@ type ScanResponse struct {
 	// stream — the schema message first, then record batches, then the
 	// end-of-stream marker. Columns: topic (utf8), partition (int32), offset
 	// (int64), timestamp (timestamp[ms, UTC]), key (binary), value (binary),
-	// headers (list<struct<key: utf8, value: binary>>). Batches of a partition
+	// headers (list<struct<key: utf8, value: binary>>); with a topic schema,
+	// its typed fields and _error (utf8, null when the value matched) after
+	// them (see columns). Batches of a partition
 	// arrive in offset order; partitions follow each other in the order asked
 	// (ascending when all).
 	ArrowIpc      []byte        `protobuf:"bytes,1,opt,name=arrow_ipc,json=arrowIpc,proto3" json:"arrow_ipc,omitempty"`
@@ -268,7 +283,7 @@ var File_varve_v1_scan_proto protoreflect.FileDescriptor
 
 const file_varve_v1_scan_proto_rawDesc = "" +
 	"\n" +
-	"\x13varve/v1/scan.proto\x12\bvarve.v1\"\x95\x02\n" +
+	"\x13varve/v1/scan.proto\x12\bvarve.v1\"\xaf\x02\n" +
 	"\vScanRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
 	"\n" +
@@ -280,7 +295,8 @@ const file_varve_v1_scan_proto_rawDesc = "" +
 	"\x11from_timestamp_ms\x18\x05 \x01(\x03R\x0ffromTimestampMs\x12&\n" +
 	"\x0fto_timestamp_ms\x18\x06 \x01(\x03R\rtoTimestampMs\x12\x12\n" +
 	"\x04keys\x18\a \x03(\fR\x04keys\x12*\n" +
-	"\x11max_batch_records\x18\b \x01(\x05R\x0fmaxBatchRecords\"\xa0\x01\n" +
+	"\x11max_batch_records\x18\b \x01(\x05R\x0fmaxBatchRecords\x12\x18\n" +
+	"\acolumns\x18\t \x03(\tR\acolumns\"\xa0\x01\n" +
 	"\fScanProgress\x12!\n" +
 	"\fblocks_total\x18\x01 \x01(\x03R\vblocksTotal\x12\x1f\n" +
 	"\vblocks_done\x18\x02 \x01(\x03R\n" +

@@ -70,6 +70,63 @@ func (CleanupPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_varve_v1_varve_proto_rawDescGZIP(), []int{0}
 }
 
+// The encoding of record values a topic schema describes.
+type SchemaFormat int32
+
+const (
+	SchemaFormat_SCHEMA_FORMAT_UNSPECIFIED SchemaFormat = 0
+	// Each value is one JSON object; its members are matched to the fields by
+	// name.
+	SchemaFormat_SCHEMA_FORMAT_JSON SchemaFormat = 1
+	// Reserved for Protobuf and Avro values: refused with INVALID_ARGUMENT
+	// until supported.
+	SchemaFormat_SCHEMA_FORMAT_PROTOBUF SchemaFormat = 2
+	SchemaFormat_SCHEMA_FORMAT_AVRO     SchemaFormat = 3
+)
+
+// Enum value maps for SchemaFormat.
+var (
+	SchemaFormat_name = map[int32]string{
+		0: "SCHEMA_FORMAT_UNSPECIFIED",
+		1: "SCHEMA_FORMAT_JSON",
+		2: "SCHEMA_FORMAT_PROTOBUF",
+		3: "SCHEMA_FORMAT_AVRO",
+	}
+	SchemaFormat_value = map[string]int32{
+		"SCHEMA_FORMAT_UNSPECIFIED": 0,
+		"SCHEMA_FORMAT_JSON":        1,
+		"SCHEMA_FORMAT_PROTOBUF":    2,
+		"SCHEMA_FORMAT_AVRO":        3,
+	}
+)
+
+func (x SchemaFormat) Enum() *SchemaFormat {
+	p := new(SchemaFormat)
+	*p = x
+	return p
+}
+
+func (x SchemaFormat) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SchemaFormat) Descriptor() protoreflect.EnumDescriptor {
+	return file_varve_v1_varve_proto_enumTypes[1].Descriptor()
+}
+
+func (SchemaFormat) Type() protoreflect.EnumType {
+	return &file_varve_v1_varve_proto_enumTypes[1]
+}
+
+func (x SchemaFormat) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SchemaFormat.Descriptor instead.
+func (SchemaFormat) EnumDescriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{1}
+}
+
 type OffsetSpec int32
 
 const (
@@ -106,11 +163,11 @@ func (x OffsetSpec) String() string {
 }
 
 func (OffsetSpec) Descriptor() protoreflect.EnumDescriptor {
-	return file_varve_v1_varve_proto_enumTypes[1].Descriptor()
+	return file_varve_v1_varve_proto_enumTypes[2].Descriptor()
 }
 
 func (OffsetSpec) Type() protoreflect.EnumType {
-	return &file_varve_v1_varve_proto_enumTypes[1]
+	return &file_varve_v1_varve_proto_enumTypes[2]
 }
 
 func (x OffsetSpec) Number() protoreflect.EnumNumber {
@@ -119,7 +176,7 @@ func (x OffsetSpec) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OffsetSpec.Descriptor instead.
 func (OffsetSpec) EnumDescriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{1}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{2}
 }
 
 // A record as produced and fetched. Offsets and partitions are assigned by the
@@ -275,8 +332,18 @@ type TopicConfig struct {
 	// Largest record (key + value + headers) accepted, in bytes. 0 means the
 	// cluster default.
 	MaxRecordBytes int32 `protobuf:"varint,4,opt,name=max_record_bytes,json=maxRecordBytes,proto3" json:"max_record_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Optional: how record values are laid out, so scans return typed
+	// columns (docs/scan.md). Unset means values are opaque bytes.
+	Schema *TopicSchema `protobuf:"bytes,5,opt,name=schema,proto3" json:"schema,omitempty"`
+	// Compacted topics: how long a tombstone (a record with a null value) is
+	// kept after its timestamp before compaction drops it, in ms. 0 means
+	// the default (one day).
+	DeleteRetentionMs int64 `protobuf:"varint,6,opt,name=delete_retention_ms,json=deleteRetentionMs,proto3" json:"delete_retention_ms,omitempty"`
+	// Compacted topics: how old a record must be before compaction may
+	// remove it (superseded by a newer record of its key), in ms. 0: no lag.
+	MinCompactionLagMs int64 `protobuf:"varint,7,opt,name=min_compaction_lag_ms,json=minCompactionLagMs,proto3" json:"min_compaction_lag_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *TopicConfig) Reset() {
@@ -337,6 +404,95 @@ func (x *TopicConfig) GetMaxRecordBytes() int32 {
 	return 0
 }
 
+func (x *TopicConfig) GetSchema() *TopicSchema {
+	if x != nil {
+		return x.Schema
+	}
+	return nil
+}
+
+func (x *TopicConfig) GetDeleteRetentionMs() int64 {
+	if x != nil {
+		return x.DeleteRetentionMs
+	}
+	return 0
+}
+
+func (x *TopicConfig) GetMinCompactionLagMs() int64 {
+	if x != nil {
+		return x.MinCompactionLagMs
+	}
+	return 0
+}
+
+// TopicSchema describes record values as Arrow columns. Scans of a topic
+// with a schema return one typed column per field and an _error column for
+// records that do not match; no record is dropped.
+type TopicSchema struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Format SchemaFormat           `protobuf:"varint,1,opt,name=format,proto3,enum=varve.v1.SchemaFormat" json:"format,omitempty"`
+	// The fields, as a JSON list of objects:
+	//
+	//	[{"name": "user", "type": "utf8"},
+	//	 {"name": "amount", "type": "float64", "nullable": false},
+	//	 {"name": "ts", "type": "timestamp[ms]", "json": "event_time"},
+	//	 {"name": "tags", "type": "list<utf8>"},
+	//	 {"name": "geo", "type": "struct<lat: float64, lon: float64>"}]
+	//
+	// Types are Arrow type names: bool, int8, int16, int32, int64, uint8,
+	// uint16, uint32, uint64, float32, float64, utf8 (or string), binary
+	// (base64 in JSON), timestamp[s|ms|us|ns], date32, list<T>, struct<n: T, ...>.
+	// "nullable" defaults to true; "json" is the member name when it differs
+	// from the column name. The server answers with the canonical form.
+	Fields        string `protobuf:"bytes,2,opt,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicSchema) Reset() {
+	*x = TopicSchema{}
+	mi := &file_varve_v1_varve_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicSchema) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicSchema) ProtoMessage() {}
+
+func (x *TopicSchema) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicSchema.ProtoReflect.Descriptor instead.
+func (*TopicSchema) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TopicSchema) GetFormat() SchemaFormat {
+	if x != nil {
+		return x.Format
+	}
+	return SchemaFormat_SCHEMA_FORMAT_UNSPECIFIED
+}
+
+func (x *TopicSchema) GetFields() string {
+	if x != nil {
+		return x.Fields
+	}
+	return ""
+}
+
 type Topic struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -351,7 +507,7 @@ type Topic struct {
 
 func (x *Topic) Reset() {
 	*x = Topic{}
-	mi := &file_varve_v1_varve_proto_msgTypes[3]
+	mi := &file_varve_v1_varve_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +519,7 @@ func (x *Topic) String() string {
 func (*Topic) ProtoMessage() {}
 
 func (x *Topic) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[3]
+	mi := &file_varve_v1_varve_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +532,7 @@ func (x *Topic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topic.ProtoReflect.Descriptor instead.
 func (*Topic) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{3}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Topic) GetName() string {
@@ -429,7 +585,7 @@ type PartitionInfo struct {
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_varve_v1_varve_proto_msgTypes[4]
+	mi := &file_varve_v1_varve_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +597,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[4]
+	mi := &file_varve_v1_varve_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +610,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{4}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PartitionInfo) GetPartition() int32 {
@@ -503,7 +659,7 @@ type CreateTopicRequest struct {
 
 func (x *CreateTopicRequest) Reset() {
 	*x = CreateTopicRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[5]
+	mi := &file_varve_v1_varve_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +671,7 @@ func (x *CreateTopicRequest) String() string {
 func (*CreateTopicRequest) ProtoMessage() {}
 
 func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[5]
+	mi := &file_varve_v1_varve_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +684,7 @@ func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{5}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateTopicRequest) GetName() string {
@@ -561,7 +717,7 @@ type CreateTopicResponse struct {
 
 func (x *CreateTopicResponse) Reset() {
 	*x = CreateTopicResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[6]
+	mi := &file_varve_v1_varve_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +729,7 @@ func (x *CreateTopicResponse) String() string {
 func (*CreateTopicResponse) ProtoMessage() {}
 
 func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[6]
+	mi := &file_varve_v1_varve_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +742,7 @@ func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{6}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateTopicResponse) GetTopic() *Topic {
@@ -604,7 +760,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[7]
+	mi := &file_varve_v1_varve_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +772,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[7]
+	mi := &file_varve_v1_varve_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +785,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{7}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{8}
 }
 
 type ListTopicsResponse struct {
@@ -641,7 +797,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[8]
+	mi := &file_varve_v1_varve_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +809,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[8]
+	mi := &file_varve_v1_varve_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +822,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{8}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*Topic {
@@ -685,7 +841,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[9]
+	mi := &file_varve_v1_varve_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +853,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[9]
+	mi := &file_varve_v1_varve_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +866,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{9}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -730,7 +886,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[10]
+	mi := &file_varve_v1_varve_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +898,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[10]
+	mi := &file_varve_v1_varve_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +911,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{10}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DescribeTopicResponse) GetTopic() *Topic {
@@ -772,6 +928,148 @@ func (x *DescribeTopicResponse) GetPartitions() []*PartitionInfo {
 	return nil
 }
 
+// UpdateTopic changes a topic's settings in place (the topic keeps its id
+// and its records). Only the fields set change.
+type UpdateTopicRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Name           string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	RetentionMs    *int64                 `protobuf:"varint,2,opt,name=retention_ms,json=retentionMs,proto3,oneof" json:"retention_ms,omitempty"`
+	RetentionBytes *int64                 `protobuf:"varint,3,opt,name=retention_bytes,json=retentionBytes,proto3,oneof" json:"retention_bytes,omitempty"`
+	MaxRecordBytes *int32                 `protobuf:"varint,4,opt,name=max_record_bytes,json=maxRecordBytes,proto3,oneof" json:"max_record_bytes,omitempty"`
+	// Sets or replaces the schema; it applies to every record a scan reads
+	// afterwards, old or new.
+	Schema *TopicSchema `protobuf:"bytes,5,opt,name=schema,proto3" json:"schema,omitempty"`
+	// Removes the schema (INVALID_ARGUMENT together with schema).
+	ClearSchema bool `protobuf:"varint,6,opt,name=clear_schema,json=clearSchema,proto3" json:"clear_schema,omitempty"`
+	// Partitions can only grow; a smaller count is INVALID_ARGUMENT.
+	Partitions    *int32 `protobuf:"varint,7,opt,name=partitions,proto3,oneof" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTopicRequest) Reset() {
+	*x = UpdateTopicRequest{}
+	mi := &file_varve_v1_varve_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTopicRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTopicRequest) ProtoMessage() {}
+
+func (x *UpdateTopicRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTopicRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTopicRequest) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UpdateTopicRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateTopicRequest) GetRetentionMs() int64 {
+	if x != nil && x.RetentionMs != nil {
+		return *x.RetentionMs
+	}
+	return 0
+}
+
+func (x *UpdateTopicRequest) GetRetentionBytes() int64 {
+	if x != nil && x.RetentionBytes != nil {
+		return *x.RetentionBytes
+	}
+	return 0
+}
+
+func (x *UpdateTopicRequest) GetMaxRecordBytes() int32 {
+	if x != nil && x.MaxRecordBytes != nil {
+		return *x.MaxRecordBytes
+	}
+	return 0
+}
+
+func (x *UpdateTopicRequest) GetSchema() *TopicSchema {
+	if x != nil {
+		return x.Schema
+	}
+	return nil
+}
+
+func (x *UpdateTopicRequest) GetClearSchema() bool {
+	if x != nil {
+		return x.ClearSchema
+	}
+	return false
+}
+
+func (x *UpdateTopicRequest) GetPartitions() int32 {
+	if x != nil && x.Partitions != nil {
+		return *x.Partitions
+	}
+	return 0
+}
+
+type UpdateTopicResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         *Topic                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTopicResponse) Reset() {
+	*x = UpdateTopicResponse{}
+	mi := &file_varve_v1_varve_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTopicResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTopicResponse) ProtoMessage() {}
+
+func (x *UpdateTopicResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTopicResponse.ProtoReflect.Descriptor instead.
+func (*UpdateTopicResponse) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UpdateTopicResponse) GetTopic() *Topic {
+	if x != nil {
+		return x.Topic
+	}
+	return nil
+}
+
 type DeleteTopicRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -781,7 +1079,7 @@ type DeleteTopicRequest struct {
 
 func (x *DeleteTopicRequest) Reset() {
 	*x = DeleteTopicRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[11]
+	mi := &file_varve_v1_varve_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +1091,7 @@ func (x *DeleteTopicRequest) String() string {
 func (*DeleteTopicRequest) ProtoMessage() {}
 
 func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[11]
+	mi := &file_varve_v1_varve_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +1104,7 @@ func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{11}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteTopicRequest) GetName() string {
@@ -824,7 +1122,7 @@ type DeleteTopicResponse struct {
 
 func (x *DeleteTopicResponse) Reset() {
 	*x = DeleteTopicResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[12]
+	mi := &file_varve_v1_varve_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +1134,7 @@ func (x *DeleteTopicResponse) String() string {
 func (*DeleteTopicResponse) ProtoMessage() {}
 
 func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[12]
+	mi := &file_varve_v1_varve_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +1147,7 @@ func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{12}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{15}
 }
 
 type ProduceRecord struct {
@@ -864,7 +1162,7 @@ type ProduceRecord struct {
 
 func (x *ProduceRecord) Reset() {
 	*x = ProduceRecord{}
-	mi := &file_varve_v1_varve_proto_msgTypes[13]
+	mi := &file_varve_v1_varve_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1174,7 @@ func (x *ProduceRecord) String() string {
 func (*ProduceRecord) ProtoMessage() {}
 
 func (x *ProduceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[13]
+	mi := &file_varve_v1_varve_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1187,7 @@ func (x *ProduceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceRecord.ProtoReflect.Descriptor instead.
 func (*ProduceRecord) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{13}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ProduceRecord) GetPartition() int32 {
@@ -907,16 +1205,25 @@ func (x *ProduceRecord) GetRecord() *Record {
 }
 
 type ProduceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	Records       []*ProduceRecord       `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Topic   string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Records []*ProduceRecord       `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// Idempotence (see docs/idempotence.md). 0 (the default) sends records
+	// without idempotence. With a producer id from InitProducer, every record
+	// must name its partition, and each partition of the request gets exactly
+	// one entry in sequences: the request's records of that partition form one
+	// batch whose first record has that sequence number. Sequences count
+	// records per (producer, topic, partition) from 0 within an epoch.
+	ProducerId    int64                `protobuf:"varint,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch int32                `protobuf:"varint,4,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	Sequences     []*PartitionSequence `protobuf:"bytes,5,rep,name=sequences,proto3" json:"sequences,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProduceRequest) Reset() {
 	*x = ProduceRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[14]
+	mi := &file_varve_v1_varve_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1235,7 @@ func (x *ProduceRequest) String() string {
 func (*ProduceRequest) ProtoMessage() {}
 
 func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[14]
+	mi := &file_varve_v1_varve_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1248,7 @@ func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceRequest.ProtoReflect.Descriptor instead.
 func (*ProduceRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{14}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ProduceRequest) GetTopic() string {
@@ -958,6 +1265,80 @@ func (x *ProduceRequest) GetRecords() []*ProduceRecord {
 	return nil
 }
 
+func (x *ProduceRequest) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *ProduceRequest) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *ProduceRequest) GetSequences() []*PartitionSequence {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+// The sequence number of the first record of a partition's batch.
+type PartitionSequence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	FirstSequence int32                  `protobuf:"varint,2,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionSequence) Reset() {
+	*x = PartitionSequence{}
+	mi := &file_varve_v1_varve_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionSequence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionSequence) ProtoMessage() {}
+
+func (x *PartitionSequence) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionSequence.ProtoReflect.Descriptor instead.
+func (*PartitionSequence) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PartitionSequence) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionSequence) GetFirstSequence() int32 {
+	if x != nil {
+		return x.FirstSequence
+	}
+	return 0
+}
+
 type ProduceResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Partition     int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -968,7 +1349,7 @@ type ProduceResult struct {
 
 func (x *ProduceResult) Reset() {
 	*x = ProduceResult{}
-	mi := &file_varve_v1_varve_proto_msgTypes[15]
+	mi := &file_varve_v1_varve_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1361,7 @@ func (x *ProduceResult) String() string {
 func (*ProduceResult) ProtoMessage() {}
 
 func (x *ProduceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[15]
+	mi := &file_varve_v1_varve_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1374,7 @@ func (x *ProduceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResult.ProtoReflect.Descriptor instead.
 func (*ProduceResult) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{15}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ProduceResult) GetPartition() int32 {
@@ -1020,7 +1401,7 @@ type ProduceResponse struct {
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[16]
+	mi := &file_varve_v1_varve_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1413,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[16]
+	mi := &file_varve_v1_varve_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1426,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{16}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProduceResponse) GetResults() []*ProduceResult {
@@ -1053,6 +1434,113 @@ func (x *ProduceResponse) GetResults() []*ProduceResult {
 		return x.Results
 	}
 	return nil
+}
+
+type InitProducerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0 asks for a new producer id (epoch 0). An existing id gets its epoch
+	// bumped, which fences every earlier instance using that id.
+	ProducerId    int64 `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitProducerRequest) Reset() {
+	*x = InitProducerRequest{}
+	mi := &file_varve_v1_varve_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitProducerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitProducerRequest) ProtoMessage() {}
+
+func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
+func (*InitProducerRequest) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *InitProducerRequest) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+type InitProducerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProducerId    int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch int32                  `protobuf:"varint,2,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	// How long the cluster keeps the producer's state after its last commit.
+	StateTtlMs    int64 `protobuf:"varint,3,opt,name=state_ttl_ms,json=stateTtlMs,proto3" json:"state_ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitProducerResponse) Reset() {
+	*x = InitProducerResponse{}
+	mi := &file_varve_v1_varve_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitProducerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitProducerResponse) ProtoMessage() {}
+
+func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
+func (*InitProducerResponse) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *InitProducerResponse) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *InitProducerResponse) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *InitProducerResponse) GetStateTtlMs() int64 {
+	if x != nil {
+		return x.StateTtlMs
+	}
+	return 0
 }
 
 type FetchRequest struct {
@@ -1071,7 +1559,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[17]
+	mi := &file_varve_v1_varve_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1571,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[17]
+	mi := &file_varve_v1_varve_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1584,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{17}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FetchRequest) GetTopic() string {
@@ -1148,7 +1636,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[18]
+	mi := &file_varve_v1_varve_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1648,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[18]
+	mi := &file_varve_v1_varve_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1661,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{18}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FetchResponse) GetRecords() []*Record {
@@ -1217,7 +1705,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[19]
+	mi := &file_varve_v1_varve_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1717,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[19]
+	mi := &file_varve_v1_varve_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1730,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{19}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SubscribeResponse) GetRecords() []*Record {
@@ -1285,7 +1773,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[20]
+	mi := &file_varve_v1_varve_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1785,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[20]
+	mi := &file_varve_v1_varve_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1798,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{20}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubscribeRequest) GetTopic() string {
@@ -1356,7 +1844,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[21]
+	mi := &file_varve_v1_varve_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1856,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[21]
+	mi := &file_varve_v1_varve_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1869,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{21}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListOffsetsRequest) GetTopic() string {
@@ -1424,7 +1912,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_varve_v1_varve_proto_msgTypes[22]
+	mi := &file_varve_v1_varve_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1924,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[22]
+	mi := &file_varve_v1_varve_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1937,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{22}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PartitionOffset) GetPartition() int32 {
@@ -1482,7 +1970,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[23]
+	mi := &file_varve_v1_varve_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1982,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[23]
+	mi := &file_varve_v1_varve_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1995,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{23}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListOffsetsResponse) GetOffsets() []*PartitionOffset {
@@ -1534,12 +2022,18 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\fH\x00R\x05value\x88\x01\x01B\b\n" +
-	"\x06_value\"\xc3\x01\n" +
+	"\x06_value\"\xd5\x02\n" +
 	"\vTopicConfig\x12!\n" +
 	"\fretention_ms\x18\x01 \x01(\x03R\vretentionMs\x12'\n" +
 	"\x0fretention_bytes\x18\x02 \x01(\x03R\x0eretentionBytes\x12>\n" +
 	"\x0ecleanup_policy\x18\x03 \x01(\x0e2\x17.varve.v1.CleanupPolicyR\rcleanupPolicy\x12(\n" +
-	"\x10max_record_bytes\x18\x04 \x01(\x05R\x0emaxRecordBytes\"\x99\x01\n" +
+	"\x10max_record_bytes\x18\x04 \x01(\x05R\x0emaxRecordBytes\x12-\n" +
+	"\x06schema\x18\x05 \x01(\v2\x15.varve.v1.TopicSchemaR\x06schema\x12.\n" +
+	"\x13delete_retention_ms\x18\x06 \x01(\x03R\x11deleteRetentionMs\x121\n" +
+	"\x15min_compaction_lag_ms\x18\a \x01(\x03R\x12minCompactionLagMs\"U\n" +
+	"\vTopicSchema\x12.\n" +
+	"\x06format\x18\x01 \x01(\x0e2\x16.varve.v1.SchemaFormatR\x06format\x12\x16\n" +
+	"\x06fields\x18\x02 \x01(\tR\x06fields\"\x99\x01\n" +
 	"\x05Topic\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
@@ -1573,21 +2067,53 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\v2\x0f.varve.v1.TopicR\x05topic\x127\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2\x17.varve.v1.PartitionInfoR\n" +
-	"partitions\"(\n" +
+	"partitions\"\xed\x02\n" +
+	"\x12UpdateTopicRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
+	"\fretention_ms\x18\x02 \x01(\x03H\x00R\vretentionMs\x88\x01\x01\x12,\n" +
+	"\x0fretention_bytes\x18\x03 \x01(\x03H\x01R\x0eretentionBytes\x88\x01\x01\x12-\n" +
+	"\x10max_record_bytes\x18\x04 \x01(\x05H\x02R\x0emaxRecordBytes\x88\x01\x01\x12-\n" +
+	"\x06schema\x18\x05 \x01(\v2\x15.varve.v1.TopicSchemaR\x06schema\x12!\n" +
+	"\fclear_schema\x18\x06 \x01(\bR\vclearSchema\x12#\n" +
+	"\n" +
+	"partitions\x18\a \x01(\x05H\x03R\n" +
+	"partitions\x88\x01\x01B\x0f\n" +
+	"\r_retention_msB\x12\n" +
+	"\x10_retention_bytesB\x13\n" +
+	"\x11_max_record_bytesB\r\n" +
+	"\v_partitions\"<\n" +
+	"\x13UpdateTopicResponse\x12%\n" +
+	"\x05topic\x18\x01 \x01(\v2\x0f.varve.v1.TopicR\x05topic\"(\n" +
 	"\x12DeleteTopicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
 	"\x13DeleteTopicResponse\"W\n" +
 	"\rProduceRecord\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12(\n" +
-	"\x06record\x18\x02 \x01(\v2\x10.varve.v1.RecordR\x06record\"Y\n" +
+	"\x06record\x18\x02 \x01(\v2\x10.varve.v1.RecordR\x06record\"\xdc\x01\n" +
 	"\x0eProduceRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x121\n" +
-	"\arecords\x18\x02 \x03(\v2\x17.varve.v1.ProduceRecordR\arecords\"E\n" +
+	"\arecords\x18\x02 \x03(\v2\x17.varve.v1.ProduceRecordR\arecords\x12\x1f\n" +
+	"\vproducer_id\x18\x03 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x04 \x01(\x05R\rproducerEpoch\x129\n" +
+	"\tsequences\x18\x05 \x03(\v2\x1b.varve.v1.PartitionSequenceR\tsequences\"X\n" +
+	"\x11PartitionSequence\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12%\n" +
+	"\x0efirst_sequence\x18\x02 \x01(\x05R\rfirstSequence\"E\n" +
 	"\rProduceResult\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"D\n" +
 	"\x0fProduceResponse\x121\n" +
-	"\aresults\x18\x01 \x03(\v2\x17.varve.v1.ProduceResultR\aresults\"\x97\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x17.varve.v1.ProduceResultR\aresults\"6\n" +
+	"\x13InitProducerRequest\x12\x1f\n" +
+	"\vproducer_id\x18\x01 \x01(\x03R\n" +
+	"producerId\"\x80\x01\n" +
+	"\x14InitProducerResponse\x12\x1f\n" +
+	"\vproducer_id\x18\x01 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x02 \x01(\x05R\rproducerEpoch\x12 \n" +
+	"\fstate_ttl_ms\x18\x03 \x01(\x03R\n" +
+	"stateTtlMs\"\x97\x01\n" +
 	"\fFetchRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -1627,21 +2153,28 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"\rCleanupPolicy\x12\x1e\n" +
 	"\x1aCLEANUP_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CLEANUP_POLICY_DELETE\x10\x01\x12\x1a\n" +
-	"\x16CLEANUP_POLICY_COMPACT\x10\x02*v\n" +
+	"\x16CLEANUP_POLICY_COMPACT\x10\x02*y\n" +
+	"\fSchemaFormat\x12\x1d\n" +
+	"\x19SCHEMA_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12SCHEMA_FORMAT_JSON\x10\x01\x12\x1a\n" +
+	"\x16SCHEMA_FORMAT_PROTOBUF\x10\x02\x12\x16\n" +
+	"\x12SCHEMA_FORMAT_AVRO\x10\x03*v\n" +
 	"\n" +
 	"OffsetSpec\x12\x1b\n" +
 	"\x17OFFSET_SPEC_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OFFSET_SPEC_EARLIEST\x10\x01\x12\x16\n" +
 	"\x12OFFSET_SPEC_LATEST\x10\x02\x12\x19\n" +
-	"\x15OFFSET_SPEC_TIMESTAMP\x10\x032\xcf\x02\n" +
+	"\x15OFFSET_SPEC_TIMESTAMP\x10\x032\x9d\x03\n" +
 	"\fTopicService\x12L\n" +
 	"\vCreateTopic\x12\x1c.varve.v1.CreateTopicRequest\x1a\x1d.varve.v1.CreateTopicResponse\"\x00\x12L\n" +
 	"\n" +
 	"ListTopics\x12\x1b.varve.v1.ListTopicsRequest\x1a\x1c.varve.v1.ListTopicsResponse\"\x03\x90\x02\x01\x12U\n" +
 	"\rDescribeTopic\x12\x1e.varve.v1.DescribeTopicRequest\x1a\x1f.varve.v1.DescribeTopicResponse\"\x03\x90\x02\x01\x12L\n" +
-	"\vDeleteTopic\x12\x1c.varve.v1.DeleteTopicRequest\x1a\x1d.varve.v1.DeleteTopicResponse\"\x002R\n" +
+	"\vDeleteTopic\x12\x1c.varve.v1.DeleteTopicRequest\x1a\x1d.varve.v1.DeleteTopicResponse\"\x00\x12L\n" +
+	"\vUpdateTopic\x12\x1c.varve.v1.UpdateTopicRequest\x1a\x1d.varve.v1.UpdateTopicResponse\"\x002\xa3\x01\n" +
 	"\x0eProduceService\x12@\n" +
-	"\aProduce\x12\x18.varve.v1.ProduceRequest\x1a\x19.varve.v1.ProduceResponse\"\x002\xe8\x01\n" +
+	"\aProduce\x12\x18.varve.v1.ProduceRequest\x1a\x19.varve.v1.ProduceResponse\"\x00\x12O\n" +
+	"\fInitProducer\x12\x1d.varve.v1.InitProducerRequest\x1a\x1e.varve.v1.InitProducerResponse\"\x002\xe8\x01\n" +
 	"\fFetchService\x12=\n" +
 	"\x05Fetch\x12\x16.varve.v1.FetchRequest\x1a\x17.varve.v1.FetchResponse\"\x03\x90\x02\x01\x12H\n" +
 	"\tSubscribe\x12\x1a.varve.v1.SubscribeRequest\x1a\x1b.varve.v1.SubscribeResponse\"\x000\x01\x12O\n" +
@@ -1659,73 +2192,89 @@ func file_varve_v1_varve_proto_rawDescGZIP() []byte {
 	return file_varve_v1_varve_proto_rawDescData
 }
 
-var file_varve_v1_varve_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_varve_v1_varve_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_varve_v1_varve_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_varve_v1_varve_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_varve_v1_varve_proto_goTypes = []any{
 	(CleanupPolicy)(0),            // 0: varve.v1.CleanupPolicy
-	(OffsetSpec)(0),               // 1: varve.v1.OffsetSpec
-	(*Record)(nil),                // 2: varve.v1.Record
-	(*Header)(nil),                // 3: varve.v1.Header
-	(*TopicConfig)(nil),           // 4: varve.v1.TopicConfig
-	(*Topic)(nil),                 // 5: varve.v1.Topic
-	(*PartitionInfo)(nil),         // 6: varve.v1.PartitionInfo
-	(*CreateTopicRequest)(nil),    // 7: varve.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),   // 8: varve.v1.CreateTopicResponse
-	(*ListTopicsRequest)(nil),     // 9: varve.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),    // 10: varve.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),  // 11: varve.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil), // 12: varve.v1.DescribeTopicResponse
-	(*DeleteTopicRequest)(nil),    // 13: varve.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),   // 14: varve.v1.DeleteTopicResponse
-	(*ProduceRecord)(nil),         // 15: varve.v1.ProduceRecord
-	(*ProduceRequest)(nil),        // 16: varve.v1.ProduceRequest
-	(*ProduceResult)(nil),         // 17: varve.v1.ProduceResult
-	(*ProduceResponse)(nil),       // 18: varve.v1.ProduceResponse
-	(*FetchRequest)(nil),          // 19: varve.v1.FetchRequest
-	(*FetchResponse)(nil),         // 20: varve.v1.FetchResponse
-	(*SubscribeResponse)(nil),     // 21: varve.v1.SubscribeResponse
-	(*SubscribeRequest)(nil),      // 22: varve.v1.SubscribeRequest
-	(*ListOffsetsRequest)(nil),    // 23: varve.v1.ListOffsetsRequest
-	(*PartitionOffset)(nil),       // 24: varve.v1.PartitionOffset
-	(*ListOffsetsResponse)(nil),   // 25: varve.v1.ListOffsetsResponse
+	(SchemaFormat)(0),             // 1: varve.v1.SchemaFormat
+	(OffsetSpec)(0),               // 2: varve.v1.OffsetSpec
+	(*Record)(nil),                // 3: varve.v1.Record
+	(*Header)(nil),                // 4: varve.v1.Header
+	(*TopicConfig)(nil),           // 5: varve.v1.TopicConfig
+	(*TopicSchema)(nil),           // 6: varve.v1.TopicSchema
+	(*Topic)(nil),                 // 7: varve.v1.Topic
+	(*PartitionInfo)(nil),         // 8: varve.v1.PartitionInfo
+	(*CreateTopicRequest)(nil),    // 9: varve.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),   // 10: varve.v1.CreateTopicResponse
+	(*ListTopicsRequest)(nil),     // 11: varve.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),    // 12: varve.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),  // 13: varve.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil), // 14: varve.v1.DescribeTopicResponse
+	(*UpdateTopicRequest)(nil),    // 15: varve.v1.UpdateTopicRequest
+	(*UpdateTopicResponse)(nil),   // 16: varve.v1.UpdateTopicResponse
+	(*DeleteTopicRequest)(nil),    // 17: varve.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),   // 18: varve.v1.DeleteTopicResponse
+	(*ProduceRecord)(nil),         // 19: varve.v1.ProduceRecord
+	(*ProduceRequest)(nil),        // 20: varve.v1.ProduceRequest
+	(*PartitionSequence)(nil),     // 21: varve.v1.PartitionSequence
+	(*ProduceResult)(nil),         // 22: varve.v1.ProduceResult
+	(*ProduceResponse)(nil),       // 23: varve.v1.ProduceResponse
+	(*InitProducerRequest)(nil),   // 24: varve.v1.InitProducerRequest
+	(*InitProducerResponse)(nil),  // 25: varve.v1.InitProducerResponse
+	(*FetchRequest)(nil),          // 26: varve.v1.FetchRequest
+	(*FetchResponse)(nil),         // 27: varve.v1.FetchResponse
+	(*SubscribeResponse)(nil),     // 28: varve.v1.SubscribeResponse
+	(*SubscribeRequest)(nil),      // 29: varve.v1.SubscribeRequest
+	(*ListOffsetsRequest)(nil),    // 30: varve.v1.ListOffsetsRequest
+	(*PartitionOffset)(nil),       // 31: varve.v1.PartitionOffset
+	(*ListOffsetsResponse)(nil),   // 32: varve.v1.ListOffsetsResponse
 }
 var file_varve_v1_varve_proto_depIdxs = []int32{
-	3,  // 0: varve.v1.Record.headers:type_name -> varve.v1.Header
+	4,  // 0: varve.v1.Record.headers:type_name -> varve.v1.Header
 	0,  // 1: varve.v1.TopicConfig.cleanup_policy:type_name -> varve.v1.CleanupPolicy
-	4,  // 2: varve.v1.Topic.config:type_name -> varve.v1.TopicConfig
-	4,  // 3: varve.v1.CreateTopicRequest.config:type_name -> varve.v1.TopicConfig
-	5,  // 4: varve.v1.CreateTopicResponse.topic:type_name -> varve.v1.Topic
-	5,  // 5: varve.v1.ListTopicsResponse.topics:type_name -> varve.v1.Topic
-	5,  // 6: varve.v1.DescribeTopicResponse.topic:type_name -> varve.v1.Topic
-	6,  // 7: varve.v1.DescribeTopicResponse.partitions:type_name -> varve.v1.PartitionInfo
-	2,  // 8: varve.v1.ProduceRecord.record:type_name -> varve.v1.Record
-	15, // 9: varve.v1.ProduceRequest.records:type_name -> varve.v1.ProduceRecord
-	17, // 10: varve.v1.ProduceResponse.results:type_name -> varve.v1.ProduceResult
-	2,  // 11: varve.v1.FetchResponse.records:type_name -> varve.v1.Record
-	2,  // 12: varve.v1.SubscribeResponse.records:type_name -> varve.v1.Record
-	1,  // 13: varve.v1.ListOffsetsRequest.spec:type_name -> varve.v1.OffsetSpec
-	24, // 14: varve.v1.ListOffsetsResponse.offsets:type_name -> varve.v1.PartitionOffset
-	7,  // 15: varve.v1.TopicService.CreateTopic:input_type -> varve.v1.CreateTopicRequest
-	9,  // 16: varve.v1.TopicService.ListTopics:input_type -> varve.v1.ListTopicsRequest
-	11, // 17: varve.v1.TopicService.DescribeTopic:input_type -> varve.v1.DescribeTopicRequest
-	13, // 18: varve.v1.TopicService.DeleteTopic:input_type -> varve.v1.DeleteTopicRequest
-	16, // 19: varve.v1.ProduceService.Produce:input_type -> varve.v1.ProduceRequest
-	19, // 20: varve.v1.FetchService.Fetch:input_type -> varve.v1.FetchRequest
-	22, // 21: varve.v1.FetchService.Subscribe:input_type -> varve.v1.SubscribeRequest
-	23, // 22: varve.v1.FetchService.ListOffsets:input_type -> varve.v1.ListOffsetsRequest
-	8,  // 23: varve.v1.TopicService.CreateTopic:output_type -> varve.v1.CreateTopicResponse
-	10, // 24: varve.v1.TopicService.ListTopics:output_type -> varve.v1.ListTopicsResponse
-	12, // 25: varve.v1.TopicService.DescribeTopic:output_type -> varve.v1.DescribeTopicResponse
-	14, // 26: varve.v1.TopicService.DeleteTopic:output_type -> varve.v1.DeleteTopicResponse
-	18, // 27: varve.v1.ProduceService.Produce:output_type -> varve.v1.ProduceResponse
-	20, // 28: varve.v1.FetchService.Fetch:output_type -> varve.v1.FetchResponse
-	21, // 29: varve.v1.FetchService.Subscribe:output_type -> varve.v1.SubscribeResponse
-	25, // 30: varve.v1.FetchService.ListOffsets:output_type -> varve.v1.ListOffsetsResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	6,  // 2: varve.v1.TopicConfig.schema:type_name -> varve.v1.TopicSchema
+	1,  // 3: varve.v1.TopicSchema.format:type_name -> varve.v1.SchemaFormat
+	5,  // 4: varve.v1.Topic.config:type_name -> varve.v1.TopicConfig
+	5,  // 5: varve.v1.CreateTopicRequest.config:type_name -> varve.v1.TopicConfig
+	7,  // 6: varve.v1.CreateTopicResponse.topic:type_name -> varve.v1.Topic
+	7,  // 7: varve.v1.ListTopicsResponse.topics:type_name -> varve.v1.Topic
+	7,  // 8: varve.v1.DescribeTopicResponse.topic:type_name -> varve.v1.Topic
+	8,  // 9: varve.v1.DescribeTopicResponse.partitions:type_name -> varve.v1.PartitionInfo
+	6,  // 10: varve.v1.UpdateTopicRequest.schema:type_name -> varve.v1.TopicSchema
+	7,  // 11: varve.v1.UpdateTopicResponse.topic:type_name -> varve.v1.Topic
+	3,  // 12: varve.v1.ProduceRecord.record:type_name -> varve.v1.Record
+	19, // 13: varve.v1.ProduceRequest.records:type_name -> varve.v1.ProduceRecord
+	21, // 14: varve.v1.ProduceRequest.sequences:type_name -> varve.v1.PartitionSequence
+	22, // 15: varve.v1.ProduceResponse.results:type_name -> varve.v1.ProduceResult
+	3,  // 16: varve.v1.FetchResponse.records:type_name -> varve.v1.Record
+	3,  // 17: varve.v1.SubscribeResponse.records:type_name -> varve.v1.Record
+	2,  // 18: varve.v1.ListOffsetsRequest.spec:type_name -> varve.v1.OffsetSpec
+	31, // 19: varve.v1.ListOffsetsResponse.offsets:type_name -> varve.v1.PartitionOffset
+	9,  // 20: varve.v1.TopicService.CreateTopic:input_type -> varve.v1.CreateTopicRequest
+	11, // 21: varve.v1.TopicService.ListTopics:input_type -> varve.v1.ListTopicsRequest
+	13, // 22: varve.v1.TopicService.DescribeTopic:input_type -> varve.v1.DescribeTopicRequest
+	17, // 23: varve.v1.TopicService.DeleteTopic:input_type -> varve.v1.DeleteTopicRequest
+	15, // 24: varve.v1.TopicService.UpdateTopic:input_type -> varve.v1.UpdateTopicRequest
+	20, // 25: varve.v1.ProduceService.Produce:input_type -> varve.v1.ProduceRequest
+	24, // 26: varve.v1.ProduceService.InitProducer:input_type -> varve.v1.InitProducerRequest
+	26, // 27: varve.v1.FetchService.Fetch:input_type -> varve.v1.FetchRequest
+	29, // 28: varve.v1.FetchService.Subscribe:input_type -> varve.v1.SubscribeRequest
+	30, // 29: varve.v1.FetchService.ListOffsets:input_type -> varve.v1.ListOffsetsRequest
+	10, // 30: varve.v1.TopicService.CreateTopic:output_type -> varve.v1.CreateTopicResponse
+	12, // 31: varve.v1.TopicService.ListTopics:output_type -> varve.v1.ListTopicsResponse
+	14, // 32: varve.v1.TopicService.DescribeTopic:output_type -> varve.v1.DescribeTopicResponse
+	18, // 33: varve.v1.TopicService.DeleteTopic:output_type -> varve.v1.DeleteTopicResponse
+	16, // 34: varve.v1.TopicService.UpdateTopic:output_type -> varve.v1.UpdateTopicResponse
+	23, // 35: varve.v1.ProduceService.Produce:output_type -> varve.v1.ProduceResponse
+	25, // 36: varve.v1.ProduceService.InitProducer:output_type -> varve.v1.InitProducerResponse
+	27, // 37: varve.v1.FetchService.Fetch:output_type -> varve.v1.FetchResponse
+	28, // 38: varve.v1.FetchService.Subscribe:output_type -> varve.v1.SubscribeResponse
+	32, // 39: varve.v1.FetchService.ListOffsets:output_type -> varve.v1.ListOffsetsResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_varve_v1_varve_proto_init() }
@@ -1735,13 +2284,14 @@ func file_varve_v1_varve_proto_init() {
 	}
 	file_varve_v1_varve_proto_msgTypes[0].OneofWrappers = []any{}
 	file_varve_v1_varve_proto_msgTypes[1].OneofWrappers = []any{}
+	file_varve_v1_varve_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_varve_v1_varve_proto_rawDesc), len(file_varve_v1_varve_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   24,
+			NumEnums:      3,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

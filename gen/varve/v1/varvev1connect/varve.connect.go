@@ -48,8 +48,14 @@ const (
 	// TopicServiceDeleteTopicProcedure is the fully-qualified name of the TopicService's DeleteTopic
 	// RPC.
 	TopicServiceDeleteTopicProcedure = "/varve.v1.TopicService/DeleteTopic"
+	// TopicServiceUpdateTopicProcedure is the fully-qualified name of the TopicService's UpdateTopic
+	// RPC.
+	TopicServiceUpdateTopicProcedure = "/varve.v1.TopicService/UpdateTopic"
 	// ProduceServiceProduceProcedure is the fully-qualified name of the ProduceService's Produce RPC.
 	ProduceServiceProduceProcedure = "/varve.v1.ProduceService/Produce"
+	// ProduceServiceInitProducerProcedure is the fully-qualified name of the ProduceService's
+	// InitProducer RPC.
+	ProduceServiceInitProducerProcedure = "/varve.v1.ProduceService/InitProducer"
 	// FetchServiceFetchProcedure is the fully-qualified name of the FetchService's Fetch RPC.
 	FetchServiceFetchProcedure = "/varve.v1.FetchService/Fetch"
 	// FetchServiceSubscribeProcedure is the fully-qualified name of the FetchService's Subscribe RPC.
@@ -65,6 +71,7 @@ type TopicServiceClient interface {
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	DeleteTopic(context.Context, *connect.Request[v1.DeleteTopicRequest]) (*connect.Response[v1.DeleteTopicResponse], error)
+	UpdateTopic(context.Context, *connect.Request[v1.UpdateTopicRequest]) (*connect.Response[v1.UpdateTopicResponse], error)
 }
 
 // NewTopicServiceClient constructs a client for the varve.v1.TopicService service. By default, it
@@ -104,6 +111,12 @@ func NewTopicServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(topicServiceMethods.ByName("DeleteTopic")),
 			connect.WithClientOptions(opts...),
 		),
+		updateTopic: connect.NewClient[v1.UpdateTopicRequest, v1.UpdateTopicResponse](
+			httpClient,
+			baseURL+TopicServiceUpdateTopicProcedure,
+			connect.WithSchema(topicServiceMethods.ByName("UpdateTopic")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -113,6 +126,7 @@ type topicServiceClient struct {
 	listTopics    *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
 	describeTopic *connect.Client[v1.DescribeTopicRequest, v1.DescribeTopicResponse]
 	deleteTopic   *connect.Client[v1.DeleteTopicRequest, v1.DeleteTopicResponse]
+	updateTopic   *connect.Client[v1.UpdateTopicRequest, v1.UpdateTopicResponse]
 }
 
 // CreateTopic calls varve.v1.TopicService.CreateTopic.
@@ -135,12 +149,18 @@ func (c *topicServiceClient) DeleteTopic(ctx context.Context, req *connect.Reque
 	return c.deleteTopic.CallUnary(ctx, req)
 }
 
+// UpdateTopic calls varve.v1.TopicService.UpdateTopic.
+func (c *topicServiceClient) UpdateTopic(ctx context.Context, req *connect.Request[v1.UpdateTopicRequest]) (*connect.Response[v1.UpdateTopicResponse], error) {
+	return c.updateTopic.CallUnary(ctx, req)
+}
+
 // TopicServiceHandler is an implementation of the varve.v1.TopicService service.
 type TopicServiceHandler interface {
 	CreateTopic(context.Context, *connect.Request[v1.CreateTopicRequest]) (*connect.Response[v1.CreateTopicResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	DeleteTopic(context.Context, *connect.Request[v1.DeleteTopicRequest]) (*connect.Response[v1.DeleteTopicResponse], error)
+	UpdateTopic(context.Context, *connect.Request[v1.UpdateTopicRequest]) (*connect.Response[v1.UpdateTopicResponse], error)
 }
 
 // NewTopicServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -176,6 +196,12 @@ func NewTopicServiceHandler(svc TopicServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(topicServiceMethods.ByName("DeleteTopic")),
 		connect.WithHandlerOptions(opts...),
 	)
+	topicServiceUpdateTopicHandler := connect.NewUnaryHandler(
+		TopicServiceUpdateTopicProcedure,
+		svc.UpdateTopic,
+		connect.WithSchema(topicServiceMethods.ByName("UpdateTopic")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/varve.v1.TopicService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TopicServiceCreateTopicProcedure:
@@ -186,6 +212,8 @@ func NewTopicServiceHandler(svc TopicServiceHandler, opts ...connect.HandlerOpti
 			topicServiceDescribeTopicHandler.ServeHTTP(w, r)
 		case TopicServiceDeleteTopicProcedure:
 			topicServiceDeleteTopicHandler.ServeHTTP(w, r)
+		case TopicServiceUpdateTopicProcedure:
+			topicServiceUpdateTopicHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -211,9 +239,14 @@ func (UnimplementedTopicServiceHandler) DeleteTopic(context.Context, *connect.Re
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.TopicService.DeleteTopic is not implemented"))
 }
 
+func (UnimplementedTopicServiceHandler) UpdateTopic(context.Context, *connect.Request[v1.UpdateTopicRequest]) (*connect.Response[v1.UpdateTopicResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.TopicService.UpdateTopic is not implemented"))
+}
+
 // ProduceServiceClient is a client for the varve.v1.ProduceService service.
 type ProduceServiceClient interface {
 	Produce(context.Context, *connect.Request[v1.ProduceRequest]) (*connect.Response[v1.ProduceResponse], error)
+	InitProducer(context.Context, *connect.Request[v1.InitProducerRequest]) (*connect.Response[v1.InitProducerResponse], error)
 }
 
 // NewProduceServiceClient constructs a client for the varve.v1.ProduceService service. By default,
@@ -233,12 +266,19 @@ func NewProduceServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(produceServiceMethods.ByName("Produce")),
 			connect.WithClientOptions(opts...),
 		),
+		initProducer: connect.NewClient[v1.InitProducerRequest, v1.InitProducerResponse](
+			httpClient,
+			baseURL+ProduceServiceInitProducerProcedure,
+			connect.WithSchema(produceServiceMethods.ByName("InitProducer")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // produceServiceClient implements ProduceServiceClient.
 type produceServiceClient struct {
-	produce *connect.Client[v1.ProduceRequest, v1.ProduceResponse]
+	produce      *connect.Client[v1.ProduceRequest, v1.ProduceResponse]
+	initProducer *connect.Client[v1.InitProducerRequest, v1.InitProducerResponse]
 }
 
 // Produce calls varve.v1.ProduceService.Produce.
@@ -246,9 +286,15 @@ func (c *produceServiceClient) Produce(ctx context.Context, req *connect.Request
 	return c.produce.CallUnary(ctx, req)
 }
 
+// InitProducer calls varve.v1.ProduceService.InitProducer.
+func (c *produceServiceClient) InitProducer(ctx context.Context, req *connect.Request[v1.InitProducerRequest]) (*connect.Response[v1.InitProducerResponse], error) {
+	return c.initProducer.CallUnary(ctx, req)
+}
+
 // ProduceServiceHandler is an implementation of the varve.v1.ProduceService service.
 type ProduceServiceHandler interface {
 	Produce(context.Context, *connect.Request[v1.ProduceRequest]) (*connect.Response[v1.ProduceResponse], error)
+	InitProducer(context.Context, *connect.Request[v1.InitProducerRequest]) (*connect.Response[v1.InitProducerResponse], error)
 }
 
 // NewProduceServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -264,10 +310,18 @@ func NewProduceServiceHandler(svc ProduceServiceHandler, opts ...connect.Handler
 		connect.WithSchema(produceServiceMethods.ByName("Produce")),
 		connect.WithHandlerOptions(opts...),
 	)
+	produceServiceInitProducerHandler := connect.NewUnaryHandler(
+		ProduceServiceInitProducerProcedure,
+		svc.InitProducer,
+		connect.WithSchema(produceServiceMethods.ByName("InitProducer")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/varve.v1.ProduceService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ProduceServiceProduceProcedure:
 			produceServiceProduceHandler.ServeHTTP(w, r)
+		case ProduceServiceInitProducerProcedure:
+			produceServiceInitProducerHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -279,6 +333,10 @@ type UnimplementedProduceServiceHandler struct{}
 
 func (UnimplementedProduceServiceHandler) Produce(context.Context, *connect.Request[v1.ProduceRequest]) (*connect.Response[v1.ProduceResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.ProduceService.Produce is not implemented"))
+}
+
+func (UnimplementedProduceServiceHandler) InitProducer(context.Context, *connect.Request[v1.InitProducerRequest]) (*connect.Response[v1.InitProducerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.ProduceService.InitProducer is not implemented"))
 }
 
 // FetchServiceClient is a client for the varve.v1.FetchService service.
