@@ -253,7 +253,7 @@ func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *
 		if json.Unmarshal(kv.Value, &e) != nil {
 			return
 		}
-		e.Topic, e.Partition, e.Base = k.topic, k.partition, k.base
+		e.Topic, e.Partition, e.Base, e.ModRev = k.topic, k.partition, k.base, kv.ModRevision
 		n := len(pc.entries)
 		if n == 0 || pc.entries[n-1].Base < e.Base {
 			pc.entries = append(pc.entries, e)

@@ -25,8 +25,11 @@ type PartitionState struct {
 	Segments int64 `json:"segments"`
 }
 
-// IndexEntry points a dense offset range [Base, Base+Records) at one byte
-// range of one immutable object.
+// IndexEntry points the offset range [Base, End()) at one byte range (one
+// block) of one immutable object. The range is dense — Records offsets —
+// unless compaction of a compacted topic removed records: then Span says
+// how many offsets the entry covers and the block's records carry their
+// offset gaps (docs/segment-format.md, block version 2).
 type IndexEntry struct {
 	Topic     string `json:"-"`
 	Partition int32  `json:"-"`
@@ -38,10 +41,24 @@ type IndexEntry struct {
 	MinTS     int64  `json:"mints"`
 	MaxTS     int64  `json:"maxts"`
 	RawBytes  int64  `json:"raw"`
+	// Span is the number of offsets the entry covers when that is more
+	// than Records (a compacted range); 0 means Records.
+	Span int64 `json:"span,omitempty"`
+	// Level is 0 for a block an ingest node wrote, 1 or more for one
+	// compaction wrote (docs/compaction.md).
+	Level int `json:"lvl,omitempty"`
+	// ModRev is the etcd ModRevision of the entry's key when read (not
+	// stored): compaction compares it to swap entries atomically.
+	ModRev int64 `json:"-"`
 }
 
-// End is the offset after the entry's last record.
-func (e IndexEntry) End() int64 { return e.Base + e.Records }
+// End is the offset after the entry's range.
+func (e IndexEntry) End() int64 {
+	if e.Span > e.Records {
+		return e.Base + e.Span
+	}
+	return e.Base + e.Records
+}
 
 // Append is one block to commit: a partition's records stored at a byte
 // range of an object already written.
@@ -54,20 +71,35 @@ type Append struct {
 	MinTS     int64
 	MaxTS     int64
 	RawBytes  int64
+	// Batches are the idempotent producers' batches in the block, in block
+	// order (records outside every batch carry no sequence). The block is
+	// committed only if every batch is the next one of its producer;
+	// otherwise nothing of it is (ErrBlockRefused) and each batch's result
+	// says why.
+	Batches []ProducerBatch
 }
 
 // AppendResult is the outcome of one Append: its base offset, or why it was
-// not committed (ErrTopicNotFound, ErrPartitionOutOfRange).
+// not committed (ErrTopicNotFound, ErrPartitionOutOfRange, ErrBlockRefused).
+// Batches holds one result per Append.Batches entry.
 type AppendResult struct {
-	Base int64
-	Err  error
+	Base    int64
+	Err     error
+	Batches []BatchResult
 }
 
+// MaxProducersPerBlock bounds the distinct producer ids of one block, so
+// that its commit fits in one etcd transaction.
+const MaxProducersPerBlock = 32
+
 const (
-	// partitionsPerTxn keeps a commit transaction within etcd's default
-	// limit of 128 operations per transaction: per partition one compare and
-	// two puts, plus one compare per topic and the guard.
+	// partitionsPerTxn and opsPerTxn keep a commit transaction within
+	// etcd's default limit of 128 compares and 128 puts per transaction: per
+	// partition one compare and two puts, per producer in its block one
+	// compare and one put, plus one compare per topic and per producer, and
+	// the guard.
 	partitionsPerTxn = 60
+	opsPerTxn        = 120
 	// commitParallelism bounds concurrent chunk transactions of one commit.
 	commitParallelism = 4
 	// guardTTL bounds how long a guard key lives; commit retries end well
@@ -85,8 +117,68 @@ var ErrNotCommitted = errors.New("not committed")
 var ErrCommitUnknown = errors.New("commit outcome unknown")
 
 type guardValue struct {
-	Bases   []int64  `json:"bases"`             // per append of the chunk, -1 when not committed
-	Refused []string `json:"refused,omitempty"` // per append, why it was not committed
+	Bases   []int64        `json:"bases"`             // per append of the chunk, -1 when not committed
+	Refused []string       `json:"refused,omitempty"` // per append, why it was not committed
+	Batches [][]guardBatch `json:"batches,omitempty"` // per append, per producer batch
+}
+
+type guardBatch struct {
+	Base   int64  `json:"b"`
+	Dup    bool   `json:"d,omitempty"`
+	Reason string `json:"r,omitempty"`
+}
+
+// refusalSentinels are the errors a guard's reasons map back to.
+var refusalSentinels = []error{ErrTopicNotFound, ErrPartitionOutOfRange, ErrBlockRefused,
+	ErrProducerFenced, ErrOutOfOrderSequence, ErrUnknownProducer, ErrInvalidArgument}
+
+func reasonError(reason string) error {
+	if reason == "" {
+		return nil
+	}
+	for _, sentinel := range refusalSentinels {
+		if strings.Contains(reason, sentinel.Error()) {
+			return fmt.Errorf("%w (%s)", sentinel, reason)
+		}
+	}
+	return errors.New(reason)
+}
+
+// chunkBounds splits appends into transactions that fit etcd's limits.
+func chunkBounds(appends []Append) [][2]int {
+	var out [][2]int
+	start, cmps, puts := 0, 2, 1
+	for i, a := range appends {
+		k := distinctProducers(a.Batches)
+		c, p := 2+2*k, 2+k // partition, topic (at most), per producer: id and state
+		if i > start && (i-start >= partitionsPerTxn || cmps+c > opsPerTxn || puts+p > opsPerTxn) {
+			out = append(out, [2]int{start, i})
+			start, cmps, puts = i, 2, 1
+		}
+		cmps += c
+		puts += p
+	}
+	if start < len(appends) {
+		out = append(out, [2]int{start, len(appends)})
+	}
+	return out
+}
+
+func distinctProducers(bs []ProducerBatch) int {
+	n := 0
+	for i, b := range bs {
+		dup := false
+		for _, e := range bs[:i] {
+			if e.ID == b.ID {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			n++
+		}
+	}
+	return n
 }
 
 // Commit assigns base offsets to appends and records them in etcd: index
@@ -114,6 +206,16 @@ func (c *Client) Commit(ctx context.Context, commitID string, appends []Append) 
 		if a.Records <= 0 {
 			return nil, fmt.Errorf("%w: commit %s: block for %s/%d has no records", ErrInvalidArgument, commitID, a.Topic, a.Partition)
 		}
+		next := int64(0)
+		for _, b := range a.Batches {
+			if b.ID <= 0 || b.Count <= 0 || b.Index < next || b.Index+int64(b.Count) > a.Records {
+				return nil, fmt.Errorf("%w: commit %s: block for %s/%d: producer batch %+v does not fit its %d records", ErrInvalidArgument, commitID, a.Topic, a.Partition, b, a.Records)
+			}
+			next = b.Index + int64(b.Count)
+		}
+		if distinctProducers(a.Batches) > MaxProducersPerBlock {
+			return nil, fmt.Errorf("%w: commit %s: block for %s/%d holds batches of more than %d producers", ErrInvalidArgument, commitID, a.Topic, a.Partition, MaxProducersPerBlock)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxCommitTime)
 	defer cancel()
@@ -128,8 +230,8 @@ func (c *Client) Commit(ctx context.Context, commitID string, appends []Append) 
 		errMu    sync.Mutex
 		firstErr error
 	)
-	for chunk, start := 0, 0; start < len(appends); chunk, start = chunk+1, start+partitionsPerTxn {
-		end := min(start+partitionsPerTxn, len(appends))
+	for chunk, b := range chunkBounds(appends) {
+		start, end := b[0], b[1]
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -174,7 +276,9 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 		if done {
 			return nil
 		}
-		if wrote && err != nil {
+		if wrote && err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			// A refused lease (an expired producer) means the write did
+			// not apply; anything else may have.
 			ambiguous = true
 		}
 		if err != nil {
@@ -206,16 +310,23 @@ func (c *Client) fillFromGuard(gk string, v []byte, appends []Append, results []
 	}
 	errs := make([]error, len(appends))
 	for i, reason := range gv.Refused {
-		if reason != "" && i < len(errs) {
-			errs[i] = errors.New(reason)
-			for _, sentinel := range []error{ErrTopicNotFound, ErrPartitionOutOfRange} {
-				if strings.Contains(reason, sentinel.Error()) {
-					errs[i] = fmt.Errorf("%w (%s)", sentinel, reason)
-				}
-			}
+		if i < len(errs) {
+			errs[i] = reasonError(reason)
 		}
 	}
-	c.fillResults(appends, results, gv.Bases, errs)
+	batches := make([][]BatchResult, len(appends))
+	for i := range appends {
+		if len(appends[i].Batches) == 0 {
+			continue
+		}
+		if i >= len(gv.Batches) || len(gv.Batches[i]) != len(appends[i].Batches) {
+			return fmt.Errorf("guard %s is malformed", gk)
+		}
+		for _, g := range gv.Batches[i] {
+			batches[i] = append(batches[i], BatchResult{Base: g.Base, Duplicate: g.Dup, Err: reasonError(g.Reason)})
+		}
+	}
+	c.fillResults(appends, results, gv.Bases, errs, batches)
 	return nil
 }
 
@@ -239,6 +350,39 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 	}
 	for _, a := range appends {
 		reads = append(reads, clientv3.OpGet(partitionKey(a.Topic, a.Partition)))
+	}
+	// Idempotence: each producer's info once, and its state on each
+	// partition it has a batch in.
+	var pids []int64
+	pidIdx := map[int64]int{}
+	type stateRef struct {
+		key  string
+		read int // index into the read responses
+	}
+	stateReads := make([]map[int64]stateRef, len(appends))
+	for _, a := range appends {
+		for _, b := range a.Batches {
+			if _, ok := pidIdx[b.ID]; !ok {
+				pidIdx[b.ID] = len(pids)
+				pids = append(pids, b.ID)
+			}
+		}
+	}
+	pidRead0 := len(reads)
+	for _, id := range pids {
+		reads = append(reads, clientv3.OpGet(producerKey(id)))
+	}
+	for i, a := range appends {
+		for _, b := range a.Batches {
+			if stateReads[i] == nil {
+				stateReads[i] = map[int64]stateRef{}
+			}
+			if _, ok := stateReads[i][b.ID]; !ok {
+				k := producerStateKey(b.ID, a.Topic, a.Partition)
+				stateReads[i][b.ID] = stateRef{key: k, read: len(reads)}
+				reads = append(reads, clientv3.OpGet(k))
+			}
+		}
 	}
 	rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
 	if err != nil {
@@ -269,8 +413,23 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 		snaps[i] = topicSnap{t: &t, modRev: kvs[0].ModRevision}
 	}
 
+	infos := make([]*producerInfo, len(pids))
+	pidCompared := make([]bool, len(pids))
+	pidModRev := make([]int64, len(pids))
+	for i := range pids {
+		if kvs := rs[pidRead0+i].GetResponseRange().Kvs; len(kvs) > 0 {
+			infos[i] = new(producerInfo)
+			if err := json.Unmarshal(kvs[0].Value, infos[i]); err != nil {
+				return false, false, fmt.Errorf("decode producer %d: %w", pids[i], err)
+			}
+			pidModRev[i] = kvs[0].ModRevision
+		}
+	}
+	committedPids := map[int64]*producerInfo{}
+
 	bases := make([]int64, len(appends))
 	errs := make([]error, len(appends))
+	batchResults := make([][]BatchResult, len(appends))
 	var cmps []clientv3.Cmp
 	var puts []clientv3.Op
 	topicCompared := make([]bool, len(topics))
@@ -286,10 +445,6 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 			errs[i] = fmt.Errorf("%w: topic %q has %d partitions, got partition %d", ErrPartitionOutOfRange, a.Topic, snap.t.Partitions, a.Partition)
 			continue
 		}
-		if !topicCompared[ti] {
-			topicCompared[ti] = true
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(topicKey(a.Topic)), "=", snap.modRev))
-		}
 		pk := partitionKey(a.Topic, a.Partition)
 		var st PartitionState
 		var modRev int64
@@ -298,6 +453,71 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 				return false, false, fmt.Errorf("decode partition %s/%d: %w", a.Topic, a.Partition, err)
 			}
 			modRev = kvs[0].ModRevision
+		}
+		if len(a.Batches) > 0 {
+			// Decide every batch against the producer's state; the block
+			// commits only if each one is its producer's next.
+			type pstate struct {
+				st     *ProducerState
+				modRev int64
+			}
+			sim := map[int64]*pstate{}
+			for id, ref := range stateReads[i] {
+				ps := &pstate{}
+				if kvs := rs[ref.read].GetResponseRange().Kvs; len(kvs) > 0 {
+					ps.st = new(ProducerState)
+					if err := json.Unmarshal(kvs[0].Value, ps.st); err != nil {
+						return false, false, fmt.Errorf("decode producer %d state on %s/%d: %w", id, a.Topic, a.Partition, err)
+					}
+					ps.modRev = kvs[0].ModRevision
+				}
+				sim[id] = ps
+			}
+			br := make([]BatchResult, len(a.Batches))
+			refused := false
+			for j, b := range a.Batches {
+				ps := sim[b.ID]
+				dup, err := checkBatch(infos[pidIdx[b.ID]], ps.st, b, a.Topic, a.Partition)
+				switch {
+				case err != nil:
+					br[j] = BatchResult{Base: -1, Err: err}
+					refused = true
+				case dup >= 0:
+					br[j] = BatchResult{Base: dup, Duplicate: true}
+					refused = true
+				default:
+					br[j] = BatchResult{Base: st.Next + b.Index}
+					ps.st = advance(ps.st, b, st.Next+b.Index)
+				}
+			}
+			batchResults[i] = br
+			if refused {
+				for j := range br {
+					if br[j].Err == nil && !br[j].Duplicate {
+						br[j] = BatchResult{Base: -1, Err: fmt.Errorf("%w: %s/%d: another batch in the same block was a duplicate or out of order; retry", ErrBlockRefused, a.Topic, a.Partition)}
+					}
+				}
+				bases[i] = -1
+				errs[i] = fmt.Errorf("%w: %s/%d: the block held a duplicate or out-of-order producer batch", ErrBlockRefused, a.Topic, a.Partition)
+				continue
+			}
+			for id, ps := range sim {
+				k := pidIdx[id]
+				info := infos[k]
+				if !pidCompared[k] {
+					pidCompared[k] = true
+					cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(producerKey(id)), "=", pidModRev[k]))
+				}
+				committedPids[id] = info
+				ref := stateReads[i][id]
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(ref.key), "=", ps.modRev))
+				sv, _ := json.Marshal(ps.st)
+				puts = append(puts, clientv3.OpPut(ref.key, string(sv), clientv3.WithLease(clientv3.LeaseID(info.Lease))))
+			}
+		}
+		if !topicCompared[ti] {
+			topicCompared[ti] = true
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(topicKey(a.Topic)), "=", snap.modRev))
 		}
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(pk), "=", modRev))
 		bases[i] = st.Next
@@ -309,7 +529,7 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 		puts = append(puts, clientv3.OpPut(pk, string(sv)), clientv3.OpPut(indexKey(a.Topic, a.Partition, bases[i]), string(ev)))
 	}
 	if len(puts) == 0 {
-		c.fillResults(appends, results, bases, errs)
+		c.fillResults(appends, results, bases, errs, batchResults)
 		return true, false, nil
 	}
 	lease, err := c.leaseForGuard(ctx)
@@ -322,7 +542,19 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 			refused[i] = e.Error()
 		}
 	}
-	gv, _ := json.Marshal(guardValue{Bases: bases, Refused: refused})
+	gvv := guardValue{Bases: bases, Refused: refused}
+	for i := range appends {
+		var gb []guardBatch
+		for _, r := range batchResults[i] {
+			g := guardBatch{Base: r.Base, Dup: r.Duplicate}
+			if r.Err != nil {
+				g.Reason = r.Err.Error()
+			}
+			gb = append(gb, g)
+		}
+		gvv.Batches = append(gvv.Batches, gb)
+	}
+	gv, _ := json.Marshal(gvv)
 	cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(gk), "=", 0))
 	puts = append(puts, clientv3.OpPut(gk, string(gv), clientv3.WithLease(lease)))
 	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
@@ -332,13 +564,16 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 	if !tresp.Succeeded {
 		return false, false, nil // conflict: reread and retry
 	}
-	c.fillResults(appends, results, bases, errs)
+	c.fillResults(appends, results, bases, errs, batchResults)
+	if len(committedPids) > 0 {
+		c.refreshProducerLeases(ctx, committedPids)
+	}
 	return true, false, nil
 }
 
-func (c *Client) fillResults(appends []Append, results []AppendResult, bases []int64, errs []error) {
+func (c *Client) fillResults(appends []Append, results []AppendResult, bases []int64, errs []error, batches [][]BatchResult) {
 	for i := range appends {
-		results[i] = AppendResult{Base: bases[i], Err: errs[i]}
+		results[i] = AppendResult{Base: bases[i], Err: errs[i], Batches: batches[i]}
 		if results[i].Err == nil && bases[i] < 0 {
 			results[i].Err = fmt.Errorf("%s/%d: not committed", appends[i].Topic, appends[i].Partition)
 		}

@@ -83,3 +83,16 @@ func parseKey(k string) (parsedKey, bool) {
 	}
 	return parsedKey{}, false
 }
+
+// Idempotence keys sort before index/, outside the range the cache
+// watches: fetch nodes never see producer state changes.
+
+func producerCounterKey() string { return root + "idem/next-producer-id" }
+
+func producersPrefix() string { return root + "idem/producers/" }
+
+func producerKey(id int64) string { return fmt.Sprintf("%sidem/producers/%020d", root, id) }
+
+func producerStateKey(id int64, topic string, p int32) string {
+	return fmt.Sprintf("%sidem/producers/%020d/%s/%d", root, id, topic, p)
+}

@@ -29,6 +29,8 @@ const (
 	CleanupDelete      = "delete"
 	CleanupCompact     = "compact"
 	DefaultRetentionMs = int64(7 * 24 * time.Hour / time.Millisecond)
+	// DefaultDeleteRetentionMs is Kafka's delete.retention.ms default.
+	DefaultDeleteRetentionMs = int64(24 * time.Hour / time.Millisecond)
 )
 
 // Topic is a topic's configuration as stored at topics/<name>.
@@ -41,6 +43,31 @@ type Topic struct {
 	RetentionBytes int64  `json:"retention_bytes"`
 	CleanupPolicy  string `json:"cleanup_policy"`
 	MaxRecordBytes int32  `json:"max_record_bytes"`
+	// DeleteRetentionMs is how long compaction of a compacted topic keeps a
+	// tombstone (a record with a null value) after its timestamp; 0 (topics
+	// with cleanup policy delete, or stored by an older version) means
+	// DefaultDeleteRetentionMs.
+	DeleteRetentionMs int64 `json:"delete_retention_ms,omitempty"`
+	// MinCompactionLagMs is how old a record of a compacted topic must be
+	// before compaction may remove it (superseded by a newer record of its
+	// key).
+	MinCompactionLagMs int64 `json:"min_compaction_lag_ms,omitempty"`
+	// Schema, when set, describes record values for typed scans. This
+	// package stores it as given; the API checks it (query.ParseTopicSchema)
+	// before it gets here.
+	Schema *TopicSchema `json:"schema,omitempty"`
+}
+
+// Schema formats of TopicSchema.Format.
+const (
+	SchemaJSON = "json"
+)
+
+// TopicSchema is a topic's value schema: a format and the fields' canonical
+// JSON definition (docs/scan.md).
+type TopicSchema struct {
+	Format string `json:"format"`
+	Fields string `json:"fields"`
 }
 
 // ValidateTopicName applies Kafka's rules: 1 to 249 characters from
@@ -93,6 +120,15 @@ func (t *Topic) normalize() error {
 		return fmt.Errorf("%w: topic %q: cleanup_policy must be %q or %q, got %q", ErrInvalidArgument, t.Name, CleanupDelete, CleanupCompact, t.CleanupPolicy)
 	}
 	switch {
+	case t.DeleteRetentionMs == 0 && t.CleanupPolicy == CleanupCompact:
+		t.DeleteRetentionMs = DefaultDeleteRetentionMs
+	case t.DeleteRetentionMs < 0:
+		return fmt.Errorf("%w: topic %q: delete_retention_ms must be positive (0: the default of %d), got %d", ErrInvalidArgument, t.Name, DefaultDeleteRetentionMs, t.DeleteRetentionMs)
+	}
+	if t.MinCompactionLagMs < 0 {
+		return fmt.Errorf("%w: topic %q: min_compaction_lag_ms must be 0 or positive, got %d", ErrInvalidArgument, t.Name, t.MinCompactionLagMs)
+	}
+	switch {
 	case t.MaxRecordBytes == 0:
 		t.MaxRecordBytes = DefaultMaxRecord
 	case t.MaxRecordBytes < 0 || t.MaxRecordBytes > MaxMaxRecordBytes:
@@ -132,6 +168,65 @@ func (c *Client) CreateTopic(ctx context.Context, t Topic) (Topic, error) {
 		return Topic{}, fmt.Errorf("create topic %q: %w", t.Name, ErrTopicExists)
 	}
 	return t, nil
+}
+
+// UpdateTopic changes a topic in place: it reads the topic, lets update
+// change the copy, validates it and writes it back if the topic was not
+// changed meanwhile (a ModRevision comparison; it retries otherwise). Name,
+// id, creation time and cleanup policy cannot change; partitions can only
+// grow. An error from update is returned as is and nothing changes.
+func (c *Client) UpdateTopic(ctx context.Context, name string, update func(*Topic) error) (Topic, error) {
+	if err := ValidateTopicName(name); err != nil {
+		return Topic{}, err
+	}
+	k := topicKey(name)
+	for {
+		resp, err := c.cli.Get(ctx, k)
+		if err != nil {
+			return Topic{}, fmt.Errorf("update topic %q: %w", name, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return Topic{}, fmt.Errorf("update topic %q: %w", name, ErrTopicNotFound)
+		}
+		var old Topic
+		if err := json.Unmarshal(resp.Kvs[0].Value, &old); err != nil {
+			return Topic{}, fmt.Errorf("decode topic %q: %w", name, err)
+		}
+		t := old
+		if old.Schema != nil {
+			s := *old.Schema
+			t.Schema = &s
+		}
+		if err := update(&t); err != nil {
+			return Topic{}, err
+		}
+		switch {
+		case t.Name != old.Name || t.ID != old.ID || t.CreatedMs != old.CreatedMs:
+			return Topic{}, fmt.Errorf("%w: update topic %q: name, id and creation time cannot change", ErrInvalidArgument, name)
+		case t.CleanupPolicy != old.CleanupPolicy:
+			return Topic{}, fmt.Errorf("%w: update topic %q: cleanup_policy cannot change (%q)", ErrInvalidArgument, name, old.CleanupPolicy)
+		case t.Partitions < old.Partitions:
+			return Topic{}, fmt.Errorf("%w: update topic %q: partitions can only grow: it has %d, asked %d", ErrInvalidArgument, name, old.Partitions, t.Partitions)
+		}
+		if err := t.normalize(); err != nil {
+			return Topic{}, err
+		}
+		v, err := json.Marshal(t)
+		if err != nil {
+			return Topic{}, err
+		}
+		tr, err := c.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(k), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpPut(k, string(v))).
+			Commit()
+		if err != nil {
+			return Topic{}, fmt.Errorf("update topic %q: %w", name, err)
+		}
+		if tr.Succeeded {
+			return t, nil
+		}
+		// Changed (or deleted) meanwhile: read it again.
+	}
 }
 
 // GetTopic reads a topic with a linearizable read.

@@ -1,0 +1,182 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// This file holds what the object-tier janitor (tier/gc) needs from etcd:
+// the set of objects the index references, revision-history compaction,
+// storage figures, defragmentation and a leader election so one janitor
+// acts at a time.
+
+func electionPrefix(name string) string { return root + "elections/" + name }
+
+// referencedPage is how many index keys one range read of
+// ReferencedObjects returns.
+const referencedPage = 5000
+
+// ReferencedObjects returns every object key some index entry points at,
+// read with paged range reads over index/ all at one revision (a consistent
+// snapshot), and that revision. An object absent from the set was
+// unreferenced at rev.
+func (c *Client) ReferencedObjects(ctx context.Context) (map[string]struct{}, int64, error) {
+	from, end := root+"index/", prefixEnd(root+"index/")
+	refs := map[string]struct{}{}
+	key, rev := from, int64(0)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(referencedPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := c.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, 0, fmt.Errorf("read referenced objects from %s at revision %d: %w", key, rev, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			var e IndexEntry
+			if err := json.Unmarshal(kv.Value, &e); err != nil {
+				return nil, 0, fmt.Errorf("decode index entry %s: %w", kv.Key, err)
+			}
+			if e.Object == "" {
+				return nil, 0, fmt.Errorf("index entry %s names no object", kv.Key)
+			}
+			refs[e.Object] = struct{}{}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return refs, rev, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Revision returns etcd's current revision (a linearizable read).
+func (c *Client) Revision(ctx context.Context) (int64, error) {
+	resp, err := c.cli.Get(ctx, topicsPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("read etcd revision: %w", err)
+	}
+	return resp.Header.Revision, nil
+}
+
+// CompactHistory discards etcd's revision history before rev and waits
+// until the space is reclaimed inside the database (physical compaction).
+// Watches that resume from a revision below rev get ErrCompacted (the
+// metadata Cache reloads then). A rev already compacted is not an error.
+func (c *Client) CompactHistory(ctx context.Context, rev int64) error {
+	if rev <= 0 {
+		return fmt.Errorf("%w: compact etcd history at revision %d: must be positive", ErrInvalidArgument, rev)
+	}
+	if _, err := c.cli.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			return nil
+		}
+		return fmt.Errorf("compact etcd history at revision %d: %w", rev, err)
+	}
+	return nil
+}
+
+// StorageStats are figures about etcd's storage.
+type StorageStats struct {
+	// Keys counts Varve's keys (under /varve/).
+	Keys int64
+	// DBSize is the database file size of the largest member: it shrinks
+	// only on defragmentation.
+	DBSize int64
+	// DBSizeInUse is the part of DBSize holding live data (after revision
+	// compaction freed pages, before defragmentation returns them).
+	DBSizeInUse int64
+	// Quota is the database size above which etcd refuses writes (0: the
+	// member did not say).
+	Quota int64
+	// Revision is the current revision.
+	Revision int64
+}
+
+// StorageStats counts Varve's keys and asks every endpoint for its database
+// size; it reports the largest member.
+func (c *Client) StorageStats(ctx context.Context) (StorageStats, error) {
+	resp, err := c.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return StorageStats{}, fmt.Errorf("count etcd keys: %w", err)
+	}
+	st := StorageStats{Keys: resp.Count, Revision: resp.Header.Revision}
+	var errs []error
+	for _, ep := range c.cli.Endpoints() {
+		s, err := c.cli.Status(ctx, ep)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("status of etcd member %s: %w", ep, err))
+			continue
+		}
+		st.DBSize = max(st.DBSize, s.DbSize)
+		st.DBSizeInUse = max(st.DBSizeInUse, s.DbSizeInUse)
+		st.Quota = max(st.Quota, s.DbSizeQuota)
+	}
+	if len(errs) == len(c.cli.Endpoints()) && len(errs) > 0 {
+		return st, errors.Join(errs...)
+	}
+	return st, nil
+}
+
+// Defragment defragments every endpoint's database, one member after the
+// other, returning freed pages to the file system. A member blocks reads
+// and writes while it defragments: run it off-peak (see docs/gc.md).
+func (c *Client) Defragment(ctx context.Context) error {
+	for _, ep := range c.cli.Endpoints() {
+		if _, err := c.cli.Defragment(ctx, ep); err != nil {
+			return fmt.Errorf("defragment etcd member %s: %w", ep, err)
+		}
+	}
+	return nil
+}
+
+// Leadership is a won election. It lasts until Done is closed: the
+// session's lease expired (etcd unreachable for longer than its TTL) or
+// Resign was called.
+type Leadership struct {
+	session  *concurrency.Session
+	election *concurrency.Election
+}
+
+// Campaign blocks until this caller leads the election name (one leader
+// among every caller of the same name across the cluster) or ctx ends.
+// Leadership is tied to a lease of ttl that is kept alive in the
+// background; if the process dies, another campaigner takes over within
+// ttl. id identifies the leader in the election key's value.
+func (c *Client) Campaign(ctx context.Context, name, id string, ttl time.Duration) (*Leadership, error) {
+	secs := max(int(ttl/time.Second), 1)
+	s, err := concurrency.NewSession(c.cli, concurrency.WithTTL(secs))
+	if err != nil {
+		return nil, fmt.Errorf("campaign for %s: start session: %w", name, err)
+	}
+	e := concurrency.NewElection(s, electionPrefix(name))
+	if err := e.Campaign(ctx, id); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("campaign for %s as %s: %w", name, id, err)
+	}
+	return &Leadership{session: s, election: e}, nil
+}
+
+// Done is closed when leadership is lost.
+func (l *Leadership) Done() <-chan struct{} { return l.session.Done() }
+
+// Resign gives up leadership (another campaigner takes over at once) and
+// releases the session.
+func (l *Leadership) Resign(ctx context.Context) error {
+	rerr := l.election.Resign(ctx)
+	cerr := l.session.Close()
+	if rerr != nil {
+		return fmt.Errorf("resign leadership %s: %w", l.election.Key(), rerr)
+	}
+	return cerr
+}

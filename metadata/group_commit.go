@@ -1,0 +1,178 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// OffsetCommit is one partition's offset to commit: the next offset to
+// consume.
+type OffsetCommit struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Metadata  string
+}
+
+// Limits of commits.
+const (
+	// commitChunk partitions per transaction: two reads and one compare per
+	// partition plus one read per topic stay under etcd's 128 operations.
+	commitChunk       = 40
+	MaxCommitOffsets  = 10000
+	MaxCommitMetadata = 4096
+)
+
+// CommitOffsets commits offsets for a member of generation gen, fenced:
+// the member must still be in the group (ErrUnknownMember — a zombie whose
+// session ended cannot commit), gen must be the group's generation
+// (ErrStaleGeneration), and each partition must be assigned to the member
+// in it or have been revoked from it by it (ErrNotAssigned). Offsets only
+// move forward (ErrOffsetRegress) and never past the partition's end.
+// Checks and writes are one transaction per 40 partitions comparing the
+// meta, the member and each offset key, so a rebalance, a leave or a
+// concurrent commit in between makes it read again: a refused commit
+// changes nothing.
+func (c *Client) CommitOffsets(ctx context.Context, g, member string, gen int64, offsets []OffsetCommit) error {
+	if err := ValidateGroupName(g); err != nil {
+		return err
+	}
+	if member == "" {
+		return fmt.Errorf("commit to group %q: %w: no member id", g, ErrInvalidArgument)
+	}
+	if len(offsets) == 0 || len(offsets) > MaxCommitOffsets {
+		return fmt.Errorf("commit to group %q: %w: %d offsets, want 1 to %d", g, ErrInvalidArgument, len(offsets), MaxCommitOffsets)
+	}
+	seen := make(map[topicPart]bool, len(offsets))
+	for _, o := range offsets {
+		if err := ValidateTopicName(o.Topic); err != nil {
+			return fmt.Errorf("commit to group %q: %w", g, err)
+		}
+		tp := topicPart{o.Topic, o.Partition}
+		switch {
+		case seen[tp]:
+			return fmt.Errorf("commit to group %q: %w: %s/%d appears twice", g, ErrInvalidArgument, o.Topic, o.Partition)
+		case o.Partition < 0:
+			return fmt.Errorf("commit to group %q: %w: partition %d of %s", g, ErrPartitionOutOfRange, o.Partition, o.Topic)
+		case o.Offset < 0:
+			return fmt.Errorf("commit to group %q on %s/%d: %w: negative offset %d", g, o.Topic, o.Partition, ErrInvalidArgument, o.Offset)
+		case len(o.Metadata) > MaxCommitMetadata:
+			return fmt.Errorf("commit to group %q on %s/%d: %w: metadata is %d bytes, at most %d", g, o.Topic, o.Partition, ErrInvalidArgument, len(o.Metadata), MaxCommitMetadata)
+		}
+		seen[tp] = true
+	}
+	for i := 0; i < len(offsets); i += commitChunk {
+		if err := c.commitOffsetsChunk(ctx, g, member, gen, offsets[i:min(i+commitChunk, len(offsets))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Client) commitOffsetsChunk(ctx context.Context, g, member string, gen int64, offsets []OffsetCommit) error {
+	mk := groupMemberKey(g, member)
+	for attempt := 0; ; attempt++ {
+		ops := []clientv3.Op{clientv3.OpGet(groupMetaKey(g)), clientv3.OpGet(mk)}
+		var topics []string
+		for _, o := range offsets {
+			ops = append(ops, clientv3.OpGet(groupOffsetKey(g, o.Topic, o.Partition)), clientv3.OpGet(partitionKey(o.Topic, o.Partition)))
+		}
+		for _, o := range offsets {
+			if !slices.Contains(topics, o.Topic) {
+				topics = append(topics, o.Topic)
+				ops = append(ops, clientv3.OpGet(topicKey(o.Topic)))
+			}
+		}
+		resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return fmt.Errorf("commit to group %q: %w", g, err)
+		}
+		rr := func(i int) *clientv3.GetResponse {
+			return (*clientv3.GetResponse)(resp.Responses[i].GetResponseRange())
+		}
+		memberKV := rr(1).Kvs
+		if len(memberKV) == 0 {
+			return fmt.Errorf("commit to group %q as %s: %w (its session ended; join again)", g, member, ErrUnknownMember)
+		}
+		metaKV := rr(0).Kvs
+		if len(metaKV) == 0 {
+			return fmt.Errorf("commit to group %q as %s: %w", g, member, ErrUnknownMember)
+		}
+		meta, err := decodeMeta(g, metaKV[0].Value)
+		if err != nil {
+			return err
+		}
+		if meta.Generation != gen {
+			return fmt.Errorf("commit to group %q as %s with generation %d: %w: the group is at generation %d", g, member, gen, ErrStaleGeneration, meta.Generation)
+		}
+		parts := map[string]int32{}
+		for i, t := range topics {
+			kvs := rr(2 + 2*len(offsets) + i).Kvs
+			if len(kvs) == 0 {
+				return fmt.Errorf("commit to group %q: topic %q: %w", g, t, ErrTopicNotFound)
+			}
+			var tp Topic
+			if err := json.Unmarshal(kvs[0].Value, &tp); err != nil {
+				return fmt.Errorf("decode topic %q: %w", t, err)
+			}
+			parts[t] = tp.Partitions
+		}
+		cmps := []clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(groupMetaKey(g)), "=", metaKV[0].ModRevision),
+			clientv3.Compare(clientv3.ModRevision(mk), "=", memberKV[0].ModRevision),
+		}
+		var puts []clientv3.Op
+		now := time.Now().UnixMilli()
+		for i, o := range offsets {
+			if o.Partition >= parts[o.Topic] {
+				return fmt.Errorf("commit to group %q on %s/%d: %w: the topic has %d partitions", g, o.Topic, o.Partition, ErrPartitionOutOfRange, parts[o.Topic])
+			}
+			if !meta.Assignment[member].Has(o.Topic, o.Partition) && !meta.Revoked[member].Has(o.Topic, o.Partition) {
+				return fmt.Errorf("commit to group %q on %s/%d as %s in generation %d: %w", g, o.Topic, o.Partition, member, gen, ErrNotAssigned)
+			}
+			var end int64
+			if kvs := rr(3 + 2*i).Kvs; len(kvs) > 0 {
+				var ps PartitionState
+				if err := json.Unmarshal(kvs[0].Value, &ps); err != nil {
+					return fmt.Errorf("decode partition %s/%d: %w", o.Topic, o.Partition, err)
+				}
+				end = ps.Next
+			}
+			if o.Offset > end {
+				return fmt.Errorf("commit to group %q on %s/%d: %w: offset %d is past the end of the partition (%d)", g, o.Topic, o.Partition, ErrInvalidArgument, o.Offset, end)
+			}
+			ok := groupOffsetKey(g, o.Topic, o.Partition)
+			var modRev int64
+			if kvs := rr(2 + 2*i).Kvs; len(kvs) > 0 {
+				var prev CommittedOffset
+				if err := json.Unmarshal(kvs[0].Value, &prev); err != nil {
+					return fmt.Errorf("decode committed offset %s: %w", ok, err)
+				}
+				if o.Offset < prev.Offset {
+					return fmt.Errorf("commit to group %q on %s/%d: %w: offset %d is behind the committed %d (reset the group's offsets to move back)", g, o.Topic, o.Partition, ErrOffsetRegress, o.Offset, prev.Offset)
+				}
+				modRev = kvs[0].ModRevision
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(ok), "=", modRev))
+			v, _ := json.Marshal(CommittedOffset{Offset: o.Offset, Generation: gen, Metadata: o.Metadata, CommittedMs: now, Member: member})
+			puts = append(puts, clientv3.OpPut(ok, string(v)))
+		}
+		wr, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+		if err != nil {
+			return fmt.Errorf("commit to group %q: %w", g, err)
+		}
+		if wr.Succeeded {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("commit to group %q: %w", g, ctx.Err())
+		}
+		// The generation, the member or an offset changed since the read:
+		// check again.
+	}
+}

@@ -1,0 +1,367 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Errors of consumer groups, wrapped with the names involved.
+var (
+	ErrGroupNotFound = errors.New("group not found")
+	// ErrUnknownMember: the member is not (or no longer) in the group — its
+	// session ended or expired. A zombie's commits fail with it.
+	ErrUnknownMember = errors.New("unknown member")
+	// ErrStaleGeneration: the group moved to a newer generation.
+	ErrStaleGeneration = errors.New("stale generation")
+	// ErrNotAssigned: the member does not own the partition in this
+	// generation (and did not own it in the previous one).
+	ErrNotAssigned = errors.New("partition not assigned to member")
+	// ErrGroupActive: the operation needs a group without members.
+	ErrGroupActive = errors.New("group has active members")
+	// ErrOffsetRegress: a commit would move a committed offset backwards
+	// (only ResetOffsets may).
+	ErrOffsetRegress = errors.New("commit behind the committed offset")
+	// ErrInconsistentStrategy: a member asks for another strategy than the
+	// group's members use.
+	ErrInconsistentStrategy = errors.New("inconsistent group strategy")
+)
+
+// Session timeouts of group members.
+const (
+	DefaultSessionTimeout = 10 * time.Second
+	MinSessionTimeout     = 1 * time.Second
+	MaxSessionTimeout     = 300 * time.Second
+)
+
+// Group keys, all under groups/<group>/.
+func groupPrefix(g string) string        { return root + "groups/" + g + "/" }
+func groupsPrefix() string               { return root + "groups/" }
+func groupMetaKey(g string) string       { return groupPrefix(g) + "meta" }
+func groupMembersPrefix(g string) string { return groupPrefix(g) + "members/" }
+func groupMemberKey(g, id string) string { return groupMembersPrefix(g) + id }
+func groupOffsetsPrefix(g string) string { return groupPrefix(g) + "offsets/" }
+func groupTopicOffsetsPrefix(g, t string) string {
+	return groupOffsetsPrefix(g) + t + "/"
+}
+func groupOffsetKey(g, t string, p int32) string {
+	return groupTopicOffsetsPrefix(g, t) + strconv.Itoa(int(p))
+}
+
+// parseGroupOffsetKey splits groups/<g>/offsets/<topic>/<p>.
+func parseGroupOffsetKey(k string) (group, topic string, p int32, ok bool) {
+	if !strings.HasPrefix(k, groupsPrefix()) {
+		return "", "", 0, false
+	}
+	parts := strings.Split(k[len(groupsPrefix()):], "/")
+	if len(parts) != 4 || parts[1] != "offsets" {
+		return "", "", 0, false
+	}
+	n, err := strconv.ParseInt(parts[3], 10, 32)
+	if err != nil {
+		return "", "", 0, false
+	}
+	return parts[0], parts[2], int32(n), true
+}
+
+// GroupMeta is stored at groups/<g>/meta: the current generation and its
+// assignment. It changes (generation+1) exactly when the member set does.
+type GroupMeta struct {
+	Generation int64  `json:"generation"`
+	Strategy   string `json:"strategy"`
+	// Members are the sorted member ids the assignment was computed for.
+	Members    []string              `json:"members"`
+	Assignment map[string]Assignment `json:"assignment"`
+	// Revoked holds, per member still in the group, the partitions it owned
+	// in the previous generation and lost in this one: it may commit them
+	// during this generation (its last commit before letting go).
+	Revoked   map[string]Assignment `json:"revoked,omitempty"`
+	UpdatedMs int64                 `json:"updated_ms"`
+}
+
+// GroupMember is stored at groups/<g>/members/<id>, bound to the member's
+// session lease: when the lease ends (the member left, its session stream
+// closed, or it stopped heartbeating) the key disappears.
+type GroupMember struct {
+	ID               string   `json:"id"`
+	ClientID         string   `json:"client_id,omitempty"`
+	Topics           []string `json:"topics"`
+	Strategy         string   `json:"strategy"`
+	SessionTimeoutMs int32    `json:"session_timeout_ms"`
+	JoinedMs         int64    `json:"joined_ms"`
+	Node             string   `json:"node,omitempty"`
+	Lease            int64    `json:"lease"`
+}
+
+// CommittedOffset is stored at groups/<g>/offsets/<topic>/<p>.
+type CommittedOffset struct {
+	Topic       string `json:"-"`
+	Partition   int32  `json:"-"`
+	Offset      int64  `json:"offset"`
+	Generation  int64  `json:"generation"`
+	Metadata    string `json:"metadata,omitempty"`
+	CommittedMs int64  `json:"committed_ms"`
+	Member      string `json:"member,omitempty"`
+}
+
+// ValidateGroupName applies the topic name rules to group names.
+func ValidateGroupName(name string) error {
+	if err := ValidateTopicName(name); err != nil {
+		return fmt.Errorf("%w: group name %q: %s", ErrInvalidArgument, name,
+			strings.TrimPrefix(strings.TrimPrefix(err.Error(), ErrInvalidArgument.Error()+": "), "topic name "))
+	}
+	return nil
+}
+
+func decodeMeta(g string, v []byte) (GroupMeta, error) {
+	var m GroupMeta
+	if err := json.Unmarshal(v, &m); err != nil {
+		return m, fmt.Errorf("decode meta of group %q: %w", g, err)
+	}
+	return m, nil
+}
+
+// GroupState is everything stored about a group at one revision.
+type GroupState struct {
+	Name     string
+	Exists   bool
+	Meta     GroupMeta
+	Members  []GroupMember // sorted by id
+	Offsets  []CommittedOffset
+	Revision int64
+}
+
+// Active reports whether the group has members.
+func (s GroupState) Active() bool { return len(s.Members) > 0 }
+
+// GroupState reads a group's meta, members and committed offsets in one
+// revision. A group exists while any of its keys does.
+func (c *Client) GroupState(ctx context.Context, g string) (GroupState, error) {
+	if err := ValidateGroupName(g); err != nil {
+		return GroupState{}, err
+	}
+	resp, err := c.cli.Get(ctx, groupPrefix(g), clientv3.WithPrefix())
+	if err != nil {
+		return GroupState{}, fmt.Errorf("read group %q: %w", g, err)
+	}
+	st := GroupState{Name: g, Exists: len(resp.Kvs) > 0, Revision: resp.Header.Revision}
+	for _, kv := range resp.Kvs {
+		k := string(kv.Key)
+		switch {
+		case k == groupMetaKey(g):
+			if st.Meta, err = decodeMeta(g, kv.Value); err != nil {
+				return st, err
+			}
+		case strings.HasPrefix(k, groupMembersPrefix(g)):
+			var m GroupMember
+			if err := json.Unmarshal(kv.Value, &m); err != nil {
+				return st, fmt.Errorf("decode member %s: %w", k, err)
+			}
+			st.Members = append(st.Members, m)
+		case strings.HasPrefix(k, groupOffsetsPrefix(g)):
+			_, t, p, ok := parseGroupOffsetKey(k)
+			if !ok {
+				continue
+			}
+			var o CommittedOffset
+			if err := json.Unmarshal(kv.Value, &o); err != nil {
+				return st, fmt.Errorf("decode committed offset %s: %w", k, err)
+			}
+			o.Topic, o.Partition = t, p
+			st.Offsets = append(st.Offsets, o)
+		}
+	}
+	slices.SortFunc(st.Members, func(a, b GroupMember) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(st.Offsets, func(a, b CommittedOffset) int {
+		return cmpTP(topicPart{a.Topic, a.Partition}, topicPart{b.Topic, b.Partition})
+	})
+	return st, nil
+}
+
+// ListGroups returns the names of every group, sorted.
+func (c *Client) ListGroups(ctx context.Context) ([]string, error) {
+	resp, err := c.cli.Get(ctx, groupsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list groups: %w", err)
+	}
+	var out []string
+	for _, kv := range resp.Kvs {
+		rest := string(kv.Key[len(groupsPrefix()):])
+		if i := strings.IndexByte(rest, '/'); i > 0 {
+			out = append(out, rest[:i])
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// noMembers is a compare that holds when the group has no member key.
+func noMembers(g string) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(groupMembersPrefix(g)), "=", 0).WithPrefix()
+}
+
+// DeleteGroup removes a group without members: its meta and committed
+// offsets. Unknown groups are ErrGroupNotFound, groups with members
+// ErrGroupActive; either way nothing changes.
+func (c *Client) DeleteGroup(ctx context.Context, g string) error {
+	if err := ValidateGroupName(g); err != nil {
+		return err
+	}
+	resp, err := c.cli.Txn(ctx).
+		If(noMembers(g), clientv3.Compare(clientv3.CreateRevision(groupPrefix(g)), ">", 0).WithPrefix()).
+		Then(clientv3.OpDelete(groupPrefix(g), clientv3.WithPrefix())).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("delete group %q: %w", g, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	st, err := c.GroupState(ctx, g)
+	switch {
+	case err != nil:
+		return fmt.Errorf("delete group %q: %w", g, err)
+	case !st.Exists:
+		return fmt.Errorf("delete group %q: %w", g, ErrGroupNotFound)
+	case st.Active():
+		return fmt.Errorf("delete group %q: %w (%d members); stop them first", g, ErrGroupActive, len(st.Members))
+	}
+	return fmt.Errorf("delete group %q: changed while deleting; try again: %w", g, ErrGroupActive)
+}
+
+// FetchCommitted returns the committed offsets of parts (topic →
+// partitions), or of every committed partition when parts is empty. A
+// partition without a commit is absent. An unknown group is
+// ErrGroupNotFound.
+func (c *Client) FetchCommitted(ctx context.Context, g string, parts map[string][]int32) ([]CommittedOffset, error) {
+	st, err := c.GroupState(ctx, g)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Exists {
+		return nil, fmt.Errorf("fetch committed offsets of group %q: %w", g, ErrGroupNotFound)
+	}
+	if len(parts) == 0 {
+		return st.Offsets, nil
+	}
+	var out []CommittedOffset
+	for _, o := range st.Offsets {
+		if slices.Contains(parts[o.Topic], o.Partition) {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+// ResetOffsets sets committed offsets of topic's partitions to offsets
+// (partition → offset), backwards or forwards, when the group has no
+// members (ErrGroupActive otherwise). Each offset must lie within the
+// partition's log [start, next]. A group that does not exist yet is
+// created with these offsets, as Kafka's tools do. All or nothing.
+func (c *Client) ResetOffsets(ctx context.Context, g, topic string, offsets map[int32]int64) ([]CommittedOffset, error) {
+	if err := ValidateGroupName(g); err != nil {
+		return nil, err
+	}
+	if len(offsets) == 0 {
+		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: no partitions", g, topic, ErrInvalidArgument)
+	}
+	if len(offsets) > 100 {
+		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: %d partitions, at most 100 per call", g, topic, ErrInvalidArgument, len(offsets))
+	}
+	t, err := c.GetTopic(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("reset offsets of group %q: %w", g, err)
+	}
+	states, err := c.PartitionStates(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.GroupState(ctx, g)
+	if err != nil {
+		return nil, err
+	}
+	if st.Active() {
+		return nil, fmt.Errorf("reset offsets of group %q: %w (%d members); stop them first", g, ErrGroupActive, len(st.Members))
+	}
+	ps := make([]int32, 0, len(offsets))
+	for p := range offsets {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	now := time.Now().UnixMilli()
+	var out []CommittedOffset
+	cmps := []clientv3.Cmp{noMembers(g), clientv3.Compare(clientv3.CreateRevision(topicKey(topic)), ">", 0)}
+	ops := []clientv3.Op{}
+	for _, p := range ps {
+		off := offsets[p]
+		if p < 0 || p >= t.Partitions {
+			return nil, fmt.Errorf("reset offsets of group %q on %s/%d: %w: topic has %d partitions", g, topic, p, ErrPartitionOutOfRange, t.Partitions)
+		}
+		ls := states[p]
+		if off < ls.Start || off > ls.Next {
+			return nil, fmt.Errorf("reset offsets of group %q on %s/%d: %w: offset %d is outside the log [%d, %d]", g, topic, p, ErrInvalidArgument, off, ls.Start, ls.Next)
+		}
+		co := CommittedOffset{Topic: topic, Partition: p, Offset: off, Generation: st.Meta.Generation, CommittedMs: now, Metadata: "reset"}
+		v, _ := json.Marshal(co)
+		ops = append(ops, clientv3.OpPut(groupOffsetKey(g, topic, p), string(v)))
+		out = append(out, co)
+	}
+	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("reset offsets of group %q on %q: %w", g, topic, err)
+	}
+	if !resp.Succeeded {
+		// A member joined or the topic changed in between: report which.
+		st, err := c.GroupState(ctx, g)
+		if err == nil && st.Active() {
+			return nil, fmt.Errorf("reset offsets of group %q: %w (%d members); stop them first", g, ErrGroupActive, len(st.Members))
+		}
+		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: the topic changed meanwhile; try again", g, topic, ErrInvalidArgument)
+	}
+	return out, nil
+}
+
+// GroupLag is one committed partition's lag, for metrics.
+type GroupLag struct {
+	Group, Topic string
+	Partition    int32
+	Committed    int64
+	End          int64
+}
+
+// GroupLags reads every committed offset of every group and the end of
+// each partition: two reads, whatever the number of groups, plus one per
+// topic.
+func (c *Client) GroupLags(ctx context.Context) ([]GroupLag, error) {
+	resp, err := c.cli.Get(ctx, groupsPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read committed offsets: %w", err)
+	}
+	var out []GroupLag
+	ends := map[string]map[int32]PartitionState{}
+	for _, kv := range resp.Kvs {
+		g, t, p, ok := parseGroupOffsetKey(string(kv.Key))
+		if !ok {
+			continue
+		}
+		var o CommittedOffset
+		if json.Unmarshal(kv.Value, &o) != nil {
+			continue
+		}
+		if _, ok := ends[t]; !ok {
+			ends[t], err = c.PartitionStates(ctx, t)
+			if err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, GroupLag{Group: g, Topic: t, Partition: p, Committed: o.Offset, End: ends[t][p].Next})
+	}
+	return out, nil
+}

@@ -1,0 +1,327 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Idempotence errors. Each leaves the log unchanged.
+var (
+	// ErrProducerFenced: a newer epoch of the producer id exists.
+	ErrProducerFenced = errors.New("producer fenced")
+	// ErrOutOfOrderSequence: a batch's first sequence is neither the next
+	// one expected nor that of a recent batch (a gap, or a stale retry).
+	ErrOutOfOrderSequence = errors.New("out of order sequence")
+	// ErrUnknownProducer: the producer id was never issued or its state
+	// expired (no commit for producer_state_ttl).
+	ErrUnknownProducer = errors.New("unknown producer")
+	// ErrBlockRefused: the block holding the records was not committed
+	// because another batch in it was a duplicate or out of order. Nothing
+	// of it is in the log; a retry is safe.
+	ErrBlockRefused = errors.New("block not committed")
+)
+
+// DefaultProducerStateTTL is how long a producer's state outlives its last
+// commit (Kafka's transactional.id.expiration.ms default).
+const DefaultProducerStateTTL = 24 * time.Hour
+
+// recentBatches is how many committed batches per (producer, partition) a
+// duplicate can match (Kafka keeps 5).
+const recentBatches = 5
+
+// ProducerBatch is one producer's records inside a block: Count records
+// with sequences FirstSeq.., the first at record Index of the block.
+type ProducerBatch struct {
+	ID       int64
+	Epoch    int32
+	FirstSeq int32
+	Count    int32
+	Index    int64
+}
+
+// BatchResult is the outcome of one ProducerBatch: committed (Base is its
+// first offset), a duplicate of a committed batch (Duplicate, Base is the
+// original first offset), or refused (Err).
+type BatchResult struct {
+	Base      int64
+	Duplicate bool
+	Err       error
+}
+
+// Producer is an identity issued by InitProducer.
+type Producer struct {
+	ID    int64
+	Epoch int32
+	TTL   time.Duration
+}
+
+// producerInfo is stored at idem/producers/<id>, bound to the producer's
+// lease; every state key of the producer shares the lease.
+type producerInfo struct {
+	Epoch int32 `json:"e"`
+	Lease int64 `json:"l"`
+	TTLms int64 `json:"ttl"`
+}
+
+// ProducerState is stored at idem/producers/<id>/<topic>/<p>.
+type ProducerState struct {
+	Epoch  int32         `json:"e"`
+	Next   int32         `json:"n"`
+	Recent []RecentBatch `json:"r,omitempty"`
+}
+
+// RecentBatch is a committed batch a retry may duplicate.
+type RecentBatch struct {
+	Seq   int32 `json:"s"`
+	Base  int64 `json:"b"`
+	Count int32 `json:"c"`
+}
+
+// checkBatch decides one batch against the producer's info and its state
+// for the partition: accepted (dupBase < 0, err nil), a duplicate
+// (dupBase >= 0) or refused.
+func checkBatch(info *producerInfo, st *ProducerState, b ProducerBatch, topic string, p int32) (dupBase int64, err error) {
+	switch {
+	case info == nil:
+		return -1, fmt.Errorf("%w: producer %d has no state in the cluster (never issued, or idle longer than producer_state_ttl); call InitProducer for a new id", ErrUnknownProducer, b.ID)
+	case b.Epoch < info.Epoch:
+		return -1, fmt.Errorf("%w: producer %d epoch %d was fenced by epoch %d", ErrProducerFenced, b.ID, b.Epoch, info.Epoch)
+	case b.Epoch > info.Epoch:
+		return -1, fmt.Errorf("%w: producer %d epoch %d was never issued (current epoch %d)", ErrInvalidArgument, b.ID, b.Epoch, info.Epoch)
+	case b.FirstSeq < 0 || b.Count <= 0 || int64(b.FirstSeq)+int64(b.Count) > math.MaxInt32:
+		return -1, fmt.Errorf("%w: producer %d batch for %s/%d: sequence %d with %d records is out of range", ErrInvalidArgument, b.ID, topic, p, b.FirstSeq, b.Count)
+	}
+	if st == nil || st.Epoch < b.Epoch {
+		if b.FirstSeq != 0 {
+			return -1, fmt.Errorf("%w: producer %d epoch %d on %s/%d: expected sequence 0 (first batch of the epoch), got %d", ErrOutOfOrderSequence, b.ID, b.Epoch, topic, p, b.FirstSeq)
+		}
+		return -1, nil
+	}
+	if b.FirstSeq == st.Next {
+		return -1, nil
+	}
+	for _, r := range st.Recent {
+		if r.Seq == b.FirstSeq {
+			if r.Count != b.Count {
+				return -1, fmt.Errorf("%w: producer %d epoch %d on %s/%d: the batch at sequence %d had %d records, the retry has %d", ErrOutOfOrderSequence, b.ID, b.Epoch, topic, p, b.FirstSeq, r.Count, b.Count)
+			}
+			return r.Base, nil
+		}
+	}
+	return -1, fmt.Errorf("%w: producer %d epoch %d on %s/%d: expected sequence %d, got %d", ErrOutOfOrderSequence, b.ID, b.Epoch, topic, p, st.Next, b.FirstSeq)
+}
+
+// advance returns st after the accepted batch b committed at base.
+func advance(st *ProducerState, b ProducerBatch, base int64) *ProducerState {
+	out := &ProducerState{Epoch: b.Epoch, Next: b.FirstSeq + b.Count}
+	if st != nil && st.Epoch == b.Epoch {
+		out.Recent = append(out.Recent, st.Recent...)
+	}
+	out.Recent = append(out.Recent, RecentBatch{Seq: b.FirstSeq, Base: base, Count: b.Count})
+	if n := len(out.Recent); n > recentBatches {
+		out.Recent = out.Recent[n-recentBatches:]
+	}
+	return out
+}
+
+// InitProducer issues a producer identity. id 0 asks for a new id (from a
+// counter, so ids are never reused) at epoch 0, whose state lives ttl after
+// its last commit. An existing id gets its epoch bumped, fencing earlier
+// instances; an unknown or expired one fails with ErrUnknownProducer.
+func (c *Client) InitProducer(ctx context.Context, id int64, ttl time.Duration) (Producer, error) {
+	if id < 0 {
+		return Producer{}, fmt.Errorf("%w: producer id %d is negative", ErrInvalidArgument, id)
+	}
+	if ttl <= 0 {
+		ttl = DefaultProducerStateTTL
+	}
+	if ttl < 2*time.Second {
+		return Producer{}, fmt.Errorf("%w: producer state ttl %v is below etcd's 2s minimum", ErrInvalidArgument, ttl)
+	}
+	if id == 0 {
+		return c.newProducer(ctx, ttl)
+	}
+	for {
+		resp, err := c.cli.Get(ctx, producerKey(id))
+		if err != nil {
+			return Producer{}, fmt.Errorf("init producer %d: %w", id, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return Producer{}, fmt.Errorf("init producer %d: %w: the id was never issued or its state expired", id, ErrUnknownProducer)
+		}
+		var info producerInfo
+		if err := json.Unmarshal(resp.Kvs[0].Value, &info); err != nil {
+			return Producer{}, fmt.Errorf("init producer %d: decode: %w", id, err)
+		}
+		if info.Epoch == math.MaxInt32 {
+			return Producer{}, fmt.Errorf("init producer %d: %w: epoch exhausted; ask for a new id", id, ErrInvalidArgument)
+		}
+		info.Epoch++
+		v, _ := json.Marshal(info)
+		tresp, err := c.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(producerKey(id)), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpPut(producerKey(id), string(v), clientv3.WithLease(clientv3.LeaseID(info.Lease)))).
+			Commit()
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			continue // expired meanwhile: the reread finds no key
+		}
+		if err != nil {
+			return Producer{}, fmt.Errorf("init producer %d: %w", id, err)
+		}
+		if !tresp.Succeeded {
+			continue
+		}
+		// A new epoch starts a new TTL.
+		if _, err := c.cli.KeepAliveOnce(ctx, clientv3.LeaseID(info.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			c.log.Warn("refresh producer lease", "producer", id, "err", err)
+		}
+		return Producer{ID: id, Epoch: info.Epoch, TTL: time.Duration(info.TTLms) * time.Millisecond}, nil
+	}
+}
+
+func (c *Client) newProducer(ctx context.Context, ttl time.Duration) (Producer, error) {
+	lease, err := c.cli.Grant(ctx, int64((ttl+time.Second-1)/time.Second))
+	if err != nil {
+		return Producer{}, fmt.Errorf("init producer: grant lease: %w", err)
+	}
+	for {
+		resp, err := c.cli.Get(ctx, producerCounterKey())
+		if err != nil {
+			return Producer{}, fmt.Errorf("init producer: read id counter: %w", err)
+		}
+		var next, modRev int64 = 1, 0
+		if len(resp.Kvs) > 0 {
+			n, perr := strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
+			if perr != nil {
+				return Producer{}, fmt.Errorf("init producer: id counter %q is malformed", resp.Kvs[0].Value)
+			}
+			next, modRev = n, resp.Kvs[0].ModRevision
+		}
+		v, _ := json.Marshal(producerInfo{Epoch: 0, Lease: int64(lease.ID), TTLms: ttl.Milliseconds()})
+		tresp, err := c.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(producerCounterKey()), "=", modRev)).
+			Then(clientv3.OpPut(producerCounterKey(), strconv.FormatInt(next+1, 10)),
+				clientv3.OpPut(producerKey(next), string(v), clientv3.WithLease(lease.ID))).
+			Commit()
+		if err != nil {
+			return Producer{}, fmt.Errorf("init producer: %w", err)
+		}
+		if tresp.Succeeded {
+			return Producer{ID: next, Epoch: 0, TTL: ttl}, nil
+		}
+	}
+}
+
+// ProducerView is a snapshot of one producer's state on some partitions of
+// a topic, for a cheap check before records are buffered. The commit
+// transaction checks again, authoritatively.
+type ProducerView struct {
+	id     int64
+	topic  string
+	info   *producerInfo
+	states map[int32]*ProducerState
+}
+
+// ReadProducer reads producer id's info and its state on partitions of
+// topic in one consistent read.
+func (c *Client) ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*ProducerView, error) {
+	ops := []clientv3.Op{clientv3.OpGet(producerKey(id))}
+	for _, p := range partitions {
+		ops = append(ops, clientv3.OpGet(producerStateKey(id, topic, p)))
+	}
+	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read producer %d on %q: %w", id, topic, err)
+	}
+	v := &ProducerView{id: id, topic: topic, states: map[int32]*ProducerState{}}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		v.info = new(producerInfo)
+		if err := json.Unmarshal(kvs[0].Value, v.info); err != nil {
+			return nil, fmt.Errorf("read producer %d: decode: %w", id, err)
+		}
+	}
+	for i, p := range partitions {
+		if kvs := resp.Responses[1+i].GetResponseRange().Kvs; len(kvs) > 0 {
+			st := new(ProducerState)
+			if err := json.Unmarshal(kvs[0].Value, st); err != nil {
+				return nil, fmt.Errorf("read producer %d on %s/%d: decode: %w", id, topic, p, err)
+			}
+			v.states[p] = st
+		}
+	}
+	return v, nil
+}
+
+// Check decides batch b on partition p as the commit would now: accepted
+// (dupBase < 0, nil), a duplicate answered with its original first offset,
+// or refused.
+func (v *ProducerView) Check(p int32, b ProducerBatch) (dupBase int64, err error) {
+	return checkBatch(v.info, v.states[p], b, v.topic, p)
+}
+
+// Assume advances the view as if b (accepted by Check) were committed; the
+// ingester uses it for batches it holds that are not committed yet.
+func (v *ProducerView) Assume(p int32, b ProducerBatch) {
+	v.states[p] = advance(v.states[p], b, -1)
+}
+
+// ProducerStateKeys counts the idempotence keys in etcd (producer ids and
+// their per-partition states), to show they stay bounded.
+func (c *Client) ProducerStateKeys(ctx context.Context) (int64, error) {
+	resp, err := c.cli.Get(ctx, producersPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("count producer keys: %w", err)
+	}
+	return resp.Count, nil
+}
+
+// leaseRefresh remembers when this process last refreshed each producer
+// lease (lease ids are unique in the cluster, so clients may share it).
+var leaseRefresh = struct {
+	sync.Mutex
+	at map[clientv3.LeaseID]time.Time
+}{at: map[clientv3.LeaseID]time.Time{}}
+
+// refreshProducerLeases keeps the state of producers that just committed
+// alive for another TTL, at most once per TTL/8 per lease and node.
+func (c *Client) refreshProducerLeases(ctx context.Context, infos map[int64]*producerInfo) {
+	now := time.Now()
+	for id, info := range infos {
+		ttl := time.Duration(info.TTLms) * time.Millisecond
+		lease := clientv3.LeaseID(info.Lease)
+		leaseRefresh.Lock()
+		last, ok := leaseRefresh.at[lease]
+		due := !ok || now.Sub(last) >= ttl/8
+		if due {
+			leaseRefresh.at[lease] = now
+		}
+		if len(leaseRefresh.at) > 4096 {
+			for l, at := range leaseRefresh.at {
+				if now.Sub(at) > time.Hour {
+					delete(leaseRefresh.at, l)
+				}
+			}
+		}
+		leaseRefresh.Unlock()
+		if !due {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if _, err := c.cli.KeepAliveOnce(rctx, lease); err != nil {
+			c.log.Warn("refresh producer lease", "producer", id, "err", err)
+			leaseRefresh.Lock()
+			delete(leaseRefresh.at, lease)
+			leaseRefresh.Unlock()
+		}
+		cancel()
+	}
+}

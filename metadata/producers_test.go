@@ -1,0 +1,209 @@
+package metadata_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/varve-io/varve/internal/testenv"
+	"github.com/varve-io/varve/metadata"
+)
+
+func idemAppend(topic string, p int32, n int64, batches ...metadata.ProducerBatch) metadata.Append {
+	return metadata.Append{Topic: topic, Partition: p, Object: "obj", Off: 0, Len: 10 * n, Records: n, Batches: batches}
+}
+
+// TestIdempotentCommit drives the commit transaction through the cases of
+// docs/idempotence.md: accepted, duplicate (answered with the original
+// offsets), gap, fenced epoch, unknown producer, a block shared with a
+// duplicate. Each refusal must leave the partition unchanged.
+func TestIdempotentCommit(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "idem", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.InitProducer(ctx, 0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.InitProducer(ctx, 0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID <= 0 || b.ID == a.ID || a.Epoch != 0 {
+		t.Fatalf("producers %+v %+v: want distinct positive ids at epoch 0", a, b)
+	}
+	next := func() int64 {
+		t.Helper()
+		st, err := c.PartitionStates(ctx, "idem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st[0].Next
+	}
+	commit := func(id string, ap metadata.Append) metadata.AppendResult {
+		t.Helper()
+		res, err := c.Commit(ctx, id, []metadata.Append{ap})
+		if err != nil {
+			t.Fatalf("commit %s: %v", id, err)
+		}
+		return res[0]
+	}
+	// A plain record first, then producer a's batch of 3 at records 1..3.
+	r := commit("c1", idemAppend("idem", 0, 4, metadata.ProducerBatch{ID: a.ID, Epoch: 0, FirstSeq: 0, Count: 3, Index: 1}))
+	if r.Err != nil || r.Base != 0 || len(r.Batches) != 1 || r.Batches[0].Base != 1 || r.Batches[0].Duplicate {
+		t.Fatalf("first commit: %+v", r)
+	}
+	// The guard answers a retried commit with the same results.
+	if r2 := commit("c1", idemAppend("idem", 0, 4, metadata.ProducerBatch{ID: a.ID, Epoch: 0, FirstSeq: 0, Count: 3, Index: 1})); r2.Base != 0 || r2.Batches[0].Base != 1 {
+		t.Fatalf("guarded retry: %+v", r2)
+	}
+	if n := next(); n != 4 {
+		t.Fatalf("next = %d, want 4", n)
+	}
+	r = commit("c2", idemAppend("idem", 0, 2, metadata.ProducerBatch{ID: a.ID, Epoch: 0, FirstSeq: 3, Count: 2}))
+	if r.Err != nil || r.Base != 4 || r.Batches[0].Base != 4 {
+		t.Fatalf("second batch: %+v", r)
+	}
+
+	cases := []struct {
+		name    string
+		batches []metadata.ProducerBatch
+		n       int64
+		want    []error // per batch; nil with dup means a duplicate
+		dupBase []int64
+	}{
+		{"duplicate of the first batch (through another node)", []metadata.ProducerBatch{{ID: a.ID, FirstSeq: 0, Count: 3}}, 3, []error{nil}, []int64{1}},
+		{"duplicate of the last batch", []metadata.ProducerBatch{{ID: a.ID, FirstSeq: 3, Count: 2}}, 2, []error{nil}, []int64{4}},
+		{"gap", []metadata.ProducerBatch{{ID: a.ID, FirstSeq: 9, Count: 1}}, 1, []error{metadata.ErrOutOfOrderSequence}, nil},
+		{"retry with another record count", []metadata.ProducerBatch{{ID: a.ID, FirstSeq: 3, Count: 1}}, 1, []error{metadata.ErrOutOfOrderSequence}, nil},
+		{"first batch of a producer not at 0", []metadata.ProducerBatch{{ID: b.ID, FirstSeq: 1, Count: 1}}, 1, []error{metadata.ErrOutOfOrderSequence}, nil},
+		{"epoch never issued", []metadata.ProducerBatch{{ID: a.ID, Epoch: 7, FirstSeq: 5, Count: 1}}, 1, []error{metadata.ErrInvalidArgument}, nil},
+		{"unknown producer", []metadata.ProducerBatch{{ID: 1 << 40, FirstSeq: 0, Count: 1}}, 1, []error{metadata.ErrUnknownProducer}, nil},
+		{"a good batch sharing a block with a duplicate", []metadata.ProducerBatch{
+			{ID: b.ID, FirstSeq: 0, Count: 1, Index: 0}, {ID: a.ID, FirstSeq: 3, Count: 2, Index: 1}}, 3,
+			[]error{metadata.ErrBlockRefused, nil}, []int64{-1, 4}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := next()
+			r := commit("case-"+tc.name, idemAppend("idem", 0, tc.n, tc.batches...))
+			if !errors.Is(r.Err, metadata.ErrBlockRefused) || r.Base != -1 {
+				t.Fatalf("block: %+v, want ErrBlockRefused", r)
+			}
+			for j, want := range tc.want {
+				got := r.Batches[j]
+				if want == nil {
+					if !got.Duplicate || got.Base != tc.dupBase[j] {
+						t.Fatalf("batch %d: %+v, want duplicate at %d", j, got, tc.dupBase[j])
+					}
+					continue
+				}
+				if !errors.Is(got.Err, want) {
+					t.Fatalf("batch %d: %+v, want %v", j, got, want)
+				}
+			}
+			if n := next(); n != before {
+				t.Fatalf("next moved from %d to %d", before, n)
+			}
+		})
+	}
+
+	// b's batch alone now commits (its earlier attempt was refused).
+	if r := commit("c3", idemAppend("idem", 0, 1, metadata.ProducerBatch{ID: b.ID, FirstSeq: 0, Count: 1})); r.Err != nil || r.Base != 6 {
+		t.Fatalf("b's retry: %+v", r)
+	}
+	// A new epoch fences the old one and restarts sequences at 0.
+	a1, err := c.InitProducer(ctx, a.ID, 0)
+	if err != nil || a1.Epoch != 1 || a1.ID != a.ID {
+		t.Fatalf("bump epoch: %+v %v", a1, err)
+	}
+	r = commit("c4", idemAppend("idem", 0, 1, metadata.ProducerBatch{ID: a.ID, Epoch: 0, FirstSeq: 5, Count: 1}))
+	if !errors.Is(r.Err, metadata.ErrBlockRefused) || !errors.Is(r.Batches[0].Err, metadata.ErrProducerFenced) {
+		t.Fatalf("old epoch: %+v, want fenced", r)
+	}
+	r = commit("c5", idemAppend("idem", 0, 1, metadata.ProducerBatch{ID: a.ID, Epoch: 1, FirstSeq: 0, Count: 1}))
+	if r.Err != nil || r.Base != 7 {
+		t.Fatalf("new epoch: %+v", r)
+	}
+	if _, err := c.InitProducer(ctx, 1<<40, 0); !errors.Is(err, metadata.ErrUnknownProducer) {
+		t.Fatalf("init of an unknown id: %v", err)
+	}
+	// Bad batches are refused before anything is read.
+	if _, err := c.Commit(ctx, "bad", []metadata.Append{idemAppend("idem", 1, 2, metadata.ProducerBatch{ID: a.ID, Epoch: 1, Count: 3})}); !errors.Is(err, metadata.ErrInvalidArgument) {
+		t.Fatalf("batch larger than its block: %v", err)
+	}
+}
+
+// TestProducerStateExpires shows etcd stays bounded: a producer's id and
+// states vanish producer_state_ttl after its last commit, and the id is
+// then unknown.
+func TestProducerStateExpires(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "exp", Partitions: 3}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.InitProducer(ctx, 0, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var aps []metadata.Append
+	for part := int32(0); part < 3; part++ {
+		aps = append(aps, idemAppend("exp", part, 1, metadata.ProducerBatch{ID: p.ID, Count: 1}))
+	}
+	if _, err := c.Commit(ctx, "e1", aps); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.ProducerStateKeys(ctx); err != nil || n != 4 {
+		t.Fatalf("producer keys = %d (%v), want 4", n, err)
+	}
+	if !testenv.EventuallyEvery(30*time.Second, 100*time.Millisecond, func() bool {
+		n, err := c.ProducerStateKeys(ctx)
+		return err == nil && n == 0
+	}) {
+		t.Fatal("producer state never expired")
+	}
+	res, err := c.Commit(ctx, "e2", []metadata.Append{idemAppend("exp", 0, 1, metadata.ProducerBatch{ID: p.ID, FirstSeq: 1, Count: 1})})
+	if err != nil || !errors.Is(res[0].Batches[0].Err, metadata.ErrUnknownProducer) {
+		t.Fatalf("commit after expiry: %+v %v", res, err)
+	}
+}
+
+// TestIdempotentCommitChunks checks that blocks with many producers are
+// split into transactions etcd accepts.
+func TestIdempotentCommitChunks(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	const parts = 40
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "wide", Partitions: parts}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for range metadata.MaxProducersPerBlock {
+		p, err := c.InitProducer(ctx, 0, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.ID)
+	}
+	var aps []metadata.Append
+	for part := int32(0); part < parts; part++ {
+		var bs []metadata.ProducerBatch
+		for i, id := range ids {
+			bs = append(bs, metadata.ProducerBatch{ID: id, Count: 1, Index: int64(i)})
+		}
+		aps = append(aps, idemAppend("wide", part, int64(len(ids)), bs...))
+	}
+	res, err := c.Commit(ctx, "wide", aps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Err != nil || r.Base != 0 {
+			t.Fatalf("append %d: %+v", i, r)
+		}
+	}
+}
