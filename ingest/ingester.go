@@ -69,6 +69,9 @@ type Config struct {
 	// the pipeline is full at linger time, the open file keeps filling
 	// until a slot frees, so flushes grow with load instead of queueing.
 	MaxInflight int
+	// ProducerStateTTL is how long an idempotent producer's state lives
+	// after its last commit (default DefaultProducerStateTTL).
+	ProducerStateTTL time.Duration
 }
 
 // Defaults.
@@ -77,6 +80,8 @@ const (
 	DefaultLinger         = 100 * time.Millisecond
 	DefaultMaxBufferBytes = 256 << 20
 	DefaultObjectPrefix   = "segments/"
+	// DefaultProducerStateTTL is Kafka's producer id expiration (24h).
+	DefaultProducerStateTTL = metadata.DefaultProducerStateTTL
 )
 
 func (c *Config) fill() {
@@ -100,6 +105,9 @@ func (c *Config) fill() {
 	}
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 4
+	}
+	if c.ProducerStateTTL <= 0 {
+		c.ProducerStateTTL = DefaultProducerStateTTL
 	}
 }
 
@@ -150,6 +158,11 @@ type Ingester struct {
 	seq     uint64
 	sticky  map[string]int32
 
+	// Idempotent batches buffered or being committed, per producer and
+	// partition, in append order; idemDone counts removals.
+	idem     map[idemKey][]*pendingBatch
+	idemDone uint64
+
 	inflight int           // files sealed and not yet answered
 	putSlots chan struct{} // bounds concurrent PUTs
 	queue    chan *file    // sealed files in seal order, for the committer
@@ -159,6 +172,29 @@ type Ingester struct {
 type tpKey struct {
 	topic string
 	p     int32
+}
+
+type idemKey struct {
+	id int64
+	tp tpKey
+}
+
+// pendingBatch is an idempotent batch held by this node: batch j of the
+// block tp of file f.
+type pendingBatch struct {
+	b  metadata.ProducerBatch
+	f  *file
+	tp tpKey
+	j  int
+}
+
+// Idempotence identifies a request of an idempotent producer: every record
+// names its partition, and Sequences gives the first sequence of each
+// partition's records.
+type Idempotence struct {
+	ProducerID int64
+	Epoch      int32
+	Sequences  map[int32]int32
 }
 
 // file is one open (then sealed) segment: a block builder per partition.
@@ -172,15 +208,20 @@ type file struct {
 	timer    *time.Timer
 	lingered bool // linger expired while the pipeline was full
 
+	// Idempotent producers' batches per block, and their distinct ids.
+	batches   map[tpKey][]metadata.ProducerBatch
+	producers map[tpKey]map[int64]bool
+
 	putDone chan struct{}
 
 	// Set by the flush pipeline, read after done is closed.
-	object string
-	infos  []segment.BlockInfo
-	bases  map[tpKey]int64
-	errs   map[tpKey]error
-	err    error
-	done   chan struct{}
+	object   string
+	infos    []segment.BlockInfo
+	bases    map[tpKey]int64
+	errs     map[tpKey]error
+	batchRes map[tpKey][]metadata.BatchResult
+	err      error
+	done     chan struct{}
 }
 
 // New starts an Ingester. topics must be a Cache of the same etcd.
@@ -199,6 +240,7 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, topics *metadata.C
 	in := &Ingester{
 		cfg: cfg, store: store, meta: meta, topics: topics, log: log, m: m,
 		sticky:   map[string]int32{},
+		idem:     map[idemKey][]*pendingBatch{},
 		putSlots: make(chan struct{}, cfg.MaxInflight),
 		// Sealed files are bounded by memory: at most MaxInflight lingered
 		// files plus MaxBufferBytes/FlushBytes full ones.
@@ -225,6 +267,20 @@ func (in *Ingester) topic(ctx context.Context, name string) (metadata.Topic, err
 // landed, once all of them are stored and committed. Either every record is
 // accepted into the buffer or none is; validation errors change nothing.
 func (in *Ingester) Produce(ctx context.Context, topicName string, recs []Record) ([]Result, error) {
+	return in.produce(ctx, topicName, recs, nil)
+}
+
+// ProduceIdempotent is Produce for an idempotent producer: each partition's
+// records in recs form one batch of idem's producer, which is committed at
+// most once whatever the retries, through any node. A retry of a committed
+// batch is answered with its original offsets; a gap or a fenced epoch is
+// refused with metadata.ErrOutOfOrderSequence or ErrProducerFenced and
+// changes nothing.
+func (in *Ingester) ProduceIdempotent(ctx context.Context, topicName string, recs []Record, idem Idempotence) ([]Result, error) {
+	return in.produce(ctx, topicName, recs, &idem)
+}
+
+func (in *Ingester) produce(ctx context.Context, topicName string, recs []Record, idem *Idempotence) ([]Result, error) {
 	if err := metadata.ValidateTopicName(topicName); err != nil {
 		return nil, err
 	}
@@ -261,6 +317,9 @@ func (in *Ingester) Produce(ctx context.Context, topicName string, recs []Record
 	if size > in.cfg.MaxBufferBytes {
 		return nil, fmt.Errorf("%w: batch of %d bytes exceeds the node's buffer of %d bytes; send smaller batches",
 			metadata.ErrInvalidArgument, size, in.cfg.MaxBufferBytes)
+	}
+	if idem != nil {
+		return in.produceIdempotent(ctx, t, recs, size, idem)
 	}
 
 	type pos struct {
@@ -328,6 +387,22 @@ func (in *Ingester) Produce(ctx context.Context, topicName string, recs []Record
 	return out, nil
 }
 
+// acceptLocked checks the buffer bound and returns the open file.
+func (in *Ingester) acceptLocked(ctx context.Context, size int64) (*file, error) {
+	if in.closed {
+		return nil, ErrClosed
+	}
+	if pending := in.pending.Load(); pending+size > in.cfg.MaxBufferBytes {
+		in.m.backpressure.Add(ctx, 1)
+		return nil, &BackpressureError{RetryAfter: 2 * in.cfg.Linger, Pending: pending, Limit: in.cfg.MaxBufferBytes}
+	}
+	f := in.open
+	if f == nil {
+		f = in.newFileLocked()
+	}
+	return f, nil
+}
+
 // placeLocked picks a partition: murmur2 of the key, or the topic's sticky
 // partition (chosen at random per open file) for records without a key.
 func (in *Ingester) placeLocked(t metadata.Topic, key []byte) int32 {
@@ -352,6 +427,8 @@ func (in *Ingester) newFileLocked() *file {
 		putDone: make(chan struct{}),
 	}
 	in.open = f
+	f.batches = map[tpKey][]metadata.ProducerBatch{}
+	f.producers = map[tpKey]map[int64]bool{}
 	f.timer = time.AfterFunc(in.cfg.Linger, func() {
 		in.mu.Lock()
 		defer in.mu.Unlock()
@@ -404,6 +481,7 @@ func (in *Ingester) commitLoop() {
 			in.OnFlushed(in.flushed(f))
 		}
 		in.mu.Lock()
+		in.forgetBatchesLocked(f)
 		in.inflight--
 		if in.last == f {
 			in.last = nil // answered; do not keep its records alive
@@ -460,14 +538,17 @@ func (in *Ingester) commit(f *file) {
 			Topic: bi.Topic, Partition: bi.Partition, Object: f.object,
 			Off: bi.Offset, Len: bi.Length, Records: bi.Records,
 			MinTS: bi.MinTimestamp, MaxTS: bi.MaxTimestamp, RawBytes: bi.RawBytes,
+			Batches: f.batches[tpKey{bi.Topic, bi.Partition}],
 		}
 	}
 	res, err := in.meta.Commit(context.Background(), f.object, appends)
 	f.bases = make(map[tpKey]int64, len(res))
 	f.errs = make(map[tpKey]error)
+	f.batchRes = make(map[tpKey][]metadata.BatchResult)
 	for i, r := range res {
 		k := tpKey{appends[i].Topic, appends[i].Partition}
 		f.bases[k] = r.Base
+		f.batchRes[k] = r.Batches
 		if r.Err != nil {
 			switch {
 			case errors.Is(r.Err, metadata.ErrNotCommitted):

@@ -12,6 +12,7 @@ type instruments struct {
 	objectBytes   metric.Int64Counter
 	flushes       metric.Int64Counter
 	backpressure  metric.Int64Counter
+	duplicates    metric.Int64Counter
 	putSeconds    metric.Float64Histogram
 	commitSeconds metric.Float64Histogram
 	flushSeconds  metric.Float64Histogram
@@ -31,6 +32,7 @@ func newInstruments(mp metric.MeterProvider) (instruments, error) {
 	in.objectBytes, _ = m.Int64Counter("varve.ingest.object.bytes", metric.WithUnit("By"), metric.WithDescription("Segment object bytes stored."))
 	in.flushes, _ = m.Int64Counter("varve.ingest.flushes", metric.WithDescription("Segment objects stored (one PUT each)."))
 	in.backpressure, _ = m.Int64Counter("varve.ingest.backpressure", metric.WithDescription("Produce requests refused because the buffer was full."))
+	in.duplicates, _ = m.Int64Counter("varve.ingest.duplicates", metric.WithDescription("Idempotent batches answered as duplicates of committed ones."))
 	var e error
 	in.putSeconds, e = m.Float64Histogram("varve.ingest.put.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Segment build and PUT time."))
 	set(e)

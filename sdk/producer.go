@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -15,6 +16,21 @@ import (
 // ErrProducerClosed is the error of records given to a closed producer, and
 // of records still unsent when Close gave up.
 var ErrProducerClosed = errors.New("producer closed")
+
+// Idempotence errors (see docs/idempotence.md). They wrap the cluster's
+// Connect error (FailedPrecondition).
+var (
+	// ErrProducerFenced: another instance took over the producer id (a newer
+	// epoch); this producer fails every record from then on.
+	ErrProducerFenced = errors.New("producer fenced by a newer instance")
+	// ErrOutOfOrderSequence: the cluster expected another sequence for a
+	// partition. The batch fails; the producer starts a new epoch, so
+	// later records are sent normally.
+	ErrOutOfOrderSequence = errors.New("out of order sequence")
+	// ErrUnknownProducer: the producer id is unknown or expired and a new
+	// one could not be obtained within the retries.
+	ErrUnknownProducer = errors.New("unknown producer id")
+)
 
 // Producer defaults.
 const (
@@ -55,6 +71,18 @@ type ProducerOptions struct {
 	// must return a partition in [0, partitions). Nil lets the cluster place
 	// such records (murmur2 of the key, sticky without a key).
 	Partitioner func(key []byte, partitions int32) int32
+	// DisableIdempotence turns the idempotent producer off. By default the
+	// producer gets a producer id from the cluster and numbers each batch
+	// per partition, so that a retry never stores a batch twice, through
+	// any node; it then chooses every record's partition itself (the
+	// Partitioner, else murmur2 of the key as the cluster would, else one
+	// random partition per batch). Without idempotence a retry after a lost
+	// answer may store a batch twice, and the cluster places records.
+	DisableIdempotence bool
+	// ProducerID resumes an idempotent producer id held by an earlier
+	// instance (see Producer.Identity): the cluster bumps its epoch, which
+	// fences that instance. 0 asks for a new id.
+	ProducerID int64
 }
 
 func (o ProducerOptions) withDefaults() ProducerOptions {
@@ -113,6 +141,28 @@ type Producer struct {
 	buffered int64
 	progress chan struct{} // closed and replaced when records complete
 	topics   map[string]*topicQueue
+
+	idem idemState
+}
+
+// idemState is the idempotent producer's identity. Senders hold gate
+// shared while a batch is in flight; a new epoch or id is taken with gate
+// held exclusively, so no batch is in flight under the old one. The fields
+// are guarded by Producer.mu.
+type idemState struct {
+	gate     sync.RWMutex
+	id       int64
+	epoch    int32
+	gen      uint64 // counts identities
+	ready    bool
+	needBump bool  // a batch failed: its sequences are uncertain
+	fenced   error // set once; every later batch fails with it
+	seqs     map[seqKey]int32
+}
+
+type seqKey struct {
+	topic string
+	p     int32
 }
 
 // topicQueue is one topic's pending records and its sender goroutine.
@@ -125,6 +175,14 @@ type topicQueue struct {
 	done         uint64 // records ever completed, in enqueue order
 
 	partitions int32 // for the Partitioner; only the sender touches it
+}
+
+// Identity returns the idempotent producer's id and epoch (0, 0 before its
+// first batch or without idempotence).
+func (p *Producer) Identity() (id int64, epoch int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.idem.id, p.idem.epoch
 }
 
 type pendingRecord struct {
@@ -440,9 +498,14 @@ func (p *Producer) complete(tq *topicQueue, batch []*pendingRecord, err error) {
 
 // send sends one batch, with retries, and on success fills in the
 // records' Topic, Partition and Offset.
+//
+// With idempotence the batch's records of each partition carry a sequence
+// number; every retry resends the same numbers, so the cluster stores the
+// batch once and answers a duplicate with the original offsets.
 func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
-	needPartitioner := false
-	if p.opts.Partitioner != nil {
+	idem := !p.opts.DisableIdempotence
+	needPartitioner := idem
+	if p.opts.Partitioner != nil && !idem {
 		for _, pr := range batch {
 			if pr.rec.Partition == AnyPartition {
 				needPartitioner = true
@@ -450,8 +513,16 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 			}
 		}
 	}
+	var gen uint64
+	if idem {
+		var err error
+		if gen, err = p.idemAcquire(); err != nil {
+			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, err)
+		}
+		defer p.idem.gate.RUnlock()
+	}
 	req := &varvev1.ProduceRequest{Topic: tq.name, Records: make([]*varvev1.ProduceRecord, len(batch))}
-	built := false
+	built, numbered := false, false
 	for attempt := 0; ; attempt++ {
 		err := func() error {
 			actx, cancel := p.attemptContext()
@@ -464,10 +535,21 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 					}
 					tq.partitions = d.GetTopic().GetPartitions()
 				}
+				sticky := int32(-1)
 				for i, pr := range batch {
 					part := pr.rec.Partition
 					if needPartitioner && part == AnyPartition {
-						part = p.opts.Partitioner(pr.rec.Key, tq.partitions)
+						switch {
+						case p.opts.Partitioner != nil:
+							part = p.opts.Partitioner(pr.rec.Key, tq.partitions)
+						case pr.rec.Key != nil:
+							part = keyPartition(pr.rec.Key, tq.partitions)
+						default:
+							if sticky < 0 {
+								sticky = rand.Int32N(tq.partitions)
+							}
+							part = sticky
+						}
 						if part < 0 || part >= tq.partitions {
 							return connect.NewError(connect.CodeInvalidArgument,
 								fmt.Errorf("partitioner chose partition %d of a topic with %d partitions", part, tq.partitions))
@@ -476,6 +558,10 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 					req.Records[i] = toProduceRecord(&pr.rec, part)
 				}
 				built = true
+			}
+			if idem && !numbered {
+				p.number(req)
+				numbered = true
 			}
 			res, err := p.c.produce.Produce(actx, connect.NewRequest(req))
 			if err != nil {
@@ -496,20 +582,164 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 			return nil
 		}
 		if p.ctx.Err() != nil {
+			p.markUncertain(idem && numbered)
 			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, ErrProducerClosed)
 		}
-		if !Retriable(err) || attempt >= p.retry.retries {
+		reason := producerErrorReason(err)
+		if reason == "UNKNOWN_PRODUCER" && attempt < p.retry.retries {
+			// The id expired: nothing of it can commit any more, so the
+			// batch is safe to renumber under a new id.
+			p.idem.gate.RUnlock()
+			gen, err = p.reinit(gen, true)
+			p.idem.gate.RLock()
+			if err == nil {
+				numbered = false
+				continue
+			}
+		}
+		if reason != "" || !Retriable(err) || attempt >= p.retry.retries {
 			// The topic may have been re-created with other partitions.
 			tq.partitions = 0
+			switch reason {
+			case "PRODUCER_FENCED":
+				err = p.fence(fmt.Errorf("%w: %w", ErrProducerFenced, err))
+			case "OUT_OF_ORDER_SEQUENCE":
+				err = fmt.Errorf("%w: %w", ErrOutOfOrderSequence, err)
+			case "UNKNOWN_PRODUCER":
+				err = fmt.Errorf("%w: %w", ErrUnknownProducer, err)
+			}
+			p.markUncertain(idem && numbered)
 			if attempt > 0 {
 				return fmt.Errorf("produce %d records to %s (after %d retries): %w", len(batch), tq.name, attempt, err)
 			}
 			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, err)
 		}
 		if sleepCtx(p.ctx, p.retry.delay(err, attempt)) != nil {
+			p.markUncertain(idem && numbered)
 			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, ErrProducerClosed)
 		}
 	}
+}
+
+// number gives each partition of req its first sequence and advances the
+// producer's sequences.
+func (p *Producer) number(req *varvev1.ProduceRequest) {
+	counts := map[int32]int32{}
+	var order []int32
+	for _, r := range req.Records {
+		if counts[r.Partition] == 0 {
+			order = append(order, r.Partition)
+		}
+		counts[r.Partition]++
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	req.ProducerId, req.ProducerEpoch = p.idem.id, p.idem.epoch
+	req.Sequences = req.Sequences[:0]
+	for _, part := range order {
+		k := seqKey{req.Topic, part}
+		first := p.idem.seqs[k]
+		p.idem.seqs[k] = first + counts[part]
+		if first+counts[part] > 1<<30 {
+			p.idem.needBump = true // restart sequences well before they wrap
+		}
+		req.Sequences = append(req.Sequences, &varvev1.PartitionSequence{Partition: part, FirstSequence: first})
+	}
+}
+
+// idemAcquire takes the gate shared, once the producer has a usable
+// identity, and returns its generation.
+func (p *Producer) idemAcquire() (uint64, error) {
+	for {
+		p.idem.gate.RLock()
+		p.mu.Lock()
+		fenced, need, gen := p.idem.fenced, !p.idem.ready || p.idem.needBump, p.idem.gen
+		p.mu.Unlock()
+		if fenced != nil {
+			p.idem.gate.RUnlock()
+			return 0, fenced
+		}
+		if !need {
+			return gen, nil
+		}
+		p.idem.gate.RUnlock()
+		if _, err := p.reinit(gen, false); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// reinit takes a new identity unless another sender already replaced
+// generation gen: the next epoch of the current id, or a new id when
+// newID is set, the id is unknown, or there is none yet.
+func (p *Producer) reinit(gen uint64, newID bool) (uint64, error) {
+	p.idem.gate.Lock()
+	defer p.idem.gate.Unlock()
+	p.mu.Lock()
+	if p.idem.gen != gen || p.idem.fenced != nil {
+		g, err := p.idem.gen, p.idem.fenced
+		p.mu.Unlock()
+		return g, err
+	}
+	id := p.idem.id
+	if !p.idem.ready && id == 0 {
+		id = p.opts.ProducerID
+	}
+	if newID {
+		id = 0
+	}
+	p.mu.Unlock()
+	var res *varvev1.InitProducerResponse
+	for attempt := 0; ; attempt++ {
+		actx, cancel := p.attemptContext()
+		r, err := p.c.produce.InitProducer(actx, connect.NewRequest(&varvev1.InitProducerRequest{ProducerId: id}))
+		cancel()
+		if err == nil {
+			res = r.Msg
+			break
+		}
+		if producerErrorReason(err) == "UNKNOWN_PRODUCER" && id != 0 {
+			id = 0 // expired: nothing of it can commit any more
+			continue
+		}
+		if p.ctx.Err() != nil {
+			return gen, fmt.Errorf("init producer: %w", ErrProducerClosed)
+		}
+		if !Retriable(err) || attempt >= p.retry.retries {
+			return gen, fmt.Errorf("init producer %d: %w", id, err)
+		}
+		if sleepCtx(p.ctx, p.retry.delay(err, attempt)) != nil {
+			return gen, fmt.Errorf("init producer: %w", ErrProducerClosed)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.idem.id, p.idem.epoch = res.GetProducerId(), res.GetProducerEpoch()
+	p.idem.gen++
+	p.idem.ready, p.idem.needBump = true, false
+	p.idem.seqs = map[seqKey]int32{}
+	return p.idem.gen, nil
+}
+
+// markUncertain notes that a numbered batch failed: it may or may not be
+// stored, so its sequences cannot be reused or skipped. The next batch
+// starts a new epoch.
+func (p *Producer) markUncertain(numbered bool) {
+	if !numbered {
+		return
+	}
+	p.mu.Lock()
+	p.idem.needBump = true
+	p.mu.Unlock()
+}
+
+func (p *Producer) fence(err error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.idem.fenced == nil {
+		p.idem.fenced = err
+	}
+	return p.idem.fenced
 }
 
 func (p *Producer) attemptContext() (context.Context, context.CancelFunc) {
@@ -528,4 +758,45 @@ func ctxError(err error) error {
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	}
 	return err
+}
+
+// keyPartition is Kafka's default partition of a keyed record,
+// toPositive(murmur2(key)) % partitions, as the cluster computes it.
+func keyPartition(key []byte, partitions int32) int32 {
+	return (murmur2(key) & 0x7fffffff) % partitions
+}
+
+// murmur2 is Kafka's murmur2 hash (org.apache.kafka.common.utils.Utils).
+func murmur2(data []byte) int32 {
+	const (
+		seed = uint32(0x9747b28c)
+		m    = uint32(0x5bd1e995)
+		r    = 24
+	)
+	n := len(data)
+	h := seed ^ uint32(n)
+	for i := 0; i+4 <= n; i += 4 {
+		k := uint32(data[i]) | uint32(data[i+1])<<8 | uint32(data[i+2])<<16 | uint32(data[i+3])<<24
+		k *= m
+		k ^= k >> r
+		k *= m
+		h *= m
+		h ^= k
+	}
+	tail := n &^ 3
+	switch n & 3 {
+	case 3:
+		h ^= uint32(data[tail+2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(data[tail+1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(data[tail])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
+	return int32(h)
 }

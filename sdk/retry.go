@@ -93,3 +93,22 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// producerErrorReason returns the ErrorInfo reason of an idempotence
+// refusal (PRODUCER_FENCED, OUT_OF_ORDER_SEQUENCE, UNKNOWN_PRODUCER), or "".
+func producerErrorReason(err error) string {
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeFailedPrecondition {
+		return ""
+	}
+	for _, d := range ce.Details() {
+		v, derr := d.Value()
+		if derr != nil {
+			continue
+		}
+		if ei, ok := v.(*errdetails.ErrorInfo); ok && ei.GetDomain() == "varve.io" {
+			return ei.GetReason()
+		}
+	}
+	return ""
+}

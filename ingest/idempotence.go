@@ -1,0 +1,239 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier/segment"
+)
+
+// produceIdempotent is the write path of an idempotent producer's request
+// (see docs/idempotence.md). The records were validated by produce.
+//
+// Each partition's batch is decided before anything is buffered, against
+// the producer's state in etcd plus the batches this node holds and has not
+// committed yet:
+//   - the same batch already held here: wait for it and share its answer;
+//   - a duplicate of a committed batch: answer with its original offsets;
+//   - fenced, unknown or out of order: refuse the request, buffer nothing;
+//   - otherwise buffer it. The commit transaction decides again, and is
+//     the authority (another node may commit a retry meanwhile).
+func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, recs []Record, size int64, idem *Idempotence) ([]Result, error) {
+	topicName := t.Name
+	if idem.ProducerID <= 0 || idem.Epoch < 0 {
+		return nil, fmt.Errorf("%w: produce to %q: producer id %d epoch %d: ids are positive and epochs not negative (get both from InitProducer)",
+			metadata.ErrInvalidArgument, topicName, idem.ProducerID, idem.Epoch)
+	}
+	counts := map[int32]int32{}
+	for i, r := range recs {
+		if r.Partition < 0 {
+			return nil, fmt.Errorf("%w: produce to %q: record %d has no partition; an idempotent producer chooses every record's partition",
+				metadata.ErrInvalidArgument, topicName, i)
+		}
+		counts[r.Partition]++
+	}
+	for p := range idem.Sequences {
+		if counts[p] == 0 {
+			return nil, fmt.Errorf("%w: produce to %q: a sequence is given for partition %d, which has no record in the request",
+				metadata.ErrInvalidArgument, topicName, p)
+		}
+	}
+	parts := make([]int32, 0, len(counts))
+	batches := make(map[int32]metadata.ProducerBatch, len(counts))
+	for p, n := range counts {
+		seq, ok := idem.Sequences[p]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("%w: produce to %q: partition %d has %d records but no first sequence",
+				metadata.ErrInvalidArgument, topicName, p, n)
+		case seq < 0 || int64(seq)+int64(n) > math.MaxInt32:
+			return nil, fmt.Errorf("%w: produce to %q: partition %d: first sequence %d with %d records is out of range [0, 2^31)",
+				metadata.ErrInvalidArgument, topicName, p, seq, n)
+		}
+		parts = append(parts, p)
+		batches[p] = metadata.ProducerBatch{ID: idem.ProducerID, Epoch: idem.Epoch, FirstSeq: seq, Count: n}
+	}
+	slices.Sort(parts)
+
+	type answer struct {
+		dupBase int64         // >= 0: a committed duplicate
+		pb      *pendingBatch // else: the batch held here (own or shared)
+	}
+	answers := make(map[int32]answer, len(parts))
+	for attempt := 0; ; attempt++ {
+		in.mu.Lock()
+		done0 := in.idemDone
+		in.mu.Unlock()
+		view, err := in.meta.ReadProducer(ctx, idem.ProducerID, topicName, parts)
+		if err != nil {
+			return nil, fmt.Errorf("produce to %q: %w", topicName, err)
+		}
+		in.mu.Lock()
+		if in.idemDone != done0 && attempt < 3 {
+			// A held batch was committed (and forgotten) since the read:
+			// the view may miss it. Read again.
+			in.mu.Unlock()
+			continue
+		}
+		clear(answers)
+		var toAppend []int32
+		for _, p := range parts {
+			b := batches[p]
+			key := idemKey{idem.ProducerID, tpKey{topicName, p}}
+			var shared *pendingBatch
+			for _, pb := range in.idem[key] {
+				if pb.b.Epoch == b.Epoch && pb.b.FirstSeq == b.FirstSeq && pb.b.Count == b.Count {
+					shared = pb
+					break
+				}
+				view.Assume(p, pb.b)
+			}
+			if shared != nil {
+				answers[p] = answer{dupBase: -1, pb: shared}
+				continue
+			}
+			dup, err := view.Check(p, b)
+			if err != nil {
+				in.mu.Unlock()
+				return nil, fmt.Errorf("produce to %q: %w", topicName, err)
+			}
+			if dup >= 0 {
+				answers[p] = answer{dupBase: dup}
+				in.m.duplicates.Add(ctx, 1)
+				continue
+			}
+			toAppend = append(toAppend, p)
+		}
+		if len(toAppend) > 0 {
+			f, err := in.acceptLocked(ctx, size)
+			if err != nil {
+				in.mu.Unlock()
+				return nil, err
+			}
+			// Keep each block's commit within one etcd transaction.
+			for _, p := range toAppend {
+				tp := tpKey{topicName, p}
+				if ids := f.producers[tp]; len(ids) >= metadata.MaxProducersPerBlock && !ids[idem.ProducerID] {
+					in.sealLocked()
+					f = in.newFileLocked()
+					break
+				}
+			}
+			for _, p := range toAppend {
+				tp := tpKey{topicName, p}
+				b := f.blocks[tp]
+				if b == nil {
+					b = newBlock(f, tp)
+				}
+				pb := batches[p]
+				pb.Index = int64(b.Len())
+				if f.producers[tp] == nil {
+					f.producers[tp] = map[int64]bool{}
+				}
+				f.producers[tp][idem.ProducerID] = true
+				held := &pendingBatch{b: pb, f: f, tp: tp, j: len(f.batches[tp])}
+				f.batches[tp] = append(f.batches[tp], pb)
+				key := idemKey{idem.ProducerID, tp}
+				in.idem[key] = append(in.idem[key], held)
+				answers[p] = answer{dupBase: -1, pb: held}
+			}
+			var appended, appendedBytes int64
+			for i := range recs {
+				if slices.Contains(toAppend, recs[i].Partition) {
+					f.blocks[tpKey{topicName, recs[i].Partition}].Append(recs[i].Record)
+					appended++
+					appendedBytes += int64(segment.EncodedSize(recs[i].Record))
+				}
+			}
+			f.bytes += appendedBytes
+			f.records += int(appended)
+			in.pending.Add(appendedBytes)
+			in.pendRec.Add(appended)
+			if f.bytes >= int64(in.cfg.FlushBytes) {
+				in.sealLocked()
+			}
+			in.m.records.Add(ctx, appended)
+			in.m.bytes.Add(ctx, appendedBytes)
+		}
+		in.mu.Unlock()
+		break
+	}
+
+	out := make([]Result, len(recs))
+	next := make(map[int32]int64, len(parts)) // index within the partition's batch
+	for i, r := range recs {
+		p := r.Partition
+		a := answers[p]
+		base := a.dupBase
+		if a.pb != nil {
+			var err error
+			if base, err = a.pb.wait(ctx, topicName); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = Result{Partition: p, Offset: base + next[p]}
+		next[p]++
+	}
+	return out, nil
+}
+
+// newBlock adds tp's block to f.
+func newBlock(f *file, tp tpKey) *segment.BlockBuilder {
+	b := segment.NewBlockBuilder(tp.topic, tp.p)
+	f.blocks[tp] = b
+	f.order = append(f.order, b)
+	return b
+}
+
+// wait waits for the held batch's commit and returns its first offset.
+func (pb *pendingBatch) wait(ctx context.Context, topicName string) (int64, error) {
+	f := pb.f
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("produce to %q: %w", topicName, ctx.Err())
+	}
+	if f.err != nil {
+		return 0, f.err
+	}
+	if res := f.batchRes[pb.tp]; pb.j < len(res) {
+		r := res[pb.j]
+		if r.Err != nil {
+			return 0, fmt.Errorf("produce to %s/%d: %w", pb.tp.topic, pb.tp.p, r.Err)
+		}
+		return r.Base, nil
+	}
+	if err := f.errs[pb.tp]; err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%w: commit %s answered no result for %s/%d's producer batch", ErrFlushFailed, f.object, pb.tp.topic, pb.tp.p)
+}
+
+// forgetBatchesLocked drops f's batches from the held set once answered.
+func (in *Ingester) forgetBatchesLocked(f *file) {
+	if len(f.batches) == 0 {
+		return
+	}
+	for tp, bs := range f.batches {
+		for _, b := range bs {
+			key := idemKey{b.ID, tp}
+			held := in.idem[key]
+			held = slices.DeleteFunc(held, func(pb *pendingBatch) bool { return pb.f == f })
+			if len(held) == 0 {
+				delete(in.idem, key)
+			} else {
+				in.idem[key] = held
+			}
+		}
+	}
+	in.idemDone++
+}
+
+// InitProducer issues an idempotent producer identity: a new id at epoch 0
+// (id 0) or the next epoch of an existing id, which fences older instances.
+func (in *Ingester) InitProducer(ctx context.Context, id int64) (metadata.Producer, error) {
+	return in.meta.InitProducer(ctx, id, in.cfg.ProducerStateTTL)
+}
