@@ -49,6 +49,8 @@ when a record has any, are "headers":[{"key":"h","value":"x"}].`,
 	f.Int64("count", 0, "stop after this many records (0: no limit)")
 	f.Bool("follow", false, "wait for new records until interrupted")
 	addFormatFlag(cmd, "output: text (values, one per line) or json (one object per line)")
+	f.String("group", "", "read as a member of this consumer group: the partitions it assigns, from its committed offsets, committing as records are printed, until interrupted")
+	f.String("client-id", "", "with --group: a label for this member in `varve group describe`")
 	return cmd
 }
 
@@ -65,6 +67,12 @@ func runConsume(cmd *cobra.Command, args []string) error {
 	follow, _ := f.GetBool("follow")
 	if count < 0 {
 		return fmt.Errorf("--count must not be negative, got %d", count)
+	}
+	if group, _ := f.GetString("group"); group != "" {
+		if partition >= 0 || f.Changed("from") || follow {
+			return errors.New("--group chooses the partitions and where to start: drop --partition, --from and --follow")
+		}
+		return consumeGroup(cmd, topic, group, format, count)
 	}
 	ctx := cmd.Context()
 	client := newClient(cmd)

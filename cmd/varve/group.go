@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/sdk"
+)
+
+func newGroupCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "group",
+		Short: "List, describe, reset and delete consumer groups",
+		Args:  cobra.NoArgs,
+	}
+	addClientFlags(cmd)
+	cmd.AddCommand(newGroupListCmd(), newGroupDescribeCmd(), newGroupResetCmd(), newGroupDeleteCmd())
+	return cmd
+}
+
+// groupError is clientError with the group named for NotFound.
+func groupError(cmd *cobra.Command, group string, err error) error {
+	if connect.CodeOf(err) == connect.CodeNotFound && sdk.GroupReason(err) == "GROUP_NOT_FOUND" {
+		return fmt.Errorf("group %q not found (%s)", group, connect.CodeNotFound)
+	}
+	return clientError(cmd, "", err)
+}
+
+func newGroupListCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List consumer groups",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := outputFormat(cmd)
+			if err != nil {
+				return err
+			}
+			gs, err := newClient(cmd).ListGroups(cmd.Context())
+			if err != nil {
+				return clientError(cmd, "", err)
+			}
+			if format == "json" {
+				return printProtoJSON(cmd, &varvev1.ListGroupsResponse{Groups: gs})
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "GROUP\tSTATE\tMEMBERS\tGENERATION\tSTRATEGY")
+			for _, g := range gs {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", g.GetGroup(), g.GetState(), g.GetMembers(), g.GetGeneration(), g.GetStrategy())
+			}
+			return w.Flush()
+		},
+	}
+	addFormatFlag(cmd, "output: text (a table) or json")
+	return cmd
+}
+
+func newGroupDescribeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "describe GROUP",
+		Short: "Show a group's members and, per partition, its owner, committed offset, end offset and lag",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(cmd)
+			if err != nil {
+				return err
+			}
+			d, err := newClient(cmd).DescribeGroup(cmd.Context(), args[0])
+			if err != nil {
+				return groupError(cmd, args[0], err)
+			}
+			if format == "json" {
+				return printProtoJSON(cmd, d)
+			}
+			s := d.GetSummary()
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "group %s: %s, %d members, generation %d, strategy %s\n\n", s.GetGroup(), s.GetState(), s.GetMembers(), s.GetGeneration(), s.GetStrategy())
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TOPIC\tPARTITION\tCOMMITTED\tEND\tLAG\tMEMBER")
+			for _, p := range d.GetPartitions() {
+				committed := "-"
+				if p.GetCommittedOffset() >= 0 {
+					committed = strconv.FormatInt(p.GetCommittedOffset(), 10)
+				}
+				member := p.GetMemberId()
+				if member == "" {
+					member = "-"
+				}
+				fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%d\t%s\n", p.GetTopic(), p.GetPartition(), committed, p.GetEndOffset(), p.GetLag(), member)
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if len(d.GetMembers()) > 0 {
+				fmt.Fprintln(out)
+				w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "MEMBER\tCLIENT\tNODE\tJOINED\tPARTITIONS")
+				for _, m := range d.GetMembers() {
+					var parts []string
+					for _, tp := range m.GetAssignment() {
+						for _, p := range tp.GetPartitions() {
+							parts = append(parts, fmt.Sprintf("%s/%d", tp.GetTopic(), p))
+						}
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.GetMemberId(), m.GetClientId(), m.GetNode(),
+						time.UnixMilli(m.GetJoinedMs()).UTC().Format(time.RFC3339), strings.Join(parts, ","))
+				}
+				return w.Flush()
+			}
+			return nil
+		},
+	}
+	addFormatFlag(cmd, "output: text (tables) or json")
+	return cmd
+}
+
+func newGroupResetCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "reset GROUP --topic T --to earliest|latest|OFFSET|RFC3339-time [--partition P]",
+		Short: "Move a stopped group's committed offsets (backwards or forwards)",
+		Long: `Move the committed offsets of a group on a topic: to the earliest or latest
+offset, to an offset, or to the first record at or after an RFC 3339 time.
+The group must have no members (stop its consumers first); a group that does
+not exist yet is created with these offsets.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			topic, _ := f.GetString("topic")
+			to, _ := f.GetString("to")
+			partition, _ := f.GetInt32("partition")
+			if topic == "" {
+				return errors.New("--topic is required")
+			}
+			req := &varvev1.ResetOffsetsRequest{Group: args[0], Topic: topic}
+			if partition >= 0 {
+				req.Partitions = []int32{partition}
+			}
+			switch to {
+			case "earliest":
+				req.Spec = varvev1.ResetSpec_RESET_SPEC_EARLIEST
+			case "latest":
+				req.Spec = varvev1.ResetSpec_RESET_SPEC_LATEST
+			default:
+				if off, err := strconv.ParseInt(to, 10, 64); err == nil {
+					if off < 0 {
+						return fmt.Errorf("--to offset must not be negative, got %d", off)
+					}
+					req.Spec, req.Offset = varvev1.ResetSpec_RESET_SPEC_OFFSET, off
+				} else if t, err := time.Parse(time.RFC3339Nano, to); err == nil {
+					req.Spec, req.TimestampMs = varvev1.ResetSpec_RESET_SPEC_TIMESTAMP, t.UnixMilli()
+				} else {
+					return fmt.Errorf("--to must be earliest, latest, an offset or an RFC 3339 time, not %q", to)
+				}
+			}
+			offs, err := newClient(cmd).ResetGroupOffsets(cmd.Context(), req)
+			if err != nil {
+				if connect.CodeOf(err) == connect.CodeNotFound && sdk.GroupReason(err) == "" {
+					return clientError(cmd, topic, err)
+				}
+				return groupError(cmd, args[0], err)
+			}
+			for _, o := range offs {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s/%d -> %d\n", o.GetTopic(), o.GetPartition(), o.GetOffset())
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("topic", "", "topic whose offsets to move")
+	f.String("to", "", "earliest, latest, an offset, or an RFC 3339 time")
+	f.Int32("partition", -1, "only this partition (-1: every partition)")
+	_ = cmd.MarkFlagRequired("to")
+	return cmd
+}
+
+func newGroupDeleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete GROUP",
+		Short: "Delete a group without members and its committed offsets",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := newClient(cmd).DeleteGroup(cmd.Context(), args[0]); err != nil {
+				return groupError(cmd, args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted group %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+// consumeGroup is `varve consume TOPIC --group G`: read the partitions the
+// group assigns this process, print each record, and commit as it goes
+// (after each batch is written out), until interrupted or --count records.
+func consumeGroup(cmd *cobra.Command, topic, group, format string, count int64) error {
+	ctx := cmd.Context()
+	client := newClient(cmd)
+	defer client.Close()
+	clientID, _ := cmd.Flags().GetString("client-id")
+	gc := client.NewGroupConsumer(group, sdk.GroupOptions{
+		// Each printed batch is committed below, so a revoked partition is
+		// handed over exactly where printing stopped.
+		Topics: []string{topic}, AutoCommitInterval: -1, ClientID: clientID,
+	})
+	out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
+	defer out.Flush()
+	enc := json.NewEncoder(out)
+	enc.SetEscapeHTML(false)
+	var printed int64
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = gc.Close(cctx)
+	}()
+	for {
+		recs, err := gc.Poll(ctx)
+		for i, r := range recs {
+			if format == "json" {
+				if werr := enc.Encode(toJSONRecord(r)); werr != nil {
+					return werr
+				}
+			} else {
+				out.Write(r.Value)
+				out.WriteByte('\n')
+			}
+			printed++
+			if count > 0 && printed >= count {
+				recs = recs[:i+1]
+				break
+			}
+		}
+		if ferr := out.Flush(); ferr != nil {
+			return fmt.Errorf("write standard output: %w", ferr)
+		}
+		if len(recs) > 0 {
+			// Printed, so committed: at least once.
+			if cerr := gc.CommitRecords(ctx, recs...); cerr != nil && ctx.Err() == nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "varve: commit: %v\n", cerr)
+			}
+		}
+		if count > 0 && printed >= count {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil // interrupted: the normal end of a group consumer
+		}
+		if err != nil {
+			return groupError(cmd, group, err)
+		}
+	}
+}

@@ -1,0 +1,282 @@
+package sdk_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/internal/testenv"
+	"github.com/varve-io/varve/sdk"
+)
+
+// seen records which offsets of which partitions were processed.
+type seen struct {
+	mu  sync.Mutex
+	got map[sdk.TopicPartition]map[int64]int
+}
+
+func (s *seen) add(recs []sdk.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.got == nil {
+		s.got = map[sdk.TopicPartition]map[int64]int{}
+	}
+	for _, r := range recs {
+		tp := sdk.TopicPartition{Topic: r.Topic, Partition: r.Partition}
+		if s.got[tp] == nil {
+			s.got[tp] = map[int64]int{}
+		}
+		s.got[tp][r.Offset]++
+	}
+}
+
+func (s *seen) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, m := range s.got {
+		n += len(m)
+	}
+	return n
+}
+
+func produceN(t *testing.T, c *sdk.Client, topic string, partitions int32, n int) {
+	t.Helper()
+	var recs []sdk.Record
+	for i := range n {
+		recs = append(recs, sdk.Record{Partition: int32(i) % partitions, Value: []byte(strconv.Itoa(i))})
+	}
+	if _, err := c.Produce(testCtx(t), topic, recs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runMember polls gc until ctx ends, recording what it processed.
+func runMember(ctx context.Context, gc *sdk.GroupConsumer, s *seen, errs chan<- error) {
+	for ctx.Err() == nil {
+		recs, err := gc.Poll(ctx)
+		s.add(recs)
+		if err != nil && ctx.Err() == nil {
+			errs <- err
+			return
+		}
+	}
+}
+
+// TestGroupConsumer: two members share a topic, the second joining late;
+// every record is processed, assignment callbacks run, commits survive the
+// members, and the group can then be reset and deleted.
+func TestGroupConsumer(t *testing.T) {
+	c := newClient(t)
+	topic, group := uniq("grp"), uniq("group")
+	createTopic(t, c, topic, 4)
+	produceN(t, c, topic, 4, 200)
+
+	var mu sync.Mutex
+	events := map[string][]string{}
+	opts := func(name string) sdk.GroupOptions {
+		return sdk.GroupOptions{
+			Topics: []string{topic}, AutoCommitInterval: 50 * time.Millisecond, ClientID: name, MaxWait: 100 * time.Millisecond,
+			OnAssigned: func(_ context.Context, _ *sdk.GroupConsumer, tps []sdk.TopicPartition) {
+				mu.Lock()
+				events[name] = append(events[name], fmt.Sprint("+", len(tps)))
+				mu.Unlock()
+			},
+			OnRevoked: func(_ context.Context, _ *sdk.GroupConsumer, tps []sdk.TopicPartition) {
+				mu.Lock()
+				events[name] = append(events[name], fmt.Sprint("-", len(tps)))
+				mu.Unlock()
+			},
+		}
+	}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	var s seen
+	errs := make(chan error, 2)
+	a := c.NewGroupConsumer(group, opts("a"))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); runMember(ctx, a, &s, errs) }()
+	if !testenv.Eventually(30*time.Second, func() bool { return s.count() > 0 }) {
+		t.Fatal("first member read nothing")
+	}
+	b := c.NewGroupConsumer(group, opts("b"))
+	wg.Add(1)
+	go func() { defer wg.Done(); runMember(ctx, b, &s, errs) }()
+	produceN(t, c, topic, 4, 200)
+	if !testenv.EventuallyEvery(30*time.Second, 10*time.Millisecond, func() bool {
+		_, ga := a.Generation()
+		_, gb := b.Generation()
+		return s.count() == 400 && ga == gb && ga > 0
+	}) {
+		t.Fatalf("processed %d of 400 records", s.count())
+	}
+	// Both are members of one generation, with two partitions each.
+	d, err := c.DescribeGroup(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.GetMembers()) != 2 {
+		t.Fatalf("describe: %v", d)
+	}
+	for _, m := range d.GetMembers() {
+		n := 0
+		for _, tp := range m.GetAssignment() {
+			n += len(tp.GetPartitions())
+		}
+		if n != 2 {
+			t.Fatalf("member %s has %d partitions", m.GetMemberId(), n)
+		}
+	}
+	cancel()
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	cctx := testCtx(t)
+	if err := a.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(events["a"]) < 2 || events["a"][0] != "+4" || events["a"][1] != "-2" || events["b"][0] != "+2" {
+		t.Errorf("callbacks: %v", events)
+	}
+	mu.Unlock()
+	// Everything is committed: the group has no lag.
+	d, err = c.DescribeGroup(cctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetSummary().GetState() != "empty" {
+		t.Fatalf("after close: %v", d.GetSummary())
+	}
+	for _, p := range d.GetPartitions() {
+		if p.GetCommittedOffset() != 100 || p.GetLag() != 0 {
+			t.Fatalf("partition %d: %v", p.GetPartition(), p)
+		}
+	}
+
+	// A new member resumes from the commits: nothing to read.
+	again := c.NewGroupConsumer(group, sdk.GroupOptions{Topics: []string{topic}, MaxWait: 50 * time.Millisecond})
+	recs, err := again.Poll(cctx)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("resumed member read %d records: %v", len(recs), err)
+	}
+	if _, err := c.ResetGroupOffsets(cctx, &varvev1.ResetOffsetsRequest{Group: group, Topic: topic, Spec: varvev1.ResetSpec_RESET_SPEC_EARLIEST}); sdk.GroupReason(err) != "GROUP_ACTIVE" {
+		t.Fatalf("reset of an active group: %v", err)
+	}
+	if err := again.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	offs, err := c.ResetGroupOffsets(cctx, &varvev1.ResetOffsetsRequest{Group: group, Topic: topic, Spec: varvev1.ResetSpec_RESET_SPEC_OFFSET, Offset: 90, Partitions: []int32{1}})
+	if err != nil || len(offs) != 1 || offs[0].GetOffset() != 90 {
+		t.Fatalf("reset: %v %v", offs, err)
+	}
+	replay := c.NewGroupConsumer(group, sdk.GroupOptions{Topics: []string{topic}, MaxWait: 50 * time.Millisecond, AutoCommitInterval: -1})
+	var got []sdk.Record
+	for len(got) < 10 {
+		recs, err := replay.Poll(cctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, recs...)
+	}
+	if got[0].Partition != 1 || got[0].Offset != 90 || len(got) != 10 {
+		t.Fatalf("after reset read %d records from %d/%d", len(got), got[0].Partition, got[0].Offset)
+	}
+	if err := replay.CommitRecords(cctx, got...); err != nil {
+		t.Fatal(err)
+	}
+	if err := replay.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	committed, err := c.CommittedOffsets(cctx, group)
+	if err != nil || committed[sdk.TopicPartition{Topic: topic, Partition: 1}] != 100 {
+		t.Fatalf("committed: %v %v", committed, err)
+	}
+	if err := c.DeleteGroup(cctx, group); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, c.DeleteGroup(cctx, group), connect.CodeNotFound)
+}
+
+func TestGroupConsumerBadInput(t *testing.T) {
+	c := newClient(t)
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		name string
+		opts sdk.GroupOptions
+		code connect.Code
+	}{
+		{"no topics", sdk.GroupOptions{}, connect.CodeInvalidArgument},
+		{"unknown topic", sdk.GroupOptions{Topics: []string{uniq("missing")}}, connect.CodeNotFound},
+		{"bad strategy", sdk.GroupOptions{Topics: []string{"x"}, Strategy: "roundrobin"}, connect.CodeInvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gc := c.NewGroupConsumer(uniq("bad"), tc.opts)
+			defer gc.Close(ctx)
+			_, err := gc.Poll(ctx)
+			wantCode(t, err, tc.code)
+		})
+	}
+}
+
+func TestDeadLetter(t *testing.T) {
+	c := newClient(t)
+	ctx := testCtx(t)
+	in, dlq := uniq("in"), uniq("dlq")
+	createTopic(t, c, in, 1)
+	createTopic(t, c, dlq, 1)
+	if _, err := c.Produce(ctx, in, []sdk.Record{
+		{Value: []byte("ok")}, {Key: []byte("k"), Value: []byte("bad"), Headers: []sdk.Header{{Key: "h", Value: []byte("v")}}}, {Value: []byte("ok")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	attempts := 0
+	handle := c.DeadLetter(sdk.DeadLetterOptions{Topic: dlq, MaxAttempts: 3, Backoff: time.Millisecond}, func(_ context.Context, r sdk.Record) error {
+		if string(r.Value) == "bad" {
+			attempts++
+			return errors.New("cannot parse")
+		}
+		return nil
+	})
+	for _, r := range readAll(t, c, in, 0) {
+		if err := handle(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if attempts != 3 {
+		t.Fatalf("%d attempts, want 3", attempts)
+	}
+	dead := readAll(t, c, dlq, 0)
+	if len(dead) != 1 || string(dead[0].Value) != "bad" || string(dead[0].Key) != "k" {
+		t.Fatalf("dead letters: %v", dead)
+	}
+	h := map[string]string{}
+	for _, x := range dead[0].Headers {
+		h[x.Key] = string(x.Value)
+	}
+	want := map[string]string{"h": "v", sdk.HeaderDLQReason: "cannot parse", sdk.HeaderDLQTopic: in,
+		sdk.HeaderDLQPartition: "0", sdk.HeaderDLQOffset: "1", sdk.HeaderDLQAttempts: "3"}
+	for k, v := range want {
+		if h[k] != v {
+			t.Errorf("header %s = %q, want %q (all: %v)", k, h[k], v, h)
+		}
+	}
+	// A DLQ that cannot take the record: the error says so and the
+	// consumer must not commit past it.
+	bad := c.DeadLetter(sdk.DeadLetterOptions{Topic: uniq("nodlq"), MaxAttempts: 1}, func(context.Context, sdk.Record) error { return errors.New("no") })
+	wantCode(t, bad(ctx, dead[0]), connect.CodeNotFound)
+}
