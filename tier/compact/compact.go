@@ -1,0 +1,671 @@
+package compact
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/segment"
+)
+
+// Defaults of Config.
+const (
+	DefaultInterval    = 30 * time.Second
+	DefaultTargetBytes = 128 << 20
+	DefaultMinEntries  = 16
+	// DefaultBlockBytes is the uncompressed size of the blocks compaction
+	// writes (about 2 MiB stored for JSON): one ranged GET per consumer
+	// read stays small while an index entry covers thousands of records.
+	DefaultBlockBytes = 8 << 20
+	// DefaultMergeObjects small level-1 objects in a row make a level-2
+	// merge.
+	DefaultMergeObjects = 4
+	DefaultClaimTTL     = 15 * time.Second
+	// DefaultMaxSwapDelay is half the GC's default grace period.
+	DefaultMaxSwapDelay = 7*time.Minute + 30*time.Second
+	// MaxLevel is the last level: its objects are never merged again.
+	MaxLevel = 2
+)
+
+// Config configures a Compactor. Zero fields take the defaults.
+type Config struct {
+	// NodeID names the compactor in claims and object keys.
+	NodeID string
+	// Interval is the time between passes over every partition.
+	Interval time.Duration
+	// TargetBytes is the stored size compaction aims for per object.
+	TargetBytes int64
+	// MinEntries is how many level-0 entries in a row make a partition
+	// worth compacting (for a compacted topic: how many not yet compacted).
+	MinEntries int
+	// BlockBytes is the uncompressed size of an output block.
+	BlockBytes int
+	// MergeObjects is how many small level-1 objects in a row make a
+	// level-2 merge.
+	MergeObjects int
+	// ClaimTTL is the lease of the compactor's partition claims.
+	ClaimTTL time.Duration
+	// Level is the zstd level of the objects written.
+	Level segment.Level
+	// MaxSwapDelay bounds the time from a job's PUT to its swap. The
+	// garbage collector deletes an unreferenced object once it is older
+	// than its grace period; a swap later than that could make the index
+	// point at a deleted object, so a job that is late gives up (its
+	// output is an orphan). Keep it well below the GC grace (half of it).
+	MaxSwapDelay time.Duration
+	// Now is the clock (tests move it); it decides tombstone expiry and
+	// the minimum compaction lag.
+	Now func() time.Time
+}
+
+func (c *Config) fill() {
+	if c.Interval <= 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.TargetBytes <= 0 {
+		c.TargetBytes = DefaultTargetBytes
+	}
+	if c.MinEntries <= 0 {
+		c.MinEntries = DefaultMinEntries
+	}
+	c.MinEntries = max(c.MinEntries, 2) // one entry alone merges nothing
+	if c.BlockBytes <= 0 {
+		c.BlockBytes = DefaultBlockBytes
+	}
+	c.BlockBytes = min(c.BlockBytes, segment.MaxBlockRawBytes/2)
+	if c.MergeObjects <= 1 {
+		c.MergeObjects = DefaultMergeObjects
+	}
+	if c.ClaimTTL <= 0 {
+		c.ClaimTTL = DefaultClaimTTL
+	}
+	if c.MaxSwapDelay <= 0 {
+		c.MaxSwapDelay = DefaultMaxSwapDelay
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Stats says what a pass (or one partition's compaction) did.
+type Stats struct {
+	// Jobs counts swaps that applied; Conflicts those that lost to a
+	// concurrent change (their output is an orphan for the GC).
+	Jobs, Conflicts int
+	// EntriesIn and EntriesOut count the index entries replaced and
+	// written by the applied swaps.
+	EntriesIn, EntriesOut int
+	// BytesRead and BytesWritten count stored bytes.
+	BytesRead, BytesWritten int64
+	// RecordsIn and RecordsOut count records read and written (they differ
+	// only for compacted topics).
+	RecordsIn, RecordsOut int64
+}
+
+func (s *Stats) add(o Stats) {
+	s.Jobs += o.Jobs
+	s.Conflicts += o.Conflicts
+	s.EntriesIn += o.EntriesIn
+	s.EntriesOut += o.EntriesOut
+	s.BytesRead += o.BytesRead
+	s.BytesWritten += o.BytesWritten
+	s.RecordsIn += o.RecordsIn
+	s.RecordsOut += o.RecordsOut
+}
+
+// ErrPaused: compaction is paused cluster-wide; the job stopped before its
+// swap.
+var ErrPaused = errors.New("compaction is paused")
+
+// Compactor compacts every partition it finds in its index cache. It is
+// safe for concurrent use, and several Compactors (on several nodes) may
+// run against one cluster.
+type Compactor struct {
+	cfg   Config
+	store tier.Store
+	meta  *metadata.Client
+	index *metadata.Cache
+	log   *slog.Logger
+
+	claimMu sync.Mutex
+	claimer *metadata.Claimer
+
+	paused         atomic.Bool
+	backlogBytes   atomic.Int64
+	backlogEntries atomic.Int64
+
+	bytes metric.Int64Counter
+	runs  metric.Int64Counter
+
+	// beforeSwap, when set (tests), runs after the output is stored and
+	// before the swap; an error abandons the job there, like a crash.
+	beforeSwap func(metadata.Swap) error
+
+	wake chan struct{}
+}
+
+// New makes a Compactor. index must be a Cache with entries.
+func New(cfg Config, store tier.Store, meta *metadata.Client, index *metadata.Cache, log *slog.Logger, mp metric.MeterProvider) (*Compactor, error) {
+	cfg.fill()
+	if cfg.NodeID == "" {
+		return nil, errors.New("compactor: NodeID is empty")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	c := &Compactor{cfg: cfg, store: store, meta: meta, index: index, log: log.With("role", "compact"), wake: make(chan struct{}, 1)}
+	m := mp.Meter("github.com/varve-io/varve/tier/compact")
+	c.bytes, _ = m.Int64Counter("varve.compaction.bytes", metric.WithDescription("Stored bytes compaction read (io=read) and wrote (io=write)."))
+	c.runs, _ = m.Int64Counter("varve.compaction.runs", metric.WithDescription("Compaction jobs by result: ok (swapped), conflict (lost to a concurrent change), error."))
+	_, _ = m.Int64ObservableGauge("varve.compaction.backlog.bytes", metric.WithDescription("Stored bytes of level-0 (not yet compacted) blocks, as of the last pass."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(c.backlogBytes.Load())
+			return nil
+		}))
+	_, _ = m.Int64ObservableGauge("varve.compaction.backlog.entries", metric.WithDescription("Level-0 (not yet compacted) index entries, as of the last pass."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(c.backlogEntries.Load())
+			return nil
+		}))
+	_, _ = m.Int64ObservableGauge("varve.compaction.paused", metric.WithDescription("1 while compaction is paused cluster-wide."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			v := int64(0)
+			if c.paused.Load() {
+				v = 1
+			}
+			o.Observe(v)
+			return nil
+		}))
+	return c, nil
+}
+
+// Run compacts every Interval (and when Trigger is called) until ctx ends.
+func (c *Compactor) Run(ctx context.Context) {
+	defer c.closeClaimer()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := c.meta.WatchCompactionPaused(wctx, func(p bool) {
+		if c.paused.Swap(p) != p {
+			c.log.Info("compaction pause changed", "paused", p)
+			if !p {
+				c.Trigger()
+			}
+		}
+	}); err != nil {
+		c.log.Warn("watch compaction pause", "err", err)
+	}
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := c.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("compaction pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.wake:
+		}
+	}
+}
+
+// Trigger asks Run for a pass now.
+func (c *Compactor) Trigger() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Backlog returns the level-0 entries and their stored bytes as of the
+// last pass.
+func (c *Compactor) Backlog() (entries, bytes int64) {
+	return c.backlogEntries.Load(), c.backlogBytes.Load()
+}
+
+func (c *Compactor) isPaused(ctx context.Context) (bool, error) {
+	p, err := c.meta.CompactionPaused(ctx)
+	if err != nil {
+		return false, err
+	}
+	c.paused.Store(p)
+	return p, nil
+}
+
+// RunOnce makes one pass: every partition with work, one after the other.
+// Partitions another compactor holds are skipped.
+func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
+	var total Stats
+	var backlogEntries, backlogBytes int64
+	var errs []error
+	for _, tp := range c.index.Partitions() {
+		if ctx.Err() != nil {
+			return total, ctx.Err()
+		}
+		entries, _, _ := c.index.Snapshot(tp.Topic, tp.Partition)
+		for _, e := range entries {
+			if e.Level == 0 {
+				backlogEntries++
+				backlogBytes += e.Len
+			}
+		}
+		t, ok := c.index.Topic(tp.Topic)
+		if !ok || !c.hasWork(t, entries) {
+			continue
+		}
+		if p, err := c.isPaused(ctx); err != nil || p {
+			if err != nil {
+				errs = append(errs, err)
+			}
+			break
+		}
+		st, err := c.CompactPartition(ctx, tp.Topic, tp.Partition)
+		total.add(st)
+		if err != nil && !errors.Is(err, ErrPaused) && !errors.Is(err, metadata.ErrSwapConflict) {
+			errs = append(errs, err)
+		}
+	}
+	// The backlog as seen before this pass, less what it compacted.
+	c.backlogEntries.Store(max(backlogEntries-int64(total.EntriesIn), 0))
+	c.backlogBytes.Store(max(backlogBytes-total.BytesRead, 0))
+	return total, errors.Join(errs...)
+}
+
+// hasWork is the cheap check on the cached index before claiming.
+func (c *Compactor) hasWork(t metadata.Topic, entries []metadata.IndexEntry) bool {
+	if t.CleanupPolicy == metadata.CleanupCompact {
+		_, ok := c.planKeys(t, entries)
+		return ok
+	}
+	return len(c.planDense(entries)) > 0
+}
+
+func (c *Compactor) getClaimer(ctx context.Context) (*metadata.Claimer, error) {
+	c.claimMu.Lock()
+	defer c.claimMu.Unlock()
+	if c.claimer != nil && !c.claimer.Lost() {
+		return c.claimer, nil
+	}
+	cl, err := c.meta.NewClaimer(ctx, c.cfg.NodeID, c.cfg.ClaimTTL)
+	if err != nil {
+		return nil, err
+	}
+	c.claimer = cl
+	return cl, nil
+}
+
+func (c *Compactor) closeClaimer() {
+	c.claimMu.Lock()
+	defer c.claimMu.Unlock()
+	if c.claimer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.claimer.Close(ctx)
+		c.claimer = nil
+	}
+}
+
+// Close releases the compactor's claims (Run does it when it returns).
+func (c *Compactor) Close() { c.closeClaimer() }
+
+// CompactPartition compacts one partition under its claim, from a fresh
+// linearizable read of its index. It returns without doing anything when
+// another compactor holds the claim.
+func (c *Compactor) CompactPartition(ctx context.Context, topic string, p int32) (Stats, error) {
+	var st Stats
+	t, err := c.meta.GetTopic(ctx, topic)
+	if err != nil {
+		return st, err
+	}
+	cl, err := c.getClaimer(ctx)
+	if err != nil {
+		return st, err
+	}
+	ok, err := cl.Claim(ctx, topic, p)
+	if err != nil || !ok {
+		return st, err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := cl.Release(rctx, topic, p); err != nil {
+			c.log.Warn("release compaction claim", "topic", topic, "partition", p, "err", err)
+		}
+	}()
+	entries, _, err := c.meta.IndexEntries(ctx, topic, p)
+	if err != nil {
+		return st, err
+	}
+	if t.CleanupPolicy == metadata.CleanupCompact {
+		return c.compactKeys(ctx, t, p, entries)
+	}
+	for _, j := range c.planDense(entries) {
+		js, err := c.runJob(ctx, t, p, j.old, j.level, nil)
+		st.add(js)
+		if err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// job is one swap: a contiguous run of entries rewritten at level.
+type job struct {
+	old   []metadata.IndexEntry
+	level int
+}
+
+// planDense groups a partition's entries into jobs: runs of level-0
+// entries (at least MinEntries) into level-1 objects of about TargetBytes,
+// and runs of small level-1 objects (at least MergeObjects) into level 2.
+func (c *Compactor) planDense(entries []metadata.IndexEntry) []job {
+	var jobs []job
+	for i := 0; i < len(entries); {
+		lvl := entries[i].Level
+		j := i
+		for j < len(entries) && entries[j].Level == lvl {
+			j++
+		}
+		run := entries[i:j]
+		i = j
+		switch lvl {
+		case 0:
+			jobs = append(jobs, c.chunk(run, 1, c.cfg.MinEntries, func(e []metadata.IndexEntry) int { return len(e) })...)
+		case 1:
+			// Only small objects merge; a run of them between big ones.
+			for _, small := range c.smallRuns(run) {
+				jobs = append(jobs, c.chunk(small, 2, c.cfg.MergeObjects, countObjects)...)
+			}
+		}
+	}
+	return jobs
+}
+
+// chunk cuts a run into jobs of at most TargetBytes stored (at least one
+// entry each). A job needs at least two entries, and the run's last job,
+// smaller than the target, needs minCount (as counted by count) or half
+// the target: otherwise it waits for more data.
+func (c *Compactor) chunk(run []metadata.IndexEntry, level, minCount int, count func([]metadata.IndexEntry) int) []job {
+	var jobs []job
+	for len(run) > 0 {
+		n, size := 0, int64(0)
+		for n < len(run) && (n == 0 || size+run[n].Len <= c.cfg.TargetBytes) {
+			size += run[n].Len
+			n++
+		}
+		full := n < len(run) // cut by the target
+		if n >= 2 && (full || count(run[:n]) >= minCount || size >= c.cfg.TargetBytes/2) {
+			jobs = append(jobs, job{old: run[:n], level: level})
+		}
+		run = run[n:]
+	}
+	return jobs
+}
+
+// smallRuns returns the runs of consecutive entries whose objects are
+// smaller than half the target.
+func (c *Compactor) smallRuns(run []metadata.IndexEntry) [][]metadata.IndexEntry {
+	var out [][]metadata.IndexEntry
+	start := -1
+	for i := 0; i < len(run); {
+		j := i
+		var size int64
+		for j < len(run) && run[j].Object == run[i].Object {
+			size += run[j].Len
+			j++
+		}
+		if size < c.cfg.TargetBytes/2 {
+			if start < 0 {
+				start = i
+			}
+		} else if start >= 0 {
+			out = append(out, run[start:i])
+			start = -1
+		}
+		i = j
+	}
+	if start >= 0 {
+		out = append(out, run[start:])
+	}
+	return out
+}
+
+func countObjects(es []metadata.IndexEntry) int {
+	n := 0
+	for i := range es {
+		if i == 0 || es[i].Object != es[i-1].Object {
+			n++
+		}
+	}
+	return n
+}
+
+// filter decides, record by record, what a job keeps; nil keeps all.
+type filter func(r *segment.Record, off int64) bool
+
+// runJob rewrites old (contiguous entries) into one object at level and
+// swaps the index. keep filters records (compacted topics). When nothing
+// is kept it returns without writing: the caller carries the range on.
+func (c *Compactor) runJob(ctx context.Context, t metadata.Topic, p int32, old []metadata.IndexEntry, level int, keep filter) (Stats, error) {
+	out, st, err := c.rewrite(ctx, t.Name, p, old, level, keep)
+	if err != nil || len(out.entries) == 0 {
+		return st, err
+	}
+	return c.store1(ctx, t.Name, p, old, out, st)
+}
+
+// output is a rewritten run: the object and its entries (Object unset).
+type output struct {
+	obj     []byte
+	entries []metadata.IndexEntry
+	level   int
+}
+
+// rewrite reads old and writes every kept record into a new object.
+func (c *Compactor) rewrite(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, level int, keep filter) (output, Stats, error) {
+	var st Stats
+	start, end := old[0].Base, old[len(old)-1].End()
+	var raw int64
+	for _, e := range old {
+		raw += e.RawBytes
+	}
+	// Blocks of BlockBytes, or bigger when needed to stay within the
+	// entries one swap may write.
+	blockBytes := max(int64(c.cfg.BlockBytes), raw/(metadata.MaxSwapEntries-2)+1)
+	em := newEmitter(topic, p, level, int(min(blockBytes, segment.MaxBlockRawBytes/2)), start, raw, c.cfg.Level)
+	err := c.read(ctx, old, func(e metadata.IndexEntry, recs []segment.Record, offs []int64) error {
+		st.RecordsIn += int64(len(recs))
+		st.BytesRead += e.Len
+		for i := range recs {
+			if keep != nil && !keep(&recs[i], offs[i]) {
+				continue
+			}
+			if err := em.add(recs[i], offs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return output{}, st, err
+	}
+	if em.records == 0 {
+		return output{level: level}, st, nil
+	}
+	obj, entries, err := em.finish(end)
+	if err != nil {
+		return output{}, st, fmt.Errorf("compact %s/%d [%d,%d): %w", topic, p, start, end, err)
+	}
+	st.RecordsOut = em.records
+	return output{obj: obj, entries: entries, level: level}, st, nil
+}
+
+// store1 PUTs a job's object and swaps the index.
+func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, out output, st Stats) (Stats, error) {
+	start, end := old[0].Base, old[len(old)-1].End()
+	key := fmt.Sprintf("l%d/%s/%d/%020d-%020d-%s-%s.vseg", out.level, topic, p, start, end, c.cfg.NodeID, randomHex(4))
+	// The swap must apply before the GC may collect the object.
+	ctx, cancel := context.WithDeadline(ctx, time.Now().Add(c.cfg.MaxSwapDelay))
+	defer cancel()
+	if err := c.store.PutIfAbsent(ctx, key, out.obj); err != nil {
+		c.runs.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "error")))
+		return st, fmt.Errorf("compact %s/%d [%d,%d): put %s: %w", topic, p, start, end, key, err)
+	}
+	st.BytesWritten += int64(len(out.obj))
+	c.bytes.Add(ctx, st.BytesRead, metric.WithAttributes(attribute.String("io", "read")))
+	c.bytes.Add(ctx, st.BytesWritten, metric.WithAttributes(attribute.String("io", "write")))
+	for i := range out.entries {
+		out.entries[i].Object = key
+	}
+	swap := metadata.Swap{Topic: topic, Partition: p, Old: old, New: out.entries}
+	return c.swap(ctx, swap, st)
+}
+
+func (c *Compactor) swap(ctx context.Context, swap metadata.Swap, st Stats) (Stats, error) {
+	if paused, err := c.isPaused(ctx); err != nil || paused {
+		if err == nil {
+			err = ErrPaused
+		}
+		return st, fmt.Errorf("compact %s/%d: before the swap: %w", swap.Topic, swap.Partition, err)
+	}
+	if c.beforeSwap != nil {
+		if err := c.beforeSwap(swap); err != nil {
+			return st, err
+		}
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < time.Second {
+		c.runs.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "error")))
+		return st, fmt.Errorf("compact %s/%d: the swap is due %v after the PUT at the latest (max_swap_delay); giving up, the output is left to garbage collection", swap.Topic, swap.Partition, c.cfg.MaxSwapDelay)
+	}
+	if err := c.meta.SwapIndex(ctx, swap); err != nil {
+		result := "error"
+		if errors.Is(err, metadata.ErrSwapConflict) {
+			result = "conflict"
+			st.Conflicts++
+			c.log.Info("compaction lost a race; its output is left to garbage collection", "topic", swap.Topic, "partition", swap.Partition, "err", err)
+		}
+		c.runs.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
+		return st, err
+	}
+	c.runs.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "ok")))
+	st.Jobs++
+	st.EntriesIn += len(swap.Old)
+	st.EntriesOut += len(swap.New)
+	c.log.Debug("compacted", "topic", swap.Topic, "partition", swap.Partition,
+		"from", swap.Old[0].Base, "entries_in", len(swap.Old), "entries_out", len(swap.New), "bytes_in", st.BytesRead, "bytes_out", st.BytesWritten)
+	return st, nil
+}
+
+// maxGetBytes bounds one coalesced ranged GET, and readAhead the GETs in
+// flight or waiting: at most readAhead × maxGetBytes of stored bytes.
+const (
+	maxGetBytes = 8 << 20
+	readAhead   = 8
+)
+
+// read decodes old's blocks in order and calls fn with each block's
+// records and their offsets. Adjacent blocks of one object are fetched
+// with one ranged GET; the next GET runs while fn works on the current
+// one.
+func (c *Compactor) read(ctx context.Context, old []metadata.IndexEntry, fn func(metadata.IndexEntry, []segment.Record, []int64) error) error {
+	type group struct{ es []metadata.IndexEntry }
+	var groups []group
+	for i := 0; i < len(old); {
+		j := i + 1
+		size := old[i].Len
+		for j < len(old) && old[j].Object == old[i].Object && old[j].Off == old[j-1].Off+old[j-1].Len && size+old[j].Len <= maxGetBytes {
+			size += old[j].Len
+			j++
+		}
+		groups = append(groups, group{old[i:j]})
+		i = j
+	}
+	type fetched struct {
+		data []byte
+		err  error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make([]chan fetched, len(groups))
+	for i := range results {
+		results[i] = make(chan fetched, 1)
+	}
+	// Up to readAhead GETs run at once (level-0 blocks are small and each
+	// in its own object: latency, not bandwidth, bounds a serial reader);
+	// a group is only fetched once fewer than readAhead wait unconsumed.
+	sem := make(chan struct{}, readAhead)
+	var next atomic.Int64
+	for range min(readAhead, len(groups)) {
+		go func() {
+			for {
+				select {
+				case sem <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				i := int(next.Add(1) - 1)
+				if i >= len(groups) {
+					return
+				}
+				g := groups[i]
+				first, last := g.es[0], g.es[len(g.es)-1]
+				b, err := c.store.GetRange(ctx, first.Object, first.Off, last.Off+last.Len-first.Off)
+				results[i] <- fetched{b, err}
+			}
+		}()
+	}
+	for i, g := range groups {
+		var f fetched
+		select {
+		case f = <-results[i]:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if f.err != nil {
+			return fmt.Errorf("read %s at %d: %w", g.es[0].Object, g.es[0].Off, f.err)
+		}
+		for _, e := range g.es {
+			at := e.Off - g.es[0].Off
+			recs, err := segment.DecodeBlock(f.data[at : at+e.Len])
+			if err == nil && int64(len(recs)) != e.Records {
+				err = fmt.Errorf("%w: block has %d records, the index says %d", segment.ErrCorrupt, len(recs), e.Records)
+			}
+			var offs []int64
+			if err == nil {
+				offs = segment.Offsets(e.Base, recs)
+				if offs[len(offs)-1] >= e.End() {
+					err = fmt.Errorf("%w: block's records reach offset %d, the index entry ends at %d", segment.ErrCorrupt, offs[len(offs)-1], e.End())
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("%s/%d offsets %d-%d: object %s bytes %d+%d: %w", e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
+			}
+			if err := fn(e, recs, offs); err != nil {
+				return err
+			}
+		}
+		<-sem
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
