@@ -7,8 +7,11 @@ import (
 	"github.com/varve-io/varve/tier/segment"
 )
 
-// BlockCache is a byte-bounded LRU of decoded blocks, keyed by object and
-// block offset. Blocks are immutable, so entries never go stale.
+// BlockCache is the memory tier: a byte-bounded LRU of decoded blocks,
+// keyed by object and block offset. Blocks are immutable, so entries never
+// go stale. An entry may also keep the block's stored (compressed) bytes, so
+// the node can serve the block to the other fetch nodes it owns it for
+// without reading it again.
 type BlockCache struct {
 	mu    sync.Mutex
 	max   int64
@@ -23,9 +26,10 @@ type blockKey struct {
 }
 
 type cacheEntry struct {
-	key  blockKey
-	recs []segment.Record
-	size int64
+	key    blockKey
+	recs   []segment.Record
+	stored []byte // nil unless kept for peers
+	size   int64
 }
 
 // NewBlockCache makes a cache holding up to maxBytes of decoded records.
@@ -47,8 +51,14 @@ func (c *BlockCache) Get(object string, off int64) ([]segment.Record, bool) {
 // Put adds a block of rawBytes decoded bytes, evicting the least recently
 // used blocks beyond the bound. Blocks larger than the whole cache are not kept.
 func (c *BlockCache) Put(object string, off int64, recs []segment.Record, rawBytes int64) {
+	c.PutStored(object, off, recs, rawBytes, nil)
+}
+
+// PutStored is Put keeping also the block's stored bytes (which count
+// towards the bound); a block already cached without them gains them.
+func (c *BlockCache) PutStored(object string, off int64, recs []segment.Record, rawBytes int64, stored []byte) {
 	// A decoded Record is an 80-byte struct plus its header slice.
-	size := rawBytes + 128
+	size := rawBytes + 128 + int64(len(stored))
 	for i := range recs {
 		size += 80 + int64(len(recs[i].Headers))*40
 	}
@@ -60,17 +70,49 @@ func (c *BlockCache) Put(object string, off int64, recs []segment.Record, rawByt
 	k := blockKey{object, off}
 	if el, ok := c.items[k]; ok {
 		c.ll.MoveToFront(el)
+		if e := el.Value.(*cacheEntry); e.stored == nil && stored != nil && e.size+int64(len(stored)) <= c.max {
+			e.stored = stored
+			e.size += int64(len(stored))
+			c.size += int64(len(stored))
+			c.evictLocked(el)
+		}
 		return
 	}
-	c.items[k] = c.ll.PushFront(&cacheEntry{key: k, recs: recs, size: size})
+	el := c.ll.PushFront(&cacheEntry{key: k, recs: recs, stored: stored, size: size})
+	c.items[k] = el
 	c.size += size
+	c.evictLocked(el)
+}
+
+// evictLocked drops least recently used blocks until the cache fits,
+// never keep (the entry just added).
+func (c *BlockCache) evictLocked(keep *list.Element) {
 	for c.size > c.max {
 		el := c.ll.Back()
+		if el == keep {
+			el = el.Prev()
+			if el == nil {
+				return
+			}
+		}
 		e := el.Value.(*cacheEntry)
 		c.ll.Remove(el)
 		delete(c.items, e.key)
 		c.size -= e.size
 	}
+}
+
+// Stored returns the stored bytes of a cached block, when they were kept.
+func (c *BlockCache) Stored(object string, off int64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[blockKey{object, off}]; ok {
+		if e := el.Value.(*cacheEntry); e.stored != nil {
+			c.ll.MoveToFront(el)
+			return e.stored, true
+		}
+	}
+	return nil, false
 }
 
 // Size returns the bytes held.

@@ -1,0 +1,133 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/query"
+)
+
+// startBlocks sets up the tiers of the fetch role's block reads below the
+// memory cache: the disk cache (when cache_dir is set), the ownership of
+// blocks among the live fetch nodes (kept current by a watch of their
+// registrations), the client that asks an owner for a block, and the
+// internal BlockService through which this node answers the others.
+func (n *Node) startBlocks(ctx context.Context, mux *http.ServeMux, hopts []connect.HandlerOption) error {
+	if n.fetcher == nil {
+		return nil
+	}
+	if n.cfg.CacheDir != "" {
+		d, err := query.OpenDiskCache(n.cfg.CacheDir, n.cfg.DiskCacheBytes)
+		if err != nil {
+			return err
+		}
+		n.fetcher.SetDiskCache(d)
+		n.log.Info("disk cache opened", "dir", d.Dir(), "bytes", d.Size(), "blocks", d.Len(), "max", n.cfg.DiskCacheBytes)
+	}
+	owners := query.NewOwners(n.cfg.NodeID)
+	stop, err := n.meta.WatchNodes(ctx, RoleFetch, func(nodes map[string]string) {
+		owners.Set(nodes)
+		n.log.Debug("fetch nodes changed", "nodes", nodes)
+	})
+	if err != nil {
+		return err
+	}
+	peers := newPeerClient()
+	n.onClose = append(n.onClose, stop, peers.close)
+	n.fetcher.SetOwners(owners, peers)
+	mux.Handle(varvev1connect.NewBlockServiceHandler(&blockService{f: n.fetcher}, hopts...))
+	return nil
+}
+
+// BlockOwners returns how the fetch role assigns blocks to fetch nodes
+// (nil without the fetch role).
+func (n *Node) BlockOwners() *query.Owners {
+	if n.fetcher == nil {
+		return nil
+	}
+	return n.fetcher.Owners()
+}
+
+// DiskCache returns the fetch role's disk cache (nil without one).
+func (n *Node) DiskCache() *query.DiskCache {
+	if n.fetcher == nil {
+		return nil
+	}
+	return n.fetcher.DiskCache()
+}
+
+// blockService answers the internal BlockService: another fetch node asks
+// for a block this node owns.
+type blockService struct {
+	f *query.Fetcher
+}
+
+func (s *blockService) GetBlock(ctx context.Context, req *connect.Request[varvev1.GetBlockRequest]) (*connect.Response[varvev1.GetBlockResponse], error) {
+	b, _, err := s.f.BlockBytes(ctx, req.Msg.Object, req.Msg.Offset, req.Msg.Length)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&varvev1.GetBlockResponse{Block: b}), nil
+}
+
+// peerClient calls the BlockService of other fetch nodes over HTTP/2
+// without TLS (h2c), one client per address.
+type peerClient struct {
+	tr   *http.Transport
+	http *http.Client
+
+	mu      sync.Mutex
+	clients map[string]varvev1connect.BlockServiceClient
+}
+
+func newPeerClient() *peerClient {
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{
+		Protocols:           protocols,
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &peerClient{tr: tr, http: &http.Client{Transport: tr}, clients: map[string]varvev1connect.BlockServiceClient{}}
+}
+
+func (p *peerClient) client(addr string) varvev1connect.BlockServiceClient {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.clients[addr]
+	if !ok {
+		// Blocks are compressed already: ask for no gzip on top.
+		c = varvev1connect.NewBlockServiceClient(p.http, addr, connect.WithAcceptCompression("gzip", nil, nil))
+		p.clients[addr] = c
+	}
+	return c
+}
+
+// GetBlock implements query.PeerClient.
+func (p *peerClient) GetBlock(ctx context.Context, addr, object string, off, length int64) ([]byte, error) {
+	resp, err := p.client(addr).GetBlock(ctx, connect.NewRequest(&varvev1.GetBlockRequest{Object: object, Offset: off, Length: length}))
+	if err != nil {
+		switch connect.CodeOf(err) {
+		case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled, connect.CodeUnknown,
+			connect.CodeUnimplemented: // a node of another role now listens there
+			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w: block %s@%d from %s: %v", query.ErrUnavailable, object, off, addr, err)
+		}
+		return nil, fmt.Errorf("block %s@%d from %s: %w", object, off, addr, err)
+	}
+	return resp.Msg.Block, nil
+}
+
+func (p *peerClient) close() { p.tr.CloseIdleConnections() }

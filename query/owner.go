@@ -1,0 +1,135 @@
+package query
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Peer is a live fetch node: its id and base URL.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// Owners chooses which fetch node owns each block, by rendezvous (highest
+// random weight) hashing of the block's object key and offset over the live
+// fetch nodes: every node computes the same owner from the same membership,
+// and a node joining or leaving moves only the blocks it wins or owned.
+// Ownership is per block, not per object, so the blocks of one mixed L0
+// object (many partitions) spread over the nodes.
+//
+// Membership comes from the caller (a watch of the registered fetch nodes).
+// A peer that fails to answer is suspected for a while and skipped, so its
+// blocks move to their next owner at once instead of when its lease expires.
+// It is safe for concurrent use.
+type Owners struct {
+	self string
+
+	mu      sync.RWMutex
+	peers   []Peer // sorted by ID
+	suspect map[string]time.Time
+}
+
+// NewOwners makes an Owners for the node with id self, alone until Set.
+func NewOwners(self string) *Owners {
+	return &Owners{self: self, suspect: map[string]time.Time{}}
+}
+
+// Self returns this node's id.
+func (o *Owners) Self() string { return o.self }
+
+// Set replaces the live nodes (id → address). A node that (re)appears is no
+// longer suspected.
+func (o *Owners) Set(nodes map[string]string) {
+	peers := make([]Peer, 0, len(nodes))
+	for id, addr := range nodes {
+		peers = append(peers, Peer{ID: id, Addr: addr})
+	}
+	slices.SortFunc(peers, func(a, b Peer) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	old := map[string]bool{}
+	for _, p := range o.peers {
+		old[p.ID] = true
+	}
+	for id := range o.suspect {
+		if _, live := nodes[id]; !live || !old[id] {
+			delete(o.suspect, id)
+		}
+	}
+	o.peers = peers
+}
+
+// Peers returns the live nodes, suspected ones included, sorted by id.
+func (o *Owners) Peers() []Peer {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return slices.Clone(o.peers)
+}
+
+// Suspect skips the node id as an owner for d (or until it registers
+// again).
+func (o *Owners) Suspect(id string, d time.Duration) {
+	if id == o.self {
+		return
+	}
+	o.mu.Lock()
+	o.suspect[id] = time.Now().Add(d)
+	o.mu.Unlock()
+}
+
+// Owner returns the owner of the block at off in object, and whether it
+// is another node. With no live node but this one (or none at all) the
+// owner is this node.
+func (o *Owners) Owner(object string, off int64) (Peer, bool) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	var best Peer
+	var bestScore uint64
+	found := false
+	now := time.Now()
+	for _, p := range o.peers {
+		if until, ok := o.suspect[p.ID]; ok && now.Before(until) {
+			continue
+		}
+		s := score(p.ID, object, off)
+		if !found || s > bestScore || (s == bestScore && p.ID < best.ID) {
+			best, bestScore, found = p, s, true
+		}
+	}
+	if !found || best.ID == o.self {
+		return Peer{ID: o.self}, false
+	}
+	return best, true
+}
+
+// score is the rendezvous weight of node id for a block: FNV-1a of both,
+// finished with the SplitMix64 mixer so that similar ids spread well. It
+// must stay the same on every node (no per-process seed).
+func score(id, object string, off int64) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	h.Write([]byte{0})
+	h.Write([]byte(object))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(off))
+	h.Write(b[:])
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
