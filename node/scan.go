@@ -38,14 +38,14 @@ func (s *scanService) Scan(ctx context.Context, req *connect.Request[varvev1.Sca
 		Topic: m.GetTopic(), Partitions: m.GetPartitions(),
 		FromOffset: m.GetFromOffset(), ToOffset: m.GetToOffset(),
 		FromTime: m.GetFromTimestampMs(), ToTime: m.GetToTimestampMs(),
-		Keys: m.GetKeys(), MaxBatchRecords: int(m.GetMaxBatchRecords()),
+		Keys: m.GetKeys(), MaxBatchRecords: int(m.GetMaxBatchRecords()), Columns: m.GetColumns(),
 	})
 	if err != nil {
 		return toConnect(err)
 	}
 	defer sc.Release()
 	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(query.ScanSchema))
+	w := ipc.NewWriter(&buf, ipc.WithSchema(sc.Schema()))
 	send := func(final bool) error {
 		for buf.Len() > 0 {
 			n := min(buf.Len(), scanChunk)

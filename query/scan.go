@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -16,8 +15,6 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/tier"
-	"github.com/varve-io/varve/tier/segment"
 )
 
 // Scan defaults.
@@ -33,7 +30,9 @@ const (
 	entriesPage = 256
 )
 
-// ScanSchema is the Arrow schema of every scan: one row per record.
+// ScanSchema is the Arrow schema of a scan of a topic without a schema:
+// one row per record. A topic schema adds typed columns and ErrorColumn
+// (see ScanRequest.Columns).
 var ScanSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "topic", Type: arrow.BinaryTypes.String},
 	{Name: "partition", Type: arrow.PrimitiveTypes.Int32},
@@ -64,6 +63,12 @@ type ScanRequest struct {
 	FromTime int64
 	ToTime   int64
 	Keys     [][]byte
+	// Columns to return, always in schema order (empty: the default). The
+	// record columns are those of ScanSchema; a topic with a schema adds
+	// one typed column per field and ErrorColumn. By default a topic
+	// without a schema returns every record column, and one with a schema
+	// all but value and headers. An unknown name is ErrInvalidArgument.
+	Columns []string
 
 	// MaxBatchRecords caps the rows of one record batch (0: 8192).
 	MaxBatchRecords int
@@ -95,6 +100,8 @@ type Scanner struct {
 	keys    map[string]struct{}
 	topicID string
 	alloc   memory.Allocator
+	recycle *recycler // the record columns' buffers
+	layout  *scanLayout
 
 	parent context.Context // the scan's lifetime
 	ctx    context.Context
@@ -141,11 +148,17 @@ var _ array.RecordReader = (*Scanner)(nil)
 // false and Err tells why (ErrDataLoss naming the object for a corrupt
 // block, ErrUnavailable when object storage fails).
 func (f *Fetcher) Scan(ctx context.Context, req ScanRequest) (*Scanner, error) {
-	t, err := f.topic(ctx, req.Topic)
+	// Linearizable, like the high watermarks below: a scan sees the
+	// schema and partitions of the last UpdateTopic acknowledged.
+	t, err := f.meta.GetTopic(ctx, req.Topic)
 	if err != nil {
 		return nil, err
 	}
 	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	layout, err := topicLayout(t, req.Columns)
+	if err != nil {
 		return nil, err
 	}
 	parts := req.Partitions
@@ -169,7 +182,7 @@ func (f *Fetcher) Scan(ctx context.Context, req ScanRequest) (*Scanner, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Scanner{f: f, req: req, alloc: req.Alloc, parent: ctx, topicID: t.ID}
+	s := &Scanner{f: f, req: req, alloc: req.Alloc, parent: ctx, topicID: t.ID, layout: layout}
 	if s.alloc == nil {
 		s.alloc = memory.DefaultAllocator
 	}
@@ -182,6 +195,7 @@ func (f *Fetcher) Scan(ctx context.Context, req ScanRequest) (*Scanner, error) {
 	if s.req.MaxInflightBytes <= 0 {
 		s.req.MaxInflightBytes = DefaultScanInflightBytes
 	}
+	s.recycle = newRecycler(s.alloc, s.req.MaxInflightBytes/4)
 	if len(req.Keys) > 0 {
 		s.keys = make(map[string]struct{}, len(req.Keys))
 		for _, k := range req.Keys {
@@ -364,181 +378,24 @@ func (s *Scanner) plan() {
 	s.planErr = err
 }
 
+// scanBlockFunc reads and converts one block (a variable so that the
+// benchmark can compare decode paths).
+var scanBlockFunc = (*Scanner).scanTaskBatches
+
 func (s *Scanner) worker() {
 	defer s.wg.Done()
 	for t := range s.work {
-		recs, err := s.f.scanBlock(s.ctx, t.e)
-		if err == nil {
-			t.batches, err = s.toArrow(t, recs)
-		}
-		t.err = err
+		t.batches, t.err = scanBlockFunc(s, t)
 		s.blocksDone.Add(1)
 		s.rawBytesDone.Add(t.e.RawBytes)
 		close(t.done)
 	}
 }
 
-// scanBlock reads a block like Block does, but leaves the block cache
-// alone: a long scan would otherwise evict what tailing consumers read.
-func (f *Fetcher) scanBlock(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
-	if recs, ok := f.blocks.Get(e.Object, e.Off); ok {
-		f.hits.Add(ctx, 1)
-		return recs, nil
-	}
-	f.misses.Add(ctx, 1)
-	f.gets.Add(ctx, 1)
-	b, err := f.store.GetRange(ctx, e.Object, e.Off, e.Len)
-	if err != nil {
-		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
-			return nil, fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("%w: read block %s@%d: %v", ErrUnavailable, e.Object, e.Off, err)
-	}
-	recs, err := segment.DecodeBlock(b)
-	if err == nil && int64(len(recs)) != e.Records {
-		err = fmt.Errorf("%w: block has %d records, the index says %d", segment.ErrCorrupt, len(recs), e.Records)
-	}
-	if err != nil {
-		f.log.Error("corrupt block", "object", e.Object, "off", e.Off, "err", err)
-		return nil, fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
-	}
-	return recs, nil
-}
-
-// toArrow turns the records [t.lo, t.hi) of a block that pass the filters
-// into record batches of at most MaxBatchRecords rows.
-func (s *Scanner) toArrow(t *scanTask, recs []segment.Record) ([]arrow.RecordBatch, error) {
-	var out []arrow.RecordBatch
-	b := newBatchBuilder(s.alloc)
-	b.topicName = s.req.Topic
-	defer b.release()
-	for o := t.lo; o < t.hi; o++ {
-		r := &recs[o-t.e.Base]
-		if r.Timestamp < s.req.FromTime || (s.req.ToTime > 0 && r.Timestamp >= s.req.ToTime) {
-			continue
-		}
-		if s.keys != nil {
-			if r.Key == nil {
-				continue
-			}
-			if _, ok := s.keys[string(r.Key)]; !ok {
-				continue
-			}
-		}
-		if b.rows == 0 {
-			n := min(int(t.hi-o), s.req.MaxBatchRecords)
-			b.reserve(recs[o-t.e.Base : o-t.e.Base+int64(n)])
-		}
-		b.append(s.req.Topic, t.e.Partition, o, r)
-		if b.rows >= s.req.MaxBatchRecords {
-			out = append(out, b.finish())
-		}
-	}
-	if b.rows > 0 {
-		out = append(out, b.finish())
-	}
-	return out, nil
-}
-
-// batchBuilder appends records as rows of ScanSchema.
-type batchBuilder struct {
-	rb      *array.RecordBuilder
-	topic   *array.StringBuilder
-	part    *array.Int32Builder
-	off     *array.Int64Builder
-	ts      *array.TimestampBuilder
-	key     *array.BinaryBuilder
-	value   *array.BinaryBuilder
-	headers *array.ListBuilder
-	hstruct *array.StructBuilder
-	hkey    *array.StringBuilder
-	hval    *array.BinaryBuilder
-	rows    int
-
-	topicName string
-}
-
-func newBatchBuilder(alloc memory.Allocator) *batchBuilder {
-	rb := array.NewRecordBuilder(alloc, ScanSchema)
-	b := &batchBuilder{
-		rb:      rb,
-		topic:   rb.Field(0).(*array.StringBuilder),
-		part:    rb.Field(1).(*array.Int32Builder),
-		off:     rb.Field(2).(*array.Int64Builder),
-		ts:      rb.Field(3).(*array.TimestampBuilder),
-		key:     rb.Field(4).(*array.BinaryBuilder),
-		value:   rb.Field(5).(*array.BinaryBuilder),
-		headers: rb.Field(6).(*array.ListBuilder),
-	}
-	b.hstruct = b.headers.ValueBuilder().(*array.StructBuilder)
-	b.hkey = b.hstruct.FieldBuilder(0).(*array.StringBuilder)
-	b.hval = b.hstruct.FieldBuilder(1).(*array.BinaryBuilder)
-	return b
-}
-
-// reserve sizes the builders for recs, so appends never reallocate.
-func (b *batchBuilder) reserve(recs []segment.Record) {
-	var keys, values, hk, hv, hn int
-	for i := range recs {
-		keys += len(recs[i].Key)
-		values += len(recs[i].Value)
-		hn += len(recs[i].Headers)
-		for _, h := range recs[i].Headers {
-			hk += len(h.Key)
-			hv += len(h.Value)
-		}
-	}
-	b.rb.Reserve(len(recs))
-	b.topic.ReserveData(len(recs) * len(b.topicName))
-	b.key.ReserveData(keys)
-	b.value.ReserveData(values)
-	if hn > 0 {
-		b.hstruct.Reserve(hn)
-		b.hkey.ReserveData(hk)
-		b.hval.ReserveData(hv)
-	}
-}
-
-func (b *batchBuilder) append(topic string, p int32, offset int64, r *segment.Record) {
-	b.topic.Append(topic)
-	b.part.Append(p)
-	b.off.Append(offset)
-	b.ts.Append(arrow.Timestamp(r.Timestamp))
-	if r.Key == nil {
-		b.key.AppendNull()
-	} else {
-		b.key.Append(r.Key)
-	}
-	if r.Value == nil {
-		b.value.AppendNull()
-	} else {
-		b.value.Append(r.Value)
-	}
-	b.headers.Append(true)
-	for _, h := range r.Headers {
-		b.hstruct.Append(true)
-		b.hkey.Append(h.Key)
-		if h.Value == nil {
-			b.hval.AppendNull()
-		} else {
-			b.hval.Append(h.Value)
-		}
-	}
-	b.rows++
-}
-
-func (b *batchBuilder) finish() arrow.RecordBatch {
-	b.rows = 0
-	return b.rb.NewRecordBatch()
-}
-
-func (b *batchBuilder) release() { b.rb.Release() }
-
-// Schema is ScanSchema.
-func (s *Scanner) Schema() *arrow.Schema { return ScanSchema }
+// Schema is the scan's schema: ScanSchema for a topic without a schema
+// and no column list, else the columns asked or the typed default (see
+// ScanRequest.Columns).
+func (s *Scanner) Schema() *arrow.Schema { return s.layout.schema }
 
 // Retain adds a reference.
 func (s *Scanner) Retain() { s.refs.Add(1) }
@@ -561,6 +418,9 @@ func (s *Scanner) stop() {
 		b.Release()
 	}
 	s.pending = nil
+	if s.recycle != nil {
+		defer s.recycle.close()
+	}
 	if !s.started {
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/varve-io/varve/bench"
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/query"
 	"github.com/varve-io/varve/tier/segment"
@@ -113,35 +115,82 @@ func BenchmarkScan(b *testing.B) {
 	ctx := context.Background()
 	b.Logf("data: %d records, %.1f MiB raw, %.1f MiB stored in %d blocks", d.records, mb(d.raw), mb(d.stored), len(d.entries))
 
-	b.Run("scan", func(b *testing.B) {
-		var first time.Duration
+	// The same scan through the new decode path (segment.VisitBlock and
+	// direct column writers) and the old one (DecodeBlock, then Arrow
+	// builders), in the same run. peak-heap-MiB is the Go heap in use at
+	// its highest while scanning (sampled every 5 ms) minus before.
+	scanBench := func(legacy bool, cols []string) func(b *testing.B) {
+		return func(b *testing.B) {
+			query.UseLegacyScanDecode(legacy)
+			defer query.UseLegacyScanDecode(false)
+			var first, setup time.Duration
+			peak := newHeapPeak()
+			cpu0 := cpuTime()
+			b.SetBytes(d.raw)
+			for b.Loop() {
+				start := time.Now()
+				sc, err := d.e.f.Scan(ctx, query.ScanRequest{Topic: d.topic, Columns: cols, Alloc: memory.NewGoAllocator()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				setup += time.Since(start)
+				var n int64
+				for sc.Next() {
+					if n == 0 {
+						first += time.Since(start)
+					}
+					n += sc.RecordBatch().NumRows()
+				}
+				if err := sc.Err(); err != nil || n != d.records {
+					b.Fatalf("%d records: %v", n, err)
+				}
+				sc.Release()
+			}
+			peak.stop()
+			b.ReportMetric((cpuTime()-cpu0).Seconds()/b.Elapsed().Seconds(), "cores")
+			b.ReportMetric(float64(d.records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+			b.ReportMetric(float64(first.Microseconds())/1000/float64(b.N), "ms-first-batch")
+			b.ReportMetric(peak.mib(), "peak-heap-MiB")
+			// Scan's own start: the linearizable read of the high
+			// watermarks and the plan's block count, before any read.
+			b.ReportMetric(float64(setup.Microseconds())/1000/float64(b.N), "ms-setup")
+		}
+	}
+	b.Run("scan", scanBench(false, nil))
+	b.Run("scan-legacy", scanBench(true, nil))
+
+	b.Run("visit-only", func(b *testing.B) {
+		// GetRange + VisitBlock of every block (no Arrow), as many at a
+		// time as a scan reads by default.
 		b.SetBytes(d.raw)
 		for b.Loop() {
-			start := time.Now()
-			sc, err := d.e.f.Scan(ctx, query.ScanRequest{Topic: d.topic, Alloc: memory.NewGoAllocator()})
-			if err != nil {
-				b.Fatal(err)
+			sem := make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0)))
+			var wg sync.WaitGroup
+			for _, en := range d.entries {
+				sem <- struct{}{}
+				wg.Add(1)
+				go func() {
+					defer func() { <-sem; wg.Done() }()
+					buf, err := d.e.store.GetRange(ctx, en.Object, en.Off, en.Len)
+					if err == nil {
+						_, err = segment.VisitBlock(buf, en.Base, func(*segment.RecordView) error { return nil })
+					}
+					if err != nil {
+						b.Error(err)
+					}
+				}()
 			}
-			var n int64
-			for sc.Next() {
-				if n == 0 {
-					first += time.Since(start)
-				}
-				n += sc.RecordBatch().NumRows()
-			}
-			if err := sc.Err(); err != nil || n != d.records {
-				b.Fatalf("%d records: %v", n, err)
-			}
-			sc.Release()
+			wg.Wait()
 		}
 		b.ReportMetric(float64(d.records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
-		b.ReportMetric(float64(first.Microseconds())/1000/float64(b.N), "ms-first-batch")
 	})
 
 	b.Run("decode-only", func(b *testing.B) {
 		// GetRange + DecodeBlock of every block, as many at a time as a
 		// scan reads by default.
 		b.SetBytes(d.raw)
+		cpu0 := cpuTime()
+		defer func() { b.ReportMetric((cpuTime()-cpu0).Seconds()/b.Elapsed().Seconds(), "cores") }()
 		for b.Loop() {
 			sem := make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0)))
 			var wg sync.WaitGroup
@@ -162,6 +211,22 @@ func BenchmarkScan(b *testing.B) {
 			wg.Wait()
 		}
 		b.ReportMetric(float64(d.records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
+
+	b.Run("scan-typed", func(b *testing.B) {
+		// The same data with a topic schema: every value parsed into
+		// eight typed columns (strings, int64, a timestamp, a struct).
+		if _, err := d.e.meta.UpdateTopic(ctx, d.topic, func(t *metadata.Topic) error {
+			t.Schema = &metadata.TopicSchema{Format: metadata.SchemaJSON, Fields: benchSchema}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		defer d.e.meta.UpdateTopic(ctx, d.topic, func(t *metadata.Topic) error { t.Schema = nil; return nil })
+		if !testenv.Eventually(10*time.Second, func() bool { t, _ := d.e.index.Topic(d.topic); return t.Schema != nil }) {
+			b.Fatal("the index did not see the schema")
+		}
+		scanBench(false, nil)(b)
 	})
 
 	b.Run("parquet-export", func(b *testing.B) {
@@ -204,3 +269,50 @@ func BenchmarkScan(b *testing.B) {
 }
 
 func mb(n int64) float64 { return float64(n) / (1 << 20) }
+
+// benchSchema describes bench.JSONEvent.
+const benchSchema = `[{"name":"event_id","type":"utf8"},{"name":"user_id","type":"int64"},
+{"name":"ts","type":"timestamp[ms]"},{"name":"type","type":"utf8"},{"name":"url","type":"utf8"},
+{"name":"session","type":"struct<id: utf8, device: utf8, country: utf8>"},
+{"name":"props","type":"struct<price: float64, quantity: int32, currency: utf8, experiment: utf8>"}]`
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// heapPeak samples the Go heap in use every 5 ms until stop.
+type heapPeak struct {
+	base, peak uint64
+	done       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func newHeapPeak() *heapPeak {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	h := &heapPeak{base: ms.HeapInuse, peak: ms.HeapInuse, done: make(chan struct{})}
+	h.wg.Go(func() {
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.done:
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&ms)
+				h.peak = max(h.peak, ms.HeapInuse)
+			}
+		}
+	})
+	return h
+}
+
+func (h *heapPeak) stop() { close(h.done); h.wg.Wait() }
+
+func (h *heapPeak) mib() float64 { return float64(h.peak-h.base) / (1 << 20) }

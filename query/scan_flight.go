@@ -28,6 +28,7 @@ type FlightCommand struct {
 	FromTime   int64    `json:"from_ms,omitempty"`
 	ToTime     int64    `json:"to_ms,omitempty"`
 	Keys       [][]byte `json:"keys,omitempty"`
+	Columns    []string `json:"columns,omitempty"`
 }
 
 // flightTicket is one endpoint's share: one partition, offsets resolved
@@ -41,6 +42,7 @@ type flightTicket struct {
 	FromTime  int64    `json:"from_ms,omitempty"`
 	ToTime    int64    `json:"to_ms,omitempty"`
 	Keys      [][]byte `json:"keys,omitempty"`
+	Columns   []string `json:"columns,omitempty"`
 }
 
 // FlightService serves scans over Arrow Flight: GetFlightInfo answers one
@@ -135,14 +137,14 @@ func (s *FlightService) GetFlightInfo(ctx context.Context, d *flight.FlightDescr
 		return nil, err
 	}
 	sc, err := s.f.Scan(ctx, ScanRequest{Topic: c.Topic, Partitions: c.Partitions, FromOffset: c.FromOffset, ToOffset: c.ToOffset,
-		FromTime: c.FromTime, ToTime: c.ToTime, Keys: c.Keys})
+		FromTime: c.FromTime, ToTime: c.ToTime, Keys: c.Keys, Columns: c.Columns})
 	if err != nil {
 		return nil, flightErr(err)
 	}
 	defer sc.Release() // nothing is read: Scan only planned
 	t, _ := s.f.topic(ctx, c.Topic)
 	info := &flight.FlightInfo{
-		Schema: flight.SerializeSchema(ScanSchema, memory.DefaultAllocator), FlightDescriptor: d,
+		Schema: flight.SerializeSchema(sc.Schema(), memory.DefaultAllocator), FlightDescriptor: d,
 		TotalRecords: -1, TotalBytes: sc.total.RawBytesTotal, Ordered: true,
 	}
 	if len(c.Keys) == 0 && c.FromTime == 0 && c.ToTime == 0 {
@@ -150,7 +152,7 @@ func (s *FlightService) GetFlightInfo(ctx context.Context, d *flight.FlightDescr
 	}
 	for _, pr := range sc.parts {
 		tk, _ := json.Marshal(flightTicket{Topic: c.Topic, TopicID: t.ID, Partition: pr.p, From: pr.lo, To: pr.hi,
-			FromTime: c.FromTime, ToTime: c.ToTime, Keys: c.Keys})
+			FromTime: c.FromTime, ToTime: c.ToTime, Keys: c.Keys, Columns: c.Columns})
 		info.Endpoint = append(info.Endpoint, &flight.FlightEndpoint{Ticket: &flight.Ticket{Ticket: tk}, Location: s.locations})
 		if info.TotalRecords >= 0 {
 			info.TotalRecords += pr.hi - pr.lo
@@ -165,10 +167,15 @@ func (s *FlightService) GetSchema(ctx context.Context, d *flight.FlightDescripto
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.f.topic(ctx, c.Topic); err != nil {
+	t, err := s.f.topic(ctx, c.Topic)
+	if err != nil {
 		return nil, flightErr(err)
 	}
-	return &flight.SchemaResult{Schema: flight.SerializeSchema(ScanSchema, memory.DefaultAllocator)}, nil
+	schema, err := ScanSchemaOf(t, c.Columns)
+	if err != nil {
+		return nil, flightErr(err)
+	}
+	return &flight.SchemaResult{Schema: flight.SerializeSchema(schema, memory.DefaultAllocator)}, nil
 }
 
 // DoGet streams one endpoint: a partition's offsets as planned.
@@ -184,12 +191,12 @@ func (s *FlightService) DoGet(tk *flight.Ticket, stream flight.FlightService_DoG
 		return status.Errorf(codes.NotFound, "topic %q was deleted since the ticket was issued", t.Topic)
 	}
 	sc, err := s.f.Scan(ctx, ScanRequest{Topic: t.Topic, Partitions: []int32{t.Partition}, FromOffset: t.From, ToOffset: t.To,
-		FromTime: t.FromTime, ToTime: t.ToTime, Keys: t.Keys})
+		FromTime: t.FromTime, ToTime: t.ToTime, Keys: t.Keys, Columns: t.Columns})
 	if err != nil {
 		return flightErr(err)
 	}
 	defer sc.Release()
-	w := flight.NewRecordWriter(stream, ipc.WithSchema(ScanSchema))
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(sc.Schema()))
 	defer w.Close()
 	for sc.Next() {
 		if err := w.Write(sc.RecordBatch()); err != nil {
@@ -205,8 +212,12 @@ func (s *FlightService) ListFlights(_ *flight.Criteria, stream flight.FlightServ
 	if err != nil {
 		return flightErr(err)
 	}
-	schema := flight.SerializeSchema(ScanSchema, memory.DefaultAllocator)
 	for _, t := range ts {
+		sch, err := ScanSchemaOf(t, nil)
+		if err != nil {
+			sch = ScanSchema // a stored schema this node cannot read: scans of it fail
+		}
+		schema := flight.SerializeSchema(sch, memory.DefaultAllocator)
 		if err := stream.Send(&flight.FlightInfo{Schema: schema, TotalRecords: -1, TotalBytes: -1,
 			FlightDescriptor: &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{t.Name}}}); err != nil {
 			return err

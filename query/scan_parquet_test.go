@@ -45,8 +45,9 @@ func TestExportParquetReadByDuckDB(t *testing.T) {
 		t.Fatalf("%d files, want %d", len(files), parts*flushes)
 	}
 	for _, f := range files {
-		want := filepath.Join(out, "topic=pq", fmt.Sprintf("partition=%d", f.Partition), "window="+f.WindowStart.Format("20060102T150405Z")+".parquet")
-		if f.Path != want || f.Rows != perFlush || f.Bytes == 0 {
+		want := filepath.Join(out, "topic=pq", fmt.Sprintf("partition=%d", f.Partition), "date=2026-01-01", "hour=00",
+			fmt.Sprintf("part-%d-%d.parquet", f.First, f.Last))
+		if f.Path != want || f.Rows != perFlush || f.Bytes == 0 || f.Last-f.First != perFlush-1 {
 			t.Fatalf("file %+v, want path %s and %d rows", f, want, perFlush)
 		}
 	}
@@ -56,7 +57,7 @@ func TestExportParquetReadByDuckDB(t *testing.T) {
 	}
 
 	dir := testenv.InteropDir(t)
-	cmd := exec.Command("node", filepath.Join(dir, "read_parquet.mjs"), filepath.Join(out, "*", "*", "*.parquet"))
+	cmd := exec.Command("node", filepath.Join(dir, "read_parquet.mjs"), filepath.Join(out, "*", "*", "*", "*", "*.parquet"))
 	cmd.Dir = dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

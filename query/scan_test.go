@@ -177,11 +177,13 @@ func batchRows(rec arrow.RecordBatch) []row {
 	}
 	var out []row
 	for i := range int(rec.NumRows()) {
-		r := row{Topic: topic.Value(i), Partition: part.Value(i), Offset: off.Value(i), Timestamp: int64(ts.Value(i)),
+		// Strings alias the batch's buffers, which are recycled once it is
+		// released: copy them.
+		r := row{Topic: strings.Clone(topic.Value(i)), Partition: part.Value(i), Offset: off.Value(i), Timestamp: int64(ts.Value(i)),
 			Key: bytesAt(key, i), Value: bytesAt(val, i)}
 		start, end := hl.ValueOffsets(i)
 		for j := int(start); j < int(end); j++ {
-			r.Headers = append(r.Headers, segment.Header{Key: hk.Value(j), Value: bytesAt(hv, j)})
+			r.Headers = append(r.Headers, segment.Header{Key: strings.Clone(hk.Value(j)), Value: bytesAt(hv, j)})
 		}
 		out = append(out, r)
 	}
@@ -476,18 +478,23 @@ func TestScanMemoryIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := int64(0)
+	rows, produced := int64(0), int64(0)
 	for sc.Next() {
 		rows += sc.RecordBatch().NumRows()
+		for _, c := range sc.RecordBatch().Columns() {
+			produced += dataBytes(c.Data())
+		}
 		time.Sleep(2 * time.Millisecond) // a slow consumer: readers run ahead until the bound
 	}
 	sc.Release()
 	if sc.Err() != nil || rows != 24*400 {
 		t.Fatalf("%d rows: %v", rows, sc.Err())
 	}
-	t.Logf("Arrow bytes: peak %d, allocated over the scan %d, bound %d", alloc.peak, alloc.allocated, bound)
-	if alloc.peak > bound || alloc.allocated < 4*bound {
-		t.Fatalf("peak %d bytes held (bound %d) of %d allocated over the scan", alloc.peak, bound, alloc.allocated)
+	// Buffers of released batches are recycled, so the allocator may see
+	// less than the scan produced.
+	t.Logf("Arrow bytes: peak %d, allocated over the scan %d, produced %d, bound %d", alloc.peak, alloc.allocated, produced, bound)
+	if alloc.peak > bound || produced < 3*bound {
+		t.Fatalf("peak %d bytes held (bound %d) while producing %d", alloc.peak, bound, produced)
 	}
 	if alloc.cur != 0 {
 		t.Fatalf("%d bytes leaked", alloc.cur)
@@ -515,4 +522,52 @@ func TestScanTopicDeletedMidScan(t *testing.T) {
 	if !errors.Is(sc.Err(), metadata.ErrTopicNotFound) {
 		t.Fatalf("err %v, want ErrTopicNotFound", sc.Err())
 	}
+}
+
+// TestScanFromBlockCache: blocks a fetch node already holds decoded are
+// scanned from its cache, without a GET, and give the same rows.
+func TestScanFromBlockCache(t *testing.T) {
+	e := newScanEnv(t)
+	e.produceFlushes(t, "cached", 2, 3, 40, 1_700_000_000_000)
+	f := query.NewFetcher(e.store, e.meta, e.index, query.NewBlockCache(64<<20), nil, nil)
+	var want []row
+	for p := range int32(2) {
+		want = append(want, fetchRange(t, f, "cached", p, 0, 120, 0, 0, nil)...)
+	}
+	e.store.Reset()
+	sc, err := f.Scan(context.Background(), query.ScanRequest{Topic: "cached", FromOffset: 10, MaxBatchRecords: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := rowsOf(t, sc)
+	sc.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantFrom10 []row
+	for _, r := range want {
+		if r.Offset >= 10 {
+			wantFrom10 = append(wantFrom10, r)
+		}
+	}
+	sameRows(t, got, wantFrom10)
+	for _, c := range e.store.Calls() {
+		if c.Op == tier.OpGet {
+			t.Fatalf("a scan of cached blocks read %s", c.Key)
+		}
+	}
+}
+
+// dataBytes is the length of an array's buffers, children included.
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	return n
 }

@@ -32,6 +32,10 @@ type ScanOptions struct {
 	// To is exclusive; the zero time means no bound.
 	To   time.Time
 	Keys [][]byte
+	// Columns to return, in schema order whatever the order given (empty:
+	// the default; see docs/scan.md). A topic with a schema adds its typed
+	// columns and _error; an unknown name is connect.CodeInvalidArgument.
+	Columns []string
 	// MaxBatchRecords caps the rows of a batch (0: the server's default).
 	MaxBatchRecords int32
 	// Progress, if set, is called from the reading goroutine after each
@@ -51,7 +55,10 @@ type ScanProgress struct {
 // Scan reads a range of a topic as Arrow record batches over the
 // server-streaming ScanService.Scan RPC. Columns: topic, partition, offset,
 // timestamp (ms, UTC), key, value (binary, null when null) and headers
-// (list of key/value structs). Batches of a partition come in offset order.
+// (list of key/value structs); for a topic with a schema, by default
+// topic, partition, offset, timestamp, key, one typed column per schema
+// field and _error (why a value did not match; null when it did).
+// Batches of a partition come in offset order.
 //
 // Bad input (unknown topic: connect.CodeNotFound; inverted or negative
 // ranges, bad partitions: connect.CodeInvalidArgument) fails here. A
@@ -62,7 +69,7 @@ type ScanProgress struct {
 func (c *Client) Scan(ctx context.Context, topic string, opts ScanOptions) (array.RecordReader, error) {
 	req := &varvev1.ScanRequest{
 		Topic: topic, Partitions: opts.Partitions, FromOffset: opts.FromOffset, ToOffset: opts.ToOffset,
-		Keys: opts.Keys, MaxBatchRecords: opts.MaxBatchRecords,
+		Keys: opts.Keys, MaxBatchRecords: opts.MaxBatchRecords, Columns: opts.Columns,
 	}
 	if !opts.From.IsZero() {
 		req.FromTimestampMs = opts.From.UnixMilli()

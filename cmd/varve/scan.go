@@ -24,11 +24,12 @@ import (
 
 	"github.com/varve-io/varve/query"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/tier"
 )
 
 func newScanCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "scan TOPIC [--from TIME|OFFSET] [--to TIME|OFFSET] [--partition P]... [--key K]... [--format table|csv|jsonl|arrow|parquet] [-o FILE]",
+		Use:   "scan TOPIC [--from TIME|OFFSET] [--to TIME|OFFSET] [--partition P]... [--key K]... [--columns C,...] [--format table|csv|jsonl|arrow|parquet] [-o FILE|DIR|s3://BUCKET/PREFIX]",
 		Short: "Read a range of a topic for analysis (Arrow, Parquet, CSV, ...)",
 		Long: `Read a range of a topic, as it is when the scan starts, in one of several
 formats. The server reads only the blocks that overlap the range, in parallel.
@@ -48,7 +49,17 @@ partition from its log start to its current end.
   parquet  a Parquet file: zstd, column statistics (-o required). With
            --window DURATION, -o is a directory and gets one file per
            partition and window of record timestamps, Hive-style:
-           DIR/topic=T/partition=P/window=20260102T150000Z.parquet
+           DIR/topic=T/partition=P/date=2026-01-02/hour=15/part-<first>-<last>.parquet
+           (no hour= level for windows of a day or more). -o s3://BUCKET/PREFIX
+           writes the same tree to a bucket (one file per partition without
+           --window), each file uploaded whole once complete; credentials
+           come from the AWS environment (AWS_ACCESS_KEY_ID, ..., profiles,
+           roles), the endpoint from --s3-endpoint (or VARVE_S3_ENDPOINT).
+
+--columns picks columns (default: all for a topic without a schema; for a
+topic with a schema topic, partition, offset, timestamp, key, its typed
+fields and _error, the reason a value did not match). Columns come in
+schema order.
 
 A progress bar goes to stderr when it is a terminal (--progress always|never
 to force).`,
@@ -65,7 +76,11 @@ to force).`,
 	f.StringP("output", "o", "", "write to this file instead of stdout")
 	f.String("progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
 	f.Int32("batch", 0, "records per Arrow batch (0: the server's default)")
-	f.Duration("window", 0, "with --format parquet: -o is a directory, one file per partition and window")
+	f.Duration("window", 0, "with --format parquet: -o is a directory or bucket prefix, one file per partition and window")
+	f.StringSlice("columns", nil, "columns to return (default: see above)")
+	f.String("s3-endpoint", os.Getenv("VARVE_S3_ENDPOINT"), "S3 endpoint URL for -o s3://… on S3-compatible stores (env VARVE_S3_ENDPOINT)")
+	f.String("s3-region", os.Getenv("VARVE_S3_REGION"), "S3 region for -o s3://… (env VARVE_S3_REGION; default: the AWS environment's)")
+	f.Bool("s3-path-style", os.Getenv("VARVE_S3_PATH_STYLE") == "true", "path-style S3 addressing for -o s3://… (MinIO; env VARVE_S3_PATH_STYLE=true)")
 	return cmd
 }
 
@@ -108,6 +123,21 @@ func runScan(cmd *cobra.Command, args []string) error {
 	if window < 0 || (window > 0 && format != "parquet") {
 		return errors.New("--window is a positive duration, with --format parquet only")
 	}
+	toBucket := strings.HasPrefix(output, "s3://")
+	if toBucket && format != "parquet" {
+		return errors.New("-o s3://… is for --format parquet only")
+	}
+	var store tier.Store
+	if toBucket {
+		var s3c tier.S3Config
+		s3c.Endpoint, _ = f.GetString("s3-endpoint")
+		s3c.Region, _ = f.GetString("s3-region")
+		s3c.PathStyle, _ = f.GetBool("s3-path-style")
+		var err error
+		if store, err = tier.Open(cmd.Context(), output, s3c); err != nil {
+			return err
+		}
+	}
 	switch progress {
 	case "auto", "always", "never":
 	default:
@@ -128,6 +158,7 @@ func runScan(cmd *cobra.Command, args []string) error {
 		return errors.New("--to 0 would read nothing")
 	}
 	opts.Partitions, _ = f.GetInt32Slice("partition")
+	opts.Columns, _ = f.GetStringSlice("columns")
 	keys, _ := f.GetStringArray("key")
 	for _, k := range keys {
 		opts.Keys = append(opts.Keys, []byte(k))
@@ -159,8 +190,13 @@ func runScan(cmd *cobra.Command, args []string) error {
 	}
 	defer rd.Release()
 
-	if window > 0 {
-		files, err := query.ExportParquet(ctx, rd, output, query.ParquetOptions{Window: window})
+	if window > 0 || toBucket {
+		var files []query.ExportedFile
+		if toBucket {
+			files, err = query.ExportParquetToStore(ctx, rd, store, "", query.ParquetOptions{Window: window})
+		} else {
+			files, err = query.ExportParquet(ctx, rd, output, query.ParquetOptions{Window: window})
+		}
 		if bar != nil {
 			_ = bar.Finish()
 		}
@@ -307,6 +343,9 @@ func text(b []byte, null string) string {
 }
 
 func writeText(w io.Writer, rd array.RecordReader, format string) (int64, error) {
+	if !rd.Schema().Equal(query.ScanSchema) {
+		return writeColumns(w, rd, format)
+	}
 	var rows int64
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
@@ -374,4 +413,160 @@ func cut(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"
+}
+
+// writeColumns writes any scan schema (typed columns, a column subset) as
+// text: a column per field, in order. Binary cells are text when UTF-8,
+// else base64:…; headers a JSON array; typed cells as Arrow prints them
+// (JSON values in jsonl). Null is an empty field in CSV, (null) in a
+// table, null in JSON.
+func writeColumns(w io.Writer, rd array.RecordReader, format string) (int64, error) {
+	fields := rd.Schema().Fields()
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f.Name
+	}
+	var cw *csv.Writer
+	var tw *tabwriter.Writer
+	switch format {
+	case "csv":
+		cw = csv.NewWriter(w)
+		_ = cw.Write(names)
+	case "table":
+		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.ToUpper(strings.Join(names, "\t")))
+	}
+	var rows int64
+	var line []byte
+	cells := make([]string, len(fields))
+	for rd.Next() {
+		rec := rd.RecordBatch()
+		for i := range int(rec.NumRows()) {
+			if format == "jsonl" {
+				line = append(line[:0], '{')
+				for c, f := range fields {
+					if c > 0 {
+						line = append(line, ',')
+					}
+					k, _ := json.Marshal(f.Name)
+					line = append(append(line, k...), ':')
+					v, err := json.Marshal(jsonCell(rec.Column(c), i))
+					if err != nil {
+						return rows, fmt.Errorf("column %s: %w", f.Name, err)
+					}
+					line = append(line, v...)
+				}
+				line = append(line, '}', '\n')
+				if _, err := w.Write(line); err != nil {
+					return rows, err
+				}
+			} else {
+				for c := range fields {
+					cells[c] = textCell(rec.Column(c), i, format == "table")
+				}
+				if cw != nil {
+					if err := cw.Write(cells); err != nil {
+						return rows, err
+					}
+				} else {
+					fmt.Fprintln(tw, strings.Join(cells, "\t"))
+				}
+			}
+			rows++
+		}
+		if tw != nil {
+			if err := tw.Flush(); err != nil {
+				return rows, err
+			}
+		}
+	}
+	if cw != nil {
+		cw.Flush()
+		if err := cw.Error(); err != nil {
+			return rows, err
+		}
+	}
+	return rows, nil
+}
+
+// jsonCell is row i of a as a JSON-marshalable value.
+func jsonCell(a arrow.Array, i int) any {
+	if a.IsNull(i) {
+		return nil
+	}
+	switch a := a.(type) {
+	case *array.Binary:
+		return text(a.Value(i), "")
+	case *array.Timestamp:
+		unit := a.DataType().(*arrow.TimestampType).Unit
+		return a.Value(i).ToTime(unit).UTC().Format(time.RFC3339Nano)
+	case *array.List:
+		if hs, ok := headersOf(a, i); ok {
+			return hs
+		}
+	}
+	return a.GetOneForMarshal(i)
+}
+
+// headersOf reads row i of a headers column (list<struct<key, value>>).
+func headersOf(a *array.List, i int) ([]jsonHeader, bool) {
+	st, ok := a.ListValues().(*array.Struct)
+	if !ok || st.NumField() != 2 {
+		return nil, false
+	}
+	hk, ok1 := st.Field(0).(*array.String)
+	hv, ok2 := st.Field(1).(*array.Binary)
+	if !ok1 || !ok2 {
+		return nil, false
+	}
+	s, e := a.ValueOffsets(i)
+	out := []jsonHeader{}
+	for j := int(s); j < int(e); j++ {
+		h := jsonHeader{Key: hk.Value(j)}
+		h.Value, h.ValueEncoding = jsonBytes(binAt(hv, j))
+		out = append(out, h)
+	}
+	return out, true
+}
+
+// textCell is row i of a for CSV (null: empty) or a table (null: (null),
+// cut to 60 characters).
+func textCell(a arrow.Array, i int, table bool) string {
+	null := ""
+	if table {
+		null = "(null)"
+	}
+	if a.IsNull(i) {
+		return null
+	}
+	var s string
+	switch v := jsonCell(a, i).(type) {
+	case string:
+		s = v
+	case []jsonHeader:
+		if table {
+			var hs []string
+			for _, h := range v {
+				hv := "(null)"
+				if h.Value != nil {
+					hv = *h.Value
+				}
+				hs = append(hs, h.Key+"="+cut(hv, 20))
+			}
+			s = strings.Join(hs, " ")
+		} else {
+			b, _ := json.Marshal(v)
+			s = string(b)
+		}
+	default:
+		s = a.ValueStr(i)
+		if _, ok := a.(*array.Struct); ok || a.DataType().ID() == arrow.LIST {
+			b, _ := json.Marshal(v)
+			s = string(b)
+		}
+	}
+	if table {
+		return cut(s, 60)
+	}
+	return s
 }

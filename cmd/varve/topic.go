@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -14,21 +16,28 @@ import (
 func newTopicCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "topic",
-		Short: "Create, list, describe and delete topics",
+		Short: "Create, list, describe, alter and delete topics",
 		Args:  cobra.NoArgs,
 	}
 	addClientFlags(cmd)
-	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicDeleteCmd())
+	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicAlterCmd(), newTopicDeleteCmd())
 	return cmd
 }
 
 func newTopicCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "create NAME --partitions N [--retention-ms X] [--retention-bytes Y] [--cleanup-policy delete|compact] [--max-record-bytes Z]",
+		Use:   "create NAME --partitions N [--retention-ms X] [--retention-bytes Y] [--cleanup-policy delete|compact] [--max-record-bytes Z] [--schema FILE|JSON]",
 		Short: "Create a topic",
 		Long: `Create a topic. Settings not given take the cluster defaults:
 --retention-ms -1 keeps records forever, --retention-bytes -1 keeps any
-number of bytes.`,
+number of bytes.
+
+--schema describes JSON record values as typed columns for scans: a JSON
+list of fields, given inline or as the name of a file holding it:
+  [{"name": "user", "type": "utf8"}, {"name": "amount", "type": "float64", "nullable": false},
+   {"name": "at", "type": "timestamp[ms]", "json": "timestamp"}]
+Types: bool, int8…int64, uint8…uint64, float32, float64, utf8, binary,
+timestamp[s|ms|us|ns], date32, list<T>, struct<name: T, ...>.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -41,6 +50,8 @@ number of bytes.`,
 			cfg.RetentionMs, _ = f.GetInt64("retention-ms")
 			cfg.RetentionBytes, _ = f.GetInt64("retention-bytes")
 			cfg.MaxRecordBytes, _ = f.GetInt32("max-record-bytes")
+			cfg.DeleteRetentionMs, _ = f.GetInt64("delete-retention-ms")
+			cfg.MinCompactionLagMs, _ = f.GetInt64("min-compaction-lag-ms")
 			switch policy, _ := f.GetString("cleanup-policy"); policy {
 			case "":
 			case "delete":
@@ -49,6 +60,13 @@ number of bytes.`,
 				cfg.CleanupPolicy = varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT
 			default:
 				return fmt.Errorf("--cleanup-policy must be delete or compact, not %q", policy)
+			}
+			if sch, _ := f.GetString("schema"); sch != "" {
+				ts, err := readSchemaFlag(sch)
+				if err != nil {
+					return err
+				}
+				cfg.Schema = ts
 			}
 			t, err := newClient(cmd).CreateTopic(cmd.Context(), name, partitions, cfg)
 			if err != nil {
@@ -63,7 +81,80 @@ number of bytes.`,
 	f.Int64("retention-ms", 0, "keep records this many milliseconds (-1 forever; 0 the cluster default)")
 	f.Int64("retention-bytes", 0, "keep at most this many bytes per partition (-1 or 0: no limit)")
 	f.String("cleanup-policy", "", "delete or compact (default delete)")
+	f.Int64("delete-retention-ms", 0, "compacted topics: keep tombstones this many milliseconds (0: one day)")
+	f.Int64("min-compaction-lag-ms", 0, "compacted topics: never compact records younger than this many milliseconds")
 	f.Int32("max-record-bytes", 0, "largest record accepted, key + value + headers (0: the cluster default)")
+	f.String("schema", "", "value schema for typed scans: a JSON field list, or a file holding one")
+	return cmd
+}
+
+// readSchemaFlag reads --schema: inline JSON (it starts with '[') or the
+// name of a file holding it.
+func readSchemaFlag(v string) (*varvev1.TopicSchema, error) {
+	text := strings.TrimSpace(v)
+	if !strings.HasPrefix(text, "[") {
+		b, err := os.ReadFile(v)
+		if err != nil {
+			return nil, fmt.Errorf("--schema is neither a JSON field list nor a readable file: %w", err)
+		}
+		text = string(b)
+	}
+	return &varvev1.TopicSchema{Format: varvev1.SchemaFormat_SCHEMA_FORMAT_JSON, Fields: text}, nil
+}
+
+func newTopicAlterCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "alter NAME [--schema FILE|JSON | --clear-schema] [--retention-ms X] [--retention-bytes Y] [--max-record-bytes Z] [--partitions N]",
+		Short: "Change a topic's settings in place",
+		Long: `Change a topic's settings; the topic keeps its records and id. Only the
+settings given change. A schema applies to every record scanned afterwards,
+old or new. Partitions can only grow (keyed records then map to other
+partitions than before).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			f := cmd.Flags()
+			req := &varvev1.UpdateTopicRequest{}
+			if f.Changed("retention-ms") {
+				v, _ := f.GetInt64("retention-ms")
+				req.RetentionMs = &v
+			}
+			if f.Changed("retention-bytes") {
+				v, _ := f.GetInt64("retention-bytes")
+				req.RetentionBytes = &v
+			}
+			if f.Changed("max-record-bytes") {
+				v, _ := f.GetInt32("max-record-bytes")
+				req.MaxRecordBytes = &v
+			}
+			if f.Changed("partitions") {
+				v, _ := f.GetInt32("partitions")
+				req.Partitions = &v
+			}
+			if f.Changed("schema") {
+				v, _ := f.GetString("schema")
+				ts, err := readSchemaFlag(v)
+				if err != nil {
+					return err
+				}
+				req.Schema = ts
+			}
+			req.ClearSchema, _ = f.GetBool("clear-schema")
+			t, err := newClient(cmd).UpdateTopic(cmd.Context(), name, req)
+			if err != nil {
+				return clientError(cmd, name, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "altered topic %s\n", t.GetName())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.Int64("retention-ms", 0, "keep records this many milliseconds (-1 forever)")
+	f.Int64("retention-bytes", 0, "keep at most this many bytes per partition (-1: no limit)")
+	f.Int32("max-record-bytes", 0, "largest record accepted, key + value + headers")
+	f.Int32("partitions", 0, "grow to this many partitions")
+	f.String("schema", "", "set or replace the value schema: a JSON field list, or a file holding one")
+	f.Bool("clear-schema", false, "remove the value schema")
 	return cmd
 }
 
@@ -122,7 +213,14 @@ func newTopicDescribeCmd() *cobra.Command {
 			fmt.Fprintf(w, "retention-ms:\t%s\n", limit(c.GetRetentionMs(), "forever"))
 			fmt.Fprintf(w, "retention-bytes:\t%s\n", limit(c.GetRetentionBytes(), "unlimited"))
 			fmt.Fprintf(w, "cleanup-policy:\t%s\n", policyName(c.GetCleanupPolicy()))
+			if c.GetCleanupPolicy() == varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT {
+				fmt.Fprintf(w, "delete-retention-ms:\t%d\n", c.GetDeleteRetentionMs())
+				fmt.Fprintf(w, "min-compaction-lag-ms:\t%d\n", c.GetMinCompactionLagMs())
+			}
 			fmt.Fprintf(w, "max-record-bytes:\t%s\n", limit(int64(c.GetMaxRecordBytes()), "unlimited"))
+			if sch := c.GetSchema(); sch != nil {
+				fmt.Fprintf(w, "schema:\t%s\n", sch.GetFields())
+			}
 			if err := w.Flush(); err != nil {
 				return err
 			}
