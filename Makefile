@@ -23,9 +23,9 @@ GEN_STAMP   := $(TOOLS)/gen-$(PROTOC_GEN_GO_VERSION)-$(CONNECT_GEN_VERSION).stam
 BUF_STAMP   := $(TOOLS)/buf-$(shell sed -n 's/.*bufbuild\/buf \(v[^ ]*\).*/\1/p' tools/go.mod | head -n1).stamp
 
 # Packages whose tests exercise concurrency run under the race detector.
-RACE_PKGS := ./ingest/... ./query/... ./metadata/... ./node/... ./sdk/...
+RACE_PKGS := ./ingest/... ./query/... ./metadata/... ./node/... ./sdk/... ./tier/...
 
-.PHONY: all build test generate gen-tmp check-generated lint bench bench-go bench-check redis-server tools clean terraform-test
+.PHONY: soak all build test generate gen-tmp check-generated lint bench bench-go bench-check redis-server tools clean terraform-test
 
 all: build
 
@@ -90,6 +90,11 @@ lint:
 test: tools check-generated lint terraform-test
 	VARVE_MINIO_BIN=$(TOOLBIN)/minio $(GO) test -count=1 -timeout 30m ./...
 	VARVE_MINIO_BIN=$(TOOLBIN)/minio $(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+
+# The randomized history test with many kill -9 rounds (porcupine-checked):
+# VARVE_SOAK_ROUNDS rounds, 100 by default; `make test` runs a short version.
+soak: tools
+	VARVE_MINIO_BIN=$(TOOLBIN)/minio VARVE_SOAK_ROUNDS=$${VARVE_SOAK_ROUNDS:-100} $(GO) test -count=1 -timeout 60m -run TestRandomizedHistory -v ./internal/e2e/
 
 # Terraform modules (fmt, tflint offline, HCL checks) and the provider's
 # acceptance tests against a real `varve dev` and the real terraform CLI.

@@ -40,13 +40,40 @@ func topicToProto(t metadata.Topic) *varvev1.Topic {
 	if t.CleanupPolicy == metadata.CleanupCompact {
 		cp = varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT
 	}
-	return &varvev1.Topic{
+	out := &varvev1.Topic{
 		Name: t.Name, Partitions: t.Partitions, Id: t.ID, CreatedMs: t.CreatedMs,
 		Config: &varvev1.TopicConfig{
 			RetentionMs: t.RetentionMs, RetentionBytes: t.RetentionBytes,
 			CleanupPolicy: cp, MaxRecordBytes: t.MaxRecordBytes,
+			DeleteRetentionMs: t.DeleteRetentionMs, MinCompactionLagMs: t.MinCompactionLagMs,
 		},
 	}
+	if t.Schema != nil {
+		out.Config.Schema = &varvev1.TopicSchema{Format: varvev1.SchemaFormat_SCHEMA_FORMAT_JSON, Fields: t.Schema.Fields}
+	}
+	return out
+}
+
+// topicSchema checks a schema given over the API and returns its
+// canonical form (query.ParseTopicSchema).
+func topicSchema(topic string, ts *varvev1.TopicSchema) (*metadata.TopicSchema, error) {
+	ms := metadata.TopicSchema{Fields: ts.GetFields()}
+	switch ts.GetFormat() {
+	case varvev1.SchemaFormat_SCHEMA_FORMAT_JSON, varvev1.SchemaFormat_SCHEMA_FORMAT_UNSPECIFIED:
+		ms.Format = metadata.SchemaJSON
+	case varvev1.SchemaFormat_SCHEMA_FORMAT_PROTOBUF:
+		ms.Format = "protobuf"
+	case varvev1.SchemaFormat_SCHEMA_FORMAT_AVRO:
+		ms.Format = "avro"
+	default:
+		return nil, badRequest("topic %q: unknown schema format %d", topic, ts.GetFormat())
+	}
+	vs, err := query.ParseTopicSchema(ms)
+	if err != nil {
+		return nil, toConnect(fmt.Errorf("topic %q: %w", topic, err))
+	}
+	c := vs.Canonical()
+	return &c, nil
 }
 
 func (s *topicService) CreateTopic(ctx context.Context, req *connect.Request[varvev1.CreateTopicRequest]) (*connect.Response[varvev1.CreateTopicResponse], error) {
@@ -54,12 +81,20 @@ func (s *topicService) CreateTopic(ctx context.Context, req *connect.Request[var
 	t := metadata.Topic{Name: m.GetName(), Partitions: m.GetPartitions()}
 	if c := m.GetConfig(); c != nil {
 		t.RetentionMs, t.RetentionBytes, t.MaxRecordBytes = c.GetRetentionMs(), c.GetRetentionBytes(), c.GetMaxRecordBytes()
+		t.DeleteRetentionMs, t.MinCompactionLagMs = c.GetDeleteRetentionMs(), c.GetMinCompactionLagMs()
 		switch c.GetCleanupPolicy() {
 		case varvev1.CleanupPolicy_CLEANUP_POLICY_UNSPECIFIED, varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE:
 		case varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT:
 			t.CleanupPolicy = metadata.CleanupCompact
 		default:
 			return nil, badRequest("unknown cleanup policy %d", c.GetCleanupPolicy())
+		}
+		if c.GetSchema() != nil {
+			sch, err := topicSchema(m.GetName(), c.GetSchema())
+			if err != nil {
+				return nil, err
+			}
+			t.Schema = sch
 		}
 	}
 	created, err := s.meta.CreateTopic(ctx, t)
@@ -98,6 +133,59 @@ func (s *topicService) DescribeTopic(ctx context.Context, req *connect.Request[v
 		})
 	}
 	return connect.NewResponse(out), nil
+}
+
+// UpdateTopic changes retention, the record size limit and the schema in
+// place, and grows partitions; the topic keeps its id and records.
+func (s *topicService) UpdateTopic(ctx context.Context, req *connect.Request[varvev1.UpdateTopicRequest]) (*connect.Response[varvev1.UpdateTopicResponse], error) {
+	m := req.Msg
+	if m.GetSchema() != nil && m.GetClearSchema() {
+		return nil, badRequest("update topic %q: schema and clear_schema together", m.GetName())
+	}
+	if m.RetentionMs == nil && m.RetentionBytes == nil && m.MaxRecordBytes == nil && m.Partitions == nil && m.GetSchema() == nil && !m.GetClearSchema() {
+		return nil, badRequest("update topic %q: nothing to change", m.GetName())
+	}
+	var sch *metadata.TopicSchema
+	if m.GetSchema() != nil {
+		var err error
+		if sch, err = topicSchema(m.GetName(), m.GetSchema()); err != nil {
+			return nil, err
+		}
+	}
+	t, err := s.meta.UpdateTopic(ctx, m.GetName(), func(t *metadata.Topic) error {
+		if m.RetentionMs != nil {
+			if m.GetRetentionMs() == 0 {
+				return fmt.Errorf("%w: update topic %q: retention_ms 0; give -1 (forever) or a positive value", metadata.ErrInvalidArgument, t.Name)
+			}
+			t.RetentionMs = m.GetRetentionMs()
+		}
+		if m.RetentionBytes != nil {
+			if m.GetRetentionBytes() == 0 {
+				return fmt.Errorf("%w: update topic %q: retention_bytes 0; give -1 (unlimited) or a positive value", metadata.ErrInvalidArgument, t.Name)
+			}
+			t.RetentionBytes = m.GetRetentionBytes()
+		}
+		if m.MaxRecordBytes != nil {
+			if m.GetMaxRecordBytes() == 0 {
+				return fmt.Errorf("%w: update topic %q: max_record_bytes 0; give a positive value", metadata.ErrInvalidArgument, t.Name)
+			}
+			t.MaxRecordBytes = m.GetMaxRecordBytes()
+		}
+		if m.Partitions != nil {
+			t.Partitions = m.GetPartitions()
+		}
+		if sch != nil {
+			t.Schema = sch
+		}
+		if m.GetClearSchema() {
+			t.Schema = nil
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&varvev1.UpdateTopicResponse{Topic: topicToProto(t)}), nil
 }
 
 func (s *topicService) DeleteTopic(ctx context.Context, req *connect.Request[varvev1.DeleteTopicRequest]) (*connect.Response[varvev1.DeleteTopicResponse], error) {
@@ -147,7 +235,23 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 		}
 		recs[i] = ingest.Record{Partition: pr.GetPartition(), Record: rec}
 	}
-	res, err := s.in.Produce(ctx, m.GetTopic(), recs)
+	var res []ingest.Result
+	var err error
+	if m.GetProducerId() == 0 {
+		if m.GetProducerEpoch() != 0 || len(m.GetSequences()) > 0 {
+			return nil, badRequest("produce to %q: producer_epoch and sequences need a producer_id", m.GetTopic())
+		}
+		res, err = s.in.Produce(ctx, m.GetTopic(), recs)
+	} else {
+		idem := ingest.Idempotence{ProducerID: m.GetProducerId(), Epoch: m.GetProducerEpoch(), Sequences: make(map[int32]int32, len(m.GetSequences()))}
+		for _, ps := range m.GetSequences() {
+			if _, dup := idem.Sequences[ps.GetPartition()]; dup {
+				return nil, badRequest("produce to %q: partition %d has two sequences", m.GetTopic(), ps.GetPartition())
+			}
+			idem.Sequences[ps.GetPartition()] = ps.GetFirstSequence()
+		}
+		res, err = s.in.ProduceIdempotent(ctx, m.GetTopic(), recs, idem)
+	}
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -156,6 +260,19 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 		out.Results[i] = &varvev1.ProduceResult{Partition: r.Partition, Offset: r.Offset}
 	}
 	return connect.NewResponse(out), nil
+}
+
+func (s *produceService) InitProducer(ctx context.Context, req *connect.Request[varvev1.InitProducerRequest]) (*connect.Response[varvev1.InitProducerResponse], error) {
+	if s.in == nil {
+		return nil, unavailable(RoleIngest)
+	}
+	p, err := s.in.InitProducer(ctx, req.Msg.GetProducerId())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&varvev1.InitProducerResponse{
+		ProducerId: p.ID, ProducerEpoch: p.Epoch, StateTtlMs: p.TTL.Milliseconds(),
+	}), nil
 }
 
 // fetchService implements FetchService on a Fetcher.

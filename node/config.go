@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/tier/compact"
+	"github.com/varve-io/varve/tier/gc"
 )
 
 // Roles a node can run.
@@ -32,10 +34,17 @@ type Config struct {
 	S3Region    string `koanf:"s3_region"`
 	S3PathStyle bool   `koanf:"s3_path_style"`
 
-	FlushBytes      int           `koanf:"flush_bytes"`
-	Linger          time.Duration `koanf:"linger"`
-	MaxBufferBytes  int64         `koanf:"max_buffer_bytes"`
-	CacheBytes      int64         `koanf:"cache_bytes"`
+	FlushBytes     int           `koanf:"flush_bytes"`
+	Linger         time.Duration `koanf:"linger"`
+	MaxBufferBytes int64         `koanf:"max_buffer_bytes"`
+	// ProducerStateTTL is how long an idempotent producer's state lives in
+	// etcd after its last commit (see docs/idempotence.md).
+	ProducerStateTTL time.Duration `koanf:"producer_state_ttl"`
+	CacheBytes       int64         `koanf:"cache_bytes"`
+	// CacheDir holds the fetch role's disk cache of blocks (kept across
+	// restarts); empty: no disk tier. DiskCacheBytes bounds it.
+	CacheDir        string        `koanf:"cache_dir"`
+	DiskCacheBytes  int64         `koanf:"disk_cache_bytes"`
 	MaxRequestBytes int           `koanf:"max_request_bytes"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 
@@ -45,22 +54,54 @@ type Config struct {
 	// FlightListen is the Arrow Flight address of the fetch role (scans);
 	// empty: no Flight server.
 	FlightListen string `koanf:"flight_listen"`
+
+	// Janitor of the compact role (docs/gc.md): how often retention runs,
+	// how often the bucket is swept for unreferenced objects and how long
+	// they must have been unreferenced first, how often etcd's revision
+	// history is compacted (0: never, etcd compacts itself) and how much of
+	// it is kept.
+	RetentionCheckInterval time.Duration `koanf:"retention_check_interval"`
+	GCInterval             time.Duration `koanf:"gc_interval"`
+	GCGrace                time.Duration `koanf:"gc_grace"`
+	EtcdCompactionInterval time.Duration `koanf:"etcd_compaction_interval"`
+	EtcdHistoryRetain      time.Duration `koanf:"etcd_history_retain"`
+
+	// Compaction of the compact role (docs/compaction.md): how often every
+	// partition is looked at, the stored size of the objects it writes, and
+	// how many level-0 index entries in a row make a partition worth it.
+	CompactionInterval    time.Duration `koanf:"compaction_interval"`
+	CompactionTargetBytes int64         `koanf:"compaction_target_bytes"`
+	CompactionMinEntries  int           `koanf:"compaction_min_entries"`
 }
 
 // DefaultConfig returns the defaults every flag starts from.
 func DefaultConfig() Config {
 	return Config{
-		Roles:           []string{RoleIngest, RoleFetch},
-		Listen:          "127.0.0.1:7700",
-		FlushBytes:      ingest.DefaultFlushBytes,
-		Linger:          ingest.DefaultLinger,
-		MaxBufferBytes:  ingest.DefaultMaxBufferBytes,
-		CacheBytes:      256 << 20,
-		MaxRequestBytes: 64 << 20,
-		ShutdownTimeout: 30 * time.Second,
-		S3Region:        "us-east-1",
-		LogLevel:        "info",
-		LogFormat:       "text",
+		Roles:            []string{RoleIngest, RoleFetch},
+		Listen:           "127.0.0.1:7700",
+		FlushBytes:       ingest.DefaultFlushBytes,
+		Linger:           ingest.DefaultLinger,
+		MaxBufferBytes:   ingest.DefaultMaxBufferBytes,
+		ProducerStateTTL: ingest.DefaultProducerStateTTL,
+		CacheBytes:       256 << 20,
+		DiskCacheBytes:   4 << 30,
+		MaxRequestBytes:  64 << 20,
+		ShutdownTimeout:  30 * time.Second,
+		S3Region:         "us-east-1",
+		LogLevel:         "info",
+		LogFormat:        "text",
+
+		// The compact role's janitor (tier/gc).
+		RetentionCheckInterval: gc.DefaultRetentionInterval,
+		GCInterval:             gc.DefaultGCInterval,
+		GCGrace:                gc.DefaultGrace,
+		EtcdCompactionInterval: gc.DefaultHistoryInterval,
+		EtcdHistoryRetain:      gc.DefaultHistoryRetain,
+
+		// The compact role's compactor (tier/compact).
+		CompactionInterval:    compact.DefaultInterval,
+		CompactionTargetBytes: compact.DefaultTargetBytes,
+		CompactionMinEntries:  compact.DefaultMinEntries,
 	}
 }
 
@@ -89,11 +130,34 @@ func (c *Config) Validate() error {
 	if c.Linger < time.Millisecond {
 		return fmt.Errorf("config: linger %v is below 1ms", c.Linger)
 	}
+	if c.ProducerStateTTL != 0 && c.ProducerStateTTL < 2*time.Second {
+		return fmt.Errorf("config: producer_state_ttl %v is below 2s (etcd's shortest lease)", c.ProducerStateTTL)
+	}
 	if c.MaxBufferBytes < int64(c.FlushBytes) {
 		return fmt.Errorf("config: max_buffer_bytes %d is below flush_bytes %d", c.MaxBufferBytes, c.FlushBytes)
 	}
 	if c.CacheBytes < 0 || c.MaxRequestBytes <= 0 {
 		return fmt.Errorf("config: cache_bytes and max_request_bytes must be positive")
+	}
+	if c.CacheDir != "" && c.DiskCacheBytes <= 0 {
+		return fmt.Errorf("config: disk_cache_bytes %d must be positive when cache_dir is set", c.DiskCacheBytes)
+	}
+	// Zero janitor settings take the defaults (etcd_compaction_interval 0:
+	// off).
+	if c.RetentionCheckInterval != 0 && c.RetentionCheckInterval < time.Second || c.GCInterval != 0 && c.GCInterval < time.Second {
+		return fmt.Errorf("config: retention_check_interval %v and gc_interval %v must be at least 1s", c.RetentionCheckInterval, c.GCInterval)
+	}
+	if c.GCGrace != 0 && c.GCGrace < time.Minute {
+		return fmt.Errorf("config: gc_grace %v is below 1m; it must exceed the longest read and the longest segment PUT-to-commit window (docs/gc.md)", c.GCGrace)
+	}
+	if c.EtcdCompactionInterval < 0 || c.EtcdHistoryRetain != 0 && c.EtcdHistoryRetain < time.Second {
+		return fmt.Errorf("config: etcd_compaction_interval %v must be 0 (off) or positive and etcd_history_retain %v at least 1s", c.EtcdCompactionInterval, c.EtcdHistoryRetain)
+	}
+	if c.CompactionInterval < 0 || c.CompactionTargetBytes < 0 || c.CompactionMinEntries < 0 {
+		return fmt.Errorf("config: compaction_interval %v, compaction_target_bytes %d and compaction_min_entries %d must not be negative (0: the default)", c.CompactionInterval, c.CompactionTargetBytes, c.CompactionMinEntries)
+	}
+	if c.CompactionTargetBytes != 0 && c.CompactionTargetBytes < 1<<20 {
+		return fmt.Errorf("config: compaction_target_bytes %d is below 1 MiB", c.CompactionTargetBytes)
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -67,12 +67,16 @@ func StartDev(ctx context.Context, c DevConfig) (*Dev, error) {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
 	cfg := mergeDefaults(c.Node, DefaultConfig())
-	cfg.Roles = []string{RoleIngest, RoleFetch}
+	// Every role, as the design says: compaction, retention and GC too.
+	cfg.Roles = []string{RoleIngest, RoleFetch, RoleCompact}
 	cfg.Listen = c.Listen
 	cfg.EtcdEndpoints = e.Endpoints()
 	cfg.Store = "fs:" + objects
 	if cfg.NodeID == "" {
 		cfg.NodeID = "dev"
+	}
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = filepath.Join(c.DataDir, "cache")
 	}
 	n, err := New(ctx, cfg, Options{Logger: c.Logger})
 	if err != nil {
@@ -95,6 +99,9 @@ func mergeDefaults(c, def Config) Config {
 	}
 	if c.CacheBytes == 0 {
 		c.CacheBytes = def.CacheBytes
+	}
+	if c.DiskCacheBytes == 0 {
+		c.DiskCacheBytes = def.DiskCacheBytes
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = def.MaxRequestBytes

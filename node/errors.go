@@ -34,8 +34,18 @@ func toConnect(err error) error {
 		code = connect.CodeNotFound
 	case errors.Is(err, metadata.ErrTopicExists):
 		code = connect.CodeAlreadyExists
+	case errors.Is(err, metadata.ErrGroupNotFound):
+		code = connect.CodeNotFound
+	case errors.Is(err, metadata.ErrUnknownMember), errors.Is(err, metadata.ErrStaleGeneration), errors.Is(err, metadata.ErrNotAssigned),
+		errors.Is(err, metadata.ErrGroupActive), errors.Is(err, metadata.ErrOffsetRegress), errors.Is(err, metadata.ErrInconsistentStrategy):
+		code = connect.CodeFailedPrecondition
 	case errors.Is(err, ingest.ErrBackpressure):
 		code = connect.CodeResourceExhausted
+	case errors.Is(err, metadata.ErrProducerFenced), errors.Is(err, metadata.ErrOutOfOrderSequence),
+		errors.Is(err, metadata.ErrUnknownProducer):
+		code = connect.CodeFailedPrecondition
+	case errors.Is(err, metadata.ErrBlockRefused):
+		code = connect.CodeUnavailable
 	case errors.Is(err, ingest.ErrClosed), errors.Is(err, ingest.ErrFlushFailed), errors.Is(err, ingest.ErrOutcomeUnknown),
 		errors.Is(err, query.ErrUnavailable), metadata.IsUnavailable(err):
 		code = connect.CodeUnavailable
@@ -49,6 +59,11 @@ func toConnect(err error) error {
 		code = connect.CodeCanceled
 	}
 	out := connect.NewError(code, err)
+	if reason := producerErrorReason(err); reason != "" {
+		if d, derr := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: reason, Domain: "varve.io"}); derr == nil {
+			out.AddDetail(d)
+		}
+	}
 	var bp *ingest.BackpressureError
 	if errors.As(err, &bp) {
 		if d, derr := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(bp.RetryAfter)}); derr == nil {
@@ -56,4 +71,18 @@ func toConnect(err error) error {
 		}
 	}
 	return out
+}
+
+// producerErrorReason names an idempotence refusal for clients to branch on
+// (an ErrorInfo reason, as documented on ProduceService).
+func producerErrorReason(err error) string {
+	switch {
+	case errors.Is(err, metadata.ErrProducerFenced):
+		return "PRODUCER_FENCED"
+	case errors.Is(err, metadata.ErrOutOfOrderSequence):
+		return "OUT_OF_ORDER_SEQUENCE"
+	case errors.Is(err, metadata.ErrUnknownProducer):
+		return "UNKNOWN_PRODUCER"
+	}
+	return ""
 }

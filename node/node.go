@@ -127,6 +127,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		}
 		n.in, err = ingest.New(ingest.Config{
 			NodeID: cfg.NodeID, FlushBytes: cfg.FlushBytes, Linger: cfg.Linger, MaxBufferBytes: cfg.MaxBufferBytes,
+			ProducerStateTTL: cfg.ProducerStateTTL,
 		}, n.store, n.meta, n.topics, log, n.meter)
 		if err != nil {
 			return nil, err
@@ -147,11 +148,15 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher}, hopts...))
 	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{f: n.fetcher}, hopts...))
-	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName}
+	n.mountGroups(mux, hopts...)
+	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName, varvev1connect.GroupServiceName, varvev1connect.AdminServiceName}
 	reflector := grpcreflect.NewStaticReflector(services...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	if err := n.startBlocks(ctx, mux, hopts); err != nil {
+		return nil, err
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", n.readyz)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -186,6 +191,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		}()
 	}
 
+	if err := n.startJanitor(); err != nil {
+		return nil, err
+	}
+	if err := n.startCompaction(mux, hopts...); err != nil {
+		return nil, err
+	}
 	for _, role := range cfg.Roles {
 		if err := n.meta.Register(n.baseCtx, role, cfg.NodeID, n.Addr()); err != nil {
 			return nil, err

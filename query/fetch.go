@@ -60,6 +60,8 @@ type Fetcher struct {
 	misses    metric.Int64Counter
 	fetchTime metric.Float64Histogram
 	waiting   metric.Int64UpDownCounter
+
+	tiers blockTiers // disk cache, owners and shared reads (blocks.go)
 }
 
 // NewFetcher makes a Fetcher. index must be a Cache with entries.
@@ -77,6 +79,7 @@ func NewFetcher(store tier.Store, meta *metadata.Client, index *metadata.Cache, 
 	f.misses, _ = m.Int64Counter("varve.fetch.cache.misses", metric.WithDescription("Block reads that went to object storage."))
 	f.waiting, _ = m.Int64UpDownCounter("varve.fetch.waiting", metric.WithDescription("Long-polls parked at the end of a partition, waiting for new records."))
 	f.fetchTime, _ = m.Float64Histogram("varve.fetch.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Time to serve a fetch that returned records."))
+	f.tiers.init(f, m)
 	return f
 }
 
@@ -135,6 +138,11 @@ func (f *Fetcher) Fetch(ctx context.Context, topic string, p int32, offset int64
 			if len(res.Records) > 0 {
 				f.fetchTime.Record(ctx, time.Since(start).Seconds())
 				return res, nil
+			}
+			if res.Next > offset {
+				// Compaction removed every record from offset to res.Next.
+				offset = res.Next
+				continue
 			}
 			st.Next = max(st.Next, res.HighWatermark)
 		}
@@ -197,9 +205,27 @@ func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64,
 		}
 		recs, err := f.Block(ctx, e)
 		if err != nil {
-			return Result{}, err
+			return Result{}, f.blockFailed(ctx, e, res.Next, err)
 		}
-		for i := int(res.Next - e.Base); i < len(recs); i++ {
+		if e.Span > e.Records {
+			// A compacted range: records carry their offset gaps, and the
+			// offsets after the last one are gone too.
+			off := e.Base - 1
+			for _, r := range recs {
+				if off += 1 + r.Gap; off < res.Next {
+					continue
+				}
+				sz := len(r.Key) + len(r.Value) + 32
+				if size > 0 && size+sz > maxBytes {
+					return res, nil
+				}
+				size += sz
+				res.Records = append(res.Records, Record{Partition: p, Offset: off, Record: r})
+				res.Next = off + 1
+			}
+			res.Next = max(res.Next, e.End())
+		}
+		for i := int(res.Next - e.Base); i < len(recs) && e.Span <= e.Records; i++ {
 			r := recs[i]
 			sz := len(r.Key) + len(r.Value) + 32
 			if size > 0 && size+sz > maxBytes {
@@ -217,30 +243,37 @@ func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64,
 	return res, nil
 }
 
-// Block returns the decoded records of an index entry's block: from the cache
-// or with one ranged GET.
+// blockFailed refines a block read at offset that failed as data loss. If
+// the entry left the index meanwhile — retention advanced the log start, or
+// compaction swapped the entry, and garbage collection then deleted the
+// object after its grace period — the loss is not real: the answer is
+// OUT_OF_RANGE with the log start, or UNAVAILABLE so the client retries on
+// the new entry.
+func (f *Fetcher) blockFailed(ctx context.Context, e metadata.IndexEntry, offset int64, err error) error {
+	if !errors.Is(err, ErrDataLoss) {
+		return err
+	}
+	now, st, found, _, lerr := f.meta.LookupIndex(ctx, e.Topic, e.Partition, offset)
+	switch {
+	case lerr != nil:
+		return err
+	case offset < st.Start:
+		return fmt.Errorf("%w: %s/%d: offset %d is before the log start %d", ErrOffsetOutOfRange, e.Topic, e.Partition, offset, st.Start)
+	case found && (now.Object != e.Object || now.Off != e.Off):
+		return fmt.Errorf("%w: %s/%d offset %d: the index entry changed while reading (compaction); retry", ErrUnavailable, e.Topic, e.Partition, offset)
+	}
+	return err
+}
+
+// Block returns the decoded records of an index entry's block: from the
+// memory cache, else through the disk cache, the block's owner among the
+// fetch nodes, or one ranged GET (see blocks.go).
 func (f *Fetcher) Block(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
-	if recs, ok := f.blocks.Get(e.Object, e.Off); ok {
+	if recs, ok := f.blocks.Get(e.Object, e.Off); ok && int64(len(recs)) == e.Records {
 		f.hits.Add(ctx, 1)
+		f.tiers.hit(ctx, TierMemory)
 		return recs, nil
 	}
-	f.misses.Add(ctx, 1)
-	f.gets.Add(ctx, 1)
-	b, err := f.store.GetRange(ctx, e.Object, e.Off, e.Len)
-	if err != nil {
-		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
-			return nil, fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
-		}
-		return nil, fmt.Errorf("%w: read block %s@%d: %v", ErrUnavailable, e.Object, e.Off, err)
-	}
-	recs, err := segment.DecodeBlock(b)
-	if err == nil && int64(len(recs)) != e.Records {
-		err = fmt.Errorf("%w: block has %d records, the index says %d", segment.ErrCorrupt, len(recs), e.Records)
-	}
-	if err != nil {
-		f.log.Error("corrupt block", "object", e.Object, "off", e.Off, "err", err)
-		return nil, fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
-	}
-	f.blocks.Put(e.Object, e.Off, recs, e.RawBytes)
-	return recs, nil
+	f.tiers.miss(ctx, TierMemory)
+	return f.tieredBlock(ctx, e)
 }

@@ -202,6 +202,22 @@ func (c *Client) DescribeTopic(ctx context.Context, name string) (*varvev1.Descr
 	return res.Msg, nil
 }
 
+// UpdateTopic changes a topic in place: the fields set in req (its Name is
+// set from name) change, the others stay. Bad values, a smaller partition
+// count or an invalid schema are connect.CodeInvalidArgument, an unknown
+// topic connect.CodeNotFound.
+func (c *Client) UpdateTopic(ctx context.Context, name string, req *varvev1.UpdateTopicRequest) (*varvev1.Topic, error) {
+	if req == nil {
+		req = &varvev1.UpdateTopicRequest{}
+	}
+	req.Name = name
+	res, err := c.topics.UpdateTopic(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, fmt.Errorf("update topic %s: %w", name, err)
+	}
+	return res.Msg.GetTopic(), nil
+}
+
 // DeleteTopic deletes a topic and, eventually, its data.
 func (c *Client) DeleteTopic(ctx context.Context, name string) error {
 	if _, err := c.topics.DeleteTopic(ctx, connect.NewRequest(&varvev1.DeleteTopicRequest{Name: name})); err != nil {

@@ -22,7 +22,7 @@ import (
 func addNodeFlags(fs *pflag.FlagSet) {
 	d := node.DefaultConfig()
 	fs.String("config", "", "optional YAML configuration file (keys as flags, with _ for -)")
-	fs.StringSlice("roles", d.Roles, "roles to run: ingest, fetch")
+	fs.StringSlice("roles", d.Roles, "roles to run: ingest, fetch, compact (retention, garbage collection, compaction)")
 	fs.String("listen", d.Listen, "API address (Connect, gRPC, gRPC-Web, /metrics, /healthz, /readyz)")
 	fs.String("flight-listen", "", "Arrow Flight address of the fetch role (scans); empty: none")
 	fs.String("node-id", "", "node id (default: random)")
@@ -34,12 +34,23 @@ func addNodeFlags(fs *pflag.FlagSet) {
 	fs.Bool("s3-path-style", false, "use path-style S3 addressing (MinIO and most S3-compatibles)")
 	fs.Int("flush-bytes", d.FlushBytes, "seal the open segment at this many bytes of records")
 	fs.Duration("linger", d.Linger, "seal the open segment this long after its first record")
+	fs.Duration("producer-state-ttl", d.ProducerStateTTL, "how long an idempotent producer's state lives in etcd after its last commit")
 	fs.Int64("max-buffer-bytes", d.MaxBufferBytes, "records buffered before produce is refused with RESOURCE_EXHAUSTED")
 	fs.Int64("cache-bytes", d.CacheBytes, "decoded block cache size of the fetch role")
+	fs.String("cache-dir", d.CacheDir, "disk cache of blocks of the fetch role, kept across restarts; empty: none (varve dev: DATA_DIR/cache)")
+	fs.Int64("disk-cache-bytes", d.DiskCacheBytes, "size of the disk cache of blocks (with --cache-dir)")
 	fs.Int("max-request-bytes", d.MaxRequestBytes, "largest API request accepted")
 	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "how long a drain may take on SIGTERM")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error")
 	fs.String("log-format", d.LogFormat, "text or json")
+	fs.Duration("retention-check-interval", d.RetentionCheckInterval, "compact role: how often topic retention (time and size) is enforced")
+	fs.Duration("gc-interval", d.GCInterval, "compact role: how often the bucket is swept for objects no index entry references")
+	fs.Duration("gc-grace", d.GCGrace, "compact role: how old and how long unreferenced an object must be before it is deleted (longer than any read or PUT-to-commit)")
+	fs.Duration("etcd-compaction-interval", d.EtcdCompactionInterval, "compact role: how often etcd's revision history is compacted; 0: never (etcd compacts itself)")
+	fs.Duration("etcd-history-retain", d.EtcdHistoryRetain, "compact role: how much etcd revision history is kept so watches can resume")
+	fs.Duration("compaction-interval", d.CompactionInterval, "compact role: how often every partition is checked for compaction")
+	fs.Int64("compaction-target-bytes", d.CompactionTargetBytes, "compact role: stored size of the per-partition objects compaction writes")
+	fs.Int("compaction-min-entries", d.CompactionMinEntries, "compact role: level-0 index entries in a row that make a partition worth compacting")
 }
 
 // loadNodeConfig merges, lowest to highest precedence: defaults, the YAML

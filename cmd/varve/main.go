@@ -32,6 +32,8 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(),
 		newServeCmd(),
 		newTopicCmd(),
+		newCompactionCmd(),
+		newGroupCmd(),
 		newProduceCmd(),
 		newConsumeCmd(),
 		newScanCmd(),
