@@ -63,20 +63,34 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, rec
 		pb      *pendingBatch // else: the batch held here (own or shared)
 	}
 	answers := make(map[int32]answer, len(parts))
+	remembered := true // first try the states this node remembers
 	for attempt := 0; ; attempt++ {
 		in.mu.Lock()
-		done0 := in.idemDone
-		in.mu.Unlock()
-		view, err := in.meta.ReadProducer(ctx, idem.ProducerID, topicName, parts)
-		if err != nil {
-			return nil, fmt.Errorf("produce to %q: %w", topicName, err)
+		var view *metadata.ProducerView
+		if remembered {
+			view = in.pcache.view(idem.ProducerID, topicName, parts)
 		}
-		in.mu.Lock()
-		if in.idemDone != done0 && attempt < 3 {
-			// A held batch was committed (and forgotten) since the read:
-			// the view may miss it. Read again.
+		if view == nil {
+			remembered = false
+			done0 := in.idemDone
 			in.mu.Unlock()
-			continue
+			in.m.stateReads.Add(ctx, 1)
+			var err error
+			view, err = in.meta.ReadProducer(ctx, idem.ProducerID, topicName, parts)
+			if err != nil {
+				return nil, fmt.Errorf("produce to %q: %w", topicName, err)
+			}
+			in.mu.Lock()
+			if in.idemDone != done0 {
+				if attempt < 3 {
+					// A held batch was committed (and forgotten) since the
+					// read: the view may miss it. Read again.
+					in.mu.Unlock()
+					continue
+				}
+			} else {
+				in.pcache.remember(view, idem.ProducerID, topicName, parts)
+			}
 		}
 		clear(answers)
 		var toAppend []int32
@@ -96,6 +110,11 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, rec
 				continue
 			}
 			dup, err := view.Check(p, b)
+			if remembered && (err != nil || dup >= 0) {
+				// Remembered states only accept: decide anything else on
+				// a fresh read (they may be stale).
+				break
+			}
 			if err != nil {
 				in.mu.Unlock()
 				return nil, fmt.Errorf("produce to %q: %w", topicName, err)
@@ -106,6 +125,11 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, rec
 				continue
 			}
 			toAppend = append(toAppend, p)
+		}
+		if remembered && len(answers)+len(toAppend) < len(parts) {
+			remembered = false
+			in.mu.Unlock()
+			continue
 		}
 		if len(toAppend) > 0 {
 			f, err := in.acceptLocked(ctx, size)
@@ -232,8 +256,31 @@ func (in *Ingester) forgetBatchesLocked(f *file) {
 	in.idemDone++
 }
 
+// rememberCommitsLocked updates the remembered producer states with f's
+// outcome: each committed batch advances its producer's state; any other
+// outcome (a duplicate, a refusal, a failed or unknown commit) makes the
+// node forget the producer, whose next batch is then decided on a read.
+func (in *Ingester) rememberCommitsLocked(f *file) {
+	for tp, bs := range f.batches {
+		res := f.batchRes[tp]
+		for j, b := range bs {
+			if f.err == nil && f.errs[tp] == nil && j < len(res) && res[j].Err == nil && !res[j].Duplicate {
+				in.pcache.committed(tp, b, res[j].Base)
+			} else {
+				in.pcache.forget(b.ID)
+			}
+		}
+	}
+}
+
 // InitProducer issues an idempotent producer identity: a new id at epoch 0
 // (id 0) or the next epoch of an existing id, which fences older instances.
 func (in *Ingester) InitProducer(ctx context.Context, id int64) (metadata.Producer, error) {
-	return in.meta.InitProducer(ctx, id, in.cfg.ProducerStateTTL)
+	p, err := in.meta.InitProducer(ctx, id, in.cfg.ProducerStateTTL)
+	if id != 0 {
+		in.mu.Lock()
+		in.pcache.forget(id)
+		in.mu.Unlock()
+	}
+	return p, err
 }

@@ -162,6 +162,9 @@ type Ingester struct {
 	// partition, in append order; idemDone counts removals.
 	idem     map[idemKey][]*pendingBatch
 	idemDone uint64
+	// pcache remembers producers' states, to accept their next batches
+	// without reading etcd.
+	pcache *producerCache
 
 	inflight int           // files sealed and not yet answered
 	putSlots chan struct{} // bounds concurrent PUTs
@@ -241,6 +244,7 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, topics *metadata.C
 		cfg: cfg, store: store, meta: meta, topics: topics, log: log, m: m,
 		sticky:   map[string]int32{},
 		idem:     map[idemKey][]*pendingBatch{},
+		pcache:   newProducerCache(),
 		putSlots: make(chan struct{}, cfg.MaxInflight),
 		// Sealed files are bounded by memory: at most MaxInflight lingered
 		// files plus MaxBufferBytes/FlushBytes full ones.
@@ -481,6 +485,7 @@ func (in *Ingester) commitLoop() {
 			in.OnFlushed(in.flushed(f))
 		}
 		in.mu.Lock()
+		in.rememberCommitsLocked(f)
 		in.forgetBatchesLocked(f)
 		in.inflight--
 		if in.last == f {

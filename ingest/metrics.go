@@ -13,6 +13,7 @@ type instruments struct {
 	flushes       metric.Int64Counter
 	backpressure  metric.Int64Counter
 	duplicates    metric.Int64Counter
+	stateReads    metric.Int64Counter
 	putSeconds    metric.Float64Histogram
 	commitSeconds metric.Float64Histogram
 	flushSeconds  metric.Float64Histogram
@@ -33,6 +34,7 @@ func newInstruments(mp metric.MeterProvider) (instruments, error) {
 	in.flushes, _ = m.Int64Counter("varve.ingest.flushes", metric.WithDescription("Segment objects stored (one PUT each)."))
 	in.backpressure, _ = m.Int64Counter("varve.ingest.backpressure", metric.WithDescription("Produce requests refused because the buffer was full."))
 	in.duplicates, _ = m.Int64Counter("varve.ingest.duplicates", metric.WithDescription("Idempotent batches answered as duplicates of committed ones."))
+	in.stateReads, _ = m.Int64Counter("varve.ingest.producer_state.reads", metric.WithDescription("etcd reads of idempotent producers' state before buffering (requests the node's remembered states could not accept)."))
 	var e error
 	in.putSeconds, e = m.Float64Histogram("varve.ingest.put.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Segment build and PUT time."))
 	set(e)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -96,8 +97,9 @@ const (
 	// partitionsPerTxn and opsPerTxn keep a commit transaction within
 	// etcd's default limit of 128 compares and 128 puts per transaction: per
 	// partition one compare and two puts, per producer in its block one
-	// compare and one put, plus one compare per topic and per producer, and
-	// the guard.
+	// put, plus one compare per topic and per producer, and the guard. The
+	// snapshot read before it may need more than 128 gets; it is split
+	// into reads of at most opsPerTxn gets at one revision.
 	partitionsPerTxn = 60
 	opsPerTxn        = 120
 	// commitParallelism bounds concurrent chunk transactions of one commit.
@@ -150,7 +152,9 @@ func chunkBounds(appends []Append) [][2]int {
 	start, cmps, puts := 0, 2, 1
 	for i, a := range appends {
 		k := distinctProducers(a.Batches)
-		c, p := 2+2*k, 2+k // partition, topic (at most), per producer: id and state
+		// Compares: partition, topic and producer ids (at most); puts:
+		// partition, index entry and one state per producer.
+		c, p := 2+k, 2+k
 		if i > start && (i-start >= partitionsPerTxn || cmps+c > opsPerTxn || puts+p > opsPerTxn) {
 			out = append(out, [2]int{start, i})
 			start, cmps, puts = i, 2, 1
@@ -384,11 +388,10 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 			}
 		}
 	}
-	rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
+	rs, err := c.snapshot(ctx, reads)
 	if err != nil {
 		return false, false, err
 	}
-	rs := rresp.Responses
 	if g := rs[0].GetResponseRange().Kvs; len(g) > 0 {
 		// An earlier attempt committed; answer with its offsets.
 		if err := c.fillFromGuard(gk, g[0].Value, appends, results); err != nil {
@@ -458,8 +461,7 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 			// Decide every batch against the producer's state; the block
 			// commits only if each one is its producer's next.
 			type pstate struct {
-				st     *ProducerState
-				modRev int64
+				st *ProducerState
 			}
 			sim := map[int64]*pstate{}
 			for id, ref := range stateReads[i] {
@@ -469,7 +471,6 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 					if err := json.Unmarshal(kvs[0].Value, ps.st); err != nil {
 						return false, false, fmt.Errorf("decode producer %d state on %s/%d: %w", id, a.Topic, a.Partition, err)
 					}
-					ps.modRev = kvs[0].ModRevision
 				}
 				sim[id] = ps
 			}
@@ -509,8 +510,11 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 					cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(producerKey(id)), "=", pidModRev[k]))
 				}
 				committedPids[id] = info
+				// No compare on the state key itself: only a commit to
+				// this partition changes it, and that changes the
+				// partition key, compared below; its expiry deletes the
+				// id key too (one lease), compared above.
 				ref := stateReads[i][id]
-				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(ref.key), "=", ps.modRev))
 				sv, _ := json.Marshal(ps.st)
 				puts = append(puts, clientv3.OpPut(ref.key, string(sv), clientv3.WithLease(clientv3.LeaseID(info.Lease))))
 			}
@@ -569,6 +573,32 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 		c.refreshProducerLeases(ctx, committedPids)
 	}
 	return true, false, nil
+}
+
+// snapshot runs the gets of reads in one consistent snapshot: one read
+// transaction, or, past opsPerTxn gets, several at the revision of the
+// first.
+func (c *Client) snapshot(ctx context.Context, reads []clientv3.Op) ([]*etcdserverpb.ResponseOp, error) {
+	n := min(len(reads), opsPerTxn)
+	resp, err := c.cli.Txn(ctx).Then(reads[:n]...).Commit()
+	if err != nil {
+		return nil, err
+	}
+	out := resp.Responses
+	rev := resp.Header.Revision
+	for start := n; start < len(reads); start += opsPerTxn {
+		end := min(start+opsPerTxn, len(reads))
+		pinned := make([]clientv3.Op, 0, end-start)
+		for _, op := range reads[start:end] {
+			pinned = append(pinned, clientv3.OpGet(string(op.KeyBytes()), clientv3.WithRev(rev)))
+		}
+		resp, err := c.cli.Txn(ctx).Then(pinned...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("read at revision %d: %w", rev, err)
+		}
+		out = append(out, resp.Responses...)
+	}
+	return out, nil
 }
 
 func (c *Client) fillResults(appends []Append, results []AppendResult, bases []int64, errs []error, batches [][]BatchResult) {

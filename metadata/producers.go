@@ -274,6 +274,44 @@ func (v *ProducerView) Assume(p int32, b ProducerBatch) {
 	v.states[p] = advance(v.states[p], b, -1)
 }
 
+// Epoch returns the producer's epoch as read, and whether the producer was
+// known (its id key existed).
+func (v *ProducerView) Epoch() (epoch int32, known bool) {
+	if v.info == nil {
+		return 0, false
+	}
+	return v.info.Epoch, true
+}
+
+// State returns the producer's state on partition p as read (nil: no batch
+// committed there yet). The caller must not modify it.
+func (v *ProducerView) State(p int32) *ProducerState {
+	return v.states[p]
+}
+
+// RememberedView builds a view from states a node remembers (the states its
+// own commits wrote, or earlier reads) instead of reading etcd: the producer
+// is known at epoch, with states[p] on each partition p (nil: none yet).
+// Such a view may be stale: it is good only to accept a batch that the
+// commit transaction then checks again; any other answer must come from a
+// fresh ReadProducer. The states are shared, not copied; they are never
+// modified in place.
+func RememberedView(id int64, topic string, epoch int32, states map[int32]*ProducerState) *ProducerView {
+	v := &ProducerView{id: id, topic: topic, info: &producerInfo{Epoch: epoch}, states: make(map[int32]*ProducerState, len(states))}
+	for p, st := range states {
+		v.states[p] = st
+	}
+	return v
+}
+
+// AdvanceState returns the state a producer has on a partition after its
+// accepted batch b committed at base, given its state st before (nil:
+// none). The commit transaction writes exactly this; st's recent batches
+// may be incomplete when st is remembered rather than read.
+func AdvanceState(st *ProducerState, b ProducerBatch, base int64) *ProducerState {
+	return advance(st, b, base)
+}
+
 // ProducerStateKeys counts the idempotence keys in etcd (producer ids and
 // their per-partition states), to show they stay bounded.
 func (c *Client) ProducerStateKeys(ctx context.Context) (int64, error) {

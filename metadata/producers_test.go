@@ -3,6 +3,7 @@ package metadata_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -205,5 +206,61 @@ func TestIdempotentCommitChunks(t *testing.T) {
 		if r.Err != nil || r.Base != 0 {
 			t.Fatalf("append %d: %+v", i, r)
 		}
+	}
+}
+
+// TestIdempotentCommitRace: two clients (two nodes) commit the same batch
+// of a producer to one partition at once, round after round. The commit
+// does not compare the state key (the partition key covers it), so this
+// checks that exactly one copy commits and the other is answered as its
+// duplicate, with the same offsets.
+func TestIdempotentCommitRace(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	c2, err := metadata.Connect(ctx, metadata.Config{Endpoints: c.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c2.Close() })
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "race", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.InitProducer(ctx, 0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds, count = 20, 3
+	for r := range int32(rounds) {
+		b := metadata.ProducerBatch{ID: p.ID, FirstSeq: r * count, Count: count}
+		results := make(chan metadata.AppendResult, 2)
+		for i, cl := range []*metadata.Client{c, c2} {
+			go func() {
+				res, err := cl.Commit(ctx, fmt.Sprintf("race-%d-%d", r, i), []metadata.Append{idemAppend("race", 0, count, b)})
+				if err != nil {
+					results <- metadata.AppendResult{Err: err}
+					return
+				}
+				results <- res[0]
+			}()
+		}
+		x, y := <-results, <-results
+		if x.Err != nil && y.Err != nil {
+			t.Fatalf("round %d: both refused: %v / %v", r, x.Err, y.Err)
+		}
+		if x.Err != nil {
+			x, y = y, x
+		}
+		// x committed; y is its duplicate.
+		want := int64(r * count)
+		if x.Base != want || x.Batches[0].Base != want || x.Batches[0].Duplicate {
+			t.Fatalf("round %d: committed copy %+v, want base %d", r, x, want)
+		}
+		if !errors.Is(y.Err, metadata.ErrBlockRefused) || !y.Batches[0].Duplicate || y.Batches[0].Base != want {
+			t.Fatalf("round %d: second copy %+v (%v), want a duplicate at %d", r, y, y.Err, want)
+		}
+	}
+	st, err := c.PartitionStates(ctx, "race")
+	if err != nil || st[0].Next != rounds*count {
+		t.Fatalf("partition: %+v %v, want next %d", st, err, rounds*count)
 	}
 }

@@ -1,0 +1,154 @@
+package ingest_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/testenv"
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier"
+)
+
+// stateReads returns the ingester's count of producer state reads.
+func stateReads(t *testing.T, r *sdkmetric.ManualReader) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "varve.ingest.producer_state.reads" {
+				var n int64
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					n += dp.Value
+				}
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// TestRememberedProducerStates: a node accepts the next batch of a producer
+// whose state its own commits wrote without reading etcd; whatever the
+// remembered state would not accept is decided on a fresh read; and a
+// stale remembered state (another node committed, or fenced the producer)
+// never weakens an answer: the commit transaction refuses the duplicate
+// (answered with its original offsets) or the fenced epoch.
+func TestRememberedProducerStates(t *testing.T) {
+	ctx := context.Background()
+	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	fs, err := tier.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := tier.NewRecorder(fs)
+	reader := sdkmetric.NewManualReader()
+	var nodes []*ingest.Ingester
+	for i, mp := range []metric.MeterProvider{sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)), nil} {
+		cache, err := meta.NewCache(ctx, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := ingest.New(ingest.Config{NodeID: "ab"[i : i+1], Linger: 5 * time.Millisecond}, store, meta, cache, nil, mp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close(context.Background()) })
+		nodes = append(nodes, in)
+	}
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := nodes[0], nodes[1]
+	p, err := a.InitProducer(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idem := func(epoch int32, seqs map[int32]int32) ingest.Idempotence {
+		return ingest.Idempotence{ProducerID: p.ID, Epoch: epoch, Sequences: seqs}
+	}
+	produce := func(in *ingest.Ingester, rs []ingest.Record, id ingest.Idempotence, want ...int64) {
+		t.Helper()
+		res, err := in.ProduceIdempotent(ctx, "t", rs, id)
+		if err != nil {
+			t.Fatalf("produce %v: %v", id.Sequences, err)
+		}
+		for i, w := range want {
+			if res[i].Offset != w {
+				t.Fatalf("produce %v: offsets %v, want %v", id.Sequences, offsets(res), want)
+			}
+		}
+	}
+	wantReads := func(n int64) {
+		t.Helper()
+		if got := stateReads(t, reader); got != n {
+			t.Fatalf("node a read producer state %d times, want %d", got, n)
+		}
+	}
+
+	// First batch: a read. The next ones on the same partition: none.
+	produce(a, recs(0, "a0", "a1"), idem(0, map[int32]int32{0: 0}), 0, 1)
+	wantReads(1)
+	produce(a, recs(0, "a2"), idem(0, map[int32]int32{0: 2}), 2)
+	produce(a, recs(0, "a3", "a4"), idem(0, map[int32]int32{0: 3}), 3, 4)
+	wantReads(1)
+	// A partition the node has not seen for the producer: a read.
+	produce(a, append(recs(0, "a5"), recs(1, "b0")...), idem(0, map[int32]int32{0: 5, 1: 0}), 5, 0)
+	wantReads(2)
+
+	// A duplicate is never answered from memory: a read, original offsets,
+	// no PUT.
+	puts := store.Count(tier.OpPut)
+	produce(a, recs(0, "a3", "a4"), idem(0, map[int32]int32{0: 3}), 3, 4)
+	wantReads(3)
+	// A gap neither: a read, then the precise refusal.
+	if _, err := a.ProduceIdempotent(ctx, "t", recs(0, "zz"), idem(0, map[int32]int32{0: 9})); !errors.Is(err, metadata.ErrOutOfOrderSequence) {
+		t.Fatalf("gap: %v, want ErrOutOfOrderSequence", err)
+	}
+	wantReads(4)
+	if n := store.Count(tier.OpPut); n != puts {
+		t.Fatalf("a duplicate and a gap stored %d objects", n-puts)
+	}
+
+	// Stale memory: the producer's next batch commits through b; its retry
+	// through a is accepted from a's memory, and the commit answers it as
+	// the duplicate it is, with b's offsets. The log is unchanged.
+	produce(b, recs(0, "a6", "a7"), idem(0, map[int32]int32{0: 6}), 6, 7)
+	produce(a, recs(0, "a6", "a7"), idem(0, map[int32]int32{0: 6}), 6, 7)
+	wantReads(4)
+	if st, err := meta.PartitionStates(ctx, "t"); err != nil || st[0].Next != 8 {
+		t.Fatalf("partition 0 after the retry: %+v %v, want next 8", st, err)
+	}
+	// The refused commit made a forget the producer: the next batch reads.
+	produce(a, recs(0, "a8"), idem(0, map[int32]int32{0: 8}), 8)
+	wantReads(5)
+
+	// Fencing through another node: a still remembers epoch 0 and accepts
+	// the zombie's next batch; the commit refuses it as fenced.
+	if _, err := b.InitProducer(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ProduceIdempotent(ctx, "t", recs(0, "z"), idem(0, map[int32]int32{0: 9})); !errors.Is(err, metadata.ErrProducerFenced) {
+		t.Fatalf("fenced epoch: %v, want ErrProducerFenced", err)
+	}
+	if st, err := meta.PartitionStates(ctx, "t"); err != nil || st[0].Next != 9 {
+		t.Fatalf("partition 0 after the fenced batch: %+v %v, want next 9", st, err)
+	}
+	// The new epoch starts at 0 on each partition.
+	produce(a, recs(0, "c0"), idem(1, map[int32]int32{0: 0}), 9)
+	produce(a, recs(0, "c1"), idem(1, map[int32]int32{0: 1}), 10)
+	wantReads(6)
+}
