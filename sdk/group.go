@@ -332,8 +332,12 @@ func (g *GroupConsumer) apply(ctx context.Context) {
 	}
 	if lost {
 		g.mu.Lock()
+		old := g.member
 		g.member, g.gen = "", 0
 		g.mu.Unlock()
+		if old != "" {
+			g.leaveStale(old)
+		}
 	}
 	if len(added) > 0 {
 		offs, err := g.fetchCommitted(ctx, added)
@@ -364,6 +368,39 @@ func (g *GroupConsumer) apply(ctx context.Context) {
 	if len(added) > 0 && g.opts.OnAssigned != nil {
 		g.opts.OnAssigned(ctx, g, added)
 	}
+}
+
+// leaveStale removes, in the background, the member id of a session that
+// ended without leaving (its stream broke because its node died, so nobody
+// revoked its lease): the member has just revoked its partitions and joins
+// again under a new id, and the group rebalances now instead of keeping
+// the old id's partitions idle until its session times out. It gives up
+// after the session timeout, when the id is gone anyway.
+func (g *GroupConsumer) leaveStale(member string) {
+	timeout := g.opts.SessionTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		ctx, cancel := context.WithTimeout(g.ctx, timeout)
+		defer cancel()
+		retry := defaultRetry()
+		for attempt := 0; ; attempt++ {
+			_, err := g.groups.LeaveGroup(ctx, connect.NewRequest(&varvev1.LeaveGroupRequest{Group: g.group, MemberId: member}))
+			if err == nil || GroupReason(err) == "UNKNOWN_MEMBER" || ctx.Err() != nil {
+				return
+			}
+			if !Retriable(err) {
+				g.report(fmt.Errorf("leave group %s as stale member %s: %w", g.group, member, err))
+				return
+			}
+			if sleepCtx(ctx, retry.delay(err, min(attempt, retry.retries))) != nil {
+				return
+			}
+		}
+	}()
 }
 
 func (g *GroupConsumer) consumer(topic string) *Consumer {
@@ -597,7 +634,7 @@ func (g *GroupConsumer) session() {
 		if got {
 			attempt = 0
 		}
-		if err != nil && !Retriable(err) && GroupReason(err) != "UNKNOWN_MEMBER" && connect.CodeOf(err) != connect.CodeCanceled {
+		if joinRefused(err) {
 			g.mu.Lock()
 			g.fatal = fmt.Errorf("join group %s: %w", g.group, err)
 			g.signalLocked()
@@ -612,6 +649,25 @@ func (g *GroupConsumer) session() {
 		}
 		attempt++
 	}
+}
+
+// joinRefused reports whether a session ended because the cluster refused
+// the member (bad group or topics, another strategy, no permission): that
+// ends the GroupConsumer. Anything else is retried by joining again,
+// including a stream cut when its node dies (connect reports the broken
+// body as Internal "incomplete envelope" or Unknown EOF, not Unavailable)
+// and a member the cluster no longer knows (UNKNOWN_MEMBER).
+func joinRefused(err error) bool {
+	if err == nil || Retriable(err) || GroupReason(err) == "UNKNOWN_MEMBER" {
+		return false
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodeFailedPrecondition,
+		connect.CodePermissionDenied, connect.CodeUnauthenticated, connect.CodeUnimplemented,
+		connect.CodeAlreadyExists, connect.CodeOutOfRange:
+		return true
+	}
+	return false
 }
 
 // sessionOnce runs one JoinGroup stream and its heartbeats.

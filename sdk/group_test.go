@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,4 +283,133 @@ func TestDeadLetter(t *testing.T) {
 	// consumer must not commit past it.
 	bad := c.DeadLetter(sdk.DeadLetterOptions{Topic: uniq("nodlq"), MaxAttempts: 1}, func(context.Context, sdk.Record) error { return errors.New("no") })
 	wantCode(t, bad(ctx, dead[0]), connect.CodeNotFound)
+}
+
+// cutStreams is an HTTP client whose JoinGroup response bodies can be cut
+// mid-stream, as when the node holding the stream is killed: the body read
+// fails with a connection error (connect reports the stream as Internal
+// "protocol error: incomplete envelope", not Unavailable), while the
+// server side of the stream stays open, as a dead node's would: nobody
+// ends the member's session for it.
+type cutStreams struct {
+	next   connect.HTTPClient
+	mu     sync.Mutex
+	bodies []*cutBody
+	held   []io.Closer // server sides of cut streams, closed at cleanup
+}
+
+type cutBody struct {
+	inner io.ReadCloser
+	pr    *io.PipeReader
+	pw    *io.PipeWriter
+}
+
+func (b *cutBody) Read(p []byte) (int, error) { return b.pr.Read(p) }
+func (b *cutBody) Close() error               { b.pr.Close(); return nil }
+
+func (c *cutStreams) Do(req *http.Request) (*http.Response, error) {
+	if !strings.HasSuffix(req.URL.Path, "/JoinGroup") {
+		return c.next.Do(req)
+	}
+	// Cancelling the stream must not reach the server either: a dead
+	// node's streams end with nobody there to notice.
+	res, err := c.next.Do(req.WithContext(context.WithoutCancel(req.Context())))
+	if err != nil {
+		return res, err
+	}
+	pr, pw := io.Pipe()
+	b := &cutBody{inner: res.Body, pr: pr, pw: pw}
+	go func() { _, err := io.Copy(pw, b.inner); pw.CloseWithError(err) }()
+	res.Body = b
+	c.mu.Lock()
+	c.bodies = append(c.bodies, b)
+	c.mu.Unlock()
+	return res, nil
+}
+
+// cut breaks every JoinGroup stream open now, on the client side only.
+func (c *cutStreams) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range c.bodies {
+		b.pw.CloseWithError(errors.New("read tcp: connection reset by peer (injected)"))
+		c.held = append(c.held, b.inner)
+	}
+	c.bodies = nil
+}
+
+func (c *cutStreams) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range c.held {
+		b.Close()
+	}
+	for _, b := range c.bodies {
+		b.inner.Close()
+	}
+}
+
+// TestGroupConsumerSurvivesBrokenStream: when the member's JoinGroup stream
+// breaks (its node died), the consumer joins again as a new member and
+// goes on reading from the committed offsets; Poll never fails for good.
+func TestGroupConsumerSurvivesBrokenStream(t *testing.T) {
+	cs := &cutStreams{next: sdk.NewHTTPClient()}
+	t.Cleanup(cs.close)
+	c := newClient(t, sdk.WithHTTPClient(cs))
+	topic, group := uniq("cut"), uniq("group")
+	createTopic(t, c, topic, 2)
+	produceN(t, c, topic, 2, 50)
+	var reported atomic.Int64
+	gc := c.NewGroupConsumer(group, sdk.GroupOptions{
+		Topics: []string{topic}, AutoCommitInterval: 20 * time.Millisecond, MaxWait: 50 * time.Millisecond,
+		SessionTimeout: 60 * time.Second, // the stale ids must be left, not expire
+		OnError:        func(error) { reported.Add(1) },
+	})
+	ctx := testCtx(t)
+	defer gc.Close(ctx)
+	var s seen
+	poll := func(want int) {
+		t.Helper()
+		if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool {
+			recs, err := gc.Poll(ctx)
+			if err != nil {
+				t.Fatalf("poll: %v", err)
+			}
+			s.add(recs)
+			return s.count() == want
+		}) {
+			t.Fatalf("processed %d of %d records", s.count(), want)
+		}
+	}
+	poll(50)
+	first, gen := gc.Generation()
+	for range 3 {
+		cs.cut()
+		produceN(t, c, topic, 2, 25)
+		poll(s.count() + 25)
+	}
+	if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool {
+		if _, err := gc.Poll(ctx); err != nil {
+			t.Fatalf("poll: %v", err)
+		}
+		m, g := gc.Generation()
+		return m != "" && m != first && g > gen
+	}) {
+		t.Fatalf("still member %s in generation %d after the streams broke", first, gen)
+	}
+	if reported.Load() == 0 {
+		t.Fatal("the broken sessions were not reported to OnError")
+	}
+	// The stale member ids left the group: it has one member, the current.
+	var d *varvev1.DescribeGroupResponse
+	if !testenv.EventuallyEvery(10*time.Second, 5*time.Millisecond, func() bool {
+		var err error
+		if d, err = c.DescribeGroup(ctx, group); err != nil {
+			t.Fatal(err)
+		}
+		m, _ := gc.Generation()
+		return len(d.GetMembers()) == 1 && d.GetMembers()[0].GetMemberId() == m
+	}) {
+		t.Fatalf("stale members still in the group (session timeout 60 s): %v", d.GetMembers())
+	}
 }

@@ -25,7 +25,8 @@ const (
 	opFetch
 	// opGroupCommit is a consumer group's offset commit (Group, Offset):
 	// committed offsets of a (group, partition) must never go backwards in
-	// real time. Recorded by group members; checked by checkGroupCommits.
+	// real time. Recorded from the group members' requests (commitRecorder);
+	// checked by checkGroupCommits and groupHist.check.
 	opGroupCommit
 )
 
@@ -46,8 +47,13 @@ type histOp struct {
 	offset int64
 	read   []string
 
-	// opGroupCommit.
-	group string
+	// opGroupCommit: offset is the committed offset; ok means accepted,
+	// else reason is the refusal's (ErrorInfo reason or Connect code) or
+	// "unknown" (no answer: it may have been applied).
+	group      string
+	member     string
+	generation int64
+	reason     string
 }
 
 // history records operations from concurrent clients.

@@ -52,8 +52,21 @@ func historyRounds(t *testing.T) int {
 //     sequence error), including one that gives up on batches and starts a
 //     new epoch.
 //
-// Consumer group commits are a third kind of operation (opGroupCommit)
-// whose check, checkGroupCommits, runs on the same history.
+// Three members of a consumer group (SDK GroupConsumers, each talking to
+// one of the nodes being killed, so their sessions break and they rejoin)
+// read the topic too and commit as they go; every commit attempt is an
+// opGroupCommit operation and an etcd watch records the group's keys
+// (groupHist, history_group_test.go). Checked after the group committed
+// the end of the log:
+//
+//   - accepted commits never go backwards in real time (checkGroupCommits)
+//     nor in etcd's revision order;
+//   - no commit is accepted from a member whose key was deleted (zombie),
+//     including deliberate late commits with a removed member's id; each
+//     accepted commit is in the group's current generation, on a
+//     partition assigned to or revoked from its member;
+//   - every record of the log was processed by the group at least once,
+//     and each processed record is the log's record at its offset.
 func TestRandomizedHistory(t *testing.T) {
 	const (
 		topic      = "history"
@@ -212,6 +225,22 @@ func TestRandomizedHistory(t *testing.T) {
 		})
 	}
 
+	// Members of a consumer group read the topic too, each through one of
+	// the nodes being killed, committing as they go.
+	const groupMembers = 3
+	gh, err := startGroupHist(h, c.etcd, []string{nodes[0].addr, nodes[1].addr}, "hist-group", topic,
+		groupMembers, producers+consumers*partitions, seed, fail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		select {
+		case <-gh.stop:
+		default:
+			gh.close()
+		}
+	}()
+
 	// Consumers read every partition in order, through a random node.
 	consCtx, stopConsumers := context.WithCancel(context.Background())
 	defer stopConsumers()
@@ -311,6 +340,15 @@ func TestRandomizedHistory(t *testing.T) {
 	}
 	stopConsumers()
 	consWG.Wait()
+	// The group commits the end of every partition, then its members leave.
+	ends := make([]int64, partitions)
+	for p := range ends {
+		ends[p] = int64(len(logA[p]))
+	}
+	if !testenv.EventuallyEvery(60*time.Second, 10*time.Millisecond, func() bool { return bad.Load() != nil || gh.settled(ends) }) {
+		t.Fatal("the consumer group did not commit the end of the log in 60s")
+	}
+	gh.close()
 	if m := bad.Load(); m != nil {
 		t.Fatal(*m)
 	}
@@ -388,13 +426,18 @@ func TestRandomizedHistory(t *testing.T) {
 	if msgs := checkGroupCommits(ops); len(msgs) > 0 {
 		t.Fatalf("group commits went backwards:\n%s", strings.Join(msgs, "\n"))
 	}
+	grep := gh.check(ops, logA)
+	groupLine := gh.summary(grep)
+	if len(grep.bad) > 0 {
+		t.Fatalf("consumer group (%s):\n%s", groupLine, strings.Join(grep.bad, "\n"))
+	}
 
 	// Linearizability of produce and fetch, per partition.
 	pops := porcupineOps(ops)
 	checkStart := time.Now()
 	res, info := porcupine.CheckOperationsVerbose(logModel.ToModel(), pops, 5*time.Minute)
-	t.Logf("history: rounds=%d in %v; ops=%d (produce+fetch %d); records acked=%d unknown=%d (in %d batches) unknown-landed=%d; batches retried=%d; porcupine %s in %v",
-		rounds, killTime.Round(time.Millisecond), len(ops), len(pops), nAcked, nUnknown, nUnknownBatches, nUnknownLanded, nRetried, res, time.Since(checkStart).Round(time.Millisecond))
+	t.Logf("history: rounds=%d in %v; ops=%d (produce+fetch %d); records acked=%d unknown=%d (in %d batches) unknown-landed=%d; batches retried=%d; porcupine %s in %v; %s",
+		rounds, killTime.Round(time.Millisecond), len(ops), len(pops), nAcked, nUnknown, nUnknownBatches, nUnknownLanded, nRetried, res, time.Since(checkStart).Round(time.Millisecond), groupLine)
 	switch res {
 	case porcupine.Illegal:
 		path := t.TempDir() + "/history.html"
