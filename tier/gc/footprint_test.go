@@ -3,13 +3,18 @@ package gc_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
@@ -17,15 +22,27 @@ import (
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
 	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/compact"
 	"github.com/varve-io/varve/tier/gc"
 )
 
 // BenchmarkFootprint measures what storage Varve keeps per GiB ingested:
-// objects in the bucket, etcd keys and etcd database bytes, after N MiB and
-// after 10×N MiB more, each before and after etcd revision compaction plus
-// defragmentation. "forever" keeps every record; "retention" trims each
-// partition to retention_bytes and collects the orphans, so the footprint
-// stays flat as data grows. N is $VARVE_FOOTPRINT_MIB (default 16).
+// objects in the bucket, etcd keys, live etcd bytes (keys and values) and
+// etcd database bytes, after N MiB and after 10×N MiB more, each before and
+// after etcd revision compaction plus defragmentation.
+//
+//   - "forever" keeps every record, uncompacted: one index key per
+//     partition per flush, one object per flush.
+//   - "retention" trims each partition to retention_bytes and collects the
+//     orphans, so the footprint stays flat as data grows.
+//   - "compaction" keeps every record but runs L0→L1(→L2) compaction
+//     (tier/compact, default settings: 128 MiB objects of 8 MiB blocks)
+//     after each step, then collects the replaced objects: index keys and
+//     objects per GiB stay bounded by the data over the block and target
+//     sizes, not by the number of flushes.
+//   - "compaction+retention" does both: the whole footprint stays flat.
+//
+// N is $VARVE_FOOTPRINT_MIB (default 16).
 //
 //	go test -run '^$' -bench Footprint -benchtime 1x ./tier/gc/
 func BenchmarkFootprint(b *testing.B) {
@@ -37,16 +54,21 @@ func BenchmarkFootprint(b *testing.B) {
 		}
 		mib = n
 	}
+	forever := &varvev1.TopicConfig{RetentionMs: -1}
+	retention := &varvev1.TopicConfig{RetentionMs: -1, RetentionBytes: int64(mib) << 20 / footprintPartitions}
 	for _, variant := range []struct {
-		name string
-		cfg  *varvev1.TopicConfig
+		name    string
+		cfg     *varvev1.TopicConfig
+		compact bool
 	}{
-		{"forever", &varvev1.TopicConfig{RetentionMs: -1}},
-		{"retention", &varvev1.TopicConfig{RetentionMs: -1, RetentionBytes: int64(mib) << 20 / footprintPartitions}},
+		{"forever", forever, false},
+		{"retention", retention, false},
+		{"compaction", forever, true},
+		{"compaction+retention", retention, true},
 	} {
 		b.Run(variant.name, func(b *testing.B) {
 			for range b.N {
-				footprint(b, mib, variant.cfg)
+				footprint(b, mib, variant.cfg, variant.compact)
 			}
 		})
 	}
@@ -54,7 +76,7 @@ func BenchmarkFootprint(b *testing.B) {
 
 const footprintPartitions = 16
 
-func footprint(b *testing.B, mib int, cfg *varvev1.TopicConfig) {
+func footprint(b *testing.B, mib int, cfg *varvev1.TopicConfig, compaction bool) {
 	ctx := context.Background()
 	etcd := testenv.StartEtcd(b)
 	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: etcd})
@@ -87,16 +109,41 @@ func footprint(b *testing.B, mib int, cfg *varvev1.TopicConfig) {
 		b.Fatal(err)
 	}
 	trim := cfg.RetentionBytes > 0
+	var comp *compact.Compactor
+	if compaction {
+		// The default settings of a node's compact role. CompactPartition
+		// plans from a linearizable read of etcd, so the cache is only the
+		// constructor's requirement.
+		cache, err := meta.NewCache(ctx, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cache.Close()
+		comp, err = compact.New(compact.Config{NodeID: "bench"}, fs, meta, cache, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer comp.Close()
+	}
 
 	var ingested int64
 	b.ResetTimer()
 	for step, size := range []int{mib, 10 * mib} {
 		ingested += produceMiB(b, c, size)
+		name := fmt.Sprintf("step%d", step+1)
+		if comp != nil {
+			st := compactAll(b, comp, "fp")
+			b.Logf("%s: compaction: %d jobs, %d index entries → %d, %.1f MiB read, %.1f MiB written",
+				name, st.Jobs, st.EntriesIn, st.EntriesOut, float64(st.BytesRead)/(1<<20), float64(st.BytesWritten)/(1<<20))
+		}
 		if trim {
 			if _, err := j.Retention(ctx); err != nil {
 				b.Fatal(err)
 			}
-			// Two passes a grace period apart collect the dropped objects.
+		}
+		if trim || comp != nil {
+			// Two passes a grace period apart collect the objects retention
+			// dropped and compaction replaced.
 			if _, err := j.CollectOrphans(ctx); err != nil {
 				b.Fatal(err)
 			}
@@ -106,6 +153,11 @@ func footprint(b *testing.B, mib int, cfg *varvev1.TopicConfig) {
 			}
 		}
 		objects, objBytes := countObjects(b, fs)
+		b.Logf("%s: etcd keys by kind: %s", name, keysByKind(b, etcd))
+		live, err := meta.Footprint(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
 		before, err := meta.StorageStats(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -121,22 +173,54 @@ func footprint(b *testing.B, mib int, cfg *varvev1.TopicConfig) {
 			b.Fatal(err)
 		}
 		gib := float64(ingested) / (1 << 30)
-		name := fmt.Sprintf("step%d", step+1)
-		b.Logf("%s: ingested %.0f MiB: %d objects (%.1f MiB); etcd %d keys, db %d B (in use %d) before compaction, %d keys, db %d B (in use %d) after compaction+defrag; per GiB: %.0f objects, %.0f keys, %.0f db B before, %.0f db B after",
-			name, float64(ingested)/(1<<20), objects, float64(objBytes)/(1<<20),
-			before.Keys, before.DBSize, before.DBSizeInUse, after.Keys, after.DBSize, after.DBSizeInUse,
-			float64(objects)/gib, float64(after.Keys)/gib, float64(before.DBSize)/gib, float64(after.DBSize)/gib)
+		b.Logf("%s: ingested %.0f MiB: %d objects (%.1f MiB); etcd live %d keys, %d B; db %d B (in use %d) before history compaction, %d keys, db %d B (in use %d) after compaction+defrag; per GiB: %.0f objects, %.0f keys, %.0f live B, %.0f db B before, %.0f db B after",
+			name, float64(ingested)/(1<<20), objects, float64(objBytes)/(1<<20), live.Keys, live.Bytes,
+			before.DBSize, before.DBSizeInUse, after.Keys, after.DBSize, after.DBSizeInUse,
+			float64(objects)/gib, float64(after.Keys)/gib, float64(live.Bytes)/gib, float64(before.DBSize)/gib, float64(after.DBSize)/gib)
 		b.ReportMetric(float64(objects)/gib, name+"-objects/GiB")
 		b.ReportMetric(float64(after.Keys)/gib, name+"-etcd-keys/GiB")
+		b.ReportMetric(float64(live.Bytes)/gib, name+"-etcd-live-B/GiB")
 		b.ReportMetric(float64(before.DBSize)/gib, name+"-etcd-db-B-uncompacted/GiB")
 		b.ReportMetric(float64(after.DBSize)/gib, name+"-etcd-db-B/GiB")
 		b.ReportMetric(float64(after.Keys), name+"-etcd-keys")
 		b.ReportMetric(float64(after.DBSize), name+"-etcd-db-B")
 		b.ReportMetric(float64(objects), name+"-objects")
-		// COMPACTION SPOT: when tier/compact lands, run one compaction pass
-		// here (and collect its replaced objects) to report the footprint
-		// with L0→L1 compaction as a third variant.
+		b.ReportMetric(float64(live.Bytes), name+"-etcd-live-B")
 	}
+}
+
+// compactAll compacts every partition of topic until a pass over all of
+// them does nothing (L0→L1, then small L1 objects into L2).
+func compactAll(b *testing.B, c *compact.Compactor, topic string) compact.Stats {
+	var total compact.Stats
+	for range 10 {
+		var pass compact.Stats
+		for p := range int32(footprintPartitions) {
+			st, err := c.CompactPartition(context.Background(), topic, p)
+			if err != nil {
+				b.Fatalf("compact %s/%d: %v", topic, p, err)
+			}
+			pass.Jobs += st.Jobs
+			pass.Conflicts += st.Conflicts
+			pass.EntriesIn += st.EntriesIn
+			pass.EntriesOut += st.EntriesOut
+			pass.BytesRead += st.BytesRead
+			pass.BytesWritten += st.BytesWritten
+		}
+		if pass.Conflicts > 0 {
+			b.Fatalf("compaction lost %d swaps with nothing else running", pass.Conflicts)
+		}
+		if pass.Jobs == 0 {
+			return total
+		}
+		total.Jobs += pass.Jobs
+		total.EntriesIn += pass.EntriesIn
+		total.EntriesOut += pass.EntriesOut
+		total.BytesRead += pass.BytesRead
+		total.BytesWritten += pass.BytesWritten
+	}
+	b.Fatal("compaction never became idle")
+	return total
 }
 
 // produceMiB produces about size MiB of 1 KiB incompressible records
@@ -183,6 +267,30 @@ func produceMiB(b *testing.B, c *sdk.Client, size int) int64 {
 		b.FailNow()
 	}
 	return acked
+}
+
+// keysByKind counts the keys under /varve/ by their first path element
+// (index, partitions, guards, …), to show which ones grow with data.
+func keysByKind(b *testing.B, endpoints []string) string {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(context.Background(), "/varve/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		b.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, kv := range resp.Kvs {
+		k, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), "/varve/"), "/")
+		kinds[k]++
+	}
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(kinds)) {
+		out = append(out, fmt.Sprintf("%s %d", k, kinds[k]))
+	}
+	return strings.Join(out, ", ")
 }
 
 func countObjects(b *testing.B, s tier.Store) (int, int64) {
