@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/varve-io/varve/internal/murmur2"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
@@ -411,7 +412,7 @@ func (in *Ingester) acceptLocked(ctx context.Context, size int64) (*file, error)
 // partition (chosen at random per open file) for records without a key.
 func (in *Ingester) placeLocked(t metadata.Topic, key []byte) int32 {
 	if key != nil {
-		return KeyPartition(key, t.Partitions)
+		return murmur2.Partition(key, t.Partitions)
 	}
 	p, ok := in.sticky[t.Name]
 	if !ok || p >= t.Partitions {

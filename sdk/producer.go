@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/internal/murmur2"
 )
 
 // ErrProducerClosed is the error of records given to a closed producer, and
@@ -543,7 +544,7 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 						case p.opts.Partitioner != nil:
 							part = p.opts.Partitioner(pr.rec.Key, tq.partitions)
 						case pr.rec.Key != nil:
-							part = keyPartition(pr.rec.Key, tq.partitions)
+							part = murmur2.Partition(pr.rec.Key, tq.partitions)
 						default:
 							if sticky < 0 {
 								sticky = rand.Int32N(tq.partitions)
@@ -758,45 +759,4 @@ func ctxError(err error) error {
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	}
 	return err
-}
-
-// keyPartition is Kafka's default partition of a keyed record,
-// toPositive(murmur2(key)) % partitions, as the cluster computes it.
-func keyPartition(key []byte, partitions int32) int32 {
-	return (murmur2(key) & 0x7fffffff) % partitions
-}
-
-// murmur2 is Kafka's murmur2 hash (org.apache.kafka.common.utils.Utils).
-func murmur2(data []byte) int32 {
-	const (
-		seed = uint32(0x9747b28c)
-		m    = uint32(0x5bd1e995)
-		r    = 24
-	)
-	n := len(data)
-	h := seed ^ uint32(n)
-	for i := 0; i+4 <= n; i += 4 {
-		k := uint32(data[i]) | uint32(data[i+1])<<8 | uint32(data[i+2])<<16 | uint32(data[i+3])<<24
-		k *= m
-		k ^= k >> r
-		k *= m
-		h *= m
-		h ^= k
-	}
-	tail := n &^ 3
-	switch n & 3 {
-	case 3:
-		h ^= uint32(data[tail+2]) << 16
-		fallthrough
-	case 2:
-		h ^= uint32(data[tail+1]) << 8
-		fallthrough
-	case 1:
-		h ^= uint32(data[tail])
-		h *= m
-	}
-	h ^= h >> 13
-	h *= m
-	h ^= h >> 15
-	return int32(h)
 }

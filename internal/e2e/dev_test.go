@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/murmur2"
 )
 
 // produced is one record the CLI acknowledged.
@@ -283,7 +283,7 @@ func TestDevUserJourney(t *testing.T) {
 		}
 		next[a.partition]++
 	}
-	wantKeyed := ingest.KeyPartition([]byte(key), 3)
+	wantKeyed := murmur2.Partition([]byte(key), 3)
 	for _, a := range keyedAcks {
 		if a.partition != wantKeyed {
 			t.Fatalf("record %s with key %q on partition %d; murmur2 (Kafka's default partitioner) puts it on %d", a.value, key, a.partition, wantKeyed)

@@ -1,8 +1,11 @@
-package ingest
+// Package murmur2 is Kafka's default partitioner: murmur2 of the key, made
+// positive, modulo the partition count. The cluster (ingest) and the Go SDK
+// both use it, so Varve and Kafka clients place keyed records alike.
+package murmur2
 
-// murmur2 is Kafka's murmur2 hash (org.apache.kafka.common.utils.Utils), so
+// Hash is Kafka's murmur2 hash (org.apache.kafka.common.utils.Utils), so
 // that Varve and Kafka clients place keyed records on the same partitions.
-func murmur2(data []byte) int32 {
+func Hash(data []byte) int32 {
 	const (
 		seed = uint32(0x9747b28c)
 		m    = uint32(0x5bd1e995)
@@ -36,8 +39,8 @@ func murmur2(data []byte) int32 {
 	return int32(h)
 }
 
-// KeyPartition is Kafka's default partition for a keyed record:
+// Partition is Kafka's default partition for a keyed record:
 // toPositive(murmur2(key)) % partitions.
-func KeyPartition(key []byte, partitions int32) int32 {
-	return (murmur2(key) & 0x7fffffff) % partitions
+func Partition(key []byte, partitions int32) int32 {
+	return (Hash(key) & 0x7fffffff) % partitions
 }

@@ -1,4 +1,4 @@
-package ingest
+package murmur2
 
 import "testing"
 
@@ -13,8 +13,8 @@ func TestMurmur2MatchesKafka(t *testing.T) {
 		"abc": 479470107,
 	}
 	for in, want := range cases {
-		if got := murmur2([]byte(in)); got != want {
-			t.Errorf("murmur2(%q) = %d, want %d", in, got, want)
+		if got := Hash([]byte(in)); got != want {
+			t.Errorf("Hash(%q) = %d, want %d", in, got, want)
 		}
 	}
 }
@@ -23,8 +23,8 @@ func TestKeyPartitionInRange(t *testing.T) {
 	for _, n := range []int32{1, 3, 7, 1000} {
 		for i := range 1000 {
 			k := []byte{byte(i), byte(i >> 8), 0xff}
-			if p := KeyPartition(k, n); p < 0 || p >= n {
-				t.Fatalf("KeyPartition(%x, %d) = %d", k, n, p)
+			if p := Partition(k, n); p < 0 || p >= n {
+				t.Fatalf("Partition(%x, %d) = %d", k, n, p)
 			}
 		}
 	}
