@@ -165,8 +165,12 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, rec
 				answers[p] = answer{dupBase: -1, pb: held}
 			}
 			var appended, appendedBytes int64
+			appending := make(map[int32]bool, len(toAppend))
+			for _, p := range toAppend {
+				appending[p] = true
+			}
 			for i := range recs {
-				if slices.Contains(toAppend, recs[i].Partition) {
+				if appending[recs[i].Partition] {
 					f.blocks[tpKey{topicName, recs[i].Partition}].Append(recs[i].Record)
 					appended++
 					appendedBytes += int64(segment.EncodedSize(recs[i].Record))

@@ -232,25 +232,28 @@ type ProducerView struct {
 }
 
 // ReadProducer reads producer id's info and its state on partitions of
-// topic in one consistent read.
+// topic in one consistent snapshot, whatever the number of partitions (past
+// etcd's operations per transaction, the reads are split and pinned to the
+// revision of the first).
 func (c *Client) ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*ProducerView, error) {
-	ops := []clientv3.Op{clientv3.OpGet(producerKey(id))}
+	ops := make([]clientv3.Op, 0, 1+len(partitions))
+	ops = append(ops, clientv3.OpGet(producerKey(id)))
 	for _, p := range partitions {
 		ops = append(ops, clientv3.OpGet(producerStateKey(id, topic, p)))
 	}
-	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
+	rs, err := c.snapshot(ctx, ops)
 	if err != nil {
-		return nil, fmt.Errorf("read producer %d on %q: %w", id, topic, err)
+		return nil, fmt.Errorf("read producer %d on %q (%d partitions): %w", id, topic, len(partitions), err)
 	}
-	v := &ProducerView{id: id, topic: topic, states: map[int32]*ProducerState{}}
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+	v := &ProducerView{id: id, topic: topic, states: make(map[int32]*ProducerState, len(partitions))}
+	if kvs := rs[0].GetResponseRange().Kvs; len(kvs) > 0 {
 		v.info = new(producerInfo)
 		if err := json.Unmarshal(kvs[0].Value, v.info); err != nil {
 			return nil, fmt.Errorf("read producer %d: decode: %w", id, err)
 		}
 	}
 	for i, p := range partitions {
-		if kvs := resp.Responses[1+i].GetResponseRange().Kvs; len(kvs) > 0 {
+		if kvs := rs[1+i].GetResponseRange().Kvs; len(kvs) > 0 {
 			st := new(ProducerState)
 			if err := json.Unmarshal(kvs[0].Value, st); err != nil {
 				return nil, fmt.Errorf("read producer %d on %s/%d: decode: %w", id, topic, p, err)
