@@ -2,8 +2,6 @@ package ingest
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/varve-io/varve/internal/murmur2"
+	"github.com/varve-io/varve/internal/randhex"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
@@ -87,7 +86,7 @@ const (
 
 func (c *Config) fill() {
 	if c.NodeID == "" {
-		c.NodeID = randomHex(4)
+		c.NodeID = randhex.String(4)
 	}
 	if c.FlushBytes <= 0 {
 		c.FlushBytes = DefaultFlushBytes
@@ -593,9 +592,7 @@ func (in *Ingester) flushed(f *file) Flushed {
 }
 
 func (in *Ingester) objectKey(f *file) string {
-	now := time.Now().UTC()
-	return fmt.Sprintf("%s%s/%s-%s-%d-%s.vseg", in.cfg.ObjectPrefix, now.Format("2006-01-02T15"),
-		now.Format("20060102T150405.000Z"), in.cfg.NodeID, f.id, randomHex(4))
+	return tier.FlushKey(in.cfg.ObjectPrefix, in.cfg.NodeID, f.id, time.Now())
 }
 
 // Flush seals the open file and waits until everything accepted so far is
@@ -647,12 +644,6 @@ func (in *Ingester) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("drain ingest: %w", ctx.Err())
 	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = crand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // Pending returns the bytes and the number of records accepted and not yet

@@ -24,7 +24,7 @@ const tmpDirName = ".tmp"
 const staleTmpAge = time.Hour
 
 // FS is a Store backed by a local directory: the embedded default. The key
-// "segments/ab/0001.vseg" is the file dir/segments/ab/0001.vseg.
+// "segments/ab/0001.obj" is the file dir/segments/ab/0001.obj.
 //
 // Writes are atomic and durable: the data is written and fsynced in a
 // temporary file under dir/.tmp, hard-linked into place (which fails if the

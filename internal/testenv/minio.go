@@ -3,8 +3,6 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/varve-io/varve/internal/randhex"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -142,7 +141,7 @@ func StartMinIO(dir string) (srv *MinIOServer, stop func(), err error) {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, nil, fmt.Errorf("start minio: %w", err)
 	}
-	srv = &MinIOServer{AccessKey: "varve-test", SecretKey: randomHex(16)}
+	srv = &MinIOServer{AccessKey: "varve-test", SecretKey: randhex.String(16)}
 	// A free port found by listening can be taken again before MinIO binds
 	// it; try a few times.
 	for attempt := 1; ; attempt++ {
@@ -253,12 +252,6 @@ func logTail(path string) string {
 	return strings.TrimRight(string(b), "\n")
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // S3Config returns the configuration of a tier.S3 store for bucket on this
 // server.
 func (m *MinIOServer) S3Config(bucket string) tier.S3Config {
@@ -278,7 +271,7 @@ var bucketSeq atomic.Int64
 // name. The bucket lives as long as the server.
 func (m *MinIOServer) NewBucket(tb testing.TB) string {
 	tb.Helper()
-	name := fmt.Sprintf("test-%d-%s", bucketSeq.Add(1), randomHex(4))
+	name := fmt.Sprintf("test-%d-%s", bucketSeq.Add(1), randhex.String(4))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := m.s3Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {

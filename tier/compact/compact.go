@@ -2,8 +2,6 @@ package compact
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -518,7 +516,7 @@ func (c *Compactor) rewrite(ctx context.Context, topic string, p int32, old []me
 // store1 PUTs a job's object and swaps the index.
 func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, out output, st Stats) (Stats, error) {
 	start, end := old[0].Base, old[len(old)-1].End()
-	key := fmt.Sprintf("l%d/%s/%d/%020d-%020d-%s-%s.vseg", out.level, topic, p, start, end, c.cfg.NodeID, randomHex(4))
+	key := tier.CompactedKey(out.level, topic, p, start, end, c.cfg.NodeID)
 	// The swap must apply before the GC may collect the object.
 	ctx, cancel := context.WithDeadline(ctx, time.Now().Add(c.cfg.MaxSwapDelay))
 	defer cancel()
@@ -662,10 +660,4 @@ func (c *Compactor) read(ctx context.Context, old []metadata.IndexEntry, fn func
 		<-sem
 	}
 	return nil
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

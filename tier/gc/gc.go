@@ -30,7 +30,7 @@ const (
 	DefaultHistoryRetain   = 10 * time.Minute
 	// DefaultSuffix marks segment objects (ingest and compaction write
 	// them); other keys in the store are never touched.
-	DefaultSuffix = ".vseg"
+	DefaultSuffix = tier.SegmentSuffix
 	// ElectionName is the etcd election the janitors of a cluster share.
 	ElectionName = "janitor"
 )

@@ -87,9 +87,9 @@ func wantMissing(t *testing.T, s tier.Store, key string) {
 
 func testRoundTrip(t *testing.T, s tier.Store) {
 	data := []byte("hello, varve")
-	put(t, s, "segments/ab/0001.vseg", data)
+	put(t, s, "segments/ab/0001.obj", data)
 	data[0] = 'J' // the store must not keep the caller's slice
-	wantContent(t, s, "segments/ab/0001.vseg", []byte("hello, varve"))
+	wantContent(t, s, "segments/ab/0001.obj", []byte("hello, varve"))
 }
 
 func testEmptyObject(t *testing.T, s tier.Store) {
@@ -265,7 +265,7 @@ func testList(t *testing.T, s tier.Store) {
 	// '-' and '.' sort before '/', '0' after it.
 	keys := []string{
 		"a/b/c/1", "a/b/c/2", "a/b/d", "a/b.x", "a/b-y", "a/b0", "a.c", "a-1",
-		"b", "ab/x", "segments/00/0001.vseg", "segments/00/0002.vseg", "segments/01/0001.vseg",
+		"b", "ab/x", "segments/00/0001.obj", "segments/00/0002.obj", "segments/01/0001.obj",
 		"z/y/x/w/v/u", "a/.x/1", "a/..y", ".z",
 	}
 	sizes := map[string]int{}
@@ -285,7 +285,7 @@ func testList(t *testing.T, s tier.Store) {
 	}
 	for _, prefix := range []string{
 		"", "a", "a/", "a/b", "a/b/", "a/b/c", "a/b/c/", "a/b/c/1", "a.", "ab", "b",
-		"segments/", "segments/0", "segments/00/", "segments/01/0001.vseg",
+		"segments/", "segments/0", "segments/00/", "segments/01/0001.obj",
 		"z/y/x/", "zz", "nothing/here/", "../", ".tmp/", "/", "a//", "./", "a/.", "a/..", ".", "..", `a\`, "a\x00",
 	} {
 		got := listKeys(t, s, prefix, sizes)
