@@ -84,6 +84,7 @@ check-generated: gen-tmp
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); echo "gofmt needed" >&2; exit 1)
 	$(GO) vet ./...
+	$(GO) run ./internal/lint/boundaries
 
 # Every tier: unit, integration (real MinIO + embedded etcd) and end-to-end
 # (the built binary). Nothing is skipped.
