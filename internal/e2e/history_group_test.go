@@ -166,13 +166,14 @@ func (g *groupHist) zombieProbe(id string) {
 	for p, o := range g.lastCommit[id] {
 		req.Offsets = append(req.Offsets, &varvev1.OffsetCommit{Topic: g.topic, Partition: p, Offset: o})
 	}
+	api := g.apis[int(g.nProbes)%len(g.apis)] // alternate nodes, deterministically
 	g.mu.Unlock()
 	if len(req.Offsets) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := g.apis[rand.IntN(len(g.apis))].CommitOffsets(ctx, connect.NewRequest(req))
+	_, err := api.CommitOffsets(ctx, connect.NewRequest(req))
 	g.mu.Lock()
 	g.nProbes++
 	if err != nil && connect.CodeOf(err) == connect.CodeFailedPrecondition {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -33,6 +34,31 @@ func historyRounds(t *testing.T) int {
 		}
 	}
 	return 3
+}
+
+var seedFlag = flag.Uint64("varve.seed", 0, "seed of TestRandomizedHistory (0: VARVE_HISTORY_SEED, else random)")
+
+// historySeed is the seed of every random choice of the randomized history
+// test (operations, batch sizes, which node to kill and when): -varve.seed,
+// else VARVE_HISTORY_SEED, else random. It is printed with the command that
+// replays it. The interleaving of goroutines and the timing of kills still
+// depend on the machine, so a replay repeats the choices, not always the
+// exact history.
+func historySeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := *seedFlag
+	if s := os.Getenv("VARVE_HISTORY_SEED"); seed == 0 && s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n == 0 {
+			t.Fatalf("VARVE_HISTORY_SEED=%q: want a positive integer", s)
+		}
+		seed = n
+	}
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d, %d kill rounds; replay: VARVE_HISTORY_SEED=%d go test -run 'TestRandomizedHistory$' -v ./internal/e2e/", seed, historyRounds(t), seed)
+	return seed
 }
 
 // TestRandomizedHistory runs idempotent producers (some resending answered
@@ -78,8 +104,7 @@ func TestRandomizedHistory(t *testing.T) {
 		reqTimeout = 5 * time.Second
 	)
 	rounds := historyRounds(t)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d, %d kill rounds", seed, rounds)
+	seed := historySeed(t)
 	c := newCluster(t)
 	listens := make([]string, nodeCount)
 	nodes := make([]*serveNode, nodeCount)
