@@ -51,7 +51,7 @@ func (c *Client) NewCache(ctx context.Context, withEntries bool) (*Cache, error)
 	ca := &Cache{c: c, withEntries: withEntries, done: make(chan struct{}), revCh: make(chan struct{})}
 	if withEntries {
 		// index/, nodes/, partitions/ and topics/ sort together, after guards/.
-		ca.from, ca.to = root+"index/", prefixEnd(topicsPrefix())
+		ca.from, ca.to = indexPrefix(), prefixEnd(topicsPrefix())
 	} else {
 		ca.from, ca.to = topicsPrefix(), prefixEnd(topicsPrefix())
 	}

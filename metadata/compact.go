@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -21,12 +20,6 @@ import (
 //	                                     the partition, bound to its lease
 //
 // Both sort before index/, outside the watched cache's range.
-
-func compactionPausedKey() string { return root + "compaction/paused" }
-
-func claimKey(topic string, p int32) string {
-	return root + "claims/compact/" + topic + "/" + strconv.Itoa(int(p))
-}
 
 // ErrSwapConflict: the index entries a swap was planned on changed (another
 // compactor, retention or a topic deletion got there first). Nothing was
@@ -373,7 +366,7 @@ type PartitionBacklog struct {
 // CompactionBacklog reads every index entry (paginated, at one revision)
 // and counts, per partition, the entries and the level-0 entries and bytes.
 func (c *Client) CompactionBacklog(ctx context.Context) ([]PartitionBacklog, error) {
-	from, to := root+"index/", prefixEnd(root+"index/")
+	from, to := indexPrefix(), prefixEnd(indexPrefix())
 	byTP := map[TopicPartition]*PartitionBacklog{}
 	var order []TopicPartition
 	key, rev := from, int64(0)

@@ -17,8 +17,6 @@ import (
 // storage figures, defragmentation and a leader election so one janitor
 // acts at a time.
 
-func electionPrefix(name string) string { return root + "elections/" + name }
-
 // referencedPage is how many index keys one range read of
 // ReferencedObjects returns.
 const referencedPage = 5000
@@ -28,7 +26,7 @@ const referencedPage = 5000
 // snapshot), and that revision. An object absent from the set was
 // unreferenced at rev.
 func (c *Client) ReferencedObjects(ctx context.Context) (map[string]struct{}, int64, error) {
-	from, end := root+"index/", prefixEnd(root+"index/")
+	from, end := indexPrefix(), prefixEnd(indexPrefix())
 	refs := map[string]struct{}{}
 	key, rev := from, int64(0)
 	for {

@@ -41,20 +41,6 @@ const (
 	MaxSessionTimeout     = 300 * time.Second
 )
 
-// Group keys, all under groups/<group>/.
-func groupPrefix(g string) string        { return root + "groups/" + g + "/" }
-func groupsPrefix() string               { return root + "groups/" }
-func groupMetaKey(g string) string       { return groupPrefix(g) + "meta" }
-func groupMembersPrefix(g string) string { return groupPrefix(g) + "members/" }
-func groupMemberKey(g, id string) string { return groupMembersPrefix(g) + id }
-func groupOffsetsPrefix(g string) string { return groupPrefix(g) + "offsets/" }
-func groupTopicOffsetsPrefix(g, t string) string {
-	return groupOffsetsPrefix(g) + t + "/"
-}
-func groupOffsetKey(g, t string, p int32) string {
-	return groupTopicOffsetsPrefix(g, t) + strconv.Itoa(int(p))
-}
-
 // parseGroupOffsetKey splits groups/<g>/offsets/<topic>/<p>.
 func parseGroupOffsetKey(k string) (group, topic string, p int32, ok bool) {
 	if !strings.HasPrefix(k, groupsPrefix()) {

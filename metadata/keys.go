@@ -23,10 +23,12 @@ func indexKey(topic string, p int32, base int64) string {
 }
 
 func indexPartitionPrefix(topic string, p int32) string {
-	return root + "index/" + topic + "/" + strconv.Itoa(int(p)) + "/"
+	return indexTopicPrefix(topic) + strconv.Itoa(int(p)) + "/"
 }
 
-func indexTopicPrefix(topic string) string { return root + "index/" + topic + "/" }
+func indexPrefix() string { return root + "index/" }
+
+func indexTopicPrefix(topic string) string { return indexPrefix() + topic + "/" }
 
 func guardKey(commitID string, chunk int) string {
 	return root + "guards/" + commitID + "/" + strconv.Itoa(chunk)
@@ -96,3 +98,28 @@ func producerKey(id int64) string { return fmt.Sprintf("%sidem/producers/%020d",
 func producerStateKey(id int64, topic string, p int32) string {
 	return fmt.Sprintf("%sidem/producers/%020d/%s/%d", root, id, topic, p)
 }
+
+// Group keys, all under groups/<group>/.
+func groupPrefix(g string) string        { return root + "groups/" + g + "/" }
+func groupsPrefix() string               { return root + "groups/" }
+func groupMetaKey(g string) string       { return groupPrefix(g) + "meta" }
+func groupMembersPrefix(g string) string { return groupPrefix(g) + "members/" }
+func groupMemberKey(g, id string) string { return groupMembersPrefix(g) + id }
+func groupOffsetsPrefix(g string) string { return groupPrefix(g) + "offsets/" }
+func groupTopicOffsetsPrefix(g, t string) string {
+	return groupOffsetsPrefix(g) + t + "/"
+}
+func groupOffsetKey(g, t string, p int32) string {
+	return groupTopicOffsetsPrefix(g, t) + strconv.Itoa(int(p))
+}
+
+// Compaction keys (docs/compaction.md); both sort before index/, outside the
+// watched cache's range.
+func compactionPausedKey() string { return root + "compaction/paused" }
+
+func claimKey(topic string, p int32) string {
+	return root + "claims/compact/" + topic + "/" + strconv.Itoa(int(p))
+}
+
+// electionPrefix is the campaign prefix of a singleton role (the janitor).
+func electionPrefix(name string) string { return root + "elections/" + name }
