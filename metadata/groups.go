@@ -246,20 +246,26 @@ func (c *Client) FetchCommitted(ctx context.Context, g string, parts map[string]
 	return out, nil
 }
 
+// resetChunk bounds the partitions one reset transaction writes (etcd allows
+// 128 operations per transaction; two are compares).
+const resetChunk = 100
+
 // ResetOffsets sets committed offsets of topic's partitions to offsets
 // (partition → offset), backwards or forwards, when the group has no
 // members (ErrGroupActive otherwise). Each offset must lie within the
-// partition's log [start, next]. A group that does not exist yet is
-// created with these offsets, as Kafka's tools do. All or nothing.
+// partition's log [start, next]; every offset is checked before anything is
+// written. A group that does not exist yet is created with these offsets,
+// as Kafka's tools do. Up to 100 partitions are reset in one transaction;
+// more take one transaction per 100, each fenced on the group having no
+// members, so a member joining midway stops the reset and the error says
+// how many partitions were reset (as Kafka's reset, which is not atomic
+// across partitions either).
 func (c *Client) ResetOffsets(ctx context.Context, g, topic string, offsets map[int32]int64) ([]CommittedOffset, error) {
 	if err := ValidateGroupName(g); err != nil {
 		return nil, err
 	}
 	if len(offsets) == 0 {
 		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: no partitions", g, topic, ErrInvalidArgument)
-	}
-	if len(offsets) > 100 {
-		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: %d partitions, at most 100 per call", g, topic, ErrInvalidArgument, len(offsets))
 	}
 	t, err := c.GetTopic(ctx, topic)
 	if err != nil {
@@ -282,9 +288,7 @@ func (c *Client) ResetOffsets(ctx context.Context, g, topic string, offsets map[
 	}
 	slices.Sort(ps)
 	now := time.Now().UnixMilli()
-	var out []CommittedOffset
-	cmps := []clientv3.Cmp{noMembers(g), clientv3.Compare(clientv3.CreateRevision(topicKey(topic)), ">", 0)}
-	ops := []clientv3.Op{}
+	out := make([]CommittedOffset, 0, len(ps))
 	for _, p := range ps {
 		off := offsets[p]
 		if p < 0 || p >= t.Partitions {
@@ -294,22 +298,33 @@ func (c *Client) ResetOffsets(ctx context.Context, g, topic string, offsets map[
 		if off < ls.Start || off > ls.Next {
 			return nil, fmt.Errorf("reset offsets of group %q on %s/%d: %w: offset %d is outside the log [%d, %d]", g, topic, p, ErrInvalidArgument, off, ls.Start, ls.Next)
 		}
-		co := CommittedOffset{Topic: topic, Partition: p, Offset: off, Generation: st.Meta.Generation, CommittedMs: now, Metadata: "reset"}
-		v, _ := json.Marshal(co)
-		ops = append(ops, clientv3.OpPut(groupOffsetKey(g, topic, p), string(v)))
-		out = append(out, co)
+		out = append(out, CommittedOffset{Topic: topic, Partition: p, Offset: off, Generation: st.Meta.Generation, CommittedMs: now, Metadata: "reset"})
 	}
-	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("reset offsets of group %q on %q: %w", g, topic, err)
-	}
-	if !resp.Succeeded {
+	cmps := []clientv3.Cmp{noMembers(g), clientv3.Compare(clientv3.CreateRevision(topicKey(topic)), ">", 0)}
+	for start := 0; start < len(out); start += resetChunk {
+		chunk := out[start:min(start+resetChunk, len(out))]
+		ops := make([]clientv3.Op, 0, len(chunk))
+		for _, co := range chunk {
+			v, _ := json.Marshal(co)
+			ops = append(ops, clientv3.OpPut(groupOffsetKey(g, topic, co.Partition), string(v)))
+		}
+		resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("reset offsets of group %q on %q (%d of %d partitions reset before): %w", g, topic, start, len(out), err)
+		}
+		if resp.Succeeded {
+			continue
+		}
 		// A member joined or the topic changed in between: report which.
+		done := ""
+		if start > 0 {
+			done = fmt.Sprintf(" after %d of %d partitions were reset", start, len(out))
+		}
 		st, err := c.GroupState(ctx, g)
 		if err == nil && st.Active() {
-			return nil, fmt.Errorf("reset offsets of group %q: %w (%d members); stop them first", g, ErrGroupActive, len(st.Members))
+			return nil, fmt.Errorf("reset offsets of group %q: %w (%d members)%s; stop them first", g, ErrGroupActive, len(st.Members), done)
 		}
-		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: the topic changed meanwhile; try again", g, topic, ErrInvalidArgument)
+		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: the topic changed meanwhile%s; try again", g, topic, ErrInvalidArgument, done)
 	}
 	return out, nil
 }

@@ -431,3 +431,36 @@ func BenchmarkCommitOffsets(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
 }
+
+// TestResetOffsetsOverThousandPartitions: a reset of every partition of a
+// 1,000-partition topic (more than one etcd transaction holds) applies to
+// all of them; one offset outside its log refuses the whole reset before
+// anything is written.
+func TestResetOffsetsOverThousandPartitions(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	const parts = 1000
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "wide", Partitions: parts}); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[int32]int64{}
+	for p := range int32(parts) {
+		bad[p] = 0
+	}
+	bad[parts-1] = 7 // past the end of an empty partition
+	if _, err := c.ResetOffsets(ctx, "g", "wide", bad); !errors.Is(err, metadata.ErrInvalidArgument) {
+		t.Fatalf("reset with one offset past the end: %v", err)
+	}
+	if st, err := c.GroupState(ctx, "g"); err != nil || len(st.Offsets) != 0 {
+		t.Fatalf("a refused reset wrote %d offsets (%v)", len(st.Offsets), err)
+	}
+	bad[parts-1] = 0
+	got, err := c.ResetOffsets(ctx, "g", "wide", bad)
+	if err != nil || len(got) != parts {
+		t.Fatalf("reset of %d partitions: %d offsets, %v", parts, len(got), err)
+	}
+	st, err := c.GroupState(ctx, "g")
+	if err != nil || len(st.Offsets) != parts {
+		t.Fatalf("after the reset: %d committed offsets (%v), want %d", len(st.Offsets), err, parts)
+	}
+}
