@@ -64,6 +64,7 @@ type Options struct {
 // New connects to etcd and the store, starts the configured roles and
 // begins serving on cfg.Listen.
 func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
+	cfg.FillDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
