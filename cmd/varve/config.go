@@ -109,6 +109,7 @@ func loadNodeConfig(fs *pflag.FlagSet) (node.Config, error) {
 		}
 		c.Store = bucket
 	}
+	c.FillDefaults() // 0 given anywhere means the default
 	return c, nil
 }
 

@@ -178,7 +178,6 @@ func TestConfigZeroMeansDefault(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	c.FillDefaults()
 	d := node.DefaultConfig()
 	if c.Linger != d.Linger || c.ShutdownTimeout != d.ShutdownTimeout || c.CacheBytes != d.CacheBytes ||
 		c.GCGrace != d.GCGrace || c.CompactionInterval != d.CompactionInterval || c.FlushBytes != 8<<20 ||
