@@ -99,7 +99,7 @@ func readSchemaFlag(v string) (*varvev1.TopicSchema, error) {
 	if !strings.HasPrefix(text, "[") && !strings.HasPrefix(text, "{") {
 		b, err := os.ReadFile(v)
 		if err != nil {
-			return nil, fmt.Errorf("--schema %s is neither inline JSON (a field list starts with '[') nor a readable file: %w", v, err)
+			return nil, fmt.Errorf("--schema is neither a JSON field list nor a readable file: %w", err)
 		}
 		text, where = string(b), "--schema file "+v
 	}

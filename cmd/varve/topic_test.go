@@ -42,7 +42,7 @@ func TestTopicCommandMessages(t *testing.T) {
 		{args: []string{"topic", "create", "s1", "--schema", "{not json"}, err: "--schema: invalid JSON at line 1, column 2: invalid character 'n'", notInErr: "no such file"},
 		{args: []string{"topic", "create", "s2", "--schema", `[{"name": "a", "type": "utf8"}`}, err: "--schema: invalid JSON at line 1, column 30: unexpected end of JSON input"},
 		{args: []string{"topic", "create", "s3", "--schema", badFile}, err: "--schema file " + badFile + ": invalid JSON at line 3, column 12: invalid character 'b'"},
-		{args: []string{"topic", "create", "s4", "--schema", "nofile.json"}, err: "--schema nofile.json is neither inline JSON"},
+		{args: []string{"topic", "create", "s4", "--schema", "nofile.json"}, err: "--schema is neither a JSON field list nor a readable file: open nofile.json"},
 		{args: []string{"topic", "alter", "one", "--schema", "{not json"}, err: "invalid JSON at line 1, column 2"},
 		{args: []string{"topic", "create", "café"}, err: `topic name "café" has character 'é'`, notInErr: "Ã"},
 	}
