@@ -240,15 +240,7 @@ func atLeastWhy[T cmp.Ordered](lo T, why string) func(T) error {
 			return err
 		}
 		if v < lo {
-			var s string
-			switch x := any(lo).(type) {
-			case time.Duration:
-				s = formatDuration(x)
-			case int64:
-				s = formatBytes(x)
-			default:
-				s = fmt.Sprint(lo)
-			}
+			s := show(lo)
 			if why != "" {
 				return fmt.Errorf("is below %s (%s)", s, why)
 			}
@@ -256,6 +248,30 @@ func atLeastWhy[T cmp.Ordered](lo T, why string) func(T) error {
 		}
 		return nil
 	}
+}
+
+// between refuses values outside [lo, hi] (0 stays the default).
+func between[T cmp.Ordered](lo, hi T) func(T) error {
+	return func(v T) error {
+		if err := atLeast(lo)(v); err != nil {
+			return err
+		}
+		if v > hi {
+			return fmt.Errorf("is above %s", show(hi))
+		}
+		return nil
+	}
+}
+
+// show prints a bound the way the setting is written.
+func show[T cmp.Ordered](v T) string {
+	switch x := any(v).(type) {
+	case time.Duration:
+		return formatDuration(x)
+	case int64:
+		return formatBytes(x)
+	}
+	return fmt.Sprint(v)
 }
 
 func oneOf(valid ...string) func(string) error {

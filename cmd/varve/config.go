@@ -72,12 +72,20 @@ func (f *settingFlag) String() string {
 
 func (f *settingFlag) Type() string { return f.s.Type }
 
-// loadNodeConfig merges, lowest to highest precedence: defaults, the YAML
-// file, VARVE_* environment variables, flags given on the command line.
+// loadNodeConfig merges, lowest to highest precedence: defaults (the
+// command's own, then node.Settings'), the YAML file, VARVE_* environment
+// variables, flags given on the command line.
 // Unknown file keys and unknown VARVE_* variables are errors naming the
 // closest valid name.
 func loadNodeConfig(fs *pflag.FlagSet) (node.Config, error) {
 	c := node.DefaultConfig()
+	// A command's own defaults: flag values set by the command itself
+	// (f.Value.Set) without the user giving the flag.
+	fs.VisitAll(func(f *pflag.Flag) {
+		if sf, ok := f.Value.(*settingFlag); ok && sf.set && !f.Changed {
+			sf.s.CopyFrom(&c, &sf.c)
+		}
+	})
 	var bucket string
 	path, _ := fs.GetString("config")
 	if path == "" {

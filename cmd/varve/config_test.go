@@ -242,3 +242,21 @@ func settingsTable() string {
 	}
 	return b.String()
 }
+
+// TestConfigCommandDefaults: a command may give a setting its own default
+// by setting the flag's value (varve dev turns pprof on that way); the
+// file, the environment and the flag still override it.
+func TestConfigCommandDefaults(t *testing.T) {
+	fs := pflag.NewFlagSet("dev", pflag.ContinueOnError)
+	addNodeFlags(fs)
+	_ = fs.Lookup("linger").Value.Set("7ms")
+	_ = fs.Lookup("flush-bytes").Value.Set("2MiB")
+	t.Setenv("VARVE_FLUSH_BYTES", "3MiB")
+	c, err := loadNodeConfig(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Linger != 7*time.Millisecond || c.FlushBytes != 3<<20 {
+		t.Fatalf("linger %v (want the command's 7ms), flush_bytes %d (want the environment's 3MiB)", c.Linger, c.FlushBytes)
+	}
+}
