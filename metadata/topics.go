@@ -82,11 +82,10 @@ func ValidateTopicName(name string) error {
 	if name == "." || name == ".." {
 		return fmt.Errorf("%w: topic name %q is not allowed", ErrInvalidArgument, name)
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
+	for i, c := range name { // by character: a UTF-8 name is reported as written
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 		if !ok {
-			return fmt.Errorf("%w: topic name %q has character %q at %d; allowed are ASCII letters, digits, '.', '_' and '-'", ErrInvalidArgument, name, c, i)
+			return fmt.Errorf("%w: topic name %q has character %q at byte %d; allowed are ASCII letters, digits, '.', '_' and '-'", ErrInvalidArgument, name, c, i)
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/compact"
 	"github.com/varve-io/varve/tier/gc"
 )
@@ -20,149 +21,164 @@ const (
 	RoleCompact = "compact"
 )
 
-// Config is the one configuration of a node. Every field has the same name
-// as a flag (--flush-bytes), an environment variable (VARVE_FLUSH_BYTES) and
-// a YAML file key (flush_bytes).
+// Config is the one configuration of a node. Each field is declared once,
+// in Settings below: its file key (flush_bytes), flag (--flush-bytes),
+// environment variable (VARVE_FLUSH_BYTES), default, validation and README
+// row all come from that declaration.
+//
+// A zero field means the setting's default, for every setting (a duration
+// of 0 too). The one setting that can be turned off, etcd_compaction_interval,
+// says so with the value off (Off in Go).
 type Config struct {
-	Roles         []string `koanf:"roles"`
-	Listen        string   `koanf:"listen"`
-	NodeID        string   `koanf:"node_id"`
-	EtcdEndpoints []string `koanf:"etcd_endpoints"`
+	Roles         []string
+	Listen        string
+	NodeID        string
+	EtcdEndpoints []string
 	// Store is where segments live: fs:DIR or s3://bucket[/prefix].
-	Store       string `koanf:"store"`
-	S3Endpoint  string `koanf:"s3_endpoint"`
-	S3Region    string `koanf:"s3_region"`
-	S3PathStyle bool   `koanf:"s3_path_style"`
+	Store       string
+	S3Endpoint  string
+	S3Region    string
+	S3PathStyle bool
 
-	FlushBytes     int           `koanf:"flush_bytes"`
-	Linger         time.Duration `koanf:"linger"`
-	MaxBufferBytes int64         `koanf:"max_buffer_bytes"`
+	FlushBytes     int
+	Linger         time.Duration
+	MaxBufferBytes int64
 	// ProducerStateTTL is how long an idempotent producer's state lives in
 	// etcd after its last commit (see docs/idempotence.md).
-	ProducerStateTTL time.Duration `koanf:"producer_state_ttl"`
-	CacheBytes       int64         `koanf:"cache_bytes"`
+	ProducerStateTTL time.Duration
+	CacheBytes       int64
 	// CacheDir holds the fetch role's disk cache of blocks (kept across
 	// restarts); empty: no disk tier. DiskCacheBytes bounds it.
-	CacheDir        string        `koanf:"cache_dir"`
-	DiskCacheBytes  int64         `koanf:"disk_cache_bytes"`
-	MaxRequestBytes int           `koanf:"max_request_bytes"`
-	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	CacheDir        string
+	DiskCacheBytes  int64
+	MaxRequestBytes int
+	ShutdownTimeout time.Duration
 
-	LogLevel  string `koanf:"log_level"`
-	LogFormat string `koanf:"log_format"`
+	LogLevel  string
+	LogFormat string
 
 	// FlightListen is the Arrow Flight address of the fetch role (scans);
 	// empty: no Flight server.
-	FlightListen string `koanf:"flight_listen"`
+	FlightListen string
 
-	// Janitor of the compact role (docs/gc.md): how often retention runs,
-	// how often the bucket is swept for unreferenced objects and how long
-	// they must have been unreferenced first, how often etcd's revision
-	// history is compacted (0: never, etcd compacts itself) and how much of
-	// it is kept.
-	RetentionCheckInterval time.Duration `koanf:"retention_check_interval"`
-	GCInterval             time.Duration `koanf:"gc_interval"`
-	GCGrace                time.Duration `koanf:"gc_grace"`
-	EtcdCompactionInterval time.Duration `koanf:"etcd_compaction_interval"`
-	EtcdHistoryRetain      time.Duration `koanf:"etcd_history_retain"`
+	// Janitor of the compact role (docs/gc.md).
+	RetentionCheckInterval time.Duration
+	GCInterval             time.Duration
+	GCGrace                time.Duration
+	// EtcdCompactionInterval is Off when etcd compacts itself.
+	EtcdCompactionInterval time.Duration
+	EtcdHistoryRetain      time.Duration
 
-	// Compaction of the compact role (docs/compaction.md): how often every
-	// partition is looked at, the stored size of the objects it writes, and
-	// how many level-0 index entries in a row make a partition worth it.
-	CompactionInterval    time.Duration `koanf:"compaction_interval"`
-	CompactionTargetBytes int64         `koanf:"compaction_target_bytes"`
-	CompactionMinEntries  int           `koanf:"compaction_min_entries"`
+	// Compaction of the compact role (docs/compaction.md).
+	CompactionInterval    time.Duration
+	CompactionTargetBytes int64
+	CompactionMinEntries  int
 }
 
-// DefaultConfig returns the defaults every flag starts from.
+// Off turns off a duration setting that allows it (etcd_compaction_interval);
+// in files, flags and the environment it is spelled off.
+const Off time.Duration = -1
+
+// Settings declares every node setting, in the order of --help and the
+// README. To add a setting: add its field to Config, one line here, and use
+// the field where the node starts the role it configures.
+var Settings = []Setting{
+	strs("roles", func(c *Config) *[]string { return &c.Roles }, []string{RoleIngest, RoleFetch},
+		"roles this node runs: ingest, fetch, compact (retention, garbage collection, compaction)", eachOneOf(RoleIngest, RoleFetch, RoleCompact)),
+	str("listen", func(c *Config) *string { return &c.Listen }, "127.0.0.1:7700",
+		"API address (Connect, gRPC, gRPC-Web, /metrics, /healthz, /readyz)", nil),
+	str("node_id", func(c *Config) *string { return &c.NodeID }, "",
+		"names the node in object keys, logs and etcd", nil).doc("random"),
+	strs("etcd_endpoints", func(c *Config) *[]string { return &c.EtcdEndpoints }, nil,
+		"etcd client URLs", nil).require(),
+	str("store", func(c *Config) *string { return &c.Store }, "",
+		"segment store: fs:DIR or s3://bucket[/prefix] (alias: bucket)", storeURL).require(),
+	str("s3_endpoint", func(c *Config) *string { return &c.S3Endpoint }, "",
+		"S3 endpoint URL for S3-compatible stores (MinIO, R2, ...); empty: AWS. Credentials come from the standard AWS chain", nil),
+	str("s3_region", func(c *Config) *string { return &c.S3Region }, tier.DefaultRegion,
+		"S3 region", nil),
+	boolean("s3_path_style", func(c *Config) *bool { return &c.S3PathStyle },
+		"use path-style S3 addressing (MinIO and most S3-compatibles)"),
+	bytesInt("flush_bytes", func(c *Config) *int { return &c.FlushBytes }, ingest.DefaultFlushBytes,
+		"seal the open segment at this many bytes of records", atLeast(1024)),
+	duration("linger", func(c *Config) *time.Duration { return &c.Linger }, ingest.DefaultLinger,
+		"seal the open segment this long after its first record", atLeast(time.Millisecond)),
+	bytes64("max_buffer_bytes", func(c *Config) *int64 { return &c.MaxBufferBytes }, ingest.DefaultMaxBufferBytes,
+		"records buffered before produce answers RESOURCE_EXHAUSTED with retry advice", nil),
+	duration("producer_state_ttl", func(c *Config) *time.Duration { return &c.ProducerStateTTL }, ingest.DefaultProducerStateTTL,
+		"how long an idempotent producer's state lives in etcd after its last commit", atLeastWhy(2*time.Second, "etcd's shortest lease")),
+	bytes64("cache_bytes", func(c *Config) *int64 { return &c.CacheBytes }, 256<<20,
+		"memory block cache of the fetch role", nil),
+	str("cache_dir", func(c *Config) *string { return &c.CacheDir }, "",
+		"disk cache of blocks of the fetch role, kept across restarts; empty: no disk tier", nil).doc("empty (`varve dev`: `DATA_DIR/cache`)"),
+	bytes64("disk_cache_bytes", func(c *Config) *int64 { return &c.DiskCacheBytes }, 4<<30,
+		"bound of the disk cache (with cache_dir)", nil),
+	bytesInt("max_request_bytes", func(c *Config) *int { return &c.MaxRequestBytes }, 64<<20,
+		"largest API request accepted", nil),
+	duration("shutdown_timeout", func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 30*time.Second,
+		"how long a drain may take on SIGTERM", nil),
+	str("log_level", func(c *Config) *string { return &c.LogLevel }, "info",
+		"structured logs on stderr: debug, info, warn or error", oneOf("debug", "info", "warn", "error")),
+	str("log_format", func(c *Config) *string { return &c.LogFormat }, "text",
+		"text, or json for machines", oneOf("text", "json")),
+	str("flight_listen", func(c *Config) *string { return &c.FlightListen }, "",
+		"Arrow Flight address of the fetch role, for parallel scans; empty: none", nil),
+	duration("retention_check_interval", func(c *Config) *time.Duration { return &c.RetentionCheckInterval }, gc.DefaultRetentionInterval,
+		"compact role: how often retention by time and size is enforced", atLeast(time.Second)),
+	duration("gc_interval", func(c *Config) *time.Duration { return &c.GCInterval }, gc.DefaultGCInterval,
+		"compact role: how often the bucket is swept for objects no index entry references", atLeast(time.Second)),
+	duration("gc_grace", func(c *Config) *time.Duration { return &c.GCGrace }, gc.DefaultGrace,
+		"compact role: how old, and how long unreferenced, an object must be before it is deleted (longer than any read and any PUT-to-commit, docs/gc.md)",
+		atLeastWhy(time.Minute, "it must exceed the longest read and the longest segment PUT-to-commit window, docs/gc.md")),
+	durationOrOff("etcd_compaction_interval", func(c *Config) *time.Duration { return &c.EtcdCompactionInterval }, gc.DefaultHistoryInterval,
+		"compact role: how often etcd's revision history is compacted; off: never (an etcd that compacts itself)", atLeast(time.Second)),
+	duration("etcd_history_retain", func(c *Config) *time.Duration { return &c.EtcdHistoryRetain }, gc.DefaultHistoryRetain,
+		"compact role: how much etcd revision history is kept so watches can resume", atLeast(time.Second)),
+	duration("compaction_interval", func(c *Config) *time.Duration { return &c.CompactionInterval }, compact.DefaultInterval,
+		"compact role: how often every partition is checked for compaction", nil),
+	bytes64("compaction_target_bytes", func(c *Config) *int64 { return &c.CompactionTargetBytes }, compact.DefaultTargetBytes,
+		"compact role: stored size of the per-partition objects compaction writes", atLeast[int64](1<<20)),
+	integer("compaction_min_entries", func(c *Config) *int { return &c.CompactionMinEntries }, compact.DefaultMinEntries,
+		"compact role: level-0 index entries in a row that make a partition worth compacting", nil),
+}
+
+// DefaultConfig returns the defaults every setting starts from.
 func DefaultConfig() Config {
-	return Config{
-		Roles:            []string{RoleIngest, RoleFetch},
-		Listen:           "127.0.0.1:7700",
-		FlushBytes:       ingest.DefaultFlushBytes,
-		Linger:           ingest.DefaultLinger,
-		MaxBufferBytes:   ingest.DefaultMaxBufferBytes,
-		ProducerStateTTL: ingest.DefaultProducerStateTTL,
-		CacheBytes:       256 << 20,
-		DiskCacheBytes:   4 << 30,
-		MaxRequestBytes:  64 << 20,
-		ShutdownTimeout:  30 * time.Second,
-		S3Region:         "us-east-1",
-		LogLevel:         "info",
-		LogFormat:        "text",
-
-		// The compact role's janitor (tier/gc).
-		RetentionCheckInterval: gc.DefaultRetentionInterval,
-		GCInterval:             gc.DefaultGCInterval,
-		GCGrace:                gc.DefaultGrace,
-		EtcdCompactionInterval: gc.DefaultHistoryInterval,
-		EtcdHistoryRetain:      gc.DefaultHistoryRetain,
-
-		// The compact role's compactor (tier/compact).
-		CompactionInterval:    compact.DefaultInterval,
-		CompactionTargetBytes: compact.DefaultTargetBytes,
-		CompactionMinEntries:  compact.DefaultMinEntries,
+	var c Config
+	for _, s := range Settings {
+		s.setDefault(&c)
 	}
+	return c
 }
 
-// Validate checks the configuration and says what is wrong.
-func (c *Config) Validate() error {
-	if len(c.Roles) == 0 {
-		return fmt.Errorf("config: roles is empty; use ingest, fetch, compact or a list of them")
-	}
-	for _, r := range c.Roles {
-		if r != RoleIngest && r != RoleFetch && r != RoleCompact {
-			return fmt.Errorf("config: unknown role %q; use ingest, fetch, compact or a list of them", r)
+// FillDefaults sets every zero field to its setting's default.
+func (c *Config) FillDefaults() {
+	for _, s := range Settings {
+		if s.isZero(c) {
+			s.setDefault(c)
 		}
 	}
-	if c.Listen == "" {
-		return fmt.Errorf("config: listen is empty")
+}
+
+// Validate checks the configuration and says what is wrong. Zero fields
+// stand for their defaults.
+func (c *Config) Validate() error {
+	for _, s := range Settings {
+		if err := s.validate(c); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
 	}
-	if len(c.EtcdEndpoints) == 0 {
-		return fmt.Errorf("config: etcd_endpoints is empty")
+	f := *c
+	f.FillDefaults()
+	if f.MaxBufferBytes < int64(f.FlushBytes) {
+		return fmt.Errorf("config: max_buffer_bytes %d is below flush_bytes %d", f.MaxBufferBytes, f.FlushBytes)
 	}
-	if !strings.HasPrefix(c.Store, "fs:") && !strings.HasPrefix(c.Store, "file://") && !strings.HasPrefix(c.Store, "s3://") {
-		return fmt.Errorf("config: store %q must be fs:DIR or s3://bucket[/prefix]", c.Store)
-	}
-	if c.FlushBytes < 1024 {
-		return fmt.Errorf("config: flush_bytes %d is below 1024", c.FlushBytes)
-	}
-	if c.Linger < time.Millisecond {
-		return fmt.Errorf("config: linger %v is below 1ms", c.Linger)
-	}
-	if c.ProducerStateTTL != 0 && c.ProducerStateTTL < 2*time.Second {
-		return fmt.Errorf("config: producer_state_ttl %v is below 2s (etcd's shortest lease)", c.ProducerStateTTL)
-	}
-	if c.MaxBufferBytes < int64(c.FlushBytes) {
-		return fmt.Errorf("config: max_buffer_bytes %d is below flush_bytes %d", c.MaxBufferBytes, c.FlushBytes)
-	}
-	if c.CacheBytes < 0 || c.MaxRequestBytes <= 0 {
-		return fmt.Errorf("config: cache_bytes and max_request_bytes must be positive")
-	}
-	if c.CacheDir != "" && c.DiskCacheBytes <= 0 {
-		return fmt.Errorf("config: disk_cache_bytes %d must be positive when cache_dir is set", c.DiskCacheBytes)
-	}
-	// Zero janitor settings take the defaults (etcd_compaction_interval 0:
-	// off).
-	if c.RetentionCheckInterval != 0 && c.RetentionCheckInterval < time.Second || c.GCInterval != 0 && c.GCInterval < time.Second {
-		return fmt.Errorf("config: retention_check_interval %v and gc_interval %v must be at least 1s", c.RetentionCheckInterval, c.GCInterval)
-	}
-	if c.GCGrace != 0 && c.GCGrace < time.Minute {
-		return fmt.Errorf("config: gc_grace %v is below 1m; it must exceed the longest read and the longest segment PUT-to-commit window (docs/gc.md)", c.GCGrace)
-	}
-	if c.EtcdCompactionInterval < 0 || c.EtcdHistoryRetain != 0 && c.EtcdHistoryRetain < time.Second {
-		return fmt.Errorf("config: etcd_compaction_interval %v must be 0 (off) or positive and etcd_history_retain %v at least 1s", c.EtcdCompactionInterval, c.EtcdHistoryRetain)
-	}
-	if c.CompactionInterval < 0 || c.CompactionTargetBytes < 0 || c.CompactionMinEntries < 0 {
-		return fmt.Errorf("config: compaction_interval %v, compaction_target_bytes %d and compaction_min_entries %d must not be negative (0: the default)", c.CompactionInterval, c.CompactionTargetBytes, c.CompactionMinEntries)
-	}
-	if c.CompactionTargetBytes != 0 && c.CompactionTargetBytes < 1<<20 {
-		return fmt.Errorf("config: compaction_target_bytes %d is below 1 MiB", c.CompactionTargetBytes)
-	}
-	switch c.LogFormat {
-	case "text", "json":
-	default:
-		return fmt.Errorf("config: log_format %q must be text or json", c.LogFormat)
+	return nil
+}
+
+func storeURL(s string) error {
+	if !strings.HasPrefix(s, "fs:") && !strings.HasPrefix(s, "file://") && !strings.HasPrefix(s, "s3://") {
+		return fmt.Errorf("must be fs:DIR or s3://bucket[/prefix]")
 	}
 	return nil
 }

@@ -86,34 +86,12 @@ func StartDev(ctx context.Context, c DevConfig) (*Dev, error) {
 	return &Dev{Node: n, etcd: e}, nil
 }
 
-// mergeDefaults fills zero fields of c from def.
+// mergeDefaults fills zero fields of c from def, for every setting.
 func mergeDefaults(c, def Config) Config {
-	if c.FlushBytes == 0 {
-		c.FlushBytes = def.FlushBytes
-	}
-	if c.Linger == 0 {
-		c.Linger = def.Linger
-	}
-	if c.MaxBufferBytes == 0 {
-		c.MaxBufferBytes = def.MaxBufferBytes
-	}
-	if c.CacheBytes == 0 {
-		c.CacheBytes = def.CacheBytes
-	}
-	if c.DiskCacheBytes == 0 {
-		c.DiskCacheBytes = def.DiskCacheBytes
-	}
-	if c.MaxRequestBytes == 0 {
-		c.MaxRequestBytes = def.MaxRequestBytes
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = def.ShutdownTimeout
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = def.LogLevel
-	}
-	if c.LogFormat == "" {
-		c.LogFormat = def.LogFormat
+	for _, s := range Settings {
+		if s.isZero(&c) {
+			s.CopyFrom(&c, &def)
+		}
 	}
 	return c
 }

@@ -64,6 +64,7 @@ type Options struct {
 // New connects to etcd and the store, starts the configured roles and
 // begins serving on cfg.Listen.
 func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
+	cfg.FillDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -143,7 +144,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 
 	mux := http.NewServeMux()
-	hopts := []connect.HandlerOption{connect.WithReadMaxBytes(cfg.MaxRequestBytes)}
+	hopts := []connect.HandlerOption{connect.WithReadMaxBytes(cfg.MaxRequestBytes), strictJSON}
 	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta}, hopts...))
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher}, hopts...))

@@ -1,120 +1,244 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"sort"
 	"strings"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
-	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/file"
-	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
 
 	"github.com/varve-io/varve/node"
 )
 
-// addNodeFlags declares every node setting as a flag. Flag --a-b, variable
-// VARVE_A_B and file key a_b name the same setting.
-func addNodeFlags(fs *pflag.FlagSet) {
-	d := node.DefaultConfig()
-	fs.String("config", "", "optional YAML configuration file (keys as flags, with _ for -)")
-	fs.StringSlice("roles", d.Roles, "roles to run: ingest, fetch, compact (retention, garbage collection, compaction)")
-	fs.String("listen", d.Listen, "API address (Connect, gRPC, gRPC-Web, /metrics, /healthz, /readyz)")
-	fs.String("flight-listen", "", "Arrow Flight address of the fetch role (scans); empty: none")
-	fs.String("node-id", "", "node id (default: random)")
-	fs.StringSlice("etcd-endpoints", nil, "etcd client URLs")
-	fs.String("store", "", "segment store: fs:DIR or s3://bucket[/prefix]")
-	fs.String("bucket", "", "alias of --store for s3://bucket[/prefix]")
-	fs.String("s3-endpoint", "", "S3 endpoint URL for S3-compatible stores (MinIO, R2, ...); empty for AWS")
-	fs.String("s3-region", d.S3Region, "S3 region")
-	fs.Bool("s3-path-style", false, "use path-style S3 addressing (MinIO and most S3-compatibles)")
-	fs.Int("flush-bytes", d.FlushBytes, "seal the open segment at this many bytes of records")
-	fs.Duration("linger", d.Linger, "seal the open segment this long after its first record")
-	fs.Duration("producer-state-ttl", d.ProducerStateTTL, "how long an idempotent producer's state lives in etcd after its last commit")
-	fs.Int64("max-buffer-bytes", d.MaxBufferBytes, "records buffered before produce is refused with RESOURCE_EXHAUSTED")
-	fs.Int64("cache-bytes", d.CacheBytes, "decoded block cache size of the fetch role")
-	fs.String("cache-dir", d.CacheDir, "disk cache of blocks of the fetch role, kept across restarts; empty: none (varve dev: DATA_DIR/cache)")
-	fs.Int64("disk-cache-bytes", d.DiskCacheBytes, "size of the disk cache of blocks (with --cache-dir)")
-	fs.Int("max-request-bytes", d.MaxRequestBytes, "largest API request accepted")
-	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "how long a drain may take on SIGTERM")
-	fs.String("log-level", d.LogLevel, "debug, info, warn or error")
-	fs.String("log-format", d.LogFormat, "text or json")
-	fs.Duration("retention-check-interval", d.RetentionCheckInterval, "compact role: how often topic retention (time and size) is enforced")
-	fs.Duration("gc-interval", d.GCInterval, "compact role: how often the bucket is swept for objects no index entry references")
-	fs.Duration("gc-grace", d.GCGrace, "compact role: how old and how long unreferenced an object must be before it is deleted (longer than any read or PUT-to-commit)")
-	fs.Duration("etcd-compaction-interval", d.EtcdCompactionInterval, "compact role: how often etcd's revision history is compacted; 0: never (etcd compacts itself)")
-	fs.Duration("etcd-history-retain", d.EtcdHistoryRetain, "compact role: how much etcd revision history is kept so watches can resume")
-	fs.Duration("compaction-interval", d.CompactionInterval, "compact role: how often every partition is checked for compaction")
-	fs.Int64("compaction-target-bytes", d.CompactionTargetBytes, "compact role: stored size of the per-partition objects compaction writes")
-	fs.Int("compaction-min-entries", d.CompactionMinEntries, "compact role: level-0 index entries in a row that make a partition worth compacting")
+// bucketKey is an alias of the store setting, for s3://bucket[/prefix].
+const bucketKey = "bucket"
+
+// otherEnv lists the VARVE_* environment variables that are not node
+// settings, so that any other VARVE_* variable is refused as a misspelling.
+var otherEnv = []string{
+	"VARVE_ADDR",     // client commands: the node's API address
+	"VARVE_CONFIG",   // the YAML file of node settings
+	"VARVE_DATA_DIR", // varve dev --data-dir
+	// Read by tests and benchmarks that run varve as a child process.
+	"VARVE_MINIO_BIN", "VARVE_NATS_BIN", "VARVE_REDIS_BIN",
+	"VARVE_SOAK_ROUNDS", "VARVE_CRASH_ROUNDS", "VARVE_HISTORY_ROUNDS", "VARVE_HISTORY_DIR",
+	"VARVE_FOOTPRINT_MIB", "VARVE_GC_CRASH_CHILD",
 }
 
-// loadNodeConfig merges, lowest to highest precedence: defaults, the YAML
-// file, VARVE_* environment variables, flags given on the command line.
+// addNodeFlags declares one flag per node setting (node.Settings), plus
+// --config and --bucket (an alias of --store). Flag --a-b, variable
+// VARVE_A_B and file key a_b name the same setting.
+func addNodeFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "optional YAML configuration file (keys as flags, with _ for -; env VARVE_CONFIG)")
+	for _, s := range node.Settings {
+		f := fs.VarPF(&settingFlag{s: s}, s.Flag(), "", s.Help)
+		f.DefValue = s.Default()
+		if s.Type == "bool" {
+			f.NoOptDefVal = "true"
+		}
+	}
+	fs.String(bucketKey, "", "alias of --store for s3://bucket[/prefix]")
+}
+
+// settingFlag is the flag of one setting; it parses into its own Config so
+// that the command line is applied last, over the file and the environment.
+type settingFlag struct {
+	s   node.Setting
+	c   node.Config
+	set bool
+}
+
+func (f *settingFlag) Set(v string) error {
+	if f.set && f.s.Type == "strings" { // --roles a --roles b
+		v = f.s.Get(&f.c) + "," + v
+	}
+	f.set = true
+	return f.s.Set(&f.c, v)
+}
+
+func (f *settingFlag) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	return f.s.Get(&f.c)
+}
+
+func (f *settingFlag) Type() string { return f.s.Type }
+
+// loadNodeConfig merges, lowest to highest precedence: defaults (the
+// command's own, then node.Settings'), the YAML file, VARVE_* environment
+// variables, flags given on the command line.
+// Unknown file keys and unknown VARVE_* variables are errors naming the
+// closest valid name.
 func loadNodeConfig(fs *pflag.FlagSet) (node.Config, error) {
-	k := koanf.New(".")
-	flagKey := func(f *pflag.Flag) string { return strings.ReplaceAll(f.Name, "-", "_") }
-	// Defaults from the flag set.
+	c := node.DefaultConfig()
+	// A command's own defaults: flag values set by the command itself
+	// (f.Value.Set) without the user giving the flag.
 	fs.VisitAll(func(f *pflag.Flag) {
-		_ = k.Set(flagKey(f), posflag.FlagVal(fs, f))
+		if sf, ok := f.Value.(*settingFlag); ok && sf.set && !f.Changed {
+			sf.s.CopyFrom(&c, &sf.c)
+		}
 	})
+	var bucket string
 	path, _ := fs.GetString("config")
 	if path == "" {
 		path = os.Getenv("VARVE_CONFIG")
 	}
 	if path != "" {
-		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+		b, err := loadConfigFile(path, &c)
+		if err != nil {
 			return node.Config{}, fmt.Errorf("config file %s: %w", path, err)
 		}
+		bucket = cmp.Or(b, bucket)
 	}
-	if err := k.Load(env.Provider(".", env.Opt{
-		Prefix: "VARVE_",
-		TransformFunc: func(key, v string) (string, any) {
-			key = strings.ToLower(strings.TrimPrefix(key, "VARVE_"))
-			if key == "addr" {
-				return "", nil // a client setting
-			}
-			if strings.Contains(v, ",") {
-				return key, strings.Split(v, ",")
-			}
-			return key, v
-		},
-	}), nil); err != nil {
-		return node.Config{}, err
-	}
-	if err := k.Load(posflag.ProviderWithFlag(fs, ".", nil, func(f *pflag.Flag) (string, any) {
-		if !f.Changed {
-			return "", nil
-		}
-		return flagKey(f), posflag.FlagVal(fs, f)
-	}), nil); err != nil {
-		return node.Config{}, err
-	}
-	if b := k.String("bucket"); b != "" {
-		if k.String("store") != "" && k.String("store") != b {
-			return node.Config{}, fmt.Errorf("config: both store %q and bucket %q are set", k.String("store"), b)
-		}
-		_ = k.Set("store", b)
-	}
-	var c node.Config
-	err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
-		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
-			mapstructure.StringToSliceHookFunc(","),
-		),
-		WeaklyTypedInput: true,
-		ErrorUnused:      false,
-		Result:           &c,
-		TagName:          "koanf",
-	}})
+	b, err := loadConfigEnv(os.Environ(), &c)
 	if err != nil {
-		return node.Config{}, fmt.Errorf("config: %w", err)
+		return node.Config{}, err
 	}
+	bucket = cmp.Or(b, bucket)
+	fs.Visit(func(f *pflag.Flag) {
+		if sf, ok := f.Value.(*settingFlag); ok {
+			sf.s.CopyFrom(&c, &sf.c)
+		}
+	})
+	if fs.Changed(bucketKey) {
+		bucket, _ = fs.GetString(bucketKey)
+	}
+	if bucket != "" {
+		if c.Store != "" && c.Store != bucket {
+			return node.Config{}, fmt.Errorf("config: both store %q and bucket %q are set", c.Store, bucket)
+		}
+		c.Store = bucket
+	}
+	c.FillDefaults() // 0 given anywhere means the default
 	return c, nil
+}
+
+// loadConfigFile applies the YAML file's keys to c and returns its bucket.
+func loadConfigFile(path string, c *node.Config) (bucket string, err error) {
+	k := koanf.New(".")
+	if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+		return "", err
+	}
+	keys := k.Keys()
+	sort.Strings(keys)
+	for _, key := range keys {
+		v := fileValue(k.Get(key))
+		if key == bucketKey {
+			bucket = v
+			continue
+		}
+		s, ok := lookupSetting(key)
+		if !ok {
+			return "", fmt.Errorf("unknown key %q (did you mean %q?)", key, closest(key, settingNames()))
+		}
+		if err := s.Set(c, v); err != nil {
+			return "", fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	return bucket, nil
+}
+
+// loadConfigEnv applies the VARVE_* variables of environ to c and returns
+// VARVE_BUCKET.
+func loadConfigEnv(environ []string, c *node.Config) (bucket string, err error) {
+	slices.Sort(environ)
+	for _, kv := range environ {
+		name, v, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "VARVE_") || slices.Contains(otherEnv, name) {
+			continue
+		}
+		key := strings.ToLower(strings.TrimPrefix(name, "VARVE_"))
+		if key == bucketKey {
+			bucket = v
+			continue
+		}
+		s, ok := lookupSetting(key)
+		if !ok {
+			valid := slices.Clone(otherEnv)
+			for _, n := range settingNames() {
+				valid = append(valid, "VARVE_"+strings.ToUpper(n))
+			}
+			return "", fmt.Errorf("environment variable %s is not a Varve setting (did you mean %s?)", name, closest(name, valid))
+		}
+		if err := s.Set(c, v); err != nil {
+			return "", fmt.Errorf("environment variable %s (setting %s): %w", name, key, err)
+		}
+	}
+	return bucket, nil
+}
+
+func lookupSetting(key string) (node.Setting, bool) {
+	for _, s := range node.Settings {
+		if s.Name == key {
+			return s, true
+		}
+	}
+	return node.Setting{}, false
+}
+
+// settingNames is every file key: the settings and the bucket alias.
+func settingNames() []string {
+	names := []string{bucketKey}
+	for _, s := range node.Settings {
+		names = append(names, s.Name)
+	}
+	return names
+}
+
+// fileValue writes a YAML value the way a flag or a variable spells it.
+func fileValue(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case []any:
+		parts := make([]string, len(x))
+		for i, p := range x {
+			parts[i] = fmt.Sprint(p)
+		}
+		return strings.Join(parts, ",")
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+// closest returns the candidate with the smallest edit distance to s.
+func closest(s string, candidates []string) string {
+	best, bestD := "", -1
+	for _, c := range candidates {
+		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); bestD < 0 || d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func newLogger(c node.Config) (*slog.Logger, error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
@@ -9,9 +10,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
@@ -41,7 +42,8 @@ inclusive and --to exclusive; an offset bound and a time bound may be mixed
 partition from its log start to its current end.
 
 --format:
-  table    aligned columns for people (values cut at 60 characters)
+  table    aligned columns for people (values cut at 60 characters; widths
+           from the first 1000 rows)
   csv      topic,partition,offset,timestamp,key,value,headers with a header
            row; null is an empty field; headers are a JSON array
   jsonl    one JSON object per record, as 'varve consume --format json'
@@ -350,14 +352,14 @@ func writeText(w io.Writer, rd array.RecordReader, format string) (int64, error)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	var cw *csv.Writer
-	var tw *tabwriter.Writer
+	var tw *tableWriter
 	switch format {
 	case "csv":
 		cw = csv.NewWriter(w)
 		_ = cw.Write([]string{"topic", "partition", "offset", "timestamp", "key", "value", "headers"})
 	case "table":
-		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "PARTITION\tOFFSET\tTIMESTAMP\tKEY\tVALUE\tHEADERS")
+		tw = newTableWriter(w)
+		tw.row("PARTITION", "OFFSET", "TIMESTAMP", "KEY", "VALUE", "HEADERS")
 	}
 	for rd.Next() {
 		rec := rd.RecordBatch()
@@ -384,16 +386,18 @@ func writeText(w io.Writer, rd array.RecordReader, format string) (int64, error)
 				for _, h := range r.Headers {
 					hs = append(hs, h.Key+"="+cut(text(h.Value, "(null)"), 20))
 				}
-				fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", r.Partition, r.Offset, r.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z"),
+				tw.row(strconv.Itoa(int(r.Partition)), strconv.FormatInt(r.Offset, 10), r.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z"),
 					cut(text(r.Key, "(null)"), 30), cut(text(r.Value, "(null)"), 60), strings.Join(hs, " "))
+				if tw.err != nil {
+					return rows, tw.err
+				}
 			}
 			rows++
 		}
-		if tw != nil {
-			// Columns align within a batch; a long scan never waits for the end.
-			if err := tw.Flush(); err != nil {
-				return rows, err
-			}
+	}
+	if tw != nil {
+		if err := tw.flush(); err != nil {
+			return rows, err
 		}
 	}
 	if cw != nil {
@@ -403,6 +407,73 @@ func writeText(w io.Writer, rd array.RecordReader, format string) (int64, error)
 		}
 	}
 	return rows, nil
+}
+
+// tableWindow rows set a table's column widths before it prints.
+const tableWindow = 1000
+
+// tableWriter writes aligned columns. The widths come from the header and
+// the first tableWindow rows (or every row, when fewer) and only grow
+// after, so the batches of a scan line up with each other, and a long scan
+// prints long before its end.
+type tableWriter struct {
+	w       io.Writer
+	widths  []int
+	pending [][]string
+	started bool
+	line    []byte
+	err     error
+}
+
+func newTableWriter(w io.Writer) *tableWriter { return &tableWriter{w: w} }
+
+// row adds a row; cells may be reused by the caller afterwards.
+func (t *tableWriter) row(cells ...string) {
+	if t.started {
+		t.fit(cells)
+		t.print(cells)
+		return
+	}
+	t.pending = append(t.pending, slices.Clone(cells))
+	if len(t.pending) > tableWindow {
+		_ = t.flush()
+	}
+}
+
+// flush prints the rows held back for the widths.
+func (t *tableWriter) flush() error {
+	for _, r := range t.pending {
+		t.fit(r)
+	}
+	for _, r := range t.pending {
+		t.print(r)
+	}
+	t.pending, t.started = nil, true
+	return t.err
+}
+
+func (t *tableWriter) fit(cells []string) {
+	for i, c := range cells {
+		if i == len(t.widths) {
+			t.widths = append(t.widths, 0)
+		}
+		t.widths[i] = max(t.widths[i], utf8.RuneCountInString(c))
+	}
+}
+
+func (t *tableWriter) print(cells []string) {
+	if t.err != nil {
+		return
+	}
+	t.line = t.line[:0]
+	for i, c := range cells {
+		t.line = append(t.line, c...)
+		if i < len(cells)-1 {
+			t.line = append(t.line, strings.Repeat(" ", t.widths[i]-utf8.RuneCountInString(c)+2)...)
+		}
+	}
+	t.line = append(bytes.TrimRight(t.line, " "), '\n')
+	_, t.err = t.w.Write(t.line)
 }
 
 // cut shortens s to n runes, on one line.
@@ -427,14 +498,18 @@ func writeColumns(w io.Writer, rd array.RecordReader, format string) (int64, err
 		names[i] = f.Name
 	}
 	var cw *csv.Writer
-	var tw *tabwriter.Writer
+	var tw *tableWriter
 	switch format {
 	case "csv":
 		cw = csv.NewWriter(w)
 		_ = cw.Write(names)
 	case "table":
-		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.ToUpper(strings.Join(names, "\t")))
+		tw = newTableWriter(w)
+		upper := make([]string, len(names))
+		for i, n := range names {
+			upper[i] = strings.ToUpper(n)
+		}
+		tw.row(upper...)
 	}
 	var rows int64
 	var line []byte
@@ -469,15 +544,18 @@ func writeColumns(w io.Writer, rd array.RecordReader, format string) (int64, err
 						return rows, err
 					}
 				} else {
-					fmt.Fprintln(tw, strings.Join(cells, "\t"))
+					tw.row(cells...)
+					if tw.err != nil {
+						return rows, tw.err
+					}
 				}
 			}
 			rows++
 		}
-		if tw != nil {
-			if err := tw.Flush(); err != nil {
-				return rows, err
-			}
+	}
+	if tw != nil {
+		if err := tw.flush(); err != nil {
+			return rows, err
 		}
 	}
 	if cw != nil {

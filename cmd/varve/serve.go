@@ -19,6 +19,7 @@ any ingest node accepts writes for any partition.
 
 Every flag is also an environment variable (--flush-bytes: VARVE_FLUSH_BYTES)
 and a key of the optional YAML file given with --config (flush_bytes).
+Zero means the default; unknown keys and VARVE_* variables are errors.
 
 Example:
   varve serve --roles ingest,fetch --etcd-endpoints http://etcd:2379 \

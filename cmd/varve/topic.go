@@ -1,12 +1,15 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -72,7 +75,7 @@ timestamp[s|ms|us|ns], date32, list<T>, struct<name: T, ...>.`,
 			if err != nil {
 				return clientError(cmd, name, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created topic %s with %d partitions\n", t.GetName(), t.GetPartitions())
+			fmt.Fprintf(cmd.OutOrStdout(), "created topic %s with %s\n", t.GetName(), plural(int(t.GetPartitions()), "partition"))
 			return nil
 		},
 	}
@@ -88,18 +91,37 @@ timestamp[s|ms|us|ns], date32, list<T>, struct<name: T, ...>.`,
 	return cmd
 }
 
-// readSchemaFlag reads --schema: inline JSON (it starts with '[') or the
-// name of a file holding it.
+// readSchemaFlag reads --schema: inline JSON (it starts with '[' or '{')
+// or the name of a file holding it. JSON syntax errors say where they are.
 func readSchemaFlag(v string) (*varvev1.TopicSchema, error) {
 	text := strings.TrimSpace(v)
-	if !strings.HasPrefix(text, "[") {
+	where := "--schema"
+	if !strings.HasPrefix(text, "[") && !strings.HasPrefix(text, "{") {
 		b, err := os.ReadFile(v)
 		if err != nil {
 			return nil, fmt.Errorf("--schema is neither a JSON field list nor a readable file: %w", err)
 		}
-		text = string(b)
+		text, where = string(b), "--schema file "+v
+	}
+	if err := checkJSON(text); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	return &varvev1.TopicSchema{Format: varvev1.SchemaFormat_SCHEMA_FORMAT_JSON, Fields: text}, nil
+}
+
+// checkJSON reports a JSON syntax error with its line and column.
+func checkJSON(text string) error {
+	var v any
+	err := json.Unmarshal([]byte(text), &v)
+	var se *json.SyntaxError
+	if !errors.As(err, &se) {
+		return err
+	}
+	// The error is in the last byte read (Offset counts those read).
+	off := min(int(se.Offset), len(text))
+	line := 1 + strings.Count(text[:max(off-1, 0)], "\n")
+	col := max(utf8.RuneCountInString(text[strings.LastIndex(text[:max(off-1, 0)], "\n")+1:off]), 1)
+	return fmt.Errorf("invalid JSON at line %d, column %d: %v", line, col, se)
 }
 
 func newTopicAlterCmd() *cobra.Command {
@@ -250,6 +272,14 @@ func newTopicDeleteCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// plural writes "1 partition", "3 partitions".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // limit shows a setting where a negative value means no limit.
