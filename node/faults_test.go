@@ -333,10 +333,10 @@ func TestCompressedRequestStopsAtTheLimit(t *testing.T) {
 	gz := varvev1connect.NewProduceServiceClient(hc, n.Addr(), connect.WithSendGzip())
 	req := &varvev1.ProduceRequest{Topic: "gz"}
 	for range 3 {
-		req.Records = append(req.Records, &varvev1.ProduceRecord{Record: &varvev1.Record{Value: make([]byte, 1000<<10)}})
+		req.Records = append(req.Records, &varvev1.ProduceRecord{Record: &varvev1.Record{Value: make([]byte, 300<<10)}})
 	}
 	if _, err := gz.Produce(context.Background(), connect.NewRequest(req)); err != nil {
-		t.Fatalf("gzip produce of 3 MB under the %d-byte limit: %v", limit, err)
+		t.Fatalf("gzip produce of 900 KiB under the %d-byte limit: %v", limit, err)
 	}
 	res, err := pc.fetch.Fetch(context.Background(), connect.NewRequest(&varvev1.FetchRequest{Topic: "gz", Partition: 0, Offset: 0, MaxBytes: limit}))
 	if err != nil || len(res.Msg.GetRecords()) != 3 {

@@ -1,9 +1,18 @@
 package e2e
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +20,7 @@ import (
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/sdk"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
@@ -114,4 +124,131 @@ func TestCorruptBlockServesRecordsBeforeIt(t *testing.T) {
 		}
 	}
 	t.Logf("consume exited %d after 100 records: %s", r.code, strings.TrimSpace(r.stderr))
+}
+
+// gzipBomb is a gzip stream of size zero bytes in about size/1000 bytes:
+// one member of 1 MiB of zeros, repeated (a gzip reader reads concatenated
+// members as one stream).
+func gzipBomb(t testing.TB, size int64) []byte {
+	t.Helper()
+	const member = 1 << 20
+	var one bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&one, gzip.BestCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(make([]byte, member))
+	zw.Close()
+	return bytes.Repeat(one.Bytes(), int(size/member))
+}
+
+// procStatus returns a field of /proc/PID/status in bytes (VmRSS, VmHWM).
+func procStatus(t testing.TB, pid int, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("/proc/%d/status %s: %v", pid, field, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s", pid, field)
+	return 0
+}
+
+// bombAnswer posts a compressed Produce and returns the Connect code and
+// message of the answer.
+func bombAnswer(t testing.TB, addr string, grpc bool, bomb []byte) (code, msg string) {
+	t.Helper()
+	var body []byte
+	req, err := http.NewRequest(http.MethodPost, addr+"/varve.v1.ProduceService/Produce", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := httpClient
+	if grpc {
+		body = binary.BigEndian.AppendUint32([]byte{1}, uint32(len(bomb)))
+		body = append(body, bomb...)
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Grpc-Encoding", "gzip")
+		req.Header.Set("Te", "trailers")
+		hc = sdk.NewHTTPClient()
+	} else {
+		body = bomb
+		req.Header.Set("Content-Type", "application/proto")
+		req.Header.Set("Content-Encoding", "gzip")
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.ContentLength = int64(len(body))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Errorf("post a gzip bomb: %v", err)
+		return "", ""
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if grpc {
+		return resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
+	}
+	var e struct{ Code, Message string }
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return fmt.Sprintf("HTTP %d", resp.StatusCode), string(raw)
+	}
+	return e.Code, e.Message
+}
+
+// TestGzipBombMemory sends `varve serve` (max_request_bytes at its default,
+// 64 MiB) eight concurrent gzip bodies of about 100 KB that inflate to 100
+// MiB each, twice, half over Connect's Content-Encoding and half over
+// gRPC's grpc-encoding, then one that inflates to 1 GiB. Every one is
+// refused with RESOURCE_EXHAUSTED naming max_request_bytes, and the node's
+// peak RSS (VmHWM) stays below idle + 2 × max_request_bytes.
+func TestGzipBombMemory(t *testing.T) {
+	const maxRequestBytes = 64 << 20 // the default
+	c := newCluster(t)
+	n := c.startServe("bomb", loopbackListen(t))
+	a := newAPI(n.addr)
+	a.createTopic(t, "bomb", 1)
+	pid := n.cmd.Process.Pid
+	idle := procStatus(t, pid, "VmRSS")
+	bomb := gzipBomb(t, 100<<20)
+	for round := range 2 {
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				code, msg := bombAnswer(t, n.addr, i%2 == 1, bomb)
+				if code != "resource_exhausted" && code != "8" {
+					t.Errorf("round %d bomb %d: answer %s %q, want RESOURCE_EXHAUSTED", round, i, code, msg)
+				}
+			})
+		}
+		wg.Wait()
+		t.Logf("after round %d of 8 bombs: peak RSS +%d MiB", round+1, (procStatus(t, pid, "VmHWM")-idle)>>20)
+	}
+	big := gzipBomb(t, 1<<30)
+	start := time.Now()
+	code, msg := bombAnswer(t, n.addr, false, big)
+	took := time.Since(start)
+	if code != "resource_exhausted" || !strings.Contains(msg, fmt.Sprintf("max_request_bytes (%d bytes)", maxRequestBytes)) {
+		t.Errorf("1 GiB bomb: answer %s %q, want RESOURCE_EXHAUSTED naming max_request_bytes (%d bytes)", code, msg, maxRequestBytes)
+	}
+	peak := procStatus(t, pid, "VmHWM")
+	t.Logf("idle RSS %d MiB, peak RSS %d MiB (+%d MiB; bound +%d MiB); the 1 GiB bomb (%d KB) was refused in %v: %s",
+		idle>>20, peak>>20, (peak-idle)>>20, 2*maxRequestBytes>>20, len(big)>>10, took.Round(time.Millisecond), msg)
+	if peak-idle >= 2*maxRequestBytes {
+		t.Errorf("peak RSS %d MiB is %d MiB above idle (%d MiB); want less than 2 × max_request_bytes = %d MiB",
+			peak>>20, (peak-idle)>>20, idle>>20, 2*maxRequestBytes>>20)
+	}
+	// The node still serves.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "bomb", Records: []*varvev1.ProduceRecord{{Record: &varvev1.Record{Value: []byte("after")}}}})); err != nil {
+		t.Fatalf("produce after the bombs: %v", err)
+	}
 }
