@@ -265,7 +265,9 @@ func (d *boundedGzip) draw(n int64) error {
 func checkEnvelopes(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ct := r.Header.Get("Content-Type")
-		if r.Body != nil && (strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+")) {
+		enveloped := strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/grpc-web-text") ||
+			strings.HasPrefix(ct, "application/connect+")
+		if r.Body != nil && enveloped {
 			r.Body = &envelopeBody{ReadCloser: r.Body}
 		}
 		h.ServeHTTP(w, r)
