@@ -114,7 +114,7 @@ var Settings = []Setting{
 	bytes64("disk_cache_bytes", func(c *Config) *int64 { return &c.DiskCacheBytes }, 4<<30,
 		"bound of the disk cache (with cache_dir)", nil),
 	bytesInt("max_request_bytes", func(c *Config) *int { return &c.MaxRequestBytes }, 64<<20,
-		"largest API request accepted", nil),
+		"largest API request accepted, and the most a compressed (gzip) request may inflate to; compressed requests inflating at once share this budget, so one inflates to a quarter to a half of it at most (send larger ones uncompressed); one that finds the budget taken is refused with RESOURCE_EXHAUSTED and a retry delay", nil),
 	duration("shutdown_timeout", func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 30*time.Second,
 		"how long a drain may take on SIGTERM", nil),
 	str("log_level", func(c *Config) *string { return &c.LogLevel }, "info",

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,7 +143,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 
 	mux := http.NewServeMux()
-	hopts := []connect.HandlerOption{connect.WithReadMaxBytes(cfg.MaxRequestBytes), strictJSON}
+	hopts := append(n.requestOptions(), strictJSON) // limits.go, jsoncodec.go
 	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta}, hopts...))
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher}, hopts...))
@@ -171,7 +170,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	n.srv = &http.Server{
-		Handler:           mux,
+		Handler:           checkEnvelopes(mux),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return n.baseCtx },

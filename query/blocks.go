@@ -142,6 +142,9 @@ func (f *Fetcher) tieredBlock(ctx context.Context, e metadata.IndexEntry) ([]seg
 		l, err = f.ownedBlock(ctx, e.Object, e.Off, e.Len)
 	}
 	if err != nil {
+		if errors.Is(err, segment.ErrCorrupt) {
+			f.log.Error("corrupt block", "topic", e.Topic, "partition", e.Partition, "offsets", fmt.Sprintf("%d-%d", e.Base, e.End()-1), "object", e.Object, "off", e.Off, "err", err)
+		}
 		return nil, blockErr(e, err)
 	}
 	if int64(len(l.recs)) != e.Records {
@@ -157,20 +160,74 @@ func (f *Fetcher) tieredBlock(ctx context.Context, e metadata.IndexEntry) ([]seg
 // internal BlockService): from memory, disk, or one shared read of the
 // bucket. It never asks another node, so requests between nodes whose views
 // of the membership differ cannot loop.
+//
+// A request that names no block — an invalid key, a range the object's
+// footer does not list — wraps metadata.ErrInvalidArgument; a block the
+// object's footer lists that does not decode is logged and answered as data
+// loss, as is a missing object.
 func (f *Fetcher) BlockBytes(ctx context.Context, object string, off, length int64) ([]byte, Tier, error) {
-	if object == "" || off < 0 || length < segment.BlockHeaderSize || length > MaxBlockLength {
+	if off < 0 || length < segment.BlockHeaderSize || length > MaxBlockLength {
 		return nil, "", fmt.Errorf("%w: block %q bytes %d+%d: want an object key, offset ≥ 0 and %d ≤ length ≤ %d",
 			metadata.ErrInvalidArgument, object, off, length, segment.BlockHeaderSize, MaxBlockLength)
+	}
+	if err := tier.ValidateKey(object); err != nil {
+		return nil, "", fmt.Errorf("%w: block bytes %d+%d: %w", metadata.ErrInvalidArgument, off, length, err)
 	}
 	if b, ok := f.blocks.Stored(object, off); ok && int64(len(b)) == length {
 		f.tiers.hit(ctx, TierMemory)
 		return b, TierMemory, nil
 	}
 	l, err := f.ownedBlock(ctx, object, off, length)
-	if err != nil {
-		return nil, "", err
+	switch {
+	case err == nil:
+		return l.stored, l.tier, nil
+	case errors.Is(err, segment.ErrCorrupt) || errors.Is(err, tier.ErrInvalidRange):
+		listed, ferr := f.listsBlock(ctx, object, off, length)
+		if ferr == nil && !listed {
+			return nil, "", fmt.Errorf("%w: object %s has no block at bytes %d+%d", metadata.ErrInvalidArgument, object, off, length)
+		}
+		if errors.Is(err, segment.ErrCorrupt) {
+			f.log.Error("corrupt block", "object", object, "off", off, "err", err)
+		}
 	}
-	return l.stored, l.tier, nil
+	return nil, "", err
+}
+
+// listsBlock reports whether object's footer lists a block at bytes
+// off+length: two ranged reads of the object's end.
+func (f *Fetcher) listsBlock(ctx context.Context, object string, off, length int64) (bool, error) {
+	info, err := f.store.Head(ctx, object)
+	if err != nil {
+		return false, err
+	}
+	if info.Size < segment.TrailerSize {
+		return false, fmt.Errorf("%w: object %s of %d bytes has no trailer", segment.ErrCorrupt, object, info.Size)
+	}
+	trailer, err := f.store.GetRange(ctx, object, info.Size-segment.TrailerSize, segment.TrailerSize)
+	if err != nil {
+		return false, err
+	}
+	n, err := segment.FooterSize(trailer)
+	if err != nil {
+		return false, err
+	}
+	if n+segment.TrailerSize > info.Size {
+		return false, fmt.Errorf("%w: object %s of %d bytes: trailer says the footer is %d bytes", segment.ErrCorrupt, object, info.Size, n)
+	}
+	tail, err := f.store.GetRange(ctx, object, info.Size-segment.TrailerSize-n, n+segment.TrailerSize)
+	if err != nil {
+		return false, err
+	}
+	infos, err := segment.DecodeFooter(tail)
+	if err != nil {
+		return false, err
+	}
+	for _, b := range infos {
+		if b.Offset == off && b.Length == length {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // ownedBlock reads a block this node reads itself (it owns it, or it
@@ -265,14 +322,15 @@ func (f *Fetcher) fromBucket(ctx context.Context, object string, off, length int
 	b, err := f.store.GetRange(ctx, object, off, length)
 	if err != nil {
 		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
-			return loaded{}, fmt.Errorf("%w: object %s bytes %d+%d: %v", ErrDataLoss, object, off, length, err)
+			return loaded{}, fmt.Errorf("%w: object %s bytes %d+%d: %w", ErrDataLoss, object, off, length, err)
 		}
 		return loaded{}, fmt.Errorf("%w: read block %s@%d: %v", ErrUnavailable, object, off, err)
 	}
 	recs, err := segment.DecodeBlock(b)
 	if err != nil {
-		f.log.Error("corrupt block", "object", object, "off", off, "err", err)
-		return loaded{}, fmt.Errorf("%w: object %s bytes %d+%d: %v", ErrDataLoss, object, off, length, err)
+		// Logged by the caller, who knows whether an index entry named
+		// this range (tieredBlock) or a peer's request did (BlockBytes).
+		return loaded{}, fmt.Errorf("%w: object %s bytes %d+%d: %w", ErrDataLoss, object, off, length, err)
 	}
 	if d := f.tiers.disk; d != nil {
 		if err := d.Put(object, off, b); err != nil {

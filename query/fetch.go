@@ -205,6 +205,11 @@ func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64,
 		}
 		recs, err := f.Block(ctx, e)
 		if err != nil {
+			if len(res.Records) > 0 {
+				// Serve the intact records before this block; the next
+				// fetch starts at it and gets its error.
+				return res, nil
+			}
 			return Result{}, f.blockFailed(ctx, e, res.Next, err)
 		}
 		if e.Span > e.Records {
