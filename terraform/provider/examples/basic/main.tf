@@ -18,8 +18,8 @@ provider "varve" {
 resource "varve_topic" "clicks" {
   name           = var.topic_name
   partitions     = var.partitions
-  retention_ms   = 86400000 # one day
-  cleanup_policy = "delete"
+  retention_ms   = var.retention_ms
+  cleanup_policy = var.cleanup_policy
 }
 
 data "varve_cluster" "this" {

@@ -122,30 +122,50 @@ func TestTerraformCLIDevOverrides(t *testing.T) {
 
 	tf(0, "state", "rm", "varve_topic.clicks")
 	tf(2, "plan", "-detailed-exitcode") // 2: it would create the topic again
+	// Creating it fails with a hint that can be followed as printed.
+	out := tf(1, "apply", "-auto-approve")
+	if strings.Contains(out, "<address>") || !strings.Contains(out, "with varve_topic.clicks,") ||
+		!strings.Contains(out, "terraform import varve_topic.NAME "+topic) {
+		t.Fatalf("creating an existing topic: want the import hint naming this resource and the topic:\n%s", out)
+	}
 	tf(0, "import", "varve_topic.clicks", topic)
 	tf(0, "plan", "-detailed-exitcode")
 	if topicID() != id {
 		t.Fatal("the topic changed identity during state rm + import")
 	}
 
-	// Changes that cannot be applied in place show as precise replacements;
+	// Settings change in place; only a rename replaces the topic, and
 	// shrinking is refused before anything happens.
 	plan := tf(2, "plan", "-detailed-exitcode", "-var", "topic_name="+topic+"-renamed")
 	if !strings.Contains(plan, "must be replaced") || !regexp.MustCompile(`name += "`+topic+`" -> "`+topic+`-renamed" # forces replacement`).MatchString(plan) {
 		t.Fatalf("renaming the topic should plan a replacement forced by name:\n%s", plan)
 	}
-	plan = tf(2, "plan", "-detailed-exitcode", "-var", "partitions=5")
-	for _, want := range []string{"must be replaced", "Growing partitions replaces the topic", "Plan: 1 to add, 0 to change, 1 to destroy"} {
-		if !strings.Contains(plan, want) {
-			t.Fatalf("growing partitions: plan lacks %q:\n%s", want, plan)
+	for _, v := range []string{"partitions=5", "retention_ms=172800000"} {
+		plan = tf(2, "plan", "-detailed-exitcode", "-var", v)
+		for _, want := range []string{"will be updated in-place", "Plan: 0 to add, 1 to change, 0 to destroy"} {
+			if !strings.Contains(plan, want) || strings.Contains(plan, "forces replacement") {
+				t.Fatalf("-var %s: plan lacks %q or replaces:\n%s", v, want, plan)
+			}
+		}
+		if v == "partitions=5" && !regexp.MustCompile(`~ partitions += 3 -> 5\n`).MatchString(plan) {
+			t.Fatalf("growing partitions: plan does not show ~ partitions = 3 -> 5:\n%s", plan)
 		}
 	}
-	if !regexp.MustCompile(`partitions += 3 -> 5 # forces replacement`).MatchString(plan) {
-		t.Fatalf("growing partitions: plan does not show partitions = 3 -> 5 # forces replacement:\n%s", plan)
+	plan = tf(2, "plan", "-detailed-exitcode", "-var", "cleanup_policy=compact")
+	for _, want := range []string{"must be replaced", "Warning: Changing cleanup_policy replaces the topic",
+		"every record it holds", "Plan: 1 to add, 0 to change, 1 to destroy"} {
+		if !strings.Contains(plan, want) || !regexp.MustCompile(`cleanup_policy += "delete" -> "compact" # forces replacement`).MatchString(plan) {
+			t.Fatalf("changing the cleanup policy: plan lacks %q or the forced replacement:\n%s", want, plan)
+		}
 	}
 	plan = tf(1, "plan", "-detailed-exitcode", "-var", "partitions=2")
 	if !strings.Contains(plan, "Partitions cannot be removed") {
 		t.Fatalf("shrinking partitions should fail at plan time:\n%s", plan)
+	}
+	// retention_ms = 0 gets one error that says what to write instead.
+	plan = tf(1, "plan", "-var", "retention_ms=0")
+	if n := strings.Count(plan, "Error: "); n != 1 || !strings.Contains(plan, "retention_ms = 0 is not allowed: give -1") {
+		t.Fatalf("retention_ms = 0: want exactly one error explaining it, got %d:\n%s", n, plan)
 	}
 	if topicID() != id {
 		t.Fatal("planning changed the topic")

@@ -41,34 +41,44 @@ func topicAttributes(nameRequired bool) map[string]schema.Attribute {
 		"retention_bytes":  schema.Int64Attribute{Computed: true, Description: "Bytes kept per partition; -1 is unlimited."},
 		"cleanup_policy":   schema.StringAttribute{Computed: true, Description: "\"delete\" or \"compact\"."},
 		"max_record_bytes": schema.Int64Attribute{Computed: true, Description: "Largest record accepted, in bytes."},
-		"topic_id":         schema.StringAttribute{Computed: true, Description: "Random id fixed at creation."},
-		"created_ms":       schema.Int64Attribute{Computed: true, Description: "Creation time, ms since the Unix epoch."},
+		"schema":           schema.StringAttribute{Computed: true, Description: "The value schema (canonical JSON field list); null when values are opaque."},
+		"delete_retention_ms": schema.Int64Attribute{Computed: true,
+			Description: "Compacted topics: how long tombstones are kept, in ms."},
+		"min_compaction_lag_ms": schema.Int64Attribute{Computed: true,
+			Description: "Compacted topics: how old a record must be before compaction may remove it, in ms."},
+		"topic_id":   schema.StringAttribute{Computed: true, Description: "Random id fixed at creation."},
+		"created_ms": schema.Int64Attribute{Computed: true, Description: "Creation time, ms since the Unix epoch."},
 	}
 }
 
 var topicObjectType = map[string]attr.Type{
 	"name": types.StringType, "partitions": types.Int64Type, "retention_ms": types.Int64Type,
 	"retention_bytes": types.Int64Type, "cleanup_policy": types.StringType, "max_record_bytes": types.Int64Type,
+	"schema": types.StringType, "delete_retention_ms": types.Int64Type, "min_compaction_lag_ms": types.Int64Type,
 	"topic_id": types.StringType, "created_ms": types.Int64Type,
 }
 
 // topicDataModel is data.varve_topic (and one element of data.varve_topics).
 type topicDataModel struct {
-	Name           types.String `tfsdk:"name"`
-	Partitions     types.Int64  `tfsdk:"partitions"`
-	RetentionMs    types.Int64  `tfsdk:"retention_ms"`
-	RetentionBytes types.Int64  `tfsdk:"retention_bytes"`
-	CleanupPolicy  types.String `tfsdk:"cleanup_policy"`
-	MaxRecordBytes types.Int64  `tfsdk:"max_record_bytes"`
-	TopicID        types.String `tfsdk:"topic_id"`
-	CreatedMs      types.Int64  `tfsdk:"created_ms"`
+	Name               types.String `tfsdk:"name"`
+	Partitions         types.Int64  `tfsdk:"partitions"`
+	RetentionMs        types.Int64  `tfsdk:"retention_ms"`
+	RetentionBytes     types.Int64  `tfsdk:"retention_bytes"`
+	CleanupPolicy      types.String `tfsdk:"cleanup_policy"`
+	MaxRecordBytes     types.Int64  `tfsdk:"max_record_bytes"`
+	Schema             types.String `tfsdk:"schema"`
+	DeleteRetentionMs  types.Int64  `tfsdk:"delete_retention_ms"`
+	MinCompactionLagMs types.Int64  `tfsdk:"min_compaction_lag_ms"`
+	TopicID            types.String `tfsdk:"topic_id"`
+	CreatedMs          types.Int64  `tfsdk:"created_ms"`
 }
 
 func topicData(t *varvev1.Topic) topicDataModel {
 	s := topicState(t)
 	return topicDataModel{
 		Name: s.Name, Partitions: s.Partitions, RetentionMs: s.RetentionMs, RetentionBytes: s.RetentionBytes,
-		CleanupPolicy: s.CleanupPolicy, MaxRecordBytes: s.MaxRecordBytes, TopicID: s.TopicID, CreatedMs: s.CreatedMs,
+		CleanupPolicy: s.CleanupPolicy, MaxRecordBytes: s.MaxRecordBytes, Schema: s.Schema,
+		DeleteRetentionMs: s.DeleteRetentionMs, MinCompactionLagMs: s.MinCompactionLagMs, TopicID: s.TopicID, CreatedMs: s.CreatedMs,
 	}
 }
 

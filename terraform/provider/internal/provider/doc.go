@@ -3,9 +3,11 @@
 // data sources. It talks to a cluster only through the Go SDK
 // (github.com/varve-io/varve/sdk); it must never import server packages.
 //
-// The Varve API has CreateTopic, ListTopics, DescribeTopic and DeleteTopic
-// and no UpdateTopic yet, so every change to a topic's settings replaces the
-// topic (and its records), and shrinking partitions is refused at plan time.
-// There are no ACLs and no schemas in the API, so there is no varve_acl
-// resource and no schema attribute.
+// Settings change in place through UpdateTopic (retention, size limits,
+// the schema, partition growth); only what UpdateTopic cannot change
+// replaces a topic (its name, cleanup policy, delete_retention_ms and
+// min_compaction_lag_ms), marked "forces replacement" in the plan, with a
+// warning for the settings. Shrinking
+// partitions is refused at plan time. There are no ACLs in the API, so
+// there is no varve_acl resource.
 package provider

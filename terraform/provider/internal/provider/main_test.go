@@ -27,6 +27,7 @@ var (
 	terraformBin string // the terraform CLI
 	providerDir  string // directory holding the built terraform-provider-varve
 	workDir      string // scratch directory of the whole run
+	varveBin     string // the varve CLI built from this repository
 )
 
 var protoV6Providers = map[string]func() (tfprotov6.ProviderServer, error){
@@ -82,7 +83,7 @@ func run(m *testing.M) int {
 		return fail("cannot find the varve repository at %s: %v", root, err)
 	}
 	binDir := filepath.Join(workDir, "bin")
-	varveBin := filepath.Join(binDir, "varve")
+	varveBin = filepath.Join(binDir, "varve")
 	if out, err := goBuild(root, varveBin, "./cmd/varve"); err != nil {
 		return fail("build varve: %v\n%s", err, out)
 	}

@@ -57,12 +57,13 @@ func checkGone(t *testing.T, names ...string) resource.TestCheckFunc {
 	}
 }
 
-// TestTopicLifecycle: create, no-op plan, import, replace on growth and on
-// settings changes, refusal to shrink, drift repair, destroy.
+// TestTopicLifecycle: create, no-op plan, import, growth in place, refusal
+// to shrink, replace on a cleanup policy change, drift repair, destroy.
 func TestTopicLifecycle(t *testing.T) {
 	const name = "tfacc-lifecycle"
 	addr := "varve_topic.t"
 	topicID := statecheck.CompareValue(compare.ValuesDiffer())
+	sameID := statecheck.CompareValue(compare.ValuesSame())
 	compact := varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT
 	del := varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE
 	resource.Test(t, resource.TestCase{
@@ -86,6 +87,7 @@ func TestTopicLifecycle(t *testing.T) {
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("cleanup_policy"), knownvalue.StringExact("compact")),
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("topic_id"), knownvalue.StringRegexp(regexp.MustCompile(`^[0-9a-f]{32}$`))),
 					topicID.AddStateValue(addr, tfjsonpath.New("topic_id")),
+					sameID.AddStateValue(addr, tfjsonpath.New("topic_id")),
 				},
 				// The framework also plans again after apply and fails on
 				// any diff: "plan shows no changes" is checked every step.
@@ -100,25 +102,23 @@ func TestTopicLifecycle(t *testing.T) {
 					plancheck.ExpectEmptyPlan(),
 				}},
 			},
-			{ // growing partitions replaces the topic (no UpdateTopic API yet);
-				// retention_ms is no longer configured, so the new topic gets
-				// the cluster default
-
+			{ // growing partitions is an in-place update: same topic, and
+				// retention_ms, no longer configured, keeps its value
 				Config: topicConfig(name, 5, `  cleanup_policy = "compact"`),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
-					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate),
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
 					plancheck.ExpectKnownValue(addr, tfjsonpath.New("partitions"), knownvalue.Int64Exact(5)),
 				}},
-				ConfigStateChecks: []statecheck.StateCheck{topicID.AddStateValue(addr, tfjsonpath.New("topic_id"))},
-				Check:             checkTopic(t, name, 5, 7*24*3600*1000, compact),
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(addr, tfjsonpath.New("topic_id"))},
+				Check:             checkTopic(t, name, 5, 3600000, compact),
 			},
 			{ // shrinking is refused at plan time, before anything changes
 				Config:      topicConfig(name, 2, `  cleanup_policy = "compact"`),
 				ExpectError: regexp.MustCompile(`Partitions cannot be removed`),
 			},
-			{ // changing a setting replaces too
+			{ // the API cannot change the cleanup policy: it replaces
 				PreConfig: func() { // the refused shrink changed nothing
-					if err := checkTopic(t, name, 5, 7*24*3600*1000, compact)(nil); err != nil {
+					if err := checkTopic(t, name, 5, 3600000, compact)(nil); err != nil {
 						t.Fatalf("after the refused shrink: %v", err)
 					}
 				},
@@ -159,7 +159,7 @@ func TestTopicImportExisting(t *testing.T) {
 		ProtoV6ProviderFactories: protoV6Providers,
 		CheckDestroy:             checkGone(t, name),
 		Steps: []resource.TestStep{
-			{Config: cfg, ExpectError: regexp.MustCompile(`(?s)already exists.*terraform import`)},
+			{Config: cfg, ExpectError: regexp.MustCompile(`(?s)already exists.*terraform import varve_topic\.NAME tfacc-existing`)},
 			{ // importing a topic that does not exist is refused
 				Config: cfg, ResourceName: "varve_topic.t", ImportState: true, ImportStateId: "tfacc-no-such-topic",
 				ExpectError: regexp.MustCompile(`Cannot import non-existent remote object`),
@@ -188,6 +188,7 @@ resource "varve_topic" "b" {
   name             = "tfacc-ds-b"
   partitions       = 1
   max_record_bytes = 4096
+  schema           = jsonencode([{ name = "n", type = "double" }])
 }
 data "varve_topic" "b" {
   name = varve_topic.b.name
@@ -223,6 +224,9 @@ output "endpoint" {
 				statecheck.ExpectKnownOutputValue("cluster_has_a", knownvalue.Bool(true)),
 				statecheck.ExpectKnownOutputValue("endpoint", knownvalue.StringExact(devAddr)),
 				statecheck.ExpectKnownValue("data.varve_topic.b", tfjsonpath.New("partitions"), knownvalue.Int64Exact(1)),
+				// the data source shows the cluster's canonical form
+				statecheck.ExpectKnownValue("data.varve_topic.b", tfjsonpath.New("schema"), knownvalue.StringExact(`[{"name":"n","type":"float64"}]`)),
+				statecheck.ExpectKnownValue("data.varve_topic.b", tfjsonpath.New("min_compaction_lag_ms"), knownvalue.Int64Exact(0)),
 			},
 		}},
 	})
@@ -238,10 +242,13 @@ func TestTopicPlanTimeValidation(t *testing.T) {
 		{"dot name", topicConfig(".", 1, ""), `value must be none of`},
 		{"zero partitions", topicConfig("tfacc-bad", 0, ""), `partitions.*between 1 and 10000`},
 		{"too many partitions", topicConfig("tfacc-bad", 10001, ""), `between 1 and 10000`},
-		{"retention zero", topicConfig("tfacc-bad", 1, "  retention_ms = 0"), `retention_ms`},
+		{"retention zero", topicConfig("tfacc-bad", 1, "  retention_ms = 0"), `retention_ms = 0 is not allowed: give -1`},
 		{"retention below -1", topicConfig("tfacc-bad", 1, "  retention_bytes = -2"), `retention_bytes`},
 		{"unknown cleanup policy", topicConfig("tfacc-bad", 1, `  cleanup_policy = "shred"`), `value must be one of`},
 		{"record too large", topicConfig("tfacc-bad", 1, "  max_record_bytes = 67108865"), `between 1 and 67108864`},
+		{"schema not a list", topicConfig("tfacc-bad", 1, `  schema = "{not json"`), `schema must be a JSON list of fields`},
+		{"zero delete retention", topicConfig("tfacc-bad", 1, "  delete_retention_ms = 0"), `delete_retention_ms`},
+		{"negative compaction lag", topicConfig("tfacc-bad", 1, "  min_compaction_lag_ms = -1"), `min_compaction_lag_ms`},
 	}
 	steps := make([]resource.TestStep, len(cases))
 	for i, c := range cases {

@@ -2,12 +2,15 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
@@ -50,35 +53,53 @@ func newTopicResource() resource.Resource { return &topicResource{} }
 
 // topicModel is varve_topic's state.
 type topicModel struct {
-	ID             types.String `tfsdk:"id"`
-	Name           types.String `tfsdk:"name"`
-	Partitions     types.Int64  `tfsdk:"partitions"`
-	RetentionMs    types.Int64  `tfsdk:"retention_ms"`
-	RetentionBytes types.Int64  `tfsdk:"retention_bytes"`
-	CleanupPolicy  types.String `tfsdk:"cleanup_policy"`
-	MaxRecordBytes types.Int64  `tfsdk:"max_record_bytes"`
-	TopicID        types.String `tfsdk:"topic_id"`
-	CreatedMs      types.Int64  `tfsdk:"created_ms"`
+	ID                 types.String `tfsdk:"id"`
+	Name               types.String `tfsdk:"name"`
+	Partitions         types.Int64  `tfsdk:"partitions"`
+	RetentionMs        types.Int64  `tfsdk:"retention_ms"`
+	RetentionBytes     types.Int64  `tfsdk:"retention_bytes"`
+	CleanupPolicy      types.String `tfsdk:"cleanup_policy"`
+	MaxRecordBytes     types.Int64  `tfsdk:"max_record_bytes"`
+	Schema             types.String `tfsdk:"schema"`
+	DeleteRetentionMs  types.Int64  `tfsdk:"delete_retention_ms"`
+	MinCompactionLagMs types.Int64  `tfsdk:"min_compaction_lag_ms"`
+	TopicID            types.String `tfsdk:"topic_id"`
+	CreatedMs          types.Int64  `tfsdk:"created_ms"`
 }
 
 func (r *topicResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
 	resp.TypeName = req.ProviderTypeName + "_topic"
 }
 
-const replaceNote = " Varve has no UpdateTopic API yet: changing it replaces the topic, deleting its records."
+// What UpdateTopic cannot change: a change replaces the topic, and the plan
+// says why.
+const (
+	noUpdateCleanup = "Varve fixes a topic's cleanup policy when it is created: UpdateTopic cannot change it."
+	noUpdateField   = "Varve's UpdateTopic API cannot change this setting yet."
+)
 
 func (r *topicResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	// Optional settings the cluster fills with its defaults when omitted:
-	// the state keeps what the cluster chose, and a change replaces.
-	serverDefaultInt := func(desc string, v ...validator.Int64) schema.Int64Attribute {
+	// the state keeps what the cluster chose. UpdateTopic changes them in
+	// place; the topic keeps its id and its records.
+	inPlace := func(desc string, v ...validator.Int64) schema.Int64Attribute {
 		return schema.Int64Attribute{
-			Optional: true, Computed: true, Description: desc + replaceNote, Validators: v,
-			PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown(), int64planmodifier.RequiresReplace()},
+			Optional: true, Computed: true, Description: desc + " Changed in place; the topic keeps its records.", Validators: v,
+			PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
 		}
 	}
-	minusOneOrPositive := int64validator.Any(int64validator.OneOf(-1), int64validator.AtLeast(1))
+	// Settings UpdateTopic cannot change: a change replaces the topic.
+	replacing := func(desc, why string, v ...validator.Int64) schema.Int64Attribute {
+		return schema.Int64Attribute{
+			Optional: true, Computed: true, Validators: v,
+			Description:   desc + " " + why + " Changing it replaces the topic, deleting its records.",
+			PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown(), replacedOnChange{why}},
+		}
+	}
 	resp.Schema = schema.Schema{
-		Description: "A Varve topic. Import with the topic's name: terraform import varve_topic.x NAME.",
+		Description: "A Varve topic. Settings change in place (the topic keeps its id and records), except the name, " +
+			"the cleanup policy, delete_retention_ms and min_compaction_lag_ms, which replace it. " +
+			"Import with the topic's name: terraform import varve_topic.x NAME.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				Computed: true, Description: "The topic's name.",
@@ -86,7 +107,7 @@ func (r *topicResource) Schema(_ context.Context, _ resource.SchemaRequest, resp
 			},
 			"name": schema.StringAttribute{
 				Required:    true,
-				Description: "Topic name: 1 to 249 of [a-zA-Z0-9._-], not \".\" or \"..\". Changing it replaces the topic.",
+				Description: "Topic name: 1 to 249 of [a-zA-Z0-9._-], not \".\" or \"..\". Changing it replaces the topic (a new, empty topic).",
 				Validators: []validator.String{
 					stringvalidator.LengthBetween(1, maxTopicNameLen),
 					stringvalidator.RegexMatches(topicNameRE, "may contain only ASCII letters, digits, '.', '_' and '-'"),
@@ -96,24 +117,38 @@ func (r *topicResource) Schema(_ context.Context, _ resource.SchemaRequest, resp
 			},
 			"partitions": schema.Int64Attribute{
 				Required: true,
-				Description: "Number of partitions, 1 to 10000. Partitions can only grow: a smaller number is refused " +
-					"at plan time; a larger one replaces the topic (Varve has no UpdateTopic API yet).",
+				Description: "Number of partitions, 1 to 10000. Partitions can only grow, in place (as in Kafka, keyed " +
+					"records produced afterwards may map to other partitions); a smaller number is refused at plan time.",
 				Validators:    []validator.Int64{int64validator.Between(1, maxPartitions)},
 				PlanModifiers: []planmodifier.Int64{partitionsGrowOnly{}},
 			},
-			"retention_ms": serverDefaultInt("How long records are kept, in milliseconds; -1 keeps them forever. "+
-				"Defaults to the cluster's default (7 days).", minusOneOrPositive),
-			"retention_bytes": serverDefaultInt("Bytes kept per partition; -1 (the default) keeps any number.",
-				minusOneOrPositive),
-			"max_record_bytes": serverDefaultInt("Largest record accepted, in bytes (1 to 67108864). "+
+			"retention_ms": inPlace("How long records are kept, in milliseconds; -1 keeps them forever. "+
+				"Defaults to the cluster's default (7 days).", minusOneOrPositive{"keep records forever", "the cluster default (7 days)"}),
+			"retention_bytes": inPlace("Bytes kept per partition; -1 (the default) keeps any number.",
+				minusOneOrPositive{"no size limit", "no size limit"}),
+			"max_record_bytes": inPlace("Largest record accepted, in bytes (1 to 67108864). "+
 				"Defaults to the cluster's default (1 MiB).", int64validator.Between(1, maxMaxRecordBytes)),
+			"schema": schema.StringAttribute{
+				Optional: true,
+				Description: "How record values are laid out, so scans return typed columns (docs/scan.md): a JSON list of " +
+					"fields, such as jsonencode([{ name = \"user\", type = \"utf8\" }, { name = \"amount\", type = \"float64\", " +
+					"nullable = false }]). Unset means opaque values. Set, changed or removed in place; it applies to every " +
+					"record scanned afterwards, old or new.",
+				Validators: []validator.String{schemaList{}},
+			},
 			"cleanup_policy": schema.StringAttribute{
 				Optional: true, Computed: true,
-				Description: "\"delete\" (the default) or \"compact\"." + replaceNote,
-				Validators:  []validator.String{stringvalidator.OneOf(cleanupDelete, cleanupCompact)},
+				Description: "\"delete\" (the default) or \"compact\". " + noUpdateCleanup +
+					" Changing it replaces the topic, deleting its records.",
+				Validators: []validator.String{stringvalidator.OneOf(cleanupDelete, cleanupCompact)},
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown(),
-					stringplanmodifier.RequiresReplace()},
+					replacedOnChange{noUpdateCleanup}},
 			},
+			"delete_retention_ms": replacing("Compacted topics: how long a tombstone (a record with a null value) is kept "+
+				"after its timestamp, in ms (at least 1). Defaults to one day on compacted topics.", noUpdateField,
+				int64validator.AtLeast(1)),
+			"min_compaction_lag_ms": replacing("Compacted topics: how old a record must be before compaction may remove "+
+				"it, in ms. Defaults to 0 (no lag).", noUpdateField, int64validator.AtLeast(0)),
 			"topic_id": schema.StringAttribute{
 				Computed:      true,
 				Description:   "Random id the cluster fixed at creation: a deleted and re-created topic has a new one.",
@@ -128,12 +163,12 @@ func (r *topicResource) Schema(_ context.Context, _ resource.SchemaRequest, resp
 	}
 }
 
-// partitionsGrowOnly refuses fewer partitions at plan time and replaces the
-// topic for more, until the API can add partitions in place.
+// partitionsGrowOnly refuses fewer partitions at plan time, as Kafka does;
+// more partitions are added in place.
 type partitionsGrowOnly struct{}
 
 func (partitionsGrowOnly) Description(context.Context) string {
-	return "Partitions cannot shrink; growing them replaces the topic."
+	return "Partitions cannot shrink; growing them is an in-place update."
 }
 
 func (m partitionsGrowOnly) MarkdownDescription(ctx context.Context) string {
@@ -145,17 +180,93 @@ func (partitionsGrowOnly) PlanModifyInt64(_ context.Context, req planmodifier.In
 		return
 	}
 	before, after := req.StateValue.ValueInt64(), req.PlanValue.ValueInt64()
-	switch {
-	case after < before:
+	if after < before {
 		resp.Diagnostics.AddAttributeError(req.Path, "Partitions cannot be removed",
 			fmt.Sprintf("The topic has %d partitions and the configuration asks for %d. Varve, like Kafka, "+
 				"cannot remove partitions: records would be lost and keys would move. Keep %d or more, "+
 				"or delete and re-create the topic explicitly.", before, after, before))
-	case after > before:
-		resp.RequiresReplace = true
-		resp.Diagnostics.AddAttributeWarning(req.Path, "Growing partitions replaces the topic",
-			fmt.Sprintf("Going from %d to %d partitions deletes the topic and its records and creates it again: "+
-				"Varve has no API to add partitions in place yet.", before, after))
+	}
+}
+
+// replacedOnChange replaces the topic when a setting UpdateTopic cannot
+// change is changed, and says so in the plan with the reason.
+type replacedOnChange struct{ why string }
+
+func (m replacedOnChange) Description(context.Context) string {
+	return "Changing this replaces the topic: " + m.why
+}
+
+func (m replacedOnChange) MarkdownDescription(ctx context.Context) string { return m.Description(ctx) }
+
+func (m replacedOnChange) modify(p path.Path, state, plan attr.Value, diags *diag.Diagnostics) bool {
+	if state.IsNull() || plan.IsNull() || plan.IsUnknown() || state.Equal(plan) {
+		return false
+	}
+	diags.AddAttributeWarning(p, fmt.Sprintf("Changing %s replaces the topic", p),
+		fmt.Sprintf("%s goes from %s to %s. %s So the topic is deleted, with every record it holds, and created "+
+			"again, empty. Add lifecycle { prevent_destroy = true } to topics whose records must never be deleted.",
+			p, state, plan, m.why))
+	return true
+}
+
+func (m replacedOnChange) PlanModifyInt64(_ context.Context, req planmodifier.Int64Request, resp *planmodifier.Int64Response) {
+	if !req.State.Raw.IsNull() && !req.Plan.Raw.IsNull() {
+		resp.RequiresReplace = m.modify(req.Path, req.StateValue, req.PlanValue, &resp.Diagnostics)
+	}
+}
+
+func (m replacedOnChange) PlanModifyString(_ context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if !req.State.Raw.IsNull() && !req.Plan.Raw.IsNull() {
+		resp.RequiresReplace = m.modify(req.Path, req.StateValue, req.PlanValue, &resp.Diagnostics)
+	}
+}
+
+// minusOneOrPositive accepts -1 or a positive value, with one error that
+// says what to write instead (0 is the API's "cluster default", which
+// would show a diff forever).
+type minusOneOrPositive struct{ minusOne, omitted string }
+
+func (v minusOneOrPositive) Description(context.Context) string {
+	return fmt.Sprintf("-1 (%s) or a positive value", v.minusOne)
+}
+
+func (v minusOneOrPositive) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (v minusOneOrPositive) ValidateInt64(_ context.Context, req validator.Int64Request, resp *validator.Int64Response) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	if n := req.ConfigValue.ValueInt64(); n == -1 || n > 0 {
+		return
+	}
+	resp.Diagnostics.AddAttributeError(req.Path, fmt.Sprintf("Invalid %s", req.Path),
+		fmt.Sprintf("%s = %d is not allowed: give -1 (%s) or a positive value, or leave %s out for %s.",
+			req.Path, req.ConfigValue.ValueInt64(), v.minusOne, req.Path, v.omitted))
+}
+
+// schemaList checks at plan time that a schema is a non-empty JSON list; the
+// cluster checks the fields themselves when the topic is created or updated.
+type schemaList struct{}
+
+func (schemaList) Description(context.Context) string { return "a JSON list of fields" }
+
+func (v schemaList) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (schemaList) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	var fields []json.RawMessage
+	err := json.Unmarshal([]byte(req.ConfigValue.ValueString()), &fields)
+	if err == nil && len(fields) == 0 {
+		err = fmt.Errorf("the list is empty")
+	}
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid schema",
+			fmt.Sprintf("schema must be a JSON list of fields, such as jsonencode([{ name = \"user\", type = \"utf8\" }]) "+
+				"(see docs/scan.md); leave it out for opaque values: %v", err))
 	}
 }
 
@@ -178,9 +289,12 @@ func (r *topicResource) Create(ctx context.Context, req resource.CreateRequest, 
 		return
 	}
 	cfg := &varvev1.TopicConfig{
-		RetentionMs:    knownInt(plan.RetentionMs),
-		RetentionBytes: knownInt(plan.RetentionBytes),
-		MaxRecordBytes: int32(knownInt(plan.MaxRecordBytes)),
+		RetentionMs:        knownInt(plan.RetentionMs),
+		RetentionBytes:     knownInt(plan.RetentionBytes),
+		MaxRecordBytes:     int32(knownInt(plan.MaxRecordBytes)),
+		DeleteRetentionMs:  knownInt(plan.DeleteRetentionMs),
+		MinCompactionLagMs: knownInt(plan.MinCompactionLagMs),
+		Schema:             schemaOf(plan.Schema),
 	}
 	switch plan.CleanupPolicy.ValueString() {
 	case cleanupCompact:
@@ -193,12 +307,53 @@ func (r *topicResource) Create(ctx context.Context, req resource.CreateRequest, 
 	if err != nil {
 		detail := fmt.Sprintf("create topic %q on %s: %v", name, r.data.endpoint, err)
 		if connect.CodeOf(err) == connect.CodeAlreadyExists {
-			detail += fmt.Sprintf("\n\nThe topic already exists. Bring it under Terraform with: terraform import <address> %s", name)
+			// Terraform does not tell providers a resource's address; it
+			// prints it with this error ("with varve_topic.NAME").
+			detail += fmt.Sprintf("\n\nThe topic already exists on the cluster. To manage it with this resource, import it "+
+				"instead of creating it: for the resource \"varve_topic\" \"NAME\" named above after \"with\", run\n"+
+				"  terraform import varve_topic.NAME %s", name)
 		}
 		resp.Diagnostics.AddError("Cannot create topic", detail)
 		return
 	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, topicState(t))...)
+	st := topicState(t)
+	st.Schema = plan.Schema // the configuration's text; the cluster keeps a canonical form
+	resp.Diagnostics.Append(resp.State.Set(ctx, st)...)
+	resp.Diagnostics.Append(setSchemaSeen(ctx, resp.Private, t)...)
+}
+
+// privateSchemaKey holds, in the resource's private state, the canonical
+// schema the cluster answered when the provider last wrote or read it. The
+// state keeps the configuration's text as long as the cluster still holds
+// that canonical form, so a schema written differently (jsonencode orders
+// keys, "string" is "utf8") shows no diff; a schema changed behind
+// Terraform's back does.
+const privateSchemaKey = "schema_seen"
+
+type privateData interface {
+	GetKey(ctx context.Context, key string) ([]byte, diag.Diagnostics)
+	SetKey(ctx context.Context, key string, value []byte) diag.Diagnostics
+}
+
+func setSchemaSeen(ctx context.Context, p privateData, t *varvev1.Topic) diag.Diagnostics {
+	b, _ := json.Marshal(t.GetConfig().GetSchema().GetFields())
+	return p.SetKey(ctx, privateSchemaKey, b)
+}
+
+func schemaSeen(ctx context.Context, p privateData) (string, diag.Diagnostics) {
+	b, diags := p.GetKey(ctx, privateSchemaKey)
+	var s string
+	if len(b) > 0 {
+		_ = json.Unmarshal(b, &s)
+	}
+	return s, diags
+}
+
+func schemaOf(v types.String) *varvev1.TopicSchema {
+	if v.IsNull() || v.IsUnknown() {
+		return nil
+	}
+	return &varvev1.TopicSchema{Format: varvev1.SchemaFormat_SCHEMA_FORMAT_JSON, Fields: v.ValueString()}
 }
 
 func (r *topicResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -221,16 +376,74 @@ func (r *topicResource) Read(ctx context.Context, req resource.ReadRequest, resp
 		resp.Diagnostics.AddError("Cannot read topic", fmt.Sprintf("describe topic %q on %s: %v", name, r.data.endpoint, err))
 		return
 	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, topicState(d.GetTopic()))...)
+	seen, diags := schemaSeen(ctx, req.Private)
+	resp.Diagnostics.Append(diags...)
+	now := topicState(d.GetTopic())
+	if !now.Schema.IsNull() && !st.Schema.IsNull() && now.Schema.ValueString() == seen {
+		now.Schema = st.Schema // unchanged since Terraform wrote it
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, now)...)
+	resp.Diagnostics.Append(setSchemaSeen(ctx, resp.Private, d.GetTopic())...)
 }
 
-// Update is never needed: every attribute a user sets replaces the topic.
+// Update applies the settings UpdateTopic can change in place; the topic
+// keeps its id and its records. The others are planned as a replacement.
 func (r *topicResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	var plan topicModel
+	var plan, st topicModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	resp.Diagnostics.AddError("Topic cannot be updated in place",
-		fmt.Sprintf("topic %q: Varve has no UpdateTopic API; this change should have been planned as a replacement. "+
-			"Please report this as a provider bug.", plan.Name.ValueString()))
+	resp.Diagnostics.Append(req.State.Get(ctx, &st)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	name := plan.Name.ValueString()
+	changed := func(a, b attr.Value) bool { return !a.IsUnknown() && !a.IsNull() && !a.Equal(b) }
+	for what, v := range map[string][2]attr.Value{
+		"name":                  {plan.Name, st.Name},
+		"cleanup_policy":        {plan.CleanupPolicy, st.CleanupPolicy},
+		"delete_retention_ms":   {plan.DeleteRetentionMs, st.DeleteRetentionMs},
+		"min_compaction_lag_ms": {plan.MinCompactionLagMs, st.MinCompactionLagMs},
+	} {
+		if changed(v[0], v[1]) {
+			resp.Diagnostics.AddError("Topic cannot be updated in place",
+				fmt.Sprintf("topic %q: %s cannot change in place; this change should have been planned as a replacement. "+
+					"Please report this as a provider bug.", name, what))
+			return
+		}
+	}
+	u := &varvev1.UpdateTopicRequest{}
+	send := false
+	if changed(plan.Partitions, st.Partitions) {
+		n := int32(plan.Partitions.ValueInt64())
+		u.Partitions, send = &n, true
+	}
+	if changed(plan.RetentionMs, st.RetentionMs) {
+		n := plan.RetentionMs.ValueInt64()
+		u.RetentionMs, send = &n, true
+	}
+	if changed(plan.RetentionBytes, st.RetentionBytes) {
+		n := plan.RetentionBytes.ValueInt64()
+		u.RetentionBytes, send = &n, true
+	}
+	if changed(plan.MaxRecordBytes, st.MaxRecordBytes) {
+		n := int32(plan.MaxRecordBytes.ValueInt64())
+		u.MaxRecordBytes, send = &n, true
+	}
+	if !plan.Schema.Equal(st.Schema) {
+		u.Schema, u.ClearSchema, send = schemaOf(plan.Schema), plan.Schema.IsNull(), true
+	}
+	if !send {
+		resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+		return
+	}
+	t, err := r.data.client.UpdateTopic(ctx, name, u)
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot update topic", fmt.Sprintf("update topic %q on %s: %v", name, r.data.endpoint, err))
+		return
+	}
+	now := topicState(t)
+	now.Schema = plan.Schema
+	resp.Diagnostics.Append(resp.State.Set(ctx, now)...)
+	resp.Diagnostics.Append(setSchemaSeen(ctx, resp.Private, t)...)
 }
 
 func (r *topicResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
@@ -270,17 +483,26 @@ func cleanupName(p varvev1.CleanupPolicy) string {
 	return cleanupDelete
 }
 
+// topicState is the state of t as the cluster describes it (the schema in
+// its canonical form).
 func topicState(t *varvev1.Topic) topicModel {
 	c := t.GetConfig()
+	sch := types.StringNull()
+	if c.GetSchema() != nil {
+		sch = types.StringValue(c.GetSchema().GetFields())
+	}
 	return topicModel{
-		ID:             types.StringValue(t.GetName()),
-		Name:           types.StringValue(t.GetName()),
-		Partitions:     types.Int64Value(int64(t.GetPartitions())),
-		RetentionMs:    types.Int64Value(c.GetRetentionMs()),
-		RetentionBytes: types.Int64Value(c.GetRetentionBytes()),
-		CleanupPolicy:  types.StringValue(cleanupName(c.GetCleanupPolicy())),
-		MaxRecordBytes: types.Int64Value(int64(c.GetMaxRecordBytes())),
-		TopicID:        types.StringValue(t.GetId()),
-		CreatedMs:      types.Int64Value(t.GetCreatedMs()),
+		ID:                 types.StringValue(t.GetName()),
+		Name:               types.StringValue(t.GetName()),
+		Partitions:         types.Int64Value(int64(t.GetPartitions())),
+		RetentionMs:        types.Int64Value(c.GetRetentionMs()),
+		RetentionBytes:     types.Int64Value(c.GetRetentionBytes()),
+		CleanupPolicy:      types.StringValue(cleanupName(c.GetCleanupPolicy())),
+		MaxRecordBytes:     types.Int64Value(int64(c.GetMaxRecordBytes())),
+		Schema:             sch,
+		DeleteRetentionMs:  types.Int64Value(c.GetDeleteRetentionMs()),
+		MinCompactionLagMs: types.Int64Value(c.GetMinCompactionLagMs()),
+		TopicID:            types.StringValue(t.GetId()),
+		CreatedMs:          types.Int64Value(t.GetCreatedMs()),
 	}
 }

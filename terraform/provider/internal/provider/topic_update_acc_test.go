@@ -1,0 +1,312 @@
+package provider_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
+	"github.com/hashicorp/terraform-plugin-testing/plancheck"
+	"github.com/hashicorp/terraform-plugin-testing/statecheck"
+	"github.com/hashicorp/terraform-plugin-testing/terraform"
+	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/sdk"
+)
+
+// produceRecords stores n keyed records in topic through the SDK and
+// returns their values.
+func produceRecords(t *testing.T, topic string, n int) map[string]bool {
+	t.Helper()
+	recs := make([]sdk.Record, n)
+	want := make(map[string]bool, n)
+	for i := range recs {
+		v := fmt.Sprintf("%s-value-%d", topic, i)
+		recs[i] = sdk.Record{Key: fmt.Appendf(nil, "key-%d", i), Value: []byte(v)}
+		want[v] = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := client(t).Produce(ctx, topic, recs); err != nil {
+		t.Fatalf("produce %d records to %q with the SDK: %v", n, topic, err)
+	}
+	return want
+}
+
+// readAll fetches every record of every partition of topic through the
+// SDK and returns their values.
+func readAll(topic string, c *sdk.Client) (map[string]bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := c.DescribeTopic(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	got := map[string]bool{}
+	for _, p := range d.GetPartitions() {
+		for off := p.GetLogStartOffset(); off < p.GetNextOffset(); {
+			res, err := c.Fetch(ctx, topic, p.GetPartition(), off, 0, 0)
+			if err != nil {
+				return nil, err
+			}
+			if len(res.Records) == 0 {
+				return nil, fmt.Errorf("fetch %s/%d at %d returned nothing before the high watermark %d", topic, p.GetPartition(), off, p.GetNextOffset())
+			}
+			for _, r := range res.Records {
+				got[string(r.Value)] = true
+			}
+			off = res.NextOffset
+		}
+	}
+	return got, nil
+}
+
+// checkRecords asserts, through the SDK, that topic holds exactly want.
+func checkRecords(t *testing.T, topic string, want map[string]bool) error {
+	got, err := readAll(topic, client(t))
+	if err != nil {
+		return fmt.Errorf("read %q back with the SDK: %w", topic, err)
+	}
+	missing := 0
+	for v := range want {
+		if !got[v] {
+			missing++
+		}
+	}
+	if missing > 0 || len(got) != len(want) {
+		return fmt.Errorf("topic %q holds %d records, %d of the %d produced before the apply are missing", topic, len(got), missing, len(want))
+	}
+	return nil
+}
+
+func describe(t *testing.T, name string) (*varvev1.Topic, error) {
+	d, err := client(t).DescribeTopic(context.Background(), name)
+	if err != nil {
+		return nil, fmt.Errorf("describe %q on the cluster: %w", name, err)
+	}
+	return d.GetTopic(), nil
+}
+
+// TestTopicRetentionChangeKeepsRecords: changing retention_ms is applied to
+// the existing topic; every record produced before the apply is still there
+// afterwards, and the topic keeps its id.
+func TestTopicRetentionChangeKeepsRecords(t *testing.T) {
+	const name = "tfacc-keep-records"
+	var want map[string]bool
+	var id string
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: protoV6Providers,
+		CheckDestroy:             checkGone(t, name),
+		Steps: []resource.TestStep{
+			{Config: topicConfig(name, 3, "  retention_ms = 3600000")},
+			{
+				PreConfig: func() {
+					want = produceRecords(t, name, 300)
+					if err := checkRecords(t, name, want); err != nil {
+						t.Fatalf("before the apply: %v", err)
+					}
+					tp, err := describe(t, name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					id = tp.GetId()
+				},
+				Config: topicConfig(name, 3, "  retention_ms = 7200000"),
+				Check: func(*terraform.State) error {
+					tp, err := describe(t, name)
+					if err != nil {
+						return err
+					}
+					kept := checkRecords(t, name, want)
+					if tp.GetId() != id || tp.GetConfig().GetRetentionMs() != 7200000 {
+						return fmt.Errorf("after the apply the topic has id %s and retention_ms %d; want id %s (the same topic) and 7200000 (records: %v)",
+							tp.GetId(), tp.GetConfig().GetRetentionMs(), id, kept)
+					}
+					return kept
+				},
+			},
+		},
+	})
+}
+
+// TestTopicUpdatesInPlace: retention, size limits, the schema and partition
+// growth are updated in place, and so is drift made with `varve topic
+// alter`; only a new name replaces the topic.
+func TestTopicUpdatesInPlace(t *testing.T) {
+	const name, renamed = "tfacc-inplace", "tfacc-inplace-renamed"
+	addr := "varve_topic.t"
+	var want map[string]bool
+	var id string
+	schemaHCL := `  schema           = jsonencode([{ name = "user", type = "string" }, { name = "amount", type = "float64", nullable = false }])`
+	canonical := `[{"name":"user","type":"utf8"},{"name":"amount","type":"float64","nullable":false}]`
+	updated := topicConfig(name, 4, `  retention_ms     = 7200000
+  retention_bytes  = 1073741824
+  max_record_bytes = 2097152
+`+schemaHCL)
+	sameTopic := func(check func(*varvev1.Topic) error) resource.TestCheckFunc {
+		return func(*terraform.State) error {
+			tp, err := describe(t, name)
+			if err != nil {
+				return err
+			}
+			if tp.GetId() != id {
+				return fmt.Errorf("topic %q has id %s, want %s: it was replaced", name, tp.GetId(), id)
+			}
+			if err := check(tp); err != nil {
+				return err
+			}
+			return checkRecords(t, name, want)
+		}
+	}
+	settingsApplied := func(tp *varvev1.Topic) error {
+		c := tp.GetConfig()
+		if tp.GetPartitions() != 4 || c.GetRetentionMs() != 7200000 || c.GetRetentionBytes() != 1<<30 ||
+			c.GetMaxRecordBytes() != 2<<20 || c.GetSchema().GetFields() != canonical {
+			return fmt.Errorf("cluster has %v, want 4 partitions, retention 7200000 ms / 1 GiB, max_record_bytes 2 MiB, schema %s", tp, canonical)
+		}
+		return nil
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: protoV6Providers,
+		CheckDestroy:             checkGone(t, name, renamed),
+		Steps: []resource.TestStep{
+			{Config: topicConfig(name, 2, "  retention_ms = 3600000")},
+			{ // every setting the API can change, in one in-place update
+				PreConfig: func() {
+					want = produceRecords(t, name, 100)
+					tp, err := describe(t, name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					id = tp.GetId()
+				},
+				Config: updated,
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
+					plancheck.ExpectKnownValue(addr, tfjsonpath.New("partitions"), knownvalue.Int64Exact(4)),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					// The configuration's text stays in the state although
+					// the cluster keeps the schema in its canonical form.
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("schema"), knownvalue.StringExact(
+						`[{"name":"user","type":"string"},{"name":"amount","nullable":false,"type":"float64"}]`)),
+				},
+				Check: sameTopic(settingsApplied),
+			},
+			{ // drift made with the CLI is put back in place
+				PreConfig: func() {
+					out, err := exec.Command(varveBin, "topic", "alter", name, "--addr", devAddr,
+						"--retention-ms", "86400000", "--max-record-bytes", "4096",
+						"--schema", `[{"name":"other","type":"int64"}]`).CombinedOutput()
+					if err != nil {
+						t.Fatalf("varve topic alter: %v\n%s", err, out)
+					}
+					tp, err := describe(t, name)
+					if err != nil || tp.GetConfig().GetRetentionMs() != 86400000 || tp.GetId() != id {
+						t.Fatalf("varve topic alter did not change the topic in place: %v %v", tp, err)
+					}
+				},
+				Config: updated,
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
+				}},
+				Check: sameTopic(settingsApplied),
+			},
+			{ // a schema removed from the configuration is removed in place
+				Config: topicConfig(name, 4, `  retention_ms     = 7200000
+  retention_bytes  = 1073741824
+  max_record_bytes = 2097152`),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
+					plancheck.ExpectKnownValue(addr, tfjsonpath.New("schema"), knownvalue.Null()),
+				}},
+				Check: sameTopic(func(tp *varvev1.Topic) error {
+					if s := tp.GetConfig().GetSchema(); s != nil {
+						return fmt.Errorf("the schema is still on the cluster: %v", s)
+					}
+					return nil
+				}),
+			},
+			{ // a new name is a new topic: the plan replaces it
+				Config: topicConfig(renamed, 4, `  retention_ms     = 7200000
+  retention_bytes  = 1073741824
+  max_record_bytes = 2097152`),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate),
+				}},
+				Check: resource.ComposeTestCheckFunc(checkGone(t, name), func(*terraform.State) error {
+					tp, err := describe(t, renamed)
+					if err != nil {
+						return err
+					}
+					if tp.GetId() == id || tp.GetPartitions() != 4 || tp.GetConfig().GetRetentionMs() != 7200000 {
+						return fmt.Errorf("renamed topic on the cluster: %v", tp)
+					}
+					return nil
+				}),
+			},
+		},
+	})
+}
+
+// TestTopicCompactionSettings: delete_retention_ms and min_compaction_lag_ms
+// are set at creation and read back; the API cannot change them (nor the
+// cleanup policy) in place, so a change replaces the topic and the plan
+// says so.
+func TestTopicCompactionSettings(t *testing.T) {
+	const name = "tfacc-compaction"
+	addr := "varve_topic.t"
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: protoV6Providers,
+		CheckDestroy:             checkGone(t, name),
+		Steps: []resource.TestStep{
+			{
+				Config: topicConfig(name, 1, `  cleanup_policy        = "compact"
+  delete_retention_ms   = 3600000
+  min_compaction_lag_ms = 60000`),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("delete_retention_ms"), knownvalue.Int64Exact(3600000)),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("min_compaction_lag_ms"), knownvalue.Int64Exact(60000)),
+				},
+				Check: func(*terraform.State) error {
+					tp, err := describe(t, name)
+					if err != nil {
+						return err
+					}
+					if c := tp.GetConfig(); c.GetDeleteRetentionMs() != 3600000 || c.GetMinCompactionLagMs() != 60000 {
+						return fmt.Errorf("cluster has %v, want delete_retention_ms 3600000 and min_compaction_lag_ms 60000", c)
+					}
+					return nil
+				},
+			},
+			{ // left out: the cluster's values stay, no diff
+				Config: topicConfig(name, 1, `  cleanup_policy = "compact"`),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectEmptyPlan(),
+				}},
+			},
+			{
+				Config: topicConfig(name, 1, `  cleanup_policy        = "compact"
+  min_compaction_lag_ms = 0`),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate),
+				}},
+				Check: func(*terraform.State) error {
+					tp, err := describe(t, name)
+					if err != nil {
+						return err
+					}
+					if c := tp.GetConfig(); c.GetMinCompactionLagMs() != 0 || !strings.EqualFold(c.GetCleanupPolicy().String(), "CLEANUP_POLICY_COMPACT") {
+						return fmt.Errorf("cluster has %v, want a compacted topic with min_compaction_lag_ms 0", c)
+					}
+					return nil
+				},
+			},
+		},
+	})
+}
