@@ -48,6 +48,10 @@ type Config struct {
 	MaxRequestBytes int           `koanf:"max_request_bytes"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 
+	// FetchMaxBytes caps the max_bytes of one fetch (Kafka's
+	// fetch.max.bytes); a record larger than it is still returned alone.
+	FetchMaxBytes int `koanf:"fetch_max_bytes"`
+
 	LogLevel  string `koanf:"log_level"`
 	LogFormat string `koanf:"log_format"`
 
@@ -85,7 +89,8 @@ func DefaultConfig() Config {
 		ProducerStateTTL: ingest.DefaultProducerStateTTL,
 		CacheBytes:       256 << 20,
 		DiskCacheBytes:   4 << 30,
-		MaxRequestBytes:  64 << 20,
+		MaxRequestBytes:  DefaultMaxRequestBytes,
+		FetchMaxBytes:    DefaultFetchMaxBytes,
 		ShutdownTimeout:  30 * time.Second,
 		S3Region:         "us-east-1",
 		LogLevel:         "info",
@@ -138,6 +143,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CacheBytes < 0 || c.MaxRequestBytes <= 0 {
 		return fmt.Errorf("config: cache_bytes and max_request_bytes must be positive")
+	}
+	if c.FetchMaxBytes < 0 {
+		return fmt.Errorf("config: fetch_max_bytes %d is negative", c.FetchMaxBytes)
 	}
 	if c.CacheDir != "" && c.DiskCacheBytes <= 0 {
 		return fmt.Errorf("config: disk_cache_bytes %d must be positive when cache_dir is set", c.DiskCacheBytes)

@@ -106,6 +106,9 @@ func mergeDefaults(c, def Config) Config {
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = def.MaxRequestBytes
 	}
+	if c.FetchMaxBytes == 0 {
+		c.FetchMaxBytes = def.FetchMaxBytes
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = def.ShutdownTimeout
 	}
