@@ -31,6 +31,9 @@ func unavailable(role string) error {
 // topicService implements TopicService on etcd.
 type topicService struct {
 	meta *metadata.Client
+	// maxRequestBytes is the node's max_request_bytes: a topic's record
+	// limit must fit in a request (checkRecordFitsRequest).
+	maxRequestBytes int
 }
 
 var _ varvev1connect.TopicServiceHandler = (*topicService)(nil)
@@ -96,6 +99,9 @@ func (s *topicService) CreateTopic(ctx context.Context, req *connect.Request[var
 			}
 			t.Schema = sch
 		}
+	}
+	if err := checkRecordFitsRequest(t.Name, t.MaxRecordBytes, s.maxRequestBytes); err != nil {
+		return nil, toConnect(err)
 	}
 	created, err := s.meta.CreateTopic(ctx, t)
 	if err != nil {
@@ -169,6 +175,9 @@ func (s *topicService) UpdateTopic(ctx context.Context, req *connect.Request[var
 			if m.GetMaxRecordBytes() == 0 {
 				return fmt.Errorf("%w: update topic %q: max_record_bytes 0; give a positive value", metadata.ErrInvalidArgument, t.Name)
 			}
+			if err := checkRecordFitsRequest(t.Name, m.GetMaxRecordBytes(), s.maxRequestBytes); err != nil {
+				return err
+			}
 			t.MaxRecordBytes = m.GetMaxRecordBytes()
 		}
 		if m.Partitions != nil {
@@ -233,7 +242,13 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 			}
 			rec.Headers = append(rec.Headers, segment.Header{Key: h.GetKey(), Value: hv})
 		}
-		recs[i] = ingest.Record{Partition: pr.GetPartition(), Record: rec}
+		// Unset (or -1, as older clients send) lets the ingester place the
+		// record: murmur2 of the key, sticky without one.
+		part := int32(-1)
+		if pr.Partition != nil {
+			part = pr.GetPartition()
+		}
+		recs[i] = ingest.Record{Partition: part, Record: rec}
 	}
 	var res []ingest.Result
 	var err error
@@ -278,6 +293,9 @@ func (s *produceService) InitProducer(ctx context.Context, req *connect.Request[
 // fetchService implements FetchService on a Fetcher.
 type fetchService struct {
 	f *query.Fetcher
+	// maxBytes is the node's fetch_max_bytes: the cap of a request's
+	// max_bytes (0: no cap).
+	maxBytes int
 }
 
 var _ varvev1connect.FetchServiceHandler = (*fetchService)(nil)
@@ -306,7 +324,7 @@ func (s *fetchService) Fetch(ctx context.Context, req *connect.Request[varvev1.F
 		return nil, badRequest("fetch %s/%d: max_wait_ms %d is negative", m.GetTopic(), m.GetPartition(), m.GetMaxWaitMs())
 	}
 	wait := min(time.Duration(m.GetMaxWaitMs())*time.Millisecond, maxFetchWait)
-	res, err := s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), m.GetOffset(), int(m.GetMaxBytes()), wait)
+	res, err := s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), m.GetOffset(), fetchMaxBytes(m.GetMaxBytes(), s.maxBytes), wait)
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -325,9 +343,10 @@ func (s *fetchService) Subscribe(ctx context.Context, req *connect.Request[varve
 		return badRequest("subscribe %s/%d: max_bytes %d is negative", m.GetTopic(), m.GetPartition(), m.GetMaxBytes())
 	}
 	offset := m.GetOffset()
+	maxBytes := fetchMaxBytes(m.GetMaxBytes(), s.maxBytes)
 	// Bad input fails before the stream starts; then the response headers go
 	// out at once so the client's call returns while it waits for records.
-	first, err := s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), offset, int(m.GetMaxBytes()), 0)
+	first, err := s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), offset, maxBytes, 0)
 	if err != nil {
 		return toConnect(err)
 	}
@@ -339,7 +358,7 @@ func (s *fetchService) Subscribe(ctx context.Context, req *connect.Request[varve
 	for ctx.Err() == nil {
 		res, err := first, error(nil)
 		if len(first.Records) == 0 {
-			res, err = s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), offset, int(m.GetMaxBytes()), 30*time.Second)
+			res, err = s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), offset, maxBytes, 30*time.Second)
 		}
 		first = query.Result{}
 		if err != nil {

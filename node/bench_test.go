@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/varve-io/varve/bench"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
@@ -74,7 +75,7 @@ func BenchmarkProduce(b *testing.B) {
 					for j := range batch {
 						v := bench.JSONEvent(r, j)
 						reqBytes += int64(len(v))
-						req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: -1, Record: &varvev1.Record{Key: fmt.Appendf(nil, "user-%d", r.IntN(10000)), Value: v}})
+						req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(-1), Record: &varvev1.Record{Key: fmt.Appendf(nil, "user-%d", r.IntN(10000)), Value: v}})
 					}
 					reqs[i] = req
 				}
@@ -139,7 +140,7 @@ func BenchmarkFetchRecent(b *testing.B) {
 				r := rand.New(rand.NewPCG(3, 4))
 				req := &varvev1.ProduceRequest{Topic: "f"}
 				for j := range 1000 {
-					req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: 0, Record: &varvev1.Record{Value: bench.JSONEvent(r, j)}})
+					req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(0), Record: &varvev1.Record{Value: bench.JSONEvent(r, j)}})
 				}
 				if _, err := c.produce.Produce(ctx, connect.NewRequest(req)); err != nil {
 					b.Fatal(err)
@@ -202,7 +203,7 @@ func BenchmarkProduceIdempotence(b *testing.B) {
 		for j := range batch {
 			v := bench.JSONEvent(r, j)
 			reqBytes += int64(len(v))
-			templates[i] = append(templates[i], &varvev1.ProduceRecord{Partition: int32(j % partitions), Record: &varvev1.Record{Key: fmt.Appendf(nil, "user-%d", r.IntN(10000)), Value: v}})
+			templates[i] = append(templates[i], &varvev1.ProduceRecord{Partition: proto.Int32(int32(j % partitions)), Record: &varvev1.Record{Key: fmt.Appendf(nil, "user-%d", r.IntN(10000)), Value: v}})
 		}
 	}
 	avgReq := reqBytes / int64(len(templates))
@@ -241,7 +242,7 @@ func BenchmarkProduceIdempotence(b *testing.B) {
 							req.ProducerId = ids[w]
 							var counts [partitions]int32
 							for _, r := range req.Records {
-								counts[r.Partition]++
+								counts[r.GetPartition()]++
 							}
 							for p := range int32(partitions) {
 								req.Sequences = append(req.Sequences, &varvev1.PartitionSequence{Partition: p, FirstSequence: seqs[p]})

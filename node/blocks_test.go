@@ -16,6 +16,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/varve-io/varve/bench"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
@@ -104,7 +105,7 @@ func produceBatches(t testing.TB, n *node.Node, topic string, partitions int32, 
 		for p := range partitions {
 			for i := range perPartition {
 				seq := from + b*perPartition + i
-				req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: p, Record: &varvev1.Record{Value: fmt.Appendf(nil, "%d-%d", p, seq)}})
+				req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(p), Record: &varvev1.Record{Value: fmt.Appendf(nil, "%d-%d", p, seq)}})
 			}
 		}
 		if _, err := c.produce.Produce(context.Background(), connect.NewRequest(req)); err != nil {
@@ -380,7 +381,7 @@ func benchTopic(b *testing.B, c *cluster, topic string, partitions int32, batche
 		req := &varvev1.ProduceRequest{Topic: topic}
 		for p := range partitions {
 			for j := range n {
-				req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: p, Record: &varvev1.Record{Value: bench.JSONEvent(r, j)}})
+				req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(p), Record: &varvev1.Record{Value: bench.JSONEvent(r, j)}})
 			}
 		}
 		if _, err := cl.produce.Produce(ctx, connect.NewRequest(req)); err != nil {

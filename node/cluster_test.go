@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
@@ -51,7 +52,7 @@ func TestReadYourWritesAcrossNodes(t *testing.T) {
 	createTopic(t, writer, "ryw", 2)
 	for i := range 40 {
 		v := fmt.Appendf(nil, "r%d", i)
-		resp, err := writer.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "ryw", Records: []*varvev1.ProduceRecord{{Partition: int32(i % 2), Record: &varvev1.Record{Value: v}}}}))
+		resp, err := writer.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "ryw", Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(int32(i % 2)), Record: &varvev1.Record{Value: v}}}}))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
@@ -44,7 +45,7 @@ func TestCompactRole(t *testing.T) {
 	for i := range 12 {
 		var recs []*varvev1.ProduceRecord
 		for j := range 10 {
-			recs = append(recs, &varvev1.ProduceRecord{Partition: int32(j % 2), Record: &varvev1.Record{Value: fmt.Appendf(nil, "v%d-%d", i, j)}})
+			recs = append(recs, &varvev1.ProduceRecord{Partition: proto.Int32(int32(j % 2)), Record: &varvev1.Record{Value: fmt.Appendf(nil, "v%d-%d", i, j)}})
 		}
 		if _, err := base.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "cr", Records: recs})); err != nil {
 			t.Fatal(err)

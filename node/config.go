@@ -54,6 +54,10 @@ type Config struct {
 	MaxRequestBytes int
 	ShutdownTimeout time.Duration
 
+	// FetchMaxBytes caps the max_bytes of one fetch (Kafka's
+	// fetch.max.bytes); a record larger than it is still returned alone.
+	FetchMaxBytes int
+
 	LogLevel  string
 	LogFormat string
 
@@ -113,8 +117,10 @@ var Settings = []Setting{
 		"disk cache of blocks of the fetch role, kept across restarts; empty: no disk tier", nil).doc("empty (`varve dev`: `DATA_DIR/cache`)"),
 	bytes64("disk_cache_bytes", func(c *Config) *int64 { return &c.DiskCacheBytes }, 4<<30,
 		"bound of the disk cache (with cache_dir)", nil),
-	bytesInt("max_request_bytes", func(c *Config) *int { return &c.MaxRequestBytes }, 64<<20,
-		"largest API request accepted, and the most a compressed (gzip) request may inflate to; compressed requests inflating at once share this budget, so one inflates to a quarter to a half of it at most (send larger ones uncompressed); one that finds the budget taken is refused with RESOURCE_EXHAUSTED and a retry delay", nil),
+	bytesInt("max_request_bytes", func(c *Config) *int { return &c.MaxRequestBytes }, DefaultMaxRequestBytes,
+		"largest API request accepted (a topic's max_record_bytes must fit in it with 1 MiB to spare), and the most a compressed (gzip) request may inflate to; compressed requests inflating at once share this budget, so one inflates to a quarter to a half of it at most (send larger ones uncompressed); one that finds the budget taken is refused with RESOURCE_EXHAUSTED and a retry delay", nil),
+	bytesInt("fetch_max_bytes", func(c *Config) *int { return &c.FetchMaxBytes }, DefaultFetchMaxBytes,
+		"cap of one fetch's max_bytes, like Kafka's fetch.max.bytes (a larger record is still returned alone)", nil),
 	duration("shutdown_timeout", func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 30*time.Second,
 		"how long a drain may take on SIGTERM", nil),
 	str("log_level", func(c *Config) *string { return &c.LogLevel }, "info",

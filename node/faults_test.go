@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
@@ -59,7 +60,7 @@ func TestBlockServiceBadInputs(t *testing.T) {
 		t.Helper()
 		req := &varvev1.ProduceRequest{Topic: "b"}
 		for i := range n {
-			req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: p, Record: &varvev1.Record{Value: fmt.Appendf(nil, "%d-%d", p, i)}})
+			req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(p), Record: &varvev1.Record{Value: fmt.Appendf(nil, "%d-%d", p, i)}})
 		}
 		if _, err := cl.produce.Produce(ctx, connect.NewRequest(req)); err != nil {
 			t.Fatal(err)

@@ -98,7 +98,7 @@ func TestGroupSessionsAcrossNodes(t *testing.T) {
 	createTopic(t, a.c, "events", 6)
 	ctx := context.Background()
 	if _, err := a.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "events", Records: []*varvev1.ProduceRecord{
-		{Partition: 0, Record: &varvev1.Record{Value: []byte("x")}}, {Partition: 0, Record: &varvev1.Record{Value: []byte("y")}},
+		{Partition: proto.Int32(0), Record: &varvev1.Record{Value: []byte("x")}}, {Partition: proto.Int32(0), Record: &varvev1.Record{Value: []byte("y")}},
 	}})); err != nil {
 		t.Fatal(err)
 	}

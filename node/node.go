@@ -144,9 +144,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 
 	mux := http.NewServeMux()
 	hopts := append(n.requestOptions(), strictJSON) // limits.go, jsoncodec.go
-	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta}, hopts...))
+	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta, maxRequestBytes: cfg.MaxRequestBytes}, hopts...))
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
-	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher}, hopts...))
+	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher, maxBytes: cfg.FetchMaxBytes}, hopts...))
 	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{f: n.fetcher}, hopts...))
 	n.mountGroups(mux, hopts...)
 	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName, varvev1connect.GroupServiceName, varvev1connect.AdminServiceName}

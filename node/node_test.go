@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
@@ -99,7 +100,7 @@ func TestOnePutPerFlush(t *testing.T) {
 					defer wg.Done()
 					req := &varvev1.ProduceRequest{Topic: "wide"}
 					for p := range parts {
-						req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: p, Record: &varvev1.Record{Value: fmt.Appendf(nil, "w%d-p%d", w, p)}})
+						req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(p), Record: &varvev1.Record{Value: fmt.Appendf(nil, "w%d-p%d", w, p)}})
 					}
 					resp, err := n.c.produce.Produce(ctx, connect.NewRequest(req))
 					if err != nil {
@@ -158,7 +159,7 @@ func TestProduceFetchRoundTrip(t *testing.T) {
 	var req varvev1.ProduceRequest
 	req.Topic = "events"
 	for i := range 50 {
-		req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: 1, Record: &varvev1.Record{
+		req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(1), Record: &varvev1.Record{
 			Key:         fmt.Appendf(nil, "k%d", i),
 			Value:       fmt.Appendf(nil, `{"n":%d}`, i),
 			Headers:     []*varvev1.Header{{Key: "h", Value: []byte("v")}, {Key: "null"}},
@@ -218,7 +219,7 @@ func TestProduceFetchRoundTrip(t *testing.T) {
 	var keyed varvev1.ProduceRequest
 	keyed.Topic = "events"
 	for range 5 {
-		keyed.Records = append(keyed.Records, &varvev1.ProduceRecord{Partition: -1, Record: &varvev1.Record{Key: []byte("same-key"), Value: []byte("x")}})
+		keyed.Records = append(keyed.Records, &varvev1.ProduceRecord{Partition: proto.Int32(-1), Record: &varvev1.Record{Key: []byte("same-key"), Value: []byte("x")}})
 	}
 	kr, err := n.c.produce.Produce(ctx, connect.NewRequest(&keyed))
 	if err != nil {
@@ -251,7 +252,7 @@ func TestLongPollAndSubscribeAreWoken(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "tail", Records: []*varvev1.ProduceRecord{{Partition: 0, Record: &varvev1.Record{Value: []byte("hello")}}}})); err != nil {
+	if _, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "tail", Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(0), Record: &varvev1.Record{Value: []byte("hello")}}}})); err != nil {
 		t.Fatal(err)
 	}
 	f := <-got
@@ -307,11 +308,11 @@ func TestBadInputChangesNothing(t *testing.T) {
 	n := startNode(t, func(c *node.Config) { c.MaxRequestBytes = 4 << 20 })
 	ctx := context.Background()
 	createTopic(t, n.c, "good", 2)
-	if _, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "good", Records: []*varvev1.ProduceRecord{{Partition: 0, Record: &varvev1.Record{Value: []byte("v")}}}})); err != nil {
+	if _, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "good", Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(0), Record: &varvev1.Record{Value: []byte("v")}}}})); err != nil {
 		t.Fatal(err)
 	}
 	rec := func(p int32, v []byte) *varvev1.ProduceRecord {
-		return &varvev1.ProduceRecord{Partition: p, Record: &varvev1.Record{Value: v}}
+		return &varvev1.ProduceRecord{Partition: proto.Int32(p), Record: &varvev1.Record{Value: v}}
 	}
 	big := bytes.Repeat([]byte("x"), 1<<20+1)
 	cases := []struct {
@@ -376,7 +377,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			return err
 		}, connect.CodeInvalidArgument},
 		{"produce: missing record body", func() error {
-			_, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "good", Records: []*varvev1.ProduceRecord{{Partition: 0}}}))
+			_, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "good", Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(0)}}}))
 			return err
 		}, connect.CodeInvalidArgument},
 		{"produce: request over max_request_bytes", func() error {
@@ -468,14 +469,14 @@ func TestBackpressureAdvisesRetry(t *testing.T) {
 	go func() {
 		var recs []*varvev1.ProduceRecord
 		for range 7 {
-			recs = append(recs, &varvev1.ProduceRecord{Partition: 0, Record: &varvev1.Record{Value: val}})
+			recs = append(recs, &varvev1.ProduceRecord{Partition: proto.Int32(0), Record: &varvev1.Record{Value: val}})
 		}
 		_, _ = n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "bp", Records: recs}))
 	}()
 	if !testenv.Eventually(10*time.Second, func() bool { _, recs := n.Ingester().Pending(); return recs == 7 }) {
 		t.Fatal("the first batch was never buffered")
 	}
-	_, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "bp", Records: []*varvev1.ProduceRecord{{Partition: 0, Record: &varvev1.Record{Value: val}}, {Partition: 0, Record: &varvev1.Record{Value: val}}}}))
+	_, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "bp", Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(0), Record: &varvev1.Record{Value: val}}, {Partition: proto.Int32(0), Record: &varvev1.Record{Value: val}}}}))
 	if connect.CodeOf(err) != connect.CodeResourceExhausted {
 		t.Fatalf("got %v, want resource_exhausted", err)
 	}
@@ -505,7 +506,7 @@ func TestCorruptObjectIsDataLoss(t *testing.T) {
 	createTopic(t, n.c, "c", 1)
 	var recs []*varvev1.ProduceRecord
 	for i := range 100 {
-		recs = append(recs, &varvev1.ProduceRecord{Partition: 0, Record: &varvev1.Record{Value: fmt.Appendf(nil, "value-%d", i)}})
+		recs = append(recs, &varvev1.ProduceRecord{Partition: proto.Int32(0), Record: &varvev1.Record{Value: fmt.Appendf(nil, "value-%d", i)}})
 	}
 	if _, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "c", Records: recs})); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
@@ -29,7 +30,7 @@ func TestSameHandlerEveryProtocol(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			pc := varvev1connect.NewProduceServiceClient(hc, n.Addr(), opts...)
 			fc := varvev1connect.NewFetchServiceClient(hc, n.Addr(), opts...)
-			resp, err := pc.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "p", Records: []*varvev1.ProduceRecord{{Partition: 0, Record: &varvev1.Record{Value: []byte(name)}}}}))
+			resp, err := pc.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "p", Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(0), Record: &varvev1.Record{Value: []byte(name)}}}}))
 			if err != nil {
 				t.Fatal(err)
 			}

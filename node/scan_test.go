@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
@@ -29,7 +30,7 @@ func TestScanOverConnectAndGRPC(t *testing.T) {
 	for round := range 3 {
 		var recs []*varvev1.ProduceRecord
 		for i := range 100 {
-			recs = append(recs, &varvev1.ProduceRecord{Partition: 0, Record: &varvev1.Record{Value: fmt.Appendf(nil, "r%d-%d", round, i)}})
+			recs = append(recs, &varvev1.ProduceRecord{Partition: proto.Int32(0), Record: &varvev1.Record{Value: fmt.Appendf(nil, "r%d-%d", round, i)}})
 		}
 		if _, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "s", Records: recs})); err != nil {
 			t.Fatal(err)

@@ -15,9 +15,15 @@ import (
 )
 
 // AnyPartition in Record.Partition lets the cluster (or the producer's
-// Partitioner) choose the partition: murmur2 of the key, or the sticky
-// partition for records without a key.
+// Partitioner) choose the partition, as the zero value does: murmur2 of the
+// key, or the sticky partition for records without a key. It is kept for
+// code written when the zero value meant partition 0.
 const AnyPartition int32 = -1
+
+// MaxRecordBytes is the largest record (key, value and headers) any topic
+// accepts: the upper bound of a topic's max_record_bytes. The SDK refuses a
+// larger record before sending it.
+const MaxRecordBytes = 64 << 20
 
 // Offsets with a meaning of their own, accepted by Consumer.Seek and
 // Client.Tail.
@@ -37,23 +43,68 @@ type Header struct {
 
 // Record is a record as produced and fetched.
 //
-// When producing, Partition is the target partition; the zero value is
-// partition 0, so set it to AnyPartition to let the cluster (or the
-// producer's Partitioner) choose. Offset must be 0. A zero Timestamp means
-// "now" (the cluster assigns it). Null and empty keys differ: a nil Key has
-// no key (placed by the sticky partitioner), a non-nil empty Key is hashed.
-// A nil Value is a tombstone on compacted topics.
+// When producing, the partition is chosen for the record unless
+// ExplicitPartition is set, as Kafka's default partitioner does: murmur2 of
+// the key (so a key always lands in the same partition, the one a Kafka
+// client would pick), or the sticky partition for records without a key.
+// The cluster chooses, or the producer (ProducerOptions). So the zero value
+// sdk.Record{Topic: t, Key: k, Value: v} is placed by its key.
+//
+// To write to a given partition, set ExplicitPartition and Partition:
+// sdk.Record{Topic: t, Partition: p, ExplicitPartition: true, Value: v}
+// writes to partition p, 0 included. A Partition other than 0 (or
+// AnyPartition) without ExplicitPartition is refused with
+// connect.CodeInvalidArgument rather than ignored.
+//
+// Offset must be 0. A zero Timestamp means "now" (the cluster assigns it).
+// Null and empty keys differ: a nil Key has no key (placed by the sticky
+// partitioner), a non-nil empty Key is hashed. A nil Value is a tombstone on
+// compacted topics.
 //
 // Fetched records and records handed to producer callbacks carry their
-// Topic, Partition and Offset.
+// Topic, Partition and Offset, with ExplicitPartition set: produced again
+// as they are, they go to the same partition number (clear
+// ExplicitPartition and Partition to let the key decide instead).
 type Record struct {
 	Topic     string
 	Partition int32
-	Offset    int64
-	Key       []byte
-	Value     []byte
-	Headers   []Header
-	Timestamp time.Time
+	// ExplicitPartition makes Partition the partition to produce to.
+	ExplicitPartition bool
+	Offset            int64
+	Key               []byte
+	Value             []byte
+	Headers           []Header
+	Timestamp         time.Time
+}
+
+// targetPartition returns the partition a record to produce names, or -1
+// when it is to be chosen; bad combinations are InvalidArgument.
+func (r *Record) targetPartition() (int32, error) {
+	switch {
+	case r.ExplicitPartition && r.Partition >= 0:
+		return r.Partition, nil
+	case r.ExplicitPartition:
+		return 0, connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("record names partition %d: a partition is 0 or more", r.Partition))
+	case r.Partition == 0 || r.Partition == AnyPartition:
+		return -1, nil
+	}
+	return 0, connect.NewError(connect.CodeInvalidArgument,
+		fmt.Errorf("record sets Partition %d without ExplicitPartition: set ExplicitPartition to produce to partition %d, or leave Partition 0 to let the key decide", r.Partition, r.Partition))
+}
+
+// checkProduce refuses a record the SDK must not send: a bad partition, or
+// one larger than any topic accepts.
+func (r *Record) checkProduce() (int32, error) {
+	part, err := r.targetPartition()
+	if err != nil {
+		return 0, err
+	}
+	if n := recordDataSize(r); n > MaxRecordBytes {
+		return 0, connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("record of %d bytes (key, value and headers) is larger than any topic accepts: max_record_bytes is at most %d", n, MaxRecordBytes))
+	}
+	return part, nil
 }
 
 // Offset is where a produced record was stored.
@@ -232,7 +283,11 @@ func (c *Client) DeleteTopic(ctx context.Context, name string) error {
 func (c *Client) Produce(ctx context.Context, topic string, recs []Record) ([]Offset, error) {
 	req := &varvev1.ProduceRequest{Topic: topic, Records: make([]*varvev1.ProduceRecord, len(recs))}
 	for i := range recs {
-		req.Records[i] = toProduceRecord(&recs[i], recs[i].Partition)
+		part, err := recs[i].checkProduce()
+		if err != nil {
+			return nil, fmt.Errorf("produce %d records to %s: record %d: %w", len(recs), topic, i, err)
+		}
+		req.Records[i] = toProduceRecord(&recs[i], part)
 	}
 	res, err := c.produce.Produce(ctx, connect.NewRequest(req))
 	if err != nil {
@@ -407,6 +462,8 @@ func durationMs(d time.Duration) int32 {
 	return int32(ms)
 }
 
+// toProduceRecord converts r; a negative partition is left unset, for the
+// cluster to choose.
 func toProduceRecord(r *Record, partition int32) *varvev1.ProduceRecord {
 	pr := &varvev1.Record{Key: r.Key, Value: r.Value}
 	if !r.Timestamp.IsZero() {
@@ -418,7 +475,11 @@ func toProduceRecord(r *Record, partition int32) *varvev1.ProduceRecord {
 			pr.Headers[i] = &varvev1.Header{Key: h.Key, Value: h.Value}
 		}
 	}
-	return &varvev1.ProduceRecord{Partition: partition, Record: pr}
+	out := &varvev1.ProduceRecord{Record: pr}
+	if partition >= 0 {
+		out.Partition = &partition
+	}
+	return out
 }
 
 func fromProtoRecords(topic string, prs []*varvev1.Record) []Record {
@@ -428,7 +489,7 @@ func fromProtoRecords(topic string, prs []*varvev1.Record) []Record {
 	out := make([]Record, len(prs))
 	for i, pr := range prs {
 		r := Record{
-			Topic: topic, Partition: pr.GetPartition(), Offset: pr.GetOffset(),
+			Topic: topic, Partition: pr.GetPartition(), ExplicitPartition: true, Offset: pr.GetOffset(),
 			Key: pr.Key, Value: pr.Value, Timestamp: time.UnixMilli(pr.GetTimestampMs()),
 		}
 		if len(pr.GetHeaders()) > 0 {
@@ -442,12 +503,22 @@ func fromProtoRecords(topic string, prs []*varvev1.Record) []Record {
 	return out
 }
 
-// recordSize estimates the bytes a record occupies in a request and in the
-// producer's buffer.
+// recordSize bounds the bytes a record occupies in a Produce request (its
+// protobuf encoding: every length and number at its widest) and is what it
+// counts for in the producer's buffer.
 func recordSize(r *Record) int {
-	n := len(r.Key) + len(r.Value) + 24
+	n := len(r.Key) + len(r.Value) + 48
 	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value) + 4
+		n += len(h.Key) + len(h.Value) + 20
+	}
+	return n
+}
+
+// recordDataSize is a record's key, value and header bytes.
+func recordDataSize(r *Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
 	}
 	return n
 }

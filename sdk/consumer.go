@@ -16,6 +16,82 @@ import (
 // DefaultMaxWait is how long a consumer's fetch waits for new records.
 const DefaultMaxWait = 500 * time.Millisecond
 
+// OffsetReset is what a consumer does when its position in a partition is
+// out of range: past the end of the log (a Seek beyond it, or a log that
+// was re-created) or before its start (records removed by retention). It
+// is Kafka's auto.offset.reset.
+type OffsetReset int
+
+const (
+	// OffsetResetLatest (the zero value, Kafka's default) moves the
+	// position to the partition's end: only records produced from then on.
+	OffsetResetLatest OffsetReset = iota
+	// OffsetResetEarliest moves the position to the partition's log start.
+	OffsetResetEarliest
+	// OffsetResetNone moves nothing: Poll returns an error wrapping
+	// ErrOffsetOutOfRange (with connect.CodeOutOfRange).
+	OffsetResetNone
+)
+
+// String returns the policy's name: latest, earliest or none.
+func (r OffsetReset) String() string {
+	switch r {
+	case OffsetResetLatest:
+		return "latest"
+	case OffsetResetEarliest:
+		return "earliest"
+	case OffsetResetNone:
+		return "none"
+	}
+	return fmt.Sprintf("OffsetReset(%d)", int(r))
+}
+
+// ParseOffsetReset parses latest, earliest or none.
+func ParseOffsetReset(s string) (OffsetReset, error) {
+	for _, r := range []OffsetReset{OffsetResetLatest, OffsetResetEarliest, OffsetResetNone} {
+		if s == r.String() {
+			return r, nil
+		}
+	}
+	return 0, fmt.Errorf("offset reset %q: must be latest, earliest or none", s)
+}
+
+// ErrOffsetOutOfRange is wrapped by the error of a Poll whose position in
+// a partition is out of range under OffsetResetNone (an
+// *OffsetOutOfRangeError).
+var ErrOffsetOutOfRange = errors.New("offset out of range")
+
+// OffsetOutOfRangeError is the error of a Poll whose position in a
+// partition is out of range under OffsetResetNone. It wraps
+// ErrOffsetOutOfRange and the fetch's *connect.Error (CodeOutOfRange).
+type OffsetOutOfRangeError struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	// LogStart and LogEnd are the partition's log start and next offset.
+	LogStart, LogEnd int64
+	Err              error
+}
+
+func (e *OffsetOutOfRangeError) Error() string {
+	return fmt.Sprintf("offset out of range: %s/%d: offset %d is outside the log [%d, %d) and the offset reset policy is none",
+		e.Topic, e.Partition, e.Offset, e.LogStart, e.LogEnd)
+}
+
+func (e *OffsetOutOfRangeError) Unwrap() []error { return []error{ErrOffsetOutOfRange, e.Err} }
+
+// OffsetResetEvent tells that a consumer moved an out-of-range position.
+type OffsetResetEvent struct {
+	Topic     string
+	Partition int32
+	// From is the position that was out of range, To where it moved.
+	From, To int64
+	// LogStart and LogEnd are the partition's log start and next offset
+	// when the reset happened.
+	LogStart, LogEnd int64
+	Policy           OffsetReset
+}
+
 // ConsumerOptions configures a Consumer. Zero fields take the defaults.
 type ConsumerOptions struct {
 	// MaxWait is how long each partition's fetch waits at the end of the log
@@ -28,6 +104,13 @@ type ConsumerOptions struct {
 	// FromLatest makes partitions without a position start at their end
 	// (only new records) instead of at their log start.
 	FromLatest bool
+	// OffsetReset is what happens when a position is out of range (default
+	// OffsetResetLatest, as Kafka's auto.offset.reset).
+	OffsetReset OffsetReset
+	// OnOffsetReset, if set, is called from Poll each time a position was
+	// out of range and moved per OffsetReset, before the records read from
+	// the new position are returned.
+	OnOffsetReset func(OffsetResetEvent)
 }
 
 // Consumer reads one topic's assigned partitions (there are no consumer
@@ -39,8 +122,9 @@ type ConsumerOptions struct {
 // Poll returns. Partitions start at their log start (or end, with
 // FromLatest) unless Seek says otherwise. When a position falls out of the
 // log (records removed by retention, or a position past the end) the
-// consumer moves it to the log start or end, whichever is nearer, and goes
-// on.
+// consumer applies ConsumerOptions.OffsetReset: it moves the position to
+// the end (the default) or the start and tells OnOffsetReset, or, with
+// OffsetResetNone, Poll returns an error wrapping ErrOffsetOutOfRange.
 type Consumer struct {
 	c     *Client
 	topic string
@@ -72,6 +156,7 @@ type fetchCall struct {
 	from   int64 // the offset fetched from (moved if it was out of range)
 	res    *FetchResult
 	err    error
+	reset  *OffsetResetEvent // set when from was moved
 }
 
 // NewConsumer returns a consumer of topic with every partition assigned.
@@ -209,6 +294,7 @@ func (c *Consumer) Poll(ctx context.Context) ([]Record, error) {
 			recs        []Record
 			firstErr    error
 			needResolve bool
+			resets      []OffsetResetEvent
 		)
 		c.mu.Lock()
 		if c.closed {
@@ -220,6 +306,9 @@ func (c *Consumer) Poll(ctx context.Context) ([]Record, error) {
 			st := c.stateLocked(p)
 			if f := st.fetch; f != nil && f.done {
 				st.fetch = nil
+				if f.reset != nil {
+					resets = append(resets, *f.reset)
+				}
 				if f.err != nil {
 					if firstErr == nil {
 						firstErr = f.err
@@ -250,6 +339,11 @@ func (c *Consumer) Poll(ctx context.Context) ([]Record, error) {
 			}
 		}
 		c.mu.Unlock()
+		if c.opts.OnOffsetReset != nil {
+			for _, ev := range resets {
+				c.opts.OnOffsetReset(ev)
+			}
+		}
 		if len(recs) > 0 || firstErr != nil {
 			return recs, firstErr
 		}
@@ -382,67 +476,85 @@ func (c *Consumer) startFetchLocked(p int32, st *partState) {
 	go func() {
 		defer c.wg.Done()
 		defer cancel()
-		res, from, err := c.fetch(ctx, p, f.from)
+		res, from, reset, err := c.fetch(ctx, p, f.from)
 		c.mu.Lock()
-		f.done, f.res, f.from, f.err = true, res, from, err
+		f.done, f.res, f.from, f.err, f.reset = true, res, from, err, reset
 		c.mu.Unlock()
 		signal(c.notify)
 	}()
 }
 
 // fetch fetches partition p from offset, retrying retriable failures and
-// moving an out-of-range offset into the log once. It returns the offset it
-// finally fetched from.
-func (c *Consumer) fetch(ctx context.Context, p int32, offset int64) (*FetchResult, int64, error) {
+// applying the OffsetReset policy once to an out-of-range offset. It
+// returns the offset it finally fetched from, and the reset if it moved.
+func (c *Consumer) fetch(ctx context.Context, p int32, offset int64) (*FetchResult, int64, *OffsetResetEvent, error) {
 	retry := defaultRetry()
-	moved := false
+	var reset *OffsetResetEvent
+	checked := false
 	for attempt := 0; ; attempt++ {
 		res, err := c.c.Fetch(ctx, c.topic, p, offset, c.opts.MaxBytes, c.opts.MaxWait)
 		if err == nil {
-			return res, offset, nil
+			return res, offset, reset, nil
 		}
 		if ctx.Err() != nil {
-			return nil, offset, err
+			return nil, offset, reset, err
 		}
-		if connect.CodeOf(err) == connect.CodeOutOfRange && !moved {
-			moved = true
-			to, merr := c.moveIntoLog(ctx, p, offset)
-			if merr != nil {
-				return nil, offset, merr
+		if connect.CodeOf(err) == connect.CodeOutOfRange && !checked {
+			checked = true
+			ev, rerr := c.resetOffset(ctx, p, offset, err)
+			if rerr != nil {
+				return nil, offset, reset, rerr
 			}
-			if to != offset {
-				offset = to
+			if ev != nil {
+				reset = ev
+				offset = ev.To
 				attempt--
 				continue
 			}
+			// In range after all (the serving node's view trailed):
+			// retry as any retriable failure.
+			err = connect.NewError(connect.CodeUnavailable, err)
 		}
 		if !Retriable(err) || attempt >= retry.retries {
-			return nil, offset, err
+			return nil, offset, reset, err
 		}
 		if sleepCtx(ctx, retry.delay(err, attempt)) != nil {
-			return nil, offset, err
+			return nil, offset, reset, err
 		}
 	}
 }
 
-// moveIntoLog returns the log start when offset is before it and the log
-// end when offset is past it; otherwise offset.
-func (c *Consumer) moveIntoLog(ctx context.Context, p int32, offset int64) (int64, error) {
+// resetOffset applies the OffsetReset policy to offset, which a fetch of p
+// answered out of range (fetchErr). It returns the move, nil when offset is
+// within the log after all, or the error of OffsetResetNone.
+func (c *Consumer) resetOffset(ctx context.Context, p int32, offset int64, fetchErr error) (*OffsetResetEvent, error) {
 	start, err := c.c.ListOffsets(ctx, c.topic, varvev1.OffsetSpec_OFFSET_SPEC_EARLIEST, time.Time{}, p)
 	if err != nil {
-		return offset, err
-	}
-	if s, ok := start[p]; ok && offset < s {
-		return s, nil
+		return nil, err
 	}
 	end, err := c.c.ListOffsets(ctx, c.topic, varvev1.OffsetSpec_OFFSET_SPEC_LATEST, time.Time{}, p)
 	if err != nil {
-		return offset, err
+		return nil, err
 	}
-	if e, ok := end[p]; ok && offset > e {
-		return e, nil
+	s, sok := start[p]
+	e, eok := end[p]
+	if !sok || !eok {
+		return nil, fmt.Errorf("list offsets of %s/%d: %w", c.topic, p,
+			connect.NewError(connect.CodeInternal, errors.New("partition missing from the answer")))
 	}
-	return offset, nil
+	if offset >= s && offset <= e {
+		return nil, nil
+	}
+	ev := &OffsetResetEvent{Topic: c.topic, Partition: p, From: offset, LogStart: s, LogEnd: e, Policy: c.opts.OffsetReset}
+	switch c.opts.OffsetReset {
+	case OffsetResetEarliest:
+		ev.To = s
+	case OffsetResetNone:
+		return nil, &OffsetOutOfRangeError{Topic: c.topic, Partition: p, Offset: offset, LogStart: s, LogEnd: e, Err: fetchErr}
+	default:
+		ev.To = e
+	}
+	return ev, nil
 }
 
 func allEmpty(parts []int32, empty map[int32]bool) bool {

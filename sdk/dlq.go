@@ -61,7 +61,7 @@ func (c *Client) DeadLetter(opts DeadLetterOptions, handler func(context.Context
 				wait *= 2
 			}
 		}
-		dl := Record{Partition: AnyPartition, Key: r.Key, Value: r.Value}
+		dl := Record{Key: r.Key, Value: r.Value}
 		dl.Headers = append(dl.Headers, r.Headers...)
 		dl.Headers = append(dl.Headers,
 			Header{Key: HeaderDLQReason, Value: []byte(err.Error())},

@@ -15,7 +15,18 @@
 // what was attempted and on what, so callers can branch with
 // connect.CodeOf(err) (for example connect.CodeNotFound for an unknown topic).
 //
-// Delivery is at least once: the producer retries batches that failed with a
-// retriable code (Unavailable, ResourceExhausted, DeadlineExceeded, Aborted),
-// and a batch whose response was lost may be stored twice.
+// The producer is idempotent by default: it retries batches that failed
+// with a retriable code (Unavailable, ResourceExhausted, DeadlineExceeded,
+// Aborted), and each batch carries a producer id and per-partition sequence
+// numbers, so a retry after a lost response is stored once, through any
+// node (docs/idempotence.md). Every record completes, acknowledged or
+// failed; a failed record may or may not be stored. With
+// ProducerOptions.DisableIdempotence delivery is at least once: a batch
+// whose response was lost may be stored twice.
+//
+// Partitions are chosen as Kafka's default partitioner does: a record
+// without ExplicitPartition goes to murmur2 of its key (the sticky
+// partition without a key); see [Record]. Consumers reset an out-of-range
+// position per ConsumerOptions.OffsetReset (Kafka's auto.offset.reset,
+// latest by default).
 package sdk

@@ -19,7 +19,7 @@ func Example() {
 	}
 
 	p := c.NewProducer(sdk.ProducerOptions{})
-	p.Produce(ctx, sdk.Record{Topic: "clicks", Partition: sdk.AnyPartition, Key: []byte("user-1"), Value: []byte(`{"page":"/"}`)},
+	p.Produce(ctx, sdk.Record{Topic: "clicks", Key: []byte("user-1"), Value: []byte(`{"page":"/"}`)},
 		func(r sdk.Record, err error) {
 			if err != nil {
 				log.Print(err)

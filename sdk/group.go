@@ -406,7 +406,13 @@ func (g *GroupConsumer) leaveStale(member string) {
 func (g *GroupConsumer) consumer(topic string) *Consumer {
 	cons := g.consumers[topic]
 	if cons == nil {
-		cons = g.c.NewConsumer(topic, ConsumerOptions{MaxWait: g.opts.MaxWait, MaxBytes: g.opts.MaxBytes})
+		// A committed offset out of range resets as a partition the group
+		// never committed starts (Kafka: auto.offset.reset serves both).
+		reset := OffsetResetEarliest
+		if g.opts.FromLatest {
+			reset = OffsetResetLatest
+		}
+		cons = g.c.NewConsumer(topic, ConsumerOptions{MaxWait: g.opts.MaxWait, MaxBytes: g.opts.MaxBytes, OffsetReset: reset})
 		g.consumers[topic] = cons
 	}
 	return cons

@@ -55,7 +55,7 @@ func produceN(t *testing.T, c *sdk.Client, topic string, partitions int32, n int
 	t.Helper()
 	var recs []sdk.Record
 	for i := range n {
-		recs = append(recs, sdk.Record{Partition: int32(i) % partitions, Value: []byte(strconv.Itoa(i))})
+		recs = append(recs, sdk.Record{Partition: int32(i) % partitions, ExplicitPartition: true, Value: []byte(strconv.Itoa(i))})
 	}
 	if _, err := c.Produce(testCtx(t), topic, recs); err != nil {
 		t.Fatal(err)

@@ -50,7 +50,11 @@ type ProducerOptions struct {
 	// join its batch (default 5ms; negative sends as soon as possible).
 	Linger time.Duration
 	// MaxBatchBytes caps a batch, that is one Produce RPC (default 1 MiB).
-	// A record larger than this is sent alone.
+	// A record larger than this is sent alone. Larger values than
+	// MaxRecordBytes (64 MiB) are lowered to it, so that every request fits
+	// a node's default max_request_bytes (64 MiB plus 1 MiB of envelope);
+	// a node configured with a smaller max_request_bytes needs a smaller
+	// MaxBatchBytes.
 	MaxBatchBytes int
 	// MaxBufferedBytes caps the records produced but not yet acknowledged or
 	// failed (default 64 MiB). Produce blocks while the buffer is full.
@@ -67,10 +71,10 @@ type ProducerOptions struct {
 	// RequestTimeout bounds one attempt of a Produce RPC (default 30s;
 	// negative for none). A timed-out attempt is retried.
 	RequestTimeout time.Duration
-	// Partitioner, if set, chooses the partition of records whose Partition
-	// is AnyPartition, given their key and the topic's partition count. It
-	// must return a partition in [0, partitions). Nil lets the cluster place
-	// such records (murmur2 of the key, sticky without a key).
+	// Partitioner, if set, chooses the partition of records without
+	// ExplicitPartition, given their key and the topic's partition count.
+	// It must return a partition in [0, partitions). Nil lets the cluster
+	// place such records (murmur2 of the key, sticky without a key).
 	Partitioner func(key []byte, partitions int32) int32
 	// DisableIdempotence turns the idempotent producer off. By default the
 	// producer gets a producer id from the cluster and numbers each batch
@@ -93,6 +97,7 @@ func (o ProducerOptions) withDefaults() ProducerOptions {
 	if o.MaxBatchBytes <= 0 {
 		o.MaxBatchBytes = DefaultMaxBatchBytes
 	}
+	o.MaxBatchBytes = min(o.MaxBatchBytes, MaxRecordBytes)
 	if o.MaxBufferedBytes <= 0 {
 		o.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
@@ -188,6 +193,7 @@ func (p *Producer) Identity() (id int64, epoch int32) {
 
 type pendingRecord struct {
 	rec  Record
+	part int32 // the record's explicit partition, -1 to choose
 	size int
 	at   time.Time
 	cb   func(Record, error)
@@ -227,6 +233,11 @@ func (p *Producer) Produce(ctx context.Context, rec Record, cb func(Record, erro
 		cb(rec, fmt.Errorf("produce to %s: %w", rec.Topic, ctxError(err)))
 		return
 	}
+	part, err := rec.checkProduce()
+	if err != nil {
+		cb(rec, fmt.Errorf("produce to %s: %w", rec.Topic, err))
+		return
+	}
 	size := recordSize(&rec)
 	p.mu.Lock()
 	for {
@@ -256,7 +267,7 @@ func (p *Producer) Produce(ctx context.Context, rec Record, cb func(Record, erro
 		go p.runTopic(tq)
 	}
 	p.buffered += int64(size)
-	tq.pending = append(tq.pending, &pendingRecord{rec: rec, size: size, at: time.Now(), cb: cb})
+	tq.pending = append(tq.pending, &pendingRecord{rec: rec, part: part, size: size, at: time.Now(), cb: cb})
 	tq.pendingBytes += size
 	tq.enqueued++
 	if len(tq.pending) == 1 || tq.pendingBytes >= p.opts.MaxBatchBytes {
@@ -508,7 +519,7 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 	needPartitioner := idem
 	if p.opts.Partitioner != nil && !idem {
 		for _, pr := range batch {
-			if pr.rec.Partition == AnyPartition {
+			if pr.part < 0 {
 				needPartitioner = true
 				break
 			}
@@ -538,8 +549,8 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 				}
 				sticky := int32(-1)
 				for i, pr := range batch {
-					part := pr.rec.Partition
-					if needPartitioner && part == AnyPartition {
+					part := pr.part
+					if needPartitioner && part < 0 {
 						switch {
 						case p.opts.Partitioner != nil:
 							part = p.opts.Partitioner(pr.rec.Key, tq.partitions)
@@ -575,6 +586,7 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 			for i, r := range results {
 				batch[i].rec.Topic = tq.name
 				batch[i].rec.Partition = r.GetPartition()
+				batch[i].rec.ExplicitPartition = true
 				batch[i].rec.Offset = r.GetOffset()
 			}
 			return nil
@@ -628,10 +640,10 @@ func (p *Producer) number(req *varvev1.ProduceRequest) {
 	counts := map[int32]int32{}
 	var order []int32
 	for _, r := range req.Records {
-		if counts[r.Partition] == 0 {
-			order = append(order, r.Partition)
+		if counts[r.GetPartition()] == 0 {
+			order = append(order, r.GetPartition())
 		}
-		counts[r.Partition]++
+		counts[r.GetPartition()]++
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
@@ -164,7 +165,7 @@ func TestIdempotenceBadInput(t *testing.T) {
 	}
 	p := init(0)
 	rec := func(part int32) []*varvev1.ProduceRecord {
-		return []*varvev1.ProduceRecord{{Partition: part, Record: &varvev1.Record{Value: []byte("v")}}}
+		return []*varvev1.ProduceRecord{{Partition: proto.Int32(part), Record: &varvev1.Record{Value: []byte("v")}}}
 	}
 	seq := func(part, first int32) []*varvev1.PartitionSequence {
 		return []*varvev1.PartitionSequence{{Partition: part, FirstSequence: first}}

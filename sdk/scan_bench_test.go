@@ -31,7 +31,7 @@ func BenchmarkScanOverConnect(b *testing.B) {
 	for i := 0; raw < 32<<20; i++ {
 		v := bench.JSONEvent(r, i)
 		k := []byte("user-" + strconv.Itoa(i%1000))
-		batch = append(batch, sdk.Record{Partition: int32(i % 4), Key: k, Value: v})
+		batch = append(batch, sdk.Record{Partition: int32(i % 4), ExplicitPartition: true, Key: k, Value: v})
 		raw += int64(len(v) + len(k))
 		records++
 		if len(batch) == 10000 {

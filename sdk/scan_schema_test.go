@@ -153,7 +153,7 @@ func TestTopicSchemaOverAPI(t *testing.T) {
 	if err != nil || len(d.GetPartitions()) != 3 || d.GetPartitions()[0].GetNextOffset() != 3 {
 		t.Fatalf("after growing: %v, %v", d, err)
 	}
-	if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 2, Value: []byte(`{"user":"AQI="}`)}}); err != nil {
+	if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 2, ExplicitPartition: true, Value: []byte(`{"user":"AQI="}`)}}); err != nil {
 		t.Fatalf("produce to a new partition: %v", err)
 	}
 	// The scan follows the new schema (once this node's index saw it).

@@ -38,10 +38,11 @@ func produceForScan(t *testing.T, c *sdk.Client, topic string, partitions int32,
 		for p := range partitions {
 			for i := range per {
 				r := sdk.Record{
-					Partition: p,
-					Key:       fmt.Appendf(nil, "k%d", n%5),
-					Value:     fmt.Appendf(nil, "value %d \xff\x00", n),
-					Timestamp: scanBase.Add(time.Duration(round*1000+i) * time.Millisecond),
+					Partition:         p,
+					ExplicitPartition: true,
+					Key:               fmt.Appendf(nil, "k%d", n%5),
+					Value:             fmt.Appendf(nil, "value %d \xff\x00", n),
+					Timestamp:         scanBase.Add(time.Duration(round*1000+i) * time.Millisecond),
 				}
 				switch n % 9 {
 				case 0:

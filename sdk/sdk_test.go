@@ -175,12 +175,12 @@ func TestPlainProduceFetch(t *testing.T) {
 	createTopic(t, c, topic, 2)
 	ts := time.UnixMilli(1_700_000_000_123)
 	in := []sdk.Record{
-		{Partition: 1, Key: []byte("k"), Value: []byte("v"), Timestamp: ts,
+		{Partition: 1, ExplicitPartition: true, Key: []byte("k"), Value: []byte("v"), Timestamp: ts,
 			Headers: []sdk.Header{{Key: "h1", Value: []byte("x")}, {Key: "h2"}, {Key: "h3", Value: []byte{}}}},
-		{Partition: 1}, // null key, null value
-		{Partition: 1, Key: []byte{}, Value: []byte{}},  // empty key and value
-		{Partition: 1, Value: []byte{0xff, 0x00, 0xfe}}, // binary
-		{Partition: 1, Value: bytes.Repeat([]byte("a"), 100_000)},
+		{Partition: 1, ExplicitPartition: true},                                  // null key, null value
+		{Partition: 1, ExplicitPartition: true, Key: []byte{}, Value: []byte{}},  // empty key and value
+		{Partition: 1, ExplicitPartition: true, Value: []byte{0xff, 0x00, 0xfe}}, // binary
+		{Partition: 1, ExplicitPartition: true, Value: bytes.Repeat([]byte("a"), 100_000)},
 	}
 	before := time.Now().Add(-time.Second)
 	offs, err := c.Produce(ctx, topic, in)
@@ -307,10 +307,10 @@ func TestProducerOrdering(t *testing.T) {
 	p := c.NewProducer(sdk.ProducerOptions{MaxBatchBytes: 2 << 10, Linger: time.Millisecond})
 	var got produced
 	for i := range n {
-		rec := sdk.Record{Topic: topic, Partition: int32(i % partitions), Value: fmt.Appendf(nil, "%d", i)}
+		rec := sdk.Record{Topic: topic, Partition: int32(i % partitions), ExplicitPartition: true, Value: fmt.Appendf(nil, "%d", i)}
 		if i%3 == 0 {
 			// Keyed, placed by the cluster.
-			rec.Partition = sdk.AnyPartition
+			rec.Partition, rec.ExplicitPartition = 0, false
 			rec.Key = fmt.Appendf(nil, "key-%d", i%7)
 		}
 		p.Produce(ctx, rec, got.cb)
@@ -409,9 +409,9 @@ func TestProduceSync(t *testing.T) {
 	p := c.NewProducer(sdk.ProducerOptions{})
 	defer p.Close(ctx)
 	recs, err := p.ProduceSync(ctx,
-		sdk.Record{Topic: topic, Partition: 1, Value: []byte("a")},
-		sdk.Record{Topic: topic, Partition: 1, Value: []byte("b")},
-		sdk.Record{Topic: topic, Partition: 0, Value: []byte("c")},
+		sdk.Record{Topic: topic, Partition: 1, ExplicitPartition: true, Value: []byte("a")},
+		sdk.Record{Topic: topic, Partition: 1, ExplicitPartition: true, Value: []byte("b")},
+		sdk.Record{Topic: topic, Partition: 0, ExplicitPartition: true, Value: []byte("c")},
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -426,7 +426,7 @@ func TestProduceSync(t *testing.T) {
 		}
 	}
 	// A partition out of range is the client's fault.
-	_, err = p.ProduceSync(ctx, sdk.Record{Topic: topic, Partition: 7, Value: []byte("x")})
+	_, err = p.ProduceSync(ctx, sdk.Record{Topic: topic, Partition: 7, ExplicitPartition: true, Value: []byte("x")})
 	wantCode(t, err, connect.CodeInvalidArgument)
 }
 
@@ -445,7 +445,7 @@ func TestProducerPartitioner(t *testing.T) {
 		sdk.Record{Topic: topic, Partition: sdk.AnyPartition, Key: []byte("a")},
 		sdk.Record{Topic: topic, Partition: sdk.AnyPartition, Key: []byte("ab")},
 		sdk.Record{Topic: topic, Partition: sdk.AnyPartition, Key: []byte("abc")},
-		sdk.Record{Topic: topic, Partition: 2, Key: []byte("a")}, // explicit wins
+		sdk.Record{Topic: topic, Partition: 2, ExplicitPartition: true, Key: []byte("a")}, // explicit wins
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -520,7 +520,7 @@ func TestProducerRetriesUntilNodeIsUp(t *testing.T) {
 	var firstErr error
 	var once sync.Once
 	done := make(chan struct{})
-	p.Produce(ctx, sdk.Record{Topic: "late", Partition: 0, Value: []byte("x")}, func(_ sdk.Record, err error) {
+	p.Produce(ctx, sdk.Record{Topic: "late", Partition: 0, ExplicitPartition: true, Value: []byte("x")}, func(_ sdk.Record, err error) {
 		once.Do(func() { firstErr = err; close(done) })
 	})
 	time.Sleep(300 * time.Millisecond)
@@ -569,7 +569,7 @@ func TestConsumer(t *testing.T) {
 	var recs []sdk.Record
 	for i := range perPart {
 		for part := range int32(partitions) {
-			recs = append(recs, sdk.Record{Topic: topic, Partition: part, Value: fmt.Appendf(nil, "%d-%d", part, i), Timestamp: base.Add(time.Duration(i) * time.Second)})
+			recs = append(recs, sdk.Record{Topic: topic, Partition: part, ExplicitPartition: true, Value: fmt.Appendf(nil, "%d-%d", part, i), Timestamp: base.Add(time.Duration(i) * time.Second)})
 		}
 	}
 	p := c.NewProducer(sdk.ProducerOptions{})
@@ -634,7 +634,7 @@ func TestConsumer(t *testing.T) {
 	if more, err := cons.Poll(ctx); err != nil || len(more) != 0 {
 		t.Fatalf("poll after SeekToEnd: %d records, %v", len(more), err)
 	}
-	if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 2, Value: []byte("new")}}); err != nil {
+	if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 2, ExplicitPartition: true, Value: []byte("new")}}); err != nil {
 		t.Fatal(err)
 	}
 	got = pollUntil(t, cons, 1)
@@ -667,7 +667,7 @@ func TestConsumerWakesOnNewRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		c.Produce(ctx, topic, []sdk.Record{{Partition: 1, Value: []byte("hello")}})
+		c.Produce(ctx, topic, []sdk.Record{{Partition: 1, ExplicitPartition: true, Value: []byte("hello")}})
 	}()
 	start := time.Now()
 	got, err := cons.Poll(ctx)
@@ -732,7 +732,7 @@ func TestTail(t *testing.T) {
 	ctx := testCtx(t)
 	c := newClient(t)
 	createTopic(t, c, topic, 2)
-	if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 1, Value: []byte("0")}, {Partition: 1, Value: []byte("1")}}); err != nil {
+	if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 1, ExplicitPartition: true, Value: []byte("0")}, {Partition: 1, ExplicitPartition: true, Value: []byte("1")}}); err != nil {
 		t.Fatal(err)
 	}
 	stop := errors.New("stop")
@@ -753,7 +753,7 @@ func TestTail(t *testing.T) {
 		})
 	}()
 	for i := 2; i < 5; i++ {
-		if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 1, Value: fmt.Appendf(nil, "%d", i)}}); err != nil {
+		if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 1, ExplicitPartition: true, Value: fmt.Appendf(nil, "%d", i)}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -777,7 +777,7 @@ func TestTail(t *testing.T) {
 	// Tail resolves "latest" when it starts; records produced before that
 	// are not tailed, so produce until one is.
 	if !testenv.Eventually(20*time.Second, func() bool {
-		if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 1, Value: []byte("5")}}); err != nil {
+		if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 1, ExplicitPartition: true, Value: []byte("5")}}); err != nil {
 			t.Fatal(err)
 		}
 		return n.Load() > 0

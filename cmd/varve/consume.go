@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/sdk"
@@ -19,13 +20,24 @@ import (
 
 func newConsumeCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "consume TOPIC [--partition P] [--from earliest|latest|OFFSET|RFC3339-time] [--count N] [--follow] [--format text|json]",
+		Use:   "consume TOPIC [--partition P] [--from earliest|latest|OFFSET|RFC3339-time] [--offset-reset latest|earliest|none] [--count N] [--follow] [--format text|json]",
 		Short: "Print the records of a topic",
 		Long: `Print the records of a topic (every partition, or --partition P).
 
 --from chooses where to start in each partition: earliest (the default),
 latest, an offset, or a time in RFC 3339 (2026-01-02T15:04:05Z: the first
 record at or after it).
+
+--offset-reset says what happens when a partition's position is out of
+range (an offset past the end of the log, or before its start once
+retention removed records), as Kafka's auto.offset.reset: latest (the
+default) moves to the end, earliest to the log start, both with a line on
+standard error; none stops with an error (exit status 1).
+
+With --group, consume reads the partitions the group assigns, from the
+group's committed offsets; --from earliest or latest says where partitions
+the group never committed start (default earliest), and also how an
+out-of-range committed offset is reset.
 
 Without --follow, consume stops once it has read up to the end of each
 partition as it was when the command started. With --follow it waits for new
@@ -50,7 +62,8 @@ when a record has any, are "headers":[{"key":"h","value":"x"}].`,
 	f.Bool("follow", false, "wait for new records until interrupted")
 	addFormatFlag(cmd, "output: text (values, one per line) or json (one object per line)")
 	f.String("group", "", "read as a member of this consumer group: the partitions it assigns, from its committed offsets, committing as records are printed, until interrupted")
-	f.String("client-id", "", "with --group: a label for this member in `varve group describe`")
+	f.String("offset-reset", "latest", "when a position is out of range: latest, earliest or none (an error)")
+	f.String("client-id", "", "with --group: a label for this member, shown by 'varve group describe'")
 	return cmd
 }
 
@@ -68,9 +81,16 @@ func runConsume(cmd *cobra.Command, args []string) error {
 	if count < 0 {
 		return fmt.Errorf("--count must not be negative, got %d", count)
 	}
+	reset, err := sdk.ParseOffsetReset(mustString(f, "offset-reset"))
+	if err != nil {
+		return fmt.Errorf("--offset-reset: %w", err)
+	}
 	if group, _ := f.GetString("group"); group != "" {
-		if partition >= 0 || f.Changed("from") || follow {
-			return errors.New("--group chooses the partitions and where to start: drop --partition, --from and --follow")
+		if partition >= 0 || follow || f.Changed("offset-reset") {
+			return errors.New("--group chooses the partitions and reads until interrupted: drop --partition, --follow and --offset-reset (--from earliest|latest sets where partitions the group never committed start)")
+		}
+		if from != "earliest" && from != "latest" {
+			return fmt.Errorf("--from %q with --group: the group's committed offsets say where to start; --from may be earliest or latest (for partitions it never committed)", from)
 		}
 		return consumeGroup(cmd, topic, group, format, count)
 	}
@@ -93,7 +113,15 @@ func runConsume(cmd *cobra.Command, args []string) error {
 	}
 	slices.Sort(partitions)
 
-	c := client.NewConsumer(topic, sdk.ConsumerOptions{})
+	// A position out of range is reset per --offset-reset, and said so.
+	stderr := cmd.ErrOrStderr()
+	c := client.NewConsumer(topic, sdk.ConsumerOptions{
+		OffsetReset: reset,
+		OnOffsetReset: func(ev sdk.OffsetResetEvent) {
+			fmt.Fprintf(stderr, "consume: %s/%d: offset %d is outside the log [%d, %d); reset to %s offset %d (--offset-reset %s)\n",
+				ev.Topic, ev.Partition, ev.From, ev.LogStart, ev.LogEnd, ev.Policy, ev.To, ev.Policy)
+		},
+	})
 	defer c.Close()
 	c.Assign(partitions...)
 	switch from {
@@ -127,11 +155,25 @@ func runConsume(cmd *cobra.Command, args []string) error {
 	enc.SetEscapeHTML(false)
 	var printed int64
 	active := partitions
+	// Partitions sought past their end are fetched once all the same, so
+	// the offset reset policy applies (and says so) instead of nothing.
+	beyond := map[int32]int64{}
+	for _, p := range partitions {
+		if pos := c.Position(p); pos > end[p] {
+			beyond[p] = pos
+		}
+	}
 	for {
 		if !follow {
 			// Read each partition only up to where it ended at the start.
 			active = slices.DeleteFunc(active, func(p int32) bool {
 				pos := c.Position(p)
+				if at, ok := beyond[p]; ok {
+					if pos == at {
+						return false // not fetched yet
+					}
+					delete(beyond, p)
+				}
 				return pos >= 0 && pos >= end[p]
 			})
 			if len(active) == 0 {
@@ -167,9 +209,25 @@ func runConsume(cmd *cobra.Command, args []string) error {
 			return errors.New("interrupted")
 		}
 		if err != nil {
+			var oor *sdk.OffsetOutOfRangeError
+			if errors.As(err, &oor) {
+				return fmt.Errorf("%w (--offset-reset none); read from within the log or use --offset-reset earliest or latest", oor)
+			}
 			return clientError(cmd, topic, err)
 		}
 	}
+}
+
+// consumeFromLatest reports whether --from latest was given (with --group:
+// where partitions the group never committed start).
+func consumeFromLatest(cmd *cobra.Command) bool {
+	from, _ := cmd.Flags().GetString("from")
+	return from == "latest"
+}
+
+func mustString(f *pflag.FlagSet, name string) string {
+	v, _ := f.GetString(name)
+	return v
 }
 
 type jsonRecord struct {

@@ -211,6 +211,7 @@ func consumeGroup(cmd *cobra.Command, topic, group, format string, count int64) 
 		// Each printed batch is committed below, so a revoked partition is
 		// handed over exactly where printing stopped.
 		Topics: []string{topic}, AutoCommitInterval: -1, ClientID: clientID,
+		FromLatest: consumeFromLatest(cmd),
 	})
 	out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
 	defer out.Flush()

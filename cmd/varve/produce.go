@@ -33,7 +33,7 @@ only when every record is acknowledged, that is stored and committed.
 		RunE: runProduce,
 	}
 	addClientFlags(cmd)
-	cmd.Flags().Int32("partition", sdk.AnyPartition, "partition to produce to (-1: let the cluster choose, by key)")
+	cmd.Flags().Int32("partition", sdk.AnyPartition, "partition to produce to (-1: chosen by murmur2 of the key as in Kafka, or sticky without --key)")
 	cmd.Flags().String("key", "", "key of every record (default: no key)")
 	addFormatFlag(cmd, "output: text (a summary on stderr) or json (one line per record on stdout)")
 	return cmd
@@ -103,6 +103,9 @@ func runProduce(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	partition, _ := cmd.Flags().GetInt32("partition")
+	if partition < -1 {
+		return fmt.Errorf("--partition must be a partition (0 or more) or -1 (chosen by key), got %d", partition)
+	}
 	var key []byte
 	if cmd.Flags().Changed("key") {
 		k, _ := cmd.Flags().GetString("key")
@@ -132,7 +135,11 @@ func runProduce(cmd *cobra.Command, args []string) error {
 					return
 				}
 				i := run.add()
-				p.Produce(ctx, sdk.Record{Topic: topic, Partition: partition, Key: key, Value: value}, func(rec sdk.Record, err error) {
+				rec := sdk.Record{Topic: topic, Key: key, Value: value}
+				if partition >= 0 {
+					rec.Partition, rec.ExplicitPartition = partition, true
+				}
+				p.Produce(ctx, rec, func(rec sdk.Record, err error) {
 					run.done(i, rec, err)
 				})
 			}

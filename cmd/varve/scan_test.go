@@ -61,7 +61,7 @@ func TestScanCommand(t *testing.T) {
 		var recs []sdk.Record
 		for p := range int32(2) {
 			for i := range 10 {
-				recs = append(recs, sdk.Record{Partition: p, Key: []byte("k"), Value: []byte("v,\"x\"\n" + string(rune('a'+i))),
+				recs = append(recs, sdk.Record{Partition: p, ExplicitPartition: true, Key: []byte("k"), Value: []byte("v,\"x\"\n" + string(rune('a'+i))),
 					Timestamp: base.Add(time.Duration(round) * time.Minute), Headers: []sdk.Header{{Key: "h", Value: []byte{0xff}}}})
 			}
 		}
@@ -287,7 +287,7 @@ func TestScanTypedAndExportToBucket(t *testing.T) {
 					tv = typed{nil, nil, `field "amount": missing or null, and not nullable`}
 				}
 				want[[2]int64{int64(p), int64(round*10 + i)}] = tv
-				recs = append(recs, sdk.Record{Partition: p, Key: []byte(fmt.Sprint(i)), Value: []byte(v),
+				recs = append(recs, sdk.Record{Partition: p, ExplicitPartition: true, Key: []byte(fmt.Sprint(i)), Value: []byte(v),
 					Timestamp: base.Add(time.Duration(round)*time.Hour + time.Duration(i)*time.Second), Headers: []sdk.Header{{Key: "h", Value: []byte{1}}}})
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
@@ -90,7 +91,7 @@ func TestCrashRecovery(t *testing.T) {
 					v := fmt.Sprintf("c%d-%d", gid, seq)
 					seq++ // a value is never sent twice, whatever the outcome
 					batch[i] = sent{partition: p, value: v}
-					req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: p, Record: &varvev1.Record{Value: []byte(v)}})
+					req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(p), Record: &varvev1.Record{Value: []byte(v)}})
 				}
 				// Requests are not tied to ctx: stopping the producers lets
 				// the last requests finish instead of cancelling them.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
@@ -38,7 +39,7 @@ func TestGracefulDrainAnswersProducers(t *testing.T) {
 		defer cancel()
 		res, err := a.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{
 			Topic:   topic,
-			Records: []*varvev1.ProduceRecord{{Partition: 1, Record: &varvev1.Record{Key: []byte("k"), Value: []byte("drained")}}},
+			Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(1), Record: &varvev1.Record{Key: []byte("k"), Value: []byte("drained")}}},
 		}))
 		answered <- answer{res, err}
 	}()

@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/anishathalye/porcupine"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
@@ -186,7 +187,7 @@ func TestRandomizedHistory(t *testing.T) {
 						order = append(order, p)
 					}
 					byPart[p] = append(byPart[p], v)
-					req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: p, Record: &varvev1.Record{Value: []byte(v)}})
+					req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(p), Record: &varvev1.Record{Value: []byte(v)}})
 				}
 				for _, p := range order {
 					req.Sequences = append(req.Sequences, &varvev1.PartitionSequence{Partition: p, FirstSequence: seqs[p]})

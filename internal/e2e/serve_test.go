@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 )
@@ -59,7 +60,7 @@ func TestTwoServeNodesSamePartitions(t *testing.T) {
 					v := fmt.Sprintf("p%d-%d", gid, seq)
 					seq++
 					batch[i] = sent{partition: p, value: v}
-					req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: p, Record: &varvev1.Record{Value: []byte(v)}})
+					req.Records = append(req.Records, &varvev1.ProduceRecord{Partition: proto.Int32(p), Record: &varvev1.Record{Value: []byte(v)}})
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				res, err := a.produce.Produce(ctx, connect.NewRequest(req))

@@ -250,7 +250,7 @@ func produceMiB(b *testing.B, c *sdk.Client, size int) int64 {
 							v[k+s] = byte(u >> (8 * s))
 						}
 					}
-					recs[i] = sdk.Record{Partition: int32(i % footprintPartitions), Value: v}
+					recs[i] = sdk.Record{Partition: int32(i % footprintPartitions), ExplicitPartition: true, Value: v}
 				}
 				if _, err := c.Produce(context.Background(), "fp", recs); err != nil {
 					b.Error(err)

@@ -337,8 +337,9 @@ func TestRetentionByTime(t *testing.T) {
 	e.waitOutOfRange(t, "rt", 0, 30)
 	e.waitOutOfRange(t, "rt", 29, 30)
 
-	// A consumer positioned before the log start moves to it and reads on.
-	cons := e.c.NewConsumer("rt", sdk.ConsumerOptions{MaxWait: 50 * time.Millisecond})
+	// A consumer positioned before the log start moves to it and reads on
+	// (with OffsetResetEarliest; the default, latest, moves to the end).
+	cons := e.c.NewConsumer("rt", sdk.ConsumerOptions{MaxWait: 50 * time.Millisecond, OffsetReset: sdk.OffsetResetEarliest})
 	defer cons.Close()
 	cons.Seek(0, 0)
 	var got []sdk.Record

@@ -1152,9 +1152,11 @@ func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
 
 type ProduceRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// -1 lets the cluster place the record: murmur2 of the key (the Kafka
-	// default), or the sticky partition when the record has no key.
-	Partition     int32   `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The partition to append to. Unset lets the cluster place the record, as
+	// Kafka's default partitioner does: murmur2 of the key, or the sticky
+	// partition when the record has no key. -1 means the same as unset (older
+	// clients send it). 0 is partition 0: set it explicitly.
+	Partition     *int32  `protobuf:"varint,1,opt,name=partition,proto3,oneof" json:"partition,omitempty"`
 	Record        *Record `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1191,8 +1193,8 @@ func (*ProduceRecord) Descriptor() ([]byte, []int) {
 }
 
 func (x *ProduceRecord) GetPartition() int32 {
-	if x != nil {
-		return x.Partition
+	if x != nil && x.Partition != nil {
+		return *x.Partition
 	}
 	return 0
 }
@@ -1548,8 +1550,11 @@ type FetchRequest struct {
 	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
 	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
 	Offset    int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
-	// Soft limit on the bytes of records returned; at least one record is
-	// returned when one is available. 0 means 1 MiB.
+	// Soft limit on the bytes of records returned. 0 means 1 MiB; a larger
+	// value than the node's fetch_max_bytes setting (default 50 MiB, like
+	// Kafka's fetch.max.bytes) is lowered to it. At least one record is
+	// returned when one is available, even if it alone is larger, so a
+	// consumer always makes progress.
 	MaxBytes int32 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	// How long to wait for records when none is available at offset.
 	MaxWaitMs     int32 `protobuf:"varint,5,opt,name=max_wait_ms,json=maxWaitMs,proto3" json:"max_wait_ms,omitempty"`
@@ -1762,11 +1767,13 @@ func (x *SubscribeResponse) GetHighWatermark() int64 {
 }
 
 type SubscribeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
-	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
-	MaxBytes      int32                  `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Offset    int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Soft limit on the bytes of each response, as FetchRequest.max_bytes
+	// (0 means 1 MiB; capped by the node's fetch_max_bytes).
+	MaxBytes      int32 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2086,10 +2093,12 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\v2\x0f.varve.v1.TopicR\x05topic\"(\n" +
 	"\x12DeleteTopicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
-	"\x13DeleteTopicResponse\"W\n" +
-	"\rProduceRecord\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12(\n" +
-	"\x06record\x18\x02 \x01(\v2\x10.varve.v1.RecordR\x06record\"\xdc\x01\n" +
+	"\x13DeleteTopicResponse\"j\n" +
+	"\rProduceRecord\x12!\n" +
+	"\tpartition\x18\x01 \x01(\x05H\x00R\tpartition\x88\x01\x01\x12(\n" +
+	"\x06record\x18\x02 \x01(\v2\x10.varve.v1.RecordR\x06recordB\f\n" +
+	"\n" +
+	"_partition\"\xdc\x01\n" +
 	"\x0eProduceRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x121\n" +
 	"\arecords\x18\x02 \x03(\v2\x17.varve.v1.ProduceRecordR\arecords\x12\x1f\n" +
@@ -2285,6 +2294,7 @@ func file_varve_v1_varve_proto_init() {
 	file_varve_v1_varve_proto_msgTypes[0].OneofWrappers = []any{}
 	file_varve_v1_varve_proto_msgTypes[1].OneofWrappers = []any{}
 	file_varve_v1_varve_proto_msgTypes[12].OneofWrappers = []any{}
+	file_varve_v1_varve_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
