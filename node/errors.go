@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/apierr"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/query"
 )
@@ -60,9 +61,7 @@ func toConnect(err error) error {
 	}
 	out := connect.NewError(code, err)
 	if reason := producerErrorReason(err); reason != "" {
-		if d, derr := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: reason, Domain: "varve.io"}); derr == nil {
-			out.AddDetail(d)
-		}
+		apierr.WithReason(out, reason)
 	}
 	var bp *ingest.BackpressureError
 	if errors.As(err, &bp) {
@@ -78,11 +77,11 @@ func toConnect(err error) error {
 func producerErrorReason(err error) string {
 	switch {
 	case errors.Is(err, metadata.ErrProducerFenced):
-		return "PRODUCER_FENCED"
+		return apierr.ProducerFenced
 	case errors.Is(err, metadata.ErrOutOfOrderSequence):
-		return "OUT_OF_ORDER_SEQUENCE"
+		return apierr.OutOfOrderSequence
 	case errors.Is(err, metadata.ErrUnknownProducer):
-		return "UNKNOWN_PRODUCER"
+		return apierr.UnknownProducer
 	}
 	return ""
 }

@@ -13,10 +13,10 @@ import (
 	"connectrpc.com/connect"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/internal/apierr"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/query"
 )
@@ -68,13 +68,13 @@ var groupReasons = []struct {
 	err    error
 	reason string
 }{
-	{metadata.ErrUnknownMember, "UNKNOWN_MEMBER"},
-	{metadata.ErrStaleGeneration, "STALE_GENERATION"},
-	{metadata.ErrNotAssigned, "NOT_ASSIGNED"},
-	{metadata.ErrGroupActive, "GROUP_ACTIVE"},
-	{metadata.ErrOffsetRegress, "OFFSET_REGRESS"},
-	{metadata.ErrInconsistentStrategy, "INCONSISTENT_STRATEGY"},
-	{metadata.ErrGroupNotFound, "GROUP_NOT_FOUND"},
+	{metadata.ErrUnknownMember, apierr.UnknownMember},
+	{metadata.ErrStaleGeneration, apierr.StaleGeneration},
+	{metadata.ErrNotAssigned, apierr.NotAssigned},
+	{metadata.ErrGroupActive, apierr.GroupActive},
+	{metadata.ErrOffsetRegress, apierr.OffsetRegress},
+	{metadata.ErrInconsistentStrategy, apierr.InconsistentStrategy},
+	{metadata.ErrGroupNotFound, apierr.GroupNotFound},
 }
 
 // groupErr is toConnect plus the ErrorInfo reason of a group error.
@@ -86,9 +86,7 @@ func groupErr(err error) error {
 	}
 	for _, r := range groupReasons {
 		if errors.Is(err, r.err) {
-			if d, derr := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: r.reason, Domain: "varve.io"}); derr == nil {
-				ce.AddDetail(d)
-			}
+			apierr.WithReason(ce, r.reason)
 			break
 		}
 	}

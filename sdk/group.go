@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/internal/apierr"
 )
 
 // DefaultAutoCommitInterval is how often a GroupConsumer commits its
@@ -389,7 +389,7 @@ func (g *GroupConsumer) leaveStale(member string) {
 		retry := defaultRetry()
 		for attempt := 0; ; attempt++ {
 			_, err := g.groups.LeaveGroup(ctx, connect.NewRequest(&varvev1.LeaveGroupRequest{Group: g.group, MemberId: member}))
-			if err == nil || GroupReason(err) == "UNKNOWN_MEMBER" || ctx.Err() != nil {
+			if err == nil || GroupReason(err) == ReasonUnknownMember || ctx.Err() != nil {
 				return
 			}
 			if !Retriable(err) {
@@ -503,7 +503,7 @@ func (g *GroupConsumer) commit(ctx context.Context, offs map[TopicPartition]int6
 		// A rebalance is under way: the partitions are still ours (kept or
 		// revoked) in the next generation, which is on its way down the
 		// stream.
-		if GroupReason(err) != "STALE_GENERATION" || attempt >= 2 || !g.awaitNewerGeneration(ctx) {
+		if GroupReason(err) != ReasonStaleGeneration || attempt >= 2 || !g.awaitNewerGeneration(ctx) {
 			return fmt.Errorf("commit %d offsets to group %s in generation %d: %w", len(req.Offsets), g.group, gen, err)
 		}
 		g.mu.Lock()
@@ -545,7 +545,7 @@ func (g *GroupConsumer) Close(ctx context.Context) error {
 	if member != "" {
 		// Leave now, so that the group has rebalanced when Close returns
 		// (closing the stream alone leaves too, a moment later).
-		if _, lerr := g.groups.LeaveGroup(ctx, connect.NewRequest(&varvev1.LeaveGroupRequest{Group: g.group, MemberId: member})); lerr != nil && GroupReason(lerr) != "UNKNOWN_MEMBER" {
+		if _, lerr := g.groups.LeaveGroup(ctx, connect.NewRequest(&varvev1.LeaveGroupRequest{Group: g.group, MemberId: member})); lerr != nil && GroupReason(lerr) != ReasonUnknownMember {
 			err = errors.Join(err, fmt.Errorf("leave group %s: %w", g.group, lerr))
 		}
 	}
@@ -586,20 +586,7 @@ func (g *GroupConsumer) awaitNewerGeneration(ctx context.Context) bool {
 // cluster: UNKNOWN_MEMBER (the member's session ended: join again),
 // STALE_GENERATION (a rebalance is under way), NOT_ASSIGNED, GROUP_ACTIVE,
 // OFFSET_REGRESS, INCONSISTENT_STRATEGY or GROUP_NOT_FOUND; "" otherwise.
-func GroupReason(err error) string {
-	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		return ""
-	}
-	for _, d := range ce.Details() {
-		if v, derr := d.Value(); derr == nil {
-			if ei, ok := v.(*errdetails.ErrorInfo); ok && ei.GetDomain() == "varve.io" {
-				return ei.GetReason()
-			}
-		}
-	}
-	return ""
-}
+func GroupReason(err error) string { return apierr.ReasonOf(err) }
 
 func (g *GroupConsumer) start() error {
 	g.mu.Lock()
@@ -664,7 +651,7 @@ func (g *GroupConsumer) session() {
 // body as Internal "incomplete envelope" or Unknown EOF, not Unavailable)
 // and a member the cluster no longer knows (UNKNOWN_MEMBER).
 func joinRefused(err error) bool {
-	if err == nil || Retriable(err) || GroupReason(err) == "UNKNOWN_MEMBER" {
+	if err == nil || Retriable(err) || GroupReason(err) == ReasonUnknownMember {
 		return false
 	}
 	switch connect.CodeOf(err) {
@@ -746,7 +733,7 @@ func (g *GroupConsumer) heartbeat(ctx context.Context, member string, every time
 		_, err := g.groups.Heartbeat(hctx, connect.NewRequest(&varvev1.HeartbeatRequest{Group: g.group, MemberId: member, Generation: gen}))
 		cancel()
 		if err != nil && ctx.Err() == nil {
-			if GroupReason(err) == "UNKNOWN_MEMBER" {
+			if GroupReason(err) == ReasonUnknownMember {
 				return fmt.Errorf("heartbeat in group %s: %w", g.group, err)
 			}
 			g.report(fmt.Errorf("heartbeat in group %s: %w", g.group, err))

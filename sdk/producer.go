@@ -599,7 +599,7 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, ErrProducerClosed)
 		}
 		reason := producerErrorReason(err)
-		if reason == "UNKNOWN_PRODUCER" && attempt < p.retry.retries {
+		if reason == ReasonUnknownProducer && attempt < p.retry.retries {
 			// The id expired: nothing of it can commit any more, so the
 			// batch is safe to renumber under a new id.
 			p.idem.gate.RUnlock()
@@ -614,11 +614,11 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 			// The topic may have been re-created with other partitions.
 			tq.partitions = 0
 			switch reason {
-			case "PRODUCER_FENCED":
+			case ReasonProducerFenced:
 				err = p.fence(fmt.Errorf("%w: %w", ErrProducerFenced, err))
-			case "OUT_OF_ORDER_SEQUENCE":
+			case ReasonOutOfOrderSequence:
 				err = fmt.Errorf("%w: %w", ErrOutOfOrderSequence, err)
-			case "UNKNOWN_PRODUCER":
+			case ReasonUnknownProducer:
 				err = fmt.Errorf("%w: %w", ErrUnknownProducer, err)
 			}
 			p.markUncertain(idem && numbered)
@@ -711,7 +711,7 @@ func (p *Producer) reinit(gen uint64, newID bool) (uint64, error) {
 			res = r.Msg
 			break
 		}
-		if producerErrorReason(err) == "UNKNOWN_PRODUCER" && id != 0 {
+		if producerErrorReason(err) == ReasonUnknownProducer && id != 0 {
 			id = 0 // expired: nothing of it can commit any more
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/varve-io/varve/internal/apierr"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
 
@@ -101,14 +102,5 @@ func producerErrorReason(err error) string {
 	if !errors.As(err, &ce) || ce.Code() != connect.CodeFailedPrecondition {
 		return ""
 	}
-	for _, d := range ce.Details() {
-		v, derr := d.Value()
-		if derr != nil {
-			continue
-		}
-		if ei, ok := v.(*errdetails.ErrorInfo); ok && ei.GetDomain() == "varve.io" {
-			return ei.GetReason()
-		}
-	}
-	return ""
+	return apierr.ReasonOf(err)
 }

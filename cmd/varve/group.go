@@ -31,7 +31,7 @@ func newGroupCmd() *cobra.Command {
 
 // groupError is clientError with the group named for NotFound.
 func groupError(cmd *cobra.Command, group string, err error) error {
-	if connect.CodeOf(err) == connect.CodeNotFound && sdk.GroupReason(err) == "GROUP_NOT_FOUND" {
+	if connect.CodeOf(err) == connect.CodeNotFound && sdk.GroupReason(err) == sdk.ReasonGroupNotFound {
 		return fmt.Errorf("group %q not found (%s)", group, connect.CodeNotFound)
 	}
 	return clientError(cmd, "", err)

@@ -5,7 +5,7 @@
 //   - tier/segment depends on nothing but the standard library and
 //     github.com/klauspost/compress (it is the format, fuzzed on its own);
 //   - sdk depends on no server package: only the generated API, the shared
-//     partitioner and itself.
+//     partitioner, the shared error reasons and itself.
 //
 // It runs `go list -deps -json` over the module and prints one line per
 // violation, exiting 1 if there is any. Run it as `go run ./internal/lint/boundaries`.
@@ -82,7 +82,7 @@ var Rules = []Rule{
 			}
 			var out []string
 			for _, d := range p.Deps {
-				if !under(d, module) || under(d, module+"/gen") || under(d, module+"/sdk") || d == module+"/internal/murmur2" {
+				if !under(d, module) || under(d, module+"/gen") || under(d, module+"/sdk") || d == module+"/internal/murmur2" || d == module+"/internal/apierr" {
 					continue
 				}
 				out = append(out, fmt.Sprintf("%s depends on %s", p.ImportPath, d))
