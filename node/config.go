@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/obs"
 	"github.com/varve-io/varve/tier/compact"
 	"github.com/varve-io/varve/tier/gc"
 )
@@ -54,6 +55,12 @@ type Config struct {
 	// FlightListen is the Arrow Flight address of the fetch role (scans);
 	// empty: no Flight server.
 	FlightListen string `koanf:"flight_listen"`
+
+	// OTLPEndpoint receives traces over OTLP/gRPC (host:port plaintext,
+	// http(s)://host:port); empty: no tracing (docs/observability.md).
+	OTLPEndpoint string `koanf:"otlp_endpoint"`
+	// PProf serves /debug/pprof on the API address (on in varve dev).
+	PProf bool `koanf:"pprof"`
 
 	// Janitor of the compact role (docs/gc.md): how often retention runs,
 	// how often the bucket is swept for unreferenced objects and how long
@@ -158,6 +165,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CompactionTargetBytes != 0 && c.CompactionTargetBytes < 1<<20 {
 		return fmt.Errorf("config: compaction_target_bytes %d is below 1 MiB", c.CompactionTargetBytes)
+	}
+	if err := obs.CheckOTLPEndpoint(c.OTLPEndpoint); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	switch c.LogFormat {
 	case "text", "json":

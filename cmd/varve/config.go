@@ -43,6 +43,8 @@ func addNodeFlags(fs *pflag.FlagSet) {
 	fs.Duration("shutdown-timeout", d.ShutdownTimeout, "how long a drain may take on SIGTERM")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error")
 	fs.String("log-format", d.LogFormat, "text or json")
+	fs.String("otlp-endpoint", d.OTLPEndpoint, "send traces over OTLP/gRPC to host:port (plaintext) or http(s)://host:port; empty: no tracing")
+	fs.Bool("pprof", d.PProf, "serve /debug/pprof on the API address (varve dev: on)")
 	fs.Duration("retention-check-interval", d.RetentionCheckInterval, "compact role: how often topic retention (time and size) is enforced")
 	fs.Duration("gc-interval", d.GCInterval, "compact role: how often the bucket is swept for objects no index entry references")
 	fs.Duration("gc-grace", d.GCGrace, "compact role: how old and how long unreferenced an object must be before it is deleted (longer than any read or PUT-to-commit)")
