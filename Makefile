@@ -29,8 +29,16 @@ RACE_PKGS := ./ingest/... ./query/... ./metadata/... ./node/... ./sdk/... ./tier
 
 all: build
 
+# GOFLAGS above turns Go's own VCS stamp off, so the build passes the
+# version (the nearest tag, if any) and the commit to `varve version` and
+# varve_build_info itself; "-dirty" marks uncommitted changes.
+OBS_PKG  := github.com/varve-io/varve/internal/obs
+REVISION ?= $(shell r=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD -- 2>/dev/null || r=$$r-dirty; echo $$r; })
+VERSION  ?= $(shell git describe --tags --dirty 2>/dev/null)
+LDFLAGS  := -X $(OBS_PKG).revision=$(REVISION) -X $(OBS_PKG).version=$(VERSION)
+
 build:
-	$(GO) build -o bin/varve ./cmd/varve
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/varve ./cmd/varve
 
 tools: $(MINIO_STAMP) $(GEN_STAMP) $(BUF_STAMP) $(TFLINT_STAMP) $(NATS_STAMP) redis-server
 

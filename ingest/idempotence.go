@@ -178,6 +178,7 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, rec
 			}
 			f.bytes += appendedBytes
 			f.records += int(appended)
+			in.traceRequestLocked(ctx, f)
 			in.pending.Add(appendedBytes)
 			in.pendRec.Add(appended)
 			if f.bytes >= int64(in.cfg.FlushBytes) {

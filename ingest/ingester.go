@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/varve-io/varve/internal/murmur2"
 	"github.com/varve-io/varve/internal/randhex"
@@ -72,6 +73,10 @@ type Config struct {
 	// ProducerStateTTL is how long an idempotent producer's state lives
 	// after its last commit (default DefaultProducerStateTTL).
 	ProducerStateTTL time.Duration
+	// TracerProvider, if set, traces every flush (ingest.flush, with its
+	// ingest.put and ingest.commit), linked to the produce requests it
+	// answers (docs/observability.md).
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults.
@@ -216,6 +221,7 @@ type file struct {
 	producers map[tpKey]map[int64]bool
 
 	putDone chan struct{}
+	trace   flushTrace // the flush's span and the requests it answers
 
 	// Set by the flush pipeline, read after done is closed.
 	object   string
@@ -236,7 +242,7 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, topics *metadata.C
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	m, err := newInstruments(mp)
+	m, err := newInstruments(mp, cfg.TracerProvider)
 	if err != nil {
 		return nil, err
 	}
@@ -363,6 +369,7 @@ func (in *Ingester) produce(ctx context.Context, topicName string, recs []Record
 	}
 	f.bytes += size
 	f.records += len(recs)
+	in.traceRequestLocked(ctx, f)
 	in.pending.Add(size)
 	in.pendRec.Add(int64(len(recs)))
 	if f.bytes >= int64(in.cfg.FlushBytes) {
@@ -460,6 +467,7 @@ func (in *Ingester) sealLocked() {
 	clear(in.sticky)
 	in.inflight++
 	in.last = f
+	in.startFlushSpan(f)
 	in.queue <- f
 	go func() {
 		in.putSlots <- struct{}{}
@@ -480,6 +488,7 @@ func (in *Ingester) commitLoop() {
 		}
 		in.pending.Add(-f.bytes)
 		in.pendRec.Add(-int64(f.records))
+		in.endFlushSpan(f)
 		close(f.done)
 		if f.err == nil && in.OnFlushed != nil {
 			in.OnFlushed(in.flushed(f))
@@ -499,7 +508,9 @@ func (in *Ingester) commitLoop() {
 }
 
 func (in *Ingester) put(f *file) {
-	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.PutTimeout)
+	ctx, end := in.startStepSpan(f, "ingest.put")
+	defer func() { end(f.err) }()
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.PutTimeout)
 	defer cancel()
 	start := time.Now()
 	obj, infos, err := segment.Build(f.order)
@@ -530,12 +541,15 @@ func (in *Ingester) put(f *file) {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+	in.putTraced(ctx, f, len(obj))
 	in.m.putSeconds.Record(ctx, time.Since(start).Seconds())
 	in.m.objectBytes.Add(ctx, int64(len(obj)))
 	in.m.flushes.Add(ctx, 1)
 }
 
 func (in *Ingester) commit(f *file) {
+	ctx, end := in.startStepSpan(f, "ingest.commit")
+	defer func() { end(f.err) }()
 	start := time.Now()
 	appends := make([]metadata.Append, len(f.infos))
 	for i, bi := range f.infos {
@@ -546,7 +560,7 @@ func (in *Ingester) commit(f *file) {
 			Batches: f.batches[tpKey{bi.Topic, bi.Partition}],
 		}
 	}
-	res, err := in.meta.Commit(context.Background(), f.object, appends)
+	res, err := in.meta.Commit(ctx, f.object, appends)
 	f.bases = make(map[tpKey]int64, len(res))
 	f.errs = make(map[tpKey]error)
 	f.batchRes = make(map[tpKey][]metadata.BatchResult)

@@ -1,7 +1,13 @@
 package ingest
 
 import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/varve-io/varve/internal/obs"
 )
@@ -17,9 +23,12 @@ type instruments struct {
 	putSeconds    metric.Float64Histogram
 	commitSeconds metric.Float64Histogram
 	flushSeconds  metric.Float64Histogram
+
+	// tracer is nil when tracing is off: then no span is made at all.
+	tracer trace.Tracer
 }
 
-func newInstruments(mp metric.MeterProvider) (instruments, error) {
+func newInstruments(mp metric.MeterProvider, tp trace.TracerProvider) (instruments, error) {
 	m := mp.Meter("github.com/varve-io/varve/ingest")
 	var in instruments
 	var err error
@@ -42,5 +51,110 @@ func newInstruments(mp metric.MeterProvider) (instruments, error) {
 	set(e)
 	in.flushSeconds, e = m.Float64Histogram("varve.ingest.flush.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Time from a file's first record to its commit."))
 	set(e)
+	// The counters autoscaling and alerts read exist from the start, at 0:
+	// a rate over a series that appears only at the first event is empty
+	// until then (terraform/modules/varve scales on these).
+	for _, c := range []metric.Int64Counter{in.records, in.bytes, in.flushes, in.backpressure} {
+		c.Add(context.Background(), 0)
+	}
+	if tp != nil {
+		in.tracer = tp.Tracer("github.com/varve-io/varve/ingest")
+	}
 	return in, err
+}
+
+// maxFlushLinks bounds the request spans one flush span links to (the SDK's
+// default link limit); varve.requests still counts them all.
+const maxFlushLinks = 128
+
+// flushTrace is a file's flush span and the produce requests it answers.
+// A flush serves many requests, so it is not any one request's child: it
+// is a trace of its own whose span links to each request's span, and each
+// request's span links back to it (docs/observability.md).
+type flushTrace struct {
+	ctx      context.Context // carries the flush span; nil when untraced
+	span     trace.Span
+	reqs     []trace.Span
+	requests int
+}
+
+// traceRequestLocked notes that the request of ctx has records in f.
+func (in *Ingester) traceRequestLocked(ctx context.Context, f *file) {
+	if in.m.tracer == nil {
+		return
+	}
+	sp := trace.SpanFromContext(ctx)
+	if !sp.SpanContext().IsValid() {
+		return
+	}
+	f.trace.requests++
+	if len(f.trace.reqs) < maxFlushLinks {
+		f.trace.reqs = append(f.trace.reqs, sp)
+	}
+}
+
+// startFlushSpan starts f's ingest.flush span when f is sealed. It begins
+// when f's first record arrived, so it covers the linger too.
+func (in *Ingester) startFlushSpan(f *file) {
+	if in.m.tracer == nil {
+		return
+	}
+	links := make([]trace.Link, 0, len(f.trace.reqs))
+	for _, s := range f.trace.reqs {
+		links = append(links, trace.Link{SpanContext: s.SpanContext()})
+	}
+	f.trace.ctx, f.trace.span = in.m.tracer.Start(context.Background(), "ingest.flush",
+		trace.WithNewRoot(), trace.WithTimestamp(f.opened), trace.WithLinks(links...),
+		trace.WithAttributes(
+			attribute.Int("varve.requests", f.trace.requests),
+			attribute.Int("varve.records", f.records),
+			attribute.Int64("varve.bytes", f.bytes),
+			attribute.Int("varve.blocks", len(f.order)),
+		))
+	f.trace.span.AddEvent("sealed")
+	back := trace.Link{SpanContext: f.trace.span.SpanContext(), Attributes: []attribute.KeyValue{attribute.String("varve.link", "flush")}}
+	for _, s := range f.trace.reqs {
+		s.AddLink(back)
+	}
+	f.trace.reqs = nil
+}
+
+// startStepSpan starts a child span of f's flush (ingest.put,
+// ingest.commit); end records the step's error.
+func (in *Ingester) startStepSpan(f *file, name string) (context.Context, func(error)) {
+	if f.trace.ctx == nil {
+		return context.Background(), func(error) {}
+	}
+	ctx, span := in.m.tracer.Start(f.trace.ctx, name)
+	return ctx, func(err error) {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
+}
+
+// putTraced notes the stored object on the ingest.put span.
+func (in *Ingester) putTraced(ctx context.Context, f *file, size int) {
+	if f.trace.ctx == nil {
+		return
+	}
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("varve.object", f.object), attribute.Int("varve.object.bytes", size))
+}
+
+// endFlushSpan ends f's flush span once its outcome is known.
+func (in *Ingester) endFlushSpan(f *file) {
+	if f.trace.span == nil {
+		return
+	}
+	if f.err != nil {
+		f.trace.span.RecordError(f.err)
+		f.trace.span.SetStatus(codes.Error, f.err.Error())
+	} else if n := len(f.errs); n > 0 {
+		f.trace.span.SetStatus(codes.Error, "some partitions were not committed")
+		f.trace.span.SetAttributes(attribute.Int("varve.failed_blocks", n))
+	}
+	f.trace.span.SetAttributes(attribute.String("varve.object", f.object))
+	f.trace.span.End(trace.WithTimestamp(time.Now()))
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/obs"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/compact"
 	"github.com/varve-io/varve/tier/gc"
@@ -64,6 +65,12 @@ type Config struct {
 	// FlightListen is the Arrow Flight address of the fetch role (scans);
 	// empty: no Flight server.
 	FlightListen string
+
+	// OTLPEndpoint receives traces over OTLP/gRPC (host:port plaintext,
+	// http(s)://host:port); empty: no tracing (docs/observability.md).
+	OTLPEndpoint string
+	// PProf serves /debug/pprof on the API address (on in varve dev).
+	PProf bool
 
 	// Janitor of the compact role (docs/gc.md).
 	RetentionCheckInterval time.Duration
@@ -129,6 +136,10 @@ var Settings = []Setting{
 		"text, or json for machines", oneOf("text", "json")),
 	str("flight_listen", func(c *Config) *string { return &c.FlightListen }, "",
 		"Arrow Flight address of the fetch role, for parallel scans; empty: none", nil),
+	str("otlp_endpoint", func(c *Config) *string { return &c.OTLPEndpoint }, "",
+		"send traces over OTLP/gRPC to host:port (plaintext) or http(s)://host:port; empty: no tracing", obs.CheckOTLPEndpoint),
+	boolean("pprof", func(c *Config) *bool { return &c.PProf },
+		"serve /debug/pprof on the API address (varve dev: on)"),
 	duration("retention_check_interval", func(c *Config) *time.Duration { return &c.RetentionCheckInterval }, gc.DefaultRetentionInterval,
 		"compact role: how often retention by time and size is enforced", atLeast(time.Second)),
 	duration("gc_interval", func(c *Config) *time.Duration { return &c.GCInterval }, gc.DefaultGCInterval,

@@ -15,14 +15,11 @@ import (
 
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/obs"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/query"
 	"github.com/varve-io/varve/tier"
@@ -39,6 +36,7 @@ type Node struct {
 	in      *ingest.Ingester
 	fetcher *query.Fetcher
 	meter   *sdkmetric.MeterProvider
+	tel     *obs.Telemetry
 
 	ln       net.Listener
 	flightLn net.Listener
@@ -88,14 +86,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		}
 	}()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
-	if err != nil {
-		return nil, fmt.Errorf("metrics exporter: %w", err)
+	if err := n.startTelemetry(ctx); err != nil {
+		return nil, err
 	}
-	n.meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
 
+	var err error
 	n.meta, err = metadata.Connect(ctx, metadata.Config{Endpoints: cfg.EtcdEndpoints, Logger: log})
 	if err != nil {
 		return nil, err
@@ -116,6 +111,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		}
 		blocks = query.NewBlockCache(cfg.CacheBytes)
 		n.fetcher = query.NewFetcher(n.store, n.meta, n.index, blocks, log, n.meter)
+		n.fetcher.SetTracerProvider(n.tel.Tracer)
 	}
 	if cfg.has(RoleIngest) {
 		n.topics = n.index
@@ -127,7 +123,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		}
 		n.in, err = ingest.New(ingest.Config{
 			NodeID: cfg.NodeID, FlushBytes: cfg.FlushBytes, Linger: cfg.Linger, MaxBufferBytes: cfg.MaxBufferBytes,
-			ProducerStateTTL: cfg.ProducerStateTTL,
+			ProducerStateTTL: cfg.ProducerStateTTL, TracerProvider: n.tel.Tracer,
 		}, n.store, n.meta, n.topics, log, n.meter)
 		if err != nil {
 			return nil, err
@@ -144,6 +140,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 
 	mux := http.NewServeMux()
 	hopts := append(n.requestOptions(), strictJSON) // limits.go, jsoncodec.go
+	tops, err := n.telemetryOptions()
+	if err != nil {
+		return nil, err
+	}
+	hopts = append(hopts, tops...)
 	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta, maxRequestBytes: cfg.MaxRequestBytes}, hopts...))
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher, maxBytes: cfg.FetchMaxBytes}, hopts...))
@@ -159,7 +160,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", n.readyz)
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	n.mountTelemetry(mux)
 
 	n.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -203,7 +204,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		}
 	}
 	ok = true
-	log.Info("node started", "addr", n.Addr(), "roles", cfg.Roles, "store", cfg.Store)
+	log.Info("node started", "addr", n.Addr(), "flight", n.FlightAddr(), "etcd", cfg.EtcdEndpoints, "roles", cfg.Roles, "store", cfg.Store, "version", obs.BuildInfo().Version, "tracing", cfg.OTLPEndpoint)
 	return n, nil
 }
 
@@ -292,8 +293,8 @@ func (n *Node) closeParts() {
 	if n.meta != nil {
 		n.meta.Close()
 	}
-	if n.meter != nil {
-		_ = n.meter.Shutdown(context.Background())
+	if n.tel != nil {
+		_ = n.tel.Shutdown(context.Background())
 	}
 	for _, f := range n.onClose {
 		f()

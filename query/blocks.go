@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/varve-io/varve/metadata"
@@ -62,6 +64,8 @@ type blockTiers struct {
 	misses    metric.Int64Counter
 	collapsed metric.Int64Counter
 	attrs     map[Tier]metric.MeasurementOption
+
+	tracer trace.Tracer // nil: no spans
 }
 
 func (t *blockTiers) init(f *Fetcher, m metric.Meter) {
@@ -83,6 +87,36 @@ func (t *blockTiers) init(f *Fetcher, m metric.Meter) {
 			}
 			return nil
 		}))
+	// Autoscaling reads the misses (terraform/modules/varve): they exist
+	// from the start, at 0.
+	f.hits.Add(context.Background(), 0)
+	f.misses.Add(context.Background(), 0)
+}
+
+// SetTracerProvider makes block reads below the memory cache traced:
+// fetch.block (attribute varve.tier: where it was served from), with
+// store.get for a GET of the bucket and fetch.peer for a read from the
+// block's owner. Call it before the fetcher serves; nil: no spans.
+func (f *Fetcher) SetTracerProvider(tp trace.TracerProvider) {
+	if tp != nil {
+		f.tiers.tracer = tp.Tracer("github.com/varve-io/varve/query")
+	}
+}
+
+// span starts a span when tracing is on; end records err.
+func (t *blockTiers) span(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, func(error, ...attribute.KeyValue)) {
+	if t.tracer == nil {
+		return ctx, func(error, ...attribute.KeyValue) {}
+	}
+	ctx, sp := t.tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+	return ctx, func(err error, more ...attribute.KeyValue) {
+		sp.SetAttributes(more...)
+		if err != nil {
+			sp.RecordError(err)
+			sp.SetStatus(codes.Error, err.Error())
+		}
+		sp.End()
+	}
 }
 
 func (t *blockTiers) hit(ctx context.Context, tr Tier) {
@@ -127,13 +161,15 @@ func blockErr(e metadata.IndexEntry, err error) error {
 // cache, else from its owner when that is another node, else (or when the
 // owner fails to answer) from the bucket. Concurrent reads of one block
 // share one read. The records are checked against the index entry's count.
-func (f *Fetcher) tieredBlock(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
+func (f *Fetcher) tieredBlock(ctx context.Context, e metadata.IndexEntry) (_ []segment.Record, err error) {
+	ctx, end := f.tiers.span(ctx, "fetch.block", attribute.String("varve.topic", e.Topic), attribute.Int("varve.partition", int(e.Partition)),
+		attribute.Int64("varve.base", e.Base), attribute.String("varve.object", e.Object), attribute.Int64("varve.off", e.Off), attribute.Int64("varve.len", e.Len))
+	var l loaded
+	defer func() { end(err, attribute.String("varve.tier", string(l.tier))) }()
 	owner, remote := Peer{}, false
 	if f.tiers.owners != nil && f.tiers.peers != nil {
 		owner, remote = f.tiers.owners.Owner(e.Object, e.Off)
 	}
-	var l loaded
-	var err error
 	if remote {
 		l, err = f.shared(ctx, "peer", e.Object, e.Off, e.Len, func(lctx context.Context) (loaded, error) {
 			return f.fromPeer(lctx, owner, e.Object, e.Off, e.Len)
@@ -289,7 +325,9 @@ func (f *Fetcher) fromDisk(ctx context.Context, object string, off, length int64
 
 func (f *Fetcher) fromPeer(ctx context.Context, owner Peer, object string, off, length int64) (loaded, error) {
 	pctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	pctx, end := f.tiers.span(pctx, "fetch.peer", attribute.String("varve.peer", owner.ID))
 	b, err := f.tiers.peers.GetBlock(pctx, owner.Addr, object, off, length)
+	end(err)
 	cancel()
 	if err == nil && int64(len(b)) != length {
 		err = fmt.Errorf("%w: node %s answered %d bytes for block %s bytes %d+%d", segment.ErrCorrupt, owner.ID, len(b), object, off, length)
@@ -319,7 +357,9 @@ func (f *Fetcher) fromBucket(ctx context.Context, object string, off, length int
 	f.tiers.hit(ctx, TierBucket)
 	f.misses.Add(ctx, 1)
 	f.gets.Add(ctx, 1)
-	b, err := f.store.GetRange(ctx, object, off, length)
+	gctx, end := f.tiers.span(ctx, "store.get", attribute.String("varve.object", object), attribute.Int64("varve.off", off), attribute.Int64("varve.len", length))
+	b, err := f.store.GetRange(gctx, object, off, length)
+	end(err)
 	if err != nil {
 		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
 			return loaded{}, fmt.Errorf("%w: object %s bytes %d+%d: %w", ErrDataLoss, object, off, length, err)

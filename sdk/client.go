@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/otelconnect"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
@@ -141,6 +144,8 @@ type clientConfig struct {
 	http     connect.HTTPClient
 	grpc     bool
 	connOpts []connect.ClientOption
+	tracer   trace.TracerProvider
+	prop     propagation.TextMapPropagator
 }
 
 // Option configures a Client.
@@ -161,6 +166,22 @@ func WithGRPC() Option {
 // to the underlying Connect clients.
 func WithClientOptions(opts ...connect.ClientOption) Option {
 	return func(c *clientConfig) { c.connOpts = append(c.connOpts, opts...) }
+}
+
+// WithTracerProvider traces every call of the client with OpenTelemetry
+// (a client span per RPC, through connectrpc.com/otelconnect) and passes
+// the trace on to the cluster, whose spans (produce, flush, fetch, ...)
+// then join the caller's trace. Spans start from the context given to each
+// call; the Producer's batches, sent in the background, start their own.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *clientConfig) { c.tracer = tp }
+}
+
+// WithPropagator sets how the trace is passed to the cluster (default: W3C
+// trace context and baggage). Without WithTracerProvider it uses
+// OpenTelemetry's global tracer provider.
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(c *clientConfig) { c.prop = p }
 }
 
 // NewHTTPClient returns the HTTP client New uses by default: HTTP/2 only,
@@ -202,6 +223,20 @@ func New(addr string, opts ...Option) *Client {
 	copts := []connect.ClientOption{}
 	if cfg.grpc {
 		copts = append(copts, connect.WithGRPC())
+	}
+	if cfg.tracer != nil || cfg.prop != nil {
+		prop := cfg.prop
+		if prop == nil {
+			prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+		}
+		oopts := []otelconnect.Option{otelconnect.WithPropagator(prop), otelconnect.WithoutMetrics()}
+		if cfg.tracer != nil {
+			oopts = append(oopts, otelconnect.WithTracerProvider(cfg.tracer))
+		}
+		// NewInterceptor fails only on invalid options; these are valid.
+		if ic, err := otelconnect.NewInterceptor(oopts...); err == nil {
+			copts = append(copts, connect.WithInterceptors(ic))
+		}
 	}
 	copts = append(copts, cfg.connOpts...)
 	c.topics = varvev1connect.NewTopicServiceClient(c.http, addr, copts...)

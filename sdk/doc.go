@@ -7,7 +7,9 @@
 // server-streaming Subscribe RPC.
 //
 // sdk imports only the generated API (gen/varve/v1), connect, the standard
-// library and google.golang.org/genproto's errdetails (to honour RetryInfo).
+// library, google.golang.org/genproto's errdetails (to honour RetryInfo) and
+// the OpenTelemetry API with connectrpc.com/otelconnect (for
+// WithTracerProvider).
 // It must never import server packages (node, ingest, query, metadata, tier):
 // everything it knows about a cluster it learns through the API.
 //

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/varve-io/varve/node"
 )
@@ -43,8 +44,18 @@ Node settings (--flush-bytes, --linger, ...) work as for 'varve serve'.`,
 	}
 	cmd.Flags().String("data-dir", "varve-data", "directory for etcd data and segment objects (env VARVE_DATA_DIR)")
 	addNodeFlags(cmd.Flags())
+	devPProf(cmd.Flags())
 	for _, f := range []string{"roles", "etcd-endpoints", "store", "bucket", "s3-endpoint", "s3-region", "s3-path-style"} {
 		_ = cmd.Flags().MarkHidden(f)
 	}
 	return cmd
+}
+
+// devPProf turns /debug/pprof on by default for `varve dev` (a setting,
+// flag, variable or file key still turns it off).
+func devPProf(fs *pflag.FlagSet) {
+	f := fs.Lookup("pprof")
+	_ = f.Value.Set("true")
+	f.DefValue = "true"
+	f.Usage = "serve /debug/pprof on the API address"
 }

@@ -40,5 +40,6 @@ func newRootCmd() *cobra.Command {
 		newBenchCmd(),
 		newEtcdCmd(),
 	)
+	addVersion(root)
 	return root
 }

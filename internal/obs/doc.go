@@ -1,5 +1,8 @@
-// Package obs holds observability conventions shared by the roles: histogram
-// boundaries and the like. It owns no state.
+// Package obs holds the observability of a node: the telemetry providers
+// (Prometheus metrics through OpenTelemetry, OTLP traces), the API
+// interceptors that measure, trace and log every request, the build
+// version, and shared conventions such as histogram boundaries. It owns no
+// global state: every provider is explicit, so tests read their own.
 package obs
 
 import "go.opentelemetry.io/otel/metric"
