@@ -20,6 +20,7 @@ import (
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
@@ -210,7 +211,7 @@ func bombAnswer(t testing.TB, addr string, grpc bool, bomb []byte) (code, msg st
 // refused with RESOURCE_EXHAUSTED naming max_request_bytes, and the node's
 // peak RSS (VmHWM) stays below idle + 2 × max_request_bytes.
 func TestGzipBombMemory(t *testing.T) {
-	const maxRequestBytes = 64 << 20 // the default
+	const maxRequestBytes = node.DefaultMaxRequestBytes // the default
 	c := newCluster(t)
 	n := c.startServe("bomb", loopbackListen(t))
 	a := newAPI(n.addr)
