@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier/compact"
 	"github.com/varve-io/varve/tier/gc"
 )
@@ -28,6 +29,13 @@ type Config struct {
 	Listen        string   `koanf:"listen"`
 	NodeID        string   `koanf:"node_id"`
 	EtcdEndpoints []string `koanf:"etcd_endpoints"`
+	// EtcdRequestTimeout bounds every request to etcd: while etcd is down,
+	// calls answer UNAVAILABLE (with retry advice) after it instead of
+	// waiting for etcd to come back.
+	EtcdRequestTimeout time.Duration `koanf:"etcd_request_timeout"`
+	// StoreProbeInterval is how often readiness probes the object store
+	// when no segment PUT told it recently whether the store works.
+	StoreProbeInterval time.Duration `koanf:"store_probe_interval"`
 	// Store is where segments live: fs:DIR or s3://bucket[/prefix].
 	Store       string `koanf:"store"`
 	S3Endpoint  string `koanf:"s3_endpoint"`
@@ -91,6 +99,10 @@ func DefaultConfig() Config {
 		LogLevel:         "info",
 		LogFormat:        "text",
 
+		// Outages of etcd and of the object store (node/ready.go).
+		EtcdRequestTimeout: metadata.DefaultRequestTimeout,
+		StoreProbeInterval: DefaultStoreProbeInterval,
+
 		// The compact role's janitor (tier/gc).
 		RetentionCheckInterval: gc.DefaultRetentionInterval,
 		GCInterval:             gc.DefaultGCInterval,
@@ -152,6 +164,12 @@ func (c *Config) Validate() error {
 	}
 	if c.EtcdCompactionInterval < 0 || c.EtcdHistoryRetain != 0 && c.EtcdHistoryRetain < time.Second {
 		return fmt.Errorf("config: etcd_compaction_interval %v must be 0 (off) or positive and etcd_history_retain %v at least 1s", c.EtcdCompactionInterval, c.EtcdHistoryRetain)
+	}
+	if c.EtcdRequestTimeout != 0 && c.EtcdRequestTimeout < 100*time.Millisecond || c.EtcdRequestTimeout > 5*time.Minute {
+		return fmt.Errorf("config: etcd_request_timeout %v must be between 100ms and 5m (0: the default %v)", c.EtcdRequestTimeout, metadata.DefaultRequestTimeout)
+	}
+	if c.StoreProbeInterval != 0 && c.StoreProbeInterval < 100*time.Millisecond {
+		return fmt.Errorf("config: store_probe_interval %v is below 100ms (0: the default %v)", c.StoreProbeInterval, DefaultStoreProbeInterval)
 	}
 	if c.CompactionInterval < 0 || c.CompactionTargetBytes < 0 || c.CompactionMinEntries < 0 {
 		return fmt.Errorf("config: compaction_interval %v, compaction_target_bytes %d and compaction_min_entries %d must not be negative (0: the default)", c.CompactionInterval, c.CompactionTargetBytes, c.CompactionMinEntries)

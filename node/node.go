@@ -40,6 +40,7 @@ type Node struct {
 	in      *ingest.Ingester
 	fetcher *query.Fetcher
 	meter   *sdkmetric.MeterProvider
+	ready   *readiness
 
 	ln       net.Listener
 	flightLn net.Listener
@@ -96,7 +97,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 	n.meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
 
-	n.meta, err = metadata.Connect(ctx, metadata.Config{Endpoints: cfg.EtcdEndpoints, Logger: log})
+	n.meta, err = metadata.Connect(ctx, metadata.Config{Endpoints: cfg.EtcdEndpoints, RequestTimeout: cfg.EtcdRequestTimeout, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +108,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 			return nil, fmt.Errorf("open store %s: %w", cfg.Store, err)
 		}
 	}
+	n.store = n.watchStore(n.store)
 
 	var blocks *query.BlockCache
 	if cfg.has(RoleFetch) {
@@ -166,6 +168,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	n.baseCtx, n.cancel = context.WithCancel(context.Background())
+	go n.ready.run(n.baseCtx)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -205,20 +208,6 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	ok = true
 	log.Info("node started", "addr", n.Addr(), "roles", cfg.Roles, "store", cfg.Store)
 	return n, nil
-}
-
-func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
-	if n.draining.Load() {
-		http.Error(w, "draining", http.StatusServiceUnavailable)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if _, err := n.meta.Stats(ctx); err != nil {
-		http.Error(w, "etcd: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ready")
 }
 
 // Addr is the node's base URL, http://host:port.

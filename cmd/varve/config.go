@@ -27,6 +27,8 @@ func addNodeFlags(fs *pflag.FlagSet) {
 	fs.String("flight-listen", "", "Arrow Flight address of the fetch role (scans); empty: none")
 	fs.String("node-id", "", "node id (default: random)")
 	fs.StringSlice("etcd-endpoints", nil, "etcd client URLs")
+	fs.Duration("etcd-request-timeout", d.EtcdRequestTimeout, "how long a request waits for etcd; while etcd is down, calls answer UNAVAILABLE after it")
+	fs.Duration("store-probe-interval", d.StoreProbeInterval, "how often /readyz probes the object store when no segment PUT succeeded or failed recently")
 	fs.String("store", "", "segment store: fs:DIR or s3://bucket[/prefix]")
 	fs.String("bucket", "", "alias of --store for s3://bucket[/prefix]")
 	fs.String("s3-endpoint", "", "S3 endpoint URL for S3-compatible stores (MinIO, R2, ...); empty for AWS")
