@@ -23,7 +23,7 @@ import (
 type health struct {
 	timeout  time.Duration
 	lastOK   atomic.Int64 // unix nanoseconds of the last answer
-	downFrom atomic.Int64 // unix nanoseconds of the first failure after it; 0: none
+	downFrom atomic.Int64 // unix nanoseconds since when every call failed; 0: none
 }
 
 // downWait is how long a call waits for a connection once etcd has not
@@ -32,14 +32,16 @@ type health struct {
 // retried at least every second).
 const downWait = time.Second
 
-func (h *health) record(err error) {
-	now := time.Now().UnixNano()
+// record notes the outcome of a call that started at start.
+func (h *health) record(start time.Time, err error) {
 	if err == nil || !IsUnavailable(err) {
-		h.lastOK.Store(now)
+		h.lastOK.Store(time.Now().UnixNano())
 		h.downFrom.Store(0)
 		return
 	}
-	h.downFrom.CompareAndSwap(0, now)
+	// Unanswered since the call began, or since the last answer if that
+	// came later.
+	h.downFrom.CompareAndSwap(0, max(start.UnixNano(), h.lastOK.Load()))
 }
 
 // down reports how long etcd has failed every call (0: it answers).
@@ -58,6 +60,7 @@ func (h *health) bound(ctx context.Context) (context.Context, func(error) error)
 	if h.down() >= h.timeout {
 		wait = min(wait, downWait)
 	}
+	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, wait)
 	return cctx, func(err error) error {
 		defer cancel()
@@ -66,7 +69,7 @@ func (h *health) bound(ctx context.Context) (context.Context, func(error) error)
 			err = fmt.Errorf("%w: etcd did not answer within %v (etcd_request_timeout)", ErrUnavailable, wait)
 		}
 		if ctx.Err() == nil {
-			h.record(err)
+			h.record(start, err)
 		}
 		return err
 	}

@@ -98,7 +98,7 @@ func Connect(ctx context.Context, c Config) (*Client, error) {
 		return nil, fmt.Errorf("connect to etcd %v: %w", c.Endpoints, err)
 	}
 	h := &health{timeout: c.RequestTimeout}
-	h.record(nil)
+	h.record(time.Now(), nil)
 	cli.KV = boundedKV{KV: cli.KV, h: h}
 	cli.Lease = boundedLease{Lease: cli.Lease, h: h}
 	cli.Maintenance = boundedMaintenance{Maintenance: cli.Maintenance, h: h}

@@ -262,11 +262,12 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 	var unavailableSince time.Time
 	giveUp := func(attempt int, err error) error {
 		// The last write may have applied after all: look at the guard once
-		// more, with a deadline of its own, unless etcd is known to be down
-		// (the answer would be no answer, after another wait).
+		// more, with a deadline of its own, unless etcd has not answered for
+		// a whole request timeout (the answer would be no answer, after
+		// another wait).
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if ambiguous && c.health.down() == 0 {
+		if c.health.down() < c.health.timeout {
 			if resp, gerr := c.cli.Get(rctx, gk); gerr == nil && len(resp.Kvs) > 0 {
 				if c.fillFromGuard(gk, resp.Kvs[0].Value, appends, results) == nil {
 					return nil
