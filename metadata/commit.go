@@ -297,14 +297,16 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 				return giveUp(attempt, err)
 			}
 			// An outage is not waited out: once etcd has not answered for
-			// the request timeout, the commit fails (ErrNotCommitted, or
+			// the request timeout (this commit's attempts, or every call of
+			// the client: commits queued behind the first one fail after
+			// one attempt), the commit fails (ErrNotCommitted, or
 			// ErrCommitUnknown after an unanswered write) and the producer
 			// is told to retry, instead of waiting up to maxCommitTime.
 			if IsUnavailable(err) {
 				if unavailableSince.IsZero() {
 					unavailableSince = attemptStart
 				}
-				if time.Since(unavailableSince) >= c.health.timeout {
+				if time.Since(unavailableSince) >= c.health.timeout || c.health.down() >= c.health.timeout {
 					return giveUp(attempt, err)
 				}
 			} else {
