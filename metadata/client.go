@@ -9,12 +9,15 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Client is Varve's view of etcd. It is safe for concurrent use.
 type Client struct {
-	cli *clientv3.Client
-	log *slog.Logger
+	cli    *clientv3.Client
+	log    *slog.Logger
+	health *health
 
 	guardMu      sync.Mutex
 	guardLease   clientv3.LeaseID
@@ -25,8 +28,36 @@ type Client struct {
 type Config struct {
 	Endpoints   []string
 	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// RequestTimeout bounds every request to etcd (default
+	// DefaultRequestTimeout): past it the request fails with
+	// ErrUnavailable instead of waiting for etcd to come back.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
 }
+
+// DefaultRequestTimeout is how long a request waits for etcd by default.
+const DefaultRequestTimeout = 5 * time.Second
+
+// Reconnection: gRPC's default backoff between connection attempts grows
+// to 120 s, so after a long etcd outage a client could stay disconnected
+// for up to two minutes after etcd was back. Varve retries at least every
+// second and gives up on a dead connection within a few seconds.
+var (
+	reconnectBackoff = backoff.Config{
+		BaseDelay:  100 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   time.Second,
+	}
+	// minConnectTimeout bounds one connection attempt (gRPC's default 20 s
+	// would hold a reconnection that long behind a black-holed address).
+	minConnectTimeout = 3 * time.Second
+	// keepAliveTime and keepAliveTimeout detect a connection whose peer
+	// vanished without closing it. etcd refuses pings more often than
+	// every 5 s (its --grpc-keepalive-min-time).
+	keepAliveTime    = 10 * time.Second
+	keepAliveTimeout = 3 * time.Second
+)
 
 // Connect dials etcd and checks that it answers.
 func Connect(ctx context.Context, c Config) (*Client, error) {
@@ -36,13 +67,22 @@ func Connect(ctx context.Context, c Config) (*Client, error) {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 5 * time.Second
 	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   c.Endpoints,
-		DialTimeout: c.DialTimeout,
-		Logger:      zap.NewNop(),
+		Endpoints:            c.Endpoints,
+		DialTimeout:          c.DialTimeout,
+		DialKeepAliveTime:    keepAliveTime,
+		DialKeepAliveTimeout: keepAliveTimeout,
+		PermitWithoutStream:  true,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: reconnectBackoff, MinConnectTimeout: minConnectTimeout,
+		})},
+		Logger: zap.NewNop(),
 		// Commits carry up to a few hundred KiB; leave room below etcd's
 		// 1.5 MiB request limit.
 		MaxCallSendMsgSize: 2 << 20,
@@ -57,11 +97,23 @@ func Connect(ctx context.Context, c Config) (*Client, error) {
 		cli.Close()
 		return nil, fmt.Errorf("connect to etcd %v: %w", c.Endpoints, err)
 	}
-	return &Client{cli: cli, log: c.Logger}, nil
+	h := &health{timeout: c.RequestTimeout}
+	h.record(time.Now(), nil)
+	cli.KV = boundedKV{KV: cli.KV, h: h}
+	cli.Lease = boundedLease{Lease: cli.Lease, h: h}
+	cli.Maintenance = boundedMaintenance{Maintenance: cli.Maintenance, h: h}
+	return &Client{cli: cli, log: c.Logger, health: h}, nil
 }
 
 // Endpoints returns the etcd endpoints the client uses.
 func (c *Client) Endpoints() []string { return c.cli.Endpoints() }
+
+// RequestTimeout is how long a request waits for etcd.
+func (c *Client) RequestTimeout() time.Duration { return c.health.timeout }
+
+// Unreachable reports how long etcd has failed every request (0 while it
+// answers).
+func (c *Client) Unreachable() time.Duration { return c.health.down() }
 
 // Close releases the connection.
 func (c *Client) Close() error { return c.cli.Close() }

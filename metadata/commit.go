@@ -258,14 +258,20 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 	gk := guardKey(commitID, chunk)
 	backoff := 2 * time.Millisecond
 	ambiguous := false // a write attempt ended without an answer
+	// unavailableSince is when the current run of unanswered attempts began.
+	var unavailableSince time.Time
 	giveUp := func(attempt int, err error) error {
 		// The last write may have applied after all: look at the guard once
-		// more, with a deadline of its own.
+		// more, with a deadline of its own, unless etcd has not answered for
+		// a whole request timeout (the answer would be no answer, after
+		// another wait).
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if resp, gerr := c.cli.Get(rctx, gk); gerr == nil && len(resp.Kvs) > 0 {
-			if c.fillFromGuard(gk, resp.Kvs[0].Value, appends, results) == nil {
-				return nil
+		if c.health.down() < c.health.timeout {
+			if resp, gerr := c.cli.Get(rctx, gk); gerr == nil && len(resp.Kvs) > 0 {
+				if c.fillFromGuard(gk, resp.Kvs[0].Value, appends, results) == nil {
+					return nil
+				}
 			}
 		}
 		if ambiguous {
@@ -276,6 +282,7 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 		return fmt.Errorf("commit %s chunk %d after %d attempts: %w", commitID, chunk, attempt+1, err)
 	}
 	for attempt := 0; ; attempt++ {
+		attemptStart := time.Now()
 		done, wrote, err := c.tryCommitChunk(ctx, gk, appends, results)
 		if done {
 			return nil
@@ -288,6 +295,22 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 		if err != nil {
 			if ctx.Err() != nil {
 				return giveUp(attempt, err)
+			}
+			// An outage is not waited out: once etcd has not answered for
+			// the request timeout (this commit's attempts, or every call of
+			// the client: commits queued behind the first one fail after
+			// one attempt), the commit fails (ErrNotCommitted, or
+			// ErrCommitUnknown after an unanswered write) and the producer
+			// is told to retry, instead of waiting up to maxCommitTime.
+			if IsUnavailable(err) {
+				if unavailableSince.IsZero() {
+					unavailableSince = attemptStart
+				}
+				if time.Since(unavailableSince) >= c.health.timeout || c.health.down() >= c.health.timeout {
+					return giveUp(attempt, err)
+				}
+			} else {
+				unavailableSince = time.Time{}
 			}
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 				c.dropGuardLease()

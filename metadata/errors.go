@@ -10,8 +10,12 @@ import (
 
 // IsUnavailable reports whether err is etcd failing to answer (no leader,
 // connection lost, too many requests, timed out): worth a retry, as opposed
-// to a request etcd refused.
+// to a request etcd refused. ErrUnavailable (no answer within the
+// client's request timeout) is one.
 func IsUnavailable(err error) bool {
+	if errors.Is(err, ErrUnavailable) {
+		return true
+	}
 	var code codes.Code
 	var ee rpctypes.EtcdError
 	switch {

@@ -302,16 +302,30 @@ func (s *GroupSession) run(ctx context.Context, rev int64) {
 		if ctx.Err() != nil {
 			return
 		}
-		// The watch broke (leader change, compaction): check the member is
-		// still there and catch up.
-		resp, err := s.c.cli.Get(ctx, mine)
-		if err == nil && len(resp.Kvs) == 0 {
-			s.end(fmt.Errorf("member %s of group %q: session expired: %w", s.id, g, ErrUnknownMember))
-			return
-		}
-		if err == nil {
-			rev = resp.Header.Revision
-			if !rebalance() {
+		// The watch broke (leader change, compaction, etcd down): check the
+		// member is still there and catch up before watching again, so that
+		// no change lost with compacted history goes unseen.
+		for {
+			resp, err := s.c.cli.Get(ctx, mine)
+			if err == nil && len(resp.Kvs) == 0 {
+				s.end(fmt.Errorf("member %s of group %q: session expired: %w", s.id, g, ErrUnknownMember))
+				return
+			}
+			if err == nil {
+				rev = resp.Header.Revision
+				if !rebalance() {
+					return
+				}
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			t := time.NewTimer(200 * time.Millisecond)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
 				return
 			}
 		}

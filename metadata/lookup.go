@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -67,24 +68,56 @@ func (c *Client) PartitionStates(ctx context.Context, topic string) (map[int32]P
 
 // Register announces a live node under nodes/<role>/<id> with a lease that
 // is kept alive until ctx ends or the process dies; then the key disappears.
+// If the lease is lost while ctx lives (etcd was unreachable for longer
+// than its TTL), the node registers again as soon as etcd answers.
 func (c *Client) Register(ctx context.Context, role, id, addr string) error {
-	lease, err := c.cli.Grant(ctx, 10)
+	ka, err := c.register(ctx, role, id, addr)
 	if err != nil {
-		return fmt.Errorf("register %s node %s: %w", role, id, err)
-	}
-	if _, err := c.cli.Put(ctx, nodeKey(role, id), addr, clientv3.WithLease(lease.ID)); err != nil {
-		return fmt.Errorf("register %s node %s: %w", role, id, err)
-	}
-	ka, err := c.cli.KeepAlive(ctx, lease.ID)
-	if err != nil {
-		return fmt.Errorf("keep %s node %s alive: %w", role, id, err)
+		return err
 	}
 	go func() {
-		for range ka {
+		for {
+			for range ka {
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("node registration lost; registering again", "role", role, "node", id)
+			wait := 100 * time.Millisecond
+			for {
+				if ka, err = c.register(ctx, role, id, addr); err == nil {
+					c.log.Info("node registered again", "role", role, "node", id)
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				wait = min(2*wait, time.Second)
+			}
 		}
 	}()
 	return nil
 }
+
+func (c *Client) register(ctx context.Context, role, id, addr string) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	lease, err := c.cli.Grant(ctx, nodeLeaseTTL)
+	if err != nil {
+		return nil, fmt.Errorf("register %s node %s: %w", role, id, err)
+	}
+	if _, err := c.cli.Put(ctx, nodeKey(role, id), addr, clientv3.WithLease(lease.ID)); err != nil {
+		return nil, fmt.Errorf("register %s node %s: %w", role, id, err)
+	}
+	ka, err := c.cli.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		return nil, fmt.Errorf("keep %s node %s alive: %w", role, id, err)
+	}
+	return ka, nil
+}
+
+// nodeLeaseTTL is how long (seconds) a node's registration outlives it.
+const nodeLeaseTTL = 10
 
 // Nodes lists live nodes of a role: id → address.
 func (c *Client) Nodes(ctx context.Context, role string) (map[string]string, error) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/obs"
+	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/compact"
 	"github.com/varve-io/varve/tier/gc"
@@ -35,6 +36,13 @@ type Config struct {
 	Listen        string
 	NodeID        string
 	EtcdEndpoints []string
+	// EtcdRequestTimeout bounds every request to etcd: while etcd is down,
+	// calls answer UNAVAILABLE (with retry advice) after it instead of
+	// waiting for etcd to come back.
+	EtcdRequestTimeout time.Duration
+	// StoreProbeInterval is how often readiness probes the object store
+	// when no segment PUT told it recently whether the store works.
+	StoreProbeInterval time.Duration
 	// Store is where segments live: fs:DIR or s3://bucket[/prefix].
 	Store       string
 	S3Endpoint  string
@@ -102,6 +110,8 @@ var Settings = []Setting{
 		"names the node in object keys, logs and etcd", nil).doc("random"),
 	strs("etcd_endpoints", func(c *Config) *[]string { return &c.EtcdEndpoints }, nil,
 		"etcd client URLs", nil).require(),
+	duration("etcd_request_timeout", func(c *Config) *time.Duration { return &c.EtcdRequestTimeout }, metadata.DefaultRequestTimeout,
+		"how long a request waits for etcd; while etcd is down, calls answer UNAVAILABLE with retry advice after it", between(100*time.Millisecond, 5*time.Minute)),
 	str("store", func(c *Config) *string { return &c.Store }, "",
 		"segment store: fs:DIR or s3://bucket[/prefix] (alias: bucket)", storeURL).require(),
 	str("s3_endpoint", func(c *Config) *string { return &c.S3Endpoint }, "",
@@ -110,6 +120,8 @@ var Settings = []Setting{
 		"S3 region", nil),
 	boolean("s3_path_style", func(c *Config) *bool { return &c.S3PathStyle },
 		"use path-style S3 addressing (MinIO and most S3-compatibles)"),
+	duration("store_probe_interval", func(c *Config) *time.Duration { return &c.StoreProbeInterval }, DefaultStoreProbeInterval,
+		"how often /readyz probes the object store when no segment PUT succeeded or failed recently", atLeast(100*time.Millisecond)),
 	bytesInt("flush_bytes", func(c *Config) *int { return &c.FlushBytes }, ingest.DefaultFlushBytes,
 		"seal the open segment at this many bytes of records", atLeast(1024)),
 	duration("linger", func(c *Config) *time.Duration { return &c.Linger }, ingest.DefaultLinger,

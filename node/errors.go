@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -69,7 +70,24 @@ func toConnect(err error) error {
 			out.AddDetail(d)
 		}
 	}
+	if code == connect.CodeUnavailable && isOutage(err) {
+		if d, derr := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(outageRetryDelay)}); derr == nil {
+			out.AddDetail(d)
+		}
+	}
 	return out
+}
+
+// outageRetryDelay is the retry advice sent with an outage of etcd or of
+// the object store: the etcd client reconnects at least every second.
+const outageRetryDelay = time.Second
+
+// isOutage reports an error that ends when etcd or the object store is
+// back (as opposed to a node draining or a refused block, which a client
+// retries at once).
+func isOutage(err error) bool {
+	return metadata.IsUnavailable(err) || errors.Is(err, ingest.ErrFlushFailed) ||
+		errors.Is(err, ingest.ErrOutcomeUnknown) || errors.Is(err, query.ErrUnavailable)
 }
 
 // producerErrorReason names an idempotence refusal for clients to branch on

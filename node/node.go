@@ -37,6 +37,7 @@ type Node struct {
 	fetcher *query.Fetcher
 	meter   *sdkmetric.MeterProvider
 	tel     *obs.Telemetry
+	ready   *readiness
 
 	ln       net.Listener
 	flightLn net.Listener
@@ -91,7 +92,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 
 	var err error
-	n.meta, err = metadata.Connect(ctx, metadata.Config{Endpoints: cfg.EtcdEndpoints, Logger: log})
+	n.meta, err = metadata.Connect(ctx, metadata.Config{Endpoints: cfg.EtcdEndpoints, RequestTimeout: cfg.EtcdRequestTimeout, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +103,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 			return nil, fmt.Errorf("open store %s: %w", cfg.Store, err)
 		}
 	}
+	n.store = n.watchStore(n.store)
 
 	var blocks *query.BlockCache
 	if cfg.has(RoleFetch) {
@@ -167,6 +169,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	n.baseCtx, n.cancel = context.WithCancel(context.Background())
+	go n.ready.run(n.baseCtx)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -206,20 +209,6 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	ok = true
 	log.Info("node started", "addr", n.Addr(), "flight", n.FlightAddr(), "etcd", cfg.EtcdEndpoints, "roles", cfg.Roles, "store", cfg.Store, "version", obs.BuildInfo().Version, "tracing", cfg.OTLPEndpoint)
 	return n, nil
-}
-
-func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
-	if n.draining.Load() {
-		http.Error(w, "draining", http.StatusServiceUnavailable)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if _, err := n.meta.Stats(ctx); err != nil {
-		http.Error(w, "etcd: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ready")
 }
 
 // Addr is the node's base URL, http://host:port.

@@ -67,6 +67,11 @@ func clientError(cmd *cobra.Command, topic string, err error) error {
 			return fmt.Errorf("topic %q already exists (%s)", topic, ce.Code())
 		}
 	case connect.CodeUnavailable:
+		if connect.IsWireError(ce) {
+			// The node answered: it is up, something behind it (etcd,
+			// the object store) is not.
+			return fmt.Errorf("%s (%s: the node answered but cannot serve this now; retry later)", ce.Message(), ce.Code())
+		}
 		addr, _ := cmd.Flags().GetString("addr")
 		return fmt.Errorf("%s (%s; is a node running at %s? set --addr or VARVE_ADDR)", ce.Message(), ce.Code(), addr)
 	}

@@ -44,6 +44,8 @@ type MinIOServer struct {
 
 	clientOnce sync.Once
 	client     *s3.Client
+
+	bin, dir, addr string // to restart it where it was
 }
 
 var (
@@ -145,20 +147,28 @@ func StartMinIO(dir string) (srv *MinIOServer, stop func(), err error) {
 	// A free port found by listening can be taken again before MinIO binds
 	// it; try a few times.
 	for attempt := 1; ; attempt++ {
-		stop, err = srv.start(bin, dir)
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, nil, fmt.Errorf("start minio: %w", err)
+		}
+		stop, err = srv.start(bin, dir, addr)
 		if err == nil || !errors.Is(err, errExited) || attempt == 3 {
 			return srv, stop, err
 		}
 	}
 }
 
+// Restart starts the server again after stop, on the same address and
+// data directory (the objects are still there), and waits until it is
+// ready. It returns the new stop function.
+func (m *MinIOServer) Restart() (stop func(), err error) {
+	return m.start(m.bin, m.dir, m.addr)
+}
+
 var errExited = errors.New("minio exited")
 
-func (m *MinIOServer) start(bin, dir string) (func(), error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, fmt.Errorf("start minio: %w", err)
-	}
+func (m *MinIOServer) start(bin, dir, addr string) (func(), error) {
+	m.bin, m.dir, m.addr = bin, dir, addr
 	consoleAddr, err := freeAddr()
 	if err != nil {
 		return nil, fmt.Errorf("start minio: %w", err)

@@ -1,0 +1,195 @@
+package metadata
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The etcd client waits for a connection before it sends a request
+// (gRPC's WaitForReady): while etcd is down every call would block until
+// its caller's deadline, and most callers have none. The wrappers below
+// give every unary call a deadline of its own, the client's request
+// timeout, and turn its expiry into ErrUnavailable, so that an outage is
+// answered in bounded time and the caller can retry. Streams (watches,
+// lease keep-alives) are not bounded: they resume by themselves when etcd
+// is back.
+
+// health remembers when etcd last answered and since when it has not.
+type health struct {
+	timeout  time.Duration
+	lastOK   atomic.Int64 // unix nanoseconds of the last answer
+	downFrom atomic.Int64 // unix nanoseconds since when every call failed; 0: none
+}
+
+// downWait is how long a call waits for a connection once etcd has not
+// answered for a whole request timeout: calls fail fast while it is known
+// to be down, and still succeed as soon as it is back (the connection is
+// retried at least every second).
+const downWait = time.Second
+
+// record notes the outcome of a call that started at start.
+func (h *health) record(start time.Time, err error) {
+	if err == nil || !IsUnavailable(err) {
+		h.lastOK.Store(time.Now().UnixNano())
+		h.downFrom.Store(0)
+		return
+	}
+	// Unanswered since the call began, or since the last answer if that
+	// came later.
+	h.downFrom.CompareAndSwap(0, max(start.UnixNano(), h.lastOK.Load()))
+}
+
+// down reports how long etcd has failed every call (0: it answers).
+func (h *health) down() time.Duration {
+	from := h.downFrom.Load()
+	if from == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, from))
+}
+
+// bound returns ctx with the request deadline, and a function that
+// classifies the call's error and releases the context.
+func (h *health) bound(ctx context.Context) (context.Context, func(error) error) {
+	wait := h.timeout
+	if h.down() >= h.timeout {
+		wait = min(wait, downWait)
+	}
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, wait)
+	return cctx, func(err error) error {
+		defer cancel()
+		if err != nil && ctx.Err() == nil && cctx.Err() != nil {
+			// Our deadline, not the caller's: etcd did not answer.
+			err = fmt.Errorf("%w: etcd did not answer within %v (etcd_request_timeout)", ErrUnavailable, wait)
+		}
+		if ctx.Err() == nil {
+			h.record(start, err)
+		}
+		return err
+	}
+}
+
+// ErrUnavailable marks a request etcd did not answer in time: etcd is
+// down, unreachable or without a leader. It is worth a retry.
+var ErrUnavailable = errors.New("etcd unavailable")
+
+type boundedKV struct {
+	clientv3.KV
+	h *health
+}
+
+func (kv boundedKV) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	ctx, done := kv.h.bound(ctx)
+	resp, err := kv.KV.Put(ctx, key, val, opts...)
+	return resp, done(err)
+}
+
+func (kv boundedKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	ctx, done := kv.h.bound(ctx)
+	resp, err := kv.KV.Get(ctx, key, opts...)
+	return resp, done(err)
+}
+
+func (kv boundedKV) Delete(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.DeleteResponse, error) {
+	ctx, done := kv.h.bound(ctx)
+	resp, err := kv.KV.Delete(ctx, key, opts...)
+	return resp, done(err)
+}
+
+func (kv boundedKV) Do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse, error) {
+	ctx, done := kv.h.bound(ctx)
+	resp, err := kv.KV.Do(ctx, op)
+	return resp, done(err)
+}
+
+// Compact is not bounded: a physical compaction may take long on a large
+// database, and it runs in the background.
+
+func (kv boundedKV) Txn(ctx context.Context) clientv3.Txn {
+	return &boundedTxn{kv: kv, ctx: ctx}
+}
+
+// boundedTxn collects the transaction and sends it at Commit, so that the
+// deadline starts when the request does.
+type boundedTxn struct {
+	kv          boundedKV
+	ctx         context.Context
+	cmps        []clientv3.Cmp
+	thens, elss []clientv3.Op
+}
+
+func (t *boundedTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
+	t.cmps = append(t.cmps, cs...)
+	return t
+}
+
+func (t *boundedTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	t.thens = append(t.thens, ops...)
+	return t
+}
+
+func (t *boundedTxn) Else(ops ...clientv3.Op) clientv3.Txn {
+	t.elss = append(t.elss, ops...)
+	return t
+}
+
+func (t *boundedTxn) Commit() (*clientv3.TxnResponse, error) {
+	ctx, done := t.kv.h.bound(t.ctx)
+	resp, err := t.kv.KV.Txn(ctx).If(t.cmps...).Then(t.thens...).Else(t.elss...).Commit()
+	return resp, done(err)
+}
+
+// boundedLease bounds the unary lease calls; KeepAlive is a stream.
+type boundedLease struct {
+	clientv3.Lease
+	h *health
+}
+
+func (l boundedLease) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error) {
+	ctx, done := l.h.bound(ctx)
+	resp, err := l.Lease.Grant(ctx, ttl)
+	return resp, done(err)
+}
+
+func (l boundedLease) Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error) {
+	ctx, done := l.h.bound(ctx)
+	resp, err := l.Lease.Revoke(ctx, id)
+	return resp, done(err)
+}
+
+func (l boundedLease) TimeToLive(ctx context.Context, id clientv3.LeaseID, opts ...clientv3.LeaseOption) (*clientv3.LeaseTimeToLiveResponse, error) {
+	ctx, done := l.h.bound(ctx)
+	resp, err := l.Lease.TimeToLive(ctx, id, opts...)
+	return resp, done(err)
+}
+
+func (l boundedLease) Leases(ctx context.Context) (*clientv3.LeaseLeasesResponse, error) {
+	ctx, done := l.h.bound(ctx)
+	resp, err := l.Lease.Leases(ctx)
+	return resp, done(err)
+}
+
+func (l boundedLease) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
+	ctx, done := l.h.bound(ctx)
+	resp, err := l.Lease.KeepAliveOnce(ctx, id)
+	return resp, done(err)
+}
+
+// boundedMaintenance bounds Status (readiness and stats); defragmentation
+// and snapshots take as long as they take.
+type boundedMaintenance struct {
+	clientv3.Maintenance
+	h *health
+}
+
+func (m boundedMaintenance) Status(ctx context.Context, endpoint string) (*clientv3.StatusResponse, error) {
+	ctx, done := m.h.bound(ctx)
+	resp, err := m.Maintenance.Status(ctx, endpoint)
+	return resp, done(err)
+}
