@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
@@ -137,7 +138,7 @@ func TestEtcdOutage(t *testing.T) {
 				start := time.Now()
 				rctx, cancel := context.WithTimeout(context.Background(), requestTimeout+slack)
 				res, err := a.produce.Produce(rctx, connect.NewRequest(&varvev1.ProduceRequest{
-					Topic: topic, Records: []*varvev1.ProduceRecord{{Partition: p, Record: &varvev1.Record{Value: []byte(v)}}},
+					Topic: topic, Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(p), Record: &varvev1.Record{Value: []byte(v)}}},
 				}))
 				cancel()
 				switch {
@@ -284,7 +285,7 @@ func TestEtcdOutage(t *testing.T) {
 	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := apis[0].produce.Produce(rctx, connect.NewRequest(&varvev1.ProduceRequest{
-		Topic: topic, Records: []*varvev1.ProduceRecord{{Partition: 0, Record: &varvev1.Record{Value: []byte("after")}}},
+		Topic: topic, Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(0), Record: &varvev1.Record{Value: []byte("after")}}},
 	}))
 	if err != nil {
 		t.Fatalf("produce after the outage: %v", err)
