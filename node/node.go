@@ -283,6 +283,12 @@ func (n *Node) closeParts() {
 	if n.cancel != nil {
 		n.cancel()
 	}
+	// Background jobs (janitor, compaction, watches) end first, while the
+	// etcd client they use is still open: a janitor resigning on a closed
+	// client waits out its retries (seconds at every stop).
+	for _, f := range n.onClose {
+		f()
+	}
 	if n.index != nil {
 		n.index.Close()
 	}
@@ -294,8 +300,5 @@ func (n *Node) closeParts() {
 	}
 	if n.meter != nil {
 		_ = n.meter.Shutdown(context.Background())
-	}
-	for _, f := range n.onClose {
-		f()
 	}
 }
