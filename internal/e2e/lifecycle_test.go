@@ -120,7 +120,7 @@ func TestDevSignalDuringStart(t *testing.T) {
 	startDev(t, dataDir, port).stopGracefully(35 * time.Second)
 }
 
-// TestDevStopsQuickly: an idle `varve dev` stops within a second of SIGTERM
+// TestDevStopsQuickly: an idle `varve dev` stops within 1.5 s of SIGTERM
 // (it took 2.7–4.7 s: the janitor resigned its election on an etcd client
 // that was already closed and waited out the retries).
 func TestDevStopsQuickly(t *testing.T) {
@@ -134,8 +134,8 @@ func TestDevStopsQuickly(t *testing.T) {
 	dev.stopGracefully(35 * time.Second)
 	took := time.Since(start)
 	t.Logf("idle varve dev stopped %v after SIGTERM", took)
-	if took > time.Second {
-		dev.fatalf("idle `varve dev` took %v to stop after SIGTERM, want under 1s", took)
+	if took > 1500*time.Millisecond {
+		dev.fatalf("idle `varve dev` took %v to stop after SIGTERM, want under 1.5s", took)
 	}
 }
 
@@ -214,14 +214,43 @@ func TestDevDiskFull(t *testing.T) {
 	}
 	after := cli.produce("full", nil, []string{"after-1"})
 	sameRecords(t, "consume after space returned", cli.consume("full", "--from", "earliest"), append(before, after...))
-	dev.stopGracefully(35 * time.Second)
-	logged, err := os.ReadFile(dev.logPath)
+	if logged := readLog(t, dev); !strings.Contains(logged, "segment put failed: no space left on device") {
+		dev.fatalf("the log does not mention the full disk")
+	}
+
+	// Without a reserve, metadata writes on a full disk end in etcd failing
+	// to write and stopping the process: never silently (its logger was a
+	// no-op), always with etcd's reason in the log.
+	fillDisk(t, filler, 0)
+	for i := 0; i < 500 && !dev.exited(); i++ {
+		cli.run("", "topic", "create", fmt.Sprintf("meta-%d", i), "--partitions", "50")
+	}
+	if !dev.exited() {
+		t.Logf("etcd kept going through 500 topic creations on a full disk")
+		dev.stopGracefully(35 * time.Second)
+		return
+	}
+	dev.waitExit(10 * time.Second)
+	logged := readLog(t, dev)
+	var etcdErr string
+	for _, l := range nonEmptyLines(logged) {
+		if strings.Contains(l, "level=ERROR") && strings.Contains(l, "component=etcd") && strings.Contains(l, "no space left on device") {
+			etcdErr = l
+		}
+	}
+	if etcdErr == "" {
+		dev.fatalf("exited (status %d) on a full disk without an etcd error in the log", dev.state.ExitCode())
+	}
+	t.Logf("etcd stopped the process (status %d) on a full disk, saying: %s", dev.state.ExitCode(), etcdErr)
+}
+
+func readLog(t *testing.T, p *proc) string {
+	t.Helper()
+	b, err := os.ReadFile(p.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(logged), "no space left on device") {
-		dev.fatalf("the log does not mention the full disk")
-	}
+	return string(b)
 }
 
 // TestDevDiskFullKeepsRoomForEtcd fills a tmpfs by producing into `varve
