@@ -92,7 +92,7 @@ func StartEmbeddedContext(ctx context.Context, c EmbeddedConfig) (*Embedded, err
 		e   *embed.Etcd
 		err error
 	}
-	startc := make(chan started, 1)
+	startc := make(chan started) // unbuffered: either the caller takes it or abandon closes it
 	abandon := make(chan struct{})
 	go func() {
 		e, err := embed.StartEtcd(cfg)
