@@ -170,10 +170,26 @@ func mergeDefaults(c, def Config) Config {
 	return c
 }
 
-// Close drains the node, stops etcd and releases the data directory.
+// Close drains the node, stops etcd and releases the data directory. etcd
+// gets what is left of ctx, and at least two seconds, to stop.
 func (d *Dev) Close(ctx context.Context) error {
 	err := d.Node.Shutdown(ctx)
-	d.etcd.Close()
+	stopped := make(chan struct{})
+	go func() {
+		d.etcd.Close()
+		close(stopped)
+	}()
+	floor := time.NewTimer(2 * time.Second)
+	defer floor.Stop()
+	select {
+	case <-stopped:
+	case <-floor.C:
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			err = errors.Join(err, fmt.Errorf("dev: embedded etcd did not stop within the shutdown timeout"))
+		}
+	}
 	d.lock.Close()
 	return err
 }
