@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -531,6 +532,14 @@ func (in *Ingester) put(f *file) {
 		if errors.Is(err, tier.ErrExists) {
 			f.object = in.objectKey(f) // a name collision: pick another
 			continue
+		}
+		if errors.Is(err, syscall.ENOSPC) {
+			// A full disk does not clear in milliseconds: refuse the batch
+			// now (nothing was stored) rather than hold producers until
+			// the put timeout. The next flush tries again.
+			in.log.Error("segment put failed: no space left on device", "object", f.object, "err", err)
+			f.err = fmt.Errorf("%w: no space left on device writing segment %s: %w", ErrFlushFailed, f.object, err)
+			return
 		}
 		in.log.Warn("segment put failed, retrying", "object", f.object, "attempt", attempt, "err", err)
 		select {

@@ -2,15 +2,25 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier"
 )
+
+// DefaultDevMinFreeBytes is the free space `varve dev` keeps on its data
+// directory's file system for the embedded etcd, which preallocates each
+// WAL segment (64 MB) and the next one ahead and grows its database page by
+// page. etcd stops the process when one of those writes fails; refusing
+// segments first keeps it from having to.
+const DefaultDevMinFreeBytes = 128 << 20
 
 // DevConfig configures `varve dev`: every role in one process, an embedded
 // etcd and the filesystem store under DataDir.
@@ -24,12 +34,22 @@ type DevConfig struct {
 	// Listen, EtcdEndpoints and Store are set by StartDev.
 	Node   Config
 	Logger *slog.Logger
+	// MinFreeBytes is the free space kept on the data directory's file
+	// system for the embedded etcd: writes of segment objects that would
+	// leave less are refused with an error wrapping ENOSPC. 0 means
+	// DefaultDevMinFreeBytes; < 0 none.
+	MinFreeBytes int64
+	// StartTimeout bounds each blocking start-up step (embedded etcd
+	// start and ready, the node's etcd connection, store and roles);
+	// default 60s.
+	StartTimeout time.Duration
 }
 
 // Dev is a running `varve dev`.
 type Dev struct {
 	*Node
 	etcd *metadata.Embedded
+	lock *os.File
 }
 
 // StartDev starts an embedded etcd and a node with every role, through the
@@ -54,14 +74,31 @@ func StartDev(ctx context.Context, c DevConfig) (*Dev, error) {
 	if port != 0 {
 		clientPort, peerPort = port+1, port+2
 	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 60 * time.Second
+	}
 	objects := filepath.Join(c.DataDir, "objects")
 	if err := os.MkdirAll(objects, 0o755); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
-	e, err := metadata.StartEmbedded(metadata.EmbeddedConfig{
-		Dir:       filepath.Join(c.DataDir, "etcd"),
-		ClientURL: fmt.Sprintf("http://%s", net.JoinHostPort(host, strconv.Itoa(clientPort))),
-		PeerURL:   fmt.Sprintf("http://%s", net.JoinHostPort(host, strconv.Itoa(peerPort))),
+	// One process per data directory: a second one would wait forever on
+	// the embedded etcd's file locks.
+	lock, err := lockDataDir(c.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
+	e, err := metadata.StartEmbeddedContext(ctx, metadata.EmbeddedConfig{
+		Dir:          filepath.Join(c.DataDir, "etcd"),
+		ClientURL:    fmt.Sprintf("http://%s", net.JoinHostPort(host, strconv.Itoa(clientPort))),
+		PeerURL:      fmt.Sprintf("http://%s", net.JoinHostPort(host, strconv.Itoa(peerPort))),
+		Logger:       c.Logger,
+		ReadyTimeout: c.StartTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
@@ -78,12 +115,27 @@ func StartDev(ctx context.Context, c DevConfig) (*Dev, error) {
 	if cfg.CacheDir == "" {
 		cfg.CacheDir = filepath.Join(c.DataDir, "cache")
 	}
-	n, err := New(ctx, cfg, Options{Logger: c.Logger})
+	nctx, cancel := context.WithTimeoutCause(ctx, c.StartTimeout, fmt.Errorf("node not started after %v", c.StartTimeout))
+	defer cancel()
+	minFree := c.MinFreeBytes
+	if minFree == 0 {
+		minFree = DefaultDevMinFreeBytes
+	}
+	store, err := tier.NewFS(objects)
 	if err != nil {
 		e.Close()
-		return nil, err
+		return nil, fmt.Errorf("dev: %w", err)
 	}
-	return &Dev{Node: n, etcd: e}, nil
+	n, err := New(nctx, cfg, Options{Logger: c.Logger, Store: withFreeSpaceReserve(store, c.DataDir, uint64(max(minFree, 0)))})
+	if err != nil {
+		e.Close()
+		if cause := context.Cause(nctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%v)", err, cause)
+		}
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	ok = true
+	return &Dev{Node: n, etcd: e, lock: lock}, nil
 }
 
 // mergeDefaults fills zero fields of c from def, for every setting.
@@ -96,9 +148,26 @@ func mergeDefaults(c, def Config) Config {
 	return c
 }
 
-// Close drains the node, then stops etcd.
+// Close drains the node, stops etcd and releases the data directory. etcd
+// gets what is left of ctx, and at least two seconds, to stop.
 func (d *Dev) Close(ctx context.Context) error {
 	err := d.Node.Shutdown(ctx)
-	d.etcd.Close()
+	stopped := make(chan struct{})
+	go func() {
+		d.etcd.Close()
+		close(stopped)
+	}()
+	floor := time.NewTimer(2 * time.Second)
+	defer floor.Stop()
+	select {
+	case <-stopped:
+	case <-floor.C:
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			err = errors.Join(err, fmt.Errorf("dev: embedded etcd did not stop within the shutdown timeout"))
+		}
+	}
+	d.lock.Close()
 	return err
 }

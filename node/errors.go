@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -41,7 +42,7 @@ func toConnect(err error) error {
 	case errors.Is(err, metadata.ErrUnknownMember), errors.Is(err, metadata.ErrStaleGeneration), errors.Is(err, metadata.ErrNotAssigned),
 		errors.Is(err, metadata.ErrGroupActive), errors.Is(err, metadata.ErrOffsetRegress), errors.Is(err, metadata.ErrInconsistentStrategy):
 		code = connect.CodeFailedPrecondition
-	case errors.Is(err, ingest.ErrBackpressure):
+	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, syscall.ENOSPC):
 		code = connect.CodeResourceExhausted
 	case errors.Is(err, metadata.ErrProducerFenced), errors.Is(err, metadata.ErrOutOfOrderSequence),
 		errors.Is(err, metadata.ErrUnknownProducer):

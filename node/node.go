@@ -273,6 +273,12 @@ func (n *Node) closeParts() {
 	if n.cancel != nil {
 		n.cancel()
 	}
+	// Background jobs (janitor, compaction, watches) end first, while the
+	// etcd client they use is still open: a janitor resigning on a closed
+	// client waits out its retries (seconds at every stop).
+	for _, f := range n.onClose {
+		f()
+	}
 	if n.index != nil {
 		n.index.Close()
 	}
@@ -284,8 +290,5 @@ func (n *Node) closeParts() {
 	}
 	if n.tel != nil {
 		_ = n.tel.Shutdown(context.Background())
-	}
-	for _, f := range n.onClose {
-		f()
 	}
 }

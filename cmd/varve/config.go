@@ -29,7 +29,7 @@ var otherEnv = []string{
 	// Read by tests and benchmarks that run varve as a child process.
 	"VARVE_MINIO_BIN", "VARVE_NATS_BIN", "VARVE_REDIS_BIN",
 	"VARVE_SOAK_ROUNDS", "VARVE_CRASH_ROUNDS", "VARVE_HISTORY_ROUNDS", "VARVE_HISTORY_DIR", "VARVE_HISTORY_SEED",
-	"VARVE_FOOTPRINT_MIB", "VARVE_GC_CRASH_CHILD", "VARVE_ETCD_OUTAGE",
+	"VARVE_FOOTPRINT_MIB", "VARVE_GC_CRASH_CHILD", "VARVE_ETCD_OUTAGE", "VARVE_E2E_NO_TMPFS",
 }
 
 // addNodeFlags declares one flag per node setting (node.Settings), plus

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -14,9 +15,22 @@ func newDevCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run every role in one process on an embedded etcd and a local directory",
-		Long: `Run a complete Varve on this machine: ingest and fetch roles, an embedded
-etcd and the filesystem object store, all under --data-dir. Data survives a
-restart. The API listens on --listen; the embedded etcd on the next two ports.
+		Long: `Run a complete Varve on this machine: every role (ingest, fetch and
+compact: compaction, retention and garbage collection), an embedded etcd and
+the filesystem object store, all under --data-dir. Data survives a restart.
+The API listens on --listen; the embedded etcd on the next two ports (client
+on port+1, peer on port+2).
+
+One process per data directory: it holds a lock on DATA_DIR/varve.lock (with
+its pid inside), and a second 'varve dev' on the same directory exits at once.
+Each start-up step gives up after --start-timeout, or at Ctrl-C / SIGTERM.
+
+The embedded etcd preallocates its WAL in 64 MB segments (the current one and
+the next), about 130 MB on a fresh directory. When the disk fills, produce is
+refused with RESOURCE_EXHAUSTED ("no space left on device writing segment
+...") while reads go on; writes are refused already when less than
+--min-free-bytes would remain, which keeps room for etcd (it stops the process
+when it cannot write). Writes resume by themselves once space is freed.
 
 Node settings (--flush-bytes, --linger, ...) work as for 'varve serve'.`,
 		Args: cobra.NoArgs,
@@ -34,7 +48,15 @@ Node settings (--flush-bytes, --linger, ...) work as for 'varve serve'.`,
 			if err != nil {
 				return err
 			}
-			d, err := node.StartDev(cmd.Context(), node.DevConfig{DataDir: dataDir, Listen: cfg.Listen, Node: cfg, Logger: log})
+			startTimeout, _ := cmd.Flags().GetDuration("start-timeout")
+			minFree, _ := cmd.Flags().GetInt64("min-free-bytes")
+			if minFree == 0 {
+				minFree = -1 // the flag's 0 means none; DevConfig's means the default
+			}
+			d, err := node.StartDev(cmd.Context(), node.DevConfig{
+				DataDir: dataDir, Listen: cfg.Listen, Node: cfg, Logger: log,
+				StartTimeout: startTimeout, MinFreeBytes: minFree,
+			})
 			if err != nil {
 				return err
 			}
@@ -43,6 +65,8 @@ Node settings (--flush-bytes, --linger, ...) work as for 'varve serve'.`,
 		},
 	}
 	cmd.Flags().String("data-dir", "varve-data", "directory for etcd data and segment objects (env VARVE_DATA_DIR)")
+	cmd.Flags().Duration("start-timeout", 60*time.Second, "give up starting (embedded etcd, node) after this long")
+	cmd.Flags().Int64("min-free-bytes", node.DefaultDevMinFreeBytes, "refuse writes (RESOURCE_EXHAUSTED) that would leave less free space than this on the data directory's file system, so the embedded etcd always has room; 0: no reserve")
 	addNodeFlags(cmd.Flags())
 	devPProf(cmd.Flags())
 	for _, f := range []string{"roles", "etcd-endpoints", "store", "bucket", "s3-endpoint", "s3-region", "s3-path-style"} {
