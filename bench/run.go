@@ -199,23 +199,15 @@ func newWorkloadRun(t Target, w Workload, topic string) *workloadRun {
 	return r
 }
 
-// consumerParts are the partitions of consumer i: partitions are dealt
-// round robin.
-func consumerParts(w Workload, i int) []int32 {
-	var parts []int32
-	for p := i; p < w.Partitions; p += w.Consumers {
-		parts = append(parts, int32(p))
-	}
-	return parts
-}
-
-// startTailers starts the consumers that tail every partition until ctx
-// ends, measuring the end-to-end latency of the records sent in the
-// window.
-func (r *workloadRun) startTailers(ctx context.Context) *sync.WaitGroup {
-	var wg sync.WaitGroup
+// startConsumers starts a goroutine per workload consumer that has
+// partitions (dealt round robin), running read with its consumer, which
+// is closed after; wg counts them.
+func (r *workloadRun) startConsumers(wg *sync.WaitGroup, read func(c Consumer)) {
 	for i := 0; i < r.w.Consumers; i++ {
-		parts := consumerParts(r.w, i)
+		var parts []int32
+		for p := i; p < r.w.Partitions; p += r.w.Consumers {
+			parts = append(parts, int32(p))
+		}
 		if len(parts) == 0 {
 			continue
 		}
@@ -224,20 +216,30 @@ func (r *workloadRun) startTailers(ctx context.Context) *sync.WaitGroup {
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			local := newHist()
-			defer func() { r.e2eMu.Lock(); r.e2e.Merge(local); r.e2eMu.Unlock() }()
-			for ctx.Err() == nil {
-				msgs, _ := c.Poll(ctx)
-				now := time.Now()
-				for _, m := range msgs {
-					if !m.SentAt.Before(r.measureFrom) && m.SentAt.Before(r.measureTo) {
-						_ = local.RecordValue(max(1, now.Sub(m.SentAt).Microseconds()))
-					}
-				}
-				r.consumed.Add(int64(len(msgs)))
-			}
+			read(c)
 		}()
 	}
+}
+
+// startTailers starts the consumers that tail every partition until ctx
+// ends, measuring the end-to-end latency of the records sent in the
+// window.
+func (r *workloadRun) startTailers(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	r.startConsumers(&wg, func(c Consumer) {
+		local := newHist()
+		defer func() { r.e2eMu.Lock(); r.e2e.Merge(local); r.e2eMu.Unlock() }()
+		for ctx.Err() == nil {
+			msgs, _ := c.Poll(ctx)
+			now := time.Now()
+			for _, m := range msgs {
+				if !m.SentAt.Before(r.measureFrom) && m.SentAt.Before(r.measureTo) {
+					_ = local.RecordValue(max(1, now.Sub(m.SentAt).Microseconds()))
+				}
+			}
+			r.consumed.Add(int64(len(msgs)))
+		}
+	})
 	return &wg
 }
 
@@ -364,29 +366,19 @@ func (r *workloadRun) catchUp(ctx context.Context, res *WorkloadResult) {
 	cu0 := time.Now()
 	cuctx, cuCancel := context.WithTimeout(ctx, 2*time.Minute)
 	var cuwg sync.WaitGroup
-	for i := 0; i < r.w.Consumers; i++ {
-		parts := consumerParts(r.w, i)
-		if len(parts) == 0 {
-			continue
-		}
-		c := r.t.NewConsumer(i, r.topic, parts)
-		cuwg.Add(1)
-		go func() {
-			defer cuwg.Done()
-			defer c.Close()
-			for cuctx.Err() == nil && caught.Load() < totalRecs {
-				msgs, _ := c.Poll(cuctx)
-				var b int64
-				for _, m := range msgs {
-					b += int64(m.Bytes)
-				}
-				caughtBytes.Add(b)
-				if caught.Add(int64(len(msgs))) >= totalRecs {
-					cuCancel()
-				}
+	r.startConsumers(&cuwg, func(c Consumer) {
+		for cuctx.Err() == nil && caught.Load() < totalRecs {
+			msgs, _ := c.Poll(cuctx)
+			var b int64
+			for _, m := range msgs {
+				b += int64(m.Bytes)
 			}
-		}()
-	}
+			caughtBytes.Add(b)
+			if caught.Add(int64(len(msgs))) >= totalRecs {
+				cuCancel()
+			}
+		}
+	})
 	cuwg.Wait()
 	cuCancel()
 	if el := time.Since(cu0).Seconds(); el > 0 {
