@@ -56,8 +56,8 @@ func partitionOf(key []byte, partitions int, rr *atomic.Uint64) int {
 // publishes in flight, acknowledged by the server once stored), ordered
 // consumers.
 type NATS struct {
-	proc *Process
-	url  string
+	serverProc
+	url string
 
 	mu    sync.Mutex
 	parts map[string]int
@@ -66,15 +66,7 @@ type NATS struct {
 func (t *NATS) Name() string { return TargetNATS }
 
 func (t *NATS) Start(ctx context.Context, env Env) error {
-	bin, err := findBinary("nats-server", "VARVE_NATS_BIN", "go install github.com/nats-io/nats-server/v2@"+NATSVersion+" into .tools/bin")
-	if err != nil {
-		return err
-	}
-	dir := filepath.Join(env.Dir, TargetNATS)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	port, err := freePortRun(2)
+	bin, dir, port, err := preparePeer(env, TargetNATS, 2, "nats-server", "VARVE_NATS_BIN", "go install github.com/nats-io/nats-server/v2@"+NATSVersion+" into .tools/bin")
 	if err != nil {
 		return err
 	}
@@ -88,19 +80,6 @@ func (t *NATS) Start(ctx context.Context, env Env) error {
 		return err
 	}
 	t.proc, t.url, t.parts = p, fmt.Sprintf("nats://127.0.0.1:%d", port), map[string]int{}
-	return nil
-}
-
-func (t *NATS) Stop() {
-	if t.proc != nil {
-		t.proc.Stop(10 * time.Second)
-	}
-}
-
-func (t *NATS) Processes() []ProcStats {
-	if st, err := t.proc.Stats(); err == nil {
-		return []ProcStats{st}
-	}
 	return nil
 }
 
@@ -272,11 +251,45 @@ func (c *natsConsumer) Close() {
 	}
 }
 
+// preparePeer finds target's server binary (findBinary of name, envVar,
+// hint), makes its directory under env.Dir and finds a run of ports free
+// ports for it.
+func preparePeer(env Env, target string, ports int, name, envVar, hint string) (bin, dir string, port int, err error) {
+	if bin, err = findBinary(name, envVar, hint); err != nil {
+		return "", "", 0, err
+	}
+	dir = filepath.Join(env.Dir, target)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", 0, err
+	}
+	if port, err = freePortRun(ports); err != nil {
+		return "", "", 0, err
+	}
+	return bin, dir, port, nil
+}
+
+// serverProc is a peer served by one process it started: Stop and
+// Processes of the NATS and Redis targets.
+type serverProc struct{ proc *Process }
+
+func (s *serverProc) Stop() {
+	if s.proc != nil {
+		s.proc.Stop(10 * time.Second)
+	}
+}
+
+func (s *serverProc) Processes() []ProcStats {
+	if st, err := s.proc.Stats(); err == nil {
+		return []ProcStats{st}
+	}
+	return nil
+}
+
 // Redis is Redis Streams (Debian redis-server, AOF with appendfsync
 // everysec): one stream per partition, pipelined XADD (the client's
 // batching), XREADGROUP with a group per consumer.
 type Redis struct {
-	proc *Process
+	serverProc
 	addr string
 
 	mu    sync.Mutex
@@ -287,15 +300,7 @@ type Redis struct {
 func (t *Redis) Name() string { return TargetRedis }
 
 func (t *Redis) Start(ctx context.Context, env Env) error {
-	bin, err := findBinary("redis-server", "VARVE_REDIS_BIN", "apt-get install -y redis-server")
-	if err != nil {
-		return err
-	}
-	dir := filepath.Join(env.Dir, TargetRedis)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	port, err := freePortRun(1)
+	bin, dir, port, err := preparePeer(env, TargetRedis, 1, "redis-server", "VARVE_REDIS_BIN", "apt-get install -y redis-server")
 	if err != nil {
 		return err
 	}
@@ -321,19 +326,6 @@ func (t *Redis) Start(ctx context.Context, env Env) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func (t *Redis) Stop() {
-	if t.proc != nil {
-		t.proc.Stop(10 * time.Second)
-	}
-}
-
-func (t *Redis) Processes() []ProcStats {
-	if st, err := t.proc.Stats(); err == nil {
-		return []ProcStats{st}
-	}
-	return nil
 }
 
 func (t *Redis) CreateTopic(ctx context.Context, topic string, partitions int) error {

@@ -132,191 +132,29 @@ func RunWorkload(ctx context.Context, t Target, w Workload, progress Progress) (
 		keys[i] = fmt.Appendf(nil, "key-%d", i)
 	}
 
-	// Consumers: partitions dealt round robin.
 	cctx, cancelCons := context.WithCancel(ctx)
 	defer cancelCons()
-	var consumed atomic.Int64
-	e2e := newHist()
-	var e2eMu sync.Mutex
-	var cwg sync.WaitGroup
-	start := time.Now()
-	measureFrom := start.Add(w.Warmup)
-	measureTo := measureFrom.Add(w.Duration)
-	for i := 0; i < w.Consumers; i++ {
-		var parts []int32
-		for p := i; p < w.Partitions; p += w.Consumers {
-			parts = append(parts, int32(p))
-		}
-		if len(parts) == 0 {
-			continue
-		}
-		c := t.NewConsumer(i, topic, parts)
-		cwg.Add(1)
-		go func() {
-			defer cwg.Done()
-			defer c.Close()
-			local := newHist()
-			defer func() { e2eMu.Lock(); e2e.Merge(local); e2eMu.Unlock() }()
-			for cctx.Err() == nil {
-				msgs, _ := c.Poll(cctx)
-				now := time.Now()
-				for _, m := range msgs {
-					if !m.SentAt.Before(measureFrom) && m.SentAt.Before(measureTo) {
-						_ = local.RecordValue(max(1, now.Sub(m.SentAt).Microseconds()))
-					}
-				}
-				consumed.Add(int64(len(msgs)))
-			}
-		}()
-	}
-
-	// Producers.
-	ack := newHist()
-	var ackMu sync.Mutex
-	secs := int(w.Duration/time.Second) + 1
-	perSec := make([]atomic.Int64, secs)
-	var sent, acked, ackedBytes, measured, errs atomic.Int64
-	var pwg sync.WaitGroup
-	for i := 0; i < w.Producers; i++ {
-		pr := t.NewProducer(i, w)
-		pwg.Add(1)
-		go func() {
-			defer pwg.Done()
-			r := rand.New(rand.NewPCG(uint64(i), 99))
-			var interval time.Duration
-			if w.Rate > 0 {
-				interval = time.Duration(float64(time.Second) * float64(w.Producers) / float64(w.Rate))
-			}
-			next := time.Now()
-			for n := 0; ; n++ {
-				if interval > 0 {
-					// Open loop: latency counts from the intended send time,
-					// so a stalled target is not hidden (coordinated omission).
-					next = start.Add(time.Duration(n) * interval)
-					if d := time.Until(next); d > 0 {
-						time.Sleep(d)
-					}
-				} else {
-					next = time.Now()
-				}
-				if !next.Before(measureTo) || ctx.Err() != nil {
-					break
-				}
-				v := payloads[(n*w.Producers+i)%len(payloads)]
-				var k []byte
-				if len(keys) > 0 {
-					k = keys[r.IntN(len(keys))]
-				}
-				sentAt := next
-				size := int64(len(v) + len(k))
-				sent.Add(1)
-				pr.Send(ctx, topic, k, v, sentAt, func(err error) {
-					if err != nil {
-						errs.Add(1)
-						return
-					}
-					acked.Add(1)
-					if sentAt.Before(measureFrom) {
-						return
-					}
-					now := time.Now()
-					measured.Add(1)
-					ackedBytes.Add(size)
-					if s := int(now.Sub(measureFrom) / time.Second); s >= 0 && s < len(perSec) {
-						perSec[s].Add(size)
-					}
-					ackMu.Lock()
-					_ = ack.RecordValue(max(1, now.Sub(sentAt).Microseconds()))
-					ackMu.Unlock()
-				})
-			}
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			defer cancel()
-			if err := pr.Close(cctx); err != nil {
-				errs.Add(1)
-			}
-		}()
-	}
-	total := w.Warmup + w.Duration
-	done := make(chan struct{})
-	go func() { pwg.Wait(); close(done) }()
-	tick := time.NewTicker(250 * time.Millisecond)
-wait:
-	for {
-		select {
-		case <-done:
-			break wait
-		case <-tick.C:
-			progress(min(1, float64(time.Since(start))/float64(total)), fmt.Sprintf("%s %s produce", t.Name(), w.Name))
-		}
-	}
-	tick.Stop()
+	r := newWorkloadRun(t, w, topic)
+	cwg := r.startTailers(cctx)
+	pwg := r.startProducers(ctx, payloads, keys)
+	r.waitProduced(pwg, progress)
 	lastAck := time.Now()
 	// Wait for the tailing consumers to see every acknowledged record.
 	deadline := time.Now().Add(60 * time.Second)
-	for consumed.Load() < acked.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+	for r.consumed.Load() < r.acked.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancelCons()
 	cwg.Wait()
 
-	res.Records, res.Bytes, res.Errors = measured.Load(), ackedBytes.Load(), errs.Load()
-	window := lastAck.Sub(measureFrom).Seconds()
-	if window > w.Duration.Seconds() && w.Rate > 0 {
-		window = w.Duration.Seconds()
-	}
-	res.Seconds = window
-	if window > 0 {
-		res.MiBps = float64(res.Bytes) / (1 << 20) / window
-		res.RecordsPerS = float64(res.Records) / window
-	}
-	res.Ack, res.EndToEnd, res.Consumed = summarize(ack), summarize(e2e), consumed.Load()
-	for i := range perSec {
-		res.PerSecond = append(res.PerSecond, float64(perSec[i].Load())/(1<<20))
-	}
-	if acked.Load() < sent.Load()-errs.Load() {
-		return res, fmt.Errorf("%s %s: %d records sent, %d acknowledged", t.Name(), w.Name, sent.Load(), acked.Load())
+	r.summarize(res, lastAck)
+	if r.acked.Load() < r.sent.Load()-r.errs.Load() {
+		return res, fmt.Errorf("%s %s: %d records sent, %d acknowledged", t.Name(), w.Name, r.sent.Load(), r.acked.Load())
 	}
 
 	// Catch-up: a consumer per workload consumer reads the whole topic again.
 	progress(1, fmt.Sprintf("%s %s catch-up", t.Name(), w.Name))
-	totalRecs := acked.Load()
-	var caught, caughtBytes atomic.Int64
-	cu0 := time.Now()
-	cuctx, cuCancel := context.WithTimeout(ctx, 2*time.Minute)
-	var cuwg sync.WaitGroup
-	for i := 0; i < w.Consumers; i++ {
-		var parts []int32
-		for p := i; p < w.Partitions; p += w.Consumers {
-			parts = append(parts, int32(p))
-		}
-		if len(parts) == 0 {
-			continue
-		}
-		c := t.NewConsumer(i, topic, parts)
-		cuwg.Add(1)
-		go func() {
-			defer cuwg.Done()
-			defer c.Close()
-			for cuctx.Err() == nil && caught.Load() < totalRecs {
-				msgs, _ := c.Poll(cuctx)
-				var b int64
-				for _, m := range msgs {
-					b += int64(m.Bytes)
-				}
-				caughtBytes.Add(b)
-				if caught.Add(int64(len(msgs))) >= totalRecs {
-					cuCancel()
-				}
-			}
-		}()
-	}
-	cuwg.Wait()
-	cuCancel()
-	if el := time.Since(cu0).Seconds(); el > 0 {
-		res.CatchUpMiB = float64(caughtBytes.Load()) / (1 << 20) / el
-		res.CatchUpRec = float64(caught.Load()) / el
-	}
+	r.catchUp(ctx, res)
 
 	for _, p := range t.Processes() {
 		p.CPUSeconds -= cpuBefore[p.Name]
@@ -327,20 +165,242 @@ wait:
 		if err != nil {
 			return res, err
 		}
-		d := after.Sub(before)
-		f := &VarveFigures{Counters: d}
-		if d.IngestBytes > 0 {
-			gib := d.IngestBytes / (1 << 30)
-			f.PutsPerGiB, f.GetsPerGiB = d.Puts/gib, d.Gets/gib
-			f.StoredPerGiB = d.ObjectBytes / gib
-			f.EtcdBytesPerGiB = float64(d.EtcdDBBytes) / gib
-			f.EtcdLiveBytesPerGiB = float64(d.EtcdBytes) / gib
-			f.EtcdKeysPerGiB = float64(d.EtcdKeys) / gib
-		}
-		if d.ObjectBytes > 0 {
-			f.Compression = d.IngestBytes / d.ObjectBytes
-		}
-		res.Varve = f
+		res.Varve = varveFigures(after.Sub(before))
 	}
 	return res, nil
+}
+
+// workloadRun is one run of a workload on a target: its measured window
+// and what its producers and consumers count.
+type workloadRun struct {
+	t     Target
+	w     Workload
+	topic string
+	// start is when producing starts; latencies are measured for
+	// records sent in [measureFrom, measureTo).
+	start, measureFrom, measureTo time.Time
+
+	consumed atomic.Int64 // by the tailing consumers
+	e2e      *hdrhistogram.Histogram
+	e2eMu    sync.Mutex
+
+	ack                                     *hdrhistogram.Histogram
+	ackMu                                   sync.Mutex
+	perSec                                  []atomic.Int64 // acknowledged bytes per second of the window
+	sent, acked, ackedBytes, measured, errs atomic.Int64
+}
+
+func newWorkloadRun(t Target, w Workload, topic string) *workloadRun {
+	r := &workloadRun{t: t, w: w, topic: topic, e2e: newHist(), ack: newHist()}
+	r.start = time.Now()
+	r.measureFrom = r.start.Add(w.Warmup)
+	r.measureTo = r.measureFrom.Add(w.Duration)
+	r.perSec = make([]atomic.Int64, int(w.Duration/time.Second)+1)
+	return r
+}
+
+// startConsumers starts a goroutine per workload consumer that has
+// partitions (dealt round robin), running read with its consumer, which
+// is closed after; wg counts them.
+func (r *workloadRun) startConsumers(wg *sync.WaitGroup, read func(c Consumer)) {
+	for i := 0; i < r.w.Consumers; i++ {
+		var parts []int32
+		for p := i; p < r.w.Partitions; p += r.w.Consumers {
+			parts = append(parts, int32(p))
+		}
+		if len(parts) == 0 {
+			continue
+		}
+		c := r.t.NewConsumer(i, r.topic, parts)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			read(c)
+		}()
+	}
+}
+
+// startTailers starts the consumers that tail every partition until ctx
+// ends, measuring the end-to-end latency of the records sent in the
+// window.
+func (r *workloadRun) startTailers(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	r.startConsumers(&wg, func(c Consumer) {
+		local := newHist()
+		defer func() { r.e2eMu.Lock(); r.e2e.Merge(local); r.e2eMu.Unlock() }()
+		for ctx.Err() == nil {
+			msgs, _ := c.Poll(ctx)
+			now := time.Now()
+			for _, m := range msgs {
+				if !m.SentAt.Before(r.measureFrom) && m.SentAt.Before(r.measureTo) {
+					_ = local.RecordValue(max(1, now.Sub(m.SentAt).Microseconds()))
+				}
+			}
+			r.consumed.Add(int64(len(msgs)))
+		}
+	})
+	return &wg
+}
+
+// startProducers starts the producers, which send until the window ends.
+func (r *workloadRun) startProducers(ctx context.Context, payloads, keys [][]byte) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for i := 0; i < r.w.Producers; i++ {
+		pr := r.t.NewProducer(i, r.w)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.produce(ctx, i, pr, payloads, keys)
+		}()
+	}
+	return &wg
+}
+
+// produce is producer i: at its share of w.Rate (open loop) or as fast as
+// the target accepts, until the window ends; then it closes pr.
+func (r *workloadRun) produce(ctx context.Context, i int, pr Producer, payloads, keys [][]byte) {
+	w := r.w
+	rnd := rand.New(rand.NewPCG(uint64(i), 99))
+	var interval time.Duration
+	if w.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(w.Producers) / float64(w.Rate))
+	}
+	next := time.Now()
+	for n := 0; ; n++ {
+		if interval > 0 {
+			// Open loop: latency counts from the intended send time,
+			// so a stalled target is not hidden (coordinated omission).
+			next = r.start.Add(time.Duration(n) * interval)
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+		} else {
+			next = time.Now()
+		}
+		if !next.Before(r.measureTo) || ctx.Err() != nil {
+			break
+		}
+		v := payloads[(n*w.Producers+i)%len(payloads)]
+		var k []byte
+		if len(keys) > 0 {
+			k = keys[rnd.IntN(len(keys))]
+		}
+		sentAt := next
+		size := int64(len(v) + len(k))
+		r.sent.Add(1)
+		pr.Send(ctx, r.topic, k, v, sentAt, func(err error) { r.acknowledged(sentAt, size, err) })
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := pr.Close(cctx); err != nil {
+		r.errs.Add(1)
+	}
+}
+
+// acknowledged counts the answer to a record of size bytes sent at sentAt.
+func (r *workloadRun) acknowledged(sentAt time.Time, size int64, err error) {
+	if err != nil {
+		r.errs.Add(1)
+		return
+	}
+	r.acked.Add(1)
+	if sentAt.Before(r.measureFrom) {
+		return
+	}
+	now := time.Now()
+	r.measured.Add(1)
+	r.ackedBytes.Add(size)
+	if s := int(now.Sub(r.measureFrom) / time.Second); s >= 0 && s < len(r.perSec) {
+		r.perSec[s].Add(size)
+	}
+	r.ackMu.Lock()
+	_ = r.ack.RecordValue(max(1, now.Sub(sentAt).Microseconds()))
+	r.ackMu.Unlock()
+}
+
+// waitProduced waits for the producers, telling progress how far the run
+// is every 250 ms.
+func (r *workloadRun) waitProduced(producers *sync.WaitGroup, progress Progress) {
+	total := r.w.Warmup + r.w.Duration
+	done := make(chan struct{})
+	go func() { producers.Wait(); close(done) }()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			progress(min(1, float64(time.Since(r.start))/float64(total)), fmt.Sprintf("%s %s produce", r.t.Name(), r.w.Name))
+		}
+	}
+}
+
+// summarize fills res with the produce figures of the window, which ends
+// at the last acknowledgement (at most the workload's duration with a
+// rate).
+func (r *workloadRun) summarize(res *WorkloadResult, lastAck time.Time) {
+	w := r.w
+	res.Records, res.Bytes, res.Errors = r.measured.Load(), r.ackedBytes.Load(), r.errs.Load()
+	window := lastAck.Sub(r.measureFrom).Seconds()
+	if window > w.Duration.Seconds() && w.Rate > 0 {
+		window = w.Duration.Seconds()
+	}
+	res.Seconds = window
+	if window > 0 {
+		res.MiBps = float64(res.Bytes) / (1 << 20) / window
+		res.RecordsPerS = float64(res.Records) / window
+	}
+	res.Ack, res.EndToEnd, res.Consumed = summarize(r.ack), summarize(r.e2e), r.consumed.Load()
+	for i := range r.perSec {
+		res.PerSecond = append(res.PerSecond, float64(r.perSec[i].Load())/(1<<20))
+	}
+}
+
+// catchUp reads the whole topic again with as many consumers as the
+// workload has, for at most two minutes, and fills res with the rate.
+func (r *workloadRun) catchUp(ctx context.Context, res *WorkloadResult) {
+	totalRecs := r.acked.Load()
+	var caught, caughtBytes atomic.Int64
+	cu0 := time.Now()
+	cuctx, cuCancel := context.WithTimeout(ctx, 2*time.Minute)
+	var cuwg sync.WaitGroup
+	r.startConsumers(&cuwg, func(c Consumer) {
+		for cuctx.Err() == nil && caught.Load() < totalRecs {
+			msgs, _ := c.Poll(cuctx)
+			var b int64
+			for _, m := range msgs {
+				b += int64(m.Bytes)
+			}
+			caughtBytes.Add(b)
+			if caught.Add(int64(len(msgs))) >= totalRecs {
+				cuCancel()
+			}
+		}
+	})
+	cuwg.Wait()
+	cuCancel()
+	if el := time.Since(cu0).Seconds(); el > 0 {
+		res.CatchUpMiB = float64(caughtBytes.Load()) / (1 << 20) / el
+		res.CatchUpRec = float64(caught.Load()) / el
+	}
+}
+
+// varveFigures are Varve's costs per GiB ingested from the change d of
+// its counters over a workload.
+func varveFigures(d Counters) *VarveFigures {
+	f := &VarveFigures{Counters: d}
+	if d.IngestBytes > 0 {
+		gib := d.IngestBytes / (1 << 30)
+		f.PutsPerGiB, f.GetsPerGiB = d.Puts/gib, d.Gets/gib
+		f.StoredPerGiB = d.ObjectBytes / gib
+		f.EtcdBytesPerGiB = float64(d.EtcdDBBytes) / gib
+		f.EtcdLiveBytesPerGiB = float64(d.EtcdBytes) / gib
+		f.EtcdKeysPerGiB = float64(d.EtcdKeys) / gib
+	}
+	if d.ObjectBytes > 0 {
+		f.Compression = d.IngestBytes / d.ObjectBytes
+	}
+	return f
 }

@@ -23,46 +23,11 @@ import (
 //     the authority (another node may commit a retry meanwhile).
 func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, recs []Record, size int64, idem *Idempotence) ([]Result, error) {
 	topicName := t.Name
-	if idem.ProducerID <= 0 || idem.Epoch < 0 {
-		return nil, fmt.Errorf("%w: produce to %q: producer id %d epoch %d: ids are positive and epochs not negative (get both from InitProducer)",
-			metadata.ErrInvalidArgument, topicName, idem.ProducerID, idem.Epoch)
+	parts, batches, err := idempotentBatches(topicName, recs, idem)
+	if err != nil {
+		return nil, err
 	}
-	counts := map[int32]int32{}
-	for i, r := range recs {
-		if r.Partition < 0 {
-			return nil, fmt.Errorf("%w: produce to %q: record %d has no partition; an idempotent producer chooses every record's partition",
-				metadata.ErrInvalidArgument, topicName, i)
-		}
-		counts[r.Partition]++
-	}
-	for p := range idem.Sequences {
-		if counts[p] == 0 {
-			return nil, fmt.Errorf("%w: produce to %q: a sequence is given for partition %d, which has no record in the request",
-				metadata.ErrInvalidArgument, topicName, p)
-		}
-	}
-	parts := make([]int32, 0, len(counts))
-	batches := make(map[int32]metadata.ProducerBatch, len(counts))
-	for p, n := range counts {
-		seq, ok := idem.Sequences[p]
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("%w: produce to %q: partition %d has %d records but no first sequence",
-				metadata.ErrInvalidArgument, topicName, p, n)
-		case seq < 0 || int64(seq)+int64(n) > math.MaxInt32:
-			return nil, fmt.Errorf("%w: produce to %q: partition %d: first sequence %d with %d records is out of range [0, 2^31)",
-				metadata.ErrInvalidArgument, topicName, p, seq, n)
-		}
-		parts = append(parts, p)
-		batches[p] = metadata.ProducerBatch{ID: idem.ProducerID, Epoch: idem.Epoch, FirstSeq: seq, Count: n}
-	}
-	slices.Sort(parts)
-
-	type answer struct {
-		dupBase int64         // >= 0: a committed duplicate
-		pb      *pendingBatch // else: the batch held here (own or shared)
-	}
-	answers := make(map[int32]answer, len(parts))
+	answers := make(map[int32]idemAnswer, len(parts))
 	remembered := true // first try the states this node remembers
 	for attempt := 0; ; attempt++ {
 		in.mu.Lock()
@@ -92,107 +57,183 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, rec
 				in.pcache.remember(view, idem.ProducerID, topicName, parts)
 			}
 		}
-		clear(answers)
-		var toAppend []int32
-		for _, p := range parts {
-			b := batches[p]
-			key := idemKey{idem.ProducerID, tpKey{topicName, p}}
-			var shared *pendingBatch
-			for _, pb := range in.idem[key] {
-				if pb.b.Epoch == b.Epoch && pb.b.FirstSeq == b.FirstSeq && pb.b.Count == b.Count {
-					shared = pb
-					break
-				}
-				view.Assume(p, pb.b)
-			}
-			if shared != nil {
-				answers[p] = answer{dupBase: -1, pb: shared}
-				continue
-			}
-			dup, err := view.Check(p, b)
-			if remembered && (err != nil || dup >= 0) {
-				// Remembered states only accept: decide anything else on
-				// a fresh read (they may be stale).
-				break
-			}
-			if err != nil {
-				in.mu.Unlock()
-				return nil, fmt.Errorf("produce to %q: %w", topicName, err)
-			}
-			if dup >= 0 {
-				answers[p] = answer{dupBase: dup}
-				in.m.duplicates.Add(ctx, 1)
-				continue
-			}
-			toAppend = append(toAppend, p)
+		toAppend, decided, err := in.decideLocked(ctx, view, remembered, idem.ProducerID, topicName, parts, batches, answers)
+		if err != nil {
+			in.mu.Unlock()
+			return nil, fmt.Errorf("produce to %q: %w", topicName, err)
 		}
-		if remembered && len(answers)+len(toAppend) < len(parts) {
+		if !decided {
 			remembered = false
 			in.mu.Unlock()
 			continue
 		}
 		if len(toAppend) > 0 {
-			f, err := in.acceptLocked(ctx, size)
-			if err != nil {
+			if err := in.bufferBatchesLocked(ctx, idem.ProducerID, topicName, recs, size, toAppend, batches, answers); err != nil {
 				in.mu.Unlock()
 				return nil, err
 			}
-			// Keep each block's commit within one etcd transaction.
-			for _, p := range toAppend {
-				tp := tpKey{topicName, p}
-				if ids := f.producers[tp]; len(ids) >= metadata.MaxProducersPerBlock && !ids[idem.ProducerID] {
-					in.sealLocked()
-					f = in.newFileLocked()
-					break
-				}
-			}
-			for _, p := range toAppend {
-				tp := tpKey{topicName, p}
-				b := f.blocks[tp]
-				if b == nil {
-					b = newBlock(f, tp)
-				}
-				pb := batches[p]
-				pb.Index = int64(b.Len())
-				if f.producers[tp] == nil {
-					f.producers[tp] = map[int64]bool{}
-				}
-				f.producers[tp][idem.ProducerID] = true
-				held := &pendingBatch{b: pb, f: f, tp: tp, j: len(f.batches[tp])}
-				f.batches[tp] = append(f.batches[tp], pb)
-				key := idemKey{idem.ProducerID, tp}
-				in.idem[key] = append(in.idem[key], held)
-				answers[p] = answer{dupBase: -1, pb: held}
-			}
-			var appended, appendedBytes int64
-			appending := make(map[int32]bool, len(toAppend))
-			for _, p := range toAppend {
-				appending[p] = true
-			}
-			for i := range recs {
-				if appending[recs[i].Partition] {
-					f.blocks[tpKey{topicName, recs[i].Partition}].Append(recs[i].Record)
-					appended++
-					appendedBytes += int64(segment.EncodedSize(recs[i].Record))
-				}
-			}
-			f.bytes += appendedBytes
-			f.records += int(appended)
-			in.traceRequestLocked(ctx, f)
-			in.pending.Add(appendedBytes)
-			in.pendRec.Add(appended)
-			if f.bytes >= int64(in.cfg.FlushBytes) {
-				in.sealLocked()
-			}
-			in.m.records.Add(ctx, appended)
-			in.m.bytes.Add(ctx, appendedBytes)
 		}
 		in.mu.Unlock()
 		break
 	}
+	return idempotentResults(ctx, topicName, recs, answers)
+}
 
+// idempotentBatches checks an idempotent request's producer fields and
+// returns its partitions, sorted, and each one's batch.
+func idempotentBatches(topicName string, recs []Record, idem *Idempotence) ([]int32, map[int32]metadata.ProducerBatch, error) {
+	if idem.ProducerID <= 0 || idem.Epoch < 0 {
+		return nil, nil, fmt.Errorf("%w: produce to %q: producer id %d epoch %d: ids are positive and epochs not negative (get both from InitProducer)",
+			metadata.ErrInvalidArgument, topicName, idem.ProducerID, idem.Epoch)
+	}
+	counts := map[int32]int32{}
+	for i, r := range recs {
+		if r.Partition < 0 {
+			return nil, nil, fmt.Errorf("%w: produce to %q: record %d has no partition; an idempotent producer chooses every record's partition",
+				metadata.ErrInvalidArgument, topicName, i)
+		}
+		counts[r.Partition]++
+	}
+	for p := range idem.Sequences {
+		if counts[p] == 0 {
+			return nil, nil, fmt.Errorf("%w: produce to %q: a sequence is given for partition %d, which has no record in the request",
+				metadata.ErrInvalidArgument, topicName, p)
+		}
+	}
+	parts := make([]int32, 0, len(counts))
+	batches := make(map[int32]metadata.ProducerBatch, len(counts))
+	for p, n := range counts {
+		seq, ok := idem.Sequences[p]
+		switch {
+		case !ok:
+			return nil, nil, fmt.Errorf("%w: produce to %q: partition %d has %d records but no first sequence",
+				metadata.ErrInvalidArgument, topicName, p, n)
+		case seq < 0 || int64(seq)+int64(n) > math.MaxInt32:
+			return nil, nil, fmt.Errorf("%w: produce to %q: partition %d: first sequence %d with %d records is out of range [0, 2^31)",
+				metadata.ErrInvalidArgument, topicName, p, seq, n)
+		}
+		parts = append(parts, p)
+		batches[p] = metadata.ProducerBatch{ID: idem.ProducerID, Epoch: idem.Epoch, FirstSeq: seq, Count: n}
+	}
+	slices.Sort(parts)
+	return parts, batches, nil
+}
+
+// idemAnswer is how a partition's batch is answered.
+type idemAnswer struct {
+	dupBase int64         // >= 0: a committed duplicate
+	pb      *pendingBatch // else: the batch held here (own or shared)
+}
+
+// decideLocked decides each partition's batch against view plus the
+// batches held here: shared with the same batch held, answered as a
+// committed duplicate, or to append (toAppend). It fills answers (cleared
+// first). With remembered states it decides only what they accept:
+// decided is false when a partition needs a fresh read. An error is the
+// view's refusal of a batch.
+func (in *Ingester) decideLocked(ctx context.Context, view *metadata.ProducerView, remembered bool, id int64, topicName string,
+	parts []int32, batches map[int32]metadata.ProducerBatch, answers map[int32]idemAnswer) (toAppend []int32, decided bool, err error) {
+	clear(answers)
+	for _, p := range parts {
+		b := batches[p]
+		key := idemKey{id, tpKey{topicName, p}}
+		var shared *pendingBatch
+		for _, pb := range in.idem[key] {
+			if pb.b.Epoch == b.Epoch && pb.b.FirstSeq == b.FirstSeq && pb.b.Count == b.Count {
+				shared = pb
+				break
+			}
+			view.Assume(p, pb.b)
+		}
+		if shared != nil {
+			answers[p] = idemAnswer{dupBase: -1, pb: shared}
+			continue
+		}
+		dup, err := view.Check(p, b)
+		if remembered && (err != nil || dup >= 0) {
+			// Remembered states only accept: decide anything else on
+			// a fresh read (they may be stale).
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if dup >= 0 {
+			answers[p] = idemAnswer{dupBase: dup}
+			in.m.duplicates.Add(ctx, 1)
+			continue
+		}
+		toAppend = append(toAppend, p)
+	}
+	return toAppend, true, nil
+}
+
+// bufferBatchesLocked holds the batches of the partitions toAppend in the
+// open file (a new one if the block would pass the producers one etcd
+// transaction can commit) and appends their records.
+func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName string, recs []Record, size int64,
+	toAppend []int32, batches map[int32]metadata.ProducerBatch, answers map[int32]idemAnswer) error {
+	f, err := in.acceptLocked(ctx, size)
+	if err != nil {
+		return err
+	}
+	// Keep each block's commit within one etcd transaction.
+	for _, p := range toAppend {
+		tp := tpKey{topicName, p}
+		if ids := f.producers[tp]; len(ids) >= metadata.MaxProducersPerBlock && !ids[id] {
+			in.sealLocked()
+			f = in.newFileLocked()
+			break
+		}
+	}
+	for _, p := range toAppend {
+		tp := tpKey{topicName, p}
+		b := f.blocks[tp]
+		if b == nil {
+			b = newBlock(f, tp)
+		}
+		pb := batches[p]
+		pb.Index = int64(b.Len())
+		if f.producers[tp] == nil {
+			f.producers[tp] = map[int64]bool{}
+		}
+		f.producers[tp][id] = true
+		held := &pendingBatch{b: pb, f: f, tp: tp, j: len(f.batches[tp])}
+		f.batches[tp] = append(f.batches[tp], pb)
+		key := idemKey{id, tp}
+		in.idem[key] = append(in.idem[key], held)
+		answers[p] = idemAnswer{dupBase: -1, pb: held}
+	}
+	var appended, appendedBytes int64
+	appending := make(map[int32]bool, len(toAppend))
+	for _, p := range toAppend {
+		appending[p] = true
+	}
+	for i := range recs {
+		if appending[recs[i].Partition] {
+			f.blocks[tpKey{topicName, recs[i].Partition}].Append(recs[i].Record)
+			appended++
+			appendedBytes += int64(segment.EncodedSize(recs[i].Record))
+		}
+	}
+	f.bytes += appendedBytes
+	f.records += int(appended)
+	in.traceRequestLocked(ctx, f)
+	in.pending.Add(appendedBytes)
+	in.pendRec.Add(appended)
+	if f.bytes >= int64(in.cfg.FlushBytes) {
+		in.sealLocked()
+	}
+	in.m.records.Add(ctx, appended)
+	in.m.bytes.Add(ctx, appendedBytes)
+	return nil
+}
+
+// idempotentResults waits for the batches held and answers each record:
+// its batch's first offset plus its index within the batch.
+func idempotentResults(ctx context.Context, topicName string, recs []Record, answers map[int32]idemAnswer) ([]Result, error) {
 	out := make([]Result, len(recs))
-	next := make(map[int32]int64, len(parts)) // index within the partition's batch
+	next := make(map[int32]int64, len(answers)) // index within the partition's batch
 	for i, r := range recs {
 		p := r.Partition
 		a := answers[p]

@@ -302,72 +302,21 @@ func (in *Ingester) produce(ctx context.Context, topicName string, recs []Record
 	if err != nil {
 		return nil, err
 	}
-	var size int64
-	now := time.Now().UnixMilli()
-	for i := range recs {
-		r := &recs[i]
-		if r.Partition < -1 || r.Partition >= t.Partitions {
-			return nil, fmt.Errorf("%w: record %d: topic %q has %d partitions, got partition %d",
-				metadata.ErrPartitionOutOfRange, i, topicName, t.Partitions, r.Partition)
-		}
-		sz := segment.EncodedSize(r.Record)
-		if sz > int(t.MaxRecordBytes) {
-			return nil, fmt.Errorf("%w: record %d is %d bytes, topic %q allows %d (max_record_bytes)",
-				ErrRecordTooLarge, i, sz, topicName, t.MaxRecordBytes)
-		}
-		for _, h := range r.Headers {
-			if h.Key == "" {
-				return nil, fmt.Errorf("%w: record %d has a header with an empty key", metadata.ErrInvalidArgument, i)
-			}
-		}
-		if r.Timestamp == 0 {
-			r.Timestamp = now
-		}
-		size += int64(sz)
-	}
-	if size > in.cfg.MaxBufferBytes {
-		return nil, fmt.Errorf("%w: batch of %d bytes exceeds the node's buffer of %d bytes; send smaller batches",
-			metadata.ErrInvalidArgument, size, in.cfg.MaxBufferBytes)
+	size, err := in.checkRecords(t, recs)
+	if err != nil {
+		return nil, err
 	}
 	if idem != nil {
 		return in.produceIdempotent(ctx, t, recs, size, idem)
 	}
 
-	type pos struct {
-		tp  tpKey
-		idx int
-	}
-	positions := make([]pos, len(recs))
-
 	in.mu.Lock()
-	if in.closed {
+	f, err := in.acceptLocked(ctx, size)
+	if err != nil {
 		in.mu.Unlock()
-		return nil, ErrClosed
+		return nil, err
 	}
-	if pending := in.pending.Load(); pending+size > in.cfg.MaxBufferBytes {
-		in.mu.Unlock()
-		in.m.backpressure.Add(ctx, 1)
-		return nil, &BackpressureError{RetryAfter: 2 * in.cfg.Linger, Pending: pending, Limit: in.cfg.MaxBufferBytes}
-	}
-	f := in.open
-	if f == nil {
-		f = in.newFileLocked()
-	}
-	for i := range recs {
-		p := recs[i].Partition
-		if p < 0 {
-			p = in.placeLocked(t, recs[i].Key)
-		}
-		k := tpKey{topicName, p}
-		b := f.blocks[k]
-		if b == nil {
-			b = segment.NewBlockBuilder(topicName, p)
-			f.blocks[k] = b
-			f.order = append(f.order, b)
-		}
-		positions[i] = pos{k, b.Len()}
-		b.Append(recs[i].Record)
-	}
+	positions := in.appendLocked(f, t, recs)
 	f.bytes += size
 	f.records += len(recs)
 	in.traceRequestLocked(ctx, f)
@@ -397,6 +346,66 @@ func (in *Ingester) produce(ctx context.Context, topicName string, recs []Record
 		out[i] = Result{Partition: ps.tp.p, Offset: f.bases[ps.tp] + int64(ps.idx)}
 	}
 	return out, nil
+}
+
+// checkRecords validates a request's records against topic t and the
+// node's buffer, stamps those without a timestamp, and returns their
+// encoded size. An error changes nothing else.
+func (in *Ingester) checkRecords(t metadata.Topic, recs []Record) (int64, error) {
+	var size int64
+	now := time.Now().UnixMilli()
+	for i := range recs {
+		r := &recs[i]
+		if r.Partition < -1 || r.Partition >= t.Partitions {
+			return 0, fmt.Errorf("%w: record %d: topic %q has %d partitions, got partition %d",
+				metadata.ErrPartitionOutOfRange, i, t.Name, t.Partitions, r.Partition)
+		}
+		sz := segment.EncodedSize(r.Record)
+		if sz > int(t.MaxRecordBytes) {
+			return 0, fmt.Errorf("%w: record %d is %d bytes, topic %q allows %d (max_record_bytes)",
+				ErrRecordTooLarge, i, sz, t.Name, t.MaxRecordBytes)
+		}
+		for _, h := range r.Headers {
+			if h.Key == "" {
+				return 0, fmt.Errorf("%w: record %d has a header with an empty key", metadata.ErrInvalidArgument, i)
+			}
+		}
+		if r.Timestamp == 0 {
+			r.Timestamp = now
+		}
+		size += int64(sz)
+	}
+	if size > in.cfg.MaxBufferBytes {
+		return 0, fmt.Errorf("%w: batch of %d bytes exceeds the node's buffer of %d bytes; send smaller batches",
+			metadata.ErrInvalidArgument, size, in.cfg.MaxBufferBytes)
+	}
+	return size, nil
+}
+
+// position is where a record was appended: index idx of block tp.
+type position struct {
+	tp  tpKey
+	idx int
+}
+
+// appendLocked appends recs to the blocks of f, placing the records that
+// name no partition, and returns where each went.
+func (in *Ingester) appendLocked(f *file, t metadata.Topic, recs []Record) []position {
+	positions := make([]position, len(recs))
+	for i := range recs {
+		p := recs[i].Partition
+		if p < 0 {
+			p = in.placeLocked(t, recs[i].Key)
+		}
+		k := tpKey{t.Name, p}
+		b := f.blocks[k]
+		if b == nil {
+			b = newBlock(f, k)
+		}
+		positions[i] = position{k, b.Len()}
+		b.Append(recs[i].Record)
+	}
+	return positions
 }
 
 // acceptLocked checks the buffer bound and returns the open file.

@@ -6,5 +6,7 @@
 //
 // node maps the errors of the packages below it onto Connect codes; it holds
 // no streaming logic of its own. `varve dev` (StartDev) is the same node with
-// an embedded etcd and the filesystem store.
+// an embedded etcd and the filesystem store. What a request may cost
+// (internal/reqlimit), strict JSON (internal/strictjson) and telemetry
+// (internal/obs) are packages of their own that node mounts.
 package node

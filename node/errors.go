@@ -33,23 +33,17 @@ func toConnect(err error) error {
 		errors.Is(err, metadata.ErrPartitionOutOfRange),
 		errors.Is(err, ingest.ErrRecordTooLarge):
 		code = connect.CodeInvalidArgument
-	case errors.Is(err, metadata.ErrTopicNotFound):
+	case errors.Is(err, metadata.ErrTopicNotFound), errors.Is(err, metadata.ErrGroupNotFound):
 		code = connect.CodeNotFound
 	case errors.Is(err, metadata.ErrTopicExists):
 		code = connect.CodeAlreadyExists
-	case errors.Is(err, metadata.ErrGroupNotFound):
-		code = connect.CodeNotFound
 	case errors.Is(err, metadata.ErrUnknownMember), errors.Is(err, metadata.ErrStaleGeneration), errors.Is(err, metadata.ErrNotAssigned),
-		errors.Is(err, metadata.ErrGroupActive), errors.Is(err, metadata.ErrOffsetRegress), errors.Is(err, metadata.ErrInconsistentStrategy):
+		errors.Is(err, metadata.ErrGroupActive), errors.Is(err, metadata.ErrOffsetRegress), errors.Is(err, metadata.ErrInconsistentStrategy),
+		errors.Is(err, metadata.ErrProducerFenced), errors.Is(err, metadata.ErrOutOfOrderSequence), errors.Is(err, metadata.ErrUnknownProducer):
 		code = connect.CodeFailedPrecondition
 	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, syscall.ENOSPC):
 		code = connect.CodeResourceExhausted
-	case errors.Is(err, metadata.ErrProducerFenced), errors.Is(err, metadata.ErrOutOfOrderSequence),
-		errors.Is(err, metadata.ErrUnknownProducer):
-		code = connect.CodeFailedPrecondition
-	case errors.Is(err, metadata.ErrBlockRefused):
-		code = connect.CodeUnavailable
-	case errors.Is(err, ingest.ErrClosed), errors.Is(err, ingest.ErrFlushFailed), errors.Is(err, ingest.ErrOutcomeUnknown),
+	case errors.Is(err, metadata.ErrBlockRefused), errors.Is(err, ingest.ErrClosed), errors.Is(err, ingest.ErrFlushFailed), errors.Is(err, ingest.ErrOutcomeUnknown),
 		errors.Is(err, query.ErrUnavailable), metadata.IsUnavailable(err):
 		code = connect.CodeUnavailable
 	case errors.Is(err, query.ErrOffsetOutOfRange):

@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -20,6 +19,9 @@ import (
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/obs"
+	"github.com/varve-io/varve/internal/randhex"
+	"github.com/varve-io/varve/internal/reqlimit"
+	"github.com/varve-io/varve/internal/strictjson"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/query"
 	"github.com/varve-io/varve/tier"
@@ -67,9 +69,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		return nil, err
 	}
 	if cfg.NodeID == "" {
-		b := make([]byte, 4)
-		_, _ = rand.Read(b)
-		cfg.NodeID = hex.EncodeToString(b)
+		cfg.NodeID = randhex.String(4)
 	}
 	log := opts.Logger
 	if log == nil {
@@ -105,64 +105,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 	n.store = n.watchStore(n.store)
 
-	var blocks *query.BlockCache
-	if cfg.has(RoleFetch) {
-		n.index, err = n.meta.NewCache(ctx, true)
-		if err != nil {
-			return nil, err
-		}
-		blocks = query.NewBlockCache(cfg.CacheBytes)
-		n.fetcher = query.NewFetcher(n.store, n.meta, n.index, blocks, log, n.meter)
-		n.fetcher.SetTracerProvider(n.tel.Tracer)
-	}
-	if cfg.has(RoleIngest) {
-		n.topics = n.index
-		if n.topics == nil {
-			n.topics, err = n.meta.NewCache(ctx, false)
-			if err != nil {
-				return nil, err
-			}
-		}
-		n.in, err = ingest.New(ingest.Config{
-			NodeID: cfg.NodeID, FlushBytes: cfg.FlushBytes, Linger: cfg.Linger, MaxBufferBytes: cfg.MaxBufferBytes,
-			ProducerStateTTL: cfg.ProducerStateTTL, TracerProvider: n.tel.Tracer,
-		}, n.store, n.meta, n.topics, log, n.meter)
-		if err != nil {
-			return nil, err
-		}
-		if blocks != nil {
-			// Fresh blocks written by this node are read from memory.
-			n.in.OnFlushed = func(f ingest.Flushed) {
-				for _, b := range f.Blocks {
-					blocks.Put(f.Object, b.Info.Offset, b.Records, b.Info.RawBytes)
-				}
-			}
-		}
+	if err := n.startRoles(ctx); err != nil {
+		return nil, err
 	}
 
-	mux := http.NewServeMux()
-	hopts := append(n.requestOptions(), strictJSON) // limits.go, jsoncodec.go
-	tops, err := n.telemetryOptions()
+	mux, hopts, err := n.routes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	hopts = append(hopts, tops...)
-	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta, maxRequestBytes: cfg.MaxRequestBytes}, hopts...))
-	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
-	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher, maxBytes: cfg.FetchMaxBytes}, hopts...))
-	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{f: n.fetcher}, hopts...))
-	n.mountGroups(mux, hopts...)
-	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName, varvev1connect.GroupServiceName, varvev1connect.AdminServiceName}
-	reflector := grpcreflect.NewStaticReflector(services...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
-	if err := n.startBlocks(ctx, mux, hopts); err != nil {
-		return nil, err
-	}
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", n.readyz)
-	n.mountTelemetry(mux)
 
 	n.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -174,7 +124,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	n.srv = &http.Server{
-		Handler:           checkEnvelopes(mux),
+		Handler:           reqlimit.CheckEnvelopes(mux),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return n.baseCtx },
@@ -227,6 +177,80 @@ func (n *Node) Ingester() *ingest.Ingester { return n.in }
 
 // Meta returns the node's etcd client.
 func (n *Node) Meta() *metadata.Client { return n.meta }
+
+// startRoles starts the fetch and ingest roles the node is configured
+// with: a fetch node watches the index and reads through a block cache, an
+// ingest node writes and commits segments (and, with fetch too, puts the
+// blocks it wrote into that cache).
+func (n *Node) startRoles(ctx context.Context) error {
+	var err error
+	var blocks *query.BlockCache
+	if n.cfg.has(RoleFetch) {
+		n.index, err = n.meta.NewCache(ctx, true)
+		if err != nil {
+			return err
+		}
+		blocks = query.NewBlockCache(n.cfg.CacheBytes)
+		n.fetcher = query.NewFetcher(n.store, n.meta, n.index, blocks, n.log, n.meter)
+		n.fetcher.SetTracerProvider(n.tel.Tracer)
+	}
+	if n.cfg.has(RoleIngest) {
+		n.topics = n.index
+		if n.topics == nil {
+			n.topics, err = n.meta.NewCache(ctx, false)
+			if err != nil {
+				return err
+			}
+		}
+		n.in, err = ingest.New(ingest.Config{
+			NodeID: n.cfg.NodeID, FlushBytes: n.cfg.FlushBytes, Linger: n.cfg.Linger, MaxBufferBytes: n.cfg.MaxBufferBytes,
+			ProducerStateTTL: n.cfg.ProducerStateTTL, TracerProvider: n.tel.Tracer,
+		}, n.store, n.meta, n.topics, n.log, n.meter)
+		if err != nil {
+			return err
+		}
+		if blocks != nil {
+			// Fresh blocks written by this node are read from memory.
+			n.in.OnFlushed = func(f ingest.Flushed) {
+				for _, b := range f.Blocks {
+					blocks.Put(f.Object, b.Info.Offset, b.Records, b.Info.RawBytes)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// routes builds the HTTP routes: the API services with the handler
+// options every one gets (request limits, strict JSON, telemetry), gRPC
+// reflection and health, the block service, probes and telemetry. It
+// returns the options for the services mounted later.
+func (n *Node) routes(ctx context.Context) (*http.ServeMux, []connect.HandlerOption, error) {
+	mux := http.NewServeMux()
+	hopts := append(reqlimit.Options(n.cfg.MaxRequestBytes), strictjson.HandlerOption)
+	tops, err := n.telemetryOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	hopts = append(hopts, tops...)
+	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta, maxRequestBytes: n.cfg.MaxRequestBytes}, hopts...))
+	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
+	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher, maxBytes: n.cfg.FetchMaxBytes}, hopts...))
+	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{f: n.fetcher}, hopts...))
+	n.mountGroups(mux, hopts...)
+	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName, varvev1connect.GroupServiceName, varvev1connect.AdminServiceName}
+	reflector := grpcreflect.NewStaticReflector(services...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	if err := n.startBlocks(ctx, mux, hopts); err != nil {
+		return nil, nil, err
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", n.readyz)
+	n.mountTelemetry(mux)
+	return mux, hopts, nil
+}
 
 // Wait blocks until the HTTP server stops on its own (an error) or ctx ends.
 func (n *Node) Wait(ctx context.Context) error {

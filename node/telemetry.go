@@ -2,18 +2,11 @@ package node
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/pprof"
-	"sync"
 
 	"connectrpc.com/connect"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/obs"
 )
 
@@ -30,13 +23,13 @@ func (n *Node) startTelemetry(ctx context.Context) error {
 
 // telemetryOptions are the handler options every API service gets:
 // per-procedure metrics and spans, a debug line per failed request, and the
-// per-topic counters and the administrative log of apiTelemetry.
+// per-topic counters and the administrative log of obs.APIInterceptor.
 func (n *Node) telemetryOptions() ([]connect.HandlerOption, error) {
 	ics, err := n.tel.ServerInterceptors(n.log)
 	if err != nil {
 		return nil, err
 	}
-	api, err := newAPITelemetry(n.tel.Meter, n.log)
+	api, err := obs.APIInterceptor(n.tel.Meter, n.log)
 	if err != nil {
 		return nil, err
 	}
@@ -53,202 +46,4 @@ func (n *Node) mountTelemetry(mux *http.ServeMux) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-}
-
-// apiTelemetry counts what the API moves per topic and logs administrative
-// changes. Bytes of records are their payload: key, value and headers.
-type apiTelemetry struct {
-	log                           *slog.Logger
-	producedRecords, producedByte metric.Int64Counter
-	fetchedRecords, fetchedBytes  metric.Int64Counter
-	served                        metric.Int64Counter
-
-	mu     sync.Mutex
-	topics map[string]metric.MeasurementOption
-	procs  map[string]metric.MeasurementOption
-}
-
-func newAPITelemetry(mp metric.MeterProvider, log *slog.Logger) (*apiTelemetry, error) {
-	m := mp.Meter("github.com/varve-io/varve/node")
-	a := &apiTelemetry{log: log, topics: map[string]metric.MeasurementOption{}, procs: map[string]metric.MeasurementOption{}}
-	var err error
-	counter := func(name, unit, desc string) metric.Int64Counter {
-		c, e := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		if err == nil {
-			err = e
-		}
-		return c
-	}
-	a.producedRecords = counter("varve.topic.produced.records", "", "Records acknowledged to producers, by topic.")
-	a.producedByte = counter("varve.topic.produced.bytes", "By", "Payload bytes (key, value, headers) acknowledged to producers, by topic.")
-	a.fetchedRecords = counter("varve.topic.fetched.records", "", "Records served by Fetch and Subscribe, by topic.")
-	a.fetchedBytes = counter("varve.topic.fetched.bytes", "By", "Payload bytes (key, value, headers) served by Fetch and Subscribe, by topic.")
-	a.served = counter("varve.served.bytes", "By", "Response bytes served to readers (Fetch, Subscribe, Scan), by procedure.")
-	return a, err
-}
-
-func (a *apiTelemetry) topic(t string) metric.MeasurementOption {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	o, ok := a.topics[t]
-	if !ok {
-		o = metric.WithAttributeSet(attribute.NewSet(attribute.String("topic", t)))
-		a.topics[t] = o
-	}
-	return o
-}
-
-func (a *apiTelemetry) proc(p string) metric.MeasurementOption {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	o, ok := a.procs[p]
-	if !ok {
-		o = metric.WithAttributeSet(attribute.NewSet(attribute.String("procedure", p)))
-		a.procs[p] = o
-	}
-	return o
-}
-
-func payload(r *varvev1.Record) int64 {
-	n := len(r.GetKey()) + len(r.GetValue())
-	for _, h := range r.GetHeaders() {
-		n += len(h.GetKey()) + len(h.GetValue())
-	}
-	return int64(n)
-}
-
-func (a *apiTelemetry) fetched(ctx context.Context, topic string, recs []*varvev1.Record) {
-	if len(recs) == 0 {
-		return
-	}
-	var b int64
-	for _, r := range recs {
-		b += payload(r)
-	}
-	o := a.topic(topic)
-	a.fetchedRecords.Add(ctx, int64(len(recs)), o)
-	a.fetchedBytes.Add(ctx, b, o)
-}
-
-func (a *apiTelemetry) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		res, err := next(ctx, req)
-		if err != nil || req.Spec().IsClient {
-			return res, err
-		}
-		ctx = context.WithoutCancel(ctx)
-		switch m := req.Any().(type) {
-		case *varvev1.ProduceRequest:
-			var b int64
-			for _, r := range m.GetRecords() {
-				b += payload(r.GetRecord())
-			}
-			o := a.topic(m.GetTopic())
-			a.producedRecords.Add(ctx, int64(len(m.GetRecords())), o)
-			a.producedByte.Add(ctx, b, o)
-		case *varvev1.FetchRequest:
-			if out, ok := res.Any().(*varvev1.FetchResponse); ok {
-				a.fetched(ctx, m.GetTopic(), out.GetRecords())
-				a.served.Add(ctx, int64(proto.Size(out)), a.proc(req.Spec().Procedure))
-			}
-		default:
-			a.admin(ctx, req, res)
-		}
-		return res, err
-	}
-}
-
-// admin logs a successful administrative change at info.
-func (a *apiTelemetry) admin(ctx context.Context, req connect.AnyRequest, res connect.AnyResponse) {
-	var msg string
-	attrs := []slog.Attr{slog.String("peer", req.Peer().Addr)}
-	switch m := req.Any().(type) {
-	case *varvev1.CreateTopicRequest:
-		msg = "topic created"
-		attrs = append(attrs, slog.String("topic", m.GetName()), slog.Int("partitions", int(m.GetPartitions())))
-		if out, ok := res.Any().(*varvev1.CreateTopicResponse); ok {
-			attrs = append(attrs, slog.String("id", out.GetTopic().GetId()), slog.String("config", jsonOf(out.GetTopic().GetConfig())))
-		}
-	case *varvev1.UpdateTopicRequest:
-		msg = "topic altered"
-		attrs = append(attrs, slog.String("topic", m.GetName()), slog.String("change", jsonOf(m)))
-	case *varvev1.DeleteTopicRequest:
-		msg = "topic deleted"
-		attrs = append(attrs, slog.String("topic", m.GetName()))
-	case *varvev1.ResetOffsetsRequest:
-		msg = "group offsets reset"
-		attrs = append(attrs, slog.String("group", m.GetGroup()), slog.String("topic", m.GetTopic()), slog.String("request", jsonOf(m)))
-		if out, ok := res.Any().(*varvev1.ResetOffsetsResponse); ok {
-			attrs = append(attrs, slog.String("offsets", jsonOf(out)))
-		}
-	case *varvev1.DeleteGroupRequest:
-		msg = "group deleted"
-		attrs = append(attrs, slog.String("group", m.GetGroup()))
-	case *varvev1.PauseCompactionRequest:
-		msg = "compaction paused"
-	case *varvev1.ResumeCompactionRequest:
-		msg = "compaction resumed"
-	default:
-		return
-	}
-	a.log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
-}
-
-func jsonOf(m proto.Message) string {
-	b, err := protojson.Marshal(m)
-	if err != nil {
-		return err.Error()
-	}
-	return string(b)
-}
-
-func (a *apiTelemetry) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
-func (a *apiTelemetry) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		return next(ctx, &countingConn{StreamingHandlerConn: conn, a: a, ctx: context.WithoutCancel(ctx)})
-	}
-}
-
-// countingConn counts what a streaming reader (Subscribe, Scan) is sent.
-type countingConn struct {
-	connect.StreamingHandlerConn
-	a     *apiTelemetry
-	ctx   context.Context
-	topic string
-	proc  metric.MeasurementOption
-}
-
-func (c *countingConn) Receive(m any) error {
-	err := c.StreamingHandlerConn.Receive(m)
-	if err == nil {
-		switch r := m.(type) {
-		case *varvev1.SubscribeRequest:
-			c.topic = r.GetTopic()
-		case *varvev1.ScanRequest:
-			c.topic = r.GetTopic()
-		}
-	}
-	return err
-}
-
-func (c *countingConn) Send(m any) error {
-	err := c.StreamingHandlerConn.Send(m)
-	if err != nil {
-		return err
-	}
-	switch r := m.(type) {
-	case *varvev1.SubscribeResponse:
-		c.a.fetched(c.ctx, c.topic, r.GetRecords())
-	case *varvev1.ScanResponse:
-	default:
-		return nil
-	}
-	if c.proc == nil {
-		c.proc = c.a.proc(c.Spec().Procedure)
-	}
-	c.a.served.Add(c.ctx, int64(proto.Size(m.(proto.Message))), c.proc)
-	return nil
 }

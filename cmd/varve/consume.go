@@ -149,10 +149,8 @@ func runConsume(cmd *cobra.Command, args []string) error {
 		return clientError(cmd, topic, err)
 	}
 
-	out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
-	defer out.Flush()
-	enc := json.NewEncoder(out)
-	enc.SetEscapeHTML(false)
+	out := newRecordWriter(cmd, format)
+	defer out.buf.Flush()
 	var printed int64
 	active := partitions
 	// Partitions sought past their end are fetched once all the same, so
@@ -186,21 +184,16 @@ func runConsume(cmd *cobra.Command, args []string) error {
 			if !follow && r.Offset >= end[r.Partition] {
 				continue
 			}
-			if format == "json" {
-				if werr := enc.Encode(toJSONRecord(r)); werr != nil {
-					return werr
-				}
-			} else {
-				out.Write(r.Value)
-				out.WriteByte('\n')
+			if werr := out.write(r); werr != nil {
+				return werr
 			}
 			printed++
 			if count > 0 && printed >= count {
-				return out.Flush()
+				return out.buf.Flush()
 			}
 		}
-		if ferr := out.Flush(); ferr != nil {
-			return fmt.Errorf("write standard output: %w", ferr)
+		if ferr := out.flush(); ferr != nil {
+			return ferr
 		}
 		if ctx.Err() != nil {
 			if follow {
@@ -228,6 +221,38 @@ func consumeFromLatest(cmd *cobra.Command) bool {
 func mustString(f *pflag.FlagSet, name string) string {
 	v, _ := f.GetString(name)
 	return v
+}
+
+// recordWriter prints records as consume does: with --format text each
+// value on a line of its own, with json one object per line.
+type recordWriter struct {
+	buf  *bufio.Writer
+	enc  *json.Encoder
+	json bool
+}
+
+func newRecordWriter(cmd *cobra.Command, format string) *recordWriter {
+	buf := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	return &recordWriter{buf: buf, enc: enc, json: format == "json"}
+}
+
+func (w *recordWriter) write(r sdk.Record) error {
+	if w.json {
+		return w.enc.Encode(toJSONRecord(r))
+	}
+	w.buf.Write(r.Value)
+	w.buf.WriteByte('\n')
+	return nil
+}
+
+// flush writes out what is buffered, at the end of each batch.
+func (w *recordWriter) flush() error {
+	if err := w.buf.Flush(); err != nil {
+		return fmt.Errorf("write standard output: %w", err)
+	}
+	return nil
 }
 
 type jsonRecord struct {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -213,10 +211,8 @@ func consumeGroup(cmd *cobra.Command, topic, group, format string, count int64) 
 		Topics: []string{topic}, AutoCommitInterval: -1, ClientID: clientID,
 		FromLatest: consumeFromLatest(cmd),
 	})
-	out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
-	defer out.Flush()
-	enc := json.NewEncoder(out)
-	enc.SetEscapeHTML(false)
+	out := newRecordWriter(cmd, format)
+	defer out.buf.Flush()
 	var printed int64
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -226,13 +222,8 @@ func consumeGroup(cmd *cobra.Command, topic, group, format string, count int64) 
 	for {
 		recs, err := gc.Poll(ctx)
 		for i, r := range recs {
-			if format == "json" {
-				if werr := enc.Encode(toJSONRecord(r)); werr != nil {
-					return werr
-				}
-			} else {
-				out.Write(r.Value)
-				out.WriteByte('\n')
+			if werr := out.write(r); werr != nil {
+				return werr
 			}
 			printed++
 			if count > 0 && printed >= count {
@@ -240,8 +231,8 @@ func consumeGroup(cmd *cobra.Command, topic, group, format string, count int64) 
 				break
 			}
 		}
-		if ferr := out.Flush(); ferr != nil {
-			return fmt.Errorf("write standard output: %w", ferr)
+		if ferr := out.flush(); ferr != nil {
+			return ferr
 		}
 		if len(recs) > 0 {
 			// Printed, so committed: at least once.

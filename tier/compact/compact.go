@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/varve-io/varve/internal/defaults"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
@@ -69,29 +70,17 @@ type Config struct {
 }
 
 func (c *Config) fill() {
-	if c.Interval <= 0 {
-		c.Interval = DefaultInterval
-	}
-	if c.TargetBytes <= 0 {
-		c.TargetBytes = DefaultTargetBytes
-	}
-	if c.MinEntries <= 0 {
-		c.MinEntries = DefaultMinEntries
-	}
+	defaults.Positive(&c.Interval, DefaultInterval)
+	defaults.Positive(&c.TargetBytes, DefaultTargetBytes)
+	defaults.Positive(&c.MinEntries, DefaultMinEntries)
 	c.MinEntries = max(c.MinEntries, 2) // one entry alone merges nothing
-	if c.BlockBytes <= 0 {
-		c.BlockBytes = DefaultBlockBytes
-	}
+	defaults.Positive(&c.BlockBytes, DefaultBlockBytes)
 	c.BlockBytes = min(c.BlockBytes, segment.MaxBlockRawBytes/2)
 	if c.MergeObjects <= 1 {
 		c.MergeObjects = DefaultMergeObjects
 	}
-	if c.ClaimTTL <= 0 {
-		c.ClaimTTL = DefaultClaimTTL
-	}
-	if c.MaxSwapDelay <= 0 {
-		c.MaxSwapDelay = DefaultMaxSwapDelay
-	}
+	defaults.Positive(&c.ClaimTTL, DefaultClaimTTL)
+	defaults.Positive(&c.MaxSwapDelay, DefaultMaxSwapDelay)
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/varve-io/varve/internal/defaults"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 )
@@ -62,24 +63,12 @@ type Config struct {
 }
 
 func (c *Config) fill() {
-	if c.RetentionInterval <= 0 {
-		c.RetentionInterval = DefaultRetentionInterval
-	}
-	if c.GCInterval <= 0 {
-		c.GCInterval = DefaultGCInterval
-	}
-	if c.Grace <= 0 {
-		c.Grace = DefaultGrace
-	}
-	if c.HistoryInterval == 0 {
-		c.HistoryInterval = DefaultHistoryInterval
-	}
-	if c.HistoryRetain <= 0 {
-		c.HistoryRetain = DefaultHistoryRetain
-	}
-	if c.Suffix == "" {
-		c.Suffix = DefaultSuffix
-	}
+	defaults.Positive(&c.RetentionInterval, DefaultRetentionInterval)
+	defaults.Positive(&c.GCInterval, DefaultGCInterval)
+	defaults.Positive(&c.Grace, DefaultGrace)
+	defaults.Zero(&c.HistoryInterval, DefaultHistoryInterval) // negative: disabled
+	defaults.Positive(&c.HistoryRetain, DefaultHistoryRetain)
+	defaults.Zero(&c.Suffix, DefaultSuffix)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
