@@ -204,8 +204,11 @@ func TestDevDiskFull(t *testing.T) {
 		dev.fatalf("exited (status %d) on a full disk", dev.state.ExitCode())
 	}
 	sameRecords(t, "consume on a full disk", cli.consume("full", "--from", "earliest"), before)
-	if c, body := httpGet(t, base+"/readyz"); c != 200 {
-		dev.fatalf("/readyz on a full disk: %d %s", c, body)
+	// Readiness follows whether the node can flush (issue 12 item 19): a
+	// full disk makes it not ready, saying why, so a load balancer sends
+	// writes elsewhere; reads above still work.
+	if c, body := httpGet(t, base+"/readyz"); c != 503 || !strings.Contains(body, "no space left on device") {
+		dev.fatalf("/readyz on a full disk: %d %s, want 503 naming the full disk", c, body)
 	}
 
 	// Space returns: writes resume in the same process.
