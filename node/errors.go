@@ -11,6 +11,7 @@ import (
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/apierr"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/groups"
 	"github.com/varve-io/varve/query"
 )
 
@@ -35,10 +36,10 @@ func toConnect(err error) error {
 		code = connect.CodeNotFound
 	case errors.Is(err, metadata.ErrTopicExists):
 		code = connect.CodeAlreadyExists
-	case errors.Is(err, metadata.ErrGroupNotFound):
+	case errors.Is(err, groups.ErrGroupNotFound):
 		code = connect.CodeNotFound
-	case errors.Is(err, metadata.ErrUnknownMember), errors.Is(err, metadata.ErrStaleGeneration), errors.Is(err, metadata.ErrNotAssigned),
-		errors.Is(err, metadata.ErrGroupActive), errors.Is(err, metadata.ErrOffsetRegress), errors.Is(err, metadata.ErrInconsistentStrategy):
+	case errors.Is(err, groups.ErrUnknownMember), errors.Is(err, groups.ErrStaleGeneration), errors.Is(err, groups.ErrNotAssigned),
+		errors.Is(err, groups.ErrGroupActive), errors.Is(err, groups.ErrOffsetRegress), errors.Is(err, groups.ErrInconsistentStrategy):
 		code = connect.CodeFailedPrecondition
 	case errors.Is(err, ingest.ErrBackpressure):
 		code = connect.CodeResourceExhausted

@@ -1,4 +1,4 @@
-package metadata
+package groups
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/internal/keys"
 )
 
 // OffsetCommit is one partition's offset to commit: the next offset to
@@ -38,31 +41,31 @@ const (
 // meta, the member and each offset key, so a rebalance, a leave or a
 // concurrent commit in between makes it read again: a refused commit
 // changes nothing.
-func (c *Client) CommitOffsets(ctx context.Context, g, member string, gen int64, offsets []OffsetCommit) error {
-	if err := ValidateGroupName(g); err != nil {
+func (c *Groups) CommitOffsets(ctx context.Context, g, member string, gen int64, offsets []OffsetCommit) error {
+	if err := ValidateName(g); err != nil {
 		return err
 	}
 	if member == "" {
-		return fmt.Errorf("commit to group %q: %w: no member id", g, ErrInvalidArgument)
+		return fmt.Errorf("commit to group %q: %w: no member id", g, metadata.ErrInvalidArgument)
 	}
 	if len(offsets) == 0 || len(offsets) > MaxCommitOffsets {
-		return fmt.Errorf("commit to group %q: %w: %d offsets, want 1 to %d", g, ErrInvalidArgument, len(offsets), MaxCommitOffsets)
+		return fmt.Errorf("commit to group %q: %w: %d offsets, want 1 to %d", g, metadata.ErrInvalidArgument, len(offsets), MaxCommitOffsets)
 	}
 	seen := make(map[topicPart]bool, len(offsets))
 	for _, o := range offsets {
-		if err := ValidateTopicName(o.Topic); err != nil {
+		if err := metadata.ValidateTopicName(o.Topic); err != nil {
 			return fmt.Errorf("commit to group %q: %w", g, err)
 		}
 		tp := topicPart{o.Topic, o.Partition}
 		switch {
 		case seen[tp]:
-			return fmt.Errorf("commit to group %q: %w: %s/%d appears twice", g, ErrInvalidArgument, o.Topic, o.Partition)
+			return fmt.Errorf("commit to group %q: %w: %s/%d appears twice", g, metadata.ErrInvalidArgument, o.Topic, o.Partition)
 		case o.Partition < 0:
-			return fmt.Errorf("commit to group %q: %w: partition %d of %s", g, ErrPartitionOutOfRange, o.Partition, o.Topic)
+			return fmt.Errorf("commit to group %q: %w: partition %d of %s", g, metadata.ErrPartitionOutOfRange, o.Partition, o.Topic)
 		case o.Offset < 0:
-			return fmt.Errorf("commit to group %q on %s/%d: %w: negative offset %d", g, o.Topic, o.Partition, ErrInvalidArgument, o.Offset)
+			return fmt.Errorf("commit to group %q on %s/%d: %w: negative offset %d", g, o.Topic, o.Partition, metadata.ErrInvalidArgument, o.Offset)
 		case len(o.Metadata) > MaxCommitMetadata:
-			return fmt.Errorf("commit to group %q on %s/%d: %w: metadata is %d bytes, at most %d", g, o.Topic, o.Partition, ErrInvalidArgument, len(o.Metadata), MaxCommitMetadata)
+			return fmt.Errorf("commit to group %q on %s/%d: %w: metadata is %d bytes, at most %d", g, o.Topic, o.Partition, metadata.ErrInvalidArgument, len(o.Metadata), MaxCommitMetadata)
 		}
 		seen[tp] = true
 	}
@@ -74,18 +77,18 @@ func (c *Client) CommitOffsets(ctx context.Context, g, member string, gen int64,
 	return nil
 }
 
-func (c *Client) commitOffsetsChunk(ctx context.Context, g, member string, gen int64, offsets []OffsetCommit) error {
-	mk := groupMemberKey(g, member)
+func (c *Groups) commitOffsetsChunk(ctx context.Context, g, member string, gen int64, offsets []OffsetCommit) error {
+	mk := keys.GroupMember(g, member)
 	for attempt := 0; ; attempt++ {
-		ops := []clientv3.Op{clientv3.OpGet(groupMetaKey(g)), clientv3.OpGet(mk)}
+		ops := []clientv3.Op{clientv3.OpGet(keys.GroupMeta(g)), clientv3.OpGet(mk)}
 		var topics []string
 		for _, o := range offsets {
-			ops = append(ops, clientv3.OpGet(groupOffsetKey(g, o.Topic, o.Partition)), clientv3.OpGet(partitionKey(o.Topic, o.Partition)))
+			ops = append(ops, clientv3.OpGet(keys.GroupOffset(g, o.Topic, o.Partition)), clientv3.OpGet(keys.Partition(o.Topic, o.Partition)))
 		}
 		for _, o := range offsets {
 			if !slices.Contains(topics, o.Topic) {
 				topics = append(topics, o.Topic)
-				ops = append(ops, clientv3.OpGet(topicKey(o.Topic)))
+				ops = append(ops, clientv3.OpGet(keys.Topic(o.Topic)))
 			}
 		}
 		resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
@@ -114,39 +117,39 @@ func (c *Client) commitOffsetsChunk(ctx context.Context, g, member string, gen i
 		for i, t := range topics {
 			kvs := rr(2 + 2*len(offsets) + i).Kvs
 			if len(kvs) == 0 {
-				return fmt.Errorf("commit to group %q: topic %q: %w", g, t, ErrTopicNotFound)
+				return fmt.Errorf("commit to group %q: topic %q: %w", g, t, metadata.ErrTopicNotFound)
 			}
-			var tp Topic
+			var tp metadata.Topic
 			if err := json.Unmarshal(kvs[0].Value, &tp); err != nil {
 				return fmt.Errorf("decode topic %q: %w", t, err)
 			}
 			parts[t] = tp.Partitions
 		}
 		cmps := []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(groupMetaKey(g)), "=", metaKV[0].ModRevision),
+			clientv3.Compare(clientv3.ModRevision(keys.GroupMeta(g)), "=", metaKV[0].ModRevision),
 			clientv3.Compare(clientv3.ModRevision(mk), "=", memberKV[0].ModRevision),
 		}
 		var puts []clientv3.Op
 		now := time.Now().UnixMilli()
 		for i, o := range offsets {
 			if o.Partition >= parts[o.Topic] {
-				return fmt.Errorf("commit to group %q on %s/%d: %w: the topic has %d partitions", g, o.Topic, o.Partition, ErrPartitionOutOfRange, parts[o.Topic])
+				return fmt.Errorf("commit to group %q on %s/%d: %w: the topic has %d partitions", g, o.Topic, o.Partition, metadata.ErrPartitionOutOfRange, parts[o.Topic])
 			}
 			if !meta.Assignment[member].Has(o.Topic, o.Partition) && !meta.Revoked[member].Has(o.Topic, o.Partition) {
 				return fmt.Errorf("commit to group %q on %s/%d as %s in generation %d: %w", g, o.Topic, o.Partition, member, gen, ErrNotAssigned)
 			}
 			var end int64
 			if kvs := rr(3 + 2*i).Kvs; len(kvs) > 0 {
-				var ps PartitionState
+				var ps metadata.PartitionState
 				if err := json.Unmarshal(kvs[0].Value, &ps); err != nil {
 					return fmt.Errorf("decode partition %s/%d: %w", o.Topic, o.Partition, err)
 				}
 				end = ps.Next
 			}
 			if o.Offset > end {
-				return fmt.Errorf("commit to group %q on %s/%d: %w: offset %d is past the end of the partition (%d)", g, o.Topic, o.Partition, ErrInvalidArgument, o.Offset, end)
+				return fmt.Errorf("commit to group %q on %s/%d: %w: offset %d is past the end of the partition (%d)", g, o.Topic, o.Partition, metadata.ErrInvalidArgument, o.Offset, end)
 			}
-			ok := groupOffsetKey(g, o.Topic, o.Partition)
+			ok := keys.GroupOffset(g, o.Topic, o.Partition)
 			var modRev int64
 			if kvs := rr(2 + 2*i).Kvs; len(kvs) > 0 {
 				var prev CommittedOffset
