@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/varve-io/varve/metadata"
@@ -106,96 +107,16 @@ func (c *Client) SwapIndex(ctx context.Context, s Swap) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
-	first := keys.Index(s.Topic, s.Partition, s.Old[0].Base)
-	last := keys.Index(s.Topic, s.Partition, s.Old[len(s.Old)-1].Base)
-	rangeEnd := last + "\x00"
-	pk := keys.Partition(s.Topic, s.Partition)
-	prefix := keys.IndexPartitionPrefix(s.Topic, s.Partition)
+	puts, byteDelta, err := s.writes()
+	if err != nil {
+		return err
+	}
 	end := s.Old[len(s.Old)-1].End()
-
-	var oldBytes, newBytes int64
-	for _, e := range s.Old {
-		oldBytes += e.Len
-	}
-	var puts []clientv3.Op
-	for i, e := range s.New {
-		v, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		k := keys.Index(s.Topic, s.Partition, e.Base)
-		puts = append(puts, clientv3.OpPut(k, string(v)))
-		// Delete the old keys between this new key and the next (a put and
-		// a delete of the same key in one transaction is refused).
-		to := rangeEnd
-		if i+1 < len(s.New) {
-			to = keys.Index(s.Topic, s.Partition, s.New[i+1].Base)
-		}
-		puts = append(puts, clientv3.OpDelete(k+"\x00", clientv3.WithRange(to)))
-		newBytes += e.Len
-	}
-	if len(s.New) == 0 {
-		puts = append(puts, clientv3.OpDelete(first, clientv3.WithRange(rangeEnd)))
-	}
-
 	backoff := 2 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		reads := []clientv3.Op{
-			clientv3.OpGet(pk),
-			clientv3.OpGet(first, clientv3.WithRange(rangeEnd), clientv3.WithKeysOnly()),
-		}
-		if s.DropPrefix {
-			reads = append(reads, clientv3.OpGet(prefix, clientv3.WithRange(first), clientv3.WithCountOnly()))
-		}
-		rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
-		if err != nil {
-			return fmt.Errorf("swap %s/%d [%d,%d): read: %w", s.Topic, s.Partition, s.Old[0].Base, end, err)
-		}
-		pkv := rresp.Responses[0].GetResponseRange().Kvs
-		if len(pkv) == 0 {
-			return fmt.Errorf("swap %s/%d: partition state is gone (topic deleted?): %w", s.Topic, s.Partition, ErrSwapConflict)
-		}
-		kvs := rresp.Responses[1].GetResponseRange().Kvs
-		if len(kvs) != len(s.Old) {
-			return fmt.Errorf("swap %s/%d [%d,%d): %d entries now, %d planned: %w", s.Topic, s.Partition, s.Old[0].Base, end, len(kvs), len(s.Old), ErrSwapConflict)
-		}
-		for i, kv := range kvs {
-			if string(kv.Key) != keys.Index(s.Topic, s.Partition, s.Old[i].Base) || kv.ModRevision != s.Old[i].ModRev {
-				return fmt.Errorf("swap %s/%d: entry %s changed: %w", s.Topic, s.Partition, kv.Key, ErrSwapConflict)
-			}
-		}
-		if s.DropPrefix && rresp.Responses[2].GetResponseRange().Count != 0 {
-			return fmt.Errorf("swap %s/%d: entries before %d: the dropped run must start the index: %w", s.Topic, s.Partition, s.Old[0].Base, ErrSwapConflict)
-		}
-		var st metadata.PartitionState
-		if err := json.Unmarshal(pkv[0].Value, &st); err != nil {
-			return fmt.Errorf("decode partition %s/%d: %w", s.Topic, s.Partition, err)
-		}
-		st.Bytes = max(st.Bytes+newBytes-oldBytes, 0)
-		st.Segments = max(st.Segments+int64(len(s.New)-len(s.Old)), 0)
-		if s.DropPrefix && len(s.New) == 0 {
-			st.Start = max(st.Start, end)
-		}
-		sv, _ := json.Marshal(st)
-
-		cmps := []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(pk), "=", pkv[0].ModRevision),
-			// Nothing in the run changed or appeared since the read...
-			clientv3.Compare(clientv3.ModRevision(first), "<", rresp.Header.Revision+1).WithRange(rangeEnd),
-			// ...and its ends are still there.
-			clientv3.Compare(clientv3.ModRevision(first), "=", s.Old[0].ModRev),
-			clientv3.Compare(clientv3.ModRevision(last), "=", s.Old[len(s.Old)-1].ModRev),
-		}
-		if s.DropPrefix {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(prefix), "=", 0).WithRange(first))
-		}
-		ops := append(append([]clientv3.Op(nil), puts...), clientv3.OpPut(pk, string(sv)))
-		tresp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		if err != nil {
-			return fmt.Errorf("swap %s/%d [%d,%d): %w", s.Topic, s.Partition, s.Old[0].Base, end, err)
-		}
-		if tresp.Succeeded {
-			return nil
+		done, err := c.trySwap(ctx, s, puts, byteDelta)
+		if done || err != nil {
+			return err
 		}
 		// Lost to a concurrent write; the next read says whether it touched
 		// the run (a conflict) or only the partition state (retry).
@@ -209,4 +130,127 @@ func (c *Client) SwapIndex(ctx context.Context, s Swap) error {
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}
+}
+
+// swapKeys are the keys a swap reads and fences: its run of index entries
+// [first, rangeEnd), the partition state, and the partition's index.
+type swapKeys struct {
+	first, last, rangeEnd, partition, prefix string
+}
+
+func (s *Swap) keys() swapKeys {
+	last := keys.Index(s.Topic, s.Partition, s.Old[len(s.Old)-1].Base)
+	return swapKeys{
+		first:     keys.Index(s.Topic, s.Partition, s.Old[0].Base),
+		last:      last,
+		rangeEnd:  last + "\x00",
+		partition: keys.Partition(s.Topic, s.Partition),
+		prefix:    keys.IndexPartitionPrefix(s.Topic, s.Partition),
+	}
+}
+
+// writes returns the puts of the new entries and the deletes of the old
+// ones, and how many bytes the partition gains (negative: loses).
+func (s *Swap) writes() ([]clientv3.Op, int64, error) {
+	k := s.keys()
+	var delta int64
+	for _, e := range s.Old {
+		delta -= e.Len
+	}
+	var puts []clientv3.Op
+	for i, e := range s.New {
+		v, err := json.Marshal(e)
+		if err != nil {
+			return nil, 0, err
+		}
+		key := keys.Index(s.Topic, s.Partition, e.Base)
+		puts = append(puts, clientv3.OpPut(key, string(v)))
+		// Delete the old keys between this new key and the next (a put and
+		// a delete of the same key in one transaction is refused).
+		to := k.rangeEnd
+		if i+1 < len(s.New) {
+			to = keys.Index(s.Topic, s.Partition, s.New[i+1].Base)
+		}
+		puts = append(puts, clientv3.OpDelete(key+"\x00", clientv3.WithRange(to)))
+		delta += e.Len
+	}
+	if len(s.New) == 0 {
+		puts = append(puts, clientv3.OpDelete(k.first, clientv3.WithRange(k.rangeEnd)))
+	}
+	return puts, delta, nil
+}
+
+// trySwap reads the run and the partition state, checks that the run is
+// as planned, and writes puts with the updated state, fenced on what it
+// read. done is false when a concurrent write got in between.
+func (c *Client) trySwap(ctx context.Context, s Swap, puts []clientv3.Op, byteDelta int64) (done bool, err error) {
+	k := s.keys()
+	end := s.Old[len(s.Old)-1].End()
+	reads := []clientv3.Op{
+		clientv3.OpGet(k.partition),
+		clientv3.OpGet(k.first, clientv3.WithRange(k.rangeEnd), clientv3.WithKeysOnly()),
+	}
+	if s.DropPrefix {
+		reads = append(reads, clientv3.OpGet(k.prefix, clientv3.WithRange(k.first), clientv3.WithCountOnly()))
+	}
+	rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("swap %s/%d [%d,%d): read: %w", s.Topic, s.Partition, s.Old[0].Base, end, err)
+	}
+	pkv, err := s.checkRead(rresp)
+	if err != nil {
+		return false, err
+	}
+	var st metadata.PartitionState
+	if err := json.Unmarshal(pkv.Value, &st); err != nil {
+		return false, fmt.Errorf("decode partition %s/%d: %w", s.Topic, s.Partition, err)
+	}
+	st.Bytes = max(st.Bytes+byteDelta, 0)
+	st.Segments = max(st.Segments+int64(len(s.New)-len(s.Old)), 0)
+	if s.DropPrefix && len(s.New) == 0 {
+		st.Start = max(st.Start, end)
+	}
+	sv, _ := json.Marshal(st)
+
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(k.partition), "=", pkv.ModRevision),
+		// Nothing in the run changed or appeared since the read...
+		clientv3.Compare(clientv3.ModRevision(k.first), "<", rresp.Header.Revision+1).WithRange(k.rangeEnd),
+		// ...and its ends are still there.
+		clientv3.Compare(clientv3.ModRevision(k.first), "=", s.Old[0].ModRev),
+		clientv3.Compare(clientv3.ModRevision(k.last), "=", s.Old[len(s.Old)-1].ModRev),
+	}
+	if s.DropPrefix {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k.prefix), "=", 0).WithRange(k.first))
+	}
+	ops := append(append([]clientv3.Op(nil), puts...), clientv3.OpPut(k.partition, string(sv)))
+	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("swap %s/%d [%d,%d): %w", s.Topic, s.Partition, s.Old[0].Base, end, err)
+	}
+	return tresp.Succeeded, nil
+}
+
+// checkRead checks trySwap's read: the partition state exists, the run
+// holds exactly the planned entries with their ModRevs, and with
+// DropPrefix nothing comes before it. It returns the partition state.
+func (s *Swap) checkRead(rresp *clientv3.TxnResponse) (*mvccpb.KeyValue, error) {
+	end := s.Old[len(s.Old)-1].End()
+	pkv := rresp.Responses[0].GetResponseRange().Kvs
+	if len(pkv) == 0 {
+		return nil, fmt.Errorf("swap %s/%d: partition state is gone (topic deleted?): %w", s.Topic, s.Partition, ErrSwapConflict)
+	}
+	kvs := rresp.Responses[1].GetResponseRange().Kvs
+	if len(kvs) != len(s.Old) {
+		return nil, fmt.Errorf("swap %s/%d [%d,%d): %d entries now, %d planned: %w", s.Topic, s.Partition, s.Old[0].Base, end, len(kvs), len(s.Old), ErrSwapConflict)
+	}
+	for i, kv := range kvs {
+		if string(kv.Key) != keys.Index(s.Topic, s.Partition, s.Old[i].Base) || kv.ModRevision != s.Old[i].ModRev {
+			return nil, fmt.Errorf("swap %s/%d: entry %s changed: %w", s.Topic, s.Partition, kv.Key, ErrSwapConflict)
+		}
+	}
+	if s.DropPrefix && rresp.Responses[2].GetResponseRange().Count != 0 {
+		return nil, fmt.Errorf("swap %s/%d: entries before %d: the dropped run must start the index: %w", s.Topic, s.Partition, s.Old[0].Base, ErrSwapConflict)
+	}
+	return pkv[0], nil
 }
