@@ -100,12 +100,9 @@ func (c *Client) retentionStep(ctx context.Context, topic string, p int32, now t
 		return 0, false, fmt.Errorf("retention of %s/%d: decode partition: %w", topic, p, err)
 	}
 	res.Start = st.Start
-	if t.CleanupPolicy == CleanupCompact || (t.RetentionMs <= 0 && t.RetentionBytes < 0) {
+	rule, ok := newRetentionRule(t, now)
+	if !ok {
 		return 0, true, nil
-	}
-	cutoff := int64(-1) // newest expired MaxTS, in ms
-	if t.RetentionMs > 0 {
-		cutoff = now.UnixMilli() - t.RetentionMs
 	}
 	cmps := []clientv3.Cmp{
 		clientv3.Compare(clientv3.ModRevision(topicKey(topic)), "=", tkv[0].ModRevision),
@@ -125,9 +122,7 @@ func (c *Client) retentionStep(ctx context.Context, topic string, p int32, now t
 			return 0, false, fmt.Errorf("retention of %s/%d: decode index entry %s: %w", topic, p, kv.Key, err)
 		}
 		e.Topic, e.Partition, e.Base = topic, p, k.base
-		byTime := cutoff >= 0 && e.MaxTS < cutoff
-		bySize := t.RetentionBytes >= 0 && bytes-e.Len >= t.RetentionBytes
-		if !byTime && !bySize {
+		if !rule.expires(e, bytes) {
 			break
 		}
 		bytes -= e.Len
