@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/varve-io/varve/metadata"
@@ -132,38 +133,12 @@ func (c *Groups) commitOffsetsChunk(ctx context.Context, g, member string, gen i
 		var puts []clientv3.Op
 		now := time.Now().UnixMilli()
 		for i, o := range offsets {
-			if o.Partition >= parts[o.Topic] {
-				return fmt.Errorf("commit to group %q on %s/%d: %w: the topic has %d partitions", g, o.Topic, o.Partition, metadata.ErrPartitionOutOfRange, parts[o.Topic])
+			cmp, put, err := fenceOffset(g, member, gen, meta, parts[o.Topic], o, rr(2+2*i).Kvs, rr(3+2*i).Kvs, now)
+			if err != nil {
+				return err
 			}
-			if !meta.Assignment[member].Has(o.Topic, o.Partition) && !meta.Revoked[member].Has(o.Topic, o.Partition) {
-				return fmt.Errorf("commit to group %q on %s/%d as %s in generation %d: %w", g, o.Topic, o.Partition, member, gen, ErrNotAssigned)
-			}
-			var end int64
-			if kvs := rr(3 + 2*i).Kvs; len(kvs) > 0 {
-				var ps metadata.PartitionState
-				if err := json.Unmarshal(kvs[0].Value, &ps); err != nil {
-					return fmt.Errorf("decode partition %s/%d: %w", o.Topic, o.Partition, err)
-				}
-				end = ps.Next
-			}
-			if o.Offset > end {
-				return fmt.Errorf("commit to group %q on %s/%d: %w: offset %d is past the end of the partition (%d)", g, o.Topic, o.Partition, metadata.ErrInvalidArgument, o.Offset, end)
-			}
-			ok := keys.GroupOffset(g, o.Topic, o.Partition)
-			var modRev int64
-			if kvs := rr(2 + 2*i).Kvs; len(kvs) > 0 {
-				var prev CommittedOffset
-				if err := json.Unmarshal(kvs[0].Value, &prev); err != nil {
-					return fmt.Errorf("decode committed offset %s: %w", ok, err)
-				}
-				if o.Offset < prev.Offset {
-					return fmt.Errorf("commit to group %q on %s/%d: %w: offset %d is behind the committed %d (reset the group's offsets to move back)", g, o.Topic, o.Partition, ErrOffsetRegress, o.Offset, prev.Offset)
-				}
-				modRev = kvs[0].ModRevision
-			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(ok), "=", modRev))
-			v, _ := json.Marshal(CommittedOffset{Offset: o.Offset, Generation: gen, Metadata: o.Metadata, CommittedMs: now, Member: member})
-			puts = append(puts, clientv3.OpPut(ok, string(v)))
+			cmps = append(cmps, cmp)
+			puts = append(puts, put)
 		}
 		wr, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
 		if err != nil {
@@ -178,4 +153,42 @@ func (c *Groups) commitOffsetsChunk(ctx context.Context, g, member string, gen i
 		// The generation, the member or an offset changed since the read:
 		// check again.
 	}
+}
+
+// fenceOffset checks one offset of a commit against what the chunk read —
+// the group's meta, the topic's partition count, the committed offset
+// (offsetKVs) and the partition state (partKVs) — and returns the compare
+// and the put that commit it.
+func fenceOffset(g, member string, gen int64, meta Meta, partitions int32, o OffsetCommit, offsetKVs, partKVs []*mvccpb.KeyValue, now int64) (clientv3.Cmp, clientv3.Op, error) {
+	if o.Partition >= partitions {
+		return clientv3.Cmp{}, clientv3.Op{}, fmt.Errorf("commit to group %q on %s/%d: %w: the topic has %d partitions", g, o.Topic, o.Partition, metadata.ErrPartitionOutOfRange, partitions)
+	}
+	if !meta.Assignment[member].Has(o.Topic, o.Partition) && !meta.Revoked[member].Has(o.Topic, o.Partition) {
+		return clientv3.Cmp{}, clientv3.Op{}, fmt.Errorf("commit to group %q on %s/%d as %s in generation %d: %w", g, o.Topic, o.Partition, member, gen, ErrNotAssigned)
+	}
+	var end int64
+	if len(partKVs) > 0 {
+		var ps metadata.PartitionState
+		if err := json.Unmarshal(partKVs[0].Value, &ps); err != nil {
+			return clientv3.Cmp{}, clientv3.Op{}, fmt.Errorf("decode partition %s/%d: %w", o.Topic, o.Partition, err)
+		}
+		end = ps.Next
+	}
+	if o.Offset > end {
+		return clientv3.Cmp{}, clientv3.Op{}, fmt.Errorf("commit to group %q on %s/%d: %w: offset %d is past the end of the partition (%d)", g, o.Topic, o.Partition, metadata.ErrInvalidArgument, o.Offset, end)
+	}
+	ok := keys.GroupOffset(g, o.Topic, o.Partition)
+	var modRev int64
+	if len(offsetKVs) > 0 {
+		var prev CommittedOffset
+		if err := json.Unmarshal(offsetKVs[0].Value, &prev); err != nil {
+			return clientv3.Cmp{}, clientv3.Op{}, fmt.Errorf("decode committed offset %s: %w", ok, err)
+		}
+		if o.Offset < prev.Offset {
+			return clientv3.Cmp{}, clientv3.Op{}, fmt.Errorf("commit to group %q on %s/%d: %w: offset %d is behind the committed %d (reset the group's offsets to move back)", g, o.Topic, o.Partition, ErrOffsetRegress, o.Offset, prev.Offset)
+		}
+		modRev = offsetKVs[0].ModRevision
+	}
+	v, _ := json.Marshal(CommittedOffset{Offset: o.Offset, Generation: gen, Metadata: o.Metadata, CommittedMs: now, Member: member})
+	return clientv3.Compare(clientv3.ModRevision(ok), "=", modRev), clientv3.OpPut(ok, string(v)), nil
 }
