@@ -1,12 +1,13 @@
 // Package metadata owns Varve's state in etcd: topic configuration,
 // partition state, the segment index, commit transactions, producers'
-// idempotence state, retention, watches and node leases. It and the
+// idempotence state, watches and node leases. It and the
 // packages under it are the only ones that import the etcd client.
 //
 // Features with their own package under metadata/:
 //
 //	metadata/groups       consumer groups: sessions, fenced commits, assignment
 //	metadata/compaction   index swaps, compaction claims, the pause switch
+//	metadata/retention    retention: which entries expire, and dropping them
 //	metadata/internal/keys  the key layout, every family spelled once
 //	metadata/internal/conn  hands this package's etcd client to the ones above
 //
@@ -14,7 +15,6 @@
 // index entry is a pointer (object key and byte range) plus the numbers the
 // read path needs to choose a block. It never exports an etcd type: a
 // subpackage gets the client from a *Client through metadata/internal/conn.
-// Pure rules live apart from transactions (retention_rules.go).
 //
 // Key layout (all under /varve/, see docs/metadata.md and
 // metadata/internal/keys):

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/retention"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -359,7 +360,7 @@ func (j *Janitor) Retention(ctx context.Context) (RetentionReport, error) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			res, err := j.meta.ApplyRetention(ctx, jb.topic, jb.p, now)
+			res, err := retention.New(j.meta).Apply(ctx, jb.topic, jb.p, now)
 			mu.Lock()
 			defer mu.Unlock()
 			rep.Partitions++

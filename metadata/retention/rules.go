@@ -1,24 +1,28 @@
-package metadata
+package retention
 
-import "time"
+import (
+	"time"
 
-// Retention rules, as plain numbers: no etcd here. ApplyRetention reads a
+	"github.com/varve-io/varve/metadata"
+)
+
+// Retention rules, as plain numbers: no etcd here. Apply reads a
 // partition and applies them in a transaction.
 
-// retentionRule is a topic's retention at one instant.
-type retentionRule struct {
+// rule is a topic's retention at one instant.
+type rule struct {
 	cutoff int64 // entries whose newest record is older (ms) expire; -1: no time limit
 	bytes  int64 // the partition keeps at least this many bytes; -1: no size limit
 }
 
-// newRetentionRule returns topic t's rule at now. ok is false when
+// newRule returns topic t's rule at now. ok is false when
 // retention drops nothing: cleanup policy compact, or neither a time nor a
 // size limit.
-func newRetentionRule(t Topic, now time.Time) (r retentionRule, ok bool) {
-	if t.CleanupPolicy == CleanupCompact || (t.RetentionMs <= 0 && t.RetentionBytes < 0) {
-		return retentionRule{}, false
+func newRule(t metadata.Topic, now time.Time) (r rule, ok bool) {
+	if t.CleanupPolicy == metadata.CleanupCompact || (t.RetentionMs <= 0 && t.RetentionBytes < 0) {
+		return rule{}, false
 	}
-	r = retentionRule{cutoff: -1, bytes: t.RetentionBytes}
+	r = rule{cutoff: -1, bytes: t.RetentionBytes}
 	if t.RetentionMs > 0 {
 		r.cutoff = now.UnixMilli() - t.RetentionMs
 	}
@@ -29,7 +33,7 @@ func newRetentionRule(t Topic, now time.Time) (r retentionRule, ok bool) {
 // bytes (e included), expires: its newest record is older than the cutoff
 // (by time), or dropping it still leaves at least the retained bytes (by
 // size). Kafka's rules.
-func (r retentionRule) expires(e IndexEntry, bytes int64) bool {
+func (r rule) expires(e metadata.IndexEntry, bytes int64) bool {
 	byTime := r.cutoff >= 0 && e.MaxTS < r.cutoff
 	bySize := r.bytes >= 0 && bytes-e.Len >= r.bytes
 	return byTime || bySize
