@@ -23,8 +23,6 @@ var (
 	producersPrefix      = keys.ProducersPrefix
 	producerKey          = keys.Producer
 	producerStateKey     = keys.ProducerState
-	compactionPausedKey  = keys.CompactionPaused
-	claimKey             = keys.Claim
 	electionPrefix       = keys.ElectionPrefix
 )
 
