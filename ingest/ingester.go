@@ -147,7 +147,7 @@ type FlushedBlock struct {
 type Ingester struct {
 	cfg    Config
 	store  tier.Store
-	meta   *metadata.Client
+	meta   Committer
 	topics *metadata.Cache
 	log    *slog.Logger
 	m      instruments
@@ -235,7 +235,7 @@ type file struct {
 }
 
 // New starts an Ingester. topics must be a Cache of the same etcd.
-func New(cfg Config, store tier.Store, meta *metadata.Client, topics *metadata.Cache, log *slog.Logger, mp metric.MeterProvider) (*Ingester, error) {
+func New(cfg Config, store tier.Store, meta Committer, topics *metadata.Cache, log *slog.Logger, mp metric.MeterProvider) (*Ingester, error) {
 	cfg.fill()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

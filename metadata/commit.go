@@ -361,57 +361,8 @@ func (c *Client) fillFromGuard(gk string, v []byte, appends []Append, results []
 // wrote that the attempt sent its write transaction (so an error leaves
 // the outcome unknown).
 func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append, results []AppendResult) (done, wrote bool, err error) {
-	// Read the guard, the topics and the partitions in one consistent
-	// snapshot.
-	var topics []string
-	topicIdx := map[string]int{}
-	for _, a := range appends {
-		if _, ok := topicIdx[a.Topic]; !ok {
-			topicIdx[a.Topic] = len(topics)
-			topics = append(topics, a.Topic)
-		}
-	}
-	reads := []clientv3.Op{clientv3.OpGet(gk)}
-	for _, t := range topics {
-		reads = append(reads, clientv3.OpGet(topicKey(t)))
-	}
-	for _, a := range appends {
-		reads = append(reads, clientv3.OpGet(partitionKey(a.Topic, a.Partition)))
-	}
-	// Idempotence: each producer's info once, and its state on each
-	// partition it has a batch in.
-	var pids []int64
-	pidIdx := map[int64]int{}
-	type stateRef struct {
-		key  string
-		read int // index into the read responses
-	}
-	stateReads := make([]map[int64]stateRef, len(appends))
-	for _, a := range appends {
-		for _, b := range a.Batches {
-			if _, ok := pidIdx[b.ID]; !ok {
-				pidIdx[b.ID] = len(pids)
-				pids = append(pids, b.ID)
-			}
-		}
-	}
-	pidRead0 := len(reads)
-	for _, id := range pids {
-		reads = append(reads, clientv3.OpGet(producerKey(id)))
-	}
-	for i, a := range appends {
-		for _, b := range a.Batches {
-			if stateReads[i] == nil {
-				stateReads[i] = map[int64]stateRef{}
-			}
-			if _, ok := stateReads[i][b.ID]; !ok {
-				k := producerStateKey(b.ID, a.Topic, a.Partition)
-				stateReads[i][b.ID] = stateRef{key: k, read: len(reads)}
-				reads = append(reads, clientv3.OpGet(k))
-			}
-		}
-	}
-	rs, err := c.snapshot(ctx, reads)
+	at := newCommitAttempt(gk, appends)
+	rs, err := c.snapshot(ctx, at.reads)
 	if err != nil {
 		return false, false, err
 	}
@@ -422,157 +373,291 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 		}
 		return true, false, nil
 	}
-	type topicSnap struct {
-		t      *Topic
-		modRev int64
+	if err := at.decode(rs); err != nil {
+		return false, false, err
 	}
-	snaps := make([]topicSnap, len(topics))
-	for i := range topics {
-		kvs := rs[1+i].GetResponseRange().Kvs
-		if len(kvs) == 0 {
-			continue
-		}
-		var t Topic
-		if err := json.Unmarshal(kvs[0].Value, &t); err != nil {
-			return false, false, fmt.Errorf("decode topic %q: %w", topics[i], err)
-		}
-		snaps[i] = topicSnap{t: &t, modRev: kvs[0].ModRevision}
-	}
-
-	infos := make([]*producerInfo, len(pids))
-	pidCompared := make([]bool, len(pids))
-	pidModRev := make([]int64, len(pids))
-	for i := range pids {
-		if kvs := rs[pidRead0+i].GetResponseRange().Kvs; len(kvs) > 0 {
-			infos[i] = new(producerInfo)
-			if err := json.Unmarshal(kvs[0].Value, infos[i]); err != nil {
-				return false, false, fmt.Errorf("decode producer %d: %w", pids[i], err)
-			}
-			pidModRev[i] = kvs[0].ModRevision
+	for i := range appends {
+		if err := at.plan(i); err != nil {
+			return false, false, err
 		}
 	}
-	committedPids := map[int64]*producerInfo{}
-
-	bases := make([]int64, len(appends))
-	errs := make([]error, len(appends))
-	batchResults := make([][]BatchResult, len(appends))
-	var cmps []clientv3.Cmp
-	var puts []clientv3.Op
-	topicCompared := make([]bool, len(topics))
-	for i, a := range appends {
-		ti := topicIdx[a.Topic]
-		snap := snaps[ti]
-		bases[i] = -1
-		switch {
-		case snap.t == nil:
-			errs[i] = fmt.Errorf("topic %q: %w", a.Topic, ErrTopicNotFound)
-			continue
-		case a.Partition < 0 || a.Partition >= snap.t.Partitions:
-			errs[i] = fmt.Errorf("%w: topic %q has %d partitions, got partition %d", ErrPartitionOutOfRange, a.Topic, snap.t.Partitions, a.Partition)
-			continue
-		}
-		pk := partitionKey(a.Topic, a.Partition)
-		var st PartitionState
-		var modRev int64
-		if kvs := rs[1+len(topics)+i].GetResponseRange().Kvs; len(kvs) > 0 {
-			if err := json.Unmarshal(kvs[0].Value, &st); err != nil {
-				return false, false, fmt.Errorf("decode partition %s/%d: %w", a.Topic, a.Partition, err)
-			}
-			modRev = kvs[0].ModRevision
-		}
-		if len(a.Batches) > 0 {
-			// Decide every batch against the producer's state; the block
-			// commits only if each one is its producer's next.
-			type pstate struct {
-				st *ProducerState
-			}
-			sim := map[int64]*pstate{}
-			for id, ref := range stateReads[i] {
-				ps := &pstate{}
-				if kvs := rs[ref.read].GetResponseRange().Kvs; len(kvs) > 0 {
-					ps.st = new(ProducerState)
-					if err := json.Unmarshal(kvs[0].Value, ps.st); err != nil {
-						return false, false, fmt.Errorf("decode producer %d state on %s/%d: %w", id, a.Topic, a.Partition, err)
-					}
-				}
-				sim[id] = ps
-			}
-			br := make([]BatchResult, len(a.Batches))
-			refused := false
-			for j, b := range a.Batches {
-				ps := sim[b.ID]
-				dup, err := checkBatch(infos[pidIdx[b.ID]], ps.st, b, a.Topic, a.Partition)
-				switch {
-				case err != nil:
-					br[j] = BatchResult{Base: -1, Err: err}
-					refused = true
-				case dup >= 0:
-					br[j] = BatchResult{Base: dup, Duplicate: true}
-					refused = true
-				default:
-					br[j] = BatchResult{Base: st.Next + b.Index}
-					ps.st = advance(ps.st, b, st.Next+b.Index)
-				}
-			}
-			batchResults[i] = br
-			if refused {
-				for j := range br {
-					if br[j].Err == nil && !br[j].Duplicate {
-						br[j] = BatchResult{Base: -1, Err: fmt.Errorf("%w: %s/%d: another batch in the same block was a duplicate or out of order; retry", ErrBlockRefused, a.Topic, a.Partition)}
-					}
-				}
-				bases[i] = -1
-				errs[i] = fmt.Errorf("%w: %s/%d: the block held a duplicate or out-of-order producer batch", ErrBlockRefused, a.Topic, a.Partition)
-				continue
-			}
-			for id, ps := range sim {
-				k := pidIdx[id]
-				info := infos[k]
-				if !pidCompared[k] {
-					pidCompared[k] = true
-					cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(producerKey(id)), "=", pidModRev[k]))
-				}
-				committedPids[id] = info
-				// No compare on the state key itself: only a commit to
-				// this partition changes it, and that changes the
-				// partition key, compared below; its expiry deletes the
-				// id key too (one lease), compared above.
-				ref := stateReads[i][id]
-				sv, _ := json.Marshal(ps.st)
-				puts = append(puts, clientv3.OpPut(ref.key, string(sv), clientv3.WithLease(clientv3.LeaseID(info.Lease))))
-			}
-		}
-		if !topicCompared[ti] {
-			topicCompared[ti] = true
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(topicKey(a.Topic)), "=", snap.modRev))
-		}
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(pk), "=", modRev))
-		bases[i] = st.Next
-		st.Next += a.Records
-		st.Bytes += a.Len
-		st.Segments++
-		sv, _ := json.Marshal(st)
-		ev, _ := json.Marshal(IndexEntry{Object: a.Object, Off: a.Off, Len: a.Len, Records: a.Records, MinTS: a.MinTS, MaxTS: a.MaxTS, RawBytes: a.RawBytes})
-		puts = append(puts, clientv3.OpPut(pk, string(sv)), clientv3.OpPut(indexKey(a.Topic, a.Partition, bases[i]), string(ev)))
-	}
-	if len(puts) == 0 {
-		c.fillResults(appends, results, bases, errs, batchResults)
+	if len(at.puts) == 0 {
+		c.fillResults(appends, results, at.bases, at.errs, at.batchResults)
 		return true, false, nil
 	}
 	lease, err := c.leaseForGuard(ctx)
 	if err != nil {
 		return false, false, err
 	}
-	refused := make([]string, len(appends))
-	for i, e := range errs {
+	cmps := append(at.cmps, clientv3.Compare(clientv3.CreateRevision(gk), "=", 0))
+	puts := append(at.puts, clientv3.OpPut(gk, string(at.guard()), clientv3.WithLease(lease)))
+	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	if err != nil {
+		return false, true, err
+	}
+	if !tresp.Succeeded {
+		return false, false, nil // conflict: reread and retry
+	}
+	c.fillResults(appends, results, at.bases, at.errs, at.batchResults)
+	if len(at.committedPids) > 0 {
+		c.refreshProducerLeases(ctx, at.committedPids)
+	}
+	return true, false, nil
+}
+
+// commitAttempt is one attempt of a chunk: the reads of its snapshot, what
+// they returned, and the write transaction it plans (compares and puts)
+// with each append's outcome.
+type commitAttempt struct {
+	gk      string
+	appends []Append
+
+	// The snapshot: the guard, each topic, each partition, each producer's
+	// info once and its state on each partition it has a batch in.
+	reads      []clientv3.Op
+	rs         []*etcdserverpb.ResponseOp
+	topics     []string
+	topicIdx   map[string]int
+	pids       []int64
+	pidIdx     map[int64]int
+	pidRead0   int                     // index of the first producer read
+	stateReads []map[int64]producerRef // per append: producer → its state read
+
+	snaps     []topicSnap
+	infos     []*producerInfo
+	pidModRev []int64
+
+	// The write and the outcomes.
+	pidCompared   []bool
+	topicCompared []bool
+	committedPids map[int64]*producerInfo
+	bases         []int64
+	errs          []error
+	batchResults  [][]BatchResult
+	cmps          []clientv3.Cmp
+	puts          []clientv3.Op
+}
+
+// producerRef is a producer state key and its index in the reads.
+type producerRef struct {
+	key  string
+	read int
+}
+
+// topicSnap is a topic as read (nil: not found) and its ModRevision.
+type topicSnap struct {
+	t      *Topic
+	modRev int64
+}
+
+// newCommitAttempt lists the reads of one consistent snapshot: the guard,
+// the topics, the partitions, and for idempotence each producer's info
+// once and its state on each partition it has a batch in.
+func newCommitAttempt(gk string, appends []Append) *commitAttempt {
+	at := &commitAttempt{gk: gk, appends: appends, topicIdx: map[string]int{}, pidIdx: map[int64]int{}}
+	for _, a := range appends {
+		if _, ok := at.topicIdx[a.Topic]; !ok {
+			at.topicIdx[a.Topic] = len(at.topics)
+			at.topics = append(at.topics, a.Topic)
+		}
+	}
+	at.reads = []clientv3.Op{clientv3.OpGet(gk)}
+	for _, t := range at.topics {
+		at.reads = append(at.reads, clientv3.OpGet(topicKey(t)))
+	}
+	for _, a := range appends {
+		at.reads = append(at.reads, clientv3.OpGet(partitionKey(a.Topic, a.Partition)))
+	}
+	at.stateReads = make([]map[int64]producerRef, len(appends))
+	for _, a := range appends {
+		for _, b := range a.Batches {
+			if _, ok := at.pidIdx[b.ID]; !ok {
+				at.pidIdx[b.ID] = len(at.pids)
+				at.pids = append(at.pids, b.ID)
+			}
+		}
+	}
+	at.pidRead0 = len(at.reads)
+	for _, id := range at.pids {
+		at.reads = append(at.reads, clientv3.OpGet(producerKey(id)))
+	}
+	for i, a := range appends {
+		for _, b := range a.Batches {
+			if at.stateReads[i] == nil {
+				at.stateReads[i] = map[int64]producerRef{}
+			}
+			if _, ok := at.stateReads[i][b.ID]; !ok {
+				k := producerStateKey(b.ID, a.Topic, a.Partition)
+				at.stateReads[i][b.ID] = producerRef{key: k, read: len(at.reads)}
+				at.reads = append(at.reads, clientv3.OpGet(k))
+			}
+		}
+	}
+	return at
+}
+
+// decode reads the topics and the producers' infos out of the snapshot
+// and prepares the outcomes.
+func (at *commitAttempt) decode(rs []*etcdserverpb.ResponseOp) error {
+	at.rs = rs
+	at.snaps = make([]topicSnap, len(at.topics))
+	for i := range at.topics {
+		kvs := rs[1+i].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue
+		}
+		var t Topic
+		if err := json.Unmarshal(kvs[0].Value, &t); err != nil {
+			return fmt.Errorf("decode topic %q: %w", at.topics[i], err)
+		}
+		at.snaps[i] = topicSnap{t: &t, modRev: kvs[0].ModRevision}
+	}
+	at.infos = make([]*producerInfo, len(at.pids))
+	at.pidCompared = make([]bool, len(at.pids))
+	at.pidModRev = make([]int64, len(at.pids))
+	for i := range at.pids {
+		if kvs := rs[at.pidRead0+i].GetResponseRange().Kvs; len(kvs) > 0 {
+			at.infos[i] = new(producerInfo)
+			if err := json.Unmarshal(kvs[0].Value, at.infos[i]); err != nil {
+				return fmt.Errorf("decode producer %d: %w", at.pids[i], err)
+			}
+			at.pidModRev[i] = kvs[0].ModRevision
+		}
+	}
+	at.committedPids = map[int64]*producerInfo{}
+	at.bases = make([]int64, len(at.appends))
+	at.errs = make([]error, len(at.appends))
+	at.batchResults = make([][]BatchResult, len(at.appends))
+	at.topicCompared = make([]bool, len(at.topics))
+	return nil
+}
+
+// plan decides append i against the snapshot: refused (its outcome in
+// errs), or its partition state, index entry and producer states added to
+// the write with the compares that fence them.
+func (at *commitAttempt) plan(i int) error {
+	a := at.appends[i]
+	ti := at.topicIdx[a.Topic]
+	snap := at.snaps[ti]
+	at.bases[i] = -1
+	switch {
+	case snap.t == nil:
+		at.errs[i] = fmt.Errorf("topic %q: %w", a.Topic, ErrTopicNotFound)
+		return nil
+	case a.Partition < 0 || a.Partition >= snap.t.Partitions:
+		at.errs[i] = fmt.Errorf("%w: topic %q has %d partitions, got partition %d", ErrPartitionOutOfRange, a.Topic, snap.t.Partitions, a.Partition)
+		return nil
+	}
+	pk := partitionKey(a.Topic, a.Partition)
+	var st PartitionState
+	var modRev int64
+	if kvs := at.rs[1+len(at.topics)+i].GetResponseRange().Kvs; len(kvs) > 0 {
+		if err := json.Unmarshal(kvs[0].Value, &st); err != nil {
+			return fmt.Errorf("decode partition %s/%d: %w", a.Topic, a.Partition, err)
+		}
+		modRev = kvs[0].ModRevision
+	}
+	if len(a.Batches) > 0 {
+		sim, refused, err := at.checkBatches(i, st.Next)
+		if err != nil || refused {
+			return err
+		}
+		at.putProducerStates(i, sim)
+	}
+	if !at.topicCompared[ti] {
+		at.topicCompared[ti] = true
+		at.cmps = append(at.cmps, clientv3.Compare(clientv3.ModRevision(topicKey(a.Topic)), "=", snap.modRev))
+	}
+	at.cmps = append(at.cmps, clientv3.Compare(clientv3.ModRevision(pk), "=", modRev))
+	at.bases[i] = st.Next
+	st.Next += a.Records
+	st.Bytes += a.Len
+	st.Segments++
+	sv, _ := json.Marshal(st)
+	ev, _ := json.Marshal(IndexEntry{Object: a.Object, Off: a.Off, Len: a.Len, Records: a.Records, MinTS: a.MinTS, MaxTS: a.MaxTS, RawBytes: a.RawBytes})
+	at.puts = append(at.puts, clientv3.OpPut(pk, string(sv)), clientv3.OpPut(indexKey(a.Topic, a.Partition, at.bases[i]), string(ev)))
+	return nil
+}
+
+// checkBatches decides every producer batch of append i (whose block would
+// start at next) against its producer's state; the block commits only if
+// each one is its producer's next. It returns each producer's state after
+// the block, or refused with the outcomes in batchResults and errs.
+func (at *commitAttempt) checkBatches(i int, next int64) (sim map[int64]*ProducerState, refused bool, err error) {
+	a := at.appends[i]
+	sim = map[int64]*ProducerState{}
+	for id, ref := range at.stateReads[i] {
+		var st *ProducerState
+		if kvs := at.rs[ref.read].GetResponseRange().Kvs; len(kvs) > 0 {
+			st = new(ProducerState)
+			if err := json.Unmarshal(kvs[0].Value, st); err != nil {
+				return nil, false, fmt.Errorf("decode producer %d state on %s/%d: %w", id, a.Topic, a.Partition, err)
+			}
+		}
+		sim[id] = st
+	}
+	br := make([]BatchResult, len(a.Batches))
+	for j, b := range a.Batches {
+		dup, err := checkBatch(at.infos[at.pidIdx[b.ID]], sim[b.ID], b, a.Topic, a.Partition)
+		switch {
+		case err != nil:
+			br[j] = BatchResult{Base: -1, Err: err}
+			refused = true
+		case dup >= 0:
+			br[j] = BatchResult{Base: dup, Duplicate: true}
+			refused = true
+		default:
+			br[j] = BatchResult{Base: next + b.Index}
+			sim[b.ID] = advance(sim[b.ID], b, next+b.Index)
+		}
+	}
+	at.batchResults[i] = br
+	if refused {
+		for j := range br {
+			if br[j].Err == nil && !br[j].Duplicate {
+				br[j] = BatchResult{Base: -1, Err: fmt.Errorf("%w: %s/%d: another batch in the same block was a duplicate or out of order; retry", ErrBlockRefused, a.Topic, a.Partition)}
+			}
+		}
+		at.bases[i] = -1
+		at.errs[i] = fmt.Errorf("%w: %s/%d: the block held a duplicate or out-of-order producer batch", ErrBlockRefused, a.Topic, a.Partition)
+	}
+	return sim, refused, nil
+}
+
+// putProducerStates adds the producers' new states on append i's
+// partition to the write, fenced by each producer's info key.
+func (at *commitAttempt) putProducerStates(i int, sim map[int64]*ProducerState) {
+	for id, st := range sim {
+		k := at.pidIdx[id]
+		info := at.infos[k]
+		if !at.pidCompared[k] {
+			at.pidCompared[k] = true
+			at.cmps = append(at.cmps, clientv3.Compare(clientv3.ModRevision(producerKey(id)), "=", at.pidModRev[k]))
+		}
+		at.committedPids[id] = info
+		// No compare on the state key itself: only a commit to this
+		// partition changes it, and that changes the partition key,
+		// compared by plan; its expiry deletes the id key too (one
+		// lease), compared above.
+		ref := at.stateReads[i][id]
+		sv, _ := json.Marshal(st)
+		at.puts = append(at.puts, clientv3.OpPut(ref.key, string(sv), clientv3.WithLease(clientv3.LeaseID(info.Lease))))
+	}
+}
+
+// guard is the guard value: every append's outcome, so a retry of a
+// commit that went through answers the same.
+func (at *commitAttempt) guard() []byte {
+	refused := make([]string, len(at.appends))
+	for i, e := range at.errs {
 		if e != nil {
 			refused[i] = e.Error()
 		}
 	}
-	gvv := guardValue{Bases: bases, Refused: refused}
-	for i := range appends {
+	gvv := guardValue{Bases: at.bases, Refused: refused}
+	for i := range at.appends {
 		var gb []guardBatch
-		for _, r := range batchResults[i] {
+		for _, r := range at.batchResults[i] {
 			g := guardBatch{Base: r.Base, Dup: r.Duplicate}
 			if r.Err != nil {
 				g.Reason = r.Err.Error()
@@ -582,20 +667,7 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 		gvv.Batches = append(gvv.Batches, gb)
 	}
 	gv, _ := json.Marshal(gvv)
-	cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(gk), "=", 0))
-	puts = append(puts, clientv3.OpPut(gk, string(gv), clientv3.WithLease(lease)))
-	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
-	if err != nil {
-		return false, true, err
-	}
-	if !tresp.Succeeded {
-		return false, false, nil // conflict: reread and retry
-	}
-	c.fillResults(appends, results, bases, errs, batchResults)
-	if len(committedPids) > 0 {
-		c.refreshProducerLeases(ctx, committedPids)
-	}
-	return true, false, nil
+	return gv
 }
 
 // snapshot runs the gets of reads in one consistent snapshot: one read

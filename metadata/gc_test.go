@@ -154,3 +154,16 @@ func TestCampaign(t *testing.T) {
 		t.Fatal("campaign with a cancelled context succeeded")
 	}
 }
+
+// commitBlock commits one block of n records, the newest at maxTS, of size
+// bytes to topic/p and returns its base offset.
+func commitBlock(t *testing.T, c *metadata.Client, topic string, p int32, object string, n, maxTS, size int64) int64 {
+	t.Helper()
+	res, err := c.Commit(context.Background(), object, []metadata.Append{{
+		Topic: topic, Partition: p, Object: object, Off: 0, Len: size, Records: n, MinTS: maxTS - 1, MaxTS: maxTS, RawBytes: size,
+	}})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("commit %s: %v %v", object, err, res)
+	}
+	return res[0].Base
+}

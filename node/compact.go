@@ -9,6 +9,7 @@ import (
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/tier/compact"
 )
 
@@ -57,14 +58,14 @@ type adminService struct {
 }
 
 func (s *adminService) PauseCompaction(ctx context.Context, _ *connect.Request[varvev1.PauseCompactionRequest]) (*connect.Response[varvev1.PauseCompactionResponse], error) {
-	if err := s.meta.SetCompactionPaused(ctx, true); err != nil {
+	if err := compaction.New(s.meta).SetPaused(ctx, true); err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
 	return connect.NewResponse(&varvev1.PauseCompactionResponse{}), nil
 }
 
 func (s *adminService) ResumeCompaction(ctx context.Context, _ *connect.Request[varvev1.ResumeCompactionRequest]) (*connect.Response[varvev1.ResumeCompactionResponse], error) {
-	if err := s.meta.SetCompactionPaused(ctx, false); err != nil {
+	if err := compaction.New(s.meta).SetPaused(ctx, false); err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
 	return connect.NewResponse(&varvev1.ResumeCompactionResponse{}), nil
@@ -77,11 +78,11 @@ func (s *adminService) CompactionStatus(ctx context.Context, req *connect.Reques
 			return nil, toConnect(err)
 		}
 	}
-	paused, err := s.meta.CompactionPaused(ctx)
+	paused, err := compaction.New(s.meta).Paused(ctx)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
-	backlog, err := s.meta.CompactionBacklog(ctx)
+	backlog, err := compaction.New(s.meta).Backlog(ctx)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}

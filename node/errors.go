@@ -13,6 +13,7 @@ import (
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/apierr"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/groups"
 	"github.com/varve-io/varve/query"
 )
 
@@ -33,12 +34,12 @@ func toConnect(err error) error {
 		errors.Is(err, metadata.ErrPartitionOutOfRange),
 		errors.Is(err, ingest.ErrRecordTooLarge):
 		code = connect.CodeInvalidArgument
-	case errors.Is(err, metadata.ErrTopicNotFound), errors.Is(err, metadata.ErrGroupNotFound):
+	case errors.Is(err, metadata.ErrTopicNotFound), errors.Is(err, groups.ErrGroupNotFound):
 		code = connect.CodeNotFound
 	case errors.Is(err, metadata.ErrTopicExists):
 		code = connect.CodeAlreadyExists
-	case errors.Is(err, metadata.ErrUnknownMember), errors.Is(err, metadata.ErrStaleGeneration), errors.Is(err, metadata.ErrNotAssigned),
-		errors.Is(err, metadata.ErrGroupActive), errors.Is(err, metadata.ErrOffsetRegress), errors.Is(err, metadata.ErrInconsistentStrategy),
+	case errors.Is(err, groups.ErrUnknownMember), errors.Is(err, groups.ErrStaleGeneration), errors.Is(err, groups.ErrNotAssigned),
+		errors.Is(err, groups.ErrGroupActive), errors.Is(err, groups.ErrOffsetRegress), errors.Is(err, groups.ErrInconsistentStrategy),
 		errors.Is(err, metadata.ErrProducerFenced), errors.Is(err, metadata.ErrOutOfOrderSequence), errors.Is(err, metadata.ErrUnknownProducer):
 		code = connect.CodeFailedPrecondition
 	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, syscall.ENOSPC):

@@ -18,13 +18,15 @@ import (
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/internal/apierr"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/groups"
 	"github.com/varve-io/varve/query"
 )
 
 // mountGroups serves GroupService on mux and exports consumer lag as the
 // gauge varve_group_lag{group,topic,partition}, read from etcd on scrape.
 func (n *Node) mountGroups(mux *http.ServeMux, opts ...connect.HandlerOption) {
-	s := &groupService{meta: n.meta, fetcher: n.fetcher, node: n.cfg.NodeID, log: n.log}
+	gs := groups.New(n.meta)
+	s := &groupService{meta: n.meta, groups: gs, fetcher: n.fetcher, node: n.cfg.NodeID, log: n.log}
 	mux.Handle(varvev1connect.NewGroupServiceHandler(s, opts...))
 	m := n.meter.Meter("github.com/varve-io/varve/node/groups")
 	lag, err := m.Int64ObservableGauge("varve.group.lag",
@@ -33,7 +35,7 @@ func (n *Node) mountGroups(mux *http.ServeMux, opts ...connect.HandlerOption) {
 		_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			lags, err := n.meta.GroupLags(ctx)
+			lags, err := gs.Lags(ctx)
 			if err != nil {
 				return err
 			}
@@ -54,6 +56,7 @@ func (n *Node) mountGroups(mux *http.ServeMux, opts ...connect.HandlerOption) {
 // and fenced commits). Any node serves any group: there is no coordinator.
 type groupService struct {
 	meta    *metadata.Client
+	groups  *groups.Groups
 	fetcher *query.Fetcher // nil without the fetch role: no reset by time
 	node    string
 	log     *slog.Logger
@@ -68,13 +71,13 @@ var groupReasons = []struct {
 	err    error
 	reason string
 }{
-	{metadata.ErrUnknownMember, apierr.UnknownMember},
-	{metadata.ErrStaleGeneration, apierr.StaleGeneration},
-	{metadata.ErrNotAssigned, apierr.NotAssigned},
-	{metadata.ErrGroupActive, apierr.GroupActive},
-	{metadata.ErrOffsetRegress, apierr.OffsetRegress},
-	{metadata.ErrInconsistentStrategy, apierr.InconsistentStrategy},
-	{metadata.ErrGroupNotFound, apierr.GroupNotFound},
+	{groups.ErrUnknownMember, apierr.UnknownMember},
+	{groups.ErrStaleGeneration, apierr.StaleGeneration},
+	{groups.ErrNotAssigned, apierr.NotAssigned},
+	{groups.ErrGroupActive, apierr.GroupActive},
+	{groups.ErrOffsetRegress, apierr.OffsetRegress},
+	{groups.ErrInconsistentStrategy, apierr.InconsistentStrategy},
+	{groups.ErrGroupNotFound, apierr.GroupNotFound},
 }
 
 // groupErr is toConnect plus the ErrorInfo reason of a group error.
@@ -93,7 +96,7 @@ func groupErr(err error) error {
 	return out
 }
 
-func toTopicPartitions(a metadata.Assignment) []*varvev1.TopicPartitions {
+func toTopicPartitions(a groups.Assignment) []*varvev1.TopicPartitions {
 	topics := make([]string, 0, len(a))
 	for t := range a {
 		topics = append(topics, t)
@@ -112,7 +115,7 @@ func (s *groupService) JoinGroup(ctx context.Context, req *connect.Request[varve
 	if m.GetSessionTimeoutMs() < 0 {
 		return badRequest("join group %q: negative session timeout %d ms", m.GetGroup(), m.GetSessionTimeoutMs())
 	}
-	sess, err := s.meta.JoinGroup(ctx, metadata.JoinSpec{
+	sess, err := s.groups.Join(ctx, groups.JoinSpec{
 		Group: m.GetGroup(), Topics: m.GetTopics(), Strategy: m.GetStrategy(),
 		SessionTimeout: timeout, ClientID: m.GetClientId(), Node: s.node,
 	})
@@ -120,7 +123,7 @@ func (s *groupService) JoinGroup(ctx context.Context, req *connect.Request[varve
 		return groupErr(err)
 	}
 	if timeout == 0 {
-		timeout = metadata.DefaultSessionTimeout
+		timeout = groups.DefaultSessionTimeout
 	}
 	s.log.Info("group member joined", "group", m.GetGroup(), "member", sess.ID(), "client", m.GetClientId())
 	defer func() {
@@ -156,7 +159,7 @@ func (s *groupService) JoinGroup(ctx context.Context, req *connect.Request[varve
 }
 
 func (s *groupService) Heartbeat(ctx context.Context, req *connect.Request[varvev1.HeartbeatRequest]) (*connect.Response[varvev1.HeartbeatResponse], error) {
-	gen, err := s.meta.Heartbeat(ctx, req.Msg.GetGroup(), req.Msg.GetMemberId())
+	gen, err := s.groups.Heartbeat(ctx, req.Msg.GetGroup(), req.Msg.GetMemberId())
 	if err != nil {
 		return nil, groupErr(err)
 	}
@@ -164,7 +167,7 @@ func (s *groupService) Heartbeat(ctx context.Context, req *connect.Request[varve
 }
 
 func (s *groupService) LeaveGroup(ctx context.Context, req *connect.Request[varvev1.LeaveGroupRequest]) (*connect.Response[varvev1.LeaveGroupResponse], error) {
-	if err := s.meta.LeaveGroup(ctx, req.Msg.GetGroup(), req.Msg.GetMemberId()); err != nil {
+	if err := s.groups.Leave(ctx, req.Msg.GetGroup(), req.Msg.GetMemberId()); err != nil {
 		return nil, groupErr(err)
 	}
 	return connect.NewResponse(&varvev1.LeaveGroupResponse{}), nil
@@ -172,17 +175,17 @@ func (s *groupService) LeaveGroup(ctx context.Context, req *connect.Request[varv
 
 func (s *groupService) CommitOffsets(ctx context.Context, req *connect.Request[varvev1.CommitOffsetsRequest]) (*connect.Response[varvev1.CommitOffsetsResponse], error) {
 	m := req.Msg
-	offs := make([]metadata.OffsetCommit, len(m.GetOffsets()))
+	offs := make([]groups.OffsetCommit, len(m.GetOffsets()))
 	for i, o := range m.GetOffsets() {
-		offs[i] = metadata.OffsetCommit{Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset(), Metadata: o.GetMetadata()}
+		offs[i] = groups.OffsetCommit{Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset(), Metadata: o.GetMetadata()}
 	}
-	if err := s.meta.CommitOffsets(ctx, m.GetGroup(), m.GetMemberId(), m.GetGeneration(), offs); err != nil {
+	if err := s.groups.CommitOffsets(ctx, m.GetGroup(), m.GetMemberId(), m.GetGeneration(), offs); err != nil {
 		return nil, groupErr(err)
 	}
 	return connect.NewResponse(&varvev1.CommitOffsetsResponse{}), nil
 }
 
-func committedToProto(o metadata.CommittedOffset) *varvev1.CommittedOffset {
+func committedToProto(o groups.CommittedOffset) *varvev1.CommittedOffset {
 	return &varvev1.CommittedOffset{
 		Topic: o.Topic, Partition: o.Partition, Offset: o.Offset, Metadata: o.Metadata,
 		Generation: o.Generation, CommittedMs: o.CommittedMs,
@@ -194,7 +197,7 @@ func (s *groupService) FetchCommitted(ctx context.Context, req *connect.Request[
 	for _, tp := range req.Msg.GetPartitions() {
 		parts[tp.GetTopic()] = append(parts[tp.GetTopic()], tp.GetPartitions()...)
 	}
-	offs, err := s.meta.FetchCommitted(ctx, req.Msg.GetGroup(), parts)
+	offs, err := s.groups.FetchCommitted(ctx, req.Msg.GetGroup(), parts)
 	if err != nil {
 		return nil, groupErr(err)
 	}
@@ -205,7 +208,7 @@ func (s *groupService) FetchCommitted(ctx context.Context, req *connect.Request[
 	return connect.NewResponse(out), nil
 }
 
-func summary(st metadata.GroupState) *varvev1.GroupSummary {
+func summary(st groups.State) *varvev1.GroupSummary {
 	state := "empty"
 	if st.Active() {
 		state = "stable"
@@ -217,13 +220,13 @@ func summary(st metadata.GroupState) *varvev1.GroupSummary {
 }
 
 func (s *groupService) ListGroups(ctx context.Context, _ *connect.Request[varvev1.ListGroupsRequest]) (*connect.Response[varvev1.ListGroupsResponse], error) {
-	names, err := s.meta.ListGroups(ctx)
+	names, err := s.groups.List(ctx)
 	if err != nil {
 		return nil, groupErr(err)
 	}
 	out := &varvev1.ListGroupsResponse{}
 	for _, g := range names {
-		st, err := s.meta.GroupState(ctx, g)
+		st, err := s.groups.State(ctx, g)
 		if err != nil {
 			return nil, groupErr(err)
 		}
@@ -236,12 +239,12 @@ func (s *groupService) ListGroups(ctx context.Context, _ *connect.Request[varvev
 
 func (s *groupService) DescribeGroup(ctx context.Context, req *connect.Request[varvev1.DescribeGroupRequest]) (*connect.Response[varvev1.DescribeGroupResponse], error) {
 	g := req.Msg.GetGroup()
-	st, err := s.meta.GroupState(ctx, g)
+	st, err := s.groups.State(ctx, g)
 	if err != nil {
 		return nil, groupErr(err)
 	}
 	if !st.Exists {
-		return nil, groupErr(fmt.Errorf("describe group %q: %w", g, metadata.ErrGroupNotFound))
+		return nil, groupErr(fmt.Errorf("describe group %q: %w", g, groups.ErrGroupNotFound))
 	}
 	out := &varvev1.DescribeGroupResponse{Summary: summary(st)}
 	type tp struct {
@@ -304,7 +307,7 @@ func (s *groupService) DescribeGroup(ctx context.Context, req *connect.Request[v
 func (s *groupService) ResetOffsets(ctx context.Context, req *connect.Request[varvev1.ResetOffsetsRequest]) (*connect.Response[varvev1.ResetOffsetsResponse], error) {
 	m := req.Msg
 	g, topic := m.GetGroup(), m.GetTopic()
-	if err := metadata.ValidateGroupName(g); err != nil {
+	if err := groups.ValidateName(g); err != nil {
 		return nil, groupErr(err)
 	}
 	t, err := s.meta.GetTopic(ctx, topic)
@@ -353,7 +356,7 @@ func (s *groupService) ResetOffsets(ctx context.Context, req *connect.Request[va
 	default:
 		return nil, badRequest("reset offsets of group %q: spec must be EARLIEST, LATEST, TIMESTAMP or OFFSET, got %v", g, m.GetSpec())
 	}
-	offs, err := s.meta.ResetOffsets(ctx, g, topic, target)
+	offs, err := s.groups.ResetOffsets(ctx, g, topic, target)
 	if err != nil {
 		return nil, groupErr(err)
 	}
@@ -365,7 +368,7 @@ func (s *groupService) ResetOffsets(ctx context.Context, req *connect.Request[va
 }
 
 func (s *groupService) DeleteGroup(ctx context.Context, req *connect.Request[varvev1.DeleteGroupRequest]) (*connect.Response[varvev1.DeleteGroupResponse], error) {
-	if err := s.meta.DeleteGroup(ctx, req.Msg.GetGroup()); err != nil {
+	if err := s.groups.Delete(ctx, req.Msg.GetGroup()); err != nil {
 		return nil, groupErr(err)
 	}
 	return connect.NewResponse(&varvev1.DeleteGroupResponse{}), nil

@@ -50,7 +50,7 @@ const DefaultMaxBytes = 1 << 20
 // Fetcher serves reads. It is safe for concurrent use.
 type Fetcher struct {
 	store  tier.Store
-	meta   *metadata.Client
+	meta   IndexReader
 	index  *metadata.Cache
 	blocks *BlockCache
 	log    *slog.Logger
@@ -65,7 +65,7 @@ type Fetcher struct {
 }
 
 // NewFetcher makes a Fetcher. index must be a Cache with entries.
-func NewFetcher(store tier.Store, meta *metadata.Client, index *metadata.Cache, blocks *BlockCache, log *slog.Logger, mp metric.MeterProvider) *Fetcher {
+func NewFetcher(store tier.Store, meta IndexReader, index *metadata.Cache, blocks *BlockCache, log *slog.Logger, mp metric.MeterProvider) *Fetcher {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/groups"
 )
 
 // TestGroupHistoryCheck feeds groupHist.check histories with one violation
@@ -15,13 +15,13 @@ func TestGroupHistoryCheck(t *testing.T) {
 	const group, topic = "g", "t"
 	pre := groupPrefixKey(group)
 	meta := func(gen int64, assign map[string][]int32, revoked map[string][]int32) groupEvent {
-		m := metadata.GroupMeta{Generation: gen, Assignment: map[string]metadata.Assignment{}, Revoked: map[string]metadata.Assignment{}}
+		m := groups.Meta{Generation: gen, Assignment: map[string]groups.Assignment{}, Revoked: map[string]groups.Assignment{}}
 		for id, ps := range assign {
 			m.Members = append(m.Members, id)
-			m.Assignment[id] = metadata.Assignment{topic: ps}
+			m.Assignment[id] = groups.Assignment{topic: ps}
 		}
 		for id, ps := range revoked {
-			m.Revoked[id] = metadata.Assignment{topic: ps}
+			m.Revoked[id] = groups.Assignment{topic: ps}
 		}
 		b, _ := json.Marshal(m)
 		return groupEvent{key: pre + "meta", val: b}
@@ -30,7 +30,7 @@ func TestGroupHistoryCheck(t *testing.T) {
 		return groupEvent{key: pre + "members/" + id, del: del, val: []byte("{}")}
 	}
 	commit := func(id string, gen int64, p string, off int64) groupEvent {
-		b, _ := json.Marshal(metadata.CommittedOffset{Offset: off, Generation: gen, Member: id})
+		b, _ := json.Marshal(groups.CommittedOffset{Offset: off, Generation: gen, Member: id})
 		return groupEvent{key: pre + "offsets/" + topic + "/" + p, val: b}
 	}
 	log := [][]logRecord{{{offset: 0, value: "a"}, {offset: 1, value: "b"}}}

@@ -21,7 +21,7 @@ import (
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
-	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/groups"
 	"github.com/varve-io/varve/sdk"
 )
 
@@ -140,7 +140,7 @@ func (g *groupHist) watch(ctx context.Context, wch clientv3.WatchChan) {
 				probes = append(probes, id)
 			case !del && strings.HasPrefix(key, offsetsPrefix):
 				var p int32
-				var o metadata.CommittedOffset
+				var o groups.CommittedOffset
 				if _, err := fmt.Sscan(key[len(offsetsPrefix):], &p); err == nil && json.Unmarshal(ev.Kv.Value, &o) == nil {
 					g.committed[p] = o.Offset
 				}
@@ -408,7 +408,7 @@ func (g *groupHist) check(ops []histOp, log [][]logRecord) groupReport {
 	}
 	prefix := groupPrefixKey(g.group)
 	live := map[string]bool{}
-	var meta metadata.GroupMeta
+	var meta groups.Meta
 	offsets := map[string]int64{}
 	for _, ev := range g.events {
 		rest := strings.TrimPrefix(ev.key, prefix)
@@ -418,7 +418,7 @@ func (g *groupHist) check(ops []histOp, log [][]logRecord) groupReport {
 				badf("rev %d: group meta deleted", ev.rev)
 				continue
 			}
-			var m metadata.GroupMeta
+			var m groups.Meta
 			if err := json.Unmarshal(ev.val, &m); err != nil {
 				badf("rev %d: decode meta: %v", ev.rev, err)
 				continue
@@ -442,7 +442,7 @@ func (g *groupHist) check(ops []histOp, log [][]logRecord) groupReport {
 				badf("rev %d: committed offset %s deleted", ev.rev, rest)
 				continue
 			}
-			var o metadata.CommittedOffset
+			var o groups.CommittedOffset
 			if err := json.Unmarshal(ev.val, &o); err != nil {
 				badf("rev %d: decode %s: %v", ev.rev, rest, err)
 				continue

@@ -15,6 +15,7 @@ import (
 
 	"github.com/varve-io/varve/internal/defaults"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
@@ -123,11 +124,12 @@ type Compactor struct {
 	cfg   Config
 	store tier.Store
 	meta  *metadata.Client
+	state *compaction.Client // swaps, claims and the pause switch
 	index *metadata.Cache
 	log   *slog.Logger
 
 	claimMu sync.Mutex
-	claimer *metadata.Claimer
+	claimer *compaction.Claimer
 
 	paused         atomic.Bool
 	backlogBytes   atomic.Int64
@@ -138,7 +140,7 @@ type Compactor struct {
 
 	// beforeSwap, when set (tests), runs after the output is stored and
 	// before the swap; an error abandons the job there, like a crash.
-	beforeSwap func(metadata.Swap) error
+	beforeSwap func(compaction.Swap) error
 
 	wake chan struct{}
 }
@@ -155,7 +157,7 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, index *metadata.Ca
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	c := &Compactor{cfg: cfg, store: store, meta: meta, index: index, log: log.With("role", "compact"), wake: make(chan struct{}, 1)}
+	c := &Compactor{cfg: cfg, store: store, meta: meta, state: compaction.New(meta), index: index, log: log.With("role", "compact"), wake: make(chan struct{}, 1)}
 	m := mp.Meter("github.com/varve-io/varve/tier/compact")
 	c.bytes, _ = m.Int64Counter("varve.compaction.bytes", metric.WithDescription("Stored bytes compaction read (io=read) and wrote (io=write)."))
 	c.runs, _ = m.Int64Counter("varve.compaction.runs", metric.WithDescription("Compaction jobs by result: ok (swapped), conflict (lost to a concurrent change), error."))
@@ -186,7 +188,7 @@ func (c *Compactor) Run(ctx context.Context) {
 	defer c.closeClaimer()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := c.meta.WatchCompactionPaused(wctx, func(p bool) {
+	if err := c.state.WatchPaused(wctx, func(p bool) {
 		if c.paused.Swap(p) != p {
 			c.log.Info("compaction pause changed", "paused", p)
 			if !p {
@@ -226,7 +228,7 @@ func (c *Compactor) Backlog() (entries, bytes int64) {
 }
 
 func (c *Compactor) isPaused(ctx context.Context) (bool, error) {
-	p, err := c.meta.CompactionPaused(ctx)
+	p, err := c.state.Paused(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -263,7 +265,7 @@ func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
 		}
 		st, err := c.CompactPartition(ctx, tp.Topic, tp.Partition)
 		total.add(st)
-		if err != nil && !errors.Is(err, ErrPaused) && !errors.Is(err, metadata.ErrSwapConflict) {
+		if err != nil && !errors.Is(err, ErrPaused) && !errors.Is(err, compaction.ErrSwapConflict) {
 			errs = append(errs, err)
 		}
 	}
@@ -282,13 +284,13 @@ func (c *Compactor) hasWork(t metadata.Topic, entries []metadata.IndexEntry) boo
 	return len(c.planDense(entries)) > 0
 }
 
-func (c *Compactor) getClaimer(ctx context.Context) (*metadata.Claimer, error) {
+func (c *Compactor) getClaimer(ctx context.Context) (*compaction.Claimer, error) {
 	c.claimMu.Lock()
 	defer c.claimMu.Unlock()
 	if c.claimer != nil && !c.claimer.Lost() {
 		return c.claimer, nil
 	}
-	cl, err := c.meta.NewClaimer(ctx, c.cfg.NodeID, c.cfg.ClaimTTL)
+	cl, err := c.state.NewClaimer(ctx, c.cfg.NodeID, c.cfg.ClaimTTL)
 	if err != nil {
 		return nil, err
 	}
@@ -473,7 +475,7 @@ func (c *Compactor) rewrite(ctx context.Context, topic string, p int32, old []me
 	}
 	// Blocks of BlockBytes, or bigger when needed to stay within the
 	// entries one swap may write.
-	blockBytes := max(int64(c.cfg.BlockBytes), raw/(metadata.MaxSwapEntries-2)+1)
+	blockBytes := max(int64(c.cfg.BlockBytes), raw/(compaction.MaxSwapEntries-2)+1)
 	em := newEmitter(topic, p, level, int(min(blockBytes, segment.MaxBlockRawBytes/2)), start, raw, c.cfg.Level)
 	err := c.read(ctx, old, func(e metadata.IndexEntry, recs []segment.Record, offs []int64) error {
 		st.RecordsIn += int64(len(recs))
@@ -519,11 +521,11 @@ func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []met
 	for i := range out.entries {
 		out.entries[i].Object = key
 	}
-	swap := metadata.Swap{Topic: topic, Partition: p, Old: old, New: out.entries}
+	swap := compaction.Swap{Topic: topic, Partition: p, Old: old, New: out.entries}
 	return c.swap(ctx, swap, st)
 }
 
-func (c *Compactor) swap(ctx context.Context, swap metadata.Swap, st Stats) (Stats, error) {
+func (c *Compactor) swap(ctx context.Context, swap compaction.Swap, st Stats) (Stats, error) {
 	if paused, err := c.isPaused(ctx); err != nil || paused {
 		if err == nil {
 			err = ErrPaused
@@ -539,9 +541,9 @@ func (c *Compactor) swap(ctx context.Context, swap metadata.Swap, st Stats) (Sta
 		c.runs.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "error")))
 		return st, fmt.Errorf("compact %s/%d: the swap is due %v after the PUT at the latest (max_swap_delay); giving up, the output is left to garbage collection", swap.Topic, swap.Partition, c.cfg.MaxSwapDelay)
 	}
-	if err := c.meta.SwapIndex(ctx, swap); err != nil {
+	if err := c.state.SwapIndex(ctx, swap); err != nil {
 		result := "error"
-		if errors.Is(err, metadata.ErrSwapConflict) {
+		if errors.Is(err, compaction.ErrSwapConflict) {
 			result = "conflict"
 			st.Conflicts++
 			c.log.Info("compaction lost a race; its output is left to garbage collection", "topic", swap.Topic, "partition", swap.Partition, "err", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/query"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
@@ -27,6 +28,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 // level-0 segments the way a node does.
 type env struct {
 	meta  *metadata.Client
+	state *compaction.Client // swaps, claims and the pause switch
 	rec   *tier.Recorder
 	cache *metadata.Cache
 	in    *ingest.Ingester
@@ -460,7 +462,7 @@ func TestCrashBetweenPutAndSwap(t *testing.T) {
 	before := fetchAll(t, e.fetcher(), "x", 0, 0)
 	c := newCompactor(t, e, "c1", Config{MinEntries: 4})
 	crash := errors.New("crash")
-	c.beforeSwap = func(metadata.Swap) error { return crash }
+	c.beforeSwap = func(compaction.Swap) error { return crash }
 	if _, err := c.CompactPartition(context.Background(), "x", 0); !errors.Is(err, crash) {
 		t.Fatalf("CompactPartition = %v, want the crash", err)
 	}
@@ -499,7 +501,7 @@ func TestClaimsAndLostRaces(t *testing.T) {
 	// b holds the claim while a tries.
 	inside := make(chan struct{})
 	release := make(chan struct{})
-	b.beforeSwap = func(metadata.Swap) error { close(inside); <-release; return nil }
+	b.beforeSwap = func(compaction.Swap) error { close(inside); <-release; return nil }
 	var bst Stats
 	var berr error
 	done := make(chan struct{})
@@ -526,7 +528,7 @@ func TestClaimsAndLostRaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.store1(context.Background(), "c", 0, old, out, st); !errors.Is(err, metadata.ErrSwapConflict) {
+	if _, err := a.store1(context.Background(), "c", 0, old, out, st); !errors.Is(err, compaction.ErrSwapConflict) {
 		t.Fatalf("stale swap: %v", err)
 	}
 	got := fetchAll(t, e.fetcher(), "c", 0, 0)
@@ -543,7 +545,7 @@ func TestPauseResume(t *testing.T) {
 	fill(t, e, "p", 1, 6, 10, seq)
 	c := newCompactor(t, e, "c", Config{MinEntries: 4})
 	ctx := context.Background()
-	if err := e.meta.SetCompactionPaused(ctx, true); err != nil {
+	if err := compaction.New(e.meta).SetPaused(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	e.waitCache(t)
@@ -559,7 +561,7 @@ func TestPauseResume(t *testing.T) {
 	runDone := make(chan struct{})
 	c.cfg.Interval = time.Hour
 	go func() { c.Run(rctx); close(runDone) }()
-	if err := e.meta.SetCompactionPaused(ctx, false); err != nil {
+	if err := compaction.New(e.meta).SetPaused(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if !testenv.Eventually(20*time.Second, func() bool { return len(e.entries(t, "p", 0)) == 1 }) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -127,7 +128,7 @@ func (c *Compactor) compactKeys(ctx context.Context, t metadata.Topic, p int32, 
 		return st, nil
 	}
 	end := pending[len(pending)-1].End()
-	swap := metadata.Swap{Topic: t.Name, Partition: p, Old: pending, DropPrefix: true}
+	swap := compaction.Swap{Topic: t.Name, Partition: p, Old: pending, DropPrefix: true}
 	if lastOut != nil {
 		// Extend the pass's last output entry over the trailing range.
 		fresh, _, err := c.meta.IndexEntries(ctx, t.Name, p)
@@ -141,11 +142,11 @@ func (c *Compactor) compactKeys(ctx context.Context, t metadata.Topic, p int32, 
 			}
 		}
 		if prev == nil || prev.Object != lastOut.Object || prev.End() != pending[0].Base {
-			return st, fmt.Errorf("compact %s/%d: the entry at %d changed: %w", t.Name, p, lastOut.Base, metadata.ErrSwapConflict)
+			return st, fmt.Errorf("compact %s/%d: the entry at %d changed: %w", t.Name, p, lastOut.Base, compaction.ErrSwapConflict)
 		}
 		ext := *prev
 		ext.Span, ext.ModRev = end-ext.Base, 0
-		swap = metadata.Swap{Topic: t.Name, Partition: p, Old: append([]metadata.IndexEntry{*prev}, pending...), New: []metadata.IndexEntry{ext}}
+		swap = compaction.Swap{Topic: t.Name, Partition: p, Old: append([]metadata.IndexEntry{*prev}, pending...), New: []metadata.IndexEntry{ext}}
 	}
 	return c.swap(ctx, swap, st)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/varve-io/varve/internal/defaults"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/retention"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -348,7 +349,7 @@ func (j *Janitor) Retention(ctx context.Context) (RetentionReport, error) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			res, err := j.meta.ApplyRetention(ctx, jb.topic, jb.p, now)
+			res, err := retention.New(j.meta).Apply(ctx, jb.topic, jb.p, now)
 			mu.Lock()
 			defer mu.Unlock()
 			rep.Partitions++

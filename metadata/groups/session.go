@@ -1,4 +1,4 @@
-package metadata
+package groups
 
 import (
 	"context"
@@ -15,6 +15,9 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/internal/keys"
 )
 
 // JoinSpec describes a member joining a group.
@@ -30,17 +33,17 @@ type JoinSpec struct {
 }
 
 func (s *JoinSpec) normalize() error {
-	if err := ValidateGroupName(s.Group); err != nil {
+	if err := ValidateName(s.Group); err != nil {
 		return err
 	}
 	if len(s.Topics) == 0 {
-		return fmt.Errorf("join group %q: %w: no topics", s.Group, ErrInvalidArgument)
+		return fmt.Errorf("join group %q: %w: no topics", s.Group, metadata.ErrInvalidArgument)
 	}
 	if len(s.Topics) > 100 {
-		return fmt.Errorf("join group %q: %w: %d topics, at most 100", s.Group, ErrInvalidArgument, len(s.Topics))
+		return fmt.Errorf("join group %q: %w: %d topics, at most 100", s.Group, metadata.ErrInvalidArgument, len(s.Topics))
 	}
 	for _, t := range s.Topics {
-		if err := ValidateTopicName(t); err != nil {
+		if err := metadata.ValidateTopicName(t); err != nil {
 			return fmt.Errorf("join group %q: %w", s.Group, err)
 		}
 	}
@@ -52,22 +55,22 @@ func (s *JoinSpec) normalize() error {
 		s.Strategy = StrategySticky
 	case StrategySticky, StrategyRange:
 	default:
-		return fmt.Errorf("join group %q: %w: strategy must be %q or %q, not %q", s.Group, ErrInvalidArgument, StrategySticky, StrategyRange, s.Strategy)
+		return fmt.Errorf("join group %q: %w: strategy must be %q or %q, not %q", s.Group, metadata.ErrInvalidArgument, StrategySticky, StrategyRange, s.Strategy)
 	}
 	switch {
 	case s.SessionTimeout == 0:
 		s.SessionTimeout = DefaultSessionTimeout
 	case s.SessionTimeout < MinSessionTimeout || s.SessionTimeout > MaxSessionTimeout:
-		return fmt.Errorf("join group %q: %w: session timeout must be between %v and %v, got %v", s.Group, ErrInvalidArgument, MinSessionTimeout, MaxSessionTimeout, s.SessionTimeout)
+		return fmt.Errorf("join group %q: %w: session timeout must be between %v and %v, got %v", s.Group, metadata.ErrInvalidArgument, MinSessionTimeout, MaxSessionTimeout, s.SessionTimeout)
 	}
 	if len(s.ClientID) > 255 {
-		return fmt.Errorf("join group %q: %w: client id is %d bytes, at most 255", s.Group, ErrInvalidArgument, len(s.ClientID))
+		return fmt.Errorf("join group %q: %w: client id is %d bytes, at most 255", s.Group, metadata.ErrInvalidArgument, len(s.ClientID))
 	}
 	return nil
 }
 
-// GroupGeneration is what one member learns of a generation.
-type GroupGeneration struct {
+// Generation is what one member learns of a generation.
+type Generation struct {
 	Generation int64
 	Strategy   string
 	Members    int
@@ -77,12 +80,12 @@ type GroupGeneration struct {
 	Revoked Assignment
 }
 
-// GroupSession is one member's membership. The member key is bound to a
+// Session is one member's membership. The member key is bound to a
 // lease of the session timeout that Heartbeat renews (from any node); the
 // session watches the group and recomputes the assignment when the member
 // set changes. Leave ends it at once.
-type GroupSession struct {
-	c      *Client
+type Session struct {
+	c      *Groups
 	group  string
 	id     string
 	lease  clientv3.LeaseID
@@ -90,25 +93,25 @@ type GroupSession struct {
 	done   chan struct{}
 
 	mu      sync.Mutex
-	latest  GroupGeneration
+	latest  Generation
 	changed chan struct{} // closed and replaced when latest changes
 	err     error         // why the session ended
 	left    bool
 }
 
-// JoinGroup adds a member to the group. Every topic must exist
-// (ErrTopicNotFound); the strategy must match the one of the members
+// Join adds a member to the group. Every topic must exist
+// (metadata.ErrTopicNotFound); the strategy must match the one of the members
 // already in the group (ErrInconsistentStrategy).
-func (c *Client) JoinGroup(ctx context.Context, spec JoinSpec) (*GroupSession, error) {
+func (c *Groups) Join(ctx context.Context, spec JoinSpec) (*Session, error) {
 	if err := spec.normalize(); err != nil {
 		return nil, err
 	}
 	for _, t := range spec.Topics {
-		if _, err := c.GetTopic(ctx, t); err != nil {
+		if _, err := c.meta.GetTopic(ctx, t); err != nil {
 			return nil, fmt.Errorf("join group %q: %w", spec.Group, err)
 		}
 	}
-	st, err := c.GroupState(ctx, spec.Group)
+	st, err := c.State(ctx, spec.Group)
 	if err != nil {
 		return nil, err
 	}
@@ -122,13 +125,13 @@ func (c *Client) JoinGroup(ctx context.Context, spec JoinSpec) (*GroupSession, e
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	m := GroupMember{
+	m := Member{
 		ID: "m-" + hex.EncodeToString(b[:]), ClientID: spec.ClientID, Topics: spec.Topics, Strategy: spec.Strategy,
 		SessionTimeoutMs: int32(spec.SessionTimeout / time.Millisecond), JoinedMs: time.Now().UnixMilli(),
 		Node: spec.Node, Lease: int64(lease.ID),
 	}
 	v, _ := json.Marshal(m)
-	k := groupMemberKey(spec.Group, m.ID)
+	k := keys.GroupMember(spec.Group, m.ID)
 	resp, err := c.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(lease.ID))).
@@ -141,7 +144,7 @@ func (c *Client) JoinGroup(ctx context.Context, spec JoinSpec) (*GroupSession, e
 		return nil, fmt.Errorf("join group %q: %w", spec.Group, err)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &GroupSession{
+	s := &Session{
 		c: c, group: spec.Group, id: m.ID, lease: lease.ID, cancel: cancel,
 		done: make(chan struct{}), changed: make(chan struct{}),
 	}
@@ -150,14 +153,14 @@ func (c *Client) JoinGroup(ctx context.Context, spec JoinSpec) (*GroupSession, e
 }
 
 // ID is the member id.
-func (s *GroupSession) ID() string { return s.id }
+func (s *Session) ID() string { return s.id }
 
 // Done is closed when the session has ended; Err says why.
-func (s *GroupSession) Done() <-chan struct{} { return s.done }
+func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Err is why the session ended: nil after Leave, ErrUnknownMember when the
 // member key disappeared (its lease expired without heartbeats).
-func (s *GroupSession) Err() error {
+func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
@@ -166,7 +169,7 @@ func (s *GroupSession) Err() error {
 // Next returns the first generation newer than after that includes the
 // member, waiting for it; or the session's end (ErrUnknownMember wrapped,
 // or ErrClosedSession after Leave); or ctx's error.
-func (s *GroupSession) Next(ctx context.Context, after int64) (GroupGeneration, error) {
+func (s *Session) Next(ctx context.Context, after int64) (Generation, error) {
 	for {
 		s.mu.Lock()
 		g, ch, err := s.latest, s.changed, s.err
@@ -176,16 +179,16 @@ func (s *GroupSession) Next(ctx context.Context, after int64) (GroupGeneration, 
 			return g, nil
 		}
 		if err != nil {
-			return GroupGeneration{}, err
+			return Generation{}, err
 		}
 		if left {
-			return GroupGeneration{}, fmt.Errorf("member %s of group %q: %w", s.id, s.group, ErrClosedSession)
+			return Generation{}, fmt.Errorf("member %s of group %q: %w", s.id, s.group, ErrClosedSession)
 		}
 		select {
 		case <-ch:
 		case <-s.done:
 		case <-ctx.Done():
-			return GroupGeneration{}, ctx.Err()
+			return Generation{}, ctx.Err()
 		}
 	}
 }
@@ -195,7 +198,7 @@ var ErrClosedSession = errors.New("group session closed")
 
 // Leave removes the member at once (revoking its lease) and recomputes the
 // assignment of the members left.
-func (s *GroupSession) Leave(ctx context.Context) error {
+func (s *Session) Leave(ctx context.Context) error {
 	s.mu.Lock()
 	s.left = true
 	s.mu.Unlock()
@@ -210,7 +213,7 @@ func (s *GroupSession) Leave(ctx context.Context) error {
 	return nil
 }
 
-func (s *GroupSession) end(err error) {
+func (s *Session) end(err error) {
 	s.mu.Lock()
 	if s.err == nil {
 		s.err = err
@@ -218,7 +221,7 @@ func (s *GroupSession) end(err error) {
 	s.mu.Unlock()
 }
 
-func (s *GroupSession) publish(m GroupMeta) {
+func (s *Session) publish(m Meta) {
 	if _, ok := slices.BinarySearch(m.Members, s.id); !ok {
 		return
 	}
@@ -235,7 +238,7 @@ func (s *GroupSession) publish(m GroupMeta) {
 	if r == nil {
 		r = Assignment{}
 	}
-	s.latest = GroupGeneration{Generation: m.Generation, Strategy: m.Strategy, Members: len(m.Members), Assigned: a, Revoked: r}
+	s.latest = Generation{Generation: m.Generation, Strategy: m.Strategy, Members: len(m.Members), Assigned: a, Revoked: r}
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -243,7 +246,7 @@ func (s *GroupSession) publish(m GroupMeta) {
 // run keeps the group's assignment in step with its members: it rebalances
 // after each change of the member set it sees and publishes each new
 // generation, until the session ends.
-func (s *GroupSession) run(ctx context.Context, rev int64) {
+func (s *Session) run(ctx context.Context, rev int64) {
 	defer close(s.done)
 	g := s.group
 	rebalance := func() bool {
@@ -269,9 +272,9 @@ func (s *GroupSession) run(ctx context.Context, rev int64) {
 	if !rebalance() {
 		return
 	}
-	mine := groupMemberKey(g, s.id)
+	mine := keys.GroupMember(g, s.id)
 	for ctx.Err() == nil {
-		wch := s.c.cli.Watch(clientv3.WithRequireLeader(ctx), groupPrefix(g), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		wch := s.c.cli.Watch(clientv3.WithRequireLeader(ctx), keys.GroupPrefix(g), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 		for wr := range wch {
 			if err := wr.Err(); err != nil {
 				if errors.Is(err, rpctypes.ErrCompacted) {
@@ -287,9 +290,9 @@ func (s *GroupSession) run(ctx context.Context, rev int64) {
 				case k == mine && ev.Type == mvccpb.DELETE:
 					s.end(fmt.Errorf("member %s of group %q: session expired: %w", s.id, g, ErrUnknownMember))
 					return
-				case strings.HasPrefix(k, groupMembersPrefix(g)):
+				case strings.HasPrefix(k, keys.GroupMembersPrefix(g)):
 					membersChanged = true
-				case k == groupMetaKey(g) && ev.Type == mvccpb.PUT:
+				case k == keys.GroupMeta(g) && ev.Type == mvccpb.PUT:
 					if m, err := decodeMeta(g, ev.Kv.Value); err == nil {
 						s.publish(m)
 					}
@@ -338,16 +341,16 @@ func (s *GroupSession) run(ctx context.Context, rev int64) {
 // meta's ModRevision, so of several nodes racing exactly one writes each
 // generation. Any node may call it; it is idempotent. It returns the
 // current meta.
-func (c *Client) Rebalance(ctx context.Context, g string) (GroupMeta, error) {
+func (c *Groups) Rebalance(ctx context.Context, g string) (Meta, error) {
 	for attempt := 0; ; attempt++ {
 		resp, err := c.cli.Txn(ctx).Then(
-			clientv3.OpGet(groupMetaKey(g)),
-			clientv3.OpGet(groupMembersPrefix(g), clientv3.WithPrefix()),
+			clientv3.OpGet(keys.GroupMeta(g)),
+			clientv3.OpGet(keys.GroupMembersPrefix(g), clientv3.WithPrefix()),
 		).Commit()
 		if err != nil {
-			return GroupMeta{}, fmt.Errorf("rebalance group %q: %w", g, err)
+			return Meta{}, fmt.Errorf("rebalance group %q: %w", g, err)
 		}
-		var meta GroupMeta
+		var meta Meta
 		var metaRev int64
 		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 			if meta, err = decodeMeta(g, kvs[0].Value); err != nil {
@@ -355,9 +358,9 @@ func (c *Client) Rebalance(ctx context.Context, g string) (GroupMeta, error) {
 			}
 			metaRev = kvs[0].ModRevision
 		}
-		var members []GroupMember
+		var members []Member
 		for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-			var m GroupMember
+			var m Member
 			if err := json.Unmarshal(kv.Value, &m); err != nil {
 				return meta, fmt.Errorf("decode member %s: %w", kv.Key, err)
 			}
@@ -371,9 +374,9 @@ func (c *Client) Rebalance(ctx context.Context, g string) (GroupMeta, error) {
 		if metaRev != 0 && slices.Equal(ids, meta.Members) || metaRev == 0 && len(ids) == 0 {
 			return meta, nil
 		}
-		next := GroupMeta{Generation: meta.Generation + 1, Strategy: meta.Strategy, Members: ids, UpdatedMs: time.Now().UnixMilli()}
+		next := Meta{Generation: meta.Generation + 1, Strategy: meta.Strategy, Members: ids, UpdatedMs: time.Now().UnixMilli()}
 		if len(members) > 0 {
-			oldest := slices.MinFunc(members, func(a, b GroupMember) int {
+			oldest := slices.MinFunc(members, func(a, b Member) int {
 				if a.JoinedMs != b.JoinedMs {
 					return int(a.JoinedMs - b.JoinedMs)
 				}
@@ -389,9 +392,9 @@ func (c *Client) Rebalance(ctx context.Context, g string) (GroupMeta, error) {
 				if _, ok := partitions[t]; ok {
 					continue
 				}
-				tp, err := c.GetTopic(ctx, t)
+				tp, err := c.meta.GetTopic(ctx, t)
 				switch {
-				case errors.Is(err, ErrTopicNotFound):
+				case errors.Is(err, metadata.ErrTopicNotFound):
 					partitions[t] = 0
 				case err != nil:
 					return meta, fmt.Errorf("rebalance group %q: %w", g, err)
@@ -410,11 +413,11 @@ func (c *Client) Rebalance(ctx context.Context, g string) (GroupMeta, error) {
 			}
 		}
 		v, _ := json.Marshal(next)
-		cmp := clientv3.Compare(clientv3.ModRevision(groupMetaKey(g)), "=", metaRev)
+		cmp := clientv3.Compare(clientv3.ModRevision(keys.GroupMeta(g)), "=", metaRev)
 		if metaRev == 0 {
-			cmp = clientv3.Compare(clientv3.CreateRevision(groupMetaKey(g)), "=", 0)
+			cmp = clientv3.Compare(clientv3.CreateRevision(keys.GroupMeta(g)), "=", 0)
 		}
-		wr, err := c.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(groupMetaKey(g), string(v))).Commit()
+		wr, err := c.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(keys.GroupMeta(g), string(v))).Commit()
 		if err != nil {
 			return meta, fmt.Errorf("rebalance group %q: %w", g, err)
 		}
@@ -429,13 +432,13 @@ func (c *Client) Rebalance(ctx context.Context, g string) (GroupMeta, error) {
 	}
 }
 
-// LeaveGroup removes a member now (revoking its session lease, from any
+// Leave removes a member now (revoking its session lease, from any
 // node) and rebalances the group. An unknown member is ErrUnknownMember.
-func (c *Client) LeaveGroup(ctx context.Context, g, member string) error {
-	if err := ValidateGroupName(g); err != nil {
+func (c *Groups) Leave(ctx context.Context, g, member string) error {
+	if err := ValidateName(g); err != nil {
 		return err
 	}
-	resp, err := c.cli.Get(ctx, groupMemberKey(g, member))
+	resp, err := c.cli.Get(ctx, keys.GroupMember(g, member))
 	if err != nil {
 		return fmt.Errorf("leave group %q as %s: %w", g, member, err)
 	}
@@ -454,16 +457,16 @@ func (c *Client) LeaveGroup(ctx context.Context, g, member string) error {
 // Heartbeat renews the member's session lease and returns the group's
 // current generation. A member that is gone (left, or its lease expired)
 // gets ErrUnknownMember and must join again.
-func (c *Client) Heartbeat(ctx context.Context, g, member string) (int64, error) {
-	if err := ValidateGroupName(g); err != nil {
+func (c *Groups) Heartbeat(ctx context.Context, g, member string) (int64, error) {
+	if err := ValidateName(g); err != nil {
 		return 0, err
 	}
 	if member == "" {
-		return 0, fmt.Errorf("heartbeat in group %q: %w: no member id", g, ErrInvalidArgument)
+		return 0, fmt.Errorf("heartbeat in group %q: %w: no member id", g, metadata.ErrInvalidArgument)
 	}
 	resp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpGet(groupMemberKey(g, member)),
-		clientv3.OpGet(groupMetaKey(g)),
+		clientv3.OpGet(keys.GroupMember(g, member)),
+		clientv3.OpGet(keys.GroupMeta(g)),
 	).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("heartbeat of %s in group %q: %w", member, g, err)

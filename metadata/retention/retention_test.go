@@ -1,4 +1,4 @@
-package metadata_test
+package retention_test
 
 import (
 	"context"
@@ -7,12 +7,36 @@ import (
 	"testing"
 	"time"
 
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/retention"
 )
 
 // commitBlock commits one block of n records with timestamps up to maxTS
 // and a stored length of size bytes, returning its base offset.
-func commitBlock(t *testing.T, c *metadata.Client, topic string, p int32, object string, n, maxTS, size int64) int64 {
+// env is a metadata client and retention over its etcd.
+type env struct {
+	*metadata.Client
+	ret *retention.Client
+}
+
+// ApplyRetention is retention.Client.Apply, under the name the tests used
+// when it was a method of metadata.Client.
+func (e env) ApplyRetention(ctx context.Context, topic string, p int32, now time.Time) (retention.Result, error) {
+	return e.ret.Apply(ctx, topic, p, now)
+}
+
+func connect(t *testing.T) env {
+	t.Helper()
+	m, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return env{m, retention.New(m)}
+}
+
+func commitBlock(t *testing.T, c env, topic string, p int32, object string, n, maxTS, size int64) int64 {
 	t.Helper()
 	res, err := c.Commit(context.Background(), object, []metadata.Append{{
 		Topic: topic, Partition: p, Object: object, Off: 0, Len: size, Records: n, MinTS: maxTS - 1, MaxTS: maxTS, RawBytes: size,
@@ -25,7 +49,7 @@ func commitBlock(t *testing.T, c *metadata.Client, topic string, p int32, object
 
 // checkLog asserts the partition's index is dense from Start to Next and
 // that offsets below Start are gone.
-func checkLog(t *testing.T, c *metadata.Client, topic string, p int32) metadata.PartitionState {
+func checkLog(t *testing.T, c env, topic string, p int32) metadata.PartitionState {
 	t.Helper()
 	ctx := context.Background()
 	sts, err := c.PartitionStates(ctx, topic)
@@ -194,7 +218,7 @@ func TestApplyRetentionConcurrentCommits(t *testing.T) {
 			}
 		})
 	}
-	var total metadata.RetentionResult
+	var total retention.Result
 	for range 5 {
 		res, err := c.ApplyRetention(ctx, "busy", 0, now)
 		if err != nil {

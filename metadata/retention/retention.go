@@ -1,14 +1,32 @@
-package metadata
+package retention
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/internal/conn"
+	"github.com/varve-io/varve/metadata/internal/keys"
 )
+
+// Client applies retention in the etcd of a metadata client. It is safe
+// for concurrent use.
+type Client struct {
+	cli *clientv3.Client
+	log *slog.Logger
+}
+
+// New returns retention over meta's etcd; meta outlives it.
+func New(meta *metadata.Client) *Client {
+	cn := conn.Of(meta)
+	return &Client{cli: cn.KV, log: cn.Log}
+}
 
 // retentionPerTxn bounds the index entries one retention transaction drops:
 // per entry one compare and one delete, plus the topic and partition
@@ -19,8 +37,8 @@ const retentionPerTxn = 60
 // transaction that lost to a concurrent commit or compaction.
 const retentionAttempts = 20
 
-// RetentionResult says what ApplyRetention dropped from one partition.
-type RetentionResult struct {
+// Result says what Apply dropped from one partition.
+type Result struct {
 	// Entries, Records and Bytes count the index entries dropped, the
 	// records they held and their stored block bytes.
 	Entries int
@@ -34,7 +52,7 @@ type RetentionResult struct {
 	Objects []string
 }
 
-// ApplyRetention enforces the topic's retention on one partition: it drops
+// Apply enforces the topic's retention on one partition: it drops
 // index entries from the start of the log, oldest first, while the oldest
 // one is expired — its newest record is older than retention_ms before now,
 // or dropping it still leaves at least retention_bytes in the partition
@@ -45,11 +63,11 @@ type RetentionResult struct {
 // Objects are not touched: the orphan collector deletes them once
 // unreferenced. Topics with cleanup policy compact, unlimited retention, a
 // missing topic or partition state are left alone.
-func (c *Client) ApplyRetention(ctx context.Context, topic string, p int32, now time.Time) (RetentionResult, error) {
-	var res RetentionResult
+func (c *Client) Apply(ctx context.Context, topic string, p int32, now time.Time) (Result, error) {
+	var res Result
 	backoff := 5 * time.Millisecond
 	for attempt := 0; ; {
-		n, done, err := c.retentionStep(ctx, topic, p, now, &res)
+		n, done, err := c.step(ctx, topic, p, now, &res)
 		if err != nil {
 			return res, err
 		}
@@ -73,15 +91,15 @@ func (c *Client) ApplyRetention(ctx context.Context, topic string, p int32, now 
 	}
 }
 
-// retentionStep makes one attempt on at most retentionPerTxn entries. It
+// step makes one attempt on at most retentionPerTxn entries. It
 // returns how many entries it dropped, and done when nothing more is due.
-func (c *Client) retentionStep(ctx context.Context, topic string, p int32, now time.Time, res *RetentionResult) (int, bool, error) {
-	pk := partitionKey(topic, p)
-	prefix := indexPartitionPrefix(topic, p)
+func (c *Client) step(ctx context.Context, topic string, p int32, now time.Time, res *Result) (int, bool, error) {
+	pk := keys.Partition(topic, p)
+	prefix := keys.IndexPartitionPrefix(topic, p)
 	rresp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpGet(topicKey(topic)),
+		clientv3.OpGet(keys.Topic(topic)),
 		clientv3.OpGet(pk),
-		clientv3.OpGet(prefix, clientv3.WithRange(prefixEnd(prefix)), clientv3.WithLimit(retentionPerTxn)),
+		clientv3.OpGet(prefix, clientv3.WithRange(keys.PrefixEnd(prefix)), clientv3.WithLimit(retentionPerTxn)),
 	).Commit()
 	if err != nil {
 		return 0, false, fmt.Errorf("retention of %s/%d: read: %w", topic, p, err)
@@ -91,43 +109,38 @@ func (c *Client) retentionStep(ctx context.Context, topic string, p int32, now t
 	if len(tkv) == 0 || len(pkv) == 0 {
 		return 0, true, nil // topic deleted, or nothing committed yet
 	}
-	var t Topic
+	var t metadata.Topic
 	if err := json.Unmarshal(tkv[0].Value, &t); err != nil {
 		return 0, false, fmt.Errorf("retention of %s/%d: decode topic: %w", topic, p, err)
 	}
-	var st PartitionState
+	var st metadata.PartitionState
 	if err := json.Unmarshal(pkv[0].Value, &st); err != nil {
 		return 0, false, fmt.Errorf("retention of %s/%d: decode partition: %w", topic, p, err)
 	}
 	res.Start = st.Start
-	if t.CleanupPolicy == CleanupCompact || (t.RetentionMs <= 0 && t.RetentionBytes < 0) {
+	rule, ok := newRule(t, now)
+	if !ok {
 		return 0, true, nil
 	}
-	cutoff := int64(-1) // newest expired MaxTS, in ms
-	if t.RetentionMs > 0 {
-		cutoff = now.UnixMilli() - t.RetentionMs
-	}
 	cmps := []clientv3.Cmp{
-		clientv3.Compare(clientv3.ModRevision(topicKey(topic)), "=", tkv[0].ModRevision),
+		clientv3.Compare(clientv3.ModRevision(keys.Topic(topic)), "=", tkv[0].ModRevision),
 		clientv3.Compare(clientv3.ModRevision(pk), "=", pkv[0].ModRevision),
 	}
 	var ops []clientv3.Op
-	var drop []IndexEntry
+	var drop []metadata.IndexEntry
 	bytes := st.Bytes
 	ikvs := rresp.Responses[2].GetResponseRange().Kvs
 	for _, kv := range ikvs {
-		k, ok := parseKey(string(kv.Key))
-		if !ok || k.kind != "index" {
+		k, ok := keys.Parse(string(kv.Key))
+		if !ok || k.Kind != "index" {
 			return 0, false, fmt.Errorf("retention of %s/%d: malformed index key %q", topic, p, kv.Key)
 		}
-		var e IndexEntry
+		var e metadata.IndexEntry
 		if err := json.Unmarshal(kv.Value, &e); err != nil {
 			return 0, false, fmt.Errorf("retention of %s/%d: decode index entry %s: %w", topic, p, kv.Key, err)
 		}
-		e.Topic, e.Partition, e.Base = topic, p, k.base
-		byTime := cutoff >= 0 && e.MaxTS < cutoff
-		bySize := t.RetentionBytes >= 0 && bytes-e.Len >= t.RetentionBytes
-		if !byTime && !bySize {
+		e.Topic, e.Partition, e.Base = topic, p, k.Base
+		if !rule.expires(e, bytes) {
 			break
 		}
 		bytes -= e.Len

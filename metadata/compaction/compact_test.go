@@ -1,4 +1,4 @@
-package metadata_test
+package compaction_test
 
 import (
 	"context"
@@ -9,10 +9,29 @@ import (
 
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/compaction"
 )
 
+// env is a metadata client and compaction's state in its etcd.
+type env struct {
+	*metadata.Client
+	*compactionClient
+}
+
+type compactionClient = compaction.Client
+
+func connect(t *testing.T) env {
+	t.Helper()
+	m, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return env{m, compaction.New(m)}
+}
+
 // commitN commits blocks from..from+n-1 of 10 records each to topic/0.
-func commitN(t *testing.T, c *metadata.Client, topic string, from, n int) {
+func commitN(t *testing.T, c env, topic string, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
 		res, err := c.Commit(context.Background(), fmt.Sprintf("%s-obj-%d", topic, i), []metadata.Append{{
@@ -47,14 +66,14 @@ func TestSwapIndex(t *testing.T) {
 	// Bad swaps change nothing.
 	for _, tc := range []struct {
 		name string
-		s    metadata.Swap
+		s    compaction.Swap
 	}{
-		{"no old", metadata.Swap{Topic: "s", New: []metadata.IndexEntry{newEntry(0, 10, 0)}}},
-		{"not contiguous", metadata.Swap{Topic: "s", Old: []metadata.IndexEntry{old[0], old[2]}, New: []metadata.IndexEntry{newEntry(0, 20, 0)}}},
-		{"gap in new", metadata.Swap{Topic: "s", Old: old[:2], New: []metadata.IndexEntry{newEntry(0, 5, 0), newEntry(6, 14, 0)}}},
-		{"short new", metadata.Swap{Topic: "s", Old: old[:2], New: []metadata.IndexEntry{newEntry(0, 15, 0)}}},
-		{"no new", metadata.Swap{Topic: "s", Old: old[:2]}},
-		{"no modrev", metadata.Swap{Topic: "s", Old: []metadata.IndexEntry{{Base: 0, Records: 10}}, New: []metadata.IndexEntry{newEntry(0, 10, 0)}}},
+		{"no old", compaction.Swap{Topic: "s", New: []metadata.IndexEntry{newEntry(0, 10, 0)}}},
+		{"not contiguous", compaction.Swap{Topic: "s", Old: []metadata.IndexEntry{old[0], old[2]}, New: []metadata.IndexEntry{newEntry(0, 20, 0)}}},
+		{"gap in new", compaction.Swap{Topic: "s", Old: old[:2], New: []metadata.IndexEntry{newEntry(0, 5, 0), newEntry(6, 14, 0)}}},
+		{"short new", compaction.Swap{Topic: "s", Old: old[:2], New: []metadata.IndexEntry{newEntry(0, 15, 0)}}},
+		{"no new", compaction.Swap{Topic: "s", Old: old[:2]}},
+		{"no modrev", compaction.Swap{Topic: "s", Old: []metadata.IndexEntry{{Base: 0, Records: 10}}, New: []metadata.IndexEntry{newEntry(0, 10, 0)}}},
 	} {
 		if err := c.SwapIndex(ctx, tc.s); !errors.Is(err, metadata.ErrInvalidArgument) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", tc.name, err)
@@ -62,7 +81,7 @@ func TestSwapIndex(t *testing.T) {
 	}
 
 	// Entries 1..3 (offsets 10-39) become two entries; one of them sparse.
-	swap := metadata.Swap{Topic: "s", Old: old[1:4], New: []metadata.IndexEntry{newEntry(10, 12, 0), newEntry(22, 3, 18)}}
+	swap := compaction.Swap{Topic: "s", Old: old[1:4], New: []metadata.IndexEntry{newEntry(10, 12, 0), newEntry(22, 3, 18)}}
 	if err := c.SwapIndex(ctx, swap); err != nil {
 		t.Fatal(err)
 	}
@@ -94,23 +113,23 @@ func TestSwapIndex(t *testing.T) {
 	}
 
 	// The same swap again: its old entries are gone.
-	if err := c.SwapIndex(ctx, swap); !errors.Is(err, metadata.ErrSwapConflict) {
+	if err := c.SwapIndex(ctx, swap); !errors.Is(err, compaction.ErrSwapConflict) {
 		t.Fatalf("stale swap: %v, want ErrSwapConflict", err)
 	}
 	// A swap planned before a concurrent commit still applies: the commit
 	// moved only the partition state.
 	cur, _, _ := c.IndexEntries(ctx, "s", 0)
 	commitN(t, c, "s", 5, 1)
-	if err := c.SwapIndex(ctx, metadata.Swap{Topic: "s", Old: cur[3:4], New: []metadata.IndexEntry{newEntry(40, 10, 0)}}); err != nil {
+	if err := c.SwapIndex(ctx, compaction.Swap{Topic: "s", Old: cur[3:4], New: []metadata.IndexEntry{newEntry(40, 10, 0)}}); err != nil {
 		t.Fatalf("swap after a head commit: %v", err)
 	}
 
 	// Dropping a prefix moves the log start.
 	cur, _, _ = c.IndexEntries(ctx, "s", 0)
-	if err := c.SwapIndex(ctx, metadata.Swap{Topic: "s", Old: cur[1:2], DropPrefix: true}); !errors.Is(err, metadata.ErrSwapConflict) {
+	if err := c.SwapIndex(ctx, compaction.Swap{Topic: "s", Old: cur[1:2], DropPrefix: true}); !errors.Is(err, compaction.ErrSwapConflict) {
 		t.Fatalf("drop of a run that does not start the index: %v", err)
 	}
-	if err := c.SwapIndex(ctx, metadata.Swap{Topic: "s", Old: cur[:2], DropPrefix: true}); err != nil {
+	if err := c.SwapIndex(ctx, compaction.Swap{Topic: "s", Old: cur[:2], DropPrefix: true}); err != nil {
 		t.Fatal(err)
 	}
 	cur, st, _ = c.IndexEntries(ctx, "s", 0)
@@ -155,22 +174,22 @@ func TestCompactionClaimsAndPause(t *testing.T) {
 	states := make(chan bool, 10)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := c.WatchCompactionPaused(wctx, func(p bool) { states <- p }); err != nil {
+	if err := c.WatchPaused(wctx, func(p bool) { states <- p }); err != nil {
 		t.Fatal(err)
 	}
 	if <-states {
 		t.Fatal("paused at start")
 	}
-	if err := c.SetCompactionPaused(ctx, true); err != nil {
+	if err := c.SetPaused(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	if !<-states {
 		t.Fatal("watch missed the pause")
 	}
-	if p, _ := c.CompactionPaused(ctx); !p {
+	if p, _ := c.Paused(ctx); !p {
 		t.Fatal("not paused")
 	}
-	if err := c.SetCompactionPaused(ctx, false); err != nil {
+	if err := c.SetPaused(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if <-states {
@@ -231,7 +250,7 @@ func TestCacheAppliesSwapsAtomically(t *testing.T) {
 		}
 		i := n % (len(es) - 1)
 		merged := metadata.IndexEntry{Base: es[i].Base, Object: fmt.Sprintf("l1/%d.vseg", n), Off: 8, Len: es[i].Len + es[i+1].Len, Records: es[i].Records + es[i+1].Records, Level: 1}
-		if err := c.SwapIndex(ctx, metadata.Swap{Topic: "a", Old: es[i : i+2], New: []metadata.IndexEntry{merged}}); err != nil {
+		if err := c.SwapIndex(ctx, compaction.Swap{Topic: "a", Old: es[i : i+2], New: []metadata.IndexEntry{merged}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -243,27 +262,4 @@ func TestCacheAppliesSwapsAtomically(t *testing.T) {
 		t.Fatal(msg)
 	}
 	t.Logf("%d polls of the cache during 63 swaps", polls)
-}
-
-func TestCompactedTopicSettings(t *testing.T) {
-	c := connect(t)
-	ctx := context.Background()
-	for _, tp := range []metadata.Topic{
-		{Name: "neg-dr", Partitions: 1, CleanupPolicy: metadata.CleanupCompact, DeleteRetentionMs: -1},
-		{Name: "neg-lag", Partitions: 1, CleanupPolicy: metadata.CleanupCompact, MinCompactionLagMs: -5},
-	} {
-		if _, err := c.CreateTopic(ctx, tp); !errors.Is(err, metadata.ErrInvalidArgument) {
-			t.Errorf("%s: %v, want ErrInvalidArgument", tp.Name, err)
-		}
-		if _, err := c.GetTopic(ctx, tp.Name); !errors.Is(err, metadata.ErrTopicNotFound) {
-			t.Errorf("%s was created: %v", tp.Name, err)
-		}
-	}
-	got, err := c.CreateTopic(ctx, metadata.Topic{Name: "kv", Partitions: 1, CleanupPolicy: metadata.CleanupCompact, MinCompactionLagMs: 500})
-	if err != nil || got.DeleteRetentionMs != metadata.DefaultDeleteRetentionMs || got.MinCompactionLagMs != 500 {
-		t.Fatalf("compacted topic: %+v %v", got, err)
-	}
-	if got, _ := c.CreateTopic(ctx, metadata.Topic{Name: "del", Partitions: 1}); got.DeleteRetentionMs != 0 {
-		t.Fatalf("a delete topic got delete_retention_ms %d", got.DeleteRetentionMs)
-	}
 }

@@ -1,17 +1,35 @@
-package metadata
+package groups
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/internal/conn"
+	"github.com/varve-io/varve/metadata/internal/keys"
 )
+
+// Groups reads and changes consumer groups in the etcd of a metadata
+// client. It is safe for concurrent use.
+type Groups struct {
+	meta *metadata.Client
+	cli  *clientv3.Client
+	log  *slog.Logger
+}
+
+// New returns the consumer groups kept in meta's etcd; meta outlives it.
+func New(meta *metadata.Client) *Groups {
+	cn := conn.Of(meta)
+	return &Groups{meta: meta, cli: cn.KV, log: cn.Log}
+}
 
 // Errors of consumer groups, wrapped with the names involved.
 var (
@@ -41,25 +59,9 @@ const (
 	MaxSessionTimeout     = 300 * time.Second
 )
 
-// parseGroupOffsetKey splits groups/<g>/offsets/<topic>/<p>.
-func parseGroupOffsetKey(k string) (group, topic string, p int32, ok bool) {
-	if !strings.HasPrefix(k, groupsPrefix()) {
-		return "", "", 0, false
-	}
-	parts := strings.Split(k[len(groupsPrefix()):], "/")
-	if len(parts) != 4 || parts[1] != "offsets" {
-		return "", "", 0, false
-	}
-	n, err := strconv.ParseInt(parts[3], 10, 32)
-	if err != nil {
-		return "", "", 0, false
-	}
-	return parts[0], parts[2], int32(n), true
-}
-
-// GroupMeta is stored at groups/<g>/meta: the current generation and its
+// Meta is stored at groups/<g>/meta: the current generation and its
 // assignment. It changes (generation+1) exactly when the member set does.
-type GroupMeta struct {
+type Meta struct {
 	Generation int64  `json:"generation"`
 	Strategy   string `json:"strategy"`
 	// Members are the sorted member ids the assignment was computed for.
@@ -72,10 +74,10 @@ type GroupMeta struct {
 	UpdatedMs int64                 `json:"updated_ms"`
 }
 
-// GroupMember is stored at groups/<g>/members/<id>, bound to the member's
+// Member is stored at groups/<g>/members/<id>, bound to the member's
 // session lease: when the lease ends (the member left, its session stream
 // closed, or it stopped heartbeating) the key disappears.
-type GroupMember struct {
+type Member struct {
 	ID               string   `json:"id"`
 	ClientID         string   `json:"client_id,omitempty"`
 	Topics           []string `json:"topics"`
@@ -97,62 +99,62 @@ type CommittedOffset struct {
 	Member      string `json:"member,omitempty"`
 }
 
-// ValidateGroupName applies the topic name rules to group names.
-func ValidateGroupName(name string) error {
-	if err := ValidateTopicName(name); err != nil {
-		return fmt.Errorf("%w: group name %q: %s", ErrInvalidArgument, name,
-			strings.TrimPrefix(strings.TrimPrefix(err.Error(), ErrInvalidArgument.Error()+": "), "topic name "))
+// ValidateName applies the topic name rules to group names.
+func ValidateName(name string) error {
+	if err := metadata.ValidateTopicName(name); err != nil {
+		return fmt.Errorf("%w: group name %q: %s", metadata.ErrInvalidArgument, name,
+			strings.TrimPrefix(strings.TrimPrefix(err.Error(), metadata.ErrInvalidArgument.Error()+": "), "topic name "))
 	}
 	return nil
 }
 
-func decodeMeta(g string, v []byte) (GroupMeta, error) {
-	var m GroupMeta
+func decodeMeta(g string, v []byte) (Meta, error) {
+	var m Meta
 	if err := json.Unmarshal(v, &m); err != nil {
 		return m, fmt.Errorf("decode meta of group %q: %w", g, err)
 	}
 	return m, nil
 }
 
-// GroupState is everything stored about a group at one revision.
-type GroupState struct {
+// State is everything stored about a group at one revision.
+type State struct {
 	Name     string
 	Exists   bool
-	Meta     GroupMeta
-	Members  []GroupMember // sorted by id
+	Meta     Meta
+	Members  []Member // sorted by id
 	Offsets  []CommittedOffset
 	Revision int64
 }
 
 // Active reports whether the group has members.
-func (s GroupState) Active() bool { return len(s.Members) > 0 }
+func (s State) Active() bool { return len(s.Members) > 0 }
 
-// GroupState reads a group's meta, members and committed offsets in one
+// State reads a group's meta, members and committed offsets in one
 // revision. A group exists while any of its keys does.
-func (c *Client) GroupState(ctx context.Context, g string) (GroupState, error) {
-	if err := ValidateGroupName(g); err != nil {
-		return GroupState{}, err
+func (c *Groups) State(ctx context.Context, g string) (State, error) {
+	if err := ValidateName(g); err != nil {
+		return State{}, err
 	}
-	resp, err := c.cli.Get(ctx, groupPrefix(g), clientv3.WithPrefix())
+	resp, err := c.cli.Get(ctx, keys.GroupPrefix(g), clientv3.WithPrefix())
 	if err != nil {
-		return GroupState{}, fmt.Errorf("read group %q: %w", g, err)
+		return State{}, fmt.Errorf("read group %q: %w", g, err)
 	}
-	st := GroupState{Name: g, Exists: len(resp.Kvs) > 0, Revision: resp.Header.Revision}
+	st := State{Name: g, Exists: len(resp.Kvs) > 0, Revision: resp.Header.Revision}
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		switch {
-		case k == groupMetaKey(g):
+		case k == keys.GroupMeta(g):
 			if st.Meta, err = decodeMeta(g, kv.Value); err != nil {
 				return st, err
 			}
-		case strings.HasPrefix(k, groupMembersPrefix(g)):
-			var m GroupMember
+		case strings.HasPrefix(k, keys.GroupMembersPrefix(g)):
+			var m Member
 			if err := json.Unmarshal(kv.Value, &m); err != nil {
 				return st, fmt.Errorf("decode member %s: %w", k, err)
 			}
 			st.Members = append(st.Members, m)
-		case strings.HasPrefix(k, groupOffsetsPrefix(g)):
-			_, t, p, ok := parseGroupOffsetKey(k)
+		case strings.HasPrefix(k, keys.GroupOffsetsPrefix(g)):
+			_, t, p, ok := keys.ParseGroupOffset(k)
 			if !ok {
 				continue
 			}
@@ -164,22 +166,22 @@ func (c *Client) GroupState(ctx context.Context, g string) (GroupState, error) {
 			st.Offsets = append(st.Offsets, o)
 		}
 	}
-	slices.SortFunc(st.Members, func(a, b GroupMember) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(st.Members, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortFunc(st.Offsets, func(a, b CommittedOffset) int {
 		return cmpTP(topicPart{a.Topic, a.Partition}, topicPart{b.Topic, b.Partition})
 	})
 	return st, nil
 }
 
-// ListGroups returns the names of every group, sorted.
-func (c *Client) ListGroups(ctx context.Context) ([]string, error) {
-	resp, err := c.cli.Get(ctx, groupsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+// List returns the names of every group, sorted.
+func (c *Groups) List(ctx context.Context) ([]string, error) {
+	resp, err := c.cli.Get(ctx, keys.GroupsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, fmt.Errorf("list groups: %w", err)
 	}
 	var out []string
 	for _, kv := range resp.Kvs {
-		rest := string(kv.Key[len(groupsPrefix()):])
+		rest := string(kv.Key[len(keys.GroupsPrefix()):])
 		if i := strings.IndexByte(rest, '/'); i > 0 {
 			out = append(out, rest[:i])
 		}
@@ -190,19 +192,19 @@ func (c *Client) ListGroups(ctx context.Context) ([]string, error) {
 
 // noMembers is a compare that holds when the group has no member key.
 func noMembers(g string) clientv3.Cmp {
-	return clientv3.Compare(clientv3.CreateRevision(groupMembersPrefix(g)), "=", 0).WithPrefix()
+	return clientv3.Compare(clientv3.CreateRevision(keys.GroupMembersPrefix(g)), "=", 0).WithPrefix()
 }
 
-// DeleteGroup removes a group without members: its meta and committed
+// Delete removes a group without members: its meta and committed
 // offsets. Unknown groups are ErrGroupNotFound, groups with members
 // ErrGroupActive; either way nothing changes.
-func (c *Client) DeleteGroup(ctx context.Context, g string) error {
-	if err := ValidateGroupName(g); err != nil {
+func (c *Groups) Delete(ctx context.Context, g string) error {
+	if err := ValidateName(g); err != nil {
 		return err
 	}
 	resp, err := c.cli.Txn(ctx).
-		If(noMembers(g), clientv3.Compare(clientv3.CreateRevision(groupPrefix(g)), ">", 0).WithPrefix()).
-		Then(clientv3.OpDelete(groupPrefix(g), clientv3.WithPrefix())).
+		If(noMembers(g), clientv3.Compare(clientv3.CreateRevision(keys.GroupPrefix(g)), ">", 0).WithPrefix()).
+		Then(clientv3.OpDelete(keys.GroupPrefix(g), clientv3.WithPrefix())).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("delete group %q: %w", g, err)
@@ -210,7 +212,7 @@ func (c *Client) DeleteGroup(ctx context.Context, g string) error {
 	if resp.Succeeded {
 		return nil
 	}
-	st, err := c.GroupState(ctx, g)
+	st, err := c.State(ctx, g)
 	switch {
 	case err != nil:
 		return fmt.Errorf("delete group %q: %w", g, err)
@@ -226,8 +228,8 @@ func (c *Client) DeleteGroup(ctx context.Context, g string) error {
 // partitions), or of every committed partition when parts is empty. A
 // partition without a commit is absent. An unknown group is
 // ErrGroupNotFound.
-func (c *Client) FetchCommitted(ctx context.Context, g string, parts map[string][]int32) ([]CommittedOffset, error) {
-	st, err := c.GroupState(ctx, g)
+func (c *Groups) FetchCommitted(ctx context.Context, g string, parts map[string][]int32) ([]CommittedOffset, error) {
+	st, err := c.State(ctx, g)
 	if err != nil {
 		return nil, err
 	}
@@ -260,22 +262,22 @@ const resetChunk = 100
 // members, so a member joining midway stops the reset and the error says
 // how many partitions were reset (as Kafka's reset, which is not atomic
 // across partitions either).
-func (c *Client) ResetOffsets(ctx context.Context, g, topic string, offsets map[int32]int64) ([]CommittedOffset, error) {
-	if err := ValidateGroupName(g); err != nil {
+func (c *Groups) ResetOffsets(ctx context.Context, g, topic string, offsets map[int32]int64) ([]CommittedOffset, error) {
+	if err := ValidateName(g); err != nil {
 		return nil, err
 	}
 	if len(offsets) == 0 {
-		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: no partitions", g, topic, ErrInvalidArgument)
+		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: no partitions", g, topic, metadata.ErrInvalidArgument)
 	}
-	t, err := c.GetTopic(ctx, topic)
+	t, err := c.meta.GetTopic(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("reset offsets of group %q: %w", g, err)
 	}
-	states, err := c.PartitionStates(ctx, topic)
+	states, err := c.meta.PartitionStates(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
-	st, err := c.GroupState(ctx, g)
+	st, err := c.State(ctx, g)
 	if err != nil {
 		return nil, err
 	}
@@ -292,21 +294,21 @@ func (c *Client) ResetOffsets(ctx context.Context, g, topic string, offsets map[
 	for _, p := range ps {
 		off := offsets[p]
 		if p < 0 || p >= t.Partitions {
-			return nil, fmt.Errorf("reset offsets of group %q on %s/%d: %w: topic has %d partitions", g, topic, p, ErrPartitionOutOfRange, t.Partitions)
+			return nil, fmt.Errorf("reset offsets of group %q on %s/%d: %w: topic has %d partitions", g, topic, p, metadata.ErrPartitionOutOfRange, t.Partitions)
 		}
 		ls := states[p]
 		if off < ls.Start || off > ls.Next {
-			return nil, fmt.Errorf("reset offsets of group %q on %s/%d: %w: offset %d is outside the log [%d, %d]", g, topic, p, ErrInvalidArgument, off, ls.Start, ls.Next)
+			return nil, fmt.Errorf("reset offsets of group %q on %s/%d: %w: offset %d is outside the log [%d, %d]", g, topic, p, metadata.ErrInvalidArgument, off, ls.Start, ls.Next)
 		}
 		out = append(out, CommittedOffset{Topic: topic, Partition: p, Offset: off, Generation: st.Meta.Generation, CommittedMs: now, Metadata: "reset"})
 	}
-	cmps := []clientv3.Cmp{noMembers(g), clientv3.Compare(clientv3.CreateRevision(topicKey(topic)), ">", 0)}
+	cmps := []clientv3.Cmp{noMembers(g), clientv3.Compare(clientv3.CreateRevision(keys.Topic(topic)), ">", 0)}
 	for start := 0; start < len(out); start += resetChunk {
 		chunk := out[start:min(start+resetChunk, len(out))]
 		ops := make([]clientv3.Op, 0, len(chunk))
 		for _, co := range chunk {
 			v, _ := json.Marshal(co)
-			ops = append(ops, clientv3.OpPut(groupOffsetKey(g, topic, co.Partition), string(v)))
+			ops = append(ops, clientv3.OpPut(keys.GroupOffset(g, topic, co.Partition), string(v)))
 		}
 		resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
@@ -320,35 +322,35 @@ func (c *Client) ResetOffsets(ctx context.Context, g, topic string, offsets map[
 		if start > 0 {
 			done = fmt.Sprintf(" after %d of %d partitions were reset", start, len(out))
 		}
-		st, err := c.GroupState(ctx, g)
+		st, err := c.State(ctx, g)
 		if err == nil && st.Active() {
 			return nil, fmt.Errorf("reset offsets of group %q: %w (%d members)%s; stop them first", g, ErrGroupActive, len(st.Members), done)
 		}
-		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: the topic changed meanwhile%s; try again", g, topic, ErrInvalidArgument, done)
+		return nil, fmt.Errorf("reset offsets of group %q on %q: %w: the topic changed meanwhile%s; try again", g, topic, metadata.ErrInvalidArgument, done)
 	}
 	return out, nil
 }
 
-// GroupLag is one committed partition's lag, for metrics.
-type GroupLag struct {
+// Lag is one committed partition's lag, for metrics.
+type Lag struct {
 	Group, Topic string
 	Partition    int32
 	Committed    int64
 	End          int64
 }
 
-// GroupLags reads every committed offset of every group and the end of
+// Lags reads every committed offset of every group and the end of
 // each partition: two reads, whatever the number of groups, plus one per
 // topic.
-func (c *Client) GroupLags(ctx context.Context) ([]GroupLag, error) {
-	resp, err := c.cli.Get(ctx, groupsPrefix(), clientv3.WithPrefix())
+func (c *Groups) Lags(ctx context.Context) ([]Lag, error) {
+	resp, err := c.cli.Get(ctx, keys.GroupsPrefix(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read committed offsets: %w", err)
 	}
-	var out []GroupLag
-	ends := map[string]map[int32]PartitionState{}
+	var out []Lag
+	ends := map[string]map[int32]metadata.PartitionState{}
 	for _, kv := range resp.Kvs {
-		g, t, p, ok := parseGroupOffsetKey(string(kv.Key))
+		g, t, p, ok := keys.ParseGroupOffset(string(kv.Key))
 		if !ok {
 			continue
 		}
@@ -357,12 +359,12 @@ func (c *Client) GroupLags(ctx context.Context) ([]GroupLag, error) {
 			continue
 		}
 		if _, ok := ends[t]; !ok {
-			ends[t], err = c.PartitionStates(ctx, t)
+			ends[t], err = c.meta.PartitionStates(ctx, t)
 			if err != nil {
 				return nil, err
 			}
 		}
-		out = append(out, GroupLag{Group: g, Topic: t, Partition: p, Committed: o.Offset, End: ends[t][p].Next})
+		out = append(out, Lag{Group: g, Topic: t, Partition: p, Committed: o.Offset, End: ends[t][p].Next})
 	}
 	return out, nil
 }

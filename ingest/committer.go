@@ -1,0 +1,21 @@
+package ingest
+
+import (
+	"context"
+	"time"
+
+	"github.com/varve-io/varve/metadata"
+)
+
+// Committer is what the write path needs of metadata: commit flushed
+// blocks to the index, read a topic, and read or start producers'
+// idempotence state. *metadata.Client is one; tests wrap it (count
+// commits, fail one) as they wrap tier.Store.
+type Committer interface {
+	Commit(ctx context.Context, commitID string, appends []metadata.Append) ([]metadata.AppendResult, error)
+	GetTopic(ctx context.Context, name string) (metadata.Topic, error)
+	InitProducer(ctx context.Context, id int64, ttl time.Duration) (metadata.Producer, error)
+	ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*metadata.ProducerView, error)
+}
+
+var _ Committer = (*metadata.Client)(nil)

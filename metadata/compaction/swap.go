@@ -1,0 +1,256 @@
+package compaction
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/internal/keys"
+)
+
+// ErrSwapConflict: the index entries a swap was planned on changed (another
+// compactor, retention or a topic deletion got there first). Nothing was
+// written; plan again from a fresh view.
+var ErrSwapConflict = errors.New("index changed since the compaction was planned")
+
+// MaxSwapEntries bounds the new entries of one swap: each costs a put and a
+// delete range, within etcd's 128 operations per transaction.
+const MaxSwapEntries = 48
+
+// swapAttempts bounds how often a swap retries after losing only to a
+// commit that touched the partition state (not the swapped entries).
+const swapAttempts = 30
+
+// Swap replaces a contiguous run of a partition's index entries with
+// entries that point at compacted objects and cover exactly the same
+// offsets.
+type Swap struct {
+	Topic     string
+	Partition int32
+	// Old are the replaced entries in offset order, each with the ModRev it
+	// was read with; Old[i].End() == Old[i+1].Base.
+	Old []metadata.IndexEntry
+	// New tile [Old[0].Base, Old[len-1].End()): New[0].Base == Old[0].Base,
+	// New[i].End() == New[i+1].Base, and the last ends where Old ends. Each
+	// holds at least one record. At most MaxSwapEntries.
+	New []metadata.IndexEntry
+	// DropPrefix allows New to be empty: the whole run held no record worth
+	// keeping (a compacted topic whose prefix is all expired tombstones).
+	// Old must then start the partition's index, and the log start offset
+	// moves to the run's end.
+	DropPrefix bool
+}
+
+func (s *Swap) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: swap %s/%d: %s", metadata.ErrInvalidArgument, s.Topic, s.Partition, fmt.Sprintf(format, args...))
+	}
+	if len(s.Old) == 0 {
+		return bad("no entries to replace")
+	}
+	for i := 1; i < len(s.Old); i++ {
+		if s.Old[i-1].End() != s.Old[i].Base {
+			return bad("old entries are not contiguous: %d ends at %d, the next starts at %d", i-1, s.Old[i-1].End(), s.Old[i].Base)
+		}
+	}
+	for i, e := range s.Old {
+		if e.ModRev <= 0 {
+			return bad("old entry %d (base %d) has no ModRev", i, e.Base)
+		}
+	}
+	start, end := s.Old[0].Base, s.Old[len(s.Old)-1].End()
+	if len(s.New) == 0 {
+		if !s.DropPrefix {
+			return bad("no new entries")
+		}
+		return nil
+	}
+	if len(s.New) > MaxSwapEntries {
+		return bad("%d new entries, the limit is %d", len(s.New), MaxSwapEntries)
+	}
+	at := start
+	for i, e := range s.New {
+		switch {
+		case e.Base != at:
+			return bad("new entry %d starts at %d, want %d (new entries tile the old range)", i, e.Base, at)
+		case e.Records <= 0:
+			return bad("new entry %d holds no records", i)
+		case e.Span != 0 && e.Span < e.Records:
+			return bad("new entry %d spans %d offsets for %d records", i, e.Span, e.Records)
+		case e.Object == "" || e.Len <= 0:
+			return bad("new entry %d has no object range", i)
+		}
+		at = e.End()
+	}
+	if at != end {
+		return bad("new entries end at %d, the old ones at %d", at, end)
+	}
+	return nil
+}
+
+// SwapIndex replaces s.Old with s.New in one etcd transaction, so a reader
+// sees either the old entries or the new ones, never a gap or an overlap.
+// The transaction verifies that the old entries are unchanged (same keys,
+// same ModRevisions, nothing added between them) and updates the
+// partition's byte and segment counts; it fails with ErrSwapConflict when
+// they changed, and retries when only the partition state moved on (a
+// commit at the head). Objects are not touched: the replaced ones are left
+// to garbage collection.
+func (c *Client) SwapIndex(ctx context.Context, s Swap) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	puts, byteDelta, err := s.writes()
+	if err != nil {
+		return err
+	}
+	end := s.Old[len(s.Old)-1].End()
+	backoff := 2 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		done, err := c.trySwap(ctx, s, puts, byteDelta)
+		if done || err != nil {
+			return err
+		}
+		// Lost to a concurrent write; the next read says whether it touched
+		// the run (a conflict) or only the partition state (retry).
+		if attempt+1 >= swapAttempts {
+			return fmt.Errorf("swap %s/%d [%d,%d): %d attempts lost to concurrent commits: %w", s.Topic, s.Partition, s.Old[0].Base, end, attempt+1, ErrSwapConflict)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("swap %s/%d: %w", s.Topic, s.Partition, ctx.Err())
+		case <-time.After(backoff/2 + rand.N(backoff)):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// swapKeys are the keys a swap reads and fences: its run of index entries
+// [first, rangeEnd), the partition state, and the partition's index.
+type swapKeys struct {
+	first, last, rangeEnd, partition, prefix string
+}
+
+func (s *Swap) keys() swapKeys {
+	last := keys.Index(s.Topic, s.Partition, s.Old[len(s.Old)-1].Base)
+	return swapKeys{
+		first:     keys.Index(s.Topic, s.Partition, s.Old[0].Base),
+		last:      last,
+		rangeEnd:  last + "\x00",
+		partition: keys.Partition(s.Topic, s.Partition),
+		prefix:    keys.IndexPartitionPrefix(s.Topic, s.Partition),
+	}
+}
+
+// writes returns the puts of the new entries and the deletes of the old
+// ones, and how many bytes the partition gains (negative: loses).
+func (s *Swap) writes() ([]clientv3.Op, int64, error) {
+	k := s.keys()
+	var delta int64
+	for _, e := range s.Old {
+		delta -= e.Len
+	}
+	var puts []clientv3.Op
+	for i, e := range s.New {
+		v, err := json.Marshal(e)
+		if err != nil {
+			return nil, 0, err
+		}
+		key := keys.Index(s.Topic, s.Partition, e.Base)
+		puts = append(puts, clientv3.OpPut(key, string(v)))
+		// Delete the old keys between this new key and the next (a put and
+		// a delete of the same key in one transaction is refused).
+		to := k.rangeEnd
+		if i+1 < len(s.New) {
+			to = keys.Index(s.Topic, s.Partition, s.New[i+1].Base)
+		}
+		puts = append(puts, clientv3.OpDelete(key+"\x00", clientv3.WithRange(to)))
+		delta += e.Len
+	}
+	if len(s.New) == 0 {
+		puts = append(puts, clientv3.OpDelete(k.first, clientv3.WithRange(k.rangeEnd)))
+	}
+	return puts, delta, nil
+}
+
+// trySwap reads the run and the partition state, checks that the run is
+// as planned, and writes puts with the updated state, fenced on what it
+// read. done is false when a concurrent write got in between.
+func (c *Client) trySwap(ctx context.Context, s Swap, puts []clientv3.Op, byteDelta int64) (done bool, err error) {
+	k := s.keys()
+	end := s.Old[len(s.Old)-1].End()
+	reads := []clientv3.Op{
+		clientv3.OpGet(k.partition),
+		clientv3.OpGet(k.first, clientv3.WithRange(k.rangeEnd), clientv3.WithKeysOnly()),
+	}
+	if s.DropPrefix {
+		reads = append(reads, clientv3.OpGet(k.prefix, clientv3.WithRange(k.first), clientv3.WithCountOnly()))
+	}
+	rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("swap %s/%d [%d,%d): read: %w", s.Topic, s.Partition, s.Old[0].Base, end, err)
+	}
+	pkv, err := s.checkRead(rresp)
+	if err != nil {
+		return false, err
+	}
+	var st metadata.PartitionState
+	if err := json.Unmarshal(pkv.Value, &st); err != nil {
+		return false, fmt.Errorf("decode partition %s/%d: %w", s.Topic, s.Partition, err)
+	}
+	st.Bytes = max(st.Bytes+byteDelta, 0)
+	st.Segments = max(st.Segments+int64(len(s.New)-len(s.Old)), 0)
+	if s.DropPrefix && len(s.New) == 0 {
+		st.Start = max(st.Start, end)
+	}
+	sv, _ := json.Marshal(st)
+
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(k.partition), "=", pkv.ModRevision),
+		// Nothing in the run changed or appeared since the read...
+		clientv3.Compare(clientv3.ModRevision(k.first), "<", rresp.Header.Revision+1).WithRange(k.rangeEnd),
+		// ...and its ends are still there.
+		clientv3.Compare(clientv3.ModRevision(k.first), "=", s.Old[0].ModRev),
+		clientv3.Compare(clientv3.ModRevision(k.last), "=", s.Old[len(s.Old)-1].ModRev),
+	}
+	if s.DropPrefix {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k.prefix), "=", 0).WithRange(k.first))
+	}
+	ops := append(append([]clientv3.Op(nil), puts...), clientv3.OpPut(k.partition, string(sv)))
+	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("swap %s/%d [%d,%d): %w", s.Topic, s.Partition, s.Old[0].Base, end, err)
+	}
+	return tresp.Succeeded, nil
+}
+
+// checkRead checks trySwap's read: the partition state exists, the run
+// holds exactly the planned entries with their ModRevs, and with
+// DropPrefix nothing comes before it. It returns the partition state.
+func (s *Swap) checkRead(rresp *clientv3.TxnResponse) (*mvccpb.KeyValue, error) {
+	end := s.Old[len(s.Old)-1].End()
+	pkv := rresp.Responses[0].GetResponseRange().Kvs
+	if len(pkv) == 0 {
+		return nil, fmt.Errorf("swap %s/%d: partition state is gone (topic deleted?): %w", s.Topic, s.Partition, ErrSwapConflict)
+	}
+	kvs := rresp.Responses[1].GetResponseRange().Kvs
+	if len(kvs) != len(s.Old) {
+		return nil, fmt.Errorf("swap %s/%d [%d,%d): %d entries now, %d planned: %w", s.Topic, s.Partition, s.Old[0].Base, end, len(kvs), len(s.Old), ErrSwapConflict)
+	}
+	for i, kv := range kvs {
+		if string(kv.Key) != keys.Index(s.Topic, s.Partition, s.Old[i].Base) || kv.ModRevision != s.Old[i].ModRev {
+			return nil, fmt.Errorf("swap %s/%d: entry %s changed: %w", s.Topic, s.Partition, kv.Key, ErrSwapConflict)
+		}
+	}
+	if s.DropPrefix && rresp.Responses[2].GetResponseRange().Count != 0 {
+		return nil, fmt.Errorf("swap %s/%d: entries before %d: the dropped run must start the index: %w", s.Topic, s.Partition, s.Old[0].Base, ErrSwapConflict)
+	}
+	return pkv[0], nil
+}

@@ -1,0 +1,82 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// TopicPartition names one partition.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// Partitions lists every partition the cache holds index entries or state
+// for, sorted.
+func (ca *Cache) Partitions() []TopicPartition {
+	ca.mu.RLock()
+	out := make([]TopicPartition, 0, len(ca.parts))
+	for tp, pc := range ca.parts {
+		if len(pc.entries) > 0 {
+			out = append(out, TopicPartition{tp.topic, tp.p})
+		}
+	}
+	ca.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Topic != out[j].Topic {
+			return out[i].Topic < out[j].Topic
+		}
+		return out[i].Partition < out[j].Partition
+	})
+	return out
+}
+
+// Snapshot returns a copy of a partition's state and every index entry
+// (with its ModRev), as of the returned revision.
+func (ca *Cache) Snapshot(topic string, p int32) ([]IndexEntry, PartitionState, int64) {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	pc := ca.parts[topicPartition{topic, p}]
+	if pc == nil {
+		return nil, PartitionState{}, ca.rev
+	}
+	return append([]IndexEntry(nil), pc.entries...), pc.state, ca.rev
+}
+
+// IndexEntries reads a partition's index entries (with their ModRev) and
+// state with one linearizable read.
+func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]IndexEntry, PartitionState, error) {
+	prefix := indexPartitionPrefix(topic, p)
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(partitionKey(topic, p)),
+		clientv3.OpGet(prefix, clientv3.WithRange(prefixEnd(prefix))),
+	).Commit()
+	if err != nil {
+		return nil, PartitionState{}, fmt.Errorf("read index of %s/%d: %w", topic, p, err)
+	}
+	var st PartitionState
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		if err := json.Unmarshal(kvs[0].Value, &st); err != nil {
+			return nil, st, fmt.Errorf("decode partition %s/%d: %w", topic, p, err)
+		}
+	}
+	kvs := resp.Responses[1].GetResponseRange().Kvs
+	out := make([]IndexEntry, 0, len(kvs))
+	for _, kv := range kvs {
+		k, ok := parseKey(string(kv.Key))
+		if !ok || k.kind != "index" {
+			return nil, st, fmt.Errorf("read index of %s/%d: malformed key %q", topic, p, kv.Key)
+		}
+		var e IndexEntry
+		if err := json.Unmarshal(kv.Value, &e); err != nil {
+			return nil, st, fmt.Errorf("decode index entry %s: %w", kv.Key, err)
+		}
+		e.Topic, e.Partition, e.Base, e.ModRev = topic, p, k.base, kv.ModRevision
+		out = append(out, e)
+	}
+	return out, st, nil
+}

@@ -1,0 +1,40 @@
+package retention
+
+import (
+	"time"
+
+	"github.com/varve-io/varve/metadata"
+)
+
+// Retention rules, as plain numbers: no etcd here. Apply reads a
+// partition and applies them in a transaction.
+
+// rule is a topic's retention at one instant.
+type rule struct {
+	cutoff int64 // entries whose newest record is older (ms) expire; -1: no time limit
+	bytes  int64 // the partition keeps at least this many bytes; -1: no size limit
+}
+
+// newRule returns topic t's rule at now. ok is false when
+// retention drops nothing: cleanup policy compact, or neither a time nor a
+// size limit.
+func newRule(t metadata.Topic, now time.Time) (r rule, ok bool) {
+	if t.CleanupPolicy == metadata.CleanupCompact || (t.RetentionMs <= 0 && t.RetentionBytes < 0) {
+		return rule{}, false
+	}
+	r = rule{cutoff: -1, bytes: t.RetentionBytes}
+	if t.RetentionMs > 0 {
+		r.cutoff = now.UnixMilli() - t.RetentionMs
+	}
+	return r, true
+}
+
+// expires reports whether e, the oldest entry left of a partition holding
+// bytes (e included), expires: its newest record is older than the cutoff
+// (by time), or dropping it still leaves at least the retained bytes (by
+// size). Kafka's rules.
+func (r rule) expires(e metadata.IndexEntry, bytes int64) bool {
+	byTime := r.cutoff >= 0 && e.MaxTS < r.cutoff
+	bySize := r.bytes >= 0 && bytes-e.Len >= r.bytes
+	return byTime || bySize
+}

@@ -1,0 +1,66 @@
+package retention
+
+import (
+	"testing"
+	"time"
+
+	"github.com/varve-io/varve/metadata"
+)
+
+// expired applies r as Apply does: how many entries, from the
+// start of a partition's index holding bytes in all, expire.
+func (r rule) expired(entries []metadata.IndexEntry, bytes int64) int {
+	for i, e := range entries {
+		if !r.expires(e, bytes) {
+			return i
+		}
+		bytes -= e.Len
+	}
+	return len(entries)
+}
+
+func TestRetentionRules(t *testing.T) {
+	now := time.UnixMilli(1_000_000)
+	// Four entries of 100 bytes, newest records at 10, 20, 30 and 40 s.
+	entries := []metadata.IndexEntry{{Len: 100, MaxTS: 10_000}, {Len: 100, MaxTS: 20_000}, {Len: 100, MaxTS: 30_000}, {Len: 100, MaxTS: 40_000}}
+	cases := []struct {
+		name    string
+		topic   metadata.Topic
+		applies bool
+		want    int
+	}{
+		{"compact policy drops nothing", metadata.Topic{CleanupPolicy: metadata.CleanupCompact, RetentionMs: 1, RetentionBytes: 0}, false, 0},
+		{"no limits", metadata.Topic{RetentionMs: 0, RetentionBytes: -1}, false, 0},
+		{"negative time, no size", metadata.Topic{RetentionMs: -1, RetentionBytes: -1}, false, 0},
+		{"time: records older than 25 s before now", metadata.Topic{RetentionMs: now.UnixMilli() - 25_000, RetentionBytes: -1}, true, 2},
+		{"time: newest exactly at the cutoff stays", metadata.Topic{RetentionMs: now.UnixMilli() - 20_000, RetentionBytes: -1}, true, 1},
+		{"time: everything expired", metadata.Topic{RetentionMs: 1, RetentionBytes: -1}, true, 4},
+		{"time: nothing expired", metadata.Topic{RetentionMs: now.UnixMilli(), RetentionBytes: -1}, true, 0},
+		{"size: keep at least 250 bytes", metadata.Topic{RetentionMs: 0, RetentionBytes: 250}, true, 1},
+		{"size: keep at least 200 bytes", metadata.Topic{RetentionMs: 0, RetentionBytes: 200}, true, 2},
+		{"size: zero keeps nothing", metadata.Topic{RetentionMs: 0, RetentionBytes: 0}, true, 4},
+		{"size: more than held", metadata.Topic{RetentionMs: 0, RetentionBytes: 1000}, true, 0},
+		{"either rule expires an entry", metadata.Topic{RetentionMs: now.UnixMilli() - 15_000, RetentionBytes: 150}, true, 2},
+		{"time expires more than size", metadata.Topic{RetentionMs: now.UnixMilli() - 35_000, RetentionBytes: 350}, true, 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, ok := newRule(tc.topic, now)
+			if ok != tc.applies {
+				t.Fatalf("applies = %v, want %v", ok, tc.applies)
+			}
+			if !ok {
+				return
+			}
+			if got := r.expired(entries, 400); got != tc.want {
+				t.Fatalf("expired = %d, want %d", got, tc.want)
+			}
+		})
+	}
+	// An entry after a kept one never expires: retention drops a prefix.
+	r, _ := newRule(metadata.Topic{RetentionMs: now.UnixMilli() - 15_000, RetentionBytes: -1}, now)
+	mixed := []metadata.IndexEntry{{Len: 1, MaxTS: 10_000}, {Len: 1, MaxTS: 50_000}, {Len: 1, MaxTS: 10_000}}
+	if got := r.expired(mixed, 3); got != 1 {
+		t.Fatalf("expired = %d, want 1 (a prefix)", got)
+	}
+}
