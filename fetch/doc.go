@@ -1,10 +1,10 @@
-// Package query owns the read path: fetching records from an offset, waiting
-// for new ones (woken by the metadata watch, never by polling), listing
-// offsets, the block cache in front of object storage, and analytic replay:
-// Scan returns a range of a topic as Arrow record batches (served over
-// Connect as an Arrow IPC stream and over Arrow Flight) and exports it to
-// Parquet.
+// Package fetch owns serving records from an offset: Fetcher.Fetch reads a
+// partition from an offset across consecutive blocks, waits at the high
+// watermark for new records (woken by the metadata watch, never by
+// polling), and ListOffsets answers the earliest, latest or first offset at
+// a time. Blocks come through blockcache.Reader.
 //
-// query never writes objects or etcd state: it reads the segment index
-// through metadata and blocks through tier.
-package query
+// fetch never writes objects or etcd state: it reads the segment index
+// through metadata and blocks through blockcache. Analytic scans are
+// package scan's job, Parquet files package parquet's.
+package fetch

@@ -8,10 +8,11 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/varve-io/varve/blockcache"
+	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/apierr"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
 )
 
 // toConnect gives an error its Connect code, deliberately: bad input is
@@ -48,11 +49,11 @@ func toConnect(err error) error {
 	case errors.Is(err, metadata.ErrBlockRefused):
 		code = connect.CodeUnavailable
 	case errors.Is(err, ingest.ErrClosed), errors.Is(err, ingest.ErrFlushFailed), errors.Is(err, ingest.ErrOutcomeUnknown),
-		errors.Is(err, query.ErrUnavailable), metadata.IsUnavailable(err):
+		errors.Is(err, blockcache.ErrUnavailable), metadata.IsUnavailable(err):
 		code = connect.CodeUnavailable
-	case errors.Is(err, query.ErrOffsetOutOfRange):
+	case errors.Is(err, fetch.ErrOffsetOutOfRange):
 		code = connect.CodeOutOfRange
-	case errors.Is(err, query.ErrDataLoss):
+	case errors.Is(err, blockcache.ErrDataLoss):
 		code = connect.CodeDataLoss
 	case errors.Is(err, context.DeadlineExceeded):
 		code = connect.CodeDeadlineExceeded

@@ -14,11 +14,11 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/varve-io/varve/fetch"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/internal/apierr"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
 )
 
 // mountGroups serves GroupService on mux and exports consumer lag as the
@@ -54,7 +54,7 @@ func (n *Node) mountGroups(mux *http.ServeMux, opts ...connect.HandlerOption) {
 // and fenced commits). Any node serves any group: there is no coordinator.
 type groupService struct {
 	meta    *metadata.Client
-	fetcher *query.Fetcher // nil without the fetch role: no reset by time
+	fetcher *fetch.Fetcher // nil without the fetch role: no reset by time
 	node    string
 	log     *slog.Logger
 }
@@ -343,7 +343,7 @@ func (s *groupService) ResetOffsets(ctx context.Context, req *connect.Request[va
 		if s.fetcher == nil {
 			return nil, unavailable(RoleFetch)
 		}
-		offs, err := s.fetcher.ListOffsets(ctx, topic, parts, query.ByTimestamp, m.GetTimestampMs())
+		offs, err := s.fetcher.ListOffsets(ctx, topic, parts, fetch.ByTimestamp, m.GetTimestampMs())
 		if err != nil {
 			return nil, groupErr(err)
 		}

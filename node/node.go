@@ -17,11 +17,12 @@ import (
 	"connectrpc.com/grpcreflect"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/varve-io/varve/blockcache"
+	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/obs"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -34,7 +35,7 @@ type Node struct {
 	topics  *metadata.Cache
 	index   *metadata.Cache
 	in      *ingest.Ingester
-	fetcher *query.Fetcher
+	fetcher *fetch.Fetcher
 	meter   *sdkmetric.MeterProvider
 	tel     *obs.Telemetry
 
@@ -103,14 +104,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		}
 	}
 
-	var blocks *query.BlockCache
+	var blocks *blockcache.Memory
 	if cfg.has(RoleFetch) {
 		n.index, err = n.meta.NewCache(ctx, true)
 		if err != nil {
 			return nil, err
 		}
-		blocks = query.NewBlockCache(cfg.CacheBytes)
-		n.fetcher = query.NewFetcher(n.store, n.meta, n.index, blocks, log, n.meter)
+		blocks = blockcache.NewMemory(cfg.CacheBytes)
+		n.fetcher = fetch.NewFetcher(n.store, n.meta, n.index, blocks, log, n.meter)
 		n.fetcher.SetTracerProvider(n.tel.Tracer)
 	}
 	if cfg.has(RoleIngest) {
@@ -148,7 +149,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta, maxRequestBytes: cfg.MaxRequestBytes}, hopts...))
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher, maxBytes: cfg.FetchMaxBytes}, hopts...))
-	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{f: n.fetcher}, hopts...))
+	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{r: n.scanReader()}, hopts...))
 	n.mountGroups(mux, hopts...)
 	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName, varvev1connect.GroupServiceName, varvev1connect.AdminServiceName}
 	reflector := grpcreflect.NewStaticReflector(services...)
@@ -178,18 +179,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go func() { n.served <- n.srv.Serve(n.ln) }()
-	if cfg.FlightListen != "" && n.fetcher != nil {
-		n.flightLn, err = net.Listen("tcp", cfg.FlightListen)
-		if err != nil {
-			return nil, fmt.Errorf("listen for Arrow Flight on %s: %w", cfg.FlightListen, err)
-		}
-		// No location: clients DoGet from the node that planned (or any).
-		svc := query.NewFlightService(n.fetcher)
-		go func() {
-			if err := query.ServeFlight(n.baseCtx, n.flightLn, svc); err != nil {
-				log.Error("arrow flight server stopped", "err", err)
-			}
-		}()
+	if err := n.startFlight(cfg); err != nil {
+		return nil, err
 	}
 
 	if err := n.startJanitor(); err != nil {
