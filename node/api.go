@@ -8,11 +8,12 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/varve-io/varve/fetch"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -58,7 +59,7 @@ func topicToProto(t metadata.Topic) *varvev1.Topic {
 }
 
 // topicSchema checks a schema given over the API and returns its
-// canonical form (query.ParseTopicSchema).
+// canonical form (scan.ParseTopicSchema).
 func topicSchema(topic string, ts *varvev1.TopicSchema) (*metadata.TopicSchema, error) {
 	ms := metadata.TopicSchema{Fields: ts.GetFields()}
 	switch ts.GetFormat() {
@@ -71,7 +72,7 @@ func topicSchema(topic string, ts *varvev1.TopicSchema) (*metadata.TopicSchema, 
 	default:
 		return nil, badRequest("topic %q: unknown schema format %d", topic, ts.GetFormat())
 	}
-	vs, err := query.ParseTopicSchema(ms)
+	vs, err := scan.ParseTopicSchema(ms)
 	if err != nil {
 		return nil, toConnect(fmt.Errorf("topic %q: %w", topic, err))
 	}
@@ -292,7 +293,7 @@ func (s *produceService) InitProducer(ctx context.Context, req *connect.Request[
 
 // fetchService implements FetchService on a Fetcher.
 type fetchService struct {
-	f *query.Fetcher
+	f *fetch.Fetcher
 	// maxBytes is the node's fetch_max_bytes: the cap of a request's
 	// max_bytes (0: no cap).
 	maxBytes int
@@ -300,7 +301,7 @@ type fetchService struct {
 
 var _ varvev1connect.FetchServiceHandler = (*fetchService)(nil)
 
-func recordsToProto(recs []query.Record) []*varvev1.Record {
+func recordsToProto(recs []fetch.Record) []*varvev1.Record {
 	out := make([]*varvev1.Record, len(recs))
 	for i, r := range recs {
 		pr := &varvev1.Record{Key: r.Key, Value: r.Value, TimestampMs: r.Timestamp, Partition: r.Partition, Offset: r.Offset}
@@ -360,7 +361,7 @@ func (s *fetchService) Subscribe(ctx context.Context, req *connect.Request[varve
 		if len(first.Records) == 0 {
 			res, err = s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), offset, maxBytes, 30*time.Second)
 		}
-		first = query.Result{}
+		first = fetch.Result{}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -389,14 +390,14 @@ func (s *fetchService) ListOffsets(ctx context.Context, req *connect.Request[var
 		return nil, unavailable(RoleFetch)
 	}
 	m := req.Msg
-	var spec query.OffsetSpec
+	var spec fetch.OffsetSpec
 	switch m.GetSpec() {
 	case varvev1.OffsetSpec_OFFSET_SPEC_EARLIEST:
-		spec = query.Earliest
+		spec = fetch.Earliest
 	case varvev1.OffsetSpec_OFFSET_SPEC_LATEST:
-		spec = query.Latest
+		spec = fetch.Latest
 	case varvev1.OffsetSpec_OFFSET_SPEC_TIMESTAMP:
-		spec = query.ByTimestamp
+		spec = fetch.ByTimestamp
 	default:
 		return nil, badRequest("list offsets of %q: spec must be EARLIEST, LATEST or TIMESTAMP, got %v", m.GetTopic(), m.GetSpec())
 	}

@@ -11,9 +11,9 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/varve-io/varve/blockcache"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
-	"github.com/varve-io/varve/query"
 )
 
 // startBlocks sets up the tiers of the fetch role's block reads below the
@@ -26,14 +26,14 @@ func (n *Node) startBlocks(ctx context.Context, mux *http.ServeMux, hopts []conn
 		return nil
 	}
 	if n.cfg.CacheDir != "" {
-		d, err := query.OpenDiskCache(n.cfg.CacheDir, n.cfg.DiskCacheBytes)
+		d, err := blockcache.OpenDisk(n.cfg.CacheDir, n.cfg.DiskCacheBytes)
 		if err != nil {
 			return err
 		}
-		n.fetcher.SetDiskCache(d)
+		n.fetcher.Blocks().SetDisk(d)
 		n.log.Info("disk cache opened", "dir", d.Dir(), "bytes", d.Size(), "blocks", d.Len(), "max", n.cfg.DiskCacheBytes)
 	}
-	owners := query.NewOwners(n.cfg.NodeID)
+	owners := blockcache.NewOwners(n.cfg.NodeID)
 	stop, err := n.meta.WatchNodes(ctx, RoleFetch, func(nodes map[string]string) {
 		owners.Set(nodes)
 		n.log.Debug("fetch nodes changed", "nodes", nodes)
@@ -43,36 +43,36 @@ func (n *Node) startBlocks(ctx context.Context, mux *http.ServeMux, hopts []conn
 	}
 	peers := newPeerClient()
 	n.onClose = append(n.onClose, stop, peers.close)
-	n.fetcher.SetOwners(owners, peers)
-	mux.Handle(varvev1connect.NewBlockServiceHandler(&blockService{f: n.fetcher}, hopts...))
+	n.fetcher.Blocks().SetOwners(owners, peers)
+	mux.Handle(varvev1connect.NewBlockServiceHandler(&blockService{b: n.fetcher.Blocks()}, hopts...))
 	return nil
 }
 
 // BlockOwners returns how the fetch role assigns blocks to fetch nodes
 // (nil without the fetch role).
-func (n *Node) BlockOwners() *query.Owners {
+func (n *Node) BlockOwners() *blockcache.Owners {
 	if n.fetcher == nil {
 		return nil
 	}
-	return n.fetcher.Owners()
+	return n.fetcher.Blocks().Owners()
 }
 
 // DiskCache returns the fetch role's disk cache (nil without one).
-func (n *Node) DiskCache() *query.DiskCache {
+func (n *Node) DiskCache() *blockcache.Disk {
 	if n.fetcher == nil {
 		return nil
 	}
-	return n.fetcher.DiskCache()
+	return n.fetcher.Blocks().Disk()
 }
 
 // blockService answers the internal BlockService: another fetch node asks
 // for a block this node owns.
 type blockService struct {
-	f *query.Fetcher
+	b *blockcache.Reader
 }
 
 func (s *blockService) GetBlock(ctx context.Context, req *connect.Request[varvev1.GetBlockRequest]) (*connect.Response[varvev1.GetBlockResponse], error) {
-	b, _, err := s.f.BlockBytes(ctx, req.Msg.Object, req.Msg.Offset, req.Msg.Length)
+	b, _, err := s.b.BlockBytes(ctx, req.Msg.Object, req.Msg.Offset, req.Msg.Length)
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -113,7 +113,7 @@ func (p *peerClient) client(addr string) varvev1connect.BlockServiceClient {
 	return c
 }
 
-// GetBlock implements query.PeerClient.
+// GetBlock implements blockcache.PeerClient.
 func (p *peerClient) GetBlock(ctx context.Context, addr, object string, off, length int64) ([]byte, error) {
 	resp, err := p.client(addr).GetBlock(ctx, connect.NewRequest(&varvev1.GetBlockRequest{Object: object, Offset: off, Length: length}))
 	if err != nil {
@@ -123,7 +123,7 @@ func (p *peerClient) GetBlock(ctx context.Context, addr, object string, off, len
 			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return nil, ctx.Err()
 			}
-			return nil, fmt.Errorf("%w: block %s@%d from %s: %v", query.ErrUnavailable, object, off, addr, err)
+			return nil, fmt.Errorf("%w: block %s@%d from %s: %v", blockcache.ErrUnavailable, object, off, addr, err)
 		}
 		return nil, fmt.Errorf("block %s@%d from %s: %w", object, off, addr, err)
 	}

@@ -10,11 +10,12 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/varve-io/varve/blockcache"
+	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/apierr"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/groups"
-	"github.com/varve-io/varve/query"
 )
 
 // toConnect gives an error its Connect code, deliberately: bad input is
@@ -45,11 +46,11 @@ func toConnect(err error) error {
 	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, syscall.ENOSPC):
 		code = connect.CodeResourceExhausted
 	case errors.Is(err, metadata.ErrBlockRefused), errors.Is(err, ingest.ErrClosed), errors.Is(err, ingest.ErrFlushFailed), errors.Is(err, ingest.ErrOutcomeUnknown),
-		errors.Is(err, query.ErrUnavailable), metadata.IsUnavailable(err):
+		errors.Is(err, blockcache.ErrUnavailable), metadata.IsUnavailable(err):
 		code = connect.CodeUnavailable
-	case errors.Is(err, query.ErrOffsetOutOfRange):
+	case errors.Is(err, fetch.ErrOffsetOutOfRange):
 		code = connect.CodeOutOfRange
-	case errors.Is(err, query.ErrDataLoss):
+	case errors.Is(err, blockcache.ErrDataLoss):
 		code = connect.CodeDataLoss
 	case errors.Is(err, context.DeadlineExceeded):
 		code = connect.CodeDeadlineExceeded
@@ -83,7 +84,7 @@ const outageRetryDelay = time.Second
 // retries at once).
 func isOutage(err error) bool {
 	return metadata.IsUnavailable(err) || errors.Is(err, ingest.ErrFlushFailed) ||
-		errors.Is(err, ingest.ErrOutcomeUnknown) || errors.Is(err, query.ErrUnavailable)
+		errors.Is(err, ingest.ErrOutcomeUnknown) || errors.Is(err, blockcache.ErrUnavailable)
 }
 
 // producerErrorReason names an idempotence refusal for clients to branch on

@@ -14,12 +14,12 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/varve-io/varve/fetch"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/internal/apierr"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/groups"
-	"github.com/varve-io/varve/query"
 )
 
 // mountGroups serves GroupService on mux and exports consumer lag as the
@@ -57,7 +57,7 @@ func (n *Node) mountGroups(mux *http.ServeMux, opts ...connect.HandlerOption) {
 type groupService struct {
 	meta    *metadata.Client
 	groups  *groups.Groups
-	fetcher *query.Fetcher // nil without the fetch role: no reset by time
+	fetcher *fetch.Fetcher // nil without the fetch role: no reset by time
 	node    string
 	log     *slog.Logger
 }
@@ -346,7 +346,7 @@ func (s *groupService) ResetOffsets(ctx context.Context, req *connect.Request[va
 		if s.fetcher == nil {
 			return nil, unavailable(RoleFetch)
 		}
-		offs, err := s.fetcher.ListOffsets(ctx, topic, parts, query.ByTimestamp, m.GetTimestampMs())
+		offs, err := s.fetcher.ListOffsets(ctx, topic, parts, fetch.ByTimestamp, m.GetTimestampMs())
 		if err != nil {
 			return nil, groupErr(err)
 		}

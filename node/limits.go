@@ -39,7 +39,7 @@ func checkRecordFitsRequest(topic string, maxRecord int32, maxRequest int) error
 }
 
 // fetchMaxBytes is the max_bytes a fetch is served with: the request's (0
-// means query.DefaultMaxBytes) capped at the node's fetch_max_bytes.
+// means fetch.DefaultMaxBytes) capped at the node's fetch_max_bytes.
 func fetchMaxBytes(requested int32, capBytes int) int {
 	n := int(requested)
 	if capBytes > 0 && n > capBytes {

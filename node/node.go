@@ -16,6 +16,8 @@ import (
 	"connectrpc.com/grpcreflect"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/varve-io/varve/blockcache"
+	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/obs"
@@ -23,7 +25,6 @@ import (
 	"github.com/varve-io/varve/internal/reqlimit"
 	"github.com/varve-io/varve/internal/strictjson"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -36,7 +37,7 @@ type Node struct {
 	topics  *metadata.Cache
 	index   *metadata.Cache
 	in      *ingest.Ingester
-	fetcher *query.Fetcher
+	fetcher *fetch.Fetcher
 	meter   *sdkmetric.MeterProvider
 	tel     *obs.Telemetry
 	ready   *readiness
@@ -131,18 +132,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go func() { n.served <- n.srv.Serve(n.ln) }()
-	if cfg.FlightListen != "" && n.fetcher != nil {
-		n.flightLn, err = net.Listen("tcp", cfg.FlightListen)
-		if err != nil {
-			return nil, fmt.Errorf("listen for Arrow Flight on %s: %w", cfg.FlightListen, err)
-		}
-		// No location: clients DoGet from the node that planned (or any).
-		svc := query.NewFlightService(n.fetcher)
-		go func() {
-			if err := query.ServeFlight(n.baseCtx, n.flightLn, svc); err != nil {
-				log.Error("arrow flight server stopped", "err", err)
-			}
-		}()
+	if err := n.startFlight(cfg); err != nil {
+		return nil, err
 	}
 
 	if err := n.startJanitor(); err != nil {
@@ -184,14 +175,14 @@ func (n *Node) Meta() *metadata.Client { return n.meta }
 // blocks it wrote into that cache).
 func (n *Node) startRoles(ctx context.Context) error {
 	var err error
-	var blocks *query.BlockCache
+	var blocks *blockcache.Memory
 	if n.cfg.has(RoleFetch) {
 		n.index, err = n.meta.NewCache(ctx, true)
 		if err != nil {
 			return err
 		}
-		blocks = query.NewBlockCache(n.cfg.CacheBytes)
-		n.fetcher = query.NewFetcher(n.store, n.meta, n.index, blocks, n.log, n.meter)
+		blocks = blockcache.NewMemory(n.cfg.CacheBytes)
+		n.fetcher = fetch.NewFetcher(n.store, n.meta, n.index, blocks, n.log, n.meter)
 		n.fetcher.SetTracerProvider(n.tel.Tracer)
 	}
 	if n.cfg.has(RoleIngest) {
@@ -236,7 +227,7 @@ func (n *Node) routes(ctx context.Context) (*http.ServeMux, []connect.HandlerOpt
 	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta, maxRequestBytes: n.cfg.MaxRequestBytes}, hopts...))
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher, maxBytes: n.cfg.FetchMaxBytes}, hopts...))
-	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{f: n.fetcher}, hopts...))
+	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{r: n.scanReader()}, hopts...))
 	n.mountGroups(mux, hopts...)
 	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName, varvev1connect.GroupServiceName, varvev1connect.AdminServiceName}
 	reflector := grpcreflect.NewStaticReflector(services...)

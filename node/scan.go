@@ -11,30 +11,38 @@ import (
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/scan"
 )
 
 // scanChunk is the most Arrow IPC bytes one ScanResponse carries, well
 // below the 4 MiB default receive limit of gRPC clients.
 const scanChunk = 1 << 20
 
-// scanService implements ScanService on a Fetcher: a Connect server stream
-// whose arrow_ipc fields, concatenated, are one Arrow IPC stream.
+// scanService implements ScanService on a scan.Reader: a Connect server
+// stream whose arrow_ipc fields, concatenated, are one Arrow IPC stream.
 type scanService struct {
-	f *query.Fetcher
+	r *scan.Reader // nil without the fetch role
+}
+
+// scanReader is the fetch role's reader of scans (nil without the role).
+func (n *Node) scanReader() *scan.Reader {
+	if n.fetcher == nil {
+		return nil
+	}
+	return scan.New(n.meta, n.index, n.fetcher.Blocks(), n.log)
 }
 
 var _ varvev1connect.ScanServiceHandler = (*scanService)(nil)
 
 func (s *scanService) Scan(ctx context.Context, req *connect.Request[varvev1.ScanRequest], stream *connect.ServerStream[varvev1.ScanResponse]) error {
-	if s.f == nil {
+	if s.r == nil {
 		return unavailable(RoleFetch)
 	}
 	m := req.Msg
 	if m.GetMaxBatchRecords() < 0 {
 		return badRequest("scan %q: max_batch_records %d is negative", m.GetTopic(), m.GetMaxBatchRecords())
 	}
-	sc, err := s.f.Scan(ctx, query.ScanRequest{
+	sc, err := s.r.Scan(ctx, scan.Request{
 		Topic: m.GetTopic(), Partitions: m.GetPartitions(),
 		FromOffset: m.GetFromOffset(), ToOffset: m.GetToOffset(),
 		FromTime: m.GetFromTimestampMs(), ToTime: m.GetToTimestampMs(),

@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/parquet"
 )
 
 // ScanOptions select what Client.Scan reads. A record is returned when its
@@ -102,6 +103,34 @@ func (c *Client) Scan(ctx context.Context, topic string, opts ScanOptions) (arra
 	out := &scanReader{rd: rd, sr: sr, cancel: cancel, topic: topic}
 	out.refs.Store(1)
 	return out, nil
+}
+
+// ExportParquet scans topic (see Scan; the scan must keep the topic,
+// partition and offset columns, and timestamp with a Window) and writes it
+// to the local directory dir as Parquet files in a Hive-style layout:
+// topic=T/partition=P[/date=YYYY-MM-DD[/hour=HH]]/part-<first>-<last>.parquet,
+// split by po.Window and po.MaxFileBytes. Each file is written under a
+// temporary name and renamed once complete; an existing file is never
+// overwritten. It returns the files written (those complete before an
+// error, too).
+func (c *Client) ExportParquet(ctx context.Context, topic, dir string, opts ScanOptions, po parquet.Options) ([]parquet.File, error) {
+	rd, err := c.Scan(ctx, topic, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Release()
+	return parquet.ExportDir(ctx, rd, dir, po)
+}
+
+// WriteParquet scans topic (see Scan) and writes it to w as one Parquet
+// file. It returns the rows written.
+func (c *Client) WriteParquet(ctx context.Context, w io.Writer, topic string, opts ScanOptions) (int64, error) {
+	rd, err := c.Scan(ctx, topic, opts)
+	if err != nil {
+		return 0, err
+	}
+	defer rd.Release()
+	return parquet.Write(w, rd, parquet.Options{})
 }
 
 // scanStream reads the arrow_ipc bytes of a Scan stream as one io.Reader.

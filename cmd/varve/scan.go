@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
@@ -23,7 +24,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/parquet"
+	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/sdk"
 	"github.com/varve-io/varve/tier"
 )
@@ -106,58 +108,96 @@ func scanBound(name, v string, now time.Time) (off int64, t time.Time, err error
 	return 0, time.Time{}, fmt.Errorf("--%s must be an offset, an RFC 3339 time or a duration, not %q", name, v)
 }
 
+// scanFlags are the checked flags of varve scan.
+type scanFlags struct {
+	format, output, progress string
+	window                   time.Duration
+	bucket                   tier.Store // -o s3://…: the export's bucket
+	opts                     sdk.ScanOptions
+}
+
 func runScan(cmd *cobra.Command, args []string) error {
 	topic := args[0]
+	sf, err := parseScanFlags(cmd)
+	if err != nil {
+		return err
+	}
+	bar := scanProgressBar(cmd, topic, sf.progress, &sf.opts)
+	ctx := cmd.Context()
+	client := newClient(cmd)
+	defer client.Close()
+	rd, err := client.Scan(ctx, topic, sf.opts)
+	if err != nil {
+		return clientError(cmd, topic, err)
+	}
+	defer rd.Release()
+	if sf.window > 0 || sf.bucket != nil {
+		return exportScan(cmd, topic, rd, sf, bar)
+	}
+	return writeScan(cmd, topic, rd, sf, bar)
+}
+
+// parseScanFlags checks the flags of varve scan and opens the bucket of an
+// export to s3://.
+func parseScanFlags(cmd *cobra.Command) (scanFlags, error) {
+	var sf scanFlags
 	f := cmd.Flags()
-	format, _ := f.GetString("format")
-	output, _ := f.GetString("output")
-	progress, _ := f.GetString("progress")
+	sf.format, _ = f.GetString("format")
+	sf.output, _ = f.GetString("output")
+	sf.progress, _ = f.GetString("progress")
 	batch, _ := f.GetInt32("batch")
-	switch format {
+	switch sf.format {
 	case "table", "csv", "jsonl", "arrow", "parquet":
 	default:
-		return fmt.Errorf("--format must be table, csv, jsonl, arrow or parquet, not %q", format)
+		return sf, fmt.Errorf("--format must be table, csv, jsonl, arrow or parquet, not %q", sf.format)
 	}
-	if format == "parquet" && output == "" {
-		return errors.New("--format parquet needs -o FILE")
+	if sf.format == "parquet" && sf.output == "" {
+		return sf, errors.New("--format parquet needs -o FILE")
 	}
-	window, _ := f.GetDuration("window")
-	if window < 0 || (window > 0 && format != "parquet") {
-		return errors.New("--window is a positive duration, with --format parquet only")
+	sf.window, _ = f.GetDuration("window")
+	if sf.window < 0 || (sf.window > 0 && sf.format != "parquet") {
+		return sf, errors.New("--window is a positive duration, with --format parquet only")
 	}
-	toBucket := strings.HasPrefix(output, "s3://")
-	if toBucket && format != "parquet" {
-		return errors.New("-o s3://… is for --format parquet only")
+	toBucket := strings.HasPrefix(sf.output, "s3://")
+	if toBucket && sf.format != "parquet" {
+		return sf, errors.New("-o s3://… is for --format parquet only")
 	}
-	var store tier.Store
 	if toBucket {
 		var s3c tier.S3Config
 		s3c.Endpoint, _ = f.GetString("s3-endpoint")
 		s3c.Region, _ = f.GetString("s3-region")
 		s3c.PathStyle, _ = f.GetBool("s3-path-style")
 		var err error
-		if store, err = tier.Open(cmd.Context(), output, s3c); err != nil {
-			return err
+		if sf.bucket, err = tier.Open(cmd.Context(), sf.output, s3c); err != nil {
+			return sf, err
 		}
 	}
-	switch progress {
+	switch sf.progress {
 	case "auto", "always", "never":
 	default:
-		return fmt.Errorf("--progress must be auto, always or never, not %q", progress)
+		return sf, fmt.Errorf("--progress must be auto, always or never, not %q", sf.progress)
 	}
+	var err error
+	sf.opts, err = scanOptions(cmd, batch)
+	return sf, err
+}
+
+// scanOptions reads the range, partitions, columns and keys of a scan.
+func scanOptions(cmd *cobra.Command, batch int32) (sdk.ScanOptions, error) {
+	f := cmd.Flags()
 	now := time.Now()
 	opts := sdk.ScanOptions{MaxBatchRecords: batch}
 	fromS, _ := f.GetString("from")
 	toS, _ := f.GetString("to")
 	var err error
 	if opts.FromOffset, opts.From, err = scanBound("from", fromS, now); err != nil {
-		return err
+		return opts, err
 	}
 	if opts.ToOffset, opts.To, err = scanBound("to", toS, now); err != nil {
-		return err
+		return opts, err
 	}
 	if toS != "" && opts.To.IsZero() && opts.ToOffset == 0 {
-		return errors.New("--to 0 would read nothing")
+		return opts, errors.New("--to 0 would read nothing")
 	}
 	opts.Partitions, _ = f.GetInt32Slice("partition")
 	opts.Columns, _ = f.GetStringSlice("columns")
@@ -165,61 +205,84 @@ func runScan(cmd *cobra.Command, args []string) error {
 	for _, k := range keys {
 		opts.Keys = append(opts.Keys, []byte(k))
 	}
+	return opts, nil
+}
 
-	var bar *progressbar.ProgressBar
-	if progress == "always" || (progress == "auto" && term.IsTerminal(int(os.Stderr.Fd()))) {
-		bar = progressbar.NewOptions64(-1,
-			progressbar.OptionSetWriter(cmd.ErrOrStderr()),
-			progressbar.OptionSetDescription("scan "+topic),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-		)
-		opts.Progress = func(p sdk.ScanProgress) {
-			if bar.GetMax64() != p.RawBytesTotal {
-				bar.ChangeMax64(p.RawBytesTotal)
-			}
-			_ = bar.Set64(p.RawBytesDone)
-		}
-	}
-
-	ctx := cmd.Context()
-	client := newClient(cmd)
-	defer client.Close()
-	rd, err := client.Scan(ctx, topic, opts)
-	if err != nil {
-		return clientError(cmd, topic, err)
-	}
-	defer rd.Release()
-
-	if window > 0 || toBucket {
-		var files []query.ExportedFile
-		if toBucket {
-			files, err = query.ExportParquetToStore(ctx, rd, store, "", query.ParquetOptions{Window: window})
-		} else {
-			files, err = query.ExportParquet(ctx, rd, output, query.ParquetOptions{Window: window})
-		}
-		if bar != nil {
-			_ = bar.Finish()
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return errors.New("interrupted")
-			}
-			return clientError(cmd, topic, err)
-		}
-		var rows int64
-		for _, ef := range files {
-			rows += ef.Rows
-		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d records to %d files under %s\n", rows, len(files), output)
+// scanProgressBar shows the scan's progress on stderr (always, or on a
+// terminal with auto) and sets opts.Progress to move it; nil: no bar.
+func scanProgressBar(cmd *cobra.Command, topic, progress string, opts *sdk.ScanOptions) *progressbar.ProgressBar {
+	if progress != "always" && (progress != "auto" || !term.IsTerminal(int(os.Stderr.Fd()))) {
 		return nil
 	}
+	bar := progressbar.NewOptions64(-1,
+		progressbar.OptionSetWriter(cmd.ErrOrStderr()),
+		progressbar.OptionSetDescription("scan "+topic),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	opts.Progress = func(p sdk.ScanProgress) {
+		if bar.GetMax64() != p.RawBytesTotal {
+			bar.ChangeMax64(p.RawBytesTotal)
+		}
+		_ = bar.Set64(p.RawBytesDone)
+	}
+	return bar
+}
+
+// scanFailed is the error of a scan's output cut short: interrupted, or
+// err as the node told it.
+func scanFailed(cmd *cobra.Command, topic string, err error) error {
+	if cmd.Context().Err() != nil {
+		return errors.New("interrupted")
+	}
+	return clientError(cmd, topic, err)
+}
+
+// exportScan writes a scan as Parquet files, split by time window, under
+// a directory or to a bucket.
+func exportScan(cmd *cobra.Command, topic string, rd array.RecordReader, sf scanFlags, bar *progressbar.ProgressBar) error {
+	ctx := cmd.Context()
+	var files []parquet.File
+	var err error
+	if sf.bucket != nil {
+		files, err = parquet.ExportBucket(ctx, rd, exportBucket{sf.bucket}, "", parquet.Options{Window: sf.window})
+	} else {
+		files, err = parquet.ExportDir(ctx, rd, sf.output, parquet.Options{Window: sf.window})
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	if err != nil {
+		return scanFailed(cmd, topic, err)
+	}
+	var rows int64
+	for _, ef := range files {
+		rows += ef.Rows
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d records to %d files under %s\n", rows, len(files), sf.output)
+	return nil
+}
+
+// exportBucket is a tier.Store as the bucket of a Parquet export.
+type exportBucket struct{ tier.Store }
+
+func (b exportBucket) PutIfAbsent(ctx context.Context, key string, data []byte) error {
+	err := b.Store.PutIfAbsent(ctx, key, data)
+	if errors.Is(err, tier.ErrExists) {
+		return fmt.Errorf("%w: %w", parquet.ErrExists, err)
+	}
+	return err
+}
+
+// writeScan writes a scan in one format to stdout, or to a file written
+// under a temporary name and renamed when complete.
+func writeScan(cmd *cobra.Command, topic string, rd array.RecordReader, sf scanFlags, bar *progressbar.ProgressBar) error {
 	var w io.Writer = cmd.OutOrStdout()
 	var file *os.File
-	if output != "" {
-		// Written under a temporary name, renamed when complete.
-		file, err = os.CreateTemp(dirOf(output), ".varve-scan-*")
+	if sf.output != "" {
+		var err error
+		file, err = os.CreateTemp(dirOf(sf.output), ".varve-scan-*")
 		if err != nil {
 			return err
 		}
@@ -229,13 +292,14 @@ func runScan(cmd *cobra.Command, args []string) error {
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
 	var rows int64
-	switch format {
+	var err error
+	switch sf.format {
 	case "parquet":
-		rows, err = query.WriteParquet(bw, rd, query.ParquetOptions{})
+		rows, err = parquet.Write(bw, rd, parquet.Options{})
 	case "arrow":
 		rows, err = writeArrow(bw, rd)
 	default:
-		rows, err = writeText(bw, rd, format)
+		rows, err = writeText(bw, rd, sf.format)
 	}
 	if err == nil {
 		err = rd.Err()
@@ -244,26 +308,32 @@ func runScan(cmd *cobra.Command, args []string) error {
 		_ = bar.Finish()
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return errors.New("interrupted")
-		}
-		return clientError(cmd, topic, err)
+		return scanFailed(cmd, topic, err)
 	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
-	if file != nil {
-		if err := file.Close(); err != nil {
-			return fmt.Errorf("write %s: %w", output, err)
-		}
-		// CreateTemp made it 0600; the result is an ordinary file.
-		if err := os.Chmod(file.Name(), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", output, err)
-		}
-		if err := os.Rename(file.Name(), output); err != nil {
-			return fmt.Errorf("write %s: %w", output, err)
-		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d records to %s\n", rows, output)
+	if file == nil {
+		return nil
+	}
+	if err := publishFile(file, sf.output); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d records to %s\n", rows, sf.output)
+	return nil
+}
+
+// publishFile closes the temporary file tmp and renames it to path, an
+// ordinary file (CreateTemp made it 0600).
+func publishFile(tmp *os.File, path string) error {
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
@@ -345,7 +415,7 @@ func text(b []byte, null string) string {
 }
 
 func writeText(w io.Writer, rd array.RecordReader, format string) (int64, error) {
-	if !rd.Schema().Equal(query.ScanSchema) {
+	if !rd.Schema().Equal(scan.RecordSchema) {
 		return writeColumns(w, rd, format)
 	}
 	var rows int64

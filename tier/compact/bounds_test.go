@@ -14,9 +14,10 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 
+	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/gc"
 	"github.com/varve-io/varve/tier/segment"
@@ -206,15 +207,15 @@ func TestCompactionBoundsIndexAndGCKeepsEveryRecord(t *testing.T) {
 	}
 }
 
-// scanAll runs a scan and returns its rows by partition, as query.Records.
-func scanAll(t *testing.T, f *query.Fetcher, req query.ScanRequest) map[int32][]query.Record {
+// scanAll runs a scan and returns its rows by partition, as fetch.Records.
+func scanAll(t *testing.T, r *scan.Reader, req scan.Request) map[int32][]fetch.Record {
 	t.Helper()
-	sc, err := f.Scan(context.Background(), req)
+	sc, err := r.Scan(context.Background(), req)
 	if err != nil {
 		t.Fatalf("scan %+v: %v", req, err)
 	}
 	defer sc.Release()
-	out := map[int32][]query.Record{}
+	out := map[int32][]fetch.Record{}
 	for sc.Next() {
 		b := sc.RecordBatch()
 		cols := map[string]int{}
@@ -227,7 +228,7 @@ func scanAll(t *testing.T, f *query.Fetcher, req query.ScanRequest) map[int32][]
 		vals := b.Column(cols["value"]).(*array.Binary)
 		ts := b.Column(cols["timestamp"]).(*array.Timestamp)
 		for i := range int(b.NumRows()) {
-			rec := query.Record{Partition: parts.Value(i), Offset: offs.Value(i)}
+			rec := fetch.Record{Partition: parts.Value(i), Offset: offs.Value(i)}
 			rec.Timestamp = int64(ts.Value(i))
 			if !keys.IsNull(i) {
 				rec.Key = bytes.Clone(keys.Value(i))
@@ -316,8 +317,8 @@ func TestScanEqualsFetchAcrossRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := e.fetcher()
-	whole := scanAll(t, f, query.ScanRequest{Topic: "sr"})
-	fromZero := scanAll(t, f, query.ScanRequest{Topic: "sr", FromOffset: 0})
+	whole := scanAll(t, e.scans(f), scan.Request{Topic: "sr"})
+	fromZero := scanAll(t, e.scans(f), scan.Request{Topic: "sr", FromOffset: 0})
 	for p := range int32(parts) {
 		ps := states[p]
 		if ps.Start == 0 || ps.Next != seq[p] {
@@ -336,16 +337,16 @@ func TestScanEqualsFetchAcrossRetention(t *testing.T) {
 		sameRecords(t, fmt.Sprintf("partition %d: scan from offset 0", p), want, fromZero[p])
 
 		// Asked from below the log start, the scan starts at it.
-		below := scanAll(t, f, query.ScanRequest{Topic: "sr", Partitions: []int32{p}, FromOffset: ps.Start - 3, ToOffset: ps.Start + 5})
+		below := scanAll(t, e.scans(f), scan.Request{Topic: "sr", Partitions: []int32{p}, FromOffset: ps.Start - 3, ToOffset: ps.Start + 5})
 		sameRecords(t, fmt.Sprintf("partition %d: scan [%d,%d)", p, ps.Start-3, ps.Start+5), want[:5], below[p])
 		// Entirely below the log start: no row, no error.
-		if gone := scanAll(t, f, query.ScanRequest{Topic: "sr", Partitions: []int32{p}, FromOffset: 0, ToOffset: ps.Start}); len(gone[p]) != 0 {
+		if gone := scanAll(t, e.scans(f), scan.Request{Topic: "sr", Partitions: []int32{p}, FromOffset: 0, ToOffset: ps.Start}); len(gone[p]) != 0 {
 			t.Fatalf("partition %d: scan [0,%d) returned %d rows from before the log start", p, ps.Start, len(gone[p]))
 		}
 		// Fetch below the log start is a precise OUT_OF_RANGE.
 		_, err := f.Fetch(ctx, "sr", p, ps.Start-1, 1<<20, 0)
 		msg := fmt.Sprintf("offset %d is before the log start %d", ps.Start-1, ps.Start)
-		if !errors.Is(err, query.ErrOffsetOutOfRange) || !strings.Contains(err.Error(), msg) {
+		if !errors.Is(err, fetch.ErrOffsetOutOfRange) || !strings.Contains(err.Error(), msg) {
 			t.Fatalf("partition %d: fetch at %d: %v, want ErrOffsetOutOfRange saying %q", p, ps.Start-1, err, msg)
 		}
 	}

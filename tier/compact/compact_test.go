@@ -13,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/varve-io/varve/blockcache"
+	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/compaction"
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
@@ -81,14 +83,19 @@ func (e *env) produce(t testing.TB, topic string, recs []ingest.Record) []ingest
 
 // fetcher is a fresh reader with an empty block cache: it reads whatever
 // the index names now.
-func (e *env) fetcher() *query.Fetcher {
-	return query.NewFetcher(e.rec, e.meta, e.cache, query.NewBlockCache(64<<20), nil, nil)
+func (e *env) fetcher() *fetch.Fetcher {
+	return fetch.NewFetcher(e.rec, e.meta, e.cache, blockcache.NewMemory(64<<20), nil, nil)
+}
+
+// scans is the reader of scans over f's blocks.
+func (e *env) scans(f *fetch.Fetcher) *scan.Reader {
+	return scan.New(e.meta, e.cache, f.Blocks(), nil)
 }
 
 // fetchAll reads a partition from its log start to its high watermark.
-func fetchAll(t testing.TB, f *query.Fetcher, topic string, p int32, from int64) []query.Record {
+func fetchAll(t testing.TB, f *fetch.Fetcher, topic string, p int32, from int64) []fetch.Record {
 	t.Helper()
-	var out []query.Record
+	var out []fetch.Record
 	off := from
 	for {
 		res, err := f.Fetch(context.Background(), topic, p, off, 64<<10, 0)
@@ -106,7 +113,7 @@ func fetchAll(t testing.TB, f *query.Fetcher, topic string, p int32, from int64)
 	}
 }
 
-func sameRecords(t *testing.T, what string, want, got []query.Record) {
+func sameRecords(t *testing.T, what string, want, got []fetch.Record) {
 	t.Helper()
 	if len(want) != len(got) {
 		t.Fatalf("%s: %d records, want %d", what, len(got), len(want))
@@ -248,7 +255,7 @@ func TestMergePreservesEveryRecord(t *testing.T) {
 	seq := make([]int64, 3)
 	fill(t, e, "m", 3, 60, 90, seq)
 
-	before := map[int32][]query.Record{}
+	before := map[int32][]fetch.Record{}
 	f := e.fetcher()
 	for p := range int32(3) {
 		before[p] = fetchAll(t, f, "m", p, 0)
@@ -335,7 +342,7 @@ func TestReadersDuringCompaction(t *testing.T) {
 	var wg sync.WaitGroup
 	errc := make(chan error, 16)
 	var checked atomic.Int64
-	check := func(p int32, from int64, recs []query.Record) error {
+	check := func(p int32, from int64, recs []fetch.Record) error {
 		for i, r := range recs {
 			want := fmt.Sprintf("p%d-%d-", p, from+int64(i))
 			if r.Offset != from+int64(i) || !strings.HasPrefix(string(r.Value), want) {

@@ -12,9 +12,10 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 
+	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -67,7 +68,7 @@ func expected(model []kv, nowMs, deleteRetention int64) []kv {
 	return out
 }
 
-func sameKV(t *testing.T, what string, want []kv, got []query.Record) {
+func sameKV(t *testing.T, what string, want []kv, got []fetch.Record) {
 	t.Helper()
 	if len(want) != len(got) {
 		t.Fatalf("%s: %d records, want %d", what, len(got), len(want))
@@ -269,7 +270,7 @@ func TestCompactedRangesWithoutRecords(t *testing.T) {
 		t.Fatalf("gone: partition state %+v %v", states[0], err)
 	}
 	e.waitCache(t)
-	if _, err := e.fetcher().Fetch(context.Background(), "gone", 0, 0, 1<<20, 0); !errors.Is(err, query.ErrOffsetOutOfRange) {
+	if _, err := e.fetcher().Fetch(context.Background(), "gone", 0, 0, 1<<20, 0); !errors.Is(err, fetch.ErrOffsetOutOfRange) {
 		t.Fatalf("fetch before the moved log start: %v", err)
 	}
 	// New records after it are served as usual.
@@ -308,17 +309,17 @@ func TestScanEqualsFetchAfterCompaction(t *testing.T) {
 	f := e.fetcher()
 	hw := model[len(model)-1].off + 1
 	for _, r := range [][2]int64{{0, hw}, {1, hw - 1}, {37, 205}, {150, 151}} {
-		var want []query.Record
+		var want []fetch.Record
 		for _, rec := range fetchAll(t, f, "sc", 0, r[0]) {
 			if rec.Offset < r[1] {
 				want = append(want, rec)
 			}
 		}
-		sc, err := f.Scan(context.Background(), query.ScanRequest{Topic: "sc", FromOffset: r[0], ToOffset: r[1]})
+		sc, err := e.scans(f).Scan(context.Background(), scan.Request{Topic: "sc", FromOffset: r[0], ToOffset: r[1]})
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []query.Record
+		var got []fetch.Record
 		for sc.Next() {
 			b := sc.RecordBatch()
 			cols := map[string]int{}
@@ -330,7 +331,7 @@ func TestScanEqualsFetchAfterCompaction(t *testing.T) {
 			vals := b.Column(cols["value"]).(*array.Binary)
 			ts := b.Column(cols["timestamp"]).(*array.Timestamp)
 			for i := range int(b.NumRows()) {
-				rec := query.Record{Offset: offs.Value(i)}
+				rec := fetch.Record{Offset: offs.Value(i)}
 				rec.Timestamp = int64(ts.Value(i))
 				if !keys.IsNull(i) {
 					rec.Key = bytes.Clone(keys.Value(i))

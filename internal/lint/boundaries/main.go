@@ -5,7 +5,9 @@
 //   - tier/segment depends on nothing but the standard library and
 //     github.com/klauspost/compress (it is the format, fuzzed on its own);
 //   - sdk depends on no server package: only the generated API, the shared
-//     partitioner, the shared error reasons and itself.
+//     partitioner, the shared error reasons, the Parquet writer and itself;
+//   - parquet depends on no package of the module: it turns any Arrow
+//     record reader into Parquet, for the CLI and the SDK alike.
 //
 // It runs `go list -deps -json` over the module and prints one line per
 // violation, exiting 1 if there is any. Run it as `go run ./internal/lint/boundaries`.
@@ -82,10 +84,25 @@ var Rules = []Rule{
 			}
 			var out []string
 			for _, d := range p.Deps {
-				if !under(d, module) || under(d, module+"/gen") || under(d, module+"/sdk") || d == module+"/internal/murmur2" || d == module+"/internal/apierr" {
+				if !under(d, module) || under(d, module+"/gen") || under(d, module+"/sdk") || d == module+"/internal/murmur2" || d == module+"/internal/apierr" || d == module+"/parquet" {
 					continue
 				}
 				out = append(out, fmt.Sprintf("%s depends on %s", p.ImportPath, d))
+			}
+			return out
+		},
+	},
+	{
+		Name: "parquet imports no server package",
+		Check: func(p Package, _ map[string]Package) []string {
+			if !under(p.ImportPath, module+"/parquet") {
+				return nil
+			}
+			var out []string
+			for _, d := range p.Deps {
+				if under(d, module) && !under(d, module+"/parquet") {
+					out = append(out, fmt.Sprintf("%s depends on %s", p.ImportPath, d))
+				}
 			}
 			return out
 		},

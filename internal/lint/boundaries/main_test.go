@@ -16,7 +16,8 @@ func TestRulesCatchViolations(t *testing.T) {
 		{ImportPath: module + "/metadata", Imports: []string{"go.etcd.io/etcd/client/v3"}},
 		{ImportPath: module + "/metadata/groups", Imports: []string{"go.etcd.io/etcd/client/v3"}},
 		{ImportPath: module + "/tier/segment", Deps: []string{"fmt", "hash/crc32", "github.com/klauspost/compress/zstd"}},
-		{ImportPath: module + "/sdk", Deps: []string{"fmt", "connectrpc.com/connect", module + "/gen/varve/v1", module + "/internal/murmur2"}},
+		{ImportPath: module + "/sdk", Deps: []string{"fmt", "connectrpc.com/connect", module + "/gen/varve/v1", module + "/internal/murmur2", module + "/parquet"}},
+		{ImportPath: module + "/parquet", Deps: []string{"fmt", "github.com/apache/arrow-go/v18/parquet/pqarrow"}},
 	}
 	if v := Check(good); len(v) > 0 {
 		t.Fatalf("violations in a tree that keeps every boundary: %q", v)
@@ -30,6 +31,8 @@ func TestRulesCatchViolations(t *testing.T) {
 		{"segment depends on tier", Package{ImportPath: module + "/tier/segment", Deps: []string{"fmt", module + "/tier"}}, "tier/segment imports only"},
 		{"segment depends on a third party", Package{ImportPath: module + "/tier/segment", Deps: []string{"github.com/golang/snappy"}}, "tier/segment imports only"},
 		{"sdk depends on ingest", Package{ImportPath: module + "/sdk", Deps: []string{module + "/ingest"}}, "sdk imports no server package"},
+		{"parquet depends on scan", Package{ImportPath: module + "/parquet", Deps: []string{"fmt", module + "/scan"}}, "parquet imports no server package"},
+		{"parquet depends on tier", Package{ImportPath: module + "/parquet", Deps: []string{module + "/tier"}}, "parquet imports no server package"},
 		{"sdk subpackage depends on metadata", Package{ImportPath: module + "/sdk/admin", Deps: []string{module + "/metadata"}}, "sdk imports no server package"},
 	}
 	for _, c := range cases {

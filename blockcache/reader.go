@@ -1,21 +1,31 @@
-package query
+package blockcache
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
+)
+
+// Errors callers branch on.
+var (
+	// ErrDataLoss: a committed block could not be read back intact.
+	ErrDataLoss = errors.New("data loss")
+	// ErrUnavailable: object storage (or a peer) failed to answer; retry.
+	ErrUnavailable = errors.New("object storage unavailable")
 )
 
 // Tier names where a block read was served from.
@@ -52,10 +62,94 @@ const (
 	loadTimeout = time.Minute
 )
 
+// instrumentationScope names the meter and tracer. It is the read path's
+// first package path, kept so that dashboards and alerts keep matching.
+const instrumentationScope = "github.com/varve-io/varve/query"
+
+// Reader reads blocks through the tiers, nearest first: the memory cache,
+// the disk cache, the block's owner among the fetch nodes, and one ranged
+// GET of the bucket. Concurrent reads of one block share one read. It is
+// safe for concurrent use.
+type Reader struct {
+	store tier.Store
+	mem   *Memory
+	log   *slog.Logger
+
+	gets   metric.Int64Counter
+	hits   metric.Int64Counter
+	misses metric.Int64Counter
+
+	tiers blockTiers
+}
+
+// New makes a Reader of the blocks in store, keeping decoded blocks in mem.
+// log and mp may be nil.
+func New(store tier.Store, mem *Memory, log *slog.Logger, mp metric.MeterProvider) *Reader {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	m := mp.Meter(instrumentationScope)
+	r := &Reader{store: store, mem: mem, log: log}
+	r.gets, _ = m.Int64Counter("varve.fetch.object.gets", metric.WithDescription("Ranged GETs of blocks from object storage."))
+	r.hits, _ = m.Int64Counter("varve.fetch.cache.hits", metric.WithDescription("Block reads served from the cache."))
+	r.misses, _ = m.Int64Counter("varve.fetch.cache.misses", metric.WithDescription("Block reads that went to object storage."))
+	r.tiers.init(r, m)
+	return r
+}
+
+// Memory returns the memory tier (a node's ingester fills it at flush).
+func (r *Reader) Memory() *Memory { return r.mem }
+
+// Block returns the decoded records of an index entry's block: from the
+// memory cache, else through the disk cache, the block's owner among the
+// fetch nodes, or one ranged GET.
+func (r *Reader) Block(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
+	if recs, ok := r.mem.Get(e.Object, e.Off); ok && int64(len(recs)) == e.Records {
+		r.hits.Add(ctx, 1)
+		r.tiers.hit(ctx, TierMemory)
+		return recs, nil
+	}
+	r.tiers.miss(ctx, TierMemory)
+	return r.tieredBlock(ctx, e)
+}
+
+// ReadBlock GETs a block's byte range for a scan, unless it is in the
+// memory cache: then it returns the cached records. Blocks read this way
+// are not added to the cache, so a long scan does not evict what tailing
+// consumers read.
+func (r *Reader) ReadBlock(ctx context.Context, e metadata.IndexEntry) ([]byte, []segment.Record, error) {
+	if recs, ok := r.mem.Get(e.Object, e.Off); ok {
+		r.hits.Add(ctx, 1)
+		return nil, recs, nil
+	}
+	r.misses.Add(ctx, 1)
+	r.gets.Add(ctx, 1)
+	b, err := r.store.GetRange(ctx, e.Object, e.Off, e.Len)
+	if err != nil {
+		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
+			return nil, nil, DataLoss(e, err)
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		return nil, nil, fmt.Errorf("%w: read block %s@%d: %v", ErrUnavailable, e.Object, e.Off, err)
+	}
+	return b, nil, nil
+}
+
+// DataLoss is the error of the block of e that could not be read back
+// intact because of err.
+func DataLoss(e metadata.IndexEntry, err error) error {
+	return fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
+}
+
 // blockTiers is the state of the read path below the memory cache: the disk
 // cache, the owners of blocks, and the collapsing of concurrent reads.
 type blockTiers struct {
-	disk   *DiskCache
+	disk   *Disk
 	owners *Owners
 	peers  PeerClient
 	sf     singleflight.Group
@@ -68,7 +162,7 @@ type blockTiers struct {
 	tracer trace.Tracer // nil: no spans
 }
 
-func (t *blockTiers) init(f *Fetcher, m metric.Meter) {
+func (t *blockTiers) init(r *Reader, m metric.Meter) {
 	t.attrs = map[Tier]metric.MeasurementOption{}
 	for _, tr := range []Tier{TierMemory, TierDisk, TierPeer, TierBucket} {
 		t.attrs[tr] = metric.WithAttributeSet(attribute.NewSet(attribute.String("tier", string(tr))))
@@ -79,8 +173,8 @@ func (t *blockTiers) init(f *Fetcher, m metric.Meter) {
 	_, _ = m.Int64ObservableGauge("varve.cache.bytes", metric.WithUnit("By"),
 		metric.WithDescription("Bytes held by the block cache, by tier (memory, disk)."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			if f.blocks != nil {
-				o.Observe(f.blocks.Size(), t.attrs[TierMemory])
+			if r.mem != nil {
+				o.Observe(r.mem.Size(), t.attrs[TierMemory])
 			}
 			if t.disk != nil {
 				o.Observe(t.disk.Size(), t.attrs[TierDisk])
@@ -89,17 +183,17 @@ func (t *blockTiers) init(f *Fetcher, m metric.Meter) {
 		}))
 	// Autoscaling reads the misses (terraform/modules/varve): they exist
 	// from the start, at 0.
-	f.hits.Add(context.Background(), 0)
-	f.misses.Add(context.Background(), 0)
+	r.hits.Add(context.Background(), 0)
+	r.misses.Add(context.Background(), 0)
 }
 
 // SetTracerProvider makes block reads below the memory cache traced:
 // fetch.block (attribute varve.tier: where it was served from), with
 // store.get for a GET of the bucket and fetch.peer for a read from the
-// block's owner. Call it before the fetcher serves; nil: no spans.
-func (f *Fetcher) SetTracerProvider(tp trace.TracerProvider) {
+// block's owner. Call it before the reader serves; nil: no spans.
+func (r *Reader) SetTracerProvider(tp trace.TracerProvider) {
 	if tp != nil {
-		f.tiers.tracer = tp.Tracer("github.com/varve-io/varve/query")
+		r.tiers.tracer = tp.Tracer(instrumentationScope)
 	}
 }
 
@@ -127,19 +221,19 @@ func (t *blockTiers) miss(ctx context.Context, tr Tier) {
 	t.misses.Add(context.WithoutCancel(ctx), 1, t.attrs[tr])
 }
 
-// SetDiskCache adds the disk tier. Call it before the fetcher serves.
-func (f *Fetcher) SetDiskCache(d *DiskCache) { f.tiers.disk = d }
+// SetDisk adds the disk tier. Call it before the reader serves.
+func (r *Reader) SetDisk(d *Disk) { r.tiers.disk = d }
 
-// DiskCache returns the disk tier (nil without one).
-func (f *Fetcher) DiskCache() *DiskCache { return f.tiers.disk }
+// Disk returns the disk tier (nil without one).
+func (r *Reader) Disk() *Disk { return r.tiers.disk }
 
-// SetOwners makes the fetcher one of several fetch nodes: a block another
+// SetOwners makes the reader one of several fetch nodes: a block another
 // node owns is asked of that node through peers, and only the owner reads
-// the bucket. Call it before the fetcher serves.
-func (f *Fetcher) SetOwners(o *Owners, peers PeerClient) { f.tiers.owners, f.tiers.peers = o, peers }
+// the bucket. Call it before the reader serves.
+func (r *Reader) SetOwners(o *Owners, peers PeerClient) { r.tiers.owners, r.tiers.peers = o, peers }
 
-// Owners returns the ownership of blocks (nil on a lone fetcher).
-func (f *Fetcher) Owners() *Owners { return f.tiers.owners }
+// Owners returns the ownership of blocks (nil on a lone reader).
+func (r *Reader) Owners() *Owners { return r.tiers.owners }
 
 // loaded is the result of a shared read of one block.
 type loaded struct {
@@ -161,32 +255,32 @@ func blockErr(e metadata.IndexEntry, err error) error {
 // cache, else from its owner when that is another node, else (or when the
 // owner fails to answer) from the bucket. Concurrent reads of one block
 // share one read. The records are checked against the index entry's count.
-func (f *Fetcher) tieredBlock(ctx context.Context, e metadata.IndexEntry) (_ []segment.Record, err error) {
-	ctx, end := f.tiers.span(ctx, "fetch.block", attribute.String("varve.topic", e.Topic), attribute.Int("varve.partition", int(e.Partition)),
+func (r *Reader) tieredBlock(ctx context.Context, e metadata.IndexEntry) (_ []segment.Record, err error) {
+	ctx, end := r.tiers.span(ctx, "fetch.block", attribute.String("varve.topic", e.Topic), attribute.Int("varve.partition", int(e.Partition)),
 		attribute.Int64("varve.base", e.Base), attribute.String("varve.object", e.Object), attribute.Int64("varve.off", e.Off), attribute.Int64("varve.len", e.Len))
 	var l loaded
 	defer func() { end(err, attribute.String("varve.tier", string(l.tier))) }()
 	owner, remote := Peer{}, false
-	if f.tiers.owners != nil && f.tiers.peers != nil {
-		owner, remote = f.tiers.owners.Owner(e.Object, e.Off)
+	if r.tiers.owners != nil && r.tiers.peers != nil {
+		owner, remote = r.tiers.owners.Owner(e.Object, e.Off)
 	}
 	if remote {
-		l, err = f.shared(ctx, "peer", e.Object, e.Off, e.Len, func(lctx context.Context) (loaded, error) {
-			return f.fromPeer(lctx, owner, e.Object, e.Off, e.Len)
+		l, err = r.shared(ctx, "peer", e.Object, e.Off, e.Len, func(lctx context.Context) (loaded, error) {
+			return r.fromPeer(lctx, owner, e.Object, e.Off, e.Len)
 		})
 	} else {
-		l, err = f.ownedBlock(ctx, e.Object, e.Off, e.Len)
+		l, err = r.ownedBlock(ctx, e.Object, e.Off, e.Len)
 	}
 	if err != nil {
 		if errors.Is(err, segment.ErrCorrupt) {
-			f.log.Error("corrupt block", "topic", e.Topic, "partition", e.Partition, "offsets", fmt.Sprintf("%d-%d", e.Base, e.End()-1), "object", e.Object, "off", e.Off, "err", err)
+			r.log.Error("corrupt block", "topic", e.Topic, "partition", e.Partition, "offsets", fmt.Sprintf("%d-%d", e.Base, e.End()-1), "object", e.Object, "off", e.Off, "err", err)
 		}
 		return nil, blockErr(e, err)
 	}
 	if int64(len(l.recs)) != e.Records {
 		err := fmt.Errorf("%w: %w: object %s bytes %d+%d: block has %d records, the index says %d",
 			ErrDataLoss, segment.ErrCorrupt, e.Object, e.Off, e.Len, len(l.recs), e.Records)
-		f.log.Error("corrupt block", "object", e.Object, "off", e.Off, "err", err)
+		r.log.Error("corrupt block", "object", e.Object, "off", e.Off, "err", err)
 		return nil, blockErr(e, err)
 	}
 	return l.recs, nil
@@ -201,7 +295,7 @@ func (f *Fetcher) tieredBlock(ctx context.Context, e metadata.IndexEntry) (_ []s
 // footer does not list — wraps metadata.ErrInvalidArgument; a block the
 // object's footer lists that does not decode is logged and answered as data
 // loss, as is a missing object.
-func (f *Fetcher) BlockBytes(ctx context.Context, object string, off, length int64) ([]byte, Tier, error) {
+func (r *Reader) BlockBytes(ctx context.Context, object string, off, length int64) ([]byte, Tier, error) {
 	if off < 0 || length < segment.BlockHeaderSize || length > MaxBlockLength {
 		return nil, "", fmt.Errorf("%w: block %q bytes %d+%d: want an object key, offset ≥ 0 and %d ≤ length ≤ %d",
 			metadata.ErrInvalidArgument, object, off, length, segment.BlockHeaderSize, MaxBlockLength)
@@ -209,21 +303,21 @@ func (f *Fetcher) BlockBytes(ctx context.Context, object string, off, length int
 	if err := tier.ValidateKey(object); err != nil {
 		return nil, "", fmt.Errorf("%w: block bytes %d+%d: %w", metadata.ErrInvalidArgument, off, length, err)
 	}
-	if b, ok := f.blocks.Stored(object, off); ok && int64(len(b)) == length {
-		f.tiers.hit(ctx, TierMemory)
+	if b, ok := r.mem.Stored(object, off); ok && int64(len(b)) == length {
+		r.tiers.hit(ctx, TierMemory)
 		return b, TierMemory, nil
 	}
-	l, err := f.ownedBlock(ctx, object, off, length)
+	l, err := r.ownedBlock(ctx, object, off, length)
 	switch {
 	case err == nil:
 		return l.stored, l.tier, nil
 	case errors.Is(err, segment.ErrCorrupt) || errors.Is(err, tier.ErrInvalidRange):
-		listed, ferr := f.listsBlock(ctx, object, off, length)
+		listed, ferr := r.listsBlock(ctx, object, off, length)
 		if ferr == nil && !listed {
 			return nil, "", fmt.Errorf("%w: object %s has no block at bytes %d+%d", metadata.ErrInvalidArgument, object, off, length)
 		}
 		if errors.Is(err, segment.ErrCorrupt) {
-			f.log.Error("corrupt block", "object", object, "off", off, "err", err)
+			r.log.Error("corrupt block", "object", object, "off", off, "err", err)
 		}
 	}
 	return nil, "", err
@@ -231,15 +325,15 @@ func (f *Fetcher) BlockBytes(ctx context.Context, object string, off, length int
 
 // listsBlock reports whether object's footer lists a block at bytes
 // off+length: two ranged reads of the object's end.
-func (f *Fetcher) listsBlock(ctx context.Context, object string, off, length int64) (bool, error) {
-	info, err := f.store.Head(ctx, object)
+func (r *Reader) listsBlock(ctx context.Context, object string, off, length int64) (bool, error) {
+	info, err := r.store.Head(ctx, object)
 	if err != nil {
 		return false, err
 	}
 	if info.Size < segment.TrailerSize {
 		return false, fmt.Errorf("%w: object %s of %d bytes has no trailer", segment.ErrCorrupt, object, info.Size)
 	}
-	trailer, err := f.store.GetRange(ctx, object, info.Size-segment.TrailerSize, segment.TrailerSize)
+	trailer, err := r.store.GetRange(ctx, object, info.Size-segment.TrailerSize, segment.TrailerSize)
 	if err != nil {
 		return false, err
 	}
@@ -250,7 +344,7 @@ func (f *Fetcher) listsBlock(ctx context.Context, object string, off, length int
 	if n+segment.TrailerSize > info.Size {
 		return false, fmt.Errorf("%w: object %s of %d bytes: trailer says the footer is %d bytes", segment.ErrCorrupt, object, info.Size, n)
 	}
-	tail, err := f.store.GetRange(ctx, object, info.Size-segment.TrailerSize-n, n+segment.TrailerSize)
+	tail, err := r.store.GetRange(ctx, object, info.Size-segment.TrailerSize-n, n+segment.TrailerSize)
 	if err != nil {
 		return false, err
 	}
@@ -268,41 +362,41 @@ func (f *Fetcher) listsBlock(ctx context.Context, object string, off, length int
 
 // ownedBlock reads a block this node reads itself (it owns it, or it
 // serves a peer): disk, then bucket, shared by every concurrent caller.
-func (f *Fetcher) ownedBlock(ctx context.Context, object string, off, length int64) (loaded, error) {
-	return f.shared(ctx, "own", object, off, length, func(lctx context.Context) (loaded, error) {
-		if l, ok := f.fromDisk(lctx, object, off, length); ok {
+func (r *Reader) ownedBlock(ctx context.Context, object string, off, length int64) (loaded, error) {
+	return r.shared(ctx, "own", object, off, length, func(lctx context.Context) (loaded, error) {
+		if l, ok := r.fromDisk(lctx, object, off, length); ok {
 			return l, nil
 		}
-		return f.fromBucket(lctx, object, off, length)
+		return r.fromBucket(lctx, object, off, length)
 	})
 }
 
 // shared runs load once for concurrent callers of the same block and kind,
 // detached from any one caller's cancellation; each caller waits for it or
 // for its own context.
-func (f *Fetcher) shared(ctx context.Context, kind, object string, off, length int64, load func(context.Context) (loaded, error)) (loaded, error) {
+func (r *Reader) shared(ctx context.Context, kind, object string, off, length int64, load func(context.Context) (loaded, error)) (loaded, error) {
 	key := kind + "\x00" + object + "\x00" + strconv.FormatInt(off, 10) + "\x00" + strconv.FormatInt(length, 10)
-	ch := f.tiers.sf.DoChan(key, func() (any, error) {
+	ch := r.tiers.sf.DoChan(key, func() (any, error) {
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
 		defer cancel()
 		return load(lctx)
 	})
 	select {
-	case r := <-ch:
-		if r.Shared {
-			f.tiers.collapsed.Add(context.WithoutCancel(ctx), 1)
+	case res := <-ch:
+		if res.Shared {
+			r.tiers.collapsed.Add(context.WithoutCancel(ctx), 1)
 		}
-		if r.Err != nil {
-			return loaded{}, r.Err
+		if res.Err != nil {
+			return loaded{}, res.Err
 		}
-		return r.Val.(loaded), nil
+		return res.Val.(loaded), nil
 	case <-ctx.Done():
 		return loaded{}, ctx.Err()
 	}
 }
 
-func (f *Fetcher) fromDisk(ctx context.Context, object string, off, length int64) (loaded, bool) {
-	d := f.tiers.disk
+func (r *Reader) fromDisk(ctx context.Context, object string, off, length int64) (loaded, bool) {
+	d := r.tiers.disk
 	if d == nil {
 		return loaded{}, false
 	}
@@ -310,23 +404,23 @@ func (f *Fetcher) fromDisk(ctx context.Context, object string, off, length int64
 	if ok {
 		recs, err := segment.DecodeBlock(b)
 		if err == nil {
-			f.tiers.hit(ctx, TierDisk)
-			f.hits.Add(ctx, 1)
-			f.blocks.PutStored(object, off, recs, rawSize(recs), b)
+			r.tiers.hit(ctx, TierDisk)
+			r.hits.Add(ctx, 1)
+			r.mem.PutStored(object, off, recs, rawSize(recs), b)
 			return loaded{recs: recs, stored: b, tier: TierDisk}, true
 		}
 		// A torn or corrupt cache file is a miss, never bad data.
-		f.log.Warn("corrupt block in the disk cache; reading it again", "object", object, "off", off, "file", d.Path(object, off, length), "err", err)
+		r.log.Warn("corrupt block in the disk cache; reading it again", "object", object, "off", off, "file", d.Path(object, off, length), "err", err)
 		d.Remove(object, off, length)
 	}
-	f.tiers.miss(ctx, TierDisk)
+	r.tiers.miss(ctx, TierDisk)
 	return loaded{}, false
 }
 
-func (f *Fetcher) fromPeer(ctx context.Context, owner Peer, object string, off, length int64) (loaded, error) {
+func (r *Reader) fromPeer(ctx context.Context, owner Peer, object string, off, length int64) (loaded, error) {
 	pctx, cancel := context.WithTimeout(ctx, peerTimeout)
-	pctx, end := f.tiers.span(pctx, "fetch.peer", attribute.String("varve.peer", owner.ID))
-	b, err := f.tiers.peers.GetBlock(pctx, owner.Addr, object, off, length)
+	pctx, end := r.tiers.span(pctx, "fetch.peer", attribute.String("varve.peer", owner.ID))
+	b, err := r.tiers.peers.GetBlock(pctx, owner.Addr, object, off, length)
 	end(err)
 	cancel()
 	if err == nil && int64(len(b)) != length {
@@ -337,28 +431,28 @@ func (f *Fetcher) fromPeer(ctx context.Context, owner Peer, object string, off, 
 		recs, err = segment.DecodeBlock(b)
 	}
 	if err == nil {
-		f.tiers.hit(ctx, TierPeer)
-		f.hits.Add(ctx, 1)
+		r.tiers.hit(ctx, TierPeer)
+		r.hits.Add(ctx, 1)
 		// Only records: the owner keeps the stored bytes and the disk copy.
-		f.blocks.Put(object, off, recs, rawSize(recs))
+		r.mem.Put(object, off, recs, rawSize(recs))
 		return loaded{recs: recs, tier: TierPeer}, nil
 	}
 	// Whatever went wrong, the client is served from the bucket; an owner
 	// that could not be reached is skipped until it answers again.
-	f.tiers.miss(ctx, TierPeer)
+	r.tiers.miss(ctx, TierPeer)
 	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		f.tiers.owners.Suspect(owner.ID, suspectFor)
+		r.tiers.owners.Suspect(owner.ID, suspectFor)
 	}
-	f.log.Warn("block owner did not serve the block; reading the bucket", "owner", owner.ID, "addr", owner.Addr, "object", object, "off", off, "err", err)
-	return f.fromBucket(ctx, object, off, length)
+	r.log.Warn("block owner did not serve the block; reading the bucket", "owner", owner.ID, "addr", owner.Addr, "object", object, "off", off, "err", err)
+	return r.fromBucket(ctx, object, off, length)
 }
 
-func (f *Fetcher) fromBucket(ctx context.Context, object string, off, length int64) (loaded, error) {
-	f.tiers.hit(ctx, TierBucket)
-	f.misses.Add(ctx, 1)
-	f.gets.Add(ctx, 1)
-	gctx, end := f.tiers.span(ctx, "store.get", attribute.String("varve.object", object), attribute.Int64("varve.off", off), attribute.Int64("varve.len", length))
-	b, err := f.store.GetRange(gctx, object, off, length)
+func (r *Reader) fromBucket(ctx context.Context, object string, off, length int64) (loaded, error) {
+	r.tiers.hit(ctx, TierBucket)
+	r.misses.Add(ctx, 1)
+	r.gets.Add(ctx, 1)
+	gctx, end := r.tiers.span(ctx, "store.get", attribute.String("varve.object", object), attribute.Int64("varve.off", off), attribute.Int64("varve.len", length))
+	b, err := r.store.GetRange(gctx, object, off, length)
 	end(err)
 	if err != nil {
 		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
@@ -372,12 +466,12 @@ func (f *Fetcher) fromBucket(ctx context.Context, object string, off, length int
 		// this range (tieredBlock) or a peer's request did (BlockBytes).
 		return loaded{}, fmt.Errorf("%w: object %s bytes %d+%d: %w", ErrDataLoss, object, off, length, err)
 	}
-	if d := f.tiers.disk; d != nil {
+	if d := r.tiers.disk; d != nil {
 		if err := d.Put(object, off, b); err != nil {
-			f.log.Warn("disk cache write failed", "err", err)
+			r.log.Warn("disk cache write failed", "err", err)
 		}
 	}
-	f.blocks.PutStored(object, off, recs, rawSize(recs), b)
+	r.mem.PutStored(object, off, recs, rawSize(recs), b)
 	return loaded{recs: recs, stored: b, tier: TierBucket}, nil
 }
 

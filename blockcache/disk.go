@@ -1,4 +1,4 @@
-package query
+package blockcache
 
 import (
 	"container/list"
@@ -15,11 +15,11 @@ import (
 	"time"
 )
 
-// DiskCache keeps blocks exactly as they are stored in their object (block
+// Disk keeps blocks exactly as they are stored in their object (block
 // header, CRC and compressed payload), one file per block under a
 // directory, bounded in bytes, least recently used out first.
 //
-// It survives a restart: OpenDiskCache rebuilds its index from the
+// It survives a restart: OpenDisk rebuilds its index from the
 // directory, ordered by the files' modification times, which a read
 // refreshes. Files are written to a temporary name and renamed into place,
 // so a file under a block's name is whole or was torn by a crash of the
@@ -29,7 +29,7 @@ import (
 //
 // The bound counts file contents, not filesystem overhead. It is safe for
 // concurrent use.
-type DiskCache struct {
+type Disk struct {
 	dir string
 	max int64
 
@@ -46,11 +46,11 @@ type diskEntry struct {
 
 const diskSuffix = ".blk"
 
-// OpenDiskCache opens (creating it if needed) the cache directory dir,
+// OpenDisk opens (creating it if needed) the cache directory dir,
 // holding up to maxBytes, and indexes the blocks already there. Leftover
 // temporary files are removed, and the oldest blocks when the directory
 // holds more than maxBytes.
-func OpenDiskCache(dir string, maxBytes int64) (*DiskCache, error) {
+func OpenDisk(dir string, maxBytes int64) (*Disk, error) {
 	if maxBytes <= 0 {
 		return nil, fmt.Errorf("open disk cache %s: size %d must be positive", dir, maxBytes)
 	}
@@ -85,7 +85,7 @@ func OpenDiskCache(dir string, maxBytes int64) (*DiskCache, error) {
 		files = append(files, found{name, info.Size(), info.ModTime()})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].mod.Before(files[j].mod) })
-	d := &DiskCache{dir: dir, max: maxBytes, ll: list.New(), items: map[string]*list.Element{}}
+	d := &Disk{dir: dir, max: maxBytes, ll: list.New(), items: map[string]*list.Element{}}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, f := range files {
@@ -112,7 +112,7 @@ func diskName(object string, off, length int64) string {
 // Get returns the stored bytes of a block, when the cache has a file of
 // the right length for it. The caller verifies them and calls Remove when
 // they are corrupt.
-func (d *DiskCache) Get(object string, off, length int64) ([]byte, bool) {
+func (d *Disk) Get(object string, off, length int64) ([]byte, bool) {
 	name := diskName(object, off, length)
 	d.mu.Lock()
 	el, ok := d.items[name]
@@ -137,7 +137,7 @@ func (d *DiskCache) Get(object string, off, length int64) ([]byte, bool) {
 
 // Put stores a block's bytes, evicting the least recently used blocks
 // beyond the bound. A block larger than the whole cache is not kept.
-func (d *DiskCache) Put(object string, off int64, b []byte) error {
+func (d *Disk) Put(object string, off int64, b []byte) error {
 	size := int64(len(b))
 	if size > d.max || size == 0 {
 		return nil
@@ -177,7 +177,7 @@ func (d *DiskCache) Put(object string, off int64, b []byte) error {
 }
 
 // Remove forgets a block and deletes its file.
-func (d *DiskCache) Remove(object string, off, length int64) {
+func (d *Disk) Remove(object string, off, length int64) {
 	name := diskName(object, off, length)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -186,7 +186,7 @@ func (d *DiskCache) Remove(object string, off, length int64) {
 	}
 }
 
-func (d *DiskCache) removeLocked(el *list.Element) {
+func (d *Disk) removeLocked(el *list.Element) {
 	e := el.Value.(*diskEntry)
 	d.ll.Remove(el)
 	delete(d.items, e.name)
@@ -196,31 +196,31 @@ func (d *DiskCache) removeLocked(el *list.Element) {
 	_ = os.Remove(filepath.Join(d.dir, e.name))
 }
 
-func (d *DiskCache) evictLocked() {
+func (d *Disk) evictLocked() {
 	for d.size > d.max {
 		d.removeLocked(d.ll.Back())
 	}
 }
 
 // Size returns the bytes held.
-func (d *DiskCache) Size() int64 {
+func (d *Disk) Size() int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.size
 }
 
 // Len returns the number of blocks held.
-func (d *DiskCache) Len() int {
+func (d *Disk) Len() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.items)
 }
 
 // Dir returns the cache directory.
-func (d *DiskCache) Dir() string { return d.dir }
+func (d *Disk) Dir() string { return d.dir }
 
 // Path returns the file that holds (or would hold) a block, for tests and
 // tools.
-func (d *DiskCache) Path(object string, off, length int64) string {
+func (d *Disk) Path(object string, off, length int64) string {
 	return filepath.Join(d.dir, diskName(object, off, length))
 }

@@ -1,4 +1,4 @@
-package query
+package scan
 
 import (
 	"bytes"
@@ -138,7 +138,7 @@ func convFor(dt arrow.DataType) conv {
 		}
 		return c
 	}
-	panic("query: no JSON conversion for " + dt.String()) // parseArrowType returns no other type
+	panic("scan: no JSON conversion for " + dt.String()) // parseArrowType returns no other type
 }
 
 func isNull(raw []byte) bool { return len(raw) == 4 && string(raw) == "null" }

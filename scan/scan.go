@@ -1,8 +1,9 @@
-package query
+package scan
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"slices"
 	"sync"
@@ -14,15 +15,17 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/varve-io/varve/blockcache"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier/segment"
 )
 
 // Scan defaults.
 const (
-	DefaultScanBatchRecords = 8192
-	// DefaultScanInflightBytes bounds the decoded bytes a scan holds at once
+	DefaultBatchRecords = 8192
+	// DefaultInflightBytes bounds the decoded bytes a scan holds at once
 	// (blocks being read, decoded or waiting for the consumer).
-	DefaultScanInflightBytes = 64 << 20
+	DefaultInflightBytes = 64 << 20
 	// scanCatchUp bounds how long a scan waits for the watched index to
 	// reach the high watermarks etcd reported when the scan started.
 	scanCatchUp = 10 * time.Second
@@ -30,10 +33,10 @@ const (
 	entriesPage = 256
 )
 
-// ScanSchema is the Arrow schema of a scan of a topic without a schema:
+// RecordSchema is the Arrow schema of a scan of a topic without a schema:
 // one row per record. A topic schema adds typed columns and ErrorColumn
-// (see ScanRequest.Columns).
-var ScanSchema = arrow.NewSchema([]arrow.Field{
+// (see Request.Columns).
+var RecordSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "topic", Type: arrow.BinaryTypes.String},
 	{Name: "partition", Type: arrow.PrimitiveTypes.Int32},
 	{Name: "offset", Type: arrow.PrimitiveTypes.Int64},
@@ -46,10 +49,10 @@ var ScanSchema = arrow.NewSchema([]arrow.Field{
 	))},
 }, nil)
 
-// ScanRequest selects what a Scan reads. A record is returned when its
+// Request selects what a Scan reads. A record is returned when its
 // offset is in [FromOffset, ToOffset), its timestamp in [FromTime, ToTime)
 // and, if Keys is not empty, its key equals one of Keys.
-type ScanRequest struct {
+type Request struct {
 	Topic string
 	// Partitions to read, in this order; empty means all, ascending.
 	Partitions []int32
@@ -64,7 +67,7 @@ type ScanRequest struct {
 	ToTime   int64
 	Keys     [][]byte
 	// Columns to return, always in schema order (empty: the default). The
-	// record columns are those of ScanSchema; a topic with a schema adds
+	// record columns are those of RecordSchema; a topic with a schema adds
 	// one typed column per field and ErrorColumn. By default a topic
 	// without a schema returns every record column, and one with a schema
 	// all but value and headers. An unknown name is ErrInvalidArgument.
@@ -82,9 +85,9 @@ type ScanRequest struct {
 	Alloc memory.Allocator
 }
 
-// ScanProgress counts the blocks a scan reads: only those overlapping the
+// Progress counts the blocks a scan reads: only those overlapping the
 // range, as the index tells.
-type ScanProgress struct {
+type Progress struct {
 	BlocksTotal, BlocksDone     int64
 	RawBytesTotal, RawBytesDone int64
 }
@@ -94,8 +97,8 @@ type ScanProgress struct {
 // partitions one after another. Each batch is valid until the next call to
 // Next or Release; Retain it to keep it longer. Call Release when done.
 type Scanner struct {
-	f       *Fetcher
-	req     ScanRequest
+	r       *Reader
+	req     Request
 	parts   []partRange
 	keys    map[string]struct{}
 	topicID string
@@ -121,7 +124,7 @@ type Scanner struct {
 	err     error
 	started bool
 
-	total        ScanProgress
+	total        Progress
 	blocksDone   atomic.Int64
 	rawBytesDone atomic.Int64
 }
@@ -142,15 +145,65 @@ type scanTask struct {
 
 var _ array.RecordReader = (*Scanner)(nil)
 
+// BlockReader reads the blocks a scan needs: a block's stored bytes, or its
+// decoded records when they are already in memory (then stored is nil). A
+// block that cannot be read back fails with blockcache.ErrDataLoss, a store
+// that does not answer with blockcache.ErrUnavailable. blockcache.Reader
+// implements it.
+type BlockReader interface {
+	ReadBlock(ctx context.Context, e metadata.IndexEntry) (stored []byte, cached []segment.Record, err error)
+}
+
+// Topics answers, linearizably, what a scan starts from: the topic (its
+// partitions and schema) and its partitions' log start and high watermark.
+// metadata.Client implements it.
+type Topics interface {
+	GetTopic(ctx context.Context, name string) (metadata.Topic, error)
+	PartitionStates(ctx context.Context, topic string) (map[int32]metadata.PartitionState, error)
+}
+
+// Index is the watched copy of the segment index a scan plans from.
+// metadata.Cache implements it.
+type Index interface {
+	Topic(name string) (metadata.Topic, bool)
+	Partition(topic string, p int32) metadata.PartitionView
+	Entries(topic string, p int32, from int64, max int) []metadata.IndexEntry
+}
+
+// Reader starts scans. It is safe for concurrent use.
+type Reader struct {
+	topics Topics
+	index  Index
+	blocks BlockReader
+	log    *slog.Logger
+}
+
+// New makes a Reader of the topics, index and blocks given; log may be nil.
+func New(topics Topics, index Index, blocks BlockReader, log *slog.Logger) *Reader {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Reader{topics: topics, index: index, blocks: blocks, log: log}
+}
+
+// Topic returns a topic from the watched index, else (linearizably) from
+// etcd.
+func (r *Reader) Topic(ctx context.Context, name string) (metadata.Topic, error) {
+	if t, ok := r.index.Topic(name); ok {
+		return t, nil
+	}
+	return r.topics.GetTopic(ctx, name)
+}
+
 // Scan starts reading a range of a topic as Arrow record batches. Bad
 // input (an unknown topic or partition, a negative or inverted range) fails
 // here, before anything is read. Read failures end the stream: Next returns
 // false and Err tells why (ErrDataLoss naming the object for a corrupt
 // block, ErrUnavailable when object storage fails).
-func (f *Fetcher) Scan(ctx context.Context, req ScanRequest) (*Scanner, error) {
+func (r *Reader) Scan(ctx context.Context, req Request) (*Scanner, error) {
 	// Linearizable, like the high watermarks below: a scan sees the
 	// schema and partitions of the last UpdateTopic acknowledged.
-	t, err := f.meta.GetTopic(ctx, req.Topic)
+	t, err := r.topics.GetTopic(ctx, req.Topic)
 	if err != nil {
 		return nil, err
 	}
@@ -178,22 +231,22 @@ func (f *Fetcher) Scan(ctx context.Context, req ScanRequest) (*Scanner, error) {
 		seen[p] = true
 	}
 	// Linearizable: the scan sees every record acknowledged before it.
-	states, err := f.meta.PartitionStates(ctx, req.Topic)
+	states, err := r.topics.PartitionStates(ctx, req.Topic)
 	if err != nil {
 		return nil, err
 	}
-	s := &Scanner{f: f, req: req, alloc: req.Alloc, parent: ctx, topicID: t.ID, layout: layout}
+	s := &Scanner{r: r, req: req, alloc: req.Alloc, parent: ctx, topicID: t.ID, layout: layout}
 	if s.alloc == nil {
 		s.alloc = memory.DefaultAllocator
 	}
 	if s.req.MaxBatchRecords <= 0 {
-		s.req.MaxBatchRecords = DefaultScanBatchRecords
+		s.req.MaxBatchRecords = DefaultBatchRecords
 	}
 	if s.req.Parallelism <= 0 {
 		s.req.Parallelism = max(4, 2*runtime.GOMAXPROCS(0))
 	}
 	if s.req.MaxInflightBytes <= 0 {
-		s.req.MaxInflightBytes = DefaultScanInflightBytes
+		s.req.MaxInflightBytes = DefaultInflightBytes
 	}
 	s.recycle = newRecycler(s.alloc, s.req.MaxInflightBytes/4)
 	if len(req.Keys) > 0 {
@@ -204,7 +257,7 @@ func (f *Fetcher) Scan(ctx context.Context, req ScanRequest) (*Scanner, error) {
 	}
 	for _, p := range parts {
 		st := states[p]
-		if err := f.waitIndex(ctx, req.Topic, p, st.Next); err != nil {
+		if err := r.waitIndex(ctx, req.Topic, p, st.Next); err != nil {
 			return nil, err
 		}
 		pr := partRange{p: p, lo: max(req.FromOffset, st.Start), hi: st.Next}
@@ -231,7 +284,7 @@ func (f *Fetcher) Scan(ctx context.Context, req ScanRequest) (*Scanner, error) {
 	return s, nil
 }
 
-func (r *ScanRequest) validate() error {
+func (r *Request) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: scan %q: %s", metadata.ErrInvalidArgument, r.Topic, fmt.Sprintf(format, args...))
 	}
@@ -253,11 +306,11 @@ func (r *ScanRequest) validate() error {
 
 // waitIndex waits until the watched index reflects the partition up to
 // next (etcd's answer may be a few milliseconds ahead of the watch).
-func (f *Fetcher) waitIndex(ctx context.Context, topic string, p int32, next int64) error {
+func (r *Reader) waitIndex(ctx context.Context, topic string, p int32, next int64) error {
 	deadline := time.NewTimer(scanCatchUp)
 	defer deadline.Stop()
 	for {
-		v := f.index.Partition(topic, p)
+		v := r.index.Partition(topic, p)
 		if v.State.Next >= next {
 			return nil
 		}
@@ -266,7 +319,7 @@ func (f *Fetcher) waitIndex(ctx context.Context, topic string, p int32, next int
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:
-			return fmt.Errorf("%w: scan %s/%d: the index watch did not reach offset %d in %s", ErrUnavailable, topic, p, next, scanCatchUp)
+			return fmt.Errorf("%w: scan %s/%d: the index watch did not reach offset %d in %s", blockcache.ErrUnavailable, topic, p, next, scanCatchUp)
 		}
 	}
 }
@@ -278,7 +331,7 @@ func (s *Scanner) forEachBlock(ctx context.Context, fn func(e metadata.IndexEntr
 	for _, pr := range s.parts {
 		off := pr.lo
 		for off < pr.hi {
-			es := s.f.index.Entries(s.req.Topic, pr.p, off, entriesPage)
+			es := s.r.index.Entries(s.req.Topic, pr.p, off, entriesPage)
 			if len(es) == 0 || es[0].Base > off {
 				next, err := s.gap(pr.p, off)
 				if err != nil {
@@ -321,17 +374,33 @@ func (s *Scanner) forEachBlock(ctx context.Context, fn func(e metadata.IndexEntr
 // (ErrTopicNotFound), retention removed the records (the scan goes on from
 // the new log start), or the index is not what it should be.
 func (s *Scanner) gap(p int32, off int64) (int64, error) {
-	if t, ok := s.f.index.Topic(s.req.Topic); !ok || t.ID != s.topicID {
+	if t, ok := s.r.index.Topic(s.req.Topic); !ok || t.ID != s.topicID {
 		return 0, fmt.Errorf("topic %q was deleted while scanning: %w", s.req.Topic, metadata.ErrTopicNotFound)
 	}
-	if st := s.f.index.Partition(s.req.Topic, p).State; st.Start > off {
+	if st := s.r.index.Partition(s.req.Topic, p).State; st.Start > off {
 		return st.Start, nil
 	}
-	return 0, fmt.Errorf("%w: scan %s/%d: the index has no block for offset %d", ErrUnavailable, s.req.Topic, p, off)
+	return 0, fmt.Errorf("%w: scan %s/%d: the index has no block for offset %d", blockcache.ErrUnavailable, s.req.Topic, p, off)
+}
+
+// Range is the offsets [From, To) of a partition a scan reads.
+type Range struct {
+	Partition int32
+	From, To  int64
+}
+
+// Ranges returns the partitions the scan reads, in order, with the offsets
+// fixed when it started; partitions with nothing in range are left out.
+func (s *Scanner) Ranges() []Range {
+	out := make([]Range, 0, len(s.parts))
+	for _, pr := range s.parts {
+		out = append(out, Range{Partition: pr.p, From: pr.lo, To: pr.hi})
+	}
+	return out
 }
 
 // Progress reports how much of the scan has been read.
-func (s *Scanner) Progress() ScanProgress {
+func (s *Scanner) Progress() Progress {
 	p := s.total
 	p.BlocksDone, p.RawBytesDone = s.blocksDone.Load(), s.rawBytesDone.Load()
 	return p
@@ -392,9 +461,9 @@ func (s *Scanner) worker() {
 	}
 }
 
-// Schema is the scan's schema: ScanSchema for a topic without a schema
+// Schema is the scan's schema: RecordSchema for a topic without a schema
 // and no column list, else the columns asked or the typed default (see
-// ScanRequest.Columns).
+// Request.Columns).
 func (s *Scanner) Schema() *arrow.Schema { return s.layout.schema }
 
 // Retain adds a reference.

@@ -1,4 +1,4 @@
-package query_test
+package scan_test
 
 import (
 	"bufio"
@@ -21,7 +21,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/varve-io/varve/internal/testenv"
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/parquet"
+	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -30,13 +31,13 @@ func TestExportParquetReadByDuckDB(t *testing.T) {
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	const parts, flushes, perFlush = 2, 3, 100
 	e.produceFlushes(t, "pq", parts, flushes, perFlush, base)
-	sc, err := e.f.Scan(context.Background(), query.ScanRequest{Topic: "pq", MaxBatchRecords: 64})
+	sc, err := e.r.Scan(context.Background(), scan.Request{Topic: "pq", MaxBatchRecords: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
 	// Each flush's records are within one second: a file per partition and second.
-	files, err := query.ExportParquet(context.Background(), sc, out, query.ParquetOptions{Window: time.Second, RowGroupRows: 40})
+	files, err := parquet.ExportDir(context.Background(), sc, out, parquet.Options{Window: time.Second, RowGroupRows: 40})
 	sc.Release()
 	if err != nil {
 		t.Fatal(err)
@@ -133,12 +134,12 @@ func TestExportParquetReadByDuckDB(t *testing.T) {
 func TestWriteParquetRoundTrip(t *testing.T) {
 	e := newScanEnv(t)
 	e.produceFlushes(t, "one", 2, 2, 30, 1_700_000_000_000)
-	sc, err := e.f.Scan(context.Background(), query.ScanRequest{Topic: "one"})
+	sc, err := e.r.Scan(context.Background(), scan.Request{Topic: "one"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	n, err := query.WriteParquet(&buf, sc, query.ParquetOptions{})
+	n, err := parquet.Write(&buf, sc, parquet.Options{})
 	sc.Release()
 	if err != nil || n != 120 {
 		t.Fatalf("wrote %d rows: %v", n, err)
@@ -156,7 +157,7 @@ func TestWriteParquetRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tbl.Release()
-	for i, f := range query.ScanSchema.Fields() {
+	for i, f := range scan.RecordSchema.Fields() {
 		if got := tbl.Schema().Field(i); got.Name != f.Name || got.Nullable != f.Nullable || got.Type.ID() != f.Type.ID() {
 			t.Fatalf("column %d read back as %s, want %s", i, got, f)
 		}

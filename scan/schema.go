@@ -1,4 +1,4 @@
-package query
+package scan
 
 import (
 	"encoding/json"
@@ -240,27 +240,7 @@ func (p *typeParser) parse(depth int) (arrow.DataType, error) {
 	case "date32":
 		return arrow.FixedWidthTypes.Date32, nil
 	case "timestamp":
-		if err := p.expect('['); err != nil {
-			return nil, err
-		}
-		unit := p.word()
-		if err := p.expect(']'); err != nil {
-			return nil, err
-		}
-		var u arrow.TimeUnit
-		switch unit {
-		case "s":
-			u = arrow.Second
-		case "ms":
-			u = arrow.Millisecond
-		case "us":
-			u = arrow.Microsecond
-		case "ns":
-			u = arrow.Nanosecond
-		default:
-			return nil, fmt.Errorf("type %q: timestamp unit %q (want s, ms, us or ns)", p.s, unit)
-		}
-		return &arrow.TimestampType{Unit: u, TimeZone: "UTC"}, nil
+		return p.timestamp()
 	case "list":
 		if err := p.expect('<'); err != nil {
 			return nil, err
@@ -274,39 +254,7 @@ func (p *typeParser) parse(depth int) (arrow.DataType, error) {
 		}
 		return arrow.ListOf(elem), nil
 	case "struct":
-		if err := p.expect('<'); err != nil {
-			return nil, err
-		}
-		var fields []arrow.Field
-		seen := map[string]bool{}
-		for {
-			name := p.word()
-			if name == "" {
-				return nil, fmt.Errorf("type %q: want a struct field name at %d", p.s, p.i)
-			}
-			if seen[name] {
-				return nil, fmt.Errorf("type %q: struct field %q twice", p.s, name)
-			}
-			seen[name] = true
-			if err := p.expect(':'); err != nil {
-				return nil, err
-			}
-			ft, err := p.parse(depth + 1)
-			if err != nil {
-				return nil, err
-			}
-			fields = append(fields, arrow.Field{Name: name, Type: ft, Nullable: true})
-			p.ws()
-			if p.i < len(p.s) && p.s[p.i] == ',' {
-				p.i++
-				continue
-			}
-			break
-		}
-		if err := p.expect('>'); err != nil {
-			return nil, err
-		}
-		return arrow.StructOf(fields...), nil
+		return p.structOf(depth)
 	case "":
 		if p.i >= len(p.s) {
 			return nil, fmt.Errorf("type %q: want a type name at its end", p.s)
@@ -314,6 +262,68 @@ func (p *typeParser) parse(depth int) (arrow.DataType, error) {
 		return nil, fmt.Errorf("type %q: want a type name at %d, got %q", p.s, start, p.s[p.i:p.i+1])
 	}
 	return nil, fmt.Errorf("unknown type %q (want bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, utf8, binary, timestamp[s|ms|us|ns], date32, list<T> or struct<name: T, ...>)", w)
+}
+
+// timestamp parses the rest of timestamp[unit].
+func (p *typeParser) timestamp() (arrow.DataType, error) {
+	if err := p.expect('['); err != nil {
+		return nil, err
+	}
+	unit := p.word()
+	if err := p.expect(']'); err != nil {
+		return nil, err
+	}
+	var u arrow.TimeUnit
+	switch unit {
+	case "s":
+		u = arrow.Second
+	case "ms":
+		u = arrow.Millisecond
+	case "us":
+		u = arrow.Microsecond
+	case "ns":
+		u = arrow.Nanosecond
+	default:
+		return nil, fmt.Errorf("type %q: timestamp unit %q (want s, ms, us or ns)", p.s, unit)
+	}
+	return &arrow.TimestampType{Unit: u, TimeZone: "UTC"}, nil
+}
+
+// structOf parses the rest of struct<name: T, ...>.
+func (p *typeParser) structOf(depth int) (arrow.DataType, error) {
+	if err := p.expect('<'); err != nil {
+		return nil, err
+	}
+	var fields []arrow.Field
+	seen := map[string]bool{}
+	for {
+		name := p.word()
+		if name == "" {
+			return nil, fmt.Errorf("type %q: want a struct field name at %d", p.s, p.i)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("type %q: struct field %q twice", p.s, name)
+		}
+		seen[name] = true
+		if err := p.expect(':'); err != nil {
+			return nil, err
+		}
+		ft, err := p.parse(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		fields = append(fields, arrow.Field{Name: name, Type: ft, Nullable: true})
+		p.ws()
+		if p.i < len(p.s) && p.s[p.i] == ',' {
+			p.i++
+			continue
+		}
+		break
+	}
+	if err := p.expect('>'); err != nil {
+		return nil, err
+	}
+	return arrow.StructOf(fields...), nil
 }
 
 // typeName is the canonical name of a type parseArrowType accepts.

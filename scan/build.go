@@ -1,8 +1,6 @@
-package query
+package scan
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -10,8 +8,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/varve-io/varve/blockcache"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -54,9 +52,9 @@ func topicLayout(t metadata.Topic, columns []string) (*scanLayout, error) {
 	return newLayout(t.Name, vs, columns)
 }
 
-// ScanSchemaOf is the schema of a scan of a topic returning columns
+// SchemaOf is the schema of a scan of a topic returning columns
 // (empty: the default columns).
-func ScanSchemaOf(t metadata.Topic, columns []string) (*arrow.Schema, error) {
+func SchemaOf(t metadata.Topic, columns []string) (*arrow.Schema, error) {
 	l, err := topicLayout(t, columns)
 	if err != nil {
 		return nil, err
@@ -72,7 +70,7 @@ func newLayout(topic string, vs *ValueSchema, columns []string) (*scanLayout, er
 		l.typed = make([]bool, len(vs.Fields))
 	}
 	recIdx := map[string]int{}
-	for i, f := range ScanSchema.Fields() {
+	for i, f := range RecordSchema.Fields() {
 		recIdx[f.Name] = i
 	}
 	if len(columns) == 0 {
@@ -120,7 +118,7 @@ func newLayout(topic string, vs *ValueSchema, columns []string) (*scanLayout, er
 		}
 	}
 	var fields []arrow.Field
-	for i, f := range ScanSchema.Fields() {
+	for i, f := range RecordSchema.Fields() {
 		if l.rec[i] {
 			fields = append(fields, f)
 		}
@@ -139,38 +137,11 @@ func newLayout(topic string, vs *ValueSchema, columns []string) (*scanLayout, er
 	return l, nil
 }
 
-// readBlock GETs a block's byte range, unless it is in the block cache:
-// then it returns the cached records. Blocks read by a scan are not added
-// to the cache, so a long scan does not evict what tailing consumers read.
-func (f *Fetcher) readBlock(ctx context.Context, e metadata.IndexEntry) ([]byte, []segment.Record, error) {
-	if recs, ok := f.blocks.Get(e.Object, e.Off); ok {
-		f.hits.Add(ctx, 1)
-		return nil, recs, nil
-	}
-	f.misses.Add(ctx, 1)
-	f.gets.Add(ctx, 1)
-	b, err := f.store.GetRange(ctx, e.Object, e.Off, e.Len)
-	if err != nil {
-		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
-			return nil, nil, dataLoss(e, err)
-		}
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
-		}
-		return nil, nil, fmt.Errorf("%w: read block %s@%d: %v", ErrUnavailable, e.Object, e.Off, err)
-	}
-	return b, nil, nil
-}
-
-func dataLoss(e metadata.IndexEntry, err error) error {
-	return fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
-}
-
 // scanTaskBatches reads one block and turns the records [t.lo, t.hi) that
 // pass the filters into record batches of at most MaxBatchRecords rows,
 // straight from the block's decompressed bytes into Arrow buffers.
 func (s *Scanner) scanTaskBatches(t *scanTask) ([]arrow.RecordBatch, error) {
-	b, cached, err := s.f.readBlock(s.ctx, t.e)
+	b, cached, err := s.r.blocks.ReadBlock(s.ctx, t.e)
 	if err != nil {
 		return nil, err
 	}
@@ -250,8 +221,8 @@ func (s *Scanner) scanTaskBatches(t *scanTask) ([]arrow.RecordBatch, error) {
 			err = fmt.Errorf("%w: block has %d records, the index says %d", segment.ErrCorrupt, n, t.e.Records)
 		}
 		if err != nil {
-			s.f.log.Error("corrupt block", "object", t.e.Object, "off", t.e.Off, "err", err)
-			return fail(dataLoss(t.e, err))
+			s.r.log.Error("corrupt block", "object", t.e.Object, "off", t.e.Off, "err", err)
+			return fail(blockcache.DataLoss(t.e, err))
 		}
 	}
 	if bb.rows > 0 {
@@ -284,7 +255,7 @@ type batchBuilder struct {
 // buffers from cols (which need not zero them) and typed columns from
 // alloc.
 func newBatchBuilder(alloc, cols memory.Allocator, l *scanLayout, topic string, part int32) *batchBuilder {
-	b := &batchBuilder{alloc: cols, l: l, topic: topic, part: part, tsType: ScanSchema.Field(colTimestamp).Type}
+	b := &batchBuilder{alloc: cols, l: l, topic: topic, part: part, tsType: RecordSchema.Field(colTimestamp).Type}
 	if l.rec[colOffset] {
 		b.off = newFixedCol[int64](cols)
 	}
@@ -405,7 +376,7 @@ func (b *batchBuilder) finish() arrow.RecordBatch {
 		cols = append(cols, b.value.finish(arrow.BinaryTypes.Binary))
 	}
 	if b.hdr != nil {
-		cols = append(cols, b.hdr.finish(ScanSchema.Field(colHeaders).Type))
+		cols = append(cols, b.hdr.finish(RecordSchema.Field(colHeaders).Type))
 	}
 	for _, tb := range b.typed {
 		if tb != nil {

@@ -1,4 +1,4 @@
-package query_test
+package scan_test
 
 import (
 	"bytes"
@@ -24,7 +24,9 @@ import (
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/node"
+	"github.com/varve-io/varve/parquet"
+	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -33,7 +35,7 @@ func jsonSchema(fields string) metadata.TopicSchema {
 }
 
 func TestParseTopicSchema(t *testing.T) {
-	s, err := query.ParseTopicSchema(jsonSchema(`[
+	s, err := scan.ParseTopicSchema(jsonSchema(`[
 		{"name": "user", "type": "string"},
 		{"name": "amount", "type": "double", "nullable": false},
 		{"name": "at", "type": "timestamp[us]", "json": "timestamp"},
@@ -53,7 +55,7 @@ func TestParseTopicSchema(t *testing.T) {
 		t.Fatalf("canonical form:\n%s\nwant\n%s", got.Fields, want)
 	}
 	// The canonical form parses to itself.
-	s2, err := query.ParseTopicSchema(s.Canonical())
+	s2, err := scan.ParseTopicSchema(s.Canonical())
 	if err != nil || s2.Canonical() != s.Canonical() {
 		t.Fatalf("canonical form does not round-trip: %v", err)
 	}
@@ -83,7 +85,7 @@ func TestParseTopicSchema(t *testing.T) {
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := query.ParseTopicSchema(metadata.TopicSchema{Format: c.format, Fields: c.fields})
+			_, err := scan.ParseTopicSchema(metadata.TopicSchema{Format: c.format, Fields: c.fields})
 			if !errors.Is(err, metadata.ErrInvalidArgument) || !strings.Contains(err.Error(), c.msg) {
 				t.Fatalf("got %v, want invalid argument mentioning %q", err, c.msg)
 			}
@@ -162,7 +164,7 @@ func TestScanTypedColumns(t *testing.T) {
 
 	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer alloc.AssertSize(t, 0)
-	sc, err := e.f.Scan(ctx, query.ScanRequest{Topic: "typed", Alloc: alloc, MaxBatchRecords: 7})
+	sc, err := e.r.Scan(ctx, scan.Request{Topic: "typed", Alloc: alloc, MaxBatchRecords: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +263,7 @@ func TestScanTypedColumns(t *testing.T) {
 
 	// A projection: value and a typed column; no JSON parsing is needed
 	// without typed or error columns, but the order is the schema's.
-	sc, err = e.f.Scan(ctx, query.ScanRequest{Topic: "typed", Columns: []string{"_error", "value", "amount", "offset"}})
+	sc, err = e.r.Scan(ctx, scan.Request{Topic: "typed", Columns: []string{"_error", "value", "amount", "offset"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,12 +292,12 @@ func TestScanTypedColumns(t *testing.T) {
 	sc.Release()
 
 	// Parquet carries the typed columns.
-	sc, err = e.f.Scan(ctx, query.ScanRequest{Topic: "typed"})
+	sc, err = e.r.Scan(ctx, scan.Request{Topic: "typed"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if _, err := query.WriteParquet(&buf, sc, query.ParquetOptions{}); err != nil {
+	if _, err := parquet.Write(&buf, sc, parquet.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	sc.Release()
@@ -326,7 +328,7 @@ func TestScanTypedColumns(t *testing.T) {
 	if !testenv.Eventually(10*time.Second, func() bool { tp, _ := e.index.Topic("typed"); return !strings.Contains(tp.Schema.Fields, "float64") }) {
 		t.Fatal("the index never saw the new schema")
 	}
-	sc, err = e.f.Scan(ctx, query.ScanRequest{Topic: "typed", Columns: []string{"amount", "_error"}, Partitions: []int32{0}, ToOffset: 1})
+	sc, err = e.r.Scan(ctx, scan.Request{Topic: "typed", Columns: []string{"amount", "_error"}, Partitions: []int32{0}, ToOffset: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +360,7 @@ func TestScanColumnsBadInput(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e.store.Reset()
-			sc, err := e.f.Scan(ctx, query.ScanRequest{Topic: c.topic, Columns: c.cols})
+			sc, err := e.r.Scan(ctx, scan.Request{Topic: c.topic, Columns: c.cols})
 			if err == nil {
 				sc.Release()
 				t.Fatal("scan accepted bad columns")
@@ -372,12 +374,12 @@ func TestScanColumnsBadInput(t *testing.T) {
 		})
 	}
 	// A projection without the columns an export needs is refused.
-	sc, err := e.f.Scan(ctx, query.ScanRequest{Topic: "plain", Columns: []string{"value"}})
+	sc, err := e.r.Scan(ctx, scan.Request{Topic: "plain", Columns: []string{"value"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sc.Release()
-	if _, err := query.ExportParquet(ctx, sc, t.TempDir(), query.ParquetOptions{}); !errors.Is(err, metadata.ErrInvalidArgument) || !strings.Contains(err.Error(), "needs the topic, partition and offset columns") {
+	if _, err := parquet.ExportDir(ctx, sc, t.TempDir(), parquet.Options{}); !errors.Is(err, parquet.ErrMissingColumns) || !strings.Contains(err.Error(), "needs the topic, partition and offset columns") {
 		t.Fatalf("export of a projection without offsets: %v", err)
 	}
 }
@@ -396,7 +398,7 @@ func TestFlightTypedColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- query.ServeFlight(ctx, ln, query.NewFlightService(e.f)) }()
+	go func() { served <- node.ServeFlight(ctx, ln, node.NewFlightService(e.r, e.meta)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {
@@ -408,7 +410,7 @@ func TestFlightTypedColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	cmd, _ := json.Marshal(query.FlightCommand{Topic: "typed", Columns: []string{"offset", "amount", "_error"}})
+	cmd, _ := json.Marshal(node.FlightCommand{Topic: "typed", Columns: []string{"offset", "amount", "_error"}})
 	d := &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: cmd}
 	sr, err := cl.GetSchema(ctx, d)
 	if err != nil {
@@ -439,7 +441,7 @@ func TestFlightTypedColumns(t *testing.T) {
 		rec.Column(2).(*array.String).Value(1) != `field "amount": missing or null, and not nullable` {
 		t.Fatalf("DoGet rows: %v", rec)
 	}
-	bad, _ := json.Marshal(query.FlightCommand{Topic: "typed", Columns: []string{"nope"}})
+	bad, _ := json.Marshal(node.FlightCommand{Topic: "typed", Columns: []string{"nope"}})
 	if _, err := cl.GetSchema(ctx, &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: bad}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("GetSchema with an unknown column: %v", err)
 	}

@@ -1,4 +1,4 @@
-package query
+package fetch
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 // IndexReader is what the read path reads of metadata past its watched
 // cache: topics, an index lookup when the cache is behind, and partition
 // states. *metadata.Client is one; tests can wrap it as they wrap
-// tier.Store. (It moves with the Fetcher when the read path is split.)
+// tier.Store.
 type IndexReader interface {
 	GetTopic(ctx context.Context, name string) (metadata.Topic, error)
 	ListTopics(ctx context.Context) ([]metadata.Topic, error)

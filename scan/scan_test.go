@@ -1,4 +1,4 @@
-package query_test
+package scan_test
 
 import (
 	"bytes"
@@ -16,10 +16,12 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/varve-io/varve/blockcache"
+	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
@@ -31,7 +33,8 @@ type scanEnv struct {
 	store *tier.Recorder
 	meta  *metadata.Client
 	index *metadata.Cache
-	f     *query.Fetcher
+	f     *fetch.Fetcher
+	r     *scan.Reader
 	in    *ingest.Ingester
 }
 
@@ -55,7 +58,8 @@ func newScanEnv(t testing.TB) *scanEnv {
 	}
 	t.Cleanup(e.index.Close)
 	// No shared block cache: every block read is a ranged GET.
-	e.f = query.NewFetcher(e.store, e.meta, e.index, query.NewBlockCache(1), nil, nil)
+	e.f = fetch.NewFetcher(e.store, e.meta, e.index, blockcache.NewMemory(1), nil, nil)
+	e.r = scan.New(e.meta, e.index, e.f.Blocks(), nil)
 	e.in, err = ingest.New(ingest.Config{Linger: time.Hour, FlushBytes: 64 << 20}, e.store, e.meta, e.index, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -150,8 +154,8 @@ func rowsOf(t testing.TB, rd array.RecordReader) ([]row, error) {
 	var out []row
 	for rd.Next() {
 		rec := rd.RecordBatch()
-		if !rec.Schema().Equal(query.ScanSchema) {
-			t.Fatalf("batch schema %s, want %s", rec.Schema(), query.ScanSchema)
+		if !rec.Schema().Equal(scan.RecordSchema) {
+			t.Fatalf("batch schema %s, want %s", rec.Schema(), scan.RecordSchema)
 		}
 		out = append(out, batchRows(rec)...)
 	}
@@ -192,7 +196,7 @@ func batchRows(rec arrow.RecordBatch) []row {
 
 // fetchRange reads [from, to) of a partition with Fetch, small pages at a
 // time, and keeps the records that pass the time and key filters.
-func fetchRange(t testing.TB, f *query.Fetcher, topic string, p int32, from, to, fromTS, toTS int64, keys [][]byte) []row {
+func fetchRange(t testing.TB, f *fetch.Fetcher, topic string, p int32, from, to, fromTS, toTS int64, keys [][]byte) []row {
 	t.Helper()
 	var out []row
 	off := from
@@ -277,7 +281,7 @@ func TestScanEqualsFetch(t *testing.T) {
 			alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			defer alloc.AssertSize(t, 0)
 			e.store.Reset()
-			sc, err := e.f.Scan(context.Background(), query.ScanRequest{
+			sc, err := e.r.Scan(context.Background(), scan.Request{
 				Topic: "events", Partitions: c.partitions, FromOffset: c.from, ToOffset: c.to,
 				FromTime: c.fromTS, ToTime: c.toTS, Keys: c.keys,
 				MaxBatchRecords: c.batch, Parallelism: c.parallelism, MaxInflightBytes: c.inflight, Alloc: alloc,
@@ -322,7 +326,7 @@ func TestScanReleaseEarlyStopsAndFreesEverything(t *testing.T) {
 	e := newScanEnv(t)
 	e.produceFlushes(t, "big", 2, 8, 200, 1_700_000_000_000)
 	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	sc, err := e.f.Scan(context.Background(), query.ScanRequest{Topic: "big", MaxBatchRecords: 50, Alloc: alloc})
+	sc, err := e.r.Scan(context.Background(), scan.Request{Topic: "big", MaxBatchRecords: 50, Alloc: alloc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +347,7 @@ func TestScanContextCanceled(t *testing.T) {
 	e := newScanEnv(t)
 	e.produceFlushes(t, "c", 1, 4, 100, 1_700_000_000_000)
 	ctx, cancel := context.WithCancel(context.Background())
-	sc, err := e.f.Scan(ctx, query.ScanRequest{Topic: "c", MaxBatchRecords: 10})
+	sc, err := e.r.Scan(ctx, scan.Request{Topic: "c", MaxBatchRecords: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,23 +368,23 @@ func TestScanBadInput(t *testing.T) {
 	e.produceFlushes(t, "t", 2, 1, 10, 1_700_000_000_000)
 	cases := []struct {
 		name string
-		req  query.ScanRequest
+		req  scan.Request
 		want error
 		msg  string
 	}{
-		{"unknown topic", query.ScanRequest{Topic: "nope"}, metadata.ErrTopicNotFound, "nope"},
-		{"inverted offsets", query.ScanRequest{Topic: "t", FromOffset: 9, ToOffset: 3}, metadata.ErrInvalidArgument, "inverted offset range: from 9 is after to 3"},
-		{"inverted times", query.ScanRequest{Topic: "t", FromTime: 2000, ToTime: 1000}, metadata.ErrInvalidArgument, "inverted time range"},
-		{"negative offset", query.ScanRequest{Topic: "t", FromOffset: -1}, metadata.ErrInvalidArgument, "negative"},
-		{"negative time", query.ScanRequest{Topic: "t", ToTime: -5}, metadata.ErrInvalidArgument, "negative"},
-		{"partition out of range", query.ScanRequest{Topic: "t", Partitions: []int32{0, 2}}, metadata.ErrPartitionOutOfRange, "got partition 2"},
-		{"negative partition", query.ScanRequest{Topic: "t", Partitions: []int32{-1}}, metadata.ErrPartitionOutOfRange, "got partition -1"},
-		{"partition twice", query.ScanRequest{Topic: "t", Partitions: []int32{1, 1}}, metadata.ErrInvalidArgument, "listed twice"},
+		{"unknown topic", scan.Request{Topic: "nope"}, metadata.ErrTopicNotFound, "nope"},
+		{"inverted offsets", scan.Request{Topic: "t", FromOffset: 9, ToOffset: 3}, metadata.ErrInvalidArgument, "inverted offset range: from 9 is after to 3"},
+		{"inverted times", scan.Request{Topic: "t", FromTime: 2000, ToTime: 1000}, metadata.ErrInvalidArgument, "inverted time range"},
+		{"negative offset", scan.Request{Topic: "t", FromOffset: -1}, metadata.ErrInvalidArgument, "negative"},
+		{"negative time", scan.Request{Topic: "t", ToTime: -5}, metadata.ErrInvalidArgument, "negative"},
+		{"partition out of range", scan.Request{Topic: "t", Partitions: []int32{0, 2}}, metadata.ErrPartitionOutOfRange, "got partition 2"},
+		{"negative partition", scan.Request{Topic: "t", Partitions: []int32{-1}}, metadata.ErrPartitionOutOfRange, "got partition -1"},
+		{"partition twice", scan.Request{Topic: "t", Partitions: []int32{1, 1}}, metadata.ErrInvalidArgument, "listed twice"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e.store.Reset()
-			sc, err := e.f.Scan(context.Background(), c.req)
+			sc, err := e.r.Scan(context.Background(), c.req)
 			if err == nil {
 				sc.Release()
 				t.Fatal("scan accepted bad input")
@@ -421,14 +425,14 @@ func TestScanCorruptBlockIsDataLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	sc, err := e.f.Scan(context.Background(), query.ScanRequest{Topic: "c", Alloc: alloc})
+	sc, err := e.r.Scan(context.Background(), scan.Request{Topic: "c", Alloc: alloc})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := rowsOf(t, sc)
 	sc.Release()
 	alloc.AssertSize(t, 0)
-	if !errors.Is(err, query.ErrDataLoss) || !strings.Contains(err.Error(), "object "+bad) || !strings.Contains(err.Error(), "offsets 50-99") {
+	if !errors.Is(err, blockcache.ErrDataLoss) || !strings.Contains(err.Error(), "object "+bad) || !strings.Contains(err.Error(), "offsets 50-99") {
 		t.Fatalf("got %v, want data loss naming %s and offsets 50-99", err, bad)
 	}
 	// Everything before the corrupt block was delivered, nothing after it:
@@ -474,7 +478,7 @@ func TestScanMemoryIsBounded(t *testing.T) {
 	e.produceFlushes(t, "long", 1, 24, 400, 1_700_000_000_000)
 	alloc := &peakAlloc{Allocator: memory.NewGoAllocator()}
 	const bound = 256 << 10
-	sc, err := e.f.Scan(context.Background(), query.ScanRequest{Topic: "long", Parallelism: 8, MaxInflightBytes: bound, Alloc: alloc})
+	sc, err := e.r.Scan(context.Background(), scan.Request{Topic: "long", Parallelism: 8, MaxInflightBytes: bound, Alloc: alloc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,7 +510,7 @@ func TestScanMemoryIsBounded(t *testing.T) {
 func TestScanTopicDeletedMidScan(t *testing.T) {
 	e := newScanEnv(t)
 	e.produceFlushes(t, "gone", 1, 2, 10, 1_700_000_000_000)
-	sc, err := e.f.Scan(context.Background(), query.ScanRequest{Topic: "gone"})
+	sc, err := e.r.Scan(context.Background(), scan.Request{Topic: "gone"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,13 +533,13 @@ func TestScanTopicDeletedMidScan(t *testing.T) {
 func TestScanFromBlockCache(t *testing.T) {
 	e := newScanEnv(t)
 	e.produceFlushes(t, "cached", 2, 3, 40, 1_700_000_000_000)
-	f := query.NewFetcher(e.store, e.meta, e.index, query.NewBlockCache(64<<20), nil, nil)
+	f := fetch.NewFetcher(e.store, e.meta, e.index, blockcache.NewMemory(64<<20), nil, nil)
 	var want []row
 	for p := range int32(2) {
 		want = append(want, fetchRange(t, f, "cached", p, 0, 120, 0, 0, nil)...)
 	}
 	e.store.Reset()
-	sc, err := f.Scan(context.Background(), query.ScanRequest{Topic: "cached", FromOffset: 10, MaxBatchRecords: 16})
+	sc, err := scan.New(e.meta, e.index, f.Blocks(), nil).Scan(context.Background(), scan.Request{Topic: "cached", FromOffset: 10, MaxBatchRecords: 16})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package query
+package node
 
 import (
 	"context"
@@ -13,12 +13,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/varve-io/varve/blockcache"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/scan"
 )
 
 // FlightCommand is what a Flight descriptor asks for: a CMD descriptor holds
 // it as JSON; a PATH descriptor [topic] means the whole topic. The fields
-// mean what ScanRequest's do (times in ms since the epoch; keys as base64
+// mean what scan.Request's do (times in ms since the epoch; keys as base64
 // in JSON).
 type FlightCommand struct {
 	Topic      string   `json:"topic"`
@@ -52,16 +54,23 @@ type flightTicket struct {
 // unimplemented.
 type FlightService struct {
 	flight.BaseFlightServer
-	f *Fetcher
+	scans  *scan.Reader
+	topics TopicLister
 	// Locations are given in every endpoint (empty: the service that
 	// answered GetFlightInfo, as the Flight spec allows).
 	locations []*flight.Location
 }
 
-// NewFlightService makes a Flight service on f. locations (such as
-// "grpc+tcp://host:port") tell clients where to DoGet.
-func NewFlightService(f *Fetcher, locations ...string) *FlightService {
-	s := &FlightService{f: f}
+// TopicLister lists the topics (metadata.Client implements it).
+type TopicLister interface {
+	ListTopics(ctx context.Context) ([]metadata.Topic, error)
+}
+
+// NewFlightService makes a Flight service on the scans of r, listing the
+// topics of topics. locations (such as "grpc+tcp://host:port") tell
+// clients where to DoGet.
+func NewFlightService(r *scan.Reader, topics TopicLister, locations ...string) *FlightService {
+	s := &FlightService{scans: r, topics: topics}
 	for _, l := range locations {
 		s.locations = append(s.locations, &flight.Location{Uri: l})
 	}
@@ -99,9 +108,9 @@ func flightErr(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, metadata.ErrTopicNotFound):
 		code = codes.NotFound
-	case errors.Is(err, ErrDataLoss):
+	case errors.Is(err, blockcache.ErrDataLoss):
 		code = codes.DataLoss
-	case errors.Is(err, ErrUnavailable), metadata.IsUnavailable(err):
+	case errors.Is(err, blockcache.ErrUnavailable), metadata.IsUnavailable(err):
 		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
@@ -136,26 +145,26 @@ func (s *FlightService) GetFlightInfo(ctx context.Context, d *flight.FlightDescr
 	if err != nil {
 		return nil, err
 	}
-	sc, err := s.f.Scan(ctx, ScanRequest{Topic: c.Topic, Partitions: c.Partitions, FromOffset: c.FromOffset, ToOffset: c.ToOffset,
+	sc, err := s.scans.Scan(ctx, scan.Request{Topic: c.Topic, Partitions: c.Partitions, FromOffset: c.FromOffset, ToOffset: c.ToOffset,
 		FromTime: c.FromTime, ToTime: c.ToTime, Keys: c.Keys, Columns: c.Columns})
 	if err != nil {
 		return nil, flightErr(err)
 	}
 	defer sc.Release() // nothing is read: Scan only planned
-	t, _ := s.f.topic(ctx, c.Topic)
+	t, _ := s.scans.Topic(ctx, c.Topic)
 	info := &flight.FlightInfo{
 		Schema: flight.SerializeSchema(sc.Schema(), memory.DefaultAllocator), FlightDescriptor: d,
-		TotalRecords: -1, TotalBytes: sc.total.RawBytesTotal, Ordered: true,
+		TotalRecords: -1, TotalBytes: sc.Progress().RawBytesTotal, Ordered: true,
 	}
 	if len(c.Keys) == 0 && c.FromTime == 0 && c.ToTime == 0 {
 		info.TotalRecords = 0
 	}
-	for _, pr := range sc.parts {
-		tk, _ := json.Marshal(flightTicket{Topic: c.Topic, TopicID: t.ID, Partition: pr.p, From: pr.lo, To: pr.hi,
+	for _, pr := range sc.Ranges() {
+		tk, _ := json.Marshal(flightTicket{Topic: c.Topic, TopicID: t.ID, Partition: pr.Partition, From: pr.From, To: pr.To,
 			FromTime: c.FromTime, ToTime: c.ToTime, Keys: c.Keys, Columns: c.Columns})
 		info.Endpoint = append(info.Endpoint, &flight.FlightEndpoint{Ticket: &flight.Ticket{Ticket: tk}, Location: s.locations})
 		if info.TotalRecords >= 0 {
-			info.TotalRecords += pr.hi - pr.lo
+			info.TotalRecords += pr.To - pr.From
 		}
 	}
 	return info, nil
@@ -167,11 +176,11 @@ func (s *FlightService) GetSchema(ctx context.Context, d *flight.FlightDescripto
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.f.topic(ctx, c.Topic)
+	t, err := s.scans.Topic(ctx, c.Topic)
 	if err != nil {
 		return nil, flightErr(err)
 	}
-	schema, err := ScanSchemaOf(t, c.Columns)
+	schema, err := scan.SchemaOf(t, c.Columns)
 	if err != nil {
 		return nil, flightErr(err)
 	}
@@ -185,12 +194,12 @@ func (s *FlightService) DoGet(tk *flight.Ticket, stream flight.FlightService_DoG
 		return status.Errorf(codes.InvalidArgument, "not a ticket of this service")
 	}
 	ctx := stream.Context()
-	if cur, err := s.f.topic(ctx, t.Topic); err != nil {
+	if cur, err := s.scans.Topic(ctx, t.Topic); err != nil {
 		return flightErr(err)
 	} else if cur.ID != t.TopicID {
 		return status.Errorf(codes.NotFound, "topic %q was deleted since the ticket was issued", t.Topic)
 	}
-	sc, err := s.f.Scan(ctx, ScanRequest{Topic: t.Topic, Partitions: []int32{t.Partition}, FromOffset: t.From, ToOffset: t.To,
+	sc, err := s.scans.Scan(ctx, scan.Request{Topic: t.Topic, Partitions: []int32{t.Partition}, FromOffset: t.From, ToOffset: t.To,
 		FromTime: t.FromTime, ToTime: t.ToTime, Keys: t.Keys, Columns: t.Columns})
 	if err != nil {
 		return flightErr(err)
@@ -208,14 +217,14 @@ func (s *FlightService) DoGet(tk *flight.Ticket, stream flight.FlightService_DoG
 
 // ListFlights lists every topic as a path descriptor.
 func (s *FlightService) ListFlights(_ *flight.Criteria, stream flight.FlightService_ListFlightsServer) error {
-	ts, err := s.f.meta.ListTopics(stream.Context())
+	ts, err := s.topics.ListTopics(stream.Context())
 	if err != nil {
 		return flightErr(err)
 	}
 	for _, t := range ts {
-		sch, err := ScanSchemaOf(t, nil)
+		sch, err := scan.SchemaOf(t, nil)
 		if err != nil {
-			sch = ScanSchema // a stored schema this node cannot read: scans of it fail
+			sch = scan.RecordSchema // a stored schema this node cannot read: scans of it fail
 		}
 		schema := flight.SerializeSchema(sch, memory.DefaultAllocator)
 		if err := stream.Send(&flight.FlightInfo{Schema: schema, TotalRecords: -1, TotalBytes: -1,
@@ -223,5 +232,26 @@ func (s *FlightService) ListFlights(_ *flight.Criteria, stream flight.FlightServ
 			return err
 		}
 	}
+	return nil
+}
+
+// startFlight serves Arrow Flight on cfg.FlightListen (when set, on a node
+// with the fetch role) until the node stops.
+func (n *Node) startFlight(cfg Config) error {
+	if cfg.FlightListen == "" || n.fetcher == nil {
+		return nil
+	}
+	var err error
+	n.flightLn, err = net.Listen("tcp", cfg.FlightListen)
+	if err != nil {
+		return fmt.Errorf("listen for Arrow Flight on %s: %w", cfg.FlightListen, err)
+	}
+	// No location: clients DoGet from the node that planned (or any).
+	svc := NewFlightService(n.scanReader(), n.meta)
+	go func() {
+		if err := ServeFlight(n.baseCtx, n.flightLn, svc); err != nil {
+			n.log.Error("arrow flight server stopped", "err", err)
+		}
+	}()
 	return nil
 }

@@ -1,4 +1,4 @@
-package query_test
+package blockcache_test
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/varve-io/varve/blockcache"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
@@ -81,14 +81,14 @@ func TestConcurrentReadsShareOneGet(t *testing.T) {
 	// decoders must not be created inside it.
 	fs := newFS(t)
 	entries := writeSegment(t, fs, "seg/a.vseg", 1, 50)
-	warm := query.NewFetcher(fs, nil, nil, query.NewBlockCache(1), nil, nil)
+	warm := blockcache.New(fs, blockcache.NewMemory(1), nil, nil)
 	if _, err := warm.Block(context.Background(), entries[0]); err != nil {
 		t.Fatal(err)
 	}
 	synctest.Test(t, func(t *testing.T) {
 		rec := tier.NewRecorder(fs)
 		gate := &gatedStore{Store: rec, open: make(chan struct{})}
-		f := query.NewFetcher(gate, nil, nil, query.NewBlockCache(64<<20), nil, nil)
+		f := blockcache.New(gate, blockcache.NewMemory(64<<20), nil, nil)
 		const n = 32
 		var wg sync.WaitGroup
 		errs := make([]error, n)
@@ -121,13 +121,13 @@ func TestDiskCacheSurvivesRestart(t *testing.T) {
 	rec := tier.NewRecorder(fs)
 	dir := filepath.Join(t.TempDir(), "cache")
 	ctx := context.Background()
-	open := func() *query.Fetcher {
-		d, err := query.OpenDiskCache(dir, 1<<20)
+	open := func() *blockcache.Reader {
+		d, err := blockcache.OpenDisk(dir, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := query.NewFetcher(rec, nil, nil, query.NewBlockCache(64<<20), nil, nil)
-		f.SetDiskCache(d)
+		f := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
+		f.SetDisk(d)
 		return f
 	}
 	f := open()
@@ -140,7 +140,7 @@ func TestDiskCacheSurvivesRestart(t *testing.T) {
 	}
 	rec.Reset()
 	f = open() // a restart: empty memory, same directory
-	if got := f.DiskCache().Len(); got != 3 {
+	if got := f.Disk().Len(); got != 3 {
 		t.Fatalf("disk cache indexed %d blocks after a restart, want 3", got)
 	}
 	for p, e := range entries {
@@ -160,14 +160,14 @@ func TestCorruptDiskCacheFileIsAMiss(t *testing.T) {
 			fs := newFS(t)
 			e := writeSegment(t, fs, "seg/c.vseg", 1, 30)[0]
 			rec := tier.NewRecorder(fs)
-			d, err := query.OpenDiskCache(t.TempDir(), 1<<20)
+			d, err := blockcache.OpenDisk(t.TempDir(), 1<<20)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
 			read := func() {
-				f := query.NewFetcher(rec, nil, nil, query.NewBlockCache(64<<20), nil, nil)
-				f.SetDiskCache(d)
+				f := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
+				f.SetDisk(d)
 				recs, err := f.Block(ctx, e)
 				checkBlock(t, recs, err, 0, 30)
 			}
@@ -203,7 +203,7 @@ func TestCorruptDiskCacheFileIsAMiss(t *testing.T) {
 // fetcherPeers routes BlockService calls to in-process fetchers by address.
 type fetcherPeers struct {
 	mu    sync.Mutex
-	nodes map[string]*query.Fetcher
+	nodes map[string]*blockcache.Reader
 	calls int
 }
 
@@ -213,7 +213,7 @@ func (p *fetcherPeers) GetBlock(ctx context.Context, addr, object string, off, l
 	p.calls++
 	p.mu.Unlock()
 	if f == nil {
-		return nil, fmt.Errorf("%w: no node at %s", query.ErrUnavailable, addr)
+		return nil, fmt.Errorf("%w: no node at %s", blockcache.ErrUnavailable, addr)
 	}
 	b, _, err := f.BlockBytes(ctx, object, off, length)
 	return b, err
@@ -228,11 +228,11 @@ func TestOwnersReadTheBucketOnce(t *testing.T) {
 	entries := writeSegment(t, fs, "seg/d.vseg", 12, 20)
 	rec := tier.NewRecorder(fs)
 	members := map[string]string{"a": "addr-a", "b": "addr-b", "c": "addr-c"}
-	peers := &fetcherPeers{nodes: map[string]*query.Fetcher{}}
-	var fetchers []*query.Fetcher
+	peers := &fetcherPeers{nodes: map[string]*blockcache.Reader{}}
+	var fetchers []*blockcache.Reader
 	for id, addr := range members {
-		f := query.NewFetcher(rec, nil, nil, query.NewBlockCache(64<<20), nil, nil)
-		o := query.NewOwners(id)
+		f := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
+		o := blockcache.NewOwners(id)
 		o.Set(members)
 		f.SetOwners(o, peers)
 		peers.nodes[addr] = f
@@ -289,7 +289,7 @@ func TestOwnersReadTheBucketOnce(t *testing.T) {
 func TestOwnersMoveOnlyWhatTheyMust(t *testing.T) {
 	three := map[string]string{"n1": "a1", "n2": "a2", "n3": "a3"}
 	four := map[string]string{"n1": "a1", "n2": "a2", "n3": "a3", "n4": "a4"}
-	o := query.NewOwners("n1")
+	o := blockcache.NewOwners("n1")
 	owner := func() map[string]string {
 		m := map[string]string{}
 		for i := range 4000 {
@@ -336,7 +336,7 @@ func TestOwnersMoveOnlyWhatTheyMust(t *testing.T) {
 	// without it, and nobody else's move.
 	o.Suspect("n3", time.Hour)
 	without := map[string]string{"n1": "a1", "n2": "a2"}
-	o2 := query.NewOwners("n1")
+	o2 := blockcache.NewOwners("n1")
 	o2.Set(without)
 	for i := range 4000 {
 		p, _ := o.Owner("obj", int64(i)*1000)
@@ -354,7 +354,7 @@ func TestOwnersMoveOnlyWhatTheyMust(t *testing.T) {
 		}
 	}
 	// Alone, or before any membership is known, a node owns everything.
-	lone := query.NewOwners("x")
+	lone := blockcache.NewOwners("x")
 	if p, remote := lone.Owner("obj", 0); remote || p.ID != "x" {
 		t.Fatalf("lone node: owner %v remote %v", p, remote)
 	}
@@ -365,7 +365,7 @@ func TestOwnersMoveOnlyWhatTheyMust(t *testing.T) {
 // removes leftover temporary files.
 func TestDiskCacheBoundAndOrder(t *testing.T) {
 	dir := t.TempDir()
-	d, err := query.OpenDiskCache(dir, 10_000)
+	d, err := blockcache.OpenDisk(dir, 10_000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +397,7 @@ func TestDiskCacheBoundAndOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Reopened smaller: the oldest blocks go, the recently read stay.
-	d, err = query.OpenDiskCache(dir, 3000)
+	d, err = blockcache.OpenDisk(dir, 3000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +413,7 @@ func TestDiskCacheBoundAndOrder(t *testing.T) {
 	if err := d.Put("big", 0, make([]byte, 4000)); err != nil || d.Size() != 3000 {
 		t.Fatalf("a block larger than the cache changed it: %v, %d bytes", err, d.Size())
 	}
-	if _, err := query.OpenDiskCache(t.TempDir(), 0); err == nil {
+	if _, err := blockcache.OpenDisk(t.TempDir(), 0); err == nil {
 		t.Fatal("a disk cache of 0 bytes was accepted")
 	}
 }

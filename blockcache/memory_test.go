@@ -1,4 +1,4 @@
-package query
+package blockcache
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 )
 
 func TestBlockCacheStaysWithinBytes(t *testing.T) {
-	c := NewBlockCache(10_000)
+	c := NewMemory(10_000)
 	recs := []segment.Record{{Value: make([]byte, 1000)}}
 	for i := range 100 {
 		c.Put(fmt.Sprint("obj", i), 0, recs, 1000)

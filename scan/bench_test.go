@@ -1,4 +1,4 @@
-package query_test
+package scan_test
 
 import (
 	"context"
@@ -18,7 +18,8 @@ import (
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/parquet"
+	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -109,7 +110,7 @@ func loadBench(b *testing.B, mib int) *benchData {
 // zstd decompression + record decode of the same blocks on every core
 // (the floor a scan cannot beat), and Parquet export speed and size.
 //
-//	go test -run '^$' -bench Scan -benchtime 5x ./query/
+//	go test -run '^$' -bench Scan -benchtime 5x ./scan/
 func BenchmarkScan(b *testing.B) {
 	d := loadBench(b, 64)
 	ctx := context.Background()
@@ -121,15 +122,15 @@ func BenchmarkScan(b *testing.B) {
 	// its highest while scanning (sampled every 5 ms) minus before.
 	scanBench := func(legacy bool, cols []string) func(b *testing.B) {
 		return func(b *testing.B) {
-			query.UseLegacyScanDecode(legacy)
-			defer query.UseLegacyScanDecode(false)
+			scan.UseLegacyScanDecode(legacy)
+			defer scan.UseLegacyScanDecode(false)
 			var first, setup time.Duration
 			peak := newHeapPeak()
 			cpu0 := cpuTime()
 			b.SetBytes(d.raw)
 			for b.Loop() {
 				start := time.Now()
-				sc, err := d.e.f.Scan(ctx, query.ScanRequest{Topic: d.topic, Columns: cols, Alloc: memory.NewGoAllocator()})
+				sc, err := d.e.r.Scan(ctx, scan.Request{Topic: d.topic, Columns: cols, Alloc: memory.NewGoAllocator()})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -234,11 +235,11 @@ func BenchmarkScan(b *testing.B) {
 		var size int64
 		for b.Loop() {
 			dir := b.TempDir()
-			sc, err := d.e.f.Scan(ctx, query.ScanRequest{Topic: d.topic})
+			sc, err := d.e.r.Scan(ctx, scan.Request{Topic: d.topic})
 			if err != nil {
 				b.Fatal(err)
 			}
-			files, err := query.ExportParquet(ctx, sc, dir, query.ParquetOptions{})
+			files, err := parquet.ExportDir(ctx, sc, dir, parquet.Options{})
 			sc.Release()
 			if err != nil {
 				b.Fatal(err)
@@ -256,11 +257,11 @@ func BenchmarkScan(b *testing.B) {
 	b.Run("parquet-single-file", func(b *testing.B) {
 		b.SetBytes(d.raw)
 		for b.Loop() {
-			sc, err := d.e.f.Scan(ctx, query.ScanRequest{Topic: d.topic})
+			sc, err := d.e.r.Scan(ctx, scan.Request{Topic: d.topic})
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := query.WriteParquet(io.Discard, sc, query.ParquetOptions{}); err != nil {
+			if _, err := parquet.Write(io.Discard, sc, parquet.Options{}); err != nil {
 				b.Fatal(err)
 			}
 			sc.Release()

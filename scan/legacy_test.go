@@ -1,4 +1,4 @@
-package query
+package scan
 
 // The scan's decode path before segment.VisitBlock and the direct column
 // writers (DecodeBlock into []segment.Record, then Arrow builders), kept
@@ -6,15 +6,14 @@ package query
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/varve-io/varve/blockcache"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -23,7 +22,7 @@ import (
 func UseLegacyScanDecode(on bool) {
 	if on {
 		scanBlockFunc = func(s *Scanner, t *scanTask) ([]arrow.RecordBatch, error) {
-			recs, err := s.f.legacyScanBlock(s.ctx, t.e)
+			recs, err := s.legacyScanBlock(s.ctx, t.e)
 			if err != nil {
 				return nil, err
 			}
@@ -34,32 +33,23 @@ func UseLegacyScanDecode(on bool) {
 	}
 }
 
-// scanBlock reads a block like Block does, but leaves the block cache
-// alone: a long scan would otherwise evict what tailing consumers read.
-func (f *Fetcher) legacyScanBlock(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
-	if recs, ok := f.blocks.Get(e.Object, e.Off); ok {
-		f.hits.Add(ctx, 1)
-		return recs, nil
-	}
-	f.misses.Add(ctx, 1)
-	f.gets.Add(ctx, 1)
-	b, err := f.store.GetRange(ctx, e.Object, e.Off, e.Len)
+// legacyScanBlock reads a block like ReadBlock does (leaving the block
+// cache alone) and decodes it whole.
+func (s *Scanner) legacyScanBlock(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
+	b, cached, err := s.r.blocks.ReadBlock(ctx, e)
 	if err != nil {
-		if errors.Is(err, tier.ErrNotFound) || errors.Is(err, tier.ErrInvalidRange) {
-			return nil, fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("%w: read block %s@%d: %v", ErrUnavailable, e.Object, e.Off, err)
+		return nil, err
+	}
+	if cached != nil {
+		return cached, nil
 	}
 	recs, err := segment.DecodeBlock(b)
 	if err == nil && int64(len(recs)) != e.Records {
 		err = fmt.Errorf("%w: block has %d records, the index says %d", segment.ErrCorrupt, len(recs), e.Records)
 	}
 	if err != nil {
-		f.log.Error("corrupt block", "object", e.Object, "off", e.Off, "err", err)
-		return nil, fmt.Errorf("%w: %s/%d offsets %d-%d: object %s bytes %d+%d: %v", ErrDataLoss, e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
+		s.r.log.Error("corrupt block", "object", e.Object, "off", e.Off, "err", err)
+		return nil, blockcache.DataLoss(e, err)
 	}
 	return recs, nil
 }
@@ -99,7 +89,7 @@ func (s *Scanner) legacyToArrow(t *scanTask, recs []segment.Record) ([]arrow.Rec
 	return out, nil
 }
 
-// legacyBuilder appends records as rows of ScanSchema.
+// legacyBuilder appends records as rows of RecordSchema.
 type legacyBuilder struct {
 	rb      *array.RecordBuilder
 	topic   *array.StringBuilder
@@ -118,7 +108,7 @@ type legacyBuilder struct {
 }
 
 func newLegacyBuilder(alloc memory.Allocator) *legacyBuilder {
-	rb := array.NewRecordBuilder(alloc, ScanSchema)
+	rb := array.NewRecordBuilder(alloc, RecordSchema)
 	b := &legacyBuilder{
 		rb:      rb,
 		topic:   rb.Field(0).(*array.StringBuilder),

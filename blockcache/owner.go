@@ -1,4 +1,4 @@
-package query
+package blockcache
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package query
+package blockcache
 
 import (
 	"container/list"
@@ -7,12 +7,12 @@ import (
 	"github.com/varve-io/varve/tier/segment"
 )
 
-// BlockCache is the memory tier: a byte-bounded LRU of decoded blocks,
+// Memory is the memory tier: a byte-bounded LRU of decoded blocks,
 // keyed by object and block offset. Blocks are immutable, so entries never
 // go stale. An entry may also keep the block's stored (compressed) bytes, so
 // the node can serve the block to the other fetch nodes it owns it for
 // without reading it again.
-type BlockCache struct {
+type Memory struct {
 	mu    sync.Mutex
 	max   int64
 	size  int64
@@ -32,13 +32,13 @@ type cacheEntry struct {
 	size   int64
 }
 
-// NewBlockCache makes a cache holding up to maxBytes of decoded records.
-func NewBlockCache(maxBytes int64) *BlockCache {
-	return &BlockCache{max: maxBytes, ll: list.New(), items: map[blockKey]*list.Element{}}
+// NewMemory makes a cache holding up to maxBytes of decoded records.
+func NewMemory(maxBytes int64) *Memory {
+	return &Memory{max: maxBytes, ll: list.New(), items: map[blockKey]*list.Element{}}
 }
 
 // Get returns a cached block.
-func (c *BlockCache) Get(object string, off int64) ([]segment.Record, bool) {
+func (c *Memory) Get(object string, off int64) ([]segment.Record, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[blockKey{object, off}]; ok {
@@ -50,13 +50,13 @@ func (c *BlockCache) Get(object string, off int64) ([]segment.Record, bool) {
 
 // Put adds a block of rawBytes decoded bytes, evicting the least recently
 // used blocks beyond the bound. Blocks larger than the whole cache are not kept.
-func (c *BlockCache) Put(object string, off int64, recs []segment.Record, rawBytes int64) {
+func (c *Memory) Put(object string, off int64, recs []segment.Record, rawBytes int64) {
 	c.PutStored(object, off, recs, rawBytes, nil)
 }
 
 // PutStored is Put keeping also the block's stored bytes (which count
 // towards the bound); a block already cached without them gains them.
-func (c *BlockCache) PutStored(object string, off int64, recs []segment.Record, rawBytes int64, stored []byte) {
+func (c *Memory) PutStored(object string, off int64, recs []segment.Record, rawBytes int64, stored []byte) {
 	// A decoded Record is an 80-byte struct plus its header slice.
 	size := rawBytes + 128 + int64(len(stored))
 	for i := range recs {
@@ -86,7 +86,7 @@ func (c *BlockCache) PutStored(object string, off int64, recs []segment.Record, 
 
 // evictLocked drops least recently used blocks until the cache fits,
 // never keep (the entry just added).
-func (c *BlockCache) evictLocked(keep *list.Element) {
+func (c *Memory) evictLocked(keep *list.Element) {
 	for c.size > c.max {
 		el := c.ll.Back()
 		if el == keep {
@@ -103,7 +103,7 @@ func (c *BlockCache) evictLocked(keep *list.Element) {
 }
 
 // Stored returns the stored bytes of a cached block, when they were kept.
-func (c *BlockCache) Stored(object string, off int64) ([]byte, bool) {
+func (c *Memory) Stored(object string, off int64) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[blockKey{object, off}]; ok {
@@ -116,7 +116,7 @@ func (c *BlockCache) Stored(object string, off int64) ([]byte, bool) {
 }
 
 // Size returns the bytes held.
-func (c *BlockCache) Size() int64 {
+func (c *Memory) Size() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.size

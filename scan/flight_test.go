@@ -1,4 +1,4 @@
-package query_test
+package scan_test
 
 import (
 	"context"
@@ -14,7 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/varve-io/varve/query"
+	"github.com/varve-io/varve/node"
+	"github.com/varve-io/varve/scan"
 )
 
 // TestFlight reads scans through arrow-go's own Flight client over a real
@@ -31,7 +32,7 @@ func TestFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- query.ServeFlight(ctx, ln, query.NewFlightService(e.f, "grpc+tcp://"+ln.Addr().String()))
+		served <- node.ServeFlight(ctx, ln, node.NewFlightService(e.r, e.meta, "grpc+tcp://"+ln.Addr().String()))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -52,7 +53,7 @@ func TestFlight(t *testing.T) {
 			t.Fatal(err)
 		}
 		schema, err := flight.DeserializeSchema(info.GetSchema(), memory.DefaultAllocator)
-		if err != nil || !schema.Equal(query.ScanSchema) {
+		if err != nil || !schema.Equal(scan.RecordSchema) {
 			t.Fatalf("flight info schema %v: %v", schema, err)
 		}
 		var out []row
@@ -90,7 +91,7 @@ func TestFlight(t *testing.T) {
 	sameRows(t, got, want)
 
 	// A command: two partitions, an offset and a time range.
-	cmd, _ := json.Marshal(query.FlightCommand{Topic: "fl", Partitions: []int32{2, 1}, FromOffset: 50, ToOffset: 200, FromTime: base + 1000})
+	cmd, _ := json.Marshal(node.FlightCommand{Topic: "fl", Partitions: []int32{2, 1}, FromOffset: 50, ToOffset: 200, FromTime: base + 1000})
 	got, info = readAll(t, &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: cmd})
 	if len(info.GetEndpoint()) != 2 {
 		t.Fatalf("%d endpoints, want 2", len(info.GetEndpoint()))

@@ -1,10 +1,11 @@
-package query
+package fetch
 
 import (
 	"context"
 	"fmt"
 	"time"
 
+	"github.com/varve-io/varve/blockcache"
 	"github.com/varve-io/varve/metadata"
 )
 
@@ -30,7 +31,7 @@ type PartitionOffset struct {
 // earliest offset, the latest (next) offset, or the first offset whose
 // record's timestamp is at or after ts (the latest offset when none is).
 func (f *Fetcher) ListOffsets(ctx context.Context, topic string, partitions []int32, spec OffsetSpec, ts int64) ([]PartitionOffset, error) {
-	t, err := f.topic(ctx, topic)
+	t, err := f.Topic(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +86,7 @@ func (f *Fetcher) offsetForTime(ctx context.Context, topic string, p int32, st m
 			if ctx.Err() != nil {
 				return 0, 0, ctx.Err()
 			}
-			return 0, 0, fmt.Errorf("%w: the index of %s/%d is behind etcd", ErrUnavailable, topic, p)
+			return 0, 0, fmt.Errorf("%w: the index of %s/%d is behind etcd", blockcache.ErrUnavailable, topic, p)
 		}
 	}
 	for _, e := range f.index.Entries(topic, p, st.Start, 0) {
