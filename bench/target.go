@@ -19,6 +19,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -144,7 +145,7 @@ type varveCluster struct {
 }
 
 func (v *varveCluster) CreateTopic(ctx context.Context, topic string, partitions int) error {
-	c := sdk.New(v.addrs[0])
+	c := admin.New(v.addrs[0])
 	defer c.Close()
 	_, err := c.CreateTopic(ctx, topic, int32(partitions), nil)
 	return err

@@ -11,6 +11,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -42,9 +43,9 @@ func TestIdempotentProducerOverThousandPartitions(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	admin := sdk.New(nodes[0].Addr())
+	adm := admin.New(nodes[0].Addr())
 	const topic = "wide"
-	if _, err := admin.CreateTopic(ctx, topic, partitions, nil); err != nil {
+	if _, err := adm.CreateTopic(ctx, topic, partitions, nil); err != nil {
 		t.Fatal(err)
 	}
 

@@ -20,6 +20,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // collector is an in-process OTLP/gRPC trace receiver.
@@ -130,7 +131,7 @@ func TestTraceReachesOTLPCollector(t *testing.T) {
 	ctx := context.Background()
 	wc := sdk.New(writer.Addr(), sdk.WithTracerProvider(tp))
 	defer wc.Close()
-	if _, err := wc.CreateTopic(ctx, "traced", 1, nil); err != nil {
+	if _, err := admin.NewFromClient(wc).CreateTopic(ctx, "traced", 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	pctx, parent := tp.Tracer("test").Start(ctx, "app.produce")

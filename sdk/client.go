@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -138,6 +139,10 @@ type Client struct {
 	produce varvev1connect.ProduceServiceClient
 	fetch   varvev1connect.FetchServiceClient
 	scan    varvev1connect.ScanServiceClient
+	groups  varvev1connect.GroupServiceClient
+	copts   []connect.ClientOption
+	log     *slog.Logger
+	hooks   []Hooks
 }
 
 type clientConfig struct {
@@ -146,6 +151,8 @@ type clientConfig struct {
 	connOpts []connect.ClientOption
 	tracer   trace.TracerProvider
 	prop     propagation.TextMapPropagator
+	log      *slog.Logger
+	hooks    []Hooks
 }
 
 // Option configures a Client.
@@ -215,7 +222,10 @@ func New(addr string, opts ...Option) *Client {
 		addr = "http://" + addr
 	}
 	addr = strings.TrimRight(addr, "/")
-	c := &Client{addr: addr, http: cfg.http}
+	c := &Client{addr: addr, http: cfg.http, log: cfg.log, hooks: cfg.hooks}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
 	if c.http == nil {
 		c.own = NewHTTPClient()
 		c.http = c.own
@@ -239,7 +249,9 @@ func New(addr string, opts ...Option) *Client {
 		}
 	}
 	copts = append(copts, cfg.connOpts...)
+	c.copts = copts
 	c.topics = varvev1connect.NewTopicServiceClient(c.http, addr, copts...)
+	c.groups = varvev1connect.NewGroupServiceClient(c.http, addr, copts...)
 	c.produce = varvev1connect.NewProduceServiceClient(c.http, addr, copts...)
 	c.fetch = varvev1connect.NewFetchServiceClient(c.http, addr, copts...)
 	// Arrow batches of a scan are large; gzip would cap a scan at the speed
@@ -251,6 +263,14 @@ func New(addr string, opts ...Option) *Client {
 // Addr returns the cluster address the client talks to.
 func (c *Client) Addr() string { return c.addr }
 
+// ConnectConfig returns what the client's Connect service clients are
+// built from: its HTTP client, the cluster's base URL and the client
+// options (protocol, tracing, interceptors). Packages building on the
+// client, such as sdk/admin, make their service clients from it.
+func (c *Client) ConnectConfig() (connect.HTTPClient, string, []connect.ClientOption) {
+	return c.http, c.addr, c.copts[:len(c.copts):len(c.copts)]
+}
+
 // Close releases the idle connections of the client's own HTTP client. It
 // does not stop producers or consumers; close those first.
 func (c *Client) Close() {
@@ -259,57 +279,14 @@ func (c *Client) Close() {
 	}
 }
 
-// CreateTopic creates a topic with the given number of partitions. cfg may
-// be nil for the cluster defaults. An existing topic is
-// connect.CodeAlreadyExists.
-func (c *Client) CreateTopic(ctx context.Context, name string, partitions int32, cfg *varvev1.TopicConfig) (*varvev1.Topic, error) {
-	res, err := c.topics.CreateTopic(ctx, connect.NewRequest(&varvev1.CreateTopicRequest{Name: name, Partitions: partitions, Config: cfg}))
+// partitionCount returns the number of partitions of topic, for the
+// producer's partitioner and the consumer's assignment.
+func (c *Client) partitionCount(ctx context.Context, topic string) (int32, error) {
+	res, err := c.topics.DescribeTopic(ctx, connect.NewRequest(&varvev1.DescribeTopicRequest{Name: topic}))
 	if err != nil {
-		return nil, fmt.Errorf("create topic %s: %w", name, err)
+		return 0, fmt.Errorf("describe topic %s: %w", topic, err)
 	}
-	return res.Msg.GetTopic(), nil
-}
-
-// ListTopics returns every topic.
-func (c *Client) ListTopics(ctx context.Context) ([]*varvev1.Topic, error) {
-	res, err := c.topics.ListTopics(ctx, connect.NewRequest(&varvev1.ListTopicsRequest{}))
-	if err != nil {
-		return nil, fmt.Errorf("list topics: %w", err)
-	}
-	return res.Msg.GetTopics(), nil
-}
-
-// DescribeTopic returns a topic and the state of each of its partitions.
-func (c *Client) DescribeTopic(ctx context.Context, name string) (*varvev1.DescribeTopicResponse, error) {
-	res, err := c.topics.DescribeTopic(ctx, connect.NewRequest(&varvev1.DescribeTopicRequest{Name: name}))
-	if err != nil {
-		return nil, fmt.Errorf("describe topic %s: %w", name, err)
-	}
-	return res.Msg, nil
-}
-
-// UpdateTopic changes a topic in place: the fields set in req (its Name is
-// set from name) change, the others stay. Bad values, a smaller partition
-// count or an invalid schema are connect.CodeInvalidArgument, an unknown
-// topic connect.CodeNotFound.
-func (c *Client) UpdateTopic(ctx context.Context, name string, req *varvev1.UpdateTopicRequest) (*varvev1.Topic, error) {
-	if req == nil {
-		req = &varvev1.UpdateTopicRequest{}
-	}
-	req.Name = name
-	res, err := c.topics.UpdateTopic(ctx, connect.NewRequest(req))
-	if err != nil {
-		return nil, fmt.Errorf("update topic %s: %w", name, err)
-	}
-	return res.Msg.GetTopic(), nil
-}
-
-// DeleteTopic deletes a topic and, eventually, its data.
-func (c *Client) DeleteTopic(ctx context.Context, name string) error {
-	if _, err := c.topics.DeleteTopic(ctx, connect.NewRequest(&varvev1.DeleteTopicRequest{Name: name})); err != nil {
-		return fmt.Errorf("delete topic %s: %w", name, err)
-	}
-	return nil
+	return res.Msg.GetTopic().GetPartitions(), nil
 }
 
 // Produce appends recs to topic in one RPC, without batching or retries,
@@ -324,7 +301,11 @@ func (c *Client) Produce(ctx context.Context, topic string, recs []Record) ([]Of
 		}
 		req.Records[i] = toProduceRecord(&recs[i], part)
 	}
-	res, err := c.produce.Produce(ctx, connect.NewRequest(req))
+	bytes := 0
+	for i := range recs {
+		bytes += recordDataSize(&recs[i])
+	}
+	res, err := c.produceRPC(ctx, req, bytes)
 	if err != nil {
 		return nil, fmt.Errorf("produce %d records to %s: %w", len(recs), topic, err)
 	}
@@ -346,15 +327,19 @@ func (c *Client) Produce(ctx context.Context, topic string, recs []Record) ([]Of
 // empty result if none arrives. An offset before the log start or after the
 // high watermark is connect.CodeOutOfRange.
 func (c *Client) Fetch(ctx context.Context, topic string, partition int32, offset int64, maxBytes int32, maxWait time.Duration) (*FetchResult, error) {
+	start := time.Now()
 	res, err := c.fetch.Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{
 		Topic: topic, Partition: partition, Offset: offset, MaxBytes: maxBytes, MaxWaitMs: durationMs(maxWait),
 	}))
 	if err != nil {
+		c.fetched(topic, partition, nil, start, err)
 		return nil, fmt.Errorf("fetch %s/%d at offset %d: %w", topic, partition, offset, err)
 	}
 	m := res.Msg
+	recs := fromProtoRecords(topic, m.GetRecords())
+	c.fetched(topic, partition, recs, start, nil)
 	return &FetchResult{
-		Records:        fromProtoRecords(topic, m.GetRecords()),
+		Records:        recs,
 		NextOffset:     m.GetNextOffset(),
 		LogStartOffset: m.GetLogStartOffset(),
 		HighWatermark:  m.GetHighWatermark(),

@@ -402,11 +402,10 @@ func (c *Consumer) assignment(ctx context.Context) ([]int32, error) {
 		return parts, nil
 	}
 	c.mu.Unlock()
-	d, err := c.c.DescribeTopic(ctx, c.topic)
+	n, err := c.c.partitionCount(ctx, c.topic)
 	if err != nil {
 		return nil, err
 	}
-	n := d.GetTopic().GetPartitions()
 	parts := make([]int32, n)
 	for i := range parts {
 		parts[i] = int32(i)
@@ -554,6 +553,7 @@ func (c *Consumer) resetOffset(ctx context.Context, p int32, offset int64, fetch
 	default:
 		ev.To = e
 	}
+	c.c.log.Warn("offset out of range: position reset", "topic", c.topic, "partition", p, "from", offset, "to", ev.To, "policy", c.opts.OffsetReset.String())
 	return ev, nil
 }
 

@@ -1,10 +1,17 @@
 // Package sdk is the Go client of Varve.
 //
-// It owns the client side of the public API: a [Client] for administration
-// and plain calls (one RPC each), a batching asynchronous [Producer] with
-// retries, an assigned-partition [Consumer] that long-polls partitions
-// concurrently, and [Client.Tail], which follows one partition over the
-// server-streaming Subscribe RPC.
+// It owns the data path of the public API: a [Client] for plain calls (one
+// RPC each), a batching asynchronous [Producer] with retries, an
+// assigned-partition [Consumer] that long-polls partitions concurrently, a
+// [GroupConsumer], scans, and [Client.Tail], which follows one partition
+// over the server-streaming Subscribe RPC. Administration (topics, groups,
+// compaction) is package sdk/admin, built on a Client (as franz-go's kadm on
+// kgo).
+//
+// [WithHooks] calls user functions after every Produce and Fetch request
+// ([Hooks].OnProduceBatch, OnFetch: topic, partition, records, bytes,
+// latency, error), so metrics plug in without forking; [WithLogger] gives
+// the client a *slog.Logger (it logs nothing by default).
 //
 // sdk imports only the generated API (gen/varve/v1), connect, the standard
 // library, google.golang.org/genproto's errdetails (to honour RetryInfo) and

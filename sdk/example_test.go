@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // A producer batches records and calls back once each is durable; a consumer
@@ -14,7 +18,8 @@ func Example() {
 	ctx := context.Background()
 	c := sdk.New("http://127.0.0.1:7700")
 	defer c.Close()
-	if _, err := c.CreateTopic(ctx, "clicks", 3, nil); err != nil {
+	// Topics are managed by the admin client, which shares c's transport.
+	if _, err := admin.NewFromClient(c).CreateTopic(ctx, "clicks", 3, nil); err != nil {
 		log.Fatal(err)
 	}
 
@@ -43,4 +48,39 @@ func Example() {
 	for _, r := range recs {
 		fmt.Println(r.Partition, r.Offset, string(r.Value))
 	}
+}
+
+// Hooks plug metrics into the client without forking it: here counters of
+// records and bytes produced and fetched, and the produce latency. A
+// Prometheus or OpenTelemetry recorder goes in the same place. The logger
+// receives retries, producer ids, offset resets and rebalances.
+func ExampleWithHooks() {
+	var producedRecords, producedBytes, fetchedBytes, errs atomic.Int64
+	var slowest atomic.Int64 // nanoseconds
+	c := sdk.New("http://127.0.0.1:7700",
+		sdk.WithLogger(slog.Default()),
+		sdk.WithHooks(sdk.Hooks{
+			OnProduceBatch: func(e sdk.ProduceBatchEvent) {
+				if e.Err != nil {
+					errs.Add(1)
+					return
+				}
+				producedRecords.Add(int64(e.Records))
+				producedBytes.Add(int64(e.Bytes))
+				for {
+					old := slowest.Load()
+					if int64(e.Latency) <= old || slowest.CompareAndSwap(old, int64(e.Latency)) {
+						break
+					}
+				}
+			},
+			OnFetch: func(e sdk.FetchEvent) {
+				if e.Err == nil {
+					fetchedBytes.Add(int64(e.Bytes))
+				}
+			},
+		}))
+	defer c.Close()
+	// Use c as usual: every Produce and Fetch request is counted.
+	fmt.Println(producedRecords.Load(), producedBytes.Load(), fetchedBytes.Load(), errs.Load(), time.Duration(slowest.Load()))
 }

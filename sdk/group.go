@@ -124,7 +124,7 @@ func (c *Client) NewGroupConsumer(group string, opts GroupOptions) *GroupConsume
 	ctx, cancel := context.WithCancel(context.Background())
 	return &GroupConsumer{
 		c: c, group: group, opts: opts,
-		groups: c.groupService(),
+		groups: c.groups,
 		ctx:    ctx, cancel: cancel,
 		consumers: map[string]*Consumer{},
 		assigned:  map[TopicPartition]bool{},
@@ -310,6 +310,9 @@ func (g *GroupConsumer) apply(ctx context.Context) {
 	}
 	sortTPs(revoked)
 	sortTPs(added)
+	if len(revoked)+len(added) > 0 {
+		g.c.log.Info("group assignment changed", "group", g.group, "generation", msg.GetGeneration(), "added", len(added), "revoked", len(revoked), "lost", lost)
+	}
 	if msg != nil {
 		// Revoked partitions may still be committed in the new generation.
 		g.mu.Lock()
@@ -739,63 +742,4 @@ func (g *GroupConsumer) heartbeat(ctx context.Context, member string, every time
 			g.report(fmt.Errorf("heartbeat in group %s: %w", g.group, err))
 		}
 	}
-}
-
-func (c *Client) groupService() varvev1connect.GroupServiceClient {
-	return varvev1connect.NewGroupServiceClient(c.http, c.addr)
-}
-
-// ListGroups returns every consumer group.
-func (c *Client) ListGroups(ctx context.Context) ([]*varvev1.GroupSummary, error) {
-	res, err := c.groupService().ListGroups(ctx, connect.NewRequest(&varvev1.ListGroupsRequest{}))
-	if err != nil {
-		return nil, fmt.Errorf("list groups: %w", err)
-	}
-	return res.Msg.GetGroups(), nil
-}
-
-// DescribeGroup returns a group's members, assignment, and per partition
-// the committed offset, end offset and lag. An unknown group is
-// connect.CodeNotFound.
-func (c *Client) DescribeGroup(ctx context.Context, group string) (*varvev1.DescribeGroupResponse, error) {
-	res, err := c.groupService().DescribeGroup(ctx, connect.NewRequest(&varvev1.DescribeGroupRequest{Group: group}))
-	if err != nil {
-		return nil, fmt.Errorf("describe group %s: %w", group, err)
-	}
-	return res.Msg, nil
-}
-
-// CommittedOffsets returns the group's committed offset of every partition
-// it committed.
-func (c *Client) CommittedOffsets(ctx context.Context, group string) (map[TopicPartition]int64, error) {
-	res, err := c.groupService().FetchCommitted(ctx, connect.NewRequest(&varvev1.FetchCommittedRequest{Group: group}))
-	if err != nil {
-		return nil, fmt.Errorf("fetch committed offsets of group %s: %w", group, err)
-	}
-	out := map[TopicPartition]int64{}
-	for _, o := range res.Msg.GetOffsets() {
-		out[TopicPartition{o.GetTopic(), o.GetPartition()}] = o.GetOffset()
-	}
-	return out, nil
-}
-
-// ResetGroupOffsets moves the committed offsets of a group without members
-// on topic (every partition, or those given) to the earliest or latest
-// offset, the first record at or after a time, or an offset. A group with
-// members is connect.CodeFailedPrecondition (reason GROUP_ACTIVE) and
-// nothing changes.
-func (c *Client) ResetGroupOffsets(ctx context.Context, req *varvev1.ResetOffsetsRequest) ([]*varvev1.CommittedOffset, error) {
-	res, err := c.groupService().ResetOffsets(ctx, connect.NewRequest(req))
-	if err != nil {
-		return nil, fmt.Errorf("reset offsets of group %s on %s: %w", req.GetGroup(), req.GetTopic(), err)
-	}
-	return res.Msg.GetOffsets(), nil
-}
-
-// DeleteGroup deletes a group without members and its committed offsets.
-func (c *Client) DeleteGroup(ctx context.Context, group string) error {
-	if _, err := c.groupService().DeleteGroup(ctx, connect.NewRequest(&varvev1.DeleteGroupRequest{Group: group})); err != nil {
-		return fmt.Errorf("delete group %s: %w", group, err)
-	}
-	return nil
 }

@@ -15,9 +15,9 @@ import (
 
 	"connectrpc.com/connect"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // seen records which offsets of which partitions were processed.
@@ -123,20 +123,16 @@ func TestGroupConsumer(t *testing.T) {
 		t.Fatalf("processed %d of 400 records", s.count())
 	}
 	// Both are members of one generation, with two partitions each.
-	d, err := c.DescribeGroup(ctx, group)
+	d, err := admin.NewFromClient(c).DescribeGroup(ctx, group)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.GetMembers()) != 2 {
+	if len(d.Members) != 2 {
 		t.Fatalf("describe: %v", d)
 	}
-	for _, m := range d.GetMembers() {
-		n := 0
-		for _, tp := range m.GetAssignment() {
-			n += len(tp.GetPartitions())
-		}
-		if n != 2 {
-			t.Fatalf("member %s has %d partitions", m.GetMemberId(), n)
+	for _, m := range d.Members {
+		if n := len(m.Assignment); n != 2 {
+			t.Fatalf("member %s has %d partitions", m.MemberID, n)
 		}
 	}
 	cancel()
@@ -159,16 +155,16 @@ func TestGroupConsumer(t *testing.T) {
 	}
 	mu.Unlock()
 	// Everything is committed: the group has no lag.
-	d, err = c.DescribeGroup(cctx, group)
+	d, err = admin.NewFromClient(c).DescribeGroup(cctx, group)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.GetSummary().GetState() != "empty" {
-		t.Fatalf("after close: %v", d.GetSummary())
+	if d.Summary.State != "empty" {
+		t.Fatalf("after close: %v", d.Summary)
 	}
-	for _, p := range d.GetPartitions() {
-		if p.GetCommittedOffset() != 100 || p.GetLag() != 0 {
-			t.Fatalf("partition %d: %v", p.GetPartition(), p)
+	for _, p := range d.Partitions {
+		if p.CommittedOffset != 100 || p.Lag != 0 {
+			t.Fatalf("partition %d: %v", p.Partition, p)
 		}
 	}
 
@@ -178,14 +174,14 @@ func TestGroupConsumer(t *testing.T) {
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("resumed member read %d records: %v", len(recs), err)
 	}
-	if _, err := c.ResetGroupOffsets(cctx, &varvev1.ResetOffsetsRequest{Group: group, Topic: topic, Spec: varvev1.ResetSpec_RESET_SPEC_EARLIEST}); sdk.GroupReason(err) != "GROUP_ACTIVE" {
+	if _, err := admin.NewFromClient(c).ResetGroupOffsets(cctx, group, topic, admin.ResetToEarliest()); sdk.GroupReason(err) != "GROUP_ACTIVE" {
 		t.Fatalf("reset of an active group: %v", err)
 	}
 	if err := again.Close(cctx); err != nil {
 		t.Fatal(err)
 	}
-	offs, err := c.ResetGroupOffsets(cctx, &varvev1.ResetOffsetsRequest{Group: group, Topic: topic, Spec: varvev1.ResetSpec_RESET_SPEC_OFFSET, Offset: 90, Partitions: []int32{1}})
-	if err != nil || len(offs) != 1 || offs[0].GetOffset() != 90 {
+	offs, err := admin.NewFromClient(c).ResetGroupOffsets(cctx, group, topic, admin.ResetToOffset(90), 1)
+	if err != nil || len(offs) != 1 || offs[0].Offset != 90 || offs[0].Partition != 1 {
 		t.Fatalf("reset: %v %v", offs, err)
 	}
 	replay := c.NewGroupConsumer(group, sdk.GroupOptions{Topics: []string{topic}, MaxWait: 50 * time.Millisecond, AutoCommitInterval: -1})
@@ -206,14 +202,14 @@ func TestGroupConsumer(t *testing.T) {
 	if err := replay.Close(cctx); err != nil {
 		t.Fatal(err)
 	}
-	committed, err := c.CommittedOffsets(cctx, group)
+	committed, err := admin.NewFromClient(c).CommittedOffsets(cctx, group)
 	if err != nil || committed[sdk.TopicPartition{Topic: topic, Partition: 1}] != 100 {
 		t.Fatalf("committed: %v %v", committed, err)
 	}
-	if err := c.DeleteGroup(cctx, group); err != nil {
+	if err := admin.NewFromClient(c).DeleteGroup(cctx, group); err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, c.DeleteGroup(cctx, group), connect.CodeNotFound)
+	wantCode(t, admin.NewFromClient(c).DeleteGroup(cctx, group), connect.CodeNotFound)
 }
 
 func TestGroupConsumerBadInput(t *testing.T) {
@@ -401,15 +397,15 @@ func TestGroupConsumerSurvivesBrokenStream(t *testing.T) {
 		t.Fatal("the broken sessions were not reported to OnError")
 	}
 	// The stale member ids left the group: it has one member, the current.
-	var d *varvev1.DescribeGroupResponse
+	var d admin.GroupDescription
 	if !testenv.EventuallyEvery(10*time.Second, 5*time.Millisecond, func() bool {
 		var err error
-		if d, err = c.DescribeGroup(ctx, group); err != nil {
+		if d, err = admin.NewFromClient(c).DescribeGroup(ctx, group); err != nil {
 			t.Fatal(err)
 		}
 		m, _ := gc.Generation()
-		return len(d.GetMembers()) == 1 && d.GetMembers()[0].GetMemberId() == m
+		return len(d.Members) == 1 && d.Members[0].MemberID == m
 	}) {
-		t.Fatalf("stale members still in the group (session timeout 60 s): %v", d.GetMembers())
+		t.Fatalf("stale members still in the group (session timeout 60 s): %v", d.Members)
 	}
 }

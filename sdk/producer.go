@@ -515,87 +515,26 @@ func (p *Producer) complete(tq *topicQueue, batch []*pendingRecord, err error) {
 // number; every retry resends the same numbers, so the cluster stores the
 // batch once and answers a duplicate with the original offsets.
 func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
-	idem := !p.opts.DisableIdempotence
-	needPartitioner := idem
-	if p.opts.Partitioner != nil && !idem {
-		for _, pr := range batch {
-			if pr.part < 0 {
-				needPartitioner = true
-				break
-			}
-		}
+	st := &sendState{
+		idem: !p.opts.DisableIdempotence,
+		req:  &varvev1.ProduceRequest{Topic: tq.name, Records: make([]*varvev1.ProduceRecord, len(batch))},
 	}
+	st.needPartitioner = st.idem || p.partitionerChooses(batch)
 	var gen uint64
-	if idem {
+	if st.idem {
 		var err error
 		if gen, err = p.idemAcquire(); err != nil {
 			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, err)
 		}
 		defer p.idem.gate.RUnlock()
 	}
-	req := &varvev1.ProduceRequest{Topic: tq.name, Records: make([]*varvev1.ProduceRecord, len(batch))}
-	built, numbered := false, false
 	for attempt := 0; ; attempt++ {
-		err := func() error {
-			actx, cancel := p.attemptContext()
-			defer cancel()
-			if !built {
-				if needPartitioner && tq.partitions <= 0 {
-					d, err := p.c.DescribeTopic(actx, tq.name)
-					if err != nil {
-						return err
-					}
-					tq.partitions = d.GetTopic().GetPartitions()
-				}
-				sticky := int32(-1)
-				for i, pr := range batch {
-					part := pr.part
-					if needPartitioner && part < 0 {
-						switch {
-						case p.opts.Partitioner != nil:
-							part = p.opts.Partitioner(pr.rec.Key, tq.partitions)
-						case pr.rec.Key != nil:
-							part = murmur2.Partition(pr.rec.Key, tq.partitions)
-						default:
-							if sticky < 0 {
-								sticky = rand.Int32N(tq.partitions)
-							}
-							part = sticky
-						}
-						if part < 0 || part >= tq.partitions {
-							return connect.NewError(connect.CodeInvalidArgument,
-								fmt.Errorf("partitioner chose partition %d of a topic with %d partitions", part, tq.partitions))
-						}
-					}
-					req.Records[i] = toProduceRecord(&pr.rec, part)
-				}
-				built = true
-			}
-			if idem && !numbered {
-				p.number(req)
-				numbered = true
-			}
-			res, err := p.c.produce.Produce(actx, connect.NewRequest(req))
-			if err != nil {
-				return err
-			}
-			results := res.Msg.GetResults()
-			if len(results) != len(batch) {
-				return connect.NewError(connect.CodeInternal, fmt.Errorf("cluster answered %d results for %d records", len(results), len(batch)))
-			}
-			for i, r := range results {
-				batch[i].rec.Topic = tq.name
-				batch[i].rec.Partition = r.GetPartition()
-				batch[i].rec.ExplicitPartition = true
-				batch[i].rec.Offset = r.GetOffset()
-			}
-			return nil
-		}()
+		err := p.attempt(tq, batch, st)
 		if err == nil {
 			return nil
 		}
 		if p.ctx.Err() != nil {
-			p.markUncertain(idem && numbered)
+			p.markUncertain(st.idem && st.numbered)
 			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, ErrProducerClosed)
 		}
 		reason := producerErrorReason(err)
@@ -606,32 +545,134 @@ func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
 			gen, err = p.reinit(gen, true)
 			p.idem.gate.RLock()
 			if err == nil {
-				numbered = false
+				st.numbered = false
 				continue
 			}
 		}
 		if reason != "" || !Retriable(err) || attempt >= p.retry.retries {
-			// The topic may have been re-created with other partitions.
-			tq.partitions = 0
-			switch reason {
-			case ReasonProducerFenced:
-				err = p.fence(fmt.Errorf("%w: %w", ErrProducerFenced, err))
-			case ReasonOutOfOrderSequence:
-				err = fmt.Errorf("%w: %w", ErrOutOfOrderSequence, err)
-			case ReasonUnknownProducer:
-				err = fmt.Errorf("%w: %w", ErrUnknownProducer, err)
-			}
-			p.markUncertain(idem && numbered)
-			if attempt > 0 {
-				return fmt.Errorf("produce %d records to %s (after %d retries): %w", len(batch), tq.name, attempt, err)
-			}
-			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, err)
+			return p.failBatch(tq, len(batch), attempt, reason, err, st.idem && st.numbered)
 		}
-		if sleepCtx(p.ctx, p.retry.delay(err, attempt)) != nil {
-			p.markUncertain(idem && numbered)
+		delay := p.retry.delay(err, attempt)
+		p.c.log.Debug("retrying produce", "topic", tq.name, "records", len(batch), "attempt", attempt+1, "delay", delay, "err", err)
+		if sleepCtx(p.ctx, delay) != nil {
+			p.markUncertain(st.idem && st.numbered)
 			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, ErrProducerClosed)
 		}
 	}
+}
+
+// sendState is a batch's request across the attempts of send.
+type sendState struct {
+	req             *varvev1.ProduceRequest
+	idem            bool
+	needPartitioner bool // the producer chooses partitions (else the cluster)
+	built           bool // req holds the batch's records
+	numbered        bool // req carries sequence numbers
+}
+
+// partitionerChooses reports whether the batch has records whose
+// partition the producer's own Partitioner chooses without idempotence.
+func (p *Producer) partitionerChooses(batch []*pendingRecord) bool {
+	if p.opts.Partitioner == nil {
+		return false
+	}
+	for _, pr := range batch {
+		if pr.part < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// attempt sends the batch once: it builds and numbers the request the
+// first time, and on success fills in the records' places.
+func (p *Producer) attempt(tq *topicQueue, batch []*pendingRecord, st *sendState) error {
+	actx, cancel := p.attemptContext()
+	defer cancel()
+	if !st.built {
+		if err := p.build(actx, tq, batch, st); err != nil {
+			return err
+		}
+		st.built = true
+	}
+	if st.idem && !st.numbered {
+		p.number(st.req)
+		st.numbered = true
+	}
+	bytes := 0
+	for _, pr := range batch {
+		bytes += recordDataSize(&pr.rec)
+	}
+	res, err := p.c.produceRPC(actx, st.req, bytes)
+	if err != nil {
+		return err
+	}
+	results := res.Msg.GetResults()
+	if len(results) != len(batch) {
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("cluster answered %d results for %d records", len(results), len(batch)))
+	}
+	for i, r := range results {
+		batch[i].rec.Topic = tq.name
+		batch[i].rec.Partition = r.GetPartition()
+		batch[i].rec.ExplicitPartition = true
+		batch[i].rec.Offset = r.GetOffset()
+	}
+	return nil
+}
+
+// build fills the request with the batch's records, choosing the
+// partition of those without one when the producer chooses.
+func (p *Producer) build(ctx context.Context, tq *topicQueue, batch []*pendingRecord, st *sendState) error {
+	if st.needPartitioner && tq.partitions <= 0 {
+		n, err := p.c.partitionCount(ctx, tq.name)
+		if err != nil {
+			return err
+		}
+		tq.partitions = n
+	}
+	sticky := int32(-1)
+	for i, pr := range batch {
+		part := pr.part
+		if st.needPartitioner && part < 0 {
+			switch {
+			case p.opts.Partitioner != nil:
+				part = p.opts.Partitioner(pr.rec.Key, tq.partitions)
+			case pr.rec.Key != nil:
+				part = murmur2.Partition(pr.rec.Key, tq.partitions)
+			default:
+				if sticky < 0 {
+					sticky = rand.Int32N(tq.partitions)
+				}
+				part = sticky
+			}
+			if part < 0 || part >= tq.partitions {
+				return connect.NewError(connect.CodeInvalidArgument,
+					fmt.Errorf("partitioner chose partition %d of a topic with %d partitions", part, tq.partitions))
+			}
+		}
+		st.req.Records[i] = toProduceRecord(&pr.rec, part)
+	}
+	return nil
+}
+
+// failBatch is the error of a batch that is not retried (any more): its
+// idempotence reason named by a sentinel, and the retries counted.
+func (p *Producer) failBatch(tq *topicQueue, n, attempt int, reason string, err error, uncertain bool) error {
+	// The topic may have been re-created with other partitions.
+	tq.partitions = 0
+	switch reason {
+	case ReasonProducerFenced:
+		err = p.fence(fmt.Errorf("%w: %w", ErrProducerFenced, err))
+	case ReasonOutOfOrderSequence:
+		err = fmt.Errorf("%w: %w", ErrOutOfOrderSequence, err)
+	case ReasonUnknownProducer:
+		err = fmt.Errorf("%w: %w", ErrUnknownProducer, err)
+	}
+	p.markUncertain(uncertain)
+	if attempt > 0 {
+		return fmt.Errorf("produce %d records to %s (after %d retries): %w", n, tq.name, attempt, err)
+	}
+	return fmt.Errorf("produce %d records to %s: %w", n, tq.name, err)
 }
 
 // number gives each partition of req its first sequence and advances the
@@ -731,6 +772,7 @@ func (p *Producer) reinit(gen uint64, newID bool) (uint64, error) {
 	p.idem.gen++
 	p.idem.ready, p.idem.needBump = true, false
 	p.idem.seqs = map[seqKey]int32{}
+	p.c.log.Info("producer id assigned", "producer_id", p.idem.id, "epoch", p.idem.epoch)
 	return p.idem.gen, nil
 }
 

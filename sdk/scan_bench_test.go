@@ -9,6 +9,7 @@ import (
 
 	"github.com/varve-io/varve/bench"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // BenchmarkScanOverConnect scans about 32 MiB of realistic JSON events in
@@ -22,7 +23,7 @@ func BenchmarkScanOverConnect(b *testing.B) {
 	defer c.Close()
 	ctx := context.Background()
 	topic := uniq("scanbench")
-	if _, err := c.CreateTopic(ctx, topic, 4, nil); err != nil {
+	if _, err := admin.NewFromClient(c).CreateTopic(ctx, topic, 4, nil); err != nil {
 		b.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(1, 2))

@@ -1,20 +1,23 @@
 package sdk_test
 
 import (
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"google.golang.org/protobuf/proto"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
-func jsonSchema(fields string) *varvev1.TopicSchema {
-	return &varvev1.TopicSchema{Format: varvev1.SchemaFormat_SCHEMA_FORMAT_JSON, Fields: fields}
+func jsonSchema(fields string) *admin.Schema {
+	return &admin.Schema{Format: admin.SchemaJSON, Fields: fields}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // TestTopicSchemaOverAPI: a schema given at creation or later is checked,
 // stored in canonical form and turns scans over Connect into typed
@@ -26,31 +29,32 @@ func TestTopicSchemaOverAPI(t *testing.T) {
 
 	// Bad schemas at creation: nothing is created.
 	for _, bad := range []struct {
-		schema *varvev1.TopicSchema
+		schema *admin.Schema
 		msg    string
 	}{
 		{jsonSchema(`[{"name":"a","type":"varchar"}]`), `unknown type "varchar"`},
 		{jsonSchema(`[{"name":"a","type":"list<int32"}]`), `want '>'`},
 		{jsonSchema(`[{"name":"offset","type":"int64"}]`), `clashes with a record column`},
 		{jsonSchema(`not json`), `JSON list`},
-		{&varvev1.TopicSchema{Format: varvev1.SchemaFormat_SCHEMA_FORMAT_PROTOBUF, Fields: `[{"name":"a","type":"int32"}]`}, `not supported yet`},
-		{&varvev1.TopicSchema{Format: varvev1.SchemaFormat_SCHEMA_FORMAT_AVRO, Fields: `[{"name":"a","type":"int32"}]`}, `not supported yet`},
+		{&admin.Schema{Format: admin.SchemaProtobuf, Fields: `[{"name":"a","type":"int32"}]`}, `not supported yet`},
+		{&admin.Schema{Format: admin.SchemaAvro, Fields: `[{"name":"a","type":"int32"}]`}, `not supported yet`},
+		{&admin.Schema{Format: "yaml", Fields: `[{"name":"a","type":"int32"}]`}, `schema format "yaml"`},
 	} {
-		_, err := c.CreateTopic(ctx, topic, 1, &varvev1.TopicConfig{Schema: bad.schema})
+		_, err := admin.NewFromClient(c).CreateTopic(ctx, topic, 1, &admin.TopicConfig{Schema: bad.schema})
 		wantCode(t, err, connect.CodeInvalidArgument)
 		if !strings.Contains(err.Error(), bad.msg) {
-			t.Fatalf("create with %s: %v, want %q", bad.schema.GetFields(), err, bad.msg)
+			t.Fatalf("create with %s: %v, want %q", bad.schema.Fields, err, bad.msg)
 		}
 	}
-	if _, err := c.DescribeTopic(ctx, topic); connect.CodeOf(err) != connect.CodeNotFound {
+	if _, err := admin.NewFromClient(c).DescribeTopic(ctx, topic); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("a refused create left a topic: %v", err)
 	}
 
-	created, err := c.CreateTopic(ctx, topic, 1, &varvev1.TopicConfig{Schema: jsonSchema(`[{"name":"user","type":"string"},{"name":"n","type":"int64","nullable":false}]`)})
+	created, err := admin.NewFromClient(c).CreateTopic(ctx, topic, 1, &admin.TopicConfig{Schema: jsonSchema(`[{"name":"user","type":"string"},{"name":"n","type":"int64","nullable":false}]`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := created.GetConfig().GetSchema().GetFields(); got != `[{"name":"user","type":"utf8"},{"name":"n","type":"int64","nullable":false}]` {
+	if got := created.Config.Schema.Fields; got != `[{"name":"user","type":"utf8"},{"name":"n","type":"int64","nullable":false}]` {
 		t.Fatalf("stored schema %s", got)
 	}
 	if _, err := c.Produce(ctx, topic, []sdk.Record{
@@ -102,66 +106,66 @@ func TestTopicSchemaOverAPI(t *testing.T) {
 	wantCode(t, err, connect.CodeInvalidArgument)
 
 	// Updates: bad ones change nothing.
-	before, err := c.DescribeTopic(ctx, topic)
+	before, err := admin.NewFromClient(c).DescribeTopic(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []struct {
-		req  *varvev1.UpdateTopicRequest
+		req  admin.TopicUpdate
 		code connect.Code
 		msg  string
 	}{
-		{&varvev1.UpdateTopicRequest{}, connect.CodeInvalidArgument, "nothing to change"},
-		{&varvev1.UpdateTopicRequest{Partitions: proto.Int32(0)}, connect.CodeInvalidArgument, "partitions can only grow"},
-		{&varvev1.UpdateTopicRequest{RetentionMs: proto.Int64(-5)}, connect.CodeInvalidArgument, "retention_ms"},
-		{&varvev1.UpdateTopicRequest{RetentionBytes: proto.Int64(0)}, connect.CodeInvalidArgument, "retention_bytes"},
-		{&varvev1.UpdateTopicRequest{MaxRecordBytes: proto.Int32(-1)}, connect.CodeInvalidArgument, "max_record_bytes"},
-		{&varvev1.UpdateTopicRequest{Schema: jsonSchema(`[{"name":"x","type":"int128"}]`)}, connect.CodeInvalidArgument, `unknown type "int128"`},
-		{&varvev1.UpdateTopicRequest{Schema: jsonSchema(`[{"name":"x","type":"int32"}]`), ClearSchema: true}, connect.CodeInvalidArgument, "together"},
+		{admin.TopicUpdate{}, connect.CodeInvalidArgument, "nothing to change"},
+		{admin.TopicUpdate{Partitions: ptr[int32](0)}, connect.CodeInvalidArgument, "partitions can only grow"},
+		{admin.TopicUpdate{Retention: ptr(-5 * time.Millisecond)}, connect.CodeInvalidArgument, "retention_ms"},
+		{admin.TopicUpdate{RetentionBytes: ptr[int64](0)}, connect.CodeInvalidArgument, "retention_bytes"},
+		{admin.TopicUpdate{MaxRecordBytes: ptr[int32](-1)}, connect.CodeInvalidArgument, "max_record_bytes"},
+		{admin.TopicUpdate{Schema: jsonSchema(`[{"name":"x","type":"int128"}]`)}, connect.CodeInvalidArgument, `unknown type "int128"`},
+		{admin.TopicUpdate{Schema: jsonSchema(`[{"name":"x","type":"int32"}]`), ClearSchema: true}, connect.CodeInvalidArgument, "together"},
 	} {
-		_, err := c.UpdateTopic(ctx, topic, bad.req)
+		_, err := admin.NewFromClient(c).UpdateTopic(ctx, topic, bad.req)
 		wantCode(t, err, bad.code)
 		if !strings.Contains(err.Error(), bad.msg) {
 			t.Fatalf("update %v: %v, want %q", bad.req, err, bad.msg)
 		}
 	}
-	if _, err := c.UpdateTopic(ctx, "no-such-topic", &varvev1.UpdateTopicRequest{RetentionMs: proto.Int64(1000)}); connect.CodeOf(err) != connect.CodeNotFound {
+	if _, err := admin.NewFromClient(c).UpdateTopic(ctx, "no-such-topic", admin.TopicUpdate{Retention: ptr(time.Second)}); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("update of an unknown topic: %v", err)
 	}
-	after, err := c.DescribeTopic(ctx, topic)
+	after, err := admin.NewFromClient(c).DescribeTopic(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !proto.Equal(before, after) {
+	if !reflect.DeepEqual(before, after) {
 		t.Fatalf("refused updates changed the topic:\n%v\n%v", before, after)
 	}
 
 	// Good updates keep the id and the records.
-	up, err := c.UpdateTopic(ctx, topic, &varvev1.UpdateTopicRequest{
-		RetentionMs: proto.Int64(3600_000), RetentionBytes: proto.Int64(1 << 30), MaxRecordBytes: proto.Int32(2048), Partitions: proto.Int32(3),
+	up, err := admin.NewFromClient(c).UpdateTopic(ctx, topic, admin.TopicUpdate{
+		Retention: ptr(time.Hour), RetentionBytes: ptr[int64](1 << 30), MaxRecordBytes: ptr[int32](2048), Partitions: ptr[int32](3),
 		Schema: jsonSchema(`[{"name":"user","type":"binary"}]`),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := up.GetConfig()
-	if up.GetId() != created.GetId() || up.GetPartitions() != 3 || cfg.GetRetentionMs() != 3600_000 || cfg.GetRetentionBytes() != 1<<30 || cfg.GetMaxRecordBytes() != 2048 ||
-		cfg.GetSchema().GetFields() != `[{"name":"user","type":"binary"}]` {
+	cfg := up.Config
+	if up.ID != created.ID || up.Partitions != 3 || cfg.Retention != time.Hour || cfg.RetentionBytes != 1<<30 || cfg.MaxRecordBytes != 2048 ||
+		cfg.Schema == nil || cfg.Schema.Fields != `[{"name":"user","type":"binary"}]` {
 		t.Fatalf("updated topic %v", up)
 	}
-	d, err := c.DescribeTopic(ctx, topic)
-	if err != nil || len(d.GetPartitions()) != 3 || d.GetPartitions()[0].GetNextOffset() != 3 {
+	d, err := admin.NewFromClient(c).DescribeTopic(ctx, topic)
+	if err != nil || len(d.Partitions) != 3 || d.Partitions[0].NextOffset != 3 {
 		t.Fatalf("after growing: %v, %v", d, err)
 	}
 	if _, err := c.Produce(ctx, topic, []sdk.Record{{Partition: 2, ExplicitPartition: true, Value: []byte(`{"user":"AQI="}`)}}); err != nil {
 		t.Fatalf("produce to a new partition: %v", err)
 	}
 	// The scan follows the new schema (once this node's index saw it).
-	if _, err := c.UpdateTopic(ctx, topic, &varvev1.UpdateTopicRequest{ClearSchema: true}); err != nil {
+	if _, err := admin.NewFromClient(c).UpdateTopic(ctx, topic, admin.TopicUpdate{ClearSchema: true}); err != nil {
 		t.Fatal(err)
 	}
-	d, err = c.DescribeTopic(ctx, topic)
-	if err != nil || d.GetTopic().GetConfig().GetSchema() != nil {
+	d, err = admin.NewFromClient(c).DescribeTopic(ctx, topic)
+	if err != nil || d.Topic.Config.Schema != nil {
 		t.Fatalf("schema not cleared: %v, %v", d, err)
 	}
 	rd, err = c.Scan(ctx, topic, sdk.ScanOptions{Partitions: []int32{2}})

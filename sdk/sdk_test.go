@@ -19,6 +19,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // addr is the API of the dev node every test of the package shares; each
@@ -82,7 +83,7 @@ func testCtx(t *testing.T) context.Context {
 
 func createTopic(t *testing.T, c *sdk.Client, name string, partitions int32) {
 	t.Helper()
-	if _, err := c.CreateTopic(testCtx(t), name, partitions, nil); err != nil {
+	if _, err := admin.NewFromClient(c).CreateTopic(testCtx(t), name, partitions, nil); err != nil {
 		t.Fatalf("create topic %s: %v", name, err)
 	}
 }
@@ -101,49 +102,52 @@ func TestTopicAdmin(t *testing.T) {
 	topic := uniq("admin")
 	ctx := testCtx(t)
 	c := newClient(t)
-	cfg := &varvev1.TopicConfig{RetentionMs: -1, CleanupPolicy: varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT, MaxRecordBytes: 4096}
-	top, err := c.CreateTopic(ctx, topic, 3, cfg)
+	cfg := &admin.TopicConfig{Retention: admin.Forever, CleanupPolicy: admin.CleanupCompact, MaxRecordBytes: 4096}
+	top, err := admin.NewFromClient(c).CreateTopic(ctx, topic, 3, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if top.GetName() != topic || top.GetPartitions() != 3 || top.GetId() == "" {
+	if top.Name != topic || top.Partitions != 3 || top.ID == "" || top.Created.IsZero() {
 		t.Fatalf("created %v", top)
 	}
-	if got := top.GetConfig(); got.GetRetentionMs() != -1 || got.GetCleanupPolicy() != cfg.CleanupPolicy || got.GetMaxRecordBytes() != 4096 {
+	if got := top.Config; got.Retention != admin.Forever || got.CleanupPolicy != cfg.CleanupPolicy || got.MaxRecordBytes != 4096 {
 		t.Fatalf("config %v, want %v", got, cfg)
 	}
-	_, err = c.CreateTopic(ctx, topic, 3, nil)
+	// An unknown policy is refused before anything is sent.
+	_, err = admin.NewFromClient(c).CreateTopic(ctx, uniq("badpolicy"), 1, &admin.TopicConfig{CleanupPolicy: "shred"})
+	wantCode(t, err, connect.CodeInvalidArgument)
+	_, err = admin.NewFromClient(c).CreateTopic(ctx, topic, 3, nil)
 	wantCode(t, err, connect.CodeAlreadyExists)
 
-	topics, err := c.ListTopics(ctx)
+	topics, err := admin.NewFromClient(c).ListTopics(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(topics, func(t *varvev1.Topic) bool { return t.GetName() == topic }) {
+	if !slices.ContainsFunc(topics, func(t admin.Topic) bool { return t.Name == topic }) {
 		t.Fatalf("list %v lacks admin", topics)
 	}
-	d, err := c.DescribeTopic(ctx, topic)
+	d, err := admin.NewFromClient(c).DescribeTopic(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.GetPartitions()) != 3 || d.GetTopic().GetId() != top.GetId() {
+	if len(d.Partitions) != 3 || d.Topic.ID != top.ID {
 		t.Fatalf("describe %v", d)
 	}
-	if err := c.DeleteTopic(ctx, topic); err != nil {
+	if err := admin.NewFromClient(c).DeleteTopic(ctx, topic); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.DescribeTopic(ctx, topic)
+	_, err = admin.NewFromClient(c).DescribeTopic(ctx, topic)
 	wantCode(t, err, connect.CodeNotFound)
-	err = c.DeleteTopic(ctx, topic)
+	err = admin.NewFromClient(c).DeleteTopic(ctx, topic)
 	wantCode(t, err, connect.CodeNotFound)
-	_, err = c.CreateTopic(ctx, "bad", 0, nil)
+	_, err = admin.NewFromClient(c).CreateTopic(ctx, "bad", 0, nil)
 	wantCode(t, err, connect.CodeInvalidArgument)
 }
 
 func TestUnknownTopic(t *testing.T) {
 	ctx := testCtx(t)
 	c := newClient(t)
-	_, err := c.DescribeTopic(ctx, "nope")
+	_, err := admin.NewFromClient(c).DescribeTopic(ctx, "nope")
 	wantCode(t, err, connect.CodeNotFound)
 	_, err = c.Produce(ctx, "nope", []sdk.Record{{Partition: sdk.AnyPartition, Value: []byte("x")}})
 	wantCode(t, err, connect.CodeNotFound)
@@ -534,7 +538,7 @@ func TestProducerRetriesUntilNodeIsUp(t *testing.T) {
 		t.Fatalf("start a node on %s: %v", listen, err)
 	}
 	defer d.Shutdown(context.WithoutCancel(ctx))
-	if _, err := c.CreateTopic(ctx, "late", 1, nil); err != nil {
+	if _, err := admin.NewFromClient(c).CreateTopic(ctx, "late", 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	<-done
@@ -806,7 +810,7 @@ func TestGRPC(t *testing.T) {
 	if err != nil || len(res.Records) != 1 || string(res.Records[0].Value) != "g" {
 		t.Fatalf("fetch: %+v %v", res, err)
 	}
-	_, err = c.DescribeTopic(ctx, "nope")
+	_, err = admin.NewFromClient(c).DescribeTopic(ctx, "nope")
 	wantCode(t, err, connect.CodeNotFound)
 }
 

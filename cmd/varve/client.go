@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // defaultAddr is where client commands find a cluster unless told.
@@ -29,6 +30,12 @@ func addClientFlags(cmd *cobra.Command) {
 func newClient(cmd *cobra.Command) *sdk.Client {
 	addr, _ := cmd.Flags().GetString("addr")
 	return sdk.New(addr)
+}
+
+// newAdmin returns an admin client of the cluster named by --addr.
+func newAdmin(cmd *cobra.Command) *admin.Client {
+	addr, _ := cmd.Flags().GetString("addr")
+	return admin.New(addr)
 }
 
 // addFormatFlag declares --format text|json.

@@ -2,14 +2,9 @@ package main
 
 import (
 	"fmt"
-	"net/http"
 	"text/tabwriter"
 
-	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
-
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
-	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 )
 
 func newCompactionCmd() *cobra.Command {
@@ -21,16 +16,12 @@ blocks ingest writes into large per-partition objects, and keeps only the
 newest record per key of compacted topics. See docs/compaction.md.`,
 	}
 	addClientFlags(cmd)
-	admin := func(cmd *cobra.Command) varvev1connect.AdminServiceClient {
-		addr, _ := cmd.Flags().GetString("addr")
-		return varvev1connect.NewAdminServiceClient(http.DefaultClient, addr)
-	}
 	pause := &cobra.Command{
 		Use:   "pause",
 		Short: "Stop compaction on every node (a running job stops before its index swap)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := admin(cmd).PauseCompaction(cmd.Context(), connect.NewRequest(&varvev1.PauseCompactionRequest{})); err != nil {
+			if err := newAdmin(cmd).PauseCompaction(cmd.Context()); err != nil {
 				return clientError(cmd, "", err)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "compaction paused")
@@ -42,7 +33,7 @@ newest record per key of compacted topics. See docs/compaction.md.`,
 		Short: "Resume compaction on every node",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := admin(cmd).ResumeCompaction(cmd.Context(), connect.NewRequest(&varvev1.ResumeCompactionRequest{})); err != nil {
+			if err := newAdmin(cmd).ResumeCompaction(cmd.Context()); err != nil {
 				return clientError(cmd, "", err)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "compaction resumed")
@@ -59,24 +50,23 @@ newest record per key of compacted topics. See docs/compaction.md.`,
 				return err
 			}
 			topic, _ := cmd.Flags().GetString("topic")
-			resp, err := admin(cmd).CompactionStatus(cmd.Context(), connect.NewRequest(&varvev1.CompactionStatusRequest{Topic: topic}))
+			s, err := newAdmin(cmd).CompactionStatus(cmd.Context(), topic)
 			if err != nil {
 				return clientError(cmd, topic, err)
 			}
-			s := resp.Msg
 			if format == "json" {
-				return printProtoJSON(cmd, s)
+				return printProtoJSON(cmd, compactionStatusProto(s))
 			}
 			state := "running"
-			if s.GetPaused() {
+			if s.Paused {
 				state = "paused"
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "compaction: %s\nbacklog: %d level-0 entries, %d bytes (of %d index entries)\n\n", state, s.GetBacklogEntries(), s.GetBacklogBytes(), s.GetIndexEntries())
+			fmt.Fprintf(out, "compaction: %s\nbacklog: %d level-0 entries, %d bytes (of %d index entries)\n\n", state, s.BacklogEntries, s.BacklogBytes, s.IndexEntries)
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintln(w, "TOPIC\tPARTITION\tINDEX ENTRIES\tBACKLOG ENTRIES\tBACKLOG BYTES\t")
-			for _, p := range s.GetPartitions() {
-				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t\n", p.GetTopic(), p.GetPartition(), p.GetIndexEntries(), p.GetBacklogEntries(), p.GetBacklogBytes())
+			for _, p := range s.Partitions {
+				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t\n", p.Topic, p.Partition, p.IndexEntries, p.BacklogEntries, p.BacklogBytes)
 			}
 			return w.Flush()
 		},

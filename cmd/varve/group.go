@@ -12,8 +12,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 func newGroupCmd() *cobra.Command {
@@ -45,17 +45,17 @@ func newGroupListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			gs, err := newClient(cmd).ListGroups(cmd.Context())
+			gs, err := newAdmin(cmd).ListGroups(cmd.Context())
 			if err != nil {
 				return clientError(cmd, "", err)
 			}
 			if format == "json" {
-				return printProtoJSON(cmd, &varvev1.ListGroupsResponse{Groups: gs})
+				return printProtoJSON(cmd, groupsProto(gs))
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "GROUP\tSTATE\tMEMBERS\tGENERATION\tSTRATEGY")
 			for _, g := range gs {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", g.GetGroup(), g.GetState(), g.GetMembers(), g.GetGeneration(), g.GetStrategy())
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", g.Group, g.State, g.Members, g.Generation, g.Strategy)
 			}
 			return w.Flush()
 		},
@@ -74,45 +74,43 @@ func newGroupDescribeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			d, err := newClient(cmd).DescribeGroup(cmd.Context(), args[0])
+			d, err := newAdmin(cmd).DescribeGroup(cmd.Context(), args[0])
 			if err != nil {
 				return groupError(cmd, args[0], err)
 			}
 			if format == "json" {
-				return printProtoJSON(cmd, d)
+				return printProtoJSON(cmd, describeGroupProto(d))
 			}
-			s := d.GetSummary()
+			s := d.Summary
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "group %s: %s, %d members, generation %d, strategy %s\n\n", s.GetGroup(), s.GetState(), s.GetMembers(), s.GetGeneration(), s.GetStrategy())
+			fmt.Fprintf(out, "group %s: %s, %d members, generation %d, strategy %s\n\n", s.Group, s.State, s.Members, s.Generation, s.Strategy)
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "TOPIC\tPARTITION\tCOMMITTED\tEND\tLAG\tMEMBER")
-			for _, p := range d.GetPartitions() {
+			for _, p := range d.Partitions {
 				committed := "-"
-				if p.GetCommittedOffset() >= 0 {
-					committed = strconv.FormatInt(p.GetCommittedOffset(), 10)
+				if p.CommittedOffset >= 0 {
+					committed = strconv.FormatInt(p.CommittedOffset, 10)
 				}
-				member := p.GetMemberId()
+				member := p.MemberID
 				if member == "" {
 					member = "-"
 				}
-				fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%d\t%s\n", p.GetTopic(), p.GetPartition(), committed, p.GetEndOffset(), p.GetLag(), member)
+				fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%d\t%s\n", p.Topic, p.Partition, committed, p.EndOffset, p.Lag, member)
 			}
 			if err := w.Flush(); err != nil {
 				return err
 			}
-			if len(d.GetMembers()) > 0 {
+			if len(d.Members) > 0 {
 				fmt.Fprintln(out)
 				w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "MEMBER\tCLIENT\tNODE\tJOINED\tPARTITIONS")
-				for _, m := range d.GetMembers() {
+				for _, m := range d.Members {
 					var parts []string
-					for _, tp := range m.GetAssignment() {
-						for _, p := range tp.GetPartitions() {
-							parts = append(parts, fmt.Sprintf("%s/%d", tp.GetTopic(), p))
-						}
+					for _, tp := range m.Assignment {
+						parts = append(parts, fmt.Sprintf("%s/%d", tp.Topic, tp.Partition))
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.GetMemberId(), m.GetClientId(), m.GetNode(),
-						time.UnixMilli(m.GetJoinedMs()).UTC().Format(time.RFC3339), strings.Join(parts, ","))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.MemberID, m.ClientID, m.Node,
+						m.Joined.UTC().Format(time.RFC3339), strings.Join(parts, ","))
 				}
 				return w.Flush()
 			}
@@ -140,28 +138,29 @@ not exist yet is created with these offsets.`,
 			if topic == "" {
 				return errors.New("--topic is required")
 			}
-			req := &varvev1.ResetOffsetsRequest{Group: args[0], Topic: topic}
+			var partitions []int32
 			if partition >= 0 {
-				req.Partitions = []int32{partition}
+				partitions = []int32{partition}
 			}
+			var target admin.ResetTarget
 			switch to {
 			case "earliest":
-				req.Spec = varvev1.ResetSpec_RESET_SPEC_EARLIEST
+				target = admin.ResetToEarliest()
 			case "latest":
-				req.Spec = varvev1.ResetSpec_RESET_SPEC_LATEST
+				target = admin.ResetToLatest()
 			default:
 				if off, err := strconv.ParseInt(to, 10, 64); err == nil {
 					if off < 0 {
 						return fmt.Errorf("--to offset must not be negative, got %d", off)
 					}
-					req.Spec, req.Offset = varvev1.ResetSpec_RESET_SPEC_OFFSET, off
+					target = admin.ResetToOffset(off)
 				} else if t, err := time.Parse(time.RFC3339Nano, to); err == nil {
-					req.Spec, req.TimestampMs = varvev1.ResetSpec_RESET_SPEC_TIMESTAMP, t.UnixMilli()
+					target = admin.ResetToTime(t)
 				} else {
 					return fmt.Errorf("--to must be earliest, latest, an offset or an RFC 3339 time, not %q", to)
 				}
 			}
-			offs, err := newClient(cmd).ResetGroupOffsets(cmd.Context(), req)
+			offs, err := newAdmin(cmd).ResetGroupOffsets(cmd.Context(), args[0], topic, target, partitions...)
 			if err != nil {
 				if connect.CodeOf(err) == connect.CodeNotFound && sdk.GroupReason(err) == "" {
 					return clientError(cmd, topic, err)
@@ -169,7 +168,7 @@ not exist yet is created with these offsets.`,
 				return groupError(cmd, args[0], err)
 			}
 			for _, o := range offs {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s/%d -> %d\n", o.GetTopic(), o.GetPartition(), o.GetOffset())
+				fmt.Fprintf(cmd.OutOrStdout(), "%s/%d -> %d\n", o.Topic, o.Partition, o.Offset)
 			}
 			return nil
 		},
@@ -188,7 +187,7 @@ func newGroupDeleteCmd() *cobra.Command {
 		Short: "Delete a group without members and its committed offsets",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := newClient(cmd).DeleteGroup(cmd.Context(), args[0]); err != nil {
+			if err := newAdmin(cmd).DeleteGroup(cmd.Context(), args[0]); err != nil {
 				return groupError(cmd, args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "deleted group %s\n", args[0])

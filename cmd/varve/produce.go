@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 func newProduceCmd() *cobra.Command {
@@ -115,11 +116,11 @@ func runProduce(cmd *cobra.Command, args []string) error {
 	client := newClient(cmd)
 	defer client.Close()
 	// Fail fast on an unknown topic, and learn its record size limit.
-	d, err := client.DescribeTopic(ctx, topic)
+	d, err := admin.NewFromClient(client).DescribeTopic(ctx, topic)
 	if err != nil {
 		return clientError(cmd, topic, err)
 	}
-	maxRecord := int(d.GetTopic().GetConfig().GetMaxRecordBytes())
+	maxRecord := int(d.Topic.Config.MaxRecordBytes)
 
 	run := &produceRun{json: format == "json", out: bufio.NewWriter(cmd.OutOrStdout())}
 	p := client.NewProducer(sdk.ProducerOptions{})

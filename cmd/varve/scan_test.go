@@ -23,6 +23,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -53,7 +54,7 @@ func TestScanCommand(t *testing.T) {
 	addr := d.Addr()
 	c := sdk.New(addr)
 	defer c.Close()
-	if _, err := c.CreateTopic(ctx, "clicks", 2, nil); err != nil {
+	if _, err := admin.NewFromClient(c).CreateTopic(ctx, "clicks", 2, nil); err != nil {
 		t.Fatal(err)
 	}
 	base := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)

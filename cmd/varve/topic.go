@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 func newTopicCmd() *cobra.Command {
@@ -49,18 +49,15 @@ timestamp[s|ms|us|ns], date32, list<T>, struct<name: T, ...>.`,
 			if partitions < 1 {
 				return fmt.Errorf("--partitions must be at least 1, not %d", partitions)
 			}
-			cfg := &varvev1.TopicConfig{}
-			cfg.RetentionMs, _ = f.GetInt64("retention-ms")
+			cfg := &admin.TopicConfig{}
+			cfg.Retention = msFlag(f.GetInt64("retention-ms"))
 			cfg.RetentionBytes, _ = f.GetInt64("retention-bytes")
 			cfg.MaxRecordBytes, _ = f.GetInt32("max-record-bytes")
-			cfg.DeleteRetentionMs, _ = f.GetInt64("delete-retention-ms")
-			cfg.MinCompactionLagMs, _ = f.GetInt64("min-compaction-lag-ms")
+			cfg.DeleteRetention = msFlag(f.GetInt64("delete-retention-ms"))
+			cfg.MinCompactionLag = msFlag(f.GetInt64("min-compaction-lag-ms"))
 			switch policy, _ := f.GetString("cleanup-policy"); policy {
-			case "":
-			case "delete":
-				cfg.CleanupPolicy = varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE
-			case "compact":
-				cfg.CleanupPolicy = varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT
+			case "", "delete", "compact":
+				cfg.CleanupPolicy = admin.CleanupPolicy(policy)
 			default:
 				return fmt.Errorf("--cleanup-policy must be delete or compact, not %q", policy)
 			}
@@ -71,11 +68,11 @@ timestamp[s|ms|us|ns], date32, list<T>, struct<name: T, ...>.`,
 				}
 				cfg.Schema = ts
 			}
-			t, err := newClient(cmd).CreateTopic(cmd.Context(), name, partitions, cfg)
+			t, err := newAdmin(cmd).CreateTopic(cmd.Context(), name, partitions, cfg)
 			if err != nil {
 				return clientError(cmd, name, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created topic %s with %s\n", t.GetName(), plural(int(t.GetPartitions()), "partition"))
+			fmt.Fprintf(cmd.OutOrStdout(), "created topic %s with %s\n", t.Name, plural(int(t.Partitions), "partition"))
 			return nil
 		},
 	}
@@ -93,7 +90,7 @@ timestamp[s|ms|us|ns], date32, list<T>, struct<name: T, ...>.`,
 
 // readSchemaFlag reads --schema: inline JSON (it starts with '[' or '{')
 // or the name of a file holding it. JSON syntax errors say where they are.
-func readSchemaFlag(v string) (*varvev1.TopicSchema, error) {
+func readSchemaFlag(v string) (*admin.Schema, error) {
 	text := strings.TrimSpace(v)
 	where := "--schema"
 	if !strings.HasPrefix(text, "[") && !strings.HasPrefix(text, "{") {
@@ -106,7 +103,7 @@ func readSchemaFlag(v string) (*varvev1.TopicSchema, error) {
 	if err := checkJSON(text); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	return &varvev1.TopicSchema{Format: varvev1.SchemaFormat_SCHEMA_FORMAT_JSON, Fields: text}, nil
+	return &admin.Schema{Format: admin.SchemaJSON, Fields: text}, nil
 }
 
 // checkJSON reports a JSON syntax error with its line and column.
@@ -136,10 +133,10 @@ partitions than before).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			f := cmd.Flags()
-			req := &varvev1.UpdateTopicRequest{}
+			var req admin.TopicUpdate
 			if f.Changed("retention-ms") {
-				v, _ := f.GetInt64("retention-ms")
-				req.RetentionMs = &v
+				v := msFlag(f.GetInt64("retention-ms"))
+				req.Retention = &v
 			}
 			if f.Changed("retention-bytes") {
 				v, _ := f.GetInt64("retention-bytes")
@@ -162,11 +159,11 @@ partitions than before).`,
 				req.Schema = ts
 			}
 			req.ClearSchema, _ = f.GetBool("clear-schema")
-			t, err := newClient(cmd).UpdateTopic(cmd.Context(), name, req)
+			t, err := newAdmin(cmd).UpdateTopic(cmd.Context(), name, req)
 			if err != nil {
 				return clientError(cmd, name, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "altered topic %s\n", t.GetName())
+			fmt.Fprintf(cmd.OutOrStdout(), "altered topic %s\n", t.Name)
 			return nil
 		},
 	}
@@ -190,17 +187,17 @@ func newTopicListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			topics, err := newClient(cmd).ListTopics(cmd.Context())
+			topics, err := newAdmin(cmd).ListTopics(cmd.Context())
 			if err != nil {
 				return clientError(cmd, "", err)
 			}
 			if format == "json" {
-				return printProtoJSON(cmd, &varvev1.ListTopicsResponse{Topics: topics})
+				return printProtoJSON(cmd, topicsProto(topics))
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tPARTITIONS")
 			for _, t := range topics {
-				fmt.Fprintf(w, "%s\t%d\n", t.GetName(), t.GetPartitions())
+				fmt.Fprintf(w, "%s\t%d\n", t.Name, t.Partitions)
 			}
 			return w.Flush()
 		},
@@ -219,29 +216,29 @@ func newTopicDescribeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			d, err := newClient(cmd).DescribeTopic(cmd.Context(), args[0])
+			d, err := newAdmin(cmd).DescribeTopic(cmd.Context(), args[0])
 			if err != nil {
 				return clientError(cmd, args[0], err)
 			}
 			if format == "json" {
-				return printProtoJSON(cmd, d)
+				return printProtoJSON(cmd, describeTopicProto(d))
 			}
-			t, c := d.GetTopic(), d.GetTopic().GetConfig()
+			t, c := d.Topic, d.Topic.Config
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "topic:\t%s\n", t.GetName())
-			fmt.Fprintf(w, "id:\t%s\n", t.GetId())
-			fmt.Fprintf(w, "created:\t%s\n", time.UnixMilli(t.GetCreatedMs()).UTC().Format(time.RFC3339))
-			fmt.Fprintf(w, "partitions:\t%d\n", t.GetPartitions())
-			fmt.Fprintf(w, "retention-ms:\t%s\n", limit(c.GetRetentionMs(), "forever"))
-			fmt.Fprintf(w, "retention-bytes:\t%s\n", limit(c.GetRetentionBytes(), "unlimited"))
-			fmt.Fprintf(w, "cleanup-policy:\t%s\n", policyName(c.GetCleanupPolicy()))
-			if c.GetCleanupPolicy() == varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT {
-				fmt.Fprintf(w, "delete-retention-ms:\t%d\n", c.GetDeleteRetentionMs())
-				fmt.Fprintf(w, "min-compaction-lag-ms:\t%d\n", c.GetMinCompactionLagMs())
+			fmt.Fprintf(w, "topic:\t%s\n", t.Name)
+			fmt.Fprintf(w, "id:\t%s\n", t.ID)
+			fmt.Fprintf(w, "created:\t%s\n", t.Created.UTC().Format(time.RFC3339))
+			fmt.Fprintf(w, "partitions:\t%d\n", t.Partitions)
+			fmt.Fprintf(w, "retention-ms:\t%s\n", limit(msOf(c.Retention), "forever"))
+			fmt.Fprintf(w, "retention-bytes:\t%s\n", limit(c.RetentionBytes, "unlimited"))
+			fmt.Fprintf(w, "cleanup-policy:\t%s\n", policyName(c.CleanupPolicy))
+			if c.CleanupPolicy == admin.CleanupCompact {
+				fmt.Fprintf(w, "delete-retention-ms:\t%d\n", msOf(c.DeleteRetention))
+				fmt.Fprintf(w, "min-compaction-lag-ms:\t%d\n", msOf(c.MinCompactionLag))
 			}
-			fmt.Fprintf(w, "max-record-bytes:\t%s\n", limit(int64(c.GetMaxRecordBytes()), "unlimited"))
-			if sch := c.GetSchema(); sch != nil {
-				fmt.Fprintf(w, "schema:\t%s\n", sch.GetFields())
+			fmt.Fprintf(w, "max-record-bytes:\t%s\n", limit(int64(c.MaxRecordBytes), "unlimited"))
+			if sch := c.Schema; sch != nil {
+				fmt.Fprintf(w, "schema:\t%s\n", sch.Fields)
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -249,8 +246,8 @@ func newTopicDescribeCmd() *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout())
 			w = tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintln(w, "PARTITION\tLOG START\tNEXT OFFSET\tBYTES\tSEGMENTS\t")
-			for _, p := range d.GetPartitions() {
-				fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t\n", p.GetPartition(), p.GetLogStartOffset(), p.GetNextOffset(), p.GetBytes(), p.GetSegments())
+			for _, p := range d.Partitions {
+				fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t\n", p.Partition, p.LogStartOffset, p.NextOffset, p.Bytes, p.Segments)
 			}
 			return w.Flush()
 		},
@@ -265,7 +262,7 @@ func newTopicDeleteCmd() *cobra.Command {
 		Short: "Delete a topic and its records",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := newClient(cmd).DeleteTopic(cmd.Context(), args[0]); err != nil {
+			if err := newAdmin(cmd).DeleteTopic(cmd.Context(), args[0]); err != nil {
 				return clientError(cmd, args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "deleted topic %s\n", args[0])
@@ -290,12 +287,9 @@ func limit(v int64, none string) string {
 	return strconv.FormatInt(v, 10)
 }
 
-func policyName(p varvev1.CleanupPolicy) string {
-	switch p {
-	case varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT:
-		return "compact"
-	case varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE, varvev1.CleanupPolicy_CLEANUP_POLICY_UNSPECIFIED:
-		return "delete"
+func policyName(p admin.CleanupPolicy) string {
+	if p == "" {
+		return string(admin.CleanupDelete)
 	}
-	return p.String()
+	return string(p)
 }

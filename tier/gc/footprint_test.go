@@ -16,11 +16,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/compact"
 	"github.com/varve-io/varve/tier/gc"
@@ -54,11 +54,11 @@ func BenchmarkFootprint(b *testing.B) {
 		}
 		mib = n
 	}
-	forever := &varvev1.TopicConfig{RetentionMs: -1}
-	retention := &varvev1.TopicConfig{RetentionMs: -1, RetentionBytes: int64(mib) << 20 / footprintPartitions}
+	forever := &admin.TopicConfig{Retention: admin.Forever}
+	retention := &admin.TopicConfig{Retention: admin.Forever, RetentionBytes: int64(mib) << 20 / footprintPartitions}
 	for _, variant := range []struct {
 		name    string
-		cfg     *varvev1.TopicConfig
+		cfg     *admin.TopicConfig
 		compact bool
 	}{
 		{"forever", forever, false},
@@ -76,7 +76,7 @@ func BenchmarkFootprint(b *testing.B) {
 
 const footprintPartitions = 16
 
-func footprint(b *testing.B, mib int, cfg *varvev1.TopicConfig, compaction bool) {
+func footprint(b *testing.B, mib int, cfg *admin.TopicConfig, compaction bool) {
 	ctx := context.Background()
 	etcd := testenv.StartEtcd(b)
 	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: etcd})
@@ -100,7 +100,7 @@ func footprint(b *testing.B, mib int, cfg *varvev1.TopicConfig, compaction bool)
 	defer n.Shutdown(context.Background())
 	c := sdk.New(n.Addr())
 	defer c.Close()
-	if _, err := c.CreateTopic(ctx, "fp", footprintPartitions, cfg); err != nil {
+	if _, err := admin.NewFromClient(c).CreateTopic(ctx, "fp", footprintPartitions, cfg); err != nil {
 		b.Fatal(err)
 	}
 	clk := &clock{}

@@ -25,6 +25,7 @@ import (
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/gc"
 )
@@ -306,7 +307,7 @@ func (e *env) collectAfterGrace(t *testing.T) []string {
 func TestRetentionByTime(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	if _, err := e.c.CreateTopic(ctx, "rt", 1, &varvev1.TopicConfig{RetentionMs: time.Hour.Milliseconds()}); err != nil {
+	if _, err := admin.NewFromClient(e.c).CreateTopic(ctx, "rt", 1, &admin.TopicConfig{Retention: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	old := time.Now().Add(-3 * time.Hour)
@@ -387,7 +388,7 @@ func TestRetentionBySize(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	// Keep at least one byte: every block but the newest goes.
-	if _, err := e.c.CreateTopic(ctx, "rs", 1, &varvev1.TopicConfig{RetentionMs: -1, RetentionBytes: 1}); err != nil {
+	if _, err := admin.NewFromClient(e.c).CreateTopic(ctx, "rs", 1, &admin.TopicConfig{Retention: admin.Forever, RetentionBytes: 1}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 4 {
@@ -422,7 +423,7 @@ func TestRetentionBySize(t *testing.T) {
 func TestRetentionWithConcurrentProducer(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	if _, err := e.c.CreateTopic(ctx, "rc", 1, &varvev1.TopicConfig{RetentionMs: time.Hour.Milliseconds()}); err != nil {
+	if _, err := admin.NewFromClient(e.c).CreateTopic(ctx, "rc", 1, &admin.TopicConfig{Retention: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	old := time.Now().Add(-2 * time.Hour)
@@ -603,7 +604,7 @@ func TestNodeCompactRole(t *testing.T) {
 		}
 	}()
 	e := &env{c: sdk.New(n.Addr())}
-	if _, err := e.c.CreateTopic(ctx, "auto", 1, &varvev1.TopicConfig{RetentionMs: time.Hour.Milliseconds()}); err != nil {
+	if _, err := admin.NewFromClient(e.c).CreateTopic(ctx, "auto", 1, &admin.TopicConfig{Retention: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	e.produce(t, "auto", batch("old", 10, time.Now().Add(-2*time.Hour)))

@@ -95,16 +95,16 @@ func TestTerraformCLIDevOverrides(t *testing.T) {
 	}
 	topicID := func() string {
 		t.Helper()
-		d, err := client(t).DescribeTopic(context.Background(), topic)
+		d, err := adminClient(t).DescribeTopic(context.Background(), topic)
 		if err != nil {
 			t.Fatalf("describe %q on the cluster: %v", topic, err)
 		}
-		if d.GetTopic().GetPartitions() != 3 || d.GetTopic().GetConfig().GetRetentionMs() != 86400000 {
-			t.Fatalf("cluster has %v, want 3 partitions and retention_ms 86400000", d.GetTopic())
+		if d.Topic.Partitions != 3 || ms(d.Topic.Config.Retention) != 86400000 {
+			t.Fatalf("cluster has %v, want 3 partitions and retention_ms 86400000", d.Topic)
 		}
-		return d.GetTopic().GetId()
+		return d.Topic.ID
 	}
-	t.Cleanup(func() { _ = client(t).DeleteTopic(context.Background(), topic) })
+	t.Cleanup(func() { _ = adminClient(t).DeleteTopic(context.Background(), topic) })
 
 	tf(0, "apply", "-auto-approve")
 	id := topicID()
@@ -172,7 +172,7 @@ func TestTerraformCLIDevOverrides(t *testing.T) {
 	}
 
 	tf(0, "destroy", "-auto-approve")
-	if _, err := client(t).DescribeTopic(context.Background(), topic); connect.CodeOf(err) != connect.CodeNotFound {
+	if _, err := adminClient(t).DescribeTopic(context.Background(), topic); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("after destroy, describe %q returned %v, want NotFound", topic, err)
 	}
 
@@ -181,7 +181,7 @@ func TestTerraformCLIDevOverrides(t *testing.T) {
 	if out := tf(0, "test"); !strings.Contains(out, "1 passed, 0 failed") {
 		t.Fatalf("terraform test did not pass its run:\n%s", out)
 	}
-	if _, err := client(t).DescribeTopic(context.Background(), topic); connect.CodeOf(err) != connect.CodeNotFound {
+	if _, err := adminClient(t).DescribeTopic(context.Background(), topic); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("after terraform test, describe %q returned %v, want NotFound (test destroys what it creates)", topic, err)
 	}
 }

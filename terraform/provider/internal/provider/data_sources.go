@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // dataSourceBase holds the client every data source gets from Configure.
@@ -73,7 +73,7 @@ type topicDataModel struct {
 	CreatedMs          types.Int64  `tfsdk:"created_ms"`
 }
 
-func topicData(t *varvev1.Topic) topicDataModel {
+func topicData(t admin.Topic) topicDataModel {
 	s := topicState(t)
 	return topicDataModel{
 		Name: s.Name, Partitions: s.Partitions, RetentionMs: s.RetentionMs, RetentionBytes: s.RetentionBytes,
@@ -107,7 +107,7 @@ func (d *topicDataSource) Read(ctx context.Context, req datasource.ReadRequest, 
 		resp.Diagnostics.AddError("Cannot read topic", fmt.Sprintf("describe topic %q on %s: %v", cfg.Name.ValueString(), d.data.endpoint, err))
 		return
 	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, topicData(out.GetTopic()))...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, topicData(out.Topic))...)
 }
 
 // ---- data "varve_topics"
@@ -147,7 +147,7 @@ func (d *topicsDataSource) Read(ctx context.Context, _ datasource.ReadRequest, r
 	names := make([]string, len(ts))
 	objs := make([]topicDataModel, len(ts))
 	for i, t := range ts {
-		names[i], objs[i] = t.GetName(), topicData(t)
+		names[i], objs[i] = t.Name, topicData(t)
 	}
 	var m topicsModel
 	var diags diag.Diagnostics
@@ -161,12 +161,12 @@ func (d *topicsDataSource) Read(ctx context.Context, _ datasource.ReadRequest, r
 	resp.Diagnostics.Append(resp.State.Set(ctx, m)...)
 }
 
-func listSorted(ctx context.Context, d *clientData) ([]*varvev1.Topic, error) {
+func listSorted(ctx context.Context, d *clientData) ([]admin.Topic, error) {
 	ts, err := d.client.ListTopics(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list topics on %s: %w", d.endpoint, err)
 	}
-	sort.Slice(ts, func(i, j int) bool { return ts[i].GetName() < ts[j].GetName() })
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
 	return ts, nil
 }
 
@@ -205,7 +205,7 @@ func (d *clusterDataSource) Read(ctx context.Context, _ datasource.ReadRequest, 
 	}
 	names := make([]string, len(ts))
 	for i, t := range ts {
-		names[i] = t.GetName()
+		names[i] = t.Name
 	}
 	list, diags := types.ListValueFrom(ctx, types.StringType, names)
 	resp.Diagnostics.Append(diags...)

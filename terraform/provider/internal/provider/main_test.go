@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 	"github.com/varve-io/varve/terraform/provider/internal/provider"
 )
 
@@ -225,6 +226,21 @@ func client(t *testing.T) *sdk.Client {
 	c := sdk.New(devAddr)
 	t.Cleanup(c.Close)
 	return c
+}
+
+// adminClient is an admin client of the dev cluster, to check what
+// Terraform did independently of the provider.
+func adminClient(t *testing.T) *admin.Client {
+	return admin.NewFromClient(client(t))
+}
+
+// ms is a duration of the admin client in milliseconds, as the provider's
+// attributes hold it: admin.Forever is -1.
+func ms(d time.Duration) int64 {
+	if d == admin.Forever {
+		return -1
+	}
+	return d.Milliseconds()
 }
 
 func providerBlock() string {

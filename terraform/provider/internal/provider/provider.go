@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
-	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // DefaultEndpoint is used when neither the endpoint attribute nor VARVE_ADDR
@@ -36,7 +36,7 @@ type providerModel struct {
 
 // clientData is what Configure hands to resources and data sources.
 type clientData struct {
-	client   *sdk.Client
+	client   *admin.Client
 	endpoint string
 }
 
@@ -81,7 +81,7 @@ func (p *varveProvider) Configure(ctx context.Context, req tfprovider.ConfigureR
 		endpoint = "http://" + endpoint
 	}
 	endpoint = strings.TrimRight(endpoint, "/")
-	data := &clientData{client: sdk.New(endpoint), endpoint: endpoint}
+	data := &clientData{client: admin.New(endpoint), endpoint: endpoint}
 	resp.ResourceData = data
 	resp.DataSourceData = data
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 func topicConfig(name string, partitions int, extra string) string {
@@ -30,16 +30,16 @@ resource "varve_topic" "t" {
 
 // checkTopic asserts, through the SDK rather than the provider, what the
 // cluster holds.
-func checkTopic(t *testing.T, name string, partitions int32, retentionMs int64, policy varvev1.CleanupPolicy) resource.TestCheckFunc {
+func checkTopic(t *testing.T, name string, partitions int32, retentionMs int64, policy admin.CleanupPolicy) resource.TestCheckFunc {
 	return func(*terraform.State) error {
-		d, err := client(t).DescribeTopic(context.Background(), name)
+		d, err := adminClient(t).DescribeTopic(context.Background(), name)
 		if err != nil {
 			return fmt.Errorf("describe %q on the cluster: %w", name, err)
 		}
-		got := d.GetTopic()
-		if got.GetPartitions() != partitions || got.GetConfig().GetRetentionMs() != retentionMs || got.GetConfig().GetCleanupPolicy() != policy {
+		got := d.Topic
+		if got.Partitions != partitions || ms(got.Config.Retention) != retentionMs || got.Config.CleanupPolicy != policy {
 			return fmt.Errorf("cluster has topic %q with partitions=%d retention_ms=%d cleanup=%v, want %d, %d, %v",
-				name, got.GetPartitions(), got.GetConfig().GetRetentionMs(), got.GetConfig().GetCleanupPolicy(), partitions, retentionMs, policy)
+				name, got.Partitions, ms(got.Config.Retention), got.Config.CleanupPolicy, partitions, retentionMs, policy)
 		}
 		return nil
 	}
@@ -48,7 +48,7 @@ func checkTopic(t *testing.T, name string, partitions int32, retentionMs int64, 
 func checkGone(t *testing.T, names ...string) resource.TestCheckFunc {
 	return func(*terraform.State) error {
 		for _, n := range names {
-			_, err := client(t).DescribeTopic(context.Background(), n)
+			_, err := adminClient(t).DescribeTopic(context.Background(), n)
 			if connect.CodeOf(err) != connect.CodeNotFound {
 				return fmt.Errorf("topic %q should be gone from the cluster; describe returned %v", n, err)
 			}
@@ -64,8 +64,8 @@ func TestTopicLifecycle(t *testing.T) {
 	addr := "varve_topic.t"
 	topicID := statecheck.CompareValue(compare.ValuesDiffer())
 	sameID := statecheck.CompareValue(compare.ValuesSame())
-	compact := varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT
-	del := varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE
+	compact := admin.CleanupCompact
+	del := admin.CleanupDelete
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6Providers,
 		CheckDestroy:             checkGone(t, name),
@@ -132,7 +132,7 @@ func TestTopicLifecycle(t *testing.T) {
 			},
 			{ // deleted behind Terraform's back: the plan creates it again
 				PreConfig: func() {
-					if err := client(t).DeleteTopic(context.Background(), name); err != nil {
+					if err := adminClient(t).DeleteTopic(context.Background(), name); err != nil {
 						t.Fatalf("delete %q out of band: %v", name, err)
 					}
 				},
@@ -151,7 +151,7 @@ func TestTopicLifecycle(t *testing.T) {
 // again; it is imported instead, after which the plan is empty.
 func TestTopicImportExisting(t *testing.T) {
 	const name = "tfacc-existing"
-	if _, err := client(t).CreateTopic(context.Background(), name, 4, &varvev1.TopicConfig{RetentionBytes: 1 << 30}); err != nil {
+	if _, err := adminClient(t).CreateTopic(context.Background(), name, 4, &admin.TopicConfig{RetentionBytes: 1 << 30}); err != nil {
 		t.Fatalf("create %q with the SDK: %v", name, err)
 	}
 	cfg := topicConfig(name, 4, `  retention_bytes = 1073741824`)
@@ -255,13 +255,13 @@ func TestTopicPlanTimeValidation(t *testing.T) {
 		steps[i] = resource.TestStep{Config: c.config, PlanOnly: true, ExpectError: regexp.MustCompile("(?s)" + c.want)}
 	}
 	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: protoV6Providers, Steps: steps})
-	ts, err := client(t).ListTopics(context.Background())
+	ts, err := adminClient(t).ListTopics(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tp := range ts {
-		if tp.GetName() == "tfacc-bad" || tp.GetName() == "bad name" {
-			t.Errorf("topic %q reached the cluster despite a plan-time error", tp.GetName())
+		if tp.Name == "tfacc-bad" || tp.Name == "bad name" {
+			t.Errorf("topic %q reached the cluster despite a plan-time error", tp.Name)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -20,7 +21,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // Limits the cluster enforces (metadata package), checked at plan time so a
@@ -288,19 +289,19 @@ func (r *topicResource) Create(ctx context.Context, req resource.CreateRequest, 
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	cfg := &varvev1.TopicConfig{
-		RetentionMs:        knownInt(plan.RetentionMs),
-		RetentionBytes:     knownInt(plan.RetentionBytes),
-		MaxRecordBytes:     int32(knownInt(plan.MaxRecordBytes)),
-		DeleteRetentionMs:  knownInt(plan.DeleteRetentionMs),
-		MinCompactionLagMs: knownInt(plan.MinCompactionLagMs),
-		Schema:             schemaOf(plan.Schema),
+	cfg := &admin.TopicConfig{
+		Retention:        msDuration(knownInt(plan.RetentionMs)),
+		RetentionBytes:   knownInt(plan.RetentionBytes),
+		MaxRecordBytes:   int32(knownInt(plan.MaxRecordBytes)),
+		DeleteRetention:  msDuration(knownInt(plan.DeleteRetentionMs)),
+		MinCompactionLag: msDuration(knownInt(plan.MinCompactionLagMs)),
+		Schema:           schemaOf(plan.Schema),
 	}
 	switch plan.CleanupPolicy.ValueString() {
 	case cleanupCompact:
-		cfg.CleanupPolicy = varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT
+		cfg.CleanupPolicy = admin.CleanupCompact
 	case cleanupDelete:
-		cfg.CleanupPolicy = varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE
+		cfg.CleanupPolicy = admin.CleanupDelete
 	}
 	name := plan.Name.ValueString()
 	t, err := r.data.client.CreateTopic(ctx, name, int32(plan.Partitions.ValueInt64()), cfg)
@@ -335,8 +336,12 @@ type privateData interface {
 	SetKey(ctx context.Context, key string, value []byte) diag.Diagnostics
 }
 
-func setSchemaSeen(ctx context.Context, p privateData, t *varvev1.Topic) diag.Diagnostics {
-	b, _ := json.Marshal(t.GetConfig().GetSchema().GetFields())
+func setSchemaSeen(ctx context.Context, p privateData, t admin.Topic) diag.Diagnostics {
+	fields := ""
+	if t.Config.Schema != nil {
+		fields = t.Config.Schema.Fields
+	}
+	b, _ := json.Marshal(fields)
 	return p.SetKey(ctx, privateSchemaKey, b)
 }
 
@@ -349,11 +354,11 @@ func schemaSeen(ctx context.Context, p privateData) (string, diag.Diagnostics) {
 	return s, diags
 }
 
-func schemaOf(v types.String) *varvev1.TopicSchema {
+func schemaOf(v types.String) *admin.Schema {
 	if v.IsNull() || v.IsUnknown() {
 		return nil
 	}
-	return &varvev1.TopicSchema{Format: varvev1.SchemaFormat_SCHEMA_FORMAT_JSON, Fields: v.ValueString()}
+	return &admin.Schema{Format: admin.SchemaJSON, Fields: v.ValueString()}
 }
 
 func (r *topicResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -378,12 +383,12 @@ func (r *topicResource) Read(ctx context.Context, req resource.ReadRequest, resp
 	}
 	seen, diags := schemaSeen(ctx, req.Private)
 	resp.Diagnostics.Append(diags...)
-	now := topicState(d.GetTopic())
+	now := topicState(d.Topic)
 	if !now.Schema.IsNull() && !st.Schema.IsNull() && now.Schema.ValueString() == seen {
 		now.Schema = st.Schema // unchanged since Terraform wrote it
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, now)...)
-	resp.Diagnostics.Append(setSchemaSeen(ctx, resp.Private, d.GetTopic())...)
+	resp.Diagnostics.Append(setSchemaSeen(ctx, resp.Private, d.Topic)...)
 }
 
 // Update applies the settings UpdateTopic can change in place; the topic
@@ -410,15 +415,15 @@ func (r *topicResource) Update(ctx context.Context, req resource.UpdateRequest, 
 			return
 		}
 	}
-	u := &varvev1.UpdateTopicRequest{}
+	var u admin.TopicUpdate
 	send := false
 	if changed(plan.Partitions, st.Partitions) {
 		n := int32(plan.Partitions.ValueInt64())
 		u.Partitions, send = &n, true
 	}
 	if changed(plan.RetentionMs, st.RetentionMs) {
-		n := plan.RetentionMs.ValueInt64()
-		u.RetentionMs, send = &n, true
+		n := msDuration(plan.RetentionMs.ValueInt64())
+		u.Retention, send = &n, true
 	}
 	if changed(plan.RetentionBytes, st.RetentionBytes) {
 		n := plan.RetentionBytes.ValueInt64()
@@ -476,33 +481,58 @@ func knownInt(v types.Int64) int64 {
 	return v.ValueInt64()
 }
 
-func cleanupName(p varvev1.CleanupPolicy) string {
-	if p == varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT {
+func cleanupName(p admin.CleanupPolicy) string {
+	if p == admin.CleanupCompact {
 		return cleanupCompact
 	}
 	return cleanupDelete
 }
 
+// msDuration is a setting in milliseconds as the admin client's duration:
+// -1 is admin.Forever.
+func msDuration(ms int64) time.Duration {
+	if ms == -1 {
+		return admin.Forever
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// unixMs is t in Unix milliseconds; the zero time is 0.
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// durationMs is the inverse of msDuration.
+func durationMs(d time.Duration) int64 {
+	if d == admin.Forever {
+		return -1
+	}
+	return d.Milliseconds()
+}
+
 // topicState is the state of t as the cluster describes it (the schema in
 // its canonical form).
-func topicState(t *varvev1.Topic) topicModel {
-	c := t.GetConfig()
+func topicState(t admin.Topic) topicModel {
+	c := t.Config
 	sch := types.StringNull()
-	if c.GetSchema() != nil {
-		sch = types.StringValue(c.GetSchema().GetFields())
+	if c.Schema != nil {
+		sch = types.StringValue(c.Schema.Fields)
 	}
 	return topicModel{
-		ID:                 types.StringValue(t.GetName()),
-		Name:               types.StringValue(t.GetName()),
-		Partitions:         types.Int64Value(int64(t.GetPartitions())),
-		RetentionMs:        types.Int64Value(c.GetRetentionMs()),
-		RetentionBytes:     types.Int64Value(c.GetRetentionBytes()),
-		CleanupPolicy:      types.StringValue(cleanupName(c.GetCleanupPolicy())),
-		MaxRecordBytes:     types.Int64Value(int64(c.GetMaxRecordBytes())),
+		ID:                 types.StringValue(t.Name),
+		Name:               types.StringValue(t.Name),
+		Partitions:         types.Int64Value(int64(t.Partitions)),
+		RetentionMs:        types.Int64Value(durationMs(c.Retention)),
+		RetentionBytes:     types.Int64Value(c.RetentionBytes),
+		CleanupPolicy:      types.StringValue(cleanupName(c.CleanupPolicy)),
+		MaxRecordBytes:     types.Int64Value(int64(c.MaxRecordBytes)),
 		Schema:             sch,
-		DeleteRetentionMs:  types.Int64Value(c.GetDeleteRetentionMs()),
-		MinCompactionLagMs: types.Int64Value(c.GetMinCompactionLagMs()),
-		TopicID:            types.StringValue(t.GetId()),
-		CreatedMs:          types.Int64Value(t.GetCreatedMs()),
+		DeleteRetentionMs:  types.Int64Value(durationMs(c.DeleteRetention)),
+		MinCompactionLagMs: types.Int64Value(durationMs(c.MinCompactionLag)),
+		TopicID:            types.StringValue(t.ID),
+		CreatedMs:          types.Int64Value(unixMs(t.Created)),
 	}
 }

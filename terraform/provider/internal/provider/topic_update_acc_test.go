@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,8 +14,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/sdk"
+	"github.com/varve-io/varve/sdk/admin"
 )
 
 // produceRecords stores n keyed records in topic through the SDK and
@@ -43,19 +42,19 @@ func produceRecords(t *testing.T, topic string, n int) map[string]bool {
 func readAll(topic string, c *sdk.Client) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := c.DescribeTopic(ctx, topic)
+	d, err := admin.NewFromClient(c).DescribeTopic(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
 	got := map[string]bool{}
-	for _, p := range d.GetPartitions() {
-		for off := p.GetLogStartOffset(); off < p.GetNextOffset(); {
-			res, err := c.Fetch(ctx, topic, p.GetPartition(), off, 0, 0)
+	for _, p := range d.Partitions {
+		for off := p.LogStartOffset; off < p.NextOffset; {
+			res, err := c.Fetch(ctx, topic, p.Partition, off, 0, 0)
 			if err != nil {
 				return nil, err
 			}
 			if len(res.Records) == 0 {
-				return nil, fmt.Errorf("fetch %s/%d at %d returned nothing before the high watermark %d", topic, p.GetPartition(), off, p.GetNextOffset())
+				return nil, fmt.Errorf("fetch %s/%d at %d returned nothing before the high watermark %d", topic, p.Partition, off, p.NextOffset)
 			}
 			for _, r := range res.Records {
 				got[string(r.Value)] = true
@@ -84,12 +83,12 @@ func checkRecords(t *testing.T, topic string, want map[string]bool) error {
 	return nil
 }
 
-func describe(t *testing.T, name string) (*varvev1.Topic, error) {
-	d, err := client(t).DescribeTopic(context.Background(), name)
+func describe(t *testing.T, name string) (admin.Topic, error) {
+	d, err := adminClient(t).DescribeTopic(context.Background(), name)
 	if err != nil {
-		return nil, fmt.Errorf("describe %q on the cluster: %w", name, err)
+		return admin.Topic{}, fmt.Errorf("describe %q on the cluster: %w", name, err)
 	}
-	return d.GetTopic(), nil
+	return d.Topic, nil
 }
 
 // TestTopicRetentionChangeKeepsRecords: changing retention_ms is applied to
@@ -114,7 +113,7 @@ func TestTopicRetentionChangeKeepsRecords(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					id = tp.GetId()
+					id = tp.ID
 				},
 				Config: topicConfig(name, 3, "  retention_ms = 7200000"),
 				Check: func(*terraform.State) error {
@@ -123,9 +122,9 @@ func TestTopicRetentionChangeKeepsRecords(t *testing.T) {
 						return err
 					}
 					kept := checkRecords(t, name, want)
-					if tp.GetId() != id || tp.GetConfig().GetRetentionMs() != 7200000 {
+					if tp.ID != id || ms(tp.Config.Retention) != 7200000 {
 						return fmt.Errorf("after the apply the topic has id %s and retention_ms %d; want id %s (the same topic) and 7200000 (records: %v)",
-							tp.GetId(), tp.GetConfig().GetRetentionMs(), id, kept)
+							tp.ID, ms(tp.Config.Retention), id, kept)
 					}
 					return kept
 				},
@@ -148,14 +147,14 @@ func TestTopicUpdatesInPlace(t *testing.T) {
   retention_bytes  = 1073741824
   max_record_bytes = 2097152
 `+schemaHCL)
-	sameTopic := func(check func(*varvev1.Topic) error) resource.TestCheckFunc {
+	sameTopic := func(check func(admin.Topic) error) resource.TestCheckFunc {
 		return func(*terraform.State) error {
 			tp, err := describe(t, name)
 			if err != nil {
 				return err
 			}
-			if tp.GetId() != id {
-				return fmt.Errorf("topic %q has id %s, want %s: it was replaced", name, tp.GetId(), id)
+			if tp.ID != id {
+				return fmt.Errorf("topic %q has id %s, want %s: it was replaced", name, tp.ID, id)
 			}
 			if err := check(tp); err != nil {
 				return err
@@ -163,10 +162,10 @@ func TestTopicUpdatesInPlace(t *testing.T) {
 			return checkRecords(t, name, want)
 		}
 	}
-	settingsApplied := func(tp *varvev1.Topic) error {
-		c := tp.GetConfig()
-		if tp.GetPartitions() != 4 || c.GetRetentionMs() != 7200000 || c.GetRetentionBytes() != 1<<30 ||
-			c.GetMaxRecordBytes() != 2<<20 || c.GetSchema().GetFields() != canonical {
+	settingsApplied := func(tp admin.Topic) error {
+		c := tp.Config
+		if tp.Partitions != 4 || ms(c.Retention) != 7200000 || c.RetentionBytes != 1<<30 ||
+			c.MaxRecordBytes != 2<<20 || c.Schema == nil || c.Schema.Fields != canonical {
 			return fmt.Errorf("cluster has %v, want 4 partitions, retention 7200000 ms / 1 GiB, max_record_bytes 2 MiB, schema %s", tp, canonical)
 		}
 		return nil
@@ -183,7 +182,7 @@ func TestTopicUpdatesInPlace(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					id = tp.GetId()
+					id = tp.ID
 				},
 				Config: updated,
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
@@ -207,7 +206,7 @@ func TestTopicUpdatesInPlace(t *testing.T) {
 						t.Fatalf("varve topic alter: %v\n%s", err, out)
 					}
 					tp, err := describe(t, name)
-					if err != nil || tp.GetConfig().GetRetentionMs() != 86400000 || tp.GetId() != id {
+					if err != nil || ms(tp.Config.Retention) != 86400000 || tp.ID != id {
 						t.Fatalf("varve topic alter did not change the topic in place: %v %v", tp, err)
 					}
 				},
@@ -225,8 +224,8 @@ func TestTopicUpdatesInPlace(t *testing.T) {
 					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
 					plancheck.ExpectKnownValue(addr, tfjsonpath.New("schema"), knownvalue.Null()),
 				}},
-				Check: sameTopic(func(tp *varvev1.Topic) error {
-					if s := tp.GetConfig().GetSchema(); s != nil {
+				Check: sameTopic(func(tp admin.Topic) error {
+					if s := tp.Config.Schema; s != nil {
 						return fmt.Errorf("the schema is still on the cluster: %v", s)
 					}
 					return nil
@@ -244,7 +243,7 @@ func TestTopicUpdatesInPlace(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					if tp.GetId() == id || tp.GetPartitions() != 4 || tp.GetConfig().GetRetentionMs() != 7200000 {
+					if tp.ID == id || tp.Partitions != 4 || ms(tp.Config.Retention) != 7200000 {
 						return fmt.Errorf("renamed topic on the cluster: %v", tp)
 					}
 					return nil
@@ -278,7 +277,7 @@ func TestTopicCompactionSettings(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					if c := tp.GetConfig(); c.GetDeleteRetentionMs() != 3600000 || c.GetMinCompactionLagMs() != 60000 {
+					if c := tp.Config; ms(c.DeleteRetention) != 3600000 || ms(c.MinCompactionLag) != 60000 {
 						return fmt.Errorf("cluster has %v, want delete_retention_ms 3600000 and min_compaction_lag_ms 60000", c)
 					}
 					return nil
@@ -301,7 +300,7 @@ func TestTopicCompactionSettings(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					if c := tp.GetConfig(); c.GetMinCompactionLagMs() != 0 || !strings.EqualFold(c.GetCleanupPolicy().String(), "CLEANUP_POLICY_COMPACT") {
+					if c := tp.Config; ms(c.MinCompactionLag) != 0 || c.CleanupPolicy != admin.CleanupCompact {
 						return fmt.Errorf("cluster has %v, want a compacted topic with min_compaction_lag_ms 0", c)
 					}
 					return nil
