@@ -523,31 +523,47 @@ func readLimited(r io.Reader, guess, budget int, what string) ([]byte, error) {
 	}
 }
 
+// growDecoder decodes zstd frames that do not declare their size (Kafka
+// clients stream their frames): DecodeAll grows the output as needed, up
+// to MaxBlockRawBytes (WithDecoderMaxMemory); unzstd then checks the
+// caller's budget.
+var growDecoder = sync.OnceValue(func() *zstd.Decoder {
+	d, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(0),
+		zstd.WithDecoderMaxMemory(MaxBlockRawBytes),
+		zstd.WithDecoderMaxWindow(MaxBlockRawBytes),
+	)
+	if err != nil {
+		panic("segment: zstd decoder: " + err.Error()) // only on invalid options
+	}
+	return d
+})
+
 func unzstd(p []byte, budget int) ([]byte, error) {
 	var fh zstd.Header
 	if err := fh.Decode(p); err != nil {
 		return nil, fmt.Errorf("zstd frame header: %v", err)
 	}
-	size := min(max(len(p)*4, 4096), budget)
 	if fh.HasFCS {
+		// The declared size bounds the output before anything is
+		// allocated, and the capped decoder enforces it.
 		if fh.FrameContentSize > uint64(budget) {
 			return nil, fmt.Errorf("zstd frame holds %d bytes, more than the limit of %d", fh.FrameContentSize, budget)
 		}
-		size = int(fh.FrameContentSize)
-	}
-	for {
-		out, err := decoder().DecodeAll(p, make([]byte, 0, size+zstdSlack))
-		if err == nil {
-			return out, nil
-		}
-		if !errors.Is(err, zstd.ErrDecoderSizeExceeded) || size >= budget || fh.HasFCS {
-			if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
-				return nil, fmt.Errorf("zstd: decompresses to more than the limit of %d bytes", budget)
-			}
+		out, err := decoder().DecodeAll(p, make([]byte, 0, int(fh.FrameContentSize)+zstdSlack))
+		if err != nil {
 			return nil, fmt.Errorf("zstd: %v", err)
 		}
-		size = min(size*4, budget)
+		return out, nil
 	}
+	out, err := growDecoder().DecodeAll(p, make([]byte, 0, min(len(p)*8, budget)+zstdSlack))
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %v", err)
+	}
+	if len(out) > budget {
+		return nil, fmt.Errorf("zstd: decompresses to more than the limit of %d bytes", budget)
+	}
+	return out, nil
 }
 
 func unsnappy(p []byte, budget int) ([]byte, error) {
