@@ -185,8 +185,12 @@ func rawPayload(t *testing.T, blk []byte) []byte {
 	return raw
 }
 
-// repairBlock sets a block's payload length and CRC to match its bytes.
+// repairBlock sets a block's payload length and CRC to match its bytes
 func repairBlock(b []byte) {
+	if b[2] == BatchesBlockVersion {
+		// and, in a batches block, every batch CRC that frames
+		copy(b[BlockHeaderSize:], fixBatchCRCs(b[BlockHeaderSize:]))
+	}
 	binary.LittleEndian.PutUint32(b[12:], uint32(len(b)-BlockHeaderSize))
 	binary.LittleEndian.PutUint32(b[24:], blockCRC(b, b[BlockHeaderSize:]))
 }
