@@ -551,10 +551,14 @@ func unzstd(p []byte, budget int) ([]byte, error) {
 			return nil, fmt.Errorf("zstd frame holds %d bytes, more than the limit of %d", fh.FrameContentSize, budget)
 		}
 		out, err := decoder().DecodeAll(p, make([]byte, 0, int(fh.FrameContentSize)+zstdSlack))
-		if err != nil {
+		if err == nil {
+			return out, nil
+		}
+		if !errors.Is(err, zstd.ErrDecoderSizeExceeded) {
 			return nil, fmt.Errorf("zstd: %v", err)
 		}
-		return out, nil
+		// More than the first frame declares: several frames back to
+		// back. Decode them all, bounded as below.
 	}
 	out, err := growDecoder().DecodeAll(p, make([]byte, 0, min(len(p)*8, budget)+zstdSlack))
 	if err != nil {

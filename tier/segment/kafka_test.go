@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -587,4 +589,143 @@ func checkValidate(t *testing.T, data []byte) {
 		t.Fatalf("Build: %v", err)
 	}
 	checkObject(t, obj)
+}
+
+// TestStrictBoundsDecompression: a batch that decompresses past
+// MaxUncompressedBytes is refused in Strict mode before or while it is
+// decompressed, whatever the codec and whether or not the zstd frame
+// declares its size.
+func TestStrictBoundsDecompression(t *testing.T) {
+	recs := []Record{{Value: make([]byte, 2<<20), Timestamp: 1}}
+	bb := NewBatchBlockBuilder("t", 0)
+	bb.Append(recs[0])
+	ours, err := BlockBatches(nil, encodeBlock(bb, encoder()), 0) // zstd with a declared size
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := map[string][]byte{"zstd (declared size)": ours}
+	for i, c := range kgoCodecs[1:] {
+		inputs[Compression(i+1).String()] = kgoBatch(t, recs, c, -1, -1)
+	}
+	// A streamed zstd frame without a declared size (as streaming
+	// compressors write them; franz-go declares it).
+	plain := kgoBatch(t, recs, kgo.NoCompression(), -1, -1)
+	var zbuf bytes.Buffer
+	zw, _ := zstd.NewWriter(&zbuf)
+	zw.Write(plain[BatchHeaderSize:])
+	zw.Close()
+	var fh zstd.Header
+	if err := fh.Decode(zbuf.Bytes()); err != nil || fh.HasFCS {
+		t.Fatalf("the streamed frame declares its size (%v)", err)
+	}
+	streamed := append(bytes.Clone(plain[:BatchHeaderSize]), zbuf.Bytes()...)
+	putBatchHeader(streamed, batchHeader{leaderEpoch: -1, attributes: int16(CompressionZstd), baseTimestamp: 1, maxTimestamp: 1,
+		producerID: -1, producerEpoch: -1, baseSequence: -1, recordCount: 1})
+	inputs["zstd (streamed, no declared size)"] = streamed
+	for name, in := range inputs {
+		if _, err := ValidateBatches(in, BatchLimits{Strict: true, MaxUncompressedBytes: 3 << 20}); err != nil {
+			t.Fatalf("%s within the limit: %v", name, err)
+		}
+		_, err := ValidateBatches(in, BatchLimits{Strict: true, MaxUncompressedBytes: 1 << 20})
+		if err == nil || !strings.Contains(err.Error(), "batch 0: records:") || !strings.Contains(err.Error(), "1048576") {
+			t.Fatalf("%s past the limit: %v", name, err)
+		}
+	}
+}
+
+// TestWriterTakesBatchBuilders: Writer and Build make the same object of
+// batch builders.
+func TestWriterTakesBatchBuilders(t *testing.T) {
+	mk := func() *BlockBuilder {
+		bb := NewBatchBlockBuilder("t", 2)
+		for _, r := range kafkaTestRecords(50, 4) {
+			bb.Append(r)
+		}
+		return bb
+	}
+	want, _, err := Build([]*BlockBuilder{mk(), mk()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriter(LevelFastest)
+	for range 2 {
+		if _, err := w.Add(mk()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _, err := w.Finish()
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("Writer differs from Build: %v", err)
+	}
+}
+
+// TestXerialSnappy: snappy batches framed as the Java producer writes them
+// (xerial header, big-endian length-prefixed chunks) decode to the same
+// records as kgo's decompressor reads from them.
+func TestXerialSnappy(t *testing.T) {
+	recs := kafkaTestRecords(40, 6)
+	plain := kgoBatch(t, recs, kgo.NoCompression(), -1, -1)
+	raw := plain[BatchHeaderSize:]
+	x := append([]byte(nil), xerialMagic...)
+	x = binary.BigEndian.AppendUint32(x, 1)
+	x = binary.BigEndian.AppendUint32(x, 1)
+	for _, chunk := range [][]byte{raw[:len(raw)/3], raw[len(raw)/3:]} {
+		c := s2.EncodeSnappy(nil, chunk)
+		x = binary.BigEndian.AppendUint32(x, uint32(len(c)))
+		x = append(x, c...)
+	}
+	if back, err := kgo.DefaultDecompressor().Decompress(x, kgo.CodecSnappy); err != nil || !bytes.Equal(back, raw) {
+		t.Fatalf("kgo does not read the xerial framing back: %v", err)
+	}
+	batch := append(bytes.Clone(plain[:BatchHeaderSize]), x...)
+	h, _, _ := parseBatchHeader(plain, MaxBlockRawBytes, attrCodecMask)
+	h.attributes = int16(CompressionSnappy)
+	putBatchHeader(batch, h)
+	info, err := ValidateBatches(batch, BatchLimits{Strict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb := NewBatchBlockBuilder("t", 0)
+	if err := bb.AppendBatches(batch, &info); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeBlock(encodeBlock(bb, encoder()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := diffRecords(recs, got); d != "" {
+		t.Fatal(d)
+	}
+	// A truncated chunk is refused with the reason.
+	bad := bytes.Clone(batch[:len(batch)-3])
+	putBatchHeader(bad, h)
+	if _, err := ValidateBatches(bad, BatchLimits{Strict: true}); err == nil || !strings.Contains(err.Error(), "snappy: xerial chunk of") {
+		t.Fatalf("truncated xerial chunk: %v", err)
+	}
+}
+
+// TestZstdSeveralFrames: a zstd batch of two frames back to back (each
+// declaring its own size) decodes whole.
+func TestZstdSeveralFrames(t *testing.T) {
+	recs := kafkaTestRecords(20, 8)
+	plain := kgoBatch(t, recs, kgo.NoCompression(), -1, -1)
+	raw := plain[BatchHeaderSize:]
+	z := encoder().EncodeAll(raw[:len(raw)/2], nil)
+	z = encoder().EncodeAll(raw[len(raw)/2:], z)
+	batch := append(bytes.Clone(plain[:BatchHeaderSize]), z...)
+	h, _, _ := parseBatchHeader(plain, MaxBlockRawBytes, attrCodecMask)
+	h.attributes = int16(CompressionZstd)
+	putBatchHeader(batch, h)
+	info, err := ValidateBatches(batch, BatchLimits{Strict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb := NewBatchBlockBuilder("t", 0)
+	if err := bb.AppendBatches(batch, &info); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeBlock(encodeBlock(bb, encoder()))
+	if err != nil || diffRecords(recs, got) != "" {
+		t.Fatalf("%v %s", err, diffRecords(recs, got))
+	}
 }
