@@ -323,7 +323,7 @@ func strictCheck(batch []byte, h *batchHeader, limits BatchLimits) (int, error) 
 	if budget <= 0 || budget > MaxBlockRawBytes {
 		budget = MaxBlockRawBytes
 	}
-	raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), budget)
+	raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), budget, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -463,13 +463,14 @@ var (
 var xerialMagic = []byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0}
 
 // decompressBatch returns the batch's records uncompressed: the payload
-// itself for CompressionNone, else a new buffer of at most budget bytes.
-func decompressBatch(p []byte, c Compression, budget int) ([]byte, error) {
+// itself for CompressionNone, else a buffer of at most budget bytes — for
+// zstd, scratch when it is large enough (nil: a new buffer).
+func decompressBatch(p []byte, c Compression, budget int, scratch []byte) ([]byte, error) {
 	switch c {
 	case CompressionNone:
 		return p, nil
 	case CompressionZstd:
-		return unzstd(p, budget)
+		return unzstd(p, budget, scratch)
 	case CompressionGzip:
 		zr, _ := gzipPool.Get().(*gzip.Reader)
 		var err error
@@ -539,7 +540,7 @@ var growDecoder = sync.OnceValue(func() *zstd.Decoder {
 	return d
 })
 
-func unzstd(p []byte, budget int) ([]byte, error) {
+func unzstd(p []byte, budget int, scratch []byte) ([]byte, error) {
 	var fh zstd.Header
 	if err := fh.Decode(p); err != nil {
 		return nil, fmt.Errorf("zstd frame header: %v", err)
@@ -550,7 +551,12 @@ func unzstd(p []byte, budget int) ([]byte, error) {
 		if fh.FrameContentSize > uint64(budget) {
 			return nil, fmt.Errorf("zstd frame holds %d bytes, more than the limit of %d", fh.FrameContentSize, budget)
 		}
-		out, err := decoder().DecodeAll(p, make([]byte, 0, int(fh.FrameContentSize)+zstdSlack))
+		need := int(fh.FrameContentSize) + zstdSlack
+		dst := scratch[:0:min(cap(scratch), need)] // the cap limit keeps the decoder's bound
+		if cap(scratch) < need {
+			dst = make([]byte, 0, need)
+		}
+		out, err := decoder().DecodeAll(p, dst)
 		if err == nil {
 			return out, nil
 		}
@@ -560,7 +566,11 @@ func unzstd(p []byte, budget int) ([]byte, error) {
 		// More than the first frame declares: several frames back to
 		// back. Decode them all, bounded as below.
 	}
-	out, err := growDecoder().DecodeAll(p, make([]byte, 0, min(len(p)*8, budget)+zstdSlack))
+	dst := scratch[:0]
+	if cap(dst) < len(p)*4 {
+		dst = make([]byte, 0, min(len(p)*8, budget)+zstdSlack)
+	}
+	out, err := growDecoder().DecodeAll(p, dst)
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %v", err)
 	}

@@ -581,6 +581,17 @@ func checkValidate(t *testing.T, data []byte) {
 	if len(got) != cheap.Records {
 		t.Fatalf("%d records decoded, %d validated", len(got), cheap.Records)
 	}
+	offs := Offsets(3, got)
+	n, verr := VisitBlock(blk, 3, func(v *RecordView) error {
+		r := &got[v.Index]
+		if v.Offset != offs[v.Index] || v.Timestamp != r.Timestamp || diffBytes(r.Key, v.Key) != "" || diffBytes(r.Value, v.Value) != "" || v.NumHeaders != len(r.Headers) {
+			t.Fatalf("VisitBlock record %d differs from DecodeBlock's", v.Index)
+		}
+		return nil
+	})
+	if verr != nil || n != len(got) {
+		t.Fatalf("VisitBlock: %d records, %v", n, verr)
+	}
 	if _, err := BlockBatches(nil, blk, 7); err != nil {
 		t.Fatalf("BlockBatches: %v", err)
 	}

@@ -239,7 +239,11 @@ type batchesSummary struct {
 // its offset relative to the block's base (fn may be nil: headers and
 // records are still checked). want is the block header's record count,
 // base its base timestamp. Uncompressed records alias payload.
-func walkBatches(payload []byte, want int, base int64, fn func(off int64, kr *kafkaRecord) error) (batchesSummary, string, error) {
+//
+// With a scratch buffer, zstd batches are decompressed into it, one after
+// the other (records are then valid only during fn), and *scratch is left
+// holding the largest buffer used.
+func walkBatches(payload []byte, want int, base int64, scratch *[]byte, fn func(off int64, kr *kafkaRecord) error) (batchesSummary, string, error) {
 	var s batchesSummary
 	next := int64(0)
 	total := 0
@@ -261,9 +265,16 @@ func walkBatches(payload []byte, want int, base int64, fn func(off int64, kr *ka
 		if reason != "" {
 			return s, fmt.Sprintf("batch %d at %d: %s: %s", i, p, field, reason), nil
 		}
-		raw, err := decompressBatch(payload[p+BatchHeaderSize:p+h.length], h.codec(), budget)
+		var buf []byte
+		if scratch != nil {
+			buf = *scratch
+		}
+		raw, err := decompressBatch(payload[p+BatchHeaderSize:p+h.length], h.codec(), budget, buf)
 		if err != nil {
 			return s, fmt.Sprintf("batch %d at %d: records: %v", i, p, err), nil
+		}
+		if scratch != nil && h.codec() == CompressionZstd && cap(raw) > cap(*scratch) {
+			*scratch = raw[:0]
 		}
 		if h.codec() != CompressionNone {
 			budget -= len(raw)
@@ -304,7 +315,7 @@ func decodeBatchesRecords(payload []byte, want int, base int64) ([]Record, batch
 	recs := make([]Record, 0, min(want, len(payload)/minKafkaRecordSize+16))
 	prev := int64(-1)
 	var slab []Header
-	s, reason, _ := walkBatches(payload, want, base, func(off int64, kr *kafkaRecord) error {
+	s, reason, _ := walkBatches(payload, want, base, nil, func(off int64, kr *kafkaRecord) error {
 		r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp, Gap: off - prev - 1}
 		prev = off
 		if kr.numHeaders > 0 {

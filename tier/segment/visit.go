@@ -75,7 +75,16 @@ func VisitBlock(b []byte, base int64, fn func(r *RecordView) error) (int, error)
 	if h.version == BatchesBlockVersion {
 		i := 0
 		var v RecordView
-		_, reason, err := walkBatches(payload, int(h.records), h.base, func(off int64, kr *kafkaRecord) error {
+		var scratch []byte
+		if p, ok := rawPool.Get().(*[]byte); ok {
+			scratch = (*p)[:0]
+		}
+		defer func() {
+			if cap(scratch) > 0 && cap(scratch) <= poolMaxRaw {
+				rawPool.Put(&scratch)
+			}
+		}()
+		_, reason, err := walkBatches(payload, int(h.records), h.base, &scratch, func(off int64, kr *kafkaRecord) error {
 			v = RecordView{Index: i, Offset: base + off, Timestamp: kr.timestamp, Key: kr.key, Value: kr.value,
 				NumHeaders: kr.numHeaders, headers: kr.headers, kafka: true}
 			i++
