@@ -90,6 +90,8 @@ func checkBuilder(i int, b *BlockBuilder) error {
 		return fmt.Errorf("build segment: block %d (%s/%d) holds %d bytes, the limit is %d", i, b.topic, b.partition, b.RawBytes(), MaxBlockRawBytes)
 	case b.badGap < 0:
 		return fmt.Errorf("build segment: block %d (%s/%d) has a record with offset gap %d, want >= 0", i, b.topic, b.partition, b.badGap)
+	case b.n > math.MaxUint32:
+		return fmt.Errorf("build segment: block %d (%s/%d) holds %d records, the limit is %d", i, b.topic, b.partition, b.n, uint32(math.MaxUint32))
 	case b.span >= spanOverflow:
 		return fmt.Errorf("build segment: block %d (%s/%d): its records and offset gaps span more than 2^63-1 offsets", i, b.topic, b.partition)
 	}
@@ -105,8 +107,18 @@ func blockInfo(b *BlockBuilder, off, length int64) BlockInfo {
 		Records:      int64(b.n),
 		MinTimestamp: b.minTS,
 		MaxTimestamp: b.maxTS,
-		RawBytes:     int64(b.RawBytes()),
+		RawBytes:     rawBytes(b, length),
 	}
+}
+
+// rawBytes is what the footer records as a block's uncompressed bytes: the
+// builder's records, or for a batches block its stored payload (the
+// envelope does not compress; the batches carry their own codecs).
+func rawBytes(b *BlockBuilder, length int64) int64 {
+	if b.batches {
+		return length - BlockHeaderSize
+	}
+	return int64(b.RawBytes())
 }
 
 // assemble lays out header, the encoded blocks (whose total ends at end),
@@ -180,6 +192,9 @@ func compressAll(blocks []*BlockBuilder, enc *zstd.Encoder) [][]byte {
 // A block with offset gaps is a version 2 block: its raw payload is one
 // uvarint gap per record followed by the records.
 func encodeBlock(b *BlockBuilder, enc *zstd.Encoder) []byte {
+	if b.batches {
+		return encodeBatchesBlock(b, enc)
+	}
 	raw, version := b.buf, byte(BlockVersion)
 	if b.gaps != nil {
 		raw = make([]byte, 0, len(b.gaps)+len(b.buf))

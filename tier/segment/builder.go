@@ -27,6 +27,19 @@ type BlockBuilder struct {
 	base  int64
 	minTS int64
 	maxTS int64
+
+	// A batch builder (NewBatchBlockBuilder) writes a version 3 block:
+	// kbuf holds the sealed batches (relative baseOffsets), kpend the
+	// records of the batch being filled (kpendN of them, the first at
+	// relative offset kpendBase, the last at offset delta kpendLast),
+	// knext the next free relative offset. minTS and maxTS are then the
+	// smallest batch baseTimestamp and the largest maxTimestamp.
+	batches                  bool
+	kbuf, kpend              []byte
+	kpendN                   int
+	kpendBase, knext         int64
+	kpendLast                int32
+	kpendFirstTS, kpendMaxTS int64
 }
 
 // NewBlockBuilder returns an empty builder for one partition's block.
@@ -43,6 +56,10 @@ func (b *BlockBuilder) Partition() int32 { return b.partition }
 // Append encodes r at the end of the block, copying its bytes: the caller
 // may reuse r's slices afterwards.
 func (b *BlockBuilder) Append(r Record) {
+	if b.batches {
+		b.appendBatchRecord(&r)
+		return
+	}
 	if b.n == 0 {
 		b.base, b.minTS, b.maxTS = r.Timestamp, r.Timestamp, r.Timestamp
 	} else {
@@ -76,7 +93,13 @@ const spanOverflow = 1 << 63
 
 // Grow makes room for n more bytes of records, so that appending them
 // does not reallocate (a compactor fills blocks of a known size).
-func (b *BlockBuilder) Grow(n int) { b.buf = slices.Grow(b.buf, n) }
+func (b *BlockBuilder) Grow(n int) {
+	if b.batches {
+		b.kpend = slices.Grow(b.kpend, min(n, batchTargetBytes))
+		return
+	}
+	b.buf = slices.Grow(b.buf, n)
+}
 
 // Sparse reports whether some record has an offset gap: the block is then
 // written as a version 2 block.
@@ -88,7 +111,16 @@ func (b *BlockBuilder) Len() int { return b.n }
 // RawBytes returns the encoded, uncompressed size of the records appended:
 // the block's payload size before compression (with the offset gaps of a
 // sparse block).
-func (b *BlockBuilder) RawBytes() int { return len(b.gaps) + len(b.buf) }
+//
+// For a batch builder it is the batches' bytes as stored plus the
+// pending records uncompressed with a batch header: the block's payload
+// is at most that.
+func (b *BlockBuilder) RawBytes() int {
+	if b.batches {
+		return b.batchesRawBytes()
+	}
+	return len(b.gaps) + len(b.buf)
+}
 
 // Decode returns the appended records decoded from the builder's buffer,
 // without compression (to put freshly flushed blocks in the read cache).
@@ -96,6 +128,17 @@ func (b *BlockBuilder) RawBytes() int { return len(b.gaps) + len(b.buf) }
 func (b *BlockBuilder) Decode() ([]Record, error) {
 	if b.n == 0 {
 		return nil, nil
+	}
+	if b.batches {
+		payload := b.kbuf[:len(b.kbuf):len(b.kbuf)]
+		if b.kpendN > 0 {
+			payload = b.appendPending(append([]byte(nil), b.kbuf...), nil, false)
+		}
+		recs, _, reason := decodeBatchesRecords(payload, b.n, b.base)
+		if reason != "" {
+			return nil, fmt.Errorf("%w: decode block builder %s/%d: %s", ErrCorrupt, b.topic, b.partition, reason)
+		}
+		return recs, nil
 	}
 	recs, reason := decodeRecords(b.buf[:len(b.buf):len(b.buf)], b.n, b.base)
 	if reason == "" && b.gaps != nil {

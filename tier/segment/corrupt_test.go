@@ -172,7 +172,7 @@ func TestDecodeBlockRejects(t *testing.T) {
 	}{
 		{"empty", nil, "shorter than its"},
 		{"bad magic", func() []byte { b := craftBlock(0, 1, 6, 5, good); b[0] = 'X'; return b }(), "bad block magic"},
-		{"unknown version", func() []byte { b := craftBlock(0, 1, 6, 5, good); b[2] = 3; return b }(), "unknown block version 3"},
+		{"unknown version", func() []byte { b := craftBlock(0, 1, 6, 5, good); b[2] = 4; return b }(), "unknown block version 4"},
 		{"version 0", func() []byte { b := craftBlock(0, 1, 6, 5, good); b[2] = 0; return b }(), "unknown block version 0"},
 		{"sparse: no gap", craftSparse(0, 2, 14, 5, cat([]byte{0, 0}, good, good)), "without any offset gap"},
 		{"sparse: too many records for the bytes", craftSparse(0, 2, 9, 5, []byte{1, 0, 0, 1, 1, 0, 0, 1, 1}), "2 records in 9 bytes"},
@@ -361,7 +361,7 @@ func TestDecodeFooterRejects(t *testing.T) {
 		{"block count exceeds bytes", footerTail(cat(topicT, u(2), e0)), "block count"},
 		{"partition out of range", footerTail(cat(topicT, u(1), entry(0, math.MaxInt32+1, 8, 40, 1, 5, 0, 20))), "partition 2147483648"},
 		{"timestamp range overflows", footerTail(cat(topicT, u(1), entry(0, 0, 8, 40, 1, math.MaxInt64-1, 2, 20))), "overflows"},
-		{"too many records", footerTail(cat(topicT, u(1), entry(0, 0, 8, 40, 6, 5, 0, 20))), "6 records in 20"},
+		{"too many records", footerTail(cat(topicT, u(1), entry(0, 0, 8, 40, 20*kafkaMaxRecordsPerByte+1, 5, 0, 20))), "93621 records in 20"},
 		{"records overflow", footerTail(cat(topicT, u(1), entry(0, 0, 8, 40, 1<<62, 5, 0, 20))), "records in"},
 		{"raw too large", footerTail(cat(topicT, u(1), entry(0, 0, 8, 40, 1, 5, 0, MaxBlockRawBytes+1))), "records in"},
 		{"compressed larger than raw", footerTail(cat(topicT, u(1), entry(0, 0, 8, 49, 1, 5, 0, 20))), "length 49"},

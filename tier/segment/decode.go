@@ -46,8 +46,8 @@ func parseBlockHeader(b []byte) (blockHeader, error) {
 	if string(b[0:2]) != blockMagic {
 		return h, corrupt("bad block magic %q", b[0:2])
 	}
-	if b[2] != BlockVersion && b[2] != SparseBlockVersion {
-		return h, corrupt("unknown block version %d (this reader knows %d and %d)", b[2], BlockVersion, SparseBlockVersion)
+	if b[2] != BlockVersion && b[2] != SparseBlockVersion && b[2] != BatchesBlockVersion {
+		return h, corrupt("unknown block version %d (this reader knows %d, %d and %d)", b[2], BlockVersion, SparseBlockVersion, BatchesBlockVersion)
 	}
 	h.version = b[2]
 	h.codec = b[3]
@@ -66,7 +66,11 @@ func parseBlockHeader(b []byte) (blockHeader, error) {
 		return h, corrupt("block header says 0 records")
 	case h.rawLen > MaxBlockRawBytes:
 		return h, corrupt("block header says %d uncompressed bytes, the limit is %d", h.rawLen, MaxBlockRawBytes)
-	case uint64(h.records)*uint64(h.minRecord()) > uint64(h.rawLen):
+	case h.version == BatchesBlockVersion && h.codec != codecNone:
+		return h, corrupt("block version 3 with codec %d (its batches carry their own compression; the envelope must be codec 0)", h.codec)
+	case h.version == BatchesBlockVersion && uint64(h.records) > uint64(h.rawLen)*kafkaMaxRecordsPerByte:
+		return h, corrupt("block header says %d records in %d bytes of batches", h.records, h.rawLen)
+	case h.version != BatchesBlockVersion && uint64(h.records)*uint64(h.minRecord()) > uint64(h.rawLen):
 		return h, corrupt("block header says %d records in %d bytes", h.records, h.rawLen)
 	case h.payloadLen > h.rawLen:
 		return h, corrupt("block payload of %d bytes is larger than its %d uncompressed bytes", h.payloadLen, h.rawLen)
@@ -96,6 +100,15 @@ func decodeBlock(b []byte) (blockHeader, []Record, error) {
 		return h, nil, err
 	}
 	payload := b[BlockHeaderSize:]
+	if h.version == BatchesBlockVersion {
+		// One copy, so the records never alias b.
+		recs, s, reason := decodeBatchesRecords(append([]byte(nil), payload...), int(h.records), h.base)
+		if reason != "" {
+			return h, nil, corrupt("block batches: %s", reason)
+		}
+		h.minTS, h.maxTS = s.minTS, s.maxTS
+		return h, recs, nil
+	}
 	var raw []byte
 	switch h.codec {
 	case codecNone:
@@ -290,7 +303,7 @@ func parseFooter(footer []byte) ([]BlockInfo, string) {
 			return nil, fmt.Sprintf("block %d at offset %d, want %d (blocks tile the object)", i, off, end)
 		case length <= BlockHeaderSize || length-BlockHeaderSize > raw:
 			return nil, fmt.Sprintf("block %d: length %d with %d uncompressed bytes", i, length, raw)
-		case records == 0 || raw > MaxBlockRawBytes || records > raw/minRecordSize:
+		case records == 0 || raw > MaxBlockRawBytes || records > raw*kafkaMaxRecordsPerByte:
 			return nil, fmt.Sprintf("block %d: %d records in %d uncompressed bytes", i, records, raw)
 		}
 		maxTS, ok := addDelta(bi.MinTimestamp, tsRange)
@@ -410,9 +423,13 @@ func checkAgainstFooter(bi *BlockInfo, h *blockHeader, recs []Record) error {
 		return corrupt("block holds %d uncompressed bytes, the footer says %d", h.rawLen, bi.RawBytes)
 	}
 	lo, hi := recs[0].Timestamp, recs[0].Timestamp
-	for i := range recs {
-		lo = min(lo, recs[i].Timestamp)
-		hi = max(hi, recs[i].Timestamp)
+	if h.version == BatchesBlockVersion {
+		lo, hi = h.minTS, h.maxTS // from the batch headers
+	} else {
+		for i := range recs {
+			lo = min(lo, recs[i].Timestamp)
+			hi = max(hi, recs[i].Timestamp)
+		}
 	}
 	if lo != bi.MinTimestamp || hi != bi.MaxTimestamp {
 		return corrupt("block timestamps span %d..%d, the footer says %d..%d", lo, hi, bi.MinTimestamp, bi.MaxTimestamp)

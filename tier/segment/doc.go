@@ -12,6 +12,13 @@
 // compacted topic), whose records carry the number of offsets removed
 // before each (Record.Gap; Offsets turns gaps into offsets).
 //
+// A block of version 3 holds Kafka RecordBatch v2 batches as producers send
+// them (each with its own CRC-32C and codec; offsets relative to the base):
+// ValidateBatches checks a producer's batches cheaply, a builder from
+// NewBatchBlockBuilder appends their bytes (or encodes Records as zstd
+// batches), the read API decodes them like any block, and BlockBatches
+// returns a block's batches with absolute offsets for a Kafka fetch.
+//
 // Build makes a whole object at once (ingest); Writer makes one block at a
 // time (compaction, at a better compression level).
 //

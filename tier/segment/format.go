@@ -84,6 +84,9 @@ type blockHeader struct {
 	payloadLen uint32
 	base       int64
 	crc        uint32
+	// minTS and maxTS of a version 3 block, from its batch headers
+	// (set by decodeBlock).
+	minTS, maxTS int64
 }
 
 // put writes h into b[:BlockHeaderSize], computing nothing.

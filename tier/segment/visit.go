@@ -22,11 +22,16 @@ type RecordView struct {
 	// NumHeaders is the number of headers; EachHeader walks them.
 	NumHeaders int
 	headers    []byte // the encoded headers (already checked)
+	kafka      bool   // headers are in Kafka's encoding (block version 3)
 }
 
 // EachHeader calls fn with every header's key and value (nil when null),
 // in order. The slices alias the block like the record's.
 func (v *RecordView) EachHeader(fn func(key, value []byte)) {
+	if v.kafka {
+		eachKafkaHeader(v.headers, v.NumHeaders, fn)
+		return
+	}
 	r := reader{b: v.headers}
 	for range v.NumHeaders {
 		kl := r.ulength("header key")
@@ -67,6 +72,32 @@ func VisitBlock(b []byte, base int64, fn func(r *RecordView) error) (int, error)
 		return 0, err
 	}
 	payload := b[BlockHeaderSize:]
+	if h.version == BatchesBlockVersion {
+		i := 0
+		var v RecordView
+		var scratch []byte
+		if p, ok := rawPool.Get().(*[]byte); ok {
+			scratch = (*p)[:0]
+		}
+		defer func() {
+			if cap(scratch) > 0 && cap(scratch) <= poolMaxRaw {
+				rawPool.Put(&scratch)
+			}
+		}()
+		_, reason, err := walkBatches(payload, int(h.records), h.base, &scratch, func(off int64, kr *kafkaRecord) error {
+			v = RecordView{Index: i, Offset: base + off, Timestamp: kr.timestamp, Key: kr.key, Value: kr.value,
+				NumHeaders: kr.numHeaders, headers: kr.headers, kafka: true}
+			i++
+			return fn(&v)
+		})
+		if err != nil {
+			return 0, err
+		}
+		if reason != "" {
+			return 0, corrupt("block batches: %s", reason)
+		}
+		return int(h.records), nil
+	}
 	raw := payload
 	if h.codec == codecZstd {
 		var fh zstd.Header
