@@ -95,6 +95,12 @@ func (f *Fetcher) checkPartition(ctx context.Context, topic string, p int32) (me
 	if err != nil {
 		return t, err
 	}
+	if p >= t.Partitions {
+		// Partitions added an instant ago: this node's watch may lag.
+		if t, err = f.meta.GetTopic(ctx, topic); err != nil {
+			return t, err
+		}
+	}
 	if p < 0 || p >= t.Partitions {
 		return t, fmt.Errorf("%w: topic %q has %d partitions, got partition %d", metadata.ErrPartitionOutOfRange, topic, t.Partitions, p)
 	}

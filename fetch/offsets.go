@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/varve-io/varve/blockcache"
@@ -41,6 +42,12 @@ func (f *Fetcher) ListOffsets(ctx context.Context, topic string, partitions []in
 	if len(partitions) == 0 {
 		for p := int32(0); p < t.Partitions; p++ {
 			partitions = append(partitions, p)
+		}
+	}
+	if slices.Max(partitions) >= t.Partitions {
+		// Partitions added an instant ago: this node's watch may lag.
+		if t, err = f.meta.GetTopic(ctx, topic); err != nil {
+			return nil, err
 		}
 	}
 	for _, p := range partitions {

@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -87,5 +88,44 @@ func TestOneCommitPerFlush(t *testing.T) {
 		if want := int64(1 + a.Partition); a.Records != want {
 			t.Fatalf("partition %d: %d records, want %d", a.Partition, a.Records, want)
 		}
+	}
+}
+
+// Partitions added an instant ago are accepted even when this node's topic
+// cache has not seen the change yet (here: a cache whose watch is stopped).
+func TestProduceToPartitionTheCacheHasNotSeen(t *testing.T) {
+	ctx := context.Background()
+	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	fs, err := tier.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := meta.NewCache(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache.Close() // frozen: still says 1 partition
+	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: time.Millisecond}, fs, meta, cache, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(context.Background()) })
+	if _, err := meta.UpdateTopic(ctx, "t", func(tp *metadata.Topic) error { tp.Partitions = 3; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	res, err := in.Produce(ctx, "t", []ingest.Record{{Partition: 2, Record: segment.Record{Value: []byte("v")}}})
+	if err != nil || len(res) != 1 || res[0].Partition != 2 {
+		t.Fatalf("produce to the new partition: %v, %v", res, err)
+	}
+	// Still out of range in etcd too: refused.
+	if _, err := in.Produce(ctx, "t", []ingest.Record{{Partition: 3, Record: segment.Record{Value: []byte("v")}}}); !errors.Is(err, metadata.ErrPartitionOutOfRange) {
+		t.Fatalf("produce to partition 3 of 3: %v", err)
 	}
 }

@@ -266,12 +266,22 @@ func New(cfg Config, store tier.Store, meta Committer, topics *metadata.Cache, l
 func (in *Ingester) Config() Config { return in.cfg }
 
 // topic returns the topic config, from the watched cache or, on a miss (a
-// topic created an instant ago), from etcd.
-func (in *Ingester) topic(ctx context.Context, name string) (metadata.Topic, error) {
-	if t, ok := in.topics.Topic(name); ok {
+// topic created an instant ago) or when the cached config has fewer
+// partitions than recs name (partitions added an instant ago, and this
+// node's watch has not seen it yet), from etcd.
+func (in *Ingester) topic(ctx context.Context, name string, recs []Record) (metadata.Topic, error) {
+	if t, ok := in.topics.Topic(name); ok && t.Partitions > maxPartition(recs) {
 		return t, nil
 	}
 	return in.meta.GetTopic(ctx, name)
+}
+
+func maxPartition(recs []Record) int32 {
+	m := int32(-1)
+	for i := range recs {
+		m = max(m, recs[i].Partition)
+	}
+	return m
 }
 
 // Produce appends records to topic and returns, in request order, where each
@@ -298,7 +308,7 @@ func (in *Ingester) produce(ctx context.Context, topicName string, recs []Record
 	if len(recs) == 0 {
 		return nil, fmt.Errorf("%w: produce to %q: empty batch", metadata.ErrInvalidArgument, topicName)
 	}
-	t, err := in.topic(ctx, topicName)
+	t, err := in.topic(ctx, topicName, recs)
 	if err != nil {
 		return nil, err
 	}
