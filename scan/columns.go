@@ -174,25 +174,23 @@ func (c *binCol) reserve(rows, bytes int) {
 
 // append adds v; nil is null.
 func (c *binCol) append(v []byte) {
-	if c.offs.n == 0 {
-		c.offs.append(0)
-	}
 	if v == nil {
+		if c.offs.n == 0 {
+			c.offs.append(0)
+		}
 		c.valid.set(c.n, false)
-	} else {
-		if c.valid.buf != nil {
-			c.valid.set(c.n, true)
-		}
-		if need := c.dn + len(v); need > len(c.d) {
-			c.growData(max(need, 2*len(c.d), 4096))
-		}
-		c.dn += copy(c.d[c.dn:], v)
+		c.offs.append(int32(c.dn))
+		c.n++
+		return
 	}
-	c.offs.append(int32(c.dn))
-	c.n++
+	appendBin(c, v)
 }
 
-func (c *binCol) appendString(v string) {
+func (c *binCol) appendString(v string) { appendBin(c, v) }
+
+// appendBin adds a non-null value, from bytes or a string without copying
+// it twice.
+func appendBin[T string | []byte](c *binCol, v T) {
 	if c.offs.n == 0 {
 		c.offs.append(0)
 	}

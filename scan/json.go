@@ -620,17 +620,10 @@ func eachMember(b []byte, fn func(key, raw []byte) error) error {
 		if err := fn(key, b[vs:i]); err != nil {
 			return err
 		}
-		i = skipWS(b, i)
-		if i >= len(b) {
-			return fmt.Errorf("%w: unexpected end", errJSONSyntax)
+		var done bool
+		if i, done, err = afterMember(b, i, '}'); err != nil || done {
+			return err
 		}
-		if b[i] == '}' {
-			return trailing(b, i+1)
-		}
-		if b[i] != ',' {
-			return fmt.Errorf("%w: want ',' or '}' at %d", errJSONSyntax, i)
-		}
-		i = skipWS(b, i+1)
 	}
 }
 
@@ -653,18 +646,28 @@ func eachElem(b []byte, fn func(raw []byte) error) error {
 		if err := fn(b[vs:i]); err != nil {
 			return err
 		}
-		i = skipWS(b, i)
-		if i >= len(b) {
-			return fmt.Errorf("%w: unexpected end", errJSONSyntax)
+		var done bool
+		if i, done, err = afterMember(b, i, ']'); err != nil || done {
+			return err
 		}
-		if b[i] == ']' {
-			return trailing(b, i+1)
-		}
-		if b[i] != ',' {
-			return fmt.Errorf("%w: want ',' or ']' at %d", errJSONSyntax, i)
-		}
-		i = skipWS(b, i+1)
 	}
+}
+
+// afterMember moves past what follows a member of an object or list that
+// end closes: done (with trailing's verdict) when end closed it, else the
+// start of the next member.
+func afterMember(b []byte, i int, end byte) (next int, done bool, err error) {
+	i = skipWS(b, i)
+	if i >= len(b) {
+		return i, false, fmt.Errorf("%w: unexpected end", errJSONSyntax)
+	}
+	if b[i] == end {
+		return i, true, trailing(b, i+1)
+	}
+	if b[i] != ',' {
+		return i, false, fmt.Errorf("%w: want ',' or '%c' at %d", errJSONSyntax, end, i)
+	}
+	return skipWS(b, i+1), false, nil
 }
 
 func trailing(b []byte, i int) error {

@@ -465,18 +465,7 @@ func writeText(w io.Writer, rd array.RecordReader, format string) (int64, error)
 			rows++
 		}
 	}
-	if tw != nil {
-		if err := tw.flush(); err != nil {
-			return rows, err
-		}
-	}
-	if cw != nil {
-		cw.Flush()
-		if err := cw.Error(); err != nil {
-			return rows, err
-		}
-	}
-	return rows, nil
+	return rows, flushTables(tw, cw)
 }
 
 // tableWindow rows set a table's column widths before it prints.
@@ -623,18 +612,21 @@ func writeColumns(w io.Writer, rd array.RecordReader, format string) (int64, err
 			rows++
 		}
 	}
+	return rows, flushTables(tw, cw)
+}
+
+// flushTables flushes whichever of the table and CSV writers is in use.
+func flushTables(tw *tableWriter, cw *csv.Writer) error {
 	if tw != nil {
 		if err := tw.flush(); err != nil {
-			return rows, err
+			return err
 		}
 	}
 	if cw != nil {
 		cw.Flush()
-		if err := cw.Error(); err != nil {
-			return rows, err
-		}
+		return cw.Error()
 	}
-	return rows, nil
+	return nil
 }
 
 // jsonCell is row i of a as a JSON-marshalable value.

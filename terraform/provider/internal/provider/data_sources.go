@@ -73,14 +73,7 @@ type topicDataModel struct {
 	CreatedMs          types.Int64  `tfsdk:"created_ms"`
 }
 
-func topicData(t admin.Topic) topicDataModel {
-	s := topicState(t)
-	return topicDataModel{
-		Name: s.Name, Partitions: s.Partitions, RetentionMs: s.RetentionMs, RetentionBytes: s.RetentionBytes,
-		CleanupPolicy: s.CleanupPolicy, MaxRecordBytes: s.MaxRecordBytes, Schema: s.Schema,
-		DeleteRetentionMs: s.DeleteRetentionMs, MinCompactionLagMs: s.MinCompactionLagMs, TopicID: s.TopicID, CreatedMs: s.CreatedMs,
-	}
-}
+func topicData(t admin.Topic) topicDataModel { return topicState(t).topicDataModel }
 
 // ---- data "varve_topic"
 

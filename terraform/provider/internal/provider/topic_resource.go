@@ -52,20 +52,11 @@ var (
 
 func newTopicResource() resource.Resource { return &topicResource{} }
 
-// topicModel is varve_topic's state.
+// topicModel is varve_topic's state: the data source's attributes and
+// the resource id.
 type topicModel struct {
-	ID                 types.String `tfsdk:"id"`
-	Name               types.String `tfsdk:"name"`
-	Partitions         types.Int64  `tfsdk:"partitions"`
-	RetentionMs        types.Int64  `tfsdk:"retention_ms"`
-	RetentionBytes     types.Int64  `tfsdk:"retention_bytes"`
-	CleanupPolicy      types.String `tfsdk:"cleanup_policy"`
-	MaxRecordBytes     types.Int64  `tfsdk:"max_record_bytes"`
-	Schema             types.String `tfsdk:"schema"`
-	DeleteRetentionMs  types.Int64  `tfsdk:"delete_retention_ms"`
-	MinCompactionLagMs types.Int64  `tfsdk:"min_compaction_lag_ms"`
-	TopicID            types.String `tfsdk:"topic_id"`
-	CreatedMs          types.Int64  `tfsdk:"created_ms"`
+	ID types.String `tfsdk:"id"`
+	topicDataModel
 }
 
 func (r *topicResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -521,8 +512,7 @@ func topicState(t admin.Topic) topicModel {
 	if c.Schema != nil {
 		sch = types.StringValue(c.Schema.Fields)
 	}
-	return topicModel{
-		ID:                 types.StringValue(t.Name),
+	return topicModel{ID: types.StringValue(t.Name), topicDataModel: topicDataModel{
 		Name:               types.StringValue(t.Name),
 		Partitions:         types.Int64Value(int64(t.Partitions)),
 		RetentionMs:        types.Int64Value(durationMs(c.Retention)),
@@ -534,5 +524,5 @@ func topicState(t admin.Topic) topicModel {
 		MinCompactionLagMs: types.Int64Value(durationMs(c.MinCompactionLag)),
 		TopicID:            types.StringValue(t.ID),
 		CreatedMs:          types.Int64Value(unixMs(t.Created)),
-	}
+	}}
 }
