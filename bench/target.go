@@ -18,6 +18,7 @@ import (
 
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/maintenance"
 	"github.com/varve-io/varve/sdk"
 	"github.com/varve-io/varve/sdk/admin"
 	"github.com/varve-io/varve/tier"
@@ -86,7 +87,7 @@ type Counters struct {
 	Records     float64 `json:"records"`
 	EtcdKeys    int64   `json:"etcd_keys"`
 	EtcdDBBytes int64   `json:"etcd_db_bytes"`
-	// EtcdBytes is the live keys' and values' size (metadata.Footprint).
+	// EtcdBytes is the live keys' and values' size (maintenance.Footprint).
 	EtcdBytes    int64 `json:"etcd_bytes"`
 	EtcdRevision int64 `json:"etcd_revision"`
 }
@@ -239,7 +240,7 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 		return c, err
 	}
 	c.EtcdKeys, c.EtcdDBBytes, c.EtcdRevision = st.Keys, st.DBSize, st.Revision
-	fp, err := mc.Footprint(ctx)
+	fp, err := maintenance.New(mc).Footprint(ctx)
 	if err != nil {
 		return c, err
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/varve-io/varve/metadata/internal/bounded"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -17,7 +18,7 @@ import (
 type Client struct {
 	cli    *clientv3.Client
 	log    *slog.Logger
-	health *health
+	health *bounded.Health
 
 	guardMu      sync.Mutex
 	guardLease   clientv3.LeaseID
@@ -97,11 +98,7 @@ func Connect(ctx context.Context, c Config) (*Client, error) {
 		cli.Close()
 		return nil, fmt.Errorf("connect to etcd %v: %w", c.Endpoints, err)
 	}
-	h := &health{timeout: c.RequestTimeout}
-	h.record(time.Now(), nil)
-	cli.KV = boundedKV{KV: cli.KV, h: h}
-	cli.Lease = boundedLease{Lease: cli.Lease, h: h}
-	cli.Maintenance = boundedMaintenance{Maintenance: cli.Maintenance, h: h}
+	h := bounded.Wrap(cli, c.RequestTimeout)
 	return &Client{cli: cli, log: c.Logger, health: h}, nil
 }
 
@@ -109,11 +106,11 @@ func Connect(ctx context.Context, c Config) (*Client, error) {
 func (c *Client) Endpoints() []string { return c.cli.Endpoints() }
 
 // RequestTimeout is how long a request waits for etcd.
-func (c *Client) RequestTimeout() time.Duration { return c.health.timeout }
+func (c *Client) RequestTimeout() time.Duration { return c.health.Timeout() }
 
 // Unreachable reports how long etcd has failed every request (0 while it
 // answers).
-func (c *Client) Unreachable() time.Duration { return c.health.down() }
+func (c *Client) Unreachable() time.Duration { return c.health.Down() }
 
 // Close releases the connection.
 func (c *Client) Close() error { return c.cli.Close() }

@@ -267,7 +267,7 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 		// another wait).
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if c.health.down() < c.health.timeout {
+		if c.health.Down() < c.health.Timeout() {
 			if resp, gerr := c.cli.Get(rctx, gk); gerr == nil && len(resp.Kvs) > 0 {
 				if c.fillFromGuard(gk, resp.Kvs[0].Value, appends, results) == nil {
 					return nil
@@ -306,7 +306,7 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 				if unavailableSince.IsZero() {
 					unavailableSince = attemptStart
 				}
-				if time.Since(unavailableSince) >= c.health.timeout || c.health.down() >= c.health.timeout {
+				if time.Since(unavailableSince) >= c.health.Timeout() || c.health.Down() >= c.health.Timeout() {
 					return giveUp(attempt, err)
 				}
 			} else {

@@ -8,8 +8,12 @@
 //	metadata/groups       consumer groups: sessions, fenced commits, assignment
 //	metadata/compaction   index swaps, compaction claims, the pause switch
 //	metadata/retention    retention: which entries expire, and dropping them
+//	metadata/maintenance  referenced objects for GC, history compaction,
+//	                      storage figures, defragmentation, janitor election
+//	metadata/embedded     an etcd server in this process (dev, tests)
 //	metadata/internal/keys  the key layout, every family spelled once
 //	metadata/internal/conn  hands this package's etcd client to the ones above
+//	metadata/internal/bounded  a deadline on every unary etcd call (ErrUnavailable)
 //
 // It never touches object storage and never interprets segment contents: an
 // index entry is a pointer (object key and byte range) plus the numbers the

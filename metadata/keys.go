@@ -23,7 +23,6 @@ var (
 	producersPrefix      = keys.ProducersPrefix
 	producerKey          = keys.Producer
 	producerStateKey     = keys.ProducerState
-	electionPrefix       = keys.ElectionPrefix
 )
 
 // parsedKey is a decoded topic, partition or index key.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/maintenance"
 )
 
 // cutProxy forwards TCP connections to an etcd; cut drops every
@@ -170,7 +171,7 @@ func TestEtcdOutageBoundedAndWatchesResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.CompactHistory(ctx, st.Revision); err != nil {
+	if err := maintenance.New(b).CompactHistory(ctx, st.Revision); err != nil {
 		t.Fatal(err)
 	}
 

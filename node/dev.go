@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/embedded"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -48,7 +48,7 @@ type DevConfig struct {
 // Dev is a running `varve dev`.
 type Dev struct {
 	*Node
-	etcd *metadata.Embedded
+	etcd *embedded.Etcd
 	lock *os.File
 }
 
@@ -93,7 +93,7 @@ func StartDev(ctx context.Context, c DevConfig) (*Dev, error) {
 			lock.Close()
 		}
 	}()
-	e, err := metadata.StartEmbeddedContext(ctx, metadata.EmbeddedConfig{
+	e, err := embedded.StartContext(ctx, embedded.Config{
 		Dir:          filepath.Join(c.DataDir, "etcd"),
 		ClientURL:    fmt.Sprintf("http://%s", net.JoinHostPort(host, strconv.Itoa(clientPort))),
 		PeerURL:      fmt.Sprintf("http://%s", net.JoinHostPort(host, strconv.Itoa(peerPort))),

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/varve-io/varve/node"
+	"github.com/varve-io/varve/node/arrowflight"
 	"github.com/varve-io/varve/scan"
 )
 
@@ -32,7 +32,7 @@ func TestFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- node.ServeFlight(ctx, ln, node.NewFlightService(e.r, e.meta, "grpc+tcp://"+ln.Addr().String()))
+		served <- arrowflight.ServeFlight(ctx, ln, arrowflight.NewFlightService(e.r, e.meta, "grpc+tcp://"+ln.Addr().String()))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -91,7 +91,7 @@ func TestFlight(t *testing.T) {
 	sameRows(t, got, want)
 
 	// A command: two partitions, an offset and a time range.
-	cmd, _ := json.Marshal(node.FlightCommand{Topic: "fl", Partitions: []int32{2, 1}, FromOffset: 50, ToOffset: 200, FromTime: base + 1000})
+	cmd, _ := json.Marshal(arrowflight.FlightCommand{Topic: "fl", Partitions: []int32{2, 1}, FromOffset: 50, ToOffset: 200, FromTime: base + 1000})
 	got, info = readAll(t, &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: cmd})
 	if len(info.GetEndpoint()) != 2 {
 		t.Fatalf("%d endpoints, want 2", len(info.GetEndpoint()))

@@ -24,7 +24,7 @@ import (
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/node"
+	"github.com/varve-io/varve/node/arrowflight"
 	"github.com/varve-io/varve/parquet"
 	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier/segment"
@@ -398,7 +398,7 @@ func TestFlightTypedColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- node.ServeFlight(ctx, ln, node.NewFlightService(e.r, e.meta)) }()
+	go func() { served <- arrowflight.ServeFlight(ctx, ln, arrowflight.NewFlightService(e.r, e.meta)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {
@@ -410,7 +410,7 @@ func TestFlightTypedColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	cmd, _ := json.Marshal(node.FlightCommand{Topic: "typed", Columns: []string{"offset", "amount", "_error"}})
+	cmd, _ := json.Marshal(arrowflight.FlightCommand{Topic: "typed", Columns: []string{"offset", "amount", "_error"}})
 	d := &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: cmd}
 	sr, err := cl.GetSchema(ctx, d)
 	if err != nil {
@@ -441,7 +441,7 @@ func TestFlightTypedColumns(t *testing.T) {
 		rec.Column(2).(*array.String).Value(1) != `field "amount": missing or null, and not nullable` {
 		t.Fatalf("DoGet rows: %v", rec)
 	}
-	bad, _ := json.Marshal(node.FlightCommand{Topic: "typed", Columns: []string{"nope"}})
+	bad, _ := json.Marshal(arrowflight.FlightCommand{Topic: "typed", Columns: []string{"nope"}})
 	if _, err := cl.GetSchema(ctx, &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: bad}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("GetSchema with an unknown column: %v", err)
 	}

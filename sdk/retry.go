@@ -3,54 +3,23 @@ package sdk
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"connectrpc.com/connect"
+
 	"github.com/varve-io/varve/internal/apierr"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"github.com/varve-io/varve/sdk/internal/backoff"
 )
 
 // Retriable reports whether err is worth retrying: its Connect code is
 // Unavailable, ResourceExhausted (backpressure), DeadlineExceeded or Aborted.
 // Errors of a done context are not retriable.
-func Retriable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return false
-	}
-	switch connect.CodeOf(err) {
-	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeAborted:
-		return true
-	case connect.CodeResourceExhausted:
-		// Backpressure carries RetryInfo; a request over the server's size
-		// limit is also ResourceExhausted but will never succeed.
-		_, ok := RetryDelay(err)
-		return ok
-	}
-	return false
-}
+func Retriable(err error) bool { return backoff.Retriable(err) }
 
 // RetryDelay returns the delay a RetryInfo detail of err asks for, if any.
-func RetryDelay(err error) (time.Duration, bool) {
-	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		return 0, false
-	}
-	for _, d := range ce.Details() {
-		v, derr := d.Value()
-		if derr != nil {
-			continue
-		}
-		if ri, ok := v.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			if dd := ri.GetRetryDelay().AsDuration(); dd >= 0 {
-				return dd, true
-			}
-		}
-	}
-	return 0, false
-}
+func RetryDelay(err error) (time.Duration, bool) { return backoff.RetryDelay(err) }
 
-// retryPolicy is exponential backoff with jitter.
+// retryPolicy is exponential backoff with jitter (backoff.Policy).
 type retryPolicy struct {
 	retries  int
 	base     time.Duration
@@ -58,42 +27,18 @@ type retryPolicy struct {
 }
 
 func defaultRetry() retryPolicy {
-	return retryPolicy{retries: 10, base: 50 * time.Millisecond, maxDelay: 5 * time.Second}
+	d := backoff.Default()
+	return retryPolicy{retries: d.Retries, base: d.Base, maxDelay: d.MaxDelay}
 }
 
-// delay is the wait before retry number attempt (0-based) after err: the
-// server's RetryInfo delay plus up to 20% jitter when it gave one, otherwise
-// base·2^attempt capped at maxDelay, jittered into [d/2, d].
+// delay is the wait before retry number attempt (0-based) after err
+// (backoff.Policy.Delay).
 func (p retryPolicy) delay(err error, attempt int) time.Duration {
-	if d, ok := RetryDelay(err); ok {
-		return d + jitter(d/5)
-	}
-	d := p.base
-	for i := 0; i < attempt && d < p.maxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, p.maxDelay)
-	return d/2 + jitter(d/2)
-}
-
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return rand.N(d + 1)
+	return backoff.Policy{Retries: p.retries, Base: p.base, MaxDelay: p.maxDelay}.Delay(err, attempt)
 }
 
 // sleepCtx waits d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func sleepCtx(ctx context.Context, d time.Duration) error { return backoff.Sleep(ctx, d) }
 
 // producerErrorReason returns the ErrorInfo reason of an idempotence
 // refusal (PRODUCER_FENCED, OUT_OF_ORDER_SEQUENCE, UNKNOWN_PRODUCER), or "".

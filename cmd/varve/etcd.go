@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/embedded"
 )
 
 // newEtcdCmd runs a single-member etcd, the same embedded server `varve
@@ -24,7 +24,7 @@ func newEtcdCmd() *cobra.Command {
 			if dir == "" {
 				return fmt.Errorf("--data-dir is required")
 			}
-			e, err := metadata.StartEmbedded(metadata.EmbeddedConfig{Dir: dir, ClientURL: client, PeerURL: peer})
+			e, err := embedded.Start(embedded.Config{Dir: dir, ClientURL: client, PeerURL: peer})
 			if err != nil {
 				return err
 			}

@@ -3,7 +3,7 @@ package testenv
 import (
 	"testing"
 
-	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/embedded"
 )
 
 // StartEtcd starts a fresh, real etcd server in this process with its data in
@@ -11,7 +11,7 @@ import (
 // It returns the client endpoints.
 func StartEtcd(tb testing.TB) []string {
 	tb.Helper()
-	e, err := metadata.StartEmbedded(metadata.EmbeddedConfig{Dir: tb.TempDir()})
+	e, err := embedded.Start(embedded.Config{Dir: tb.TempDir()})
 	if err != nil {
 		tb.Fatalf("start embedded etcd: %v", err)
 	}

@@ -10,12 +10,14 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/compaction"
+	"github.com/varve-io/varve/metadata/maintenance"
 )
 
 // env is a metadata client and compaction's state in its etcd.
 type env struct {
 	*metadata.Client
 	*compactionClient
+	*maintenance.Etcd
 }
 
 type compactionClient = compaction.Client
@@ -27,7 +29,7 @@ func connect(t *testing.T) env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	return env{m, compaction.New(m)}
+	return env{m, compaction.New(m), maintenance.New(m)}
 }
 
 // commitN commits blocks from..from+n-1 of 10 records each to topic/0.

@@ -107,38 +107,63 @@ func assignRange(members []Subscription, partitions map[string]int32) map[string
 	return out
 }
 
+// assignSticky keeps what each member held where still valid, gives the
+// rest to the least loaded members, then balances one move at a time.
 func assignSticky(members []Subscription, partitions map[string]int32, previous map[string]Assignment) map[string]Assignment {
-	subscribed := map[string]map[string]bool{} // member → topics
-	ids := make([]string, 0, len(members))
+	s := newSticky(members)
+	s.keep(previous, partitions)
+	s.fill(partitions)
+	for s.moveOne() {
+	}
+	return s.result()
+}
+
+// sticky is a sticky assignment under construction.
+type sticky struct {
+	ids        []string                   // member ids, sorted
+	subscribed map[string]map[string]bool // member → topics
+	owned      map[string][]topicPart     // member → partitions
+	owner      map[topicPart]string       // partition → member
+}
+
+func newSticky(members []Subscription) *sticky {
+	s := &sticky{subscribed: map[string]map[string]bool{}, owner: map[topicPart]string{}}
+	s.ids = make([]string, 0, len(members))
 	for _, m := range members {
 		set := map[string]bool{}
 		for _, t := range m.Topics {
 			set[t] = true
 		}
-		subscribed[m.ID] = set
-		ids = append(ids, m.ID)
+		s.subscribed[m.ID] = set
+		s.ids = append(s.ids, m.ID)
 	}
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
-	owned := make(map[string][]topicPart, len(ids))
-	owner := map[topicPart]string{}
-	// 1. Keep what each member held, where still valid.
-	for _, id := range ids {
+	slices.Sort(s.ids)
+	s.ids = slices.Compact(s.ids)
+	s.owned = make(map[string][]topicPart, len(s.ids))
+	return s
+}
+
+// keep gives each member what it held in previous, where still valid.
+func (s *sticky) keep(previous map[string]Assignment, partitions map[string]int32) {
+	for _, id := range s.ids {
 		for t, ps := range previous[id] {
-			if !subscribed[id][t] {
+			if !s.subscribed[id][t] {
 				continue
 			}
 			for _, p := range ps {
 				tp := topicPart{t, p}
-				if p < 0 || p >= partitions[t] || owner[tp] != "" {
+				if p < 0 || p >= partitions[t] || s.owner[tp] != "" {
 					continue
 				}
-				owner[tp] = id
-				owned[id] = append(owned[id], tp)
+				s.owner[tp] = id
+				s.owned[id] = append(s.owned[id], tp)
 			}
 		}
 	}
-	// 2. Unowned partitions go to the least loaded member subscribing.
+}
+
+// fill gives each unowned partition to the least loaded member subscribing.
+func (s *sticky) fill(partitions map[string]int32) {
 	var all []topicPart
 	topics := make([]string, 0, len(partitions))
 	for t := range partitions {
@@ -151,57 +176,57 @@ func assignSticky(members []Subscription, partitions map[string]int32, previous 
 		}
 	}
 	for _, tp := range all {
-		if owner[tp] != "" {
+		if s.owner[tp] != "" {
 			continue
 		}
 		best := ""
-		for _, id := range ids {
-			if subscribed[id][tp.topic] && (best == "" || len(owned[id]) < len(owned[best])) {
+		for _, id := range s.ids {
+			if s.subscribed[id][tp.topic] && (best == "" || len(s.owned[id]) < len(s.owned[best])) {
 				best = id
 			}
 		}
 		if best != "" {
-			owner[tp] = best
-			owned[best] = append(owned[best], tp)
+			s.owner[tp] = best
+			s.owned[best] = append(s.owned[best], tp)
 		}
 	}
-	// 3. Balance: move one partition at a time from the most loaded member
-	// to a member that subscribes to its topic and holds at least two
-	// fewer. Each move lowers the sum of squared counts, so this ends.
-	for {
-		moved := false
-		order := slices.Clone(ids)
-		slices.SortStableFunc(order, func(a, b string) int { return cmp.Compare(len(owned[b]), len(owned[a])) })
-		for _, from := range order {
-			tps := owned[from]
-			slices.SortFunc(tps, cmpTP)
-			for i := len(tps) - 1; i >= 0 && !moved; i-- {
-				tp := tps[i]
-				to := ""
-				for _, id := range ids {
-					if id != from && subscribed[id][tp.topic] && len(owned[id])+1 < len(tps) &&
-						(to == "" || len(owned[id]) < len(owned[to])) {
-						to = id
-					}
-				}
-				if to != "" {
-					owned[from] = slices.Delete(tps, i, i+1)
-					owned[to] = append(owned[to], tp)
-					moved = true
+}
+
+// moveOne balances by one step: it moves one partition from the most
+// loaded member to a member that subscribes to its topic and holds at
+// least two fewer, and reports whether it could. Each move lowers the sum
+// of squared counts, so repeating it ends.
+func (s *sticky) moveOne() bool {
+	order := slices.Clone(s.ids)
+	slices.SortStableFunc(order, func(a, b string) int { return cmp.Compare(len(s.owned[b]), len(s.owned[a])) })
+	for _, from := range order {
+		tps := s.owned[from]
+		slices.SortFunc(tps, cmpTP)
+		for i := len(tps) - 1; i >= 0; i-- {
+			tp := tps[i]
+			to := ""
+			for _, id := range s.ids {
+				if id != from && s.subscribed[id][tp.topic] && len(s.owned[id])+1 < len(tps) &&
+					(to == "" || len(s.owned[id]) < len(s.owned[to])) {
+					to = id
 				}
 			}
-			if moved {
-				break
+			if to != "" {
+				s.owned[from] = slices.Delete(tps, i, i+1)
+				s.owned[to] = append(s.owned[to], tp)
+				return true
 			}
-		}
-		if !moved {
-			break
 		}
 	}
-	out := make(map[string]Assignment, len(ids))
-	for _, id := range ids {
+	return false
+}
+
+// result is the assignment, each member's partitions sorted.
+func (s *sticky) result() map[string]Assignment {
+	out := make(map[string]Assignment, len(s.ids))
+	for _, id := range s.ids {
 		a := Assignment{}
-		tps := owned[id]
+		tps := s.owned[id]
 		slices.SortFunc(tps, cmpTP)
 		for _, tp := range tps {
 			a[tp.topic] = append(a[tp.topic], tp.p)

@@ -342,29 +342,10 @@ func (s *Session) run(ctx context.Context, rev int64) {
 // generation. Any node may call it; it is idempotent. It returns the
 // current meta.
 func (c *Groups) Rebalance(ctx context.Context, g string) (Meta, error) {
-	for attempt := 0; ; attempt++ {
-		resp, err := c.cli.Txn(ctx).Then(
-			clientv3.OpGet(keys.GroupMeta(g)),
-			clientv3.OpGet(keys.GroupMembersPrefix(g), clientv3.WithPrefix()),
-		).Commit()
+	for {
+		meta, metaRev, members, err := c.readGroup(ctx, g)
 		if err != nil {
-			return Meta{}, fmt.Errorf("rebalance group %q: %w", g, err)
-		}
-		var meta Meta
-		var metaRev int64
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			if meta, err = decodeMeta(g, kvs[0].Value); err != nil {
-				return meta, err
-			}
-			metaRev = kvs[0].ModRevision
-		}
-		var members []Member
-		for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-			var m Member
-			if err := json.Unmarshal(kv.Value, &m); err != nil {
-				return meta, fmt.Errorf("decode member %s: %w", kv.Key, err)
-			}
-			members = append(members, m)
+			return meta, err
 		}
 		ids := make([]string, len(members))
 		for i, m := range members {
@@ -374,54 +355,15 @@ func (c *Groups) Rebalance(ctx context.Context, g string) (Meta, error) {
 		if metaRev != 0 && slices.Equal(ids, meta.Members) || metaRev == 0 && len(ids) == 0 {
 			return meta, nil
 		}
-		next := Meta{Generation: meta.Generation + 1, Strategy: meta.Strategy, Members: ids, UpdatedMs: time.Now().UnixMilli()}
-		if len(members) > 0 {
-			oldest := slices.MinFunc(members, func(a, b Member) int {
-				if a.JoinedMs != b.JoinedMs {
-					return int(a.JoinedMs - b.JoinedMs)
-				}
-				return strings.Compare(a.ID, b.ID)
-			})
-			next.Strategy = oldest.Strategy
-		}
-		subs := make([]Subscription, len(members))
-		partitions := map[string]int32{}
-		for i, m := range members {
-			subs[i] = Subscription{ID: m.ID, Topics: m.Topics}
-			for _, t := range m.Topics {
-				if _, ok := partitions[t]; ok {
-					continue
-				}
-				tp, err := c.meta.GetTopic(ctx, t)
-				switch {
-				case errors.Is(err, metadata.ErrTopicNotFound):
-					partitions[t] = 0
-				case err != nil:
-					return meta, fmt.Errorf("rebalance group %q: %w", g, err)
-				default:
-					partitions[t] = tp.Partitions
-				}
-			}
-		}
-		next.Assignment = Assign(next.Strategy, subs, partitions, meta.Assignment)
-		for _, id := range ids {
-			if lost := meta.Assignment[id].Minus(next.Assignment[id]); lost.Count() > 0 {
-				if next.Revoked == nil {
-					next.Revoked = map[string]Assignment{}
-				}
-				next.Revoked[id] = lost
-			}
-		}
-		v, _ := json.Marshal(next)
-		cmp := clientv3.Compare(clientv3.ModRevision(keys.GroupMeta(g)), "=", metaRev)
-		if metaRev == 0 {
-			cmp = clientv3.Compare(clientv3.CreateRevision(keys.GroupMeta(g)), "=", 0)
-		}
-		wr, err := c.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(keys.GroupMeta(g), string(v))).Commit()
+		next, err := c.nextGeneration(ctx, g, meta, members, ids)
 		if err != nil {
-			return meta, fmt.Errorf("rebalance group %q: %w", g, err)
+			return meta, err
 		}
-		if wr.Succeeded {
+		written, err := c.writeMeta(ctx, g, metaRev, next)
+		if err != nil {
+			return meta, err
+		}
+		if written {
 			c.log.Info("group rebalanced", "group", g, "generation", next.Generation, "members", len(ids), "strategy", next.Strategy)
 			return next, nil
 		}
@@ -430,6 +372,92 @@ func (c *Groups) Rebalance(ctx context.Context, g string) (Meta, error) {
 		}
 		// Another node wrote a generation first: read again.
 	}
+}
+
+// readGroup reads the group's meta (metaRev 0: none yet) and its members
+// at one revision.
+func (c *Groups) readGroup(ctx context.Context, g string) (meta Meta, metaRev int64, members []Member, err error) {
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(keys.GroupMeta(g)),
+		clientv3.OpGet(keys.GroupMembersPrefix(g), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return Meta{}, 0, nil, fmt.Errorf("rebalance group %q: %w", g, err)
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		if meta, err = decodeMeta(g, kvs[0].Value); err != nil {
+			return meta, 0, nil, err
+		}
+		metaRev = kvs[0].ModRevision
+	}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		var m Member
+		if err := json.Unmarshal(kv.Value, &m); err != nil {
+			return meta, 0, nil, fmt.Errorf("decode member %s: %w", kv.Key, err)
+		}
+		members = append(members, m)
+	}
+	return meta, metaRev, members, nil
+}
+
+// nextGeneration is the generation after meta for members (ids sorted):
+// the strategy of the oldest member, a new assignment of the topics they
+// subscribe to, and what each member loses.
+func (c *Groups) nextGeneration(ctx context.Context, g string, meta Meta, members []Member, ids []string) (Meta, error) {
+	next := Meta{Generation: meta.Generation + 1, Strategy: meta.Strategy, Members: ids, UpdatedMs: time.Now().UnixMilli()}
+	if len(members) > 0 {
+		oldest := slices.MinFunc(members, func(a, b Member) int {
+			if a.JoinedMs != b.JoinedMs {
+				return int(a.JoinedMs - b.JoinedMs)
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+		next.Strategy = oldest.Strategy
+	}
+	subs := make([]Subscription, len(members))
+	partitions := map[string]int32{}
+	for i, m := range members {
+		subs[i] = Subscription{ID: m.ID, Topics: m.Topics}
+		for _, t := range m.Topics {
+			if _, ok := partitions[t]; ok {
+				continue
+			}
+			tp, err := c.meta.GetTopic(ctx, t)
+			switch {
+			case errors.Is(err, metadata.ErrTopicNotFound):
+				partitions[t] = 0
+			case err != nil:
+				return next, fmt.Errorf("rebalance group %q: %w", g, err)
+			default:
+				partitions[t] = tp.Partitions
+			}
+		}
+	}
+	next.Assignment = Assign(next.Strategy, subs, partitions, meta.Assignment)
+	for _, id := range ids {
+		if lost := meta.Assignment[id].Minus(next.Assignment[id]); lost.Count() > 0 {
+			if next.Revoked == nil {
+				next.Revoked = map[string]Assignment{}
+			}
+			next.Revoked[id] = lost
+		}
+	}
+	return next, nil
+}
+
+// writeMeta writes next if the meta is still at metaRev (0: absent), and
+// reports whether it did.
+func (c *Groups) writeMeta(ctx context.Context, g string, metaRev int64, next Meta) (bool, error) {
+	v, _ := json.Marshal(next)
+	cmp := clientv3.Compare(clientv3.ModRevision(keys.GroupMeta(g)), "=", metaRev)
+	if metaRev == 0 {
+		cmp = clientv3.Compare(clientv3.CreateRevision(keys.GroupMeta(g)), "=", 0)
+	}
+	wr, err := c.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(keys.GroupMeta(g), string(v))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("rebalance group %q: %w", g, err)
+	}
+	return wr.Succeeded, nil
 }
 
 // Leave removes a member now (revoking its session lease, from any

@@ -17,6 +17,7 @@ import (
 	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/maintenance"
 	"github.com/varve-io/varve/scan"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/gc"
@@ -352,7 +353,7 @@ func TestScanEqualsFetchAcrossRetention(t *testing.T) {
 	}
 	// Every object left is referenced: retention's and compaction's orphans
 	// are gone, and the scans above read only live objects.
-	refs, _, err := e.meta.ReferencedObjects(ctx)
+	refs, _, err := maintenance.New(e.meta).ReferencedObjects(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

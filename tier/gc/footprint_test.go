@@ -18,6 +18,7 @@ import (
 
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/maintenance"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
 	"github.com/varve-io/varve/sdk/admin"
@@ -154,21 +155,21 @@ func footprint(b *testing.B, mib int, cfg *admin.TopicConfig, compaction bool) {
 		}
 		objects, objBytes := countObjects(b, fs)
 		b.Logf("%s: etcd keys by kind: %s", name, keysByKind(b, etcd))
-		live, err := meta.Footprint(ctx)
+		live, err := maintenance.New(meta).Footprint(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		before, err := meta.StorageStats(ctx)
+		before, err := maintenance.New(meta).StorageStats(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := meta.CompactHistory(ctx, before.Revision); err != nil {
+		if err := maintenance.New(meta).CompactHistory(ctx, before.Revision); err != nil {
 			b.Fatal(err)
 		}
-		if err := meta.Defragment(ctx); err != nil {
+		if err := maintenance.New(meta).Defragment(ctx); err != nil {
 			b.Fatal(err)
 		}
-		after, err := meta.StorageStats(ctx)
+		after, err := maintenance.New(meta).StorageStats(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}

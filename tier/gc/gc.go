@@ -16,6 +16,7 @@ import (
 
 	"github.com/varve-io/varve/internal/defaults"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/maintenance"
 	"github.com/varve-io/varve/metadata/retention"
 	"github.com/varve-io/varve/tier"
 )
@@ -82,6 +83,7 @@ type Janitor struct {
 	cfg   Config
 	store tier.Store
 	meta  *metadata.Client
+	etcd  *maintenance.Etcd
 	log   *slog.Logger
 
 	gcMu  sync.Mutex
@@ -101,7 +103,7 @@ type Janitor struct {
 	etcdCompacted                  atomic.Int64
 	m                              metrics
 	statsMu                        sync.Mutex
-	lastStats                      metadata.StorageStats
+	lastStats                      maintenance.StorageStats
 	haveStats, haveBucket, haveRev bool
 }
 
@@ -130,7 +132,7 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, log *slog.Logger, 
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	j := &Janitor{cfg: cfg, store: store, meta: meta, log: log, unref: map[string]time.Time{}}
+	j := &Janitor{cfg: cfg, store: store, meta: meta, etcd: maintenance.New(meta), log: log, unref: map[string]time.Time{}}
 	m := mp.Meter("github.com/varve-io/varve/tier/gc")
 	var err error
 	j.m.retEntries, err = m.Int64Counter("varve.retention.entries", metric.WithDescription("Index entries dropped by retention."))
@@ -191,7 +193,7 @@ func boolInt(b bool) int64 {
 // runs every pass on its interval. It returns when ctx ends.
 func (j *Janitor) Run(ctx context.Context) {
 	for ctx.Err() == nil {
-		l, err := j.meta.Campaign(ctx, ElectionName, j.cfg.NodeID, 10*time.Second)
+		l, err := j.etcd.Campaign(ctx, ElectionName, j.cfg.NodeID, 10*time.Second)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -414,7 +416,7 @@ func (j *Janitor) CollectOrphans(ctx context.Context) (GCReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("orphan collection: list %q: %w", j.cfg.Prefix, err)
 	}
-	refs, rev, err := j.meta.ReferencedObjects(ctx)
+	refs, rev, err := j.etcd.ReferencedObjects(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("orphan collection: %w", err)
 	}
@@ -507,7 +509,7 @@ type HistoryReport struct {
 func (j *Janitor) CompactHistory(ctx context.Context) (HistoryReport, error) {
 	j.histMu.Lock()
 	defer j.histMu.Unlock()
-	rev, err := j.meta.Revision(ctx)
+	rev, err := j.etcd.Revision(ctx)
 	if err != nil {
 		return HistoryReport{}, fmt.Errorf("etcd history: %w", err)
 	}
@@ -526,7 +528,7 @@ func (j *Janitor) CompactHistory(ctx context.Context) (HistoryReport, error) {
 	if target <= j.compactedTo {
 		return rep, nil
 	}
-	if err := j.meta.CompactHistory(ctx, target); err != nil {
+	if err := j.etcd.CompactHistory(ctx, target); err != nil {
 		return rep, fmt.Errorf("etcd history: %w", err)
 	}
 	j.compactedTo = target
@@ -540,8 +542,8 @@ func (j *Janitor) CompactHistory(ctx context.Context) (HistoryReport, error) {
 }
 
 // SampleStats reads etcd's storage figures for the gauges and returns them.
-func (j *Janitor) SampleStats(ctx context.Context) (metadata.StorageStats, error) {
-	st, err := j.meta.StorageStats(ctx)
+func (j *Janitor) SampleStats(ctx context.Context) (maintenance.StorageStats, error) {
+	st, err := j.etcd.StorageStats(ctx)
 	if err != nil {
 		return st, err
 	}

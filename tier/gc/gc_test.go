@@ -23,6 +23,7 @@ import (
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/maintenance"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
 	"github.com/varve-io/varve/sdk/admin"
@@ -167,7 +168,7 @@ func TestCrashBetweenPutAndCommit(t *testing.T) {
 	cmd.Wait()
 	killed = true
 
-	refs, _, err := meta.ReferencedObjects(ctx)
+	refs, _, err := maintenance.New(meta).ReferencedObjects(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +366,7 @@ func TestRetentionByTime(t *testing.T) {
 		t.Fatalf("collected %v, want the dropped entries' objects %v", deleted, dropped)
 	}
 	left := listKeys(t, e.fs)
-	refs, _, err := e.meta.ReferencedObjects(ctx)
+	refs, _, err := maintenance.New(e.meta).ReferencedObjects(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

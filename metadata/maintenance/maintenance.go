@@ -1,4 +1,4 @@
-package metadata
+package maintenance
 
 import (
 	"context"
@@ -10,12 +10,22 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/internal/conn"
+	"github.com/varve-io/varve/metadata/internal/keys"
 )
 
-// This file holds what the object-tier janitor (tier/gc) needs from etcd:
-// the set of objects the index references, revision-history compaction,
-// storage figures, defragmentation and a leader election so one janitor
-// acts at a time.
+// Etcd is the maintenance view of a metadata client's etcd. It is safe
+// for concurrent use.
+type Etcd struct {
+	cli *clientv3.Client
+}
+
+// New returns the maintenance view of meta's etcd; meta outlives it.
+func New(meta *metadata.Client) *Etcd {
+	return &Etcd{cli: conn.Of(meta).KV}
+}
 
 // referencedPage is how many index keys one range read of
 // ReferencedObjects returns.
@@ -25,8 +35,8 @@ const referencedPage = 5000
 // read with paged range reads over index/ all at one revision (a consistent
 // snapshot), and that revision. An object absent from the set was
 // unreferenced at rev.
-func (c *Client) ReferencedObjects(ctx context.Context) (map[string]struct{}, int64, error) {
-	from, end := indexPrefix(), prefixEnd(indexPrefix())
+func (c *Etcd) ReferencedObjects(ctx context.Context) (map[string]struct{}, int64, error) {
+	from, end := keys.IndexPrefix(), keys.PrefixEnd(keys.IndexPrefix())
 	refs := map[string]struct{}{}
 	key, rev := from, int64(0)
 	for {
@@ -42,7 +52,7 @@ func (c *Client) ReferencedObjects(ctx context.Context) (map[string]struct{}, in
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			var e IndexEntry
+			var e metadata.IndexEntry
 			if err := json.Unmarshal(kv.Value, &e); err != nil {
 				return nil, 0, fmt.Errorf("decode index entry %s: %w", kv.Key, err)
 			}
@@ -59,8 +69,8 @@ func (c *Client) ReferencedObjects(ctx context.Context) (map[string]struct{}, in
 }
 
 // Revision returns etcd's current revision (a linearizable read).
-func (c *Client) Revision(ctx context.Context) (int64, error) {
-	resp, err := c.cli.Get(ctx, topicsPrefix(), clientv3.WithCountOnly())
+func (c *Etcd) Revision(ctx context.Context) (int64, error) {
+	resp, err := c.cli.Get(ctx, keys.TopicsPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return 0, fmt.Errorf("read etcd revision: %w", err)
 	}
@@ -71,9 +81,9 @@ func (c *Client) Revision(ctx context.Context) (int64, error) {
 // until the space is reclaimed inside the database (physical compaction).
 // Watches that resume from a revision below rev get ErrCompacted (the
 // metadata Cache reloads then). A rev already compacted is not an error.
-func (c *Client) CompactHistory(ctx context.Context, rev int64) error {
+func (c *Etcd) CompactHistory(ctx context.Context, rev int64) error {
 	if rev <= 0 {
-		return fmt.Errorf("%w: compact etcd history at revision %d: must be positive", ErrInvalidArgument, rev)
+		return fmt.Errorf("%w: compact etcd history at revision %d: must be positive", metadata.ErrInvalidArgument, rev)
 	}
 	if _, err := c.cli.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
 		if errors.Is(err, rpctypes.ErrCompacted) {
@@ -103,8 +113,8 @@ type StorageStats struct {
 
 // StorageStats counts Varve's keys and asks every endpoint for its database
 // size; it reports the largest member.
-func (c *Client) StorageStats(ctx context.Context) (StorageStats, error) {
-	resp, err := c.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithCountOnly())
+func (c *Etcd) StorageStats(ctx context.Context) (StorageStats, error) {
+	resp, err := c.cli.Get(ctx, keys.Root, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return StorageStats{}, fmt.Errorf("count etcd keys: %w", err)
 	}
@@ -129,7 +139,7 @@ func (c *Client) StorageStats(ctx context.Context) (StorageStats, error) {
 // Defragment defragments every endpoint's database, one member after the
 // other, returning freed pages to the file system. A member blocks reads
 // and writes while it defragments: run it off-peak (see docs/gc.md).
-func (c *Client) Defragment(ctx context.Context) error {
+func (c *Etcd) Defragment(ctx context.Context) error {
 	for _, ep := range c.cli.Endpoints() {
 		if _, err := c.cli.Defragment(ctx, ep); err != nil {
 			return fmt.Errorf("defragment etcd member %s: %w", ep, err)
@@ -151,13 +161,13 @@ type Leadership struct {
 // Leadership is tied to a lease of ttl that is kept alive in the
 // background; if the process dies, another campaigner takes over within
 // ttl. id identifies the leader in the election key's value.
-func (c *Client) Campaign(ctx context.Context, name, id string, ttl time.Duration) (*Leadership, error) {
+func (c *Etcd) Campaign(ctx context.Context, name, id string, ttl time.Duration) (*Leadership, error) {
 	secs := max(int(ttl/time.Second), 1)
 	s, err := concurrency.NewSession(c.cli, concurrency.WithTTL(secs))
 	if err != nil {
 		return nil, fmt.Errorf("campaign for %s: start session: %w", name, err)
 	}
-	e := concurrency.NewElection(s, electionPrefix(name))
+	e := concurrency.NewElection(s, keys.ElectionPrefix(name))
 	if err := e.Campaign(ctx, id); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("campaign for %s as %s: %w", name, id, err)
@@ -177,4 +187,42 @@ func (l *Leadership) Resign(ctx context.Context) error {
 		return fmt.Errorf("resign leadership %s: %w", l.election.Key(), rerr)
 	}
 	return cerr
+}
+
+// Footprint is the live size of Varve's state in etcd: keys under /varve/
+// and the bytes of their keys and values. Unlike the database size it does
+// not move in whole pages or with history, so it shows what each GiB
+// ingested costs in metadata.
+type Footprint struct {
+	Keys  int64
+	Bytes int64
+}
+
+// Footprint reads every key under /varve/ in pages of 1000 (a consistent
+// snapshot at one revision) and sums their sizes.
+func (c *Etcd) Footprint(ctx context.Context) (Footprint, error) {
+	var f Footprint
+	key, end := keys.Root, keys.PrefixEnd(keys.Root)
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := c.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return f, fmt.Errorf("read %s for its footprint: %w", key, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			f.Keys++
+			f.Bytes += int64(len(kv.Key) + len(kv.Value))
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return f, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }

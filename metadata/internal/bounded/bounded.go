@@ -1,4 +1,4 @@
-package metadata
+package bounded
 
 import (
 	"context"
@@ -7,7 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // The etcd client waits for a connection before it sends a request
@@ -19,8 +22,8 @@ import (
 // lease keep-alives) are not bounded: they resume by themselves when etcd
 // is back.
 
-// health remembers when etcd last answered and since when it has not.
-type health struct {
+// Health remembers when etcd last answered and since when it has not.
+type Health struct {
 	timeout  time.Duration
 	lastOK   atomic.Int64 // unix nanoseconds of the last answer
 	downFrom atomic.Int64 // unix nanoseconds since when every call failed; 0: none
@@ -33,7 +36,7 @@ type health struct {
 const downWait = time.Second
 
 // record notes the outcome of a call that started at start.
-func (h *health) record(start time.Time, err error) {
+func (h *Health) record(start time.Time, err error) {
 	if err == nil || !IsUnavailable(err) {
 		h.lastOK.Store(time.Now().UnixNano())
 		h.downFrom.Store(0)
@@ -44,8 +47,8 @@ func (h *health) record(start time.Time, err error) {
 	h.downFrom.CompareAndSwap(0, max(start.UnixNano(), h.lastOK.Load()))
 }
 
-// down reports how long etcd has failed every call (0: it answers).
-func (h *health) down() time.Duration {
+// Down reports how long etcd has failed every call (0: it answers).
+func (h *Health) Down() time.Duration {
 	from := h.downFrom.Load()
 	if from == 0 {
 		return 0
@@ -55,9 +58,9 @@ func (h *health) down() time.Duration {
 
 // bound returns ctx with the request deadline, and a function that
 // classifies the call's error and releases the context.
-func (h *health) bound(ctx context.Context) (context.Context, func(error) error) {
+func (h *Health) bound(ctx context.Context) (context.Context, func(error) error) {
 	wait := h.timeout
-	if h.down() >= h.timeout {
+	if h.Down() >= h.timeout {
 		wait = min(wait, downWait)
 	}
 	start := time.Now()
@@ -75,13 +78,27 @@ func (h *health) bound(ctx context.Context) (context.Context, func(error) error)
 	}
 }
 
+// Wrap bounds the unary calls of cli's KV, Lease and Maintenance by
+// timeout and returns the health they record.
+func Wrap(cli *clientv3.Client, timeout time.Duration) *Health {
+	h := &Health{timeout: timeout}
+	h.record(time.Now(), nil)
+	cli.KV = boundedKV{KV: cli.KV, h: h}
+	cli.Lease = boundedLease{Lease: cli.Lease, h: h}
+	cli.Maintenance = boundedMaintenance{Maintenance: cli.Maintenance, h: h}
+	return h
+}
+
+// Timeout is the request timeout.
+func (h *Health) Timeout() time.Duration { return h.timeout }
+
 // ErrUnavailable marks a request etcd did not answer in time: etcd is
 // down, unreachable or without a leader. It is worth a retry.
 var ErrUnavailable = errors.New("etcd unavailable")
 
 type boundedKV struct {
 	clientv3.KV
-	h *health
+	h *Health
 }
 
 func (kv boundedKV) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
@@ -148,7 +165,7 @@ func (t *boundedTxn) Commit() (*clientv3.TxnResponse, error) {
 // boundedLease bounds the unary lease calls; KeepAlive is a stream.
 type boundedLease struct {
 	clientv3.Lease
-	h *health
+	h *Health
 }
 
 func (l boundedLease) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error) {
@@ -185,11 +202,38 @@ func (l boundedLease) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*
 // and snapshots take as long as they take.
 type boundedMaintenance struct {
 	clientv3.Maintenance
-	h *health
+	h *Health
 }
 
 func (m boundedMaintenance) Status(ctx context.Context, endpoint string) (*clientv3.StatusResponse, error) {
 	ctx, done := m.h.bound(ctx)
 	resp, err := m.Maintenance.Status(ctx, endpoint)
 	return resp, done(err)
+}
+
+// IsUnavailable reports whether err is etcd failing to answer (no leader,
+// connection lost, too many requests, timed out): worth a retry, as opposed
+// to a request etcd refused. ErrUnavailable (no answer within the
+// client's request timeout) is one.
+func IsUnavailable(err error) bool {
+	if errors.Is(err, ErrUnavailable) {
+		return true
+	}
+	var code codes.Code
+	var ee rpctypes.EtcdError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.Code()
+	default:
+		st, ok := status.FromError(err)
+		if !ok {
+			return false
+		}
+		code = st.Code()
+	}
+	switch code {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
 }

@@ -1,4 +1,4 @@
-package metadata_test
+package maintenance_test
 
 import (
 	"context"
@@ -11,8 +11,27 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/maintenance"
 )
+
+// client is a metadata client with its maintenance view, so that one
+// value commits and maintains.
+type client struct {
+	*metadata.Client
+	*maintenance.Etcd
+}
+
+func connect(t *testing.T) client {
+	t.Helper()
+	c, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return client{c, maintenance.New(c)}
+}
 
 func TestReferencedObjects(t *testing.T) {
 	c := connect(t)
@@ -63,7 +82,7 @@ func TestCompactHistoryAndStorageStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 500 {
-		commitBlock(t, c, "h", 0, fmt.Sprintf("o%d", i), 1, 0, 1)
+		commitBlock(t, c.Client, "h", 0, fmt.Sprintf("o%d", i), 1, 0, 1)
 	}
 	before, err := c.StorageStats(ctx)
 	if err != nil {
@@ -117,7 +136,7 @@ func TestCampaign(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	won := make(chan *metadata.Leadership, 1)
+	won := make(chan *maintenance.Leadership, 1)
 	go func() {
 		b, err := c.Campaign(ctx, "janitor", "b", 5*time.Second)
 		if err != nil {

@@ -1,4 +1,4 @@
-package metadata_test
+package maintenance_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package metadata
+package embedded
 
 import (
 	"context"
@@ -15,15 +15,15 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Embedded is an etcd server running inside this process: the metadata store
+// Etcd is an etcd server running inside this process: the metadata store
 // of `varve dev` and of the tests. It is a full etcd, not a stand-in.
-type Embedded struct {
+type Etcd struct {
 	etcd    *embed.Etcd
 	closing *atomic.Bool
 }
 
-// EmbeddedConfig configures an in-process etcd server.
-type EmbeddedConfig struct {
+// Config configures an in-process etcd server.
+type Config struct {
 	// Dir holds etcd's data; reusing it restores the previous state.
 	Dir string
 	// ClientURL is where clients connect, e.g. http://127.0.0.1:2379.
@@ -38,15 +38,15 @@ type EmbeddedConfig struct {
 	ReadyTimeout time.Duration
 }
 
-// StartEmbedded starts an etcd server and waits until it serves requests.
-func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
-	return StartEmbeddedContext(context.Background(), c)
+// Start starts an etcd server and waits until it serves requests.
+func Start(c Config) (*Etcd, error) {
+	return StartContext(context.Background(), c)
 }
 
-// StartEmbeddedContext is StartEmbedded that gives up when ctx ends (a
+// StartContext is Start that gives up when ctx ends (a
 // signal) or after c.ReadyTimeout, with an error saying which: etcd blocks
 // without a word while another process holds its data directory's locks.
-func StartEmbeddedContext(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
+func StartContext(ctx context.Context, c Config) (*Etcd, error) {
 	if c.ClientURL == "" {
 		c.ClientURL = "http://127.0.0.1:0"
 	}
@@ -107,7 +107,7 @@ func StartEmbeddedContext(ctx context.Context, c EmbeddedConfig) (*Embedded, err
 	}()
 	timer := time.NewTimer(c.ReadyTimeout)
 	defer timer.Stop()
-	giveUp := func(e *embed.Etcd, why error) (*Embedded, error) {
+	giveUp := func(e *embed.Etcd, why error) (*Etcd, error) {
 		if e != nil {
 			closing.Store(true)
 			e.Server.Stop()
@@ -138,11 +138,11 @@ func StartEmbeddedContext(ctx context.Context, c EmbeddedConfig) (*Embedded, err
 	case <-timer.C:
 		return giveUp(e, fmt.Errorf("embedded etcd in %s: not ready after %v", c.Dir, c.ReadyTimeout))
 	}
-	return &Embedded{etcd: e, closing: closing}, nil
+	return &Etcd{etcd: e, closing: closing}, nil
 }
 
 // Endpoints returns the client URLs the server listens on.
-func (e *Embedded) Endpoints() []string {
+func (e *Etcd) Endpoints() []string {
 	var out []string
 	for _, l := range e.etcd.Clients {
 		out = append(out, "http://"+l.Addr().String())
@@ -151,7 +151,7 @@ func (e *Embedded) Endpoints() []string {
 }
 
 // Close stops the server.
-func (e *Embedded) Close() {
+func (e *Etcd) Close() {
 	e.closing.Store(true)
 	e.etcd.Close()
 }
