@@ -124,6 +124,7 @@ func TestCompactedTopic(t *testing.T) {
 	if err != nil || st.Jobs == 0 || st.RecordsOut >= st.RecordsIn {
 		t.Fatalf("first pass: %+v %v", st, err)
 	}
+	e.waitCache(t) // the fetcher reads the watched index
 	want := expected(model, clk.ms.Load(), deleteRetention)
 	f := e.fetcher()
 	got := fetchAll(t, f, "kv", 0, 0)
@@ -184,6 +185,7 @@ func TestCompactedTopic(t *testing.T) {
 	if _, err := c.RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	e.waitCache(t)
 	want = expected(model, clk.ms.Load(), deleteRetention)
 	sameKV(t, "after the second pass", want, fetchAll(t, e.fetcher(), "kv", 0, 0))
 	for _, r := range want {
@@ -214,6 +216,7 @@ func TestMinCompactionLag(t *testing.T) {
 	if _, err := c.RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	e.waitCache(t)
 	// The old half collapses to its newest record; the young half stays.
 	got := fetchAll(t, e.fetcher(), "lag", 0, 0)
 	var offs []int64
@@ -252,6 +255,7 @@ func TestCompactedRangesWithoutRecords(t *testing.T) {
 	if _, err := c.RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	e.waitCache(t)
 	got := fetchAll(t, e.fetcher(), "tail", 0, 0)
 	sameKV(t, "tail", tail[:2], got)
 	es := e.entries(t, "tail", 0)
