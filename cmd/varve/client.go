@@ -23,19 +23,20 @@ func addClientFlags(cmd *cobra.Command) {
 	if def == "" {
 		def = defaultAddr
 	}
-	cmd.PersistentFlags().String("addr", def, "cluster API address (env VARVE_ADDR)")
+	cmd.PersistentFlags().String("addr", def, "cluster API address, https:// for TLS (env VARVE_ADDR)")
+	addSecurityFlags(cmd)
 }
 
 // newClient returns an SDK client of the cluster named by --addr.
 func newClient(cmd *cobra.Command) *sdk.Client {
 	addr, _ := cmd.Flags().GetString("addr")
-	return sdk.New(addr)
+	return sdk.New(addr, securityOptions(cmd)...)
 }
 
 // newAdmin returns an admin client of the cluster named by --addr.
 func newAdmin(cmd *cobra.Command) *admin.Client {
 	addr, _ := cmd.Flags().GetString("addr")
-	return admin.New(addr)
+	return admin.New(addr, securityOptions(cmd)...)
 }
 
 // addFormatFlag declares --format text|json.

@@ -34,6 +34,9 @@ Example:
 			if err != nil {
 				return err
 			}
+			if err := serveSecurity(&cfg, log); err != nil {
+				return err
+			}
 			n, err := node.New(cmd.Context(), cfg, node.Options{Logger: log})
 			if err != nil {
 				return err
