@@ -81,7 +81,9 @@ func TestTLSServer(t *testing.T) {
 	}
 }
 
-func isEOF(err error) bool { return err != nil && (errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "EOF")) }
+func isEOF(err error) bool {
+	return err != nil && (errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "EOF"))
+}
 
 func TestTLSExpiredServerCertificateRefused(t *testing.T) {
 	ca := newCA(t, "ca")
