@@ -156,10 +156,11 @@ var Rules = map[string]Rule{
 	varvev1connect.AdminServiceResumeCompactionProcedure: {Audit: true, Need: clusterAdmin},
 	varvev1connect.AdminServiceCompactionStatusProcedure: {Need: func(any) []Perm { return []Perm{cluster(authz.Describe)} }},
 
-	// Keys and ACLs.
-	varvev1connect.AccessServiceCreateAPIKeyProcedure: {Audit: true, Need: clusterAdmin},
+	// Keys and ACLs: their service writes the audit lines, with the key or
+	// ACL involved.
+	varvev1connect.AccessServiceCreateAPIKeyProcedure: {Need: clusterAdmin},
 	varvev1connect.AccessServiceListAPIKeysProcedure:  {Need: clusterAdmin},
-	varvev1connect.AccessServiceRevokeAPIKeyProcedure: {Audit: true, Need: clusterAdmin},
+	varvev1connect.AccessServiceRevokeAPIKeyProcedure: {Need: clusterAdmin},
 	varvev1connect.AccessServiceAddACLProcedure:       {Audit: true, Need: clusterAdmin},
 	varvev1connect.AccessServiceListACLsProcedure:     {Need: clusterAdmin},
 	varvev1connect.AccessServiceRemoveACLProcedure:    {Audit: true, Need: clusterAdmin},
