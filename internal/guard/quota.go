@@ -74,6 +74,10 @@ type quotas struct {
 	buckets map[string]*bucket // "produce/alice"
 }
 
+// burstSeconds is how much of its rate a principal may spend at once
+// after a pause: a tenth of a second, so a rate holds over any second.
+const burstSeconds = 0.1
+
 type bucket struct {
 	tokens float64
 	last   time.Time
@@ -126,11 +130,12 @@ func (q *quotas) take(principal, dir string, n int, charge bool) time.Duration {
 	k := dir + "/" + principal
 	b := q.buckets[k]
 	now := time.Now()
+	burst := r * burstSeconds
 	if b == nil {
-		b = &bucket{tokens: r, last: now} // a second's burst
+		b = &bucket{tokens: burst, last: now}
 		q.buckets[k] = b
 	}
-	b.tokens = min(r, b.tokens+r*now.Sub(b.last).Seconds())
+	b.tokens = min(burst, b.tokens+r*now.Sub(b.last).Seconds())
 	b.last = now
 	if b.tokens < 0 && !charge {
 		return time.Duration(-b.tokens / r * float64(time.Second))
