@@ -74,6 +74,8 @@ func clientError(cmd *cobra.Command, topic string, err error) error {
 		if topic != "" {
 			return fmt.Errorf("topic %q already exists (%s)", topic, ce.Code())
 		}
+	case connect.CodeUnauthenticated:
+		return fmt.Errorf("%s (%s: give an API key with --token or VARVE_TOKEN, or a client certificate with --cert-file and --key-file)", ce.Message(), ce.Code())
 	case connect.CodeUnavailable:
 		if connect.IsWireError(ce) {
 			// The node answered: it is up, something behind it (etcd,

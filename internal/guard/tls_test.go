@@ -19,9 +19,9 @@ import (
 	"github.com/varve-io/varve/sdk/admin"
 )
 
-func tlsNode(t *testing.T, server certFiles, clientCA string, auth string) *node.Node {
+func tlsNode(t *testing.T, server testenv.CertFiles, clientCA string, auth string) *node.Node {
 	return startNode(t, nil, nil, nil, func(c *node.Config) {
-		c.Security.TLSCertFile, c.Security.TLSKeyFile = server.cert, server.key
+		c.Security.TLSCertFile, c.Security.TLSKeyFile = server.Cert, server.Key
 		c.Security.TLSClientCAFile = clientCA
 		c.Security.Auth = auth
 		if auth != "none" {
@@ -41,8 +41,8 @@ func ping(n *node.Node, tc *tls.Config, opts ...sdk.Option) error {
 }
 
 func TestTLSServer(t *testing.T) {
-	ca := newCA(t, "ca")
-	n := tlsNode(t, ca.valid(t, "node"), "", "none")
+	ca := testenv.NewCA(t, "ca")
+	n := tlsNode(t, ca.Valid(t, "node"), "", "none")
 	if !strings.HasPrefix(n.Addr(), "https://") {
 		t.Fatalf("Addr %s: want https://", n.Addr())
 	}
@@ -53,7 +53,7 @@ func TestTLSServer(t *testing.T) {
 	if err := ping(n, clientTLS(t, ca, nil), sdk.WithGRPC()); err != nil {
 		t.Fatalf("gRPC over TLS: %v", err)
 	}
-	other := newCA(t, "other")
+	other := testenv.NewCA(t, "other")
 	err := ping(n, clientTLS(t, other, nil))
 	if err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("wrong CA: got %v, want a certificate error", err)
@@ -86,8 +86,8 @@ func isEOF(err error) bool {
 }
 
 func TestTLSExpiredServerCertificateRefused(t *testing.T) {
-	ca := newCA(t, "ca")
-	expired := ca.issue(t, "node", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), nil)
+	ca := testenv.NewCA(t, "ca")
+	expired := ca.Issue(t, "node", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), nil)
 	n := tlsNode(t, expired, "", "none")
 	err := ping(n, clientTLS(t, ca, nil))
 	if err == nil || !strings.Contains(err.Error(), "expired") {
@@ -96,9 +96,9 @@ func TestTLSExpiredServerCertificateRefused(t *testing.T) {
 }
 
 func TestMutualTLS(t *testing.T) {
-	ca := newCA(t, "ca")
-	n := tlsNode(t, ca.valid(t, "node"), ca.file, "mtls")
-	alice := ca.valid(t, "alice")
+	ca := testenv.NewCA(t, "ca")
+	n := tlsNode(t, ca.Valid(t, "node"), ca.File, "mtls")
+	alice := ca.Valid(t, "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	a := admin.New(n.Addr(), sdk.WithTLS(clientTLS(t, ca, &alice)))
@@ -112,9 +112,13 @@ func TestMutualTLS(t *testing.T) {
 		tc   *tls.Config
 	}{
 		{"no client certificate", clientTLS(t, ca, nil)},
-		{"client certificate of another CA", func() *tls.Config { o := newCA(t, "other"); c := o.valid(t, "alice"); return clientTLS(t, ca, &c) }()},
+		{"client certificate of another CA", func() *tls.Config {
+			o := testenv.NewCA(t, "other")
+			c := o.Valid(t, "alice")
+			return clientTLS(t, ca, &c)
+		}()},
 		{"expired client certificate", func() *tls.Config {
-			c := ca.issue(t, "alice", time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour), nil)
+			c := ca.Issue(t, "alice", time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour), nil)
 			return clientTLS(t, ca, &c)
 		}()},
 	}
@@ -131,7 +135,7 @@ func TestMutualTLS(t *testing.T) {
 
 // servedSerial is the serial number of the certificate a new TLS
 // connection to addr sees.
-func servedSerial(t *testing.T, addr string, ca *testCA) string {
+func servedSerial(t *testing.T, addr string, ca *testenv.CA) string {
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, clientTLS(t, ca, nil))
 	if err != nil {
 		return "error: " + err.Error()
@@ -141,16 +145,16 @@ func servedSerial(t *testing.T, addr string, ca *testCA) string {
 }
 
 func TestTLSRotation(t *testing.T) {
-	ca := newCA(t, "ca")
-	first := ca.valid(t, "node")
+	ca := testenv.NewCA(t, "ca")
+	first := ca.Valid(t, "node")
 	n := tlsNode(t, first, "", "none")
 	api := strings.TrimPrefix(n.Addr(), "https://")
-	if got := servedSerial(t, api, ca); got != first.x509.SerialNumber.String() {
-		t.Fatalf("served %s, want the first certificate %s", got, first.x509.SerialNumber)
+	if got := servedSerial(t, api, ca); got != first.X509.SerialNumber.String() {
+		t.Fatalf("served %s, want the first certificate %s", got, first.X509.SerialNumber)
 	}
 	// A certificate manager replaces the files in place.
-	second := ca.issue(t, "node", time.Now().Add(-time.Minute), time.Now().Add(12*time.Hour), &first)
-	want := second.x509.SerialNumber.String()
+	second := ca.Issue(t, "node", time.Now().Add(-time.Minute), time.Now().Add(12*time.Hour), &first)
+	want := second.X509.SerialNumber.String()
 	var got, gotFlight string
 	if !testenv.Eventually(10*time.Second, func() bool {
 		got, gotFlight = servedSerial(t, api, ca), servedSerial(t, n.FlightAddr(), ca)
