@@ -40,6 +40,10 @@ func (s secretTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // the given cluster secrets; a topic of 8 partitions holds records written
 // through the first node.
 func twoFetchNodes(t *testing.T, secret1, secret2 string, logs2 *logBuffer) (*node.Node, *node.Node, []metadata.IndexEntry) {
+	return twoFetchNodesWith(t, secret1, secret2, logs2, nil)
+}
+
+func twoFetchNodesWith(t *testing.T, secret1, secret2 string, logs2 *logBuffer, mutate func(*node.Config)) (*node.Node, *node.Node, []metadata.IndexEntry) {
 	t.Helper()
 	endpoints := testenv.StartEtcd(t)
 	st := store(t)
@@ -49,6 +53,9 @@ func twoFetchNodes(t *testing.T, secret1, secret2 string, logs2 *logBuffer) (*no
 			c.Security.Auth = "token"
 			c.Security.BootstrapToken = bootstrap
 			c.Security.ClusterSecretFile = secretFile(t, secret)
+			if mutate != nil {
+				mutate(c)
+			}
 		})
 	}
 	n1 := mk("n1", secret1, nil)
@@ -59,7 +66,7 @@ func twoFetchNodes(t *testing.T, secret1, secret2 string, logs2 *logBuffer) (*no
 		}
 	}
 	ctx := context.Background()
-	a := admin.New(n1.Addr(), sdk.WithToken(bootstrap))
+	a := admin.New(n1.Addr(), append(clientOpts, sdk.WithToken(bootstrap))...)
 	defer a.Close()
 	if _, err := a.CreateTopic(ctx, "t", 8, nil); err != nil {
 		t.Fatal(err)
@@ -85,7 +92,7 @@ func twoFetchNodes(t *testing.T, secret1, secret2 string, logs2 *logBuffer) (*no
 // fetchAll fetches every partition of t through n.
 func fetchAll(t *testing.T, n *node.Node) {
 	t.Helper()
-	c := sdk.New(n.Addr(), sdk.WithToken(bootstrap))
+	c := sdk.New(n.Addr(), append(clientOpts, sdk.WithToken(bootstrap))...)
 	defer c.Close()
 	for p := range int32(8) {
 		r, err := c.Fetch(context.Background(), "t", p, 0, 1<<20, 0)
@@ -94,6 +101,9 @@ func fetchAll(t *testing.T, n *node.Node) {
 		}
 	}
 }
+
+// clientOpts are the SDK options of the tests' clients (TLS settings).
+var clientOpts []sdk.Option
 
 const peerRefused = "block owner did not serve the block"
 
@@ -202,5 +212,25 @@ func TestMalformedGetBlockLogsNoCorruption(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "corrupt block") {
 		t.Fatalf("malformed requests logged a corrupt block:\n%s", logs)
+	}
+}
+
+// TestBlockServiceOverTLS: nodes serving TLS call each other's BlockService
+// over TLS, trusting tls_ca_file, with the cluster secret.
+func TestBlockServiceOverTLS(t *testing.T) {
+	ca := testenv.NewCA(t, "ca")
+	srv := ca.Valid(t, "node")
+	clientOpts = []sdk.Option{sdk.WithTLS(clientTLS(t, ca, nil))}
+	defer func() { clientOpts = nil }()
+	logs2 := &logBuffer{}
+	_, n2, _ := twoFetchNodesWith(t, "the-shared-cluster-secret", "the-shared-cluster-secret", logs2, func(c *node.Config) {
+		c.Security.TLSCertFile, c.Security.TLSKeyFile, c.Security.TLSCAFile = srv.Cert, srv.Key, ca.File
+	})
+	if !strings.HasPrefix(n2.Addr(), "https://") {
+		t.Fatalf("addr %s", n2.Addr())
+	}
+	fetchAll(t, n2)
+	if strings.Contains(logs2.String(), peerRefused) {
+		t.Fatalf("a TLS peer refused a block:\n%s", logs2)
 	}
 }

@@ -166,3 +166,22 @@ func TestTLSRotation(t *testing.T) {
 		t.Fatalf("call after rotation: %v", err)
 	}
 }
+
+// TestMutualTLSPrincipalFromSAN: with mtls_principal dns the principal is
+// the certificate's first DNS name, not its common name.
+func TestMutualTLSPrincipalFromSAN(t *testing.T) {
+	ca := testenv.NewCA(t, "ca")
+	n := startNode(t, nil, nil, nil, func(c *node.Config) {
+		srv := ca.Valid(t, "node")
+		c.Security.TLSCertFile, c.Security.TLSKeyFile, c.Security.TLSClientCAFile = srv.Cert, srv.Key, ca.File
+		c.Security.Auth, c.Security.MTLSPrincipal = "mtls", "dns"
+		c.Security.ClusterSecretFile = secretFile(t, "a-cluster-secret-of-some-length")
+	})
+	cert := ca.Valid(t, "some-cn") // DNS name: localhost
+	a := admin.New(n.Addr(), sdk.WithTLS(clientTLS(t, ca, &cert)))
+	defer a.Close()
+	who, err := a.WhoAmI(context.Background())
+	if err != nil || who != "localhost" {
+		t.Fatalf("WhoAmI = %q, %v; want localhost", who, err)
+	}
+}
