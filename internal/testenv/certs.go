@@ -32,9 +32,18 @@ func nextSerial() *big.Int { return big.NewInt(time.Now().UnixNano() + certSeria
 // NewCA makes a CA valid for a day.
 func NewCA(tb testing.TB, name string) *CA {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := CreateCA(tb.TempDir(), name)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	return ca
+}
+
+// CreateCA makes a CA valid for a day, its certificate written in dir.
+func CreateCA(dir, name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: nextSerial(), Subject: pkix.Name{CommonName: name},
@@ -43,29 +52,25 @@ func NewCA(tb testing.TB, name string) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	cert, _ := x509.ParseCertificate(der)
-	ca := &CA{Cert: cert, key: key, File: filepath.Join(tb.TempDir(), name+".pem")}
-	writePEM(tb, ca.File, "CERTIFICATE", der)
-	return ca
+	ca := &CA{Cert: cert, key: key, File: filepath.Join(dir, name+".pem")}
+	return ca, writePEM(ca.File, "CERTIFICATE", der)
 }
 
 // writePEM writes then renames, as a certificate manager does, so a reader
 // never sees half a file.
-func writePEM(tb testing.TB, file, typ string, der []byte) {
-	tb.Helper()
+func writePEM(file, typ string, der []byte) error {
 	var b bytes.Buffer
 	if err := pem.Encode(&b, &pem.Block{Type: typ, Bytes: der}); err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	tmp := file + ".tmp"
 	if err := os.WriteFile(tmp, b.Bytes(), 0o600); err != nil {
-		tb.Fatal(err)
+		return err
 	}
-	if err := os.Rename(tmp, file); err != nil {
-		tb.Fatal(err)
-	}
+	return os.Rename(tmp, file)
 }
 
 // CertFiles is an issued certificate and its key on disk.
@@ -79,9 +84,26 @@ type CertFiles struct {
 // (new files when nil, else over files' Cert and Key).
 func (ca *CA) Issue(tb testing.TB, cn string, notBefore, notAfter time.Time, files *CertFiles) CertFiles {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	out := CertFiles{}
+	if files != nil {
+		out = *files
+	} else {
+		dir := tb.TempDir()
+		out.Cert, out.Key = filepath.Join(dir, cn+".crt"), filepath.Join(dir, cn+".key")
+	}
+	out, err := ca.IssueTo(out.Cert, out.Key, cn, notBefore, notAfter)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	return out
+}
+
+// IssueTo signs a certificate for cn as Issue does, written to certFile
+// and keyFile.
+func (ca *CA) IssueTo(certFile, keyFile, cn string, notBefore, notAfter time.Time) (CertFiles, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return CertFiles{}, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: nextSerial(), Subject: pkix.Name{CommonName: cn},
@@ -92,23 +114,18 @@ func (ca *CA) Issue(tb testing.TB, cn string, notBefore, notAfter time.Time, fil
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
-		tb.Fatal(err)
+		return CertFiles{}, err
 	}
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		tb.Fatal(err)
+		return CertFiles{}, err
 	}
-	out := CertFiles{}
-	if files != nil {
-		out = *files
-	} else {
-		dir := tb.TempDir()
-		out.Cert, out.Key = filepath.Join(dir, cn+".crt"), filepath.Join(dir, cn+".key")
-	}
+	out := CertFiles{Cert: certFile, Key: keyFile}
 	out.X509, _ = x509.ParseCertificate(der)
-	writePEM(tb, out.Key, "PRIVATE KEY", kder)
-	writePEM(tb, out.Cert, "CERTIFICATE", der)
-	return out
+	if err := writePEM(out.Key, "PRIVATE KEY", kder); err != nil {
+		return CertFiles{}, err
+	}
+	return out, writePEM(out.Cert, "CERTIFICATE", der)
 }
 
 // Valid issues a certificate for cn valid now and for 12 hours.
