@@ -64,7 +64,9 @@ func TestStoreAndWatch(t *testing.T) {
 	if err != nil || len(acls) != 1 {
 		t.Fatalf("ListACLs = %+v, %v; want one", acls, err)
 	}
-	if !seen(func(s *access.Snapshot) bool { return len(s.ACLs) == 1 && authz.Decide(s.ACLs, "alice", authz.Resource{Kind: authz.Topic, Name: "t"}, authz.Produce).Allowed }) {
+	if !seen(func(s *access.Snapshot) bool {
+		return len(s.ACLs) == 1 && authz.Decide(s.ACLs, "alice", authz.Resource{Kind: authz.Topic, Name: "t"}, authz.Produce).Allowed
+	}) {
 		t.Fatal("the watch did not deliver the ACL")
 	}
 	if _, err := s.RevokeKey(ctx, k.ID); err != nil {
