@@ -60,6 +60,8 @@ type Config struct {
 // Identity is who made a call.
 type Identity struct {
 	Principal string
+	// KeyID is the API key the caller presented ("" for others).
+	KeyID string
 	// Node: the caller presented the cluster secret.
 	Node bool
 	// Super: the bootstrap admin key, or auth none (every permission).
@@ -181,7 +183,7 @@ func (g *Guard) authenticate(authorization, secret string, certs []*x509.Certifi
 		if !ok || !authz.CheckSecret(k.Salt, k.Hash, sec) {
 			return Identity{}, fmt.Errorf("api key %s is unknown or revoked", id)
 		}
-		return Identity{Principal: k.Principal}, nil
+		return Identity{Principal: k.Principal, KeyID: id}, nil
 	case AuthMTLS:
 		if len(certs) == 0 {
 			return Identity{}, fmt.Errorf("%w: present a client certificate (auth mtls)", errNoCredentials)
@@ -214,6 +216,16 @@ func certPrincipal(c *x509.Certificate, from string) string {
 		return c.Subject.CommonName
 	}
 	return ""
+}
+
+// keyValid reports whether id's API key (if any) is still known: a revoked
+// key ends the streams it opened.
+func (g *Guard) keyValid(id Identity) bool {
+	if id.KeyID == "" {
+		return true
+	}
+	_, ok := g.snap.Load().Keys[id.KeyID]
+	return ok
 }
 
 // allowed decides one permission for id.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -59,18 +61,61 @@ func (i interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 			i.g.denied(Identity{}, proc, conn.Peer().Addr, err)
 			return err
 		}
-		return next(ctx, &checkedConn{StreamingHandlerConn: conn, g: i.g, ctx: ctx})
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		cc := &checkedConn{StreamingHandlerConn: conn, g: i.g, ctx: sctx}
+		// An idle stream (a tail with nothing new) is checked every
+		// recheckEvery too, so a revocation ends it without waiting for data.
+		var ended error
+		var mu sync.Mutex
+		done := make(chan struct{})
+		go func() {
+			t := time.NewTicker(recheckEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					if err := cc.recheck(); err != nil {
+						mu.Lock()
+						ended = err
+						mu.Unlock()
+						cancel()
+						return
+					}
+				}
+			}
+		}()
+		err := next(sctx, cc)
+		close(done)
+		mu.Lock()
+		defer mu.Unlock()
+		if ended != nil {
+			i.g.denied(cc.identity(), proc, conn.Peer().Addr, ended)
+			return ended
+		}
+		return err
 	}
 }
 
+// recheckEvery is how often an open stream's key and permissions are
+// checked again.
+const recheckEvery = time.Second
+
 // checkedConn authorizes a stream on its first request message (every
-// Varve stream is server-streaming: one request).
+// Varve stream is server-streaming: one request), and again before each
+// answer, so a revoked key or a removed ACL ends a stream opened before.
 type checkedConn struct {
 	connect.StreamingHandlerConn
-	g       *Guard
-	ctx     context.Context
+	g   *Guard
+	ctx context.Context
+
+	mu      sync.Mutex // the fields below: Receive sets, the rechecks read
 	checked bool
 	id      Identity
+	rule    Rule
+	req     any
 }
 
 func (c *checkedConn) Receive(msg any) error {
@@ -79,21 +124,47 @@ func (c *checkedConn) Receive(msg any) error {
 	}
 	if !c.checked {
 		proc := c.Spec().Procedure
-		id, _, err := c.g.check(c.ctx, proc, msg)
+		id, rule, err := c.g.check(c.ctx, proc, msg)
 		if err != nil {
 			c.g.denied(id, proc, c.Peer().Addr, err)
 			return err
 		}
-		c.checked, c.id = true, id
+		c.mu.Lock()
+		c.checked, c.id, c.rule, c.req = true, id, rule, msg
+		c.mu.Unlock()
 	}
 	return nil
 }
 
+func (c *checkedConn) identity() Identity {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.id
+}
+
+// recheck checks an authorized stream again (nil before authorization).
+func (c *checkedConn) recheck() error {
+	c.mu.Lock()
+	checked, id, rule, req := c.checked, c.id, c.rule, c.req
+	c.mu.Unlock()
+	if !checked {
+		return nil
+	}
+	return c.g.recheck(id, rule, req)
+}
+
 func (c *checkedConn) Send(msg any) error {
-	if !c.checked {
+	c.mu.Lock()
+	checked, id := c.checked, c.id
+	c.mu.Unlock()
+	if !checked {
 		return connect.NewError(connect.CodeInternal, errors.New("stream answered before its request was authorized"))
 	}
-	if err := c.g.quota.stream(c.ctx, c.id, c.Spec().Procedure, msg); err != nil {
+	if err := c.recheck(); err != nil {
+		c.g.denied(id, c.Spec().Procedure, c.Peer().Addr, err)
+		return err
+	}
+	if err := c.g.quota.stream(c.ctx, id, c.Spec().Procedure, msg); err != nil {
 		return err
 	}
 	return c.StreamingHandlerConn.Send(msg)
@@ -147,6 +218,23 @@ func (g *Guard) check(ctx context.Context, proc string, req any) (Identity, Rule
 		}
 	}
 	return id, rule, nil
+}
+
+// recheck tells whether a stream authorized earlier still is: its key not
+// revoked, its permissions not removed.
+func (g *Guard) recheck(id Identity, rule Rule, req any) error {
+	if !g.keyValid(id) {
+		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("api key %s was revoked", id.KeyID))
+	}
+	if id.Super || id.Node || rule.Open || rule.Need == nil {
+		return nil
+	}
+	for _, p := range rule.Need(req) {
+		if !g.allowed(id, p) {
+			return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("principal %q lacks permission %s (since the stream began)", id.Principal, p))
+		}
+	}
+	return nil
 }
 
 // denied writes a refused call to the audit log.
