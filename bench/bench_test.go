@@ -210,3 +210,28 @@ func TestPeers(t *testing.T) {
 		})
 	}
 }
+
+// TestStartupMinIOSecure: the TLS + auth token target starts, and its
+// clients (topic creation, the startup probe's produce) get through.
+func TestStartupMinIOSecure(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tg, err := bench.NewTarget(bench.TargetVarveMinIO1Secure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Start(ctx, bench.Env{VarveBin: varveBin, Dir: t.TempDir(), FlushBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Stop()
+	s, err := bench.MeasureStartup(ctx, tg.(*bench.VarveMinIO), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.FirstAckMs) != 1 || s.FirstAckMs[0] <= 0 {
+		t.Fatalf("startup %+v", s)
+	}
+	if _, err := tg.(bench.VarveTarget).Counters(ctx); err != nil {
+		t.Fatalf("metrics over TLS: %v", err)
+	}
+}

@@ -241,7 +241,7 @@ func freePortRun(n int) (int, error) {
 // waitReady polls url until it answers 200, the process exits or timeout.
 func waitReady(url string, p *Process, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	c := &http.Client{Timeout: time.Second}
+	c := &http.Client{Timeout: time.Second, Transport: benchHTTP.Transport}
 	for {
 		if resp, err := c.Get(url); err == nil {
 			resp.Body.Close()

@@ -236,7 +236,7 @@ func MeasureStartup(ctx context.Context, t *VarveMinIO, rounds int) (*Startup, e
 		if err != nil {
 			return nil, err
 		}
-		c := sdk.New(addr)
+		c := sdk.New(addr, t.opts...)
 		deadline := t0.Add(30 * time.Second)
 		var lastErr error
 		for {

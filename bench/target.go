@@ -111,12 +111,14 @@ func NewTarget(name string) (Target, error) {
 		return &VarveMinIO{Nodes: 1}, nil
 	case TargetVarveMinIO2:
 		return &VarveMinIO{Nodes: 2}, nil
+	case TargetVarveMinIO1Secure:
+		return &VarveMinIO{Nodes: 1, Secure: true}, nil
 	case TargetNATS:
 		return &NATS{}, nil
 	case TargetRedis:
 		return &Redis{}, nil
 	}
-	return nil, fmt.Errorf("unknown target %q (known: %s)", name, strings.Join(AllTargets, ", "))
+	return nil, fmt.Errorf("unknown target %q (known: %s)", name, strings.Join(append(AllTargets, ExtraTargets...), ", "))
 }
 
 // producerBuffer bounds each producer's unacknowledged bytes, so a max-rate
@@ -143,10 +145,12 @@ type varveCluster struct {
 	addrs []string
 	procs []*Process
 	etcd  []string
+	// opts are the SDK options of every client (TLS, token).
+	opts []sdk.Option
 }
 
 func (v *varveCluster) CreateTopic(ctx context.Context, topic string, partitions int) error {
-	c := admin.New(v.addrs[0])
+	c := admin.New(v.addrs[0], v.opts...)
 	defer c.Close()
 	_, err := c.CreateTopic(ctx, topic, int32(partitions), nil)
 	return err
@@ -159,7 +163,7 @@ type varveProducer struct {
 
 // NewProducer returns producer i, spread over the nodes round robin.
 func (v *varveCluster) NewProducer(i int, w Workload) Producer {
-	c := sdk.New(v.addrs[i%len(v.addrs)])
+	c := sdk.New(v.addrs[i%len(v.addrs)], v.opts...)
 	return &varveProducer{c: c, p: c.NewProducer(sdk.ProducerOptions{Linger: w.Linger, MaxBatchBytes: w.MaxBatchBytes, MaxBufferedBytes: producerBuffer})}
 }
 
@@ -182,7 +186,7 @@ type varveConsumer struct {
 
 // NewConsumer returns consumer i reading partitions, from node i round robin.
 func (v *varveCluster) NewConsumer(i int, topic string, partitions []int32) Consumer {
-	c := sdk.New(v.addrs[i%len(v.addrs)])
+	c := sdk.New(v.addrs[i%len(v.addrs)], v.opts...)
 	cons := c.NewConsumer(topic, sdk.ConsumerOptions{MaxWait: 200 * time.Millisecond, MaxBytes: 4 << 20})
 	cons.Assign(partitions...)
 	return &varveConsumer{c: c, cons: cons}
@@ -252,7 +256,7 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 // name (over labels).
 func scrape(ctx context.Context, url string) (map[string]float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := benchHTTP.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s: %w", url, err)
 	}
@@ -335,6 +339,10 @@ func (t *VarveFS) FloorStore(ctx context.Context) (tier.Store, error) {
 type VarveMinIO struct {
 	varveCluster
 	Nodes int
+	// Secure runs the nodes with TLS (a CA made for the run) and auth
+	// token (a bootstrap key the clients use).
+	Secure bool
+	sec    secureFiles
 
 	env      Env
 	dir      string
@@ -345,7 +353,12 @@ type VarveMinIO struct {
 	s3client *s3.Client
 }
 
-func (t *VarveMinIO) Name() string { return fmt.Sprintf("varve-minio-%d", t.Nodes) }
+func (t *VarveMinIO) Name() string {
+	if t.Secure {
+		return fmt.Sprintf("varve-minio-%d-tls-token", t.Nodes)
+	}
+	return fmt.Sprintf("varve-minio-%d", t.Nodes)
+}
 
 func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 	t.env = env
@@ -372,6 +385,13 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 	if err := t.createBucket(ctx, t.bucket); err != nil {
 		t.Stop()
 		return err
+	}
+	if t.Secure {
+		if t.sec, err = newSecureFiles(t.dir); err != nil {
+			t.Stop()
+			return err
+		}
+		t.opts = t.sec.clientOptions()
 	}
 	for i := 0; i < t.Nodes; i++ {
 		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), "ingest,fetch")
@@ -411,8 +431,14 @@ func (t *VarveMinIO) StartNode(ctx context.Context, id, roles string) (*Process,
 		args = append(args, "--flush-bytes", strconv.Itoa(t.env.FlushBytes))
 	}
 	env := []string{"AWS_ACCESS_KEY_ID=" + t.minio.AccessKey, "AWS_SECRET_ACCESS_KEY=" + t.minio.SecretKey, "AWS_REGION=us-east-1"}
+	scheme := "http://"
+	if t.Secure {
+		args = append(args, t.sec.serveArgs()...)
+		env = append(env, "VARVE_BOOTSTRAP_TOKEN="+t.sec.token)
+		scheme = "https://"
+	}
 	p, err := StartProcess("varve-serve-"+id, t.dir, t.env.VarveBin, env, args...)
-	return p, "http://" + addr, err
+	return p, scheme + addr, err
 }
 
 func (t *VarveMinIO) Stop() {

@@ -99,11 +99,18 @@ const (
 	TargetRedis       = "redis-streams"  // redis-server, AOF everysec
 )
 
+// TargetVarveMinIO1Secure is varve-minio-1 with TLS and auth token on: the
+// cost of security (not in the profiles: ask for it with --targets).
+const TargetVarveMinIO1Secure = "varve-minio-1-tls-token"
+
 // NATSVersion is the nats-server the NATS peer is built from.
 const NATSVersion = "v2.15.2"
 
-// AllTargets lists every target the bench knows, in report order.
+// AllTargets lists every target of the profiles, in report order.
 var AllTargets = []string{TargetVarveFS, TargetVarveMinIO1, TargetVarveMinIO2, TargetNATS, TargetRedis}
+
+// ExtraTargets are known targets the profiles leave out.
+var ExtraTargets = []string{TargetVarveMinIO1Secure}
 
 // Profiles returns the built-in profiles: quick (a few minutes on 2 cores,
 // run by `make bench`) and full.

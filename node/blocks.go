@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"github.com/varve-io/varve/blockcache"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/internal/guard"
 )
 
 // startBlocks sets up the tiers of the fetch role's block reads below the
@@ -41,7 +43,7 @@ func (n *Node) startBlocks(ctx context.Context, mux *http.ServeMux, hopts []conn
 	if err != nil {
 		return err
 	}
-	peers := newPeerClient()
+	peers := newPeerClient(n.sec.peer, n.sec.guard.NodeSecret())
 	n.onClose = append(n.onClose, stop, peers.close)
 	n.fetcher.Blocks().SetOwners(owners, peers)
 	mux.Handle(varvev1connect.NewBlockServiceHandler(&blockService{b: n.fetcher.Blocks()}, hopts...))
@@ -80,25 +82,28 @@ func (s *blockService) GetBlock(ctx context.Context, req *connect.Request[varvev
 }
 
 // peerClient calls the BlockService of other fetch nodes over HTTP/2
-// without TLS (h2c), one client per address.
+// (h2c without TLS), one client per address, with the cluster secret.
 type peerClient struct {
-	tr   *http.Transport
-	http *http.Client
+	tr     *http.Transport
+	http   *http.Client
+	secret string
 
 	mu      sync.Mutex
 	clients map[string]varvev1connect.BlockServiceClient
 }
 
-func newPeerClient() *peerClient {
+func newPeerClient(tlsConf *tls.Config, secret string) *peerClient {
 	protocols := new(http.Protocols)
 	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
 	tr := &http.Transport{
 		Protocols:           protocols,
+		TLSClientConfig:     tlsConf,
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &peerClient{tr: tr, http: &http.Client{Transport: tr}, clients: map[string]varvev1connect.BlockServiceClient{}}
+	return &peerClient{tr: tr, http: &http.Client{Transport: tr}, secret: secret, clients: map[string]varvev1connect.BlockServiceClient{}}
 }
 
 func (p *peerClient) client(addr string) varvev1connect.BlockServiceClient {
@@ -115,7 +120,11 @@ func (p *peerClient) client(addr string) varvev1connect.BlockServiceClient {
 
 // GetBlock implements blockcache.PeerClient.
 func (p *peerClient) GetBlock(ctx context.Context, addr, object string, off, length int64) ([]byte, error) {
-	resp, err := p.client(addr).GetBlock(ctx, connect.NewRequest(&varvev1.GetBlockRequest{Object: object, Offset: off, Length: length}))
+	req := connect.NewRequest(&varvev1.GetBlockRequest{Object: object, Offset: off, Length: length})
+	if p.secret != "" {
+		req.Header().Set(guard.SecretHeader, p.secret)
+	}
+	resp, err := p.client(addr).GetBlock(ctx, req)
 	if err != nil {
 		switch connect.CodeOf(err) {
 		case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled, connect.CodeUnknown,

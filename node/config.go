@@ -92,6 +92,10 @@ type Config struct {
 	CompactionInterval    time.Duration
 	CompactionTargetBytes int64
 	CompactionMinEntries  int
+
+	// Security (docs/security.md): TLS on every listener, authentication,
+	// authorization, the node credential and quotas.
+	Security SecurityConfig
 }
 
 // Off turns off a duration setting that allows it (etcd_compaction_interval);
@@ -169,6 +173,46 @@ var Settings = []Setting{
 		"compact role: stored size of the per-partition objects compaction writes", atLeast[int64](1<<20)),
 	integer("compaction_min_entries", func(c *Config) *int { return &c.CompactionMinEntries }, compact.DefaultMinEntries,
 		"compact role: level-0 index entries in a row that make a partition worth compacting", nil),
+	str("tls_cert_file", func(c *Config) *string { return &c.Security.TLSCertFile }, "",
+		"PEM certificate (chain) of every listener (API, Flight); read again when the file changes; empty: no TLS", nil),
+	str("tls_key_file", func(c *Config) *string { return &c.Security.TLSKeyFile }, "",
+		"PEM private key of tls_cert_file", nil),
+	str("tls_client_ca_file", func(c *Config) *string { return &c.Security.TLSClientCAFile }, "",
+		"PEM CAs whose client certificates are accepted (mutual TLS; required by auth mtls)", nil),
+	str("tls_ca_file", func(c *Config) *string { return &c.Security.TLSCAFile }, "",
+		"PEM CAs a node trusts when it calls another node (BlockService); empty: the system roots", nil),
+	str("auth", func(c *Config) *string { return &c.Security.Auth }, "none",
+		"authentication: none, token (API keys, Authorization: Bearer) or mtls (client certificates)", oneOf("none", "token", "mtls")),
+	str("mtls_principal", func(c *Config) *string { return &c.Security.MTLSPrincipal }, "cn",
+		"auth mtls: the principal is the client certificate's subject cn, or its first dns, email or uri SAN", oneOf("cn", "dns", "email", "uri")),
+	str("bootstrap_token_file", func(c *Config) *string { return &c.Security.BootstrapTokenFile }, "",
+		"file holding a bootstrap admin API key (principal admin, every permission); the variable VARVE_BOOTSTRAP_TOKEN gives it too", nil),
+	str("cluster_secret_file", func(c *Config) *string { return &c.Security.ClusterSecretFile }, "",
+		"file holding the secret nodes present to each other's internal BlockService (the same on every node); empty: only mutual TLS between nodes, or no check with auth none", nil),
+	boolean("insecure", func(c *Config) *bool { return &c.Security.Insecure },
+		"serve: allow auth none without TLS on a non-loopback address (logged as a warning)"),
+	bytes64("quota_produce_bytes", func(c *Config) *int64 { return &c.Security.QuotaProduceBytes }, 0,
+		"default produce bytes/s of one principal across the cluster (split evenly among the live ingest nodes); 0: none", nil),
+	bytes64("quota_fetch_bytes", func(c *Config) *int64 { return &c.Security.QuotaFetchBytes }, 0,
+		"default fetch bytes/s of one principal across the cluster (split evenly among the live fetch nodes); 0: none", nil),
+	strs("quotas", func(c *Config) *[]string { return &c.Security.Quotas }, nil,
+		"per-principal quotas overriding the defaults: PRINCIPAL:produce=BYTES or PRINCIPAL:fetch=BYTES, comma-separated", nil),
+}
+
+// SecurityConfig is the security part of Config.
+type SecurityConfig struct {
+	TLSCertFile, TLSKeyFile, TLSClientCAFile, TLSCAFile string
+	Auth                                                string
+	MTLSPrincipal                                       string
+	// BootstrapTokenFile holds an admin API key; BootstrapToken is the key
+	// itself (from VARVE_BOOTSTRAP_TOKEN, never a flag).
+	BootstrapTokenFile string
+	BootstrapToken     string
+	ClusterSecretFile  string
+	Insecure           bool
+	QuotaProduceBytes  int64
+	QuotaFetchBytes    int64
+	Quotas             []string
 }
 
 // DefaultConfig returns the defaults every setting starts from.
@@ -199,6 +243,9 @@ func (c *Config) Validate() error {
 	}
 	f := *c
 	f.FillDefaults()
+	if err := f.Security.validate(&f); err != nil {
+		return err
+	}
 	if f.MaxBufferBytes < int64(f.FlushBytes) {
 		return fmt.Errorf("config: max_buffer_bytes %d is below flush_bytes %d", f.MaxBufferBytes, f.FlushBytes)
 	}

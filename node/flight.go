@@ -21,7 +21,7 @@ func (n *Node) startFlight(cfg Config) error {
 	// No location: clients DoGet from the node that planned (or any).
 	svc := arrowflight.NewFlightService(n.scanReader(), n.meta)
 	go func() {
-		if err := arrowflight.ServeFlight(n.baseCtx, n.flightLn, svc); err != nil {
+		if err := arrowflight.ServeFlight(n.baseCtx, n.flightLn, svc, n.flightOptions()...); err != nil {
 			n.log.Error("arrow flight server stopped", "err", err)
 		}
 	}()

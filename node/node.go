@@ -41,6 +41,7 @@ type Node struct {
 	meter   *sdkmetric.MeterProvider
 	tel     *obs.Telemetry
 	ready   *readiness
+	sec     security
 
 	ln       net.Listener
 	flightLn net.Listener
@@ -106,6 +107,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 	n.store = n.watchStore(n.store)
 
+	if err := n.startSecurity(ctx); err != nil {
+		return nil, err
+	}
 	if err := n.startRoles(ctx); err != nil {
 		return nil, err
 	}
@@ -119,13 +123,15 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	n.ln = n.secureListener(n.ln)
 	n.baseCtx, n.cancel = context.WithCancel(context.Background())
 	go n.ready.run(n.baseCtx)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
 	n.srv = &http.Server{
-		Handler:           reqlimit.CheckEnvelopes(mux),
+		Handler:           n.secureHandler(reqlimit.CheckEnvelopes(mux)),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return n.baseCtx },
@@ -148,12 +154,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		}
 	}
 	ok = true
-	log.Info("node started", "addr", n.Addr(), "flight", n.FlightAddr(), "etcd", cfg.EtcdEndpoints, "roles", cfg.Roles, "store", cfg.Store, "version", obs.BuildInfo().Version, "tracing", cfg.OTLPEndpoint)
+	log.Info("node started", "addr", n.Addr(), "flight", n.FlightAddr(), "etcd", cfg.EtcdEndpoints, "roles", cfg.Roles, "store", cfg.Store, "version", obs.BuildInfo().Version, "tracing", cfg.OTLPEndpoint, "auth", n.sec.guard.Auth(), "tls", n.sec.tls != nil)
 	return n, nil
 }
 
-// Addr is the node's base URL, http://host:port.
-func (n *Node) Addr() string { return "http://" + n.ln.Addr().String() }
+// Addr is the node's base URL, http://host:port (https:// with TLS).
+func (n *Node) Addr() string { return n.scheme() + n.ln.Addr().String() }
 
 // FlightAddr is the Arrow Flight address, host:port ("" without one).
 func (n *Node) FlightAddr() string {
@@ -224,12 +230,14 @@ func (n *Node) routes(ctx context.Context) (*http.ServeMux, []connect.HandlerOpt
 		return nil, nil, err
 	}
 	hopts = append(hopts, tops...)
+	hopts = append(hopts, n.securityOptions()...)
 	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta, maxRequestBytes: n.cfg.MaxRequestBytes}, hopts...))
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher, maxBytes: n.cfg.FetchMaxBytes}, hopts...))
 	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{r: n.scanReader()}, hopts...))
 	n.mountGroups(mux, hopts...)
-	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName, varvev1connect.GroupServiceName, varvev1connect.AdminServiceName}
+	n.mountAccess(mux, hopts)
+	services := []string{varvev1connect.TopicServiceName, varvev1connect.ProduceServiceName, varvev1connect.FetchServiceName, varvev1connect.ScanServiceName, varvev1connect.GroupServiceName, varvev1connect.AdminServiceName, varvev1connect.AccessServiceName}
 	reflector := grpcreflect.NewStaticReflector(services...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))

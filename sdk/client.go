@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,6 +154,7 @@ type clientConfig struct {
 	prop     propagation.TextMapPropagator
 	log      *slog.Logger
 	hooks    []Hooks
+	tls      *tls.Config
 }
 
 // Option configures a Client.
@@ -228,6 +230,7 @@ func New(addr string, opts ...Option) *Client {
 	}
 	if c.http == nil {
 		c.own = NewHTTPClient()
+		applyTLS(c.own, cfg.tls)
 		c.http = c.own
 	}
 	copts := []connect.ClientOption{}

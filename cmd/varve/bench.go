@@ -33,7 +33,7 @@ Workload flags, when given, override every workload of the profile.`,
 	}
 	f := cmd.Flags()
 	f.String("profile", "quick", "quick (a few minutes) or full")
-	f.StringSlice("targets", nil, "targets to run (default: the profile's): "+strings.Join(bench.AllTargets, ","))
+	f.StringSlice("targets", nil, "targets to run (default: the profile's): "+strings.Join(append(bench.AllTargets, bench.ExtraTargets...), ","))
 	f.String("out", "bench-out", "directory for report.md, report.json and plots")
 	f.String("varve-bin", "", "varve binary the targets run (default: this one)")
 	f.String("workdir", "", "scratch directory for the targets' data (default: a temporary one, removed)")

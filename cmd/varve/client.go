@@ -23,19 +23,20 @@ func addClientFlags(cmd *cobra.Command) {
 	if def == "" {
 		def = defaultAddr
 	}
-	cmd.PersistentFlags().String("addr", def, "cluster API address (env VARVE_ADDR)")
+	cmd.PersistentFlags().String("addr", def, "cluster API address, https:// for TLS (env VARVE_ADDR)")
+	addSecurityFlags(cmd)
 }
 
 // newClient returns an SDK client of the cluster named by --addr.
 func newClient(cmd *cobra.Command) *sdk.Client {
 	addr, _ := cmd.Flags().GetString("addr")
-	return sdk.New(addr)
+	return sdk.New(addr, securityOptions(cmd)...)
 }
 
 // newAdmin returns an admin client of the cluster named by --addr.
 func newAdmin(cmd *cobra.Command) *admin.Client {
 	addr, _ := cmd.Flags().GetString("addr")
-	return admin.New(addr)
+	return admin.New(addr, securityOptions(cmd)...)
 }
 
 // addFormatFlag declares --format text|json.
@@ -73,6 +74,8 @@ func clientError(cmd *cobra.Command, topic string, err error) error {
 		if topic != "" {
 			return fmt.Errorf("topic %q already exists (%s)", topic, ce.Code())
 		}
+	case connect.CodeUnauthenticated:
+		return fmt.Errorf("%s (%s: give an API key with --token or VARVE_TOKEN, or a client certificate with --cert-file and --key-file)", ce.Message(), ce.Code())
 	case connect.CodeUnavailable:
 		if connect.IsWireError(ce) {
 			// The node answered: it is up, something behind it (etcd,

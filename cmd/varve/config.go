@@ -26,6 +26,10 @@ var otherEnv = []string{
 	"VARVE_ADDR",     // client commands: the node's API address
 	"VARVE_CONFIG",   // the YAML file of node settings
 	"VARVE_DATA_DIR", // varve dev --data-dir
+	// Client commands: credentials and TLS (docs/security.md).
+	"VARVE_TOKEN", "VARVE_CA_FILE", "VARVE_CERT_FILE", "VARVE_KEY_FILE",
+	// varve serve: the bootstrap admin key (docs/security.md).
+	"VARVE_BOOTSTRAP_TOKEN",
 	// Read by tests and benchmarks that run varve as a child process.
 	"VARVE_MINIO_BIN", "VARVE_NATS_BIN", "VARVE_REDIS_BIN",
 	"VARVE_SOAK_ROUNDS", "VARVE_CRASH_ROUNDS", "VARVE_HISTORY_ROUNDS", "VARVE_HISTORY_DIR", "VARVE_HISTORY_SEED",

@@ -61,6 +61,7 @@ Node settings (--flush-bytes, --linger, ...) work as for 'varve serve'.`,
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "varve dev: API on %s, data in %s (Ctrl-C to stop)\n", d.Addr(), dataDir)
+			devSecurityNote(cmd, cfg)
 			return runUntilSignal(cmd.Context(), d.Wait, d.Close, cfg.ShutdownTimeout)
 		},
 	}

@@ -39,6 +39,8 @@ func newRootCmd() *cobra.Command {
 		newScanCmd(),
 		newBenchCmd(),
 		newEtcdCmd(),
+		newAPIKeyCmd(),
+		newACLCmd(),
 	)
 	addVersion(root)
 	return root

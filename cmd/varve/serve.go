@@ -21,6 +21,11 @@ Every flag is also an environment variable (--flush-bytes: VARVE_FLUSH_BYTES)
 and a key of the optional YAML file given with --config (flush_bytes).
 Zero means the default; unknown keys and VARVE_* variables are errors.
 
+Security (docs/security.md): --tls-cert-file/--tls-key-file serve TLS,
+--auth token|mtls authenticates callers, VARVE_BOOTSTRAP_TOKEN (or
+--bootstrap-token-file) gives the first admin key. On an address other than
+loopback, auth none without TLS is refused unless --insecure.
+
 Example:
   varve serve --roles ingest,fetch --etcd-endpoints http://etcd:2379 \
     --bucket s3://my-bucket/varve --s3-endpoint http://minio:9000 --s3-path-style`,
@@ -32,6 +37,9 @@ Example:
 			}
 			log, err := newLogger(cfg)
 			if err != nil {
+				return err
+			}
+			if err := serveSecurity(&cfg, log); err != nil {
 				return err
 			}
 			n, err := node.New(cmd.Context(), cfg, node.Options{Logger: log})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/varve-io/varve/internal/murmur2"
+	"github.com/varve-io/varve/internal/testenv"
 )
 
 // produced is one record the CLI acknowledged.
@@ -239,6 +240,10 @@ func TestDevUserJourney(t *testing.T) {
 		if code, body := httpGet(t, base+path); code != 200 {
 			dev.fatalf("GET %s: %d %s", path, code, body)
 		}
+	}
+	// It says it runs without authentication.
+	if !testenv.Eventually(10*time.Second, func() bool { return strings.Contains(dev.tail(100), "auth none") }) {
+		dev.fatalf("varve dev does not say it runs with auth none")
 	}
 
 	// Topics.

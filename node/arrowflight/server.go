@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -79,8 +80,8 @@ func NewFlightService(r *scan.Reader, topics TopicLister, locations ...string) *
 
 // ServeFlight serves s on ln until ctx ends (graceful stop) or serving
 // fails. It is the Flight port of a fetch node.
-func ServeFlight(ctx context.Context, ln net.Listener, s *FlightService) error {
-	srv := flight.NewServerWithMiddleware(nil)
+func ServeFlight(ctx context.Context, ln net.Listener, s *FlightService, opts ...grpc.ServerOption) error {
+	srv := flight.NewServerWithMiddleware(nil, opts...)
 	srv.RegisterFlightService(s)
 	srv.InitListener(ln)
 	done := make(chan struct{})

@@ -12,6 +12,7 @@ type Client struct {
 	topics varvev1connect.TopicServiceClient
 	groups varvev1connect.GroupServiceClient
 	admin  varvev1connect.AdminServiceClient
+	access varvev1connect.AccessServiceClient
 }
 
 // New returns an admin client of the cluster at addr, configured as
@@ -31,6 +32,7 @@ func NewFromClient(c *sdk.Client) *Client {
 		topics: varvev1connect.NewTopicServiceClient(hc, addr, copts...),
 		groups: varvev1connect.NewGroupServiceClient(hc, addr, copts...),
 		admin:  varvev1connect.NewAdminServiceClient(hc, addr, copts...),
+		access: varvev1connect.NewAccessServiceClient(hc, addr, copts...),
 	}
 }
 

@@ -178,3 +178,18 @@ func Claim(topic string, p int32) string {
 
 // ElectionPrefix is the campaign prefix of a singleton role (the janitor).
 func ElectionPrefix(name string) string { return Root + "elections/" + name }
+
+// AccessPrefix is the prefix of the access keys (API keys and ACLs).
+func AccessPrefix() string { return Root + "access/" }
+
+// APIKey is access/keys/<id>: an API key's principal and salted hash.
+func APIKey(id string) string { return AccessPrefix() + "keys/" + id }
+
+// APIKeysPrefix is the prefix of every API key.
+func APIKeysPrefix() string { return AccessPrefix() + "keys/" }
+
+// ACL is access/acls/<id>: one ACL.
+func ACL(id string) string { return AccessPrefix() + "acls/" + id }
+
+// ACLsPrefix is the prefix of every ACL.
+func ACLsPrefix() string { return AccessPrefix() + "acls/" }

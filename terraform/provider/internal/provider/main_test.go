@@ -114,23 +114,30 @@ type devProcess struct {
 	addr string
 	log  string
 	done chan error
+	http *http.Client // for /readyz
 }
 
 // startDev runs `varve dev` on a port whose next two ports (the embedded
 // etcd's) are free too, and waits until GET /readyz answers 200.
 func startDev(bin, dataDir string) (*devProcess, error) {
+	return startDevWith(bin, dataDir, http.DefaultClient, "http")
+}
+
+// startDevWith runs `varve dev` with extra flags, its API reached with hc
+// over scheme (https with TLS flags).
+func startDevWith(bin, dataDir string, hc *http.Client, scheme string, extra ...string) (*devProcess, error) {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePortTriple()
 		if err != nil {
 			return nil, err
 		}
-		d := &devProcess{addr: fmt.Sprintf("http://127.0.0.1:%d", port), log: filepath.Join(workDir, fmt.Sprintf("varve-dev-%d.log", attempt)), done: make(chan error, 1)}
+		d := &devProcess{addr: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), log: filepath.Join(dataDir + fmt.Sprintf("-dev-%d.log", attempt)), done: make(chan error, 1), http: hc}
 		logf, err := os.Create(d.log)
 		if err != nil {
 			return nil, err
 		}
-		d.cmd = exec.Command(bin, "dev", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+		d.cmd = exec.Command(bin, append([]string{"dev", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, extra...)...)
 		d.cmd.Stdout, d.cmd.Stderr = logf, logf
 		if err := d.cmd.Start(); err != nil {
 			logf.Close()
@@ -160,7 +167,7 @@ func (d *devProcess) waitReady(timeout time.Duration) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.addr+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := d.http.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -12,8 +12,33 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/varve-io/varve/sdk"
 	"github.com/varve-io/varve/sdk/admin"
 )
+
+// securityOptions are the SDK options of the token and TLS settings, each
+// falling back to its environment variable.
+func securityOptions(cfg providerModel) ([]sdk.Option, error) {
+	or := func(v types.String, env string) string {
+		if s := v.ValueString(); s != "" {
+			return s
+		}
+		return os.Getenv(env)
+	}
+	var opts []sdk.Option
+	ca, cert, key := or(cfg.CAFile, "VARVE_CA_FILE"), or(cfg.ClientCertFile, "VARVE_CERT_FILE"), or(cfg.ClientKeyFile, "VARVE_KEY_FILE")
+	if ca != "" || cert != "" || key != "" {
+		tc, err := sdk.LoadTLSConfig(ca, cert, key)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, sdk.WithTLS(tc))
+	}
+	if tok := or(cfg.Token, "VARVE_TOKEN"); tok != "" {
+		opts = append(opts, sdk.WithToken(tok))
+	}
+	return opts, nil
+}
 
 // DefaultEndpoint is used when neither the endpoint attribute nor VARVE_ADDR
 // is set; it is where `varve dev` listens.
@@ -31,7 +56,11 @@ type varveProvider struct {
 var _ tfprovider.Provider = (*varveProvider)(nil)
 
 type providerModel struct {
-	Endpoint types.String `tfsdk:"endpoint"`
+	Endpoint       types.String `tfsdk:"endpoint"`
+	Token          types.String `tfsdk:"token"`
+	CAFile         types.String `tfsdk:"ca_file"`
+	ClientCertFile types.String `tfsdk:"client_cert_file"`
+	ClientKeyFile  types.String `tfsdk:"client_key_file"`
 }
 
 // clientData is what Configure hands to resources and data sources.
@@ -53,6 +82,22 @@ func (p *varveProvider) Schema(_ context.Context, _ tfprovider.SchemaRequest, re
 				Optional: true,
 				Description: "Base URL of any Varve node, such as http://127.0.0.1:7700 or the load balancer " +
 					"of a cluster. Defaults to the VARVE_ADDR environment variable, then " + DefaultEndpoint + ".",
+			},
+			"token": schema.StringAttribute{
+				Optional: true, Sensitive: true,
+				Description: "API key sent as Authorization: Bearer (clusters with auth token). Defaults to VARVE_TOKEN.",
+			},
+			"ca_file": schema.StringAttribute{
+				Optional:    true,
+				Description: "PEM CAs that signed the cluster's certificate, for https:// endpoints. Defaults to VARVE_CA_FILE, then the system roots.",
+			},
+			"client_cert_file": schema.StringAttribute{
+				Optional:    true,
+				Description: "PEM client certificate for mutual TLS (auth mtls). Defaults to VARVE_CERT_FILE.",
+			},
+			"client_key_file": schema.StringAttribute{
+				Optional:    true,
+				Description: "PEM key of client_cert_file. Defaults to VARVE_KEY_FILE.",
 			},
 		},
 	}
@@ -81,13 +126,18 @@ func (p *varveProvider) Configure(ctx context.Context, req tfprovider.ConfigureR
 		endpoint = "http://" + endpoint
 	}
 	endpoint = strings.TrimRight(endpoint, "/")
-	data := &clientData{client: admin.New(endpoint), endpoint: endpoint}
+	opts, err := securityOptions(cfg)
+	if err != nil {
+		resp.Diagnostics.AddError("Bad Varve TLS settings", err.Error())
+		return
+	}
+	data := &clientData{client: admin.New(endpoint, opts...), endpoint: endpoint}
 	resp.ResourceData = data
 	resp.DataSourceData = data
 }
 
 func (p *varveProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{newTopicResource}
+	return []func() resource.Resource{newTopicResource, newAPIKeyResource, newACLResource}
 }
 
 func (p *varveProvider) DataSources(context.Context) []func() datasource.DataSource {

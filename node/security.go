@@ -1,0 +1,161 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/internal/guard"
+	"github.com/varve-io/varve/internal/tlsconf"
+)
+
+// security is the node's TLS and guard (docs/security.md).
+type security struct {
+	tls   *tlsconf.Server // nil: no TLS
+	guard *guard.Guard
+	peer  *tls.Config // node-to-node calls (nil: h2c)
+}
+
+// validate checks the security settings together.
+func (s SecurityConfig) validate(c *Config) error {
+	if (s.TLSCertFile == "") != (s.TLSKeyFile == "") {
+		return errors.New("config: tls_cert_file and tls_key_file are set together")
+	}
+	if s.Auth == guard.AuthMTLS && (s.TLSCertFile == "" || s.TLSClientCAFile == "") {
+		return errors.New("config: auth mtls needs tls_cert_file, tls_key_file and tls_client_ca_file")
+	}
+	if s.Auth != "" && s.Auth != guard.AuthNone && s.ClusterSecretFile == "" && c.has(RoleFetch) {
+		return fmt.Errorf("config: auth %s needs cluster_secret_file on fetch nodes: it is the node credential of the internal BlockService (the same file on every node)", s.Auth)
+	}
+	return nil
+}
+
+// CheckExposure refuses (an error) a node on a non-loopback address with
+// auth none and no TLS unless insecure is set, and returns a warning when
+// it is: `varve serve` calls it before starting.
+func (c Config) CheckExposure() (warning string, err error) {
+	s := c.Security
+	if (s.Auth != "" && s.Auth != guard.AuthNone) || s.TLSCertFile != "" {
+		return "", nil
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return "", fmt.Errorf("listen address %q: %w", c.Listen, err)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return "", nil
+	}
+	if !s.Insecure {
+		return "", fmt.Errorf("refusing to serve on %s with auth none and no TLS: anyone who reaches it may read, write and delete everything. Set auth token or mtls with tls_cert_file (docs/security.md), listen on 127.0.0.1, or pass --insecure", c.Listen)
+	}
+	return fmt.Sprintf("serving on %s with auth none and no TLS (--insecure): anyone who reaches it may read, write and delete everything", c.Listen), nil
+}
+
+func readSecretFile(setting, file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", setting, err)
+	}
+	v := strings.TrimSpace(string(b))
+	if len(v) < 16 {
+		return "", fmt.Errorf("%s %s: shorter than 16 characters", setting, file)
+	}
+	return v, nil
+}
+
+// startSecurity loads the TLS files and starts the guard.
+func (n *Node) startSecurity(ctx context.Context) error {
+	s := n.cfg.Security
+	if s.TLSCertFile != "" {
+		var err error
+		n.sec.tls, err = tlsconf.NewServer(s.TLSCertFile, s.TLSKeyFile, s.TLSClientCAFile, s.Auth == guard.AuthMTLS)
+		if err != nil {
+			return err
+		}
+		n.sec.peer, err = tlsconf.Client(s.TLSCAFile, "", "")
+		if err != nil {
+			return fmt.Errorf("tls_ca_file: %w", err)
+		}
+		// A node presents its own certificate to nodes that ask for one.
+		n.sec.peer.GetClientCertificate = n.sec.tls.Certs.GetClientCertificate
+	}
+	boot := s.BootstrapToken
+	if boot == "" {
+		var err error
+		if boot, err = readSecretFile("bootstrap_token_file", s.BootstrapTokenFile); err != nil {
+			return err
+		}
+	}
+	secret, err := readSecretFile("cluster_secret_file", s.ClusterSecretFile)
+	if err != nil {
+		return err
+	}
+	overrides, err := guard.ParseQuotas(s.Quotas, parseBytes)
+	if err != nil {
+		return fmt.Errorf("config: quotas: %w", err)
+	}
+	n.sec.guard, err = guard.New(ctx, n.meta, guard.Config{
+		Auth: s.Auth, MTLSPrincipal: s.MTLSPrincipal, BootstrapToken: boot, ClusterSecret: secret, Log: n.log,
+		Quotas: guard.QuotaConfig{ProduceBytes: s.QuotaProduceBytes, FetchBytes: s.QuotaFetchBytes, Principals: overrides},
+	})
+	if err != nil {
+		return err
+	}
+	n.onClose = append(n.onClose, n.sec.guard.Close)
+	if boot != "" {
+		n.log.Info("bootstrap admin key configured", "principal", guard.BootstrapPrincipal)
+	}
+	return nil
+}
+
+// securityOptions are the handler options every service gets: the guard's
+// interceptor.
+func (n *Node) securityOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{connect.WithInterceptors(n.sec.guard.Interceptor())}
+}
+
+// mountAccess serves the AccessService (API keys and ACLs).
+func (n *Node) mountAccess(mux *http.ServeMux, hopts []connect.HandlerOption) {
+	mux.Handle(varvev1connect.NewAccessServiceHandler(n.sec.guard.Service(), hopts...))
+}
+
+// secureHandler authenticates every request.
+func (n *Node) secureHandler(h http.Handler) http.Handler { return n.sec.guard.Middleware(h) }
+
+// secureListener wraps the API listener in TLS (HTTP/2 and HTTP/1.1).
+func (n *Node) secureListener(ln net.Listener) net.Listener {
+	if n.sec.tls == nil {
+		return ln
+	}
+	return tls.NewListener(ln, n.sec.tls.Config("h2", "http/1.1"))
+}
+
+// scheme is the API's URL scheme.
+func (n *Node) scheme() string {
+	if n.sec.tls != nil {
+		return "https://"
+	}
+	return "http://"
+}
+
+// flightOptions are the Flight server's TLS and guard.
+func (n *Node) flightOptions() []grpc.ServerOption {
+	opts := n.sec.guard.FlightOptions()
+	if n.sec.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(n.sec.tls.Config("h2"))))
+	}
+	return opts
+}
