@@ -23,7 +23,7 @@ func addClientFlags(cmd *cobra.Command) {
 	if def == "" {
 		def = defaultAddr
 	}
-	cmd.PersistentFlags().String("addr", def, "cluster API address (env VARVE_ADDR)")
+	cmd.PersistentFlags().String("addr", def, "cluster API address, or several separated by commas (env VARVE_ADDR)")
 }
 
 // newClient returns an SDK client of the cluster named by --addr.
