@@ -578,11 +578,19 @@ func (p *Producer) classify(err error, attempts int) inflight.Class {
 	case ReasonUnknownProducer:
 		return inflight.UnknownProducer
 	case "":
-		if Retriable(err) {
+		if Retriable(err) || lostConnection(err) {
 			return inflight.Retry
 		}
 	}
 	return inflight.Final
+}
+
+// lostConnection reports whether err is a transport failure without an
+// answer (a connection reset shows as Canceled or Unknown): the outcome
+// is unknown, and the batch is retried.
+func lostConnection(err error) bool {
+	c := connect.CodeOf(err)
+	return !connect.IsWireError(err) && (c == connect.CodeCanceled || c == connect.CodeUnknown)
 }
 
 // takeLocked removes and returns the first records of tq's queue, up to

@@ -200,7 +200,7 @@ func runProduce(cmd *cobra.Command, args []string) error {
 		inErr = fmt.Errorf("write standard output: %w", err)
 	}
 	total := run.acked + run.failed
-	if format == "text" {
+	if format == "text" || run.firstErr != nil {
 		noun := "records"
 		if run.acked == 1 {
 			noun = "record"
