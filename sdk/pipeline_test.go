@@ -21,7 +21,7 @@ import (
 // answered (so they were pipelined behind it), and counts the
 // OUT_OF_ORDER_SEQUENCE refusals and the Produce calls at once.
 type failOneProduce struct {
-	failAt            int64
+	failAt, injected  atomic.Int64
 	calls, ooo        atomic.Int64
 	active, maxActive atomic.Int64
 	failing           atomic.Bool
@@ -38,22 +38,32 @@ func (f *failOneProduce) intercept(next connect.UnaryFunc) connect.UnaryFunc {
 		for m := f.maxActive.Load(); a > m && !f.maxActive.CompareAndSwap(m, a); m = f.maxActive.Load() {
 		}
 		n := f.calls.Add(1)
-		if n == f.failAt {
+		if n == f.failAt.Load() && f.injected.Load() == 0 {
 			f.failing.Store(true)
-			for range 2 {
+			answered := 0
+			for answered < 2 {
 				select {
 				case <-f.later:
-				case <-time.After(10 * time.Second):
-					return nil, connect.NewError(connect.CodeInternal, errors.New("no later Produce request was answered while this one was in flight"))
+					answered++
+					continue
+				case <-time.After(2 * time.Second):
 				}
+				break
 			}
-			return nil, connect.NewError(connect.CodeUnavailable, errors.New("injected: request lost before the node"))
+			f.failing.Store(false)
+			if answered == 2 {
+				f.injected.Add(1)
+				return nil, connect.NewError(connect.CodeUnavailable, errors.New("injected: request lost before the node"))
+			}
+			// Sent while the producer was resending one at a time:
+			// nothing behind it. Try a later request.
+			f.failAt.Store(f.calls.Load() + 3)
 		}
 		res, err := next(ctx, req)
 		if sdk.ErrorReason(err) == sdk.ReasonOutOfOrderSequence {
 			f.ooo.Add(1)
 		}
-		if f.failing.Load() && n > f.failAt {
+		if f.failing.Load() && n > f.failAt.Load() {
 			select {
 			case f.later <- struct{}{}:
 			default:
@@ -69,7 +79,8 @@ func (f *failOneProduce) intercept(next connect.UnaryFunc) connect.UnaryFunc {
 // in sequence order, and no record fails, is stored twice or out of order.
 func TestPipelinedProducerKeepsOrderAcrossRetries(t *testing.T) {
 	ctx := testCtx(t)
-	f := &failOneProduce{failAt: 10, later: make(chan struct{}, 2)}
+	f := &failOneProduce{later: make(chan struct{}, 2)}
+	f.failAt.Store(10)
 	c := newClient(t, sdk.WithClientOptions(connect.WithInterceptors(connect.UnaryInterceptorFunc(f.intercept))))
 	const partitions, n = 2, 3000
 	topic := uniq("pipeline")
@@ -87,6 +98,9 @@ func TestPipelinedProducerKeepsOrderAcrossRetries(t *testing.T) {
 	}
 	if f.maxActive.Load() < 2 {
 		t.Fatalf("at most %d Produce requests in flight, want several", f.maxActive.Load())
+	}
+	if f.injected.Load() != 1 {
+		t.Fatalf("the failure was not injected behind pipelined requests")
 	}
 	if f.ooo.Load() == 0 {
 		t.Fatalf("no batch was refused as out of order: the lost request had nothing pipelined behind it")

@@ -578,19 +578,12 @@ func (p *Producer) classify(err error, attempts int) inflight.Class {
 	case ReasonUnknownProducer:
 		return inflight.UnknownProducer
 	case "":
-		if Retriable(err) || lostConnection(err) {
+		// A connection lost without an answer shows as Canceled or Unknown.
+		if c := connect.CodeOf(err); Retriable(err) || !connect.IsWireError(err) && (c == connect.CodeCanceled || c == connect.CodeUnknown) {
 			return inflight.Retry
 		}
 	}
 	return inflight.Final
-}
-
-// lostConnection reports whether err is a transport failure without an
-// answer (a connection reset shows as Canceled or Unknown): the outcome
-// is unknown, and the batch is retried.
-func lostConnection(err error) bool {
-	c := connect.CodeOf(err)
-	return !connect.IsWireError(err) && (c == connect.CodeCanceled || c == connect.CodeUnknown)
 }
 
 // takeLocked removes and returns the first records of tq's queue, up to
@@ -774,7 +767,10 @@ func number(req *varvev1.ProduceRequest, n inflight.Numbers, parts []int32) {
 // new id when id is 0 or unknown. It retries until ctx is done.
 func (p *Producer) initProducer(ctx context.Context, id int64) (int64, int32, error) {
 	for attempt := 0; ; attempt++ {
-		actx, cancel := p.attemptContext(ctx)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if p.opts.RequestTimeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, p.opts.RequestTimeout)
+		}
 		r, err := p.c.produce.InitProducer(actx, connect.NewRequest(&varvev1.InitProducerRequest{ProducerId: id}))
 		cancel()
 		if err == nil {
@@ -795,13 +791,6 @@ func (p *Producer) initProducer(ctx context.Context, id int64) (int64, int32, er
 			return 0, 0, fmt.Errorf("init producer: %w", ErrProducerClosed)
 		}
 	}
-}
-
-func (p *Producer) attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if p.opts.RequestTimeout > 0 {
-		return context.WithTimeout(ctx, p.opts.RequestTimeout)
-	}
-	return context.WithCancel(ctx)
 }
 
 // ctxError gives a context error its Connect code.

@@ -180,3 +180,50 @@ func TestWindowUnknownProducerRenumbers(t *testing.T) {
 		t.Fatalf("renumbered %+v and %+v", a.Nums, b.Nums)
 	}
 }
+
+// TestWindowOvertakenResendsAtOnce: a batch refused as out of order while
+// the earlier one is in flight and fine is resent at once, still before
+// the later batches, without stopping the pipeline; after maxRaced such
+// refusals the window resends in order.
+func TestWindowOvertakenResendsAtOnce(t *testing.T) {
+	seq, _ := newSeq(t)
+	w := NewWindow[int](5, seq)
+	now := time.Now()
+	var bs []*Batch[int]
+	for i := range 2 {
+		bs = append(bs, w.Push(i, now.Add(time.Minute)))
+		b, _ := w.Next(now)
+		number(t, w, b, 1)
+		w.Start(b)
+	}
+	w.Result(bs[1], errLost, OutOfOrder, 0, now)
+	if !w.Room() {
+		t.Fatal("pipeline stopped after an overtaking batch")
+	}
+	c := w.Push(2, now.Add(time.Minute))
+	if b, _ := w.Next(now); b != bs[1] {
+		t.Fatalf("next is %v, want the refused batch 1 before the new one", b)
+	}
+	w.Start(bs[1])
+	if b, _ := w.Next(now); b != c {
+		t.Fatalf("next is %v, want the new batch", b)
+	}
+	for range maxRaced - 1 {
+		w.Result(bs[1], errLost, OutOfOrder, 0, now)
+		if b, _ := w.Next(now); b != bs[1] {
+			t.Fatal("refused batch not resent at once")
+		}
+		w.Start(bs[1])
+	}
+	w.Result(bs[1], errLost, OutOfOrder, 0, now)
+	if w.Room() {
+		t.Fatalf("still pipelining after %d refusals", maxRaced+1)
+	}
+	if b, _ := w.Next(now); b != nil {
+		t.Fatalf("sent %v while batch 0 is in flight in order mode", b)
+	}
+	w.Result(bs[0], nil, Final, 0, now)
+	if b, _ := w.Next(now); b != bs[1] {
+		t.Fatalf("next is %v, want batch 1", b)
+	}
+}

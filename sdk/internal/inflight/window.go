@@ -27,6 +27,10 @@ const (
 	UnknownProducer
 )
 
+// maxRaced is how often a batch is resent at once after overtaking its
+// predecessor before the window falls back to resending in order.
+const maxRaced = 3
+
 // Batch is one request's worth of records in a Window.
 type Batch[T any] struct {
 	Data     T
@@ -38,6 +42,7 @@ type Batch[T any] struct {
 	attempts  int
 	inFlight  bool
 	failed    bool // an attempt failed: resent only in order
+	raced     int  // refusals as out of order while every earlier batch was fine
 	done      bool
 	notBefore time.Time
 	err       error // the last attempt's error; once done, the batch's
@@ -53,7 +58,10 @@ func (b *Batch[T]) Err() error { return b.err }
 // may run, in the order they were created (so in sequence order for every
 // partition). It decides which batch to send when:
 //
-//   - normally up to max batches are in flight, each sent when created;
+//   - normally up to max batches are in flight, each sent when created; a
+//     batch refused as out of order while every earlier one is in flight
+//     or acknowledged (it overtook one) is resent at once, before later
+//     new batches;
 //   - once any attempt fails, no new batch enters and the window resends
 //     its unresolved batches one at a time, in order, each after the
 //     earlier ones are resolved, until it is empty. A batch refused as out
@@ -127,9 +135,14 @@ func (w *Window[T]) Next(now time.Time) (next *Batch[T], wake time.Time) {
 			}
 			return b, wake
 		}
-		if !b.inFlight && b.attempts == 0 {
-			return b, wake
+		if b.inFlight {
+			continue
 		}
+		if b.attempts > 0 && now.Before(b.notBefore) {
+			soon(b.notBefore)
+			return nil, wake // later batches go after it
+		}
+		return b, wake
 	}
 	return nil, wake
 }
@@ -194,6 +207,14 @@ func (w *Window[T]) Result(b *Batch[T], err error, class Class, delay time.Durat
 		return
 	case class == OutOfOrder && !w.earlierUnresolved(b):
 		w.resolve(b, err, Failed)
+		return
+	case class == OutOfOrder && !w.ordered && b.raced < maxRaced:
+		// Every earlier batch is fine and in flight or acknowledged: b
+		// most likely overtook its predecessor on the way to the node
+		// (which decides requests concurrently). Resend it at once,
+		// still after the earlier batches and before the later ones.
+		b.raced++
+		b.notBefore = now
 		return
 	case class == Retry && !now.Add(delay).Before(b.Deadline), !now.Before(b.Deadline):
 		w.resolve(b, w.timeout(b), Failed)
