@@ -129,15 +129,21 @@ func (s *streamProduce) waitAcked(t *testing.T, n int) {
 }
 
 // checkAckedOnce checks that every acknowledged place holds a record of
-// the input, that no input line is stored twice, and returns how many
-// records the log holds.
+// the input, that no input line is stored twice, that each partition holds
+// its lines in input order, and returns how many records the log holds.
 func checkAckedOnce(t *testing.T, logs [][]logRecord, acked [][2]int64) int {
 	t.Helper()
 	seen := map[string]string{}
 	total := 0
 	for p, recs := range logs {
+		last := -1
 		for _, r := range recs {
 			where := fmt.Sprintf("%d/%d", p, r.offset)
+			i, err := strconv.Atoi(strings.TrimPrefix(r.value, "r"))
+			if err != nil || i <= last {
+				t.Fatalf("record %q at %s stored after input line %d: not in input order", r.value, where, last)
+			}
+			last = i
 			if prev, ok := seen[r.value]; ok {
 				t.Fatalf("record %q stored twice: at %s and %s", r.value, prev, where)
 			}
@@ -233,6 +239,11 @@ func TestProduceFailsOverToAnotherNode(t *testing.T) {
 	s := startStreamProduce(t, lines, topic, "--addr", a.addr+","+b.addr, "--delivery-timeout", "60s")
 	s.waitAcked(t, 5000)
 	a.kill9()
+	if n := len(s.acked(t)); n >= lines {
+		t.Fatalf("all %d records were acknowledged before the kill", n)
+	} else {
+		t.Logf("%d of %d records acknowledged when node a was killed", n, lines)
+	}
 	select {
 	case <-s.done:
 	case <-time.After(120 * time.Second):
