@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,11 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/varve-io/varve/internal/testenv"
+	"github.com/varve-io/varve/sdk"
 )
 
 // lockedBuffer is a bytes.Buffer safe to read while a process writes it.
@@ -260,4 +263,109 @@ func TestProduceFailsOverToAnotherNode(t *testing.T) {
 	if stored := checkAckedOnce(t, logs, acked); stored != lines {
 		t.Fatalf("%d records stored, want %d", stored, lines)
 	}
+}
+
+// TestProducerNodeKilledCompletesWithinDeliveryTimeout: an SDK producer
+// streams into one node, which is killed with SIGKILL mid-stream. Every
+// record's callback runs within the delivery timeout of its Produce call,
+// and every acknowledged record is in the log exactly once, at the offset
+// its callback got.
+func TestProducerNodeKilledCompletesWithinDeliveryTimeout(t *testing.T) {
+	const timeout = 5 * time.Second
+	c := newCluster(t)
+	a := c.startServe("a", loopbackListen(t))
+	topic := "sdk-killed"
+	newAPI(a.addr).createTopic(t, topic, 4)
+
+	cl := sdk.New(a.addr)
+	defer cl.Close()
+	p := cl.NewProducer(sdk.ProducerOptions{DeliveryTimeout: timeout})
+	type outcome struct {
+		rec    sdk.Record
+		err    error
+		done   int64         // when the callback ran
+		queued *atomic.Int64 // when Produce returned
+	}
+	var (
+		mu       sync.Mutex
+		outcomes []outcome
+		acked    atomic.Int64
+		failing  atomic.Int64
+	)
+	stop := make(chan struct{})
+	produced := make(chan int)
+	go func() {
+		i := 0
+		defer func() { produced <- i }()
+		for ; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// The delivery timeout runs from when Produce returns (it
+			// may block for buffer space before).
+			var queued atomic.Int64
+			p.Produce(context.Background(), sdk.Record{Topic: topic, Value: fmt.Appendf(nil, "r%d", i)}, func(r sdk.Record, err error) {
+				done := time.Now().UnixNano()
+				if err == nil {
+					acked.Add(1)
+				} else {
+					failing.Add(1)
+				}
+				mu.Lock()
+				outcomes = append(outcomes, outcome{rec: r, err: err, done: done, queued: &queued})
+				mu.Unlock()
+			})
+			queued.Store(time.Now().UnixNano())
+		}
+	}()
+	if !testenv.EventuallyEvery(60*time.Second, pollInterval, func() bool { return acked.Load() >= 2000 }) {
+		t.Fatalf("only %d records acknowledged in 60s", acked.Load())
+	}
+	a.kill9()
+	// Keep producing into the dead node until a record fails: the records
+	// produced meanwhile too must fail within the delivery timeout.
+	if !testenv.EventuallyEvery(2*timeout, pollInterval, func() bool { return failing.Load() > 0 }) {
+		t.Fatalf("no record failed %v after the only node was killed (delivery timeout %v)", 2*timeout, timeout)
+	}
+	close(stop)
+	n := <-produced
+	ctx, cancel := context.WithTimeout(context.Background(), 2*timeout)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatalf("close: %v (records not completed within the delivery timeout)", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(outcomes) != n {
+		t.Fatalf("%d callbacks for %d records", len(outcomes), n)
+	}
+	var places [][2]int64
+	failed := 0
+	for _, o := range outcomes {
+		if took := time.Duration(o.done - o.queued.Load()); took > timeout+time.Second {
+			t.Fatalf("record %s completed %v after Produce returned (%v), delivery timeout %v", o.rec.Value, took, o.err, timeout)
+		}
+		if o.err != nil {
+			failed++
+			if !errors.Is(o.err, sdk.ErrDeliveryTimeout) {
+				t.Fatalf("record %s failed with %v, want ErrDeliveryTimeout", o.rec.Value, o.err)
+			}
+			continue
+		}
+		places = append(places, [2]int64{int64(o.rec.Partition), o.rec.Offset})
+	}
+	if failed == 0 {
+		t.Fatal("no record failed although the only node was killed")
+	}
+	b := c.startServe("b", loopbackListen(t))
+	logs := newAPI(b.addr).readAll(t, topic)
+	stored := checkAckedOnce(t, logs, places)
+	for _, o := range outcomes {
+		if o.err == nil && logs[o.rec.Partition][o.rec.Offset].value != string(o.rec.Value) {
+			t.Fatalf("record %s acknowledged at %d/%d, which holds %s", o.rec.Value, o.rec.Partition, o.rec.Offset, logs[o.rec.Partition][o.rec.Offset].value)
+		}
+	}
+	t.Logf("%d records produced, %d acknowledged, %d failed, %d stored", n, len(places), failed, stored)
 }
