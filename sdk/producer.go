@@ -558,7 +558,7 @@ func (p *Producer) handle(tq *topicQueue, w *inflight.Window[*sendBatch], r atte
 		err = fmt.Errorf("produce to %s: %w", tq.name, ErrProducerClosed)
 	}
 	class := p.classify(err, r.b.Attempts())
-	if producerErrorReason(err) == ReasonProducerFenced {
+	if p.seq != nil && producerErrorReason(err) == ReasonProducerFenced {
 		p.seq.Fence(fmt.Errorf("%w: %w", ErrProducerFenced, err))
 	}
 	if err != nil && class != inflight.Final {
