@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -17,6 +16,7 @@ import (
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/sdk/internal/failover"
 )
 
 // AnyPartition in Record.Partition lets the cluster (or the producer's
@@ -213,17 +213,17 @@ func NewHTTPClient() *http.Client {
 }
 
 // New returns a client of the cluster at addr, such as
-// "http://127.0.0.1:7700" (a bare host:port means http://). It connects
-// lazily: New does no I/O.
+// "http://127.0.0.1:7700" (a bare host:port means http://), or at several
+// nodes' addresses separated by commas: requests go to one of them and
+// move on to the next when it does not answer. It connects lazily: New
+// does no I/O.
 func New(addr string, opts ...Option) *Client {
 	var cfg clientConfig
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	addr = strings.TrimRight(addr, "/")
+	addrs := failover.Addresses(addr)
+	addr = addrs[0]
 	c := &Client{addr: addr, http: cfg.http, log: cfg.log, hooks: cfg.hooks}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -232,6 +232,9 @@ func New(addr string, opts ...Option) *Client {
 		c.own = NewHTTPClient()
 		applyTLS(c.own, cfg.tls)
 		c.http = c.own
+	}
+	if len(addrs) > 1 {
+		c.http = failover.New(c.http, addrs)
 	}
 	copts := []connect.ClientOption{}
 	if cfg.grpc {
@@ -263,7 +266,7 @@ func New(addr string, opts ...Option) *Client {
 	return c
 }
 
-// Addr returns the cluster address the client talks to.
+// Addr returns the cluster address the client talks to (the first one).
 func (c *Client) Addr() string { return c.addr }
 
 // ConnectConfig returns what the client's Connect service clients are

@@ -28,8 +28,10 @@
 // with a retriable code (Unavailable, ResourceExhausted, DeadlineExceeded,
 // Aborted), and each batch carries a producer id and per-partition sequence
 // numbers, so a retry after a lost response is stored once, through any
-// node (docs/idempotence.md). Every record completes, acknowledged or
-// failed; a failed record may or may not be stored. With
+// node (docs/idempotence.md). Up to 5 batches of a topic are in flight,
+// per-partition order kept. Every record completes, acknowledged or
+// failed, within ProducerOptions.DeliveryTimeout (2 min); a failed record
+// may or may not be stored. With
 // ProducerOptions.DisableIdempotence delivery is at least once: a batch
 // whose response was lost may be stored twice.
 //

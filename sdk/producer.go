@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/murmur2"
+	"github.com/varve-io/varve/sdk/internal/inflight"
 )
 
 // ErrProducerClosed is the error of records given to a closed producer, and
@@ -38,11 +40,16 @@ const (
 	DefaultLinger           = 5 * time.Millisecond
 	DefaultMaxBatchBytes    = 1 << 20
 	DefaultMaxBufferedBytes = 64 << 20
-	DefaultRetries          = 10
+	DefaultMaxInFlight      = 5
+	DefaultDeliveryTimeout  = 2 * time.Minute
 	DefaultRetryBackoff     = 50 * time.Millisecond
 	DefaultMaxRetryBackoff  = 5 * time.Second
 	DefaultRequestTimeout   = 30 * time.Second
 )
+
+// ErrDeliveryTimeout is the error of records not acknowledged within
+// ProducerOptions.DeliveryTimeout; it wraps the last attempt's error.
+var ErrDeliveryTimeout = inflight.ErrDeliveryTimeout
 
 // ProducerOptions configures a Producer. Zero fields take the defaults.
 type ProducerOptions struct {
@@ -59,9 +66,22 @@ type ProducerOptions struct {
 	// MaxBufferedBytes caps the records produced but not yet acknowledged or
 	// failed (default 64 MiB). Produce blocks while the buffer is full.
 	MaxBufferedBytes int64
-	// Retries is how often a batch is retried after a retriable failure
+	// MaxInFlight is how many batches of a topic may be in flight at once
+	// (default 5; at most 5 with idempotence, the producer state's window
+	// of duplicates). Per partition, records are stored in Produce order
+	// across retries with idempotence: after a failed attempt the topic's
+	// batches are resent one at a time, in order. Without idempotence a
+	// retry may reorder records when MaxInFlight > 1, as in Kafka.
+	MaxInFlight int
+	// DeliveryTimeout bounds the time from Produce to the callback
+	// (default 2 min, as Kafka's delivery.timeout.ms): a record not
+	// acknowledged by then fails with ErrDeliveryTimeout, whatever the
+	// cluster does. Retries, to any address of the client, stop then.
+	DeliveryTimeout time.Duration
+	// Retries caps how often a batch is retried after a retriable failure
 	// (Unavailable, ResourceExhausted, DeadlineExceeded, Aborted); default
-	// 10, negative for none. Other failures fail the batch at once.
+	// 0, no cap but the DeliveryTimeout; negative for none. Other failures
+	// fail the batch at once.
 	Retries int
 	// RetryBackoff and MaxRetryBackoff bound the exponential backoff between
 	// retries (defaults 50ms and 5s, with jitter). A RetryInfo delay sent by
@@ -101,8 +121,17 @@ func (o ProducerOptions) withDefaults() ProducerOptions {
 	if o.MaxBufferedBytes <= 0 {
 		o.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if !o.DisableIdempotence {
+		o.MaxInFlight = min(o.MaxInFlight, DefaultMaxInFlight)
+	}
+	if o.DeliveryTimeout <= 0 {
+		o.DeliveryTimeout = DefaultDeliveryTimeout
+	}
 	if o.Retries == 0 {
-		o.Retries = DefaultRetries
+		o.Retries = math.MaxInt
 	} else if o.Retries < 0 {
 		o.Retries = 0
 	}
@@ -128,10 +157,11 @@ var topicIdleTimeout = time.Minute
 // Producer batches records per topic and sends each batch in one Produce
 // RPC, retrying retriable failures. It is safe for concurrent use.
 //
-// Each topic has at most one batch in flight, so records of a topic (and
-// so of each of its partitions) are stored in the order they were given to
-// Produce, retries included. A batch that finally fails fails all its
-// records; later batches are still sent.
+// Up to MaxInFlight batches of a topic are in flight; records of each
+// partition are stored in the order they were given to Produce, retries
+// included (with idempotence, the default). Every record completes within
+// the DeliveryTimeout. A batch that finally fails fails all its records;
+// later batches are still sent.
 type Producer struct {
 	c     *Client
 	opts  ProducerOptions
@@ -148,27 +178,7 @@ type Producer struct {
 	progress chan struct{} // closed and replaced when records complete
 	topics   map[string]*topicQueue
 
-	idem idemState
-}
-
-// idemState is the idempotent producer's identity. Senders hold gate
-// shared while a batch is in flight; a new epoch or id is taken with gate
-// held exclusively, so no batch is in flight under the old one. The fields
-// are guarded by Producer.mu.
-type idemState struct {
-	gate     sync.RWMutex
-	id       int64
-	epoch    int32
-	gen      uint64 // counts identities
-	ready    bool
-	needBump bool  // a batch failed: its sequences are uncertain
-	fenced   error // set once; every later batch fails with it
-	seqs     map[seqKey]int32
-}
-
-type seqKey struct {
-	topic string
-	p     int32
+	seq *inflight.Sequencer // nil without idempotence
 }
 
 // topicQueue is one topic's pending records and its sender goroutine.
@@ -186,9 +196,10 @@ type topicQueue struct {
 // Identity returns the idempotent producer's id and epoch (0, 0 before its
 // first batch or without idempotence).
 func (p *Producer) Identity() (id int64, epoch int32) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.idem.id, p.idem.epoch
+	if p.seq == nil {
+		return 0, 0
+	}
+	return p.seq.Identity()
 }
 
 type pendingRecord struct {
@@ -204,7 +215,7 @@ type pendingRecord struct {
 func (c *Client) NewProducer(opts ProducerOptions) *Producer {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Producer{
+	p := &Producer{
 		c: c, opts: opts,
 		retry:    retryPolicy{retries: opts.Retries, base: opts.RetryBackoff, maxDelay: opts.MaxRetryBackoff},
 		ctx:      ctx,
@@ -212,6 +223,10 @@ func (c *Client) NewProducer(opts ProducerOptions) *Producer {
 		progress: make(chan struct{}),
 		topics:   make(map[string]*topicQueue),
 	}
+	if !opts.DisableIdempotence {
+		p.seq = inflight.NewSequencer(ctx, opts.ProducerID, p.initProducer)
+	}
+	return p
 }
 
 // Produce queues rec for rec.Topic and returns; cb (which may be nil) is
@@ -392,79 +407,183 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// runTopic is a topic's sender: it waits for a batch to be due, sends it,
-// and repeats, until the producer is closed and the queue is empty.
+// sendBatch is a batch's records and its request across attempts.
+type sendBatch struct {
+	recs []*pendingRecord
+	st   sendState
+}
+
+type attemptResult struct {
+	b   *inflight.Batch[*sendBatch]
+	err error
+}
+
+// runTopic is a topic's sender: it takes batches from the queue when they
+// are due and the window has room, sends them (up to MaxInFlight at once),
+// handles their answers and runs their callbacks in order, until the
+// producer is closed and everything is completed.
 func (p *Producer) runTopic(tq *topicQueue) {
 	defer p.wg.Done()
-	var timer, idle *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-		if idle != nil {
-			idle.Stop()
-		}
-	}()
+	w := inflight.NewWindow[*sendBatch](p.opts.MaxInFlight, p.seq)
+	results := make(chan attemptResult, p.opts.MaxInFlight)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	ctxDone := p.ctx.Done()
+	var idWait <-chan struct{}
+	idle := false
 	for {
+		now := time.Now()
 		p.mu.Lock()
-		if p.ctx.Err() != nil {
-			// Close gave up: fail whatever is left.
-			batch := p.takeLocked(tq, len(tq.pending), 1<<62)
-			p.mu.Unlock()
-			p.complete(tq, batch, fmt.Errorf("produce to %s: %w", tq.name, ErrProducerClosed))
-			return
+		stopping := p.ctx.Err() != nil
+		var dropped []*pendingRecord
+		if stopping {
+			dropped = p.takeLocked(tq, len(tq.pending), 1<<62)
 		}
-		if len(tq.pending) == 0 {
+		var wake time.Time
+		for !stopping && w.Room() && len(tq.pending) > 0 {
+			if due := p.closed || p.flushing > 0 || p.opts.Linger < 0 || tq.pendingBytes >= p.opts.MaxBatchBytes ||
+				now.Sub(tq.pending[0].at) >= p.opts.Linger; !due {
+				wake = tq.pending[0].at.Add(p.opts.Linger)
+				break
+			}
+			recs := p.takeLocked(tq, len(tq.pending), p.opts.MaxBatchBytes)
+			w.Push(&sendBatch{recs: recs, st: sendState{idem: p.seq != nil}}, recs[0].at.Add(p.opts.DeliveryTimeout))
+		}
+		if len(tq.pending) == 0 && w.Len() == 0 {
 			closed := p.closed
+			if !closed && idle {
+				// Retire the idle topic's sender; Produce starts a new one.
+				delete(p.topics, tq.name)
+			}
 			p.mu.Unlock()
-			if closed {
+			p.complete(tq, dropped, fmt.Errorf("produce to %s: %w", tq.name, ErrProducerClosed))
+			if closed || idle || stopping {
 				return
 			}
-			if idle == nil {
-				idle = time.NewTimer(topicIdleTimeout)
-			} else {
-				idle.Reset(topicIdleTimeout)
-			}
+			idle = true
+			timer.Reset(topicIdleTimeout)
 			select {
 			case <-tq.wake:
-				idle.Stop()
-			case <-p.ctx.Done():
-				idle.Stop()
-			case <-idle.C:
-				// Retire the idle topic's sender; Produce starts a new one.
-				p.mu.Lock()
-				if len(tq.pending) == 0 {
-					delete(p.topics, tq.name)
-					p.mu.Unlock()
-					return
-				}
-				p.mu.Unlock()
+				idle = false
+			case <-timer.C:
+			case <-ctxDone:
+				idle = false
 			}
 			continue
 		}
-		due := p.closed || p.flushing > 0 || p.opts.Linger < 0 || tq.pendingBytes >= p.opts.MaxBatchBytes
-		if !due {
-			if wait := p.opts.Linger - time.Since(tq.pending[0].at); wait > 0 {
-				p.mu.Unlock()
-				if timer == nil {
-					timer = time.NewTimer(wait)
-				} else {
-					timer.Reset(wait)
-				}
-				select {
-				case <-timer.C:
-				case <-tq.wake:
-					timer.Stop()
-				case <-p.ctx.Done():
-					timer.Stop()
-				}
-				continue
-			}
-		}
-		batch := p.takeLocked(tq, len(tq.pending), p.opts.MaxBatchBytes)
+		idle = false
 		p.mu.Unlock()
-		p.complete(tq, batch, p.send(tq, batch))
+		p.complete(tq, dropped, fmt.Errorf("produce to %s: %w", tq.name, ErrProducerClosed))
+		if stopping {
+			w.Abort(fmt.Errorf("produce to %s: %w", tq.name, ErrProducerClosed))
+		}
+		idWait = nil
+		for !stopping {
+			b, bwake := w.Next(now)
+			if !bwake.IsZero() && (wake.IsZero() || bwake.Before(wake)) {
+				wake = bwake
+			}
+			if b == nil {
+				break
+			}
+			if wait := p.prepare(tq, w, b, now); wait != nil {
+				idWait = wait
+				break
+			}
+			if !b.Data.st.built || (b.Data.st.idem && !b.Numbered) {
+				continue // failed or to retry: see Next
+			}
+			w.Start(b)
+			go func() {
+				results <- attemptResult{b, p.attempt(tq, b, inflight.AttemptDeadline(b, now, p.opts.RequestTimeout))}
+			}()
+		}
+		popped := w.Pop()
+		for _, b := range popped {
+			p.complete(tq, b.Data.recs, p.batchError(tq, b))
+		}
+		if len(popped) > 0 {
+			continue // room for the next batches
+		}
+		var tc <-chan time.Time
+		if !wake.IsZero() {
+			timer.Reset(max(time.Until(wake), 0))
+			tc = timer.C
+		}
+		select {
+		case r := <-results:
+			p.handle(tq, w, r)
+		case <-tc:
+		case <-tq.wake:
+		case <-idWait:
+		case <-ctxDone:
+			ctxDone = nil
+		}
+		timer.Stop()
 	}
+}
+
+// prepare builds b's request and numbers it, if not done yet. A failure
+// is recorded in the window; a non-nil channel means b waits for an
+// identity.
+func (p *Producer) prepare(tq *topicQueue, w *inflight.Window[*sendBatch], b *inflight.Batch[*sendBatch], now time.Time) <-chan struct{} {
+	sb := b.Data
+	if !sb.st.built {
+		sb.st.req = &varvev1.ProduceRequest{Topic: tq.name, Records: make([]*varvev1.ProduceRecord, len(sb.recs))}
+		sb.st.needPartitioner = sb.st.idem || p.partitionerChooses(sb.recs)
+		ctx, cancel := context.WithDeadline(p.ctx, inflight.AttemptDeadline(b, now, p.opts.RequestTimeout))
+		err := p.build(ctx, tq, sb.recs, &sb.st)
+		cancel()
+		if err != nil {
+			w.Result(b, err, p.classify(err, b.Attempts()), p.retry.delay(err, b.Attempts()), time.Now())
+			return nil
+		}
+		sb.st.built = true
+	}
+	if !sb.st.idem || b.Numbered {
+		return nil
+	}
+	parts, counts := batchPartitions(sb.st.req)
+	wait, err := w.Number(b, tq.name, parts, counts)
+	if err == nil && wait == nil {
+		number(sb.st.req, b.Nums, parts)
+	}
+	return wait
+}
+
+// handle records an attempt's outcome in the window.
+func (p *Producer) handle(tq *topicQueue, w *inflight.Window[*sendBatch], r attemptResult) {
+	err := r.err
+	if err != nil && p.ctx.Err() != nil {
+		err = fmt.Errorf("produce to %s: %w", tq.name, ErrProducerClosed)
+	}
+	class := p.classify(err, r.b.Attempts())
+	if p.seq != nil && producerErrorReason(err) == ReasonProducerFenced {
+		p.seq.Fence(fmt.Errorf("%w: %w", ErrProducerFenced, err))
+	}
+	if err != nil && class != inflight.Final {
+		p.c.log.Debug("retrying produce", "topic", tq.name, "records", len(r.b.Data.recs), "attempt", r.b.Attempts(), "err", err)
+	}
+	w.Result(r.b, err, class, p.retry.delay(err, r.b.Attempts()-1), time.Now())
+}
+
+// classify says how the window goes on after err.
+func (p *Producer) classify(err error, attempts int) inflight.Class {
+	if err == nil || p.ctx.Err() != nil || attempts > p.retry.retries {
+		return inflight.Final
+	}
+	switch producerErrorReason(err) {
+	case ReasonOutOfOrderSequence:
+		return inflight.OutOfOrder
+	case ReasonUnknownProducer:
+		return inflight.UnknownProducer
+	case "":
+		// A connection lost without an answer shows as Canceled or Unknown.
+		if c := connect.CodeOf(err); Retriable(err) || !connect.IsWireError(err) && (c == connect.CodeCanceled || c == connect.CodeUnknown) {
+			return inflight.Retry
+		}
+	}
+	return inflight.Final
 }
 
 // takeLocked removes and returns the first records of tq's queue, up to
@@ -508,66 +627,12 @@ func (p *Producer) complete(tq *topicQueue, batch []*pendingRecord, err error) {
 	p.mu.Unlock()
 }
 
-// send sends one batch, with retries, and on success fills in the
-// records' Topic, Partition and Offset.
-//
-// With idempotence the batch's records of each partition carry a sequence
-// number; every retry resends the same numbers, so the cluster stores the
-// batch once and answers a duplicate with the original offsets.
-func (p *Producer) send(tq *topicQueue, batch []*pendingRecord) error {
-	st := &sendState{
-		idem: !p.opts.DisableIdempotence,
-		req:  &varvev1.ProduceRequest{Topic: tq.name, Records: make([]*varvev1.ProduceRecord, len(batch))},
-	}
-	st.needPartitioner = st.idem || p.partitionerChooses(batch)
-	var gen uint64
-	if st.idem {
-		var err error
-		if gen, err = p.idemAcquire(); err != nil {
-			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, err)
-		}
-		defer p.idem.gate.RUnlock()
-	}
-	for attempt := 0; ; attempt++ {
-		err := p.attempt(tq, batch, st)
-		if err == nil {
-			return nil
-		}
-		if p.ctx.Err() != nil {
-			p.markUncertain(st.idem && st.numbered)
-			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, ErrProducerClosed)
-		}
-		reason := producerErrorReason(err)
-		if reason == ReasonUnknownProducer && attempt < p.retry.retries {
-			// The id expired: nothing of it can commit any more, so the
-			// batch is safe to renumber under a new id.
-			p.idem.gate.RUnlock()
-			gen, err = p.reinit(gen, true)
-			p.idem.gate.RLock()
-			if err == nil {
-				st.numbered = false
-				continue
-			}
-		}
-		if reason != "" || !Retriable(err) || attempt >= p.retry.retries {
-			return p.failBatch(tq, len(batch), attempt, reason, err, st.idem && st.numbered)
-		}
-		delay := p.retry.delay(err, attempt)
-		p.c.log.Debug("retrying produce", "topic", tq.name, "records", len(batch), "attempt", attempt+1, "delay", delay, "err", err)
-		if sleepCtx(p.ctx, delay) != nil {
-			p.markUncertain(st.idem && st.numbered)
-			return fmt.Errorf("produce %d records to %s: %w", len(batch), tq.name, ErrProducerClosed)
-		}
-	}
-}
-
-// sendState is a batch's request across the attempts of send.
+// sendState is a batch's request across its attempts.
 type sendState struct {
 	req             *varvev1.ProduceRequest
 	idem            bool
 	needPartitioner bool // the producer chooses partitions (else the cluster)
 	built           bool // req holds the batch's records
-	numbered        bool // req carries sequence numbers
 }
 
 // partitionerChooses reports whether the batch has records whose
@@ -584,26 +649,17 @@ func (p *Producer) partitionerChooses(batch []*pendingRecord) bool {
 	return false
 }
 
-// attempt sends the batch once: it builds and numbers the request the
-// first time, and on success fills in the records' places.
-func (p *Producer) attempt(tq *topicQueue, batch []*pendingRecord, st *sendState) error {
-	actx, cancel := p.attemptContext()
+// attempt sends the batch's request once, ending by deadline, and on
+// success fills in the records' places.
+func (p *Producer) attempt(tq *topicQueue, b *inflight.Batch[*sendBatch], deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(p.ctx, deadline)
 	defer cancel()
-	if !st.built {
-		if err := p.build(actx, tq, batch, st); err != nil {
-			return err
-		}
-		st.built = true
-	}
-	if st.idem && !st.numbered {
-		p.number(st.req)
-		st.numbered = true
-	}
+	batch := b.Data.recs
 	bytes := 0
 	for _, pr := range batch {
 		bytes += recordDataSize(&pr.rec)
 	}
-	res, err := p.c.produceRPC(actx, st.req, bytes)
+	res, err := p.c.produceRPC(ctx, b.Data.st.req, bytes)
 	if err != nil {
 		return err
 	}
@@ -655,153 +711,86 @@ func (p *Producer) build(ctx context.Context, tq *topicQueue, batch []*pendingRe
 	return nil
 }
 
-// failBatch is the error of a batch that is not retried (any more): its
-// idempotence reason named by a sentinel, and the retries counted.
-func (p *Producer) failBatch(tq *topicQueue, n, attempt int, reason string, err error, uncertain bool) error {
+// batchError is the error of a resolved batch: its idempotence reason
+// named by a sentinel, and the attempts counted.
+func (p *Producer) batchError(tq *topicQueue, b *inflight.Batch[*sendBatch]) error {
+	err := b.Err()
+	if err == nil {
+		return nil
+	}
 	// The topic may have been re-created with other partitions.
 	tq.partitions = 0
-	switch reason {
+	switch producerErrorReason(err) {
 	case ReasonProducerFenced:
-		err = p.fence(fmt.Errorf("%w: %w", ErrProducerFenced, err))
+		err = p.seq.Fence(fmt.Errorf("%w: %w", ErrProducerFenced, err))
 	case ReasonOutOfOrderSequence:
 		err = fmt.Errorf("%w: %w", ErrOutOfOrderSequence, err)
 	case ReasonUnknownProducer:
 		err = fmt.Errorf("%w: %w", ErrUnknownProducer, err)
 	}
-	p.markUncertain(uncertain)
-	if attempt > 0 {
-		return fmt.Errorf("produce %d records to %s (after %d retries): %w", n, tq.name, attempt, err)
+	if errors.Is(err, ErrProducerClosed) {
+		return err
+	}
+	n := len(b.Data.recs)
+	if a := b.Attempts(); a > 1 {
+		return fmt.Errorf("produce %d records to %s (after %d retries): %w", n, tq.name, a-1, err)
 	}
 	return fmt.Errorf("produce %d records to %s: %w", n, tq.name, err)
 }
 
-// number gives each partition of req its first sequence and advances the
-// producer's sequences.
-func (p *Producer) number(req *varvev1.ProduceRequest) {
-	counts := map[int32]int32{}
-	var order []int32
+// batchPartitions returns the partitions of req's records, in order of
+// first appearance, and the records of each.
+func batchPartitions(req *varvev1.ProduceRequest) (parts, counts []int32) {
+	idx := map[int32]int{}
 	for _, r := range req.Records {
-		if counts[r.GetPartition()] == 0 {
-			order = append(order, r.GetPartition())
+		i, ok := idx[r.GetPartition()]
+		if !ok {
+			i = len(parts)
+			idx[r.GetPartition()] = i
+			parts, counts = append(parts, r.GetPartition()), append(counts, 0)
 		}
-		counts[r.GetPartition()]++
+		counts[i]++
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	req.ProducerId, req.ProducerEpoch = p.idem.id, p.idem.epoch
+	return parts, counts
+}
+
+// number gives each partition of req its first sequence from n.
+func number(req *varvev1.ProduceRequest, n inflight.Numbers, parts []int32) {
+	req.ProducerId, req.ProducerEpoch = n.ID, n.Epoch
 	req.Sequences = req.Sequences[:0]
-	for _, part := range order {
-		k := seqKey{req.Topic, part}
-		first := p.idem.seqs[k]
-		p.idem.seqs[k] = first + counts[part]
-		if first+counts[part] > 1<<30 {
-			p.idem.needBump = true // restart sequences well before they wrap
-		}
-		req.Sequences = append(req.Sequences, &varvev1.PartitionSequence{Partition: part, FirstSequence: first})
+	for i, part := range parts {
+		req.Sequences = append(req.Sequences, &varvev1.PartitionSequence{Partition: part, FirstSequence: n.First[i]})
 	}
 }
 
-// idemAcquire takes the gate shared, once the producer has a usable
-// identity, and returns its generation.
-func (p *Producer) idemAcquire() (uint64, error) {
-	for {
-		p.idem.gate.RLock()
-		p.mu.Lock()
-		fenced, need, gen := p.idem.fenced, !p.idem.ready || p.idem.needBump, p.idem.gen
-		p.mu.Unlock()
-		if fenced != nil {
-			p.idem.gate.RUnlock()
-			return 0, fenced
-		}
-		if !need {
-			return gen, nil
-		}
-		p.idem.gate.RUnlock()
-		if _, err := p.reinit(gen, false); err != nil {
-			return 0, err
-		}
-	}
-}
-
-// reinit takes a new identity unless another sender already replaced
-// generation gen: the next epoch of the current id, or a new id when
-// newID is set, the id is unknown, or there is none yet.
-func (p *Producer) reinit(gen uint64, newID bool) (uint64, error) {
-	p.idem.gate.Lock()
-	defer p.idem.gate.Unlock()
-	p.mu.Lock()
-	if p.idem.gen != gen || p.idem.fenced != nil {
-		g, err := p.idem.gen, p.idem.fenced
-		p.mu.Unlock()
-		return g, err
-	}
-	id := p.idem.id
-	if !p.idem.ready && id == 0 {
-		id = p.opts.ProducerID
-	}
-	if newID {
-		id = 0
-	}
-	p.mu.Unlock()
-	var res *varvev1.InitProducerResponse
+// initProducer takes an idempotent identity: the next epoch of id, or a
+// new id when id is 0 or unknown. It retries until ctx is done.
+func (p *Producer) initProducer(ctx context.Context, id int64) (int64, int32, error) {
 	for attempt := 0; ; attempt++ {
-		actx, cancel := p.attemptContext()
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if p.opts.RequestTimeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, p.opts.RequestTimeout)
+		}
 		r, err := p.c.produce.InitProducer(actx, connect.NewRequest(&varvev1.InitProducerRequest{ProducerId: id}))
 		cancel()
 		if err == nil {
-			res = r.Msg
-			break
+			p.c.log.Info("producer id assigned", "producer_id", r.Msg.GetProducerId(), "epoch", r.Msg.GetProducerEpoch())
+			return r.Msg.GetProducerId(), r.Msg.GetProducerEpoch(), nil
 		}
 		if producerErrorReason(err) == ReasonUnknownProducer && id != 0 {
 			id = 0 // expired: nothing of it can commit any more
 			continue
 		}
-		if p.ctx.Err() != nil {
-			return gen, fmt.Errorf("init producer: %w", ErrProducerClosed)
+		if ctx.Err() != nil {
+			return 0, 0, fmt.Errorf("init producer: %w", ErrProducerClosed)
 		}
-		if !Retriable(err) || attempt >= p.retry.retries {
-			return gen, fmt.Errorf("init producer %d: %w", id, err)
+		if !Retriable(err) {
+			return 0, 0, fmt.Errorf("init producer %d: %w", id, err)
 		}
-		if sleepCtx(p.ctx, p.retry.delay(err, attempt)) != nil {
-			return gen, fmt.Errorf("init producer: %w", ErrProducerClosed)
+		if sleepCtx(ctx, p.retry.delay(err, attempt)) != nil {
+			return 0, 0, fmt.Errorf("init producer: %w", ErrProducerClosed)
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.idem.id, p.idem.epoch = res.GetProducerId(), res.GetProducerEpoch()
-	p.idem.gen++
-	p.idem.ready, p.idem.needBump = true, false
-	p.idem.seqs = map[seqKey]int32{}
-	p.c.log.Info("producer id assigned", "producer_id", p.idem.id, "epoch", p.idem.epoch)
-	return p.idem.gen, nil
-}
-
-// markUncertain notes that a numbered batch failed: it may or may not be
-// stored, so its sequences cannot be reused or skipped. The next batch
-// starts a new epoch.
-func (p *Producer) markUncertain(numbered bool) {
-	if !numbered {
-		return
-	}
-	p.mu.Lock()
-	p.idem.needBump = true
-	p.mu.Unlock()
-}
-
-func (p *Producer) fence(err error) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.idem.fenced == nil {
-		p.idem.fenced = err
-	}
-	return p.idem.fenced
-}
-
-func (p *Producer) attemptContext() (context.Context, context.CancelFunc) {
-	if p.opts.RequestTimeout > 0 {
-		return context.WithTimeout(p.ctx, p.opts.RequestTimeout)
-	}
-	return context.WithCancel(p.ctx)
 }
 
 // ctxError gives a context error its Connect code.

@@ -23,7 +23,7 @@ func addClientFlags(cmd *cobra.Command) {
 	if def == "" {
 		def = defaultAddr
 	}
-	cmd.PersistentFlags().String("addr", def, "cluster API address, https:// for TLS (env VARVE_ADDR)")
+	cmd.PersistentFlags().String("addr", def, "cluster API address, https:// for TLS, or several separated by commas (env VARVE_ADDR)")
 	addSecurityFlags(cmd)
 }
 

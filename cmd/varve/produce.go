@@ -24,8 +24,13 @@ func newProduceCmd() *cobra.Command {
 without its newline (an empty line is an empty value). Lines may be as long
 as the topic's max-record-bytes.
 
-Records are batched and retried like any SDK producer's. The command exits 0
-only when every record is acknowledged, that is stored and committed.
+Records are batched and retried like any SDK producer's, each for at most
+--delivery-timeout. The command exits 0 only when every record is
+acknowledged, that is stored and committed. At the first record that fails
+it stops reading, prints how many records were acknowledged and why the
+rest were not, and exits 1 (within the delivery timeout of the records
+sent). --addr may list several nodes (a,b,c): a node that does not answer
+is replaced by the next.
 
 --format text prints "N records acknowledged" to standard error.
 --format json prints one line per acknowledged record, in input order:
@@ -36,6 +41,7 @@ only when every record is acknowledged, that is stored and committed.
 	addClientFlags(cmd)
 	cmd.Flags().Int32("partition", sdk.AnyPartition, "partition to produce to (-1: chosen by murmur2 of the key as in Kafka, or sticky without --key)")
 	cmd.Flags().String("key", "", "key of every record (default: no key)")
+	cmd.Flags().Duration("delivery-timeout", sdk.DefaultDeliveryTimeout, "give up on a record not acknowledged within this time")
 	addFormatFlag(cmd, "output: text (a summary on stderr) or json (one line per record on stdout)")
 	return cmd
 }
@@ -51,6 +57,7 @@ type produceRun struct {
 	acked    int
 	failed   int
 	firstErr error
+	stop     func() // called at the first failure
 }
 
 type produceResult struct {
@@ -78,6 +85,7 @@ func (r *produceRun) done(i int, rec sdk.Record, err error) {
 		r.failed++
 		if r.firstErr == nil {
 			r.firstErr = err
+			r.stop()
 		}
 	} else {
 		r.acked++
@@ -122,8 +130,15 @@ func runProduce(cmd *cobra.Command, args []string) error {
 	}
 	maxRecord := int(d.Topic.Config.MaxRecordBytes)
 
-	run := &produceRun{json: format == "json", out: bufio.NewWriter(cmd.OutOrStdout())}
-	p := client.NewProducer(sdk.ProducerOptions{})
+	timeout, _ := cmd.Flags().GetDuration("delivery-timeout")
+	if timeout <= 0 {
+		return fmt.Errorf("--delivery-timeout must be positive, got %s", timeout)
+	}
+	// readCtx ends at the first failed record: reading stops there.
+	readCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	run := &produceRun{json: format == "json", out: bufio.NewWriter(cmd.OutOrStdout()), stop: stop}
+	p := client.NewProducer(sdk.ProducerOptions{DeliveryTimeout: timeout})
 	readErr := make(chan error, 1)
 	go func() {
 		in := bufio.NewReaderSize(cmd.InOrStdin(), 64<<10)
@@ -140,7 +155,7 @@ func runProduce(cmd *cobra.Command, args []string) error {
 				if partition >= 0 {
 					rec.Partition, rec.ExplicitPartition = partition, true
 				}
-				p.Produce(ctx, rec, func(rec sdk.Record, err error) {
+				p.Produce(readCtx, rec, func(rec sdk.Record, err error) {
 					run.done(i, rec, err)
 				})
 			}
@@ -153,8 +168,8 @@ func runProduce(cmd *cobra.Command, args []string) error {
 				readErr <- err
 				return
 			}
-			if ctx.Err() != nil {
-				readErr <- ctx.Err()
+			if readCtx.Err() != nil {
+				readErr <- readCtx.Err()
 				return
 			}
 		}
@@ -162,13 +177,16 @@ func runProduce(cmd *cobra.Command, args []string) error {
 	var inErr error
 	select {
 	case inErr = <-readErr:
-	case <-ctx.Done():
+	case <-readCtx.Done():
 	}
 	if ctx.Err() != nil {
 		inErr = errors.New("interrupted")
 	}
 	closeCtx := ctx
-	if ctx.Err() != nil {
+	if readCtx.Err() != nil && ctx.Err() == nil {
+		// A record failed: give up on the rest at once.
+		closeCtx = readCtx
+	} else if ctx.Err() != nil {
 		// Interrupted: give what was read a moment, then give up.
 		var cancel context.CancelFunc
 		closeCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -182,7 +200,7 @@ func runProduce(cmd *cobra.Command, args []string) error {
 		inErr = fmt.Errorf("write standard output: %w", err)
 	}
 	total := run.acked + run.failed
-	if format == "text" {
+	if format == "text" || run.firstErr != nil {
 		noun := "records"
 		if run.acked == 1 {
 			noun = "record"
@@ -191,7 +209,11 @@ func runProduce(cmd *cobra.Command, args []string) error {
 	}
 	switch {
 	case run.firstErr != nil:
-		return fmt.Errorf("%d of %d records not acknowledged: %w", run.failed, total, clientError(cmd, topic, run.firstErr))
+		why := clientError(cmd, topic, run.firstErr)
+		if errors.Is(run.firstErr, sdk.ErrDeliveryTimeout) {
+			why = fmt.Errorf("not acknowledged within the delivery timeout (%s), last error: %w", timeout, why)
+		}
+		return fmt.Errorf("%d of %d records read not acknowledged (stopped reading at the first failure): %w", run.failed, total, why)
 	case inErr != nil:
 		return inErr
 	case closeErr != nil:
