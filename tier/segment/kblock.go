@@ -393,3 +393,12 @@ func BlockBatches(dst, block []byte, base int64) ([]byte, error) {
 	}
 	return dst, nil
 }
+
+// BatchEncodedSize is EncodedSize for a record appended to a batch builder
+// (NewBatchBlockBuilder), for memory accounting: it never undercounts the
+// record's Kafka encoding (length varint, attributes, timestampDelta,
+// offsetDelta, zigzag header lengths). EncodedSize alone can undercount it
+// by up to 12 bytes plus one per header.
+func BatchEncodedSize(r Record) int {
+	return EncodedSize(r) + binary.MaxVarintLen32 + 1 + binary.MaxVarintLen32 + 1 + len(r.Headers)
+}

@@ -1,0 +1,83 @@
+package segment
+
+import (
+	"fmt"
+	"math"
+)
+
+// AppendProducerBatches appends recs to dst as Kafka RecordBatch v2
+// batches, the batch form of a produce request (docs/segment-format.md,
+// "The produce wire form"): batches of up to 1 MiB of records, each
+// zstd-compressed when that makes it smaller, baseOffsets 0, n1, ...
+// (a node ignores them), producerId, epoch and baseSequence -1. Records'
+// Gap must be 0. It is what a producer sends and a node stores as is.
+func AppendProducerBatches(dst []byte, recs []Record) ([]byte, error) {
+	b := NewBatchBlockBuilder("", 0)
+	b.kbuf = dst
+	for i := range recs {
+		if recs[i].Gap != 0 {
+			return dst, fmt.Errorf("segment: produce batches: record %d has offset gap %d, want 0", i, recs[i].Gap)
+		}
+		b.Append(recs[i])
+	}
+	b.seal()
+	return b.kbuf, nil
+}
+
+// DecodeBatches decodes Kafka RecordBatch v2 batches with absolute
+// baseOffsets (what BlockBatches returns, and a fetch of batches carries)
+// into records and their offsets, skipping records below from. Every
+// batch is checked (framing, CRC, records) and its records must follow
+// the previous batch's; errors wrap ErrCorrupt. The records alias fresh
+// buffers (and the uncompressed parts of b).
+func DecodeBatches(b []byte, from int64) ([]Record, []int64, error) {
+	var recs []Record
+	var offs []int64
+	next := int64(math.MinInt64)
+	for p, i := 0, 0; p < len(b); i++ {
+		h, field, reason := parseBatchHeader(b[p:], MaxBlockRawBytes, attrKnownForRead)
+		if reason == "" {
+			switch {
+			case h.baseOffset < 0 || h.baseOffset > math.MaxInt64-1-int64(h.lastOffsetDelta):
+				field, reason = "baseOffset", fmt.Sprintf("%d out of range", h.baseOffset)
+			case h.baseOffset < next:
+				field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d (after the previous batch)", h.baseOffset, next)
+			}
+		}
+		if reason != "" {
+			return nil, nil, corrupt("batch %d at %d: %s: %s", i, p, field, reason)
+		}
+		next = h.baseOffset + int64(h.lastOffsetDelta) + 1
+		if next <= from {
+			p += h.length
+			continue
+		}
+		raw, err := decompressBatch(b[p+BatchHeaderSize:p+h.length], h.codec(), MaxBlockRawBytes, nil)
+		if err != nil {
+			return nil, nil, corrupt("batch %d at %d: records: %v", i, p, err)
+		}
+		if recs == nil {
+			recs = make([]Record, 0, min(int(h.recordCount), len(raw)/minKafkaRecordSize+1))
+		}
+		err = walkKafkaRecords(raw, &h, math.MaxInt, func(_ int, kr *kafkaRecord) {
+			off := h.baseOffset + int64(kr.offsetDelta)
+			if off < from {
+				return
+			}
+			r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp}
+			if kr.numHeaders > 0 {
+				r.Headers = make([]Header, 0, kr.numHeaders)
+				eachKafkaHeader(kr.headers, kr.numHeaders, func(k, v []byte) {
+					r.Headers = append(r.Headers, Header{Key: string(k), Value: v})
+				})
+			}
+			recs = append(recs, r)
+			offs = append(offs, off)
+		})
+		if err != nil {
+			return nil, nil, corrupt("batch %d at %d: records: %v", i, p, err)
+		}
+		p += h.length
+	}
+	return recs, offs, nil
+}
