@@ -270,7 +270,12 @@ func (in *Ingester) Config() Config { return in.cfg }
 // partitions than recs name (partitions added an instant ago, and this
 // node's watch has not seen it yet), from etcd.
 func (in *Ingester) topic(ctx context.Context, name string, recs []Record) (metadata.Topic, error) {
-	if t, ok := in.topics.Topic(name); ok && t.Partitions > maxPartition(recs) {
+	return in.topicFor(ctx, name, maxPartition(recs))
+}
+
+// topicFor is topic for a request whose largest partition is maxP.
+func (in *Ingester) topicFor(ctx context.Context, name string, maxP int32) (metadata.Topic, error) {
+	if t, ok := in.topics.Topic(name); ok && t.Partitions > maxP {
 		return t, nil
 	}
 	return in.meta.GetTopic(ctx, name)
@@ -317,7 +322,7 @@ func (in *Ingester) produce(ctx context.Context, topicName string, recs []Record
 		return nil, err
 	}
 	if idem != nil {
-		return in.produceIdempotent(ctx, t, recs, size, idem)
+		return in.produceIdempotent(ctx, t, &produceReq{recs: recs}, size, idem)
 	}
 
 	in.mu.Lock()
@@ -383,7 +388,8 @@ func (in *Ingester) checkRecords(t metadata.Topic, recs []Record) (int64, error)
 		if r.Timestamp == 0 {
 			r.Timestamp = now
 		}
-		size += int64(sz)
+		// Blocks are batch blocks: count the record's Kafka encoding.
+		size += int64(segment.BatchEncodedSize(r.Record))
 	}
 	if size > in.cfg.MaxBufferBytes {
 		return 0, fmt.Errorf("%w: batch of %d bytes exceeds the node's buffer of %d bytes; send smaller batches",
