@@ -491,7 +491,7 @@ func (c *Consumer) fetch(ctx context.Context, p int32, offset int64) (*FetchResu
 	var reset *OffsetResetEvent
 	checked := false
 	for attempt := 0; ; attempt++ {
-		res, err := c.c.Fetch(ctx, c.topic, p, offset, c.opts.MaxBytes, c.opts.MaxWait)
+		res, err := c.c.fetchBatches(ctx, c.topic, p, offset, c.opts.MaxBytes, c.opts.MaxWait)
 		if err == nil {
 			return res, offset, reset, nil
 		}

@@ -620,9 +620,11 @@ func (p *Producer) attempt(tq *topicQueue, batch []*pendingRecord, st *sendState
 	return nil
 }
 
-// build fills the request with the batch's records, choosing the
-// partition of those without one when the producer chooses.
+// build fills the request with the batch's records in the batch form
+// (sdk/batch.go), choosing the partition of those without one: the batch
+// form names every partition.
 func (p *Producer) build(ctx context.Context, tq *topicQueue, batch []*pendingRecord, st *sendState) error {
+	st.needPartitioner = true
 	if st.needPartitioner && tq.partitions <= 0 {
 		n, err := p.c.partitionCount(ctx, tq.name)
 		if err != nil {
@@ -631,6 +633,7 @@ func (p *Producer) build(ctx context.Context, tq *topicQueue, batch []*pendingRe
 		tq.partitions = n
 	}
 	sticky := int32(-1)
+	parts := make([]int32, len(batch))
 	for i, pr := range batch {
 		part := pr.part
 		if st.needPartitioner && part < 0 {
@@ -650,9 +653,9 @@ func (p *Producer) build(ctx context.Context, tq *topicQueue, batch []*pendingRe
 					fmt.Errorf("partitioner chose partition %d of a topic with %d partitions", part, tq.partitions))
 			}
 		}
-		st.req.Records[i] = toProduceRecord(&pr.rec, part)
+		parts[i] = part
 	}
-	return nil
+	return batchRequest(st.req, batch, parts)
 }
 
 // failBatch is the error of a batch that is not retried (any more): its
@@ -678,14 +681,7 @@ func (p *Producer) failBatch(tq *topicQueue, n, attempt int, reason string, err 
 // number gives each partition of req its first sequence and advances the
 // producer's sequences.
 func (p *Producer) number(req *varvev1.ProduceRequest) {
-	counts := map[int32]int32{}
-	var order []int32
-	for _, r := range req.Records {
-		if counts[r.GetPartition()] == 0 {
-			order = append(order, r.GetPartition())
-		}
-		counts[r.GetPartition()]++
-	}
+	counts, order := requestCounts(req)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	req.ProducerId, req.ProducerEpoch = p.idem.id, p.idem.epoch
