@@ -262,9 +262,9 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 		}
 		res, err = s.in.Produce(ctx, m.GetTopic(), recs)
 	} else {
-		idem, err := requestIdempotence(m)
-		if err != nil {
-			return nil, err
+		idem, ierr := requestIdempotence(m)
+		if ierr != nil {
+			return nil, ierr
 		}
 		res, err = s.in.ProduceIdempotent(ctx, m.GetTopic(), recs, *idem)
 	}
