@@ -175,6 +175,7 @@ func TestProduceBadBatches(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n.rec.Reset()
 			_, err := n.c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "bb", Batches: tc.entries, Records: tc.records}))
+			t.Log(err)
 			if connect.CodeOf(err) != connect.CodeInvalidArgument {
 				t.Fatalf("code %v (%v), want InvalidArgument", connect.CodeOf(err), err)
 			}

@@ -331,7 +331,13 @@ func strictCheck(batch []byte, h *batchHeader, limits BatchLimits) (int, error) 
 	if budget <= 0 || budget > MaxBlockRawBytes {
 		budget = MaxBlockRawBytes
 	}
-	raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), budget, nil)
+	var scratch []byte
+	if h.codec() == CompressionZstd {
+		if bp, ok := strictScratch.Get().(*[]byte); ok {
+			scratch = *bp
+		}
+	}
+	raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), budget, scratch)
 	if err != nil {
 		return 0, err
 	}
@@ -528,9 +534,19 @@ func decompressBatch(p []byte, c Compression, budget int, scratch []byte) ([]byt
 	return nil, fmt.Errorf("unknown compression codec %d", c)
 }
 
-// releaseRaw is where pooled buffers would return; decompressed buffers
-// are plain allocations today.
-func releaseRaw(Compression, []byte) {}
+// strictScratch pools the buffers Strict validation decompresses zstd
+// batches into (the records are checked, then dropped).
+var strictScratch sync.Pool
+
+// releaseRaw returns a zstd batch's decompressed buffer to strictScratch
+// (buffers above 8 MiB are left to the GC); other codecs' buffers are
+// plain allocations.
+func releaseRaw(c Compression, raw []byte) {
+	if c == CompressionZstd && cap(raw) <= 8<<20 {
+		b := raw[:0]
+		strictScratch.Put(&b)
+	}
+}
 
 func readLimited(r io.Reader, guess, budget int, what string) ([]byte, error) {
 	buf := make([]byte, 0, min(max(guess, 512), budget)+1)

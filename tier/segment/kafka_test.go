@@ -559,6 +559,14 @@ func checkValidate(t *testing.T, data []byte) {
 	if serr == nil && err != nil {
 		t.Fatalf("strict accepts what the cheap mode refuses: %v", err)
 	}
+	lim.Produced = true
+	_, perr := ValidateBatches(data, lim)
+	if perr != nil && !errors.Is(perr, ErrBadBatch) {
+		t.Fatalf("produced error without ErrBadBatch: %v", perr)
+	}
+	if perr == nil && serr != nil {
+		t.Fatalf("the Produced checks accept what strict refuses: %v", serr)
+	}
 	if err != nil {
 		return
 	}
@@ -592,9 +600,11 @@ func checkValidate(t *testing.T, data []byte) {
 	if verr != nil || n != len(got) {
 		t.Fatalf("VisitBlock: %d records, %v", n, verr)
 	}
-	if _, err := BlockBatches(nil, blk, 7); err != nil {
+	kb, err := BlockBatches(nil, blk, 7)
+	if err != nil {
 		t.Fatalf("BlockBatches: %v", err)
 	}
+	checkDecodeBatches(t, kb, 7, got)
 	obj, _, err := Build([]*BlockBuilder{bb})
 	if err != nil {
 		t.Fatalf("Build: %v", err)
@@ -738,5 +748,95 @@ func TestZstdSeveralFrames(t *testing.T) {
 	got, err := DecodeBlock(encodeBlock(bb, encoder()))
 	if err != nil || diffRecords(recs, got) != "" {
 		t.Fatalf("%v %s", err, diffRecords(recs, got))
+	}
+}
+
+// checkDecodeBatches checks that DecodeBatches of batches with absolute
+// offsets from base gives exactly want (a block's records), from the start
+// and from an offset inside.
+func checkDecodeBatches(t *testing.T, kb []byte, base int64, want []Record) {
+	t.Helper()
+	offs := Offsets(base, want)
+	for _, from := range []int64{0, offs[len(offs)/2]} {
+		got, gotOffs, err := DecodeBatches(kb, from)
+		if err != nil {
+			t.Fatalf("DecodeBatches from %d: %v", from, err)
+		}
+		i0 := 0
+		for i0 < len(offs) && offs[i0] < from {
+			i0++
+		}
+		if len(got) != len(want)-i0 {
+			t.Fatalf("DecodeBatches from %d: %d records, want %d", from, len(got), len(want)-i0)
+		}
+		for i := range got {
+			w := want[i0+i]
+			if gotOffs[i] != offs[i0+i] || got[i].Timestamp != w.Timestamp || diffBytes(got[i].Key, w.Key) != "" || diffBytes(got[i].Value, w.Value) != "" || len(got[i].Headers) != len(w.Headers) {
+				t.Fatalf("DecodeBatches from %d: record %d differs: %+v at %d, want %+v at %d", from, i, got[i], gotOffs[i], w, offs[i0+i])
+			}
+		}
+	}
+}
+
+// FuzzDecodeBatches checks that DecodeBatches (what a consumer runs on a
+// fetch's batches) never panics and that every error wraps ErrCorrupt;
+// inputs are tried with their CRCs repaired too.
+func FuzzDecodeBatches(f *testing.F) {
+	recs := kafkaTestRecords(4, 3)
+	for _, c := range kgoCodecs {
+		f.Add(kgoBatch(f, recs, c, 1, 5), int64(0))
+	}
+	pb, err := AppendProducerBatches(nil, recs)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(pb, int64(2))
+	f.Fuzz(func(t *testing.T, data []byte, from int64) {
+		for _, in := range [][]byte{data, fixBatchCRCs(data)} {
+			got, offs, err := DecodeBatches(in, from)
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("error without ErrCorrupt: %v", err)
+				}
+				continue
+			}
+			if len(got) != len(offs) {
+				t.Fatalf("%d records, %d offsets", len(got), len(offs))
+			}
+			for i := range offs {
+				if offs[i] < from || (i > 0 && offs[i] <= offs[i-1]) {
+					t.Fatalf("offsets %v from %d", offs, from)
+				}
+			}
+		}
+	})
+}
+
+// TestProducerBatchesRoundTrip: AppendProducerBatches output passes the
+// node's validation (Strict, Produced), and decodes to the records.
+func TestProducerBatchesRoundTrip(t *testing.T) {
+	recs := kafkaTestRecords(300, 3)
+	for i := range recs {
+		recs[i].Timestamp = max(recs[i].Timestamp, 0)
+		for j := range recs[i].Headers {
+			if recs[i].Headers[j].Key == "" {
+				recs[i].Headers[j].Key = "k"
+			}
+		}
+	}
+	b, err := AppendProducerBatches(nil, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ValidateBatches(b, BatchLimits{Strict: true, Produced: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Records != len(recs) {
+		t.Fatalf("%d records validated, %d sent", info.Records, len(recs))
+	}
+	checkDecodeBatches(t, b, 0, recs)
+	if _, err := AppendProducerBatches(nil, []Record{{Gap: 1}}); err == nil {
+		t.Fatal("a record with an offset gap was encoded")
 	}
 }
