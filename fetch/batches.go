@@ -56,20 +56,11 @@ func (f *Fetcher) FetchBatches(ctx context.Context, topic string, p int32, offse
 			}
 			continue
 		}
-		block, ok := f.blocks.Memory().Stored(e.Object, e.Off)
-		if !ok || int64(len(block)) != e.Len {
-			if block, _, err = f.blocks.BlockBytes(ctx, e.Object, e.Off, e.Len); err != nil {
-				if len(res.Batches) > 0 {
-					break // serve what is intact; the next fetch gets the error
-				}
-				return BatchesResult{}, f.blockFailed(ctx, e, next, err)
-			}
-		}
-		if res.Batches, err = segment.BlockBatches(res.Batches, block, e.Base); err != nil {
+		if res.Batches, err = f.blockBatches(ctx, res.Batches, e); err != nil {
 			if len(res.Batches) > 0 {
-				break
+				break // serve what is intact; the next fetch gets the error
 			}
-			return BatchesResult{}, err
+			return BatchesResult{}, f.blockFailed(ctx, e, next, err)
 		}
 		next = e.End()
 		res.HighWatermark = max(res.HighWatermark, next)
@@ -79,4 +70,26 @@ func (f *Fetcher) FetchBatches(ctx context.Context, topic string, p int32, offse
 	}
 	res.Next = next
 	return res, nil
+}
+
+// blockBatches appends the batches of e's block to dst: its stored bytes
+// when the memory cache holds them (BlockBatches: copied as they are),
+// else read through the block tiers as a record fetch does (memory,
+// disk, the block's owner, one ranged GET) — a block read from disk or
+// the bucket leaves its stored bytes in memory; a block held only
+// decoded (fresh from this node's ingester, or from a peer) is encoded
+// into uncompressed batches.
+func (f *Fetcher) blockBatches(ctx context.Context, dst []byte, e metadata.IndexEntry) ([]byte, error) {
+	mem := f.blocks.Memory()
+	if b, ok := mem.Stored(e.Object, e.Off); ok && int64(len(b)) == e.Len {
+		return segment.BlockBatches(dst, b, e.Base)
+	}
+	recs, err := f.Block(ctx, e)
+	if err != nil {
+		return dst, err
+	}
+	if b, ok := mem.Stored(e.Object, e.Off); ok && int64(len(b)) == e.Len {
+		return segment.BlockBatches(dst, b, e.Base)
+	}
+	return segment.AppendRecordBatches(dst, recs, e.Base, false)
 }

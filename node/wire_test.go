@@ -488,3 +488,53 @@ func TestBatchForm1000Partitions(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchFetchOneGetPerBlockPerCluster: consumers fetching stored
+// batches from three fetch nodes read every record, decoded from the
+// batches, with one GET per block for the whole cluster — the owner ships
+// the stored bytes, the other nodes what the owner's block service gave
+// them — as the record form does (TestOneGetPerBlockPerCluster).
+func TestBatchFetchOneGetPerBlockPerCluster(t *testing.T) {
+	c := startCluster(t, 3)
+	const partitions, batches, per = 3, 4, 40
+	createTopic(t, newClients(c.ingest.Addr()), "shared", partitions)
+	produceBatches(t, c.ingest, "shared", partitions, batches, per, 0)
+	objects := puts(c.rec)
+	ctx := context.Background()
+	for _, n := range c.fetch {
+		cl := newClients(n.Addr())
+		for p := range int32(partitions) {
+			for off := int64(0); off < batches*per; {
+				res, err := cl.fetch.Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{Topic: "shared", Partition: p, Offset: off, MaxBytes: 300, RecordBatches: true}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				recs, offs, err := segment.DecodeBatches(res.Msg.RecordBatches, off)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(recs) == 0 || res.Msg.NextOffset <= off {
+					t.Fatalf("%s/%d at %d: %d records, next %d", "shared", p, off, len(recs), res.Msg.NextOffset)
+				}
+				for i, r := range recs {
+					if offs[i] != off || string(r.Value) != fmt.Sprintf("%d-%d", p, off) {
+						t.Fatalf("partition %d: offset %d value %q, want offset %d value %d-%d", p, offs[i], r.Value, off, p, off)
+					}
+					off++
+				}
+				if off != res.Msg.NextOffset {
+					t.Fatalf("partition %d: records end at %d, next offset %d", p, off, res.Msg.NextOffset)
+				}
+			}
+		}
+	}
+	gets := getsPerBlock(c.rec)
+	if len(gets) != objects*partitions {
+		t.Errorf("%d blocks were read from the bucket, want all %d", len(gets), objects*partitions)
+	}
+	for b, n := range gets {
+		if n != 1 {
+			t.Errorf("block %s: %d GETs, want 1", b, n)
+		}
+	}
+}

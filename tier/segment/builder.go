@@ -40,6 +40,9 @@ type BlockBuilder struct {
 	kpendBase, knext         int64
 	kpendLast                int32
 	kpendFirstTS, kpendMaxTS int64
+	// kraw seals batches uncompressed (AppendRecordBatches without
+	// compress).
+	kraw bool
 }
 
 // NewBlockBuilder returns an empty builder for one partition's block.

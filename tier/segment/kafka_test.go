@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash/crc32"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -838,5 +839,26 @@ func TestProducerBatchesRoundTrip(t *testing.T) {
 	checkDecodeBatches(t, b, 0, recs)
 	if _, err := AppendProducerBatches(nil, []Record{{Gap: 1}}); err == nil {
 		t.Fatal("a record with an offset gap was encoded")
+	}
+	// Uncompressed, with offset gaps (a compacted range) and a base.
+	recs[0].Gap, recs[5].Gap, recs[299].Gap = 2, 7, 1000
+	raw, err := AppendRecordBatches([]byte("prefix"), recs, 40, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(raw[:6]) != "prefix" {
+		t.Fatal("dst overwritten")
+	}
+	if _, err := ValidateBatches(raw[6:], BatchLimits{}); err == nil {
+		t.Fatal("batches with offset gaps pass the produce validation")
+	}
+	for p := 6; p < len(raw); p += int(binary.BigEndian.Uint32(raw[p+8:])) + 12 {
+		if c := Compression(raw[p+22] & 7); c != CompressionNone {
+			t.Fatalf("batch at %d compressed with %v", p, c)
+		}
+	}
+	checkDecodeBatches(t, raw[6:], 40, recs)
+	if _, err := AppendRecordBatches(nil, recs, math.MaxInt64-100, false); err == nil {
+		t.Fatal("offsets past MaxInt64 were encoded")
 	}
 }

@@ -123,7 +123,7 @@ func (b *BlockBuilder) seal() {
 	if b.kpendN == 0 {
 		return
 	}
-	b.kbuf = b.appendPending(b.kbuf, encoder(), true)
+	b.kbuf = b.appendPending(b.kbuf, encoder(), !b.kraw)
 	b.kpend, b.kpendN = b.kpend[:0], 0
 }
 

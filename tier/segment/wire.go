@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 )
@@ -12,16 +13,38 @@ import (
 // (a node ignores them), producerId, epoch and baseSequence -1. Records'
 // Gap must be 0. It is what a producer sends and a node stores as is.
 func AppendProducerBatches(dst []byte, recs []Record) ([]byte, error) {
-	b := NewBatchBlockBuilder("", 0)
-	b.kbuf = dst
 	for i := range recs {
 		if recs[i].Gap != 0 {
 			return dst, fmt.Errorf("segment: produce batches: record %d has offset gap %d, want 0", i, recs[i].Gap)
 		}
+	}
+	return AppendRecordBatches(dst, recs, 0, true)
+}
+
+// AppendRecordBatches appends the records of a block whose first offset
+// is base (gaps as in Offsets) to dst as Kafka RecordBatch v2 batches of
+// up to 1 MiB of records with absolute baseOffsets: zstd-compressed when
+// compress is set and that is smaller, else uncompressed (cheap: a fetch
+// node serving records it holds decoded). producerId, epoch and
+// baseSequence are -1.
+func AppendRecordBatches(dst []byte, recs []Record, base int64, compress bool) ([]byte, error) {
+	b := NewBatchBlockBuilder("", 0)
+	b.kraw = !compress
+	start := len(dst)
+	b.kbuf = dst
+	for i := range recs {
 		b.Append(recs[i])
 	}
+	if b.badGap != 0 || b.span >= spanOverflow || base < 0 || base > math.MaxInt64-b.knext {
+		return dst[:start], fmt.Errorf("segment: record batches: offsets from %d do not fit", base)
+	}
 	b.seal()
-	return b.kbuf, nil
+	out := b.kbuf
+	for p := start; p < len(out); {
+		binary.BigEndian.PutUint64(out[p:], uint64(base+int64(binary.BigEndian.Uint64(out[p:]))))
+		p += int(binary.BigEndian.Uint32(out[p+8:])) + batchLengthBase
+	}
+	return out, nil
 }
 
 // DecodeBatches decodes Kafka RecordBatch v2 batches with absolute
