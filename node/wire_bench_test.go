@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"syscall"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/varve-io/varve/bench"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -139,4 +141,65 @@ func toBatchForm(tb testing.TB, r *varvev1.ProduceRequest) *varvev1.ProduceReque
 		out.Batches = append(out.Batches, &varvev1.PartitionBatches{Partition: p, RecordBatches: b})
 	}
 	return out
+}
+
+// BenchmarkFetchWire fetches 1 MiB of a partition (1,024 JSON records of
+// 1 KiB) from the node that wrote it: the per-record form (records
+// decoded by the node, protobuf-encoded) against stored batches decoded
+// by the client (segment.DecodeBatches, counted in the time).
+func BenchmarkFetchWire(b *testing.B) {
+	n, _ := benchNode(b, "fs", 5*time.Millisecond, 0)
+	c := newClients(n.Addr())
+	ctx := context.Background()
+	if _, err := c.topics.CreateTopic(ctx, connect.NewRequest(&varvev1.CreateTopicRequest{Name: "f", Partitions: 1})); err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	var recs []segment.Record
+	var size int64
+	for i := range 1024 {
+		v := json1K(r, i)
+		size += int64(len(v))
+		recs = append(recs, segment.Record{Value: v, Timestamp: time.Now().UnixMilli()})
+	}
+	for range 4 {
+		bs, err := segment.AppendProducerBatches(nil, recs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "f", Batches: []*varvev1.PartitionBatches{{Partition: 0, RecordBatches: bs}}})); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Like the SDK: the batch form asks for no gzip (the batches are
+	// compressed), the per-record form takes the default (gzip).
+	raw := varvev1connect.NewFetchServiceClient(http.DefaultClient, n.Addr(), connect.WithAcceptCompression("gzip", nil, nil))
+	for _, v := range []struct {
+		name    string
+		batches bool
+		fc      varvev1connect.FetchServiceClient
+	}{{"records/gzip", false, c.fetch}, {"records/nogzip", false, raw}, {"batches/nogzip", true, raw}} {
+		batches, fc := v.batches, v.fc
+		b.Run(v.name, func(b *testing.B) {
+			b.SetBytes(size)
+			for i := 0; b.Loop(); i++ {
+				off := int64(i%4) * 1024
+				res, err := fc.Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{Topic: "f", Partition: 0, Offset: off, MaxBytes: 1 << 20, RecordBatches: batches}))
+				if err != nil {
+					b.Fatal(err)
+				}
+				got := len(res.Msg.Records)
+				if batches {
+					rs, _, err := segment.DecodeBatches(res.Msg.RecordBatches, off)
+					if err != nil {
+						b.Fatal(err)
+					}
+					got = len(rs)
+				}
+				if got < 900 {
+					b.Fatalf("%d records at %d", got, off)
+				}
+			}
+		})
+	}
 }

@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
+	"weak"
 
 	"connectrpc.com/connect"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -121,7 +125,7 @@ func batchRecords(b []byte) int32 {
 // rebuilding records.
 func (c *Client) fetchBatches(ctx context.Context, topic string, partition int32, offset int64, maxBytes int32, maxWait time.Duration) (*FetchResult, error) {
 	start := time.Now()
-	res, err := c.fetch.Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{
+	res, err := c.batchFetcher().Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{
 		Topic: topic, Partition: partition, Offset: offset, MaxBytes: maxBytes, MaxWaitMs: durationMs(maxWait),
 		RecordBatches: true,
 	}))
@@ -159,4 +163,22 @@ func (c *Client) fetchBatches(ctx context.Context, topic string, partition int32
 		LogStartOffset: m.GetLogStartOffset(),
 		HighWatermark:  m.GetHighWatermark(),
 	}, nil
+}
+
+// batchFetchers holds each Client's fetch client for batches, which asks
+// for no gzip: stored batches are compressed already (zstd), and gzip
+// would cap a fetch at the speed of one gzip stream, as for scans.
+var batchFetchers sync.Map // weak.Pointer[Client] -> varvev1connect.FetchServiceClient
+
+func (c *Client) batchFetcher() varvev1connect.FetchServiceClient {
+	key := weak.Make(c)
+	if f, ok := batchFetchers.Load(key); ok {
+		return f.(varvev1connect.FetchServiceClient)
+	}
+	f := varvev1connect.NewFetchServiceClient(c.http, c.addr, append(c.copts[:len(c.copts):len(c.copts)], connect.WithAcceptCompression("gzip", nil, nil))...)
+	if actual, loaded := batchFetchers.LoadOrStore(key, f); loaded {
+		return actual.(varvev1connect.FetchServiceClient)
+	}
+	runtime.AddCleanup(c, func(k weak.Pointer[Client]) { batchFetchers.Delete(k) }, key)
+	return f
 }

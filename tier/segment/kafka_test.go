@@ -862,3 +862,25 @@ func TestProducerBatchesRoundTrip(t *testing.T) {
 		t.Fatal("offsets past MaxInt64 were encoded")
 	}
 }
+
+// TestBatchEncodedSizeNeverUndercounts: BatchEncodedSize bounds a record's
+// Kafka encoding at its widest (any timestampDelta and offsetDelta),
+// where EncodedSize alone does not.
+func TestBatchEncodedSizeNeverUndercounts(t *testing.T) {
+	recs := append(kafkaTestRecords(200, 4),
+		Record{},
+		Record{Key: []byte{}, Value: []byte{}, Headers: []Header{{Key: string(make([]byte, 70)), Value: nil}, {Key: "k", Value: make([]byte, 200)}}},
+	)
+	undercounted := false
+	for i := range recs {
+		r := &recs[i]
+		got := len(appendKafkaRecord(nil, r, math.MinInt64, math.MaxInt32))
+		if got > BatchEncodedSize(*r) {
+			t.Fatalf("record %d: Kafka encoding of %d bytes, BatchEncodedSize %d", i, got, BatchEncodedSize(*r))
+		}
+		undercounted = undercounted || got > EncodedSize(*r)
+	}
+	if !undercounted {
+		t.Log("EncodedSize covered every record here")
+	}
+}

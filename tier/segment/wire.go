@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // AppendProducerBatches appends recs to dst as Kafka RecordBatch v2
@@ -28,9 +29,22 @@ func AppendProducerBatches(dst []byte, recs []Record) ([]byte, error) {
 // node serving records it holds decoded). producerId, epoch and
 // baseSequence are -1.
 func AppendRecordBatches(dst []byte, recs []Record, base int64, compress bool) ([]byte, error) {
+	if len(recs) == 0 {
+		return dst, nil
+	}
 	b := NewBatchBlockBuilder("", 0)
 	b.kraw = !compress
 	start := len(dst)
+	// Size the buffers once: growing them by append copies the records
+	// again and again.
+	est := 0
+	for i := range recs {
+		est += BatchEncodedSize(recs[i])
+	}
+	b.kpend = make([]byte, 0, min(est, batchTargetBytes+BatchEncodedSize(recs[len(recs)-1])))
+	if !compress {
+		dst = slices.Grow(dst, est+(est/batchTargetBytes+1)*BatchHeaderSize)
+	}
 	b.kbuf = dst
 	for i := range recs {
 		b.Append(recs[i])
