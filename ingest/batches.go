@@ -31,6 +31,55 @@ type BatchResult struct {
 // to (the decompression-bomb guard of the node's validation).
 const MaxBatchUncompressedBytes = 64 << 20
 
+// CoalesceBelow: an entry whose records are smaller than this uncompressed
+// (and whose batches carry no producer id) has its records re-encoded
+// into the block's batch being filled, so that the small batches of a
+// producer at a low rate are compressed together at flush (zstd of a few
+// records barely compresses, and each batch costs a 61-byte header). At
+// higher rates entries are larger and stored as they are.
+const CoalesceBelow = 32 << 10
+
+// coalesce reports whether entry i of req is appended record by record.
+func (r *produceReq) coalesce(i int) bool {
+	info := &r.infos[i]
+	raw := 0
+	for j := range info.Batches {
+		if info.Batches[j].ProducerID >= 0 {
+			return false
+		}
+		raw += info.Batches[j].UncompressedBytes
+	}
+	return raw < CoalesceBelow
+}
+
+// entryBytes is the memory entry i of req holds once appended.
+func (r *produceReq) entryBytes(i int) int64 {
+	if r.coalesce(i) {
+		// The records re-encoded: deltas may take a few bytes more.
+		n := 16 * r.infos[i].Records
+		for j := range r.infos[i].Batches {
+			n += r.infos[i].Batches[j].UncompressedBytes
+		}
+		return int64(n)
+	}
+	return int64(len(r.batches[i].Bytes))
+}
+
+// appendEntry appends entry i of req to block b: its batches as they are,
+// or its records when it is small (coalesce).
+func (r *produceReq) appendEntry(b *segment.BlockBuilder, i int) {
+	var err error
+	if r.coalesce(i) {
+		err = b.AppendBatchesRecords(r.batches[i].Bytes, &r.infos[i])
+	} else {
+		err = b.AppendBatches(r.batches[i].Bytes, &r.infos[i])
+	}
+	if err != nil {
+		// Cannot happen: the infos describe these bytes, checked in full.
+		panic(fmt.Sprintf("ingest: append validated batches of partition %d: %v", r.batches[i].Partition, err))
+	}
+}
+
 // produceReq is a produce request in either form: records, or batches
 // with what ValidateBatches found in each entry.
 type produceReq struct {
@@ -119,12 +168,7 @@ func (in *Ingester) ProduceBatches(ctx context.Context, topicName string, bs []B
 			b = newBlock(f, tp)
 		}
 		starts[i] = b.Len()
-		if err := b.AppendBatches(e.Bytes, &req.infos[i]); err != nil {
-			// Cannot happen: the infos describe these bytes. The
-			// entries before are in the block: fail the file.
-			in.mu.Unlock()
-			panic(fmt.Sprintf("ingest: append validated batches of %s/%d: %v", t.Name, e.Partition, err))
-		}
+		req.appendEntry(b, i)
 		records += req.infos[i].Records
 	}
 	f.bytes += size
@@ -193,7 +237,7 @@ func (in *Ingester) checkBatches(t metadata.Topic, req *produceReq, idem *Idempo
 			return 0, err
 		}
 		req.infos[i] = info
-		size += int64(len(e.Bytes))
+		size += req.entryBytes(i)
 	}
 	if size > in.cfg.MaxBufferBytes {
 		return 0, fmt.Errorf("%w: batches of %d bytes exceed the node's buffer of %d bytes; send smaller requests",

@@ -218,12 +218,9 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 	}
 	for i, e := range req.batches {
 		if appending[e.Partition] {
-			if err := f.blocks[tpKey{topicName, e.Partition}].AppendBatches(e.Bytes, &req.infos[i]); err != nil {
-				// Cannot happen: the infos describe these bytes.
-				panic(fmt.Sprintf("ingest: append validated batches of %s/%d: %v", topicName, e.Partition, err))
-			}
+			req.appendEntry(f.blocks[tpKey{topicName, e.Partition}], i)
 			appended += int64(req.infos[i].Records)
-			appendedBytes += int64(len(e.Bytes))
+			appendedBytes += req.entryBytes(i)
 		}
 	}
 	f.bytes += appendedBytes

@@ -271,11 +271,15 @@ func TestBatchFormMixedClients(t *testing.T) {
 	createTopic(t, n.c, "mixed", 2)
 	ts := time.Now().UnixMilli()
 	var wantVals []string
+	var large [][]byte // the entries of round 3, above ingest.CoalesceBelow
 	for round := range 4 {
 		for p := int32(0); p < 2; p++ {
 			var recs []segment.Record
 			for i := range 50 {
 				v := fmt.Sprintf("r%d-p%d-%d %s", round, p, i, strings.Repeat("payload ", i))
+				if round == 3 {
+					v += strings.Repeat(fmt.Sprint(i), 1000)
+				}
 				r := segment.Record{Value: []byte(v), Timestamp: ts + int64(i)}
 				if i%3 == 0 {
 					r.Key = []byte{}
@@ -287,7 +291,7 @@ func TestBatchFormMixedClients(t *testing.T) {
 			}
 			var res *connect.Response[varvev1.ProduceResponse]
 			var err error
-			switch round % 3 {
+			switch round {
 			case 0: // an old client: the record form
 				req := &varvev1.ProduceRequest{Topic: "mixed"}
 				for _, r := range recs {
@@ -302,6 +306,10 @@ func TestBatchFormMixedClients(t *testing.T) {
 				res, err = produceBatchForm(ctx, n.c, "mixed", entry(p, batchOf(t, recs...)))
 			case 2:
 				res, err = produceBatchForm(ctx, n.c, "mixed", entry(p, append(rawBatch(recs[:20]...), rawBatch(recs[20:]...)...)))
+			case 3: // large: stored as sent, two uncompressed batches
+				b1, b2 := rawBatch(recs[:25]...), rawBatch(recs[25:]...)
+				large = append(large, b1, b2)
+				res, err = produceBatchForm(ctx, n.c, "mixed", entry(p, append(bytes.Clone(b1), b2...)))
 			}
 			if err != nil {
 				t.Fatalf("round %d partition %d: %v", round, p, err)
@@ -370,6 +378,16 @@ func TestBatchFormMixedClients(t *testing.T) {
 			if v := data[bi.Offset+2]; v != segment.BatchesBlockVersion {
 				t.Fatalf("object %s block at %d: version %d, want %d", o.Key, bi.Offset, v, segment.BatchesBlockVersion)
 			}
+		}
+		for i, b := range large {
+			if b != nil && bytes.Contains(data, b[8:]) { // all but baseOffset, as sent
+				large[i] = nil
+			}
+		}
+	}
+	for i, b := range large {
+		if b != nil {
+			t.Errorf("the large entry %d was not stored as sent", i)
 		}
 	}
 }

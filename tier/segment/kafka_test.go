@@ -884,3 +884,50 @@ func TestBatchEncodedSizeNeverUndercounts(t *testing.T) {
 		t.Log("EncodedSize covered every record here")
 	}
 }
+
+// TestAppendBatchesRecords: small producer batches appended record by
+// record land in one pending batch with the records appended around them
+// (Kafka clients' baseOffset 0 everywhere is ignored), and the block
+// decodes to every record in order.
+func TestAppendBatchesRecords(t *testing.T) {
+	recs := kafkaTestRecords(30, 2)
+	for i := range recs {
+		recs[i].Timestamp = max(recs[i].Timestamp, 0)
+	}
+	b1, err := AppendProducerBatches(nil, recs[:10])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2 := kgoBatch(t, recs[10:20], kgo.Lz4Compression(), -1, -1)
+	bb := NewBatchBlockBuilder("t", 0)
+	for _, b := range [][]byte{b1, b2} {
+		info, err := ValidateBatches(b, BatchLimits{Strict: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bb.AppendBatchesRecords(b, &info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range recs[20:] {
+		bb.Append(r)
+	}
+	if err := bb.AppendBatchesRecords(b1, &BatchesInfo{}); err == nil {
+		t.Fatal("AppendBatchesRecords with an info of other bytes")
+	}
+	got, err := DecodeBlock(encodeBlock(bb, encoder()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(recs) {
+		t.Fatalf("%d records, want %d", len(got), len(recs))
+	}
+	for i := range recs {
+		if diffBytes(got[i].Key, recs[i].Key) != "" || diffBytes(got[i].Value, recs[i].Value) != "" || got[i].Timestamp != recs[i].Timestamp || len(got[i].Headers) != len(recs[i].Headers) || got[i].Gap != 0 {
+			t.Fatalf("record %d: %+v, want %+v", i, got[i], recs[i])
+		}
+	}
+	if n := len(bb.kbuf); n != 0 {
+		t.Fatalf("%d bytes of sealed batches: the records should share the pending batch", n)
+	}
+}

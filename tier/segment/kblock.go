@@ -402,3 +402,52 @@ func BlockBatches(dst, block []byte, base int64) ([]byte, error) {
 func BatchEncodedSize(r Record) int {
 	return EncodedSize(r) + binary.MaxVarintLen32 + 1 + binary.MaxVarintLen32 + 1 + len(r.Headers)
 }
+
+// AppendBatchesRecords appends the records of batches that ValidateBatches
+// accepted in Strict mode (info is its result for exactly these bytes) to
+// the batch being filled, as Append would, instead of storing the batches
+// as they are: their baseOffsets are ignored and the records get the next
+// offsets, so small batches of many requests are compressed together when
+// the block is built. It decodes every record: use it for small batches.
+// On error nothing is appended.
+func (b *BlockBuilder) AppendBatchesRecords(batches []byte, info *BatchesInfo) error {
+	if !b.batches {
+		return fmt.Errorf("segment: AppendBatchesRecords on a version %d block builder (use NewBatchBlockBuilder)", BlockVersion)
+	}
+	if info == nil || info.Bytes != len(batches) || len(info.Batches) == 0 {
+		return fmt.Errorf("segment: AppendBatchesRecords: the info does not describe these %d bytes", len(batches))
+	}
+	var recs []Record
+	for i := range info.Batches {
+		bi := &info.Batches[i]
+		if bi.Offset < 0 || bi.Length < BatchHeaderSize || bi.Offset > len(batches)-bi.Length {
+			return fmt.Errorf("segment: AppendBatchesRecords: batch %d does not match its info", i)
+		}
+		batch := batches[bi.Offset : bi.Offset+bi.Length]
+		h, field, reason := parseBatchHeader(batch, MaxBlockRawBytes, attrCodecMask)
+		if reason != "" {
+			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %s: %s", i, field, reason)
+		}
+		raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), MaxBlockRawBytes, nil)
+		if err != nil {
+			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %v", i, err)
+		}
+		err = walkKafkaRecords(raw, &h, math.MaxInt, func(_ int, kr *kafkaRecord) {
+			r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp}
+			if kr.numHeaders > 0 {
+				r.Headers = make([]Header, 0, kr.numHeaders)
+				eachKafkaHeader(kr.headers, kr.numHeaders, func(k, v []byte) {
+					r.Headers = append(r.Headers, Header{Key: string(k), Value: v})
+				})
+			}
+			recs = append(recs, r)
+		})
+		if err != nil {
+			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %v", i, err)
+		}
+	}
+	for i := range recs {
+		b.Append(recs[i])
+	}
+	return nil
+}
