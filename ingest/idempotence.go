@@ -278,6 +278,8 @@ func newBlock(f *file, tp tpKey) *segment.BlockBuilder {
 	// Every block is a version 3 block: the batch form's batches as sent,
 	// the record form's records encoded into batches.
 	b := segment.NewBatchBlockBuilder(tp.topic, tp.p)
+	// Compress the records' batches at flush, outside in.mu.
+	b.DeferCompression()
 	f.blocks[tp] = b
 	f.order = append(f.order, b)
 	return b

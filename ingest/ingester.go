@@ -141,6 +141,10 @@ type FlushedBlock struct {
 	Info    segment.BlockInfo
 	Base    int64
 	Records []segment.Record
+	// Stored is the block's bytes as stored (Info's byte range of the
+	// object), for a cache that keeps them: fetches of record batches
+	// then ship them as they are.
+	Stored []byte
 }
 
 // Ingester is the write path of one node. It is safe for concurrent use.
@@ -226,6 +230,7 @@ type file struct {
 
 	// Set by the flush pipeline, read after done is closed.
 	object   string
+	obj      []byte // the object's bytes
 	infos    []segment.BlockInfo
 	bases    map[tpKey]int64
 	errs     map[tpKey]error
@@ -519,6 +524,7 @@ func (in *Ingester) commitLoop() {
 		if f.err == nil && in.OnFlushed != nil {
 			in.OnFlushed(in.flushed(f))
 		}
+		f.obj = nil // only OnFlushed's Stored slices may keep it
 		in.mu.Lock()
 		in.rememberCommitsLocked(f)
 		in.forgetBatchesLocked(f)
@@ -545,6 +551,7 @@ func (in *Ingester) put(f *file) {
 		return
 	}
 	f.infos = infos
+	f.obj = obj
 	f.object = in.objectKey(f)
 	backoff := 10 * time.Millisecond
 	for attempt := 0; ; attempt++ {
@@ -634,7 +641,9 @@ func (in *Ingester) flushed(f *file) Flushed {
 		if err != nil {
 			continue
 		}
-		out.Blocks = append(out.Blocks, FlushedBlock{Info: f.infos[i], Base: f.bases[k], Records: recs})
+		bi := f.infos[i]
+		out.Blocks = append(out.Blocks, FlushedBlock{Info: bi, Base: f.bases[k], Records: recs,
+			Stored: f.obj[bi.Offset : bi.Offset+bi.Length : bi.Offset+bi.Length]})
 	}
 	return out
 }

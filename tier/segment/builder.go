@@ -43,6 +43,10 @@ type BlockBuilder struct {
 	// kraw seals batches uncompressed (AppendRecordBatches without
 	// compress).
 	kraw bool
+	// klazy (DeferCompression) seals batches uncompressed and lists their
+	// starts in kdefer; Build compresses them.
+	klazy  bool
+	kdefer []int
 }
 
 // NewBlockBuilder returns an empty builder for one partition's block.

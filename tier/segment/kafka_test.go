@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"math"
 	"os"
@@ -929,5 +930,62 @@ func TestAppendBatchesRecords(t *testing.T) {
 	}
 	if n := len(bb.kbuf); n != 0 {
 		t.Fatalf("%d bytes of sealed batches: the records should share the pending batch", n)
+	}
+}
+
+// TestDeferCompression: a builder that defers compression seals its
+// batches uncompressed while records are appended, and Build compresses
+// them; the block decodes to the same records as an eager builder's,
+// with producer batches in between kept as they are.
+func TestDeferCompression(t *testing.T) {
+	var recs []Record
+	for i := range 3000 {
+		recs = append(recs, Record{Key: fmt.Appendf(nil, "k%d", i%7), Value: bytes.Repeat(fmt.Appendf(nil, "value %d ", i), 100), Timestamp: int64(1000 + i)})
+	}
+	prod, err := AppendProducerBatches(nil, recs[:5])
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ValidateBatches(prod, BatchLimits{Strict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eager, lazy := NewBatchBlockBuilder("t", 0), NewBatchBlockBuilder("t", 0)
+	lazy.DeferCompression()
+	for _, bb := range []*BlockBuilder{eager, lazy} {
+		for i, r := range recs {
+			bb.Append(r)
+			if i == 1500 {
+				if err := bb.AppendBatches(prod, &info); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if len(lazy.kdefer) < 2 || len(lazy.kbuf) <= 2*len(eager.kbuf) {
+		t.Fatalf("lazy builder: %d deferred batches, %d bytes sealed (eager %d)", len(lazy.kdefer), len(lazy.kbuf), len(eager.kbuf))
+	}
+	be, bl := encodeBlock(eager, encoder()), encodeBlock(lazy, encoder())
+	if len(bl) > len(be)+64 {
+		t.Fatalf("deferred block of %d bytes, eager %d: not compressed", len(bl), len(be))
+	}
+	ge, err := DecodeBlock(be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl, err := DecodeBlock(bl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gl) != len(recs)+5 || len(ge) != len(gl) {
+		t.Fatalf("%d and %d records, want %d", len(ge), len(gl), len(recs)+5)
+	}
+	for i := range gl {
+		if diffBytes(gl[i].Value, ge[i].Value) != "" || gl[i].Timestamp != ge[i].Timestamp || diffBytes(gl[i].Key, ge[i].Key) != "" {
+			t.Fatalf("record %d differs", i)
+		}
+	}
+	if d, err := lazy.Decode(); err != nil || len(d) != len(gl) {
+		t.Fatalf("Decode of the lazy builder: %d records, %v", len(d), err)
 	}
 }

@@ -123,7 +123,10 @@ func (b *BlockBuilder) seal() {
 	if b.kpendN == 0 {
 		return
 	}
-	b.kbuf = b.appendPending(b.kbuf, encoder(), !b.kraw)
+	if b.klazy {
+		b.kdefer = append(b.kdefer, len(b.kbuf))
+	}
+	b.kbuf = b.appendPending(b.kbuf, encoder(), !b.kraw && !b.klazy)
 	b.kpend, b.kpendN = b.kpend[:0], 0
 }
 
@@ -212,7 +215,7 @@ func encodeBatchesBlock(b *BlockBuilder, enc *zstd.Encoder) []byte {
 		size += BatchHeaderSize + len(b.kpend) + len(b.kpend)>>10 + 64
 	}
 	dst := make([]byte, BlockHeaderSize, size)
-	dst = append(dst, b.kbuf...)
+	dst = appendDeferred(dst, b.kbuf, b.kdefer, enc)
 	if b.kpendN > 0 {
 		dst = b.appendPending(dst, enc, true)
 	}
@@ -450,4 +453,41 @@ func (b *BlockBuilder) AppendBatchesRecords(batches []byte, info *BatchesInfo) e
 		b.Append(recs[i])
 	}
 	return nil
+}
+
+// DeferCompression makes the builder seal the batches it encodes from
+// Records uncompressed and compress them when the block is built (Build
+// runs outside the caller's locks, over several cores), instead of in
+// Append. Call it before the first Append.
+func (b *BlockBuilder) DeferCompression() { b.klazy = true }
+
+// appendDeferred appends kbuf to dst, compressing with zstd (when smaller)
+// the uncompressed batches that start at the offsets in deferred.
+func appendDeferred(dst, kbuf []byte, deferred []int, enc *zstd.Encoder) []byte {
+	p := 0
+	for _, at := range deferred {
+		dst = append(dst, kbuf[p:at]...)
+		n := int(binary.BigEndian.Uint32(kbuf[at+8:])) + batchLengthBase
+		dst = appendCompressedBatch(dst, kbuf[at:at+n], enc)
+		p = at + n
+	}
+	return append(dst, kbuf[p:]...)
+}
+
+// appendCompressedBatch appends an uncompressed batch to dst, its records
+// zstd-compressed when that is smaller (header rewritten, CRC recomputed),
+// else as it is.
+func appendCompressedBatch(dst, batch []byte, enc *zstd.Encoder) []byte {
+	start := len(dst)
+	dst = append(dst, batch[:BatchHeaderSize]...)
+	dst = enc.EncodeAll(batch[BatchHeaderSize:], dst)
+	if len(dst)-start >= len(batch) {
+		return append(dst[:start], batch...)
+	}
+	out := dst[start:]
+	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-batchLengthBase))
+	attrs := binary.BigEndian.Uint16(out[21:])&^attrCodecMask | uint16(CompressionZstd)
+	binary.BigEndian.PutUint16(out[21:], attrs)
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
+	return dst
 }
