@@ -2,7 +2,9 @@
 // partition from an offset across consecutive blocks, waits at the high
 // watermark for new records (woken by the metadata watch, never by
 // polling), and ListOffsets answers the earliest, latest or first offset at
-// a time. Blocks come through blockcache.Reader.
+// a time. FetchBatches answers with the blocks' stored Kafka record
+// batches instead of decoded records. Blocks come through
+// blockcache.Reader.
 //
 // fetch never writes objects or etcd state: it reads the segment index
 // through metadata and blocks through blockcache. Analytic scans are

@@ -21,9 +21,12 @@ import (
 //   - fenced, unknown or out of order: refuse the request, buffer nothing;
 //   - otherwise buffer it. The commit transaction decides again, and is
 //     the authority (another node may commit a retry meanwhile).
-func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, recs []Record, size int64, idem *Idempotence) ([]Result, error) {
+//
+// For the record form the answer is one Result per record; for the batch
+// form one per entry, the offset of its first record.
+func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, req *produceReq, size int64, idem *Idempotence) ([]Result, error) {
 	topicName := t.Name
-	parts, batches, err := idempotentBatches(topicName, recs, idem)
+	parts, batches, err := idempotentBatches(topicName, req, idem)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +71,7 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, rec
 			continue
 		}
 		if len(toAppend) > 0 {
-			if err := in.bufferBatchesLocked(ctx, idem.ProducerID, topicName, recs, size, toAppend, batches, answers); err != nil {
+			if err := in.bufferBatchesLocked(ctx, idem.ProducerID, topicName, req, size, toAppend, batches, answers); err != nil {
 				in.mu.Unlock()
 				return nil, err
 			}
@@ -76,23 +79,19 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, rec
 		in.mu.Unlock()
 		break
 	}
-	return idempotentResults(ctx, topicName, recs, answers)
+	return idempotentResults(ctx, topicName, req, answers)
 }
 
 // idempotentBatches checks an idempotent request's producer fields and
 // returns its partitions, sorted, and each one's batch.
-func idempotentBatches(topicName string, recs []Record, idem *Idempotence) ([]int32, map[int32]metadata.ProducerBatch, error) {
+func idempotentBatches(topicName string, req *produceReq, idem *Idempotence) ([]int32, map[int32]metadata.ProducerBatch, error) {
 	if idem.ProducerID <= 0 || idem.Epoch < 0 {
 		return nil, nil, fmt.Errorf("%w: produce to %q: producer id %d epoch %d: ids are positive and epochs not negative (get both from InitProducer)",
 			metadata.ErrInvalidArgument, topicName, idem.ProducerID, idem.Epoch)
 	}
-	counts := map[int32]int32{}
-	for i, r := range recs {
-		if r.Partition < 0 {
-			return nil, nil, fmt.Errorf("%w: produce to %q: record %d has no partition; an idempotent producer chooses every record's partition",
-				metadata.ErrInvalidArgument, topicName, i)
-		}
-		counts[r.Partition]++
+	counts, err := req.counts(topicName)
+	if err != nil {
+		return nil, nil, err
 	}
 	for p := range idem.Sequences {
 		if counts[p] == 0 {
@@ -171,7 +170,7 @@ func (in *Ingester) decideLocked(ctx context.Context, view *metadata.ProducerVie
 // bufferBatchesLocked holds the batches of the partitions toAppend in the
 // open file (a new one if the block would pass the producers one etcd
 // transaction can commit) and appends their records.
-func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName string, recs []Record, size int64,
+func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName string, req *produceReq, size int64,
 	toAppend []int32, batches map[int32]metadata.ProducerBatch, answers map[int32]idemAnswer) error {
 	f, err := in.acceptLocked(ctx, size)
 	if err != nil {
@@ -209,11 +208,19 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 	for _, p := range toAppend {
 		appending[p] = true
 	}
+	recs := req.recs
 	for i := range recs {
 		if appending[recs[i].Partition] {
 			f.blocks[tpKey{topicName, recs[i].Partition}].Append(recs[i].Record)
 			appended++
-			appendedBytes += int64(segment.EncodedSize(recs[i].Record))
+			appendedBytes += int64(segment.BatchEncodedSize(recs[i].Record))
+		}
+	}
+	for i, e := range req.batches {
+		if appending[e.Partition] {
+			req.appendEntry(f.blocks[tpKey{topicName, e.Partition}], i)
+			appended += int64(req.infos[i].Records)
+			appendedBytes += req.entryBytes(i)
 		}
 	}
 	f.bytes += appendedBytes
@@ -231,7 +238,23 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 
 // idempotentResults waits for the batches held and answers each record:
 // its batch's first offset plus its index within the batch.
-func idempotentResults(ctx context.Context, topicName string, recs []Record, answers map[int32]idemAnswer) ([]Result, error) {
+func idempotentResults(ctx context.Context, topicName string, req *produceReq, answers map[int32]idemAnswer) ([]Result, error) {
+	if req.batches != nil {
+		out := make([]Result, len(req.batches))
+		for i, e := range req.batches {
+			a := answers[e.Partition]
+			base := a.dupBase
+			if a.pb != nil {
+				var err error
+				if base, err = a.pb.wait(ctx, topicName); err != nil {
+					return nil, err
+				}
+			}
+			out[i] = Result{Partition: e.Partition, Offset: base}
+		}
+		return out, nil
+	}
+	recs := req.recs
 	out := make([]Result, len(recs))
 	next := make(map[int32]int64, len(answers)) // index within the partition's batch
 	for i, r := range recs {
@@ -252,7 +275,11 @@ func idempotentResults(ctx context.Context, topicName string, recs []Record, ans
 
 // newBlock adds tp's block to f.
 func newBlock(f *file, tp tpKey) *segment.BlockBuilder {
-	b := segment.NewBlockBuilder(tp.topic, tp.p)
+	// Every block is a version 3 block: the batch form's batches as sent,
+	// the record form's records encoded into batches.
+	b := segment.NewBatchBlockBuilder(tp.topic, tp.p)
+	// Compress the records' batches at flush, outside in.mu.
+	b.DeferCompression()
 	f.blocks[tp] = b
 	f.order = append(f.order, b)
 	return b

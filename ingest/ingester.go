@@ -141,6 +141,10 @@ type FlushedBlock struct {
 	Info    segment.BlockInfo
 	Base    int64
 	Records []segment.Record
+	// Stored is the block's bytes as stored (Info's byte range of the
+	// object), for a cache that keeps them: fetches of record batches
+	// then ship them as they are.
+	Stored []byte
 }
 
 // Ingester is the write path of one node. It is safe for concurrent use.
@@ -226,6 +230,7 @@ type file struct {
 
 	// Set by the flush pipeline, read after done is closed.
 	object   string
+	obj      []byte // the object's bytes
 	infos    []segment.BlockInfo
 	bases    map[tpKey]int64
 	errs     map[tpKey]error
@@ -270,7 +275,12 @@ func (in *Ingester) Config() Config { return in.cfg }
 // partitions than recs name (partitions added an instant ago, and this
 // node's watch has not seen it yet), from etcd.
 func (in *Ingester) topic(ctx context.Context, name string, recs []Record) (metadata.Topic, error) {
-	if t, ok := in.topics.Topic(name); ok && t.Partitions > maxPartition(recs) {
+	return in.topicFor(ctx, name, maxPartition(recs))
+}
+
+// topicFor is topic for a request whose largest partition is maxP.
+func (in *Ingester) topicFor(ctx context.Context, name string, maxP int32) (metadata.Topic, error) {
+	if t, ok := in.topics.Topic(name); ok && t.Partitions > maxP {
 		return t, nil
 	}
 	return in.meta.GetTopic(ctx, name)
@@ -317,7 +327,7 @@ func (in *Ingester) produce(ctx context.Context, topicName string, recs []Record
 		return nil, err
 	}
 	if idem != nil {
-		return in.produceIdempotent(ctx, t, recs, size, idem)
+		return in.produceIdempotent(ctx, t, &produceReq{recs: recs}, size, idem)
 	}
 
 	in.mu.Lock()
@@ -383,7 +393,8 @@ func (in *Ingester) checkRecords(t metadata.Topic, recs []Record) (int64, error)
 		if r.Timestamp == 0 {
 			r.Timestamp = now
 		}
-		size += int64(sz)
+		// Blocks are batch blocks: count the record's Kafka encoding.
+		size += int64(segment.BatchEncodedSize(r.Record))
 	}
 	if size > in.cfg.MaxBufferBytes {
 		return 0, fmt.Errorf("%w: batch of %d bytes exceeds the node's buffer of %d bytes; send smaller batches",
@@ -513,6 +524,7 @@ func (in *Ingester) commitLoop() {
 		if f.err == nil && in.OnFlushed != nil {
 			in.OnFlushed(in.flushed(f))
 		}
+		f.obj = nil // only OnFlushed's Stored slices may keep it
 		in.mu.Lock()
 		in.rememberCommitsLocked(f)
 		in.forgetBatchesLocked(f)
@@ -539,6 +551,7 @@ func (in *Ingester) put(f *file) {
 		return
 	}
 	f.infos = infos
+	f.obj = obj
 	f.object = in.objectKey(f)
 	backoff := 10 * time.Millisecond
 	for attempt := 0; ; attempt++ {
@@ -628,7 +641,9 @@ func (in *Ingester) flushed(f *file) Flushed {
 		if err != nil {
 			continue
 		}
-		out.Blocks = append(out.Blocks, FlushedBlock{Info: f.infos[i], Base: f.bases[k], Records: recs})
+		bi := f.infos[i]
+		out.Blocks = append(out.Blocks, FlushedBlock{Info: bi, Base: f.bases[k], Records: recs,
+			Stored: f.obj[bi.Offset : bi.Offset+bi.Length : bi.Offset+bi.Length]})
 	}
 	return out
 }

@@ -217,6 +217,9 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 		return nil, unavailable(RoleIngest)
 	}
 	m := req.Msg
+	if len(m.GetBatches()) > 0 {
+		return s.produceBatches(ctx, m)
+	}
 	recs := make([]ingest.Record, len(m.GetRecords()))
 	for i, pr := range m.GetRecords() {
 		r := pr.GetRecord()
@@ -259,14 +262,11 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 		}
 		res, err = s.in.Produce(ctx, m.GetTopic(), recs)
 	} else {
-		idem := ingest.Idempotence{ProducerID: m.GetProducerId(), Epoch: m.GetProducerEpoch(), Sequences: make(map[int32]int32, len(m.GetSequences()))}
-		for _, ps := range m.GetSequences() {
-			if _, dup := idem.Sequences[ps.GetPartition()]; dup {
-				return nil, badRequest("produce to %q: partition %d has two sequences", m.GetTopic(), ps.GetPartition())
-			}
-			idem.Sequences[ps.GetPartition()] = ps.GetFirstSequence()
+		idem, ierr := requestIdempotence(m)
+		if ierr != nil {
+			return nil, ierr
 		}
-		res, err = s.in.ProduceIdempotent(ctx, m.GetTopic(), recs, idem)
+		res, err = s.in.ProduceIdempotent(ctx, m.GetTopic(), recs, *idem)
 	}
 	if err != nil {
 		return nil, toConnect(err)
@@ -274,6 +274,59 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 	out := &varvev1.ProduceResponse{Results: make([]*varvev1.ProduceResult, len(res))}
 	for i, r := range res {
 		out.Results[i] = &varvev1.ProduceResult{Partition: r.Partition, Offset: r.Offset}
+	}
+	return connect.NewResponse(out), nil
+}
+
+// requestIdempotence returns the request's idempotence (nil without a
+// producer id).
+func requestIdempotence(m *varvev1.ProduceRequest) (*ingest.Idempotence, error) {
+	if m.GetProducerId() == 0 {
+		if m.GetProducerEpoch() != 0 || len(m.GetSequences()) > 0 {
+			return nil, badRequest("produce to %q: producer_epoch and sequences need a producer_id", m.GetTopic())
+		}
+		return nil, nil
+	}
+	idem := &ingest.Idempotence{ProducerID: m.GetProducerId(), Epoch: m.GetProducerEpoch(), Sequences: make(map[int32]int32, len(m.GetSequences()))}
+	for _, ps := range m.GetSequences() {
+		if _, dup := idem.Sequences[ps.GetPartition()]; dup {
+			return nil, badRequest("produce to %q: partition %d has two sequences", m.GetTopic(), ps.GetPartition())
+		}
+		idem.Sequences[ps.GetPartition()] = ps.GetFirstSequence()
+	}
+	return idem, nil
+}
+
+// produceBatches serves the batch form: the entries' Kafka RecordBatch v2
+// bytes go to the ingester as they are, and each record is answered.
+func (s *produceService) produceBatches(ctx context.Context, m *varvev1.ProduceRequest) (*connect.Response[varvev1.ProduceResponse], error) {
+	if len(m.GetRecords()) > 0 {
+		return nil, badRequest("produce to %q: a request carries records or batches, not both", m.GetTopic())
+	}
+	idem, err := requestIdempotence(m)
+	if err != nil {
+		return nil, err
+	}
+	bs := make([]ingest.Batches, len(m.GetBatches()))
+	for i, e := range m.GetBatches() {
+		bs[i] = ingest.Batches{Partition: e.GetPartition(), Bytes: e.GetRecordBatches()}
+	}
+	res, err := s.in.ProduceBatches(ctx, m.GetTopic(), bs, idem)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	n := 0
+	for _, r := range res {
+		n += r.Records
+	}
+	out := &varvev1.ProduceResponse{Results: make([]*varvev1.ProduceResult, 0, n)}
+	slab := make([]varvev1.ProduceResult, n)
+	for _, r := range res {
+		for j := range r.Records {
+			pr := &slab[len(out.Results)]
+			pr.Partition, pr.Offset = r.Partition, r.Base+int64(j)
+			out.Results = append(out.Results, pr)
+		}
 	}
 	return connect.NewResponse(out), nil
 }
@@ -325,6 +378,17 @@ func (s *fetchService) Fetch(ctx context.Context, req *connect.Request[varvev1.F
 		return nil, badRequest("fetch %s/%d: max_wait_ms %d is negative", m.GetTopic(), m.GetPartition(), m.GetMaxWaitMs())
 	}
 	wait := min(time.Duration(m.GetMaxWaitMs())*time.Millisecond, maxFetchWait)
+	if m.GetRecordBatches() {
+		// The stored batches as they are, for clients that decode them.
+		res, err := s.f.FetchBatches(ctx, m.GetTopic(), m.GetPartition(), m.GetOffset(), fetchMaxBytes(m.GetMaxBytes(), s.maxBytes), wait)
+		if err != nil {
+			return nil, toConnect(err)
+		}
+		return connect.NewResponse(&varvev1.FetchResponse{
+			RecordBatches: res.Batches, NextOffset: res.Next,
+			LogStartOffset: res.LogStartOffset, HighWatermark: res.HighWatermark,
+		}), nil
+	}
 	res, err := s.f.Fetch(ctx, m.GetTopic(), m.GetPartition(), m.GetOffset(), fetchMaxBytes(m.GetMaxBytes(), s.maxBytes), wait)
 	if err != nil {
 		return nil, toConnect(err)

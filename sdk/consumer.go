@@ -179,7 +179,7 @@ func (cc consumerCluster) ListOffsets(ctx context.Context, topic string, spec va
 }
 
 func (cc consumerCluster) Fetch(ctx context.Context, topic string, p int32, offset int64, maxBytes int32, maxWait time.Duration) (*fetchloop.Batch[Record], error) {
-	res, err := cc.c.Fetch(ctx, topic, p, offset, maxBytes, maxWait)
+	res, err := cc.c.fetchBatches(ctx, topic, p, offset, maxBytes, maxWait)
 	if err != nil {
 		return nil, err
 	}

@@ -67,7 +67,7 @@ func (c *Client) produceRPC(ctx context.Context, req *varvev1.ProduceRequest, by
 	res, err := c.produce.Produce(ctx, connect.NewRequest(req))
 	for _, h := range c.hooks {
 		if h.OnProduceBatch != nil {
-			h.OnProduceBatch(ProduceBatchEvent{Topic: req.GetTopic(), Records: len(req.GetRecords()), Bytes: bytes, Latency: time.Since(start), Err: err})
+			h.OnProduceBatch(ProduceBatchEvent{Topic: req.GetTopic(), Records: requestRecords(req), Bytes: bytes, Latency: time.Since(start), Err: err})
 		}
 	}
 	return res, err

@@ -529,8 +529,7 @@ func (p *Producer) runTopic(tq *topicQueue) {
 func (p *Producer) prepare(tq *topicQueue, w *inflight.Window[*sendBatch], b *inflight.Batch[*sendBatch], now time.Time) <-chan struct{} {
 	sb := b.Data
 	if !sb.st.built {
-		sb.st.req = &varvev1.ProduceRequest{Topic: tq.name, Records: make([]*varvev1.ProduceRecord, len(sb.recs))}
-		sb.st.needPartitioner = sb.st.idem || p.partitionerChooses(sb.recs)
+		sb.st.req = &varvev1.ProduceRequest{Topic: tq.name}
 		ctx, cancel := context.WithDeadline(p.ctx, inflight.AttemptDeadline(b, now, p.opts.RequestTimeout))
 		err := p.build(ctx, tq, sb.recs, &sb.st)
 		cancel()
@@ -629,24 +628,9 @@ func (p *Producer) complete(tq *topicQueue, batch []*pendingRecord, err error) {
 
 // sendState is a batch's request across its attempts.
 type sendState struct {
-	req             *varvev1.ProduceRequest
-	idem            bool
-	needPartitioner bool // the producer chooses partitions (else the cluster)
-	built           bool // req holds the batch's records
-}
-
-// partitionerChooses reports whether the batch has records whose
-// partition the producer's own Partitioner chooses without idempotence.
-func (p *Producer) partitionerChooses(batch []*pendingRecord) bool {
-	if p.opts.Partitioner == nil {
-		return false
-	}
-	for _, pr := range batch {
-		if pr.part < 0 {
-			return true
-		}
-	}
-	return false
+	req   *varvev1.ProduceRequest
+	idem  bool
+	built bool // req holds the batch's records
 }
 
 // attempt sends the batch's request once, ending by deadline, and on
@@ -676,10 +660,11 @@ func (p *Producer) attempt(tq *topicQueue, b *inflight.Batch[*sendBatch], deadli
 	return nil
 }
 
-// build fills the request with the batch's records, choosing the
-// partition of those without one when the producer chooses.
+// build fills the request with the batch's records in the batch form
+// (sdk/batch.go), choosing the partition of those without one: the batch
+// form names every partition.
 func (p *Producer) build(ctx context.Context, tq *topicQueue, batch []*pendingRecord, st *sendState) error {
-	if st.needPartitioner && tq.partitions <= 0 {
+	if tq.partitions <= 0 {
 		n, err := p.c.partitionCount(ctx, tq.name)
 		if err != nil {
 			return err
@@ -687,9 +672,10 @@ func (p *Producer) build(ctx context.Context, tq *topicQueue, batch []*pendingRe
 		tq.partitions = n
 	}
 	sticky := int32(-1)
+	parts := make([]int32, len(batch))
 	for i, pr := range batch {
 		part := pr.part
-		if st.needPartitioner && part < 0 {
+		if part < 0 {
 			switch {
 			case p.opts.Partitioner != nil:
 				part = p.opts.Partitioner(pr.rec.Key, tq.partitions)
@@ -706,9 +692,9 @@ func (p *Producer) build(ctx context.Context, tq *topicQueue, batch []*pendingRe
 					fmt.Errorf("partitioner chose partition %d of a topic with %d partitions", part, tq.partitions))
 			}
 		}
-		st.req.Records[i] = toProduceRecord(&pr.rec, part)
+		parts[i] = part
 	}
-	return nil
+	return batchRequest(st.req, batch, parts)
 }
 
 // batchError is the error of a resolved batch: its idempotence reason
@@ -738,20 +724,14 @@ func (p *Producer) batchError(tq *topicQueue, b *inflight.Batch[*sendBatch]) err
 	return fmt.Errorf("produce %d records to %s: %w", n, tq.name, err)
 }
 
-// batchPartitions returns the partitions of req's records, in order of
-// first appearance, and the records of each.
+// batchPartitions returns the partitions of req (records or batches), in
+// order of first appearance, and the records of each.
 func batchPartitions(req *varvev1.ProduceRequest) (parts, counts []int32) {
-	idx := map[int32]int{}
-	for _, r := range req.Records {
-		i, ok := idx[r.GetPartition()]
-		if !ok {
-			i = len(parts)
-			idx[r.GetPartition()] = i
-			parts, counts = append(parts, r.GetPartition()), append(counts, 0)
-		}
-		counts[i]++
+	n, order := requestCounts(req)
+	for _, p := range order {
+		counts = append(counts, n[p])
 	}
-	return parts, counts
+	return order, counts
 }
 
 // number gives each partition of req its first sequence from n.

@@ -40,6 +40,13 @@ type BlockBuilder struct {
 	kpendBase, knext         int64
 	kpendLast                int32
 	kpendFirstTS, kpendMaxTS int64
+	// kraw seals batches uncompressed (AppendRecordBatches without
+	// compress).
+	kraw bool
+	// klazy (DeferCompression) seals batches uncompressed and lists their
+	// starts in kdefer; Build compresses them.
+	klazy  bool
+	kdefer []int
 }
 
 // NewBlockBuilder returns an empty builder for one partition's block.

@@ -18,6 +18,8 @@
 // NewBatchBlockBuilder appends their bytes (or encodes Records as zstd
 // batches), the read API decodes them like any block, and BlockBatches
 // returns a block's batches with absolute offsets for a Kafka fetch.
+// AppendProducerBatches and DecodeBatches are the client side of the
+// produce and fetch wire forms (what the Go SDK sends and decodes).
 //
 // Build makes a whole object at once (ingest); Writer makes one block at a
 // time (compaction, at a better compression level).

@@ -92,6 +92,10 @@ func (c Compression) String() string {
 // ErrBadBatch is wrapped by every ValidateBatches error.
 var ErrBadBatch = errors.New("invalid record batch")
 
+// ErrBatchRecordTooLarge is wrapped (with ErrBadBatch) by the Strict
+// ValidateBatches error of a record above BatchLimits.MaxRecordBytes.
+var ErrBatchRecordTooLarge = errors.New("record too large")
+
 // BatchLimits bounds what ValidateBatches accepts. Zero fields take the
 // defaults noted.
 type BatchLimits struct {
@@ -111,6 +115,10 @@ type BatchLimits struct {
 	// maxTimestamp is the largest record timestamp. Without it only the
 	// batch headers and CRCs are checked (see ValidateBatches).
 	Strict bool
+	// Produced adds, in Strict mode, what Varve asks of a produced record
+	// beyond Kafka's format: baseTimestamp and every record timestamp >= 0
+	// (-1, Kafka's "no timestamp", is refused) and no empty header key.
+	Produced bool
 }
 
 // BatchInfo describes one validated batch.
@@ -300,7 +308,7 @@ func ValidateBatches(b []byte, limits BatchLimits) (BatchesInfo, error) {
 		if limits.Strict {
 			n, err := strictCheck(b[p:p+h.length], &h, limits)
 			if err != nil {
-				return BatchesInfo{}, badBatch(i, "records", "%s", err)
+				return BatchesInfo{}, fmt.Errorf("%w: batch %d: records: %w", ErrBadBatch, i, err)
 			}
 			bi.UncompressedBytes = n
 		}
@@ -323,7 +331,13 @@ func strictCheck(batch []byte, h *batchHeader, limits BatchLimits) (int, error) 
 	if budget <= 0 || budget > MaxBlockRawBytes {
 		budget = MaxBlockRawBytes
 	}
-	raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), budget, nil)
+	var scratch []byte
+	if h.codec() == CompressionZstd {
+		if bp, ok := strictScratch.Get().(*[]byte); ok {
+			scratch = *bp
+		}
+	}
+	raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), budget, scratch)
 	if err != nil {
 		return 0, err
 	}
@@ -332,7 +346,32 @@ func strictCheck(batch []byte, h *batchHeader, limits BatchLimits) (int, error) 
 	if maxRec <= 0 {
 		maxRec = math.MaxInt
 	}
-	err = walkKafkaRecords(raw, h, maxRec, func(int, *kafkaRecord) {})
+	var bad error
+	check := func(int, *kafkaRecord) {}
+	if limits.Produced {
+		if h.baseTimestamp < 0 {
+			return 0, fmt.Errorf("baseTimestamp %d is negative", h.baseTimestamp)
+		}
+		check = func(i int, kr *kafkaRecord) {
+			switch {
+			case bad != nil:
+			case kr.timestamp < 0:
+				bad = fmt.Errorf("record %d: timestamp %d is negative", i, kr.timestamp)
+			case kr.numHeaders > 0:
+				j := 0
+				eachKafkaHeader(kr.headers, kr.numHeaders, func(k, _ []byte) {
+					if len(k) == 0 && bad == nil {
+						bad = fmt.Errorf("record %d: header %d has an empty key", i, j)
+					}
+					j++
+				})
+			}
+		}
+	}
+	err = walkKafkaRecords(raw, h, maxRec, check)
+	if err == nil {
+		err = bad
+	}
 	return len(raw), err
 }
 
@@ -370,7 +409,7 @@ func walkKafkaRecords(raw []byte, h *batchHeader, maxRec int, fn func(i int, r *
 			return fmt.Errorf("record %d: length %d, want %d to the %d bytes left", i, l, minKafkaRecordSize-1, r.remaining())
 		}
 		if l+int64(varintLen(l)) > int64(maxRec) {
-			return fmt.Errorf("record %d: %d bytes exceed the record limit of %d", i, l+int64(varintLen(l)), maxRec)
+			return fmt.Errorf("%w: record %d: %d bytes exceed the record limit of %d", ErrBatchRecordTooLarge, i, l+int64(varintLen(l)), maxRec)
 		}
 		end := r.p + int(l)
 		rr := reader{b: raw[:end], p: r.p}
@@ -495,9 +534,19 @@ func decompressBatch(p []byte, c Compression, budget int, scratch []byte) ([]byt
 	return nil, fmt.Errorf("unknown compression codec %d", c)
 }
 
-// releaseRaw is where pooled buffers would return; decompressed buffers
-// are plain allocations today.
-func releaseRaw(Compression, []byte) {}
+// strictScratch pools the buffers Strict validation decompresses zstd
+// batches into (the records are checked, then dropped).
+var strictScratch sync.Pool
+
+// releaseRaw returns a zstd batch's decompressed buffer to strictScratch
+// (buffers above 8 MiB are left to the GC); other codecs' buffers are
+// plain allocations.
+func releaseRaw(c Compression, raw []byte) {
+	if c == CompressionZstd && cap(raw) <= 8<<20 {
+		b := raw[:0]
+		strictScratch.Put(&b)
+	}
+}
 
 func readLimited(r io.Reader, guess, budget int, what string) ([]byte, error) {
 	buf := make([]byte, 0, min(max(guess, 512), budget)+1)

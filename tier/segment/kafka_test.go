@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash/crc32"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -559,6 +561,14 @@ func checkValidate(t *testing.T, data []byte) {
 	if serr == nil && err != nil {
 		t.Fatalf("strict accepts what the cheap mode refuses: %v", err)
 	}
+	lim.Produced = true
+	_, perr := ValidateBatches(data, lim)
+	if perr != nil && !errors.Is(perr, ErrBadBatch) {
+		t.Fatalf("produced error without ErrBadBatch: %v", perr)
+	}
+	if perr == nil && serr != nil {
+		t.Fatalf("the Produced checks accept what strict refuses: %v", serr)
+	}
 	if err != nil {
 		return
 	}
@@ -592,9 +602,11 @@ func checkValidate(t *testing.T, data []byte) {
 	if verr != nil || n != len(got) {
 		t.Fatalf("VisitBlock: %d records, %v", n, verr)
 	}
-	if _, err := BlockBatches(nil, blk, 7); err != nil {
+	kb, err := BlockBatches(nil, blk, 7)
+	if err != nil {
 		t.Fatalf("BlockBatches: %v", err)
 	}
+	checkDecodeBatches(t, kb, 7, got)
 	obj, _, err := Build([]*BlockBuilder{bb})
 	if err != nil {
 		t.Fatalf("Build: %v", err)
@@ -738,5 +750,242 @@ func TestZstdSeveralFrames(t *testing.T) {
 	got, err := DecodeBlock(encodeBlock(bb, encoder()))
 	if err != nil || diffRecords(recs, got) != "" {
 		t.Fatalf("%v %s", err, diffRecords(recs, got))
+	}
+}
+
+// checkDecodeBatches checks that DecodeBatches of batches with absolute
+// offsets from base gives exactly want (a block's records), from the start
+// and from an offset inside.
+func checkDecodeBatches(t *testing.T, kb []byte, base int64, want []Record) {
+	t.Helper()
+	offs := Offsets(base, want)
+	for _, from := range []int64{0, offs[len(offs)/2]} {
+		got, gotOffs, err := DecodeBatches(kb, from)
+		if err != nil {
+			t.Fatalf("DecodeBatches from %d: %v", from, err)
+		}
+		i0 := 0
+		for i0 < len(offs) && offs[i0] < from {
+			i0++
+		}
+		if len(got) != len(want)-i0 {
+			t.Fatalf("DecodeBatches from %d: %d records, want %d", from, len(got), len(want)-i0)
+		}
+		for i := range got {
+			w := want[i0+i]
+			if gotOffs[i] != offs[i0+i] || got[i].Timestamp != w.Timestamp || diffBytes(got[i].Key, w.Key) != "" || diffBytes(got[i].Value, w.Value) != "" || len(got[i].Headers) != len(w.Headers) {
+				t.Fatalf("DecodeBatches from %d: record %d differs: %+v at %d, want %+v at %d", from, i, got[i], gotOffs[i], w, offs[i0+i])
+			}
+		}
+	}
+}
+
+// FuzzDecodeBatches checks that DecodeBatches (what a consumer runs on a
+// fetch's batches) never panics and that every error wraps ErrCorrupt;
+// inputs are tried with their CRCs repaired too.
+func FuzzDecodeBatches(f *testing.F) {
+	recs := kafkaTestRecords(4, 3)
+	for _, c := range kgoCodecs {
+		f.Add(kgoBatch(f, recs, c, 1, 5), int64(0))
+	}
+	pb, err := AppendProducerBatches(nil, recs)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(pb, int64(2))
+	f.Fuzz(func(t *testing.T, data []byte, from int64) {
+		for _, in := range [][]byte{data, fixBatchCRCs(data)} {
+			got, offs, err := DecodeBatches(in, from)
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("error without ErrCorrupt: %v", err)
+				}
+				continue
+			}
+			if len(got) != len(offs) {
+				t.Fatalf("%d records, %d offsets", len(got), len(offs))
+			}
+			for i := range offs {
+				if offs[i] < from || (i > 0 && offs[i] <= offs[i-1]) {
+					t.Fatalf("offsets %v from %d", offs, from)
+				}
+			}
+		}
+	})
+}
+
+// TestProducerBatchesRoundTrip: AppendProducerBatches output passes the
+// node's validation (Strict, Produced), and decodes to the records.
+func TestProducerBatchesRoundTrip(t *testing.T) {
+	recs := kafkaTestRecords(300, 3)
+	for i := range recs {
+		recs[i].Timestamp = max(recs[i].Timestamp, 0)
+		for j := range recs[i].Headers {
+			if recs[i].Headers[j].Key == "" {
+				recs[i].Headers[j].Key = "k"
+			}
+		}
+	}
+	b, err := AppendProducerBatches(nil, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ValidateBatches(b, BatchLimits{Strict: true, Produced: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Records != len(recs) {
+		t.Fatalf("%d records validated, %d sent", info.Records, len(recs))
+	}
+	checkDecodeBatches(t, b, 0, recs)
+	if _, err := AppendProducerBatches(nil, []Record{{Gap: 1}}); err == nil {
+		t.Fatal("a record with an offset gap was encoded")
+	}
+	// Uncompressed, with offset gaps (a compacted range) and a base.
+	recs[0].Gap, recs[5].Gap, recs[299].Gap = 2, 7, 1000
+	raw, err := AppendRecordBatches([]byte("prefix"), recs, 40, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(raw[:6]) != "prefix" {
+		t.Fatal("dst overwritten")
+	}
+	if _, err := ValidateBatches(raw[6:], BatchLimits{}); err == nil {
+		t.Fatal("batches with offset gaps pass the produce validation")
+	}
+	for p := 6; p < len(raw); p += int(binary.BigEndian.Uint32(raw[p+8:])) + 12 {
+		if c := Compression(raw[p+22] & 7); c != CompressionNone {
+			t.Fatalf("batch at %d compressed with %v", p, c)
+		}
+	}
+	checkDecodeBatches(t, raw[6:], 40, recs)
+	if _, err := AppendRecordBatches(nil, recs, math.MaxInt64-100, false); err == nil {
+		t.Fatal("offsets past MaxInt64 were encoded")
+	}
+}
+
+// TestBatchEncodedSizeNeverUndercounts: BatchEncodedSize bounds a record's
+// Kafka encoding at its widest (any timestampDelta and offsetDelta),
+// where EncodedSize alone does not.
+func TestBatchEncodedSizeNeverUndercounts(t *testing.T) {
+	recs := append(kafkaTestRecords(200, 4),
+		Record{},
+		Record{Key: []byte{}, Value: []byte{}, Headers: []Header{{Key: string(make([]byte, 70)), Value: nil}, {Key: "k", Value: make([]byte, 200)}}},
+	)
+	undercounted := false
+	for i := range recs {
+		r := &recs[i]
+		got := len(appendKafkaRecord(nil, r, math.MinInt64, math.MaxInt32))
+		if got > BatchEncodedSize(*r) {
+			t.Fatalf("record %d: Kafka encoding of %d bytes, BatchEncodedSize %d", i, got, BatchEncodedSize(*r))
+		}
+		undercounted = undercounted || got > EncodedSize(*r)
+	}
+	if !undercounted {
+		t.Log("EncodedSize covered every record here")
+	}
+}
+
+// TestAppendBatchesRecords: small producer batches appended record by
+// record land in one pending batch with the records appended around them
+// (Kafka clients' baseOffset 0 everywhere is ignored), and the block
+// decodes to every record in order.
+func TestAppendBatchesRecords(t *testing.T) {
+	recs := kafkaTestRecords(30, 2)
+	for i := range recs {
+		recs[i].Timestamp = max(recs[i].Timestamp, 0)
+	}
+	b1, err := AppendProducerBatches(nil, recs[:10])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2 := kgoBatch(t, recs[10:20], kgo.Lz4Compression(), -1, -1)
+	bb := NewBatchBlockBuilder("t", 0)
+	for _, b := range [][]byte{b1, b2} {
+		info, err := ValidateBatches(b, BatchLimits{Strict: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bb.AppendBatchesRecords(b, &info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range recs[20:] {
+		bb.Append(r)
+	}
+	if err := bb.AppendBatchesRecords(b1, &BatchesInfo{}); err == nil {
+		t.Fatal("AppendBatchesRecords with an info of other bytes")
+	}
+	got, err := DecodeBlock(encodeBlock(bb, encoder()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(recs) {
+		t.Fatalf("%d records, want %d", len(got), len(recs))
+	}
+	for i := range recs {
+		if diffBytes(got[i].Key, recs[i].Key) != "" || diffBytes(got[i].Value, recs[i].Value) != "" || got[i].Timestamp != recs[i].Timestamp || len(got[i].Headers) != len(recs[i].Headers) || got[i].Gap != 0 {
+			t.Fatalf("record %d: %+v, want %+v", i, got[i], recs[i])
+		}
+	}
+	if n := len(bb.kbuf); n != 0 {
+		t.Fatalf("%d bytes of sealed batches: the records should share the pending batch", n)
+	}
+}
+
+// TestDeferCompression: a builder that defers compression seals its
+// batches uncompressed while records are appended, and Build compresses
+// them; the block decodes to the same records as an eager builder's,
+// with producer batches in between kept as they are.
+func TestDeferCompression(t *testing.T) {
+	var recs []Record
+	for i := range 3000 {
+		recs = append(recs, Record{Key: fmt.Appendf(nil, "k%d", i%7), Value: bytes.Repeat(fmt.Appendf(nil, "value %d ", i), 100), Timestamp: int64(1000 + i)})
+	}
+	prod, err := AppendProducerBatches(nil, recs[:5])
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ValidateBatches(prod, BatchLimits{Strict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eager, lazy := NewBatchBlockBuilder("t", 0), NewBatchBlockBuilder("t", 0)
+	lazy.DeferCompression()
+	for _, bb := range []*BlockBuilder{eager, lazy} {
+		for i, r := range recs {
+			bb.Append(r)
+			if i == 1500 {
+				if err := bb.AppendBatches(prod, &info); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if len(lazy.kdefer) < 2 || len(lazy.kbuf) <= 2*len(eager.kbuf) {
+		t.Fatalf("lazy builder: %d deferred batches, %d bytes sealed (eager %d)", len(lazy.kdefer), len(lazy.kbuf), len(eager.kbuf))
+	}
+	be, bl := encodeBlock(eager, encoder()), encodeBlock(lazy, encoder())
+	if len(bl) > len(be)+64 {
+		t.Fatalf("deferred block of %d bytes, eager %d: not compressed", len(bl), len(be))
+	}
+	ge, err := DecodeBlock(be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl, err := DecodeBlock(bl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gl) != len(recs)+5 || len(ge) != len(gl) {
+		t.Fatalf("%d and %d records, want %d", len(ge), len(gl), len(recs)+5)
+	}
+	for i := range gl {
+		if diffBytes(gl[i].Value, ge[i].Value) != "" || gl[i].Timestamp != ge[i].Timestamp || diffBytes(gl[i].Key, ge[i].Key) != "" {
+			t.Fatalf("record %d differs", i)
+		}
+	}
+	if d, err := lazy.Decode(); err != nil || len(d) != len(gl) {
+		t.Fatalf("Decode of the lazy builder: %d records, %v", len(d), err)
 	}
 }

@@ -123,7 +123,10 @@ func (b *BlockBuilder) seal() {
 	if b.kpendN == 0 {
 		return
 	}
-	b.kbuf = b.appendPending(b.kbuf, encoder(), true)
+	if b.klazy {
+		b.kdefer = append(b.kdefer, len(b.kbuf))
+	}
+	b.kbuf = b.appendPending(b.kbuf, encoder(), !b.kraw && !b.klazy)
 	b.kpend, b.kpendN = b.kpend[:0], 0
 }
 
@@ -212,7 +215,7 @@ func encodeBatchesBlock(b *BlockBuilder, enc *zstd.Encoder) []byte {
 		size += BatchHeaderSize + len(b.kpend) + len(b.kpend)>>10 + 64
 	}
 	dst := make([]byte, BlockHeaderSize, size)
-	dst = append(dst, b.kbuf...)
+	dst = appendDeferred(dst, b.kbuf, b.kdefer, enc)
 	if b.kpendN > 0 {
 		dst = b.appendPending(dst, enc, true)
 	}
@@ -392,4 +395,99 @@ func BlockBatches(dst, block []byte, base int64) ([]byte, error) {
 		p += int(binary.BigEndian.Uint32(dst[p+8:])) + batchLengthBase
 	}
 	return dst, nil
+}
+
+// BatchEncodedSize is EncodedSize for a record appended to a batch builder
+// (NewBatchBlockBuilder), for memory accounting: it never undercounts the
+// record's Kafka encoding (length varint, attributes, timestampDelta,
+// offsetDelta, zigzag header lengths). EncodedSize alone can undercount it
+// by up to 12 bytes plus one per header.
+func BatchEncodedSize(r Record) int {
+	return EncodedSize(r) + binary.MaxVarintLen32 + 1 + binary.MaxVarintLen32 + 1 + len(r.Headers)
+}
+
+// AppendBatchesRecords appends the records of batches that ValidateBatches
+// accepted in Strict mode (info is its result for exactly these bytes) to
+// the batch being filled, as Append would, instead of storing the batches
+// as they are: their baseOffsets are ignored and the records get the next
+// offsets, so small batches of many requests are compressed together when
+// the block is built. It decodes every record: use it for small batches.
+// On error nothing is appended.
+func (b *BlockBuilder) AppendBatchesRecords(batches []byte, info *BatchesInfo) error {
+	if !b.batches {
+		return fmt.Errorf("segment: AppendBatchesRecords on a version %d block builder (use NewBatchBlockBuilder)", BlockVersion)
+	}
+	if info == nil || info.Bytes != len(batches) || len(info.Batches) == 0 {
+		return fmt.Errorf("segment: AppendBatchesRecords: the info does not describe these %d bytes", len(batches))
+	}
+	var recs []Record
+	for i := range info.Batches {
+		bi := &info.Batches[i]
+		if bi.Offset < 0 || bi.Length < BatchHeaderSize || bi.Offset > len(batches)-bi.Length {
+			return fmt.Errorf("segment: AppendBatchesRecords: batch %d does not match its info", i)
+		}
+		batch := batches[bi.Offset : bi.Offset+bi.Length]
+		h, field, reason := parseBatchHeader(batch, MaxBlockRawBytes, attrCodecMask)
+		if reason != "" {
+			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %s: %s", i, field, reason)
+		}
+		raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), MaxBlockRawBytes, nil)
+		if err != nil {
+			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %v", i, err)
+		}
+		err = walkKafkaRecords(raw, &h, math.MaxInt, func(_ int, kr *kafkaRecord) {
+			r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp}
+			if kr.numHeaders > 0 {
+				r.Headers = make([]Header, 0, kr.numHeaders)
+				eachKafkaHeader(kr.headers, kr.numHeaders, func(k, v []byte) {
+					r.Headers = append(r.Headers, Header{Key: string(k), Value: v})
+				})
+			}
+			recs = append(recs, r)
+		})
+		if err != nil {
+			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %v", i, err)
+		}
+	}
+	for i := range recs {
+		b.Append(recs[i])
+	}
+	return nil
+}
+
+// DeferCompression makes the builder seal the batches it encodes from
+// Records uncompressed and compress them when the block is built (Build
+// runs outside the caller's locks, over several cores), instead of in
+// Append. Call it before the first Append.
+func (b *BlockBuilder) DeferCompression() { b.klazy = true }
+
+// appendDeferred appends kbuf to dst, compressing with zstd (when smaller)
+// the uncompressed batches that start at the offsets in deferred.
+func appendDeferred(dst, kbuf []byte, deferred []int, enc *zstd.Encoder) []byte {
+	p := 0
+	for _, at := range deferred {
+		dst = append(dst, kbuf[p:at]...)
+		n := int(binary.BigEndian.Uint32(kbuf[at+8:])) + batchLengthBase
+		dst = appendCompressedBatch(dst, kbuf[at:at+n], enc)
+		p = at + n
+	}
+	return append(dst, kbuf[p:]...)
+}
+
+// appendCompressedBatch appends an uncompressed batch to dst, its records
+// zstd-compressed when that is smaller (header rewritten, CRC recomputed),
+// else as it is.
+func appendCompressedBatch(dst, batch []byte, enc *zstd.Encoder) []byte {
+	start := len(dst)
+	dst = append(dst, batch[:BatchHeaderSize]...)
+	dst = enc.EncodeAll(batch[BatchHeaderSize:], dst)
+	if len(dst)-start >= len(batch) {
+		return append(dst[:start], batch...)
+	}
+	out := dst[start:]
+	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-batchLengthBase))
+	attrs := binary.BigEndian.Uint16(out[21:])&^attrCodecMask | uint16(CompressionZstd)
+	binary.BigEndian.PutUint16(out[21:], attrs)
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
+	return dst
 }

@@ -1219,6 +1219,15 @@ type ProduceRequest struct {
 	ProducerId    int64                `protobuf:"varint,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
 	ProducerEpoch int32                `protobuf:"varint,4,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
 	Sequences     []*PartitionSequence `protobuf:"bytes,5,rep,name=sequences,proto3" json:"sequences,omitempty"`
+	// The batch form (docs/segment-format.md, "The produce wire form"): each
+	// entry holds Kafka RecordBatch v2 batches of one partition, built and
+	// compressed by the producer; the node checks them and stores their
+	// bytes as they are. A request carries records or batches, not both, and
+	// at most one entry per partition. With a producer_id, each entry's
+	// records form the partition's batch (sequences as above); batch headers
+	// may carry producerId -1, or the request's producer id, epoch and
+	// sequences exactly.
+	Batches       []*PartitionBatches `protobuf:"bytes,6,rep,name=batches,proto3" json:"batches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1288,6 +1297,69 @@ func (x *ProduceRequest) GetSequences() []*PartitionSequence {
 	return nil
 }
 
+func (x *ProduceRequest) GetBatches() []*PartitionBatches {
+	if x != nil {
+		return x.Batches
+	}
+	return nil
+}
+
+// Kafka RecordBatch v2 batches (magic 2, CRC-32C, codec none, gzip,
+// snappy, lz4 or zstd) of one partition, back to back. baseOffset is
+// ignored (the node assigns offsets); lastOffsetDelta must be
+// recordCount-1; no transactional or control batches.
+type PartitionBatches struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	RecordBatches []byte                 `protobuf:"bytes,2,opt,name=record_batches,json=recordBatches,proto3" json:"record_batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionBatches) Reset() {
+	*x = PartitionBatches{}
+	mi := &file_varve_v1_varve_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionBatches) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionBatches) ProtoMessage() {}
+
+func (x *PartitionBatches) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionBatches.ProtoReflect.Descriptor instead.
+func (*PartitionBatches) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PartitionBatches) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionBatches) GetRecordBatches() []byte {
+	if x != nil {
+		return x.RecordBatches
+	}
+	return nil
+}
+
 // The sequence number of the first record of a partition's batch.
 type PartitionSequence struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1299,7 +1371,7 @@ type PartitionSequence struct {
 
 func (x *PartitionSequence) Reset() {
 	*x = PartitionSequence{}
-	mi := &file_varve_v1_varve_proto_msgTypes[18]
+	mi := &file_varve_v1_varve_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1383,7 @@ func (x *PartitionSequence) String() string {
 func (*PartitionSequence) ProtoMessage() {}
 
 func (x *PartitionSequence) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[18]
+	mi := &file_varve_v1_varve_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1396,7 @@ func (x *PartitionSequence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSequence.ProtoReflect.Descriptor instead.
 func (*PartitionSequence) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{18}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PartitionSequence) GetPartition() int32 {
@@ -1351,7 +1423,7 @@ type ProduceResult struct {
 
 func (x *ProduceResult) Reset() {
 	*x = ProduceResult{}
-	mi := &file_varve_v1_varve_proto_msgTypes[19]
+	mi := &file_varve_v1_varve_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1435,7 @@ func (x *ProduceResult) String() string {
 func (*ProduceResult) ProtoMessage() {}
 
 func (x *ProduceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[19]
+	mi := &file_varve_v1_varve_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1448,7 @@ func (x *ProduceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResult.ProtoReflect.Descriptor instead.
 func (*ProduceResult) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{19}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProduceResult) GetPartition() int32 {
@@ -1395,7 +1467,8 @@ func (x *ProduceResult) GetOffset() int64 {
 
 type ProduceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// One result per request record, in request order.
+	// One result per request record, in request order (for the batch form:
+	// the entries in order, each batch's records in order).
 	Results       []*ProduceResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1403,7 +1476,7 @@ type ProduceResponse struct {
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[20]
+	mi := &file_varve_v1_varve_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1488,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[20]
+	mi := &file_varve_v1_varve_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1501,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{20}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ProduceResponse) GetResults() []*ProduceResult {
@@ -1449,7 +1522,7 @@ type InitProducerRequest struct {
 
 func (x *InitProducerRequest) Reset() {
 	*x = InitProducerRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[21]
+	mi := &file_varve_v1_varve_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1534,7 @@ func (x *InitProducerRequest) String() string {
 func (*InitProducerRequest) ProtoMessage() {}
 
 func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[21]
+	mi := &file_varve_v1_varve_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1547,7 @@ func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
 func (*InitProducerRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{21}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InitProducerRequest) GetProducerId() int64 {
@@ -1496,7 +1569,7 @@ type InitProducerResponse struct {
 
 func (x *InitProducerResponse) Reset() {
 	*x = InitProducerResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[22]
+	mi := &file_varve_v1_varve_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1581,7 @@ func (x *InitProducerResponse) String() string {
 func (*InitProducerResponse) ProtoMessage() {}
 
 func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[22]
+	mi := &file_varve_v1_varve_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1594,7 @@ func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
 func (*InitProducerResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{22}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InitProducerResponse) GetProducerId() int64 {
@@ -1557,14 +1630,18 @@ type FetchRequest struct {
 	// consumer always makes progress.
 	MaxBytes int32 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	// How long to wait for records when none is available at offset.
-	MaxWaitMs     int32 `protobuf:"varint,5,opt,name=max_wait_ms,json=maxWaitMs,proto3" json:"max_wait_ms,omitempty"`
+	MaxWaitMs int32 `protobuf:"varint,5,opt,name=max_wait_ms,json=maxWaitMs,proto3" json:"max_wait_ms,omitempty"`
+	// Ask for the stored Kafka RecordBatch v2 batches (FetchResponse.
+	// record_batches) instead of decoded records: whole batches, so the
+	// first may start before offset (skip its records below offset).
+	RecordBatches bool `protobuf:"varint,6,opt,name=record_batches,json=recordBatches,proto3" json:"record_batches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[23]
+	mi := &file_varve_v1_varve_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1653,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[23]
+	mi := &file_varve_v1_varve_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1666,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{23}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FetchRequest) GetTopic() string {
@@ -1627,6 +1704,13 @@ func (x *FetchRequest) GetMaxWaitMs() int32 {
 	return 0
 }
 
+func (x *FetchRequest) GetRecordBatches() bool {
+	if x != nil {
+		return x.RecordBatches
+	}
+	return false
+}
+
 type FetchResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Records        []*Record              `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
@@ -1635,13 +1719,17 @@ type FetchResponse struct {
 	// The partition's next offset as the serving node knew it (its watch of
 	// etcd may trail the latest commit by milliseconds).
 	HighWatermark int64 `protobuf:"varint,4,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
+	// With FetchRequest.record_batches: Kafka RecordBatch v2 batches as
+	// stored, baseOffset absolute, back to back (records is then empty).
+	// Batches of a compacted range may have offset gaps between records.
+	RecordBatches []byte `protobuf:"bytes,5,opt,name=record_batches,json=recordBatches,proto3" json:"record_batches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[24]
+	mi := &file_varve_v1_varve_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1741,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[24]
+	mi := &file_varve_v1_varve_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1754,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{24}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FetchResponse) GetRecords() []*Record {
@@ -1697,6 +1785,13 @@ func (x *FetchResponse) GetHighWatermark() int64 {
 	return 0
 }
 
+func (x *FetchResponse) GetRecordBatches() []byte {
+	if x != nil {
+		return x.RecordBatches
+	}
+	return nil
+}
+
 // One batch of a subscription: the records committed since the last one.
 type SubscribeResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1710,7 +1805,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[25]
+	mi := &file_varve_v1_varve_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1817,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[25]
+	mi := &file_varve_v1_varve_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1830,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{25}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubscribeResponse) GetRecords() []*Record {
@@ -1780,7 +1875,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[26]
+	mi := &file_varve_v1_varve_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1887,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[26]
+	mi := &file_varve_v1_varve_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1900,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{26}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubscribeRequest) GetTopic() string {
@@ -1851,7 +1946,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[27]
+	mi := &file_varve_v1_varve_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +1958,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[27]
+	mi := &file_varve_v1_varve_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +1971,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{27}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListOffsetsRequest) GetTopic() string {
@@ -1919,7 +2014,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_varve_v1_varve_proto_msgTypes[28]
+	mi := &file_varve_v1_varve_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2026,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[28]
+	mi := &file_varve_v1_varve_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2039,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{28}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PartitionOffset) GetPartition() int32 {
@@ -1977,7 +2072,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[29]
+	mi := &file_varve_v1_varve_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2084,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[29]
+	mi := &file_varve_v1_varve_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2097,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{29}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListOffsetsResponse) GetOffsets() []*PartitionOffset {
@@ -2098,14 +2193,18 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"\tpartition\x18\x01 \x01(\x05H\x00R\tpartition\x88\x01\x01\x12(\n" +
 	"\x06record\x18\x02 \x01(\v2\x10.varve.v1.RecordR\x06recordB\f\n" +
 	"\n" +
-	"_partition\"\xdc\x01\n" +
+	"_partition\"\x92\x02\n" +
 	"\x0eProduceRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x121\n" +
 	"\arecords\x18\x02 \x03(\v2\x17.varve.v1.ProduceRecordR\arecords\x12\x1f\n" +
 	"\vproducer_id\x18\x03 \x01(\x03R\n" +
 	"producerId\x12%\n" +
 	"\x0eproducer_epoch\x18\x04 \x01(\x05R\rproducerEpoch\x129\n" +
-	"\tsequences\x18\x05 \x03(\v2\x1b.varve.v1.PartitionSequenceR\tsequences\"X\n" +
+	"\tsequences\x18\x05 \x03(\v2\x1b.varve.v1.PartitionSequenceR\tsequences\x124\n" +
+	"\abatches\x18\x06 \x03(\v2\x1a.varve.v1.PartitionBatchesR\abatches\"W\n" +
+	"\x10PartitionBatches\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12%\n" +
+	"\x0erecord_batches\x18\x02 \x01(\fR\rrecordBatches\"X\n" +
 	"\x11PartitionSequence\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12%\n" +
 	"\x0efirst_sequence\x18\x02 \x01(\x05R\rfirstSequence\"E\n" +
@@ -2122,19 +2221,21 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"producerId\x12%\n" +
 	"\x0eproducer_epoch\x18\x02 \x01(\x05R\rproducerEpoch\x12 \n" +
 	"\fstate_ttl_ms\x18\x03 \x01(\x03R\n" +
-	"stateTtlMs\"\x97\x01\n" +
+	"stateTtlMs\"\xbe\x01\n" +
 	"\fFetchRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1b\n" +
 	"\tmax_bytes\x18\x04 \x01(\x05R\bmaxBytes\x12\x1e\n" +
-	"\vmax_wait_ms\x18\x05 \x01(\x05R\tmaxWaitMs\"\xad\x01\n" +
+	"\vmax_wait_ms\x18\x05 \x01(\x05R\tmaxWaitMs\x12%\n" +
+	"\x0erecord_batches\x18\x06 \x01(\bR\rrecordBatches\"\xd4\x01\n" +
 	"\rFetchResponse\x12*\n" +
 	"\arecords\x18\x01 \x03(\v2\x10.varve.v1.RecordR\arecords\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
 	"nextOffset\x12(\n" +
 	"\x10log_start_offset\x18\x03 \x01(\x03R\x0elogStartOffset\x12%\n" +
-	"\x0ehigh_watermark\x18\x04 \x01(\x03R\rhighWatermark\"\xb1\x01\n" +
+	"\x0ehigh_watermark\x18\x04 \x01(\x03R\rhighWatermark\x12%\n" +
+	"\x0erecord_batches\x18\x05 \x01(\fR\rrecordBatches\"\xb1\x01\n" +
 	"\x11SubscribeResponse\x12*\n" +
 	"\arecords\x18\x01 \x03(\v2\x10.varve.v1.RecordR\arecords\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
@@ -2202,7 +2303,7 @@ func file_varve_v1_varve_proto_rawDescGZIP() []byte {
 }
 
 var file_varve_v1_varve_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_varve_v1_varve_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_varve_v1_varve_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_varve_v1_varve_proto_goTypes = []any{
 	(CleanupPolicy)(0),            // 0: varve.v1.CleanupPolicy
 	(SchemaFormat)(0),             // 1: varve.v1.SchemaFormat
@@ -2225,18 +2326,19 @@ var file_varve_v1_varve_proto_goTypes = []any{
 	(*DeleteTopicResponse)(nil),   // 18: varve.v1.DeleteTopicResponse
 	(*ProduceRecord)(nil),         // 19: varve.v1.ProduceRecord
 	(*ProduceRequest)(nil),        // 20: varve.v1.ProduceRequest
-	(*PartitionSequence)(nil),     // 21: varve.v1.PartitionSequence
-	(*ProduceResult)(nil),         // 22: varve.v1.ProduceResult
-	(*ProduceResponse)(nil),       // 23: varve.v1.ProduceResponse
-	(*InitProducerRequest)(nil),   // 24: varve.v1.InitProducerRequest
-	(*InitProducerResponse)(nil),  // 25: varve.v1.InitProducerResponse
-	(*FetchRequest)(nil),          // 26: varve.v1.FetchRequest
-	(*FetchResponse)(nil),         // 27: varve.v1.FetchResponse
-	(*SubscribeResponse)(nil),     // 28: varve.v1.SubscribeResponse
-	(*SubscribeRequest)(nil),      // 29: varve.v1.SubscribeRequest
-	(*ListOffsetsRequest)(nil),    // 30: varve.v1.ListOffsetsRequest
-	(*PartitionOffset)(nil),       // 31: varve.v1.PartitionOffset
-	(*ListOffsetsResponse)(nil),   // 32: varve.v1.ListOffsetsResponse
+	(*PartitionBatches)(nil),      // 21: varve.v1.PartitionBatches
+	(*PartitionSequence)(nil),     // 22: varve.v1.PartitionSequence
+	(*ProduceResult)(nil),         // 23: varve.v1.ProduceResult
+	(*ProduceResponse)(nil),       // 24: varve.v1.ProduceResponse
+	(*InitProducerRequest)(nil),   // 25: varve.v1.InitProducerRequest
+	(*InitProducerResponse)(nil),  // 26: varve.v1.InitProducerResponse
+	(*FetchRequest)(nil),          // 27: varve.v1.FetchRequest
+	(*FetchResponse)(nil),         // 28: varve.v1.FetchResponse
+	(*SubscribeResponse)(nil),     // 29: varve.v1.SubscribeResponse
+	(*SubscribeRequest)(nil),      // 30: varve.v1.SubscribeRequest
+	(*ListOffsetsRequest)(nil),    // 31: varve.v1.ListOffsetsRequest
+	(*PartitionOffset)(nil),       // 32: varve.v1.PartitionOffset
+	(*ListOffsetsResponse)(nil),   // 33: varve.v1.ListOffsetsResponse
 }
 var file_varve_v1_varve_proto_depIdxs = []int32{
 	4,  // 0: varve.v1.Record.headers:type_name -> varve.v1.Header
@@ -2253,37 +2355,38 @@ var file_varve_v1_varve_proto_depIdxs = []int32{
 	7,  // 11: varve.v1.UpdateTopicResponse.topic:type_name -> varve.v1.Topic
 	3,  // 12: varve.v1.ProduceRecord.record:type_name -> varve.v1.Record
 	19, // 13: varve.v1.ProduceRequest.records:type_name -> varve.v1.ProduceRecord
-	21, // 14: varve.v1.ProduceRequest.sequences:type_name -> varve.v1.PartitionSequence
-	22, // 15: varve.v1.ProduceResponse.results:type_name -> varve.v1.ProduceResult
-	3,  // 16: varve.v1.FetchResponse.records:type_name -> varve.v1.Record
-	3,  // 17: varve.v1.SubscribeResponse.records:type_name -> varve.v1.Record
-	2,  // 18: varve.v1.ListOffsetsRequest.spec:type_name -> varve.v1.OffsetSpec
-	31, // 19: varve.v1.ListOffsetsResponse.offsets:type_name -> varve.v1.PartitionOffset
-	9,  // 20: varve.v1.TopicService.CreateTopic:input_type -> varve.v1.CreateTopicRequest
-	11, // 21: varve.v1.TopicService.ListTopics:input_type -> varve.v1.ListTopicsRequest
-	13, // 22: varve.v1.TopicService.DescribeTopic:input_type -> varve.v1.DescribeTopicRequest
-	17, // 23: varve.v1.TopicService.DeleteTopic:input_type -> varve.v1.DeleteTopicRequest
-	15, // 24: varve.v1.TopicService.UpdateTopic:input_type -> varve.v1.UpdateTopicRequest
-	20, // 25: varve.v1.ProduceService.Produce:input_type -> varve.v1.ProduceRequest
-	24, // 26: varve.v1.ProduceService.InitProducer:input_type -> varve.v1.InitProducerRequest
-	26, // 27: varve.v1.FetchService.Fetch:input_type -> varve.v1.FetchRequest
-	29, // 28: varve.v1.FetchService.Subscribe:input_type -> varve.v1.SubscribeRequest
-	30, // 29: varve.v1.FetchService.ListOffsets:input_type -> varve.v1.ListOffsetsRequest
-	10, // 30: varve.v1.TopicService.CreateTopic:output_type -> varve.v1.CreateTopicResponse
-	12, // 31: varve.v1.TopicService.ListTopics:output_type -> varve.v1.ListTopicsResponse
-	14, // 32: varve.v1.TopicService.DescribeTopic:output_type -> varve.v1.DescribeTopicResponse
-	18, // 33: varve.v1.TopicService.DeleteTopic:output_type -> varve.v1.DeleteTopicResponse
-	16, // 34: varve.v1.TopicService.UpdateTopic:output_type -> varve.v1.UpdateTopicResponse
-	23, // 35: varve.v1.ProduceService.Produce:output_type -> varve.v1.ProduceResponse
-	25, // 36: varve.v1.ProduceService.InitProducer:output_type -> varve.v1.InitProducerResponse
-	27, // 37: varve.v1.FetchService.Fetch:output_type -> varve.v1.FetchResponse
-	28, // 38: varve.v1.FetchService.Subscribe:output_type -> varve.v1.SubscribeResponse
-	32, // 39: varve.v1.FetchService.ListOffsets:output_type -> varve.v1.ListOffsetsResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	22, // 14: varve.v1.ProduceRequest.sequences:type_name -> varve.v1.PartitionSequence
+	21, // 15: varve.v1.ProduceRequest.batches:type_name -> varve.v1.PartitionBatches
+	23, // 16: varve.v1.ProduceResponse.results:type_name -> varve.v1.ProduceResult
+	3,  // 17: varve.v1.FetchResponse.records:type_name -> varve.v1.Record
+	3,  // 18: varve.v1.SubscribeResponse.records:type_name -> varve.v1.Record
+	2,  // 19: varve.v1.ListOffsetsRequest.spec:type_name -> varve.v1.OffsetSpec
+	32, // 20: varve.v1.ListOffsetsResponse.offsets:type_name -> varve.v1.PartitionOffset
+	9,  // 21: varve.v1.TopicService.CreateTopic:input_type -> varve.v1.CreateTopicRequest
+	11, // 22: varve.v1.TopicService.ListTopics:input_type -> varve.v1.ListTopicsRequest
+	13, // 23: varve.v1.TopicService.DescribeTopic:input_type -> varve.v1.DescribeTopicRequest
+	17, // 24: varve.v1.TopicService.DeleteTopic:input_type -> varve.v1.DeleteTopicRequest
+	15, // 25: varve.v1.TopicService.UpdateTopic:input_type -> varve.v1.UpdateTopicRequest
+	20, // 26: varve.v1.ProduceService.Produce:input_type -> varve.v1.ProduceRequest
+	25, // 27: varve.v1.ProduceService.InitProducer:input_type -> varve.v1.InitProducerRequest
+	27, // 28: varve.v1.FetchService.Fetch:input_type -> varve.v1.FetchRequest
+	30, // 29: varve.v1.FetchService.Subscribe:input_type -> varve.v1.SubscribeRequest
+	31, // 30: varve.v1.FetchService.ListOffsets:input_type -> varve.v1.ListOffsetsRequest
+	10, // 31: varve.v1.TopicService.CreateTopic:output_type -> varve.v1.CreateTopicResponse
+	12, // 32: varve.v1.TopicService.ListTopics:output_type -> varve.v1.ListTopicsResponse
+	14, // 33: varve.v1.TopicService.DescribeTopic:output_type -> varve.v1.DescribeTopicResponse
+	18, // 34: varve.v1.TopicService.DeleteTopic:output_type -> varve.v1.DeleteTopicResponse
+	16, // 35: varve.v1.TopicService.UpdateTopic:output_type -> varve.v1.UpdateTopicResponse
+	24, // 36: varve.v1.ProduceService.Produce:output_type -> varve.v1.ProduceResponse
+	26, // 37: varve.v1.ProduceService.InitProducer:output_type -> varve.v1.InitProducerResponse
+	28, // 38: varve.v1.FetchService.Fetch:output_type -> varve.v1.FetchResponse
+	29, // 39: varve.v1.FetchService.Subscribe:output_type -> varve.v1.SubscribeResponse
+	33, // 40: varve.v1.FetchService.ListOffsets:output_type -> varve.v1.ListOffsetsResponse
+	31, // [31:41] is the sub-list for method output_type
+	21, // [21:31] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_varve_v1_varve_proto_init() }
@@ -2301,7 +2404,7 @@ func file_varve_v1_varve_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_varve_v1_varve_proto_rawDesc), len(file_varve_v1_varve_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

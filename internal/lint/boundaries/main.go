@@ -8,7 +8,8 @@
 //     record batches, which producers may compress with lz4's frame format,
 //     the codec franz-go uses too — klauspost/compress has no lz4);
 //   - sdk depends on no server package: only the generated API, the shared
-//     partitioner, the shared error reasons, the Parquet writer and itself;
+//     partitioner, the shared error reasons, the Parquet writer, the segment
+//     format (to encode and decode Kafka record batches) and itself;
 //   - parquet depends on no package of the module: it turns any Arrow
 //     record reader into Parquet, for the CLI and the SDK alike.
 //
@@ -87,7 +88,7 @@ var Rules = []Rule{
 			}
 			var out []string
 			for _, d := range p.Deps {
-				if !under(d, module) || under(d, module+"/gen") || under(d, module+"/sdk") || d == module+"/internal/murmur2" || d == module+"/internal/apierr" || d == module+"/parquet" {
+				if !under(d, module) || under(d, module+"/gen") || under(d, module+"/sdk") || d == module+"/internal/murmur2" || d == module+"/internal/apierr" || d == module+"/parquet" || d == module+"/tier/segment" {
 					continue
 				}
 				out = append(out, fmt.Sprintf("%s depends on %s", p.ImportPath, d))

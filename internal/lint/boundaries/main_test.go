@@ -16,7 +16,7 @@ func TestRulesCatchViolations(t *testing.T) {
 		{ImportPath: module + "/metadata", Imports: []string{"go.etcd.io/etcd/client/v3"}},
 		{ImportPath: module + "/metadata/groups", Imports: []string{"go.etcd.io/etcd/client/v3"}},
 		{ImportPath: module + "/tier/segment", Deps: []string{"fmt", "hash/crc32", "github.com/klauspost/compress/zstd", "github.com/pierrec/lz4/v4"}},
-		{ImportPath: module + "/sdk", Deps: []string{"fmt", "connectrpc.com/connect", module + "/gen/varve/v1", module + "/internal/murmur2", module + "/parquet"}},
+		{ImportPath: module + "/sdk", Deps: []string{"fmt", "connectrpc.com/connect", module + "/gen/varve/v1", module + "/internal/murmur2", module + "/parquet", module + "/tier/segment"}},
 		{ImportPath: module + "/parquet", Deps: []string{"fmt", "github.com/apache/arrow-go/v18/parquet/pqarrow"}},
 	}
 	if v := Check(good); len(v) > 0 {

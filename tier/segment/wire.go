@@ -1,0 +1,120 @@
+package segment
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// AppendProducerBatches appends recs to dst as Kafka RecordBatch v2
+// batches, the batch form of a produce request (docs/segment-format.md,
+// "The produce wire form"): batches of up to 1 MiB of records, each
+// zstd-compressed when that makes it smaller, baseOffsets 0, n1, ...
+// (a node ignores them), producerId, epoch and baseSequence -1. Records'
+// Gap must be 0. It is what a producer sends and a node stores as is.
+func AppendProducerBatches(dst []byte, recs []Record) ([]byte, error) {
+	for i := range recs {
+		if recs[i].Gap != 0 {
+			return dst, fmt.Errorf("segment: produce batches: record %d has offset gap %d, want 0", i, recs[i].Gap)
+		}
+	}
+	return AppendRecordBatches(dst, recs, 0, true)
+}
+
+// AppendRecordBatches appends the records of a block whose first offset
+// is base (gaps as in Offsets) to dst as Kafka RecordBatch v2 batches of
+// up to 1 MiB of records with absolute baseOffsets: zstd-compressed when
+// compress is set and that is smaller, else uncompressed (cheap: a fetch
+// node serving records it holds decoded). producerId, epoch and
+// baseSequence are -1.
+func AppendRecordBatches(dst []byte, recs []Record, base int64, compress bool) ([]byte, error) {
+	if len(recs) == 0 {
+		return dst, nil
+	}
+	b := NewBatchBlockBuilder("", 0)
+	b.kraw = !compress
+	start := len(dst)
+	// Size the buffers once: growing them by append copies the records
+	// again and again.
+	est := 0
+	for i := range recs {
+		est += BatchEncodedSize(recs[i])
+	}
+	b.kpend = make([]byte, 0, min(est, batchTargetBytes+BatchEncodedSize(recs[len(recs)-1])))
+	if !compress {
+		dst = slices.Grow(dst, est+(est/batchTargetBytes+1)*BatchHeaderSize)
+	}
+	b.kbuf = dst
+	for i := range recs {
+		b.Append(recs[i])
+	}
+	if b.badGap != 0 || b.span >= spanOverflow || base < 0 || base > math.MaxInt64-b.knext {
+		return dst[:start], fmt.Errorf("segment: record batches: offsets from %d do not fit", base)
+	}
+	b.seal()
+	out := b.kbuf
+	for p := start; p < len(out); {
+		binary.BigEndian.PutUint64(out[p:], uint64(base+int64(binary.BigEndian.Uint64(out[p:]))))
+		p += int(binary.BigEndian.Uint32(out[p+8:])) + batchLengthBase
+	}
+	return out, nil
+}
+
+// DecodeBatches decodes Kafka RecordBatch v2 batches with absolute
+// baseOffsets (what BlockBatches returns, and a fetch of batches carries)
+// into records and their offsets, skipping records below from. Every
+// batch is checked (framing, CRC, records) and its records must follow
+// the previous batch's; errors wrap ErrCorrupt. The records alias fresh
+// buffers (and the uncompressed parts of b).
+func DecodeBatches(b []byte, from int64) ([]Record, []int64, error) {
+	var recs []Record
+	var offs []int64
+	next := int64(math.MinInt64)
+	for p, i := 0, 0; p < len(b); i++ {
+		h, field, reason := parseBatchHeader(b[p:], MaxBlockRawBytes, attrKnownForRead)
+		if reason == "" {
+			switch {
+			case h.baseOffset < 0 || h.baseOffset > math.MaxInt64-1-int64(h.lastOffsetDelta):
+				field, reason = "baseOffset", fmt.Sprintf("%d out of range", h.baseOffset)
+			case h.baseOffset < next:
+				field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d (after the previous batch)", h.baseOffset, next)
+			}
+		}
+		if reason != "" {
+			return nil, nil, corrupt("batch %d at %d: %s: %s", i, p, field, reason)
+		}
+		next = h.baseOffset + int64(h.lastOffsetDelta) + 1
+		if next <= from {
+			p += h.length
+			continue
+		}
+		raw, err := decompressBatch(b[p+BatchHeaderSize:p+h.length], h.codec(), MaxBlockRawBytes, nil)
+		if err != nil {
+			return nil, nil, corrupt("batch %d at %d: records: %v", i, p, err)
+		}
+		if recs == nil {
+			recs = make([]Record, 0, min(int(h.recordCount), len(raw)/minKafkaRecordSize+1))
+		}
+		err = walkKafkaRecords(raw, &h, math.MaxInt, func(_ int, kr *kafkaRecord) {
+			off := h.baseOffset + int64(kr.offsetDelta)
+			if off < from {
+				return
+			}
+			r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp}
+			if kr.numHeaders > 0 {
+				r.Headers = make([]Header, 0, kr.numHeaders)
+				eachKafkaHeader(kr.headers, kr.numHeaders, func(k, v []byte) {
+					r.Headers = append(r.Headers, Header{Key: string(k), Value: v})
+				})
+			}
+			recs = append(recs, r)
+			offs = append(offs, off)
+		})
+		if err != nil {
+			return nil, nil, corrupt("batch %d at %d: records: %v", i, p, err)
+		}
+		p += h.length
+	}
+	return recs, offs, nil
+}
