@@ -2,6 +2,7 @@ package guard_test
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -50,7 +51,10 @@ func TestProduceQuota(t *testing.T) {
 	t.Logf("over quota: %v", err)
 
 	const window = 10 * time.Second
-	value := make([]byte, 4<<10)
+	// Incompressible values, each its own: the quota counts request bytes
+	// as sent, and the SDK sends zstd-compressed batches (Kafka's quotas
+	// count wire bytes too).
+	const valueBytes = 4 << 10
 	run := func(tok, topic string, batch int) (acked *atomic.Int64, wait func()) {
 		cl := sdk.New(n.Addr(), sdk.WithToken(tok))
 		p := cl.NewProducer(sdk.ProducerOptions{MaxBatchBytes: batch, MaxBufferedBytes: int64(16 * batch), Retries: 100000})
@@ -61,9 +65,11 @@ func TestProduceQuota(t *testing.T) {
 			defer wg.Done()
 			end := time.Now().Add(window)
 			for time.Now().Before(end) {
+				value := make([]byte, valueBytes)
+				cryptorand.Read(value)
 				p.Produce(ctx, sdk.Record{Topic: topic, Value: value}, func(_ sdk.Record, err error) {
 					if err == nil && time.Now().Before(end) {
-						acked.Add(int64(len(value)))
+						acked.Add(valueBytes)
 					}
 				})
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 
 	"github.com/varve-io/varve/internal/randhex"
 	"github.com/varve-io/varve/tier"
@@ -284,10 +285,19 @@ func (m *MinIOServer) NewBucket(tb testing.TB) string {
 	name := fmt.Sprintf("test-%d-%s", bucketSeq.Add(1), randhex.String(4))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := m.s3Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		tb.Fatalf("testenv: create bucket %s on minio %s: %v", name, m.Endpoint, err)
+	for {
+		_, err := m.s3Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+		if err == nil {
+			return name
+		}
+		// Ready can answer before the object layer is: MinIO then refuses
+		// with XMinioServerNotInitialized for a moment.
+		var ae smithy.APIError
+		if !errors.As(err, &ae) || ae.ErrorCode() != "XMinioServerNotInitialized" || ctx.Err() != nil {
+			tb.Fatalf("testenv: create bucket %s on minio %s: %v", name, m.Endpoint, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return name
 }
 
 func (m *MinIOServer) s3Client() *s3.Client {
