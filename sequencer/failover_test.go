@@ -1,0 +1,146 @@
+package sequencer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/seqlog"
+)
+
+var errCrash = errors.New("crash (test)")
+
+// failover runs three committers over 50 partitions against leader a
+// (checkpoint every 3 batches) with candidate b waiting; a crashes at
+// batch crashAt by hook (which ends a's term), b recovers from the
+// checkpoint and the records after it and takes over. Offsets must stay
+// dense, every commit be in exactly one record, and each commit's answer
+// be the one its record holds — including the commit a crashed on, which
+// its committer retried against b.
+func failover(t *testing.T, crashAt uint64, after bool) {
+	const partitions, committers, flushes = 50, 3, 15
+	ctx := context.Background()
+	meta := connect(t)
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: partitions}); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := meta.InitProducer(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t, meta)
+	var crashed atomic.Bool
+	hook := func(term *seqlog.Term, batch uint64) error {
+		if batch < crashAt || !crashed.CompareAndSwap(false, true) {
+			return nil
+		}
+		cl.kill("a") // a stops campaigning; its term ends with this error
+		if !after {
+			// Resign first: the write that follows must be refused by
+			// the term fence.
+			_ = term.Resign(ctx)
+		}
+		return errCrash
+	}
+	cfg := Config{ID: "a", CheckpointEvery: 3}
+	if after {
+		cfg.afterAppend = hook
+	} else {
+		cfg.beforeAppend = func(term *seqlog.Term, batch uint64) error {
+			_ = hook(term, batch) // resigned: the stale write goes on to etcd
+			return nil
+		}
+	}
+	a := cl.start(cfg)
+	waitLeading(t, a)
+	b := cl.start(Config{ID: "b", CheckpointEvery: 3})
+	client := cl.client()
+	led := newLedger()
+	var mu sync.Mutex
+	answers := map[string][]metadata.AppendResult{}
+	var wg sync.WaitGroup
+	for w := range committers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 2))
+			seq := int32(0)
+			for f := range flushes {
+				parts := allParts(partitions)[:10+rng.IntN(partitions-10)]
+				id := fmt.Sprintf("objects/w%d-f%d.vseg", w, f)
+				appends := flush("t", id, parts, func(int32) int64 { return 1 + rng.Int64N(3) })
+				if w == 0 { // one idempotent producer, on partition 0
+					appends[0].Batches = []metadata.ProducerBatch{{ID: pid.ID, FirstSeq: seq, Count: int32(appends[0].Records)}}
+					seq += int32(appends[0].Records)
+				}
+				res, err := client.Commit(ctx, id, appends)
+				if err != nil {
+					t.Errorf("commit %s: %v", id, err)
+					return
+				}
+				led.add(t, id, appends, res)
+				mu.Lock()
+				answers[id] = res
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if !crashed.Load() || !b.Leading() || b.Stats().Batches == 0 {
+		t.Fatalf("crashed %v, b leading %v with %+v: the failover did not happen", crashed.Load(), b.Leading(), b.Stats())
+	}
+	led.check(t)
+	recorded := recordedCommits(t, meta)
+	for id, res := range answers {
+		if len(recorded[id]) != 1 {
+			t.Fatalf("commit %s is in %d records", id, len(recorded[id]))
+		}
+		if got, want := outcome(res, nil), outcome(recorded[id][0].Results, nil); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("commit %s answered %q, recorded %q", id, got, want)
+		}
+	}
+	// a's term wrote its batches before the crash (and, if it died after
+	// writing, the one it crashed on) and a checkpoint, nothing after.
+	recs, err := seqlog.New(meta).Records(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var aRecs int64
+	for _, r := range recs {
+		if r.Term == recs[0].Term {
+			aRecs++
+		}
+	}
+	want := a.Stats().Batches
+	if after {
+		want++
+	}
+	if aRecs != want || aRecs != int64(crashAt)-1+boolInt(after) || a.Stats().Checkpoints == 0 {
+		t.Fatalf("a's term wrote %d records, want %d (a: %+v)", aRecs, want, a.Stats())
+	}
+	t.Logf("a: %+v; b: %+v", a.Stats(), b.Stats())
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestFailoverAfterWrite: the leader dies after its batch is written and
+// before it answers; the retried commits are answered from the record.
+func TestFailoverAfterWrite(t *testing.T) { failover(t, 5, true) }
+
+// TestFailoverStaleWrite: the leader's term ends just before it writes;
+// its write is refused by the term fence, and the retries commit once
+// through the new leader.
+func TestFailoverStaleWrite(t *testing.T) { failover(t, 5, false) }
