@@ -23,8 +23,13 @@ const staleRetries = 5
 // them as one batch, answers, and checkpoints now and then. It returns
 // when the term ends (its lease lost, ctx done, or a write failing
 // without a clear answer).
-func (s *Sequencer) serve(ctx context.Context, tm *term) error {
+func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 	var carry *request
+	defer func() {
+		if carry != nil {
+			carry.reply <- reply{err: fmt.Errorf("commit %s: %w", carry.id, ErrNotLeader)}
+		}
+	}()
 	lastCP, sinceCP := time.Now(), 0
 	for {
 		first := carry
@@ -126,6 +131,17 @@ func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request)
 		switch {
 		case errors.Is(err, seqlog.ErrStale) && attempt < staleRetries:
 			continue
+		case errors.Is(err, metadata.ErrInvalidArgument) && len(batch) > 1:
+			// The record came out above etcd's request limit (the size
+			// estimate missed): write the halves as two batches.
+			h := len(batch) / 2
+			w1, err := s.commitBatch(ctx, tm, batch[:h])
+			if err != nil {
+				answerAll(batch[h:], nil, fmt.Errorf("%w: %w", ErrNotLeader, err))
+				return w1, err
+			}
+			w2, err := s.commitBatch(ctx, tm, batch[h:])
+			return w1 || w2, err
 		case errors.Is(err, seqlog.ErrStale), errors.Is(err, metadata.ErrInvalidArgument):
 			answerAll(batch, nil, err)
 			return false, nil
