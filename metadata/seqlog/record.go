@@ -110,7 +110,8 @@ func encodeAppend(e *enc, t *table, a metadata.Append, res metadata.AppendResult
 	e.uvarint(t.ref(a.Topic))
 	e.varint(int64(a.Partition))
 	e.uvarint(t.ref(a.Object))
-	for _, v := range []int64{a.Off, a.Len, a.Records, a.MinTS, a.MaxTS, a.RawBytes, res.Base} {
+	// MaxTS as its distance from MinTS: a few bytes instead of six.
+	for _, v := range []int64{a.Off, a.Len, a.Records, a.MinTS, a.MaxTS - a.MinTS, a.RawBytes, res.Base} {
 		e.varint(v)
 	}
 	encodeErr(e, t, res.Err)
@@ -182,7 +183,7 @@ func decodeAppend(d *dec, strs []string) (metadata.Append, metadata.AppendResult
 	for i := range vs {
 		vs[i] = d.varint("block field")
 	}
-	a.Off, a.Len, a.Records, a.MinTS, a.MaxTS, a.RawBytes = vs[0], vs[1], vs[2], vs[3], vs[4], vs[5]
+	a.Off, a.Len, a.Records, a.MinTS, a.MaxTS, a.RawBytes = vs[0], vs[1], vs[2], vs[3], vs[3]+vs[4], vs[5]
 	res := metadata.AppendResult{Base: vs[6], Err: decodeErr(d, strs)}
 	n := d.count("producer batches", 7)
 	for range n {
