@@ -12,7 +12,8 @@ import (
 )
 
 // BenchmarkCommit compares the direct commit path with the sequencer:
-// N committers (ingest nodes) each commit flushes holding one block on
+// N committers (ingest nodes) each commit flushes (in process, or over
+// the SequencerService on loopback HTTP) holding one block on
 // every one of 1,000 partitions, over a real embedded etcd. It reports
 // commits/s, etcd write transactions/s (revision delta) and transactions
 // per commit. One op is one flush.
@@ -20,17 +21,18 @@ import (
 //	go test -run '^$' -bench BenchmarkCommit -benchtime 40x ./sequencer/
 func BenchmarkCommit(b *testing.B) {
 	const partitions = 1000
-	for _, impl := range []string{"direct", "sequencer"} {
+	for _, impl := range []string{"direct", "sequencer", "sequencer-rpc"} {
 		for _, n := range []int{1, 4, 16} {
 			b.Run(fmt.Sprintf("%s/committers=%d", impl, n), func(b *testing.B) {
 				ctx := context.Background()
-				meta := connect(b)
+				meta := connectEtcd(b)
 				if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "big", Partitions: partitions}); err != nil {
 					b.Fatal(err)
 				}
 				var c ingest.Committer = meta
-				if impl == "sequencer" {
+				if impl != "direct" {
 					cl := newCluster(b, meta)
+					cl.rpc = impl == "sequencer-rpc"
 					waitLeading(b, cl.start(Config{ID: "a"}))
 					c = cl.client()
 				}

@@ -7,7 +7,9 @@
 // A node that wins the election recovers from the last checkpoint and the
 // records after it before it answers anything.
 //
-// Client implements ingest.Committer over a Service (the internal API; in
-// process for now). The package never imports etcd: metadata/seqlog is its
-// only way to it. It is off by default: nothing constructs it yet.
+// Client implements ingest.Committer over a Service: a Sequencer in
+// process, or the internal SequencerService (proto/varve/v1/sequencer.proto;
+// NewHandler serves it, NewDialer reaches the leader by the URL it
+// campaigned with). The package never imports etcd: metadata/seqlog is its
+// only way to it. It is off by default: no role constructs it yet.
 package sequencer

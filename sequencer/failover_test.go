@@ -25,10 +25,10 @@ var errCrash = errors.New("crash (test)")
 // dense, every commit be in exactly one record, and each commit's answer
 // be the one its record holds — including the commit a crashed on, which
 // its committer retried against b.
-func failover(t *testing.T, crashAt uint64, after bool) {
+func failover(t *testing.T, crashAt uint64, after, rpc bool) {
 	const partitions, committers, flushes = 50, 3, 15
 	ctx := context.Background()
-	meta := connect(t)
+	meta := connectEtcd(t)
 	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
@@ -37,6 +37,7 @@ func failover(t *testing.T, crashAt uint64, after bool) {
 		t.Fatal(err)
 	}
 	cl := newCluster(t, meta)
+	cl.rpc = rpc
 	var crashed atomic.Bool
 	hook := func(term *seqlog.Term, batch uint64) error {
 		if batch < crashAt || !crashed.CompareAndSwap(false, true) {
@@ -49,8 +50,8 @@ func failover(t *testing.T, crashAt uint64, after bool) {
 			// must be refused by the term fence.
 			_ = term.Resign(ctx)
 			testenv.Eventually(30*time.Second, func() bool {
-				svc, err := cl.dial(ctx, "b")
-				return err == nil && svc.(*Sequencer).Leading()
+				b := cl.node("b")
+				return b != nil && b.Leading()
 			})
 		}
 		return errCrash
@@ -158,9 +159,13 @@ func boolInt(b bool) int64 {
 
 // TestFailoverAfterWrite: the leader dies after its batch is written and
 // before it answers; the retried commits are answered from the record.
-func TestFailoverAfterWrite(t *testing.T) { failover(t, 5, true) }
+func TestFailoverAfterWrite(t *testing.T) { failover(t, 5, true, false) }
+
+// TestFailoverAfterWriteRPC: the same through the SequencerService over
+// HTTP, the leader found by its URL in the election.
+func TestFailoverAfterWriteRPC(t *testing.T) { failover(t, 5, true, true) }
 
 // TestFailoverStaleWrite: the leader's term ends just before it writes
 // and b takes over; a's write is refused by the term fence (a goes back
 // to campaigning), and the retries commit once through b.
-func TestFailoverStaleWrite(t *testing.T) { failover(t, 5, false) }
+func TestFailoverStaleWrite(t *testing.T) { failover(t, 5, false, false) }

@@ -3,6 +3,8 @@ package sequencer
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sort"
 	"sync"
 	"testing"
@@ -16,7 +18,7 @@ import (
 
 var _ ingest.Committer = (*Client)(nil)
 
-func connect(tb testing.TB) *metadata.Client {
+func connectEtcd(tb testing.TB) *metadata.Client {
 	tb.Helper()
 	c, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: testenv.StartEtcd(tb)})
 	if err != nil {
@@ -26,17 +28,22 @@ func connect(tb testing.TB) *metadata.Client {
 	return c
 }
 
-// cluster is sequencer candidates in one process, reached by id.
+// cluster is sequencer candidates in one process, named by Config.ID,
+// reached in process or (rpc) over the SequencerService on loopback HTTP,
+// where a node's id is its server's URL.
 type cluster struct {
+	tb   testing.TB
 	meta *metadata.Client
+	rpc  bool
 	mu   sync.Mutex
-	seqs map[string]*Sequencer
+	seqs map[string]*Sequencer // by id
+	ids  map[string]string     // name → id
 	stop map[string]context.CancelFunc
 	wg   sync.WaitGroup
 }
 
 func newCluster(tb testing.TB, meta *metadata.Client) *cluster {
-	c := &cluster{meta: meta, seqs: map[string]*Sequencer{}, stop: map[string]context.CancelFunc{}}
+	c := &cluster{tb: tb, meta: meta, seqs: map[string]*Sequencer{}, ids: map[string]string{}, stop: map[string]context.CancelFunc{}}
 	tb.Cleanup(func() {
 		c.mu.Lock()
 		for _, cancel := range c.stop {
@@ -48,12 +55,24 @@ func newCluster(tb testing.TB, meta *metadata.Client) *cluster {
 	return c
 }
 
-// start runs a candidate with cfg (ID set by the caller).
+// start runs a candidate with cfg; cfg.ID names it.
 func (c *cluster) start(cfg Config) *Sequencer {
+	name := cfg.ID
+	var srv *httptest.Server
+	mux := http.NewServeMux()
+	if c.rpc {
+		srv = httptest.NewUnstartedServer(mux)
+		cfg.ID = "http://" + srv.Listener.Addr().String()
+	}
 	s := New(c.meta, cfg)
+	if srv != nil {
+		mux.Handle(NewHandler(s))
+		srv.Start()
+		c.tb.Cleanup(srv.Close)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.mu.Lock()
-	c.seqs[cfg.ID], c.stop[cfg.ID] = s, cancel
+	c.seqs[cfg.ID], c.ids[name], c.stop[name] = s, cfg.ID, cancel
 	c.mu.Unlock()
 	c.wg.Add(1)
 	go func() {
@@ -63,11 +82,18 @@ func (c *cluster) start(cfg Config) *Sequencer {
 	return s
 }
 
-func (c *cluster) kill(id string) {
+func (c *cluster) kill(name string) {
 	c.mu.Lock()
-	cancel := c.stop[id]
+	cancel := c.stop[name]
 	c.mu.Unlock()
 	cancel()
+}
+
+// node returns the candidate named name (nil if not started).
+func (c *cluster) node(name string) *Sequencer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seqs[c.ids[name]]
 }
 
 func (c *cluster) dial(_ context.Context, id string) (Service, error) {
@@ -80,7 +106,12 @@ func (c *cluster) dial(_ context.Context, id string) (Service, error) {
 	return s, nil
 }
 
-func (c *cluster) client() *Client { return NewClient(c.meta, c.dial) }
+func (c *cluster) client() *Client {
+	if c.rpc {
+		return NewClient(c.meta, NewDialer(&http.Client{}))
+	}
+	return NewClient(c.meta, c.dial)
+}
 
 func waitLeading(tb testing.TB, s *Sequencer) {
 	tb.Helper()

@@ -113,28 +113,31 @@ func runIdem(t *testing.T, meta *metadata.Client, c ingest.Committer) ([][]strin
 }
 
 // TestIdempotenceMatchesDirect runs the same commits through the direct
-// commit path and through the sequencer, each over its own etcd, via the
-// ingest.Committer interface: every result (offsets, duplicates,
+// commit path and through the sequencer (in process, and over the
+// SequencerService), each over its own etcd, via the ingest.Committer
+// interface: every result (offsets, duplicates,
 // refusals, their messages and sentinels) and the producer's state after
 // must be identical.
 func TestIdempotenceMatchesDirect(t *testing.T) {
-	direct := connect(t)
+	direct := connectEtcd(t)
 	wantOuts, wantView := runIdem(t, direct, direct)
 	for i, s := range idemSteps {
 		t.Logf("%s: %q", s.name, wantOuts[i])
 	}
 
-	meta := connect(t)
-	cl := newCluster(t, meta)
-	waitLeading(t, cl.start(Config{ID: "a"}))
-	gotOuts, gotView := runIdem(t, meta, cl.client())
-
-	for i, s := range idemSteps {
-		if !reflect.DeepEqual(gotOuts[i], wantOuts[i]) {
-			t.Errorf("step %q:\nsequencer %q\ndirect    %q", s.name, gotOuts[i], wantOuts[i])
+	for _, rpc := range []bool{false, true} {
+		meta := connectEtcd(t)
+		cl := newCluster(t, meta)
+		cl.rpc = rpc
+		waitLeading(t, cl.start(Config{ID: "a"}))
+		gotOuts, gotView := runIdem(t, meta, cl.client())
+		for i, s := range idemSteps {
+			if !reflect.DeepEqual(gotOuts[i], wantOuts[i]) {
+				t.Errorf("rpc %v, step %q:\nsequencer %q\ndirect    %q", rpc, s.name, gotOuts[i], wantOuts[i])
+			}
 		}
-	}
-	if !reflect.DeepEqual(gotView, wantView) {
-		t.Errorf("producer view:\nsequencer %q\ndirect    %q", gotView, wantView)
+		if !reflect.DeepEqual(gotView, wantView) {
+			t.Errorf("rpc %v, producer view:\nsequencer %q\ndirect    %q", rpc, gotView, wantView)
+		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 // idempotent producer's sequences from what the direct path left.
 func TestContinuesFromDirectPath(t *testing.T) {
 	ctx := context.Background()
-	meta := connect(t)
+	meta := connectEtcd(t)
 	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
 		t.Fatal(err)
 	}

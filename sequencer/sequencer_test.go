@@ -18,7 +18,7 @@ import (
 func TestDenseOffsetsOneTxnPerBatch(t *testing.T) {
 	const partitions, committers, flushes = 1000, 4, 25
 	ctx := context.Background()
-	meta := connect(t)
+	meta := connectEtcd(t)
 	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "big", Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestDenseOffsetsOneTxnPerBatch(t *testing.T) {
 // not — gets the first answer and adds nothing.
 func TestRetrySameObject(t *testing.T) {
 	ctx := context.Background()
-	meta := connect(t)
+	meta := connectEtcd(t)
 	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 3}); err != nil {
 		t.Fatal(err)
 	}

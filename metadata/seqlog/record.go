@@ -207,3 +207,24 @@ func decodeErr(d *dec, strs []string) error {
 	}
 	return refusal(code, d.ref(strs, "refusal message"))
 }
+
+// RefusalCode is the format's code for a result's error (0 for nil); the
+// internal API uses the same numbers.
+func RefusalCode(err error) byte {
+	if err == nil {
+		return 0
+	}
+	return codeOf(err)
+}
+
+// RefusalError rebuilds a result's error from its code and message (nil
+// for code 0): its text is msg and it wraps the code's sentinel.
+func RefusalError(code byte, msg string) error {
+	if code == 0 {
+		return nil
+	}
+	if code > codeOther {
+		code = codeOther
+	}
+	return refusal(code, msg)
+}
