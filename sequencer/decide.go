@@ -1,6 +1,7 @@
 package sequencer
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/varve-io/varve/metadata"
@@ -22,7 +23,12 @@ type plan struct {
 	states    map[pkey]*metadata.ProducerState
 	topicIDs  map[string]string
 	committed bool // at least one block is committed
-	pids      map[int64]bool
+	// cacheRefused: a refusal rests on cached topics or producer ids
+	// (not found, out of range, unknown, epoch never issued). A batch that
+	// writes is fenced against them changing; one that does not is
+	// decided again on a fresh read first.
+	cacheRefused bool
+	pids         map[int64]bool
 }
 
 func newPlan(s *state) *plan {
@@ -58,9 +64,11 @@ func (pl *plan) decide(appends []metadata.Append) []metadata.AppendResult {
 		t := pl.s.topics[a.Topic]
 		switch {
 		case t == nil || t.cfg == nil:
+			pl.cacheRefused = true
 			results[i] = metadata.AppendResult{Base: -1, Err: fmt.Errorf("topic %q: %w", a.Topic, metadata.ErrTopicNotFound)}
 			continue
 		case a.Partition < 0 || a.Partition >= t.cfg.Partitions:
+			pl.cacheRefused = true
 			results[i] = metadata.AppendResult{Base: -1, Err: fmt.Errorf("%w: topic %q has %d partitions, got partition %d", metadata.ErrPartitionOutOfRange, a.Topic, t.cfg.Partitions, a.Partition)}
 			continue
 		}
@@ -108,6 +116,9 @@ func (pl *plan) checkBatches(a metadata.Append, next int64) ([]metadata.BatchRes
 		case err != nil:
 			br[j] = metadata.BatchResult{Base: -1, Err: err}
 			refused = true
+			if errors.Is(err, metadata.ErrUnknownProducer) || errors.Is(err, metadata.ErrInvalidArgument) {
+				pl.cacheRefused = true
+			}
 		case dup >= 0:
 			br[j] = metadata.BatchResult{Base: dup, Duplicate: true}
 			refused = true

@@ -107,13 +107,13 @@ func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batc
 // commitBatch decides and writes one batch, then answers its commits.
 // wrote reports that a record was written; an error ends the term.
 func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request) (wrote bool, err error) {
-	batch = answerRepeats(tm.st, batch)
+	batch = s.answerRepeats(ctx, tm.st, batch)
 	if len(batch) == 0 {
 		return false, nil
 	}
 	for attempt := 0; ; attempt++ {
 		revs, err := s.load(ctx, tm.st, batch, attempt > 0)
-		fence := seqlog.Fence{TopicsRev: revs.topics, ProducersRev: revs.producers}
+		fence := seqlog.Fence{Topics: revs.topicMods, TopicsRev: revs.topics, ProducersRev: revs.producers}
 		if err != nil {
 			answerAll(batch, nil, fmt.Errorf("%w: %w", seqlog.ErrStale, err))
 			return false, nil // etcd trouble before any write: the term goes on
@@ -122,6 +122,9 @@ func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request)
 		rec := &seqlog.Record{Batch: tm.st.batch + 1, Term: tm.t.Number(), TopicIDs: pl.topicIDs}
 		for _, r := range batch {
 			rec.Commits = append(rec.Commits, seqlog.Commit{ID: r.id, Appends: r.appends, Results: pl.decide(r.appends)})
+		}
+		if !pl.committed && pl.cacheRefused && attempt == 0 {
+			continue // unfenced refusals: decide again on a fresh read
 		}
 		if !pl.committed {
 			answerRecord(batch, rec)
@@ -179,14 +182,19 @@ func (s *Sequencer) write(ctx context.Context, tm *term, rec *seqlog.Record, fen
 }
 
 // answerRepeats answers commits whose id was answered before (a retry)
-// and merges repeats within the batch; it returns the rest.
-func answerRepeats(st *state, batch []*request) []*request {
+// from their record, and merges repeats within the batch; it returns the
+// rest.
+func (s *Sequencer) answerRepeats(ctx context.Context, st *state, batch []*request) []*request {
 	out := batch[:0]
 	firstOf := map[string]*request{}
 	var dups []*request
 	for _, r := range batch {
-		if d, ok := st.commits[r.id]; ok {
-			r.reply <- reply{results: d.results}
+		if b, ok := st.commits[r.id]; ok {
+			res, err := s.log.CommitResults(ctx, b, r.id)
+			if err != nil {
+				err = fmt.Errorf("%w: commit %s is in batch %d: %w", seqlog.ErrStale, r.id, b, err)
+			}
+			r.reply <- reply{results: res, err: err}
 			continue
 		}
 		if _, ok := firstOf[r.id]; ok {

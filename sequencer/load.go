@@ -39,8 +39,10 @@ func (s *Sequencer) load(ctx context.Context, st *state, batch []*request, force
 	if err := s.loadProducers(ctx, st, pids, now); err != nil {
 		return fence, err
 	}
+	fence.topicMods = make(map[string]int64, len(seenT))
 	for name := range seenT {
 		fence.topics = minRev(fence.topics, st.topics[name].cfgRev)
+		fence.topicMods[name] = st.topics[name].cfgModRev
 	}
 	for id := range seenP {
 		fence.producers = minRev(fence.producers, st.producers[id].infoRev)
@@ -64,7 +66,7 @@ func (s *Sequencer) loadTopics(ctx context.Context, st *state, names []string) e
 		return err
 	}
 	for _, name := range names {
-		cfg := cfgs[name]
+		cfg := cfgs[name].Topic
 		var seed []int64
 		if t := st.topics[name]; cfg != nil && (t == nil || !t.seeded || t.id != cfg.ID) {
 			// Continue from the direct path's watermarks (a cluster that
@@ -75,7 +77,7 @@ func (s *Sequencer) loadTopics(ctx context.Context, st *state, names []string) e
 		}
 		st.mu.Lock()
 		t := st.topic(name)
-		t.cfg, t.cfgRev, t.loaded = cfg, rev, true
+		t.cfg, t.cfgRev, t.cfgModRev, t.loaded = cfg, rev, cfgs[name].ModRev, true
 		if cfg != nil {
 			if t.id != cfg.ID {
 				t.id, t.next, t.seeded = cfg.ID, nil, false
@@ -111,6 +113,11 @@ func (s *Sequencer) loadProducers(ctx context.Context, st *state, ids []int64, n
 	for _, id := range ids {
 		p := st.producer(id)
 		p.info, p.infoRev, p.loadedAt = infos[id], rev, now
+		if !p.info.Known {
+			// Expired or never issued: ids are not reused and an expired
+			// id cannot be initialized again, so its states are dead.
+			clear(p.states)
+		}
 		for _, d := range infos[id].Direct {
 			k := tp{d.Topic, d.Partition}
 			if p.states[k] == nil {
@@ -123,4 +130,7 @@ func (s *Sequencer) loadProducers(ctx context.Context, st *state, ids []int64, n
 }
 
 // fenceRevs are the revisions a batch's fence compares with.
-type fenceRevs struct{ topics, producers int64 }
+type fenceRevs struct {
+	topics, producers int64
+	topicMods         map[string]int64
+}

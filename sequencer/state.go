@@ -21,9 +21,10 @@ type topicState struct {
 	next []int64 // high watermark by partition
 	// cfg is the topic as read at cfgRev (nil: not found); loaded false
 	// until read in this term (recovered state has the watermarks only).
-	cfg    *metadata.Topic
-	cfgRev int64
-	loaded bool
+	cfg       *metadata.Topic
+	cfgRev    int64 // the revision it was read at
+	cfgModRev int64 // its key's ModRevision (0: not found)
+	loaded    bool
 	// seeded: the watermarks were merged with the direct path's
 	// partition keys in this term.
 	seeded bool
@@ -35,11 +36,6 @@ type producer struct {
 	infoRev  int64
 	loadedAt time.Time // zero: never read in this term
 	states   map[tp]*metadata.ProducerState
-}
-
-// done is one answered commit a retry may repeat.
-type done struct {
-	results []metadata.AppendResult
 }
 
 // batchCommits lists the commit ids of one batch, for expiry.
@@ -56,12 +52,15 @@ type state struct {
 	batch     uint64 // last committed batch
 	topics    map[string]*topicState
 	producers map[int64]*producer
-	commits   map[string]done
-	recent    []batchCommits // oldest first
+	// commits maps each commit answered in the dedupe window to its
+	// batch: a retry (rare) is answered from that record, reread from
+	// etcd, so the answers themselves are not held in memory.
+	commits map[string]uint64
+	recent  []batchCommits // oldest first
 }
 
 func newState() *state {
-	return &state{topics: map[string]*topicState{}, producers: map[int64]*producer{}, commits: map[string]done{}}
+	return &state{topics: map[string]*topicState{}, producers: map[int64]*producer{}, commits: map[string]uint64{}}
 }
 
 func (s *state) topic(name string) *topicState {
@@ -101,7 +100,7 @@ func (s *state) apply(r *seqlog.Record, withState bool, at time.Time) {
 	defer s.mu.Unlock()
 	bc := batchCommits{batch: r.Batch, at: at}
 	for _, c := range r.Commits {
-		s.commits[c.ID] = done{results: c.Results}
+		s.commits[c.ID] = r.Batch
 		bc.ids = append(bc.ids, c.ID)
 		if !withState {
 			continue

@@ -57,11 +57,38 @@ func New(meta *metadata.Client) *Log {
 	return &Log{cli: c.KV, log: c.Log, refreshed: map[int64]time.Time{}}
 }
 
-// Fence is the revisions at which the topics and the producers a batch
-// was decided against were read: the batch's transaction fails (ErrStale)
-// if any topic key or producer key changed since.
+// MaxTopicCompares bounds the topics a batch's transaction compares one
+// by one (etcd allows 128 compares per transaction).
+const MaxTopicCompares = 100
+
+// Fence is what a batch was decided against: the batch's transaction
+// fails (ErrStale) if it changed since.
 type Fence struct {
+	// Topics holds each topic's ModRevision as read (0: absent). With at
+	// most MaxTopicCompares of them each is compared on its own, which
+	// catches a deletion too; with more, TopicsRev's range compare over
+	// every topic key is used, which catches creations and updates but
+	// not deletions (a deleted key has no revision to compare).
+	Topics map[string]int64
+	// TopicsRev and ProducersRev are the revisions the topics and the
+	// producers were read at: no key under topics/ or idem/producers/ may
+	// have changed since.
 	TopicsRev, ProducersRev int64
+}
+
+// topicCompares returns the compares fencing f's topics.
+func (f Fence) topicCompares() []clientv3.Cmp {
+	if len(f.Topics) > 0 && len(f.Topics) <= MaxTopicCompares {
+		out := make([]clientv3.Cmp, 0, len(f.Topics))
+		for name, rev := range f.Topics {
+			out = append(out, clientv3.Compare(clientv3.ModRevision(keys.Topic(name)), "=", rev))
+		}
+		return out
+	}
+	if f.TopicsRev > 0 {
+		return []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(keys.TopicsPrefix()), "<", f.TopicsRev+1).WithPrefix()}
+	}
+	return nil
 }
 
 // Append writes rec as one transaction, fenced by the term (its election
@@ -77,9 +104,7 @@ func (t *Term) Append(ctx context.Context, rec *Record, f Fence) (int64, error) 
 		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev),
 		clientv3.Compare(clientv3.CreateRevision(rk), "=", 0),
 	}
-	if f.TopicsRev > 0 {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.TopicsPrefix()), "<", f.TopicsRev+1).WithPrefix())
-	}
+	cmps = append(cmps, f.topicCompares()...)
 	if f.ProducersRev > 0 {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.ProducersPrefix()), "<", f.ProducersRev+1).WithPrefix())
 	}
@@ -188,6 +213,28 @@ func (l *Log) Records(ctx context.Context, from uint64, rev int64) ([]*Record, e
 	}
 }
 
+// CommitResults reads batch's record and returns the results it holds for
+// commit id.
+func (l *Log) CommitResults(ctx context.Context, batch uint64, id string) ([]metadata.AppendResult, error) {
+	resp, err := l.cli.Get(ctx, keys.SeqRecord(batch))
+	if err != nil {
+		return nil, fmt.Errorf("read sequencer batch %d: %w", batch, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%w: sequencer batch %d is gone", ErrMalformed, batch)
+	}
+	r, err := DecodeRecord(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, fmt.Errorf("sequencer batch %d: %w", batch, err)
+	}
+	for _, c := range r.Commits {
+		if c.ID == id {
+			return c.Results, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: sequencer batch %d does not hold commit %s", ErrMalformed, batch, id)
+}
+
 func (l *Log) readCheckpoint(ctx context.Context, head []byte, rev int64) (*Checkpoint, error) {
 	batch, n1 := binary.Uvarint(head)
 	if n1 <= 0 {
@@ -251,8 +298,15 @@ func (l *Log) getMany(ctx context.Context, ks []string) ([]*mvccpb.KeyValue, int
 	return out, rev, nil
 }
 
-// LoadTopics reads topics by name (nil: not found) and the revision read.
-func (l *Log) LoadTopics(ctx context.Context, names []string) (map[string]*metadata.Topic, int64, error) {
+// TopicRead is a topic as read (nil: not found) and its key's ModRevision
+// (0: not found).
+type TopicRead struct {
+	Topic  *metadata.Topic
+	ModRev int64
+}
+
+// LoadTopics reads topics by name and the revision read.
+func (l *Log) LoadTopics(ctx context.Context, names []string) (map[string]TopicRead, int64, error) {
 	ks := make([]string, len(names))
 	for i, n := range names {
 		ks[i] = keys.Topic(n)
@@ -261,15 +315,15 @@ func (l *Log) LoadTopics(ctx context.Context, names []string) (map[string]*metad
 	if err != nil {
 		return nil, 0, fmt.Errorf("read %d topics: %w", len(names), err)
 	}
-	out := make(map[string]*metadata.Topic, len(names))
+	out := make(map[string]TopicRead, len(names))
 	for i, kv := range kvs {
-		out[names[i]] = nil
+		out[names[i]] = TopicRead{}
 		if kv != nil {
 			t := new(metadata.Topic)
 			if err := json.Unmarshal(kv.Value, t); err != nil {
 				return nil, 0, fmt.Errorf("decode topic %q: %w", names[i], err)
 			}
-			out[names[i]] = t
+			out[names[i]] = TopicRead{Topic: t, ModRev: kv.ModRevision}
 		}
 	}
 	return out, rev, nil

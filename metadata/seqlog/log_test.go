@@ -108,7 +108,7 @@ func TestFenceOnTopicsAndProducers(t *testing.T) {
 		t.Fatal(err)
 	}
 	tops, trev, err := log.LoadTopics(ctx, []string{"t", "missing"})
-	if err != nil || tops["t"] == nil || tops["missing"] != nil {
+	if err != nil || tops["t"].Topic == nil || tops["missing"].Topic != nil {
 		t.Fatalf("topics %v, %v", tops, err)
 	}
 	infos, prev, err := log.LoadProducers(ctx, []int64{p.ID, 999}, nil)
