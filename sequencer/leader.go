@@ -68,11 +68,15 @@ func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 }
 
 // collect takes first and every commit already waiting (and, with Linger,
-// those arriving within it), up to MaxBatchBytes; a commit that does not
-// fit is carried to the next batch.
+// those arriving within it), up to MaxBatchBytes and MaxTopicCompares
+// topics; a commit that does not fit is carried to the next batch.
 func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batch []*request, carry *request) {
 	batch = []*request{first}
 	size := first.size
+	topics := map[string]bool{}
+	for _, a := range first.appends {
+		topics[a.Topic] = true
+	}
 	var linger <-chan time.Time
 	if s.cfg.Linger > 0 {
 		t := time.NewTimer(s.cfg.Linger)
@@ -96,12 +100,31 @@ func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batc
 				return batch, nil
 			}
 		}
-		if size+r.size > s.cfg.MaxBatchBytes {
+		if size+r.size > s.cfg.MaxBatchBytes || !addTopics(topics, r.appends) {
 			return batch, r
 		}
 		batch = append(batch, r)
 		size += r.size
 	}
+}
+
+// addTopics adds appends' topics to topics unless that would take it past
+// seqlog.MaxTopicCompares (so that the batch's write compares each topic).
+func addTopics(topics map[string]bool, appends []metadata.Append) bool {
+	var added []string
+	for _, a := range appends {
+		if !topics[a.Topic] {
+			topics[a.Topic] = true
+			added = append(added, a.Topic)
+		}
+	}
+	if len(topics) <= seqlog.MaxTopicCompares {
+		return true
+	}
+	for _, t := range added {
+		delete(topics, t)
+	}
+	return false
 }
 
 // commitBatch decides and writes one batch, then answers its commits.

@@ -105,3 +105,48 @@ func TestRetrySameObject(t *testing.T) {
 		t.Fatalf("next commit: %+v, %v; want partition 2 at 3", next, err)
 	}
 }
+
+// TestManyTopics: flushes spanning more topics than one transaction can
+// compare one by one (150) still commit densely, batched with flushes of
+// few topics.
+func TestManyTopics(t *testing.T) {
+	ctx := context.Background()
+	meta := connectEtcd(t)
+	var names []string
+	for i := range 150 {
+		names = append(names, fmt.Sprintf("t%03d", i))
+		if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: names[i], Partitions: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := newCluster(t, meta)
+	waitLeading(t, cl.start(Config{ID: "a"}))
+	client := cl.client()
+	led := newLedger()
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range 8 {
+				id := fmt.Sprintf("o-%d-%d", w, f)
+				var appends []metadata.Append
+				for i, n := range names {
+					if w == 0 || i%40 == w { // committer 0 spans every topic
+						appends = append(appends, flush(n, id, []int32{int32(f % 2)}, func(int32) int64 { return 2 })...)
+					}
+				}
+				res, err := client.Commit(ctx, id, appends)
+				if err != nil {
+					t.Errorf("commit %s: %v", id, err)
+					return
+				}
+				led.add(t, id, appends, res)
+			}
+		}()
+	}
+	wg.Wait()
+	if led.check(t) != 300 {
+		t.Fatalf("blocks on %d partitions, want 300", len(led.parts))
+	}
+}
