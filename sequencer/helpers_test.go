@@ -56,7 +56,10 @@ func newCluster(tb testing.TB, meta *metadata.Client) *cluster {
 }
 
 // start runs a candidate with cfg; cfg.ID names it.
-func (c *cluster) start(cfg Config) *Sequencer {
+func (c *cluster) start(cfg Config) *Sequencer { return c.startWith(c.meta, cfg) }
+
+// startWith runs a candidate over its own etcd client.
+func (c *cluster) startWith(meta *metadata.Client, cfg Config) *Sequencer {
 	name := cfg.ID
 	var srv *httptest.Server
 	mux := http.NewServeMux()
@@ -64,7 +67,7 @@ func (c *cluster) start(cfg Config) *Sequencer {
 		srv = httptest.NewUnstartedServer(mux)
 		cfg.ID = "http://" + srv.Listener.Addr().String()
 	}
-	s := New(c.meta, cfg)
+	s := New(meta, cfg)
 	if srv != nil {
 		mux.Handle(NewHandler(s))
 		srv.Start()
