@@ -173,3 +173,47 @@ func TestFailoverAfterWriteRPC(t *testing.T) { failover(t, 5, true, true) }
 // and b takes over; a's write is refused by the term fence (a goes back
 // to campaigning), and the retries commit once through b.
 func TestFailoverStaleWrite(t *testing.T) { failover(t, 5, false, false) }
+
+// TestRetryAcrossCheckpoint: after a failover, retries of commits the
+// checkpoint covers (answered from the batch its commit list names) and
+// of commits after it (from the records replayed) get their first answers
+// and write nothing.
+func TestRetryAcrossCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	meta := connectEtcd(t)
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t, meta)
+	a := cl.start(Config{ID: "a", CheckpointEvery: 2})
+	waitLeading(t, a)
+	client := cl.client()
+	first := map[string][]metadata.AppendResult{}
+	ids := []string{"o1", "o2", "o3"}
+	for _, id := range ids {
+		res, err := client.Commit(ctx, id, []metadata.Append{blk("t", 0, 2), blk("t", 1, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first[id] = res
+	}
+	if st := a.Stats(); st.Checkpoints != 1 || st.Batches != 3 {
+		t.Fatalf("a: %+v, want 3 batches and a checkpoint after the second", st)
+	}
+	cl.kill("a")
+	b := cl.start(Config{ID: "b"})
+	waitLeading(t, b)
+	rev := revision(t, meta)
+	for _, id := range ids {
+		res, err := client.Commit(ctx, id, []metadata.Append{blk("t", 0, 2), blk("t", 1, 1)})
+		if err != nil || fmt.Sprint(outcome(res, nil)) != fmt.Sprint(outcome(first[id], nil)) {
+			t.Fatalf("retry of %s: %+v, %v; first answer %+v", id, res, err, first[id])
+		}
+	}
+	if r := revision(t, meta); r != rev {
+		t.Fatalf("retries wrote to etcd (revision %d -> %d)", rev, r)
+	}
+	if res, err := client.Commit(ctx, "o4", []metadata.Append{blk("t", 0, 1)}); err != nil || res[0].Base != 6 {
+		t.Fatalf("next commit: %+v, %v; want base 6", res, err)
+	}
+}

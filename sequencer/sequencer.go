@@ -185,14 +185,12 @@ func (s *Sequencer) recover(ctx context.Context) (*state, error) {
 		return nil, err
 	}
 	st := newState()
-	var after uint64
-	if cp != nil {
-		st.restore(cp)
-		after = cp.Batch
-	}
 	now := time.Now()
+	if cp != nil {
+		st.restore(cp, now)
+	}
 	for _, r := range recs {
-		st.apply(r, cp == nil || r.Batch > after, now)
+		st.apply(r, true, now)
 	}
 	return st, nil
 }

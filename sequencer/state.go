@@ -94,7 +94,7 @@ func (t *topicState) setNext(id string, p int32, next int64) {
 }
 
 // apply adds a committed record to the state; withState false registers
-// only its commits (the checkpoint holds its effects already).
+// only its commits (the caller applied its effects already).
 func (s *state) apply(r *seqlog.Record, withState bool, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -136,19 +136,18 @@ func (s *state) expire(cutoff time.Time) {
 	s.recent = s.recent[n:]
 }
 
-// dedupeFrom is the first batch whose commits are still remembered.
-func (s *state) dedupeFrom() uint64 {
-	if len(s.recent) > 0 {
-		return s.recent[0].batch
-	}
-	return s.batch + 1
-}
-
-// restore loads a checkpoint.
-func (s *state) restore(cp *seqlog.Checkpoint) {
+// restore loads a checkpoint; its commits count as answered at now.
+func (s *state) restore(cp *seqlog.Checkpoint, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.batch = cp.Batch
+	for _, r := range cp.Commits {
+		s.commits[r.ID] = r.Batch
+		if n := len(s.recent); n == 0 || s.recent[n-1].batch != r.Batch {
+			s.recent = append(s.recent, batchCommits{batch: r.Batch, at: now})
+		}
+		s.recent[len(s.recent)-1].ids = append(s.recent[len(s.recent)-1].ids, r.ID)
+	}
 	for _, ts := range cp.Topics {
 		s.topics[ts.Name] = &topicState{id: ts.ID, next: ts.Next}
 	}
@@ -165,7 +164,12 @@ func (s *state) restore(cp *seqlog.Checkpoint) {
 func (s *state) checkpoint() *seqlog.Checkpoint {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	cp := &seqlog.Checkpoint{Batch: s.batch, DedupeFrom: s.dedupeFrom()}
+	cp := &seqlog.Checkpoint{Batch: s.batch}
+	for _, bc := range s.recent {
+		for _, id := range bc.ids {
+			cp.Commits = append(cp.Commits, seqlog.CommitRef{ID: id, Batch: bc.batch})
+		}
+	}
 	for name, t := range s.topics {
 		if len(t.next) > 0 {
 			cp.Topics = append(cp.Topics, seqlog.TopicState{Name: name, ID: t.id, Next: append([]int64(nil), t.next...)})

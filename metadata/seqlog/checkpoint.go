@@ -11,12 +11,17 @@ import (
 // Recovery starts from it and replays the records after it.
 type Checkpoint struct {
 	Batch uint64
-	// DedupeFrom is the first batch whose commits a retry may still
-	// repeat: recovery reads records from there (the older ones only for
-	// their commit ids and results).
-	DedupeFrom uint64
-	Topics     []TopicState
-	Producers  []ProducerStates
+	// Commits are the commits a retry may still repeat, with the batch
+	// whose record answers them.
+	Commits   []CommitRef
+	Topics    []TopicState
+	Producers []ProducerStates
+}
+
+// CommitRef names the batch that holds a commit.
+type CommitRef struct {
+	ID    string
+	Batch uint64
 }
 
 // TopicState is one topic's high watermarks, by partition.
@@ -42,6 +47,11 @@ type PartitionState struct {
 func (c *Checkpoint) Encode() []byte {
 	var t table
 	var body enc
+	body.uvarint(uint64(len(c.Commits)))
+	for _, r := range c.Commits {
+		body.uvarint(t.ref(r.ID))
+		body.uvarint(r.Batch)
+	}
 	body.uvarint(uint64(len(c.Topics)))
 	for _, ts := range c.Topics {
 		body.uvarint(t.ref(ts.Name))
@@ -71,7 +81,6 @@ func (c *Checkpoint) Encode() []byte {
 	out := enc{b: make([]byte, 0, len(body.b)+64)}
 	out.byte1(checkpointVersion)
 	out.uvarint(c.Batch)
-	out.uvarint(c.DedupeFrom)
 	out.uvarint(uint64(len(t.strs)))
 	for _, s := range t.strs {
 		out.str(s)
@@ -86,10 +95,14 @@ func DecodeCheckpoint(b []byte) (*Checkpoint, error) {
 	if v := d.byte1("version"); d.err == nil && v != checkpointVersion {
 		return nil, fmt.Errorf("%w: checkpoint version %d, this build reads %d", ErrMalformed, v, checkpointVersion)
 	}
-	c := &Checkpoint{Batch: d.uvarint("batch"), DedupeFrom: d.uvarint("dedupe from")}
+	c := &Checkpoint{Batch: d.uvarint("batch")}
 	strs := make([]string, d.count("strings", 1))
 	for i := range strs {
 		strs[i] = d.str("string")
+	}
+	c.Commits = make([]CommitRef, d.count("commits", 2))
+	for i := range c.Commits {
+		c.Commits[i] = CommitRef{ID: d.ref(strs, "commit id"), Batch: d.uvarint("commit batch")}
 	}
 	c.Topics = make([]TopicState, d.count("topics", 3))
 	for i := range c.Topics {

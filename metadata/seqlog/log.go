@@ -159,7 +159,7 @@ func (t *Term) WriteCheckpoint(ctx context.Context, c *Checkpoint) error {
 }
 
 // Recover reads the current checkpoint (nil if none) and every record
-// from its DedupeFrom batch on, all at one revision. Call it once elected:
+// after it, all at one revision. Call it once elected:
 // no other writer adds records then.
 func (l *Log) Recover(ctx context.Context) (*Checkpoint, []*Record, error) {
 	resp, err := l.cli.Get(ctx, keys.SeqCheckpoint())
@@ -173,7 +173,7 @@ func (l *Log) Recover(ctx context.Context) (*Checkpoint, []*Record, error) {
 		if cp, err = l.readCheckpoint(ctx, resp.Kvs[0].Value, rev); err != nil {
 			return nil, nil, err
 		}
-		from = cp.DedupeFrom
+		from = cp.Batch + 1
 	}
 	recs, err := l.Records(ctx, from, rev)
 	if err != nil {

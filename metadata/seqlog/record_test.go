@@ -95,7 +95,7 @@ func TestRecordMalformed(t *testing.T) {
 }
 
 func sampleCheckpoint() *Checkpoint {
-	return &Checkpoint{Batch: 100, DedupeFrom: 90,
+	return &Checkpoint{Batch: 100, Commits: []CommitRef{{ID: "objects/a", Batch: 99}, {ID: "objects/b", Batch: 100}},
 		Topics: []TopicState{{Name: "big", ID: "x", Next: []int64{0, 5, 1 << 50}}},
 		Producers: []ProducerStates{{ID: 3, States: []PartitionState{{Topic: "big", Partition: 1,
 			State: metadata.ProducerState{Epoch: 1, Next: 9, Recent: []metadata.RecentBatch{{Seq: 4, Base: 0, Count: 5}, {Seq: 9 - 4, Base: 5, Count: 4}}}}}}}}
