@@ -198,28 +198,8 @@ func distinctProducers(bs []ProducerBatch) int {
 // appends may be committed and others not; results of chunks that committed
 // are still filled in and a retry with the same commitID completes the rest.
 func (c *Client) Commit(ctx context.Context, commitID string, appends []Append) ([]AppendResult, error) {
-	seen := make(map[string]map[int32]bool)
-	for _, a := range appends {
-		if seen[a.Topic] == nil {
-			seen[a.Topic] = make(map[int32]bool)
-		}
-		if seen[a.Topic][a.Partition] {
-			return nil, fmt.Errorf("%w: commit %s: partition %s/%d appears twice", ErrInvalidArgument, commitID, a.Topic, a.Partition)
-		}
-		seen[a.Topic][a.Partition] = true
-		if a.Records <= 0 {
-			return nil, fmt.Errorf("%w: commit %s: block for %s/%d has no records", ErrInvalidArgument, commitID, a.Topic, a.Partition)
-		}
-		next := int64(0)
-		for _, b := range a.Batches {
-			if b.ID <= 0 || b.Count <= 0 || b.Index < next || b.Index+int64(b.Count) > a.Records {
-				return nil, fmt.Errorf("%w: commit %s: block for %s/%d: producer batch %+v does not fit its %d records", ErrInvalidArgument, commitID, a.Topic, a.Partition, b, a.Records)
-			}
-			next = b.Index + int64(b.Count)
-		}
-		if distinctProducers(a.Batches) > MaxProducersPerBlock {
-			return nil, fmt.Errorf("%w: commit %s: block for %s/%d holds batches of more than %d producers", ErrInvalidArgument, commitID, a.Topic, a.Partition, MaxProducersPerBlock)
-		}
+	if err := ValidateAppends(commitID, appends); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxCommitTime)
 	defer cancel()

@@ -193,3 +193,55 @@ func ACL(id string) string { return AccessPrefix() + "acls/" + id }
 
 // ACLsPrefix is the prefix of every ACL.
 func ACLsPrefix() string { return AccessPrefix() + "acls/" }
+
+// Sequencer keys (docs/metadata.md, "The sequencer"); all sort before
+// index/, outside the watched cache's range.
+
+// SeqRecordsPrefix is the prefix of every sequencer batch record.
+func SeqRecordsPrefix() string { return Root + "seq/records/" }
+
+// SeqRecord is seq/records/<batch, 20 digits>: one committed batch.
+func SeqRecord(batch uint64) string { return fmt.Sprintf("%s%020d", SeqRecordsPrefix(), batch) }
+
+// ParseSeqRecord returns the batch number of a SeqRecord key.
+func ParseSeqRecord(k string) (uint64, bool) {
+	if !strings.HasPrefix(k, SeqRecordsPrefix()) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(k[len(SeqRecordsPrefix()):], 10, 64)
+	return n, err == nil
+}
+
+// SeqCheckpoint is seq/checkpoint: which checkpoint is current.
+func SeqCheckpoint() string { return Root + "seq/checkpoint" }
+
+// SeqCheckpointChunksPrefix is the prefix of every checkpoint chunk.
+func SeqCheckpointChunksPrefix() string { return Root + "seq/checkpoints/" }
+
+// SeqCheckpointChunk is seq/checkpoints/<batch, 20 digits>/<i>: part i of
+// the checkpoint taken after batch.
+func SeqCheckpointChunk(batch uint64, i int) string {
+	return fmt.Sprintf("%s%020d/%d", SeqCheckpointChunksPrefix(), batch, i)
+}
+
+// SeqCheckpointBatchPrefix is the prefix of the chunks of one checkpoint.
+func SeqCheckpointBatchPrefix(batch uint64) string {
+	return fmt.Sprintf("%s%020d/", SeqCheckpointChunksPrefix(), batch)
+}
+
+// ProducerStatesPrefix is the prefix of producer id's state keys.
+func ProducerStatesPrefix(id int64) string { return Producer(id) + "/" }
+
+// ParseProducerState splits a ProducerState key of producer id.
+func ParseProducerState(id int64, k string) (topic string, p int32, ok bool) {
+	rest, found := strings.CutPrefix(k, ProducerStatesPrefix(id))
+	i := strings.LastIndexByte(rest, '/')
+	if !found || i <= 0 {
+		return "", 0, false
+	}
+	n, err := strconv.ParseInt(rest[i+1:], 10, 32)
+	if err != nil {
+		return "", 0, false
+	}
+	return rest[:i], int32(n), true
+}

@@ -17,7 +17,7 @@ import (
 // package builds keys through these functions, so the layout has one owner.
 func TestLayoutSpelledOnce(t *testing.T) {
 	families := []string{Root, "topics/", "partitions/", "index/", "guards/", "nodes/",
-		"idem/", "groups/", "compaction/", "claims/", "elections/"}
+		"idem/", "groups/", "compaction/", "claims/", "elections/", "seq/", "access/"}
 	const owner = "metadata/internal/keys/keys.go"
 	moduleRoot := filepath.Join("..", "..", "..")
 	seen := map[string][]string{} // family → files spelling it

@@ -1,0 +1,108 @@
+package sequencer
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/seqlog"
+)
+
+// Dialer returns the Service of the node that campaigned with id.
+type Dialer func(ctx context.Context, id string) (Service, error)
+
+// Client is what an ingest node commits through when the sequencer is on:
+// it implements ingest.Committer by sending each flush's manifest to the
+// current leader, and retries against whichever node leads next when the
+// leader is lost (same commit id, so a retry is answered as the first
+// attempt). Topics and producer identities are read from etcd as before.
+type Client struct {
+	meta *metadata.Client
+	log  *seqlog.Log
+	dial Dialer
+	// MaxCommitTime bounds one Commit's retries (default 60 s, as the
+	// direct path).
+	MaxCommitTime time.Duration
+}
+
+// NewClient returns a client over meta's etcd that reaches leaders
+// through dial.
+func NewClient(meta *metadata.Client, dial Dialer) *Client {
+	return &Client{meta: meta, log: seqlog.New(meta), dial: dial, MaxCommitTime: 60 * time.Second}
+}
+
+// Commit sends the flush to the leader and waits for its batch to be
+// written. Past MaxCommitTime with no answer, every result is
+// metadata.ErrCommitUnknown, as with the direct path.
+func (c *Client) Commit(ctx context.Context, commitID string, appends []metadata.Append) ([]metadata.AppendResult, error) {
+	if err := metadata.ValidateAppends(commitID, appends); err != nil {
+		return nil, err
+	}
+	var res []metadata.AppendResult
+	err := c.retry(ctx, func(ctx context.Context, svc Service) (err error) {
+		res, err = svc.Commit(ctx, commitID, appends)
+		return err
+	})
+	if err != nil && isRetriable(err) {
+		res = make([]metadata.AppendResult, len(appends))
+		for i, a := range appends {
+			res[i] = metadata.AppendResult{Base: -1, Err: fmt.Errorf("%s/%d: %w", a.Topic, a.Partition, metadata.ErrCommitUnknown)}
+		}
+	}
+	return res, err
+}
+
+// ReadProducer asks the leader for the producer's states.
+func (c *Client) ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*metadata.ProducerView, error) {
+	var v *metadata.ProducerView
+	err := c.retry(ctx, func(ctx context.Context, svc Service) (err error) {
+		v, err = svc.ReadProducer(ctx, id, topic, partitions)
+		return err
+	})
+	return v, err
+}
+
+// GetTopic reads a topic from etcd.
+func (c *Client) GetTopic(ctx context.Context, name string) (metadata.Topic, error) {
+	return c.meta.GetTopic(ctx, name)
+}
+
+// InitProducer issues a producer identity in etcd; the leader reads it
+// (fenced) when the producer's first batch arrives.
+func (c *Client) InitProducer(ctx context.Context, id int64, ttl time.Duration) (metadata.Producer, error) {
+	return c.meta.InitProducer(ctx, id, ttl)
+}
+
+// retry calls call on the current leader until it answers with something
+// other than a retriable error, or MaxCommitTime passes.
+func (c *Client) retry(ctx context.Context, call func(context.Context, Service) error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.MaxCommitTime)
+	defer cancel()
+	backoff := 2 * time.Millisecond
+	for {
+		err := c.once(ctx, call)
+		if err == nil || !isRetriable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-time.After(backoff/2 + rand.N(backoff)):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+func (c *Client) once(ctx context.Context, call func(context.Context, Service) error) error {
+	id, err := c.log.Leader(ctx)
+	if err != nil {
+		return err
+	}
+	svc, err := c.dial(ctx, id)
+	if err != nil {
+		return fmt.Errorf("%w: dial sequencer %s: %w", ErrNotLeader, id, err)
+	}
+	return call(ctx, svc)
+}

@@ -1,0 +1,270 @@
+package sequencer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/seqlog"
+)
+
+// infoMaxAge bounds how long a producer's identity is trusted without a
+// reread: the fence catches epoch bumps, not expiry (a deleted key has no
+// revision to compare).
+const infoMaxAge = time.Minute
+
+// staleRetries bounds how often one batch is decided again after a topic
+// or producer changed under it.
+const staleRetries = 5
+
+// serve is the leader's loop: it takes the commits that arrived, writes
+// them as one batch, answers, and checkpoints now and then. It returns
+// when the term ends (its lease lost, ctx done, or a write failing
+// without a clear answer).
+func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
+	var carry *request
+	defer func() {
+		if carry != nil {
+			carry.reply <- reply{err: fmt.Errorf("commit %s: %w", carry.id, ErrNotLeader)}
+		}
+	}()
+	lastCP, sinceCP := time.Now(), 0
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-tm.t.Done():
+				return ErrNotLeader
+			case first = <-tm.reqs:
+			}
+		}
+		var batch []*request
+		batch, carry = s.collect(ctx, tm, first)
+		wrote, err := s.commitBatch(ctx, tm, batch)
+		if err != nil {
+			return err
+		}
+		if wrote {
+			sinceCP++
+		}
+		if sinceCP > 0 && (sinceCP >= s.cfg.CheckpointEvery || time.Since(lastCP) >= s.cfg.CheckpointInterval) {
+			tm.st.expire(time.Now().Add(-s.cfg.DedupeWindow))
+			if err := tm.t.WriteCheckpoint(ctx, tm.st.checkpoint()); err != nil {
+				if errors.Is(err, ErrNotLeader) {
+					return err
+				}
+				s.cfg.Logger.Warn("sequencer checkpoint failed", "err", err)
+			} else {
+				s.checkpoints.Add(1)
+			}
+			lastCP, sinceCP = time.Now(), 0
+		}
+	}
+}
+
+// collect takes first and every commit already waiting (and, with Linger,
+// those arriving within it), up to MaxBatchBytes and MaxTopicCompares
+// topics; a commit that does not fit is carried to the next batch.
+func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batch []*request, carry *request) {
+	batch = []*request{first}
+	size := first.size
+	topics := map[string]bool{}
+	for _, a := range first.appends {
+		topics[a.Topic] = true
+	}
+	var linger <-chan time.Time
+	if s.cfg.Linger > 0 {
+		t := time.NewTimer(s.cfg.Linger)
+		defer t.Stop()
+		linger = t.C
+	}
+	for {
+		var r *request
+		if linger == nil {
+			select {
+			case r = <-tm.reqs:
+			default:
+				return batch, nil
+			}
+		} else {
+			select {
+			case r = <-tm.reqs:
+			case <-linger:
+				return batch, nil
+			case <-ctx.Done():
+				return batch, nil
+			}
+		}
+		if size+r.size > s.cfg.MaxBatchBytes || !addTopics(topics, r.appends) {
+			return batch, r
+		}
+		batch = append(batch, r)
+		size += r.size
+	}
+}
+
+// addTopics adds appends' topics to topics unless that would take it past
+// seqlog.MaxTopicCompares (so that the batch's write compares each topic).
+func addTopics(topics map[string]bool, appends []metadata.Append) bool {
+	var added []string
+	for _, a := range appends {
+		if !topics[a.Topic] {
+			topics[a.Topic] = true
+			added = append(added, a.Topic)
+		}
+	}
+	if len(topics) <= seqlog.MaxTopicCompares {
+		return true
+	}
+	for _, t := range added {
+		delete(topics, t)
+	}
+	return false
+}
+
+// commitBatch decides and writes one batch, then answers its commits.
+// wrote reports that a record was written; an error ends the term.
+func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request) (wrote bool, err error) {
+	batch = s.answerRepeats(ctx, tm.st, batch)
+	if len(batch) == 0 {
+		return false, nil
+	}
+	for attempt := 0; ; attempt++ {
+		revs, err := s.load(ctx, tm.st, batch, attempt > 0)
+		fence := seqlog.Fence{Topics: revs.topicMods, TopicsRev: revs.topics, ProducersRev: revs.producers}
+		if err != nil {
+			answerAll(batch, nil, fmt.Errorf("%w: %w", seqlog.ErrStale, err))
+			return false, nil // etcd trouble before any write: the term goes on
+		}
+		pl := newPlan(tm.st)
+		rec := &seqlog.Record{Batch: tm.st.batch + 1, Term: tm.t.Number(), TopicIDs: pl.topicIDs}
+		for _, r := range batch {
+			rec.Commits = append(rec.Commits, seqlog.Commit{ID: r.id, Appends: r.appends, Results: pl.decide(r.appends)})
+		}
+		if !pl.committed && pl.cacheRefused && attempt == 0 {
+			continue // unfenced refusals: decide again on a fresh read
+		}
+		if !pl.committed {
+			answerRecord(batch, rec)
+			return false, nil
+		}
+		err = s.write(ctx, tm, rec, fence)
+		switch {
+		case errors.Is(err, seqlog.ErrStale) && attempt < staleRetries:
+			continue
+		case errors.Is(err, metadata.ErrInvalidArgument) && len(batch) > 1:
+			// The record came out above etcd's request limit (the size
+			// estimate missed): write the halves as two batches.
+			h := len(batch) / 2
+			w1, err := s.commitBatch(ctx, tm, batch[:h])
+			if err != nil {
+				answerAll(batch[h:], nil, fmt.Errorf("%w: %w", ErrNotLeader, err))
+				return w1, err
+			}
+			w2, err := s.commitBatch(ctx, tm, batch[h:])
+			return w1 || w2, err
+		case errors.Is(err, seqlog.ErrStale), errors.Is(err, metadata.ErrInvalidArgument):
+			answerAll(batch, nil, err)
+			return false, nil
+		case err != nil:
+			// Not leader, or no answer: the record may be written. The
+			// next term knows; the callers retry there.
+			answerAll(batch, nil, fmt.Errorf("%w: %w", metadata.ErrCommitUnknown, err))
+			return false, err
+		}
+		pl.merge()
+		tm.st.apply(rec, false, time.Now())
+		s.batches.Add(1)
+		s.commits.Add(int64(len(batch)))
+		answerRecord(batch, rec)
+		s.refreshLeases(ctx, tm.st, pl)
+		return true, nil
+	}
+}
+
+// write sends the batch's one transaction, with the test hooks around it.
+func (s *Sequencer) write(ctx context.Context, tm *term, rec *seqlog.Record, fence seqlog.Fence) error {
+	if h := s.cfg.beforeAppend; h != nil {
+		if err := h(tm.t, rec.Batch); err != nil {
+			return err
+		}
+	}
+	s.txns.Add(1)
+	if _, err := tm.t.Append(ctx, rec, fence); err != nil {
+		return err
+	}
+	if h := s.cfg.afterAppend; h != nil {
+		return h(tm.t, rec.Batch)
+	}
+	return nil
+}
+
+// answerRepeats answers commits whose id was answered before (a retry)
+// from their record, and merges repeats within the batch; it returns the
+// rest.
+func (s *Sequencer) answerRepeats(ctx context.Context, st *state, batch []*request) []*request {
+	out := batch[:0]
+	firstOf := map[string]*request{}
+	var dups []*request
+	for _, r := range batch {
+		if b, ok := st.commits[r.id]; ok {
+			res, err := s.log.CommitResults(ctx, b, r.id)
+			if err != nil {
+				err = fmt.Errorf("%w: commit %s is in batch %d: %w", seqlog.ErrStale, r.id, b, err)
+			}
+			r.reply <- reply{results: res, err: err}
+			continue
+		}
+		if _, ok := firstOf[r.id]; ok {
+			dups = append(dups, r)
+			continue
+		}
+		firstOf[r.id] = r
+		out = append(out, r)
+	}
+	for _, r := range dups {
+		f := firstOf[r.id]
+		f.reply = tee(f.reply, r.reply)
+	}
+	return out
+}
+
+// tee returns a channel whose one reply goes to both a and b.
+func tee(a, b chan reply) chan reply {
+	c := make(chan reply, 1)
+	go func() {
+		rep := <-c
+		a <- rep
+		b <- rep
+	}()
+	return c
+}
+
+func answerAll(batch []*request, results []metadata.AppendResult, err error) {
+	for _, r := range batch {
+		r.reply <- reply{results: results, err: err}
+	}
+}
+
+func answerRecord(batch []*request, rec *seqlog.Record) {
+	for i, r := range batch {
+		r.reply <- reply{results: rec.Commits[i].Results}
+	}
+}
+
+// refreshLeases keeps the committed producers' state alive, off the loop.
+func (s *Sequencer) refreshLeases(ctx context.Context, st *state, pl *plan) {
+	if len(pl.pids) == 0 {
+		return
+	}
+	infos := make([]metadata.ProducerInfo, 0, len(pl.pids))
+	for id := range pl.pids {
+		infos = append(infos, st.producers[id].info.ProducerInfo)
+	}
+	go s.log.RefreshLeases(context.WithoutCancel(ctx), infos)
+}

@@ -1,0 +1,69 @@
+package sequencer
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/varve-io/varve/metadata"
+)
+
+// TestContinuesFromDirectPath: a sequencer started on a cluster that
+// committed directly continues each partition's offsets and each
+// idempotent producer's sequences from what the direct path left.
+func TestContinuesFromDirectPath(t *testing.T) {
+	ctx := context.Background()
+	meta := connectEtcd(t)
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := meta.InitProducer(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := meta.Commit(ctx, "d1", []metadata.Append{blk("t", 0, 3, pb(p.ID, 0, 0, 3, 0)), blk("t", 1, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t, meta)
+	waitLeading(t, cl.start(Config{ID: "a"}))
+	client := cl.client()
+	res, err := client.Commit(ctx, "s1", []metadata.Append{blk("t", 0, 2, pb(p.ID, 0, 3, 2, 0)), blk("t", 1, 1)})
+	if err != nil || res[0].Err != nil || res[0].Base != 3 || res[1].Base != 2 {
+		t.Fatalf("first commit through the sequencer: %+v, %v; want bases 3 and 2", res, err)
+	}
+	// A retry of the direct path's batch is still a duplicate.
+	res, err = client.Commit(ctx, "s2", []metadata.Append{blk("t", 0, 3, pb(p.ID, 0, 0, 3, 0))})
+	if err != nil || len(res[0].Batches) != 1 || !res[0].Batches[0].Duplicate || res[0].Batches[0].Base != 0 {
+		t.Fatalf("retry of a directly committed batch: %+v, %v; want a duplicate at 0", res, err)
+	}
+}
+
+// TestTopicRecreated: a topic deleted and created again under the same
+// name starts again at offset 0 (its id changed), as with the direct
+// path; a topic grown to more partitions accepts the new ones at once.
+func TestTopicRecreated(t *testing.T) {
+	ctx := context.Background()
+	meta := connectEtcd(t)
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t, meta)
+	waitLeading(t, cl.start(Config{ID: "a"}))
+	client := cl.client()
+	if res, err := client.Commit(ctx, "o1", []metadata.Append{blk("t", 0, 5)}); err != nil || res[0].Base != 0 {
+		t.Fatalf("first commit: %+v, %v", res, err)
+	}
+	if err := meta.DeleteTopic(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := client.Commit(ctx, "o2", []metadata.Append{blk("t", 0, 1)}); err != nil || !errors.Is(res[0].Err, metadata.ErrTopicNotFound) {
+		t.Fatalf("commit to the deleted topic: %+v, %v", res, err)
+	}
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := client.Commit(ctx, "o3", []metadata.Append{blk("t", 0, 2), blk("t", 1, 1)})
+	if err != nil || res[0].Err != nil || res[0].Base != 0 || res[1].Base != 0 {
+		t.Fatalf("commit to the recreated topic: %+v, %v; want base 0 on both", res, err)
+	}
+}

@@ -1,0 +1,277 @@
+package sequencer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/seqlog"
+)
+
+// Errors a Service returns that a client retries against the current
+// leader: the commit was not written (ErrNotLeader, seqlog.ErrStale) or
+// may have been (metadata.ErrCommitUnknown); a retry with the same commit
+// id is answered the same either way.
+var ErrNotLeader = seqlog.ErrNotLeader
+
+// Service is what an ingest node calls on the sequencer: the internal
+// API. *Sequencer implements it in-process; an RPC client will too.
+type Service interface {
+	Commit(ctx context.Context, commitID string, appends []metadata.Append) ([]metadata.AppendResult, error)
+	ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*metadata.ProducerView, error)
+}
+
+var _ Service = (*Sequencer)(nil)
+
+// Config configures a Sequencer.
+type Config struct {
+	// ID is what the election stores: how ingest nodes reach this node.
+	ID string
+	// TTL is the election lease: a dead leader is replaced within it
+	// (default 5 s).
+	TTL time.Duration
+	// Linger is how long a batch waits for more commits after the first
+	// when no write is in flight (default 0: commits that arrived while
+	// the previous batch was written form the next one).
+	Linger time.Duration
+	// MaxBatchBytes bounds a batch's estimated record size (default 1 MiB,
+	// below etcd's 1.5 MiB request limit).
+	MaxBatchBytes int
+	// CheckpointEvery and CheckpointInterval: a checkpoint is written
+	// after this many batches or this long since the last (defaults 1000
+	// and 10 s), bounding recovery.
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
+	// DedupeWindow is how long a commit's answer is remembered for a
+	// retry (default 2 min, as the direct path's guards).
+	DedupeWindow time.Duration
+	Logger       *slog.Logger
+
+	// Test hooks, called by the leader's loop around a batch's write; an
+	// error ends the term as a crash would.
+	beforeAppend, afterAppend func(t *seqlog.Term, batch uint64) error
+}
+
+func (c *Config) defaults() {
+	if c.TTL <= 0 {
+		c.TTL = 5 * time.Second
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 1 << 20
+	}
+	if c.CheckpointEvery <= 0 {
+		c.CheckpointEvery = 1000
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = 10 * time.Second
+	}
+	if c.DedupeWindow <= 0 {
+		c.DedupeWindow = 2 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Sequencer is one node of the sequence role: a candidate that, once
+// elected, recovers and then orders every commit until its term ends.
+type Sequencer struct {
+	log *seqlog.Log
+	cfg Config
+
+	mu  sync.Mutex
+	cur *term // nil unless leading and recovered
+
+	batches, commits, txns, checkpoints atomic.Int64
+}
+
+// term is one term's serving state.
+type term struct {
+	t    *seqlog.Term
+	st   *state
+	reqs chan *request // unbuffered: a send succeeds only if the loop takes it
+	done chan struct{}
+}
+
+type request struct {
+	id      string
+	appends []metadata.Append
+	size    int
+	reply   chan reply // buffered: the loop never blocks on it
+}
+
+type reply struct {
+	results []metadata.AppendResult
+	err     error
+}
+
+// New returns a sequencer candidate over meta's etcd; Run campaigns.
+func New(meta *metadata.Client, cfg Config) *Sequencer {
+	cfg.defaults()
+	return &Sequencer{log: seqlog.New(meta), cfg: cfg}
+}
+
+// Stats counts what this node did as leader.
+type Stats struct {
+	// Batches written, and the commits they answered.
+	Batches, Commits int64
+	// BatchTxns is the batch write transactions sent (a fence may have
+	// refused some); Checkpoints the checkpoints written.
+	BatchTxns, Checkpoints int64
+}
+
+// Stats returns this node's counts.
+func (s *Sequencer) Stats() Stats {
+	return Stats{Batches: s.batches.Load(), Commits: s.commits.Load(), BatchTxns: s.txns.Load(), Checkpoints: s.checkpoints.Load()}
+}
+
+// Leading reports whether this node is the recovered leader.
+func (s *Sequencer) Leading() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur != nil
+}
+
+// Run campaigns, and serves each term it wins, until ctx ends.
+func (s *Sequencer) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		t, err := s.log.Campaign(ctx, s.cfg.ID, s.cfg.TTL)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.cfg.Logger.Warn("sequencer campaign failed", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		s.runTerm(ctx, t)
+	}
+	return ctx.Err()
+}
+
+// runTerm recovers, serves until the term ends, and resigns.
+func (s *Sequencer) runTerm(ctx context.Context, t *seqlog.Term) {
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = t.Resign(rctx)
+		cancel()
+	}()
+	st, err := s.recover(ctx)
+	if err != nil {
+		s.cfg.Logger.Warn("sequencer recovery failed; resigning", "term", t.Number(), "err", err)
+		return
+	}
+	tm := &term{t: t, st: st, reqs: make(chan *request), done: make(chan struct{})}
+	s.mu.Lock()
+	s.cur = tm
+	s.mu.Unlock()
+	s.cfg.Logger.Info("sequencer leading", "term", t.Number(), "batch", st.batch)
+	err = s.serve(ctx, tm)
+	s.mu.Lock()
+	s.cur = nil
+	s.mu.Unlock()
+	close(tm.done)
+	s.cfg.Logger.Info("sequencer term ended", "term", t.Number(), "err", err)
+}
+
+// recover rebuilds the state from the checkpoint and the records after it.
+func (s *Sequencer) recover(ctx context.Context) (*state, error) {
+	cp, recs, err := s.log.Recover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := newState()
+	now := time.Now()
+	if cp != nil {
+		st.restore(cp, now)
+	}
+	for _, r := range recs {
+		st.apply(r, true, now)
+	}
+	return st, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// Commit orders one flush's appends: it returns once the batch holding
+// them is written to etcd, with the same results the direct commit path
+// gives. A repeated commit id is answered as the first time.
+func (s *Sequencer) Commit(ctx context.Context, commitID string, appends []metadata.Append) ([]metadata.AppendResult, error) {
+	if err := metadata.ValidateAppends(commitID, appends); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	tm := s.cur
+	s.mu.Unlock()
+	if tm == nil {
+		return nil, fmt.Errorf("commit %s: %w", commitID, ErrNotLeader)
+	}
+	r := &request{id: commitID, appends: appends, size: estimate(commitID, appends), reply: make(chan reply, 1)}
+	select {
+	case tm.reqs <- r:
+	case <-tm.done:
+		return nil, fmt.Errorf("commit %s: %w", commitID, ErrNotLeader)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("commit %s: %w", commitID, ctx.Err())
+	}
+	select {
+	case rep := <-r.reply:
+		return rep.results, rep.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("commit %s: %w: %w", commitID, metadata.ErrCommitUnknown, ctx.Err())
+	}
+}
+
+// estimate bounds a commit's share of an encoded record.
+func estimate(id string, appends []metadata.Append) int {
+	n := len(id) + 8
+	for _, a := range appends {
+		n += 80 + len(a.Topic) + len(a.Object) + 48*len(a.Batches)
+	}
+	return n
+}
+
+// ReadProducer returns producer id's epoch, read from etcd now, and its
+// states on partitions of topic as the leader holds them.
+func (s *Sequencer) ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*metadata.ProducerView, error) {
+	s.mu.Lock()
+	tm := s.cur
+	s.mu.Unlock()
+	if tm == nil {
+		return nil, fmt.Errorf("read producer %d: %w", id, ErrNotLeader)
+	}
+	infos, _, err := s.log.LoadProducers(ctx, []int64{id}, nil)
+	if err != nil {
+		return nil, err
+	}
+	info := infos[id]
+	states := make(map[int32]*metadata.ProducerState, len(partitions))
+	tm.st.mu.RLock()
+	if p := tm.st.producers[id]; p != nil {
+		for _, part := range partitions {
+			if st := p.states[tp{topic, part}]; st != nil {
+				states[part] = st
+			}
+		}
+	}
+	tm.st.mu.RUnlock()
+	return metadata.NewProducerView(id, topic, info.Known, info.Epoch, states), nil
+}
+
+// isRetriable reports whether a client should retry err against the
+// current leader with the same commit id.
+func isRetriable(err error) bool {
+	return errors.Is(err, ErrNotLeader) || errors.Is(err, seqlog.ErrNoLeader) || errors.Is(err, seqlog.ErrStale) ||
+		errors.Is(err, metadata.ErrCommitUnknown) || metadata.IsUnavailable(err)
+}

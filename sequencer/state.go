@@ -1,0 +1,190 @@
+package sequencer
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/seqlog"
+)
+
+// tp names a partition.
+type tp struct {
+	topic string
+	p     int32
+}
+
+// topicState is what the leader holds of one topic.
+type topicState struct {
+	id   string
+	next []int64 // high watermark by partition
+	// cfg is the topic as read at cfgRev (nil: not found); loaded false
+	// until read in this term (recovered state has the watermarks only).
+	cfg       *metadata.Topic
+	cfgRev    int64 // the revision it was read at
+	cfgModRev int64 // its key's ModRevision (0: not found)
+	loaded    bool
+	// seeded: the watermarks were merged with the direct path's
+	// partition keys in this term.
+	seeded bool
+}
+
+// producer is what the leader holds of one idempotent producer.
+type producer struct {
+	info     seqlog.ProducerInfo
+	infoRev  int64
+	loadedAt time.Time // zero: never read in this term
+	states   map[tp]*metadata.ProducerState
+}
+
+// batchCommits lists the commit ids of one batch, for expiry.
+type batchCommits struct {
+	batch uint64
+	at    time.Time
+	ids   []string
+}
+
+// state is the leader's in-memory state. Only the leader's loop writes
+// it; mu guards it against ReadProducer's readers.
+type state struct {
+	mu        sync.RWMutex
+	batch     uint64 // last committed batch
+	topics    map[string]*topicState
+	producers map[int64]*producer
+	// commits maps each commit answered in the dedupe window to its
+	// batch: a retry (rare) is answered from that record, reread from
+	// etcd, so the answers themselves are not held in memory.
+	commits map[string]uint64
+	recent  []batchCommits // oldest first
+}
+
+func newState() *state {
+	return &state{topics: map[string]*topicState{}, producers: map[int64]*producer{}, commits: map[string]uint64{}}
+}
+
+func (s *state) topic(name string) *topicState {
+	t := s.topics[name]
+	if t == nil {
+		t = &topicState{}
+		s.topics[name] = t
+	}
+	return t
+}
+
+func (s *state) producer(id int64) *producer {
+	p := s.producers[id]
+	if p == nil {
+		p = &producer{states: map[tp]*metadata.ProducerState{}}
+		s.producers[id] = p
+	}
+	return p
+}
+
+// setNext sets a partition's high watermark, growing the topic as needed;
+// a new topic id (deleted and created again) starts from zero.
+func (t *topicState) setNext(id string, p int32, next int64) {
+	if t.id != id {
+		t.id, t.next = id, nil
+	}
+	for int32(len(t.next)) <= p {
+		t.next = append(t.next, 0)
+	}
+	t.next[p] = next
+}
+
+// apply adds a committed record to the state; withState false registers
+// only its commits (the caller applied its effects already).
+func (s *state) apply(r *seqlog.Record, withState bool, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	bc := batchCommits{batch: r.Batch, at: at}
+	for _, c := range r.Commits {
+		s.commits[c.ID] = r.Batch
+		bc.ids = append(bc.ids, c.ID)
+		if !withState {
+			continue
+		}
+		for i, a := range c.Appends {
+			res := c.Results[i]
+			if res.Err != nil || res.Base < 0 {
+				continue
+			}
+			s.topic(a.Topic).setNext(r.TopicIDs[a.Topic], a.Partition, res.Base+a.Records)
+			for j, b := range a.Batches {
+				p := s.producer(b.ID)
+				k := tp{a.Topic, a.Partition}
+				p.states[k] = metadata.AdvanceState(p.states[k], b, res.Batches[j].Base)
+			}
+		}
+	}
+	s.recent = append(s.recent, bc)
+	s.batch = max(s.batch, r.Batch)
+}
+
+// expire forgets commits answered before cutoff.
+func (s *state) expire(cutoff time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for n < len(s.recent) && s.recent[n].at.Before(cutoff) {
+		for _, id := range s.recent[n].ids {
+			delete(s.commits, id)
+		}
+		n++
+	}
+	s.recent = s.recent[n:]
+}
+
+// restore loads a checkpoint; its commits count as answered at now.
+func (s *state) restore(cp *seqlog.Checkpoint, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batch = cp.Batch
+	for _, r := range cp.Commits {
+		s.commits[r.ID] = r.Batch
+		if n := len(s.recent); n == 0 || s.recent[n-1].batch != r.Batch {
+			s.recent = append(s.recent, batchCommits{batch: r.Batch, at: now})
+		}
+		s.recent[len(s.recent)-1].ids = append(s.recent[len(s.recent)-1].ids, r.ID)
+	}
+	for _, ts := range cp.Topics {
+		s.topics[ts.Name] = &topicState{id: ts.ID, next: ts.Next}
+	}
+	for _, ps := range cp.Producers {
+		p := s.producer(ps.ID)
+		for _, st := range ps.States {
+			v := st.State
+			p.states[tp{st.Topic, st.Partition}] = &v
+		}
+	}
+}
+
+// checkpoint encodes the state after its last batch.
+func (s *state) checkpoint() *seqlog.Checkpoint {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cp := &seqlog.Checkpoint{Batch: s.batch}
+	for _, bc := range s.recent {
+		for _, id := range bc.ids {
+			cp.Commits = append(cp.Commits, seqlog.CommitRef{ID: id, Batch: bc.batch})
+		}
+	}
+	for name, t := range s.topics {
+		if len(t.next) > 0 {
+			cp.Topics = append(cp.Topics, seqlog.TopicState{Name: name, ID: t.id, Next: append([]int64(nil), t.next...)})
+		}
+	}
+	sort.Slice(cp.Topics, func(i, j int) bool { return cp.Topics[i].Name < cp.Topics[j].Name })
+	for id, p := range s.producers {
+		ps := seqlog.ProducerStates{ID: id}
+		for k, st := range p.states {
+			ps.States = append(ps.States, seqlog.PartitionState{Topic: k.topic, Partition: k.p, State: *st})
+		}
+		if len(ps.States) > 0 {
+			cp.Producers = append(cp.Producers, ps)
+		}
+	}
+	sort.Slice(cp.Producers, func(i, j int) bool { return cp.Producers[i].ID < cp.Producers[j].ID })
+	return cp
+}
