@@ -32,7 +32,7 @@ func (i interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			i.g.denied(id, proc, req.Peer().Addr, err)
 			return nil, err
 		}
-		if err := i.g.quota.before(id, proc, req.Any()); err != nil {
+		if err := i.g.quota.before(ctx, id, proc, req.Any()); err != nil {
 			return nil, err
 		}
 		resp, err := next(ctx, req)

@@ -127,6 +127,17 @@ func (q *quotas) take(principal, dir string, n int, charge bool) time.Duration {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	b := q.refill(principal, dir, r)
+	if b.tokens < 0 && !charge {
+		return time.Duration(-b.tokens / r * float64(time.Second))
+	}
+	b.tokens -= float64(n)
+	return 0
+}
+
+// refill returns principal's dir bucket, refilled at rate r up to its
+// burst. q.mu is held.
+func (q *quotas) refill(principal, dir string, r float64) *bucket {
 	k := dir + "/" + principal
 	b := q.buckets[k]
 	now := time.Now()
@@ -137,11 +148,7 @@ func (q *quotas) take(principal, dir string, n int, charge bool) time.Duration {
 	}
 	b.tokens = min(burst, b.tokens+r*now.Sub(b.last).Seconds())
 	b.last = now
-	if b.tokens < 0 && !charge {
-		return time.Duration(-b.tokens / r * float64(time.Second))
-	}
-	b.tokens -= float64(n)
-	return 0
+	return b
 }
 
 func exhausted(principal, dir string, wait time.Duration) error {
@@ -153,9 +160,16 @@ func exhausted(principal, dir string, wait time.Duration) error {
 	return ce
 }
 
-// before refuses a produce or fetch of a principal in debt, and charges a
-// produce's request bytes.
-func (q *quotas) before(id Identity, proc string, req any) error {
+// maxThrottle is the longest a produce over its quota is held before it
+// is served: like a Kafka broker delaying its answer, so a pipelined
+// producer keeps its requests in flight and in order and gets exactly its
+// rate. A request that would wait longer is refused with RetryInfo.
+const maxThrottle = time.Second
+
+// before throttles a produce (charging its request bytes, as sent) or
+// refuses it when it would wait over maxThrottle, and refuses a fetch of a
+// principal in debt.
+func (q *quotas) before(ctx context.Context, id Identity, proc string, req any) error {
 	if id.Super || id.Node {
 		return nil
 	}
@@ -165,16 +179,51 @@ func (q *quotas) before(id Identity, proc string, req any) error {
 		if m == nil {
 			return nil
 		}
-		if w := q.take(id.Principal, "produce", 0, false); w > 0 {
+		w, ok := q.reserve(id.Principal, "produce", proto.Size(m), maxThrottle)
+		if !ok {
 			return exhausted(id.Principal, "produce", w)
 		}
-		q.take(id.Principal, "produce", proto.Size(m), true)
+		if w > 0 {
+			t := time.NewTimer(w)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("throttled by the produce quota of %q: %w", id.Principal, ctx.Err()))
+			case <-t.C:
+			}
+		}
 	case varvev1connect.FetchServiceFetchProcedure:
 		if w := q.take(id.Principal, "fetch", 0, false); w > 0 {
 			return exhausted(id.Principal, "fetch", w)
 		}
 	}
 	return nil
+}
+
+// reserve charges n bytes to principal's dir bucket and returns how long
+// until they are covered, or, when that is over limit, charges nothing and
+// returns how long until a request of n bytes would wait no more than
+// limit (a request too large for any wait is served, after limit, when
+// the bucket is full).
+func (q *quotas) reserve(principal, dir string, n int, limit time.Duration) (time.Duration, bool) {
+	r := q.rate(principal, dir)
+	if r <= 0 {
+		return 0, true
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	b := q.refill(principal, dir, r)
+	wait := time.Duration(max(0, float64(n)-b.tokens) / r * float64(time.Second))
+	if wait > limit {
+		if b.tokens < r*burstSeconds {
+			return wait - limit, false
+		}
+		// Larger than any wait allows: served from a full bucket, which
+		// it leaves in debt for the requests after it.
+		wait = limit
+	}
+	b.tokens -= float64(n)
+	return wait, true
 }
 
 // after charges a fetch's answer.

@@ -31,19 +31,33 @@ func TestProduceQuota(t *testing.T) {
 	limited := principal(t, a, n.Addr(), "limited", "topic:lim produce")
 	free := principal(t, a, n.Addr(), "free", "topic:free produce")
 
-	// A client that ignores the advice is answered RESOURCE_EXHAUSTED
-	// with a retry delay.
+	// Requests over the quota are held (throttled, as a Kafka broker
+	// delays its answer) up to a second; what would wait longer is
+	// answered RESOURCE_EXHAUSTED with a retry delay: 5 MiB at once.
 	c := sdk.New(n.Addr(), sdk.WithToken(limited))
 	defer c.Close()
-	big := make([]byte, 256<<10)
-	var err error
+	errs := make(chan error, 20)
 	for range 20 {
-		if _, err = c.Produce(ctx, "lim", []sdk.Record{{Topic: "lim", Value: big}}); err != nil {
-			break
+		big := make([]byte, 256<<10)
+		cryptorand.Read(big)
+		go func() {
+			_, err := c.Produce(ctx, "lim", []sdk.Record{{Topic: "lim", Value: big}})
+			errs <- err
+		}()
+	}
+	var err error
+	refused := 0
+	for range 20 {
+		if e := <-errs; e != nil {
+			if connect.CodeOf(e) != connect.CodeResourceExhausted {
+				t.Fatalf("5 MiB at once from a 1 MiB/s principal: %v, want resource_exhausted", e)
+			}
+			err = e
+			refused++
 		}
 	}
-	if connect.CodeOf(err) != connect.CodeResourceExhausted {
-		t.Fatalf("5 MiB at once from a 1 MiB/s principal: %v, want resource_exhausted", err)
+	if refused == 0 || refused == 20 {
+		t.Fatalf("5 MiB at once from a 1 MiB/s principal: %d of 20 requests refused, want some (those past a second of throttling)", refused)
 	}
 	if d, ok := sdk.RetryDelay(err); !ok || d <= 0 {
 		t.Fatalf("no RetryInfo in %v", err)
