@@ -185,11 +185,15 @@ func TestDevDiskFull(t *testing.T) {
 	cli.must("", "topic", "create", "full", "--partitions", "1")
 	before := cli.produce("full", nil, []string{"before-1", "before-2"})
 
+	// etcd writes its database file a moment after each commit (bbolt's
+	// batch interval): let that settle first, so the full disk meets the
+	// segment write, not etcd's late write of the topic and records above.
+	settled(t, filepath.Join(dataDir, "etcd", "member", "snap", "db"), 500*time.Millisecond)
 	filler := filepath.Join(mnt, "filler")
 	fillDisk(t, filler, 0)
 
 	start := time.Now()
-	r := cli.run("during\n", "produce", "full")
+	r := cli.run("during\n", "produce", "full", "--delivery-timeout", "20s")
 	took := time.Since(start)
 	if r.code == 0 || !strings.Contains(r.stderr, "no space left on device writing segment") || !strings.Contains(r.stderr, "resource_exhausted") {
 		dev.fatalf("produce on a full disk: want a non-zero exit and resource_exhausted 'no space left on device writing segment ...':\n%s", r)
@@ -245,6 +249,17 @@ func TestDevDiskFull(t *testing.T) {
 		dev.fatalf("exited (status %d) on a full disk without an etcd error in the log", dev.state.ExitCode())
 	}
 	t.Logf("etcd stopped the process (status %d) on a full disk, saying: %s", dev.state.ExitCode(), etcdErr)
+}
+
+// settled waits until path has not been written for quiet.
+func settled(t *testing.T, path string, quiet time.Duration) {
+	t.Helper()
+	if !testenv.Eventually(30*time.Second, func() bool {
+		st, err := os.Stat(path)
+		return err == nil && time.Since(st.ModTime()) > quiet
+	}) {
+		t.Fatalf("%s still written to after 30 s", path)
+	}
 }
 
 func readLog(t *testing.T, p *proc) string {
