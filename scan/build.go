@@ -151,9 +151,11 @@ func (s *Scanner) scanTaskBatches(t *scanTask) ([]arrow.RecordBatch, error) {
 	remaining := int(min(t.hi-t.lo, t.e.Records))
 	perRow := 0
 	if t.e.Records > 0 {
-		perRow = int(t.e.RawBytes / t.e.Records)
+		perRow = int(s.decodedBytes(t.e.RawBytes) / t.e.Records)
 	}
 	var out []arrow.RecordBatch
+	decoded := int64(0) // key and value bytes of the block's records
+	defer func() { s.learnDecodeRatio(decoded, t.e.RawBytes) }()
 	keep := func(off, ts int64, key []byte) bool {
 		if off < t.lo || off >= t.hi || ts < s.req.FromTime || (s.req.ToTime > 0 && ts >= s.req.ToTime) {
 			return false
@@ -190,6 +192,7 @@ func (s *Scanner) scanTaskBatches(t *scanTask) ([]arrow.RecordBatch, error) {
 		offs := segment.Offsets(t.e.Base, cached)
 		for i := range cached {
 			r := &cached[i]
+			decoded += int64(len(r.Key) + len(r.Value))
 			if !keep(offs[i], r.Timestamp, r.Key) {
 				continue
 			}
@@ -205,6 +208,7 @@ func (s *Scanner) scanTaskBatches(t *scanTask) ([]arrow.RecordBatch, error) {
 		}
 	} else {
 		n, err := segment.VisitBlock(b, t.e.Base, func(v *segment.RecordView) error {
+			decoded += int64(len(v.Key) + len(v.Value))
 			if !keep(v.Offset, v.Timestamp, v.Key) {
 				return nil
 			}

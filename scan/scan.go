@@ -127,6 +127,30 @@ type Scanner struct {
 	total        Progress
 	blocksDone   atomic.Int64
 	rawBytesDone atomic.Int64
+	// decodeRatio is the largest ratio of decoded key and value bytes to
+	// an index entry's RawBytes seen so far, in thousandths: RawBytes of
+	// a version 3 block are its stored batches, compressed by the
+	// producer, so what a block decodes to is learned as the scan goes.
+	decodeRatio atomic.Int64
+}
+
+// decodedBytes is what a block of rawBytes is expected to decode to.
+func (s *Scanner) decodedBytes(rawBytes int64) int64 {
+	return rawBytes * max(1000, s.decodeRatio.Load()) / 1000
+}
+
+// learnDecodeRatio notes that a block of rawBytes decoded to decoded.
+func (s *Scanner) learnDecodeRatio(decoded, rawBytes int64) {
+	if rawBytes <= 0 {
+		return
+	}
+	r := decoded * 1000 / rawBytes
+	for {
+		cur := s.decodeRatio.Load()
+		if r <= cur || s.decodeRatio.CompareAndSwap(cur, r) {
+			return
+		}
+	}
 }
 
 type partRange struct {
@@ -422,9 +446,10 @@ func (s *Scanner) plan() {
 	defer s.wg.Done()
 	defer close(s.work)
 	defer close(s.tasks)
+	first := true
 	err := s.forEachBlock(s.ctx, func(e metadata.IndexEntry, lo, hi int64) error {
 		// Decoded records, their structs and their Arrow copy.
-		w := min(2*e.RawBytes+128*e.Records+4096, s.maxW)
+		w := min(2*s.decodedBytes(e.RawBytes)+128*e.Records+4096, s.maxW)
 		if err := s.sem.Acquire(s.ctx, w); err != nil {
 			return err
 		}
@@ -441,6 +466,15 @@ func (s *Scanner) plan() {
 			t.err = s.ctx.Err()
 			close(t.done)
 			return s.ctx.Err()
+		}
+		if first {
+			// Learn what blocks decode to before planning by it.
+			first = false
+			select {
+			case <-t.done:
+			case <-s.ctx.Done():
+				return s.ctx.Err()
+			}
 		}
 		return nil
 	})
