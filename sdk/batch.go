@@ -157,12 +157,7 @@ func (c *Client) fetchBatches(ctx context.Context, topic string, partition int32
 		recs = fromProtoRecords(topic, m.GetRecords()) // a node without the batch form
 	}
 	c.fetched(topic, partition, recs, start, nil)
-	return &FetchResult{
-		Records:        recs,
-		NextOffset:     m.GetNextOffset(),
-		LogStartOffset: m.GetLogStartOffset(),
-		HighWatermark:  m.GetHighWatermark(),
-	}, nil
+	return fetchResult(m, recs), nil
 }
 
 // batchFetchers holds each Client's fetch client for batches, which asks

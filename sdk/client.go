@@ -344,12 +344,17 @@ func (c *Client) Fetch(ctx context.Context, topic string, partition int32, offse
 	m := res.Msg
 	recs := fromProtoRecords(topic, m.GetRecords())
 	c.fetched(topic, partition, recs, start, nil)
+	return fetchResult(m, recs), nil
+}
+
+// fetchResult is the answer m with its records recs.
+func fetchResult(m *varvev1.FetchResponse, recs []Record) *FetchResult {
 	return &FetchResult{
 		Records:        recs,
 		NextOffset:     m.GetNextOffset(),
 		LogStartOffset: m.GetLogStartOffset(),
 		HighWatermark:  m.GetHighWatermark(),
-	}, nil
+	}
 }
 
 // ListOffsets returns an offset per partition (every partition of the

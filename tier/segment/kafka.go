@@ -385,6 +385,18 @@ type kafkaRecord struct {
 	headers     []byte // encoded headers, checked
 }
 
+// record is kr as a Record (aliasing kr's bytes; header keys copied).
+func (kr *kafkaRecord) record() Record {
+	r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp}
+	if kr.numHeaders > 0 {
+		r.Headers = make([]Header, 0, kr.numHeaders)
+		eachKafkaHeader(kr.headers, kr.numHeaders, func(k, v []byte) {
+			r.Headers = append(r.Headers, Header{Key: string(k), Value: v})
+		})
+	}
+	return r
+}
+
 // walkKafkaRecords checks that raw holds exactly h.recordCount records and
 // calls fn for each: lengths and varints canonical and in range, record
 // attributes 0, offsetDelta strictly increasing from >= 0 and ending at

@@ -436,14 +436,7 @@ func (b *BlockBuilder) AppendBatchesRecords(batches []byte, info *BatchesInfo) e
 			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %v", i, err)
 		}
 		err = walkKafkaRecords(raw, &h, math.MaxInt, func(_ int, kr *kafkaRecord) {
-			r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp}
-			if kr.numHeaders > 0 {
-				r.Headers = make([]Header, 0, kr.numHeaders)
-				eachKafkaHeader(kr.headers, kr.numHeaders, func(k, v []byte) {
-					r.Headers = append(r.Headers, Header{Key: string(k), Value: v})
-				})
-			}
-			recs = append(recs, r)
+			recs = append(recs, kr.record())
 		})
 		if err != nil {
 			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %v", i, err)

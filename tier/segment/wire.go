@@ -101,14 +101,7 @@ func DecodeBatches(b []byte, from int64) ([]Record, []int64, error) {
 			if off < from {
 				return
 			}
-			r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp}
-			if kr.numHeaders > 0 {
-				r.Headers = make([]Header, 0, kr.numHeaders)
-				eachKafkaHeader(kr.headers, kr.numHeaders, func(k, v []byte) {
-					r.Headers = append(r.Headers, Header{Key: string(k), Value: v})
-				})
-			}
-			recs = append(recs, r)
+			recs = append(recs, kr.record())
 			offs = append(offs, off)
 		})
 		if err != nil {
