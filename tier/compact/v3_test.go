@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/tier"
@@ -309,6 +310,50 @@ func TestCompactedTopicOldBlocksWriteBatchBlocks(t *testing.T) {
 		}
 		if len(res.Records) != 1 || res.Records[0].Offset != want[i].off || string(res.Records[0].Value) != string(want[i].val) {
 			t.Fatalf("fetch at %d: %v, want offset %d", off, res.Records, want[i].off)
+		}
+	}
+}
+
+// A job whose version 3 input holds far more uncompressed bytes than its
+// index entries say (their raw bytes are the stored batches) still fits
+// one swap: the output blocks grow as the input turns out larger.
+func TestCompressedInputFitsOneSwap(t *testing.T) {
+	e := newEnv(t)
+	e.topic(t, metadata.Topic{Name: "z", Partitions: 1})
+	seq := make([]int64, 1)
+	var recs []segment.Record
+	for range 60 {
+		recs = recs[:0]
+		for range 20 {
+			recs = append(recs, segment.Record{Value: fmt.Appendf(nil, "%d-%s", seq[0], strings.Repeat("z", 2000)), Timestamp: 1_700_000_000_000 + seq[0]})
+			seq[0]++
+		}
+		in := make([]ingest.Record, len(recs))
+		for i := range recs {
+			in[i] = ingest.Record{Record: recs[i]}
+		}
+		e.produce(t, "z", in)
+	}
+	var raw, stored int64
+	for _, en := range e.entries(t, "z", 0) {
+		raw += en.RawBytes
+		stored += en.Len
+	}
+	t.Logf("input: %d entries, %d raw bytes by the index, %d stored, %d uncompressed", len(e.entries(t, "z", 0)), raw, stored, seq[0]*2000)
+	c := newCompactor(t, e, "c", Config{MinEntries: 4, TargetBytes: 1 << 20, BlockBytes: 1 << 10})
+	st := runUntilIdle(t, e, c)
+	es := e.entries(t, "z", 0)
+	t.Logf("stats %+v, %d entries after", st, len(es))
+	if st.Jobs != 1 || len(es) > compaction.MaxSwapEntries || es[0].Level != 1 {
+		t.Fatalf("stats %+v, %d entries", st, len(es))
+	}
+	got := fetchAll(t, e.fetcher(), "z", 0, 0)
+	if int64(len(got)) != seq[0] {
+		t.Fatalf("%d records, want %d", len(got), seq[0])
+	}
+	for i, r := range got {
+		if r.Offset != int64(i) || !strings.HasPrefix(string(r.Value), fmt.Sprintf("%d-z", i)) {
+			t.Fatalf("record %d: %d %.10q", i, r.Offset, r.Value)
 		}
 	}
 }
