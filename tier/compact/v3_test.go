@@ -174,6 +174,23 @@ func TestCompactionWritesBatchBlocks(t *testing.T) {
 						t.Fatalf("partition %d record %d: headers %v", p, i, r.Headers)
 					}
 				}
+				// The same through stored batches, as the SDK fetches.
+				for off := int64(0); off < seq[p]; {
+					br, err := f.FetchBatches(context.Background(), "b", p, off, 32<<10, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					recs, offs, err := segment.DecodeBatches(br.Batches, off)
+					if err != nil || len(recs) == 0 || br.Next <= off {
+						t.Fatalf("partition %d: batches at %d: %d records, next %d, %v", p, off, len(recs), br.Next, err)
+					}
+					for j := range recs {
+						if offs[j] != off+int64(j) || string(recs[j].Value) != string(got[off+int64(j)].Value) || recs[j].Timestamp != got[off+int64(j)].Timestamp {
+							t.Fatalf("partition %d: batches at %d: record %d at %d %q", p, off, j, offs[j], recs[j].Value)
+						}
+					}
+					off += int64(len(recs))
+				}
 				levels := map[int]int{}
 				for _, en := range e.entries(t, "b", p) {
 					levels[en.Level]++
@@ -310,6 +327,23 @@ func TestCompactedTopicOldBlocksWriteBatchBlocks(t *testing.T) {
 		}
 		if len(res.Records) != 1 || res.Records[0].Offset != want[i].off || string(res.Records[0].Value) != string(want[i].val) {
 			t.Fatalf("fetch at %d: %v, want offset %d", off, res.Records, want[i].off)
+		}
+		// The stored batches, decoded as the SDK does (whole batches,
+		// records below the offset skipped): the kept records from off on,
+		// at their offsets.
+		br, err := f.FetchBatches(context.Background(), "kv", 0, off, 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, offs, err := segment.DecodeBatches(br.Batches, off)
+		if err != nil || len(recs) == 0 {
+			t.Fatalf("batches at %d: %d records, %v", off, len(recs), err)
+		}
+		for j := range recs {
+			w := want[i+j]
+			if offs[j] != w.off || string(recs[j].Key) != string(w.key) || string(recs[j].Value) != string(w.val) || (recs[j].Value == nil) != (w.val == nil) || recs[j].Timestamp != w.ts {
+				t.Fatalf("batches at %d: record %d is %d %q=%q, want %d %q=%q", off, j, offs[j], recs[j].Key, recs[j].Value, w.off, w.key, w.val)
+			}
 		}
 	}
 }
