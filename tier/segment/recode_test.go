@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"bytes"
 	"errors"
 	"math/rand"
 	"testing"
@@ -134,4 +135,80 @@ func TestStoredBatchesCorrupt(t *testing.T) {
 	if b, ok, err := StoredBatches(obj[infos[0].Offset : infos[0].Offset+infos[0].Length]); ok || err != nil || b != nil {
 		t.Fatalf("version 1 block: %v %v %v", b, ok, err)
 	}
+}
+
+// FuzzStoredBatches: StoredBatches never panics on any block; what it
+// accepts copies into a new block (AppendStoredBatch at the same
+// offsets) that StoredBatches returns byte for byte, and that DecodeBlock
+// decodes exactly when it decodes the original.
+func FuzzStoredBatches(f *testing.F) {
+	for _, recs := range [][]Record{
+		{{Key: []byte("k"), Value: []byte("v"), Timestamp: 5}},
+		{{Value: []byte("a"), Timestamp: 1, Gap: 3}, {Value: nil, Timestamp: 9, Headers: []Header{{Key: "h", Value: []byte("x")}}}, {Key: []byte{}, Timestamp: -2, Gap: 1}},
+		jsonSpecs(2, 1, 8<<10)[0].recs,
+	} {
+		for _, codec := range []string{"zstd", "none"} {
+			b := NewBatchBlockBuilder("t", 0)
+			b.kraw = codec == "none"
+			for _, r := range recs {
+				b.Append(r)
+			}
+			obj, infos, err := Build([]*BlockBuilder{b})
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(obj[infos[0].Offset : infos[0].Offset+infos[0].Length])
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, blk := range [][]byte{data, repaired(data)} {
+			batches, ok, err := StoredBatches(blk)
+			if err != nil || !ok {
+				continue
+			}
+			out := NewBatchBlockBuilder("t", 0)
+			for i := range batches {
+				if _, err := batches[i].UncompressedSize(nil); err != nil && !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("UncompressedSize: %v", err)
+				}
+				if err := out.AppendStoredBatch(&batches[i], batches[i].Offset); err != nil {
+					t.Fatalf("AppendStoredBatch of an accepted batch: %v", err)
+				}
+			}
+			obj, infos, err := Build([]*BlockBuilder{out})
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			copied := obj[infos[0].Offset : infos[0].Offset+infos[0].Length]
+			again, ok, err := StoredBatches(copied)
+			if err != nil || !ok || len(again) != len(batches) {
+				t.Fatalf("the copy: %d batches, %v %v", len(again), ok, err)
+			}
+			for i := range again {
+				if !bytes.Equal(again[i].Bytes, batches[i].Bytes) {
+					t.Fatalf("batch %d changed in the copy", i)
+				}
+			}
+			want, werr := DecodeBlock(blk)
+			got, gerr := DecodeBlock(copied)
+			if (werr == nil) != (gerr == nil) {
+				t.Fatalf("DecodeBlock: original %v, copy %v", werr, gerr)
+			}
+			if werr == nil {
+				if d := diffRecords(want, got); d != "" {
+					t.Fatal(d)
+				}
+			}
+		}
+	})
+}
+
+// repaired is data with its block CRC fixed (nil when too short).
+func repaired(data []byte) []byte {
+	if len(data) < BlockHeaderSize {
+		return nil
+	}
+	fixed := bytes.Clone(data)
+	repairBlock(fixed)
+	return fixed
 }
