@@ -466,9 +466,10 @@ type output struct {
 }
 
 // rewrite reads old and writes every kept record into a new object of
-// version 3 blocks. Without a filter, the batches of version 3 input
-// blocks are copied as they are; the records of older blocks, and what a
-// filter keeps, are encoded into new batches.
+// version 3 blocks. The batches of version 3 input blocks are copied as
+// they are when the filter keeps all their records (always without a
+// filter); the records of older blocks, and what a filter keeps of the
+// other batches, are encoded into new batches.
 func (c *Compactor) rewrite(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, level int, keep filter) (output, Stats, error) {
 	var st Stats
 	start, end := old[0].Base, old[len(old)-1].End()
@@ -483,13 +484,43 @@ func (c *Compactor) rewrite(ctx context.Context, topic string, p int32, old []me
 	// bytes of a version 3 entry are its stored batches).
 	blockBytes := max(int64(c.cfg.BlockBytes), raw/(compaction.MaxSwapEntries-2)+1)
 	em := newEmitter(topic, p, level, int(min(blockBytes, segment.MaxBlockRawBytes/2)), start, raw, stored, compaction.MaxSwapEntries-2, c.cfg.Level)
-	err := c.read(ctx, old, keep != nil, func(e metadata.IndexEntry, b decoded) error {
+	// A compacted topic's batches are decoded to be filtered; one that
+	// keeps every record is copied all the same.
+	filterBatch := func(e metadata.IndexEntry, sb *segment.StoredBatch) error {
+		if keep == nil {
+			return em.addBatch(sb, e.Base)
+		}
+		recs, offs, err := segment.DecodeBatches(sb.Bytes, 0)
+		if err != nil {
+			return err
+		}
+		all := true
+		for i := range recs {
+			offs[i] += e.Base
+			if !keep(&recs[i], offs[i]) {
+				all = false
+				offs[i] = -1
+			}
+		}
+		if all {
+			return em.addBatch(sb, e.Base)
+		}
+		for i := range recs {
+			if offs[i] >= 0 {
+				if err := em.add(recs[i], offs[i]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	err := c.read(ctx, old, false, func(e metadata.IndexEntry, b decoded) error {
 		st.BytesRead += e.Len
 		em.read(e.Len)
 		if b.batches != nil {
 			st.RecordsIn += e.Records
 			for i := range b.batches {
-				if err := em.addBatch(&b.batches[i], e.Base); err != nil {
+				if err := filterBatch(e, &b.batches[i]); err != nil {
 					return fmt.Errorf("%s/%d offsets %d-%d: object %s bytes %d+%d: %w", e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
 				}
 			}

@@ -346,6 +346,30 @@ func TestCompactedTopicOldBlocksWriteBatchBlocks(t *testing.T) {
 			}
 		}
 	}
+
+	// A second pass with new keys only keeps every record of the first
+	// pass's output: its batches are copied, byte for byte but baseOffset.
+	first := batchBodies(t, e)
+	e.rec.Reset()
+	for range 4 {
+		recs := gen(10)
+		for i := range recs {
+			recs[i].key = fmt.Appendf(nil, "new%d", rng.IntN(1000))
+		}
+		produceKV(t, e, "kv", &model, recs)
+	}
+	e.waitCache(t)
+	if st, err := c.RunOnce(context.Background()); err != nil || st.Jobs == 0 {
+		t.Fatalf("second pass: %+v %v", st, err)
+	}
+	second := batchBodies(t, e)
+	for body := range first {
+		if !second[body] {
+			t.Fatalf("a batch of the first pass (of %d) was not copied by the second (%d batches)", len(first), len(second))
+		}
+	}
+	e.waitCache(t)
+	sameKV(t, "after the second pass", expected(model, clk.ms.Load(), deleteRetention), fetchAll(t, e.fetcher(), "kv", 0, 0))
 }
 
 // A job whose version 3 input holds far more uncompressed bytes than its
@@ -390,4 +414,34 @@ func TestCompressedInputFitsOneSwap(t *testing.T) {
 			t.Fatalf("record %d: %d %.10q", i, r.Offset, r.Value)
 		}
 	}
+}
+
+// batchBodies returns the batches of every object compaction PUT since
+// the recorder's last reset, without their baseOffset.
+func batchBodies(t *testing.T, e *env) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, c := range e.rec.Calls() {
+		if c.Op != tier.OpPut || c.Err != nil || !strings.HasPrefix(c.Key, "l1/") {
+			continue
+		}
+		obj, err := e.rec.GetRange(context.Background(), c.Key, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		infos, _, err := segment.Decode(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bi := range infos {
+			bs, ok, err := segment.StoredBatches(obj[bi.Offset : bi.Offset+bi.Length])
+			if err != nil || !ok {
+				t.Fatalf("%s: %v %v", c.Key, ok, err)
+			}
+			for _, b := range bs {
+				out[string(b.Bytes[8:])] = true
+			}
+		}
+	}
+	return out
 }
