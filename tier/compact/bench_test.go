@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"testing"
@@ -83,6 +84,7 @@ func benchCompact(b *testing.B, old bool) {
 	const parts, raw = 8, 64 << 20
 	var keysBefore, objsBefore, keysAfter, objsAfter int
 	var rawTotal int64
+	var cpu float64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		e := newEnv(b)
@@ -104,9 +106,11 @@ func benchCompact(b *testing.B, old bool) {
 		}
 		e.waitCache(b)
 		b.SetBytes(rawBytes)
+		cpu0 := processCPU()
 		b.StartTimer()
 		st, err := c.RunOnce(context.Background())
 		b.StopTimer()
+		cpu += processCPU() - cpu0
 		if err != nil || st.RecordsIn != st.RecordsOut || st.Jobs == 0 {
 			b.Fatalf("compaction: %+v %v", st, err)
 		}
@@ -119,6 +123,16 @@ func benchCompact(b *testing.B, old bool) {
 	b.ReportMetric(float64(keysAfter)/gib, "keys/GiB-after")
 	b.ReportMetric(float64(objsBefore)/gib, "objects/GiB-before")
 	b.ReportMetric(float64(objsAfter)/gib, "objects/GiB-after")
+	b.ReportMetric(cpu/float64(b.N)/(float64(rawTotal)/(1<<20))*1000, "cpu-ms/MiB")
+}
+
+// processCPU is the CPU time this process's Go code has used (user and
+// GC, runtime/metrics' estimate; the embedded etcd is counted, MinIO is
+// another process).
+func processCPU() float64 {
+	s := []metrics.Sample{{Name: "/cpu/classes/user:cpu-seconds"}, {Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(s)
+	return s[0].Value.Float64() + s[1].Value.Float64()
 }
 
 // ingestBenchOld is ingestBench with segments of version 1 blocks, as
