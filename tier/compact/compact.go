@@ -465,21 +465,69 @@ type output struct {
 	level   int
 }
 
-// rewrite reads old and writes every kept record into a new object.
+// rewrite reads old and writes every kept record into a new object of
+// version 3 blocks. The batches of version 3 input blocks are copied as
+// they are when the filter keeps all their records (always without a
+// filter); the records of older blocks, and what a filter keeps of the
+// other batches, are encoded into new batches.
 func (c *Compactor) rewrite(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, level int, keep filter) (output, Stats, error) {
 	var st Stats
 	start, end := old[0].Base, old[len(old)-1].End()
-	var raw int64
+	var raw, stored int64
 	for _, e := range old {
 		raw += e.RawBytes
+		stored += e.Len
 	}
 	// Blocks of BlockBytes, or bigger when needed to stay within the
-	// entries one swap may write.
+	// entries one swap may write (the emitter grows them further when the
+	// input turns out to hold more than its index entries say: the raw
+	// bytes of a version 3 entry are its stored batches).
 	blockBytes := max(int64(c.cfg.BlockBytes), raw/(compaction.MaxSwapEntries-2)+1)
-	em := newEmitter(topic, p, level, int(min(blockBytes, segment.MaxBlockRawBytes/2)), start, raw, c.cfg.Level)
-	err := c.read(ctx, old, func(e metadata.IndexEntry, recs []segment.Record, offs []int64) error {
-		st.RecordsIn += int64(len(recs))
+	em := newEmitter(topic, p, level, int(min(blockBytes, segment.MaxBlockRawBytes/2)), start, raw, stored, compaction.MaxSwapEntries-2, c.cfg.Level)
+	// A compacted topic's batches are decoded to be filtered; one that
+	// keeps every record is copied all the same.
+	filterBatch := func(e metadata.IndexEntry, sb *segment.StoredBatch) error {
+		if keep == nil {
+			return em.addBatch(sb, e.Base)
+		}
+		recs, offs, err := segment.DecodeBatches(sb.Bytes, 0)
+		if err != nil {
+			return err
+		}
+		all := true
+		for i := range recs {
+			offs[i] += e.Base
+			if !keep(&recs[i], offs[i]) {
+				all = false
+				offs[i] = -1
+			}
+		}
+		if all {
+			return em.addBatch(sb, e.Base)
+		}
+		for i := range recs {
+			if offs[i] >= 0 {
+				if err := em.add(recs[i], offs[i]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	err := c.read(ctx, old, false, func(e metadata.IndexEntry, b decoded) error {
 		st.BytesRead += e.Len
+		em.read(e.Len)
+		if b.batches != nil {
+			st.RecordsIn += e.Records
+			for i := range b.batches {
+				if err := filterBatch(e, &b.batches[i]); err != nil {
+					return fmt.Errorf("%s/%d offsets %d-%d: object %s bytes %d+%d: %w", e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
+				}
+			}
+			return nil
+		}
+		recs, offs := b.recs, b.offs
+		st.RecordsIn += int64(len(recs))
 		for i := range recs {
 			if keep != nil && !keep(&recs[i], offs[i]) {
 				continue
@@ -567,11 +615,20 @@ const (
 	readAhead   = 8
 )
 
-// read decodes old's blocks in order and calls fn with each block's
-// records and their offsets. Adjacent blocks of one object are fetched
-// with one ranged GET; the next GET runs while fn works on the current
-// one.
-func (c *Compactor) read(ctx context.Context, old []metadata.IndexEntry, fn func(metadata.IndexEntry, []segment.Record, []int64) error) error {
+// decoded is one block as read gives it: the stored batches of a version
+// 3 block (checked, not decompressed), or records and their offsets.
+type decoded struct {
+	batches []segment.StoredBatch
+	recs    []segment.Record
+	offs    []int64
+}
+
+// read reads old's blocks in order and calls fn with each: a version 3
+// block as its batches unless records is set, any other block (or every
+// block with records) decoded into records and their offsets. Adjacent
+// blocks of one object are fetched with one ranged GET; the next GET runs
+// while fn works on the current one.
+func (c *Compactor) read(ctx context.Context, old []metadata.IndexEntry, records bool, fn func(metadata.IndexEntry, decoded) error) error {
 	type group struct{ es []metadata.IndexEntry }
 	var groups []group
 	for i := 0; i < len(old); {
@@ -630,7 +687,23 @@ func (c *Compactor) read(ctx context.Context, old []metadata.IndexEntry, fn func
 		}
 		for _, e := range g.es {
 			at := e.Off - g.es[0].Off
-			recs, err := segment.DecodeBlock(f.data[at : at+e.Len])
+			blk := f.data[at : at+e.Len]
+			if !records {
+				batches, ok, err := segment.StoredBatches(blk)
+				if err == nil && ok {
+					err = checkBatches(e, batches)
+				}
+				if err != nil {
+					return fmt.Errorf("%s/%d offsets %d-%d: object %s bytes %d+%d: %w", e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
+				}
+				if ok {
+					if err := fn(e, decoded{batches: batches}); err != nil {
+						return err
+					}
+					continue
+				}
+			}
+			recs, err := segment.DecodeBlock(blk)
 			if err == nil && int64(len(recs)) != e.Records {
 				err = fmt.Errorf("%w: block has %d records, the index says %d", segment.ErrCorrupt, len(recs), e.Records)
 			}
@@ -644,11 +717,28 @@ func (c *Compactor) read(ctx context.Context, old []metadata.IndexEntry, fn func
 			if err != nil {
 				return fmt.Errorf("%s/%d offsets %d-%d: object %s bytes %d+%d: %w", e.Topic, e.Partition, e.Base, e.End()-1, e.Object, e.Off, e.Len, err)
 			}
-			if err := fn(e, recs, offs); err != nil {
+			if err := fn(e, decoded{recs: recs, offs: offs}); err != nil {
 				return err
 			}
 		}
 		<-sem
+	}
+	return nil
+}
+
+// checkBatches checks a version 3 block's batches against its index
+// entry: the record count, and that their offsets end within the entry.
+func checkBatches(e metadata.IndexEntry, batches []segment.StoredBatch) error {
+	n := int64(0)
+	for i := range batches {
+		n += int64(batches[i].Records)
+	}
+	if n != e.Records {
+		return fmt.Errorf("%w: block has %d records, the index says %d", segment.ErrCorrupt, n, e.Records)
+	}
+	last := batches[len(batches)-1]
+	if span := e.End() - e.Base; last.Offset >= span || int64(last.LastOffsetDelta) >= span-last.Offset {
+		return fmt.Errorf("%w: block's batches reach offset %d, the index entry ends at %d", segment.ErrCorrupt, e.Base+last.Offset+int64(last.LastOffsetDelta), e.End())
 	}
 	return nil
 }

@@ -72,10 +72,10 @@ func (c *Compactor) compactKeys(ctx context.Context, t metadata.Topic, p int32, 
 		return st, nil
 	}
 	latest := map[string]int64{}
-	err := c.read(ctx, plan.dirty, func(e metadata.IndexEntry, recs []segment.Record, offs []int64) error {
-		for i := range recs {
-			if recs[i].Key != nil {
-				latest[string(recs[i].Key)] = offs[i]
+	err := c.read(ctx, plan.dirty, true, func(e metadata.IndexEntry, b decoded) error {
+		for i := range b.recs {
+			if b.recs[i].Key != nil {
+				latest[string(b.recs[i].Key)] = b.offs[i]
 			}
 		}
 		return nil
