@@ -11,6 +11,7 @@ import (
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/tier/compact"
+	"github.com/varve-io/varve/tier/segment"
 )
 
 // startCompaction mounts the admin API (every node answers it: it only
@@ -36,6 +37,8 @@ func (n *Node) startCompaction(mux *http.ServeMux, opts ...connect.HandlerOption
 		Interval:    n.cfg.CompactionInterval,
 		TargetBytes: n.cfg.CompactionTargetBytes,
 		MinEntries:  n.cfg.CompactionMinEntries,
+		// Off the ack path: spend the CPU for smaller long-lived objects.
+		Level: segment.LevelDefault,
 		// A swap must apply well before the GC may delete its output.
 		MaxSwapDelay: n.cfg.GCGrace / 2,
 	}, n.store, n.meta, index, n.log.With("job", "compaction"), n.meter)
