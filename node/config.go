@@ -178,7 +178,7 @@ var Settings = []Setting{
 	str("tls_key_file", func(c *Config) *string { return &c.Security.TLSKeyFile }, "",
 		"PEM private key of tls_cert_file", nil),
 	str("tls_client_ca_file", func(c *Config) *string { return &c.Security.TLSClientCAFile }, "",
-		"PEM CAs whose client certificates are accepted (mutual TLS; required by auth mtls)", nil),
+		"PEM CAs whose client certificates are accepted (mutual TLS; required by auth mtls); read again when the file changes", nil),
 	str("tls_ca_file", func(c *Config) *string { return &c.Security.TLSCAFile }, "",
 		"PEM CAs a node trusts when it calls another node (BlockService); empty: the system roots", nil),
 	str("auth", func(c *Config) *string { return &c.Security.Auth }, "none",
@@ -213,6 +213,10 @@ type SecurityConfig struct {
 	QuotaProduceBytes  int64
 	QuotaFetchBytes    int64
 	Quotas             []string
+
+	// Env holds PEM texts and the cluster secret given by environment
+	// variables instead of files (VARVE_TLS_CERT_PEM, ...), never by flags.
+	Env SecretEnv
 }
 
 // DefaultConfig returns the defaults every setting starts from.
