@@ -181,6 +181,8 @@ var Settings = []Setting{
 		"PEM CAs whose client certificates are accepted (mutual TLS; required by auth mtls); read again when the file changes", nil),
 	str("tls_ca_file", func(c *Config) *string { return &c.Security.TLSCAFile }, "",
 		"PEM CAs a node trusts when it calls another node (BlockService); empty: the system roots", nil),
+	str("tls_peer_server_name", func(c *Config) *string { return &c.Security.TLSPeerServerName }, "",
+		"name a node checks other nodes' certificates against when it calls them (one certificate for every node, e.g. behind a load balancer); empty: the address it dials", nil),
 	str("auth", func(c *Config) *string { return &c.Security.Auth }, "none",
 		"authentication: none, token (API keys, Authorization: Bearer) or mtls (client certificates)", oneOf("none", "token", "mtls")),
 	str("mtls_principal", func(c *Config) *string { return &c.Security.MTLSPrincipal }, "cn",
@@ -217,6 +219,8 @@ type SecurityConfig struct {
 	// Env holds PEM texts and the cluster secret given by environment
 	// variables instead of files (VARVE_TLS_CERT_PEM, ...), never by flags.
 	Env SecretEnv
+	// TLSPeerServerName overrides the name node-to-node calls verify.
+	TLSPeerServerName string
 }
 
 // DefaultConfig returns the defaults every setting starts from.

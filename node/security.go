@@ -154,6 +154,7 @@ func (n *Node) startSecurity(ctx context.Context) error {
 				return fmt.Errorf("tls_ca_file: %w", err)
 			}
 		}
+		n.sec.peer.ServerName = s.TLSPeerServerName
 		// A node presents its own certificate to nodes that ask for one.
 		n.sec.peer.GetClientCertificate = n.sec.tls.Certs.GetClientCertificate
 	}

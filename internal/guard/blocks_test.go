@@ -234,3 +234,31 @@ func TestBlockServiceOverTLS(t *testing.T) {
 		t.Fatalf("a TLS peer refused a block:\n%s", logs2)
 	}
 }
+
+// TestBlockServiceOverTLSPeerServerName: nodes sharing one certificate that
+// names a service, not their addresses (ECS tasks dialled by IP), verify
+// each other against tls_peer_server_name; without it they refuse each
+// other's certificate and read the bucket instead.
+func TestBlockServiceOverTLSPeerServerName(t *testing.T) {
+	ca := testenv.NewCA(t, "ca")
+	srv := ca.ValidFor(t, "varve", "varve.internal")
+	tc := clientTLS(t, ca, nil)
+	tc.ServerName = "varve.internal"
+	clientOpts = []sdk.Option{sdk.WithTLS(tc)}
+	defer func() { clientOpts = nil }()
+	for _, name := range []string{"", "varve.internal"} {
+		logs2 := &logBuffer{}
+		_, n2, _ := twoFetchNodesWith(t, "the-shared-cluster-secret", "the-shared-cluster-secret", logs2, func(c *node.Config) {
+			c.Security.TLSCertFile, c.Security.TLSKeyFile, c.Security.TLSCAFile = srv.Cert, srv.Key, ca.File
+			c.Security.TLSPeerServerName = name
+		})
+		fetchAll(t, n2)
+		refused := strings.Contains(logs2.String(), peerRefused)
+		if name == "" && !refused {
+			t.Fatalf("without tls_peer_server_name a peer accepted a certificate not naming its address:\n%s", logs2)
+		}
+		if name != "" && refused {
+			t.Fatalf("with tls_peer_server_name %s a TLS peer refused a block:\n%s", name, logs2)
+		}
+	}
+}

@@ -77,7 +77,10 @@ locals {
     # auth none without TLS on the tasks: Varve refuses 0.0.0.0 unless told
     # the network (security groups, an internal load balancer) protects it.
     VARVE_INSECURE = tostring(var.auth == "none" && !local.task_tls)
-  })
+    },
+    # Tasks call each other by IP: their certificate names the service.
+    try(var.tls.peer_server_name, null) == null ? {} : { VARVE_TLS_PEER_SERVER_NAME = var.tls.peer_server_name },
+  )
 
   # Varve metrics published to CloudWatch for scaling and dashboards.
   exported_metrics = [

@@ -69,12 +69,17 @@ variable "tls" {
     execution role may read exactly these). cert_secret_arn: the certificate chain, whose names
     must cover what clients dial (the load balancer's DNS name or your alias) when the load
     balancer passes TLS through. key_secret_arn: its private key. ca_secret_arn: the CAs nodes
-    trust when they call each other (null: the system roots). Null: the tasks speak h2c.
+    trust when they call each other (null: the system roots). peer_server_name: a name in the
+    certificate that nodes check each other against (Varve's tls_peer_server_name: tasks call
+    each other by IP, which the certificate does not name; null: the certificate's first DNS
+    name must then be given here or node-to-node block reads fall back to the bucket).
+    Null: the tasks speak h2c.
   EOT
   type = object({
-    cert_secret_arn = string
-    key_secret_arn  = string
-    ca_secret_arn   = optional(string)
+    cert_secret_arn  = string
+    key_secret_arn   = string
+    ca_secret_arn    = optional(string)
+    peer_server_name = optional(string)
   })
   default = null
 

@@ -46,9 +46,10 @@ variables {
   task_policy_arns    = ["arn:aws:iam::123456789012:policy/p"]
   certificate_arn     = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
   tls = {
-    cert_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cert-AbCdEf"
-    key_secret_arn  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:key-AbCdEf"
-    ca_secret_arn   = "arn:aws:ssm:eu-west-1:123456789012:parameter/varve/ca"
+    cert_secret_arn  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cert-AbCdEf"
+    key_secret_arn   = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:key-AbCdEf"
+    ca_secret_arn    = "arn:aws:ssm:eu-west-1:123456789012:parameter/varve/ca"
+    peer_server_name = "varve.internal"
   }
   bootstrap_token_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:boot-AbCdEf"
   cluster_secret_arn         = "arn:aws:ssm:eu-west-1:123456789012:parameter/varve/cluster"
@@ -77,6 +78,10 @@ run "tls_everywhere" {
   assert {
     condition     = contains(jsondecode(aws_ecs_task_definition.service["fetch"].container_definitions)[0].environment, { name = "VARVE_AUTH", value = "token" }) && contains(jsondecode(aws_ecs_task_definition.service["fetch"].container_definitions)[0].environment, { name = "VARVE_INSECURE", value = "false" })
     error_message = "the tasks do not run with auth token (and without --insecure)"
+  }
+  assert {
+    condition     = contains(jsondecode(aws_ecs_task_definition.service["fetch"].container_definitions)[0].environment, { name = "VARVE_TLS_PEER_SERVER_NAME", value = "varve.internal" })
+    error_message = "the fetch tasks do not verify each other against tls.peer_server_name"
   }
   assert {
     condition     = length(aws_iam_role_policy.secrets) == 1 && aws_iam_role_policy.secrets[0].role == aws_iam_role.execution.id
