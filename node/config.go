@@ -191,6 +191,8 @@ var Settings = []Setting{
 		"file holding a bootstrap admin API key (principal admin, every permission); the variable VARVE_BOOTSTRAP_TOKEN gives it too", nil),
 	str("cluster_secret_file", func(c *Config) *string { return &c.Security.ClusterSecretFile }, "",
 		"file holding the secret nodes present to each other's internal BlockService (the same on every node); empty: only mutual TLS between nodes, or no check with auth none", nil),
+	strs("node_principals", func(c *Config) *[]string { return &c.Security.NodePrincipals }, nil,
+		"principals of client certificates (named as mtls_principal says, verified against tls_client_ca_file) that are nodes: they may call the internal BlockService and nothing else; nodes present their tls_cert_file to each other, an alternative to cluster_secret_file", nil),
 	boolean("insecure", func(c *Config) *bool { return &c.Security.Insecure },
 		"serve: allow auth none without TLS on a non-loopback address (logged as a warning)"),
 	bytes64("quota_produce_bytes", func(c *Config) *int64 { return &c.Security.QuotaProduceBytes }, 0,
@@ -221,6 +223,8 @@ type SecurityConfig struct {
 	Env SecretEnv
 	// TLSPeerServerName overrides the name node-to-node calls verify.
 	TLSPeerServerName string
+	// NodePrincipals: client certificate principals that are nodes.
+	NodePrincipals []string
 }
 
 // DefaultConfig returns the defaults every setting starts from.

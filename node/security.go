@@ -90,8 +90,11 @@ func (s SecurityConfig) validate(c *Config) error {
 	if s.Auth == guard.AuthMTLS && (!s.tlsCert().IsSet() || !s.tlsClientCA().IsSet()) {
 		return errors.New("config: auth mtls needs tls_cert_file, tls_key_file and tls_client_ca_file")
 	}
-	if s.Auth != "" && s.Auth != guard.AuthNone && s.ClusterSecretFile == "" && s.Env.ClusterSecret == "" && c.has(RoleFetch) {
-		return fmt.Errorf("config: auth %s needs cluster_secret_file on fetch nodes: it is the node credential of the internal BlockService (the same file on every node)", s.Auth)
+	if len(s.NodePrincipals) > 0 && (!s.tlsCert().IsSet() || !s.tlsClientCA().IsSet()) {
+		return errors.New("config: node_principals needs tls_cert_file, tls_key_file and tls_client_ca_file: nodes present their certificates to each other")
+	}
+	if s.Auth != "" && s.Auth != guard.AuthNone && s.ClusterSecretFile == "" && s.Env.ClusterSecret == "" && len(s.NodePrincipals) == 0 && c.has(RoleFetch) {
+		return fmt.Errorf("config: auth %s needs cluster_secret_file (or node_principals with mutual TLS) on fetch nodes: it is the node credential of the internal BlockService (the same file on every node)", s.Auth)
 	}
 	return nil
 }
@@ -180,7 +183,7 @@ func (n *Node) startSecurity(ctx context.Context) error {
 		return fmt.Errorf("config: quotas: %w", err)
 	}
 	n.sec.guard, err = guard.New(ctx, n.meta, guard.Config{
-		Auth: s.Auth, MTLSPrincipal: s.MTLSPrincipal, BootstrapToken: boot, ClusterSecret: secret, Log: n.log,
+		Auth: s.Auth, MTLSPrincipal: s.MTLSPrincipal, BootstrapToken: boot, ClusterSecret: secret, NodePrincipals: s.NodePrincipals, Log: n.log,
 		Quotas: guard.QuotaConfig{ProduceBytes: s.QuotaProduceBytes, FetchBytes: s.QuotaFetchBytes, Principals: overrides},
 	})
 	if err != nil {
