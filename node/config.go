@@ -178,9 +178,11 @@ var Settings = []Setting{
 	str("tls_key_file", func(c *Config) *string { return &c.Security.TLSKeyFile }, "",
 		"PEM private key of tls_cert_file", nil),
 	str("tls_client_ca_file", func(c *Config) *string { return &c.Security.TLSClientCAFile }, "",
-		"PEM CAs whose client certificates are accepted (mutual TLS; required by auth mtls)", nil),
+		"PEM CAs whose client certificates are accepted (mutual TLS; required by auth mtls); read again when the file changes", nil),
 	str("tls_ca_file", func(c *Config) *string { return &c.Security.TLSCAFile }, "",
 		"PEM CAs a node trusts when it calls another node (BlockService); empty: the system roots", nil),
+	str("tls_peer_server_name", func(c *Config) *string { return &c.Security.TLSPeerServerName }, "",
+		"name a node checks other nodes' certificates against when it calls them (one certificate for every node, e.g. behind a load balancer); empty: the address it dials", nil),
 	str("auth", func(c *Config) *string { return &c.Security.Auth }, "none",
 		"authentication: none, token (API keys, Authorization: Bearer) or mtls (client certificates)", oneOf("none", "token", "mtls")),
 	str("mtls_principal", func(c *Config) *string { return &c.Security.MTLSPrincipal }, "cn",
@@ -189,6 +191,8 @@ var Settings = []Setting{
 		"file holding a bootstrap admin API key (principal admin, every permission); the variable VARVE_BOOTSTRAP_TOKEN gives it too", nil),
 	str("cluster_secret_file", func(c *Config) *string { return &c.Security.ClusterSecretFile }, "",
 		"file holding the secret nodes present to each other's internal BlockService (the same on every node); empty: only mutual TLS between nodes, or no check with auth none", nil),
+	strs("node_principals", func(c *Config) *[]string { return &c.Security.NodePrincipals }, nil,
+		"principals of client certificates (named as mtls_principal says, verified against tls_client_ca_file) that are nodes: they may call the internal BlockService and nothing else; nodes present their tls_cert_file to each other, an alternative to cluster_secret_file", nil),
 	boolean("insecure", func(c *Config) *bool { return &c.Security.Insecure },
 		"serve: allow auth none without TLS on a non-loopback address (logged as a warning)"),
 	bytes64("quota_produce_bytes", func(c *Config) *int64 { return &c.Security.QuotaProduceBytes }, 0,
@@ -213,6 +217,14 @@ type SecurityConfig struct {
 	QuotaProduceBytes  int64
 	QuotaFetchBytes    int64
 	Quotas             []string
+
+	// Env holds PEM texts and the cluster secret given by environment
+	// variables instead of files (VARVE_TLS_CERT_PEM, ...), never by flags.
+	Env SecretEnv
+	// TLSPeerServerName overrides the name node-to-node calls verify.
+	TLSPeerServerName string
+	// NodePrincipals: client certificate principals that are nodes.
+	NodePrincipals []string
 }
 
 // DefaultConfig returns the defaults every setting starts from.

@@ -26,16 +26,75 @@ type security struct {
 	peer  *tls.Config // node-to-node calls (nil: h2c)
 }
 
+// SecretEnv holds what a deployment that injects secrets as environment
+// variables (ECS, Kubernetes) gives instead of files: PEM texts in place of
+// tls_cert_file, tls_key_file, tls_client_ca_file and tls_ca_file, and the
+// cluster secret in place of cluster_secret_file. `varve serve` reads them
+// from VARVE_TLS_CERT_PEM, VARVE_TLS_KEY_PEM, VARVE_TLS_CLIENT_CA_PEM,
+// VARVE_TLS_CA_PEM and VARVE_CLUSTER_SECRET. Unlike files they are not
+// reloaded: a new value takes a restart (a new ECS deployment).
+type SecretEnv struct {
+	TLSCertPEM, TLSKeyPEM, TLSClientCAPEM, TLSCAPEM string
+	ClusterSecret                                   string
+}
+
+// Names of the variables of SecretEnv.
+const (
+	EnvTLSCertPEM     = "VARVE_TLS_CERT_PEM"
+	EnvTLSKeyPEM      = "VARVE_TLS_KEY_PEM"
+	EnvTLSClientCAPEM = "VARVE_TLS_CLIENT_CA_PEM"
+	EnvTLSCAPEM       = "VARVE_TLS_CA_PEM"
+	EnvClusterSecret  = "VARVE_CLUSTER_SECRET"
+)
+
+// source is a file setting or, when set, the PEM text of its variable.
+func source(file, envName, pem string) tlsconf.Source {
+	if pem != "" {
+		return tlsconf.Source{PEM: []byte(pem), Name: envName}
+	}
+	return tlsconf.Source{File: file, Name: file}
+}
+
+func (s SecurityConfig) tlsCert() tlsconf.Source {
+	return source(s.TLSCertFile, EnvTLSCertPEM, s.Env.TLSCertPEM)
+}
+func (s SecurityConfig) tlsKey() tlsconf.Source {
+	return source(s.TLSKeyFile, EnvTLSKeyPEM, s.Env.TLSKeyPEM)
+}
+func (s SecurityConfig) tlsClientCA() tlsconf.Source {
+	return source(s.TLSClientCAFile, EnvTLSClientCAPEM, s.Env.TLSClientCAPEM)
+}
+func (s SecurityConfig) tlsCA() tlsconf.Source {
+	return source(s.TLSCAFile, EnvTLSCAPEM, s.Env.TLSCAPEM)
+}
+
+// hasTLS: the listeners serve TLS.
+func (s SecurityConfig) hasTLS() bool { return s.tlsCert().IsSet() }
+
 // validate checks the security settings together.
 func (s SecurityConfig) validate(c *Config) error {
-	if (s.TLSCertFile == "") != (s.TLSKeyFile == "") {
+	for _, p := range []struct{ setting, file, env, pem string }{
+		{"tls_cert_file", s.TLSCertFile, EnvTLSCertPEM, s.Env.TLSCertPEM},
+		{"tls_key_file", s.TLSKeyFile, EnvTLSKeyPEM, s.Env.TLSKeyPEM},
+		{"tls_client_ca_file", s.TLSClientCAFile, EnvTLSClientCAPEM, s.Env.TLSClientCAPEM},
+		{"tls_ca_file", s.TLSCAFile, EnvTLSCAPEM, s.Env.TLSCAPEM},
+		{"cluster_secret_file", s.ClusterSecretFile, EnvClusterSecret, s.Env.ClusterSecret},
+	} {
+		if p.file != "" && p.pem != "" {
+			return fmt.Errorf("config: %s and the variable %s are both set: give one", p.setting, p.env)
+		}
+	}
+	if s.tlsCert().IsSet() != s.tlsKey().IsSet() {
 		return errors.New("config: tls_cert_file and tls_key_file are set together")
 	}
-	if s.Auth == guard.AuthMTLS && (s.TLSCertFile == "" || s.TLSClientCAFile == "") {
+	if s.Auth == guard.AuthMTLS && (!s.tlsCert().IsSet() || !s.tlsClientCA().IsSet()) {
 		return errors.New("config: auth mtls needs tls_cert_file, tls_key_file and tls_client_ca_file")
 	}
-	if s.Auth != "" && s.Auth != guard.AuthNone && s.ClusterSecretFile == "" && c.has(RoleFetch) {
-		return fmt.Errorf("config: auth %s needs cluster_secret_file on fetch nodes: it is the node credential of the internal BlockService (the same file on every node)", s.Auth)
+	if len(s.NodePrincipals) > 0 && (!s.tlsCert().IsSet() || !s.tlsClientCA().IsSet()) {
+		return errors.New("config: node_principals needs tls_cert_file, tls_key_file and tls_client_ca_file: nodes present their certificates to each other")
+	}
+	if s.Auth != "" && s.Auth != guard.AuthNone && s.ClusterSecretFile == "" && s.Env.ClusterSecret == "" && len(s.NodePrincipals) == 0 && c.has(RoleFetch) {
+		return fmt.Errorf("config: auth %s needs cluster_secret_file (or node_principals with mutual TLS) on fetch nodes: it is the node credential of the internal BlockService (the same file on every node)", s.Auth)
 	}
 	return nil
 }
@@ -45,7 +104,7 @@ func (s SecurityConfig) validate(c *Config) error {
 // it is: `varve serve` calls it before starting.
 func (c Config) CheckExposure() (warning string, err error) {
 	s := c.Security
-	if (s.Auth != "" && s.Auth != guard.AuthNone) || s.TLSCertFile != "" {
+	if (s.Auth != "" && s.Auth != guard.AuthNone) || s.hasTLS() {
 		return "", nil
 	}
 	host, _, err := net.SplitHostPort(c.Listen)
@@ -79,16 +138,26 @@ func readSecretFile(setting, file string) (string, error) {
 // startSecurity loads the TLS files and starts the guard.
 func (n *Node) startSecurity(ctx context.Context) error {
 	s := n.cfg.Security
-	if s.TLSCertFile != "" {
+	if s.hasTLS() {
 		var err error
-		n.sec.tls, err = tlsconf.NewServer(s.TLSCertFile, s.TLSKeyFile, s.TLSClientCAFile, s.Auth == guard.AuthMTLS)
+		var clientCA tlsconf.Source
+		if s.tlsClientCA().IsSet() {
+			clientCA = s.tlsClientCA()
+		}
+		n.sec.tls, err = tlsconf.NewServerFrom(s.tlsCert(), s.tlsKey(), clientCA, s.Auth == guard.AuthMTLS)
 		if err != nil {
 			return err
 		}
-		n.sec.peer, err = tlsconf.Client(s.TLSCAFile, "", "")
+		n.sec.peer, err = tlsconf.Client("", "", "")
 		if err != nil {
-			return fmt.Errorf("tls_ca_file: %w", err)
+			return err
 		}
+		if s.tlsCA().IsSet() {
+			if n.sec.peer.RootCAs, err = tlsconf.SourcePool(s.tlsCA()); err != nil {
+				return fmt.Errorf("tls_ca_file: %w", err)
+			}
+		}
+		n.sec.peer.ServerName = s.TLSPeerServerName
 		// A node presents its own certificate to nodes that ask for one.
 		n.sec.peer.GetClientCertificate = n.sec.tls.Certs.GetClientCertificate
 	}
@@ -103,12 +172,18 @@ func (n *Node) startSecurity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if v := strings.TrimSpace(s.Env.ClusterSecret); v != "" {
+		if len(v) < 16 {
+			return fmt.Errorf("%s: shorter than 16 characters", EnvClusterSecret)
+		}
+		secret = v
+	}
 	overrides, err := guard.ParseQuotas(s.Quotas, parseBytes)
 	if err != nil {
 		return fmt.Errorf("config: quotas: %w", err)
 	}
 	n.sec.guard, err = guard.New(ctx, n.meta, guard.Config{
-		Auth: s.Auth, MTLSPrincipal: s.MTLSPrincipal, BootstrapToken: boot, ClusterSecret: secret, Log: n.log,
+		Auth: s.Auth, MTLSPrincipal: s.MTLSPrincipal, BootstrapToken: boot, ClusterSecret: secret, NodePrincipals: s.NodePrincipals, Log: n.log,
 		Quotas: guard.QuotaConfig{ProduceBytes: s.QuotaProduceBytes, FetchBytes: s.QuotaFetchBytes, Principals: overrides},
 	})
 	if err != nil {

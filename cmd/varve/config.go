@@ -28,8 +28,9 @@ var otherEnv = []string{
 	"VARVE_DATA_DIR", // varve dev --data-dir
 	// Client commands: credentials and TLS (docs/security.md).
 	"VARVE_TOKEN", "VARVE_CA_FILE", "VARVE_CERT_FILE", "VARVE_KEY_FILE",
-	// varve serve: the bootstrap admin key (docs/security.md).
-	"VARVE_BOOTSTRAP_TOKEN",
+	// varve serve: the bootstrap admin key, and secrets given as variables
+	// instead of files (docs/security.md).
+	"VARVE_BOOTSTRAP_TOKEN", node.EnvTLSCertPEM, node.EnvTLSKeyPEM, node.EnvTLSClientCAPEM, node.EnvTLSCAPEM, node.EnvClusterSecret,
 	// Read by tests and benchmarks that run varve as a child process.
 	"VARVE_MINIO_BIN", "VARVE_NATS_BIN", "VARVE_REDIS_BIN",
 	"VARVE_SOAK_ROUNDS", "VARVE_CRASH_ROUNDS", "VARVE_HISTORY_ROUNDS", "VARVE_HISTORY_DIR", "VARVE_HISTORY_SEED",

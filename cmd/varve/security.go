@@ -61,11 +61,24 @@ func securityOptions(cmd *cobra.Command) []sdk.Option {
 }
 
 // serveSecurity reads the bootstrap admin key from VARVE_BOOTSTRAP_TOKEN
-// and refuses an exposed node without authentication or TLS unless
-// --insecure, which it warns about.
+// and the secrets given as variables instead of files (VARVE_TLS_CERT_PEM,
+// VARVE_TLS_KEY_PEM, VARVE_TLS_CLIENT_CA_PEM, VARVE_TLS_CA_PEM,
+// VARVE_CLUSTER_SECRET), and refuses an exposed node without authentication
+// or TLS unless --insecure, which it warns about.
 func serveSecurity(cfg *node.Config, log *slog.Logger) error {
 	if v := os.Getenv("VARVE_BOOTSTRAP_TOKEN"); v != "" {
 		cfg.Security.BootstrapToken = v
+	}
+	env := &cfg.Security.Env
+	for name, field := range map[string]*string{
+		node.EnvTLSCertPEM: &env.TLSCertPEM, node.EnvTLSKeyPEM: &env.TLSKeyPEM,
+		node.EnvTLSClientCAPEM: &env.TLSClientCAPEM, node.EnvTLSCAPEM: &env.TLSCAPEM,
+		node.EnvClusterSecret: &env.ClusterSecret,
+	} {
+		*field = os.Getenv(name)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	warn, err := cfg.CheckExposure()
 	if err != nil {

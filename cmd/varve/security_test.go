@@ -140,3 +140,21 @@ func TestServeRefusesExposedWithoutAuth(t *testing.T) {
 		t.Error(":7700 (every interface) with auth none: no error")
 	}
 }
+
+// TestServeReadsSecretsFromEnvironment: the VARVE_*_PEM variables and
+// VARVE_CLUSTER_SECRET are taken by varve serve (not refused as unknown
+// settings) and checked with the settings they stand for.
+func TestServeReadsSecretsFromEnvironment(t *testing.T) {
+	t.Setenv("VARVE_TLS_CERT_PEM", "-----BEGIN CERTIFICATE-----")
+	_, _, err := runCLI(t, "serve", "--listen", "0.0.0.0:0", "--etcd-endpoints", "http://127.0.0.1:1", "--store", "fs:"+t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "tls_cert_file and tls_key_file are set together") {
+		t.Fatalf("VARVE_TLS_CERT_PEM without a key: %v", err)
+	}
+	t.Setenv("VARVE_TLS_CERT_PEM", "")
+	t.Setenv("VARVE_CLUSTER_SECRET", "a-cluster-secret-of-some-length")
+	_, _, err = runCLI(t, "serve", "--listen", "0.0.0.0:0", "--etcd-endpoints", "http://127.0.0.1:1", "--store", "fs:"+t.TempDir(),
+		"--cluster-secret-file", filepath.Join(t.TempDir(), "secret"))
+	if err == nil || !strings.Contains(err.Error(), "cluster_secret_file and the variable VARVE_CLUSTER_SECRET are both set") {
+		t.Fatalf("VARVE_CLUSTER_SECRET and cluster_secret_file: %v", err)
+	}
+}

@@ -24,7 +24,11 @@ Zero means the default; unknown keys and VARVE_* variables are errors.
 Security (docs/security.md): --tls-cert-file/--tls-key-file serve TLS,
 --auth token|mtls authenticates callers, VARVE_BOOTSTRAP_TOKEN (or
 --bootstrap-token-file) gives the first admin key. On an address other than
-loopback, auth none without TLS is refused unless --insecure.
+loopback, auth none without TLS is refused unless --insecure. Where secrets
+come as environment variables (ECS, Kubernetes), VARVE_TLS_CERT_PEM,
+VARVE_TLS_KEY_PEM, VARVE_TLS_CLIENT_CA_PEM and VARVE_TLS_CA_PEM hold the PEM
+text of the tls_*_file settings and VARVE_CLUSTER_SECRET the cluster secret
+(not reloaded: a new value takes a restart).
 
 Example:
   varve serve --roles ingest,fetch --etcd-endpoints http://etcd:2379 \

@@ -234,3 +234,86 @@ func TestBlockServiceOverTLS(t *testing.T) {
 		t.Fatalf("a TLS peer refused a block:\n%s", logs2)
 	}
 }
+
+// TestBlockServiceOverTLSPeerServerName: nodes sharing one certificate that
+// names a service, not their addresses (ECS tasks dialled by IP), verify
+// each other against tls_peer_server_name; without it they refuse each
+// other's certificate and read the bucket instead.
+func TestBlockServiceOverTLSPeerServerName(t *testing.T) {
+	ca := testenv.NewCA(t, "ca")
+	srv := ca.ValidFor(t, "varve", "varve.internal")
+	tc := clientTLS(t, ca, nil)
+	tc.ServerName = "varve.internal"
+	clientOpts = []sdk.Option{sdk.WithTLS(tc)}
+	defer func() { clientOpts = nil }()
+	for _, name := range []string{"", "varve.internal"} {
+		logs2 := &logBuffer{}
+		_, n2, _ := twoFetchNodesWith(t, "the-shared-cluster-secret", "the-shared-cluster-secret", logs2, func(c *node.Config) {
+			c.Security.TLSCertFile, c.Security.TLSKeyFile, c.Security.TLSCAFile = srv.Cert, srv.Key, ca.File
+			c.Security.TLSPeerServerName = name
+		})
+		fetchAll(t, n2)
+		refused := strings.Contains(logs2.String(), peerRefused)
+		if name == "" && !refused {
+			t.Fatalf("without tls_peer_server_name a peer accepted a certificate not naming its address:\n%s", logs2)
+		}
+		if name != "" && refused {
+			t.Fatalf("with tls_peer_server_name %s a TLS peer refused a block:\n%s", name, logs2)
+		}
+	}
+}
+
+// TestBlockServiceNodeCertificates: with node_principals and mutual TLS,
+// nodes without a cluster secret authenticate to each other's BlockService
+// by their certificates; a client certificate of another principal is
+// refused the BlockService, and a node certificate opens nothing else.
+func TestBlockServiceNodeCertificates(t *testing.T) {
+	ca := testenv.NewCA(t, "ca")
+	srv := ca.Valid(t, "varve-node")
+	clientOpts = []sdk.Option{sdk.WithTLS(clientTLS(t, ca, nil))}
+	defer func() { clientOpts = nil }()
+	logs2 := &logBuffer{}
+	n1, n2, entries := twoFetchNodesWith(t, "", "", logs2, func(c *node.Config) {
+		c.Security.ClusterSecretFile = ""
+		c.Security.TLSCertFile, c.Security.TLSKeyFile, c.Security.TLSCAFile = srv.Cert, srv.Key, ca.File
+		c.Security.TLSClientCAFile = ca.File
+		c.Security.NodePrincipals = []string{"varve-node"}
+	})
+	fetchAll(t, n2)
+	if strings.Contains(logs2.String(), peerRefused) {
+		t.Fatalf("a peer refused a block to a node presenting its node certificate:\n%s", logs2)
+	}
+	e := entries[0]
+	alice := ca.Valid(t, "alice")
+	for _, tc := range []struct {
+		name string
+		cert *testenv.CertFiles
+		want connect.Code
+	}{
+		{"no certificate", nil, connect.CodeUnauthenticated},
+		{"another principal's certificate", &alice, connect.CodeUnauthenticated},
+		{"node certificate", &srv, connect.Code(0)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hc := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(t, ca, tc.cert), ForceAttemptHTTP2: true}}
+			c := varvev1connect.NewBlockServiceClient(hc, n1.Addr())
+			_, err := c.GetBlock(context.Background(), connect.NewRequest(&varvev1.GetBlockRequest{Object: e.Object, Offset: e.Off, Length: e.Len}))
+			if connect.CodeOf(err) != tc.want && !(tc.want == connect.Code(0) && err == nil) {
+				t.Fatalf("GetBlock: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// A node certificate opens nothing else.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(t, ca, &srv), ForceAttemptHTTP2: true}}
+	tc := varvev1connect.NewTopicServiceClient(hc, n1.Addr())
+	if _, err := tc.ListTopics(context.Background(), connect.NewRequest(&varvev1.ListTopicsRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("ListTopics with a node certificate: %v, want permission_denied", err)
+	}
+	// Control: node_principals needs mutual TLS.
+	cfg := node.DefaultConfig()
+	cfg.EtcdEndpoints, cfg.Store = []string{"http://127.0.0.1:1"}, "s3://unused"
+	cfg.Security.Auth, cfg.Security.NodePrincipals = "token", []string{"varve-node"}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "node_principals needs") {
+		t.Fatalf("node_principals without TLS: %v", err)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"google.golang.org/grpc"
@@ -132,37 +134,121 @@ func (g *Guard) FlightOptions() []grpc.ServerOption {
 				g.denied(id, info.FullMethod, "", err)
 				return err
 			}
-			return h(srv, &flightStream{ServerStream: ss, g: g, method: info.FullMethod, id: id})
+			ctx, cancel := context.WithCancel(ss.Context())
+			defer cancel()
+			fs := &flightStream{ServerStream: ss, ctx: ctx, g: g, method: info.FullMethod, id: id}
+			// Like the Connect streams: checked again every recheckEvery
+			// (a stream waiting on the client or the bucket) and before each
+			// message, so a revoked key or a removed ACL ends a DoGet opened
+			// before.
+			done := make(chan struct{})
+			go func() {
+				t := time.NewTicker(recheckEvery)
+				defer t.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-t.C:
+						if fs.recheck() != nil {
+							cancel()
+							return
+						}
+					}
+				}
+			}()
+			err = h(srv, fs)
+			close(done)
+			if refused := fs.refusal(); refused != nil {
+				g.denied(id, info.FullMethod, "", refused)
+				return refused
+			}
+			return err
 		}),
 	}
 }
 
-// flightStream authorizes a stream on its first message and filters
-// ListFlights to the topics the principal may describe.
+// flightRecheck tells whether a Flight stream authorized earlier still is.
+func (g *Guard) flightRecheck(id Identity, method string, req any) error {
+	if !g.keyValid(id) {
+		return status.Errorf(codes.Unauthenticated, "api key %s was revoked", id.KeyID)
+	}
+	rule := FlightRules[method]
+	if id.Super || rule.Open || rule.Need == nil {
+		return nil
+	}
+	for _, p := range rule.Need(req) {
+		if !g.allowed(id, p) {
+			return status.Errorf(codes.PermissionDenied, "principal %q lacks permission %s (since the stream began)", id.Principal, p)
+		}
+	}
+	return nil
+}
+
+// flightStream authorizes a stream on its first message, checks it again
+// before each answer, and filters ListFlights to the topics the principal
+// may describe.
 type flightStream struct {
 	grpc.ServerStream
-	g       *Guard
-	method  string
-	id      Identity
+	ctx    context.Context // cancelled when a recheck fails
+	g      *Guard
+	method string
+	id     Identity
+
+	mu      sync.Mutex // the fields below: RecvMsg sets, the rechecks read
 	checked bool
+	req     any
+	refused error // the first failed recheck
 }
+
+// refusal is the error of the first failed recheck (nil: none failed).
+func (s *flightStream) refusal() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
+}
+
+func (s *flightStream) Context() context.Context { return s.ctx }
 
 func (s *flightStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	if !s.checked {
+	s.mu.Lock()
+	checked := s.checked
+	s.mu.Unlock()
+	if !checked {
 		if _, err := s.g.flightCheck(s.Context(), s.method, m); err != nil {
 			return err
 		}
-		s.checked = true
+		s.mu.Lock()
+		s.checked, s.req = true, m
+		s.mu.Unlock()
 	}
 	return nil
 }
 
+// recheck checks an authorized stream again (nil before authorization)
+// and remembers the first refusal.
+func (s *flightStream) recheck() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refused != nil || !s.checked {
+		return s.refused
+	}
+	s.refused = s.g.flightRecheck(s.id, s.method, s.req)
+	return s.refused
+}
+
 func (s *flightStream) SendMsg(m any) error {
-	if !s.checked {
+	s.mu.Lock()
+	checked := s.checked
+	s.mu.Unlock()
+	if !checked {
 		return status.Error(codes.PermissionDenied, "flight stream answered before its request was authorized")
+	}
+	if err := s.recheck(); err != nil {
+		return err
 	}
 	if info, ok := m.(*flight.FlightInfo); ok && s.method == flightPrefix+"ListFlights" && !s.id.Super {
 		if p := info.GetFlightDescriptor().GetPath(); len(p) > 0 && !s.g.allowed(s.id, topic(p[0], authz.Describe)) {

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -52,6 +53,11 @@ type Config struct {
 	// ClusterSecret is what nodes present to each other's BlockService
 	// ("": with auth none, anyone may call it; otherwise nobody).
 	ClusterSecret string
+	// NodePrincipals are the principals of client certificates (named as
+	// MTLSPrincipal says) that are nodes: a call presenting such a
+	// certificate and no API key is a node's, which may call the
+	// BlockService and nothing else. An alternative to ClusterSecret.
+	NodePrincipals []string
 	// Quotas of produce and fetch bytes/s per principal (0: none).
 	Quotas QuotaConfig
 	Log    *slog.Logger
@@ -62,7 +68,7 @@ type Identity struct {
 	Principal string
 	// KeyID is the API key the caller presented ("" for others).
 	KeyID string
-	// Node: the caller presented the cluster secret.
+	// Node: the caller presented the cluster secret or a node certificate.
 	Node bool
 	// Super: the bootstrap admin key, or auth none (every permission).
 	Super bool
@@ -159,6 +165,11 @@ func (g *Guard) authenticate(authorization, secret string, certs []*x509.Certifi
 			return Identity{Principal: "node", Node: true}, nil
 		}
 		return Identity{}, errors.New("wrong cluster secret")
+	}
+	if authorization == "" && len(certs) > 0 && len(g.cfg.NodePrincipals) > 0 {
+		if p := certPrincipal(certs[0], g.cfg.MTLSPrincipal); p != "" && slices.Contains(g.cfg.NodePrincipals, p) {
+			return Identity{Principal: p, Node: true}, nil
+		}
 	}
 	tok, hasBearer := strings.CutPrefix(authorization, "Bearer ")
 	if authorization != "" && !hasBearer {

@@ -186,12 +186,12 @@ func (g *Guard) check(ctx context.Context, proc string, req any) (Identity, Rule
 		switch {
 		case res.err == nil && res.id.Node:
 			return res.id, rule, nil
-		case g.cfg.ClusterSecret == "" && g.cfg.Auth == AuthNone:
+		case g.cfg.ClusterSecret == "" && len(g.cfg.NodePrincipals) == 0 && g.cfg.Auth == AuthNone:
 			return res.id, rule, nil // an open cluster (auth none, no secret)
 		case res.err != nil && g.cfg.Auth != AuthNone:
 			return res.id, rule, connect.NewError(connect.CodeUnauthenticated, res.err)
 		}
-		return res.id, rule, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s is internal: only nodes, with the cluster secret, may call it", proc))
+		return res.id, rule, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s is internal: only nodes, with the cluster secret or a node certificate, may call it", proc))
 	}
 	if res.err != nil {
 		return res.id, rule, connect.NewError(connect.CodeUnauthenticated, res.err)

@@ -101,6 +101,22 @@ func (ca *CA) Issue(tb testing.TB, cn string, notBefore, notAfter time.Time, fil
 // IssueTo signs a certificate for cn as Issue does, written to certFile
 // and keyFile.
 func (ca *CA) IssueTo(certFile, keyFile, cn string, notBefore, notAfter time.Time) (CertFiles, error) {
+	return ca.issue(certFile, keyFile, cn, notBefore, notAfter, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+}
+
+// ValidFor issues a certificate for cn valid now and for 12 hours whose
+// only names are dnsNames (no IP address).
+func (ca *CA) ValidFor(tb testing.TB, cn string, dnsNames ...string) CertFiles {
+	tb.Helper()
+	dir := tb.TempDir()
+	out, err := ca.issue(filepath.Join(dir, cn+".crt"), filepath.Join(dir, cn+".key"), cn, time.Now().Add(-time.Hour), time.Now().Add(12*time.Hour), dnsNames, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+func (ca *CA) issue(certFile, keyFile, cn string, notBefore, notAfter time.Time, dnsNames []string, ips []net.IP) (CertFiles, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return CertFiles{}, err
@@ -110,7 +126,7 @@ func (ca *CA) IssueTo(certFile, keyFile, cn string, notBefore, notAfter time.Tim
 		NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:    []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:    dnsNames, IPAddresses: ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {

@@ -1,8 +1,8 @@
 // Package tlsconf builds the TLS configurations of Varve's listeners and
-// clients from PEM files: a server certificate that is read again when its
-// files change (rotation needs no restart), an optional client CA for
-// mutual TLS, and client configurations with a CA file and a client
-// certificate.
+// clients from PEM files (or PEM text injected as environment variables): a
+// server certificate and a client CA (mutual TLS) that are read again when
+// their files change (rotation needs no restart), and client configurations
+// with a CA file and a client certificate.
 //
 // It never listens or dials itself and knows nothing of Varve's API.
 package tlsconf
@@ -17,13 +17,54 @@ import (
 	"time"
 )
 
+// Source is one PEM input: a file, read again when it changes, or the PEM
+// text itself (a secret a deployment injects as an environment variable),
+// which never changes. Name says where it comes from in errors.
+type Source struct {
+	File string
+	PEM  []byte
+	Name string
+}
+
+// FileSource is a PEM file.
+func FileSource(file string) Source { return Source{File: file, Name: file} }
+
+// IsSet reports whether the source names a file or holds PEM text.
+func (s Source) IsSet() bool { return s.File != "" || len(s.PEM) > 0 }
+
+func (s Source) read() ([]byte, error) {
+	if s.File == "" {
+		return s.PEM, nil
+	}
+	return os.ReadFile(s.File)
+}
+
+// stamp changes when the file does ("" for PEM text).
+func (s Source) stamp() (string, error) {
+	if s.File == "" {
+		return "", nil
+	}
+	fi, err := os.Stat(s.File)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d/%d;", fi.Size(), fi.ModTime().UnixNano()), nil
+}
+
+func (s Source) String() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return s.File
+}
+
 // Reloader serves a certificate/key pair read from two PEM files and reads
 // them again when either file's size or modification time changed. The
 // files are looked at no more than once per CheckEvery. A pair that fails to
 // load (a half-written rotation) keeps the previous one in use until a
-// later check loads the new one.
+// later check loads the new one. A pair given as PEM text is served as is.
 type Reloader struct {
-	certFile, keyFile string
+	certSrc, keySrc Source
 	// CheckEvery bounds how often the files are looked at; default 1s.
 	CheckEvery time.Duration
 
@@ -37,7 +78,12 @@ type Reloader struct {
 // NewReloader loads the pair once (an error if it cannot) and returns the
 // reloader.
 func NewReloader(certFile, keyFile string) (*Reloader, error) {
-	r := &Reloader{certFile: certFile, keyFile: keyFile, CheckEvery: time.Second}
+	return NewPairReloader(FileSource(certFile), FileSource(keyFile))
+}
+
+// NewPairReloader is NewReloader for sources that may hold PEM text.
+func NewPairReloader(cert, key Source) (*Reloader, error) {
+	r := &Reloader{certSrc: cert, keySrc: key, CheckEvery: time.Second}
 	if err := r.load(); err != nil {
 		return nil, err
 	}
@@ -46,12 +92,12 @@ func NewReloader(certFile, keyFile string) (*Reloader, error) {
 
 func (r *Reloader) fileStamp() (string, error) {
 	var s string
-	for _, f := range []string{r.certFile, r.keyFile} {
-		fi, err := os.Stat(f)
+	for _, src := range []Source{r.certSrc, r.keySrc} {
+		st, err := src.stamp()
 		if err != nil {
 			return "", err
 		}
-		s += fmt.Sprintf("%d/%d;", fi.Size(), fi.ModTime().UnixNano())
+		s += st
 	}
 	return s, nil
 }
@@ -61,9 +107,17 @@ func (r *Reloader) load() error {
 	if err != nil {
 		return fmt.Errorf("tls certificate: %w", err)
 	}
-	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	certPEM, err := r.certSrc.read()
 	if err != nil {
-		return fmt.Errorf("tls certificate %s / key %s: %w", r.certFile, r.keyFile, err)
+		return fmt.Errorf("tls certificate: %w", err)
+	}
+	keyPEM, err := r.keySrc.read()
+	if err != nil {
+		return fmt.Errorf("tls key: %w", err)
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("tls certificate %s / key %s: %w", r.certSrc, r.keySrc, err)
 	}
 	r.cert, r.stamp = &c, stamp
 	return nil
@@ -101,24 +155,86 @@ func (r *Reloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certi
 	return r.Certificate()
 }
 
-// CertPool reads a PEM file of CA certificates.
-func CertPool(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("ca file: %w", err)
-	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("ca file %s: no PEM certificate in it", file)
+// PoolReloader serves a pool of CA certificates read from a PEM source and,
+// for a file, read again (at most once per CheckEvery) when its size or
+// modification time changed; a file that does not parse keeps the previous
+// pool until it does.
+type PoolReloader struct {
+	src Source
+	// CheckEvery bounds how often the file is looked at; default 1s.
+	CheckEvery time.Duration
+
+	mu      sync.Mutex
+	pool    *x509.CertPool
+	stamp   string
+	checked time.Time
+	lastErr error
+}
+
+// NewPoolReloader loads the pool once (an error if it cannot).
+func NewPoolReloader(src Source) (*PoolReloader, error) {
+	p := &PoolReloader{src: src, CheckEvery: time.Second}
+	if err := p.load(); err != nil {
+		return nil, err
 	}
 	return p, nil
+}
+
+func (p *PoolReloader) load() error {
+	stamp, err := p.src.stamp()
+	if err != nil {
+		return fmt.Errorf("ca file: %w", err)
+	}
+	b, err := p.src.read()
+	if err != nil {
+		return fmt.Errorf("ca file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return fmt.Errorf("ca file %s: no PEM certificate in it", p.src)
+	}
+	p.pool, p.stamp = pool, stamp
+	return nil
+}
+
+// Pool returns the current pool, reading the file again if it changed.
+func (p *PoolReloader) Pool() *x509.CertPool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now := time.Now(); now.Sub(p.checked) >= p.CheckEvery {
+		p.checked = now
+		if stamp, err := p.src.stamp(); err == nil && stamp != p.stamp {
+			p.lastErr = p.load()
+		}
+	}
+	return p.pool
+}
+
+// LastError is the error of the last failed reload (nil after a good one).
+func (p *PoolReloader) LastError() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastErr
+}
+
+// CertPool reads a PEM file of CA certificates.
+func CertPool(file string) (*x509.CertPool, error) { return SourcePool(FileSource(file)) }
+
+// SourcePool reads CA certificates from a PEM source once.
+func SourcePool(src Source) (*x509.CertPool, error) {
+	p, err := NewPoolReloader(src)
+	if err != nil {
+		return nil, err
+	}
+	return p.pool, nil
 }
 
 // Server is the TLS side of a node's listeners.
 type Server struct {
 	Certs *Reloader
-	// ClientCAs verifies client certificates (nil: none asked for).
-	ClientCAs *x509.CertPool
+	// ClientCAs verifies client certificates (nil: none asked for); a file
+	// is read again when it changes, like the certificate.
+	ClientCAs *PoolReloader
 	// RequireClientCert refuses connections without a verified client
 	// certificate (auth mtls); otherwise one is verified when given.
 	RequireClientCert bool
@@ -127,16 +243,25 @@ type Server struct {
 // NewServer loads the server side from the settings' files; certFile and
 // keyFile must both be set, clientCAFile is optional.
 func NewServer(certFile, keyFile, clientCAFile string, requireClientCert bool) (*Server, error) {
-	if certFile == "" || keyFile == "" {
+	var ca Source
+	if clientCAFile != "" {
+		ca = FileSource(clientCAFile)
+	}
+	return NewServerFrom(FileSource(certFile), FileSource(keyFile), ca, requireClientCert)
+}
+
+// NewServerFrom is NewServer for sources that may hold PEM text.
+func NewServerFrom(cert, key, clientCA Source, requireClientCert bool) (*Server, error) {
+	if !cert.IsSet() || !key.IsSet() {
 		return nil, errors.New("tls_cert_file and tls_key_file must be set together")
 	}
-	r, err := NewReloader(certFile, keyFile)
+	r, err := NewPairReloader(cert, key)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{Certs: r, RequireClientCert: requireClientCert}
-	if clientCAFile != "" {
-		if s.ClientCAs, err = CertPool(clientCAFile); err != nil {
+	if clientCA.IsSet() {
+		if s.ClientCAs, err = NewPoolReloader(clientCA); err != nil {
 			return nil, fmt.Errorf("tls_client_ca_file: %w", err)
 		}
 	} else if requireClientCert {
@@ -154,10 +279,18 @@ func (s *Server) Config(protos ...string) *tls.Config {
 		NextProtos:     protos,
 	}
 	if s.ClientCAs != nil {
-		c.ClientCAs = s.ClientCAs
+		c.ClientCAs = s.ClientCAs.Pool()
 		c.ClientAuth = tls.VerifyClientCertIfGiven
 		if s.RequireClientCert {
 			c.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+		// Each handshake verifies against the CA file as it is now: a
+		// changed tls_client_ca_file takes effect without a restart.
+		base := c.Clone()
+		c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cc := base.Clone()
+			cc.ClientCAs = s.ClientCAs.Pool()
+			return cc, nil
 		}
 	}
 	return c

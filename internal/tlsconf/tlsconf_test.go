@@ -3,6 +3,7 @@ package tlsconf_test
 import (
 	"crypto/x509"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,5 +69,45 @@ func TestServerAndClientSettings(t *testing.T) {
 	}
 	if _, err := tlsconf.Client(ca.File, c.Cert, c.Key); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPoolReloader: a changed CA file is picked up; a broken one keeps the
+// previous pool; PEM text is served as given.
+func TestPoolReloader(t *testing.T) {
+	a, b := testenv.NewCA(t, "a"), testenv.NewCA(t, "b")
+	bPEM, err := os.ReadFile(b.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tlsconf.NewPoolReloader(tlsconf.FileSource(a.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.CheckEvery = 0
+	verifies := func(ca *testenv.CA) bool {
+		_, err := ca.Cert.Verify(x509.VerifyOptions{Roots: p.Pool()})
+		return err == nil
+	}
+	if !verifies(a) || verifies(b) {
+		t.Fatal("first pool: want a, not b")
+	}
+	if err := os.WriteFile(a.File, []byte("-----BEGIN CERTIFICATE-----\nhalf"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !verifies(a) || p.LastError() == nil {
+		t.Fatalf("after a broken write: want the previous pool and an error (%v)", p.LastError())
+	}
+	if err := os.WriteFile(a.File, bPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if verifies(a) || !verifies(b) || p.LastError() != nil {
+		t.Fatalf("after the change: want b only (last error %v)", p.LastError())
+	}
+	if _, err := tlsconf.NewPoolReloader(tlsconf.Source{PEM: []byte("nothing"), Name: "VARVE_X"}); err == nil || !strings.Contains(err.Error(), "VARVE_X") {
+		t.Fatalf("PEM text without a certificate: %v", err)
+	}
+	if q, err := tlsconf.NewPoolReloader(tlsconf.Source{PEM: bPEM}); err != nil || q.Pool() == nil {
+		t.Fatalf("PEM text: %v", err)
 	}
 }

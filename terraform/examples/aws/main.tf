@@ -54,6 +54,14 @@ module "varve" {
   task_policy_arns    = [module.bucket.policy_arn]
   security_group_ids  = [module.etcd.client_security_group_id]
 
+  # TLS at the load balancer (ACM) and, with tls_secret_arns, on the tasks
+  # too; API keys, the first one from the bootstrap secret (docs/security.md).
+  certificate_arn            = var.certificate_arn
+  tls                        = var.tls_secret_arns
+  auth                       = "token"
+  bootstrap_token_secret_arn = var.bootstrap_token_secret_arn
+  cluster_secret_arn         = var.cluster_secret_arn
+
   shutdown_timeout_seconds = 30
   ingest = {
     min_count               = 2

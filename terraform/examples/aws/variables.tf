@@ -45,3 +45,30 @@ variable "etcd_sha256" {
   type        = string
   default     = null
 }
+
+variable "certificate_arn" {
+  description = "ACM certificate the load balancer serves TLS with (null: TLS only if tls_secret_arns is set)."
+  type        = string
+  default     = null
+}
+
+variable "tls_secret_arns" {
+  description = "Secrets Manager / SSM ARNs of the PEM certificate, key and (optional) CA the tasks serve TLS with (the module's tls); null: the tasks speak h2c behind the load balancer."
+  type = object({
+    cert_secret_arn = string
+    key_secret_arn  = string
+    ca_secret_arn   = optional(string)
+  })
+  default = null
+}
+
+variable "bootstrap_token_secret_arn" {
+  description = "Secrets Manager / SSM ARN of the bootstrap admin API key (openssl rand -hex 32); set to null once real keys exist."
+  type        = string
+  default     = null
+}
+
+variable "cluster_secret_arn" {
+  description = "Secrets Manager / SSM ARN of the cluster secret the fetch tasks present to each other (openssl rand -hex 32)."
+  type        = string
+}

@@ -2,6 +2,10 @@
 # producers use the ingest port, consumers the fetch port. Both serve topic
 # administration. Health checks use /readyz, which answers 503 as soon as a
 # task starts draining.
+#
+# TLS on this path: certificate_arn alone terminates TLS at the listener
+# (ACM) and forwards h2c; tls alone passes TCP through to tasks serving TLS
+# (end to end); both terminate at the listener and re-encrypt to the tasks.
 
 locals {
   lb_services = { for k, s in local.services : k => s if s.lb }
@@ -22,9 +26,11 @@ resource "aws_lb_target_group" "api" {
   for_each    = local.lb_services
   name        = "${var.name}-${each.key}"
   target_type = "ip"
-  protocol    = "TCP"
-  port        = local.container_port
-  vpc_id      = var.vpc_id
+  # TLS when the listener terminates TLS and the tasks serve it too
+  # (re-encrypted); otherwise TCP (TLS passed through, or h2c).
+  protocol = local.lb_tls && local.task_tls ? "TLS" : "TCP"
+  port     = local.container_port
+  vpc_id   = var.vpc_id
 
   # ECS deregisters a stopping task first: new connections go elsewhere at
   # once, open ones (in-flight produces, long polls) get this long, then ECS
@@ -33,7 +39,7 @@ resource "aws_lb_target_group" "api" {
   connection_termination = false
 
   health_check {
-    protocol            = "HTTP"
+    protocol            = local.task_tls ? "HTTPS" : "HTTP"
     path                = "/readyz"
     port                = "traffic-port"
     matcher             = "200"
@@ -50,10 +56,10 @@ resource "aws_lb_listener" "api" {
   for_each          = local.lb_services
   load_balancer_arn = aws_lb.this.arn
   port              = local.lb_ports[each.key]
-  protocol          = local.tls ? "TLS" : "TCP"
+  protocol          = local.lb_tls ? "TLS" : "TCP"
   certificate_arn   = var.certificate_arn
-  ssl_policy        = local.tls ? "ELBSecurityPolicy-TLS13-1-2-2021-06" : null
-  alpn_policy       = local.tls ? "HTTP2Preferred" : null
+  ssl_policy        = local.lb_tls ? "ELBSecurityPolicy-TLS13-1-2-2021-06" : null
+  alpn_policy       = local.lb_tls ? "HTTP2Preferred" : null
 
   default_action {
     type             = "forward"

@@ -6,8 +6,25 @@ locals {
   # is then "per minute", and targets per second are multiplied by this.
   scrape_interval_seconds = 60
   stop_timeout            = var.shutdown_timeout_seconds + 5
-  tls                     = var.certificate_arn != null
-  scheme                  = local.tls ? "https" : "http"
+  # TLS on the load balancer (ACM) and on the tasks (Varve's own, from secrets).
+  lb_tls   = var.certificate_arn != null
+  task_tls = var.tls != null
+  scheme   = local.lb_tls || local.task_tls ? "https" : "http"
+
+  # Secrets ECS injects as environment variables (valueFrom: a Secrets
+  # Manager secret or SSM parameter ARN); Varve reads these variables in
+  # place of its *_file settings (docs/security.md).
+  secrets = { for k, v in {
+    VARVE_TLS_CERT_PEM    = try(var.tls.cert_secret_arn, null)
+    VARVE_TLS_KEY_PEM     = try(var.tls.key_secret_arn, null)
+    VARVE_TLS_CA_PEM      = try(var.tls.ca_secret_arn, null)
+    VARVE_BOOTSTRAP_TOKEN = var.bootstrap_token_secret_arn
+    VARVE_CLUSTER_SECRET  = var.cluster_secret_arn
+  } : k => v if v != null }
+  secret_arns = {
+    secretsmanager = distinct([for v in values(local.secrets) : v if startswith(split(":", v)[2], "secretsmanager")])
+    ssm            = distinct([for v in values(local.secrets) : v if startswith(split(":", v)[2], "ssm")])
+  }
 
   services = merge(
     {
@@ -56,7 +73,14 @@ locals {
     VARVE_S3_REGION        = data.aws_region.current.name
     VARVE_SHUTDOWN_TIMEOUT = "${var.shutdown_timeout_seconds}s"
     VARVE_LOG_FORMAT       = "json"
-  })
+    VARVE_AUTH             = var.auth
+    # auth none without TLS on the tasks: Varve refuses 0.0.0.0 unless told
+    # the network (security groups, an internal load balancer) protects it.
+    VARVE_INSECURE = tostring(var.auth == "none" && !local.task_tls)
+    },
+    # Tasks call each other by IP: their certificate names the service.
+    try(var.tls.peer_server_name, null) == null ? {} : { VARVE_TLS_PEER_SERVER_NAME = var.tls.peer_server_name },
+  )
 
   # Varve metrics published to CloudWatch for scaling and dashboards.
   exported_metrics = [
@@ -122,6 +146,41 @@ resource "aws_iam_role" "execution" {
 resource "aws_iam_role_policy_attachment" "execution" {
   role       = aws_iam_role.execution.name
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+# Reads exactly the secrets injected into the containers.
+data "aws_iam_policy_document" "secrets" {
+  dynamic "statement" {
+    for_each = length(local.secret_arns.secretsmanager) > 0 ? [1] : []
+    content {
+      sid       = "ReadSecrets"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = local.secret_arns.secretsmanager
+    }
+  }
+  dynamic "statement" {
+    for_each = length(local.secret_arns.ssm) > 0 ? [1] : []
+    content {
+      sid       = "ReadParameters"
+      actions   = ["ssm:GetParameters"]
+      resources = local.secret_arns.ssm
+    }
+  }
+  dynamic "statement" {
+    for_each = length(var.secrets_kms_key_arns) > 0 ? [1] : []
+    content {
+      sid       = "DecryptSecrets"
+      actions   = ["kms:Decrypt"]
+      resources = var.secrets_kms_key_arns
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "secrets" {
+  count  = length(local.secrets) > 0 ? 1 : 0
+  name   = "varve-secrets"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.secrets.json
 }
 
 # What Varve itself (and its metrics sidecar) may do.

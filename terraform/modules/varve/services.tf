@@ -22,6 +22,7 @@ resource "aws_ecs_task_definition" "service" {
       environment = [for k, v in merge(local.common_env, each.value.extra_env, { VARVE_ROLES = each.value.roles }) :
         { name = k, value = v }
       ]
+      secrets      = [for k, v in local.secrets : { name = k, valueFrom = v }]
       portMappings = [{ containerPort = local.container_port, protocol = "tcp", name = "api" }]
       # SIGTERM starts Varve's drain; SIGKILL comes only after stopTimeout,
       # which leaves shutdown_timeout plus a margin.
@@ -48,6 +49,7 @@ resource "aws_ecs_task_definition" "service" {
         name = "AOT_CONFIG_CONTENT"
         value = templatefile("${path.module}/otel-collector.yaml.tftpl", {
           port            = local.container_port
+          scheme          = local.task_tls ? "https" : "http"
           scrape_interval = "${local.scrape_interval_seconds}s"
           cluster         = aws_ecs_cluster.this.name
           service         = "${var.name}-${each.key}"
@@ -67,6 +69,13 @@ resource "aws_ecs_task_definition" "service" {
       }
     },
   ])
+
+  lifecycle {
+    precondition {
+      condition     = var.auth == "none" || var.cluster_secret_arn != null
+      error_message = "auth token needs cluster_secret_arn: the fetch tasks' credential for each other's internal BlockService."
+    }
+  }
 
   tags = var.tags
 }
@@ -116,6 +125,6 @@ resource "aws_ecs_service" "service" {
     ignore_changes = [desired_count]
   }
 
-  depends_on = [aws_lb_listener.api, aws_iam_role_policy_attachment.task, aws_ecs_cluster_capacity_providers.this]
+  depends_on = [aws_lb_listener.api, aws_iam_role_policy_attachment.task, aws_iam_role_policy.secrets, aws_ecs_cluster_capacity_providers.this]
   tags       = var.tags
 }

@@ -56,9 +56,81 @@ variable "allowed_cidr_blocks" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for TLS listeners (HTTP/2 via ALPN; tasks still speak h2c behind the load balancer). Null serves plaintext h2c."
+  description = "ACM certificate: the load balancer's listeners terminate TLS with it (HTTP/2 via ALPN) and forward to the tasks in TLS when tls is set, h2c otherwise. Null: the listeners pass TCP through (TLS end to end when tls is set, plaintext h2c otherwise)."
   type        = string
   default     = null
+}
+
+variable "tls" {
+  description = <<-EOT
+    TLS served by the tasks themselves (Varve's tls_cert_file / tls_key_file / tls_ca_file),
+    from PEM texts kept in Secrets Manager secrets or SSM SecureString parameters, given by ARN.
+    ECS injects them as VARVE_TLS_CERT_PEM, VARVE_TLS_KEY_PEM and VARVE_TLS_CA_PEM (the task
+    execution role may read exactly these). cert_secret_arn: the certificate chain, whose names
+    must cover what clients dial (the load balancer's DNS name or your alias) when the load
+    balancer passes TLS through. key_secret_arn: its private key. ca_secret_arn: the CAs nodes
+    trust when they call each other (null: the system roots). peer_server_name: a name in the
+    certificate that nodes check each other against (Varve's tls_peer_server_name: tasks call
+    each other by IP, which the certificate does not name; null: the certificate's first DNS
+    name must then be given here or node-to-node block reads fall back to the bucket).
+    Null: the tasks speak h2c.
+  EOT
+  type = object({
+    cert_secret_arn  = string
+    key_secret_arn   = string
+    ca_secret_arn    = optional(string)
+    peer_server_name = optional(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.tls == null || alltrue([for a in compact([try(var.tls.cert_secret_arn, null), try(var.tls.key_secret_arn, null), try(var.tls.ca_secret_arn, null)]) : can(regex("^arn:aws[a-z-]*:(secretsmanager|ssm):", a))])
+    error_message = "tls.*_secret_arn must be ARNs of Secrets Manager secrets (arn:aws:secretsmanager:...) or SSM parameters (arn:aws:ssm:...)."
+  }
+}
+
+variable "auth" {
+  description = "Varve's auth setting: token (API keys; the first admin key comes from bootstrap_token_secret_arn) or none (anyone who reaches the load balancer may do everything: the tasks then run with --insecure unless tls is set). mtls is not offered by this module: the load balancer's health checks and the metrics sidecar present no client certificate."
+  type        = string
+  default     = "token"
+
+  validation {
+    condition     = contains(["token", "none"], var.auth)
+    error_message = "auth must be token or none (mtls is not supported by this module)."
+  }
+}
+
+variable "bootstrap_token_secret_arn" {
+  description = "Secrets Manager secret or SSM SecureString parameter holding a bootstrap admin API key (16+ characters, e.g. openssl rand -hex 32), injected as VARVE_BOOTSTRAP_TOKEN. Use it to create the real keys and ACLs, then set it to null (docs/security.md). Null: no bootstrap key."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.bootstrap_token_secret_arn == null || can(regex("^arn:aws[a-z-]*:(secretsmanager|ssm):", var.bootstrap_token_secret_arn))
+    error_message = "bootstrap_token_secret_arn must be the ARN of a Secrets Manager secret or an SSM parameter."
+  }
+}
+
+variable "cluster_secret_arn" {
+  description = "Secrets Manager secret or SSM SecureString parameter holding the cluster secret (16+ characters) nodes present to each other's internal BlockService, injected as VARVE_CLUSTER_SECRET. Required with auth token."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.cluster_secret_arn == null || can(regex("^arn:aws[a-z-]*:(secretsmanager|ssm):", var.cluster_secret_arn))
+    error_message = "cluster_secret_arn must be the ARN of a Secrets Manager secret or an SSM parameter."
+  }
+}
+
+variable "secrets_kms_key_arns" {
+  description = "Customer-managed KMS keys encrypting the secrets above (the execution role gets kms:Decrypt on them); empty when they use the AWS managed keys."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for k in var.secrets_kms_key_arns : can(regex("^arn:aws[a-z-]*:kms:", k))])
+    error_message = "secrets_kms_key_arns must list KMS key ARNs."
+  }
 }
 
 variable "ingest_port" {
@@ -241,8 +313,8 @@ variable "environment" {
   default     = {}
 
   validation {
-    condition     = alltrue([for k in keys(var.environment) : startswith(k, "VARVE_") && !contains(["VARVE_ROLES", "VARVE_LISTEN", "VARVE_ETCD_ENDPOINTS", "VARVE_BUCKET", "VARVE_STORE", "VARVE_SHUTDOWN_TIMEOUT"], k)])
-    error_message = "environment keys must start with VARVE_ and must not override what the module sets (roles, listen, etcd endpoints, bucket/store, shutdown timeout)."
+    condition     = alltrue([for k in keys(var.environment) : startswith(k, "VARVE_") && !contains(["VARVE_ROLES", "VARVE_LISTEN", "VARVE_ETCD_ENDPOINTS", "VARVE_BUCKET", "VARVE_STORE", "VARVE_SHUTDOWN_TIMEOUT", "VARVE_AUTH", "VARVE_INSECURE", "VARVE_BOOTSTRAP_TOKEN", "VARVE_CLUSTER_SECRET", "VARVE_TLS_CERT_PEM", "VARVE_TLS_KEY_PEM", "VARVE_TLS_CA_PEM"], k)])
+    error_message = "environment keys must start with VARVE_ and must not override what the module sets (roles, listen, etcd endpoints, bucket/store, shutdown timeout, auth, insecure, secrets: use tls, bootstrap_token_secret_arn and cluster_secret_arn)."
   }
 }
 
