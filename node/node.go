@@ -25,6 +25,7 @@ import (
 	"github.com/varve-io/varve/internal/reqlimit"
 	"github.com/varve-io/varve/internal/strictjson"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/node/topicapi"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -231,7 +232,10 @@ func (n *Node) routes(ctx context.Context) (*http.ServeMux, []connect.HandlerOpt
 	}
 	hopts = append(hopts, tops...)
 	hopts = append(hopts, n.securityOptions()...)
-	mux.Handle(varvev1connect.NewTopicServiceHandler(&topicService{meta: n.meta, maxRequestBytes: n.cfg.MaxRequestBytes}, hopts...))
+	mux.Handle(varvev1connect.NewTopicServiceHandler(topicapi.New(topicapi.Config{Meta: n.meta, ToConnect: toConnect,
+		RecordLimit: func(topic string, maxRecord int32) error {
+			return checkRecordFitsRequest(topic, maxRecord, n.cfg.MaxRequestBytes)
+		}}), hopts...))
 	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher, maxBytes: n.cfg.FetchMaxBytes}, hopts...))
 	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{r: n.scanReader()}, hopts...))
