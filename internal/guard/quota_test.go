@@ -20,7 +20,7 @@ import (
 func TestProduceQuota(t *testing.T) {
 	const rate = 1 << 20
 	n, a := securedNode(t, nil, nil, func(c *node.Config) {
-		c.Security.Quotas = []string{"limited:produce=1MiB"}
+		c.Security.Quotas = []string{"limited:produce=1MiB", "burst:produce=1MiB"}
 	})
 	ctx := context.Background()
 	for _, topic := range []string{"lim", "free"} {
@@ -29,12 +29,13 @@ func TestProduceQuota(t *testing.T) {
 		}
 	}
 	limited := principal(t, a, n.Addr(), "limited", "topic:lim produce")
+	burst := principal(t, a, n.Addr(), "burst", "topic:lim produce")
 	free := principal(t, a, n.Addr(), "free", "topic:free produce")
 
 	// Requests over the quota are held (throttled, as a Kafka broker
 	// delays its answer) up to a second; what would wait longer is
 	// answered RESOURCE_EXHAUSTED with a retry delay: 5 MiB at once.
-	c := sdk.New(n.Addr(), sdk.WithToken(limited))
+	c := sdk.New(n.Addr(), sdk.WithToken(burst))
 	defer c.Close()
 	errs := make(chan error, 20)
 	for range 20 {
