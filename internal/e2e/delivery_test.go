@@ -279,7 +279,9 @@ func TestProducerNodeKilledCompletesWithinDeliveryTimeout(t *testing.T) {
 
 	cl := sdk.New(a.addr)
 	defer cl.Close()
-	p := cl.NewProducer(sdk.ProducerOptions{DeliveryTimeout: timeout})
+	// A small buffer bounds the records in flight when the node dies (the
+	// loop below produces as fast as it can), so their callbacks are few.
+	p := cl.NewProducer(sdk.ProducerOptions{DeliveryTimeout: timeout, MaxBufferedBytes: 256 << 10})
 	type outcome struct {
 		rec    sdk.Record
 		err    error
