@@ -85,8 +85,8 @@ func VisitBlock(b []byte, base int64, fn func(r *RecordView) error) (int, error)
 			}
 		}()
 		_, reason, err := walkBatches(payload, int(h.records), h.base, &scratch, func(off int64, kr *kafkaRecord) error {
-			v = RecordView{Index: i, Offset: base + off, Timestamp: kr.timestamp, Key: kr.key, Value: kr.value,
-				NumHeaders: kr.numHeaders, headers: kr.headers, kafka: true}
+			v = RecordView{Index: i, Offset: base + off, Timestamp: kr.Timestamp, Key: kr.Key, Value: kr.Value,
+				NumHeaders: kr.NumHeaders, headers: kr.Headers, kafka: true}
 			i++
 			return fn(&v)
 		})
