@@ -3,6 +3,7 @@ package segment
 import (
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 	"github.com/varve-io/varve/tier/segment/kafkabatch"
 )
 
@@ -59,10 +60,13 @@ func ValidateBatches(b []byte, limits BatchLimits) (BatchesInfo, error) {
 }
 
 // kafkabatch bounds batches by MaxBytes, segment blocks by
-// MaxBlockRawBytes: they must stay equal (a compile error otherwise).
+// MaxBlockRawBytes, and the shared zstd decoder by wire.MaxDecoded: they
+// must stay equal (a compile error otherwise).
 const (
 	_ = uint(MaxBlockRawBytes - kafkabatch.MaxBytes)
 	_ = uint(kafkabatch.MaxBytes - MaxBlockRawBytes)
+	_ = uint(MaxBlockRawBytes - wire.MaxDecoded)
+	_ = uint(wire.MaxDecoded - MaxBlockRawBytes)
 )
 
 type (

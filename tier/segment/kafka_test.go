@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // kgoBatch builds a RecordBatch v2 the way a franz-go producer does: kmsg
@@ -58,7 +59,7 @@ func kgoBatch(t testing.TB, recs []Record, codec kgo.CompressionCodec, pid int64
 	}
 	rb.Length = int32(BatchHeaderSize - batchLengthBase + len(raw))
 	b := rb.AppendTo(nil)
-	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], wire.Castagnoli))
 	return b
 }
 
@@ -74,7 +75,7 @@ func kgoRecords(t testing.TB, b []byte) ([]Record, []int64) {
 		if err := rb.ReadFrom(b); err != nil {
 			t.Fatalf("kmsg reads the batch: %v", err)
 		}
-		if got := uint32(rb.CRC); got != crc32.Checksum(b[21:12+int(rb.Length)], castagnoli) {
+		if got := uint32(rb.CRC); got != crc32.Checksum(b[21:12+int(rb.Length)], wire.Castagnoli) {
 			t.Fatalf("batch CRC %08x does not match its bytes", got)
 		}
 		raw, err := dec.Decompress(rb.Records, kgo.CompressionCodecType(rb.Attributes&7))
@@ -86,7 +87,7 @@ func kgoRecords(t testing.TB, b []byte) ([]Record, []int64) {
 			if err := kr.ReadFrom(raw); err != nil {
 				t.Fatalf("kmsg reads a record: %v", err)
 			}
-			n := int(kr.Length) + varintLen(int64(kr.Length))
+			n := int(kr.Length) + wire.VarintLen(int64(kr.Length))
 			raw = raw[n:]
 			r := Record{Key: kr.Key, Value: kr.Value, Timestamp: rb.FirstTimestamp + kr.TimestampDelta64}
 			for _, h := range kr.Headers {
@@ -277,7 +278,7 @@ func stripGaps(recs []Record) []Record {
 func mutate(b []byte, fix bool, fn func(b []byte) []byte) []byte {
 	c := fn(bytes.Clone(b))
 	if fix && len(c) >= BatchHeaderSize {
-		binary.BigEndian.PutUint32(c[17:], crc32.Checksum(c[21:], castagnoli))
+		binary.BigEndian.PutUint32(c[17:], crc32.Checksum(c[21:], wire.Castagnoli))
 	}
 	return c
 }
@@ -541,7 +542,7 @@ func fixBatchCRCs(b []byte) []byte {
 		if n < BatchHeaderSize || n > len(c)-p {
 			break
 		}
-		binary.BigEndian.PutUint32(c[p+17:], crc32.Checksum(c[p+21:p+n], castagnoli))
+		binary.BigEndian.PutUint32(c[p+17:], crc32.Checksum(c[p+21:p+n], wire.Castagnoli))
 		p += n
 	}
 	return c

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // Blocks of version 3 ("batches blocks") hold Kafka RecordBatch v2 batches
@@ -157,10 +158,10 @@ func (b *BlockBuilder) appendPending(dst []byte, enc *zstd.Encoder, compress boo
 // appendKafkaRecord appends r as a Kafka record (length, attributes 0,
 // timestampDelta, offsetDelta, key, value, headers).
 func appendKafkaRecord(b []byte, r *Record, tsDelta int64, offDelta int32) []byte {
-	n := 1 + varintLen(tsDelta) + varintLen(int64(offDelta)) + bytesSize(r.Key) + bytesSize(r.Value) + varintLen(int64(len(r.Headers)))
+	n := 1 + wire.VarintLen(tsDelta) + wire.VarintLen(int64(offDelta)) + bytesSize(r.Key) + bytesSize(r.Value) + wire.VarintLen(int64(len(r.Headers)))
 	for i := range r.Headers {
 		h := &r.Headers[i]
-		n += varintLen(int64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
+		n += wire.VarintLen(int64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
 	}
 	b = appendVarint(b, int64(n))
 	b = append(b, 0)

@@ -3,7 +3,7 @@
 //
 //   - only metadata (and packages under it) imports etcd in production code;
 //   - tier/segment (and packages under it: kafkabatch, the Kafka batch
-//     codec) depends on nothing but the standard library,
+//     codec, and internal/wire, their shared helpers) depends on nothing but the standard library,
 //     github.com/klauspost/compress and github.com/pierrec/lz4/v4 (it is the
 //     format, fuzzed on its own; lz4 because block version 3 stores Kafka
 //     record batches, which producers may compress with lz4's frame format,

@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // PutHeader writes h into batch[:BatchHeaderSize] with the batch's
@@ -22,7 +23,7 @@ func PutHeader(batch []byte, h Header) {
 	binary.BigEndian.PutUint16(batch[51:], uint16(h.ProducerEpoch))
 	binary.BigEndian.PutUint32(batch[53:], uint32(h.BaseSequence))
 	binary.BigEndian.PutUint32(batch[57:], uint32(h.RecordCount))
-	binary.BigEndian.PutUint32(batch[17:], crc32.Checksum(batch[21:], castagnoli))
+	binary.BigEndian.PutUint32(batch[17:], crc32.Checksum(batch[21:], wire.Castagnoli))
 }
 
 // AppendCompressed appends an uncompressed batch to dst, its records
@@ -39,6 +40,6 @@ func AppendCompressed(dst, batch []byte, enc *zstd.Encoder) []byte {
 	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-LengthBase))
 	attrs := binary.BigEndian.Uint16(out[21:])&^AttrCodecMask | uint16(CompressionZstd)
 	binary.BigEndian.PutUint16(out[21:], attrs)
-	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], wire.Castagnoli))
 	return dst
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // Kafka RecordBatch v2 ("magic 2"), as Kafka's wire protocol and log
@@ -213,7 +214,7 @@ func ParseHeader(b []byte, maxBatch int, allowed int16) (h Header, field, reason
 		return h, "magic", fmt.Sprintf("%d, want 2 (RecordBatch v2; older message sets are not accepted)", m)
 	}
 	h.CRC = binary.BigEndian.Uint32(b[17:])
-	if got := crc32.Checksum(b[21:h.Length], castagnoli); got != h.CRC {
+	if got := crc32.Checksum(b[21:h.Length], wire.Castagnoli); got != h.CRC {
 		return h, "crc", fmt.Sprintf("CRC-32C of attributes..end is %08x, the batch says %08x", got, h.CRC)
 	}
 	h.Attributes = int16(binary.BigEndian.Uint16(b[21:]))
@@ -401,30 +402,30 @@ func WalkRecords(raw []byte, h *Header, maxRec int, fn func(i int, r *Record)) e
 		return fmt.Errorf("%d records cannot fit in %d uncompressed bytes", n, len(raw))
 	}
 	logAppend := h.Attributes&AttrLogAppendTime != 0
-	r := reader{b: raw}
+	r := wire.Reader{B: raw}
 	prevDelta := int64(-1)
 	var maxTS int64
 	var kr Record
 	for i := range n {
-		l := r.varint()
-		if r.err != "" {
-			return fmt.Errorf("record %d: length: %s", i, r.err)
+		l := r.Varint()
+		if r.Err != "" {
+			return fmt.Errorf("record %d: length: %s", i, r.Err)
 		}
-		if l < MinRecordSize-1 || l > int64(r.remaining()) {
-			return fmt.Errorf("record %d: length %d, want %d to the %d bytes left", i, l, MinRecordSize-1, r.remaining())
+		if l < MinRecordSize-1 || l > int64(r.Remaining()) {
+			return fmt.Errorf("record %d: length %d, want %d to the %d bytes left", i, l, MinRecordSize-1, r.Remaining())
 		}
-		if l+int64(varintLen(l)) > int64(maxRec) {
-			return fmt.Errorf("%w: record %d: %d bytes exceed the record limit of %d", ErrBatchRecordTooLarge, i, l+int64(varintLen(l)), maxRec)
+		if l+int64(wire.VarintLen(l)) > int64(maxRec) {
+			return fmt.Errorf("%w: record %d: %d bytes exceed the record limit of %d", ErrBatchRecordTooLarge, i, l+int64(wire.VarintLen(l)), maxRec)
 		}
-		end := r.p + int(l)
-		rr := reader{b: raw[:end], p: r.p}
-		if a := rr.b[rr.p]; a != 0 {
+		end := r.P + int(l)
+		rr := wire.Reader{B: raw[:end], P: r.P}
+		if a := rr.B[rr.P]; a != 0 {
 			return fmt.Errorf("record %d: attributes %d, want 0", i, a)
 		}
-		rr.p++
-		tsd := rr.varint()
-		od := rr.varint()
-		if rr.err == "" && (od <= prevDelta || od > int64(h.LastOffsetDelta)) {
+		rr.P++
+		tsd := rr.Varint()
+		od := rr.Varint()
+		if rr.Err == "" && (od <= prevDelta || od > int64(h.LastOffsetDelta)) {
 			return fmt.Errorf("record %d: offsetDelta %d, want above %d and at most lastOffsetDelta %d", i, od, prevDelta, h.LastOffsetDelta)
 		}
 		kr = Record{OffsetDelta: int32(od)}
@@ -433,32 +434,32 @@ func WalkRecords(raw []byte, h *Header, maxRec int, fn func(i int, r *Record)) e
 		} else {
 			kr.Timestamp = h.BaseTimestamp + tsd // wraps like Kafka's
 		}
-		if l, null := rr.length("key"); !null {
-			kr.Key = rr.bytes(l)
+		if l, null := rr.Length("key"); !null {
+			kr.Key = rr.Bytes(l)
 		}
-		if l, null := rr.length("value"); !null {
-			kr.Value = rr.bytes(l)
+		if l, null := rr.Length("value"); !null {
+			kr.Value = rr.Bytes(l)
 		}
-		nh := rr.varint()
-		if rr.err == "" && (nh < 0 || nh > int64(rr.remaining()/2)) {
-			return fmt.Errorf("record %d: header count %d, want 0 to what the %d bytes left can hold", i, nh, rr.remaining())
+		nh := rr.Varint()
+		if rr.Err == "" && (nh < 0 || nh > int64(rr.Remaining()/2)) {
+			return fmt.Errorf("record %d: header count %d, want 0 to what the %d bytes left can hold", i, nh, rr.Remaining())
 		}
-		start := rr.p
-		for j := 0; j < int(nh) && rr.err == ""; j++ {
-			kl, null := rr.length("header key")
-			if null && rr.err == "" {
+		start := rr.P
+		for j := 0; j < int(nh) && rr.Err == ""; j++ {
+			kl, null := rr.Length("header key")
+			if null && rr.Err == "" {
 				return fmt.Errorf("record %d: header %d: null key", i, j)
 			}
-			rr.bytes(kl)
-			if vl, null := rr.length("header value"); !null {
-				rr.bytes(vl)
+			rr.Bytes(kl)
+			if vl, null := rr.Length("header value"); !null {
+				rr.Bytes(vl)
 			}
 		}
-		if rr.err != "" {
-			return fmt.Errorf("record %d: %s", i, rr.err)
+		if rr.Err != "" {
+			return fmt.Errorf("record %d: %s", i, rr.Err)
 		}
-		if rr.p != end {
-			return fmt.Errorf("record %d: length says %d bytes, its fields take %d", i, l, rr.p-r.p)
+		if rr.P != end {
+			return fmt.Errorf("record %d: length says %d bytes, its fields take %d", i, l, rr.P-r.P)
 		}
 		kr.NumHeaders = int(nh)
 		kr.Headers = raw[start:end:end]
@@ -466,11 +467,11 @@ func WalkRecords(raw []byte, h *Header, maxRec int, fn func(i int, r *Record)) e
 			maxTS = kr.Timestamp
 		}
 		prevDelta = od
-		r.p = end
+		r.P = end
 		fn(i, &kr)
 	}
-	if r.remaining() != 0 {
-		return fmt.Errorf("%d bytes after the last of %d records", r.remaining(), n)
+	if r.Remaining() != 0 {
+		return fmt.Errorf("%d bytes after the last of %d records", r.Remaining(), n)
 	}
 	if prevDelta != int64(h.LastOffsetDelta) {
 		return fmt.Errorf("last offsetDelta %d, the batch's lastOffsetDelta is %d", prevDelta, h.LastOffsetDelta)
@@ -483,13 +484,13 @@ func WalkRecords(raw []byte, h *Header, maxRec int, fn func(i int, r *Record)) e
 
 // EachHeader walks a record's checked headers.
 func EachHeader(b []byte, n int, fn func(k, v []byte)) {
-	r := reader{b: b}
+	r := wire.Reader{B: b}
 	for range n {
-		kl, _ := r.length("header key")
-		k := r.bytes(kl)
+		kl, _ := r.Length("header key")
+		k := r.Bytes(kl)
 		var v []byte
-		if vl, null := r.length("header value"); !null {
-			v = r.bytes(vl)
+		if vl, null := r.Length("header value"); !null {
+			v = r.Bytes(vl)
 		}
 		fn(k, v)
 	}
@@ -605,12 +606,12 @@ func unzstd(p []byte, budget int, scratch []byte) ([]byte, error) {
 		if fh.FrameContentSize > uint64(budget) {
 			return nil, fmt.Errorf("zstd frame holds %d bytes, more than the limit of %d", fh.FrameContentSize, budget)
 		}
-		need := int(fh.FrameContentSize) + zstdSlack
+		need := int(fh.FrameContentSize) + wire.ZstdSlack
 		dst := scratch[:0:min(cap(scratch), need)] // the cap limit keeps the decoder's bound
 		if cap(scratch) < need {
 			dst = make([]byte, 0, need)
 		}
-		out, err := decoder().DecodeAll(p, dst)
+		out, err := wire.Decoder().DecodeAll(p, dst)
 		if err == nil {
 			return out, nil
 		}
@@ -622,7 +623,7 @@ func unzstd(p []byte, budget int, scratch []byte) ([]byte, error) {
 	}
 	dst := scratch[:0]
 	if cap(dst) < len(p)*4 {
-		dst = make([]byte, 0, min(len(p)*8, budget)+zstdSlack)
+		dst = make([]byte, 0, min(len(p)*8, budget)+wire.ZstdSlack)
 	}
 	out, err := growDecoder().DecodeAll(p, dst)
 	if err != nil {
