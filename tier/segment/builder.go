@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // BlockBuilder accumulates one partition's records in encoded, uncompressed
@@ -149,11 +151,11 @@ func (b *BlockBuilder) Decode() ([]Record, error) {
 	}
 	recs, reason := decodeRecords(b.buf[:len(b.buf):len(b.buf)], b.n, b.base)
 	if reason == "" && b.gaps != nil {
-		r := reader{b: b.gaps}
+		r := wire.Reader{B: b.gaps}
 		for i := range recs {
-			recs[i].Gap = int64(r.uvarint())
+			recs[i].Gap = int64(r.Uvarint())
 		}
-		reason = r.err
+		reason = r.Err
 	}
 	if reason != "" {
 		return nil, fmt.Errorf("%w: decode block builder %s/%d: %s", ErrCorrupt, b.topic, b.partition, reason)
@@ -172,7 +174,7 @@ func (b *BlockBuilder) Decode() ([]Record, error) {
 func EncodedSize(r Record) int {
 	n := binary.MaxVarintLen64 + recordSizeNoTimestamp(&r)
 	if r.Gap > 0 {
-		n += uvarintLen(uint64(r.Gap))
+		n += wire.UvarintLen(uint64(r.Gap))
 	}
 	return n
 }

@@ -10,27 +10,8 @@ import (
 	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
-
-// decoder is the process-wide zstd decoder. DecodeAll is safe for concurrent
-// use (GOMAXPROCS at a time). Output is bounded twice: by MaxBlockRawBytes
-// for any frame, and by the destination's capacity, which DecodeBlock sets
-// to the block header's uncompressed length (WithDecodeAllCapLimit).
-var decoder = sync.OnceValue(func() *zstd.Decoder {
-	d, err := zstd.NewReader(nil,
-		zstd.WithDecoderConcurrency(0),
-		zstd.WithDecoderMaxMemory(MaxBlockRawBytes),
-		zstd.WithDecoderMaxWindow(MaxBlockRawBytes),
-		zstd.WithDecodeAllCapLimit(true),
-	)
-	if err != nil {
-		panic("segment: zstd decoder: " + err.Error()) // only on invalid options
-	}
-	return d
-})
-
-// zstdSlack is the spare capacity zstd's fast (unsafe-copy) path needs.
-const zstdSlack = 32
 
 func corrupt(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
@@ -128,11 +109,11 @@ func decodeBlock(b []byte) (blockHeader, []Record, error) {
 		// The frame's content size equals rawLen (checked above) and the
 		// decoder enforces it; the slack only lets the decoder use its
 		// fast path, which may write up to 32 bytes past the output.
-		raw, err = decoder().DecodeAll(payload, make([]byte, 0, int(h.rawLen)+zstdSlack))
+		raw, err = wire.Decoder().DecodeAll(payload, make([]byte, 0, int(h.rawLen)+wire.ZstdSlack))
 		if err != nil {
 			return h, nil, corrupt("zstd: %v", err)
 		}
-		if len(raw) != int(h.rawLen) || cap(raw) != int(h.rawLen)+zstdSlack {
+		if len(raw) != int(h.rawLen) || cap(raw) != int(h.rawLen)+wire.ZstdSlack {
 			return h, nil, corrupt("zstd payload decodes to %d bytes, block header says %d", len(raw), h.rawLen)
 		}
 	}
@@ -148,9 +129,9 @@ func decodeBlock(b []byte) (blockHeader, []Record, error) {
 		return h, nil, corrupt("block records: %s", reason)
 	}
 	if gaps != nil {
-		r := reader{b: gaps}
+		r := wire.Reader{B: gaps}
 		for i := range recs {
-			recs[i].Gap = int64(r.uvarint()) // verified by splitGaps
+			recs[i].Gap = int64(r.Uvarint()) // verified by splitGaps
 		}
 	}
 	return h, recs, nil
@@ -169,13 +150,13 @@ func (h *blockHeader) minRecord() int {
 // non-zero (a block without gaps is a version 1 block), and the offsets
 // they span (records plus gaps) must fit in an int64.
 func splitGaps(raw []byte, n int) (gaps, records []byte, reason string) {
-	r := reader{b: raw}
+	r := wire.Reader{B: raw}
 	var span uint64
 	nonZero := false
 	for i := 0; i < n; i++ {
-		g := r.uvarint()
-		if r.err != "" {
-			return nil, nil, r.err + " in gap " + strconv.Itoa(i)
+		g := r.Uvarint()
+		if r.Err != "" {
+			return nil, nil, r.Err + " in gap " + strconv.Itoa(i)
 		}
 		if g >= spanOverflow-span-1 {
 			return nil, nil, "the records and gaps span more than 2^63-1 offsets"
@@ -186,7 +167,7 @@ func splitGaps(raw []byte, n int) (gaps, records []byte, reason string) {
 	if !nonZero {
 		return nil, nil, "sparse block without any offset gap (a dense block is version 1)"
 	}
-	return raw[:r.p:r.p], raw[r.p:], ""
+	return raw[:r.P:r.P], raw[r.P:], ""
 }
 
 // FooterSize reads the trailer (exactly the last TrailerSize bytes of an
@@ -246,10 +227,10 @@ func DecodeFooter(tail []byte) ([]BlockInfo, error) {
 }
 
 func parseFooter(footer []byte) ([]BlockInfo, string) {
-	r := reader{b: footer}
-	nt := r.count("topic", 2)
-	if r.err != "" {
-		return nil, r.err
+	r := wire.Reader{B: footer}
+	nt := r.Count("topic", 2)
+	if r.Err != "" {
+		return nil, r.Err
 	}
 	if nt == 0 {
 		return nil, "no topics"
@@ -257,10 +238,10 @@ func parseFooter(footer []byte) ([]BlockInfo, string) {
 	topics := make([]string, nt)
 	seen := make(map[string]struct{}, nt)
 	for i := range topics {
-		l := r.ulength("topic")
-		t := string(r.bytes(l))
-		if r.err != "" {
-			return nil, r.err
+		l := r.ULength("topic")
+		t := string(r.Bytes(l))
+		if r.Err != "" {
+			return nil, r.Err
 		}
 		if l == 0 || l > MaxTopicLen {
 			return nil, fmt.Sprintf("topic %d is %d bytes, want 1 to %d", i, l, MaxTopicLen)
@@ -271,9 +252,9 @@ func parseFooter(footer []byte) ([]BlockInfo, string) {
 		seen[t] = struct{}{}
 		topics[i] = t
 	}
-	nb := r.count("block", minFooterEntry)
-	if r.err != "" {
-		return nil, r.err
+	nb := r.Count("block", minFooterEntry)
+	if r.Err != "" {
+		return nil, r.Err
 	}
 	if nb == 0 {
 		return nil, "no blocks"
@@ -283,16 +264,16 @@ func parseFooter(footer []byte) ([]BlockInfo, string) {
 	end := int64(HeaderSize)
 	for i := range infos {
 		bi := &infos[i]
-		ti := r.uvarint()
-		part := r.uvarint()
-		off := r.uvarint()
-		length := r.uvarint()
-		records := r.uvarint()
-		bi.MinTimestamp = r.varint()
-		tsRange := r.uvarint()
-		raw := r.uvarint()
-		if r.err != "" {
-			return nil, fmt.Sprintf("block %d: %s", i, r.err)
+		ti := r.Uvarint()
+		part := r.Uvarint()
+		off := r.Uvarint()
+		length := r.Uvarint()
+		records := r.Uvarint()
+		bi.MinTimestamp = r.Varint()
+		tsRange := r.Uvarint()
+		raw := r.Uvarint()
+		if r.Err != "" {
+			return nil, fmt.Sprintf("block %d: %s", i, r.Err)
 		}
 		switch {
 		case ti > uint64(used) || ti >= uint64(nt):
@@ -325,8 +306,8 @@ func parseFooter(footer []byte) ([]BlockInfo, string) {
 	if used != nt {
 		return nil, fmt.Sprintf("%d topics listed, %d used", nt, used)
 	}
-	if r.remaining() != 0 {
-		return nil, fmt.Sprintf("%d bytes of trailing garbage", r.remaining())
+	if r.Remaining() != 0 {
+		return nil, fmt.Sprintf("%d bytes of trailing garbage", r.Remaining())
 	}
 	return infos, ""
 }

@@ -19,7 +19,9 @@
 // batches), the read API decodes them like any block, and BlockBatches
 // returns a block's batches with absolute offsets for a Kafka fetch.
 // AppendProducerBatches and DecodeBatches are the client side of the
-// produce and fetch wire forms (what the Go SDK sends and decodes).
+// produce and fetch wire forms (what the Go SDK sends and decodes). The
+// Kafka batch codec itself (parse, validate, decompress, walk, encode) is
+// package kafkabatch; segment re-exports its names.
 //
 // Build makes a whole object at once (ingest); Writer makes one block at a
 // time (compaction, at a better compression level).

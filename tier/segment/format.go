@@ -5,6 +5,8 @@ import (
 	"hash/crc32"
 	"math"
 	"strconv"
+
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // Format constants. The layout is documented byte by byte in
@@ -73,8 +75,6 @@ const magic = "VARVE\x00"
 // with a precise error instead of a CRC mismatch.
 const blockMagic = "VB"
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // blockHeader is the decoded fixed header of a block.
 type blockHeader struct {
 	version    byte
@@ -105,8 +105,8 @@ func (h *blockHeader) put(b []byte) {
 // blockCRC is the CRC32C of a block's header fields (everything before the
 // CRC) followed by its payload.
 func blockCRC(hdr, payload []byte) uint32 {
-	c := crc32.Update(0, castagnoli, hdr[:BlockHeaderSize-4])
-	return crc32.Update(c, castagnoli, payload)
+	c := crc32.Update(0, wire.Castagnoli, hdr[:BlockHeaderSize-4])
+	return crc32.Update(c, wire.Castagnoli, payload)
 }
 
 // appendUvarint and appendVarint write canonical (shortest) varints, the
@@ -114,136 +114,6 @@ func blockCRC(hdr, payload []byte) uint32 {
 // values are zigzag-encoded.
 func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
 func appendVarint(b []byte, v int64) []byte   { return binary.AppendVarint(b, v) }
-
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
-}
-
-func varintLen(v int64) int { return uvarintLen(uint64(v<<1) ^ uint64(v>>63)) }
-
-// reader decodes varints and byte strings from b with bounds checks. The
-// first failure sticks in err (a reason, wrapped with ErrCorrupt by callers)
-// and every later read returns zero values.
-type reader struct {
-	b   []byte
-	p   int
-	err string
-}
-
-func (r *reader) fail(reason string) {
-	if r.err == "" {
-		r.err = reason
-	}
-	r.p = len(r.b)
-}
-
-func (r *reader) remaining() int { return len(r.b) - r.p }
-
-// uvarint reads a canonical uvarint: at most 10 bytes, no overflow, no
-// redundant trailing zero groups (so every value has exactly one encoding).
-func (r *reader) uvarint() uint64 {
-	if r.p < len(r.b) {
-		if c := r.b[r.p]; c < 0x80 {
-			r.p++
-			return uint64(c)
-		}
-	}
-	var x uint64
-	var s uint
-	for i := 0; i < binary.MaxVarintLen64; i++ {
-		if r.p >= len(r.b) {
-			r.fail("truncated varint")
-			return 0
-		}
-		c := r.b[r.p]
-		r.p++
-		if c < 0x80 {
-			if i == binary.MaxVarintLen64-1 && c > 1 {
-				r.fail("varint overflows 64 bits")
-				return 0
-			}
-			if c == 0 {
-				r.fail("non-canonical varint")
-				return 0
-			}
-			return x | uint64(c)<<s
-		}
-		x |= uint64(c&0x7f) << s
-		s += 7
-	}
-	r.fail("varint overflows 64 bits")
-	return 0
-}
-
-// varint reads a canonical zigzag varint.
-func (r *reader) varint() int64 {
-	u := r.uvarint()
-	return int64(u>>1) ^ -int64(u&1)
-}
-
-// length reads a signed length: -1 is null, anything else must fit in the
-// remaining bytes.
-func (r *reader) length(what string) (n int, null bool) {
-	v := r.varint()
-	if r.err != "" {
-		return 0, false
-	}
-	if v == -1 {
-		return 0, true
-	}
-	if v < 0 {
-		r.fail(what + " length is negative")
-		return 0, false
-	}
-	if v > int64(r.remaining()) {
-		r.fail(what + " length exceeds the remaining bytes")
-		return 0, false
-	}
-	return int(v), false
-}
-
-// ulength reads an unsigned length that must fit in the remaining bytes.
-func (r *reader) ulength(what string) int {
-	v := r.uvarint()
-	if r.err != "" {
-		return 0
-	}
-	if v > uint64(r.remaining()) {
-		r.fail(what + " length exceeds the remaining bytes")
-		return 0
-	}
-	return int(v)
-}
-
-// bytes returns the next n bytes, aliasing b, with capacity n so appending
-// to them never overwrites what follows.
-func (r *reader) bytes(n int) []byte {
-	if r.err != "" {
-		return nil
-	}
-	s := r.b[r.p : r.p+n : r.p+n]
-	r.p += n
-	return s
-}
-
-// count reads a count of items that each take at least min bytes, so that
-// the count is bounded by the bytes left before anything is allocated.
-func (r *reader) count(what string, min int) int {
-	v := r.uvarint()
-	if r.err != "" {
-		return 0
-	}
-	if v > uint64(r.remaining()/min) {
-		r.fail(what + " count exceeds what the remaining bytes can hold")
-		return 0
-	}
-	return int(v)
-}
 
 // appendRecord appends r's encoding with its timestamp as a delta from base.
 func appendRecord(b []byte, r *Record, base int64) []byte {
@@ -272,10 +142,10 @@ func appendBytes(b, v []byte) []byte {
 
 // recordSizeNoTimestamp is appendRecord's output size without the timestamp delta.
 func recordSizeNoTimestamp(r *Record) int {
-	n := bytesSize(r.Key) + bytesSize(r.Value) + uvarintLen(uint64(len(r.Headers)))
+	n := bytesSize(r.Key) + bytesSize(r.Value) + wire.UvarintLen(uint64(len(r.Headers)))
 	for i := range r.Headers {
 		h := &r.Headers[i]
-		n += uvarintLen(uint64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
+		n += wire.UvarintLen(uint64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
 	}
 	return n
 }
@@ -284,7 +154,7 @@ func bytesSize(v []byte) int {
 	if v == nil {
 		return 1
 	}
-	return varintLen(int64(len(v))) + len(v)
+	return wire.VarintLen(int64(len(v))) + len(v)
 }
 
 // maxInternedKeys bounds the per-block table that shares header key
@@ -304,34 +174,34 @@ func decodeRecords(buf []byte, n int, base int64) ([]Record, string) {
 	recs := make([]Record, n)
 	var slab []Header // headers of many records, allocated in chunks
 	var intern map[string]string
-	r := reader{b: buf}
+	r := wire.Reader{B: buf}
 	for i := range recs {
 		rec := &recs[i]
-		d := r.varint()
-		if i == 0 && d != 0 && r.err == "" {
+		d := r.Varint()
+		if i == 0 && d != 0 && r.Err == "" {
 			return nil, "first record's timestamp differs from the block's base timestamp"
 		}
 		rec.Timestamp = base + d
-		if l, null := r.length("key"); !null {
-			rec.Key = r.bytes(l)
+		if l, null := r.Length("key"); !null {
+			rec.Key = r.Bytes(l)
 		}
-		if l, null := r.length("value"); !null {
-			rec.Value = r.bytes(l)
+		if l, null := r.Length("value"); !null {
+			rec.Value = r.Bytes(l)
 		}
-		nh := r.count("header", minHeaderSize)
-		if r.err != "" {
-			return nil, r.err + " in record " + strconv.Itoa(i)
+		nh := r.Count("header", minHeaderSize)
+		if r.Err != "" {
+			return nil, r.Err + " in record " + strconv.Itoa(i)
 		}
 		if nh == 0 {
 			continue
 		}
 		if cap(slab)-len(slab) < nh {
-			slab = make([]Header, 0, max(nh, min(64, r.remaining()/minHeaderSize)))
+			slab = make([]Header, 0, max(nh, min(64, r.Remaining()/minHeaderSize)))
 		}
 		start := len(slab)
 		for range nh {
-			kl := r.ulength("header key")
-			kb := r.bytes(kl)
+			kl := r.ULength("header key")
+			kb := r.Bytes(kl)
 			var h Header
 			if s, ok := intern[string(kb)]; ok {
 				h.Key = s
@@ -344,18 +214,18 @@ func decodeRecords(buf []byte, n int, base int64) ([]Record, string) {
 					intern[h.Key] = h.Key
 				}
 			}
-			if l, null := r.length("header value"); !null {
-				h.Value = r.bytes(l)
+			if l, null := r.Length("header value"); !null {
+				h.Value = r.Bytes(l)
 			}
 			slab = append(slab, h)
 		}
-		if r.err != "" {
-			return nil, r.err + " in record " + strconv.Itoa(i)
+		if r.Err != "" {
+			return nil, r.Err + " in record " + strconv.Itoa(i)
 		}
 		rec.Headers = slab[start:len(slab):len(slab)]
 	}
-	if r.remaining() != 0 {
-		return nil, strconv.Itoa(r.remaining()) + " bytes of trailing garbage after the last record"
+	if r.Remaining() != 0 {
+		return nil, strconv.Itoa(r.Remaining()) + " bytes of trailing garbage after the last record"
 	}
 	return recs, ""
 }
@@ -371,4 +241,4 @@ func addDelta(minTS int64, d uint64) (int64, bool) {
 	return int64(uint64(minTS) + d), true
 }
 
-func crc32Castagnoli(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+func crc32Castagnoli(b []byte) uint32 { return crc32.Checksum(b, wire.Castagnoli) }

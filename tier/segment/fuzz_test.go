@@ -6,6 +6,8 @@ import (
 	"errors"
 	"slices"
 	"testing"
+
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // fuzzSeeds are small valid objects (the fuzzer minimizes every new
@@ -178,7 +180,7 @@ func rawPayload(t *testing.T, blk []byte) []byte {
 	if blk[3] == codecNone {
 		return p
 	}
-	raw, err := decoder().DecodeAll(p, make([]byte, 0, binary.LittleEndian.Uint32(blk[8:])))
+	raw, err := wire.Decoder().DecodeAll(p, make([]byte, 0, binary.LittleEndian.Uint32(blk[8:])))
 	if err != nil {
 		t.Fatalf("decompress a valid block: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // kgoBatch builds a RecordBatch v2 the way a franz-go producer does: kmsg
@@ -58,7 +59,7 @@ func kgoBatch(t testing.TB, recs []Record, codec kgo.CompressionCodec, pid int64
 	}
 	rb.Length = int32(BatchHeaderSize - batchLengthBase + len(raw))
 	b := rb.AppendTo(nil)
-	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], wire.Castagnoli))
 	return b
 }
 
@@ -74,7 +75,7 @@ func kgoRecords(t testing.TB, b []byte) ([]Record, []int64) {
 		if err := rb.ReadFrom(b); err != nil {
 			t.Fatalf("kmsg reads the batch: %v", err)
 		}
-		if got := uint32(rb.CRC); got != crc32.Checksum(b[21:12+int(rb.Length)], castagnoli) {
+		if got := uint32(rb.CRC); got != crc32.Checksum(b[21:12+int(rb.Length)], wire.Castagnoli) {
 			t.Fatalf("batch CRC %08x does not match its bytes", got)
 		}
 		raw, err := dec.Decompress(rb.Records, kgo.CompressionCodecType(rb.Attributes&7))
@@ -86,7 +87,7 @@ func kgoRecords(t testing.TB, b []byte) ([]Record, []int64) {
 			if err := kr.ReadFrom(raw); err != nil {
 				t.Fatalf("kmsg reads a record: %v", err)
 			}
-			n := int(kr.Length) + varintLen(int64(kr.Length))
+			n := int(kr.Length) + wire.VarintLen(int64(kr.Length))
 			raw = raw[n:]
 			r := Record{Key: kr.Key, Value: kr.Value, Timestamp: rb.FirstTimestamp + kr.TimestampDelta64}
 			for _, h := range kr.Headers {
@@ -277,7 +278,7 @@ func stripGaps(recs []Record) []Record {
 func mutate(b []byte, fix bool, fn func(b []byte) []byte) []byte {
 	c := fn(bytes.Clone(b))
 	if fix && len(c) >= BatchHeaderSize {
-		binary.BigEndian.PutUint32(c[17:], crc32.Checksum(c[21:], castagnoli))
+		binary.BigEndian.PutUint32(c[17:], crc32.Checksum(c[21:], wire.Castagnoli))
 	}
 	return c
 }
@@ -286,8 +287,8 @@ func mutate(b []byte, fix bool, fn func(b []byte) []byte) []byte {
 func rawBatch(recordCount, lastOffsetDelta int32, records []byte) []byte {
 	b := make([]byte, BatchHeaderSize, BatchHeaderSize+len(records))
 	b = append(b, records...)
-	putBatchHeader(b, batchHeader{leaderEpoch: -1, lastOffsetDelta: lastOffsetDelta, baseTimestamp: 10, maxTimestamp: 10,
-		producerID: -1, producerEpoch: -1, baseSequence: -1, recordCount: recordCount})
+	putBatchHeader(b, batchHeader{LeaderEpoch: -1, LastOffsetDelta: lastOffsetDelta, BaseTimestamp: 10, MaxTimestamp: 10,
+		ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, RecordCount: recordCount})
 	return b
 }
 
@@ -541,7 +542,7 @@ func fixBatchCRCs(b []byte) []byte {
 		if n < BatchHeaderSize || n > len(c)-p {
 			break
 		}
-		binary.BigEndian.PutUint32(c[p+17:], crc32.Checksum(c[p+21:p+n], castagnoli))
+		binary.BigEndian.PutUint32(c[p+17:], crc32.Checksum(c[p+21:p+n], wire.Castagnoli))
 		p += n
 	}
 	return c
@@ -642,8 +643,8 @@ func TestStrictBoundsDecompression(t *testing.T) {
 		t.Fatalf("the streamed frame declares its size (%v)", err)
 	}
 	streamed := append(bytes.Clone(plain[:BatchHeaderSize]), zbuf.Bytes()...)
-	putBatchHeader(streamed, batchHeader{leaderEpoch: -1, attributes: int16(CompressionZstd), baseTimestamp: 1, maxTimestamp: 1,
-		producerID: -1, producerEpoch: -1, baseSequence: -1, recordCount: 1})
+	putBatchHeader(streamed, batchHeader{LeaderEpoch: -1, Attributes: int16(CompressionZstd), BaseTimestamp: 1, MaxTimestamp: 1,
+		ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, RecordCount: 1})
 	inputs["zstd (streamed, no declared size)"] = streamed
 	for name, in := range inputs {
 		if _, err := ValidateBatches(in, BatchLimits{Strict: true, MaxUncompressedBytes: 3 << 20}); err != nil {
@@ -689,7 +690,7 @@ func TestXerialSnappy(t *testing.T) {
 	recs := kafkaTestRecords(40, 6)
 	plain := kgoBatch(t, recs, kgo.NoCompression(), -1, -1)
 	raw := plain[BatchHeaderSize:]
-	x := append([]byte(nil), xerialMagic...)
+	x := []byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0} // the xerial magic
 	x = binary.BigEndian.AppendUint32(x, 1)
 	x = binary.BigEndian.AppendUint32(x, 1)
 	for _, chunk := range [][]byte{raw[:len(raw)/3], raw[len(raw)/3:]} {
@@ -702,7 +703,7 @@ func TestXerialSnappy(t *testing.T) {
 	}
 	batch := append(bytes.Clone(plain[:BatchHeaderSize]), x...)
 	h, _, _ := parseBatchHeader(plain, MaxBlockRawBytes, attrCodecMask)
-	h.attributes = int16(CompressionSnappy)
+	h.Attributes = int16(CompressionSnappy)
 	putBatchHeader(batch, h)
 	info, err := ValidateBatches(batch, BatchLimits{Strict: true})
 	if err != nil {
@@ -737,7 +738,7 @@ func TestZstdSeveralFrames(t *testing.T) {
 	z = encoder().EncodeAll(raw[len(raw)/2:], z)
 	batch := append(bytes.Clone(plain[:BatchHeaderSize]), z...)
 	h, _, _ := parseBatchHeader(plain, MaxBlockRawBytes, attrCodecMask)
-	h.attributes = int16(CompressionZstd)
+	h.Attributes = int16(CompressionZstd)
 	putBatchHeader(batch, h)
 	info, err := ValidateBatches(batch, BatchLimits{Strict: true})
 	if err != nil {

@@ -3,10 +3,10 @@ package segment
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"math"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // Blocks of version 3 ("batches blocks") hold Kafka RecordBatch v2 batches
@@ -148,38 +148,20 @@ func (b *BlockBuilder) appendPending(dst []byte, enc *zstd.Encoder, compress boo
 		dst = append(dst, b.kpend...)
 	}
 	putBatchHeader(dst[start:], batchHeader{
-		baseOffset: b.kpendBase, leaderEpoch: -1, attributes: int16(codec),
-		lastOffsetDelta: b.kpendLast, baseTimestamp: b.kpendFirstTS, maxTimestamp: b.kpendMaxTS,
-		producerID: -1, producerEpoch: -1, baseSequence: -1, recordCount: int32(b.kpendN),
+		BaseOffset: b.kpendBase, LeaderEpoch: -1, Attributes: int16(codec),
+		LastOffsetDelta: b.kpendLast, BaseTimestamp: b.kpendFirstTS, MaxTimestamp: b.kpendMaxTS,
+		ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, RecordCount: int32(b.kpendN),
 	})
 	return dst
-}
-
-// putBatchHeader writes h into batch[:BatchHeaderSize] with the batch's
-// length and CRC computed from batch (header and records).
-func putBatchHeader(batch []byte, h batchHeader) {
-	binary.BigEndian.PutUint64(batch[0:], uint64(h.baseOffset))
-	binary.BigEndian.PutUint32(batch[8:], uint32(len(batch)-batchLengthBase))
-	binary.BigEndian.PutUint32(batch[12:], uint32(h.leaderEpoch))
-	batch[16] = batchMagic
-	binary.BigEndian.PutUint16(batch[21:], uint16(h.attributes))
-	binary.BigEndian.PutUint32(batch[23:], uint32(h.lastOffsetDelta))
-	binary.BigEndian.PutUint64(batch[27:], uint64(h.baseTimestamp))
-	binary.BigEndian.PutUint64(batch[35:], uint64(h.maxTimestamp))
-	binary.BigEndian.PutUint64(batch[43:], uint64(h.producerID))
-	binary.BigEndian.PutUint16(batch[51:], uint16(h.producerEpoch))
-	binary.BigEndian.PutUint32(batch[53:], uint32(h.baseSequence))
-	binary.BigEndian.PutUint32(batch[57:], uint32(h.recordCount))
-	binary.BigEndian.PutUint32(batch[17:], crc32.Checksum(batch[21:], castagnoli))
 }
 
 // appendKafkaRecord appends r as a Kafka record (length, attributes 0,
 // timestampDelta, offsetDelta, key, value, headers).
 func appendKafkaRecord(b []byte, r *Record, tsDelta int64, offDelta int32) []byte {
-	n := 1 + varintLen(tsDelta) + varintLen(int64(offDelta)) + bytesSize(r.Key) + bytesSize(r.Value) + varintLen(int64(len(r.Headers)))
+	n := 1 + wire.VarintLen(tsDelta) + wire.VarintLen(int64(offDelta)) + bytesSize(r.Key) + bytesSize(r.Value) + wire.VarintLen(int64(len(r.Headers)))
 	for i := range r.Headers {
 		h := &r.Headers[i]
-		n += varintLen(int64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
+		n += wire.VarintLen(int64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
 	}
 	b = appendVarint(b, int64(n))
 	b = append(b, 0)
@@ -255,13 +237,13 @@ func walkBatches(payload []byte, want int, base int64, scratch *[]byte, fn func(
 		h, field, reason := parseBatchHeader(payload[p:], MaxBlockRawBytes, attrKnownForRead)
 		if reason == "" {
 			switch {
-			case h.baseOffset < next:
-				field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d (after the previous batch)", h.baseOffset, next)
-			case h.baseOffset > math.MaxInt64-1-int64(h.lastOffsetDelta):
-				field, reason = "baseOffset", fmt.Sprintf("%d + lastOffsetDelta %d overflows", h.baseOffset, h.lastOffsetDelta)
-			case i == 0 && h.baseTimestamp != base:
-				field, reason = "baseTimestamp", fmt.Sprintf("%d, the block header says %d", h.baseTimestamp, base)
-			case int64(total)+int64(h.recordCount) > int64(want):
+			case h.BaseOffset < next:
+				field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d (after the previous batch)", h.BaseOffset, next)
+			case h.BaseOffset > math.MaxInt64-1-int64(h.LastOffsetDelta):
+				field, reason = "baseOffset", fmt.Sprintf("%d + lastOffsetDelta %d overflows", h.BaseOffset, h.LastOffsetDelta)
+			case i == 0 && h.BaseTimestamp != base:
+				field, reason = "baseTimestamp", fmt.Sprintf("%d, the block header says %d", h.BaseTimestamp, base)
+			case int64(total)+int64(h.RecordCount) > int64(want):
 				field, reason = "recordCount", fmt.Sprintf("batches hold more than the block header's %d records", want)
 			}
 		}
@@ -272,20 +254,20 @@ func walkBatches(payload []byte, want int, base int64, scratch *[]byte, fn func(
 		if scratch != nil {
 			buf = *scratch
 		}
-		raw, err := decompressBatch(payload[p+BatchHeaderSize:p+h.length], h.codec(), budget, buf)
+		raw, err := decompressBatch(payload[p+BatchHeaderSize:p+h.Length], h.Codec(), budget, buf)
 		if err != nil {
 			return s, fmt.Sprintf("batch %d at %d: records: %v", i, p, err), nil
 		}
-		if scratch != nil && h.codec() == CompressionZstd && cap(raw) > cap(*scratch) {
+		if scratch != nil && h.Codec() == CompressionZstd && cap(raw) > cap(*scratch) {
 			*scratch = raw[:0]
 		}
-		if h.codec() != CompressionNone {
+		if h.Codec() != CompressionNone {
 			budget -= len(raw)
 		}
 		var ferr error
 		err = walkKafkaRecords(raw, &h, math.MaxInt, func(_ int, kr *kafkaRecord) {
 			if fn != nil && ferr == nil {
-				ferr = fn(h.baseOffset+int64(kr.offsetDelta), kr)
+				ferr = fn(h.BaseOffset+int64(kr.OffsetDelta), kr)
 			}
 		})
 		if ferr != nil {
@@ -294,8 +276,8 @@ func walkBatches(payload []byte, want int, base int64, scratch *[]byte, fn func(
 		if err != nil {
 			return s, fmt.Sprintf("batch %d at %d: records: %v", i, p, err), nil
 		}
-		lo, hi := h.baseTimestamp, h.maxTimestamp
-		if h.attributes&attrLogAppendTime != 0 {
+		lo, hi := h.BaseTimestamp, h.MaxTimestamp
+		if h.Attributes&attrLogAppendTime != 0 {
 			lo = hi
 		}
 		if i == 0 {
@@ -303,9 +285,9 @@ func walkBatches(payload []byte, want int, base int64, scratch *[]byte, fn func(
 		} else {
 			s.minTS, s.maxTS = min(s.minTS, lo), max(s.maxTS, hi)
 		}
-		total += int(h.recordCount)
-		next = h.baseOffset + int64(h.lastOffsetDelta) + 1
-		p += h.length
+		total += int(h.RecordCount)
+		next = h.BaseOffset + int64(h.LastOffsetDelta) + 1
+		p += h.Length
 	}
 	if total != want {
 		return s, fmt.Sprintf("batches hold %d records, the block header says %d", total, want), nil
@@ -319,14 +301,14 @@ func decodeBatchesRecords(payload []byte, want int, base int64) ([]Record, batch
 	prev := int64(-1)
 	var slab []Header
 	s, reason, _ := walkBatches(payload, want, base, nil, func(off int64, kr *kafkaRecord) error {
-		r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp, Gap: off - prev - 1}
+		r := Record{Key: kr.Key, Value: kr.Value, Timestamp: kr.Timestamp, Gap: off - prev - 1}
 		prev = off
-		if kr.numHeaders > 0 {
-			if cap(slab)-len(slab) < kr.numHeaders {
-				slab = make([]Header, 0, max(kr.numHeaders, 64))
+		if kr.NumHeaders > 0 {
+			if cap(slab)-len(slab) < kr.NumHeaders {
+				slab = make([]Header, 0, max(kr.NumHeaders, 64))
 			}
 			start := len(slab)
-			eachKafkaHeader(kr.headers, kr.numHeaders, func(k, v []byte) {
+			eachKafkaHeader(kr.Headers, kr.NumHeaders, func(k, v []byte) {
 				slab = append(slab, Header{Key: string(k), Value: v})
 			})
 			r.Headers = slab[start:len(slab):len(slab)]
@@ -377,17 +359,17 @@ func BlockBatches(dst, block []byte, base int64) ([]byte, error) {
 	next := int64(0)
 	for p, i := 0, 0; p < len(payload); i++ {
 		bh, field, reason := parseBatchHeader(payload[p:], MaxBlockRawBytes, attrKnownForRead)
-		if reason == "" && bh.baseOffset < next {
-			field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d", bh.baseOffset, next)
+		if reason == "" && bh.BaseOffset < next {
+			field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d", bh.BaseOffset, next)
 		}
-		if reason == "" && (bh.baseOffset > math.MaxInt64-1-int64(bh.lastOffsetDelta)-base || base < 0) {
-			field, reason = "baseOffset", fmt.Sprintf("%d + base %d overflows", bh.baseOffset, base)
+		if reason == "" && (bh.BaseOffset > math.MaxInt64-1-int64(bh.LastOffsetDelta)-base || base < 0) {
+			field, reason = "baseOffset", fmt.Sprintf("%d + base %d overflows", bh.BaseOffset, base)
 		}
 		if reason != "" {
 			return dst[:start], corrupt("block batches: batch %d at %d: %s: %s", i, p, field, reason)
 		}
-		next = bh.baseOffset + int64(bh.lastOffsetDelta) + 1
-		p += bh.length
+		next = bh.BaseOffset + int64(bh.LastOffsetDelta) + 1
+		p += bh.Length
 	}
 	dst = append(dst, payload...)
 	for p := start; p < len(dst); {
@@ -431,12 +413,12 @@ func (b *BlockBuilder) AppendBatchesRecords(batches []byte, info *BatchesInfo) e
 		if reason != "" {
 			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %s: %s", i, field, reason)
 		}
-		raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), MaxBlockRawBytes, nil)
+		raw, err := decompressBatch(batch[BatchHeaderSize:], h.Codec(), MaxBlockRawBytes, nil)
 		if err != nil {
 			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %v", i, err)
 		}
 		err = walkKafkaRecords(raw, &h, math.MaxInt, func(_ int, kr *kafkaRecord) {
-			recs = append(recs, kr.record())
+			recs = append(recs, kafkaRecordOf(kr))
 		})
 		if err != nil {
 			return fmt.Errorf("segment: AppendBatchesRecords: batch %d: %v", i, err)
@@ -465,22 +447,4 @@ func appendDeferred(dst, kbuf []byte, deferred []int, enc *zstd.Encoder) []byte 
 		p = at + n
 	}
 	return append(dst, kbuf[p:]...)
-}
-
-// appendCompressedBatch appends an uncompressed batch to dst, its records
-// zstd-compressed when that is smaller (header rewritten, CRC recomputed),
-// else as it is.
-func appendCompressedBatch(dst, batch []byte, enc *zstd.Encoder) []byte {
-	start := len(dst)
-	dst = append(dst, batch[:BatchHeaderSize]...)
-	dst = enc.EncodeAll(batch[BatchHeaderSize:], dst)
-	if len(dst)-start >= len(batch) {
-		return append(dst[:start], batch...)
-	}
-	out := dst[start:]
-	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-batchLengthBase))
-	attrs := binary.BigEndian.Uint16(out[21:])&^attrCodecMask | uint16(CompressionZstd)
-	binary.BigEndian.PutUint16(out[21:], attrs)
-	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
-	return dst
 }

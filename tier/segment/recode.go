@@ -51,13 +51,13 @@ func StoredBatches(block []byte) (batches []StoredBatch, ok bool, err error) {
 		bh, field, reason := parseBatchHeader(payload[p:], MaxBlockRawBytes, attrKnownForRead)
 		if reason == "" {
 			switch {
-			case bh.baseOffset < next:
-				field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d (after the previous batch)", bh.baseOffset, next)
-			case bh.baseOffset > math.MaxInt64-1-int64(bh.lastOffsetDelta):
-				field, reason = "baseOffset", fmt.Sprintf("%d + lastOffsetDelta %d overflows", bh.baseOffset, bh.lastOffsetDelta)
-			case i == 0 && bh.baseTimestamp != h.base:
-				field, reason = "baseTimestamp", fmt.Sprintf("%d, the block header says %d", bh.baseTimestamp, h.base)
-			case int64(total)+int64(bh.recordCount) > int64(h.records):
+			case bh.BaseOffset < next:
+				field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d (after the previous batch)", bh.BaseOffset, next)
+			case bh.BaseOffset > math.MaxInt64-1-int64(bh.LastOffsetDelta):
+				field, reason = "baseOffset", fmt.Sprintf("%d + lastOffsetDelta %d overflows", bh.BaseOffset, bh.LastOffsetDelta)
+			case i == 0 && bh.BaseTimestamp != h.base:
+				field, reason = "baseTimestamp", fmt.Sprintf("%d, the block header says %d", bh.BaseTimestamp, h.base)
+			case int64(total)+int64(bh.RecordCount) > int64(h.records):
 				field, reason = "recordCount", fmt.Sprintf("batches hold more than the block header's %d records", h.records)
 			}
 		}
@@ -65,17 +65,17 @@ func StoredBatches(block []byte) (batches []StoredBatch, ok bool, err error) {
 			return nil, true, corrupt("block batches: batch %d at %d: %s: %s", i, p, field, reason)
 		}
 		sb := StoredBatch{
-			Bytes: payload[p : p+bh.length : p+bh.length], Offset: bh.baseOffset, LastOffsetDelta: bh.lastOffsetDelta,
-			Records: int(bh.recordCount), Compression: bh.codec(),
-			BaseTimestamp: bh.baseTimestamp, MaxTimestamp: bh.maxTimestamp, MinTimestamp: bh.baseTimestamp,
+			Bytes: payload[p : p+bh.Length : p+bh.Length], Offset: bh.BaseOffset, LastOffsetDelta: bh.LastOffsetDelta,
+			Records: int(bh.RecordCount), Compression: bh.Codec(),
+			BaseTimestamp: bh.BaseTimestamp, MaxTimestamp: bh.MaxTimestamp, MinTimestamp: bh.BaseTimestamp,
 		}
-		if bh.attributes&attrLogAppendTime != 0 {
-			sb.MinTimestamp = bh.maxTimestamp
+		if bh.Attributes&attrLogAppendTime != 0 {
+			sb.MinTimestamp = bh.MaxTimestamp
 		}
 		batches = append(batches, sb)
-		total += int(bh.recordCount)
-		next = bh.baseOffset + int64(bh.lastOffsetDelta) + 1
-		p += bh.length
+		total += int(bh.RecordCount)
+		next = bh.BaseOffset + int64(bh.LastOffsetDelta) + 1
+		p += bh.Length
 	}
 	if total != int(h.records) {
 		return nil, true, corrupt("block batches: batches hold %d records, the block header says %d", total, h.records)

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // RecordView is one record of a block as VisitBlock walks it. Its slices
@@ -32,13 +33,13 @@ func (v *RecordView) EachHeader(fn func(key, value []byte)) {
 		eachKafkaHeader(v.headers, v.NumHeaders, fn)
 		return
 	}
-	r := reader{b: v.headers}
+	r := wire.Reader{B: v.headers}
 	for range v.NumHeaders {
-		kl := r.ulength("header key")
-		k := r.bytes(kl)
+		kl := r.ULength("header key")
+		k := r.Bytes(kl)
 		var val []byte
-		if l, null := r.length("header value"); !null {
-			val = r.bytes(l)
+		if l, null := r.Length("header value"); !null {
+			val = r.Bytes(l)
 		}
 		fn(k, val)
 	}
@@ -85,8 +86,8 @@ func VisitBlock(b []byte, base int64, fn func(r *RecordView) error) (int, error)
 			}
 		}()
 		_, reason, err := walkBatches(payload, int(h.records), h.base, &scratch, func(off int64, kr *kafkaRecord) error {
-			v = RecordView{Index: i, Offset: base + off, Timestamp: kr.timestamp, Key: kr.key, Value: kr.value,
-				NumHeaders: kr.numHeaders, headers: kr.headers, kafka: true}
+			v = RecordView{Index: i, Offset: base + off, Timestamp: kr.Timestamp, Key: kr.Key, Value: kr.Value,
+				NumHeaders: kr.NumHeaders, headers: kr.Headers, kafka: true}
 			i++
 			return fn(&v)
 		})
@@ -110,14 +111,14 @@ func VisitBlock(b []byte, base int64, fn func(r *RecordView) error) (int, error)
 		if fh.FrameContentSize != uint64(h.rawLen) {
 			return 0, corrupt("zstd frame holds %d bytes, block header says %d", fh.FrameContentSize, h.rawLen)
 		}
-		need := int(h.rawLen) + zstdSlack
+		need := int(h.rawLen) + wire.ZstdSlack
 		var buf []byte
 		if p, ok := rawPool.Get().(*[]byte); ok && cap(*p) >= need {
 			buf = (*p)[:0:need] // the cap limit keeps the decoder's bound
 		} else {
 			buf = make([]byte, 0, need)
 		}
-		raw, err = decoder().DecodeAll(payload, buf)
+		raw, err = wire.Decoder().DecodeAll(payload, buf)
 		if err != nil {
 			return 0, corrupt("zstd: %v", err)
 		}
@@ -158,52 +159,52 @@ func visitRecords(buf, gaps []byte, n int, baseTS, baseOff int64, fn func(*Recor
 	if n > len(buf)/minRecordSize {
 		return "record count exceeds what the block's bytes can hold", nil
 	}
-	r := reader{b: buf}
-	g := reader{b: gaps}
+	r := wire.Reader{B: buf}
+	g := wire.Reader{B: gaps}
 	off := baseOff - 1
 	var v RecordView
 	for i := range n {
 		off++
 		if gaps != nil {
-			off += int64(g.uvarint())
+			off += int64(g.Uvarint())
 		}
 		v = RecordView{Index: i, Offset: off}
-		d := r.varint()
-		if i == 0 && d != 0 && r.err == "" {
+		d := r.Varint()
+		if i == 0 && d != 0 && r.Err == "" {
 			return "first record's timestamp differs from the block's base timestamp", nil
 		}
 		v.Timestamp = baseTS + d
-		if l, null := r.length("key"); !null {
-			v.Key = r.bytes(l)
+		if l, null := r.Length("key"); !null {
+			v.Key = r.Bytes(l)
 		}
-		if l, null := r.length("value"); !null {
-			v.Value = r.bytes(l)
+		if l, null := r.Length("value"); !null {
+			v.Value = r.Bytes(l)
 		}
-		nh := r.count("header", minHeaderSize)
-		if r.err != "" {
-			return r.err + " in record " + strconv.Itoa(i), nil
+		nh := r.Count("header", minHeaderSize)
+		if r.Err != "" {
+			return r.Err + " in record " + strconv.Itoa(i), nil
 		}
 		if nh > 0 {
-			start := r.p
+			start := r.P
 			for range nh {
-				kl := r.ulength("header key")
-				r.bytes(kl)
-				if l, null := r.length("header value"); !null {
-					r.bytes(l)
+				kl := r.ULength("header key")
+				r.Bytes(kl)
+				if l, null := r.Length("header value"); !null {
+					r.Bytes(l)
 				}
 			}
-			if r.err != "" {
-				return r.err + " in record " + strconv.Itoa(i), nil
+			if r.Err != "" {
+				return r.Err + " in record " + strconv.Itoa(i), nil
 			}
 			v.NumHeaders = nh
-			v.headers = r.b[start:r.p:r.p]
+			v.headers = r.B[start:r.P:r.P]
 		}
 		if err := fn(&v); err != nil {
 			return "", err
 		}
 	}
-	if r.remaining() != 0 {
-		return strconv.Itoa(r.remaining()) + " bytes of trailing garbage after the last record", nil
+	if r.Remaining() != 0 {
+		return strconv.Itoa(r.Remaining()) + " bytes of trailing garbage after the last record", nil
 	}
 	return "", nil
 }

@@ -75,39 +75,39 @@ func DecodeBatches(b []byte, from int64) ([]Record, []int64, error) {
 		h, field, reason := parseBatchHeader(b[p:], MaxBlockRawBytes, attrKnownForRead)
 		if reason == "" {
 			switch {
-			case h.baseOffset < 0 || h.baseOffset > math.MaxInt64-1-int64(h.lastOffsetDelta):
-				field, reason = "baseOffset", fmt.Sprintf("%d out of range", h.baseOffset)
-			case h.baseOffset < next:
-				field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d (after the previous batch)", h.baseOffset, next)
+			case h.BaseOffset < 0 || h.BaseOffset > math.MaxInt64-1-int64(h.LastOffsetDelta):
+				field, reason = "baseOffset", fmt.Sprintf("%d out of range", h.BaseOffset)
+			case h.BaseOffset < next:
+				field, reason = "baseOffset", fmt.Sprintf("%d, want at least %d (after the previous batch)", h.BaseOffset, next)
 			}
 		}
 		if reason != "" {
 			return nil, nil, corrupt("batch %d at %d: %s: %s", i, p, field, reason)
 		}
-		next = h.baseOffset + int64(h.lastOffsetDelta) + 1
+		next = h.BaseOffset + int64(h.LastOffsetDelta) + 1
 		if next <= from {
-			p += h.length
+			p += h.Length
 			continue
 		}
-		raw, err := decompressBatch(b[p+BatchHeaderSize:p+h.length], h.codec(), MaxBlockRawBytes, nil)
+		raw, err := decompressBatch(b[p+BatchHeaderSize:p+h.Length], h.Codec(), MaxBlockRawBytes, nil)
 		if err != nil {
 			return nil, nil, corrupt("batch %d at %d: records: %v", i, p, err)
 		}
 		if recs == nil {
-			recs = make([]Record, 0, min(int(h.recordCount), len(raw)/minKafkaRecordSize+1))
+			recs = make([]Record, 0, min(int(h.RecordCount), len(raw)/minKafkaRecordSize+1))
 		}
 		err = walkKafkaRecords(raw, &h, math.MaxInt, func(_ int, kr *kafkaRecord) {
-			off := h.baseOffset + int64(kr.offsetDelta)
+			off := h.BaseOffset + int64(kr.OffsetDelta)
 			if off < from {
 				return
 			}
-			recs = append(recs, kr.record())
+			recs = append(recs, kafkaRecordOf(kr))
 			offs = append(offs, off)
 		})
 		if err != nil {
 			return nil, nil, corrupt("batch %d at %d: records: %v", i, p, err)
 		}
-		p += h.length
+		p += h.Length
 	}
 	return recs, offs, nil
 }

@@ -15,8 +15,9 @@ func TestRulesCatchViolations(t *testing.T) {
 		{ImportPath: "go.etcd.io/etcd/client/v3", Imports: []string{"go.etcd.io/etcd/api/v3/mvccpb"}},
 		{ImportPath: module + "/metadata", Imports: []string{"go.etcd.io/etcd/client/v3"}},
 		{ImportPath: module + "/metadata/groups", Imports: []string{"go.etcd.io/etcd/client/v3"}},
-		{ImportPath: module + "/tier/segment", Deps: []string{"fmt", "hash/crc32", "github.com/klauspost/compress/zstd", "github.com/pierrec/lz4/v4"}},
-		{ImportPath: module + "/sdk", Deps: []string{"fmt", "connectrpc.com/connect", module + "/gen/varve/v1", module + "/internal/murmur2", module + "/parquet", module + "/tier/segment"}},
+		{ImportPath: module + "/tier/segment", Deps: []string{"fmt", "hash/crc32", "github.com/klauspost/compress/zstd", "github.com/pierrec/lz4/v4", module + "/tier/segment/kafkabatch"}},
+		{ImportPath: module + "/tier/segment/kafkabatch", Deps: []string{"fmt", "hash/crc32", "github.com/klauspost/compress/zstd", "github.com/pierrec/lz4/v4"}},
+		{ImportPath: module + "/sdk", Deps: []string{"fmt", "connectrpc.com/connect", module + "/gen/varve/v1", module + "/internal/murmur2", module + "/parquet", module + "/tier/segment", module + "/tier/segment/kafkabatch"}},
 		{ImportPath: module + "/parquet", Deps: []string{"fmt", "github.com/apache/arrow-go/v18/parquet/pqarrow"}},
 	}
 	if v := Check(good); len(v) > 0 {
@@ -31,6 +32,8 @@ func TestRulesCatchViolations(t *testing.T) {
 		{"segment depends on tier", Package{ImportPath: module + "/tier/segment", Deps: []string{"fmt", module + "/tier"}}, "tier/segment imports only"},
 		{"segment depends on a third party", Package{ImportPath: module + "/tier/segment", Deps: []string{"github.com/golang/snappy"}}, "tier/segment imports only"},
 		{"segment depends on franz-go", Package{ImportPath: module + "/tier/segment", Deps: []string{"github.com/twmb/franz-go/pkg/kmsg"}}, "tier/segment imports only"},
+		{"segment subpackage depends on franz-go", Package{ImportPath: module + "/tier/segment/kafkabatch", Deps: []string{"github.com/twmb/franz-go/pkg/kmsg"}}, "tier/segment imports only"},
+		{"segment subpackage depends on tier", Package{ImportPath: module + "/tier/segment/kafkabatch", Deps: []string{module + "/tier"}}, "tier/segment imports only"},
 		{"sdk depends on ingest", Package{ImportPath: module + "/sdk", Deps: []string{module + "/ingest"}}, "sdk imports no server package"},
 		{"parquet depends on scan", Package{ImportPath: module + "/parquet", Deps: []string{"fmt", module + "/scan"}}, "parquet imports no server package"},
 		{"parquet depends on tier", Package{ImportPath: module + "/parquet", Deps: []string{module + "/tier"}}, "parquet imports no server package"},

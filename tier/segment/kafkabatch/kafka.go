@@ -1,4 +1,4 @@
-package segment
+package kafkabatch
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
+	"github.com/varve-io/varve/tier/segment/internal/wire"
 )
 
 // Kafka RecordBatch v2 ("magic 2"), as Kafka's wire protocol and log
@@ -38,26 +39,30 @@ const (
 	// BatchHeaderSize is the size of a RecordBatch v2 header: everything
 	// before the records.
 	BatchHeaderSize = 61
-	// batchLengthBase is what batchLength does not count: baseOffset and
+	// LengthBase is what batchLength does not count: baseOffset and
 	// batchLength itself.
-	batchLengthBase = 12
-	batchMagic      = 2
-	// minKafkaRecordSize is the smallest encoded Kafka record: length,
+	LengthBase = 12
+	// Magic is the magic byte of a RecordBatch v2.
+	Magic = 2
+	// MinRecordSize is the smallest encoded Kafka record: length,
 	// attributes, timestampDelta, offsetDelta, key length, value length,
 	// header count, one byte each.
-	minKafkaRecordSize = 7
-	// BatchesBlockVersion is the version of a block whose payload is a
-	// sequence of Kafka RecordBatch v2 batches (docs/segment-format.md).
-	BatchesBlockVersion = 3
+	MinRecordSize = 7
+	// MaxBytes is the largest batch, and decompressed batch, this package
+	// accepts: the default of every BatchLimits bound. It equals
+	// segment.MaxBlockRawBytes (a segment block holds the batches).
+	MaxBytes = 256 << 20
 )
 
-// Kafka batch attribute bits.
+// Kafka batch attribute bits: the codec, the timestamp type, and the
+// transactional and control flags; AttrKnownForRead are the bits a stored
+// batch may have.
 const (
-	attrCodecMask     = 0x07
-	attrLogAppendTime = 0x08
-	attrTransactional = 0x10
-	attrControl       = 0x20
-	attrKnownForRead  = attrCodecMask | attrLogAppendTime
+	AttrCodecMask     = 0x07
+	AttrLogAppendTime = 0x08
+	AttrTransactional = 0x10
+	AttrControl       = 0x20
+	AttrKnownForRead  = AttrCodecMask | AttrLogAppendTime
 )
 
 // Compression is a Kafka batch's compression codec (attributes bits 0-2).
@@ -100,14 +105,14 @@ var ErrBatchRecordTooLarge = errors.New("record too large")
 // defaults noted.
 type BatchLimits struct {
 	// MaxBatchBytes bounds each batch's size as sent (header and records,
-	// compressed): Kafka's max.message.bytes. 0 means MaxBlockRawBytes.
+	// compressed): Kafka's max.message.bytes. 0 means MaxBytes.
 	MaxBatchBytes int
 	// MaxRecordBytes bounds each record's encoded size (its length
 	// varint's value). Checked only in Strict mode or for uncompressed
 	// batches in Strict mode; 0 means no bound beyond the batch's.
 	MaxRecordBytes int
 	// MaxUncompressedBytes bounds each batch's decompressed records in
-	// Strict mode (the decompression-bomb guard). 0 means MaxBlockRawBytes.
+	// Strict mode (the decompression-bomb guard). 0 means MaxBytes.
 	MaxUncompressedBytes int
 	// Strict decompresses every batch and checks each record: framing,
 	// lengths, exactly recordCount records, offsetDelta = index,
@@ -166,91 +171,92 @@ func badBatch(i int, field, format string, args ...any) error {
 	return fmt.Errorf("%w: batch %d: %s: %s", ErrBadBatch, i, field, fmt.Sprintf(format, args...))
 }
 
-// batchHeader is a parsed RecordBatch v2 header.
-type batchHeader struct {
-	baseOffset      int64
-	length          int // whole batch, 12 + batchLength
-	leaderEpoch     int32
-	crc             uint32
-	attributes      int16
-	lastOffsetDelta int32
-	baseTimestamp   int64
-	maxTimestamp    int64
-	producerID      int64
-	producerEpoch   int16
-	baseSequence    int32
-	recordCount     int32
+// Header is a parsed RecordBatch v2 header.
+type Header struct {
+	BaseOffset      int64
+	Length          int // whole batch, 12 + batchLength
+	LeaderEpoch     int32
+	CRC             uint32
+	Attributes      int16
+	LastOffsetDelta int32
+	BaseTimestamp   int64
+	MaxTimestamp    int64
+	ProducerID      int64
+	ProducerEpoch   int16
+	BaseSequence    int32
+	RecordCount     int32
 }
 
-func (h *batchHeader) codec() Compression { return Compression(h.attributes & attrCodecMask) }
+// Codec is the batch's compression codec.
+func (h *Header) Codec() Compression { return Compression(h.Attributes & AttrCodecMask) }
 
-// parseBatchHeader reads and checks the header of the batch at the start of
+// ParseHeader reads and checks the header of the batch at the start of
 // b (the rest of the input): framing, magic, CRC, attributes (allowed is
 // the set of bits that may be set), counts and timestamps. It returns the
 // failing field and reason, or "".
-func parseBatchHeader(b []byte, maxBatch int, allowed int16) (h batchHeader, field, reason string) {
+func ParseHeader(b []byte, maxBatch int, allowed int16) (h Header, field, reason string) {
 	if len(b) < BatchHeaderSize {
 		return h, "batchLength", fmt.Sprintf("%d bytes left, a batch header is %d", len(b), BatchHeaderSize)
 	}
-	h.baseOffset = int64(binary.BigEndian.Uint64(b[0:]))
+	h.BaseOffset = int64(binary.BigEndian.Uint64(b[0:]))
 	bl := int32(binary.BigEndian.Uint32(b[8:]))
 	switch {
-	case bl < BatchHeaderSize-batchLengthBase:
-		return h, "batchLength", fmt.Sprintf("%d, less than the %d header bytes it counts", bl, BatchHeaderSize-batchLengthBase)
-	case int64(bl) > int64(len(b)-batchLengthBase):
-		return h, "batchLength", fmt.Sprintf("%d runs past the end of the input (%d bytes left)", bl, len(b)-batchLengthBase)
-	case int64(bl)+batchLengthBase > int64(maxBatch):
-		return h, "batchLength", fmt.Sprintf("batch of %d bytes exceeds the limit of %d", int64(bl)+batchLengthBase, maxBatch)
+	case bl < BatchHeaderSize-LengthBase:
+		return h, "batchLength", fmt.Sprintf("%d, less than the %d header bytes it counts", bl, BatchHeaderSize-LengthBase)
+	case int64(bl) > int64(len(b)-LengthBase):
+		return h, "batchLength", fmt.Sprintf("%d runs past the end of the input (%d bytes left)", bl, len(b)-LengthBase)
+	case int64(bl)+LengthBase > int64(maxBatch):
+		return h, "batchLength", fmt.Sprintf("batch of %d bytes exceeds the limit of %d", int64(bl)+LengthBase, maxBatch)
 	}
-	h.length = int(bl) + batchLengthBase
-	h.leaderEpoch = int32(binary.BigEndian.Uint32(b[12:]))
-	if m := int8(b[16]); m != batchMagic {
+	h.Length = int(bl) + LengthBase
+	h.LeaderEpoch = int32(binary.BigEndian.Uint32(b[12:]))
+	if m := int8(b[16]); m != Magic {
 		return h, "magic", fmt.Sprintf("%d, want 2 (RecordBatch v2; older message sets are not accepted)", m)
 	}
-	h.crc = binary.BigEndian.Uint32(b[17:])
-	if got := crc32.Checksum(b[21:h.length], castagnoli); got != h.crc {
-		return h, "crc", fmt.Sprintf("CRC-32C of attributes..end is %08x, the batch says %08x", got, h.crc)
+	h.CRC = binary.BigEndian.Uint32(b[17:])
+	if got := crc32.Checksum(b[21:h.Length], wire.Castagnoli); got != h.CRC {
+		return h, "crc", fmt.Sprintf("CRC-32C of attributes..end is %08x, the batch says %08x", got, h.CRC)
 	}
-	h.attributes = int16(binary.BigEndian.Uint16(b[21:]))
-	h.lastOffsetDelta = int32(binary.BigEndian.Uint32(b[23:]))
-	h.baseTimestamp = int64(binary.BigEndian.Uint64(b[27:]))
-	h.maxTimestamp = int64(binary.BigEndian.Uint64(b[35:]))
-	h.producerID = int64(binary.BigEndian.Uint64(b[43:]))
-	h.producerEpoch = int16(binary.BigEndian.Uint16(b[51:]))
-	h.baseSequence = int32(binary.BigEndian.Uint32(b[53:]))
-	h.recordCount = int32(binary.BigEndian.Uint32(b[57:]))
-	if c := h.codec(); c > CompressionZstd {
+	h.Attributes = int16(binary.BigEndian.Uint16(b[21:]))
+	h.LastOffsetDelta = int32(binary.BigEndian.Uint32(b[23:]))
+	h.BaseTimestamp = int64(binary.BigEndian.Uint64(b[27:]))
+	h.MaxTimestamp = int64(binary.BigEndian.Uint64(b[35:]))
+	h.ProducerID = int64(binary.BigEndian.Uint64(b[43:]))
+	h.ProducerEpoch = int16(binary.BigEndian.Uint16(b[51:]))
+	h.BaseSequence = int32(binary.BigEndian.Uint32(b[53:]))
+	h.RecordCount = int32(binary.BigEndian.Uint32(b[57:]))
+	if c := h.Codec(); c > CompressionZstd {
 		return h, "attributes", fmt.Sprintf("unknown compression codec %d", c)
 	}
-	if extra := h.attributes &^ allowed; extra != 0 {
+	if extra := h.Attributes &^ allowed; extra != 0 {
 		switch {
-		case extra&attrControl != 0:
+		case extra&AttrControl != 0:
 			return h, "attributes", "control batch (transaction markers are not accepted)"
-		case extra&attrTransactional != 0:
+		case extra&AttrTransactional != 0:
 			return h, "attributes", "transactional batch (transactions are not supported)"
-		case extra&attrLogAppendTime != 0:
+		case extra&AttrLogAppendTime != 0:
 			return h, "attributes", "timestamp type LogAppendTime (set by a broker, never by a producer)"
 		}
 		return h, "attributes", fmt.Sprintf("unknown bits %#04x set", uint16(extra))
 	}
-	records := h.length - BatchHeaderSize
+	records := h.Length - BatchHeaderSize
 	switch {
-	case h.recordCount <= 0:
-		return h, "recordCount", fmt.Sprintf("%d, want at least 1", h.recordCount)
-	case h.codec() == CompressionNone && int64(h.recordCount) > int64(records/minKafkaRecordSize):
-		return h, "recordCount", fmt.Sprintf("%d records cannot fit in %d uncompressed bytes", h.recordCount, records)
-	case h.lastOffsetDelta < h.recordCount-1:
-		return h, "lastOffsetDelta", fmt.Sprintf("%d, less than recordCount-1 = %d", h.lastOffsetDelta, h.recordCount-1)
-	case h.maxTimestamp < h.baseTimestamp && h.attributes&attrLogAppendTime == 0:
-		return h, "maxTimestamp", fmt.Sprintf("%d is before baseTimestamp %d", h.maxTimestamp, h.baseTimestamp)
-	case h.producerID < -1:
-		return h, "producerId", fmt.Sprintf("%d, want -1 or >= 0", h.producerID)
-	case h.producerID >= 0 && h.producerEpoch < 0:
-		return h, "producerEpoch", fmt.Sprintf("%d with producerId %d, want >= 0", h.producerEpoch, h.producerID)
-	case h.baseSequence < -1:
-		return h, "baseSequence", fmt.Sprintf("%d, want -1 or >= 0", h.baseSequence)
-	case h.producerID >= 0 && h.baseSequence < 0:
-		return h, "baseSequence", fmt.Sprintf("%d with producerId %d, want >= 0", h.baseSequence, h.producerID)
+	case h.RecordCount <= 0:
+		return h, "recordCount", fmt.Sprintf("%d, want at least 1", h.RecordCount)
+	case h.Codec() == CompressionNone && int64(h.RecordCount) > int64(records/MinRecordSize):
+		return h, "recordCount", fmt.Sprintf("%d records cannot fit in %d uncompressed bytes", h.RecordCount, records)
+	case h.LastOffsetDelta < h.RecordCount-1:
+		return h, "lastOffsetDelta", fmt.Sprintf("%d, less than recordCount-1 = %d", h.LastOffsetDelta, h.RecordCount-1)
+	case h.MaxTimestamp < h.BaseTimestamp && h.Attributes&AttrLogAppendTime == 0:
+		return h, "maxTimestamp", fmt.Sprintf("%d is before baseTimestamp %d", h.MaxTimestamp, h.BaseTimestamp)
+	case h.ProducerID < -1:
+		return h, "producerId", fmt.Sprintf("%d, want -1 or >= 0", h.ProducerID)
+	case h.ProducerID >= 0 && h.ProducerEpoch < 0:
+		return h, "producerEpoch", fmt.Sprintf("%d with producerId %d, want >= 0", h.ProducerEpoch, h.ProducerID)
+	case h.BaseSequence < -1:
+		return h, "baseSequence", fmt.Sprintf("%d, want -1 or >= 0", h.BaseSequence)
+	case h.ProducerID >= 0 && h.BaseSequence < 0:
+		return h, "baseSequence", fmt.Sprintf("%d with producerId %d, want >= 0", h.BaseSequence, h.ProducerID)
 	}
 	return h, "", ""
 }
@@ -281,8 +287,8 @@ func parseBatchHeader(b []byte, maxBatch int, allowed int16) (h batchHeader, fie
 // Every error wraps ErrBadBatch and names the batch index and the field.
 func ValidateBatches(b []byte, limits BatchLimits) (BatchesInfo, error) {
 	maxBatch := limits.MaxBatchBytes
-	if maxBatch <= 0 || maxBatch > MaxBlockRawBytes {
-		maxBatch = MaxBlockRawBytes
+	if maxBatch <= 0 || maxBatch > MaxBytes {
+		maxBatch = MaxBytes
 	}
 	var info BatchesInfo
 	if len(b) == 0 {
@@ -290,76 +296,76 @@ func ValidateBatches(b []byte, limits BatchLimits) (BatchesInfo, error) {
 	}
 	info.Bytes = len(b)
 	for p, i := 0, 0; p < len(b); i++ {
-		h, field, reason := parseBatchHeader(b[p:], maxBatch, attrCodecMask)
-		if reason == "" && h.lastOffsetDelta != h.recordCount-1 {
-			field, reason = "lastOffsetDelta", fmt.Sprintf("%d with %d records, want recordCount-1 = %d", h.lastOffsetDelta, h.recordCount, h.recordCount-1)
+		h, field, reason := ParseHeader(b[p:], maxBatch, AttrCodecMask)
+		if reason == "" && h.LastOffsetDelta != h.RecordCount-1 {
+			field, reason = "lastOffsetDelta", fmt.Sprintf("%d with %d records, want recordCount-1 = %d", h.LastOffsetDelta, h.RecordCount, h.RecordCount-1)
 		}
 		if reason != "" {
 			return BatchesInfo{}, badBatch(i, field, "%s", reason)
 		}
 		bi := BatchInfo{
-			Offset: p, Length: h.length, Records: int(h.recordCount), Compression: h.codec(),
-			BaseTimestamp: h.baseTimestamp, MaxTimestamp: h.maxTimestamp, PartitionLeaderEpoch: h.leaderEpoch,
-			ProducerID: h.producerID, ProducerEpoch: h.producerEpoch, BaseSequence: h.baseSequence,
+			Offset: p, Length: h.Length, Records: int(h.RecordCount), Compression: h.Codec(),
+			BaseTimestamp: h.BaseTimestamp, MaxTimestamp: h.MaxTimestamp, PartitionLeaderEpoch: h.LeaderEpoch,
+			ProducerID: h.ProducerID, ProducerEpoch: h.ProducerEpoch, BaseSequence: h.BaseSequence,
 		}
-		if h.codec() == CompressionNone {
-			bi.UncompressedBytes = h.length - BatchHeaderSize
+		if h.Codec() == CompressionNone {
+			bi.UncompressedBytes = h.Length - BatchHeaderSize
 		}
 		if limits.Strict {
-			n, err := strictCheck(b[p:p+h.length], &h, limits)
+			n, err := strictCheck(b[p:p+h.Length], &h, limits)
 			if err != nil {
 				return BatchesInfo{}, fmt.Errorf("%w: batch %d: records: %w", ErrBadBatch, i, err)
 			}
 			bi.UncompressedBytes = n
 		}
 		if i == 0 {
-			info.MinTimestamp, info.MaxTimestamp = h.baseTimestamp, h.maxTimestamp
+			info.MinTimestamp, info.MaxTimestamp = h.BaseTimestamp, h.MaxTimestamp
 		} else {
-			info.MinTimestamp = min(info.MinTimestamp, h.baseTimestamp)
-			info.MaxTimestamp = max(info.MaxTimestamp, h.maxTimestamp)
+			info.MinTimestamp = min(info.MinTimestamp, h.BaseTimestamp)
+			info.MaxTimestamp = max(info.MaxTimestamp, h.MaxTimestamp)
 		}
-		info.Records += int(h.recordCount)
+		info.Records += int(h.RecordCount)
 		info.Batches = append(info.Batches, bi)
-		p += h.length
+		p += h.Length
 	}
 	return info, nil
 }
 
 // strictCheck decompresses one batch and walks its records.
-func strictCheck(batch []byte, h *batchHeader, limits BatchLimits) (int, error) {
+func strictCheck(batch []byte, h *Header, limits BatchLimits) (int, error) {
 	budget := limits.MaxUncompressedBytes
-	if budget <= 0 || budget > MaxBlockRawBytes {
-		budget = MaxBlockRawBytes
+	if budget <= 0 || budget > MaxBytes {
+		budget = MaxBytes
 	}
 	var scratch []byte
-	if h.codec() == CompressionZstd {
+	if h.Codec() == CompressionZstd {
 		if bp, ok := strictScratch.Get().(*[]byte); ok {
 			scratch = *bp
 		}
 	}
-	raw, err := decompressBatch(batch[BatchHeaderSize:], h.codec(), budget, scratch)
+	raw, err := Decompress(batch[BatchHeaderSize:], h.Codec(), budget, scratch)
 	if err != nil {
 		return 0, err
 	}
-	defer releaseRaw(h.codec(), raw)
+	defer releaseRaw(h.Codec(), raw)
 	maxRec := limits.MaxRecordBytes
 	if maxRec <= 0 {
 		maxRec = math.MaxInt
 	}
 	var bad error
-	check := func(int, *kafkaRecord) {}
+	check := func(int, *Record) {}
 	if limits.Produced {
-		if h.baseTimestamp < 0 {
-			return 0, fmt.Errorf("baseTimestamp %d is negative", h.baseTimestamp)
+		if h.BaseTimestamp < 0 {
+			return 0, fmt.Errorf("baseTimestamp %d is negative", h.BaseTimestamp)
 		}
-		check = func(i int, kr *kafkaRecord) {
+		check = func(i int, kr *Record) {
 			switch {
 			case bad != nil:
-			case kr.timestamp < 0:
-				bad = fmt.Errorf("record %d: timestamp %d is negative", i, kr.timestamp)
-			case kr.numHeaders > 0:
+			case kr.Timestamp < 0:
+				bad = fmt.Errorf("record %d: timestamp %d is negative", i, kr.Timestamp)
+			case kr.NumHeaders > 0:
 				j := 0
-				eachKafkaHeader(kr.headers, kr.numHeaders, func(k, _ []byte) {
+				EachHeader(kr.Headers, kr.NumHeaders, func(k, _ []byte) {
 					if len(k) == 0 && bad == nil {
 						bad = fmt.Errorf("record %d: header %d has an empty key", i, j)
 					}
@@ -368,135 +374,123 @@ func strictCheck(batch []byte, h *batchHeader, limits BatchLimits) (int, error) 
 			}
 		}
 	}
-	err = walkKafkaRecords(raw, h, maxRec, check)
+	err = WalkRecords(raw, h, maxRec, check)
 	if err == nil {
 		err = bad
 	}
 	return len(raw), err
 }
 
-// kafkaRecord is one record of a batch as walkKafkaRecords reads it; its
+// Record is one record of a batch as WalkRecords reads it; its
 // slices alias the decompressed records.
-type kafkaRecord struct {
-	offsetDelta int32
-	timestamp   int64
-	key, value  []byte
-	numHeaders  int
-	headers     []byte // encoded headers, checked
+type Record struct {
+	OffsetDelta int32
+	Timestamp   int64
+	Key, Value  []byte
+	NumHeaders  int
+	Headers     []byte // encoded headers, checked
 }
 
-// record is kr as a Record (aliasing kr's bytes; header keys copied).
-func (kr *kafkaRecord) record() Record {
-	r := Record{Key: kr.key, Value: kr.value, Timestamp: kr.timestamp}
-	if kr.numHeaders > 0 {
-		r.Headers = make([]Header, 0, kr.numHeaders)
-		eachKafkaHeader(kr.headers, kr.numHeaders, func(k, v []byte) {
-			r.Headers = append(r.Headers, Header{Key: string(k), Value: v})
-		})
-	}
-	return r
-}
-
-// walkKafkaRecords checks that raw holds exactly h.recordCount records and
+// WalkRecords checks that raw holds exactly h.RecordCount records and
 // calls fn for each: lengths and varints canonical and in range, record
 // attributes 0, offsetDelta strictly increasing from >= 0 and ending at
 // lastOffsetDelta, header keys not null, each record at most maxRec bytes,
 // and (CreateTime) that the largest record timestamp is maxTimestamp.
-func walkKafkaRecords(raw []byte, h *batchHeader, maxRec int, fn func(i int, r *kafkaRecord)) error {
-	n := int(h.recordCount)
-	if n > len(raw)/minKafkaRecordSize {
+func WalkRecords(raw []byte, h *Header, maxRec int, fn func(i int, r *Record)) error {
+	n := int(h.RecordCount)
+	if n > len(raw)/MinRecordSize {
 		return fmt.Errorf("%d records cannot fit in %d uncompressed bytes", n, len(raw))
 	}
-	logAppend := h.attributes&attrLogAppendTime != 0
-	r := reader{b: raw}
+	logAppend := h.Attributes&AttrLogAppendTime != 0
+	r := wire.Reader{B: raw}
 	prevDelta := int64(-1)
 	var maxTS int64
-	var kr kafkaRecord
+	var kr Record
 	for i := range n {
-		l := r.varint()
-		if r.err != "" {
-			return fmt.Errorf("record %d: length: %s", i, r.err)
+		l := r.Varint()
+		if r.Err != "" {
+			return fmt.Errorf("record %d: length: %s", i, r.Err)
 		}
-		if l < minKafkaRecordSize-1 || l > int64(r.remaining()) {
-			return fmt.Errorf("record %d: length %d, want %d to the %d bytes left", i, l, minKafkaRecordSize-1, r.remaining())
+		if l < MinRecordSize-1 || l > int64(r.Remaining()) {
+			return fmt.Errorf("record %d: length %d, want %d to the %d bytes left", i, l, MinRecordSize-1, r.Remaining())
 		}
-		if l+int64(varintLen(l)) > int64(maxRec) {
-			return fmt.Errorf("%w: record %d: %d bytes exceed the record limit of %d", ErrBatchRecordTooLarge, i, l+int64(varintLen(l)), maxRec)
+		if l+int64(wire.VarintLen(l)) > int64(maxRec) {
+			return fmt.Errorf("%w: record %d: %d bytes exceed the record limit of %d", ErrBatchRecordTooLarge, i, l+int64(wire.VarintLen(l)), maxRec)
 		}
-		end := r.p + int(l)
-		rr := reader{b: raw[:end], p: r.p}
-		if a := rr.b[rr.p]; a != 0 {
+		end := r.P + int(l)
+		rr := wire.Reader{B: raw[:end], P: r.P}
+		if a := rr.B[rr.P]; a != 0 {
 			return fmt.Errorf("record %d: attributes %d, want 0", i, a)
 		}
-		rr.p++
-		tsd := rr.varint()
-		od := rr.varint()
-		if rr.err == "" && (od <= prevDelta || od > int64(h.lastOffsetDelta)) {
-			return fmt.Errorf("record %d: offsetDelta %d, want above %d and at most lastOffsetDelta %d", i, od, prevDelta, h.lastOffsetDelta)
+		rr.P++
+		tsd := rr.Varint()
+		od := rr.Varint()
+		if rr.Err == "" && (od <= prevDelta || od > int64(h.LastOffsetDelta)) {
+			return fmt.Errorf("record %d: offsetDelta %d, want above %d and at most lastOffsetDelta %d", i, od, prevDelta, h.LastOffsetDelta)
 		}
-		kr = kafkaRecord{offsetDelta: int32(od)}
+		kr = Record{OffsetDelta: int32(od)}
 		if logAppend {
-			kr.timestamp = h.maxTimestamp
+			kr.Timestamp = h.MaxTimestamp
 		} else {
-			kr.timestamp = h.baseTimestamp + tsd // wraps like Kafka's
+			kr.Timestamp = h.BaseTimestamp + tsd // wraps like Kafka's
 		}
-		if l, null := rr.length("key"); !null {
-			kr.key = rr.bytes(l)
+		if l, null := rr.Length("key"); !null {
+			kr.Key = rr.Bytes(l)
 		}
-		if l, null := rr.length("value"); !null {
-			kr.value = rr.bytes(l)
+		if l, null := rr.Length("value"); !null {
+			kr.Value = rr.Bytes(l)
 		}
-		nh := rr.varint()
-		if rr.err == "" && (nh < 0 || nh > int64(rr.remaining()/2)) {
-			return fmt.Errorf("record %d: header count %d, want 0 to what the %d bytes left can hold", i, nh, rr.remaining())
+		nh := rr.Varint()
+		if rr.Err == "" && (nh < 0 || nh > int64(rr.Remaining()/2)) {
+			return fmt.Errorf("record %d: header count %d, want 0 to what the %d bytes left can hold", i, nh, rr.Remaining())
 		}
-		start := rr.p
-		for j := 0; j < int(nh) && rr.err == ""; j++ {
-			kl, null := rr.length("header key")
-			if null && rr.err == "" {
+		start := rr.P
+		for j := 0; j < int(nh) && rr.Err == ""; j++ {
+			kl, null := rr.Length("header key")
+			if null && rr.Err == "" {
 				return fmt.Errorf("record %d: header %d: null key", i, j)
 			}
-			rr.bytes(kl)
-			if vl, null := rr.length("header value"); !null {
-				rr.bytes(vl)
+			rr.Bytes(kl)
+			if vl, null := rr.Length("header value"); !null {
+				rr.Bytes(vl)
 			}
 		}
-		if rr.err != "" {
-			return fmt.Errorf("record %d: %s", i, rr.err)
+		if rr.Err != "" {
+			return fmt.Errorf("record %d: %s", i, rr.Err)
 		}
-		if rr.p != end {
-			return fmt.Errorf("record %d: length says %d bytes, its fields take %d", i, l, rr.p-r.p)
+		if rr.P != end {
+			return fmt.Errorf("record %d: length says %d bytes, its fields take %d", i, l, rr.P-r.P)
 		}
-		kr.numHeaders = int(nh)
-		kr.headers = raw[start:end:end]
-		if i == 0 || kr.timestamp > maxTS {
-			maxTS = kr.timestamp
+		kr.NumHeaders = int(nh)
+		kr.Headers = raw[start:end:end]
+		if i == 0 || kr.Timestamp > maxTS {
+			maxTS = kr.Timestamp
 		}
 		prevDelta = od
-		r.p = end
+		r.P = end
 		fn(i, &kr)
 	}
-	if r.remaining() != 0 {
-		return fmt.Errorf("%d bytes after the last of %d records", r.remaining(), n)
+	if r.Remaining() != 0 {
+		return fmt.Errorf("%d bytes after the last of %d records", r.Remaining(), n)
 	}
-	if prevDelta != int64(h.lastOffsetDelta) {
-		return fmt.Errorf("last offsetDelta %d, the batch's lastOffsetDelta is %d", prevDelta, h.lastOffsetDelta)
+	if prevDelta != int64(h.LastOffsetDelta) {
+		return fmt.Errorf("last offsetDelta %d, the batch's lastOffsetDelta is %d", prevDelta, h.LastOffsetDelta)
 	}
-	if !logAppend && maxTS != h.maxTimestamp {
-		return fmt.Errorf("largest record timestamp %d, the batch's maxTimestamp is %d", maxTS, h.maxTimestamp)
+	if !logAppend && maxTS != h.MaxTimestamp {
+		return fmt.Errorf("largest record timestamp %d, the batch's maxTimestamp is %d", maxTS, h.MaxTimestamp)
 	}
 	return nil
 }
 
-// eachKafkaHeader walks a record's checked headers.
-func eachKafkaHeader(b []byte, n int, fn func(k, v []byte)) {
-	r := reader{b: b}
+// EachHeader walks a record's checked headers.
+func EachHeader(b []byte, n int, fn func(k, v []byte)) {
+	r := wire.Reader{B: b}
 	for range n {
-		kl, _ := r.length("header key")
-		k := r.bytes(kl)
+		kl, _ := r.Length("header key")
+		k := r.Bytes(kl)
 		var v []byte
-		if vl, null := r.length("header value"); !null {
-			v = r.bytes(vl)
+		if vl, null := r.Length("header value"); !null {
+			v = r.Bytes(vl)
 		}
 		fn(k, v)
 	}
@@ -513,10 +507,10 @@ var (
 // xerialMagic starts snappy data framed as the Java client writes it.
 var xerialMagic = []byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0}
 
-// decompressBatch returns the batch's records uncompressed: the payload
+// Decompress returns the batch's records uncompressed: the payload
 // itself for CompressionNone, else a buffer of at most budget bytes — for
 // zstd, scratch when it is large enough (nil: a new buffer).
-func decompressBatch(p []byte, c Compression, budget int, scratch []byte) ([]byte, error) {
+func Decompress(p []byte, c Compression, budget int, scratch []byte) ([]byte, error) {
 	switch c {
 	case CompressionNone:
 		return p, nil
@@ -587,16 +581,16 @@ func readLimited(r io.Reader, guess, budget int, what string) ([]byte, error) {
 
 // growDecoder decodes zstd frames that do not declare their size (Kafka
 // clients stream their frames): DecodeAll grows the output as needed, up
-// to MaxBlockRawBytes (WithDecoderMaxMemory); unzstd then checks the
+// to MaxBytes (WithDecoderMaxMemory); unzstd then checks the
 // caller's budget.
 var growDecoder = sync.OnceValue(func() *zstd.Decoder {
 	d, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(0),
-		zstd.WithDecoderMaxMemory(MaxBlockRawBytes),
-		zstd.WithDecoderMaxWindow(MaxBlockRawBytes),
+		zstd.WithDecoderMaxMemory(MaxBytes),
+		zstd.WithDecoderMaxWindow(MaxBytes),
 	)
 	if err != nil {
-		panic("segment: zstd decoder: " + err.Error()) // only on invalid options
+		panic("kafkabatch: zstd decoder: " + err.Error()) // only on invalid options
 	}
 	return d
 })
@@ -612,12 +606,12 @@ func unzstd(p []byte, budget int, scratch []byte) ([]byte, error) {
 		if fh.FrameContentSize > uint64(budget) {
 			return nil, fmt.Errorf("zstd frame holds %d bytes, more than the limit of %d", fh.FrameContentSize, budget)
 		}
-		need := int(fh.FrameContentSize) + zstdSlack
+		need := int(fh.FrameContentSize) + wire.ZstdSlack
 		dst := scratch[:0:min(cap(scratch), need)] // the cap limit keeps the decoder's bound
 		if cap(scratch) < need {
 			dst = make([]byte, 0, need)
 		}
-		out, err := decoder().DecodeAll(p, dst)
+		out, err := wire.Decoder().DecodeAll(p, dst)
 		if err == nil {
 			return out, nil
 		}
@@ -629,7 +623,7 @@ func unzstd(p []byte, budget int, scratch []byte) ([]byte, error) {
 	}
 	dst := scratch[:0]
 	if cap(dst) < len(p)*4 {
-		dst = make([]byte, 0, min(len(p)*8, budget)+zstdSlack)
+		dst = make([]byte, 0, min(len(p)*8, budget)+wire.ZstdSlack)
 	}
 	out, err := growDecoder().DecodeAll(p, dst)
 	if err != nil {
