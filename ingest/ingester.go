@@ -74,6 +74,12 @@ type Config struct {
 	// ProducerStateTTL is how long an idempotent producer's state lives
 	// after its last commit (default DefaultProducerStateTTL).
 	ProducerStateTTL time.Duration
+	// OrderWait bounds how long an idempotent producer's batch that
+	// arrives ahead of its sequence (a gap) waits for the earlier batches
+	// to reach this node before it is refused as out of order (default
+	// DefaultOrderWait). Pipelined requests of one producer are decided
+	// concurrently, so one may overtake its predecessor on the way in.
+	OrderWait time.Duration
 	// TracerProvider, if set, traces every flush (ingest.flush, with its
 	// ingest.put and ingest.commit), linked to the produce requests it
 	// answers (docs/observability.md).
@@ -88,6 +94,7 @@ const (
 	DefaultObjectPrefix   = "segments/"
 	// DefaultProducerStateTTL is Kafka's producer id expiration (24h).
 	DefaultProducerStateTTL = metadata.DefaultProducerStateTTL
+	DefaultOrderWait        = 500 * time.Millisecond
 )
 
 func (c *Config) fill() {
@@ -114,6 +121,9 @@ func (c *Config) fill() {
 	}
 	if c.ProducerStateTTL <= 0 {
 		c.ProducerStateTTL = DefaultProducerStateTTL
+	}
+	if c.OrderWait <= 0 {
+		c.OrderWait = DefaultOrderWait
 	}
 }
 
@@ -172,6 +182,10 @@ type Ingester struct {
 	// partition, in append order; idemDone counts removals.
 	idem     map[idemKey][]*pendingBatch
 	idemDone uint64
+	// idemChanged, when not nil, is closed at the next change of the held
+	// batches or remembered states (batches waiting for a predecessor
+	// wait on it).
+	idemChanged chan struct{}
 	// pcache remembers producers' states, to accept their next batches
 	// without reading etcd.
 	pcache *producerCache
@@ -528,6 +542,7 @@ func (in *Ingester) commitLoop() {
 		in.mu.Lock()
 		in.rememberCommitsLocked(f)
 		in.forgetBatchesLocked(f)
+		in.idemChangedLocked()
 		in.inflight--
 		if in.last == f {
 			in.last = nil // answered; do not keep its records alive
