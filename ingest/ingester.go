@@ -168,6 +168,13 @@ type Ingester struct {
 	// OnFlushed, if set before the first Produce, is called after each
 	// successful commit, in commit order.
 	OnFlushed func(Flushed)
+	// OnStored, if set before the first Produce, is called once a
+	// segment is stored, before its commit, with its blocks' stored bytes
+	// (no Records, no Base): a read cache filled then holds a block before
+	// any index entry names it, so no fetch reads a fresh block from the
+	// bucket. Calls run concurrently, in no order; a block whose commit
+	// then fails is never named by the index.
+	OnStored func(Flushed)
 
 	mu      sync.Mutex
 	open    *file
@@ -518,6 +525,9 @@ func (in *Ingester) sealLocked() {
 		in.putSlots <- struct{}{}
 		in.put(f)
 		<-in.putSlots
+		if f.err == nil && in.OnStored != nil {
+			in.OnStored(in.storedBlocks(f))
+		}
 		close(f.putDone)
 	}()
 }
@@ -659,6 +669,15 @@ func (in *Ingester) flushed(f *file) Flushed {
 		bi := f.infos[i]
 		out.Blocks = append(out.Blocks, FlushedBlock{Info: bi, Base: f.bases[k], Records: recs,
 			Stored: f.obj[bi.Offset : bi.Offset+bi.Length : bi.Offset+bi.Length]})
+	}
+	return out
+}
+
+// storedBlocks describes f's blocks as stored, for OnStored.
+func (in *Ingester) storedBlocks(f *file) Flushed {
+	out := Flushed{Object: f.object, Blocks: make([]FlushedBlock, len(f.infos))}
+	for i, bi := range f.infos {
+		out.Blocks[i] = FlushedBlock{Info: bi, Stored: f.obj[bi.Offset : bi.Offset+bi.Length : bi.Offset+bi.Length]}
 	}
 	return out
 }
