@@ -264,7 +264,7 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 		answers[p] = idemAnswer{dupBase: -1, pb: held}
 	}
 	in.idemChangedLocked()
-	var appended, appendedBytes int64
+	var appended, appendedBytes, rawBytes int64
 	appending := make(map[int32]bool, len(toAppend))
 	for _, p := range toAppend {
 		appending[p] = true
@@ -275,6 +275,7 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 			f.blocks[tpKey{topicName, recs[i].Partition}].Append(recs[i].Record)
 			appended++
 			appendedBytes += int64(segment.BatchEncodedSize(recs[i].Record))
+			rawBytes += int64(segment.BatchEncodedSize(recs[i].Record))
 		}
 	}
 	for i, e := range req.batches {
@@ -282,6 +283,7 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 			req.appendEntry(f.blocks[tpKey{topicName, e.Partition}], i)
 			appended += int64(req.infos[i].Records)
 			appendedBytes += req.entryBytes(i)
+			rawBytes += req.rawBytes(i)
 		}
 	}
 	f.bytes += appendedBytes
@@ -293,7 +295,7 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 		in.sealLocked()
 	}
 	in.m.records.Add(ctx, appended)
-	in.m.bytes.Add(ctx, appendedBytes)
+	in.m.bytes.Add(ctx, rawBytes)
 	return nil
 }
 

@@ -1,8 +1,10 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/segment"
 )
 
 // stateReads returns the ingester's count of producer state reads.
@@ -248,4 +251,59 @@ func TestIdempotentBatchWaitsForItsPredecessor(t *testing.T) {
 	if el := time.Since(start); el >= orderWait {
 		t.Fatalf("a stale sequence waited %v", el)
 	}
+}
+
+// TestIngestBytesCountsUncompressed: varve.ingest.bytes counts the records
+// uncompressed, as documented, also for the batch form whose batches are
+// stored compressed as sent.
+func TestIngestBytesCountsUncompressed(t *testing.T) {
+	ctx := context.Background()
+	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	fs, err := tier.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	cache, err := meta.NewCache(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: 5 * time.Millisecond}, fs, meta, cache, nil,
+		sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(context.Background()) })
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var recs []segment.Record
+	values := 0
+	for i := range 100 {
+		v := bytes.Repeat(fmt.Appendf(nil, "%d", i), 500)
+		values += len(v)
+		recs = append(recs, segment.Record{Value: v, Timestamp: time.Now().UnixMilli()})
+	}
+	plain, err := segment.AppendProducerBatches(nil, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plain) >= values/3 {
+		t.Fatalf("the batch is %d bytes for %d bytes of values: not compressed", len(plain), values)
+	}
+	if _, err := in.ProduceBatches(ctx, "t", []ingest.Batches{{Partition: 0, Bytes: plain}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	check := func(n int) {
+		t.Helper()
+		got := counter(t, reader, "varve.ingest.bytes")
+		if got < int64(n*values) || got > int64(n*(values+100*32)) {
+			t.Fatalf("varve.ingest.bytes %d after %d batches of %d value bytes (%d stored)", got, n, values, len(plain))
+		}
+	}
+	check(1)
 }
