@@ -30,6 +30,17 @@ type cacheEntry struct {
 	recs   []segment.Record
 	stored []byte // nil unless kept for peers
 	size   int64
+	// lazy is set for an entry added by PutEncoded: recs are decoded from
+	// stored at the first Get.
+	lazy *lazyRecords
+}
+
+// lazyRecords decodes a block's stored bytes once, at the first Get.
+type lazyRecords struct {
+	once    sync.Once
+	records int64 // the block's count: a decode giving another is corrupt
+	recs    []segment.Record
+	ok      bool
 }
 
 // NewMemory makes a cache holding up to maxBytes of decoded records.
@@ -37,15 +48,62 @@ func NewMemory(maxBytes int64) *Memory {
 	return &Memory{max: maxBytes, ll: list.New(), items: map[blockKey]*list.Element{}}
 }
 
-// Get returns a cached block.
+// Get returns a cached block. A block added by PutEncoded is decoded here,
+// once, outside the cache's lock; one that does not decode is dropped and
+// missed.
 func (c *Memory) Get(object string, off int64) ([]segment.Record, bool) {
+	k := blockKey{object, off}
+	c.mu.Lock()
+	el, ok := c.items[k]
+	if !ok {
+		c.mu.Unlock()
+		return nil, false
+	}
+	c.ll.MoveToFront(el)
+	e := el.Value.(*cacheEntry)
+	lazy := e.lazy
+	recs := e.recs
+	c.mu.Unlock()
+	if lazy == nil {
+		return recs, true
+	}
+	lazy.once.Do(func() {
+		recs, err := segment.DecodeBlock(e.stored)
+		lazy.recs, lazy.ok = recs, err == nil && int64(len(recs)) == lazy.records
+	})
+	if !lazy.ok {
+		c.mu.Lock()
+		if el, ok := c.items[k]; ok && el.Value.(*cacheEntry) == e {
+			c.ll.Remove(el)
+			delete(c.items, k)
+			c.size -= e.size
+		}
+		c.mu.Unlock()
+		return nil, false
+	}
+	return lazy.recs, true
+}
+
+// PutEncoded adds a block by its stored bytes only, a block of records
+// records and rawBytes decoded bytes: it is decoded at the first Get, so a
+// block only ever shipped as stored (Stored) is never decoded. Its size
+// counts both forms from the start. An entry already cached is kept.
+func (c *Memory) PutEncoded(object string, off int64, stored []byte, records, rawBytes int64) {
+	size := rawBytes + 128 + int64(len(stored)) + 96*records
+	if size > c.max {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.items[blockKey{object, off}]; ok {
+	k := blockKey{object, off}
+	if el, ok := c.items[k]; ok {
 		c.ll.MoveToFront(el)
-		return el.Value.(*cacheEntry).recs, true
+		return
 	}
-	return nil, false
+	el := c.ll.PushFront(&cacheEntry{key: k, stored: stored, size: size, lazy: &lazyRecords{records: records}})
+	c.items[k] = el
+	c.size += size
+	c.evictLocked(el)
 }
 
 // Put adds a block of rawBytes decoded bytes, evicting the least recently

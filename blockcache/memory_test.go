@@ -38,3 +38,53 @@ func TestBlockCacheStaysWithinBytes(t *testing.T) {
 		t.Fatal("oversized block changed the cache")
 	}
 }
+
+// TestPutEncodedDecodesOnFirstGet: a block added by its stored bytes is
+// served as stored at once, decoded once at its first Get (every Get gets
+// the same records), and one whose bytes do not decode, or decode to
+// another record count, is dropped and missed.
+func TestPutEncodedDecodesOnFirstGet(t *testing.T) {
+	b := segment.NewBatchBlockBuilder("t", 0)
+	for i := range 50 {
+		b.Append(segment.Record{Value: fmt.Appendf(nil, "value %d", i)})
+	}
+	obj, infos, err := segment.Build([]*segment.BlockBuilder{b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bi := infos[0]
+	stored := obj[bi.Offset : bi.Offset+bi.Length]
+	c := NewMemory(1 << 20)
+	c.PutEncoded("o", bi.Offset, stored, bi.Records, bi.RawBytes)
+	if got, ok := c.Stored("o", bi.Offset); !ok || len(got) != len(stored) {
+		t.Fatal("stored bytes not served")
+	}
+	size := c.Size()
+	recs, ok := c.Get("o", bi.Offset)
+	if !ok || len(recs) != 50 || string(recs[49].Value) != "value 49" {
+		t.Fatalf("Get: ok %v, %d records", ok, len(recs))
+	}
+	again, _ := c.Get("o", bi.Offset)
+	if &again[0] != &recs[0] {
+		t.Fatal("decoded twice")
+	}
+	if c.Size() != size {
+		t.Fatalf("size changed at decode: %d, then %d", size, c.Size())
+	}
+
+	c.PutEncoded("count", bi.Offset, stored, bi.Records+1, bi.RawBytes)
+	bad := append([]byte(nil), stored...)
+	bad[len(bad)-1] ^= 0xff
+	c.PutEncoded("corrupt", bi.Offset, bad, bi.Records, bi.RawBytes)
+	for _, o := range []string{"count", "corrupt"} {
+		if _, ok := c.Get(o, bi.Offset); ok {
+			t.Fatalf("%s: a block that does not decode to its records was served", o)
+		}
+		if _, ok := c.Stored(o, bi.Offset); ok {
+			t.Fatalf("%s: the bad block was kept", o)
+		}
+	}
+	if c.Size() != size {
+		t.Fatalf("cache holds %d bytes after dropping the bad blocks, want %d", c.Size(), size)
+	}
+}

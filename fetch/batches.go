@@ -29,8 +29,9 @@ func (f *Fetcher) FetchBatches(ctx context.Context, topic string, p int32, offse
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
-	// Position, wait and refuse exactly as Fetch does, with one record.
-	first, err := f.Fetch(ctx, topic, p, offset, 1, maxWait)
+	// Position, wait and refuse exactly as Fetch does, with one record
+	// (found without decoding its block where it has no compaction gaps).
+	first, err := f.fetch(ctx, topic, p, offset, 1, maxWait, true)
 	res := BatchesResult{Next: first.Next, HighWatermark: first.HighWatermark, LogStartOffset: first.LogStartOffset}
 	if err != nil || len(first.Records) == 0 {
 		return res, err

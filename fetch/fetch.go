@@ -113,6 +113,14 @@ func (f *Fetcher) checkPartition(ctx context.Context, topic string, p int32) (me
 // watch. A wait cut short by ctx (a client gone, a node draining) answers
 // with no records.
 func (f *Fetcher) Fetch(ctx context.Context, topic string, p int32, offset int64, maxBytes int, maxWait time.Duration) (Result, error) {
+	return f.fetch(ctx, topic, p, offset, maxBytes, maxWait, false)
+}
+
+// fetch is Fetch; with position set it only finds the first record at or
+// after offset (waiting as Fetch does) and, where the block has no
+// compaction gaps, answers it without decoding the block: a Record with
+// only its Offset (and Partition) set.
+func (f *Fetcher) fetch(ctx context.Context, topic string, p int32, offset int64, maxBytes int, maxWait time.Duration, position bool) (Result, error) {
 	t, err := f.checkPartition(ctx, topic, p)
 	if err != nil {
 		return Result{}, err
@@ -133,7 +141,7 @@ func (f *Fetcher) Fetch(ctx context.Context, topic string, p int32, offset int64
 		}
 		if offset < st.Next || !checkedEtcd {
 			start := time.Now()
-			res, err := f.read(ctx, topic, p, offset, maxBytes, st, !checkedEtcd)
+			res, err := f.read(ctx, topic, p, offset, maxBytes, st, !checkedEtcd, position)
 			checkedEtcd = true
 			if err != nil {
 				return Result{}, err
@@ -178,7 +186,7 @@ func (f *Fetcher) Fetch(ctx context.Context, topic string, p int32, offset int64
 // milliseconds, or askEtcd is set because the cache's high watermark may be
 // stale — it asks etcd with one linearizable read and serves the block etcd
 // names, so a record acknowledged an instant ago is always readable.
-func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64, maxBytes int, st metadata.PartitionState, askEtcd bool) (Result, error) {
+func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64, maxBytes int, st metadata.PartitionState, askEtcd, position bool) (Result, error) {
 	res := Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}
 	entries := f.index.Entries(topic, p, offset, 16)
 	if len(entries) == 0 || entries[0].Base > offset {
@@ -205,6 +213,12 @@ func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64,
 	for _, e := range entries {
 		if e.Base > res.Next {
 			break // never skip records
+		}
+		if position && e.Span <= e.Records && res.Next < e.End() {
+			// No gaps: the record at res.Next is in this block.
+			res.Records = append(res.Records, Record{Partition: p, Offset: res.Next})
+			res.HighWatermark = max(res.HighWatermark, e.End())
+			return res, nil
 		}
 		recs, err := f.Block(ctx, e)
 		if err != nil {

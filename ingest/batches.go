@@ -65,6 +65,21 @@ func (r *produceReq) entryBytes(i int) int64 {
 	return int64(len(r.batches[i].Bytes))
 }
 
+// rawBytes is entry i's records uncompressed (the varve.ingest.bytes
+// counter): its batches' decompressed records, or their stored size when
+// that is not known.
+func (r *produceReq) rawBytes(i int) int64 {
+	var n int64
+	for _, b := range r.infos[i].Batches {
+		if b.UncompressedBytes > 0 {
+			n += int64(b.UncompressedBytes)
+		} else {
+			n += int64(b.Length)
+		}
+	}
+	return n
+}
+
 // appendEntry appends entry i of req to block b: its batches as they are,
 // or its records when it is small (coalesce).
 func (r *produceReq) appendEntry(b *segment.BlockBuilder, i int) {
@@ -161,6 +176,7 @@ func (in *Ingester) ProduceBatches(ctx context.Context, topicName string, bs []B
 	}
 	starts := make([]int, len(bs))
 	records := 0
+	var raw int64
 	for i, e := range bs {
 		tp := tpKey{t.Name, e.Partition}
 		b := f.blocks[tp]
@@ -170,6 +186,7 @@ func (in *Ingester) ProduceBatches(ctx context.Context, topicName string, bs []B
 		starts[i] = b.Len()
 		req.appendEntry(b, i)
 		records += req.infos[i].Records
+		raw += req.rawBytes(i)
 	}
 	f.bytes += size
 	f.records += records
@@ -181,7 +198,7 @@ func (in *Ingester) ProduceBatches(ctx context.Context, topicName string, bs []B
 	}
 	in.mu.Unlock()
 	in.m.records.Add(ctx, int64(records))
-	in.m.bytes.Add(ctx, size)
+	in.m.bytes.Add(ctx, raw)
 
 	select {
 	case <-f.done:

@@ -2,9 +2,11 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier/segment"
@@ -18,6 +20,11 @@ import (
 // committed yet:
 //   - the same batch already held here: wait for it and share its answer;
 //   - a duplicate of a committed batch: answer with its original offsets;
+//   - ahead of the producer's sequence (a gap): wait, up to OrderWait, for
+//     the earlier batches to reach this node and decide again. A producer
+//     pipelines its requests, which the node decides concurrently, so one
+//     may overtake its predecessor on the way in; Kafka gets this order
+//     from its connection;
 //   - fenced, unknown or out of order: refuse the request, buffer nothing;
 //   - otherwise buffer it. The commit transaction decides again, and is
 //     the authority (another node may commit a retry meanwhile).
@@ -32,7 +39,8 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, req
 	}
 	answers := make(map[int32]idemAnswer, len(parts))
 	remembered := true // first try the states this node remembers
-	for attempt := 0; ; attempt++ {
+	var waitUntil time.Time
+	for attempt := 0; ; {
 		in.mu.Lock()
 		var view *metadata.ProducerView
 		if remembered {
@@ -49,6 +57,7 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, req
 				return nil, fmt.Errorf("produce to %q: %w", topicName, err)
 			}
 			in.mu.Lock()
+			attempt++
 			if in.idemDone != done0 {
 				if attempt < 3 {
 					// A held batch was committed (and forgotten) since the
@@ -60,8 +69,26 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, req
 				in.pcache.remember(view, idem.ProducerID, topicName, parts)
 			}
 		}
-		toAppend, decided, err := in.decideLocked(ctx, view, remembered, idem.ProducerID, topicName, parts, batches, answers)
+		toAppend, decided, ahead, err := in.decideLocked(ctx, view, remembered, idem.ProducerID, topicName, parts, batches, answers)
+		if ahead {
+			if waitUntil.IsZero() {
+				waitUntil = time.Now().Add(in.cfg.OrderWait)
+				in.m.orderWaits.Add(ctx, 1)
+			}
+			if time.Now().Before(waitUntil) {
+				changed := in.idemChangeLocked()
+				in.mu.Unlock()
+				if err := waitChange(ctx, changed, waitUntil); err != nil {
+					return nil, fmt.Errorf("produce to %q: %w", topicName, err)
+				}
+				remembered = true
+				continue
+			}
+		}
 		if err != nil {
+			if errors.Is(err, metadata.ErrOutOfOrderSequence) {
+				in.m.outOfOrder.Add(ctx, 1)
+			}
 			in.mu.Unlock()
 			return nil, fmt.Errorf("produce to %q: %w", topicName, err)
 		}
@@ -129,9 +156,11 @@ type idemAnswer struct {
 // committed duplicate, or to append (toAppend). It fills answers (cleared
 // first). With remembered states it decides only what they accept:
 // decided is false when a partition needs a fresh read. An error is the
-// view's refusal of a batch.
+// view's refusal of a batch. ahead reports a batch refused (or not
+// accepted) because it starts past the sequence expected: an earlier batch
+// may still arrive.
 func (in *Ingester) decideLocked(ctx context.Context, view *metadata.ProducerView, remembered bool, id int64, topicName string,
-	parts []int32, batches map[int32]metadata.ProducerBatch, answers map[int32]idemAnswer) (toAppend []int32, decided bool, err error) {
+	parts []int32, batches map[int32]metadata.ProducerBatch, answers map[int32]idemAnswer) (toAppend []int32, decided, ahead bool, err error) {
 	clear(answers)
 	for _, p := range parts {
 		b := batches[p]
@@ -152,10 +181,10 @@ func (in *Ingester) decideLocked(ctx context.Context, view *metadata.ProducerVie
 		if remembered && (err != nil || dup >= 0) {
 			// Remembered states only accept: decide anything else on
 			// a fresh read (they may be stale).
-			return nil, false, nil
+			return nil, false, err != nil && view.Ahead(p, b), nil
 		}
 		if err != nil {
-			return nil, false, err
+			return nil, false, view.Ahead(p, b), err
 		}
 		if dup >= 0 {
 			answers[p] = idemAnswer{dupBase: dup}
@@ -164,7 +193,38 @@ func (in *Ingester) decideLocked(ctx context.Context, view *metadata.ProducerVie
 		}
 		toAppend = append(toAppend, p)
 	}
-	return toAppend, true, nil
+	return toAppend, true, false, nil
+}
+
+// idemChangeLocked returns a channel closed at the next change of the
+// held batches or remembered states.
+func (in *Ingester) idemChangeLocked() <-chan struct{} {
+	if in.idemChanged == nil {
+		in.idemChanged = make(chan struct{})
+	}
+	return in.idemChanged
+}
+
+// idemChangedLocked wakes the requests waiting for a change.
+func (in *Ingester) idemChangedLocked() {
+	if in.idemChanged != nil {
+		close(in.idemChanged)
+		in.idemChanged = nil
+	}
+}
+
+// waitChange waits until changed is closed or until, whichever is first;
+// it fails only when ctx ends.
+func waitChange(ctx context.Context, changed <-chan struct{}, until time.Time) error {
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	select {
+	case <-changed:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 // bufferBatchesLocked holds the batches of the partitions toAppend in the
@@ -203,7 +263,8 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 		in.idem[key] = append(in.idem[key], held)
 		answers[p] = idemAnswer{dupBase: -1, pb: held}
 	}
-	var appended, appendedBytes int64
+	in.idemChangedLocked()
+	var appended, appendedBytes, rawBytes int64
 	appending := make(map[int32]bool, len(toAppend))
 	for _, p := range toAppend {
 		appending[p] = true
@@ -214,6 +275,7 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 			f.blocks[tpKey{topicName, recs[i].Partition}].Append(recs[i].Record)
 			appended++
 			appendedBytes += int64(segment.BatchEncodedSize(recs[i].Record))
+			rawBytes += int64(segment.BatchEncodedSize(recs[i].Record))
 		}
 	}
 	for i, e := range req.batches {
@@ -221,6 +283,7 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 			req.appendEntry(f.blocks[tpKey{topicName, e.Partition}], i)
 			appended += int64(req.infos[i].Records)
 			appendedBytes += req.entryBytes(i)
+			rawBytes += req.rawBytes(i)
 		}
 	}
 	f.bytes += appendedBytes
@@ -232,7 +295,7 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 		in.sealLocked()
 	}
 	in.m.records.Add(ctx, appended)
-	in.m.bytes.Add(ctx, appendedBytes)
+	in.m.bytes.Add(ctx, rawBytes)
 	return nil
 }
 

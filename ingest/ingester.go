@@ -74,6 +74,12 @@ type Config struct {
 	// ProducerStateTTL is how long an idempotent producer's state lives
 	// after its last commit (default DefaultProducerStateTTL).
 	ProducerStateTTL time.Duration
+	// OrderWait bounds how long an idempotent producer's batch that
+	// arrives ahead of its sequence (a gap) waits for the earlier batches
+	// to reach this node before it is refused as out of order (default
+	// DefaultOrderWait). Pipelined requests of one producer are decided
+	// concurrently, so one may overtake its predecessor on the way in.
+	OrderWait time.Duration
 	// TracerProvider, if set, traces every flush (ingest.flush, with its
 	// ingest.put and ingest.commit), linked to the produce requests it
 	// answers (docs/observability.md).
@@ -88,6 +94,7 @@ const (
 	DefaultObjectPrefix   = "segments/"
 	// DefaultProducerStateTTL is Kafka's producer id expiration (24h).
 	DefaultProducerStateTTL = metadata.DefaultProducerStateTTL
+	DefaultOrderWait        = 500 * time.Millisecond
 )
 
 func (c *Config) fill() {
@@ -114,6 +121,9 @@ func (c *Config) fill() {
 	}
 	if c.ProducerStateTTL <= 0 {
 		c.ProducerStateTTL = DefaultProducerStateTTL
+	}
+	if c.OrderWait <= 0 {
+		c.OrderWait = DefaultOrderWait
 	}
 }
 
@@ -158,6 +168,13 @@ type Ingester struct {
 	// OnFlushed, if set before the first Produce, is called after each
 	// successful commit, in commit order.
 	OnFlushed func(Flushed)
+	// OnStored, if set before the first Produce, is called once a
+	// segment is stored, before its commit, with its blocks' stored bytes
+	// (no Records, no Base): a read cache filled then holds a block before
+	// any index entry names it, so no fetch reads a fresh block from the
+	// bucket. Calls run concurrently, in no order; a block whose commit
+	// then fails is never named by the index.
+	OnStored func(Flushed)
 
 	mu      sync.Mutex
 	open    *file
@@ -172,6 +189,10 @@ type Ingester struct {
 	// partition, in append order; idemDone counts removals.
 	idem     map[idemKey][]*pendingBatch
 	idemDone uint64
+	// idemChanged, when not nil, is closed at the next change of the held
+	// batches or remembered states (batches waiting for a predecessor
+	// wait on it).
+	idemChanged chan struct{}
 	// pcache remembers producers' states, to accept their next batches
 	// without reading etcd.
 	pcache *producerCache
@@ -504,6 +525,9 @@ func (in *Ingester) sealLocked() {
 		in.putSlots <- struct{}{}
 		in.put(f)
 		<-in.putSlots
+		if f.err == nil && in.OnStored != nil {
+			in.OnStored(in.storedBlocks(f))
+		}
 		close(f.putDone)
 	}()
 }
@@ -528,6 +552,7 @@ func (in *Ingester) commitLoop() {
 		in.mu.Lock()
 		in.rememberCommitsLocked(f)
 		in.forgetBatchesLocked(f)
+		in.idemChangedLocked()
 		in.inflight--
 		if in.last == f {
 			in.last = nil // answered; do not keep its records alive
@@ -644,6 +669,15 @@ func (in *Ingester) flushed(f *file) Flushed {
 		bi := f.infos[i]
 		out.Blocks = append(out.Blocks, FlushedBlock{Info: bi, Base: f.bases[k], Records: recs,
 			Stored: f.obj[bi.Offset : bi.Offset+bi.Length : bi.Offset+bi.Length]})
+	}
+	return out
+}
+
+// storedBlocks describes f's blocks as stored, for OnStored.
+func (in *Ingester) storedBlocks(f *file) Flushed {
+	out := Flushed{Object: f.object, Blocks: make([]FlushedBlock, len(f.infos))}
+	for i, bi := range f.infos {
+		out.Blocks[i] = FlushedBlock{Info: bi, Stored: f.obj[bi.Offset : bi.Offset+bi.Length : bi.Offset+bi.Length]}
 	}
 	return out
 }

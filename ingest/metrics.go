@@ -20,6 +20,8 @@ type instruments struct {
 	backpressure  metric.Int64Counter
 	duplicates    metric.Int64Counter
 	stateReads    metric.Int64Counter
+	outOfOrder    metric.Int64Counter
+	orderWaits    metric.Int64Counter
 	putSeconds    metric.Float64Histogram
 	commitSeconds metric.Float64Histogram
 	flushSeconds  metric.Float64Histogram
@@ -44,6 +46,8 @@ func newInstruments(mp metric.MeterProvider, tp trace.TracerProvider) (instrumen
 	in.backpressure, _ = m.Int64Counter("varve.ingest.backpressure", metric.WithDescription("Produce requests refused because the buffer was full."))
 	in.duplicates, _ = m.Int64Counter("varve.ingest.duplicates", metric.WithDescription("Idempotent batches answered as duplicates of committed ones."))
 	in.stateReads, _ = m.Int64Counter("varve.ingest.producer_state.reads", metric.WithDescription("etcd reads of idempotent producers' state before buffering (requests the node's remembered states could not accept)."))
+	in.outOfOrder, _ = m.Int64Counter("varve.ingest.out_of_order", metric.WithDescription("Idempotent produce requests refused as out of order (a gap in a producer's sequence that no earlier batch filled in time)."))
+	in.orderWaits, _ = m.Int64Counter("varve.ingest.order_waits", metric.WithDescription("Idempotent produce requests that arrived ahead of their producer's sequence and waited for the earlier batches."))
 	var e error
 	in.putSeconds, e = m.Float64Histogram("varve.ingest.put.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Segment build and PUT time."))
 	set(e)

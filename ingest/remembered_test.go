@@ -1,8 +1,11 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,10 +17,17 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/segment"
 )
 
 // stateReads returns the ingester's count of producer state reads.
 func stateReads(t *testing.T, r *sdkmetric.ManualReader) int64 {
+	t.Helper()
+	return counter(t, r, "varve.ingest.producer_state.reads")
+}
+
+// counter returns the value of the ingester's counter name.
+func counter(t *testing.T, r *sdkmetric.ManualReader, name string) int64 {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := r.Collect(context.Background(), &rm); err != nil {
@@ -25,7 +35,7 @@ func stateReads(t *testing.T, r *sdkmetric.ManualReader) int64 {
 	}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			if m.Name == "varve.ingest.producer_state.reads" {
+			if m.Name == name {
 				var n int64
 				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
 					n += dp.Value
@@ -151,4 +161,149 @@ func TestRememberedProducerStates(t *testing.T) {
 	produce(a, recs(0, "c0"), idem(1, map[int32]int32{0: 0}), 9)
 	produce(a, recs(0, "c1"), idem(1, map[int32]int32{0: 1}), 10)
 	wantReads(6)
+}
+
+// TestIdempotentBatchWaitsForItsPredecessor: a producer's batch that
+// reaches the node before the batch preceding it (pipelined requests are
+// decided concurrently) waits for it instead of being refused as out of
+// order, and both are stored in sequence order; a gap that nothing fills
+// is refused as out of order once OrderWait has passed, and counted.
+func TestIdempotentBatchWaitsForItsPredecessor(t *testing.T) {
+	ctx := context.Background()
+	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	fs, err := tier.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	cache, err := meta.NewCache(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const orderWait = time.Second
+	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: 5 * time.Millisecond, OrderWait: orderWait}, fs, meta, cache, nil,
+		sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(context.Background()) })
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := in.InitProducer(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idem := func(seqs map[int32]int32) ingest.Idempotence {
+		return ingest.Idempotence{ProducerID: p.ID, Epoch: p.Epoch, Sequences: seqs}
+	}
+	// Sequences 2-3 arrive first, on both partitions; 0-1 later.
+	later := make(chan produced, 1)
+	go func() {
+		res, err := in.ProduceIdempotent(ctx, "t", append(recs(0, "c", "d"), recs(1, "C", "D")...), idem(map[int32]int32{0: 2, 1: 2}))
+		later <- produced{res, err}
+	}()
+	if !testenv.Eventually(10*time.Second, func() bool { return counter(t, reader, "varve.ingest.order_waits") == 1 }) {
+		t.Fatal("the batch ahead of its sequence did not wait")
+	}
+	first, err := in.ProduceIdempotent(ctx, "t", append(recs(0, "a", "b"), recs(1, "A", "B")...), idem(map[int32]int32{0: 0, 1: 0}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := <-later
+	if got.err != nil {
+		t.Fatalf("the batch that overtook its predecessor: %v", got.err)
+	}
+	if o := offsets(first); !slices.Equal(o, []int64{0, 1, 0, 1}) {
+		t.Fatalf("first batch offsets %v", o)
+	}
+	if o := offsets(got.res); !slices.Equal(o, []int64{2, 3, 2, 3}) {
+		t.Fatalf("second batch offsets %v", o)
+	}
+	if n := counter(t, reader, "varve.ingest.out_of_order"); n != 0 {
+		t.Fatalf("%d out-of-order refusals", n)
+	}
+
+	// A gap nothing fills: refused after OrderWait, nothing stored.
+	start := time.Now()
+	_, err = in.ProduceIdempotent(ctx, "t", recs(0, "x"), idem(map[int32]int32{0: 9}))
+	if !errors.Is(err, metadata.ErrOutOfOrderSequence) {
+		t.Fatalf("gap: got %v, want out of order", err)
+	}
+	if el := time.Since(start); el < orderWait {
+		t.Fatalf("gap refused after %v, before OrderWait %v", el, orderWait)
+	}
+	if n := counter(t, reader, "varve.ingest.out_of_order"); n != 1 {
+		t.Fatalf("%d out-of-order refusals counted, want 1", n)
+	}
+	if _, err := in.ProduceIdempotent(ctx, "t", recs(0, "e"), idem(map[int32]int32{0: 4})); err != nil {
+		t.Fatalf("the next batch after the refused gap: %v", err)
+	}
+	// A stale sequence (behind, not a duplicate) is refused at once.
+	start = time.Now()
+	if _, err := in.ProduceIdempotent(ctx, "t", recs(0, "y"), idem(map[int32]int32{0: 1})); !errors.Is(err, metadata.ErrOutOfOrderSequence) {
+		t.Fatalf("stale: got %v, want out of order", err)
+	}
+	if el := time.Since(start); el >= orderWait {
+		t.Fatalf("a stale sequence waited %v", el)
+	}
+}
+
+// TestIngestBytesCountsUncompressed: varve.ingest.bytes counts the records
+// uncompressed, as documented, also for the batch form whose batches are
+// stored compressed as sent.
+func TestIngestBytesCountsUncompressed(t *testing.T) {
+	ctx := context.Background()
+	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	fs, err := tier.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	cache, err := meta.NewCache(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: 5 * time.Millisecond}, fs, meta, cache, nil,
+		sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(context.Background()) })
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var recs []segment.Record
+	values := 0
+	for i := range 100 {
+		v := bytes.Repeat(fmt.Appendf(nil, "%d", i), 500)
+		values += len(v)
+		recs = append(recs, segment.Record{Value: v, Timestamp: time.Now().UnixMilli()})
+	}
+	plain, err := segment.AppendProducerBatches(nil, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plain) >= values/3 {
+		t.Fatalf("the batch is %d bytes for %d bytes of values: not compressed", len(plain), values)
+	}
+	if _, err := in.ProduceBatches(ctx, "t", []ingest.Batches{{Partition: 0, Bytes: plain}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	check := func(n int) {
+		t.Helper()
+		got := counter(t, reader, "varve.ingest.bytes")
+		if got < int64(n*values) || got > int64(n*(values+100*32)) {
+			t.Fatalf("varve.ingest.bytes %d after %d batches of %d value bytes (%d stored)", got, n, values, len(plain))
+		}
+	}
+	check(1)
 }

@@ -277,6 +277,21 @@ func (v *ProducerView) Assume(p int32, b ProducerBatch) {
 	v.states[p] = advance(v.states[p], b, -1)
 }
 
+// Ahead reports whether batch b on partition p is of the view's epoch and
+// starts past the next sequence the view expects: a gap that a batch not
+// seen yet (one the producer sent earlier, still on its way) may fill.
+// Check refuses such a batch as out of order.
+func (v *ProducerView) Ahead(p int32, b ProducerBatch) bool {
+	if v.info == nil || b.Epoch != v.info.Epoch {
+		return false
+	}
+	st := v.states[p]
+	if st == nil || st.Epoch < b.Epoch {
+		return b.FirstSeq > 0
+	}
+	return st.Epoch == b.Epoch && b.FirstSeq > st.Next
+}
+
 // Epoch returns the producer's epoch as read, and whether the producer was
 // known (its id key existed).
 func (v *ProducerView) Epoch() (epoch int32, known bool) {

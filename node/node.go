@@ -208,10 +208,12 @@ func (n *Node) startRoles(ctx context.Context) error {
 			return err
 		}
 		if blocks != nil {
-			// Fresh blocks written by this node are read from memory.
-			n.in.OnFlushed = func(f ingest.Flushed) {
+			// Fresh blocks written by this node are read from memory:
+			// cached as stored once PUT (before any index entry names
+			// them), decoded at their first record fetch.
+			n.in.OnStored = func(f ingest.Flushed) {
 				for _, b := range f.Blocks {
-					blocks.Put(f.Object, b.Info.Offset, b.Records, b.Info.RawBytes)
+					blocks.PutEncoded(f.Object, b.Info.Offset, b.Stored, b.Info.Records, b.Info.RawBytes)
 				}
 			}
 		}

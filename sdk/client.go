@@ -258,7 +258,11 @@ func New(addr string, opts ...Option) *Client {
 	c.copts = copts
 	c.topics = varvev1connect.NewTopicServiceClient(c.http, addr, copts...)
 	c.groups = varvev1connect.NewGroupServiceClient(c.http, addr, copts...)
-	c.produce = varvev1connect.NewProduceServiceClient(c.http, addr, copts...)
+	// A Produce answer is one offset per record: gzip would cost the node
+	// and the client more CPU than the few bytes it saves, and the
+	// request's batches are compressed already (zstd), so produce asks for
+	// no gzip (the node still answers gzip to clients that ask).
+	c.produce = varvev1connect.NewProduceServiceClient(c.http, addr, append(copts[:len(copts):len(copts)], connect.WithAcceptCompression("gzip", nil, nil))...)
 	c.fetch = varvev1connect.NewFetchServiceClient(c.http, addr, copts...)
 	// Arrow batches of a scan are large; gzip would cap a scan at the speed
 	// of one gzip stream (~50 MB/s), so the scan asks for none.

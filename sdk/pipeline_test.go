@@ -132,6 +132,47 @@ func TestPipelinedProducerKeepsOrderAcrossRetries(t *testing.T) {
 	}
 }
 
+// TestPipelinedProducerNoOutOfOrderRefusals: when nothing fails, a
+// producer's pipelined requests are never refused as out of order: the
+// node waits for a batch's predecessor when the batch overtakes it on the
+// way in, instead of refusing it (which costs a round trip and a read of
+// the producer's state).
+func TestPipelinedProducerNoOutOfOrderRefusals(t *testing.T) {
+	ctx := testCtx(t)
+	f := &failOneProduce{later: make(chan struct{}, 2)}
+	f.failAt.Store(-1) // fail nothing
+	c := newClient(t, sdk.WithClientOptions(connect.WithInterceptors(connect.UnaryInterceptorFunc(f.intercept))))
+	const partitions, n = 4, 4000
+	topic := uniq("pipeline-ooo")
+	createTopic(t, c, topic, partitions)
+	p := c.NewProducer(sdk.ProducerOptions{MaxInFlight: 5, MaxBatchBytes: 2 << 10, Linger: time.Millisecond})
+	var got produced
+	value := bytes.Repeat([]byte("v"), 200)
+	for i := range n {
+		p.Produce(ctx, sdk.Record{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: value}, got.cb)
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.errs) > 0 {
+		t.Fatalf("%d records failed, first: %v", len(got.errs), got.errs[0])
+	}
+	if f.maxActive.Load() < 3 {
+		t.Fatalf("at most %d Produce requests in flight, want several", f.maxActive.Load())
+	}
+	t.Logf("%d Produce calls, up to %d at once", f.calls.Load(), f.maxActive.Load())
+	if f.ooo.Load() != 0 {
+		t.Fatalf("%d of %d Produce requests refused as out of order, want none", f.ooo.Load(), f.calls.Load())
+	}
+	total := 0
+	for part := int32(0); part < partitions; part++ {
+		total += len(readAll(t, c, topic, part))
+	}
+	if total != n {
+		t.Fatalf("%d records stored, want %d", total, n)
+	}
+}
+
 // BenchmarkProducerInFlight: one idempotent producer's throughput (1 KiB
 // records, 8 partitions) with one and five batches in flight.
 func BenchmarkProducerInFlight(b *testing.B) {

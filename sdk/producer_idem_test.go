@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -214,5 +215,61 @@ func TestIdempotenceBadInput(t *testing.T) {
 				t.Fatal("a refused request changed the log")
 			}
 		})
+	}
+}
+
+// encodings records, per RPC path, the Accept-Encoding of the requests
+// and the Content-Encoding of the answers.
+type encodings struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	seen map[string][]string
+}
+
+func (e *encodings) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := e.next.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seen[req.URL.Path] = append(e.seen[req.URL.Path], "accept="+req.Header.Get("Accept-Encoding")+" content="+resp.Header.Get("Content-Encoding"))
+	return resp, nil
+}
+
+// TestProduceAsksForNoGzip: the producer's Produce requests ask for no
+// gzip and get none (an answer is one offset per record: gzip costs the
+// node CPU per request for a few KiB saved), while the other services keep
+// Connect's default.
+func TestProduceAsksForNoGzip(t *testing.T) {
+	ctx := testCtx(t)
+	enc := &encodings{next: http.DefaultTransport, seen: map[string][]string{}}
+	c := newClient(t, sdk.WithHTTPClient(&http.Client{Transport: enc}))
+	topic := uniq("nogzip")
+	createTopic(t, c, topic, 2)
+	p := c.NewProducer(sdk.ProducerOptions{Linger: time.Millisecond})
+	var got produced
+	for i := range 2000 {
+		p.Produce(ctx, sdk.Record{Topic: topic, Partition: sdk.AnyPartition, Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "value %d", i)}, got.cb)
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.errs) > 0 {
+		t.Fatalf("%d records failed, first: %v", len(got.errs), got.errs[0])
+	}
+	enc.mu.Lock()
+	defer enc.mu.Unlock()
+	produce := enc.seen["/varve.v1.ProduceService/Produce"]
+	if len(produce) == 0 {
+		t.Fatal("no Produce request seen")
+	}
+	for _, s := range produce {
+		if strings.Contains(s, "gzip") {
+			t.Fatalf("a Produce request/answer has %q, want no gzip", s)
+		}
+	}
+	if topics := enc.seen["/varve.v1.TopicService/CreateTopic"]; len(topics) == 0 || !strings.Contains(topics[0], "accept=gzip") {
+		t.Fatalf("CreateTopic: %q, want Connect's default (accepts gzip)", topics)
 	}
 }
