@@ -188,25 +188,9 @@ func (in *Ingester) ProduceBatches(ctx context.Context, topicName string, bs []B
 		records += req.infos[i].Records
 		raw += req.rawBytes(i)
 	}
-	f.bytes += size
-	f.records += records
-	in.traceRequestLocked(ctx, f)
-	in.pending.Add(size)
-	in.pendRec.Add(int64(records))
-	if f.bytes >= int64(in.cfg.FlushBytes) {
-		in.sealLocked()
-	}
-	in.mu.Unlock()
-	in.m.records.Add(ctx, int64(records))
-	in.m.bytes.Add(ctx, raw)
-
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("produce to %q: %w", topicName, ctx.Err())
-	}
-	if f.err != nil {
-		return nil, f.err
+	in.addAndUnlock(ctx, f, size, raw, records)
+	if err := await(ctx, f, topicName); err != nil {
+		return nil, err
 	}
 	out := make([]BatchResult, len(bs))
 	for i, e := range bs {

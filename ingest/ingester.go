@@ -358,26 +358,9 @@ func (in *Ingester) produce(ctx context.Context, topicName string, recs []Record
 		return nil, err
 	}
 	positions := in.appendLocked(f, t, recs)
-	f.bytes += size
-	f.records += len(recs)
-	in.traceRequestLocked(ctx, f)
-	in.pending.Add(size)
-	in.pendRec.Add(int64(len(recs)))
-	if f.bytes >= int64(in.cfg.FlushBytes) {
-		in.sealLocked()
-	}
-	in.mu.Unlock()
-	in.m.records.Add(ctx, int64(len(recs)))
-	in.m.bytes.Add(ctx, size)
-
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		// The records may still be committed; the caller did not wait.
-		return nil, fmt.Errorf("produce to %q: %w", topicName, ctx.Err())
-	}
-	if f.err != nil {
-		return nil, f.err
+	in.addAndUnlock(ctx, f, size, size, len(recs))
+	if err := await(ctx, f, topicName); err != nil {
+		return nil, err
 	}
 	out := make([]Result, len(recs))
 	for i, ps := range positions {
@@ -741,4 +724,31 @@ func (in *Ingester) Close(ctx context.Context) error {
 // answered.
 func (in *Ingester) Pending() (bytes, records int64) {
 	return in.pending.Load(), in.pendRec.Load()
+}
+
+// addAndUnlock accounts records (size bytes in the file, raw uncompressed)
+// just appended to f, seals f when full, and unlocks in.mu.
+func (in *Ingester) addAndUnlock(ctx context.Context, f *file, size, raw int64, records int) {
+	f.bytes += size
+	f.records += records
+	in.traceRequestLocked(ctx, f)
+	in.pending.Add(size)
+	in.pendRec.Add(int64(records))
+	if f.bytes >= int64(in.cfg.FlushBytes) {
+		in.sealLocked()
+	}
+	in.mu.Unlock()
+	in.m.records.Add(ctx, int64(records))
+	in.m.bytes.Add(ctx, raw)
+}
+
+// await waits until f is stored and committed and returns its error.
+func await(ctx context.Context, f *file, topicName string) error {
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		// The records may still be committed; the caller did not wait.
+		return fmt.Errorf("produce to %q: %w", topicName, ctx.Err())
+	}
+	return f.err
 }

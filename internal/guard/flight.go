@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"google.golang.org/grpc"
@@ -141,24 +140,9 @@ func (g *Guard) FlightOptions() []grpc.ServerOption {
 			// (a stream waiting on the client or the bucket) and before each
 			// message, so a revoked key or a removed ACL ends a DoGet opened
 			// before.
-			done := make(chan struct{})
-			go func() {
-				t := time.NewTicker(recheckEvery)
-				defer t.Stop()
-				for {
-					select {
-					case <-done:
-						return
-					case <-t.C:
-						if fs.recheck() != nil {
-							cancel()
-							return
-						}
-					}
-				}
-			}()
+			stop := recheckPeriodically(fs.recheck, cancel)
 			err = h(srv, fs)
-			close(done)
+			stop()
 			if refused := fs.refusal(); refused != nil {
 				g.denied(id, info.FullMethod, "", refused)
 				return refused

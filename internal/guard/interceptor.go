@@ -66,32 +66,9 @@ func (i interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 		cc := &checkedConn{StreamingHandlerConn: conn, g: i.g, ctx: sctx}
 		// An idle stream (a tail with nothing new) is checked every
 		// recheckEvery too, so a revocation ends it without waiting for data.
-		var ended error
-		var mu sync.Mutex
-		done := make(chan struct{})
-		go func() {
-			t := time.NewTicker(recheckEvery)
-			defer t.Stop()
-			for {
-				select {
-				case <-done:
-					return
-				case <-t.C:
-					if err := cc.recheck(); err != nil {
-						mu.Lock()
-						ended = err
-						mu.Unlock()
-						cancel()
-						return
-					}
-				}
-			}
-		}()
+		stop := recheckPeriodically(cc.recheck, cancel)
 		err := next(sctx, cc)
-		close(done)
-		mu.Lock()
-		defer mu.Unlock()
-		if ended != nil {
+		if ended := stop(); ended != nil {
 			i.g.denied(cc.identity(), proc, conn.Peer().Addr, ended)
 			return ended
 		}
@@ -265,4 +242,36 @@ func errMessage(err error) string {
 		return ce.Message()
 	}
 	return err.Error()
+}
+
+// recheckPeriodically calls check every recheckEvery until stop is called
+// or check fails; a failure cancels the stream. stop returns that failure.
+func recheckPeriodically(check func() error, cancel func()) (stop func() error) {
+	var ended error
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(recheckEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := check(); err != nil {
+					mu.Lock()
+					ended = err
+					mu.Unlock()
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return func() error {
+		close(done)
+		mu.Lock()
+		defer mu.Unlock()
+		return ended
+	}
 }
