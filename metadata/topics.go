@@ -172,7 +172,7 @@ func (c *Client) CreateTopic(ctx context.Context, t Topic) (Topic, error) {
 // UpdateTopic changes a topic in place: it reads the topic, lets update
 // change the copy, validates it and writes it back if the topic was not
 // changed meanwhile (a ModRevision comparison; it retries otherwise). Name,
-// id, creation time and cleanup policy cannot change; partitions can only
+// id and creation time cannot change; partitions can only
 // grow. An error from update is returned as is and nothing changes.
 func (c *Client) UpdateTopic(ctx context.Context, name string, update func(*Topic) error) (Topic, error) {
 	if err := ValidateTopicName(name); err != nil {
@@ -202,8 +202,6 @@ func (c *Client) UpdateTopic(ctx context.Context, name string, update func(*Topi
 		switch {
 		case t.Name != old.Name || t.ID != old.ID || t.CreatedMs != old.CreatedMs:
 			return Topic{}, fmt.Errorf("%w: update topic %q: name, id and creation time cannot change", ErrInvalidArgument, name)
-		case t.CleanupPolicy != old.CleanupPolicy:
-			return Topic{}, fmt.Errorf("%w: update topic %q: cleanup_policy cannot change (%q)", ErrInvalidArgument, name, old.CleanupPolicy)
 		case t.Partitions < old.Partitions:
 			return Topic{}, fmt.Errorf("%w: update topic %q: partitions can only grow: it has %d, asked %d", ErrInvalidArgument, name, old.Partitions, t.Partitions)
 		}

@@ -56,7 +56,8 @@ func TestUpdateTopic(t *testing.T) {
 	}{
 		{"shrink", func(tp *metadata.Topic) error { tp.Partitions = 1; return nil }, metadata.ErrInvalidArgument},
 		{"id", func(tp *metadata.Topic) error { tp.ID = "x"; return nil }, metadata.ErrInvalidArgument},
-		{"cleanup", func(tp *metadata.Topic) error { tp.CleanupPolicy = metadata.CleanupCompact; return nil }, metadata.ErrInvalidArgument},
+		{"cleanup", func(tp *metadata.Topic) error { tp.CleanupPolicy = "shred"; return nil }, metadata.ErrInvalidArgument},
+		{"delete retention", func(tp *metadata.Topic) error { tp.DeleteRetentionMs = -5; return nil }, metadata.ErrInvalidArgument},
 		{"too many partitions", func(tp *metadata.Topic) error { tp.Partitions = metadata.MaxPartitions + 1; return nil }, metadata.ErrInvalidArgument},
 		{"bad retention", func(tp *metadata.Topic) error { tp.RetentionMs = -7; return nil }, metadata.ErrInvalidArgument},
 		{"refused by the caller", func(*metadata.Topic) error { return metadata.ErrInvalidArgument }, metadata.ErrInvalidArgument},
@@ -70,6 +71,19 @@ func TestUpdateTopic(t *testing.T) {
 	}
 	if _, err := c.UpdateTopic(ctx, "nope", func(*metadata.Topic) error { return nil }); !errors.Is(err, metadata.ErrTopicNotFound) {
 		t.Fatalf("unknown topic: %v", err)
+	}
+	// The cleanup policy switches in place; a compacted topic gets the
+	// default tombstone retention, and the switch back keeps it.
+	compact, err := c.UpdateTopic(ctx, "up", func(tp *metadata.Topic) error { tp.CleanupPolicy = metadata.CleanupCompact; return nil })
+	if err != nil || compact.CleanupPolicy != metadata.CleanupCompact || compact.DeleteRetentionMs != metadata.DefaultDeleteRetentionMs || compact.ID != orig.ID {
+		t.Fatalf("to compact: %+v, %v", compact, err)
+	}
+	back, err := c.UpdateTopic(ctx, "up", func(tp *metadata.Topic) error {
+		tp.CleanupPolicy, tp.MinCompactionLagMs = metadata.CleanupDelete, 2500
+		return nil
+	})
+	if err != nil || back.CleanupPolicy != metadata.CleanupDelete || back.MinCompactionLagMs != 2500 || back.ID != orig.ID {
+		t.Fatalf("back to delete: %+v, %v", back, err)
 	}
 	grown, err := c.UpdateTopic(ctx, "up", func(tp *metadata.Topic) error { tp.Partitions = 5; return nil })
 	if err != nil || grown.Partitions != 5 {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -255,10 +256,23 @@ func TestScanTypedAndExportToBucket(t *testing.T) {
 	if err != nil || !strings.Contains(out, `schema:            [{"name":"user","type":"utf8"},{"name":"amount","type":"float64","nullable":false}]`) || !strings.Contains(out, "forever") {
 		t.Fatalf("describe: %v\n%s", err, out)
 	}
+	// The cleanup policy and compaction settings change in place too.
+	if _, _, err := runCLI(t, "topic", "alter", "orders", a, "--cleanup-policy", "compact", "--min-compaction-lag-ms", "5000"); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = runCLI(t, "topic", "describe", "orders", a)
+	if err != nil || !regexp.MustCompile(`cleanup-policy:\s+compact\n`).MatchString(out) {
+		t.Fatalf("describe after --cleanup-policy compact: %v\n%s", err, out)
+	}
+	if _, _, err := runCLI(t, "topic", "alter", "orders", a, "--cleanup-policy", "delete"); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
+		{[]string{"topic", "alter", "orders", a, "--cleanup-policy", "shred"}, `--cleanup-policy must be delete or compact, not "shred"`},
+		{[]string{"topic", "alter", "orders", a, "--delete-retention-ms", "0"}, "delete_retention_ms must be positive, got 0 (invalid_argument)"},
 		{[]string{"topic", "create", "bad", a, "--schema", `[{"name":"x","type":"int65"}]`}, `unknown type "int65" (want bool`},
 		{[]string{"topic", "create", "bad", a, "--schema", "/no/such/file"}, "--schema is neither a JSON field list nor a readable file"},
 		{[]string{"topic", "alter", "orders", a, "--partitions", "1"}, "partitions can only grow: it has 2, asked 1 (invalid_argument)"},

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/spf13/pflag"
+
 	"github.com/spf13/cobra"
 
 	"github.com/varve-io/varve/sdk/admin"
@@ -123,12 +125,14 @@ func checkJSON(text string) error {
 
 func newTopicAlterCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "alter NAME [--schema FILE|JSON | --clear-schema] [--retention-ms X] [--retention-bytes Y] [--max-record-bytes Z] [--partitions N]",
+		Use:   "alter NAME [--schema FILE|JSON | --clear-schema] [--retention-ms X] [--retention-bytes Y] [--max-record-bytes Z] [--partitions N] [--cleanup-policy delete|compact] [--delete-retention-ms X] [--min-compaction-lag-ms Y]",
 		Short: "Change a topic's settings in place",
 		Long: `Change a topic's settings; the topic keeps its records and id. Only the
 settings given change. A schema applies to every record scanned afterwards,
 old or new. Partitions can only grow (keyed records then map to other
-partitions than before).`,
+partitions than before). A new cleanup policy applies from the next
+compaction and retention pass: compact keeps the latest record of each key
+(records without a key are kept), delete removes records by retention.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -159,6 +163,9 @@ partitions than before).`,
 				req.Schema = ts
 			}
 			req.ClearSchema, _ = f.GetBool("clear-schema")
+			if err := alterCompaction(f, &req); err != nil {
+				return err
+			}
 			t, err := newAdmin(cmd).UpdateTopic(cmd.Context(), name, req)
 			if err != nil {
 				return clientError(cmd, name, err)
@@ -174,7 +181,31 @@ partitions than before).`,
 	f.Int32("partitions", 0, "grow to this many partitions")
 	f.String("schema", "", "set or replace the value schema: a JSON field list, or a file holding one")
 	f.Bool("clear-schema", false, "remove the value schema")
+	f.String("cleanup-policy", "", "delete or compact")
+	f.Int64("delete-retention-ms", 0, "compacted topics: keep tombstones this many milliseconds")
+	f.Int64("min-compaction-lag-ms", 0, "compacted topics: never compact records younger than this many milliseconds")
 	return cmd
+}
+
+// alterCompaction reads topic alter's cleanup policy and compaction flags.
+func alterCompaction(f *pflag.FlagSet, req *admin.TopicUpdate) error {
+	if f.Changed("cleanup-policy") {
+		v, _ := f.GetString("cleanup-policy")
+		if v != "delete" && v != "compact" {
+			return fmt.Errorf("--cleanup-policy must be delete or compact, not %q", v)
+		}
+		p := admin.CleanupPolicy(v)
+		req.CleanupPolicy = &p
+	}
+	if f.Changed("delete-retention-ms") {
+		v := msFlag(f.GetInt64("delete-retention-ms"))
+		req.DeleteRetention = &v
+	}
+	if f.Changed("min-compaction-lag-ms") {
+		v := msFlag(f.GetInt64("min-compaction-lag-ms"))
+		req.MinCompactionLag = &v
+	}
+	return nil
 }
 
 func newTopicListCmd() *cobra.Command {

@@ -148,14 +148,16 @@ func (s *Service) DescribeTopic(ctx context.Context, req *connect.Request[varvev
 	return connect.NewResponse(out), nil
 }
 
-// UpdateTopic changes retention, the record size limit and the schema in
-// place, and grows partitions; the topic keeps its id and records.
+// UpdateTopic changes retention, the record size limit, the schema, the
+// cleanup policy and the compaction settings in place, and grows
+// partitions; the topic keeps its id and records.
 func (s *Service) UpdateTopic(ctx context.Context, req *connect.Request[varvev1.UpdateTopicRequest]) (*connect.Response[varvev1.UpdateTopicResponse], error) {
 	m := req.Msg
 	if m.GetSchema() != nil && m.GetClearSchema() {
 		return nil, badRequest("update topic %q: schema and clear_schema together", m.GetName())
 	}
-	if m.RetentionMs == nil && m.RetentionBytes == nil && m.MaxRecordBytes == nil && m.Partitions == nil && m.GetSchema() == nil && !m.GetClearSchema() {
+	if m.RetentionMs == nil && m.RetentionBytes == nil && m.MaxRecordBytes == nil && m.Partitions == nil && m.GetSchema() == nil && !m.GetClearSchema() &&
+		m.CleanupPolicy == nil && m.DeleteRetentionMs == nil && m.MinCompactionLagMs == nil {
 		return nil, badRequest("update topic %q: nothing to change", m.GetName())
 	}
 	var sch *metadata.TopicSchema
@@ -190,6 +192,9 @@ func (s *Service) UpdateTopic(ctx context.Context, req *connect.Request[varvev1.
 		if m.Partitions != nil {
 			t.Partitions = m.GetPartitions()
 		}
+		if err := updateCompaction(t, m); err != nil {
+			return err
+		}
 		if sch != nil {
 			t.Schema = sch
 		}
@@ -209,4 +214,30 @@ func (s *Service) DeleteTopic(ctx context.Context, req *connect.Request[varvev1.
 		return nil, s.toConnect(err)
 	}
 	return connect.NewResponse(&varvev1.DeleteTopicResponse{}), nil
+}
+
+// updateCompaction applies an update's cleanup policy and compaction
+// settings; 0 is refused rather than read as "the default", as for
+// retention.
+func updateCompaction(t *metadata.Topic, m *varvev1.UpdateTopicRequest) error {
+	if m.CleanupPolicy != nil {
+		switch m.GetCleanupPolicy() {
+		case varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE:
+			t.CleanupPolicy = metadata.CleanupDelete
+		case varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT:
+			t.CleanupPolicy = metadata.CleanupCompact
+		default:
+			return fmt.Errorf("%w: update topic %q: cleanup_policy must be DELETE or COMPACT, got %s", metadata.ErrInvalidArgument, t.Name, m.GetCleanupPolicy())
+		}
+	}
+	if m.DeleteRetentionMs != nil {
+		if m.GetDeleteRetentionMs() <= 0 {
+			return fmt.Errorf("%w: update topic %q: delete_retention_ms must be positive, got %d", metadata.ErrInvalidArgument, t.Name, m.GetDeleteRetentionMs())
+		}
+		t.DeleteRetentionMs = m.GetDeleteRetentionMs()
+	}
+	if m.MinCompactionLagMs != nil {
+		t.MinCompactionLagMs = m.GetMinCompactionLagMs()
+	}
+	return nil
 }

@@ -104,6 +104,13 @@ type TopicUpdate struct {
 	Schema *Schema
 	// ClearSchema removes the schema (refused together with Schema).
 	ClearSchema bool
+	// CleanupPolicy switches between delete and compact in place;
+	// compaction and retention follow it from their next pass.
+	CleanupPolicy *CleanupPolicy
+	// DeleteRetention and MinCompactionLag change the compaction settings
+	// (see TopicConfig).
+	DeleteRetention  *time.Duration
+	MinCompactionLag *time.Duration
 }
 
 // CreateTopic creates a topic with the given number of partitions. cfg may
@@ -170,6 +177,21 @@ func (a *Client) UpdateTopic(ctx context.Context, name string, u TopicUpdate) (T
 	if u.Retention != nil {
 		ms := durationMs(*u.Retention)
 		req.RetentionMs = &ms
+	}
+	if u.CleanupPolicy != nil {
+		p, ok := policies[*u.CleanupPolicy]
+		if !ok || *u.CleanupPolicy == "" {
+			return Topic{}, fmt.Errorf("update topic %s: cleanup policy must be %q or %q, not %q", name, CleanupDelete, CleanupCompact, *u.CleanupPolicy)
+		}
+		req.CleanupPolicy = &p
+	}
+	if u.DeleteRetention != nil {
+		ms := durationMs(*u.DeleteRetention)
+		req.DeleteRetentionMs = &ms
+	}
+	if u.MinCompactionLag != nil {
+		ms := durationMs(*u.MinCompactionLag)
+		req.MinCompactionLagMs = &ms
 	}
 	res, err := a.topics.UpdateTopic(ctx, connect.NewRequest(req))
 	if err != nil {

@@ -942,9 +942,19 @@ type UpdateTopicRequest struct {
 	// Removes the schema (INVALID_ARGUMENT together with schema).
 	ClearSchema bool `protobuf:"varint,6,opt,name=clear_schema,json=clearSchema,proto3" json:"clear_schema,omitempty"`
 	// Partitions can only grow; a smaller count is INVALID_ARGUMENT.
-	Partitions    *int32 `protobuf:"varint,7,opt,name=partitions,proto3,oneof" json:"partitions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Partitions *int32 `protobuf:"varint,7,opt,name=partitions,proto3,oneof" json:"partitions,omitempty"`
+	// Switches between delete (retention) and compact (latest record per
+	// key) in place. Compaction and retention follow the new policy from
+	// their next pass; records already stored stay until then. UNSPECIFIED
+	// is INVALID_ARGUMENT.
+	CleanupPolicy *CleanupPolicy `protobuf:"varint,8,opt,name=cleanup_policy,json=cleanupPolicy,proto3,enum=varve.v1.CleanupPolicy,oneof" json:"cleanup_policy,omitempty"`
+	// Compacted topics: how long a tombstone is kept (must be positive).
+	DeleteRetentionMs *int64 `protobuf:"varint,9,opt,name=delete_retention_ms,json=deleteRetentionMs,proto3,oneof" json:"delete_retention_ms,omitempty"`
+	// Compacted topics: how old a record must be before compaction may drop
+	// it (0 or more).
+	MinCompactionLagMs *int64 `protobuf:"varint,10,opt,name=min_compaction_lag_ms,json=minCompactionLagMs,proto3,oneof" json:"min_compaction_lag_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *UpdateTopicRequest) Reset() {
@@ -1022,6 +1032,27 @@ func (x *UpdateTopicRequest) GetClearSchema() bool {
 func (x *UpdateTopicRequest) GetPartitions() int32 {
 	if x != nil && x.Partitions != nil {
 		return *x.Partitions
+	}
+	return 0
+}
+
+func (x *UpdateTopicRequest) GetCleanupPolicy() CleanupPolicy {
+	if x != nil && x.CleanupPolicy != nil {
+		return *x.CleanupPolicy
+	}
+	return CleanupPolicy_CLEANUP_POLICY_UNSPECIFIED
+}
+
+func (x *UpdateTopicRequest) GetDeleteRetentionMs() int64 {
+	if x != nil && x.DeleteRetentionMs != nil {
+		return *x.DeleteRetentionMs
+	}
+	return 0
+}
+
+func (x *UpdateTopicRequest) GetMinCompactionLagMs() int64 {
+	if x != nil && x.MinCompactionLagMs != nil {
+		return *x.MinCompactionLagMs
 	}
 	return 0
 }
@@ -2169,7 +2200,7 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\v2\x0f.varve.v1.TopicR\x05topic\x127\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2\x17.varve.v1.PartitionInfoR\n" +
-	"partitions\"\xed\x02\n" +
+	"partitions\"\xe4\x04\n" +
 	"\x12UpdateTopicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
 	"\fretention_ms\x18\x02 \x01(\x03H\x00R\vretentionMs\x88\x01\x01\x12,\n" +
@@ -2179,11 +2210,18 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"\fclear_schema\x18\x06 \x01(\bR\vclearSchema\x12#\n" +
 	"\n" +
 	"partitions\x18\a \x01(\x05H\x03R\n" +
-	"partitions\x88\x01\x01B\x0f\n" +
+	"partitions\x88\x01\x01\x12C\n" +
+	"\x0ecleanup_policy\x18\b \x01(\x0e2\x17.varve.v1.CleanupPolicyH\x04R\rcleanupPolicy\x88\x01\x01\x123\n" +
+	"\x13delete_retention_ms\x18\t \x01(\x03H\x05R\x11deleteRetentionMs\x88\x01\x01\x126\n" +
+	"\x15min_compaction_lag_ms\x18\n" +
+	" \x01(\x03H\x06R\x12minCompactionLagMs\x88\x01\x01B\x0f\n" +
 	"\r_retention_msB\x12\n" +
 	"\x10_retention_bytesB\x13\n" +
 	"\x11_max_record_bytesB\r\n" +
-	"\v_partitions\"<\n" +
+	"\v_partitionsB\x11\n" +
+	"\x0f_cleanup_policyB\x16\n" +
+	"\x14_delete_retention_msB\x18\n" +
+	"\x16_min_compaction_lag_ms\"<\n" +
 	"\x13UpdateTopicResponse\x12%\n" +
 	"\x05topic\x18\x01 \x01(\v2\x0f.varve.v1.TopicR\x05topic\"(\n" +
 	"\x12DeleteTopicRequest\x12\x12\n" +
@@ -2352,41 +2390,42 @@ var file_varve_v1_varve_proto_depIdxs = []int32{
 	7,  // 8: varve.v1.DescribeTopicResponse.topic:type_name -> varve.v1.Topic
 	8,  // 9: varve.v1.DescribeTopicResponse.partitions:type_name -> varve.v1.PartitionInfo
 	6,  // 10: varve.v1.UpdateTopicRequest.schema:type_name -> varve.v1.TopicSchema
-	7,  // 11: varve.v1.UpdateTopicResponse.topic:type_name -> varve.v1.Topic
-	3,  // 12: varve.v1.ProduceRecord.record:type_name -> varve.v1.Record
-	19, // 13: varve.v1.ProduceRequest.records:type_name -> varve.v1.ProduceRecord
-	22, // 14: varve.v1.ProduceRequest.sequences:type_name -> varve.v1.PartitionSequence
-	21, // 15: varve.v1.ProduceRequest.batches:type_name -> varve.v1.PartitionBatches
-	23, // 16: varve.v1.ProduceResponse.results:type_name -> varve.v1.ProduceResult
-	3,  // 17: varve.v1.FetchResponse.records:type_name -> varve.v1.Record
-	3,  // 18: varve.v1.SubscribeResponse.records:type_name -> varve.v1.Record
-	2,  // 19: varve.v1.ListOffsetsRequest.spec:type_name -> varve.v1.OffsetSpec
-	32, // 20: varve.v1.ListOffsetsResponse.offsets:type_name -> varve.v1.PartitionOffset
-	9,  // 21: varve.v1.TopicService.CreateTopic:input_type -> varve.v1.CreateTopicRequest
-	11, // 22: varve.v1.TopicService.ListTopics:input_type -> varve.v1.ListTopicsRequest
-	13, // 23: varve.v1.TopicService.DescribeTopic:input_type -> varve.v1.DescribeTopicRequest
-	17, // 24: varve.v1.TopicService.DeleteTopic:input_type -> varve.v1.DeleteTopicRequest
-	15, // 25: varve.v1.TopicService.UpdateTopic:input_type -> varve.v1.UpdateTopicRequest
-	20, // 26: varve.v1.ProduceService.Produce:input_type -> varve.v1.ProduceRequest
-	25, // 27: varve.v1.ProduceService.InitProducer:input_type -> varve.v1.InitProducerRequest
-	27, // 28: varve.v1.FetchService.Fetch:input_type -> varve.v1.FetchRequest
-	30, // 29: varve.v1.FetchService.Subscribe:input_type -> varve.v1.SubscribeRequest
-	31, // 30: varve.v1.FetchService.ListOffsets:input_type -> varve.v1.ListOffsetsRequest
-	10, // 31: varve.v1.TopicService.CreateTopic:output_type -> varve.v1.CreateTopicResponse
-	12, // 32: varve.v1.TopicService.ListTopics:output_type -> varve.v1.ListTopicsResponse
-	14, // 33: varve.v1.TopicService.DescribeTopic:output_type -> varve.v1.DescribeTopicResponse
-	18, // 34: varve.v1.TopicService.DeleteTopic:output_type -> varve.v1.DeleteTopicResponse
-	16, // 35: varve.v1.TopicService.UpdateTopic:output_type -> varve.v1.UpdateTopicResponse
-	24, // 36: varve.v1.ProduceService.Produce:output_type -> varve.v1.ProduceResponse
-	26, // 37: varve.v1.ProduceService.InitProducer:output_type -> varve.v1.InitProducerResponse
-	28, // 38: varve.v1.FetchService.Fetch:output_type -> varve.v1.FetchResponse
-	29, // 39: varve.v1.FetchService.Subscribe:output_type -> varve.v1.SubscribeResponse
-	33, // 40: varve.v1.FetchService.ListOffsets:output_type -> varve.v1.ListOffsetsResponse
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	0,  // 11: varve.v1.UpdateTopicRequest.cleanup_policy:type_name -> varve.v1.CleanupPolicy
+	7,  // 12: varve.v1.UpdateTopicResponse.topic:type_name -> varve.v1.Topic
+	3,  // 13: varve.v1.ProduceRecord.record:type_name -> varve.v1.Record
+	19, // 14: varve.v1.ProduceRequest.records:type_name -> varve.v1.ProduceRecord
+	22, // 15: varve.v1.ProduceRequest.sequences:type_name -> varve.v1.PartitionSequence
+	21, // 16: varve.v1.ProduceRequest.batches:type_name -> varve.v1.PartitionBatches
+	23, // 17: varve.v1.ProduceResponse.results:type_name -> varve.v1.ProduceResult
+	3,  // 18: varve.v1.FetchResponse.records:type_name -> varve.v1.Record
+	3,  // 19: varve.v1.SubscribeResponse.records:type_name -> varve.v1.Record
+	2,  // 20: varve.v1.ListOffsetsRequest.spec:type_name -> varve.v1.OffsetSpec
+	32, // 21: varve.v1.ListOffsetsResponse.offsets:type_name -> varve.v1.PartitionOffset
+	9,  // 22: varve.v1.TopicService.CreateTopic:input_type -> varve.v1.CreateTopicRequest
+	11, // 23: varve.v1.TopicService.ListTopics:input_type -> varve.v1.ListTopicsRequest
+	13, // 24: varve.v1.TopicService.DescribeTopic:input_type -> varve.v1.DescribeTopicRequest
+	17, // 25: varve.v1.TopicService.DeleteTopic:input_type -> varve.v1.DeleteTopicRequest
+	15, // 26: varve.v1.TopicService.UpdateTopic:input_type -> varve.v1.UpdateTopicRequest
+	20, // 27: varve.v1.ProduceService.Produce:input_type -> varve.v1.ProduceRequest
+	25, // 28: varve.v1.ProduceService.InitProducer:input_type -> varve.v1.InitProducerRequest
+	27, // 29: varve.v1.FetchService.Fetch:input_type -> varve.v1.FetchRequest
+	30, // 30: varve.v1.FetchService.Subscribe:input_type -> varve.v1.SubscribeRequest
+	31, // 31: varve.v1.FetchService.ListOffsets:input_type -> varve.v1.ListOffsetsRequest
+	10, // 32: varve.v1.TopicService.CreateTopic:output_type -> varve.v1.CreateTopicResponse
+	12, // 33: varve.v1.TopicService.ListTopics:output_type -> varve.v1.ListTopicsResponse
+	14, // 34: varve.v1.TopicService.DescribeTopic:output_type -> varve.v1.DescribeTopicResponse
+	18, // 35: varve.v1.TopicService.DeleteTopic:output_type -> varve.v1.DeleteTopicResponse
+	16, // 36: varve.v1.TopicService.UpdateTopic:output_type -> varve.v1.UpdateTopicResponse
+	24, // 37: varve.v1.ProduceService.Produce:output_type -> varve.v1.ProduceResponse
+	26, // 38: varve.v1.ProduceService.InitProducer:output_type -> varve.v1.InitProducerResponse
+	28, // 39: varve.v1.FetchService.Fetch:output_type -> varve.v1.FetchResponse
+	29, // 40: varve.v1.FetchService.Subscribe:output_type -> varve.v1.SubscribeResponse
+	33, // 41: varve.v1.FetchService.ListOffsets:output_type -> varve.v1.ListOffsetsResponse
+	32, // [32:42] is the sub-list for method output_type
+	22, // [22:32] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_varve_v1_varve_proto_init() }

@@ -152,10 +152,10 @@ func TestTerraformCLIDevOverrides(t *testing.T) {
 		}
 	}
 	plan = tf(2, "plan", "-detailed-exitcode", "-var", "cleanup_policy=compact")
-	for _, want := range []string{"must be replaced", "Warning: Changing cleanup_policy replaces the topic",
-		"every record it holds", "Plan: 1 to add, 0 to change, 1 to destroy"} {
-		if !strings.Contains(plan, want) || !regexp.MustCompile(`cleanup_policy += "delete" -> "compact" # forces replacement`).MatchString(plan) {
-			t.Fatalf("changing the cleanup policy: plan lacks %q or the forced replacement:\n%s", want, plan)
+	for _, want := range []string{"will be updated in-place", "Plan: 0 to add, 1 to change, 0 to destroy"} {
+		if !strings.Contains(plan, want) || strings.Contains(plan, "forces replacement") ||
+			!regexp.MustCompile(`~ cleanup_policy += "delete" -> "compact"\n`).MatchString(plan) {
+			t.Fatalf("changing the cleanup policy: plan lacks %q or replaces:\n%s", want, plan)
 		}
 	}
 	plan = tf(1, "plan", "-detailed-exitcode", "-var", "partitions=2")

@@ -63,13 +63,6 @@ func (r *topicResource) Metadata(_ context.Context, req resource.MetadataRequest
 	resp.TypeName = req.ProviderTypeName + "_topic"
 }
 
-// What UpdateTopic cannot change: a change replaces the topic, and the plan
-// says why.
-const (
-	noUpdateCleanup = "Varve fixes a topic's cleanup policy when it is created: UpdateTopic cannot change it."
-	noUpdateField   = "Varve's UpdateTopic API cannot change this setting yet."
-)
-
 func (r *topicResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	// Optional settings the cluster fills with its defaults when omitted:
 	// the state keeps what the cluster chose. UpdateTopic changes them in
@@ -80,17 +73,9 @@ func (r *topicResource) Schema(_ context.Context, _ resource.SchemaRequest, resp
 			PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
 		}
 	}
-	// Settings UpdateTopic cannot change: a change replaces the topic.
-	replacing := func(desc, why string, v ...validator.Int64) schema.Int64Attribute {
-		return schema.Int64Attribute{
-			Optional: true, Computed: true, Validators: v,
-			Description:   desc + " " + why + " Changing it replaces the topic, deleting its records.",
-			PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown(), replacedOnChange{why}},
-		}
-	}
 	resp.Schema = schema.Schema{
 		Description: "A Varve topic. Settings change in place (the topic keeps its id and records), except the name, " +
-			"the cleanup policy, delete_retention_ms and min_compaction_lag_ms, which replace it. " +
+			"which replaces it. " +
 			"Import with the topic's name: terraform import varve_topic.x NAME.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
@@ -130,17 +115,20 @@ func (r *topicResource) Schema(_ context.Context, _ resource.SchemaRequest, resp
 			},
 			"cleanup_policy": schema.StringAttribute{
 				Optional: true, Computed: true,
-				Description: "\"delete\" (the default) or \"compact\". " + noUpdateCleanup +
-					" Changing it replaces the topic, deleting its records.",
-				Validators: []validator.String{stringvalidator.OneOf(cleanupDelete, cleanupCompact)},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown(),
-					replacedOnChange{noUpdateCleanup}},
+				Description: "\"delete\" (the default) or \"compact\". Changed in place; the topic keeps its records, and " +
+					"compaction and retention follow the new policy from their next pass.",
+				Validators:    []validator.String{stringvalidator.OneOf(cleanupDelete, cleanupCompact)},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
-			"delete_retention_ms": replacing("Compacted topics: how long a tombstone (a record with a null value) is kept "+
-				"after its timestamp, in ms (at least 1). Defaults to one day on compacted topics.", noUpdateField,
-				int64validator.AtLeast(1)),
-			"min_compaction_lag_ms": replacing("Compacted topics: how old a record must be before compaction may remove "+
-				"it, in ms. Defaults to 0 (no lag).", noUpdateField, int64validator.AtLeast(0)),
+			"delete_retention_ms": schema.Int64Attribute{
+				Optional: true, Computed: true,
+				Description: "Compacted topics: how long a tombstone (a record with a null value) is kept after its " +
+					"timestamp, in ms (at least 1). Defaults to one day on compacted topics. Changed in place; the topic keeps its records.",
+				Validators:    []validator.Int64{int64validator.AtLeast(1)},
+				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown(), defaultFollowsPolicy{}},
+			},
+			"min_compaction_lag_ms": inPlace("Compacted topics: how old a record must be before compaction may remove "+
+				"it, in ms. Defaults to 0 (no lag).", int64validator.AtLeast(0)),
 			"topic_id": schema.StringAttribute{
 				Computed:      true,
 				Description:   "Random id the cluster fixed at creation: a deleted and re-created topic has a new one.",
@@ -180,36 +168,28 @@ func (partitionsGrowOnly) PlanModifyInt64(_ context.Context, req planmodifier.In
 	}
 }
 
-// replacedOnChange replaces the topic when a setting UpdateTopic cannot
-// change is changed, and says so in the plan with the reason.
-type replacedOnChange struct{ why string }
+// defaultFollowsPolicy leaves delete_retention_ms unknown in the plan when
+// it is not configured and the cleanup policy changes: the cluster gives a
+// topic that becomes compacted its default, which the state did not hold.
+type defaultFollowsPolicy struct{}
 
-func (m replacedOnChange) Description(context.Context) string {
-	return "Changing this replaces the topic: " + m.why
+func (defaultFollowsPolicy) Description(context.Context) string {
+	return "Unknown until applied when the cleanup policy changes and it is not configured."
 }
 
-func (m replacedOnChange) MarkdownDescription(ctx context.Context) string { return m.Description(ctx) }
+func (m defaultFollowsPolicy) MarkdownDescription(ctx context.Context) string {
+	return m.Description(ctx)
+}
 
-func (m replacedOnChange) modify(p path.Path, state, plan attr.Value, diags *diag.Diagnostics) bool {
-	if state.IsNull() || plan.IsNull() || plan.IsUnknown() || state.Equal(plan) {
-		return false
+func (defaultFollowsPolicy) PlanModifyInt64(ctx context.Context, req planmodifier.Int64Request, resp *planmodifier.Int64Response) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() || !req.ConfigValue.IsNull() {
+		return
 	}
-	diags.AddAttributeWarning(p, fmt.Sprintf("Changing %s replaces the topic", p),
-		fmt.Sprintf("%s goes from %s to %s. %s So the topic is deleted, with every record it holds, and created "+
-			"again, empty. Add lifecycle { prevent_destroy = true } to topics whose records must never be deleted.",
-			p, state, plan, m.why))
-	return true
-}
-
-func (m replacedOnChange) PlanModifyInt64(_ context.Context, req planmodifier.Int64Request, resp *planmodifier.Int64Response) {
-	if !req.State.Raw.IsNull() && !req.Plan.Raw.IsNull() {
-		resp.RequiresReplace = m.modify(req.Path, req.StateValue, req.PlanValue, &resp.Diagnostics)
-	}
-}
-
-func (m replacedOnChange) PlanModifyString(_ context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
-	if !req.State.Raw.IsNull() && !req.Plan.Raw.IsNull() {
-		resp.RequiresReplace = m.modify(req.Path, req.StateValue, req.PlanValue, &resp.Diagnostics)
+	var planned, stated types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("cleanup_policy"), &planned)...)
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("cleanup_policy"), &stated)...)
+	if !planned.Equal(stated) {
+		resp.PlanValue = types.Int64Unknown()
 	}
 }
 
@@ -393,18 +373,11 @@ func (r *topicResource) Update(ctx context.Context, req resource.UpdateRequest, 
 	}
 	name := plan.Name.ValueString()
 	changed := func(a, b attr.Value) bool { return !a.IsUnknown() && !a.IsNull() && !a.Equal(b) }
-	for what, v := range map[string][2]attr.Value{
-		"name":                  {plan.Name, st.Name},
-		"cleanup_policy":        {plan.CleanupPolicy, st.CleanupPolicy},
-		"delete_retention_ms":   {plan.DeleteRetentionMs, st.DeleteRetentionMs},
-		"min_compaction_lag_ms": {plan.MinCompactionLagMs, st.MinCompactionLagMs},
-	} {
-		if changed(v[0], v[1]) {
-			resp.Diagnostics.AddError("Topic cannot be updated in place",
-				fmt.Sprintf("topic %q: %s cannot change in place; this change should have been planned as a replacement. "+
-					"Please report this as a provider bug.", name, what))
-			return
-		}
+	if changed(plan.Name, st.Name) {
+		resp.Diagnostics.AddError("Topic cannot be updated in place",
+			fmt.Sprintf("topic %q: the name cannot change in place; this change should have been planned as a replacement. "+
+				"Please report this as a provider bug.", name))
+		return
 	}
 	var u admin.TopicUpdate
 	send := false
@@ -423,6 +396,21 @@ func (r *topicResource) Update(ctx context.Context, req resource.UpdateRequest, 
 	if changed(plan.MaxRecordBytes, st.MaxRecordBytes) {
 		n := int32(plan.MaxRecordBytes.ValueInt64())
 		u.MaxRecordBytes, send = &n, true
+	}
+	if changed(plan.CleanupPolicy, st.CleanupPolicy) {
+		p := admin.CleanupDelete
+		if plan.CleanupPolicy.ValueString() == cleanupCompact {
+			p = admin.CleanupCompact
+		}
+		u.CleanupPolicy, send = &p, true
+	}
+	if changed(plan.DeleteRetentionMs, st.DeleteRetentionMs) {
+		n := msDuration(plan.DeleteRetentionMs.ValueInt64())
+		u.DeleteRetention, send = &n, true
+	}
+	if changed(plan.MinCompactionLagMs, st.MinCompactionLagMs) {
+		n := msDuration(plan.MinCompactionLagMs.ValueInt64())
+		u.MinCompactionLag, send = &n, true
 	}
 	if !plan.Schema.Equal(st.Schema) {
 		u.Schema, u.ClearSchema, send = schemaOf(plan.Schema), plan.Schema.IsNull(), true

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-testing/compare"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
@@ -254,12 +255,29 @@ func TestTopicUpdatesInPlace(t *testing.T) {
 }
 
 // TestTopicCompactionSettings: delete_retention_ms and min_compaction_lag_ms
-// are set at creation and read back; the API cannot change them (nor the
-// cleanup policy) in place, so a change replaces the topic and the plan
-// says so.
+// are set at creation and read back, and they and the cleanup policy change
+// in place: the topic keeps its id and every record produced before.
 func TestTopicCompactionSettings(t *testing.T) {
 	const name = "tfacc-compaction"
 	addr := "varve_topic.t"
+	sameID := statecheck.CompareValue(compare.ValuesSame())
+	var want map[string]bool
+	cluster := func(policy admin.CleanupPolicy, deleteRetention, lag int64) func(*terraform.State) error {
+		return func(*terraform.State) error {
+			tp, err := describe(t, name)
+			if err != nil {
+				return err
+			}
+			if c := tp.Config; c.CleanupPolicy != policy || ms(c.DeleteRetention) != deleteRetention || ms(c.MinCompactionLag) != lag {
+				return fmt.Errorf("cluster has %+v, want %s, delete_retention_ms %d, min_compaction_lag_ms %d", c, policy, deleteRetention, lag)
+			}
+			if want != nil {
+				return checkRecords(t, name, want)
+			}
+			return nil
+		}
+	}
+	inPlace := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate)}}
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6Providers,
 		CheckDestroy:             checkGone(t, name),
@@ -271,17 +289,9 @@ func TestTopicCompactionSettings(t *testing.T) {
 				ConfigStateChecks: []statecheck.StateCheck{
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("delete_retention_ms"), knownvalue.Int64Exact(3600000)),
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("min_compaction_lag_ms"), knownvalue.Int64Exact(60000)),
+					sameID.AddStateValue(addr, tfjsonpath.New("topic_id")),
 				},
-				Check: func(*terraform.State) error {
-					tp, err := describe(t, name)
-					if err != nil {
-						return err
-					}
-					if c := tp.Config; ms(c.DeleteRetention) != 3600000 || ms(c.MinCompactionLag) != 60000 {
-						return fmt.Errorf("cluster has %v, want delete_retention_ms 3600000 and min_compaction_lag_ms 60000", c)
-					}
-					return nil
-				},
+				Check: cluster(admin.CleanupCompact, 3600000, 60000),
 			},
 			{ // left out: the cluster's values stay, no diff
 				Config: topicConfig(name, 1, `  cleanup_policy = "compact"`),
@@ -290,21 +300,52 @@ func TestTopicCompactionSettings(t *testing.T) {
 				}},
 			},
 			{
+				PreConfig: func() { want = produceRecords(t, name, 200) },
 				Config: topicConfig(name, 1, `  cleanup_policy        = "compact"
+  delete_retention_ms   = 7200000
   min_compaction_lag_ms = 0`),
+				ConfigPlanChecks:  inPlace,
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(addr, tfjsonpath.New("topic_id"))},
+				Check:             cluster(admin.CleanupCompact, 7200000, 0),
+			},
+			{ // compact -> delete in place, records kept
+				Config:            topicConfig(name, 1, `  cleanup_policy = "delete"`),
+				ConfigPlanChecks:  inPlace,
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(addr, tfjsonpath.New("topic_id"))},
+				Check:             cluster(admin.CleanupDelete, 7200000, 0),
+			},
+		},
+	})
+}
+
+// TestTopicBecomesCompacted: a delete topic switched to compact in place
+// gets the cluster's default tombstone retention (unknown in the plan, not
+// an inconsistent result) and keeps its records.
+func TestTopicBecomesCompacted(t *testing.T) {
+	const name = "tfacc-becomes-compacted"
+	addr := "varve_topic.t"
+	sameID := statecheck.CompareValue(compare.ValuesSame())
+	var want map[string]bool
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: protoV6Providers,
+		CheckDestroy:             checkGone(t, name),
+		Steps: []resource.TestStep{
+			{
+				Config:            topicConfig(name, 2, ""),
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(addr, tfjsonpath.New("topic_id"))},
+			},
+			{
+				PreConfig: func() { want = produceRecords(t, name, 150) },
+				Config:    topicConfig(name, 2, `  cleanup_policy = "compact"`),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
-					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate),
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
+					plancheck.ExpectUnknownValue(addr, tfjsonpath.New("delete_retention_ms")),
 				}},
-				Check: func(*terraform.State) error {
-					tp, err := describe(t, name)
-					if err != nil {
-						return err
-					}
-					if c := tp.Config; ms(c.MinCompactionLag) != 0 || c.CleanupPolicy != admin.CleanupCompact {
-						return fmt.Errorf("cluster has %v, want a compacted topic with min_compaction_lag_ms 0", c)
-					}
-					return nil
+				ConfigStateChecks: []statecheck.StateCheck{
+					sameID.AddStateValue(addr, tfjsonpath.New("topic_id")),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("delete_retention_ms"), knownvalue.Int64Exact(86400000)),
 				},
+				Check: func(*terraform.State) error { return checkRecords(t, name, want) },
 			},
 		},
 	})
