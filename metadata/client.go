@@ -96,6 +96,10 @@ func Connect(ctx context.Context, c Config) (*Client, error) {
 	defer cancel()
 	if _, err := cli.Get(sctx, topicsPrefix(), clientv3.WithCountOnly()); err != nil {
 		cli.Close()
+		if ctx.Err() == nil && sctx.Err() != nil {
+			return nil, fmt.Errorf("connect to etcd: no answer from etcd at %v within %v (is it running, and reachable from here?): %w",
+				c.Endpoints, c.DialTimeout, err)
+		}
 		return nil, fmt.Errorf("connect to etcd %v: %w", c.Endpoints, err)
 	}
 	h := bounded.Wrap(cli, c.RequestTimeout)

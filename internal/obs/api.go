@@ -2,6 +2,7 @@ package obs
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"sync"
 
@@ -12,10 +13,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/tier/segment/kafkabatch"
 )
 
 // apiTelemetry counts what the API moves per topic and logs administrative
-// changes. Bytes of records are their payload: key, value and headers.
+// changes. Bytes of records are their payload: key, value and headers; of
+// the batch form (Kafka RecordBatch v2, as the SDK sends and fetches), the
+// batches' bytes as they cross the API (compressed), as Kafka's per-topic
+// BytesIn and BytesOut count them.
 type apiTelemetry struct {
 	log                           *slog.Logger
 	producedRecords, producedByte metric.Int64Counter
@@ -46,9 +51,9 @@ func newAPITelemetry(mp metric.MeterProvider, log *slog.Logger) (*apiTelemetry, 
 		return c
 	}
 	a.producedRecords = counter("varve.topic.produced.records", "", "Records acknowledged to producers, by topic.")
-	a.producedByte = counter("varve.topic.produced.bytes", "By", "Payload bytes (key, value, headers) acknowledged to producers, by topic.")
+	a.producedByte = counter("varve.topic.produced.bytes", "By", "Bytes acknowledged to producers, by topic: payload (key, value, headers) of records, Kafka record batches as sent.")
 	a.fetchedRecords = counter("varve.topic.fetched.records", "", "Records served by Fetch and Subscribe, by topic.")
-	a.fetchedBytes = counter("varve.topic.fetched.bytes", "By", "Payload bytes (key, value, headers) served by Fetch and Subscribe, by topic.")
+	a.fetchedBytes = counter("varve.topic.fetched.bytes", "By", "Bytes served by Fetch and Subscribe, by topic: payload (key, value, headers) of records, Kafka record batches as stored.")
 	a.served = counter("varve.served.bytes", "By", "Response bytes served to readers (Fetch, Subscribe, Scan), by procedure.")
 	return a, err
 }
@@ -77,6 +82,32 @@ func payload(r *varvev1.Record) int64 {
 	return int64(n)
 }
 
+// batchRecordsFrom counts the records at or after offset in stored Kafka
+// RecordBatch v2 batches (absolute baseOffsets), from their headers alone:
+// a batch fetch returns whole batches, so the first may start before the
+// offset asked for. In a compacted batch (offset gaps) that straddles
+// offset, the records before it are estimated from the offsets.
+func batchRecordsFrom(b []byte, offset int64) int64 {
+	var n int64
+	for len(b) >= kafkabatch.BatchHeaderSize {
+		base := int64(binary.BigEndian.Uint64(b[0:]))
+		length := int(binary.BigEndian.Uint32(b[8:])) + kafkabatch.LengthBase
+		if length < kafkabatch.BatchHeaderSize || length > len(b) {
+			break
+		}
+		last := base + int64(int32(binary.BigEndian.Uint32(b[23:])))
+		count := int64(int32(binary.BigEndian.Uint32(b[57:])))
+		switch {
+		case base >= offset:
+			n += count
+		case last >= offset:
+			n += min(count, last-offset+1)
+		}
+		b = b[length:]
+	}
+	return n
+}
+
 func (a *apiTelemetry) fetched(ctx context.Context, topic string, recs []*varvev1.Record) {
 	if len(recs) == 0 {
 		return
@@ -103,12 +134,23 @@ func (a *apiTelemetry) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			for _, r := range m.GetRecords() {
 				b += payload(r.GetRecord())
 			}
+			for _, e := range m.GetBatches() {
+				b += int64(len(e.GetRecordBatches()))
+			}
 			o := a.topic(m.GetTopic())
-			a.producedRecords.Add(ctx, int64(len(m.GetRecords())), o)
+			if out, ok := res.Any().(*varvev1.ProduceResponse); ok {
+				// One result per record, in either form.
+				a.producedRecords.Add(ctx, int64(len(out.GetResults())), o)
+			}
 			a.producedByte.Add(ctx, b, o)
 		case *varvev1.FetchRequest:
 			if out, ok := res.Any().(*varvev1.FetchResponse); ok {
 				a.fetched(ctx, m.GetTopic(), out.GetRecords())
+				if bs := out.GetRecordBatches(); len(bs) > 0 {
+					o := a.topic(m.GetTopic())
+					a.fetchedRecords.Add(ctx, batchRecordsFrom(bs, m.GetOffset()), o)
+					a.fetchedBytes.Add(ctx, int64(len(bs)), o)
+				}
 				a.served.Add(ctx, int64(proto.Size(out)), a.proc(req.Spec().Procedure))
 			}
 		default:
