@@ -24,7 +24,7 @@ func newEtcdCmd() *cobra.Command {
 			if dir == "" {
 				return fmt.Errorf("--data-dir is required")
 			}
-			e, err := embedded.Start(embedded.Config{Dir: dir, ClientURL: client, PeerURL: peer})
+			e, err := embedded.StartContext(cmd.Context(), embedded.Config{Dir: dir, ClientURL: client, PeerURL: peer})
 			if err != nil {
 				return err
 			}

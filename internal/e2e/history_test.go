@@ -94,7 +94,20 @@ func historySeed(t *testing.T) uint64 {
 //     partition assigned to or revoked from its member;
 //   - every record of the log was processed by the group at least once,
 //     and each processed record is the log's record at its offset.
-func TestRandomizedHistory(t *testing.T) {
+func TestRandomizedHistory(t *testing.T) { runHistory(t, historyDirect) }
+
+// historyMode is how the nodes of a history test commit.
+type historyMode struct {
+	name string
+	// args are the nodes' extra flags.
+	args []string
+	// victim picks the node a round kills; nil: at random.
+	victim func(t *testing.T, c *cluster, nodes []*serveNode, round int, rng *rand.Rand) int
+}
+
+var historyDirect = historyMode{name: "direct"}
+
+func runHistory(t *testing.T, mode historyMode) {
 	const (
 		topic      = "history"
 		partitions = 3
@@ -111,7 +124,7 @@ func TestRandomizedHistory(t *testing.T) {
 	nodes := make([]*serveNode, nodeCount)
 	for i := range nodes {
 		listens[i] = loopbackListen(t)
-		nodes[i] = c.startServe(fmt.Sprintf("hist-%d", i), listens[i], "--linger", "5ms")
+		nodes[i] = c.startServe(fmt.Sprintf("hist-%d", i), listens[i], append([]string{"--linger", "5ms"}, mode.args...)...)
 	}
 	apis := make([]*api, nodeCount)
 	for i := range apis {
@@ -328,6 +341,9 @@ func TestRandomizedHistory(t *testing.T) {
 	start := time.Now()
 	for round := 1; round <= rounds; round++ {
 		victim := rng.IntN(nodeCount)
+		if mode.victim != nil {
+			victim = mode.victim(t, c, nodes, round, rng)
+		}
 		select {
 		case <-time.After(time.Duration(50+rng.IntN(400)) * time.Millisecond):
 		case <-nodes[victim].done:
@@ -338,7 +354,7 @@ func TestRandomizedHistory(t *testing.T) {
 		if round%2 == 0 {
 			id = fmt.Sprintf("hist-%d-r%d", victim, round)
 		}
-		nodes[victim] = c.startServe(id, listens[victim], "--linger", "5ms")
+		nodes[victim] = c.startServe(id, listens[victim], append([]string{"--linger", "5ms"}, mode.args...)...)
 		waitAcks(acked[nodeCount].Load(), 3, fmt.Sprintf("round %d: after restarting %s", round, id))
 	}
 	stopProducers()
@@ -462,8 +478,8 @@ func TestRandomizedHistory(t *testing.T) {
 	pops := porcupineOps(ops)
 	checkStart := time.Now()
 	res, info := porcupine.CheckOperationsVerbose(logModel.ToModel(), pops, 5*time.Minute)
-	t.Logf("history: rounds=%d in %v; ops=%d (produce+fetch %d); records acked=%d unknown=%d (in %d batches) unknown-landed=%d; batches retried=%d; porcupine %s in %v; %s",
-		rounds, killTime.Round(time.Millisecond), len(ops), len(pops), nAcked, nUnknown, nUnknownBatches, nUnknownLanded, nRetried, res, time.Since(checkStart).Round(time.Millisecond), groupLine)
+	t.Logf("history (%s): rounds=%d in %v; ops=%d (produce+fetch %d); records acked=%d unknown=%d (in %d batches) unknown-landed=%d; batches retried=%d; porcupine %s in %v; %s",
+		mode.name, rounds, killTime.Round(time.Millisecond), len(ops), len(pops), nAcked, nUnknown, nUnknownBatches, nUnknownLanded, nRetried, res, time.Since(checkStart).Round(time.Millisecond), groupLine)
 	switch res {
 	case porcupine.Illegal:
 		path := t.TempDir() + "/history.html"
