@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 	"time"
 
@@ -60,6 +61,11 @@ func toConnect(err error) error {
 	out := connect.NewError(code, err)
 	if reason := producerErrorReason(err); reason != "" {
 		apierr.WithReason(out, reason)
+	}
+	if code == connect.CodeInternal && metadata.EtcdRefusal(err) != "" {
+		// Never a bare etcd message: say what it means for the client.
+		out = connect.NewError(code, fmt.Errorf("the metadata store (etcd) refused the request for good: nothing of it was written and retrying will not help; this is a Varve bug, please report it: %w", err))
+		apierr.WithReason(out, apierr.MetadataRefused)
 	}
 	var bp *ingest.BackpressureError
 	if errors.As(err, &bp) {

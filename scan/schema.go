@@ -19,6 +19,9 @@ const (
 	maxSchemaFields   = 1000
 	maxSchemaTypeLen  = 4096
 	maxSchemaTypeNest = 16
+	// maxSchemaBytes bounds a schema's JSON: a topic is one etcd value,
+	// and etcd refuses requests over 1.5 MiB by default.
+	maxSchemaBytes = 256 << 10
 )
 
 // ValueSchema is a parsed topic schema: the typed columns a scan adds and
@@ -70,6 +73,9 @@ func ParseTopicSchema(ts metadata.TopicSchema) (*ValueSchema, error) {
 		return nil, bad("format %s is not supported yet (only json)", ts.Format)
 	default:
 		return nil, bad("unknown format %q (want json)", ts.Format)
+	}
+	if len(ts.Fields) > maxSchemaBytes {
+		return nil, bad("fields are %d bytes of JSON, the limit is %d", len(ts.Fields), maxSchemaBytes)
 	}
 	dec := json.NewDecoder(strings.NewReader(ts.Fields))
 	dec.DisallowUnknownFields()

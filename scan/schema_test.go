@@ -62,6 +62,7 @@ func TestParseTopicSchema(t *testing.T) {
 
 	bad := []struct{ name, format, fields, msg string }{
 		{"unknown type", "json", `[{"name":"a","type":"decimal"}]`, `field "a": unknown type "decimal"`},
+		{"too large for etcd", "json", `[{"name":"` + strings.Repeat("n", 300<<10) + `","type":"int32"}]`, `fields are 307228 bytes of JSON, the limit is 262144`},
 		{"unknown nested type", "json", `[{"name":"a","type":"list<varchar>"}]`, `unknown type "varchar"`},
 		{"timestamp unit", "json", `[{"name":"a","type":"timestamp[h]"}]`, `timestamp unit "h"`},
 		{"unclosed list", "json", `[{"name":"a","type":"list<int32"}]`, `want '>'`},

@@ -33,6 +33,12 @@ const (
 	GroupNotFound        = "GROUP_NOT_FOUND"       // no such group
 )
 
+// MetadataRefused marks an INTERNAL error whose cause is etcd refusing a
+// metadata request for a reason retrying does not cure (one of its limits:
+// too many operations, a request too large, a permission): nothing of the
+// request was written, and the message names etcd's reason.
+const MetadataRefused = "METADATA_REFUSED"
+
 // WithReason adds the ErrorInfo detail naming reason to ce and returns it.
 func WithReason(ce *connect.Error, reason string) *connect.Error {
 	if d, err := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: reason, Domain: Domain}); err == nil {
