@@ -167,11 +167,7 @@ func loadConfigEnv(environ []string, c *node.Config) (bucket string, err error) 
 		}
 		s, ok := lookupSetting(key)
 		if !ok {
-			valid := slices.Clone(otherEnv)
-			for _, n := range settingNames() {
-				valid = append(valid, "VARVE_"+strings.ToUpper(n))
-			}
-			return "", fmt.Errorf("environment variable %s is not a Varve setting (did you mean %s?)", name, closest(name, valid))
+			return "", unknownEnvError(name)
 		}
 		if err := s.Set(c, v); err != nil {
 			return "", fmt.Errorf("environment variable %s (setting %s): %w", name, key, err)
@@ -256,4 +252,30 @@ func newLogger(c node.Config) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}
+
+// unknownVarveEnv refuses a VARVE_* variable of environ that is neither a
+// setting nor one of otherEnv (client commands run it first: a misspelled
+// VARVE_ADR would otherwise leave the default address in force).
+func unknownVarveEnv(environ []string) error {
+	slices.Sort(environ)
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "VARVE_") || slices.Contains(otherEnv, name) {
+			continue
+		}
+		key := strings.ToLower(strings.TrimPrefix(name, "VARVE_"))
+		if _, ok := lookupSetting(key); !ok && key != bucketKey {
+			return unknownEnvError(name)
+		}
+	}
+	return nil
+}
+
+func unknownEnvError(name string) error {
+	valid := slices.Clone(otherEnv)
+	for _, n := range settingNames() {
+		valid = append(valid, "VARVE_"+strings.ToUpper(n))
+	}
+	return fmt.Errorf("environment variable %s is not a Varve setting (did you mean %s?)", name, closest(name, valid))
 }

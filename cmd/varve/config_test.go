@@ -143,6 +143,17 @@ func TestConfigFlagErrors(t *testing.T) {
 	}
 }
 
+// TestClientCommandsRefuseUnknownVariables: a client command refuses a
+// misspelled VARVE_* variable before it does anything, naming the closest.
+func TestClientCommandsRefuseUnknownVariables(t *testing.T) {
+	t.Setenv("VARVE_ADR", "http://127.0.0.1:1")
+	for _, args := range [][]string{{"topic", "list"}, {"produce", "t"}, {"consume", "t"}, {"group", "list"}} {
+		if _, _, err := runCLI(t, args...); err == nil || !strings.Contains(err.Error(), "environment variable VARVE_ADR is not a Varve setting (did you mean VARVE_ADDR?)") {
+			t.Fatalf("varve %s with VARVE_ADR set: %v", strings.Join(args, " "), err)
+		}
+	}
+}
+
 // TestConfigNonSettingVariables: the VARVE_* variables of client commands,
 // tests and exports are not refused.
 func TestConfigNonSettingVariables(t *testing.T) {

@@ -23,6 +23,9 @@ func addSecurityFlags(cmd *cobra.Command) {
 	f.String("key-file", os.Getenv("VARVE_KEY_FILE"), "PEM key of --cert-file (env VARVE_KEY_FILE)")
 	prev := cmd.PersistentPreRunE
 	cmd.PersistentPreRunE = func(c *cobra.Command, args []string) error {
+		if err := unknownVarveEnv(os.Environ()); err != nil {
+			return err
+		}
 		if _, err := clientTLS(c); err != nil {
 			return err
 		}
