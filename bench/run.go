@@ -51,6 +51,12 @@ type WorkloadResult struct {
 	Seconds     float64 `json:"seconds"`
 	MiBps       float64 `json:"produce_mib_s"`
 	RecordsPerS float64 `json:"produce_records_s"`
+	// AchievedRecordsPerS is the acknowledgements that arrived while the
+	// window ran (whatever their send time) per second of the window: the
+	// rate the target sustained, below the offered rate when it falls
+	// behind (RecordsPerS counts the window's records however late their
+	// ack).
+	AchievedRecordsPerS float64 `json:"achieved_records_s"`
 
 	Ack        Latency `json:"ack_latency"`
 	EndToEnd   Latency `json:"e2e_latency"`
@@ -61,7 +67,13 @@ type WorkloadResult struct {
 	// PerSecond is acknowledged MiB in each second of the measured window.
 	PerSecond []float64 `json:"per_second_mib"`
 
+	// FirstError is the first failure a producer was told of.
+	FirstError string `json:"first_error,omitempty"`
+
 	Processes []ProcStats `json:"processes"`
+	// CPUPerMiB is the CPU seconds of the target's server processes over
+	// the workload over the MiB acknowledged in it (warm-up included).
+	CPUPerMiB float64 `json:"server_cpu_s_per_mib"`
 	// Varve only: counters over the workload.
 	Varve *VarveFigures `json:"varve,omitempty"`
 }
@@ -77,6 +89,26 @@ type VarveFigures struct {
 	// EtcdLiveBytesPerGiB is the growth of the live keys and values.
 	EtcdLiveBytesPerGiB float64 `json:"etcd_live_bytes_per_gib"`
 	EtcdKeysPerGiB      float64 `json:"etcd_keys_per_gib"`
+
+	// Seconds is the time the counters were compared over: the whole
+	// workload (warm-up, produce, drain, catch-up).
+	Seconds float64 `json:"counters_seconds"`
+	// Commit is the nodes' commit latency over the workload.
+	Commit CommitLatency `json:"commit_latency"`
+	// EtcdTxnsPerS is etcd Txn RPCs per second, EtcdWritesPerS raft
+	// proposals committed per second (every write).
+	EtcdTxnsPerS   float64 `json:"etcd_txns_s"`
+	EtcdWritesPerS float64 `json:"etcd_writes_s"`
+	// EtcdPutsPerGiB is keys written (etcd_mvcc_put_total) per GiB.
+	EtcdPutsPerGiB float64 `json:"etcd_keys_written_per_gib"`
+	// EtcdDBBytesEnd and EtcdKeysEnd are etcd's DB size and live key
+	// count (a range count) after the workload.
+	EtcdDBBytesEnd int64 `json:"etcd_db_bytes_end"`
+	EtcdKeysEnd    int64 `json:"etcd_keys_end"`
+	// StorePutsPerGiB and StoreGetsPerGiB are the S3 requests the store
+	// counted (MinIO), per GiB ingested.
+	StorePutsPerGiB float64 `json:"store_puts_per_gib"`
+	StoreGetsPerGiB float64 `json:"store_gets_per_gib"`
 }
 
 // Progress is told how far a run is, from 0 to 1.
@@ -108,6 +140,7 @@ func RunWorkload(ctx context.Context, t Target, w Workload, progress Progress) (
 	res := &WorkloadResult{Target: t.Name(), Workload: w}
 	vt, isVarve := t.(VarveTarget)
 	var before Counters
+	t0 := time.Now()
 	if isVarve {
 		c, err := vt.Counters(ctx)
 		if err != nil {
@@ -160,12 +193,19 @@ func RunWorkload(ctx context.Context, t Target, w Workload, progress Progress) (
 		p.CPUSeconds -= cpuBefore[p.Name]
 		res.Processes = append(res.Processes, p)
 	}
+	if cpu, _ := serverCPU(res.Processes); r.allBytes.Load() > 0 {
+		res.CPUPerMiB = cpu / mib(r.allBytes.Load())
+	}
 	if isVarve {
 		after, err := vt.Counters(ctx)
 		if err != nil {
 			return res, err
 		}
 		res.Varve = varveFigures(after.Sub(before))
+		v := res.Varve
+		v.Seconds = time.Since(t0).Seconds()
+		v.EtcdTxnsPerS, v.EtcdWritesPerS = v.Counters.EtcdTxns/v.Seconds, v.Counters.EtcdProposals/v.Seconds
+		v.EtcdDBBytesEnd, v.EtcdKeysEnd = after.EtcdDBBytes, after.EtcdKeys
 	}
 	return res, nil
 }
@@ -188,6 +228,9 @@ type workloadRun struct {
 	ackMu                                   sync.Mutex
 	perSec                                  []atomic.Int64 // acknowledged bytes per second of the window
 	sent, acked, ackedBytes, measured, errs atomic.Int64
+	allBytes                                atomic.Int64 // acknowledged, warm-up included
+	ackedInWindow                           atomic.Int64 // acknowledgements that arrived in the window
+	firstErr                                atomic.Pointer[string]
 }
 
 func newWorkloadRun(t Target, w Workload, topic string) *workloadRun {
@@ -295,6 +338,8 @@ func (r *workloadRun) produce(ctx context.Context, i int, pr Producer, payloads,
 	defer cancel()
 	if err := pr.Close(cctx); err != nil {
 		r.errs.Add(1)
+		msg := "close: " + err.Error()
+		r.firstErr.CompareAndSwap(nil, &msg)
 	}
 }
 
@@ -302,13 +347,19 @@ func (r *workloadRun) produce(ctx context.Context, i int, pr Producer, payloads,
 func (r *workloadRun) acknowledged(sentAt time.Time, size int64, err error) {
 	if err != nil {
 		r.errs.Add(1)
+		msg := err.Error()
+		r.firstErr.CompareAndSwap(nil, &msg)
 		return
 	}
 	r.acked.Add(1)
+	r.allBytes.Add(size)
+	now := time.Now()
+	if !now.Before(r.measureFrom) && now.Before(r.measureTo) {
+		r.ackedInWindow.Add(1)
+	}
 	if sentAt.Before(r.measureFrom) {
 		return
 	}
-	now := time.Now()
 	r.measured.Add(1)
 	r.ackedBytes.Add(size)
 	if s := int(now.Sub(r.measureFrom) / time.Second); s >= 0 && s < len(r.perSec) {
@@ -343,6 +394,9 @@ func (r *workloadRun) waitProduced(producers *sync.WaitGroup, progress Progress)
 func (r *workloadRun) summarize(res *WorkloadResult, lastAck time.Time) {
 	w := r.w
 	res.Records, res.Bytes, res.Errors = r.measured.Load(), r.ackedBytes.Load(), r.errs.Load()
+	if e := r.firstErr.Load(); e != nil {
+		res.FirstError = *e
+	}
 	window := lastAck.Sub(r.measureFrom).Seconds()
 	if window > w.Duration.Seconds() && w.Rate > 0 {
 		window = w.Duration.Seconds()
@@ -352,6 +406,7 @@ func (r *workloadRun) summarize(res *WorkloadResult, lastAck time.Time) {
 		res.MiBps = float64(res.Bytes) / (1 << 20) / window
 		res.RecordsPerS = float64(res.Records) / window
 	}
+	res.AchievedRecordsPerS = float64(r.ackedInWindow.Load()) / w.Duration.Seconds()
 	res.Ack, res.EndToEnd, res.Consumed = summarize(r.ack), summarize(r.e2e), r.consumed.Load()
 	for i := range r.perSec {
 		res.PerSecond = append(res.PerSecond, float64(r.perSec[i].Load())/(1<<20))
@@ -398,7 +453,10 @@ func varveFigures(d Counters) *VarveFigures {
 		f.EtcdBytesPerGiB = float64(d.EtcdDBBytes) / gib
 		f.EtcdLiveBytesPerGiB = float64(d.EtcdBytes) / gib
 		f.EtcdKeysPerGiB = float64(d.EtcdKeys) / gib
+		f.EtcdPutsPerGiB = d.EtcdPuts / gib
+		f.StorePutsPerGiB, f.StoreGetsPerGiB = d.StorePuts/gib, d.StoreGets/gib
 	}
+	f.Commit = commitLatency(d.Commit)
 	if d.ObjectBytes > 0 {
 		f.Compression = d.IngestBytes / d.ObjectBytes
 	}

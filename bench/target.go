@@ -1,13 +1,13 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
@@ -90,6 +91,21 @@ type Counters struct {
 	// EtcdBytes is the live keys' and values' size (maintenance.Footprint).
 	EtcdBytes    int64 `json:"etcd_bytes"`
 	EtcdRevision int64 `json:"etcd_revision"`
+
+	// Commit is the nodes' commit duration histogram, merged.
+	Commit Hist `json:"commit_seconds"`
+	// From etcd's own /metrics: Txn RPCs answered, raft proposals
+	// committed (every write request), keys written, and the CPU seconds
+	// of the etcd process (0 where etcd shares a process, as in varve dev).
+	EtcdTxns      float64 `json:"etcd_txns"`
+	EtcdProposals float64 `json:"etcd_proposals"`
+	EtcdPuts      float64 `json:"etcd_puts"`
+	EtcdCPU       float64 `json:"etcd_cpu_seconds"`
+	// StorePuts and StoreGets are the S3 requests the store counted
+	// (MinIO's metrics; StoreMetrics is false on other stores).
+	StorePuts    float64 `json:"store_puts"`
+	StoreGets    float64 `json:"store_gets"`
+	StoreMetrics bool    `json:"store_metrics"`
 }
 
 // Sub returns c - o.
@@ -99,6 +115,10 @@ func (c Counters) Sub(o Counters) Counters {
 		ObjectBytes: c.ObjectBytes - o.ObjectBytes, Records: c.Records - o.Records,
 		EtcdKeys: c.EtcdKeys - o.EtcdKeys, EtcdDBBytes: c.EtcdDBBytes - o.EtcdDBBytes, EtcdBytes: c.EtcdBytes - o.EtcdBytes,
 		EtcdRevision: c.EtcdRevision - o.EtcdRevision,
+		Commit:       c.Commit.Sub(o.Commit),
+		EtcdTxns:     c.EtcdTxns - o.EtcdTxns, EtcdProposals: c.EtcdProposals - o.EtcdProposals,
+		EtcdPuts: c.EtcdPuts - o.EtcdPuts, EtcdCPU: c.EtcdCPU - o.EtcdCPU,
+		StorePuts: c.StorePuts - o.StorePuts, StoreGets: c.StoreGets - o.StoreGets, StoreMetrics: c.StoreMetrics && o.StoreMetrics,
 	}
 }
 
@@ -111,14 +131,22 @@ func NewTarget(name string) (Target, error) {
 		return &VarveMinIO{Nodes: 1}, nil
 	case TargetVarveMinIO2:
 		return &VarveMinIO{Nodes: 2}, nil
+	case TargetVarveMinIO4:
+		return &VarveMinIO{Nodes: 4}, nil
 	case TargetVarveMinIO1Secure:
 		return &VarveMinIO{Nodes: 1, Secure: true}, nil
+	case TargetVarveMinIO1Seq:
+		return &VarveMinIO{Nodes: 1, CommitPath: CommitPathSequencer}, nil
+	case TargetVarveMinIO2Seq:
+		return &VarveMinIO{Nodes: 2, CommitPath: CommitPathSequencer}, nil
+	case TargetVarveMinIO4Seq:
+		return &VarveMinIO{Nodes: 4, CommitPath: CommitPathSequencer}, nil
 	case TargetNATS:
 		return &NATS{}, nil
 	case TargetRedis:
 		return &Redis{}, nil
 	}
-	return nil, fmt.Errorf("unknown target %q (known: %s)", name, strings.Join(append(AllTargets, ExtraTargets...), ", "))
+	return nil, fmt.Errorf("unknown target %q (known: %s)", name, strings.Join(KnownTargets(), ", "))
 }
 
 // producerBuffer bounds each producer's unacknowledged bytes, so a max-rate
@@ -147,6 +175,11 @@ type varveCluster struct {
 	etcd  []string
 	// opts are the SDK options of every client (TLS, token).
 	opts []sdk.Option
+	// etcdOwnProcess: etcd runs in a process of its own, so its /metrics'
+	// process CPU is etcd's alone.
+	etcdOwnProcess bool
+	// minioEndpoint, when set, is scraped for the S3 requests served.
+	minioEndpoint string
 }
 
 func (v *varveCluster) CreateTopic(ctx context.Context, topic string, partitions int) error {
@@ -224,15 +257,33 @@ func (v *varveCluster) EtcdEndpoints() []string { return v.etcd }
 func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 	var c Counters
 	for _, a := range v.addrs {
-		m, err := scrape(ctx, a+"/metrics")
+		m, err := scrapePage(ctx, a+"/metrics")
 		if err != nil {
 			return c, err
 		}
-		c.Puts += m["varve_ingest_flushes_total"]
-		c.Gets += m["varve_fetch_object_gets_total"]
-		c.IngestBytes += m["varve_ingest_bytes_total"]
-		c.ObjectBytes += m["varve_ingest_object_bytes_total"]
-		c.Records += m["varve_ingest_records_total"]
+		c.Puts += m.sum("varve_ingest_flushes_total", nil)
+		c.Gets += m.sum("varve_fetch_object_gets_total", nil)
+		c.IngestBytes += m.sum("varve_ingest_bytes_total", nil)
+		c.ObjectBytes += m.sum("varve_ingest_object_bytes_total", nil)
+		c.Records += m.sum("varve_ingest_records_total", nil)
+		h := m.hist(metricCommitSeconds)
+		if c.Commit.Bounds == nil {
+			c.Commit = h
+		} else if slices.Equal(c.Commit.Bounds, h.Bounds) {
+			c.Commit.Count += h.Count
+			c.Commit.Sum += h.Sum
+			for i := range h.Counts {
+				c.Commit.Counts[i] += h.Counts[i]
+			}
+		}
+	}
+	if err := etcdCounters(ctx, v.etcd[0], v.etcdOwnProcess, &c); err != nil {
+		return c, err
+	}
+	if v.minioEndpoint != "" {
+		if err := minioCounters(ctx, v.minioEndpoint, &c); err != nil {
+			return c, err
+		}
 	}
 	mc, err := metadata.Connect(ctx, metadata.Config{Endpoints: v.etcd})
 	if err != nil {
@@ -250,38 +301,6 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 	}
 	c.EtcdBytes = fp.Bytes
 	return c, nil
-}
-
-// scrape reads a Prometheus text page and sums the samples of each metric
-// name (over labels).
-func scrape(ctx context.Context, url string) (map[string]float64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := benchHTTP.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	out := make(map[string]float64)
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name := line
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			name = line[:i]
-		}
-		f := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
-		if len(f) == 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			out[name] += v
-		}
-	}
-	return out, sc.Err()
 }
 
 // VarveFS is `varve dev`: one process with every role, its own embedded
@@ -343,6 +362,9 @@ type VarveMinIO struct {
 	// token (a bootstrap key the clients use).
 	Secure bool
 	sec    secureFiles
+	// CommitPath, when set, is every node's VARVE_COMMIT_PATH (direct or
+	// sequencer); empty leaves the node's default.
+	CommitPath string
 
 	env      Env
 	dir      string
@@ -354,10 +376,14 @@ type VarveMinIO struct {
 }
 
 func (t *VarveMinIO) Name() string {
+	n := fmt.Sprintf("varve-minio-%d", t.Nodes)
 	if t.Secure {
-		return fmt.Sprintf("varve-minio-%d-tls-token", t.Nodes)
+		n += "-tls-token"
 	}
-	return fmt.Sprintf("varve-minio-%d", t.Nodes)
+	if t.CommitPath == CommitPathSequencer {
+		n += "-seq"
+	}
+	return n
 }
 
 func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
@@ -369,12 +395,16 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 	if err := t.startEtcd(ctx); err != nil {
 		return err
 	}
+	// MinIO's metrics without a bearer token, for the S3 requests it
+	// served (MinIO inherits the bench's environment).
+	os.Setenv("MINIO_PROMETHEUS_AUTH_TYPE", "public")
 	m, stop, err := testenv.StartMinIO(filepath.Join(t.dir, "minio"))
 	if err != nil {
 		t.Stop()
 		return fmt.Errorf("start minio: %w", err)
 	}
 	t.minio, t.stopMin = m, stop
+	t.minioEndpoint = m.Endpoint
 	t.s3client = s3.New(s3.Options{
 		Region: "us-east-1", BaseEndpoint: aws.String(m.Endpoint), UsePathStyle: true,
 		Credentials:                credentials.NewStaticCredentialsProvider(m.AccessKey, m.SecretKey, ""),
@@ -409,11 +439,22 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 	return nil
 }
 
+// createBucket creates a bucket, waiting up to 30 s while MinIO answers
+// that it is not initialized yet (its health check can pass before its
+// object layer is up on a loaded machine).
 func (t *VarveMinIO) createBucket(ctx context.Context, name string) error {
-	if _, err := t.s3client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		return fmt.Errorf("create bucket %s on %s: %w", name, t.minio.Endpoint, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := t.s3client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+		if err == nil {
+			return nil
+		}
+		var ae smithy.APIError
+		if !errors.As(err, &ae) || ae.ErrorCode() != "XMinioServerNotInitialized" || time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("create bucket %s on %s: %w", name, t.minio.Endpoint, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return nil
 }
 
 // StartNode starts one more `varve serve` with roles against the target's
@@ -431,6 +472,9 @@ func (t *VarveMinIO) StartNode(ctx context.Context, id, roles string) (*Process,
 		args = append(args, "--flush-bytes", strconv.Itoa(t.env.FlushBytes))
 	}
 	env := []string{"AWS_ACCESS_KEY_ID=" + t.minio.AccessKey, "AWS_SECRET_ACCESS_KEY=" + t.minio.SecretKey, "AWS_REGION=us-east-1"}
+	if t.CommitPath != "" {
+		env = append(env, "VARVE_COMMIT_PATH="+t.CommitPath)
+	}
 	scheme := "http://"
 	if t.Secure {
 		args = append(args, t.sec.serveArgs()...)
@@ -469,7 +513,7 @@ func (t *VarveMinIO) startEtcd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	t.etcdProc, t.etcd = p, []string{client}
+	t.etcdProc, t.etcd, t.etcdOwnProcess = p, []string{client}, true
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(p.LogTail(), "etcd ready") {
 		if p.Exited() || time.Now().After(deadline) || ctx.Err() != nil {

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -95,6 +96,7 @@ const (
 	TargetVarveFS     = "varve-fs"       // varve dev: embedded etcd, filesystem store
 	TargetVarveMinIO1 = "varve-minio-1"  // one varve serve on MinIO + etcd
 	TargetVarveMinIO2 = "varve-minio-2"  // two varve serve ingest nodes on MinIO + etcd
+	TargetVarveMinIO4 = "varve-minio-4"  // four varve serve ingest nodes on MinIO + etcd
 	TargetNATS        = "nats-jetstream" // nats-server -js, file storage
 	TargetRedis       = "redis-streams"  // redis-server, AOF everysec
 )
@@ -103,6 +105,18 @@ const (
 // cost of security (not in the profiles: ask for it with --targets).
 const TargetVarveMinIO1Secure = "varve-minio-1-tls-token"
 
+// The sequencer-path targets: varve-minio-N with every node started with
+// VARVE_COMMIT_PATH=sequencer (commits through the elected sequencer rather
+// than each node's own etcd transactions). Not in the profiles: ask for
+// them with --targets.
+const (
+	TargetVarveMinIO1Seq = "varve-minio-1-seq"
+	TargetVarveMinIO2Seq = "varve-minio-2-seq"
+	TargetVarveMinIO4Seq = "varve-minio-4-seq"
+	// CommitPathSequencer is the nodes' VARVE_COMMIT_PATH on those targets.
+	CommitPathSequencer = "sequencer"
+)
+
 // NATSVersion is the nats-server the NATS peer is built from.
 const NATSVersion = "v2.15.2"
 
@@ -110,10 +124,20 @@ const NATSVersion = "v2.15.2"
 var AllTargets = []string{TargetVarveFS, TargetVarveMinIO1, TargetVarveMinIO2, TargetNATS, TargetRedis}
 
 // ExtraTargets are known targets the profiles leave out.
-var ExtraTargets = []string{TargetVarveMinIO1Secure}
+var ExtraTargets = []string{TargetVarveMinIO1Secure, TargetVarveMinIO1Seq, TargetVarveMinIO2Seq, TargetVarveMinIO4Seq}
+
+// ScaleTargets are the scale profile's targets: Varve on MinIO with one,
+// two and four ingest nodes and etcd as its own process.
+var ScaleTargets = []string{TargetVarveMinIO1, TargetVarveMinIO2, TargetVarveMinIO4}
+
+// KnownTargets lists every target NewTarget knows.
+func KnownTargets() []string {
+	return append(append(slices.Clone(AllTargets), TargetVarveMinIO4), ExtraTargets...)
+}
 
 // Profiles returns the built-in profiles: quick (a few minutes on 2 cores,
-// run by `make bench`) and full.
+// run by `make bench`), full, and scale (many partitions and ingest nodes,
+// see ScaleWorkload).
 func Profiles() map[string]Profile {
 	latency := Workload{
 		Name: "json-rate", Payload: PayloadJSON, Partitions: 8, Producers: 2, Consumers: 2,
@@ -134,10 +158,21 @@ func Profiles() map[string]Profile {
 	many.Name, many.Partitions, many.Producers, many.Consumers, many.Rate = "json-100p-rate", 100, 4, 4, 5000
 	many.Duration, many.Warmup = 60*time.Second, 5*time.Second
 	full = append(full, random, many)
+	// The scale workload at 10,000 partitions runs in full only (scale runs
+	// it with --partitions 10000).
+	big := ScaleWorkload(10000)
+	big.Duration, big.Warmup = 60*time.Second, 5*time.Second
+	full = append(full, big)
 	return map[string]Profile{
 		"quick": {Name: "quick", Targets: AllTargets, Workloads: []Workload{latency, maxRate},
 			FloorObjects: 16, FloorCommits: 200, FlushBytes: 8 << 20, StartupRounds: 3},
 		"full": {Name: "full", Targets: AllTargets, Workloads: full,
 			FloorObjects: 64, FloorCommits: 1000, FlushBytes: 8 << 20, StartupRounds: 10},
+		// scale: the same keyed, rate-limited load at 8 partitions (the
+		// baseline) and at 1,000, on one, two and four ingest nodes. Its
+		// floor is small: it is there for the ratios, the scale figures
+		// (etcd, commit, store requests, CPU per MiB) are the point.
+		"scale": {Name: "scale", Targets: ScaleTargets, Workloads: []Workload{ScaleWorkload(8), ScaleWorkload(1000)},
+			FloorObjects: 8, FloorCommits: 100, FlushBytes: 8 << 20},
 	}
 }

@@ -19,8 +19,9 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure Varve against the physical floor, on loopback targets the bench starts itself",
 		Long: `Run a profile of workloads against targets started on loopback by the bench:
-varve-fs (varve dev), varve-minio-1 and varve-minio-2 (varve serve on a real
-MinIO with an embedded etcd). The physical floor (zstd on all cores, PUT and
+varve-fs (varve dev), varve-minio-1, -2 and -4 (varve serve on a real
+MinIO, with etcd as its own process; -seq variants commit through the
+sequencer), and the peers. The physical floor (zstd on all cores, PUT and
 ranged GET of flush_bytes objects, etcd commit latency) is measured in the
 same run, and Varve's figures are reported as ratios to it.
 
@@ -32,15 +33,15 @@ Workload flags, when given, override every workload of the profile.`,
 		RunE: runBench,
 	}
 	f := cmd.Flags()
-	f.String("profile", "quick", "quick (a few minutes) or full")
-	f.StringSlice("targets", nil, "targets to run (default: the profile's): "+strings.Join(append(bench.AllTargets, bench.ExtraTargets...), ","))
+	f.String("profile", "quick", "quick (a few minutes), full, or scale (8 and 1,000 partitions on 1, 2 and 4 ingest nodes)")
+	f.StringSlice("targets", nil, "targets to run (default: the profile's): "+strings.Join(bench.KnownTargets(), ","))
 	f.String("out", "bench-out", "directory for report.md, report.json and plots")
 	f.String("varve-bin", "", "varve binary the targets run (default: this one)")
 	f.String("workdir", "", "scratch directory for the targets' data (default: a temporary one, removed)")
 	f.Duration("duration", 0, "measured produce phase of each workload")
 	f.Duration("warmup", -1, "warm-up before measuring")
 	f.Int("rate", -1, "target records/s over all producers; 0 = max rate")
-	f.Int("partitions", 0, "partitions")
+	f.Int("partitions", 0, "partitions (the scale profile keeps its 8-partition baseline and runs its scale workload at this many)")
 	f.Int("producers", 0, "producers")
 	f.Int("consumers", 0, "consumers")
 	f.Int("message-bytes", 0, "value size of random payloads")
@@ -58,13 +59,16 @@ func runBench(cmd *cobra.Command, _ []string) error {
 	name, _ := f.GetString("profile")
 	prof, ok := bench.Profiles()[name]
 	if !ok {
-		return fmt.Errorf("unknown profile %q: want quick or full", name)
+		return fmt.Errorf("unknown profile %q: want quick, full or scale", name)
 	}
 	if t, _ := f.GetStringSlice("targets"); len(t) > 0 {
 		prof.Targets = t
 	}
 	if v, _ := f.GetInt("flush-bytes"); v > 0 {
 		prof.FlushBytes = v
+	}
+	if v, _ := f.GetInt("partitions"); v > 0 {
+		prof = prof.WithPartitions(v)
 	}
 	for i := range prof.Workloads {
 		w := &prof.Workloads[i]
@@ -76,9 +80,6 @@ func runBench(cmd *cobra.Command, _ []string) error {
 		}
 		if v, _ := f.GetInt("rate"); v >= 0 {
 			w.Rate = v
-		}
-		if v, _ := f.GetInt("partitions"); v > 0 {
-			w.Partitions = v
 		}
 		if v, _ := f.GetInt("producers"); v > 0 {
 			w.Producers = v

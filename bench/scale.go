@@ -1,0 +1,407 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// ScaleRate is the scale workloads' offered rate, records/s over all
+// producers.
+const ScaleRate = 5000
+
+// ScaleWorkload is the scale profile's load at partitions: JSON events from
+// four producers (the SDK's default producer, which is idempotent) and read
+// by four consumers, 5,000 records/s offered, keyed records (ten keys per
+// partition, at least 10,000) so every partition is written.
+func ScaleWorkload(partitions int) Workload {
+	return Workload{Name: fmt.Sprintf("scale-%dp", partitions), Payload: PayloadJSON, Partitions: partitions,
+		Producers: 4, Consumers: 4, Rate: ScaleRate, Duration: 30 * time.Second, Warmup: 5 * time.Second,
+		Keys: max(10000, 10*partitions), Linger: 5 * time.Millisecond, MaxBatchBytes: 1 << 20}
+}
+
+// WithPartitions returns p with every workload at n partitions, as
+// `varve bench --partitions` asks. The scale profile keeps its first
+// workload, the 8-partition baseline its figures are compared with, and
+// makes the others ScaleWorkload(n) (same durations).
+func (p Profile) WithPartitions(n int) Profile {
+	ws := slices.Clone(p.Workloads)
+	if p.Name != "scale" || len(ws) == 0 {
+		for i := range ws {
+			ws[i].Partitions = n
+		}
+		p.Workloads = ws
+		return p
+	}
+	out := ws[:1]
+	for _, w := range ws[1:] {
+		if n == out[0].Partitions {
+			continue
+		}
+		s := ScaleWorkload(n)
+		s.Duration, s.Warmup = w.Duration, w.Warmup
+		out = append(out, s)
+	}
+	p.Workloads = out
+	return p
+}
+
+// Hist is a cumulative Prometheus histogram: Counts[i] observations were
+// at most Bounds[i] (the +Inf bucket is Count).
+type Hist struct {
+	Count  float64   `json:"count"`
+	Sum    float64   `json:"sum"`
+	Bounds []float64 `json:"le,omitempty"`
+	Counts []float64 `json:"cumulative,omitempty"`
+}
+
+// Sub returns h - o, bucket by bucket (o taken as empty if its buckets
+// differ).
+func (h Hist) Sub(o Hist) Hist {
+	d := Hist{Count: h.Count - o.Count, Sum: h.Sum - o.Sum, Bounds: slices.Clone(h.Bounds), Counts: slices.Clone(h.Counts)}
+	if slices.Equal(h.Bounds, o.Bounds) {
+		for i := range d.Counts {
+			d.Counts[i] -= o.Counts[i]
+		}
+	}
+	return d
+}
+
+// Quantile estimates the q-quantile (0..1) as Prometheus's
+// histogram_quantile does: linearly within the bucket the rank falls in; a
+// rank past the last finite bound answers that bound. NaN when empty.
+func (h Hist) Quantile(q float64) float64 {
+	if h.Count <= 0 {
+		return math.NaN()
+	}
+	rank := q * h.Count
+	lower, below := 0.0, 0.0
+	for i, b := range h.Bounds {
+		if h.Counts[i] >= rank {
+			in := h.Counts[i] - below
+			if in <= 0 {
+				return b
+			}
+			return lower + (b-lower)*(rank-below)/in
+		}
+		lower, below = b, h.Counts[i]
+	}
+	return lower
+}
+
+// promPage is a parsed Prometheus text page.
+type promPage map[string]*dto.MetricFamily
+
+// scrapePage reads and parses a Prometheus text page.
+func scrapePage(ctx context.Context, url string) (promPage, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := benchHTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("scrape %s: %s: %s", url, resp.Status, b)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	return fams, nil
+}
+
+// sum adds the values of name's samples whose labels include every pair
+// of match (a label's value among the |-separated alternatives, in any
+// case).
+func (p promPage) sum(name string, match map[string]string) float64 {
+	f := p[name]
+	if f == nil {
+		return 0
+	}
+	var s float64
+	for _, m := range f.GetMetric() {
+		if !labelsMatch(m.GetLabel(), match) {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			s += m.Counter.GetValue()
+		case m.Gauge != nil:
+			s += m.Gauge.GetValue()
+		case m.Untyped != nil:
+			s += m.Untyped.GetValue()
+		}
+	}
+	return s
+}
+
+func labelsMatch(ls []*dto.LabelPair, match map[string]string) bool {
+	for k, want := range match {
+		ok := false
+		for _, l := range ls {
+			if l.GetName() == k && slices.ContainsFunc(strings.Split(want, "|"), func(v string) bool { return strings.EqualFold(v, l.GetValue()) }) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// hist merges every sample of histogram name (all label sets) bucket by
+// bucket.
+func (p promPage) hist(name string) Hist {
+	var h Hist
+	f := p[name]
+	if f == nil {
+		return h
+	}
+	idx := map[float64]int{}
+	for _, m := range f.GetMetric() {
+		x := m.GetHistogram()
+		if x == nil {
+			continue
+		}
+		h.Count += float64(x.GetSampleCount())
+		h.Sum += x.GetSampleSum()
+		for _, b := range x.GetBucket() {
+			ub := b.GetUpperBound()
+			if math.IsInf(ub, 1) {
+				continue
+			}
+			i, ok := idx[ub]
+			if !ok {
+				i = len(h.Bounds)
+				idx[ub] = i
+				h.Bounds = append(h.Bounds, ub)
+				h.Counts = append(h.Counts, 0)
+			}
+			h.Counts[i] += float64(b.GetCumulativeCount())
+		}
+	}
+	// Bounds in order (every node exports the same ones, in order).
+	order := make([]int, len(h.Bounds))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		switch {
+		case h.Bounds[a] < h.Bounds[b]:
+			return -1
+		case h.Bounds[a] > h.Bounds[b]:
+			return 1
+		}
+		return 0
+	})
+	sorted := Hist{Count: h.Count, Sum: h.Sum}
+	for _, i := range order {
+		sorted.Bounds = append(sorted.Bounds, h.Bounds[i])
+		sorted.Counts = append(sorted.Counts, h.Counts[i])
+	}
+	return sorted
+}
+
+// Metric names the scale figures read.
+const (
+	metricCommitSeconds = "varve_ingest_commit_duration_seconds"
+	metricEtcdRPCs      = "grpc_server_handled_total"
+	metricEtcdProposals = "etcd_server_proposals_committed_total"
+	metricEtcdPuts      = "etcd_mvcc_put_total"
+	metricProcessCPU    = "process_cpu_seconds_total"
+	metricMinIORequests = "minio_api_requests_total"
+)
+
+// etcdCounters reads etcd's own /metrics into c: Txn RPCs answered, raft
+// proposals committed (every write), keys written, and, when etcd runs in
+// a process of its own, that process's CPU seconds.
+func etcdCounters(ctx context.Context, endpoint string, ownProcess bool, c *Counters) error {
+	p, err := scrapePage(ctx, endpoint+"/metrics")
+	if err != nil {
+		return fmt.Errorf("etcd metrics: %w", err)
+	}
+	c.EtcdTxns = p.sum(metricEtcdRPCs, map[string]string{"grpc_method": "Txn"})
+	c.EtcdProposals = p.sum(metricEtcdProposals, nil)
+	c.EtcdPuts = p.sum(metricEtcdPuts, nil)
+	if ownProcess {
+		c.EtcdCPU = p.sum(metricProcessCPU, nil)
+	}
+	return nil
+}
+
+// minioCounters reads the S3 requests MinIO has served into c: PUTs
+// (PutObject and multipart parts) and GETs (GetObject, ranged or not).
+// MinIO's v3 API metrics are read live (its v2 cluster page is cached
+// for 10 s, which would move requests into the next workload).
+func minioCounters(ctx context.Context, endpoint string, c *Counters) error {
+	p, err := scrapePage(ctx, endpoint+"/minio/metrics/v3/api/requests")
+	if err != nil {
+		return fmt.Errorf("minio metrics: %w", err)
+	}
+	c.StorePuts = p.sum(metricMinIORequests, map[string]string{"name": "putobject|putobjectpart", "type": "s3"})
+	c.StoreGets = p.sum(metricMinIORequests, map[string]string{"name": "getobject", "type": "s3"})
+	c.StoreMetrics = true
+	return nil
+}
+
+// CommitLatency summarizes the nodes' commit duration histogram over a
+// workload (bucket interpolation, so p50 and p99 are estimates within the
+// histogram's buckets: 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250 ms, ...).
+type CommitLatency struct {
+	Commits float64 `json:"commits"`
+	Mean    float64 `json:"mean_ms"`
+	P50     float64 `json:"p50_ms"`
+	P99     float64 `json:"p99_ms"`
+	// P50Beyond and P99Beyond: the quantile is past the last finite
+	// bucket, so the figure is a lower bound.
+	P50Beyond bool `json:"p50_beyond_buckets,omitempty"`
+	P99Beyond bool `json:"p99_beyond_buckets,omitempty"`
+}
+
+func commitLatency(h Hist) CommitLatency {
+	if h.Count <= 0 {
+		return CommitLatency{}
+	}
+	l := CommitLatency{Commits: h.Count, Mean: h.Sum / h.Count * 1000, P50: h.Quantile(0.5) * 1000, P99: h.Quantile(0.99) * 1000}
+	if n := len(h.Counts); n > 0 {
+		l.P50Beyond, l.P99Beyond = h.Counts[n-1] < 0.5*h.Count, h.Counts[n-1] < 0.99*h.Count
+	}
+	return l
+}
+
+// msString is a latency in ms, with ≥ when it is a lower bound.
+func msString(ms float64, beyond bool) string {
+	if beyond {
+		return fmt.Sprintf("≥ %.0f", ms)
+	}
+	return fmt.Sprintf("%.1f", ms)
+}
+
+// scaleMarkdown writes the scale table of every Varve result and, where
+// the run has them, the comparisons issue 14 asks for: each workload's ack
+// p99 over the same target's fewest-partitions workload, and each
+// multi-node target over the one-node target of the same commit path.
+func (r *Report) scaleMarkdown(w io.Writer) {
+	var vr []*WorkloadResult
+	for _, x := range r.Results {
+		if x.Varve != nil {
+			vr = append(vr, x)
+		}
+	}
+	if len(vr) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n## Scale\n\nPer workload: records/s offered and achieved (acknowledgements that arrived during the measured window, per second), failed records, ack latency (ms), the nodes' commit latency (`%s`, estimated within its buckets, ms), etcd's figures from its own /metrics over the whole workload (Txn RPCs/s, raft proposals/s = writes/s, CPU seconds of the etcd process), etcd DB size and live key count at the end and their growth per GiB ingested, keys written per GiB (`%s`), S3 PUTs and GETs per GiB as MinIO counts them (`%s`), and CPU seconds of every server process (Varve nodes, etcd, MinIO; not the bench's clients) per MiB acknowledged (warm-up included).\n\n", metricCommitSeconds, metricEtcdPuts, metricMinIORequests)
+	fmt.Fprintf(w, "| target | workload | offered rec/s | achieved rec/s | failed | ack p50 | ack p99 | commits | commit p50 | commit p99 | etcd txn/s | etcd writes/s | etcd CPU s | etcd DB MiB (end) | etcd DB MiB/GiB | etcd keys (end) | etcd keys/GiB | etcd keys written/GiB | PUTs/GiB | GETs/GiB | CPU s/MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range vr {
+		v := x.Varve
+		offered := "max"
+		if x.Workload.Rate > 0 {
+			offered = fmt.Sprint(x.Workload.Rate)
+		}
+		puts, gets := v.StorePutsPerGiB, v.StoreGetsPerGiB
+		if !v.Counters.StoreMetrics {
+			puts, gets = v.PutsPerGiB, v.GetsPerGiB
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %d | %.1f | %.1f | %.0f | %s | %s | %.1f | %.1f | %.2f | %.1f | %.1f | %d | %.0f | %.0f | %.0f | %.0f | %.3f |\n",
+			x.Target, x.Workload.Name, offered, x.AchievedRecordsPerS, x.Errors, x.Ack.P50, x.Ack.P99,
+			v.Commit.Commits, msString(v.Commit.P50, v.Commit.P50Beyond), msString(v.Commit.P99, v.Commit.P99Beyond), v.EtcdTxnsPerS, v.EtcdWritesPerS, v.Counters.EtcdCPU,
+			mib(v.EtcdDBBytesEnd), v.EtcdBytesPerGiB/(1<<20), v.EtcdKeysEnd, v.EtcdKeysPerGiB, v.EtcdPutsPerGiB, puts, gets, x.CPUPerMiB)
+	}
+
+	var failed []string
+	for _, x := range vr {
+		if x.Errors > 0 {
+			failed = append(failed, fmt.Sprintf("- %s %s: %d failed; first error: %s", x.Target, x.Workload.Name, x.Errors, strings.ReplaceAll(x.FirstError, "\n", " ")))
+		}
+	}
+	if len(failed) > 0 {
+		fmt.Fprintf(w, "\nFailed records:\n\n%s\n", strings.Join(failed, "\n"))
+	}
+
+	// Partitions: each target's workloads over its fewest-partitions one.
+	var rows []string
+	for _, t := range resultTargets(vr) {
+		var base *WorkloadResult
+		for _, x := range vr {
+			if x.Target == t && (base == nil || x.Workload.Partitions < base.Workload.Partitions) {
+				base = x
+			}
+		}
+		for _, x := range vr {
+			if x.Target != t || x == base || x.Workload.Partitions == base.Workload.Partitions {
+				continue
+			}
+			rows = append(rows, fmt.Sprintf("| %s | %s ÷ %s | %.2f | %.2f |", t, x.Workload.Name, base.Workload.Name,
+				div(x.Ack.P99, base.Ack.P99), div(x.Varve.EtcdTxnsPerS, base.Varve.EtcdTxnsPerS)))
+		}
+	}
+	if len(rows) > 0 {
+		fmt.Fprintf(w, "\n### More partitions, same target (goal: ack p99 ratio ≤ 1.2; etcd txn/s independent of partitions)\n\n| target | workloads | ack p99 ratio | etcd txn/s ratio |\n|---|---|---|---|\n%s\n", strings.Join(rows, "\n"))
+	}
+
+	// Nodes: each multi-node target over the one-node target of the same
+	// kind, per workload.
+	rows = rows[:0]
+	for _, x := range vr {
+		one := oneNodeTarget(x.Target)
+		if one == "" || one == x.Target {
+			continue
+		}
+		for _, b := range vr {
+			if b.Target == one && b.Workload.Name == x.Workload.Name {
+				rows = append(rows, fmt.Sprintf("| %s | %s ÷ %s | %.2f | %.2f | %.2f |", x.Workload.Name, x.Target, one,
+					div(x.Ack.P99, b.Ack.P99), div(x.CPUPerMiB, b.CPUPerMiB), div(x.Varve.EtcdTxnsPerS, b.Varve.EtcdTxnsPerS)))
+			}
+		}
+	}
+	if len(rows) > 0 {
+		fmt.Fprintf(w, "\n### More ingest nodes, same workload (goal: ack p99 ratio ≤ 1.1, CPU s/MiB ratio ≤ 1.1, etcd txn/s independent of nodes)\n\n| workload | targets | ack p99 ratio | CPU s/MiB ratio | etcd txn/s ratio |\n|---|---|---|---|---|\n%s\n", strings.Join(rows, "\n"))
+	}
+}
+
+func div(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// resultTargets lists the targets of rs in first-seen order.
+func resultTargets(rs []*WorkloadResult) []string {
+	var out []string
+	for _, x := range rs {
+		if !slices.Contains(out, x.Target) {
+			out = append(out, x.Target)
+		}
+	}
+	return out
+}
+
+// oneNodeTarget names the one-node target of the same kind as a
+// varve-minio-N[-suffix] target ("" for other targets).
+func oneNodeTarget(name string) string {
+	rest, ok := strings.CutPrefix(name, "varve-minio-")
+	if !ok {
+		return ""
+	}
+	i := strings.IndexByte(rest, '-')
+	if i < 0 {
+		return "varve-minio-1"
+	}
+	return "varve-minio-1" + rest[i:]
+}

@@ -1,0 +1,208 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/varve-io/varve/bench"
+)
+
+// TestScaleProfilePlan: the scale profile is what issue 14 asks for,
+// without running it: a keyed, rate-limited JSON load of 4 producers and
+// 4 consumers at 8 and 1,000 partitions (the 8-partition baseline in the
+// same run), on Varve over MinIO with one, two and four ingest nodes;
+// 10,000 partitions in full and with --partitions 10000; the sequencer
+// targets known but opt-in.
+func TestScaleProfilePlan(t *testing.T) {
+	profs := bench.Profiles()
+	p, ok := profs["scale"]
+	if !ok {
+		t.Fatal("no scale profile")
+	}
+	if got := strings.Join(p.Targets, ","); got != "varve-minio-1,varve-minio-2,varve-minio-4" {
+		t.Errorf("scale targets %s", got)
+	}
+	check := func(w bench.Workload, parts int) {
+		t.Helper()
+		if err := w.Validate(); err != nil {
+			t.Error(err)
+		}
+		if w.Partitions != parts || w.Payload != bench.PayloadJSON || w.Producers != 4 || w.Consumers != 4 ||
+			w.Rate != bench.ScaleRate || w.Keys < parts || w.Name != "scale-"+strconv.Itoa(parts)+"p" {
+			t.Errorf("workload %+v: want %d partitions, json, 4 producers, 4 consumers, %d rec/s, keyed", w, parts, bench.ScaleRate)
+		}
+	}
+	if len(p.Workloads) != 2 {
+		t.Fatalf("scale workloads %+v: want 8 and 1,000 partitions", p.Workloads)
+	}
+	check(p.Workloads[0], 8)
+	check(p.Workloads[1], 1000)
+	if p.StartupRounds != 0 || p.FlushBytes <= 0 {
+		t.Errorf("scale settings %+v", p)
+	}
+
+	// --partitions 10000 keeps the baseline and moves the scale workload.
+	big := p.WithPartitions(10000)
+	if len(big.Workloads) != 2 {
+		t.Fatalf("with 10000 partitions: %+v", big.Workloads)
+	}
+	check(big.Workloads[0], 8)
+	check(big.Workloads[1], 10000)
+	if big.Workloads[1].Duration != p.Workloads[1].Duration || p.Workloads[1].Partitions != 1000 {
+		t.Errorf("WithPartitions changed durations or the original profile")
+	}
+	if eight := p.WithPartitions(8); len(eight.Workloads) != 1 {
+		t.Errorf("--partitions 8 on scale: %d workloads, want the baseline only", len(eight.Workloads))
+	}
+	// Other profiles: every workload gets the partitions.
+	for _, w := range profs["quick"].WithPartitions(3).Workloads {
+		if w.Partitions != 3 {
+			t.Errorf("quick with 3 partitions: %+v", w)
+		}
+	}
+
+	// full has the 10,000-partition scale workload.
+	found := false
+	for _, w := range profs["full"].Workloads {
+		if w.Partitions == 10000 {
+			check(w, 10000)
+			found = true
+		}
+	}
+	if !found {
+		t.Error("full profile has no 10,000-partition workload")
+	}
+
+	// Every target is known; the sequencer ones are not in any profile.
+	for name, wantNodes := range map[string]int{"varve-minio-1": 1, "varve-minio-2": 2, "varve-minio-4": 4,
+		"varve-minio-1-seq": 1, "varve-minio-2-seq": 2, "varve-minio-4-seq": 4} {
+		tg, err := bench.NewTarget(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, ok := tg.(*bench.VarveMinIO)
+		if !ok || m.Nodes != wantNodes || tg.Name() != name {
+			t.Errorf("%s: %T %+v named %s", name, tg, tg, tg.Name())
+			continue
+		}
+		seq := strings.HasSuffix(name, "-seq")
+		if seq != (m.CommitPath == bench.CommitPathSequencer) {
+			t.Errorf("%s: commit path %q", name, m.CommitPath)
+		}
+		for _, pr := range profs {
+			for _, pt := range pr.Targets {
+				if seq && pt == name {
+					t.Errorf("%s is in profile %s: the sequencer targets are opt-in", name, pr.Name)
+				}
+			}
+		}
+	}
+	if _, err := bench.NewTarget("varve-minio-3"); err == nil || !strings.Contains(err.Error(), "varve-minio-4-seq") {
+		t.Errorf("unknown target: %v", err)
+	}
+}
+
+// TestHistQuantile: bucket interpolation as Prometheus's
+// histogram_quantile, and the difference of two scrapes.
+func TestHistQuantile(t *testing.T) {
+	before := bench.Hist{Count: 10, Sum: 1, Bounds: []float64{0.01, 0.1, 1}, Counts: []float64{10, 10, 10}}
+	after := bench.Hist{Count: 110, Sum: 21, Bounds: []float64{0.01, 0.1, 1}, Counts: []float64{10, 60, 110}}
+	d := after.Sub(before)
+	if d.Count != 100 || d.Sum != 20 || d.Counts[0] != 0 || d.Counts[1] != 50 || d.Counts[2] != 100 {
+		t.Fatalf("sub %+v", d)
+	}
+	// Half the observations are in (0.01, 0.1], half in (0.1, 1].
+	for q, want := range map[float64]float64{0.5: 0.1, 0.25: 0.055, 0.99: 0.982} {
+		if got := d.Quantile(q); math.Abs(got-want) > 1e-9 {
+			t.Errorf("q%.2f = %g, want %g", q, got, want)
+		}
+	}
+	// Past the last finite bucket: the last bound.
+	over := bench.Hist{Count: 10, Bounds: []float64{1}, Counts: []float64{5}}
+	if got := over.Quantile(0.99); got != 1 {
+		t.Errorf("q0.99 past the buckets = %g, want 1", got)
+	}
+	if !math.IsNaN(bench.Hist{}.Quantile(0.5)) {
+		t.Error("quantile of an empty histogram: want NaN")
+	}
+}
+
+// TestScaleMarkdown: the report's scale section has every Varve run's
+// row and the comparisons of partitions and of nodes.
+func TestScaleMarkdown(t *testing.T) {
+	res := func(target string, parts int, p99, cpu float64) *bench.WorkloadResult {
+		return &bench.WorkloadResult{Target: target, Workload: bench.ScaleWorkload(parts), RecordsPerS: 5000, AchievedRecordsPerS: 5000,
+			Ack: bench.Latency{P50: p99 / 2, P99: p99}, CPUPerMiB: cpu,
+			Varve: &bench.VarveFigures{EtcdTxnsPerS: 10, Commit: bench.CommitLatency{Commits: 5, P50: 20, P99: 10000, P99Beyond: true}}}
+	}
+	failing := res("varve-minio-2", 1000, 300, 0.6)
+	failing.Errors, failing.FirstError = 7, "internal: too many operations in txn request"
+	rep := &bench.Report{Profile: "scale", Results: []*bench.WorkloadResult{
+		res("varve-minio-1", 8, 100, 0.2), res("varve-minio-1", 1000, 150, 0.3),
+		res("varve-minio-2", 8, 120, 0.25), failing,
+	}}
+	var buf bytes.Buffer
+	rep.Markdown(&buf, nil)
+	md := buf.String()
+	for _, want := range []string{
+		"| varve-minio-2 | scale-1000p | 5000 | 5000 | 7 | 150.0 | 300.0 | 5 | 20.0 | ≥ 10000 |",
+		"- varve-minio-2 scale-1000p: 7 failed; first error: internal: too many operations in txn request",
+		"| varve-minio-1 | scale-1000p ÷ scale-8p | 1.50 | 1.00 |",
+		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 2.00 | 2.00 | 1.00 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report has no %q:\n%s", want, md)
+		}
+	}
+}
+
+// TestScaleCountersMinIO: on a real MinIO target with etcd as its own
+// process, a produce shows in every scale counter: the nodes' commit
+// histogram, etcd's Txn RPCs, writes, keys written and CPU, and MinIO's
+// PUTs.
+func TestScaleCountersMinIO(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tg := &bench.VarveMinIO{Nodes: 1}
+	if err := tg.Start(ctx, bench.Env{VarveBin: varveBin, Dir: t.TempDir(), FlushBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Stop()
+	before, err := tg.Counters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := tiny()
+	w.Duration, w.Warmup = time.Second, 0
+	r, err := bench.RunWorkload(ctx, tg, w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := tg.Counters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := after.Sub(before)
+	if d.Commit.Count < 1 || d.Commit.Sum <= 0 || len(d.Commit.Bounds) == 0 {
+		t.Errorf("commit histogram %+v", d.Commit)
+	}
+	if d.EtcdTxns < d.Commit.Count || d.EtcdProposals < 1 || d.EtcdPuts < d.Commit.Count || d.EtcdCPU <= 0 {
+		t.Errorf("etcd: %v txns, %v proposals, %v puts, %v CPU s over %v commits", d.EtcdTxns, d.EtcdProposals, d.EtcdPuts, d.EtcdCPU, d.Commit.Count)
+	}
+	if !d.StoreMetrics || d.StorePuts < d.Puts || d.Puts < 1 {
+		t.Errorf("store: metrics %v, %v PUTs counted by MinIO, %v flushes", d.StoreMetrics, d.StorePuts, d.Puts)
+	}
+	if r.AchievedRecordsPerS <= 0 || r.AchievedRecordsPerS > 1.5*float64(w.Rate) {
+		t.Errorf("achieved %.0f rec/s of %d offered", r.AchievedRecordsPerS, w.Rate)
+	}
+	v := r.Varve
+	if v == nil || v.Commit.Commits < 1 || v.Commit.P50 <= 0 || v.EtcdTxnsPerS <= 0 || v.EtcdKeysEnd <= 0 ||
+		v.EtcdDBBytesEnd <= 0 || v.StorePutsPerGiB <= 0 || r.CPUPerMiB <= 0 {
+		t.Errorf("figures %+v, CPU s/MiB %v", v, r.CPUPerMiB)
+	}
+}
