@@ -97,8 +97,12 @@ func (ca *Cache) load(ctx context.Context) error {
 	}
 	spans := []span{{ca.from, ca.to, 10000}}
 	if ca.withEntries {
-		seq, recs := root+"seq/", keys.SeqRecordsPrefix()
-		spans = []span{{ca.from, seq, 10000}, {prefixEnd(seq), ca.to, 10000}}
+		recs := keys.SeqRecordsPrefix()
+		spans = []span{
+			{ca.from, keys.SeqCheckpoint(), 10000},
+			{prefixEnd(keys.SeqCheckpointChunksPrefix()), recs, 10000},
+			{prefixEnd(recs), ca.to, 10000},
+		}
 		if recordDecoder != nil {
 			spans = append(spans, span{recs, prefixEnd(recs), recordPage})
 		}
