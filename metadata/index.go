@@ -59,7 +59,7 @@ func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]Ind
 		clientv3.OpGet(prefix, clientv3.WithRange(prefixEnd(prefix))),
 	}
 	if recordDecoder != nil {
-		ops = append(ops, clientv3.OpGet(topicKey(topic)))
+		ops = append(ops, recordOps(topic)...)
 	}
 	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
@@ -85,16 +85,12 @@ func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]Ind
 		e.Topic, e.Partition, e.Base, e.ModRev = topic, p, k.base, kv.ModRevision
 		out = append(out, e)
 	}
-	if recordDecoder == nil {
-		return out, st, nil
-	}
-	tkvs := resp.Responses[2].GetResponseRange().Kvs
-	if len(tkvs) == 0 {
-		return out, st, nil
-	}
-	t, err := decodeTopic(tkvs[0].Value)
+	t, _, err := recordView(resp.Responses[2:])
 	if err != nil {
 		return nil, st, fmt.Errorf("read index of %s/%d: %w", topic, p, err)
+	}
+	if t == nil {
+		return out, st, nil
 	}
 	recs, err := c.recordEntries(ctx, resp.Header.Revision, t, p)
 	if err != nil {

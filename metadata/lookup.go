@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/varve-io/varve/metadata/internal/keys"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -27,7 +26,7 @@ func (c *Client) LookupIndex(ctx context.Context, topic string, p int32, offset 
 			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
 	}
 	if recordDecoder != nil {
-		ops = append(ops, clientv3.OpGet(topicKey(topic)), clientv3.OpGet(keys.SeqCheckpoint()))
+		ops = append(ops, recordOps(topic)...)
 	}
 	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
@@ -50,20 +49,12 @@ func (c *Client) LookupIndex(ctx context.Context, topic string, p int32, offset 
 		e.Topic, e.Partition, e.Base = topic, p, k.base
 		found = offset < e.End()
 	}
-	if recordDecoder == nil {
-		return e, st, found, rev, nil
-	}
-	tkvs := resp.Responses[2].GetResponseRange().Kvs
-	if len(tkvs) == 0 {
-		return e, st, found, rev, nil
-	}
-	t, err := decodeTopic(tkvs[0].Value)
+	t, head, err := recordView(resp.Responses[2:])
 	if err != nil {
 		return e, st, false, rev, fmt.Errorf("look up %s/%d: %w", topic, p, err)
 	}
-	var head []byte
-	if kvs := resp.Responses[3].GetResponseRange().Kvs; len(kvs) > 0 {
-		head = kvs[0].Value
+	if t == nil {
+		return e, st, found, rev, nil
 	}
 	// Index keys hold every offset below their high watermark: only an
 	// offset at or past it can be in a record.
@@ -141,7 +132,7 @@ func (c *Client) lookupRecords(ctx context.Context, rev int64, t *Topic, p int32
 func (c *Client) PartitionStates(ctx context.Context, topic string) (map[int32]PartitionState, error) {
 	ops := []clientv3.Op{clientv3.OpGet(partitionsPrefix(topic), clientv3.WithPrefix())}
 	if recordDecoder != nil {
-		ops = append(ops, clientv3.OpGet(topicKey(topic)), clientv3.OpGet(keys.SeqCheckpoint()))
+		ops = append(ops, recordOps(topic)...)
 	}
 	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
@@ -160,20 +151,12 @@ func (c *Client) PartitionStates(ctx context.Context, topic string) (map[int32]P
 		}
 		out[k.partition] = st
 	}
-	if recordDecoder == nil {
-		return out, nil
-	}
-	tkvs := resp.Responses[1].GetResponseRange().Kvs
-	if len(tkvs) == 0 {
-		return out, nil
-	}
-	t, err := decodeTopic(tkvs[0].Value)
+	t, head, err := recordView(resp.Responses[1:])
 	if err != nil {
 		return nil, fmt.Errorf("read partitions of %q: %w", topic, err)
 	}
-	var head []byte
-	if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) > 0 {
-		head = kvs[0].Value
+	if t == nil {
+		return out, nil
 	}
 	nexts, err := c.recordNexts(ctx, resp.Header.Revision, t, -1, head)
 	if err != nil {

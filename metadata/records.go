@@ -7,6 +7,7 @@ import (
 
 	"github.com/varve-io/varve/metadata/internal/keys"
 	"github.com/varve-io/varve/metadata/internal/seqhook"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -204,6 +205,38 @@ func (c *Client) recordNexts(ctx context.Context, rev int64, t *Topic, p int32, 
 		}
 	}
 	return next, nil
+}
+
+// recordOps are the gets a linearizable read adds to its transaction to
+// read the records after it at the same revision: the topic (for its id),
+// the checkpoint head, and whether any record exists.
+func recordOps(topic string) []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpGet(topicKey(topic)),
+		clientv3.OpGet(keys.SeqCheckpoint()),
+		clientv3.OpGet(keys.SeqRecordsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	}
+}
+
+// recordView reads what recordOps returned: the topic and the checkpoint
+// head; t is nil when records have nothing for this read (no decoder, no
+// topic, neither records nor a checkpoint), which then costs nothing more.
+func recordView(rs []*etcdserverpb.ResponseOp) (t *Topic, head []byte, err error) {
+	if recordDecoder == nil || len(rs) < 3 {
+		return nil, nil, nil
+	}
+	tkvs := rs[0].GetResponseRange().Kvs
+	if len(tkvs) == 0 {
+		return nil, nil, nil
+	}
+	if kvs := rs[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		head = kvs[0].Value
+	}
+	if head == nil && rs[2].GetResponseRange().Count == 0 {
+		return nil, nil, nil
+	}
+	t, err = decodeTopic(tkvs[0].Value)
+	return t, head, err
 }
 
 // decodeTopic decodes a topic key's value (nil kvs: no topic).
