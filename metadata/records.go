@@ -80,8 +80,10 @@ const recordPage = 32
 // ModRevision until fn returns false.
 func (c *Client) scanRecords(ctx context.Context, rev int64, from uint64, desc bool, fn func(rb *RecordBlocks, modRev int64) (bool, error)) error {
 	start, end := keys.SeqRecord(from), keys.PrefixEnd(keys.SeqRecordsPrefix())
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(recordPage), clientv3.WithRev(rev)}
+	// Pages grow from 2 records: the newest one or two usually answer a
+	// read newest first.
+	for page := int64(2); ; page = min(2*page, recordPage) {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(page), clientv3.WithRev(rev)}
 		if desc {
 			opts = append(opts, clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
 		}

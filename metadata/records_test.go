@@ -26,7 +26,7 @@ type seqEnv struct {
 	commits   *sequencer.Client
 }
 
-func newSeqEnv(t *testing.T, cfg sequencer.Config) *seqEnv {
+func newSeqEnv(t testing.TB, cfg sequencer.Config) *seqEnv {
 	t.Helper()
 	e := &seqEnv{endpoints: testenv.StartEtcd(t)}
 	e.writer, e.reader = connectTo(t, e.endpoints), connectTo(t, e.endpoints)
@@ -46,7 +46,7 @@ func newSeqEnv(t *testing.T, cfg sequencer.Config) *seqEnv {
 	return e
 }
 
-func connectTo(t *testing.T, endpoints []string) *metadata.Client {
+func connectTo(t testing.TB, endpoints []string) *metadata.Client {
 	t.Helper()
 	c, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: endpoints})
 	if err != nil {
@@ -56,7 +56,7 @@ func connectTo(t *testing.T, endpoints []string) *metadata.Client {
 	return c
 }
 
-func (e *seqEnv) cache(t *testing.T) *metadata.Cache {
+func (e *seqEnv) cache(t testing.TB) *metadata.Cache {
 	t.Helper()
 	ca, err := e.reader.NewCache(context.Background(), true)
 	if err != nil {
@@ -94,7 +94,7 @@ func (l ledger) next(p int32) int64 {
 
 // commit commits one flush through the sequencer: a block of records(p)
 // records on each partition of parts, in object obj.
-func (e *seqEnv) commit(t *testing.T, mu *sync.Mutex, l ledger, topic, obj string, parts []int32, records func(int32) int64) {
+func (e *seqEnv) commit(t testing.TB, mu *sync.Mutex, l ledger, topic, obj string, parts []int32, records func(int32) int64) {
 	t.Helper()
 	appends := make([]metadata.Append, len(parts))
 	for i, p := range parts {
@@ -142,7 +142,7 @@ func allPartitions(n int32) []int32 {
 	return out
 }
 
-func revisionOf(t *testing.T, c *metadata.Client) int64 {
+func revisionOf(t testing.TB, c *metadata.Client) int64 {
 	t.Helper()
 	st, err := c.Stats(context.Background())
 	if err != nil {
@@ -395,4 +395,59 @@ func TestRecreatedTopicHidesOldRecords(t *testing.T) {
 	if err != nil || !found || got.Object != "objects/new-0.vseg" {
 		t.Fatalf("LookupIndex in the recreated topic: %+v found %v, %v", got, found, err)
 	}
+}
+
+// BenchmarkRecordReads measures the index reads over sequencer records:
+// 1,000 partitions, 50 batches each holding a block on every partition
+// (no checkpoint yet, so nothing bounds the scans but the data).
+func BenchmarkRecordReads(b *testing.B) {
+	ctx := context.Background()
+	const parts, batches = 1000, 50
+	e := newSeqEnv(b, sequencer.Config{})
+	if _, err := e.writer.CreateTopic(ctx, metadata.Topic{Name: "big", Partitions: parts}); err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	l := ledger{}
+	for i := range batches {
+		e.commit(b, &mu, l, "big", fmt.Sprintf("objects/%d.vseg", i), allPartitions(parts), func(int32) int64 { return 2 })
+	}
+	tail := l[500][batches-1].base
+	b.Run("PartitionStates", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := e.reader.PartitionStates(ctx, "big"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("LookupIndexTail", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, found, _, err := e.reader.LookupIndex(ctx, "big", 500, tail); err != nil || !found {
+				b.Fatal(found, err)
+			}
+		}
+	})
+	b.Run("LookupIndexOldest", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, found, _, err := e.reader.LookupIndex(ctx, "big", 500, 0); err != nil || !found {
+				b.Fatal(found, err)
+			}
+		}
+	})
+	b.Run("IndexEntries", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := e.reader.IndexEntries(ctx, "big", 500); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("CacheLoad", func(b *testing.B) {
+		for b.Loop() {
+			ca, err := e.reader.NewCache(ctx, true)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ca.Close()
+		}
+	})
 }
