@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/varve-io/varve/metadata/internal/keys"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,6 +30,10 @@ type Cache struct {
 	revCh  chan struct{} // closed when rev advances
 	err    error         // set when the watch stopped for good
 
+	// records maps each applied sequencer batch record to the
+	// partitions it added entries to.
+	records map[uint64][]topicPartition
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -39,9 +44,17 @@ type topicPartition struct {
 }
 
 type partCache struct {
-	state   PartitionState
-	entries []IndexEntry // sorted by Base
+	state   PartitionState // direct with Next raised to recNext
+	direct  PartitionState // as its partition key holds it
+	recNext int64          // the end of its last record entry
+	entries []IndexEntry   // sorted by Base
 	changed chan struct{}
+}
+
+// refresh recomputes state from the partition key and the record entries.
+func (pc *partCache) refresh() {
+	pc.state = pc.direct
+	pc.state.Next = max(pc.direct.Next, pc.recNext)
 }
 
 // NewCache loads the current state and starts watching. withEntries also
@@ -73,34 +86,65 @@ func (ca *Cache) Close() {
 func (ca *Cache) load(ctx context.Context) error {
 	topics := map[string]Topic{}
 	parts := map[topicPartition]*partCache{}
-	const page = 10000
-	key, rev := ca.from, int64(0)
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(ca.to), clientv3.WithLimit(page)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
+	records := map[uint64][]topicPartition{}
+	// Sequencer records are read apart, in small pages (each is up to
+	// about 1.25 MiB), and applied once the topics are known; checkpoints
+	// (seq/checkpoint*) are skipped. Every read is at the first one's
+	// revision.
+	type span struct {
+		from, to string
+		page     int64
+	}
+	spans := []span{{ca.from, ca.to, 10000}}
+	if ca.withEntries {
+		recs := keys.SeqRecordsPrefix()
+		spans = []span{
+			{ca.from, keys.SeqCheckpoint(), 10000},
+			{prefixEnd(keys.SeqCheckpointChunksPrefix()), recs, 10000},
+			{prefixEnd(recs), ca.to, 10000},
 		}
-		resp, err := ca.c.cli.Get(ctx, key, opts...)
-		if err != nil {
-			return fmt.Errorf("load metadata cache: %w", err)
+		if recordDecoder != nil {
+			spans = append(spans, span{recs, prefixEnd(recs), recordPage})
 		}
-		if rev == 0 {
-			rev = resp.Header.Revision
+	}
+	var recKVs []*mvccpb.KeyValue
+	rev := int64(0)
+	for _, sp := range spans {
+		key := sp.from
+		for {
+			opts := []clientv3.OpOption{clientv3.WithRange(sp.to), clientv3.WithLimit(sp.page)}
+			if rev != 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			resp, err := ca.c.cli.Get(ctx, key, opts...)
+			if err != nil {
+				return fmt.Errorf("load metadata cache: %w", err)
+			}
+			if rev == 0 {
+				rev = resp.Header.Revision
+			}
+			for _, kv := range resp.Kvs {
+				if _, ok := keys.ParseSeqRecord(string(kv.Key)); ok {
+					recKVs = append(recKVs, kv)
+					continue
+				}
+				applyPut(topics, parts, kv)
+			}
+			if !resp.More || len(resp.Kvs) == 0 {
+				break
+			}
+			key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 		}
-		for _, kv := range resp.Kvs {
-			applyPut(topics, parts, kv)
-		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			break
-		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 	for _, pc := range parts {
 		sort.Slice(pc.entries, func(i, j int) bool { return pc.entries[i].Base < pc.entries[j].Base })
 	}
+	for _, kv := range recKVs {
+		ca.applyRecord(topics, parts, records, kv, nil)
+	}
 	ca.mu.Lock()
 	old := ca.parts
-	ca.topics, ca.parts = topics, parts
+	ca.topics, ca.parts, ca.records = topics, parts, records
 	for tp, pc := range parts {
 		pc.changed = make(chan struct{})
 		_ = tp
@@ -172,11 +216,28 @@ func (ca *Cache) apply(wr clientv3.WatchResponse) {
 	defer ca.mu.Unlock()
 	changed := map[topicPartition]bool{}
 	for _, ev := range wr.Events {
+		if batch, ok := keys.ParseSeqRecord(string(ev.Kv.Key)); ok {
+			if ca.withEntries {
+				// A record is never rewritten; a put over one replaces it.
+				ca.removeRecord(batch, changed)
+				if ev.Type != mvccpb.DELETE && recordDecoder != nil {
+					ca.applyRecord(ca.topics, ca.parts, ca.records, ev.Kv, changed)
+				}
+			}
+			continue
+		}
 		k, ok := parseKey(string(ev.Kv.Key))
 		if !ok {
 			continue
 		}
 		tp := topicPartition{k.topic, k.partition}
+		if k.kind == "topics" && ca.withEntries {
+			// A topic deleted, or created again under a new id, no
+			// longer has the blocks records hold for its old id.
+			if old, ok := ca.topics[k.topic]; ok && (ev.Type == mvccpb.DELETE || !sameTopicID(old, ev.Kv.Value)) {
+				ca.dropRecordEntries(k.topic, changed)
+			}
+		}
 		if ev.Type == mvccpb.DELETE {
 			switch k.kind {
 			case "topics":
@@ -189,7 +250,7 @@ func (ca *Cache) apply(wr clientv3.WatchResponse) {
 			case "index":
 				if pc := ca.parts[tp]; pc != nil {
 					i := sort.Search(len(pc.entries), func(i int) bool { return pc.entries[i].Base >= k.base })
-					if i < len(pc.entries) && pc.entries[i].Base == k.base {
+					if i < len(pc.entries) && pc.entries[i].Base == k.base && pc.entries[i].Record == 0 {
 						pc.entries = append(pc.entries[:i:i], pc.entries[i+1:]...)
 					}
 					changed[tp] = true
@@ -246,7 +307,8 @@ func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *
 	case "partitions":
 		var st PartitionState
 		if json.Unmarshal(kv.Value, &st) == nil {
-			pc.state = st
+			pc.direct = st
+			pc.refresh()
 		}
 	case "index":
 		var e IndexEntry
@@ -254,20 +316,108 @@ func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *
 			return
 		}
 		e.Topic, e.Partition, e.Base, e.ModRev = k.topic, k.partition, k.base, kv.ModRevision
-		n := len(pc.entries)
-		if n == 0 || pc.entries[n-1].Base < e.Base {
-			pc.entries = append(pc.entries, e)
-			return
-		}
-		i := sort.Search(n, func(i int) bool { return pc.entries[i].Base >= e.Base })
-		if i < n && pc.entries[i].Base == e.Base {
-			pc.entries[i] = e
-			return
-		}
-		pc.entries = append(pc.entries, IndexEntry{})
-		copy(pc.entries[i+1:], pc.entries[i:])
-		pc.entries[i] = e
+		pc.insert(e)
 	}
+}
+
+// insert adds e in base order, replacing an entry with the same base.
+func (pc *partCache) insert(e IndexEntry) {
+	n := len(pc.entries)
+	if n == 0 || pc.entries[n-1].Base < e.Base {
+		pc.entries = append(pc.entries, e)
+		return
+	}
+	i := sort.Search(n, func(i int) bool { return pc.entries[i].Base >= e.Base })
+	if i < n && pc.entries[i].Base == e.Base {
+		pc.entries[i] = e
+		return
+	}
+	pc.entries = append(pc.entries, IndexEntry{})
+	copy(pc.entries[i+1:], pc.entries[i:])
+	pc.entries[i] = e
+}
+
+// applyRecord adds the committed blocks of a sequencer batch record whose
+// topic still has the id they were committed under, and raises their
+// partitions' high watermarks, in the same step. changed (nil while
+// loading) collects the partitions to wake.
+func (ca *Cache) applyRecord(topics map[string]Topic, parts map[topicPartition]*partCache, records map[uint64][]topicPartition, kv *mvccpb.KeyValue, changed map[topicPartition]bool) {
+	rb, err := recordDecoder.DecodeBlocks(kv.Value)
+	if err != nil {
+		ca.c.log.Error("metadata cache: undecodable sequencer record; its blocks are not readable", "key", string(kv.Key), "err", err)
+		return
+	}
+	var touched []topicPartition
+	for _, e := range rb.Entries {
+		t, ok := topics[e.Topic]
+		if !ok || !rb.liveIn(&t) {
+			continue
+		}
+		tp := topicPartition{e.Topic, e.Partition}
+		pc := parts[tp]
+		if pc == nil {
+			pc = &partCache{changed: make(chan struct{})}
+			parts[tp] = pc
+		}
+		e.ModRev = kv.ModRevision
+		pc.insert(e)
+		pc.recNext = max(pc.recNext, e.End())
+		pc.refresh()
+		if len(touched) == 0 || touched[len(touched)-1] != tp {
+			touched = append(touched, tp)
+		}
+		if changed != nil {
+			changed[tp] = true
+		}
+	}
+	if len(touched) > 0 {
+		records[rb.Batch] = touched
+	}
+}
+
+// removeRecord drops the entries a record added (its key was deleted).
+func (ca *Cache) removeRecord(batch uint64, changed map[topicPartition]bool) {
+	for _, tp := range ca.records[batch] {
+		if pc := ca.parts[tp]; pc != nil {
+			pc.dropRecords(func(e IndexEntry) bool { return e.Record == batch })
+			changed[tp] = true
+		}
+	}
+	delete(ca.records, batch)
+}
+
+// dropRecordEntries drops every record entry of topic.
+func (ca *Cache) dropRecordEntries(topic string, changed map[topicPartition]bool) {
+	for tp, pc := range ca.parts {
+		if tp.topic == topic && pc.recNext > 0 {
+			pc.dropRecords(func(e IndexEntry) bool { return e.Record != 0 })
+			changed[tp] = true
+		}
+	}
+}
+
+// dropRecords removes the record entries drop selects and recomputes the
+// high watermark the remaining ones give.
+func (pc *partCache) dropRecords(drop func(IndexEntry) bool) {
+	kept := pc.entries[:0:0]
+	pc.recNext = 0
+	for _, e := range pc.entries {
+		if e.Record != 0 && drop(e) {
+			continue
+		}
+		kept = append(kept, e)
+		if e.Record != 0 {
+			pc.recNext = max(pc.recNext, e.End())
+		}
+	}
+	pc.entries = kept
+	pc.refresh()
+}
+
+// sameTopicID reports whether a topic key's new value keeps old's id.
+func sameTopicID(old Topic, v []byte) bool {
+	var t Topic
+	return json.Unmarshal(v, &t) == nil && t.ID == old.ID
 }
 
 // Topic returns a topic from the cache.

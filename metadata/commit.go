@@ -51,6 +51,10 @@ type IndexEntry struct {
 	// ModRev is the etcd ModRevision of the entry's key when read (not
 	// stored): compaction compares it to swap entries atomically.
 	ModRev int64 `json:"-"`
+	// Record is, for a block committed through the sequencer, the batch
+	// whose record (seq/records/<batch>) holds it, and ModRev that key's
+	// ModRevision; 0 for an entry under its own index key (not stored).
+	Record uint64 `json:"-"`
 }
 
 // End is the offset after the entry's range.

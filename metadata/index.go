@@ -48,13 +48,20 @@ func (ca *Cache) Snapshot(topic string, p int32) ([]IndexEntry, PartitionState, 
 }
 
 // IndexEntries reads a partition's index entries (with their ModRev) and
-// state with one linearizable read.
+// state at one revision: the entries under index keys and, in base order
+// among them, the blocks committed through the sequencer (Record set,
+// ModRev the record key's). The state's high watermark includes the
+// latter. It reads every live sequencer record.
 func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]IndexEntry, PartitionState, error) {
 	prefix := indexPartitionPrefix(topic, p)
-	resp, err := c.cli.Txn(ctx).Then(
+	ops := []clientv3.Op{
 		clientv3.OpGet(partitionKey(topic, p)),
 		clientv3.OpGet(prefix, clientv3.WithRange(prefixEnd(prefix))),
-	).Commit()
+	}
+	if recordDecoder != nil {
+		ops = append(ops, recordOps(topic)...)
+	}
+	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return nil, PartitionState{}, fmt.Errorf("read index of %s/%d: %w", topic, p, err)
 	}
@@ -77,6 +84,22 @@ func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]Ind
 		}
 		e.Topic, e.Partition, e.Base, e.ModRev = topic, p, k.base, kv.ModRevision
 		out = append(out, e)
+	}
+	t, _, err := recordView(resp.Responses[2:])
+	if err != nil {
+		return nil, st, fmt.Errorf("read index of %s/%d: %w", topic, p, err)
+	}
+	if t == nil {
+		return out, st, nil
+	}
+	recs, err := c.recordEntries(ctx, resp.Header.Revision, t, p)
+	if err != nil {
+		return nil, st, fmt.Errorf("read index of %s/%d: %w", topic, p, err)
+	}
+	if len(recs) > 0 {
+		out = append(out, recs...)
+		sort.SliceStable(out, func(i, j int) bool { return out[i].Base < out[j].Base })
+		st.Next = max(st.Next, out[len(out)-1].End())
 	}
 	return out, st, nil
 }

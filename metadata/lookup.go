@@ -13,13 +13,22 @@ import (
 // and the index entry holding offset (a ranged, reverse, limit-1 read). found
 // is false when no committed entry holds offset. The returned revision lets a
 // caller wait for its Cache to catch up.
+//
+// Blocks committed through the sequencer are looked up in its batch
+// records at the same revision, newest first (records.go): the high
+// watermark includes them, and an offset past the index keys' is found in
+// the record that holds it.
 func (c *Client) LookupIndex(ctx context.Context, topic string, p int32, offset int64) (e IndexEntry, st PartitionState, found bool, rev int64, err error) {
 	prefix := indexPartitionPrefix(topic, p)
-	resp, err := c.cli.Txn(ctx).Then(
+	ops := []clientv3.Op{
 		clientv3.OpGet(partitionKey(topic, p)),
 		clientv3.OpGet(prefix, clientv3.WithRange(indexKey(topic, p, offset+1)),
 			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
-	).Commit()
+	}
+	if recordDecoder != nil {
+		ops = append(ops, recordOps(topic)...)
+	}
+	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return e, st, false, 0, fmt.Errorf("look up %s/%d offset %d: %w", topic, p, offset, err)
 	}
@@ -29,30 +38,109 @@ func (c *Client) LookupIndex(ctx context.Context, topic string, p int32, offset 
 			return e, st, false, rev, fmt.Errorf("decode partition %s/%d: %w", topic, p, err)
 		}
 	}
-	kvs := resp.Responses[1].GetResponseRange().Kvs
-	if len(kvs) == 0 {
-		return e, st, false, rev, nil
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		k, ok := parseKey(string(kvs[0].Key))
+		if !ok {
+			return e, st, false, rev, fmt.Errorf("look up %s/%d: malformed index key %q", topic, p, kvs[0].Key)
+		}
+		if err := json.Unmarshal(kvs[0].Value, &e); err != nil {
+			return e, st, false, rev, fmt.Errorf("decode index entry %s: %w", kvs[0].Key, err)
+		}
+		e.Topic, e.Partition, e.Base = topic, p, k.base
+		found = offset < e.End()
 	}
-	k, ok := parseKey(string(kvs[0].Key))
-	if !ok {
-		return e, st, false, rev, fmt.Errorf("look up %s/%d: malformed index key %q", topic, p, kvs[0].Key)
+	t, head, err := recordView(resp.Responses[2:])
+	if err != nil {
+		return e, st, false, rev, fmt.Errorf("look up %s/%d: %w", topic, p, err)
 	}
-	if err := json.Unmarshal(kvs[0].Value, &e); err != nil {
-		return e, st, false, rev, fmt.Errorf("decode index entry %s: %w", kvs[0].Key, err)
+	if t == nil {
+		return e, st, found, rev, nil
 	}
-	e.Topic, e.Partition, e.Base = topic, p, k.base
-	return e, st, offset < e.End(), rev, nil
+	// Index keys hold every offset below their high watermark: only an
+	// offset at or past it can be in a record.
+	needEntry := !found && offset >= st.Next
+	re, haveRe, next, err := c.lookupRecords(ctx, rev, t, p, offset, head, needEntry)
+	if err != nil {
+		return e, st, false, rev, fmt.Errorf("look up %s/%d offset %d: %w", topic, p, offset, err)
+	}
+	st.Next = max(st.Next, next)
+	if haveRe {
+		e, found = re, offset < re.End()
+	}
+	return e, st, found, rev, nil
+}
+
+// lookupRecords reads topic t's partition p in the sequencer's records as
+// of rev, newest first: its high watermark, and with needEntry the record
+// entry with the greatest base at or below offset (have false: none). It
+// stops at the first record holding the partition unless it still looks
+// for the entry, and, reaching the checkpoint (head) without seeing the
+// partition, takes the checkpoint's high watermark: an offset at or past
+// it is in no record.
+func (c *Client) lookupRecords(ctx context.Context, rev int64, t *Topic, p int32, offset int64, head []byte, needEntry bool) (e IndexEntry, have bool, next int64, err error) {
+	var cpBatch uint64
+	if head != nil {
+		if cpBatch, _, err = recordDecoder.CheckpointHead(head); err != nil {
+			return e, false, 0, fmt.Errorf("sequencer checkpoint: %w", err)
+		}
+	}
+	seen, cpRead := false, false
+	fromCheckpoint := func() (bool, error) {
+		cpRead = true
+		cp, err := c.checkpointNexts(ctx, rev, head, t)
+		if err != nil {
+			return false, err
+		}
+		if int(p) < len(cp) && cp[p] > 0 {
+			next, seen = max(next, cp[p]), true
+		}
+		return needEntry && offset < next, nil
+	}
+	err = c.scanRecords(ctx, rev, 0, true, func(rb *RecordBlocks, modRev int64) (bool, error) {
+		if head != nil && !seen && !cpRead && rb.Batch <= cpBatch {
+			if more, err := fromCheckpoint(); err != nil || !more {
+				return false, err
+			}
+		}
+		if rb.liveIn(t) {
+			for _, x := range rb.Entries {
+				if x.Topic != t.Name || x.Partition != p {
+					continue
+				}
+				next, seen = max(next, x.End()), true
+				if needEntry && x.Base <= offset && (!have || x.Base > e.Base) {
+					e, have = x, true
+					e.ModRev = modRev
+				}
+			}
+		}
+		// Once the partition is seen, an offset at or past its high
+		// watermark is in no record.
+		return !seen || (needEntry && !have && offset < next), nil
+	})
+	if err == nil && head != nil && !seen && !cpRead {
+		_, err = fromCheckpoint()
+	}
+	return e, have, next, err
 }
 
 // PartitionStates returns the state of every partition of topic that has
-// had a commit.
+// had a commit, read at one revision. High watermarks include the blocks
+// committed through the sequencer (records.go: the records after its
+// checkpoint, newest first, and the checkpoint for partitions idle since);
+// Bytes and Segments count the blocks under index keys only.
 func (c *Client) PartitionStates(ctx context.Context, topic string) (map[int32]PartitionState, error) {
-	resp, err := c.cli.Get(ctx, partitionsPrefix(topic), clientv3.WithPrefix())
+	ops := []clientv3.Op{clientv3.OpGet(partitionsPrefix(topic), clientv3.WithPrefix())}
+	if recordDecoder != nil {
+		ops = append(ops, recordOps(topic)...)
+	}
+	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read partitions of %q: %w", topic, err)
 	}
-	out := make(map[int32]PartitionState, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	out := make(map[int32]PartitionState, len(kvs))
+	for _, kv := range kvs {
 		k, ok := parseKey(string(kv.Key))
 		if !ok {
 			continue
@@ -62,6 +150,23 @@ func (c *Client) PartitionStates(ctx context.Context, topic string) (map[int32]P
 			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		out[k.partition] = st
+	}
+	t, head, err := recordView(resp.Responses[1:])
+	if err != nil {
+		return nil, fmt.Errorf("read partitions of %q: %w", topic, err)
+	}
+	if t == nil {
+		return out, nil
+	}
+	nexts, err := c.recordNexts(ctx, resp.Header.Revision, t, -1, head)
+	if err != nil {
+		return nil, fmt.Errorf("read partitions of %q: %w", topic, err)
+	}
+	for p, n := range nexts {
+		if st := out[p]; n > st.Next {
+			st.Next = n
+			out[p] = st
+		}
 	}
 	return out, nil
 }

@@ -64,6 +64,11 @@ func (s *Swap) validate() error {
 		if e.ModRev <= 0 {
 			return bad("old entry %d (base %d) has no ModRev", i, e.Base)
 		}
+		if e.Record != 0 {
+			// Its block lives in a sequencer batch record, not under an
+			// index key: there is nothing a swap could replace (yet).
+			return bad("old entry %d (base %d) comes from sequencer record %d, which a swap cannot replace", i, e.Base, e.Record)
+		}
 	}
 	start, end := s.Old[0].Base, s.Old[len(s.Old)-1].End()
 	if len(s.New) == 0 {

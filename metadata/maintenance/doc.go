@@ -5,6 +5,7 @@
 // election so that one janitor acts at a time.
 //
 // It shares the etcd connection of a metadata.Client (New) and owns no key
-// family: it reads the index and the root through metadata/internal/keys.
+// family: it reads the index, the sequencer's batch records (decoded by
+// metadata/seqlog) and the root through metadata/internal/keys.
 // It never writes Varve's keys.
 package maintenance

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -14,6 +15,7 @@ import (
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/internal/conn"
 	"github.com/varve-io/varve/metadata/internal/keys"
+	"github.com/varve-io/varve/metadata/seqlog"
 )
 
 // Etcd is the maintenance view of a metadata client's etcd. It is safe
@@ -28,41 +30,75 @@ func New(meta *metadata.Client) *Etcd {
 }
 
 // referencedPage is how many index keys one range read of
-// ReferencedObjects returns.
-const referencedPage = 5000
+// ReferencedObjects returns; recordPage how many sequencer records (each
+// up to about 1.25 MiB).
+const (
+	referencedPage = 5000
+	recordPage     = 32
+)
 
-// ReferencedObjects returns every object key some index entry points at,
-// read with paged range reads over index/ all at one revision (a consistent
-// snapshot), and that revision. An object absent from the set was
-// unreferenced at rev.
+// ReferencedObjects returns every object key some index entry points at
+// or some live sequencer batch record names (seq/records/…: the blocks
+// committed through the sequencer have no index key; every object a
+// record names counts, refused blocks' too), read with paged range reads
+// all at one revision (a consistent snapshot), and that revision. An
+// object absent from the set was unreferenced at rev.
 func (c *Etcd) ReferencedObjects(ctx context.Context) (map[string]struct{}, int64, error) {
-	from, end := keys.IndexPrefix(), keys.PrefixEnd(keys.IndexPrefix())
 	refs := map[string]struct{}{}
-	key, rev := from, int64(0)
+	rev, err := c.pages(ctx, keys.IndexPrefix(), referencedPage, 0, func(kv *mvccpb.KeyValue) error {
+		var e metadata.IndexEntry
+		if err := json.Unmarshal(kv.Value, &e); err != nil {
+			return fmt.Errorf("decode index entry %s: %w", kv.Key, err)
+		}
+		if e.Object == "" {
+			return fmt.Errorf("index entry %s names no object", kv.Key)
+		}
+		refs[e.Object] = struct{}{}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	_, err = c.pages(ctx, keys.SeqRecordsPrefix(), recordPage, rev, func(kv *mvccpb.KeyValue) error {
+		rb, err := seqlog.IndexDecoder.DecodeBlocks(kv.Value)
+		if err != nil {
+			// Never guess: an unreadable record may name live objects.
+			return fmt.Errorf("sequencer record %s: %w", kv.Key, err)
+		}
+		for _, o := range rb.Objects {
+			refs[o] = struct{}{}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return refs, rev, nil
+}
+
+// pages calls fn on every key under prefix, read page keys at a time at
+// rev (0: the first read's revision), and returns the revision read.
+func (c *Etcd) pages(ctx context.Context, prefix string, page int64, rev int64, fn func(*mvccpb.KeyValue) error) (int64, error) {
+	key, end := prefix, keys.PrefixEnd(prefix)
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(referencedPage)}
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(page)}
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
 		resp, err := c.cli.Get(ctx, key, opts...)
 		if err != nil {
-			return nil, 0, fmt.Errorf("read referenced objects from %s at revision %d: %w", key, rev, err)
+			return 0, fmt.Errorf("read referenced objects from %s at revision %d: %w", key, rev, err)
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			var e metadata.IndexEntry
-			if err := json.Unmarshal(kv.Value, &e); err != nil {
-				return nil, 0, fmt.Errorf("decode index entry %s: %w", kv.Key, err)
+			if err := fn(kv); err != nil {
+				return 0, err
 			}
-			if e.Object == "" {
-				return nil, 0, fmt.Errorf("index entry %s names no object", kv.Key)
-			}
-			refs[e.Object] = struct{}{}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
-			return refs, rev, nil
+			return rev, nil
 		}
 		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}

@@ -8,6 +8,8 @@
 // the direct commit path left.
 //
 // It owns the binary formats of records and checkpoints (versioned; the
-// decoders are fuzzed). It holds no sequencer state and makes no decision:
+// decoders are fuzzed), and registers with package metadata, in its init,
+// the decoder metadata's index readers use to see the blocks records hold
+// (IndexDecoder). It holds no sequencer state and makes no decision:
 // package sequencer does. Its keys are spelled in metadata/internal/keys.
 package seqlog

@@ -236,16 +236,12 @@ func (l *Log) CommitResults(ctx context.Context, batch uint64, id string) ([]met
 }
 
 func (l *Log) readCheckpoint(ctx context.Context, head []byte, rev int64) (*Checkpoint, error) {
-	batch, n1 := binary.Uvarint(head)
-	if n1 <= 0 {
-		return nil, fmt.Errorf("%w: checkpoint head %x", ErrMalformed, head)
-	}
-	chunks, n2 := binary.Uvarint(head[n1:])
-	if n2 <= 0 || chunks == 0 || chunks > 1<<16 {
-		return nil, fmt.Errorf("%w: checkpoint head %x", ErrMalformed, head)
+	batch, chunks, err := checkpointHead(head)
+	if err != nil {
+		return nil, err
 	}
 	var v []byte
-	for i := range int(chunks) {
+	for i := range chunks {
 		resp, err := l.cli.Get(ctx, keys.SeqCheckpointChunk(batch, i), clientv3.WithRev(rev))
 		if err != nil {
 			return nil, fmt.Errorf("read checkpoint %d chunk %d: %w", batch, i, err)

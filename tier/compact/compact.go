@@ -254,7 +254,7 @@ func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
 			}
 		}
 		t, ok := c.index.Topic(tp.Topic)
-		if !ok || !c.hasWork(t, entries) {
+		if !ok || !c.hasWork(t, keyedPrefix(entries)) {
 			continue
 		}
 		if p, err := c.isPaused(ctx); err != nil || p {
@@ -340,6 +340,7 @@ func (c *Compactor) CompactPartition(ctx context.Context, topic string, p int32)
 	if err != nil {
 		return st, err
 	}
+	entries = keyedPrefix(entries)
 	if t.CleanupPolicy == metadata.CleanupCompact {
 		return c.compactKeys(ctx, t, p, entries)
 	}
@@ -351,6 +352,20 @@ func (c *Compactor) CompactPartition(ctx context.Context, topic string, p int32)
 		}
 	}
 	return st, nil
+}
+
+// keyedPrefix returns the entries before the first one committed through
+// the sequencer (Record set): those live in its batch records, which a
+// swap cannot replace yet (issue #14), so compaction leaves them and
+// everything after them alone. The direct commit path's history comes
+// first, so it is still compacted.
+func keyedPrefix(entries []metadata.IndexEntry) []metadata.IndexEntry {
+	for i, e := range entries {
+		if e.Record != 0 {
+			return entries[:i]
+		}
+	}
+	return entries
 }
 
 // job is one swap: a contiguous run of entries rewritten at level.
