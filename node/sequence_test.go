@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
 
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/seqlog"
@@ -351,6 +354,58 @@ func TestSequencerCommitPath(t *testing.T) {
 			if v, ok := metricValue(t, n.Addr(), "varve_sequencer_leader"); !ok || v != 0 {
 				t.Fatalf("varve_sequencer_leader on the follower: %v (found %v), want 0", v, ok)
 			}
+		}
+	}
+}
+
+// TestDirectNodeRefusedOnceSequenced: an ingest node left on commit_path
+// direct in a cluster whose sequencer has led answers produce with
+// FAILED_PRECONDITION saying what to set, and writes nothing to the log;
+// the sequencer's nodes go on.
+func TestDirectNodeRefusedOnceSequenced(t *testing.T) {
+	m := testenv.MinIO(t)
+	st, err := tier.NewS3(context.Background(), m.S3Config(m.NewBucket(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoints := testenv.StartEtcd(t)
+	seqNode := startNodeWith(t, node.RoleIngest, endpoints, st, func(cfg *node.Config) {
+		cfg.Roles = []string{node.RoleIngest, node.RoleSequence}
+		cfg.CommitPath = node.CommitSequencer
+	})
+	direct := startNodeWith(t, node.RoleIngest, endpoints, st, nil)
+	if !testenv.Eventually(30*time.Second, seqNode.Sequencer().Leading) {
+		t.Fatal("the sequencer never led")
+	}
+	ctx := context.Background()
+	sc, dc := newClients(seqNode.Addr()), newClients(direct.Addr())
+	createTopic(t, sc, "t", 1)
+	produce := func(c clients, v string) (*connect.Response[varvev1.ProduceResponse], error) {
+		return c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "t",
+			Records: []*varvev1.ProduceRecord{{Partition: proto.Int32(0), Record: &varvev1.Record{Value: []byte(v)}}}}))
+	}
+	if r, err := produce(sc, "a"); err != nil || r.Msg.Results[0].Offset != 0 {
+		t.Fatalf("produce through the sequencer: %v, %v", r, err)
+	}
+	_, err = produce(dc, "b")
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "set commit_path: sequencer") {
+		t.Fatalf("produce through a direct node: %v; want FAILED_PRECONDITION saying to set commit_path: sequencer", err)
+	}
+	if r, err := produce(sc, "c"); err != nil || r.Msg.Results[0].Offset != 1 {
+		t.Fatalf("produce through the sequencer after the refusal: %v, %v; want offset 1", r, err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for _, prefix := range []string{"/varve/partitions/", "/varve/index/"} {
+		n, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Count != 0 {
+			t.Fatalf("%d keys under %s: the direct node committed", n.Count, prefix)
 		}
 	}
 }
