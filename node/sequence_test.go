@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -18,6 +20,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/internal/guard"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/seqlog"
@@ -407,5 +411,97 @@ func TestDirectNodeRefusedOnceSequenced(t *testing.T) {
 		if n.Count != 0 {
 			t.Fatalf("%d keys under %s: the direct node committed", n.Count, prefix)
 		}
+	}
+}
+
+// tokenTransport sends a bearer token and/or the cluster secret.
+type tokenTransport struct{ token, secret string }
+
+func (tt tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if tt.token != "" {
+		r.Header.Set("Authorization", "Bearer "+tt.token)
+	}
+	if tt.secret != "" {
+		r.Header.Set(guard.SecretHeader, tt.secret)
+	}
+	return sdk.NewHTTPClient().Transport.RoundTrip(r)
+}
+
+// TestSequencerOverClusterSecret: with auth token, an ingest node commits
+// through the other node's sequencer with the cluster secret, while no
+// client — not even the bootstrap admin — may call the SequencerService.
+func TestSequencerOverClusterSecret(t *testing.T) {
+	const (
+		bootstrap = "bootstrap-admin-token-for-tests"
+		secret    = "the-shared-cluster-secret"
+	)
+	m := testenv.MinIO(t)
+	st, err := tier.NewS3(context.Background(), m.S3Config(m.NewBucket(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	endpoints := testenv.StartEtcd(t)
+	var nodes []*node.Node
+	for i := range 2 {
+		nodes = append(nodes, startNodeWith(t, node.RoleIngest, endpoints, st, func(cfg *node.Config) {
+			cfg.Roles = []string{node.RoleIngest, node.RoleSequence}
+			cfg.CommitPath = node.CommitSequencer
+			cfg.NodeID = fmt.Sprintf("n%d", i)
+			cfg.Security.Auth = "token"
+			cfg.Security.BootstrapToken = bootstrap
+			cfg.Security.ClusterSecretFile = secretFile
+		}))
+	}
+	var leader, follower *node.Node
+	if !testenv.Eventually(30*time.Second, func() bool {
+		for i, n := range nodes {
+			if n.Sequencer().Leading() {
+				leader, follower = n, nodes[1-i]
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("no node became sequencer")
+	}
+	ctx := context.Background()
+	a := admin.New(follower.Addr(), sdk.WithToken(bootstrap))
+	defer a.Close()
+	if _, err := a.CreateTopic(ctx, "t", 4, nil); err != nil {
+		t.Fatal(err)
+	}
+	recs := []sdk.Record{{Topic: "t", Partition: 1, ExplicitPartition: true, Value: []byte("v")}}
+	if _, err := a.Client().Produce(ctx, "t", recs); err != nil {
+		t.Fatalf("produce through the follower (its commit goes to the leader with the cluster secret): %v", err)
+	}
+	if s := leader.Sequencer().Stats(); s.Commits != 1 {
+		t.Fatalf("the leader answered %d commits, want the follower's one", s.Commits)
+	}
+	call := func(tt tokenTransport) error {
+		c := varvev1connect.NewSequencerServiceClient(&http.Client{Transport: tt}, leader.Addr())
+		_, err := c.Commit(ctx, connect.NewRequest(&varvev1.SequencerServiceCommitRequest{CommitId: "intruder",
+			Blocks: []*varvev1.SequencerBlock{{Topic: "t", Partition: 0, Object: "x", Length: 1, Records: 1}}}))
+		return err
+	}
+	for _, tc := range []struct {
+		name string
+		tt   tokenTransport
+		want connect.Code
+	}{
+		{"no credentials", tokenTransport{}, connect.CodeUnauthenticated},
+		{"wrong secret", tokenTransport{secret: "not-the-cluster-secret"}, connect.CodeUnauthenticated},
+		{"bootstrap admin token", tokenTransport{token: bootstrap}, connect.CodePermissionDenied},
+	} {
+		if err := call(tc.tt); connect.CodeOf(err) != tc.want {
+			t.Fatalf("SequencerService.Commit with %s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if s := leader.Sequencer().Stats(); s.Commits != 1 {
+		t.Fatalf("the leader answered %d commits after the refused calls, want 1", s.Commits)
 	}
 }
