@@ -335,8 +335,11 @@ func TestSequencerCommitPath(t *testing.T) {
 	if fams["seq/records"] != batches || int64(batches) != s.Batches {
 		t.Fatalf("%d transactions wrote batch records, %d records stored, the sequencers counted %d batches", fams["seq/records"], batches, s.Batches)
 	}
-	if s.BatchTxns > s.Batches {
-		t.Fatalf("%d batch transactions for %d batches: want at most one each", s.BatchTxns, s.Batches)
+	// A batch transaction whose fence failed wrote nothing: it is sent
+	// again only after a producer or topic key changed since the leader
+	// read it (here: the producers' InitProducer and the topic's creation).
+	if s.BatchTxns > s.Batches+2*producersPerNode+1 {
+		t.Fatalf("%d batch transactions for %d batches", s.BatchTxns, s.Batches)
 	}
 	t.Logf("%d records, %d ingest commits in %d batches (%.1f commits/batch); batch transactions %d (%.2f per batch); every etcd write transaction in the run: %d (%.2f per batch: %v)",
 		stored, s.Commits, s.Batches, float64(s.Commits)/float64(s.Batches), s.BatchTxns, float64(s.BatchTxns)/float64(s.Batches), total, float64(total)/float64(s.Batches), fams)
@@ -350,9 +353,12 @@ func TestSequencerCommitPath(t *testing.T) {
 	if v, ok := metricValue(t, leader.Addr(), "varve_sequencer_term"); !ok || v <= 0 {
 		t.Fatalf("varve_sequencer_term on the leader: %v (found %v)", v, ok)
 	}
-	if v, ok := metricValue(t, leader.Addr(), "varve_sequencer_batch_duration_seconds_count"); !ok || v < 1 {
-		t.Fatalf("varve_sequencer_batch_duration_seconds_count on the leader: %v (found %v)", v, ok)
+	n, ok := metricValue(t, leader.Addr(), "varve_sequencer_batch_duration_seconds_count")
+	if !ok || n < 1 {
+		t.Fatalf("varve_sequencer_batch_duration_seconds_count on the leader: %v (found %v)", n, ok)
 	}
+	sum, _ := metricValue(t, leader.Addr(), "varve_sequencer_batch_duration_seconds_sum")
+	t.Logf("batch transaction latency on the leader: mean %.2f ms over %.0f transactions", 1000*sum/n, n)
 	for _, n := range nodes {
 		if n != leader {
 			if v, ok := metricValue(t, n.Addr(), "varve_sequencer_leader"); !ok || v != 0 {
