@@ -511,3 +511,32 @@ func TestSequencerOverClusterSecret(t *testing.T) {
 		t.Fatalf("the leader answered %d commits after the refused calls, want 1", s.Commits)
 	}
 }
+
+// TestSequencerCampaignsReachably: a node listening on every address
+// (0.0.0.0, as in containers) campaigns with a URL other nodes can dial,
+// not 0.0.0.0.
+func TestSequencerCampaignsReachably(t *testing.T) {
+	n := startNode(t, func(c *node.Config) {
+		c.Listen = "0.0.0.0:0"
+		c.Roles = []string{node.RoleIngest, node.RoleSequence}
+		c.CommitPath = node.CommitSequencer
+	})
+	if !testenv.Eventually(30*time.Second, n.Sequencer().Leading) {
+		t.Fatal("the sequencer never led")
+	}
+	id, err := seqlog.New(n.Meta()).Leader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(id, "0.0.0.0") || strings.Contains(id, "[::]") {
+		t.Fatalf("the sequencer campaigned as %s: not an address to dial", id)
+	}
+	resp, err := http.Get(id + "/healthz")
+	if err != nil {
+		t.Fatalf("the sequencer's URL %s: %v", id, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s/healthz: %s", id, resp.Status)
+	}
+}
