@@ -76,7 +76,10 @@ func (e *env) createTopic(t *testing.T, name string, parts int32) {
 // reaches it.
 func (e *env) sequencer(t *testing.T) ingest.Committer {
 	t.Helper()
-	s := sequencer.New(e.writer, sequencer.Config{ID: "seq-1"})
+	s, err := sequencer.New(e.writer, sequencer.Config{ID: "seq-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

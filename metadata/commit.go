@@ -13,7 +13,13 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/varve-io/varve/metadata/internal/keys"
 )
+
+// seqActiveKey is the sequencer's marker (docs/metadata.md, "The
+// sequencer"): while it exists no direct commit writes.
+var seqActiveKey = keys.SeqActive
 
 // PartitionState is stored at partitions/<topic>/<p>.
 type PartitionState struct {
@@ -121,6 +127,11 @@ var ErrNotCommitted = errors.New("not committed")
 // ErrCommitUnknown marks appends whose last write attempt failed without an
 // answer (a timeout, a lost connection): etcd may still have applied it.
 var ErrCommitUnknown = errors.New("commit outcome unknown")
+
+// ErrSequencerActive refuses a direct commit once a sequencer has led
+// (the marker key seq/active exists): two offset authorities would hand
+// out the same offsets. Nothing of the refused chunk is written.
+var ErrSequencerActive = errors.New("the cluster commits through the sequencer; set commit_path: sequencer")
 
 type guardValue struct {
 	Bases   []int64        `json:"bases"`             // per append of the chunk, -1 when not committed
@@ -271,6 +282,12 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 		if done {
 			return nil
 		}
+		if errors.Is(err, ErrSequencerActive) {
+			for i, a := range appends {
+				results[i] = AppendResult{Base: -1, Err: fmt.Errorf("%s/%d: %w", a.Topic, a.Partition, ErrSequencerActive)}
+			}
+			return fmt.Errorf("commit %s chunk %d: %w", commitID, chunk, ErrSequencerActive)
+		}
 		if wrote && err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			// A refused lease (an expired producer) means the write did
 			// not apply; anything else may have.
@@ -373,13 +390,19 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 	if err != nil {
 		return false, false, err
 	}
-	cmps := append(at.cmps, clientv3.Compare(clientv3.CreateRevision(gk), "=", 0))
+	// The marker compare is the one beyond chunkBounds' count: at most
+	// opsPerTxn+1 compares, within etcd's 128.
+	cmps := append(at.cmps, clientv3.Compare(clientv3.CreateRevision(gk), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(seqActiveKey()), "=", 0))
 	puts := append(at.puts, clientv3.OpPut(gk, string(at.guard()), clientv3.WithLease(lease)))
-	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Else(clientv3.OpGet(seqActiveKey(), clientv3.WithCountOnly())).Commit()
 	if err != nil {
 		return false, true, err
 	}
 	if !tresp.Succeeded {
+		if tresp.Responses[0].GetResponseRange().Count > 0 {
+			return false, false, ErrSequencerActive
+		}
 		return false, false, nil // conflict: reread and retry
 	}
 	c.fillResults(appends, results, at.bases, at.errs, at.batchResults)

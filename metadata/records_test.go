@@ -31,7 +31,11 @@ func newSeqEnv(t testing.TB, cfg sequencer.Config) *seqEnv {
 	e := &seqEnv{endpoints: testenv.StartEtcd(t)}
 	e.writer, e.reader = connectTo(t, e.endpoints), connectTo(t, e.endpoints)
 	cfg.ID = "seq-1"
-	e.seq = sequencer.New(e.writer, cfg)
+	seq, err := sequencer.New(e.writer, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.seq = seq
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

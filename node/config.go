@@ -21,6 +21,19 @@ const (
 	// RoleCompact runs the background jobs on the object tier: compaction,
 	// retention and garbage collection.
 	RoleCompact = "compact"
+	// RoleSequence makes the node a sequencer candidate (with commit_path
+	// sequencer): one elected node orders every commit (docs/metadata.md).
+	RoleSequence = "sequence"
+)
+
+// Values of commit_path: how ingest nodes commit their flushes.
+const (
+	// CommitDirect: each ingest node writes its commits to etcd itself.
+	CommitDirect = "direct"
+	// CommitSequencer: ingest nodes send their commits to the elected
+	// sequencer (a node of the sequence role), which writes one etcd
+	// transaction per batch of them.
+	CommitSequencer = "sequencer"
 )
 
 // Config is the one configuration of a node. Each field is declared once,
@@ -48,6 +61,9 @@ type Config struct {
 	S3Endpoint  string
 	S3Region    string
 	S3PathStyle bool
+
+	// CommitPath is CommitDirect or CommitSequencer.
+	CommitPath string
 
 	FlushBytes     int
 	Linger         time.Duration
@@ -106,8 +122,8 @@ const Off time.Duration = -1
 // README. To add a setting: add its field to Config, one line here, and use
 // the field where the node starts the role it configures.
 var Settings = []Setting{
-	strs("roles", func(c *Config) *[]string { return &c.Roles }, []string{RoleIngest, RoleFetch},
-		"roles this node runs: ingest, fetch, compact (retention, garbage collection, compaction)", eachOneOf(RoleIngest, RoleFetch, RoleCompact)),
+	strs("roles", func(c *Config) *[]string { return &c.Roles }, []string{RoleIngest, RoleFetch, RoleSequence},
+		"roles this node runs: ingest, fetch, sequence (a candidate for the elected sequencer, with commit_path sequencer), compact (retention, garbage collection, compaction)", eachOneOf(RoleIngest, RoleFetch, RoleSequence, RoleCompact)),
 	str("listen", func(c *Config) *string { return &c.Listen }, "127.0.0.1:7700",
 		"API address (Connect, gRPC, gRPC-Web, /metrics, /healthz, /readyz)", nil),
 	str("node_id", func(c *Config) *string { return &c.NodeID }, "",
@@ -126,6 +142,8 @@ var Settings = []Setting{
 		"use path-style S3 addressing (MinIO and most S3-compatibles)"),
 	duration("store_probe_interval", func(c *Config) *time.Duration { return &c.StoreProbeInterval }, DefaultStoreProbeInterval,
 		"how often /readyz probes the object store when no segment PUT succeeded or failed recently", atLeast(100*time.Millisecond)),
+	str("commit_path", func(c *Config) *string { return &c.CommitPath }, CommitDirect,
+		"how ingest nodes commit: direct (each writes etcd itself) or sequencer (through the elected node of the sequence role, one etcd transaction per batch, docs/metadata.md); once a sequencer has led, direct commits are refused", oneOf(CommitDirect, CommitSequencer)),
 	bytesInt("flush_bytes", func(c *Config) *int { return &c.FlushBytes }, ingest.DefaultFlushBytes,
 		"seal the open segment at this many bytes of records", atLeast(1024)),
 	duration("linger", func(c *Config) *time.Duration { return &c.Linger }, ingest.DefaultLinger,

@@ -105,7 +105,7 @@ func StartDev(ctx context.Context, c DevConfig) (*Dev, error) {
 	}
 	cfg := mergeDefaults(c.Node, DefaultConfig())
 	// Every role, as the design says: compaction, retention and GC too.
-	cfg.Roles = []string{RoleIngest, RoleFetch, RoleCompact}
+	cfg.Roles = []string{RoleIngest, RoleFetch, RoleSequence, RoleCompact}
 	cfg.Listen = c.Listen
 	cfg.EtcdEndpoints = e.Endpoints()
 	cfg.Store = "fs:" + objects

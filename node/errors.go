@@ -42,7 +42,8 @@ func toConnect(err error) error {
 		code = connect.CodeAlreadyExists
 	case errors.Is(err, groups.ErrUnknownMember), errors.Is(err, groups.ErrStaleGeneration), errors.Is(err, groups.ErrNotAssigned),
 		errors.Is(err, groups.ErrGroupActive), errors.Is(err, groups.ErrOffsetRegress), errors.Is(err, groups.ErrInconsistentStrategy),
-		errors.Is(err, metadata.ErrProducerFenced), errors.Is(err, metadata.ErrOutOfOrderSequence), errors.Is(err, metadata.ErrUnknownProducer):
+		errors.Is(err, metadata.ErrProducerFenced), errors.Is(err, metadata.ErrOutOfOrderSequence), errors.Is(err, metadata.ErrUnknownProducer),
+		errors.Is(err, metadata.ErrSequencerActive):
 		code = connect.CodeFailedPrecondition
 	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, syscall.ENOSPC):
 		code = connect.CodeResourceExhausted

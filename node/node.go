@@ -43,6 +43,7 @@ type Node struct {
 	tel     *obs.Telemetry
 	ready   *readiness
 	sec     security
+	seqw    seqWiring
 
 	ln       net.Listener
 	flightLn net.Listener
@@ -149,6 +150,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	if err := n.startCompaction(mux, hopts...); err != nil {
 		return nil, err
 	}
+	if err := n.startSequencer(mux, hopts); err != nil {
+		return nil, err
+	}
 	for _, role := range cfg.Roles {
 		if err := n.meta.Register(n.baseCtx, role, cfg.NodeID, n.Addr()); err != nil {
 			return nil, err
@@ -203,7 +207,7 @@ func (n *Node) startRoles(ctx context.Context) error {
 		n.in, err = ingest.New(ingest.Config{
 			NodeID: n.cfg.NodeID, FlushBytes: n.cfg.FlushBytes, Linger: n.cfg.Linger, MaxBufferBytes: n.cfg.MaxBufferBytes,
 			ProducerStateTTL: n.cfg.ProducerStateTTL, TracerProvider: n.tel.Tracer,
-		}, n.store, n.meta, n.topics, n.log, n.meter)
+		}, n.store, n.committer(), n.topics, n.log, n.meter)
 		if err != nil {
 			return err
 		}

@@ -96,6 +96,10 @@ func (s SecurityConfig) validate(c *Config) error {
 	if s.Auth != "" && s.Auth != guard.AuthNone && s.ClusterSecretFile == "" && s.Env.ClusterSecret == "" && len(s.NodePrincipals) == 0 && c.has(RoleFetch) {
 		return fmt.Errorf("config: auth %s needs cluster_secret_file (or node_principals with mutual TLS) on fetch nodes: it is the node credential of the internal BlockService (the same file on every node)", s.Auth)
 	}
+	if s.Auth != "" && s.Auth != guard.AuthNone && s.ClusterSecretFile == "" && s.Env.ClusterSecret == "" && len(s.NodePrincipals) == 0 &&
+		c.CommitPath == CommitSequencer && (c.has(RoleIngest) || c.has(RoleSequence)) {
+		return fmt.Errorf("config: auth %s with commit_path sequencer needs cluster_secret_file (or node_principals with mutual TLS) on ingest and sequence nodes: it is the node credential of the internal SequencerService (the same file on every node)", s.Auth)
+	}
 	return nil
 }
 

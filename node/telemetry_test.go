@@ -143,7 +143,7 @@ func TestMetricsPerProcedure(t *testing.T) {
 	if ms := series(fams, "varve_build_info", nil); len(ms) != 1 || ms[0].GetGauge().GetValue() != 1 || len(ms[0].GetLabel()) != 3 {
 		t.Errorf("varve_build_info: %v", ms)
 	}
-	if ms := series(fams, "target_info", map[string]string{"service_name": "varve", "varve_node_id": "metrics-node", "varve_roles": "ingest,fetch"}); len(ms) != 1 {
+	if ms := series(fams, "target_info", map[string]string{"service_name": "varve", "varve_node_id": "metrics-node", "varve_roles": strings.Join(node.DefaultConfig().Roles, ",")}); len(ms) != 1 {
 		t.Errorf("target_info with service.name varve, the node id and roles: %v", fams["target_info"])
 	}
 	if strings.Contains(body, "otel_scope_") {

@@ -11,5 +11,6 @@
 // process, or the internal SequencerService (proto/varve/v1/sequencer.proto;
 // NewHandler serves it, NewDialer reaches the leader by the URL it
 // campaigned with). The package never imports etcd: metadata/seqlog is its
-// only way to it. It is off by default: no role constructs it yet.
+// only way to it. Nodes run it with the sequence role and commit_path
+// sequencer (node/sequence.go); the direct path is the default.
 package sequencer

@@ -67,7 +67,10 @@ func (c *cluster) startWith(meta *metadata.Client, cfg Config) *Sequencer {
 		srv = httptest.NewUnstartedServer(mux)
 		cfg.ID = "http://" + srv.Listener.Addr().String()
 	}
-	s := New(meta, cfg)
+	s, err := New(meta, cfg)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
 	if srv != nil {
 		mux.Handle(NewHandler(s))
 		srv.Start()

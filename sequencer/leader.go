@@ -179,8 +179,7 @@ func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request)
 		}
 		pl.merge()
 		tm.st.apply(rec, false, time.Now())
-		s.batches.Add(1)
-		s.commits.Add(int64(len(batch)))
+		s.recordBatch(len(batch))
 		answerRecord(batch, rec)
 		s.refreshLeases(ctx, tm.st, pl)
 		return true, nil
@@ -194,8 +193,10 @@ func (s *Sequencer) write(ctx context.Context, tm *term, rec *seqlog.Record, fen
 			return err
 		}
 	}
-	s.txns.Add(1)
-	if _, err := tm.t.Append(ctx, rec, fence); err != nil {
+	start := time.Now()
+	_, err := tm.t.Append(ctx, rec, fence)
+	s.recordTxn(time.Since(start))
+	if err != nil {
 		return err
 	}
 	if h := s.cfg.afterAppend; h != nil {

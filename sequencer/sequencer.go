@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/seqlog"
 )
@@ -51,6 +53,9 @@ type Config struct {
 	// retry (default 2 min, as the direct path's guards).
 	DedupeWindow time.Duration
 	Logger       *slog.Logger
+	// MeterProvider receives the sequencer's metrics (metrics.go); nil:
+	// none.
+	MeterProvider metric.MeterProvider
 
 	// Test hooks, called by the leader's loop around a batch's write; an
 	// error ends the term as a crash would.
@@ -88,6 +93,7 @@ type Sequencer struct {
 	cur *term // nil unless leading and recovered
 
 	batches, commits, txns, checkpoints atomic.Int64
+	m                                   instruments
 }
 
 // term is one term's serving state.
@@ -110,10 +116,16 @@ type reply struct {
 	err     error
 }
 
-// New returns a sequencer candidate over meta's etcd; Run campaigns.
-func New(meta *metadata.Client, cfg Config) *Sequencer {
+// New returns a sequencer candidate over meta's etcd; Run campaigns. It
+// fails only when cfg.MeterProvider refuses an instrument.
+func New(meta *metadata.Client, cfg Config) (*Sequencer, error) {
 	cfg.defaults()
-	return &Sequencer{log: seqlog.New(meta), cfg: cfg}
+	s := &Sequencer{log: seqlog.New(meta), cfg: cfg}
+	var err error
+	if s.m, err = newInstruments(s, cfg.MeterProvider); err != nil {
+		return nil, fmt.Errorf("sequencer metrics: %w", err)
+	}
+	return s, nil
 }
 
 // Stats counts what this node did as leader.
@@ -160,6 +172,12 @@ func (s *Sequencer) runTerm(ctx context.Context, t *seqlog.Term) {
 		_ = t.Resign(rctx)
 		cancel()
 	}()
+	// The marker first: no direct commit lands after it, so the direct
+	// path's watermarks read from here on are final.
+	if err := t.MarkActive(ctx, s.cfg.ID); err != nil {
+		s.cfg.Logger.Warn("sequencer marker not written; resigning", "term", t.Number(), "err", err)
+		return
+	}
 	st, err := s.recover(ctx)
 	if err != nil {
 		s.cfg.Logger.Warn("sequencer recovery failed; resigning", "term", t.Number(), "err", err)

@@ -17,6 +17,14 @@ func newServeCmd() *cobra.Command {
 		Long: `Run a Varve node. Several nodes may share one etcd cluster and one bucket;
 any ingest node accepts writes for any partition.
 
+Roles (--roles, default ingest,fetch,sequence): ingest takes writes, fetch
+serves reads, sequence makes the node a candidate for the elected sequencer
+that orders every commit when --commit-path sequencer is set (it runs with
+ingest: keep them together), compact runs compaction, retention and garbage
+collection. --commit-path is direct by default (each ingest node writes etcd
+itself); every node of a cluster must use the same one, and once a sequencer
+has led, direct commits are refused (FAILED_PRECONDITION).
+
 Every flag is also an environment variable (--flush-bytes: VARVE_FLUSH_BYTES)
 and a key of the optional YAML file given with --config (flush_bytes).
 Zero means the default; unknown keys and VARVE_* variables are errors.
@@ -31,7 +39,7 @@ text of the tls_*_file settings and VARVE_CLUSTER_SECRET the cluster secret
 (not reloaded: a new value takes a restart).
 
 Example:
-  varve serve --roles ingest,fetch --etcd-endpoints http://etcd:2379 \
+  varve serve --roles ingest,fetch,sequence --etcd-endpoints http://etcd:2379 \
     --bucket s3://my-bucket/varve --s3-endpoint http://minio:9000 --s3-path-style`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

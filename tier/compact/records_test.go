@@ -20,7 +20,10 @@ import (
 // in process, as a cluster moving off the direct path does.
 func (e *env) sequenced(t *testing.T) {
 	t.Helper()
-	s := sequencer.New(e.meta, sequencer.Config{ID: "seq-1"})
+	s, err := sequencer.New(e.meta, sequencer.Config{ID: "seq-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -61,7 +61,10 @@ func (c *seqCluster) ingester(t *testing.T, seq bool) *ingest.Ingester {
 	t.Helper()
 	var committer ingest.Committer = c.meta
 	if seq {
-		s := sequencer.New(c.meta, sequencer.Config{ID: "seq-1"})
+		s, err := sequencer.New(c.meta, sequencer.Config{ID: "seq-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() {

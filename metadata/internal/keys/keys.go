@@ -212,6 +212,10 @@ func ParseSeqRecord(k string) (uint64, bool) {
 	return n, err == nil
 }
 
+// SeqActive is seq/active: written once by the first sequencer term;
+// while it exists the direct commit path refuses to write.
+func SeqActive() string { return Root + "seq/active" }
+
 // SeqCheckpoint is seq/checkpoint: which checkpoint is current.
 func SeqCheckpoint() string { return Root + "seq/checkpoint" }
 

@@ -29,7 +29,8 @@ locals {
   services = merge(
     {
       ingest = {
-        roles  = "ingest"
+        # The sequencer's candidates run with ingest (commit_path sequencer).
+        roles  = "ingest,sequence"
         cpu    = var.ingest.cpu
         memory = var.ingest.memory
         count  = var.ingest.min_count
@@ -74,6 +75,7 @@ locals {
     VARVE_SHUTDOWN_TIMEOUT = "${var.shutdown_timeout_seconds}s"
     VARVE_LOG_FORMAT       = "json"
     VARVE_AUTH             = var.auth
+    VARVE_COMMIT_PATH      = var.commit_path
     # auth none without TLS on the tasks: Varve refuses 0.0.0.0 unless told
     # the network (security groups, an internal load balancer) protects it.
     VARVE_INSECURE = tostring(var.auth == "none" && !local.task_tls)
@@ -260,6 +262,15 @@ resource "aws_vpc_security_group_ingress_rule" "tasks" {
   from_port                    = local.container_port
   to_port                      = local.container_port
   description                  = "from the load balancer"
+}
+
+resource "aws_vpc_security_group_ingress_rule" "tasks_self" {
+  security_group_id            = aws_security_group.tasks.id
+  referenced_security_group_id = aws_security_group.tasks.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.container_port
+  to_port                      = local.container_port
+  description                  = "node to node (SequencerService, BlockService)"
 }
 
 resource "aws_vpc_security_group_egress_rule" "tasks" {

@@ -307,14 +307,25 @@ variable "compaction" {
   }
 }
 
+variable "commit_path" {
+  description = "How ingest tasks commit (Varve's commit_path): direct (each writes etcd itself) or sequencer (through the elected sequencer, which the ingest tasks run: roles ingest,sequence). Once a sequencer has led, direct commits are refused: do not switch back."
+  type        = string
+  default     = "direct"
+
+  validation {
+    condition     = contains(["direct", "sequencer"], var.commit_path)
+    error_message = "commit_path must be direct or sequencer."
+  }
+}
+
 variable "environment" {
   description = "Further Varve settings as environment variables (VARVE_LINGER, VARVE_LOG_LEVEL, ...), given to every service."
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = alltrue([for k in keys(var.environment) : startswith(k, "VARVE_") && !contains(["VARVE_ROLES", "VARVE_LISTEN", "VARVE_ETCD_ENDPOINTS", "VARVE_BUCKET", "VARVE_STORE", "VARVE_SHUTDOWN_TIMEOUT", "VARVE_AUTH", "VARVE_INSECURE", "VARVE_BOOTSTRAP_TOKEN", "VARVE_CLUSTER_SECRET", "VARVE_TLS_CERT_PEM", "VARVE_TLS_KEY_PEM", "VARVE_TLS_CA_PEM"], k)])
-    error_message = "environment keys must start with VARVE_ and must not override what the module sets (roles, listen, etcd endpoints, bucket/store, shutdown timeout, auth, insecure, secrets: use tls, bootstrap_token_secret_arn and cluster_secret_arn)."
+    condition     = alltrue([for k in keys(var.environment) : startswith(k, "VARVE_") && !contains(["VARVE_ROLES", "VARVE_LISTEN", "VARVE_ETCD_ENDPOINTS", "VARVE_BUCKET", "VARVE_STORE", "VARVE_SHUTDOWN_TIMEOUT", "VARVE_AUTH", "VARVE_COMMIT_PATH", "VARVE_INSECURE", "VARVE_BOOTSTRAP_TOKEN", "VARVE_CLUSTER_SECRET", "VARVE_TLS_CERT_PEM", "VARVE_TLS_KEY_PEM", "VARVE_TLS_CA_PEM"], k)])
+    error_message = "environment keys must start with VARVE_ and must not override what the module sets (roles, listen, etcd endpoints, bucket/store, shutdown timeout, auth, commit_path, insecure, secrets: use tls, bootstrap_token_secret_arn and cluster_secret_arn)."
   }
 }
 

@@ -150,3 +150,38 @@ run "token_needs_cluster_secret" {
   }
   expect_failures = [aws_ecs_task_definition.service]
 }
+
+run "sequence_runs_with_ingest" {
+  command = apply
+  assert {
+    condition     = contains(jsondecode(aws_ecs_task_definition.service["ingest"].container_definitions)[0].environment, { name = "VARVE_ROLES", value = "ingest,sequence" }) && contains(jsondecode(aws_ecs_task_definition.service["fetch"].container_definitions)[0].environment, { name = "VARVE_ROLES", value = "fetch" })
+    error_message = "the ingest tasks must run the sequence role with ingest, the fetch tasks fetch alone"
+  }
+  assert {
+    condition     = contains(jsondecode(aws_ecs_task_definition.service["ingest"].container_definitions)[0].environment, { name = "VARVE_COMMIT_PATH", value = "direct" })
+    error_message = "commit_path must default to direct"
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.tasks_self.referenced_security_group_id == aws_security_group.tasks.id && aws_vpc_security_group_ingress_rule.tasks_self.from_port == 7700
+    error_message = "tasks must reach each other's API port (SequencerService, BlockService)"
+  }
+}
+
+run "commit_path_sequencer" {
+  command = plan
+  variables {
+    commit_path = "sequencer"
+  }
+  assert {
+    condition     = contains(jsondecode(aws_ecs_task_definition.service["ingest"].container_definitions)[0].environment, { name = "VARVE_COMMIT_PATH", value = "sequencer" })
+    error_message = "commit_path sequencer must reach the tasks"
+  }
+}
+
+run "commit_path_unknown" {
+  command = plan
+  variables {
+    commit_path = "both"
+  }
+  expect_failures = [var.commit_path]
+}
