@@ -13,6 +13,7 @@ import (
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/tier"
 )
@@ -178,4 +179,84 @@ func tailWhileProducing(t *testing.T, writer *node.Node, fetch []*node.Node, rec
 	if float64(s.gets()) > 1.05*float64(s.puts) {
 		t.Fatalf("tail reads made %d GETs (%d whole, %d ranged) for %d PUTs, want at most 1.05 × the PUTs", s.gets(), s.whole, s.ranged, s.puts)
 	}
+}
+
+// TestCompactedBlocksReadByRange: once compaction has replaced the fresh
+// objects of a topic by per-partition L1 objects, consumers on two fetch
+// nodes read the L1 blocks with one ranged GET per block for the cluster,
+// never an L1 object whole.
+func TestCompactedBlocksReadByRange(t *testing.T) {
+	c := startCluster(t, 2)
+	compactor := startNodeWith(t, node.RoleCompact, c.endpoints, c.rec, func(cfg *node.Config) {
+		cfg.CompactionInterval = 50 * time.Millisecond
+		cfg.CompactionMinEntries = 5
+	})
+	const partitions, batches, per = 4, 12, 20
+	ctx := context.Background()
+	admin := varvev1connect.NewAdminServiceClient(http.DefaultClient, compactor.Addr())
+	// Paused while producing, so that every partition is compacted whole.
+	if _, err := admin.PauseCompaction(ctx, connect.NewRequest(&varvev1.PauseCompactionRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	createTopic(t, newClients(c.ingest.Addr()), "l1", partitions)
+	produceBatches(t, c.ingest, "l1", partitions, batches, per, 0)
+	if _, err := admin.ResumeCompaction(ctx, connect.NewRequest(&varvev1.ResumeCompactionRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	status := func() *varvev1.CompactionStatusResponse {
+		resp, err := admin.CompactionStatus(ctx, connect.NewRequest(&varvev1.CompactionStatusRequest{Topic: "l1"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg
+	}
+	if !testenv.Eventually(60*time.Second, func() bool {
+		s := status()
+		return s.GetBacklogEntries() == 0 && s.GetIndexEntries() == partitions
+	}) {
+		t.Fatalf("not compacted: %v", status())
+	}
+	c.rec.Reset()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(c.fetch)*partitions)
+	for _, n := range c.fetch {
+		cl := newClients(n.Addr())
+		for p := range int32(partitions) {
+			wg.Go(func() {
+				if err := consume(ctx, cl, "l1", p, 0, batches*per, 300); err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	blocks := map[string]int{}
+	objects := map[string]bool{}
+	for _, call := range c.rec.Calls() {
+		if call.Op != tier.OpGet {
+			continue
+		}
+		if _, fresh := tier.FlushKeyNode(call.Key); fresh {
+			t.Errorf("GET of fresh object %s bytes %d+%d after compaction", call.Key, call.Off, call.Len)
+			continue
+		}
+		if call.Len < 0 {
+			t.Errorf("GET of L1 object %s whole", call.Key)
+		}
+		blocks[fmt.Sprintf("%s@%d+%d", call.Key, call.Off, call.Len)]++
+		objects[call.Key] = true
+	}
+	if len(objects) < partitions {
+		t.Fatalf("GETs of %d L1 objects for %d partitions: %v", len(objects), partitions, blocks)
+	}
+	for b, n := range blocks {
+		if n != 1 {
+			t.Errorf("L1 block %s: %d GETs, want 1", b, n)
+		}
+	}
+	t.Logf("%d L1 objects, %d ranged GETs", len(objects), len(blocks))
 }
