@@ -188,6 +188,11 @@ func (r *Reader) readWhole(ctx context.Context, object string) (map[int64][]byte
 	obj, err := r.store.GetRange(gctx, object, 0, -1)
 	end(err)
 	if err != nil {
+		if errors.Is(err, tier.ErrNotFound) {
+			// Gone: every block of it is data loss, which the ranged
+			// read reports; no other miss tries the object whole.
+			r.whole.markRead(object)
+		}
 		return nil, fmt.Errorf("read object %s whole: %w", object, err)
 	}
 	// Read once: from now on, its blocks are read by range. Marked once

@@ -305,3 +305,25 @@ func TestWholeObjectOwnerGone(t *testing.T) {
 		t.Fatalf("%d GETs for %d blocks on %d nodes", g, len(entries), len(live))
 	}
 }
+
+// TestWholeObjectMissing: the blocks of a fresh object that is gone are
+// data loss, each costing at most its ranged read once the whole read
+// found the object missing.
+func TestWholeObjectMissing(t *testing.T) {
+	fs := newFS(t)
+	rec := tier.NewRecorder(fs)
+	key := flushKey("ingest-1", 9)
+	entries := writeSegment(t, fs, key, 5, 20)
+	if err := fs.Delete(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	f := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
+	for _, e := range entries {
+		if _, err := f.Block(context.Background(), e); !errors.Is(err, blockcache.ErrDataLoss) {
+			t.Fatalf("block of a missing object: %v, want data loss", err)
+		}
+	}
+	if g := gets(rec); len(g) != len(entries)+1 {
+		t.Fatalf("GETs %v: want one whole read, then one ranged read per block", g)
+	}
+}
