@@ -487,7 +487,7 @@ func BenchmarkCacheFetch(b *testing.B) {
 // BenchmarkCacheGetsPerGiB: 4 consumers on each of 1 or 3 fetch nodes read
 // 8 partitions of 8 MiB-ish each (JSON events, written by a separate ingest
 // node). Figures: bucket GETs per GiB delivered to consumers, GETs per
-// block (1 is the target), and the cache hit ratio (reads served without
+// block (1 per object of 8 blocks, 0.125, is the target), and the cache hit ratio (reads served without
 // the bucket). Run with -benchtime=1x: each iteration writes a new topic.
 func BenchmarkCacheGetsPerGiB(b *testing.B) {
 	for _, nodes := range []int{1, 3} {
