@@ -18,8 +18,8 @@ type Peer struct {
 // random weight) hashing of the block's object key and offset over the live
 // fetch nodes: every node computes the same owner from the same membership,
 // and a node joining or leaving moves only the blocks it wins or owned.
-// Ownership is per block, not per object, so the blocks of one mixed L0
-// object (many partitions) spread over the nodes.
+// Ownership is per block for compacted objects (ObjectOwner: per object
+// for fresh level 0 objects, which are read whole).
 //
 // Membership comes from the caller (a watch of the registered fetch nodes).
 // A peer that fails to answer is suspected for a while and skipped, so its
@@ -114,6 +114,37 @@ func (o *Owners) Owner(object string, off int64) (Peer, bool) {
 	return best, true
 }
 
+// ObjectOwner returns the owner of every block of a fresh (level 0) object
+// written by the node writer, and whether it is another node: the writer
+// itself when it is a live fetch node (it cached the blocks when it stored
+// them), else the winner of rendezvous hashing of the object key alone, so
+// one node reads the whole object once for the cluster.
+func (o *Owners) ObjectOwner(object, writer string) (Peer, bool) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	var best Peer
+	var bestScore uint64
+	found := false
+	now := time.Now()
+	for _, p := range o.peers {
+		if until, ok := o.suspect[p.ID]; ok && now.Before(until) {
+			continue
+		}
+		if p.ID == writer {
+			best, found = p, true
+			break
+		}
+		s := objectScore(p.ID, object)
+		if !found || s > bestScore || (s == bestScore && p.ID < best.ID) {
+			best, bestScore, found = p, s, true
+		}
+	}
+	if !found || best.ID == o.self {
+		return Peer{ID: o.self}, false
+	}
+	return best, true
+}
+
 // score is the rendezvous weight of node id for a block: FNV-1a of both,
 // finished with the SplitMix64 mixer so that similar ids spread well. It
 // must stay the same on every node (no per-process seed).
@@ -125,7 +156,20 @@ func score(id, object string, off int64) uint64 {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], uint64(off))
 	h.Write(b[:])
-	x := h.Sum64()
+	return mix(h.Sum64())
+}
+
+// objectScore is the rendezvous weight of node id for a whole object.
+func objectScore(id, object string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	h.Write([]byte{0})
+	h.Write([]byte(object))
+	return mix(h.Sum64())
+}
+
+// mix is the SplitMix64 finalizer.
+func mix(x uint64) uint64 {
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9
 	x ^= x >> 27

@@ -67,9 +67,10 @@ const (
 const instrumentationScope = "github.com/varve-io/varve/query"
 
 // Reader reads blocks through the tiers, nearest first: the memory cache,
-// the disk cache, the block's owner among the fetch nodes, and one ranged
-// GET of the bucket. Concurrent reads of one block share one read. It is
-// safe for concurrent use.
+// the disk cache, the block's owner among the fetch nodes, and the bucket
+// (the whole object, once, for a fresh L0 object; else one ranged GET).
+// Concurrent reads of one block share one read. It is safe for concurrent
+// use.
 type Reader struct {
 	store tier.Store
 	mem   *Memory
@@ -80,6 +81,7 @@ type Reader struct {
 	misses metric.Int64Counter
 
 	tiers blockTiers
+	whole wholeObjects
 }
 
 // New makes a Reader of the blocks in store, keeping decoded blocks in mem.
@@ -97,6 +99,7 @@ func New(store tier.Store, mem *Memory, log *slog.Logger, mp metric.MeterProvide
 	r.hits, _ = m.Int64Counter("varve.fetch.cache.hits", metric.WithDescription("Block reads served from the cache."))
 	r.misses, _ = m.Int64Counter("varve.fetch.cache.misses", metric.WithDescription("Block reads that went to object storage."))
 	r.tiers.init(r, m)
+	r.whole.init()
 	return r
 }
 
@@ -262,7 +265,11 @@ func (r *Reader) tieredBlock(ctx context.Context, e metadata.IndexEntry) (_ []se
 	defer func() { end(err, attribute.String("varve.tier", string(l.tier))) }()
 	owner, remote := Peer{}, false
 	if r.tiers.owners != nil && r.tiers.peers != nil {
-		owner, remote = r.tiers.owners.Owner(e.Object, e.Off)
+		if writer, ok := perObject(e); ok {
+			owner, remote = r.tiers.owners.ObjectOwner(e.Object, writer)
+		} else {
+			owner, remote = r.tiers.owners.Owner(e.Object, e.Off)
+		}
 	}
 	if remote {
 		l, err = r.shared(ctx, "peer", e.Object, e.Off, e.Len, func(lctx context.Context) (loaded, error) {
@@ -361,11 +368,26 @@ func (r *Reader) listsBlock(ctx context.Context, object string, off, length int6
 }
 
 // ownedBlock reads a block this node reads itself (it owns it, or it
-// serves a peer): disk, then bucket, shared by every concurrent caller.
+// serves a peer): disk, then bucket — the whole object, once, for a fresh
+// level 0 object, else the block's range —, shared by every concurrent
+// caller.
 func (r *Reader) ownedBlock(ctx context.Context, object string, off, length int64) (loaded, error) {
 	return r.shared(ctx, "own", object, off, length, func(lctx context.Context) (loaded, error) {
+		whole := r.readsWhole(object, off, length)
+		if whole {
+			// A whole read of the object may have cached it since the
+			// caller missed it.
+			if l, ok := r.fromMemory(lctx, object, off, length); ok {
+				return l, nil
+			}
+		}
 		if l, ok := r.fromDisk(lctx, object, off, length); ok {
 			return l, nil
+		}
+		if whole {
+			if l, ok := r.fromWhole(lctx, object, off, length); ok {
+				return l, nil
+			}
 		}
 		return r.fromBucket(lctx, object, off, length)
 	})
@@ -444,7 +466,7 @@ func (r *Reader) fromPeer(ctx context.Context, owner Peer, object string, off, l
 		r.tiers.owners.Suspect(owner.ID, suspectFor)
 	}
 	r.log.Warn("block owner did not serve the block; reading the bucket", "owner", owner.ID, "addr", owner.Addr, "object", object, "off", off, "err", err)
-	return r.fromBucket(ctx, object, off, length)
+	return r.ownedBlock(ctx, object, off, length)
 }
 
 func (r *Reader) fromBucket(ctx context.Context, object string, off, length int64) (loaded, error) {

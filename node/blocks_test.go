@@ -145,10 +145,27 @@ func getsPerBlock(rec *tier.Recorder) map[string]int {
 
 func puts(rec *tier.Recorder) int { return rec.Count(tier.OpPut) }
 
-// TestOneGetPerBlockPerCluster: many consumers on three fetch nodes read the
-// same partitions, written by a separate ingest node (so nothing is cached
-// at flush): the bucket sees exactly one GET per block.
-func TestOneGetPerBlockPerCluster(t *testing.T) {
+// wholeGets checks that every recorded GET read a whole object, and
+// returns how many GETs each object had.
+func wholeGets(t testing.TB, rec *tier.Recorder) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, c := range rec.Calls() {
+		if c.Op == tier.OpGet {
+			if c.Off != 0 || c.Len >= 0 {
+				t.Errorf("GET of %s bytes %d+%d: want whole objects only", c.Key, c.Off, c.Len)
+			}
+			out[c.Key]++
+		}
+	}
+	return out
+}
+
+// TestOneGetPerObjectPerCluster: many consumers on three fetch nodes read
+// the same partitions, written by a separate ingest node (so nothing is
+// cached at flush): the bucket sees exactly one GET per object, of the
+// whole object, whose owner serves every block of it.
+func TestOneGetPerObjectPerCluster(t *testing.T) {
 	c := startCluster(t, 3)
 	const partitions, batches, per = 4, 6, 50
 	createTopic(t, newClients(c.ingest.Addr()), "shared", partitions)
@@ -177,22 +194,22 @@ func TestOneGetPerBlockPerCluster(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	gets := getsPerBlock(c.rec)
-	if len(gets) != objects*partitions {
-		t.Errorf("%d blocks were read from the bucket, want all %d", len(gets), objects*partitions)
+	gets := wholeGets(t, c.rec)
+	if len(gets) != objects {
+		t.Errorf("%d objects were read from the bucket, want all %d", len(gets), objects)
 	}
-	for b, n := range gets {
+	for o, n := range gets {
 		if n != 1 {
-			t.Errorf("block %s: %d GETs, want 1", b, n)
+			t.Errorf("object %s: %d GETs, want 1", o, n)
 		}
 	}
-	t.Logf("%d consumers on %d fetch nodes: %d GETs for %d blocks", 3*4*partitions, len(c.fetch), c.rec.Count(tier.OpGet), objects*partitions)
+	t.Logf("%d consumers on %d fetch nodes: %d GETs for %d objects of %d blocks", 3*4*partitions, len(c.fetch), c.rec.Count(tier.OpGet), objects, objects*partitions)
 }
 
 // TestReadsSurviveAFetchNodeKilled: consumers on two fetch nodes tail
 // partitions while the third is shut down mid-read; they see no error and
 // every record. Once its lease is gone the survivors agree on the owners
-// again, and new blocks are read from the bucket once each.
+// again, and new objects are read from the bucket once each.
 func TestReadsSurviveAFetchNodeKilled(t *testing.T) {
 	c := startCluster(t, 3)
 	const partitions, per = 3, 20
@@ -228,7 +245,7 @@ func TestReadsSurviveAFetchNodeKilled(t *testing.T) {
 	}
 	vcancel()
 	vwg.Wait()
-	// Blocks written now are partly owned by the dead node until the
+	// Objects written now are partly owned by the dead node until the
 	// survivors learn it is gone.
 	produceBatches(t, c.ingest, "tail", partitions, second, per, first*per)
 	wg.Wait()
@@ -265,19 +282,20 @@ func TestReadsSurviveAFetchNodeKilled(t *testing.T) {
 	for err := range errs2 {
 		t.Error(err)
 	}
-	gets := getsPerBlock(c.rec)
-	if want := puts(c.rec) * partitions; len(gets) != want {
-		t.Errorf("%d new blocks read from the bucket, want %d", len(gets), want)
+	gets := wholeGets(t, c.rec)
+	if want := puts(c.rec); len(gets) != want {
+		t.Errorf("%d new objects read from the bucket, want %d", len(gets), want)
 	}
-	for b, n := range gets {
+	for o, n := range gets {
 		if n != 1 {
-			t.Errorf("block %s: %d GETs after the membership settled, want 1", b, n)
+			t.Errorf("object %s: %d GETs after the membership settled, want 1", o, n)
 		}
 	}
 }
 
 // TestDiskCacheAcrossRestart: a fetch node restarted on the same cache_dir
-// serves the blocks it read before from disk, with no GET.
+// serves the blocks it read before from disk, with no GET. (It read each
+// object whole, once, and cached every block of it.)
 func TestDiskCacheAcrossRestart(t *testing.T) {
 	c := startCluster(t, 0)
 	dir := t.TempDir()
@@ -294,8 +312,8 @@ func TestDiskCacheAcrossRestart(t *testing.T) {
 	}
 	n := startNodeWith(t, node.RoleFetch, c.endpoints, c.rec, withDisk)
 	read(n)
-	if got := c.rec.Count(tier.OpGet); got != 6 {
-		t.Fatalf("first read: %d GETs for 6 blocks", got)
+	if got := c.rec.Count(tier.OpGet); got != 3 {
+		t.Fatalf("first read: %d GETs for 3 objects of 2 blocks", got)
 	}
 	if err := n.Shutdown(ctx); err != nil {
 		t.Fatal(err)
@@ -430,7 +448,8 @@ func BenchmarkCacheFetch(b *testing.B) {
 			// The blocks the tier serves: for peer, those the other node owns.
 			var bases []int64
 			for _, e := range entries {
-				if p, remote := reader.BlockOwners().Owner(e.Object, e.Off); tr != "peer" || (remote && p.ID == "owner") {
+				writer, _ := tier.FlushKeyNode(e.Object)
+				if p, remote := reader.BlockOwners().ObjectOwner(e.Object, writer); tr != "peer" || (remote && p.ID == "owner") {
 					bases = append(bases, e.Base)
 				}
 			}
@@ -468,7 +487,7 @@ func BenchmarkCacheFetch(b *testing.B) {
 // BenchmarkCacheGetsPerGiB: 4 consumers on each of 1 or 3 fetch nodes read
 // 8 partitions of 8 MiB-ish each (JSON events, written by a separate ingest
 // node). Figures: bucket GETs per GiB delivered to consumers, GETs per
-// block (1 is the target), and the cache hit ratio (reads served without
+// block (1 per object of 8 blocks, 0.125, is the target), and the cache hit ratio (reads served without
 // the bucket). Run with -benchtime=1x: each iteration writes a new topic.
 func BenchmarkCacheGetsPerGiB(b *testing.B) {
 	for _, nodes := range []int{1, 3} {

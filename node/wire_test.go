@@ -507,12 +507,12 @@ func TestBatchForm1000Partitions(t *testing.T) {
 	}
 }
 
-// TestBatchFetchOneGetPerBlockPerCluster: consumers fetching stored
+// TestBatchFetchOneGetPerObjectPerCluster: consumers fetching stored
 // batches from three fetch nodes read every record, decoded from the
-// batches, with one GET per block for the whole cluster — the owner ships
+// batches, with one GET per object for the whole cluster — the owner ships
 // the stored bytes, the other nodes what the owner's block service gave
-// them — as the record form does (TestOneGetPerBlockPerCluster).
-func TestBatchFetchOneGetPerBlockPerCluster(t *testing.T) {
+// them — as the record form does (TestOneGetPerObjectPerCluster).
+func TestBatchFetchOneGetPerObjectPerCluster(t *testing.T) {
 	c := startCluster(t, 3)
 	const partitions, batches, per = 3, 4, 40
 	createTopic(t, newClients(c.ingest.Addr()), "shared", partitions)
@@ -546,13 +546,13 @@ func TestBatchFetchOneGetPerBlockPerCluster(t *testing.T) {
 			}
 		}
 	}
-	gets := getsPerBlock(c.rec)
-	if len(gets) != objects*partitions {
-		t.Errorf("%d blocks were read from the bucket, want all %d", len(gets), objects*partitions)
+	gets := wholeGets(t, c.rec)
+	if len(gets) != objects {
+		t.Errorf("%d objects were read from the bucket, want all %d", len(gets), objects)
 	}
-	for b, n := range gets {
+	for o, n := range gets {
 		if n != 1 {
-			t.Errorf("block %s: %d GETs, want 1", b, n)
+			t.Errorf("object %s: %d GETs, want 1", o, n)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package tier
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -31,4 +32,23 @@ func FlushKey(prefix, nodeID string, flush uint64, now time.Time) string {
 // [start, end) of one partition.
 func CompactedKey(level int, topic string, partition int32, start, end int64, nodeID string) string {
 	return fmt.Sprintf("l%d/%s/%d/%020d-%020d-%s-%s%s", level, topic, partition, start, end, nodeID, randhex.String(4), SegmentSuffix)
+}
+
+// flushKeyRE matches the end of a FlushKey: the hour directory, the time,
+// the node, the flush sequence and the random part.
+var flushKeyRE = regexp.MustCompile(`(?:^|/)(\d{4}-\d{2}-\d{2}T\d{2})/(\d{8}T\d{6}\.\d{3}Z)-(.+)-\d+-[0-9a-f]+` + regexp.QuoteMeta(SegmentSuffix) + `$`)
+
+// FlushKeyNode returns the node that wrote the object of an ingest flush,
+// named by FlushKey, and whether key is such a name (a compacted object's
+// key is not).
+func FlushKeyNode(key string) (string, bool) {
+	m := flushKeyRE.FindStringSubmatch(key)
+	if m == nil {
+		return "", false
+	}
+	t, err := time.Parse("20060102T150405.000Z", m[2])
+	if err != nil || t.Format("2006-01-02T15") != m[1] {
+		return "", false
+	}
+	return m[3], true
 }

@@ -1,0 +1,262 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/internal/testenv"
+	"github.com/varve-io/varve/node"
+	"github.com/varve-io/varve/tier"
+)
+
+// h2cClients are API clients of one node over one HTTP/2 connection
+// without TLS, for tests with thousands of concurrent long polls.
+func h2cClients(addr string) clients {
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: &http.Transport{Protocols: protocols, DialContext: (&net.Dialer{}).DialContext}}
+	return clients{
+		topics:  varvev1connect.NewTopicServiceClient(hc, addr),
+		produce: varvev1connect.NewProduceServiceClient(hc, addr),
+		fetch:   varvev1connect.NewFetchServiceClient(hc, addr),
+	}
+}
+
+// storeTraffic is what a Recorder saw: PUTs and the bytes they wrote, GETs
+// of whole objects and ranged GETs.
+type storeTraffic struct {
+	puts, whole, ranged int
+	putBytes            int64
+}
+
+func trafficOf(rec *tier.Recorder) storeTraffic {
+	var s storeTraffic
+	for _, c := range rec.Calls() {
+		switch {
+		case c.Op == tier.OpPut:
+			s.puts++
+			s.putBytes += int64(c.Bytes)
+		case c.Op == tier.OpGet && c.Off == 0 && c.Len < 0:
+			s.whole++
+		case c.Op == tier.OpGet:
+			s.ranged++
+		}
+	}
+	return s
+}
+
+func (s storeTraffic) gets() int { return s.whole + s.ranged }
+
+// perGiB is n per GiB of the bytes PUT.
+func (s storeTraffic) perGiB(n int) float64 { return float64(n) / (float64(s.putBytes) / (1 << 30)) }
+
+// TestTailReadsOneGetPerObject: consumers on two and three fetch nodes tail
+// every partition of 8- and 1,000-partition topics while a separate ingest
+// node writes them (so no fetch node holds a fresh block at flush): the
+// bucket sees one GET per object written, each of the whole object, at
+// most 1.05 × the PUTs — not one ranged GET per block (1,000 per object at
+// 1,000 partitions).
+func TestTailReadsOneGetPerObject(t *testing.T) {
+	for _, tc := range []struct {
+		fetchNodes int
+		partitions int32
+		batches    int
+	}{
+		{2, 8, 12},
+		{3, 8, 12},
+		{2, 1000, 4},
+		{3, 1000, 4},
+	} {
+		t.Run(fmt.Sprintf("fetch-nodes=%d/partitions=%d", tc.fetchNodes, tc.partitions), func(t *testing.T) {
+			c := startCluster(t, tc.fetchNodes)
+			tailWhileProducing(t, c.ingest, c.fetch, c.rec, tc.partitions, tc.batches)
+		})
+	}
+}
+
+// TestTailReadsFromTheWriter: with nodes running both ingest and fetch,
+// the node that wrote an object owns it and serves its blocks from the
+// memory it cached them in at flush: tailing consumers on every node cause
+// no GET at all.
+func TestTailReadsFromTheWriter(t *testing.T) {
+	c := startCluster(t, 0)
+	var nodes []*node.Node
+	for i := range 2 {
+		nodes = append(nodes, startNodeWith(t, node.RoleFetch, c.endpoints, c.rec, func(cfg *node.Config) {
+			cfg.NodeID = fmt.Sprintf("both-%d", i)
+			cfg.Roles = []string{node.RoleIngest, node.RoleFetch}
+		}))
+	}
+	c.waitMembers(t, nodes)
+	tailWhileProducing(t, nodes[0], nodes, c.rec, 1000, 4)
+	if s := trafficOf(c.rec); s.gets() != 0 {
+		t.Fatalf("%d GETs (%d whole, %d ranged) for %d objects written by a fetch node, want 0", s.gets(), s.whole, s.ranged, s.puts)
+	}
+}
+
+// tailConsume reads the partitions ps of topic from offset 0 up to
+// (excluding) to, checking every record, as one consumer of many
+// partitions does: a short long poll on each partition in turn. It retries
+// what UNAVAILABLE answers (thousands of partitions at once load this
+// 2-core machine's etcd past its request timeout).
+func tailConsume(ctx context.Context, c clients, topic string, ps []int32, to int64) error {
+	next := make([]int64, len(ps))
+	for done := 0; done < len(ps); {
+		done = 0
+		for i, p := range ps {
+			if next[i] >= to {
+				done++
+				continue
+			}
+			resp, err := c.fetch.Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{Topic: topic, Partition: p, Offset: next[i], MaxBytes: 1 << 20, MaxWaitMs: 100}))
+			if connect.CodeOf(err) == connect.CodeUnavailable && ctx.Err() == nil {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("fetch %s/%d at %d: %w", topic, p, next[i], err)
+			}
+			for _, r := range resp.Msg.Records {
+				if r.Offset != next[i] || string(r.Value) != fmt.Sprintf("%d-%d", p, next[i]) {
+					return fmt.Errorf("fetch %s/%d: got offset %d value %q, want offset %d", topic, p, r.Offset, r.Value, next[i])
+				}
+				next[i]++
+			}
+		}
+	}
+	return nil
+}
+
+// tailWhileProducing starts a consumer on every fetch node for every
+// partition of a new topic, produces batches (one object each) through
+// writer, waits until every consumer has read every record, then checks
+// the bucket's GETs against its PUTs.
+func tailWhileProducing(t *testing.T, writer *node.Node, fetch []*node.Node, rec *tier.Recorder, partitions int32, batches int) {
+	t.Helper()
+	const per = 3
+	topic := fmt.Sprintf("tail%d", partitions)
+	createTopic(t, newClients(writer.Addr()), topic, partitions)
+	rec.Reset()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	const consumers = 32 // per fetch node, each reading every 32nd partition
+	errs := make(chan error, len(fetch)*consumers)
+	for _, n := range fetch {
+		cl := h2cClients(n.Addr())
+		for w := range int32(consumers) {
+			var ps []int32
+			for p := w; p < partitions; p += consumers {
+				ps = append(ps, p)
+			}
+			wg.Go(func() {
+				if err := tailConsume(ctx, cl, topic, ps, int64(batches*per)); err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	produceBatches(t, writer, topic, partitions, batches, per, 0)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s := trafficOf(rec)
+	if s.puts != batches {
+		t.Fatalf("%d produces made %d objects", batches, s.puts)
+	}
+	t.Logf("%d partitions, %d fetch nodes: %d PUTs (%d bytes), %d GETs (%d whole objects, %d ranged): %.0f PUTs/GiB, %.0f GETs/GiB, GETs/PUTs %.3f",
+		partitions, len(fetch), s.puts, s.putBytes, s.gets(), s.whole, s.ranged, s.perGiB(s.puts), s.perGiB(s.gets()), float64(s.gets())/float64(s.puts))
+	if float64(s.gets()) > 1.05*float64(s.puts) {
+		t.Fatalf("tail reads made %d GETs (%d whole, %d ranged) for %d PUTs, want at most 1.05 × the PUTs", s.gets(), s.whole, s.ranged, s.puts)
+	}
+}
+
+// TestCompactedBlocksReadByRange: once compaction has replaced the fresh
+// objects of a topic by per-partition L1 objects, consumers on two fetch
+// nodes read the L1 blocks with one ranged GET per block for the cluster,
+// never an L1 object whole.
+func TestCompactedBlocksReadByRange(t *testing.T) {
+	c := startCluster(t, 2)
+	compactor := startNodeWith(t, node.RoleCompact, c.endpoints, c.rec, func(cfg *node.Config) {
+		cfg.CompactionInterval = 50 * time.Millisecond
+		cfg.CompactionMinEntries = 5
+	})
+	const partitions, batches, per = 4, 12, 20
+	ctx := context.Background()
+	admin := varvev1connect.NewAdminServiceClient(http.DefaultClient, compactor.Addr())
+	// Paused while producing, so that every partition is compacted whole.
+	if _, err := admin.PauseCompaction(ctx, connect.NewRequest(&varvev1.PauseCompactionRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	createTopic(t, newClients(c.ingest.Addr()), "l1", partitions)
+	produceBatches(t, c.ingest, "l1", partitions, batches, per, 0)
+	if _, err := admin.ResumeCompaction(ctx, connect.NewRequest(&varvev1.ResumeCompactionRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	status := func() *varvev1.CompactionStatusResponse {
+		resp, err := admin.CompactionStatus(ctx, connect.NewRequest(&varvev1.CompactionStatusRequest{Topic: "l1"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg
+	}
+	if !testenv.Eventually(60*time.Second, func() bool {
+		s := status()
+		return s.GetBacklogEntries() == 0 && s.GetIndexEntries() == partitions
+	}) {
+		t.Fatalf("not compacted: %v", status())
+	}
+	c.rec.Reset()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(c.fetch)*partitions)
+	for _, n := range c.fetch {
+		cl := newClients(n.Addr())
+		for p := range int32(partitions) {
+			wg.Go(func() {
+				if err := consume(ctx, cl, "l1", p, 0, batches*per, 300); err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	blocks := map[string]int{}
+	objects := map[string]bool{}
+	for _, call := range c.rec.Calls() {
+		if call.Op != tier.OpGet {
+			continue
+		}
+		if _, fresh := tier.FlushKeyNode(call.Key); fresh {
+			t.Errorf("GET of fresh object %s bytes %d+%d after compaction", call.Key, call.Off, call.Len)
+			continue
+		}
+		if call.Len < 0 {
+			t.Errorf("GET of L1 object %s whole", call.Key)
+		}
+		blocks[fmt.Sprintf("%s@%d+%d", call.Key, call.Off, call.Len)]++
+		objects[call.Key] = true
+	}
+	if len(objects) < partitions {
+		t.Fatalf("GETs of %d L1 objects for %d partitions: %v", len(objects), partitions, blocks)
+	}
+	for b, n := range blocks {
+		if n != 1 {
+			t.Errorf("L1 block %s: %d GETs, want 1", b, n)
+		}
+	}
+	t.Logf("%d L1 objects, %d ranged GETs", len(objects), len(blocks))
+}
