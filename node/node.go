@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -217,7 +218,11 @@ func (n *Node) startRoles(ctx context.Context) error {
 			// them), decoded at their first record fetch.
 			n.in.OnStored = func(f ingest.Flushed) {
 				for _, b := range f.Blocks {
-					blocks.PutEncoded(f.Object, b.Info.Offset, b.Stored, b.Info.Records, b.Info.RawBytes)
+					// Stored is a window of the whole object's buffer: a
+					// copy lets the cache's byte budget free each block
+					// alone (one cached block would otherwise keep the
+					// object, up to flush_bytes, alive).
+					blocks.PutEncoded(f.Object, b.Info.Offset, bytes.Clone(b.Stored), b.Info.Records, b.Info.RawBytes)
 				}
 			}
 		}
