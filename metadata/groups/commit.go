@@ -132,8 +132,23 @@ func (c *Groups) commitOffsetsChunk(ctx context.Context, g, member string, gen i
 		}
 		var puts []clientv3.Op
 		now := time.Now().UnixMilli()
+		states := map[string]map[int32]metadata.PartitionState{}
 		for i, o := range offsets {
-			cmp, put, err := fenceOffset(g, member, gen, meta, parts[o.Topic], o, rr(2+2*i).Kvs, rr(3+2*i).Kvs, now)
+			// Past the partition key's high watermark, the offset may
+			// still be within blocks committed through sequencer records:
+			// a record-aware read decides (a high watermark only grows,
+			// so a later read is as good as one at the snapshot).
+			recordEnd := func() (int64, error) {
+				if states[o.Topic] == nil {
+					st, err := c.meta.PartitionStates(ctx, o.Topic)
+					if err != nil {
+						return 0, fmt.Errorf("commit to group %q on %s/%d: %w", g, o.Topic, o.Partition, err)
+					}
+					states[o.Topic] = st
+				}
+				return states[o.Topic][o.Partition].Next, nil
+			}
+			cmp, put, err := fenceOffset(g, member, gen, meta, parts[o.Topic], o, rr(2+2*i).Kvs, rr(3+2*i).Kvs, now, recordEnd)
 			if err != nil {
 				return err
 			}
@@ -159,7 +174,7 @@ func (c *Groups) commitOffsetsChunk(ctx context.Context, g, member string, gen i
 // the group's meta, the topic's partition count, the committed offset
 // (offsetKVs) and the partition state (partKVs) — and returns the compare
 // and the put that commit it.
-func fenceOffset(g, member string, gen int64, meta Meta, partitions int32, o OffsetCommit, offsetKVs, partKVs []*mvccpb.KeyValue, now int64) (clientv3.Cmp, clientv3.Op, error) {
+func fenceOffset(g, member string, gen int64, meta Meta, partitions int32, o OffsetCommit, offsetKVs, partKVs []*mvccpb.KeyValue, now int64, recordEnd func() (int64, error)) (clientv3.Cmp, clientv3.Op, error) {
 	if o.Partition >= partitions {
 		return clientv3.Cmp{}, clientv3.Op{}, fmt.Errorf("commit to group %q on %s/%d: %w: the topic has %d partitions", g, o.Topic, o.Partition, metadata.ErrPartitionOutOfRange, partitions)
 	}
@@ -173,6 +188,12 @@ func fenceOffset(g, member string, gen int64, meta Meta, partitions int32, o Off
 			return clientv3.Cmp{}, clientv3.Op{}, fmt.Errorf("decode partition %s/%d: %w", o.Topic, o.Partition, err)
 		}
 		end = ps.Next
+	}
+	if o.Offset > end {
+		var err error
+		if end, err = recordEnd(); err != nil {
+			return clientv3.Cmp{}, clientv3.Op{}, err
+		}
 	}
 	if o.Offset > end {
 		return clientv3.Cmp{}, clientv3.Op{}, fmt.Errorf("commit to group %q on %s/%d: %w: offset %d is past the end of the partition (%d)", g, o.Topic, o.Partition, metadata.ErrInvalidArgument, o.Offset, end)
