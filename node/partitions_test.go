@@ -23,6 +23,17 @@ import (
 // partition's log holds exactly the acknowledged records, densely, in the
 // order each producer sent them.
 func TestIdempotentProducerOverThousandPartitions(t *testing.T) {
+	idempotentOverThousandPartitions(t, node.CommitDirect)
+}
+
+// TestIdempotentProducerOverThousandPartitionsSequenced is the same through
+// the sequencer (both nodes candidates): what the fetch path reads back
+// comes from the sequencer's batch records.
+func TestIdempotentProducerOverThousandPartitionsSequenced(t *testing.T) {
+	idempotentOverThousandPartitions(t, node.CommitSequencer)
+}
+
+func idempotentOverThousandPartitions(t *testing.T, commitPath string) {
 	const (
 		partitions = 1000
 		perNode    = 4000
@@ -36,7 +47,8 @@ func TestIdempotentProducerOverThousandPartitions(t *testing.T) {
 	var nodes []*node.Node
 	for i := range 2 {
 		nodes = append(nodes, startNodeWith(t, node.RoleIngest, endpoints, st, func(cfg *node.Config) {
-			cfg.Roles = []string{node.RoleIngest, node.RoleFetch}
+			cfg.Roles = []string{node.RoleIngest, node.RoleFetch, node.RoleSequence}
+			cfg.CommitPath = commitPath
 			cfg.NodeID = fmt.Sprintf("n%d", i)
 			cfg.Linger = 20 * time.Millisecond
 		}))
