@@ -206,3 +206,29 @@ func TestScaleCountersMinIO(t *testing.T) {
 		t.Errorf("figures %+v, CPU s/MiB %v", v, r.CPUPerMiB)
 	}
 }
+
+// TestThroughputProfilePlan: the throughput profile is issue 15's
+// comparison in one run: both payloads at max rate (and json at a fixed
+// rate), 8 partitions, 2 producers, against Redis Streams and NATS.
+func TestThroughputProfilePlan(t *testing.T) {
+	p := bench.Profiles()["throughput"]
+	if strings.Join(p.Targets, ",") != "varve-minio-1,redis-streams,nats-jetstream" {
+		t.Fatalf("targets %v", p.Targets)
+	}
+	got := map[string]bench.Workload{}
+	for _, w := range p.Workloads {
+		got[w.Name] = w
+		if w.Partitions != 8 || w.Producers != 2 {
+			t.Fatalf("%s: %d partitions, %d producers", w.Name, w.Partitions, w.Producers)
+		}
+	}
+	if w := got["json-max"]; w.Rate != 0 || w.Payload != bench.PayloadJSON {
+		t.Fatalf("json-max: %+v", w)
+	}
+	if w := got["random-1k-max"]; w.Rate != 0 || w.Payload != bench.PayloadRandom || w.MessageBytes != 1024 {
+		t.Fatalf("random-1k-max: %+v", w)
+	}
+	if w := got["json-rate"]; w.Rate != 2000 {
+		t.Fatalf("json-rate: %+v", w)
+	}
+}

@@ -163,7 +163,15 @@ func Profiles() map[string]Profile {
 	big := ScaleWorkload(10000)
 	big.Duration, big.Warmup = 60*time.Second, 5*time.Second
 	full = append(full, big)
+	// throughput: issue 15's comparison in one run — both payloads at max
+	// rate and json at a fixed rate, against Redis Streams and NATS
+	// JetStream.
+	quickRandom := random
+	quickRandom.Duration, quickRandom.Warmup = 20*time.Second, 2*time.Second
 	return map[string]Profile{
+		"throughput": {Name: "throughput", Targets: []string{"varve-minio-1", "redis-streams", "nats-jetstream"},
+			Workloads:    []Workload{latency, maxRate, quickRandom},
+			FloorObjects: 16, FloorCommits: 200, FlushBytes: 8 << 20, StartupRounds: 3},
 		"quick": {Name: "quick", Targets: AllTargets, Workloads: []Workload{latency, maxRate},
 			FloorObjects: 16, FloorCommits: 200, FlushBytes: 8 << 20, StartupRounds: 3},
 		"full": {Name: "full", Targets: AllTargets, Workloads: full,
