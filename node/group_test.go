@@ -295,3 +295,40 @@ func TestGroupSessionsAcrossNodes(t *testing.T) {
 		t.Fatalf("describe after delete: %v", err)
 	}
 }
+
+// TestLeaveGroupEndsTheStreamCleanly: a member that leaves (LeaveGroup,
+// through its own node or another) sees its JoinGroup stream end without
+// an error, so a graceful leave is not counted as a failed request; a
+// member whose session expires still gets UNKNOWN_MEMBER.
+func TestLeaveGroupEndsTheStreamCleanly(t *testing.T) {
+	a := startNode(t, nil)
+	cfg := node.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.EtcdEndpoints = a.Meta().Endpoints()
+	cfg.Store = "fs:" + filepath.Join(a.dir, "objects")
+	b, err := node.New(context.Background(), cfg, node.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Shutdown(context.Background()) })
+	createTopic(t, a.c, "leave", 2)
+	ga, gb := groupClient(a.Addr()), groupClient(b.Addr())
+	for _, via := range []struct {
+		name string
+		g    varvev1connect.GroupServiceClient
+	}{{"same node", ga}, {"other node", gb}} {
+		m := joinStream(t, ga, &varvev1.JoinGroupRequest{Group: "gl", Topics: []string{"leave"}, ClientId: "test"})
+		first := m.waitMembers(t, 1)
+		if _, err := via.g.LeaveGroup(context.Background(), connect.NewRequest(&varvev1.LeaveGroupRequest{Group: "gl", MemberId: first.GetMemberId()})); err != nil {
+			t.Fatalf("%s: leave: %v", via.name, err)
+		}
+		select {
+		case err := <-m.done:
+			if err != nil {
+				t.Fatalf("%s: the JoinGroup stream of a member that left ended with %v, want no error", via.name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: the JoinGroup stream did not end after LeaveGroup", via.name)
+		}
+	}
+}

@@ -86,6 +86,10 @@ type Member struct {
 	JoinedMs         int64    `json:"joined_ms"`
 	Node             string   `json:"node,omitempty"`
 	Lease            int64    `json:"lease"`
+	// Left marks a member that asked to leave (LeaveGroup), written just
+	// before its lease is revoked, so that its session ends as closed,
+	// not expired.
+	Left bool `json:"left,omitempty"`
 }
 
 // CommittedOffset is stored at groups/<g>/offsets/<topic>/<p>.

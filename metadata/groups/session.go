@@ -290,6 +290,13 @@ func (s *Session) run(ctx context.Context, rev int64) {
 				case k == mine && ev.Type == mvccpb.DELETE:
 					s.end(fmt.Errorf("member %s of group %q: session expired: %w", s.id, g, ErrUnknownMember))
 					return
+				case k == mine && leftMark(ev.Kv.Value):
+					// LeaveGroup from any node: the session is closed,
+					// not expired.
+					s.mu.Lock()
+					s.left = true
+					s.mu.Unlock()
+					return
 				case strings.HasPrefix(k, keys.GroupMembersPrefix(g)):
 					membersChanged = true
 				case k == keys.GroupMeta(g) && ev.Type == mvccpb.PUT:
@@ -473,6 +480,18 @@ func (c *Groups) Leave(ctx context.Context, g, member string) error {
 	if len(resp.Kvs) == 0 || member == "" {
 		return fmt.Errorf("leave group %q as %s: %w", g, member, ErrUnknownMember)
 	}
+	// Mark the member as leaving first, so its session (on whichever node
+	// holds it) ends as closed rather than expired; if the mark fails the
+	// revoke still removes it.
+	var m Member
+	if json.Unmarshal(resp.Kvs[0].Value, &m) == nil {
+		m.Left = true
+		if v, err := json.Marshal(m); err == nil {
+			mk := keys.GroupMember(g, member)
+			_, _ = c.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(mk), "=", resp.Kvs[0].ModRevision)).
+				Then(clientv3.OpPut(mk, string(v), clientv3.WithIgnoreLease())).Commit()
+		}
+	}
 	if _, err := c.cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return fmt.Errorf("leave group %q as %s: %w", g, member, err)
 	}
@@ -518,4 +537,10 @@ func (c *Groups) Heartbeat(ctx context.Context, g, member string) (int64, error)
 		return 0, fmt.Errorf("heartbeat of %s in group %q: %w", member, g, err)
 	}
 	return gen, nil
+}
+
+// leftMark reports a member value marked Left by Leave.
+func leftMark(v []byte) bool {
+	var m Member
+	return json.Unmarshal(v, &m) == nil && m.Left
 }

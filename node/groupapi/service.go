@@ -136,8 +136,8 @@ func (s *Service) JoinGroup(ctx context.Context, req *connect.Request[varvev1.Jo
 	for {
 		g, err := sess.Next(ctx, gen)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if ctx.Err() != nil || errors.Is(err, groups.ErrClosedSession) {
+				return nil // the client left (LeaveGroup) or went away
 			}
 			return s.groupErr(err)
 		}
