@@ -100,7 +100,7 @@ func (c *Groups) commitOffsetsChunk(ctx context.Context, g, member string, gen i
 			return (*clientv3.GetResponse)(resp.Responses[i].GetResponseRange())
 		}
 		memberKV := rr(1).Kvs
-		if len(memberKV) == 0 {
+		if len(memberKV) == 0 || leftMark(memberKV[0].Value) {
 			return fmt.Errorf("commit to group %q as %s: %w (its session ended; join again)", g, member, ErrUnknownMember)
 		}
 		metaKV := rr(0).Kvs

@@ -519,7 +519,7 @@ func (c *Groups) Heartbeat(ctx context.Context, g, member string) (int64, error)
 		return 0, fmt.Errorf("heartbeat of %s in group %q: %w", member, g, err)
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
-	if len(kvs) == 0 {
+	if len(kvs) == 0 || leftMark(kvs[0].Value) {
 		return 0, fmt.Errorf("heartbeat of %s in group %q: %w", member, g, ErrUnknownMember)
 	}
 	var gen int64
