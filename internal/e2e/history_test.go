@@ -60,7 +60,7 @@ func historySeed(t *testing.T) uint64 {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	t.Logf("seed %d, %d kill rounds; replay: VARVE_HISTORY_SEED=%d go test -run 'TestRandomizedHistory$' -v ./internal/e2e/", seed, historyRounds(t), seed)
+	t.Logf("seed %d, %d kill rounds; replay: VARVE_HISTORY_SEED=%d go test -run '%s$' -v ./internal/e2e/", seed, historyRounds(t), seed, t.Name())
 	return seed
 }
 
