@@ -3,12 +3,14 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"runtime"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/sequencer"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
@@ -154,6 +156,15 @@ func MeasureFloor(ctx context.Context, t VarveTarget, ws []Workload, flushBytes,
 	if _, err := mc.CreateTopic(ctx, metadata.Topic{Name: topic, Partitions: int32(w.Partitions)}); err != nil {
 		return nil, fmt.Errorf("floor topic: %w", err)
 	}
+	// A target committing through the sequencer refuses direct commits:
+	// its floor is the commit through the elected sequencer, as its nodes
+	// do it.
+	var committer interface {
+		Commit(context.Context, string, []metadata.Append) ([]metadata.AppendResult, error)
+	} = mc
+	if sq, ok := t.(interface{ Sequenced() bool }); ok && sq.Sequenced() {
+		committer = sequencer.NewClient(mc, sequencer.NewDialer(http.DefaultClient))
+	}
 	com := newHist()
 	for i := 0; i < commits; i++ {
 		apps := make([]metadata.Append, 0, len(infos))
@@ -162,7 +173,7 @@ func MeasureFloor(ctx context.Context, t VarveTarget, ws []Workload, flushBytes,
 				Off: bi.Offset, Len: bi.Length, Records: bi.Records, MinTS: bi.MinTimestamp, MaxTS: bi.MaxTimestamp, RawBytes: bi.RawBytes})
 		}
 		s := time.Now()
-		if _, err := mc.Commit(ctx, fmt.Sprintf("floor-%s-%d", topic, i), apps); err != nil {
+		if _, err := committer.Commit(ctx, fmt.Sprintf("floor-%s-%d", topic, i), apps); err != nil {
 			return nil, fmt.Errorf("floor commit: %w", err)
 		}
 		_ = com.RecordValue(max(1, time.Since(s).Microseconds()))

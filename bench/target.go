@@ -375,6 +375,9 @@ type VarveMinIO struct {
 	s3client *s3.Client
 }
 
+// Sequenced reports a target whose nodes commit through the sequencer.
+func (t *VarveMinIO) Sequenced() bool { return t.CommitPath == CommitPathSequencer }
+
 func (t *VarveMinIO) Name() string {
 	n := fmt.Sprintf("varve-minio-%d", t.Nodes)
 	if t.Secure {
@@ -423,8 +426,12 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 		}
 		t.opts = t.sec.clientOptions()
 	}
+	roles := "ingest,fetch"
+	if t.CommitPath == CommitPathSequencer {
+		roles += ",sequence" // every node a candidate, as serve's default roles
+	}
 	for i := 0; i < t.Nodes; i++ {
-		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), "ingest,fetch")
+		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), roles)
 		if err != nil {
 			t.Stop()
 			return err
