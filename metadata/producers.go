@@ -272,9 +272,24 @@ func (v *ProducerView) Check(p int32, b ProducerBatch) (dupBase int64, err error
 }
 
 // Assume advances the view as if b (accepted by Check) were committed; the
-// ingester uses it for batches it holds that are not committed yet.
+// ingester uses it for batches it holds that are not committed yet. A batch
+// the view already reflects (its commit landed before the view was read,
+// while the node still holds it) leaves the view unchanged: counted twice,
+// it would push older batches out of the recent ones, and their retries
+// would be refused as out of order.
 func (v *ProducerView) Assume(p int32, b ProducerBatch) {
+	if reflects(v.states[p], b) {
+		return
+	}
 	v.states[p] = advance(v.states[p], b, -1)
+}
+
+// reflects reports whether st already counts batch b: b is of st's epoch
+// and starts below its next sequence, or st is of a later epoch. Sequences
+// of an epoch only grow, so such a batch committed before st was written
+// (or can no longer commit). A nil st reflects nothing.
+func reflects(st *ProducerState, b ProducerBatch) bool {
+	return st != nil && (st.Epoch > b.Epoch || st.Epoch == b.Epoch && b.FirstSeq < st.Next)
 }
 
 // Ahead reports whether batch b on partition p is of the view's epoch and

@@ -264,3 +264,34 @@ func TestIdempotentCommitRace(t *testing.T) {
 		t.Fatalf("partition: %+v %v, want next %d", st, err, rounds*count)
 	}
 }
+
+// TestAssumeHeldBatchAlreadyCommitted: a view read after a held batch's
+// commit landed already counts it; assuming it again changes nothing, so
+// the batches before it stay answerable as duplicates. A held batch of an
+// older epoch does not take the view back to that epoch either.
+func TestAssumeHeldBatchAlreadyCommitted(t *testing.T) {
+	batch := func(epoch, seq int32) metadata.ProducerBatch {
+		return metadata.ProducerBatch{ID: 1, Epoch: epoch, FirstSeq: seq, Count: 1}
+	}
+	var st *metadata.ProducerState
+	for seq := range int32(5) {
+		st = metadata.AdvanceState(st, batch(0, seq), int64(10+seq))
+	}
+	v := metadata.RememberedView(1, "t", 0, map[int32]*metadata.ProducerState{0: st})
+	for seq := int32(1); seq < 5; seq++ {
+		v.Assume(0, batch(0, seq)) // held, and committed since
+	}
+	if dup, err := v.Check(0, batch(0, 0)); err != nil || dup != 10 {
+		t.Fatalf("retry of batch 0: dup %d, err %v; want its offset 10", dup, err)
+	}
+	v.Assume(0, batch(0, 5)) // held, not committed yet
+	if dup, err := v.Check(0, batch(0, 6)); err != nil || dup >= 0 {
+		t.Fatalf("next batch after the held one: dup %d, err %v; want accepted", dup, err)
+	}
+
+	v = metadata.RememberedView(1, "t", 1, map[int32]*metadata.ProducerState{0: metadata.AdvanceState(nil, batch(1, 0), 20)})
+	v.Assume(0, batch(0, 7)) // held under the fenced epoch 0
+	if dup, err := v.Check(0, batch(1, 1)); err != nil || dup >= 0 {
+		t.Fatalf("epoch 1's next batch: dup %d, err %v; want accepted", dup, err)
+	}
+}
