@@ -65,7 +65,10 @@ func testRetryWhileLaterBatchesLand(t *testing.T, path string) {
 	}
 	var committer ingest.Committer = meta
 	if path == "sequencer" {
-		seq := sequencer.New(meta, sequencer.Config{ID: "s"})
+		seq, err := sequencer.New(meta, sequencer.Config{ID: "s"})
+		if err != nil {
+			t.Fatal(err)
+		}
 		sctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = seq.Run(sctx) }()
