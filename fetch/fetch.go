@@ -189,6 +189,20 @@ func (f *Fetcher) fetch(ctx context.Context, topic string, p int32, offset int64
 func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64, maxBytes int, st metadata.PartitionState, askEtcd, position bool) (Result, error) {
 	res := Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}
 	entries := f.index.Entries(topic, p, offset, 16)
+	if (len(entries) == 0 || entries[0].Base > offset) && askEtcd && offset >= st.Next {
+		// At the tail: let the cache catch up with etcd (one shared,
+		// cheap round for every tailing reader) instead of reading the
+		// index in etcd per fetch; if it cannot, read etcd below.
+		if err := f.index.CatchUp(ctx); err == nil {
+			askEtcd = false
+			st = f.index.Partition(topic, p).State
+			res.HighWatermark, res.LogStartOffset = st.Next, st.Start
+			entries = f.index.Entries(topic, p, offset, 16)
+			if offset > st.Next {
+				return Result{}, fmt.Errorf("%w: %s/%d: offset %d is after the high watermark %d", ErrOffsetOutOfRange, topic, p, offset, st.Next)
+			}
+		}
+	}
 	if len(entries) == 0 || entries[0].Base > offset {
 		if offset >= st.Next && !askEtcd {
 			return res, nil

@@ -34,6 +34,8 @@ type Cache struct {
 	// partitions it added entries to.
 	records map[uint64][]topicPartition
 
+	catchUp catchUp // CatchUp's rounds (catchup.go)
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
