@@ -83,9 +83,8 @@ func growDoubling(b []byte, n int) []byte {
 	if cap(b)-len(b) >= n {
 		return b
 	}
-	nb := make([]byte, len(b), max(2*cap(b), len(b)+n, 64<<10))
-	copy(nb, b)
-	return nb
+	// append-make: the copied bytes are not zeroed first.
+	return append(b[:len(b):len(b)], make([]byte, max(2*cap(b), len(b)+n, 64<<10)-len(b))...)[:len(b)]
 }
 
 // noteBatch accounts one batch's header timestamps and records.
