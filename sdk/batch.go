@@ -227,6 +227,9 @@ func decodeFetched(topic string, partition int32, b []byte, from int64) ([]Recor
 	if err != nil {
 		return nil, err
 	}
+	if recs == nil {
+		recs = []Record{} // as before: an empty fetch is an empty, not nil, slice
+	}
 	return recs, nil
 }
 
