@@ -31,8 +31,13 @@ import (
 // It sorts batch (and parts) by partition, stably, so that the response's
 // results, in entry order, match batch's order. Records without a
 // timestamp get the current time (the node cannot stamp batches).
-func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []int32) error {
+func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []int32, cs *compressState) error {
 	sortByPartition(batch, parts)
+	compress := cs == nil || cs.skip == 0
+	if !compress {
+		cs.skip--
+	}
+	raw, shrunk := 0, false
 
 	now := time.Now().UnixMilli()
 	req.Records = nil
@@ -63,14 +68,37 @@ func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []i
 			}
 			recs = append(recs, sr)
 		}
-		b, err := segment.AppendProducerBatches(nil, recs)
+		b, err := segment.AppendRecordBatches(nil, recs, 0, compress)
 		if err != nil {
 			return connect.NewError(connect.CodeInvalidArgument, err)
 		}
+		for p := 0; p+segment.BatchHeaderSize <= len(b); p += int(binary.BigEndian.Uint32(b[p+8:])) + 12 {
+			shrunk = shrunk || segment.Compression(b[p+22]&7) != segment.CompressionNone
+		}
+		raw += len(b)
 		req.Batches = append(req.Batches, &varvev1.PartitionBatches{Partition: parts[start], RecordBatches: b})
 		start = end
 	}
+	if compress && !shrunk && cs != nil && raw >= incompressibleMin {
+		cs.skip = incompressibleSkip
+	}
 	return nil
+}
+
+// A topic's sender that finds none of a request's batches shrunk by zstd
+// (random or already-compressed values) sends its next incompressibleSkip
+// requests uncompressed without trying, then tries again: compressing
+// incompressible bytes costs as much CPU as compressing JSON, for
+// nothing. Requests under incompressibleMin bytes do not count (a few
+// small records may not compress even when the data does).
+const (
+	incompressibleSkip = 7
+	incompressibleMin  = 64 << 10
+)
+
+// compressState is a topic sender's record of how its requests compress.
+type compressState struct {
+	skip int // requests still to send uncompressed
 }
 
 // sortByPartition sorts batch and parts by partition, stably: a counting

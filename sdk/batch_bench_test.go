@@ -58,7 +58,7 @@ func BenchmarkBuildBatch(b *testing.B) {
 			wire := 0
 			cpu0 := cpuTime()
 			for b.Loop() {
-				if err := batchRequest(&req, batch, parts); err != nil {
+				if err := batchRequest(&req, batch, parts, nil); err != nil {
 					b.Fatal(err)
 				}
 				wire = 0
@@ -83,7 +83,7 @@ func BenchmarkDecodeFetched(b *testing.B) {
 				parts[i] = 0 // one partition: one fetch's batches
 			}
 			var req varvev1.ProduceRequest
-			if err := batchRequest(&req, batch, parts); err != nil {
+			if err := batchRequest(&req, batch, parts, nil); err != nil {
 				b.Fatal(err)
 			}
 			fetched := req.Batches[0].RecordBatches

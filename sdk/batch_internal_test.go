@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/tier/segment"
 )
 
 // TestSortByPartition: records come out grouped by partition in
@@ -51,7 +52,7 @@ func TestDecodeFetchedAllocs(t *testing.T) {
 		parts[i] = 0
 	}
 	var req varvev1.ProduceRequest
-	if err := batchRequest(&req, batch, parts); err != nil {
+	if err := batchRequest(&req, batch, parts, nil); err != nil {
 		t.Fatal(err)
 	}
 	fetched := req.Batches[0].RecordBatches
@@ -73,5 +74,53 @@ func TestDecodeFetchedAllocs(t *testing.T) {
 	})
 	if n > 50 {
 		t.Fatalf("%.0f allocations to decode %d records", n, len(batch))
+	}
+}
+
+// TestIncompressibleSkip: a sender whose request zstd could not shrink
+// sends its next requests uncompressed without trying, then tries again;
+// compressible requests are always compressed. Every request is valid.
+func TestIncompressibleSkip(t *testing.T) {
+	codecs := func(req *varvev1.ProduceRequest) (zstd, none int) {
+		for _, e := range req.Batches {
+			info, err := segment.ValidateBatches(e.RecordBatches, segment.BatchLimits{Strict: true, Produced: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range info.Batches {
+				if b.Compression == segment.CompressionZstd {
+					zstd++
+				} else {
+					none++
+				}
+			}
+		}
+		return zstd, none
+	}
+	var cs compressState
+	batch, parts := benchPending("random")
+	for i := range 2 * (incompressibleSkip + 1) {
+		var req varvev1.ProduceRequest
+		if err := batchRequest(&req, batch, parts, &cs); err != nil {
+			t.Fatal(err)
+		}
+		if z, _ := codecs(&req); z != 0 {
+			t.Fatalf("request %d: %d random batches compressed", i, z)
+		}
+		// Tried at requests 0 and 8, which set skip to 7 again.
+		if want := incompressibleSkip - i%(incompressibleSkip+1); cs.skip != want {
+			t.Fatalf("after request %d: skip %d, want %d", i, cs.skip, want)
+		}
+	}
+	cs = compressState{}
+	batch, parts = benchPending("json")
+	for i := range 3 {
+		var req varvev1.ProduceRequest
+		if err := batchRequest(&req, batch, parts, &cs); err != nil {
+			t.Fatal(err)
+		}
+		if z, n := codecs(&req); n != 0 || z == 0 || cs.skip != 0 {
+			t.Fatalf("json request %d: %d batches compressed, %d not, skip %d", i, z, n, cs.skip)
+		}
 	}
 }
