@@ -30,14 +30,16 @@ import (
 // to partition parts[i]: one entry per partition, in order of partition.
 // It sorts batch (and parts) by partition, stably, so that the response's
 // results, in entry order, match batch's order. Records without a
-// timestamp get the current time (the node cannot stamp batches).
+// timestamp get the current time (the node cannot stamp batches). cs, the
+// topic sender's compressState (nil: always try zstd), decides whether
+// this request's batches are compressed and learns from the outcome.
 func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []int32, cs *compressState) error {
 	sortByPartition(batch, parts)
 	compress := cs == nil || cs.skip == 0
 	if !compress {
 		cs.skip--
 	}
-	raw, shrunk := 0, false
+	size, shrunk := 0, false
 
 	now := time.Now().UnixMilli()
 	req.Records = nil
@@ -75,11 +77,11 @@ func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []i
 		for p := 0; p+segment.BatchHeaderSize <= len(b); p += int(binary.BigEndian.Uint32(b[p+8:])) + 12 {
 			shrunk = shrunk || segment.Compression(b[p+22]&7) != segment.CompressionNone
 		}
-		raw += len(b)
+		size += len(b)
 		req.Batches = append(req.Batches, &varvev1.PartitionBatches{Partition: parts[start], RecordBatches: b})
 		start = end
 	}
-	if compress && !shrunk && cs != nil && raw >= incompressibleMin {
+	if compress && !shrunk && cs != nil && size >= incompressibleMin {
 		cs.skip = incompressibleSkip
 	}
 	return nil
