@@ -39,7 +39,7 @@ func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []i
 	if !compress {
 		cs.skip--
 	}
-	size, shrunk := 0, false
+	size, data := 0, 0
 
 	now := time.Now().UnixMilli()
 	req.Records = nil
@@ -57,6 +57,7 @@ func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []i
 		recs = recs[:0]
 		for ; end < len(batch) && parts[end] == parts[start]; end++ {
 			r := &batch[end].rec
+			data += recordDataSize(r)
 			sr := segment.Record{Key: r.Key, Value: r.Value, Timestamp: now}
 			if !r.Timestamp.IsZero() {
 				sr.Timestamp = r.Timestamp.UnixMilli()
@@ -74,28 +75,29 @@ func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []i
 		if err != nil {
 			return connect.NewError(connect.CodeInvalidArgument, err)
 		}
-		for p := 0; p+segment.BatchHeaderSize <= len(b); p += int(binary.BigEndian.Uint32(b[p+8:])) + 12 {
-			shrunk = shrunk || segment.Compression(b[p+22]&7) != segment.CompressionNone
-		}
 		size += len(b)
 		req.Batches = append(req.Batches, &varvev1.PartitionBatches{Partition: parts[start], RecordBatches: b})
 		start = end
 	}
-	if compress && !shrunk && cs != nil && size >= incompressibleMin {
+	// Batches as sent at least 97% of the records' data: zstd saved
+	// (almost) nothing.
+	if compress && cs != nil && data >= incompressibleMin && int64(size)*100 >= int64(data)*incompressibleRatio {
 		cs.skip = incompressibleSkip
 	}
 	return nil
 }
 
-// A topic's sender that finds none of a request's batches shrunk by zstd
-// (random or already-compressed values) sends its next incompressibleSkip
-// requests uncompressed without trying, then tries again: compressing
-// incompressible bytes costs as much CPU as compressing JSON, for
-// nothing. Requests under incompressibleMin bytes do not count (a few
-// small records may not compress even when the data does).
+// A topic's sender whose request zstd could not shrink below
+// incompressibleRatio percent of its records' data (random or
+// already-compressed values) sends its next incompressibleSkip requests
+// uncompressed without trying, then tries again: compressing
+// incompressible bytes costs as much CPU as compressing JSON, for (almost)
+// nothing. Requests with less than incompressibleMin bytes of data do not
+// count (a few small records may not compress even when the data does).
 const (
-	incompressibleSkip = 7
-	incompressibleMin  = 64 << 10
+	incompressibleSkip  = 7
+	incompressibleRatio = 97
+	incompressibleMin   = 64 << 10
 )
 
 // compressState is a topic sender's record of how its requests compress.

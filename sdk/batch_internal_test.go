@@ -99,13 +99,18 @@ func TestIncompressibleSkip(t *testing.T) {
 	}
 	var cs compressState
 	batch, parts := benchPending("random")
+	for _, p := range batch {
+		// 3% of each value compressible: zstd shrinks the batches a little.
+		clear(p.rec.Value[:30])
+	}
 	for i := range 2 * (incompressibleSkip + 1) {
 		var req varvev1.ProduceRequest
 		if err := batchRequest(&req, batch, parts, &cs); err != nil {
 			t.Fatal(err)
 		}
-		if z, _ := codecs(&req); z != 0 {
-			t.Fatalf("request %d: %d random batches compressed", i, z)
+		tried := i%(incompressibleSkip+1) == 0
+		if z, n := codecs(&req); tried && n != 0 || !tried && z != 0 {
+			t.Fatalf("request %d: %d batches compressed, %d not", i, z, n)
 		}
 		// Tried at requests 0 and 8, which set skip to 7 again.
 		if want := incompressibleSkip - i%(incompressibleSkip+1); cs.skip != want {
