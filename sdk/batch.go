@@ -1,9 +1,11 @@
 package sdk
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/tier/segment"
+	"github.com/varve-io/varve/tier/segment/kafkabatch"
 )
 
 // The batch form of a produce request (docs/segment-format.md, "The
@@ -27,50 +30,123 @@ import (
 // to partition parts[i]: one entry per partition, in order of partition.
 // It sorts batch (and parts) by partition, stably, so that the response's
 // results, in entry order, match batch's order. Records without a
-// timestamp get the current time (the node cannot stamp batches).
-func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []int32) error {
-	idx := make([]int, len(batch))
-	for i := range idx {
-		idx[i] = i
+// timestamp get the current time (the node cannot stamp batches). cs, the
+// topic sender's compressState (nil: always try zstd), decides whether
+// this request's batches are compressed and learns from the outcome.
+func batchRequest(req *varvev1.ProduceRequest, batch []*pendingRecord, parts []int32, cs *compressState) error {
+	sortByPartition(batch, parts)
+	compress := cs == nil || cs.skip == 0
+	if !compress {
+		cs.skip--
 	}
-	slices.SortStableFunc(idx, func(a, b int) int { return int(parts[a]) - int(parts[b]) })
-	sorted := make([]*pendingRecord, len(batch))
-	sparts := make([]int32, len(batch))
-	for i, j := range idx {
-		sorted[i], sparts[i] = batch[j], parts[j]
-	}
-	copy(batch, sorted)
-	copy(parts, sparts)
+	size, data := 0, 0
 
 	now := time.Now().UnixMilli()
 	req.Records = nil
 	req.Batches = req.Batches[:0]
+	nh := 0
+	for _, p := range batch {
+		nh += len(p.rec.Headers)
+	}
+	// The records' headers as segment.Headers, in one allocation: the
+	// encoder copies them into the batch.
+	hdrs := make([]segment.Header, 0, nh)
 	recs := make([]segment.Record, 0, len(batch))
 	for start := 0; start < len(batch); {
 		end := start
 		recs = recs[:0]
 		for ; end < len(batch) && parts[end] == parts[start]; end++ {
 			r := &batch[end].rec
+			data += recordDataSize(r)
 			sr := segment.Record{Key: r.Key, Value: r.Value, Timestamp: now}
 			if !r.Timestamp.IsZero() {
 				sr.Timestamp = r.Timestamp.UnixMilli()
 			}
 			if len(r.Headers) > 0 {
-				sr.Headers = make([]segment.Header, len(r.Headers))
-				for i, h := range r.Headers {
-					sr.Headers[i] = segment.Header{Key: h.Key, Value: h.Value}
+				h0 := len(hdrs)
+				for _, h := range r.Headers {
+					hdrs = append(hdrs, segment.Header(h))
 				}
+				sr.Headers = hdrs[h0:len(hdrs):len(hdrs)]
 			}
 			recs = append(recs, sr)
 		}
-		b, err := segment.AppendProducerBatches(nil, recs)
+		b, err := segment.AppendRecordBatches(nil, recs, 0, compress)
 		if err != nil {
 			return connect.NewError(connect.CodeInvalidArgument, err)
 		}
+		size += len(b)
 		req.Batches = append(req.Batches, &varvev1.PartitionBatches{Partition: parts[start], RecordBatches: b})
 		start = end
 	}
+	// Batches as sent at least 97% of the records' data: zstd saved
+	// (almost) nothing.
+	if compress && cs != nil && data >= incompressibleMin && int64(size)*100 >= int64(data)*incompressibleRatio {
+		cs.skip = incompressibleSkip
+	}
 	return nil
+}
+
+// A topic's sender whose request zstd could not shrink below
+// incompressibleRatio percent of its records' data (random or
+// already-compressed values) sends its next incompressibleSkip requests
+// uncompressed without trying, then tries again: compressing
+// incompressible bytes costs as much CPU as compressing JSON, for (almost)
+// nothing. Requests with less than incompressibleMin bytes of data do not
+// count (a few small records may not compress even when the data does).
+const (
+	incompressibleSkip  = 7
+	incompressibleRatio = 97
+	incompressibleMin   = 64 << 10
+)
+
+// compressState is a topic sender's record of how its requests compress.
+type compressState struct {
+	skip int // requests still to send uncompressed
+}
+
+// sortByPartition sorts batch and parts by partition, stably: a counting
+// sort over the partitions present, or a merge sort when they are spread
+// over a range too wide to count.
+func sortByPartition(batch []*pendingRecord, parts []int32) {
+	lo, hi := int32(math.MaxInt32), int32(math.MinInt32)
+	sorted := true
+	for i, p := range parts {
+		lo, hi = min(lo, p), max(hi, p)
+		if i > 0 && p < parts[i-1] {
+			sorted = false
+		}
+	}
+	if sorted {
+		return
+	}
+	sb := make([]*pendingRecord, len(batch))
+	sp := make([]int32, len(batch))
+	if span := int64(hi) - int64(lo) + 1; span <= int64(4*len(parts)+64) {
+		pos := make([]int, span+1)
+		for _, p := range parts {
+			pos[p-lo+1]++
+		}
+		for i := 1; i < len(pos); i++ {
+			pos[i] += pos[i-1]
+		}
+		for i, p := range parts {
+			j := pos[p-lo]
+			pos[p-lo]++
+			sb[j], sp[j] = batch[i], p
+		}
+	} else {
+		idx := make([]int, len(batch))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(parts[a], parts[b]) })
+		for i, j := range idx {
+			sb[i], sp[i] = batch[j], parts[j]
+		}
+	}
+	copy(batch, sb)
+	copy(parts, sp)
 }
 
 // requestCounts returns the records of each partition of req, in either
@@ -136,28 +212,57 @@ func (c *Client) fetchBatches(ctx context.Context, topic string, partition int32
 	m := res.Msg
 	var recs []Record
 	if len(m.GetRecordBatches()) > 0 {
-		srecs, offs, err := segment.DecodeBatches(m.GetRecordBatches(), offset)
+		recs, err = decodeFetched(topic, partition, m.GetRecordBatches(), offset)
 		if err != nil {
 			err = connect.NewError(connect.CodeDataLoss, fmt.Errorf("fetch %s/%d at offset %d: %w", topic, partition, offset, err))
 			c.fetched(topic, partition, nil, start, err)
 			return nil, err
-		}
-		recs = make([]Record, len(srecs))
-		for i, r := range srecs {
-			recs[i] = Record{Topic: topic, Partition: partition, ExplicitPartition: true, Offset: offs[i],
-				Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
-			if len(r.Headers) > 0 {
-				recs[i].Headers = make([]Header, len(r.Headers))
-				for j, h := range r.Headers {
-					recs[i].Headers[j] = Header{Key: h.Key, Value: h.Value}
-				}
-			}
 		}
 	} else {
 		recs = fromProtoRecords(topic, m.GetRecords()) // a node without the batch form
 	}
 	c.fetched(topic, partition, recs, start, nil)
 	return fetchResult(m, recs), nil
+}
+
+// decodeFetched decodes fetched record batches (absolute baseOffsets)
+// into the records of topic/partition at or above offset from, walking
+// the batches once into a slice sized from their headers. The records'
+// headers share a few allocations, and their keys one string per run of
+// equal keys.
+func decodeFetched(topic string, partition int32, b []byte, from int64) ([]Record, error) {
+	hint := min(segment.BatchesRecordCount(b), 1<<16)
+	var recs []Record
+	var slab []Header
+	var lastKey string
+	err := segment.VisitBatches(b, from, func(off int64, kr *kafkabatch.Record) {
+		if recs == nil {
+			recs = make([]Record, 0, hint)
+		}
+		r := Record{Topic: topic, Partition: partition, ExplicitPartition: true, Offset: off,
+			Key: kr.Key, Value: kr.Value, Timestamp: time.UnixMilli(kr.Timestamp)}
+		if kr.NumHeaders > 0 {
+			if cap(slab)-len(slab) < kr.NumHeaders {
+				slab = make([]Header, 0, max(kr.NumHeaders, min(kr.NumHeaders*max(hint-len(recs), 1), 4096)))
+			}
+			start := len(slab)
+			kafkabatch.EachHeader(kr.Headers, kr.NumHeaders, func(k, v []byte) {
+				if string(k) != lastKey {
+					lastKey = string(k)
+				}
+				slab = append(slab, Header{Key: lastKey, Value: v})
+			})
+			r.Headers = slab[start:len(slab):len(slab)]
+		}
+		recs = append(recs, r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if recs == nil {
+		recs = []Record{} // as before: an empty fetch is an empty, not nil, slice
+	}
+	return recs, nil
 }
 
 // batchFetchers holds each Client's fetch client for batches, which asks

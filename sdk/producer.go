@@ -190,7 +190,8 @@ type topicQueue struct {
 	enqueued     uint64 // records ever enqueued
 	done         uint64 // records ever completed, in enqueue order
 
-	partitions int32 // for the Partitioner; only the sender touches it
+	partitions int32         // for the Partitioner; only the sender touches it
+	compress   compressState // only the sender touches it
 }
 
 // Identity returns the idempotent producer's id and epoch (0, 0 before its
@@ -694,7 +695,7 @@ func (p *Producer) build(ctx context.Context, tq *topicQueue, batch []*pendingRe
 		}
 		parts[i] = part
 	}
-	return batchRequest(st.req, batch, parts)
+	return batchRequest(st.req, batch, parts, &tq.compress)
 }
 
 // batchError is the error of a resolved batch: its idempotence reason

@@ -64,6 +64,7 @@ func (b *BlockBuilder) AppendBatches(batches []byte, info *BatchesInfo) error {
 	}
 	b.seal()
 	start := len(b.kbuf)
+	b.kbuf = growDoubling(b.kbuf, len(batches))
 	b.kbuf = append(b.kbuf, batches...)
 	for i := range info.Batches {
 		bi := &info.Batches[i]
@@ -72,6 +73,18 @@ func (b *BlockBuilder) AppendBatches(batches []byte, info *BatchesInfo) error {
 		b.knext += int64(bi.Records)
 	}
 	return nil
+}
+
+// growDoubling returns b with room for n more bytes, at least doubling
+// its capacity when it must grow: a block filled by appended batches
+// then copies its bytes about once in all, where append's growth of
+// large slices (1.25x) copies them about four times.
+func growDoubling(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	// append-make: the copied bytes are not zeroed first.
+	return append(b[:len(b):len(b)], make([]byte, max(2*cap(b), len(b)+n, 64<<10)-len(b))...)[:len(b)]
 }
 
 // noteBatch accounts one batch's header timestamps and records.

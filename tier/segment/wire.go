@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
+
+	"github.com/varve-io/varve/tier/segment/kafkabatch"
 )
 
 // AppendProducerBatches appends recs to dst as Kafka RecordBatch v2
@@ -41,7 +44,19 @@ func AppendRecordBatches(dst []byte, recs []Record, base int64, compress bool) (
 	for i := range recs {
 		est += BatchEncodedSize(recs[i])
 	}
-	b.kpend = make([]byte, 0, min(est, batchTargetBytes+BatchEncodedSize(recs[len(recs)-1])))
+	need := min(est, batchTargetBytes+BatchEncodedSize(recs[len(recs)-1]))
+	pp, _ := pendPool.Get().(*[]byte)
+	if pp == nil || cap(*pp) < need {
+		pp = new([]byte)
+		*pp = make([]byte, 0, need)
+	}
+	defer func() {
+		if cap(*pp) <= 2*batchTargetBytes {
+			*pp = (*pp)[:0]
+			pendPool.Put(pp)
+		}
+	}()
+	b.kpend = (*pp)[:0]
 	if !compress {
 		dst = slices.Grow(dst, est+(est/batchTargetBytes+1)*BatchHeaderSize)
 	}
@@ -53,6 +68,7 @@ func AppendRecordBatches(dst []byte, recs []Record, base int64, compress bool) (
 		return dst[:start], fmt.Errorf("segment: record batches: offsets from %d do not fit", base)
 	}
 	b.seal()
+	*pp = b.kpend // sealed: its records are in kbuf now
 	out := b.kbuf
 	for p := start; p < len(out); {
 		binary.BigEndian.PutUint64(out[p:], uint64(base+int64(binary.BigEndian.Uint64(out[p:]))))
@@ -60,6 +76,10 @@ func AppendRecordBatches(dst []byte, recs []Record, base int64, compress bool) (
 	}
 	return out, nil
 }
+
+// pendPool holds AppendRecordBatches' buffers of uncompressed records,
+// which are garbage once the batches are sealed.
+var pendPool sync.Pool
 
 // DecodeBatches decodes Kafka RecordBatch v2 batches with absolute
 // baseOffsets (what BlockBatches returns, and a fetch of batches carries)
@@ -70,6 +90,41 @@ func AppendRecordBatches(dst []byte, recs []Record, base int64, compress bool) (
 func DecodeBatches(b []byte, from int64) ([]Record, []int64, error) {
 	var recs []Record
 	var offs []int64
+	err := VisitBatches(b, from, func(off int64, kr *kafkabatch.Record) {
+		if recs == nil {
+			recs = make([]Record, 0, min(BatchesRecordCount(b), len(b)/minKafkaRecordSize+1))
+			offs = make([]int64, 0, cap(recs))
+		}
+		recs = append(recs, kafkaRecordOf(kr))
+		offs = append(offs, off)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return recs, offs, nil
+}
+
+// BatchesRecordCount is the sum of the recordCount fields of the batches
+// back to back in b, read from the headers alone (nothing is checked: a
+// size hint for what DecodeBatches or VisitBatches will give).
+func BatchesRecordCount(b []byte) int {
+	n := 0
+	for len(b) >= BatchHeaderSize {
+		n += max(int(int32(binary.BigEndian.Uint32(b[57:]))), 0)
+		l := int(binary.BigEndian.Uint32(b[8:])) + batchLengthBase
+		if l < BatchHeaderSize || l > len(b) {
+			break
+		}
+		b = b[l:]
+	}
+	return n
+}
+
+// VisitBatches is DecodeBatches calling fn with each record at or above
+// from and its offset, in order, instead of collecting them, with the same
+// checks and errors. kr is reused from call to call; its slices are not:
+// they alias fresh buffers (and the uncompressed parts of b).
+func VisitBatches(b []byte, from int64, fn func(off int64, kr *kafkabatch.Record)) error {
 	next := int64(math.MinInt64)
 	for p, i := 0, 0; p < len(b); i++ {
 		h, field, reason := parseBatchHeader(b[p:], MaxBlockRawBytes, attrKnownForRead)
@@ -82,7 +137,7 @@ func DecodeBatches(b []byte, from int64) ([]Record, []int64, error) {
 			}
 		}
 		if reason != "" {
-			return nil, nil, corrupt("batch %d at %d: %s: %s", i, p, field, reason)
+			return corrupt("batch %d at %d: %s: %s", i, p, field, reason)
 		}
 		next = h.BaseOffset + int64(h.LastOffsetDelta) + 1
 		if next <= from {
@@ -91,23 +146,17 @@ func DecodeBatches(b []byte, from int64) ([]Record, []int64, error) {
 		}
 		raw, err := decompressBatch(b[p+BatchHeaderSize:p+h.Length], h.Codec(), MaxBlockRawBytes, nil)
 		if err != nil {
-			return nil, nil, corrupt("batch %d at %d: records: %v", i, p, err)
-		}
-		if recs == nil {
-			recs = make([]Record, 0, min(int(h.RecordCount), len(raw)/minKafkaRecordSize+1))
+			return corrupt("batch %d at %d: records: %v", i, p, err)
 		}
 		err = walkKafkaRecords(raw, &h, math.MaxInt, func(_ int, kr *kafkaRecord) {
-			off := h.BaseOffset + int64(kr.OffsetDelta)
-			if off < from {
-				return
+			if off := h.BaseOffset + int64(kr.OffsetDelta); off >= from {
+				fn(off, kr)
 			}
-			recs = append(recs, kafkaRecordOf(kr))
-			offs = append(offs, off)
 		})
 		if err != nil {
-			return nil, nil, corrupt("batch %d at %d: records: %v", i, p, err)
+			return corrupt("batch %d at %d: records: %v", i, p, err)
 		}
 		p += h.Length
 	}
-	return recs, offs, nil
+	return nil
 }

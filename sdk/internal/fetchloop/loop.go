@@ -218,6 +218,15 @@ func (c *Loop[R]) Poll(ctx context.Context) ([]R, error) {
 			return nil, fmt.Errorf("poll %s: consumer closed", c.topic)
 		}
 		parts = c.assigned
+		ready := 0 // size recs once: records are large and fetches return many
+		for _, p := range parts {
+			if st := c.parts[p]; st != nil && st.fetch != nil && st.fetch.done && st.fetch.err == nil {
+				ready += len(st.fetch.res.Records)
+			}
+		}
+		if ready > 0 {
+			recs = make([]R, 0, ready)
+		}
 		for _, p := range parts {
 			st := c.stateLocked(p)
 			if f := st.fetch; f != nil && f.done {

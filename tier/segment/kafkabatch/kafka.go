@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"math/bits"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -331,54 +332,38 @@ func ValidateBatches(b []byte, limits BatchLimits) (BatchesInfo, error) {
 	return info, nil
 }
 
-// strictCheck decompresses one batch and walks its records.
+// strictCheck decompresses one batch and walks its records. A zstd
+// batch is decompressed into a pooled buffer (the records are checked,
+// then dropped) and the records are walked once, without allocating:
+// the Produced checks are made during the walk.
 func strictCheck(batch []byte, h *Header, limits BatchLimits) (int, error) {
 	budget := limits.MaxUncompressedBytes
 	if budget <= 0 || budget > MaxBytes {
 		budget = MaxBytes
 	}
-	var scratch []byte
-	if h.Codec() == CompressionZstd {
-		if bp, ok := strictScratch.Get().(*[]byte); ok {
-			scratch = *bp
-		}
+	if limits.Produced && h.BaseTimestamp < 0 {
+		return 0, fmt.Errorf("baseTimestamp %d is negative", h.BaseTimestamp)
 	}
-	raw, err := Decompress(batch[BatchHeaderSize:], h.Codec(), budget, scratch)
+	var raw []byte
+	var err error
+	if h.Codec() == CompressionZstd {
+		bp, _ := strictScratch.Get().(*[]byte)
+		if bp == nil {
+			bp = new([]byte)
+		}
+		defer releaseScratch(bp)
+		raw, err = unzstdPooled(batch[BatchHeaderSize:], budget, bp)
+	} else {
+		raw, err = Decompress(batch[BatchHeaderSize:], h.Codec(), budget, nil)
+	}
 	if err != nil {
 		return 0, err
 	}
-	defer releaseRaw(h.Codec(), raw)
 	maxRec := limits.MaxRecordBytes
 	if maxRec <= 0 {
 		maxRec = math.MaxInt
 	}
-	var bad error
-	check := func(int, *Record) {}
-	if limits.Produced {
-		if h.BaseTimestamp < 0 {
-			return 0, fmt.Errorf("baseTimestamp %d is negative", h.BaseTimestamp)
-		}
-		check = func(i int, kr *Record) {
-			switch {
-			case bad != nil:
-			case kr.Timestamp < 0:
-				bad = fmt.Errorf("record %d: timestamp %d is negative", i, kr.Timestamp)
-			case kr.NumHeaders > 0:
-				j := 0
-				EachHeader(kr.Headers, kr.NumHeaders, func(k, _ []byte) {
-					if len(k) == 0 && bad == nil {
-						bad = fmt.Errorf("record %d: header %d has an empty key", i, j)
-					}
-					j++
-				})
-			}
-		}
-	}
-	err = WalkRecords(raw, h, maxRec, check)
-	if err == nil {
-		err = bad
-	}
-	return len(raw), err
+	return len(raw), walkRecords(raw, h, maxRec, limits.Produced, nil)
 }
 
 // Record is one record of a batch as WalkRecords reads it; its
@@ -397,6 +382,13 @@ type Record struct {
 // lastOffsetDelta, header keys not null, each record at most maxRec bytes,
 // and (CreateTime) that the largest record timestamp is maxTimestamp.
 func WalkRecords(raw []byte, h *Header, maxRec int, fn func(i int, r *Record)) error {
+	return walkRecords(raw, h, maxRec, false, fn)
+}
+
+// walkRecords is WalkRecords; produced adds the checks of
+// BatchLimits.Produced (record timestamps >= 0, no empty header key), and
+// fn may be nil (check only).
+func walkRecords(raw []byte, h *Header, maxRec int, produced bool, fn func(i int, r *Record)) error {
 	n := int(h.RecordCount)
 	if n > len(raw)/MinRecordSize {
 		return fmt.Errorf("%d records cannot fit in %d uncompressed bytes", n, len(raw))
@@ -428,17 +420,19 @@ func WalkRecords(raw []byte, h *Header, maxRec int, fn func(i int, r *Record)) e
 		if rr.Err == "" && (od <= prevDelta || od > int64(h.LastOffsetDelta)) {
 			return fmt.Errorf("record %d: offsetDelta %d, want above %d and at most lastOffsetDelta %d", i, od, prevDelta, h.LastOffsetDelta)
 		}
-		kr = Record{OffsetDelta: int32(od)}
+		ts := h.BaseTimestamp + tsd // wraps like Kafka's
 		if logAppend {
-			kr.Timestamp = h.MaxTimestamp
-		} else {
-			kr.Timestamp = h.BaseTimestamp + tsd // wraps like Kafka's
+			ts = h.MaxTimestamp
 		}
+		if produced && ts < 0 && rr.Err == "" {
+			return fmt.Errorf("record %d: timestamp %d is negative", i, ts)
+		}
+		var key, value []byte
 		if l, null := rr.Length("key"); !null {
-			kr.Key = rr.Bytes(l)
+			key = rr.Bytes(l)
 		}
 		if l, null := rr.Length("value"); !null {
-			kr.Value = rr.Bytes(l)
+			value = rr.Bytes(l)
 		}
 		nh := rr.Varint()
 		if rr.Err == "" && (nh < 0 || nh > int64(rr.Remaining()/2)) {
@@ -447,12 +441,17 @@ func WalkRecords(raw []byte, h *Header, maxRec int, fn func(i int, r *Record)) e
 		start := rr.P
 		for j := 0; j < int(nh) && rr.Err == ""; j++ {
 			kl, null := rr.Length("header key")
-			if null && rr.Err == "" {
-				return fmt.Errorf("record %d: header %d: null key", i, j)
+			if rr.Err == "" {
+				switch {
+				case null:
+					return fmt.Errorf("record %d: header %d: null key", i, j)
+				case kl == 0 && produced:
+					return fmt.Errorf("record %d: header %d has an empty key", i, j)
+				}
 			}
-			rr.Bytes(kl)
+			rr.P += kl // Length checked kl against the bytes left
 			if vl, null := rr.Length("header value"); !null {
-				rr.Bytes(vl)
+				rr.P += vl
 			}
 		}
 		if rr.Err != "" {
@@ -461,14 +460,15 @@ func WalkRecords(raw []byte, h *Header, maxRec int, fn func(i int, r *Record)) e
 		if rr.P != end {
 			return fmt.Errorf("record %d: length says %d bytes, its fields take %d", i, l, rr.P-r.P)
 		}
-		kr.NumHeaders = int(nh)
-		kr.Headers = raw[start:end:end]
-		if i == 0 || kr.Timestamp > maxTS {
-			maxTS = kr.Timestamp
+		if i == 0 || ts > maxTS {
+			maxTS = ts
 		}
 		prevDelta = od
 		r.P = end
-		fn(i, &kr)
+		if fn != nil {
+			kr = Record{OffsetDelta: int32(od), Timestamp: ts, Key: key, Value: value, NumHeaders: int(nh), Headers: raw[start:end:end]}
+			fn(i, &kr)
+		}
 	}
 	if r.Remaining() != 0 {
 		return fmt.Errorf("%d bytes after the last of %d records", r.Remaining(), n)
@@ -544,14 +544,28 @@ func Decompress(p []byte, c Compression, budget int, scratch []byte) ([]byte, er
 // batches into (the records are checked, then dropped).
 var strictScratch sync.Pool
 
-// releaseRaw returns a zstd batch's decompressed buffer to strictScratch
-// (buffers above 8 MiB are left to the GC); other codecs' buffers are
-// plain allocations.
-func releaseRaw(c Compression, raw []byte) {
-	if c == CompressionZstd && cap(raw) <= 8<<20 {
-		b := raw[:0]
-		strictScratch.Put(&b)
+// maxPooledScratch bounds the buffers strictScratch keeps: larger ones
+// (batches of more than 8 MiB of records) are left to the GC.
+const maxPooledScratch = 8 << 20
+
+func releaseScratch(bp *[]byte) {
+	if cap(*bp) <= maxPooledScratch {
+		*bp = (*bp)[:0]
+		strictScratch.Put(bp)
 	}
+}
+
+// unzstdPooled is unzstd into *buf, which it replaces by a larger buffer
+// (rounded up to a power of two, so that the pool's buffers soon fit every
+// batch) when the frame declares more than it holds.
+func unzstdPooled(p []byte, budget int, buf *[]byte) ([]byte, error) {
+	var fh zstd.Header
+	if err := fh.Decode(p); err == nil && fh.HasFCS && fh.FrameContentSize <= uint64(budget) {
+		if need := int(fh.FrameContentSize) + wire.ZstdSlack; cap(*buf) < need {
+			*buf = make([]byte, 0, max(64<<10, 1<<bits.Len(uint(need-1))))
+		}
+	}
+	return unzstd(p, budget, *buf)
 }
 
 func readLimited(r io.Reader, guess, budget int, what string) ([]byte, error) {
