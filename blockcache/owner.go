@@ -93,25 +93,7 @@ func (o *Owners) Suspect(id string, d time.Duration) {
 // is another node. With no live node but this one (or none at all) the
 // owner is this node.
 func (o *Owners) Owner(object string, off int64) (Peer, bool) {
-	o.mu.RLock()
-	defer o.mu.RUnlock()
-	var best Peer
-	var bestScore uint64
-	found := false
-	now := time.Now()
-	for _, p := range o.peers {
-		if until, ok := o.suspect[p.ID]; ok && now.Before(until) {
-			continue
-		}
-		s := score(p.ID, object, off)
-		if !found || s > bestScore || (s == bestScore && p.ID < best.ID) {
-			best, bestScore, found = p, s, true
-		}
-	}
-	if !found || best.ID == o.self {
-		return Peer{ID: o.self}, false
-	}
-	return best, true
+	return o.pick("", func(id string) uint64 { return score(id, object, off) })
 }
 
 // ObjectOwner returns the owner of every block of a fresh (level 0) object
@@ -120,6 +102,13 @@ func (o *Owners) Owner(object string, off int64) (Peer, bool) {
 // them), else the winner of rendezvous hashing of the object key alone, so
 // one node reads the whole object once for the cluster.
 func (o *Owners) ObjectOwner(object, writer string) (Peer, bool) {
+	return o.pick(writer, func(id string) uint64 { return objectScore(id, object) })
+}
+
+// pick returns the live, unsuspected node preferred (if any), else the
+// one of highest weight (ties to the lowest id), and whether it is
+// another node than this one.
+func (o *Owners) pick(preferred string, weight func(id string) uint64) (Peer, bool) {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	var best Peer
@@ -130,11 +119,11 @@ func (o *Owners) ObjectOwner(object, writer string) (Peer, bool) {
 		if until, ok := o.suspect[p.ID]; ok && now.Before(until) {
 			continue
 		}
-		if p.ID == writer {
+		if preferred != "" && p.ID == preferred {
 			best, found = p, true
 			break
 		}
-		s := objectScore(p.ID, object)
+		s := weight(p.ID)
 		if !found || s > bestScore || (s == bestScore && p.ID < best.ID) {
 			best, bestScore, found = p, s, true
 		}

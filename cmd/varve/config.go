@@ -154,13 +154,8 @@ func loadConfigFile(path string, c *node.Config) (bucket string, err error) {
 // loadConfigEnv applies the VARVE_* variables of environ to c and returns
 // VARVE_BUCKET.
 func loadConfigEnv(environ []string, c *node.Config) (bucket string, err error) {
-	slices.Sort(environ)
-	for _, kv := range environ {
-		name, v, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "VARVE_") || slices.Contains(otherEnv, name) {
-			continue
-		}
-		key := strings.ToLower(strings.TrimPrefix(name, "VARVE_"))
+	for _, ev := range settingVars(environ) {
+		name, key, v := ev.name, ev.key, ev.value
 		if key == bucketKey {
 			bucket = v
 			continue
@@ -258,18 +253,31 @@ func newLogger(c node.Config) (*slog.Logger, error) {
 // setting nor one of otherEnv (client commands run it first: a misspelled
 // VARVE_ADR would otherwise leave the default address in force).
 func unknownVarveEnv(environ []string) error {
-	slices.Sort(environ)
-	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "VARVE_") || slices.Contains(otherEnv, name) {
-			continue
-		}
-		key := strings.ToLower(strings.TrimPrefix(name, "VARVE_"))
-		if _, ok := lookupSetting(key); !ok && key != bucketKey {
-			return unknownEnvError(name)
+	for _, ev := range settingVars(environ) {
+		if _, ok := lookupSetting(ev.key); !ok && ev.key != bucketKey {
+			return unknownEnvError(ev.name)
 		}
 	}
 	return nil
+}
+
+// envVar is a VARVE_* variable meant as a setting: its name, its setting
+// key (lower case, without the prefix) and its value.
+type envVar struct{ name, key, value string }
+
+// settingVars returns the VARVE_* variables of environ other than
+// otherEnv, sorted by name.
+func settingVars(environ []string) []envVar {
+	var out []envVar
+	for _, kv := range environ {
+		name, v, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "VARVE_") || slices.Contains(otherEnv, name) {
+			continue
+		}
+		out = append(out, envVar{name, strings.ToLower(strings.TrimPrefix(name, "VARVE_")), v})
+	}
+	slices.SortFunc(out, func(a, b envVar) int { return strings.Compare(a.name, b.name) })
+	return out
 }
 
 func unknownEnvError(name string) error {
