@@ -177,7 +177,10 @@ func startDevArgs(t *testing.T, dataDir string, port int, extra ...string) *proc
 // and serve reads, and writes must resume when space returns, without a
 // restart. Before, the process exited 1 without a log line.
 func TestDevDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, "80m")
+	// Room for two 64 MB WAL files: etcd's WAL pipeline preallocates the
+	// next file in the background at start, and with one file's room it
+	// sometimes filled the disk before etcd's first database write.
+	mnt := mountTmpfs(t, "160m")
 	dataDir := filepath.Join(mnt, "data")
 	port := freePortRun(t)
 	// No probe while the test looks: readiness follows the failed PUT.

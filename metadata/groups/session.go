@@ -402,6 +402,9 @@ func (c *Groups) readGroup(ctx context.Context, g string) (meta Meta, metaRev in
 		if err := json.Unmarshal(kv.Value, &m); err != nil {
 			return meta, 0, nil, fmt.Errorf("decode member %s: %w", kv.Key, err)
 		}
+		if m.Left {
+			continue // leaving: its lease is being revoked
+		}
 		members = append(members, m)
 	}
 	return meta, metaRev, members, nil
