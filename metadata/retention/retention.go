@@ -18,14 +18,15 @@ import (
 // Client applies retention in the etcd of a metadata client. It is safe
 // for concurrent use.
 type Client struct {
-	cli *clientv3.Client
-	log *slog.Logger
+	cli  *clientv3.Client
+	log  *slog.Logger
+	meta *metadata.Client
 }
 
 // New returns retention over meta's etcd; meta outlives it.
 func New(meta *metadata.Client) *Client {
 	cn := conn.Of(meta)
-	return &Client{cli: cn.KV, log: cn.Log}
+	return &Client{cli: cn.KV, log: cn.Log, meta: meta}
 }
 
 // retentionPerTxn bounds the index entries one retention transaction drops:
@@ -72,7 +73,9 @@ func (c *Client) Apply(ctx context.Context, topic string, p int32, now time.Time
 			return res, err
 		}
 		if done {
-			return res, nil
+			// The blocks committed through the sequencer at the start of
+			// the log, once index keys no longer come first.
+			return res, c.applyRecords(ctx, topic, p, now, &res)
 		}
 		if n > 0 {
 			attempt = 0 // progress: a full chunk went; look for more
