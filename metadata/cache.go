@@ -318,6 +318,7 @@ func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *
 		if json.Unmarshal(kv.Value, &st) == nil {
 			pc.direct = st
 			pc.refresh()
+			pc.hideExpiredRecords()
 		}
 	case "index":
 		var e IndexEntry
@@ -327,6 +328,21 @@ func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *
 		e.Topic, e.Partition, e.Base, e.ModRev = k.topic, k.partition, k.base, kv.ModRevision
 		pc.insertKey(e)
 	}
+}
+
+// hideExpiredRecords stops serving the record entries that end at or
+// below the log start.
+func (pc *partCache) hideExpiredRecords() {
+	if pc.direct.Start == 0 || len(pc.recs) == 0 {
+		return
+	}
+	kept := pc.entries[:0:0]
+	for _, e := range pc.entries {
+		if e.Record == 0 || e.End() > pc.direct.Start {
+			kept = append(kept, e)
+		}
+	}
+	pc.entries = kept
 }
 
 // overlapping returns the range [i, j) of es (sorted by Base, not
@@ -386,9 +402,10 @@ func (pc *partCache) shadowed(base, end int64) bool {
 	return false
 }
 
-// serveRecord serves a record entry unless a key entry shadows it.
+// serveRecord serves a record entry unless a key entry shadows it or it
+// ends at or below the log start (expired).
 func (pc *partCache) serveRecord(e IndexEntry) {
-	if !pc.shadowed(e.Base, e.End()) {
+	if e.End() > pc.direct.Start && !pc.shadowed(e.Base, e.End()) {
 		pc.insert(e)
 	}
 }

@@ -50,8 +50,8 @@ func (ca *Cache) Snapshot(topic string, p int32) ([]IndexEntry, PartitionState, 
 // IndexEntries reads a partition's index entries (with their ModRev) and
 // state at one revision: the entries under index keys and, in base order
 // among them, the blocks committed through the sequencer (Record set,
-// ModRev the record key's) that no index key entry overlaps: key entries
-// shadow record entries (docs/metadata.md, "Reading the records"). The
+// ModRev the record key's) that no index key entry overlaps and that end
+// after the log start: key entries shadow record entries (docs/metadata.md, "Reading the records"). The
 // state's high watermark includes every record entry, shadowed or not,
 // and the key entries. It reads every live sequencer record.
 func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]IndexEntry, PartitionState, error) {
@@ -105,7 +105,11 @@ func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]Ind
 		for _, r := range recs {
 			st.Next = max(st.Next, r.End())
 		}
-		out = append(out, unshadowed(out, recs)...)
+		for _, r := range unshadowed(out, recs) {
+			if r.End() > st.Start { // below the log start: expired
+				out = append(out, r)
+			}
+		}
 		sort.SliceStable(out, func(i, j int) bool { return out[i].Base < out[j].Base })
 	}
 	return out, st, nil

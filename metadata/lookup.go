@@ -82,7 +82,7 @@ func (c *Client) LookupIndex(ctx context.Context, topic string, p int32, offset 
 			}
 			shadow = kr.Count > 0
 		}
-		if !shadow {
+		if !shadow && re.End() > st.Start {
 			e, found = re, true
 		}
 	}

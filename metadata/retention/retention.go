@@ -67,6 +67,7 @@ type Result struct {
 func (c *Client) Apply(ctx context.Context, topic string, p int32, now time.Time) (Result, error) {
 	var res Result
 	backoff := 5 * time.Millisecond
+	again := false
 	for attempt := 0; ; {
 		n, done, err := c.step(ctx, topic, p, now, &res)
 		if err != nil {
@@ -74,8 +75,15 @@ func (c *Client) Apply(ctx context.Context, topic string, p int32, now time.Time
 		}
 		if done {
 			// The blocks committed through the sequencer at the start of
-			// the log, once index keys no longer come first.
-			return res, c.applyRecords(ctx, topic, p, now, &res)
+			// the log, and index keys of a partition with no partition key
+			// (compacted from such blocks): the log start moves past the
+			// expired ones; keys below it go in the next step.
+			pastKeys, err := c.applyRecords(ctx, topic, p, now, &res)
+			if err != nil || !pastKeys || again {
+				return res, err
+			}
+			again = true
+			continue
 		}
 		if n > 0 {
 			attempt = 0 // progress: a full chunk went; look for more

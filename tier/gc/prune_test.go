@@ -325,3 +325,57 @@ func waitIndex(t *testing.T, meta *metadata.Client, index *metadata.Cache, topic
 }
 
 func head(s []string) []string { return s[:min(len(s), 3)] }
+
+// TestRetentionExpiresCompactedRecordEntries: a topic written only through
+// the sequencer (no partition keys), its record entries compacted into
+// index keys, everything past retention. Retention moves each log start
+// past them and deletes the keys; the pruner deletes the records and GC
+// every object.
+func TestRetentionExpiresCompactedRecordEntries(t *testing.T) {
+	ctx := context.Background()
+	const parts = 3
+	c := newSeqCluster(t, metadata.Topic{Name: "ret", Partitions: parts, RetentionMs: 1000, RetentionBytes: -1})
+	want := map[int32][]string{}
+	produceRounds(t, c.ingester(t, true), "ret", parts, 4, "s", want)
+	waitIndex(t, c.meta, c.index, "ret", parts)
+	cmp, err := compact.New(compact.Config{NodeID: "c1", MinEntries: 2}, c.store, c.meta, c.index, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cmp.Close)
+	if st, err := cmp.RunOnce(ctx); err != nil || st.EntriesIn != 4*parts {
+		t.Fatalf("compaction: %+v, %v; want every record entry compacted", st, err)
+	}
+	clk := &clock{}
+	j := newJanitor(t, c.store, c.meta, clk)
+	rep, err := j.Retention(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Entries != parts {
+		t.Fatalf("retention dropped %d entries, want the %d compacted ones", rep.Entries, parts)
+	}
+	for p := range int32(parts) {
+		entries, st, err := c.meta.IndexEntries(ctx, "ret", p)
+		if err != nil || len(entries) != 0 || st.Start != 4 || st.Next != 4 {
+			t.Fatalf("partition %d after retention: %+v %+v, %v; want no entry, start 4, next 4", p, entries, st, err)
+		}
+	}
+	if _, err := j.PruneRecords(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCheckpoint(t, c.meta)
+	clk.Advance(gc.DefaultRecordGrace + time.Second)
+	if pr, err := j.PruneRecords(ctx); err != nil || pr.Kept != 0 || pr.Deleted == 0 {
+		t.Fatalf("pruning: %+v, %v; want every record deleted", pr, err)
+	}
+	for range 3 {
+		clk.Advance(2 * grace)
+		if _, err := j.CollectOrphans(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := listKeys(t, c.store); len(left) != 0 {
+		t.Fatalf("objects left after retention and GC: %v", left)
+	}
+}
