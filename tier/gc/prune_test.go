@@ -241,7 +241,11 @@ func TestPrunedRecordsKeepTheLog(t *testing.T) {
 		if ph == 0 {
 			firstOther = other
 		}
-		t.Logf("phase %d: etcd live bytes outside index keys %d", ph, other)
+		ss, err := foot.StorageStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("phase %d: etcd live bytes outside index keys %d; etcd DB %d bytes, %d in use", ph, other, ss.DBSize, ss.DBSizeInUse)
 		if other > 2*firstOther+4096 {
 			t.Fatalf("phase %d: etcd live bytes outside index keys grew from %d to %d", ph, firstOther, other)
 		}
