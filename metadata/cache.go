@@ -46,17 +46,29 @@ type topicPartition struct {
 }
 
 type partCache struct {
-	state   PartitionState // direct with Next raised to recNext
-	direct  PartitionState // as its partition key holds it
-	recNext int64          // the end of its last record entry
-	entries []IndexEntry   // sorted by Base
+	state  PartitionState // direct with Next raised to recNext and keyNext
+	direct PartitionState // as its partition key holds it
+	// recNext is the end of its last record entry, served or shadowed; a
+	// pruned record does not lower it (its offsets are covered by index
+	// keys or below the log start). keyNext is the end of its last index
+	// key entry.
+	recNext, keyNext int64
+	// entries are the served entries, sorted by Base: every index key
+	// entry and the record entries no key entry overlaps (key entries
+	// shadow record entries, docs/metadata.md "Reading the records").
+	entries []IndexEntry
+	// recs are every record entry of the partition, served or shadowed,
+	// sorted by Base: a deleted key entry uncovers those it shadowed.
+	recs    []IndexEntry
 	changed chan struct{}
 }
 
-// refresh recomputes state from the partition key and the record entries.
+// refresh recomputes state from the partition key, the record entries and
+// the key entries: the high watermark never goes back when a record
+// shadowed by keys, or below the log start, is pruned.
 func (pc *partCache) refresh() {
 	pc.state = pc.direct
-	pc.state.Next = max(pc.direct.Next, pc.recNext)
+	pc.state.Next = max(pc.direct.Next, pc.direct.Start, pc.recNext, pc.keyNext)
 }
 
 // NewCache loads the current state and starts watching. withEntries also
@@ -251,10 +263,7 @@ func (ca *Cache) apply(wr clientv3.WatchResponse) {
 				}
 			case "index":
 				if pc := ca.parts[tp]; pc != nil {
-					i := sort.Search(len(pc.entries), func(i int) bool { return pc.entries[i].Base >= k.base })
-					if i < len(pc.entries) && pc.entries[i].Base == k.base && pc.entries[i].Record == 0 {
-						pc.entries = append(pc.entries[:i:i], pc.entries[i+1:]...)
-					}
+					pc.deleteKey(k.base)
 					changed[tp] = true
 				}
 			}
@@ -311,6 +320,7 @@ func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *
 		if json.Unmarshal(kv.Value, &st) == nil {
 			pc.direct = st
 			pc.refresh()
+			pc.hideExpiredRecords()
 		}
 	case "index":
 		var e IndexEntry
@@ -318,8 +328,106 @@ func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *
 			return
 		}
 		e.Topic, e.Partition, e.Base, e.ModRev = k.topic, k.partition, k.base, kv.ModRevision
+		pc.insertKey(e)
+	}
+}
+
+// hideExpiredRecords stops serving the record entries that end at or
+// below the log start.
+func (pc *partCache) hideExpiredRecords() {
+	if pc.direct.Start == 0 || len(pc.recs) == 0 {
+		return
+	}
+	kept := pc.entries[:0:0]
+	for _, e := range pc.entries {
+		if e.Record == 0 || e.End() > pc.direct.Start {
+			kept = append(kept, e)
+		}
+	}
+	pc.entries = kept
+}
+
+// overlapping returns the range [i, j) of es (sorted by Base, not
+// overlapping each other) that overlaps [base, end).
+func overlapping(es []IndexEntry, base, end int64) (int, int) {
+	i := sort.Search(len(es), func(i int) bool { return es[i].End() > base })
+	j := i
+	for j < len(es) && es[j].Base < end {
+		j++
+	}
+	return i, j
+}
+
+// insertKey adds an index key entry; the record entries it overlaps are
+// no longer served.
+func (pc *partCache) insertKey(e IndexEntry) {
+	i, j := overlapping(pc.entries, e.Base, e.End())
+	kept := pc.entries[:i]
+	for _, x := range pc.entries[i:j] {
+		if x.Record == 0 {
+			kept = append(kept, x)
+		}
+	}
+	if len(kept) < j {
+		pc.entries = append(kept, pc.entries[j:]...)
+	}
+	pc.insert(e)
+	if e.End() > pc.keyNext {
+		pc.keyNext = e.End()
+		pc.refresh()
+	}
+}
+
+// deleteKey removes the index key entry at base, and serves again the
+// record entries it shadowed that no other key entry overlaps.
+func (pc *partCache) deleteKey(base int64) {
+	i := sort.Search(len(pc.entries), func(i int) bool { return pc.entries[i].Base >= base })
+	if i >= len(pc.entries) || pc.entries[i].Base != base || pc.entries[i].Record != 0 {
+		return
+	}
+	end := pc.entries[i].End()
+	pc.entries = append(pc.entries[:i:i], pc.entries[i+1:]...)
+	ri, rj := overlapping(pc.recs, base, end)
+	for _, r := range pc.recs[ri:rj] {
+		pc.serveRecord(r)
+	}
+}
+
+// shadowed reports whether an index key entry overlaps [base, end).
+func (pc *partCache) shadowed(base, end int64) bool {
+	i, j := overlapping(pc.entries, base, end)
+	for _, x := range pc.entries[i:j] {
+		if x.Record == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// serveRecord serves a record entry unless a key entry shadows it or it
+// ends at or below the log start (expired).
+func (pc *partCache) serveRecord(e IndexEntry) {
+	if e.End() > pc.direct.Start && !pc.shadowed(e.Base, e.End()) {
 		pc.insert(e)
 	}
+}
+
+// addRecord adds a record entry to recs and, unless shadowed, to entries.
+func (pc *partCache) addRecord(e IndexEntry) {
+	n := len(pc.recs)
+	if n == 0 || pc.recs[n-1].Base < e.Base {
+		pc.recs = append(pc.recs, e)
+	} else {
+		i := sort.Search(n, func(i int) bool { return pc.recs[i].Base >= e.Base })
+		if i < n && pc.recs[i].Base == e.Base {
+			pc.recs[i] = e
+		} else {
+			pc.recs = append(pc.recs, IndexEntry{})
+			copy(pc.recs[i+1:], pc.recs[i:])
+			pc.recs[i] = e
+		}
+	}
+	pc.serveRecord(e)
 }
 
 // insert adds e in base order, replacing an entry with the same base.
@@ -362,7 +470,7 @@ func (ca *Cache) applyRecord(topics map[string]Topic, parts map[topicPartition]*
 			parts[tp] = pc
 		}
 		e.ModRev = kv.ModRevision
-		pc.insert(e)
+		pc.addRecord(e)
 		pc.recNext = max(pc.recNext, e.End())
 		pc.refresh()
 		if len(touched) == 0 || touched[len(touched)-1] != tp {
@@ -381,7 +489,7 @@ func (ca *Cache) applyRecord(topics map[string]Topic, parts map[topicPartition]*
 func (ca *Cache) removeRecord(batch uint64, changed map[topicPartition]bool) {
 	for _, tp := range ca.records[batch] {
 		if pc := ca.parts[tp]; pc != nil {
-			pc.dropRecords(func(e IndexEntry) bool { return e.Record == batch })
+			pc.dropRecords(func(e IndexEntry) bool { return e.Record == batch }, false)
 			changed[tp] = true
 		}
 	}
@@ -391,28 +499,43 @@ func (ca *Cache) removeRecord(batch uint64, changed map[topicPartition]bool) {
 // dropRecordEntries drops every record entry of topic.
 func (ca *Cache) dropRecordEntries(topic string, changed map[topicPartition]bool) {
 	for tp, pc := range ca.parts {
-		if tp.topic == topic && pc.recNext > 0 {
-			pc.dropRecords(func(e IndexEntry) bool { return e.Record != 0 })
+		if tp.topic == topic && (pc.recNext > 0 || len(pc.recs) > 0) {
+			pc.dropRecords(func(e IndexEntry) bool { return e.Record != 0 }, true)
 			changed[tp] = true
 		}
 	}
 }
 
-// dropRecords removes the record entries drop selects and recomputes the
-// high watermark the remaining ones give.
-func (pc *partCache) dropRecords(drop func(IndexEntry) bool) {
+// dropRecords removes the record entries drop selects. A pruned record
+// (reset false) leaves the high watermark as it was; a topic that is gone
+// or has a new id (reset) recomputes it from the entries that remain.
+func (pc *partCache) dropRecords(drop func(IndexEntry) bool, reset bool) {
 	kept := pc.entries[:0:0]
-	pc.recNext = 0
 	for _, e := range pc.entries {
 		if e.Record != 0 && drop(e) {
 			continue
 		}
 		kept = append(kept, e)
-		if e.Record != 0 {
-			pc.recNext = max(pc.recNext, e.End())
-		}
 	}
 	pc.entries = kept
+	recs := pc.recs[:0:0]
+	for _, e := range pc.recs {
+		if !drop(e) {
+			recs = append(recs, e)
+		}
+	}
+	pc.recs = recs
+	if reset {
+		pc.recNext, pc.keyNext = 0, 0
+		for _, e := range pc.recs {
+			pc.recNext = max(pc.recNext, e.End())
+		}
+		for _, e := range pc.entries {
+			if e.Record == 0 {
+				pc.keyNext = max(pc.keyNext, e.End())
+			}
+		}
+	}
 	pc.refresh()
 }
 

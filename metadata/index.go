@@ -50,8 +50,10 @@ func (ca *Cache) Snapshot(topic string, p int32) ([]IndexEntry, PartitionState, 
 // IndexEntries reads a partition's index entries (with their ModRev) and
 // state at one revision: the entries under index keys and, in base order
 // among them, the blocks committed through the sequencer (Record set,
-// ModRev the record key's). The state's high watermark includes the
-// latter. It reads every live sequencer record.
+// ModRev the record key's) that no index key entry overlaps and that end
+// after the log start: key entries shadow record entries (docs/metadata.md, "Reading the records"). The
+// state's high watermark includes every record entry, shadowed or not,
+// and the key entries. It reads every live sequencer record.
 func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]IndexEntry, PartitionState, error) {
 	prefix := indexPartitionPrefix(topic, p)
 	ops := []clientv3.Op{
@@ -96,10 +98,31 @@ func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]Ind
 	if err != nil {
 		return nil, st, fmt.Errorf("read index of %s/%d: %w", topic, p, err)
 	}
-	if len(recs) > 0 {
-		out = append(out, recs...)
-		sort.SliceStable(out, func(i, j int) bool { return out[i].Base < out[j].Base })
+	if len(out) > 0 {
 		st.Next = max(st.Next, out[len(out)-1].End())
 	}
+	if len(recs) > 0 {
+		for _, r := range recs {
+			st.Next = max(st.Next, r.End())
+		}
+		for _, r := range unshadowed(out, recs) {
+			if r.End() > st.Start { // below the log start: expired
+				out = append(out, r)
+			}
+		}
+		sort.SliceStable(out, func(i, j int) bool { return out[i].Base < out[j].Base })
+	}
 	return out, st, nil
+}
+
+// unshadowed returns the record entries of recs that overlap no entry of
+// keyed (index key entries, sorted by Base and not overlapping).
+func unshadowed(keyed, recs []IndexEntry) []IndexEntry {
+	var out []IndexEntry
+	for _, r := range recs {
+		if i, j := overlapping(keyed, r.Base, r.End()); i == j {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -17,7 +17,8 @@ import (
 // Blocks committed through the sequencer are looked up in its batch
 // records at the same revision, newest first (records.go): the high
 // watermark includes them, and an offset past the index keys' is found in
-// the record that holds it.
+// the record that holds it, unless an index key overlaps that record
+// entry (key entries shadow record entries).
 func (c *Client) LookupIndex(ctx context.Context, topic string, p int32, offset int64) (e IndexEntry, st PartitionState, found bool, rev int64, err error) {
 	prefix := indexPartitionPrefix(topic, p)
 	ops := []clientv3.Op{
@@ -64,8 +65,26 @@ func (c *Client) LookupIndex(ctx context.Context, topic string, p int32, offset 
 		return e, st, false, rev, fmt.Errorf("look up %s/%d offset %d: %w", topic, p, offset, err)
 	}
 	st.Next = max(st.Next, next)
-	if haveRe {
-		e, found = re, offset < re.End()
+	if found {
+		st.Next = max(st.Next, e.End())
+	}
+	if haveRe && offset < re.End() {
+		// Key entries shadow record entries: the record entry is served
+		// only when no index key overlaps it. The key read above (the
+		// greatest base at or below offset) is one candidate, a key after
+		// offset within the entry the other.
+		shadow := len(resp.Responses[1].GetResponseRange().Kvs) > 0 && e.End() > re.Base
+		if !shadow {
+			kr, err := c.cli.Get(ctx, indexKey(topic, p, offset+1), clientv3.WithRange(indexKey(topic, p, re.End())),
+				clientv3.WithCountOnly(), clientv3.WithRev(rev))
+			if err != nil {
+				return e, st, false, rev, fmt.Errorf("look up %s/%d offset %d: %w", topic, p, offset, err)
+			}
+			shadow = kr.Count > 0
+		}
+		if !shadow && re.End() > st.Start {
+			e, found = re, true
+		}
 	}
 	return e, st, found, rev, nil
 }

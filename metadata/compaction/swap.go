@@ -24,6 +24,11 @@ var ErrSwapConflict = errors.New("index changed since the compaction was planned
 // delete range, within etcd's 128 operations per transaction.
 const MaxSwapEntries = 48
 
+// MaxSwapRecords bounds the sequencer batch records the replaced entries
+// of one swap come from: each costs a compare of the record key's
+// ModRevision, within etcd's 128 compares per transaction.
+const MaxSwapRecords = 96
+
 // swapAttempts bounds how often a swap retries after losing only to a
 // commit that touched the partition state (not the swapped entries).
 const swapAttempts = 30
@@ -35,7 +40,12 @@ type Swap struct {
 	Topic     string
 	Partition int32
 	// Old are the replaced entries in offset order, each with the ModRev it
-	// was read with; Old[i].End() == Old[i+1].Base.
+	// was read with; Old[i].End() == Old[i+1].Base. An entry may be an
+	// index key's or a sequencer record's (Record set, ModRev the record
+	// key's): the swap puts index keys over the record entries, which from
+	// then on shadow them, and checks that each record still exists as
+	// read; the records themselves are left to the record pruner. At most
+	// MaxSwapRecords distinct records.
 	Old []metadata.IndexEntry
 	// New tile [Old[0].Base, Old[len-1].End()): New[0].Base == Old[0].Base,
 	// New[i].End() == New[i+1].Base, and the last ends where Old ends. Each
@@ -64,11 +74,9 @@ func (s *Swap) validate() error {
 		if e.ModRev <= 0 {
 			return bad("old entry %d (base %d) has no ModRev", i, e.Base)
 		}
-		if e.Record != 0 {
-			// Its block lives in a sequencer batch record, not under an
-			// index key: there is nothing a swap could replace (yet).
-			return bad("old entry %d (base %d) comes from sequencer record %d, which a swap cannot replace", i, e.Base, e.Record)
-		}
+	}
+	if n := len(s.records()); n > MaxSwapRecords {
+		return bad("old entries from %d sequencer records, the limit is %d", n, MaxSwapRecords)
 	}
 	start, end := s.Old[0].Base, s.Old[len(s.Old)-1].End()
 	if len(s.New) == 0 {
@@ -154,12 +162,42 @@ func (s *Swap) keys() swapKeys {
 	}
 }
 
+// keyed returns the old entries under index keys.
+func (s *Swap) keyed() []metadata.IndexEntry {
+	var out []metadata.IndexEntry
+	for _, e := range s.Old {
+		if e.Record == 0 {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// swapRecord is a sequencer record some old entries come from.
+type swapRecord struct {
+	batch  uint64
+	modRev int64
+}
+
+// records returns the distinct records of the old entries, in order.
+func (s *Swap) records() []swapRecord {
+	var out []swapRecord
+	seen := map[uint64]bool{}
+	for _, e := range s.Old {
+		if e.Record != 0 && !seen[e.Record] {
+			seen[e.Record] = true
+			out = append(out, swapRecord{e.Record, e.ModRev})
+		}
+	}
+	return out
+}
+
 // writes returns the puts of the new entries and the deletes of the old
 // ones, and how many bytes the partition gains (negative: loses).
 func (s *Swap) writes() ([]clientv3.Op, int64, error) {
 	k := s.keys()
 	var delta int64
-	for _, e := range s.Old {
+	for _, e := range s.keyed() {
 		delta -= e.Len
 	}
 	var puts []clientv3.Op
@@ -191,44 +229,76 @@ func (s *Swap) writes() ([]clientv3.Op, int64, error) {
 func (c *Client) trySwap(ctx context.Context, s Swap, puts []clientv3.Op, byteDelta int64) (done bool, err error) {
 	k := s.keys()
 	end := s.Old[len(s.Old)-1].End()
+	recs := s.records()
 	reads := []clientv3.Op{
 		clientv3.OpGet(k.partition),
 		clientv3.OpGet(k.first, clientv3.WithRange(k.rangeEnd), clientv3.WithKeysOnly()),
+		clientv3.OpGet(keys.Topic(s.Topic), clientv3.WithKeysOnly()),
 	}
 	if s.DropPrefix {
 		reads = append(reads, clientv3.OpGet(k.prefix, clientv3.WithRange(k.first), clientv3.WithCountOnly()))
+	}
+	for _, r := range recs {
+		reads = append(reads, clientv3.OpGet(keys.SeqRecord(r.batch), clientv3.WithKeysOnly()))
 	}
 	rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("swap %s/%d [%d,%d): read: %w", s.Topic, s.Partition, s.Old[0].Base, end, err)
 	}
-	pkv, err := s.checkRead(rresp)
+	pkv, tkv, err := s.checkRead(rresp, recs)
 	if err != nil {
 		return false, err
 	}
+	keyed := s.keyed()
 	var st metadata.PartitionState
-	if err := json.Unmarshal(pkv.Value, &st); err != nil {
-		return false, fmt.Errorf("decode partition %s/%d: %w", s.Topic, s.Partition, err)
+	if pkv != nil {
+		if err := json.Unmarshal(pkv.Value, &st); err != nil {
+			return false, fmt.Errorf("decode partition %s/%d: %w", s.Topic, s.Partition, err)
+		}
+		st.Bytes = max(st.Bytes+byteDelta, 0)
+		st.Segments = max(st.Segments+int64(len(s.New)-len(keyed)), 0)
 	}
-	st.Bytes = max(st.Bytes+byteDelta, 0)
-	st.Segments = max(st.Segments+int64(len(s.New)-len(s.Old)), 0)
-	if s.DropPrefix && len(s.New) == 0 {
+	dropped := s.DropPrefix && len(s.New) == 0
+	if dropped {
 		st.Start = max(st.Start, end)
 	}
 	sv, _ := json.Marshal(st)
 
 	cmps := []clientv3.Cmp{
-		clientv3.Compare(clientv3.ModRevision(k.partition), "=", pkv.ModRevision),
 		// Nothing in the run changed or appeared since the read...
 		clientv3.Compare(clientv3.ModRevision(k.first), "<", rresp.Header.Revision+1).WithRange(k.rangeEnd),
-		// ...and its ends are still there.
-		clientv3.Compare(clientv3.ModRevision(k.first), "=", s.Old[0].ModRev),
-		clientv3.Compare(clientv3.ModRevision(k.last), "=", s.Old[len(s.Old)-1].ModRev),
+	}
+	if pkv != nil {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.partition), "=", pkv.ModRevision))
+	} else {
+		// Blocks committed only through the sequencer: no partition key.
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k.partition), "=", 0))
+	}
+	if len(keyed) > 0 {
+		// ...and the ends of its keys are still there.
+		first, last := keyed[0], keyed[len(keyed)-1]
+		cmps = append(cmps,
+			clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, first.Base)), "=", first.ModRev),
+			clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, last.Base)), "=", last.ModRev))
+	}
+	if len(recs) > 0 || pkv == nil {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.Topic(s.Topic)), "=", tkv.ModRevision))
+	}
+	if len(recs) > 0 {
+		// The records still exist as read (a record is never rewritten;
+		// the pruner deletes it only once index keys cover it), under the
+		// topic they were read for.
+		for _, r := range recs {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.SeqRecord(r.batch)), "=", r.modRev))
+		}
 	}
 	if s.DropPrefix {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k.prefix), "=", 0).WithRange(k.first))
 	}
-	ops := append(append([]clientv3.Op(nil), puts...), clientv3.OpPut(k.partition, string(sv)))
+	ops := append([]clientv3.Op(nil), puts...)
+	if pkv != nil || dropped {
+		ops = append(ops, clientv3.OpPut(k.partition, string(sv)))
+	}
 	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("swap %s/%d [%d,%d): %w", s.Topic, s.Partition, s.Old[0].Base, end, err)
@@ -236,26 +306,52 @@ func (c *Client) trySwap(ctx context.Context, s Swap, puts []clientv3.Op, byteDe
 	return tresp.Succeeded, nil
 }
 
-// checkRead checks trySwap's read: the partition state exists, the run
-// holds exactly the planned entries with their ModRevs, and with
-// DropPrefix nothing comes before it. It returns the partition state.
-func (s *Swap) checkRead(rresp *clientv3.TxnResponse) (*mvccpb.KeyValue, error) {
+// checkRead checks trySwap's read: the partition state (absent for a
+// partition written only through the sequencer), the run's index keys
+// are exactly the planned key entries with their ModRevs, the topic exists
+// and is older than the records, and with DropPrefix nothing comes before
+// the run. It returns the partition state (nil: none) and the topic key.
+func (s *Swap) checkRead(rresp *clientv3.TxnResponse, recs []swapRecord) (pkv, tkv *mvccpb.KeyValue, err error) {
 	end := s.Old[len(s.Old)-1].End()
-	pkv := rresp.Responses[0].GetResponseRange().Kvs
-	if len(pkv) == 0 {
-		return nil, fmt.Errorf("swap %s/%d: partition state is gone (topic deleted?): %w", s.Topic, s.Partition, ErrSwapConflict)
+	if kvs := rresp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		pkv = kvs[0]
 	}
+	keyed := s.keyed()
 	kvs := rresp.Responses[1].GetResponseRange().Kvs
-	if len(kvs) != len(s.Old) {
-		return nil, fmt.Errorf("swap %s/%d [%d,%d): %d entries now, %d planned: %w", s.Topic, s.Partition, s.Old[0].Base, end, len(kvs), len(s.Old), ErrSwapConflict)
+	if len(kvs) != len(keyed) {
+		return nil, nil, fmt.Errorf("swap %s/%d [%d,%d): %d index keys now, %d planned: %w", s.Topic, s.Partition, s.Old[0].Base, end, len(kvs), len(keyed), ErrSwapConflict)
 	}
 	for i, kv := range kvs {
-		if string(kv.Key) != keys.Index(s.Topic, s.Partition, s.Old[i].Base) || kv.ModRevision != s.Old[i].ModRev {
-			return nil, fmt.Errorf("swap %s/%d: entry %s changed: %w", s.Topic, s.Partition, kv.Key, ErrSwapConflict)
+		if string(kv.Key) != keys.Index(s.Topic, s.Partition, keyed[i].Base) || kv.ModRevision != keyed[i].ModRev {
+			return nil, nil, fmt.Errorf("swap %s/%d: entry %s changed: %w", s.Topic, s.Partition, kv.Key, ErrSwapConflict)
 		}
 	}
-	if s.DropPrefix && rresp.Responses[2].GetResponseRange().Count != 0 {
-		return nil, fmt.Errorf("swap %s/%d: entries before %d: the dropped run must start the index: %w", s.Topic, s.Partition, s.Old[0].Base, ErrSwapConflict)
+	tkvs := rresp.Responses[2].GetResponseRange().Kvs
+	if len(tkvs) == 0 {
+		return nil, nil, fmt.Errorf("swap %s/%d: topic is gone: %w", s.Topic, s.Partition, ErrSwapConflict)
 	}
-	return pkv[0], nil
+	// A partition written only through the sequencer has no partition
+	// key; the topic key fences the swap then.
+	tkv = tkvs[0]
+	for _, r := range recs {
+		// A record older than the topic holds blocks of a deleted
+		// topic of the same name.
+		if r.modRev <= tkv.CreateRevision {
+			return nil, nil, fmt.Errorf("swap %s/%d: sequencer record %d predates the topic: %w", s.Topic, s.Partition, r.batch, ErrSwapConflict)
+		}
+	}
+	n := 3
+	if s.DropPrefix {
+		if rresp.Responses[n].GetResponseRange().Count != 0 {
+			return nil, nil, fmt.Errorf("swap %s/%d: entries before %d: the dropped run must start the index: %w", s.Topic, s.Partition, s.Old[0].Base, ErrSwapConflict)
+		}
+		n++
+	}
+	for i, r := range recs {
+		rkvs := rresp.Responses[n+i].GetResponseRange().Kvs
+		if len(rkvs) == 0 || rkvs[0].ModRevision != r.modRev {
+			return nil, nil, fmt.Errorf("swap %s/%d: sequencer record %d is gone or changed: %w", s.Topic, s.Partition, r.batch, ErrSwapConflict)
+		}
+	}
+	return pkv, tkv, nil
 }

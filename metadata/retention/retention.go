@@ -18,14 +18,15 @@ import (
 // Client applies retention in the etcd of a metadata client. It is safe
 // for concurrent use.
 type Client struct {
-	cli *clientv3.Client
-	log *slog.Logger
+	cli  *clientv3.Client
+	log  *slog.Logger
+	meta *metadata.Client
 }
 
 // New returns retention over meta's etcd; meta outlives it.
 func New(meta *metadata.Client) *Client {
 	cn := conn.Of(meta)
-	return &Client{cli: cn.KV, log: cn.Log}
+	return &Client{cli: cn.KV, log: cn.Log, meta: meta}
 }
 
 // retentionPerTxn bounds the index entries one retention transaction drops:
@@ -66,13 +67,23 @@ type Result struct {
 func (c *Client) Apply(ctx context.Context, topic string, p int32, now time.Time) (Result, error) {
 	var res Result
 	backoff := 5 * time.Millisecond
+	again := false
 	for attempt := 0; ; {
 		n, done, err := c.step(ctx, topic, p, now, &res)
 		if err != nil {
 			return res, err
 		}
 		if done {
-			return res, nil
+			// The blocks committed through the sequencer at the start of
+			// the log, and index keys of a partition with no partition key
+			// (compacted from such blocks): the log start moves past the
+			// expired ones; keys below it go in the next step.
+			pastKeys, err := c.applyRecords(ctx, topic, p, now, &res)
+			if err != nil || !pastKeys || again {
+				return res, err
+			}
+			again = true
+			continue
 		}
 		if n > 0 {
 			attempt = 0 // progress: a full chunk went; look for more

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,8 @@ const (
 	// merge.
 	DefaultMergeObjects = 4
 	DefaultClaimTTL     = 15 * time.Second
+	// DefaultRecordMaxAge is Config.RecordMaxAge's default.
+	DefaultRecordMaxAge = 5 * time.Minute
 	// DefaultMaxSwapDelay is half the GC's default grace period.
 	DefaultMaxSwapDelay = 7*time.Minute + 30*time.Second
 	// MaxLevel is the last level: its objects are never merged again.
@@ -65,6 +68,12 @@ type Config struct {
 	// point at a deleted object, so a job that is late gives up (its
 	// output is an orphan). Keep it well below the GC grace (half of it).
 	MaxSwapDelay time.Duration
+	// RecordMaxAge bounds how long a block committed through the
+	// sequencer stays only in its batch record: a partition holding a
+	// record entry first seen longer ago than this is compacted even with
+	// fewer than MinEntries level-0 entries, so one idle partition does
+	// not keep every record from being pruned (docs/compaction.md).
+	RecordMaxAge time.Duration
 	// Now is the clock (tests move it); it decides tombstone expiry and
 	// the minimum compaction lag.
 	Now func() time.Time
@@ -82,6 +91,7 @@ func (c *Config) fill() {
 	}
 	defaults.Positive(&c.ClaimTTL, DefaultClaimTTL)
 	defaults.Positive(&c.MaxSwapDelay, DefaultMaxSwapDelay)
+	defaults.Positive(&c.RecordMaxAge, DefaultRecordMaxAge)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -138,6 +148,11 @@ type Compactor struct {
 	bytes metric.Int64Counter
 	runs  metric.Int64Counter
 
+	// seenMu guards seen: when this compactor first saw each sequencer
+	// record (RecordMaxAge); batches no pass sees any more are forgotten.
+	seenMu sync.Mutex
+	seen   map[uint64]time.Time
+
 	// beforeSwap, when set (tests), runs after the output is stored and
 	// before the swap; an error abandons the job there, like a crash.
 	beforeSwap func(compaction.Swap) error
@@ -157,7 +172,7 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, index *metadata.Ca
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	c := &Compactor{cfg: cfg, store: store, meta: meta, state: compaction.New(meta), index: index, log: log.With("role", "compact"), wake: make(chan struct{}, 1)}
+	c := &Compactor{cfg: cfg, seen: map[uint64]time.Time{}, store: store, meta: meta, state: compaction.New(meta), index: index, log: log.With("role", "compact"), wake: make(chan struct{}, 1)}
 	m := mp.Meter("github.com/varve-io/varve/tier/compact")
 	c.bytes, _ = m.Int64Counter("varve.compaction.bytes", metric.WithDescription("Stored bytes compaction read (io=read) and wrote (io=write)."))
 	c.runs, _ = m.Int64Counter("varve.compaction.runs", metric.WithDescription("Compaction jobs by result: ok (swapped), conflict (lost to a concurrent change), error."))
@@ -242,6 +257,9 @@ func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
 	var total Stats
 	var backlogEntries, backlogBytes int64
 	var errs []error
+	now := c.cfg.Now()
+	live := map[uint64]bool{}
+	defer c.forgetRecords(live)
 	for _, tp := range c.index.Partitions() {
 		if ctx.Err() != nil {
 			return total, ctx.Err()
@@ -252,9 +270,13 @@ func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
 				backlogEntries++
 				backlogBytes += e.Len
 			}
+			if e.Record != 0 && !live[e.Record] {
+				live[e.Record] = true
+				c.sawRecord(e.Record, now)
+			}
 		}
 		t, ok := c.index.Topic(tp.Topic)
-		if !ok || !c.hasWork(t, keyedPrefix(entries)) {
+		if !ok || !c.hasWork(t, entries) {
 			continue
 		}
 		if p, err := c.isPaused(ctx); err != nil || p {
@@ -340,7 +362,6 @@ func (c *Compactor) CompactPartition(ctx context.Context, topic string, p int32)
 	if err != nil {
 		return st, err
 	}
-	entries = keyedPrefix(entries)
 	if t.CleanupPolicy == metadata.CleanupCompact {
 		return c.compactKeys(ctx, t, p, entries)
 	}
@@ -354,18 +375,38 @@ func (c *Compactor) CompactPartition(ctx context.Context, topic string, p int32)
 	return st, nil
 }
 
-// keyedPrefix returns the entries before the first one committed through
-// the sequencer (Record set): those live in its batch records, which a
-// swap cannot replace yet (issue #14), so compaction leaves them and
-// everything after them alone. The direct commit path's history comes
-// first, so it is still compacted.
-func keyedPrefix(entries []metadata.IndexEntry) []metadata.IndexEntry {
-	for i, e := range entries {
-		if e.Record != 0 {
-			return entries[:i]
+// sawRecord notes when this compactor first saw sequencer record batch.
+func (c *Compactor) sawRecord(batch uint64, now time.Time) {
+	c.seenMu.Lock()
+	if _, ok := c.seen[batch]; !ok {
+		c.seen[batch] = now
+	}
+	c.seenMu.Unlock()
+}
+
+// forgetRecords drops the first-seen times of records a pass no longer
+// saw (compacted, pruned).
+func (c *Compactor) forgetRecords(live map[uint64]bool) {
+	c.seenMu.Lock()
+	for b := range c.seen {
+		if !live[b] {
+			delete(c.seen, b)
 		}
 	}
-	return entries
+	c.seenMu.Unlock()
+}
+
+// coldRecord reports whether e is a record entry whose record this
+// compactor first saw at least RecordMaxAge ago (or never: a fresh read
+// found it first).
+func (c *Compactor) coldRecord(e metadata.IndexEntry) bool {
+	if e.Record == 0 {
+		return false
+	}
+	c.seenMu.Lock()
+	at, ok := c.seen[e.Record]
+	c.seenMu.Unlock()
+	return ok && c.cfg.Now().Sub(at) >= c.cfg.RecordMaxAge
 }
 
 // job is one swap: a contiguous run of entries rewritten at level.
@@ -389,11 +430,19 @@ func (c *Compactor) planDense(entries []metadata.IndexEntry) []job {
 		i = j
 		switch lvl {
 		case 0:
-			jobs = append(jobs, c.chunk(run, 1, c.cfg.MinEntries, func(e []metadata.IndexEntry) int { return len(e) })...)
+			// Sequencer record entries are compacted like level-0 keys;
+			// a run holding a cold one is compacted however short.
+			minCount, minLen := c.cfg.MinEntries, 2
+			if slices.ContainsFunc(run, c.coldRecord) {
+				minCount, minLen = 1, 1
+			}
+			for _, r := range recordRuns(run) {
+				jobs = append(jobs, c.chunk(r, 1, minCount, minLen, func(e []metadata.IndexEntry) int { return len(e) })...)
+			}
 		case 1:
 			// Only small objects merge; a run of them between big ones.
 			for _, small := range c.smallRuns(run) {
-				jobs = append(jobs, c.chunk(small, 2, c.cfg.MergeObjects, countObjects)...)
+				jobs = append(jobs, c.chunk(small, 2, c.cfg.MergeObjects, 2, countObjects)...)
 			}
 		}
 	}
@@ -404,7 +453,7 @@ func (c *Compactor) planDense(entries []metadata.IndexEntry) []job {
 // entry each). A job needs at least two entries, and the run's last job,
 // smaller than the target, needs minCount (as counted by count) or half
 // the target: otherwise it waits for more data.
-func (c *Compactor) chunk(run []metadata.IndexEntry, level, minCount int, count func([]metadata.IndexEntry) int) []job {
+func (c *Compactor) chunk(run []metadata.IndexEntry, level, minCount, minLen int, count func([]metadata.IndexEntry) int) []job {
 	var jobs []job
 	for len(run) > 0 {
 		n, size := 0, int64(0)
@@ -413,12 +462,31 @@ func (c *Compactor) chunk(run []metadata.IndexEntry, level, minCount int, count 
 			n++
 		}
 		full := n < len(run) // cut by the target
-		if n >= 2 && (full || count(run[:n]) >= minCount || size >= c.cfg.TargetBytes/2) {
+		if n >= minLen && (full || count(run[:n]) >= minCount || size >= c.cfg.TargetBytes/2) {
 			jobs = append(jobs, job{old: run[:n], level: level})
 		}
 		run = run[n:]
 	}
 	return jobs
+}
+
+// recordRuns cuts a run of level-0 entries so that the entries of each
+// part come from at most compaction.MaxSwapRecords sequencer records.
+func recordRuns(run []metadata.IndexEntry) [][]metadata.IndexEntry {
+	var out [][]metadata.IndexEntry
+	recs := map[uint64]bool{}
+	start := 0
+	for i, e := range run {
+		if e.Record == 0 || recs[e.Record] {
+			continue
+		}
+		if len(recs) == compaction.MaxSwapRecords {
+			out = append(out, run[start:i])
+			start, recs = i, map[uint64]bool{}
+		}
+		recs[e.Record] = true
+	}
+	return append(out, run[start:])
 }
 
 // smallRuns returns the runs of consecutive entries whose objects are

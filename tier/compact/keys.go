@@ -39,8 +39,19 @@ func (c *Compactor) planKeys(t metadata.Topic, entries []metadata.IndexEntry) (k
 	var plan keyPlan
 	var dirtyBytes, dirtyRaw int64
 	cut := n
+	recs := map[uint64]bool{}
+	cold := false
 	for i := range n {
 		e := entries[i]
+		if e.Record != 0 && !recs[e.Record] {
+			// One swap compares every record its entries come from.
+			if len(recs) == compaction.MaxSwapRecords {
+				cut = i
+				break
+			}
+			recs[e.Record] = true
+			cold = cold || c.coldRecord(e)
+		}
 		if e.Level != 0 {
 			continue
 		}
@@ -53,7 +64,7 @@ func (c *Compactor) planKeys(t metadata.Topic, entries []metadata.IndexEntry) (k
 		dirtyRaw += e.RawBytes
 	}
 	plan.eligible = entries[:cut]
-	ok := len(plan.dirty) > 0 && (len(plan.dirty) >= c.cfg.MinEntries || dirtyBytes >= c.cfg.TargetBytes/2)
+	ok := len(plan.dirty) > 0 && (len(plan.dirty) >= c.cfg.MinEntries || dirtyBytes >= c.cfg.TargetBytes/2 || cold)
 	return plan, ok
 }
 

@@ -60,6 +60,9 @@ type Config struct {
 	Prefix string
 	// Suffix limits orphan collection to keys ending with it.
 	Suffix string
+	// RecordGrace is how long a sequencer batch record is kept at least
+	// (PruneRecords); negative: no minimum (tests).
+	RecordGrace time.Duration
 	// Now is the clock (tests move it).
 	Now func() time.Time
 }
@@ -71,6 +74,7 @@ func (c *Config) fill() {
 	defaults.Zero(&c.HistoryInterval, DefaultHistoryInterval) // negative: disabled
 	defaults.Positive(&c.HistoryRetain, DefaultHistoryRetain)
 	defaults.Zero(&c.Suffix, DefaultSuffix)
+	defaults.Zero(&c.RecordGrace, DefaultRecordGrace) // negative: none
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -95,6 +99,10 @@ type Janitor struct {
 
 	retMu sync.Mutex
 
+	pruneMu      sync.Mutex
+	pruneSamples []revSample // revisions seen by pruning passes, oldest first
+	pruneFrom    uint64      // the next pruning pass's first batch
+
 	// Last observed figures, read by the gauges.
 	leader                         atomic.Bool
 	bucketObjects, bucketBytes     atomic.Int64
@@ -115,6 +123,7 @@ type revSample struct {
 type metrics struct {
 	retEntries, retRecords, retBytes metric.Int64Counter
 	deleted, deletedBytes            metric.Int64Counter
+	prunedRecords                    metric.Int64Counter
 	errors                           metric.Int64Counter
 }
 
@@ -143,6 +152,7 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, log *slog.Logger, 
 	j.m.retBytes, _ = m.Int64Counter("varve.retention.bytes", metric.WithUnit("By"), metric.WithDescription("Stored block bytes dropped by retention."))
 	j.m.deleted, _ = m.Int64Counter("varve.gc.deleted.objects", metric.WithDescription("Unreferenced objects deleted."))
 	j.m.deletedBytes, _ = m.Int64Counter("varve.gc.deleted.bytes", metric.WithUnit("By"), metric.WithDescription("Bytes of unreferenced objects deleted."))
+	j.m.prunedRecords, _ = m.Int64Counter("varve.sequencer.records.pruned", metric.WithDescription("Sequencer batch records deleted once index keys cover them."))
 	j.m.errors, _ = m.Int64Counter("varve.janitor.errors", metric.WithDescription("Janitor passes that failed, by job."))
 	gLeader, _ := m.Int64ObservableGauge("varve.janitor.leader", metric.WithDescription("1 while this node's janitor leads the cluster's election."))
 	gObjects, _ := m.Int64ObservableGauge("varve.bucket.objects", metric.WithDescription("Segment objects in the bucket at the last listing."))
@@ -255,6 +265,10 @@ func (j *Janitor) lead(ctx context.Context, lost <-chan struct{}) {
 		if _, err := j.Retention(ctx); err != nil && ctx.Err() == nil {
 			j.m.errors.Add(ctx, 1, metric.WithAttributes(attribute.String("job", "retention")))
 			j.log.Warn("retention pass failed", "err", err)
+		}
+		if _, err := j.PruneRecords(ctx); err != nil && ctx.Err() == nil {
+			j.m.errors.Add(ctx, 1, metric.WithAttributes(attribute.String("job", "prune")))
+			j.log.Warn("sequencer record pruning failed", "err", err)
 		}
 	}
 	runGC := func() {

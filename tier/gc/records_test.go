@@ -13,8 +13,11 @@ import (
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/maintenance"
+	"github.com/varve-io/varve/metadata/seqlog"
 	"github.com/varve-io/varve/sequencer"
 	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/gc"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -61,7 +64,7 @@ func (c *seqCluster) ingester(t *testing.T, seq bool) *ingest.Ingester {
 	t.Helper()
 	var committer ingest.Committer = c.meta
 	if seq {
-		s, err := sequencer.New(c.meta, sequencer.Config{ID: "seq-1"})
+		s, err := sequencer.New(c.meta, sequencer.Config{ID: "seq-1", CheckpointEvery: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,13 +173,13 @@ func TestSequencedObjectSurvivesGC(t *testing.T) {
 	}
 }
 
-// TestRetentionLeavesRecordEntries: a topic whose every record is past
+// TestRetentionExpiresRecordEntries: a topic whose every record is past
 // retention, committed first directly, then through the sequencer. A
-// retention pass drops the entries under index keys (the log start moves
-// past them) and leaves the blocks sequencer records hold: there is no
-// key of theirs to delete, and records cannot be rewritten yet. Those
-// still read back identical, before and after an orphan collection.
-func TestRetentionLeavesRecordEntries(t *testing.T) {
+// retention pass drops the entries under index keys and moves the log
+// start past the blocks the sequencer records hold too (the partition key
+// holds the new start); the record pruner then deletes those records, GC
+// their objects, and the partition continues at its high watermark.
+func TestRetentionExpiresRecordEntries(t *testing.T) {
 	ctx := context.Background()
 	const parts = 3
 	c := newSeqCluster(t, metadata.Topic{Name: "ret", Partitions: parts, RetentionMs: 1000, RetentionBytes: -1})
@@ -184,7 +187,8 @@ func TestRetentionLeavesRecordEntries(t *testing.T) {
 	direct := c.ingester(t, false)
 	produceRounds(t, direct, "ret", parts, 2, "d", want)
 	direct.Close(ctx)
-	produceRounds(t, c.ingester(t, true), "ret", parts, 2, "s", want)
+	seq := c.ingester(t, true)
+	produceRounds(t, seq, "ret", parts, 2, "s", want)
 
 	clk := &clock{}
 	j := newJanitor(t, c.store, c.meta, clk)
@@ -192,8 +196,31 @@ func TestRetentionLeavesRecordEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Entries != 2*parts {
-		t.Fatalf("retention dropped %d entries, want the %d direct ones", rep.Entries, 2*parts)
+	if rep.Entries != 2*parts || rep.Records != 4*parts {
+		t.Fatalf("retention dropped %d entries and %d records, want the %d direct entries and all %d records", rep.Entries, rep.Records, 2*parts, 4*parts)
+	}
+	states, err := c.meta.PartitionStates(ctx, "ret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range int32(parts) {
+		if st := states[p]; st.Start != 4 || st.Next != 4 {
+			t.Fatalf("partition %d after retention: %+v, want start 4, next 4", p, st)
+		}
+	}
+	// The pruner deletes the records (below every log start) once they
+	// are older than its grace and at or before a sequencer checkpoint.
+	if _, err := j.PruneRecords(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCheckpoint(t, c.meta)
+	clk.Advance(gc.DefaultRecordGrace + time.Second)
+	pr, err := j.PruneRecords(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr.Deleted == 0 || pr.Kept != 0 {
+		t.Fatalf("pruning: %+v, want every record deleted", pr)
 	}
 	for range 3 {
 		clk.Advance(2 * grace)
@@ -201,26 +228,46 @@ func TestRetentionLeavesRecordEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	states, err := c.meta.PartitionStates(ctx, "ret")
-	if err != nil {
-		t.Fatal(err)
+	if left := listKeys(t, c.store); len(left) != 0 {
+		t.Fatalf("objects left after retention and GC: %v", left)
 	}
-	st, err := c.meta.Stats(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.index.WaitRevision(ctx, st.Revision); err != nil {
-		t.Fatal(err)
-	}
+	produceRounds(t, seq, "ret", parts, 1, "after", want)
+	waitIndex(t, c.meta, c.index, "ret", parts)
 	for p := range int32(parts) {
-		if st := states[p]; st.Start != 2 || st.Next != 4 {
-			t.Fatalf("partition %d after retention: %+v, want start 2, next 4", p, st)
+		if _, err := c.fetcher.Fetch(ctx, "ret", p, 2, 1<<20, 0); !errors.Is(err, fetch.ErrOffsetOutOfRange) {
+			t.Fatalf("fetch of an expired offset: %v", err)
 		}
-		if _, err := c.fetcher.Fetch(ctx, "ret", p, 0, 1<<20, 0); !errors.Is(err, fetch.ErrOffsetOutOfRange) {
-			t.Fatalf("fetch of a dropped offset: %v", err)
-		}
-		if got := c.readFrom(t, "ret", p, 2); !slices.Equal(got, want[p][2:]) {
-			t.Fatalf("partition %d reads %v after retention, want %v", p, got, want[p][2:])
+		if got := c.readFrom(t, "ret", p, 4); !slices.Equal(got, want[p][4:]) {
+			t.Fatalf("partition %d reads %v after retention, want %v", p, got, want[p][4:])
 		}
 	}
+}
+
+// waitCheckpoint waits until the sequencer has written a checkpoint at or
+// after its last record.
+func waitCheckpoint(t *testing.T, meta *metadata.Client) {
+	t.Helper()
+	ok := testenv.Eventually(30*time.Second, func() bool {
+		rep, err := maintenance.New(meta).PruneRecords(context.Background(), maintenance.PruneOptions{From: ^uint64(0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := lastRecord(meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep.Checkpoint >= last
+	})
+	if !ok {
+		t.Fatal("the sequencer never checkpointed its last record")
+	}
+}
+
+// lastRecord returns the newest sequencer record's batch (0: none).
+func lastRecord(meta *metadata.Client) (uint64, error) {
+	recs, err := seqlog.New(meta).Records(context.Background(), 0, 0)
+	if err != nil || len(recs) == 0 {
+		return 0, err
+	}
+	return recs[len(recs)-1].Batch, nil
 }
