@@ -13,6 +13,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/sequencer"
+	"github.com/varve-io/varve/sequencer/seqtest"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
@@ -76,21 +77,8 @@ func (e *env) createTopic(t *testing.T, name string, parts int32) {
 // reaches it.
 func (e *env) sequencer(t *testing.T) ingest.Committer {
 	t.Helper()
-	s, err := sequencer.New(e.writer, sequencer.Config{ID: "seq-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.Run(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	if !testenv.Eventually(30*time.Second, s.Leading) {
-		t.Fatal("the sequencer never led")
-	}
-	return sequencer.NewClient(e.writer, func(context.Context, string) (sequencer.Service, error) { return s, nil })
+	_, c := seqtest.Start(t, e.writer, sequencer.Config{ID: "seq-1"})
+	return c
 }
 
 // ingester is an ingest node committing through c.

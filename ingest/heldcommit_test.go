@@ -11,6 +11,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/sequencer"
+	"github.com/varve-io/varve/sequencer/seqtest"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -65,18 +66,7 @@ func testRetryWhileLaterBatchesLand(t *testing.T, path string) {
 	}
 	var committer ingest.Committer = meta
 	if path == "sequencer" {
-		seq, err := sequencer.New(meta, sequencer.Config{ID: "s"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = seq.Run(sctx) }()
-		t.Cleanup(func() { stop(); <-done })
-		if !testenv.Eventually(30*time.Second, seq.Leading) {
-			t.Fatal("the sequencer never led")
-		}
-		committer = sequencer.NewClient(meta, func(context.Context, string) (sequencer.Service, error) { return seq, nil })
+		_, committer = seqtest.Start(t, meta, sequencer.Config{ID: "s"})
 	}
 	fs, err := tier.NewFS(t.TempDir())
 	if err != nil {

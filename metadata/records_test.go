@@ -13,6 +13,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/sequencer"
+	"github.com/varve-io/varve/sequencer/seqtest"
 )
 
 // seqEnv is an embedded etcd with a sequencer running in process, a
@@ -31,22 +32,7 @@ func newSeqEnv(t testing.TB, cfg sequencer.Config) *seqEnv {
 	e := &seqEnv{endpoints: testenv.StartEtcd(t)}
 	e.writer, e.reader = connectTo(t, e.endpoints), connectTo(t, e.endpoints)
 	cfg.ID = "seq-1"
-	seq, err := sequencer.New(e.writer, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.seq = seq
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = e.seq.Run(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	if !testenv.Eventually(30*time.Second, e.seq.Leading) {
-		t.Fatal("the sequencer never led")
-	}
-	e.commits = sequencer.NewClient(e.writer, func(context.Context, string) (sequencer.Service, error) { return e.seq, nil })
+	e.seq, e.commits = seqtest.Start(t, e.writer, cfg)
 	return e
 }
 

@@ -10,31 +10,18 @@ import (
 
 	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/ingest"
-	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/sequencer"
+	"github.com/varve-io/varve/sequencer/seqtest"
 )
 
 // sequenced switches e's ingest node to commit through a sequencer running
 // in process, as a cluster moving off the direct path does.
 func (e *env) sequenced(t *testing.T) {
 	t.Helper()
-	s, err := sequencer.New(e.meta, sequencer.Config{ID: "seq-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.Run(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	if !testenv.Eventually(30*time.Second, s.Leading) {
-		t.Fatal("the sequencer never led")
-	}
-	client := sequencer.NewClient(e.meta, func(context.Context, string) (sequencer.Service, error) { return s, nil })
+	_, client := seqtest.Start(t, e.meta, sequencer.Config{ID: "seq-1"})
+	ctx := context.Background()
 	e.in.Close(ctx)
 	in, err := ingest.New(ingest.Config{NodeID: "in-seq", Linger: time.Millisecond, FlushBytes: 1 << 20}, e.rec, client, e.cache, nil, nil)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/varve-io/varve/metadata/maintenance"
 	"github.com/varve-io/varve/metadata/seqlog"
 	"github.com/varve-io/varve/sequencer"
+	"github.com/varve-io/varve/sequencer/seqtest"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/gc"
 	"github.com/varve-io/varve/tier/segment"
@@ -64,21 +65,7 @@ func (c *seqCluster) ingester(t *testing.T, seq bool) *ingest.Ingester {
 	t.Helper()
 	var committer ingest.Committer = c.meta
 	if seq {
-		s, err := sequencer.New(c.meta, sequencer.Config{ID: "seq-1", CheckpointEvery: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = s.Run(ctx)
-		}()
-		t.Cleanup(func() { cancel(); <-done })
-		if !testenv.Eventually(30*time.Second, s.Leading) {
-			t.Fatal("the sequencer never led")
-		}
-		committer = sequencer.NewClient(c.meta, func(context.Context, string) (sequencer.Service, error) { return s, nil })
+		_, committer = seqtest.Start(t, c.meta, sequencer.Config{ID: "seq-1", CheckpointEvery: 1})
 	}
 	in, err := ingest.New(ingest.Config{NodeID: "in", Linger: time.Millisecond}, c.store, committer, c.topics, nil, nil)
 	if err != nil {
