@@ -18,6 +18,8 @@ type Memory struct {
 	size  int64
 	ll    *list.List
 	items map[blockKey]*list.Element
+	// objects remembers the blocks of recent objects (RememberObject).
+	objects layouts
 }
 
 type blockKey struct {

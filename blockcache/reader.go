@@ -39,11 +39,18 @@ const (
 	TierBucket Tier = "bucket" // one ranged GET of object storage
 )
 
-// PeerClient fetches a block's stored bytes from another fetch node (the
-// internal BlockService). Errors that mean the peer could not be reached or
-// could not answer wrap ErrUnavailable.
+// PeerClient fetches blocks from another fetch node (the internal
+// BlockService). Errors that mean the peer could not be reached or could
+// not answer wrap ErrUnavailable.
 type PeerClient interface {
+	// GetBlock returns a block's stored bytes.
 	GetBlock(ctx context.Context, addr, object string, off, length int64) ([]byte, error)
+	// GetObject returns every block of a fresh level 0 object, by
+	// ascending offset, adding up to at most maxBytes; each block's Stored
+	// must be its own allocation (they are cached one by one). An owner
+	// that cannot answer the object whole answers an error wrapping
+	// ErrNotWhole.
+	GetObject(ctx context.Context, addr, object string, maxBytes int64) ([]ObjectBlock, error)
 }
 
 // MaxBlockLength is the longest byte range a block can have: its header and
@@ -54,6 +61,10 @@ const (
 	// peerTimeout bounds one request to an owner; past it the block is read
 	// from the bucket.
 	peerTimeout = 5 * time.Second
+	// objectTimeout bounds one request to an owner for a whole object (up
+	// to DefaultWholeObjectBytes); past it the block is read from the
+	// bucket.
+	objectTimeout = 15 * time.Second
 	// suspectFor is how long an owner that failed to answer is skipped:
 	// about a lease, after which the membership watch has dropped it.
 	suspectFor = 10 * time.Second
@@ -82,6 +93,10 @@ type Reader struct {
 
 	tiers blockTiers
 	whole wholeObjects
+	// remote is the state of the objects asked of their owners whole
+	// (remote.go): the collapsing of concurrent asks, their bound, and
+	// the objects answered.
+	remote wholeObjects
 }
 
 // New makes a Reader of the blocks in store, keeping decoded blocks in mem.
@@ -100,6 +115,7 @@ func New(store tier.Store, mem *Memory, log *slog.Logger, mp metric.MeterProvide
 	r.misses, _ = m.Int64Counter("varve.fetch.cache.misses", metric.WithDescription("Block reads that went to object storage."))
 	r.tiers.init(r, m)
 	r.whole.init()
+	r.remote.init()
 	return r
 }
 
@@ -160,7 +176,9 @@ type blockTiers struct {
 	hits      metric.Int64Counter
 	misses    metric.Int64Counter
 	collapsed metric.Int64Counter
+	calls     metric.Int64Counter
 	attrs     map[Tier]metric.MeasurementOption
+	rpcAttrs  map[string]metric.MeasurementOption
 
 	tracer trace.Tracer // nil: no spans
 }
@@ -173,6 +191,14 @@ func (t *blockTiers) init(r *Reader, m metric.Meter) {
 	t.hits, _ = m.Int64Counter("varve.cache.hits", metric.WithDescription("Block reads served, by the tier that served them (memory, disk, peer, bucket)."))
 	t.misses, _ = m.Int64Counter("varve.cache.misses", metric.WithDescription("Block reads a tier could not serve (memory, disk, peer), passed to the next tier."))
 	t.collapsed, _ = m.Int64Counter("varve.cache.collapsed", metric.WithDescription("Block reads that waited for the same block's read already under way instead of starting another."))
+	t.rpcAttrs = map[string]metric.MeasurementOption{}
+	for _, rpc := range []string{rpcGetBlock, rpcGetObject} {
+		t.rpcAttrs[rpc] = metric.WithAttributeSet(attribute.NewSet(attribute.String("rpc", rpc)))
+	}
+	t.calls, _ = m.Int64Counter("varve.cache.peer.calls", metric.WithDescription("Calls to other fetch nodes' internal BlockService, by rpc: GetBlock (one block) or GetObject (every block of a fresh object)."))
+	for _, o := range t.rpcAttrs {
+		t.calls.Add(context.Background(), 0, o)
+	}
 	_, _ = m.Int64ObservableGauge("varve.cache.bytes", metric.WithUnit("By"),
 		metric.WithDescription("Bytes held by the block cache, by tier (memory, disk)."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
@@ -263,19 +289,26 @@ func (r *Reader) tieredBlock(ctx context.Context, e metadata.IndexEntry) (_ []se
 		attribute.Int64("varve.base", e.Base), attribute.String("varve.object", e.Object), attribute.Int64("varve.off", e.Off), attribute.Int64("varve.len", e.Len))
 	var l loaded
 	defer func() { end(err, attribute.String("varve.tier", string(l.tier))) }()
-	owner, remote := Peer{}, false
+	owner, remote, whole := Peer{}, false, false
 	if r.tiers.owners != nil && r.tiers.peers != nil {
 		if writer, ok := perObject(e); ok {
 			owner, remote = r.tiers.owners.ObjectOwner(e.Object, writer)
+			whole = remote && r.readsWhole(e.Object, e.Off, e.Len)
 		} else {
 			owner, remote = r.tiers.owners.Owner(e.Object, e.Off)
 		}
 	}
-	if remote {
+	switch {
+	case whole:
+		// A fresh object's owner is asked for the whole object, once.
+		l, err = r.shared(ctx, "peer", e.Object, e.Off, e.Len, func(lctx context.Context) (loaded, error) {
+			return r.fromOwnersObject(lctx, owner, e.Object, e.Off, e.Len)
+		})
+	case remote:
 		l, err = r.shared(ctx, "peer", e.Object, e.Off, e.Len, func(lctx context.Context) (loaded, error) {
 			return r.fromPeer(lctx, owner, e.Object, e.Off, e.Len)
 		})
-	} else {
+	default:
 		l, err = r.ownedBlock(ctx, e.Object, e.Off, e.Len)
 	}
 	if err != nil {
@@ -442,6 +475,7 @@ func (r *Reader) fromDisk(ctx context.Context, object string, off, length int64)
 func (r *Reader) fromPeer(ctx context.Context, owner Peer, object string, off, length int64) (loaded, error) {
 	pctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	pctx, end := r.tiers.span(pctx, "fetch.peer", attribute.String("varve.peer", owner.ID))
+	r.tiers.calls.Add(ctx, 1, r.tiers.rpcAttrs[rpcGetBlock])
 	b, err := r.tiers.peers.GetBlock(pctx, owner.Addr, object, off, length)
 	end(err)
 	cancel()

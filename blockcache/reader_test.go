@@ -202,9 +202,22 @@ func TestCorruptDiskCacheFileIsAMiss(t *testing.T) {
 
 // fetcherPeers routes BlockService calls to in-process fetchers by address.
 type fetcherPeers struct {
-	mu    sync.Mutex
-	nodes map[string]*blockcache.Reader
-	calls int
+	mu      sync.Mutex
+	nodes   map[string]*blockcache.Reader
+	calls   int // GetBlock
+	objects int // GetObject
+}
+
+func (p *fetcherPeers) GetObject(ctx context.Context, addr, object string, maxBytes int64) ([]blockcache.ObjectBlock, error) {
+	p.mu.Lock()
+	f := p.nodes[addr]
+	p.objects++
+	p.mu.Unlock()
+	if f == nil {
+		return nil, fmt.Errorf("%w: no node at %s", blockcache.ErrUnavailable, addr)
+	}
+	blocks, _, err := f.ObjectBytes(ctx, object, maxBytes)
+	return blocks, err
 }
 
 func (p *fetcherPeers) GetBlock(ctx context.Context, addr, object string, off, length int64) ([]byte, error) {

@@ -2,9 +2,11 @@ package blockcache
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -152,11 +154,26 @@ func (r *Reader) fromWhole(ctx context.Context, object string, off, length int64
 		}
 		return loaded{}, false
 	}
-	blocks := res.Val.(map[int64][]byte)
-	b, ok := blocks[off]
-	if !ok || int64(len(b)) != length {
+	b, ok := blockAt(res.Val.([]ObjectBlock), off, length)
+	if !ok {
 		return loaded{}, false // not a block of the object: the ranged read says why
 	}
+	return r.servedBlock(object, off, b, TierBucket)
+}
+
+// blockAt returns the stored bytes of the block at off+length among
+// blocks (by ascending offset).
+func blockAt(blocks []ObjectBlock, off, length int64) ([]byte, bool) {
+	i, found := slices.BinarySearchFunc(blocks, off, func(b ObjectBlock, off int64) int { return cmp.Compare(b.Offset, off) })
+	if !found || int64(len(blocks[i].Stored)) != length {
+		return nil, false
+	}
+	return blocks[i].Stored, true
+}
+
+// servedBlock is the block at off of object, whose stored bytes b an
+// object's read just cached, served from tier tr.
+func (r *Reader) servedBlock(object string, off int64, b []byte, tr Tier) (loaded, bool) {
 	recs, ok := r.mem.Get(object, off)
 	if !ok {
 		// Evicted already, or too large for the memory tier.
@@ -166,14 +183,14 @@ func (r *Reader) fromWhole(ctx context.Context, object string, off, length int64
 		}
 		r.mem.PutStored(object, off, recs, rawSize(recs), b)
 	}
-	return loaded{recs: recs, stored: b, tier: TierBucket}, true
+	return loaded{recs: recs, stored: b, tier: tr}, true
 }
 
-// readWhole GETs object whole and caches its blocks. It returns the
-// stored bytes of every block by offset, each its own copy, so that no
-// cached block keeps the whole object's buffer alive. ctx is the context
-// of a shared read (detached from its callers).
-func (r *Reader) readWhole(ctx context.Context, object string) (map[int64][]byte, error) {
+// readWhole GETs object whole and caches its blocks. It returns every
+// block by ascending offset, each its own copy, so that no cached block
+// keeps the whole object's buffer alive. ctx is the context of a shared
+// read (detached from its callers).
+func (r *Reader) readWhole(ctx context.Context, object string) ([]ObjectBlock, error) {
 	if r.whole.wasRead(object) {
 		return nil, errReadWhole
 	}
@@ -204,17 +221,17 @@ func (r *Reader) readWhole(ctx context.Context, object string) (map[int64][]byte
 		r.log.Warn("object read whole does not split into blocks; reading its blocks by range", "object", object, "bytes", len(obj), "err", err)
 		return nil, err
 	}
-	blocks := make(map[int64][]byte, len(infos))
-	for _, bi := range infos {
+	blocks := make([]ObjectBlock, len(infos))
+	for i, bi := range infos {
 		b := bytes.Clone(obj[bi.Offset : bi.Offset+bi.Length])
-		blocks[bi.Offset] = b
-		r.mem.PutEncoded(object, bi.Offset, b, bi.Records, bi.RawBytes)
+		blocks[i] = ObjectBlock{Offset: bi.Offset, Stored: b, Records: bi.Records, RawBytes: bi.RawBytes}
 		if d := r.tiers.disk; d != nil {
 			if err := d.Put(object, bi.Offset, b); err != nil {
 				r.log.Warn("disk cache write failed", "err", err)
 			}
 		}
 	}
+	r.mem.PutObject(object, blocks)
 	return blocks, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/varve-io/varve/blockcache"
+	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -37,6 +38,21 @@ func cluster(st tier.Store, memBytes int64, ids ...string) ([]*blockcache.Reader
 	return out, peers
 }
 
+// objectBlocks reads the blocks of entries (one object's) as the node that
+// stored them caches them (Memory.PutObject).
+func objectBlocks(t *testing.T, st tier.Store, entries []metadata.IndexEntry) []blockcache.ObjectBlock {
+	t.Helper()
+	var out []blockcache.ObjectBlock
+	for _, e := range entries {
+		b, err := st.GetRange(context.Background(), e.Object, e.Off, e.Len)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, blockcache.ObjectBlock{Offset: e.Off, Stored: b, Records: e.Records, RawBytes: e.RawBytes})
+	}
+	return out
+}
+
 // gets returns the recorded GETs as "off+len".
 func gets(rec *tier.Recorder) []string {
 	var out []string
@@ -50,7 +66,9 @@ func gets(rec *tier.Recorder) []string {
 
 // TestFreshObjectReadWholeOnce: every block of a fresh L0 object, read
 // concurrently by three fetchers (none of them its writer), costs one GET
-// of the whole object between them; the blocks are owned per object.
+// of the whole object between them; the blocks are owned per object, and
+// each of the two other fetchers asks the owner once, for the whole object
+// (GetObject), not once per block (GetBlock).
 func TestFreshObjectReadWholeOnce(t *testing.T) {
 	fs := newFS(t)
 	const partitions, n = 40, 20
@@ -92,8 +110,9 @@ func TestFreshObjectReadWholeOnce(t *testing.T) {
 		if g := gets(rec); len(g) != 1 || g[0] != key+" 0+-1" {
 			t.Fatalf("3 fetchers read %d blocks of one object: GETs %v, want one whole read", partitions, g)
 		}
-		if peers.calls != 2*partitions {
-			t.Fatalf("%d calls to the owner, want %d", peers.calls, 2*partitions)
+		if peers.objects != 2 || peers.calls != 0 {
+			t.Fatalf("%d GetObject and %d GetBlock calls to the owner for %d blocks read on 2 other fetchers, want 2 GetObject (one per fetcher) and no GetBlock",
+				peers.objects, peers.calls, 2*partitions)
 		}
 	}
 }
@@ -108,13 +127,7 @@ func TestWriterOwnsItsObject(t *testing.T) {
 	key := flushKey("b", 7)
 	entries := writeSegment(t, fs, key, 10, 20)
 	fetchers, peers := cluster(rec, 64<<20, "a", "b", "c")
-	for _, e := range entries {
-		b, err := fs.GetRange(context.Background(), e.Object, e.Off, e.Len)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fetchers[1].Memory().PutEncoded(e.Object, e.Off, b, e.Records, e.RawBytes)
-	}
+	fetchers[1].Memory().PutObject(key, objectBlocks(t, fs, entries))
 	ctx := context.Background()
 	for _, f := range fetchers {
 		for p, e := range entries {
@@ -124,6 +137,9 @@ func TestWriterOwnsItsObject(t *testing.T) {
 	}
 	if g := gets(rec); len(g) != 0 {
 		t.Fatalf("readers of the writer's object made GETs %v, want none", g)
+	}
+	if peers.objects != 2 || peers.calls != 0 {
+		t.Fatalf("%d GetObject and %d GetBlock calls to the writer, want one GetObject from each other fetcher", peers.objects, peers.calls)
 	}
 
 	// The writer is gone: the first reader to find it gone reads the

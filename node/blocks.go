@@ -15,6 +15,7 @@ import (
 	"github.com/varve-io/varve/blockcache"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/guard"
 )
 
@@ -81,6 +82,33 @@ func (s *blockService) GetBlock(ctx context.Context, req *connect.Request[varvev
 	return connect.NewResponse(&varvev1.GetBlockResponse{Block: b}), nil
 }
 
+// GetObject answers every block of a fresh level 0 object this node owns.
+func (s *blockService) GetObject(ctx context.Context, req *connect.Request[varvev1.GetObjectRequest]) (*connect.Response[varvev1.GetObjectResponse], error) {
+	blocks, _, err := s.b.ObjectBytes(ctx, req.Msg.Object, req.Msg.MaxBytes)
+	if errors.Is(err, blockcache.ErrNotWhole) {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	}
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	out := &varvev1.GetObjectResponse{Blocks: make([]*varvev1.ObjectBlock, len(blocks))}
+	for i, b := range blocks {
+		out.Blocks[i] = &varvev1.ObjectBlock{Offset: b.Offset, Block: b.Stored, Records: b.Records, RawBytes: b.RawBytes}
+	}
+	return connect.NewResponse(out), nil
+}
+
+// flushedBlocks lists the blocks of an object this node's ingester stored
+// (their ranges and counts), for blockcache.Memory.RememberObject: the
+// node can then answer GetObject for it from memory.
+func flushedBlocks(f ingest.Flushed) []blockcache.ObjectBlock {
+	out := make([]blockcache.ObjectBlock, len(f.Blocks))
+	for i, b := range f.Blocks {
+		out[i] = blockcache.ObjectBlock{Offset: b.Info.Offset, Stored: b.Stored, Records: b.Info.Records, RawBytes: b.Info.RawBytes}
+	}
+	return out
+}
+
 // peerClient calls the BlockService of other fetch nodes over HTTP/2
 // (h2c without TLS), one client per address, with the cluster secret.
 type peerClient struct {
@@ -126,17 +154,55 @@ func (p *peerClient) GetBlock(ctx context.Context, addr, object string, off, len
 	}
 	resp, err := p.client(addr).GetBlock(ctx, req)
 	if err != nil {
-		switch connect.CodeOf(err) {
-		case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled, connect.CodeUnknown,
-			connect.CodeUnimplemented: // a node of another role now listens there
-			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("%w: block %s@%d from %s: %v", blockcache.ErrUnavailable, object, off, addr, err)
-		}
-		return nil, fmt.Errorf("block %s@%d from %s: %w", object, off, addr, err)
+		return nil, peerErr(ctx, fmt.Sprintf("block %s@%d from %s", object, off, addr), err)
 	}
 	return resp.Msg.Block, nil
+}
+
+// GetObject implements blockcache.PeerClient. The answer is one message of
+// at most maxBytes of blocks (DefaultWholeObjectBytes by default): the
+// client reads answers of any size (no connect.WithReadMaxBytes), and the
+// handler's read limit (max_request_bytes) bounds only requests. Each
+// block's bytes are their own allocation (protobuf copies bytes fields as
+// it unmarshals).
+func (p *peerClient) GetObject(ctx context.Context, addr, object string, maxBytes int64) ([]blockcache.ObjectBlock, error) {
+	req := connect.NewRequest(&varvev1.GetObjectRequest{Object: object, MaxBytes: maxBytes})
+	if p.secret != "" {
+		req.Header().Set(guard.SecretHeader, p.secret)
+	}
+	resp, err := p.client(addr).GetObject(ctx, req)
+	if err != nil {
+		what := fmt.Sprintf("object %s from %s", object, addr)
+		switch connect.CodeOf(err) {
+		case connect.CodeFailedPrecondition:
+			return nil, fmt.Errorf("%w: %s: %v", blockcache.ErrNotWhole, what, err)
+		case connect.CodeUnimplemented:
+			// A node of another version, without GetObject, or of another
+			// role: ask for each block, which tells them apart.
+			return nil, fmt.Errorf("%w: %s: %v", blockcache.ErrNotWhole, what, err)
+		}
+		return nil, peerErr(ctx, what, err)
+	}
+	out := make([]blockcache.ObjectBlock, len(resp.Msg.Blocks))
+	for i, b := range resp.Msg.Blocks {
+		out[i] = blockcache.ObjectBlock{Offset: b.Offset, Stored: b.Block, Records: b.Records, RawBytes: b.RawBytes}
+	}
+	return out, nil
+}
+
+// peerErr is the error of a call to another node about what: wrapping
+// blockcache.ErrUnavailable when the node could not be reached or could not
+// answer.
+func peerErr(ctx context.Context, what string, err error) error {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled, connect.CodeUnknown,
+		connect.CodeUnimplemented: // a node of another role now listens there
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: %s: %v", blockcache.ErrUnavailable, what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 func (p *peerClient) close() { p.tr.CloseIdleConnections() }

@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -50,7 +52,11 @@ func (l *logBuffer) String() string {
 // which peers retry), ranges the object's footer does not list answer
 // INVALID_ARGUMENT without the node logging a corrupt block, a missing
 // object answers DATA_LOSS; only a real block whose bytes were flipped is
-// logged as corrupt. Nothing is written to the bucket.
+// logged as corrupt. GetObject refuses invalid keys, keys that are not an
+// ingest flush's (a compacted object's) and max_bytes out of range with
+// INVALID_ARGUMENT and no GET, an object larger than max_bytes with
+// FAILED_PRECONDITION, a missing object with DATA_LOSS; none of them
+// caches anything. Nothing is written to the bucket.
 func TestBlockServiceBadInputs(t *testing.T) {
 	c := startCluster(t, 0)
 	ctx := context.Background()
@@ -152,9 +158,90 @@ func TestBlockServiceBadInputs(t *testing.T) {
 			}
 		})
 	}
+
+	// GetObject: a whole fresh object, or a precise refusal that reads
+	// and caches nothing (a missing object costs its one GET).
+	missing := tier.FlushKey(good.Object[:strings.Index(good.Object, "/")+1], "nobody", 1, time.Now())
+	for _, tc := range []struct {
+		name string
+		req  *varvev1.GetObjectRequest
+		code connect.Code // 0: the object's blocks
+		gets int
+	}{
+		{"object", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: 64 << 20}, 0, 0},
+		{"object, parent segment", &varvev1.GetObjectRequest{Object: "../" + good.Object, MaxBytes: 64 << 20}, connect.CodeInvalidArgument, 0},
+		{"object, absolute", &varvev1.GetObjectRequest{Object: "/" + good.Object, MaxBytes: 64 << 20}, connect.CodeInvalidArgument, 0},
+		{"object, NUL", &varvev1.GetObjectRequest{Object: good.Object + "\x00", MaxBytes: 64 << 20}, connect.CodeInvalidArgument, 0},
+		{"object, too long", &varvev1.GetObjectRequest{Object: strings.Repeat("k", tier.MaxKeyLen+1), MaxBytes: 64 << 20}, connect.CodeInvalidArgument, 0},
+		{"object, no key", &varvev1.GetObjectRequest{MaxBytes: 64 << 20}, connect.CodeInvalidArgument, 0},
+		{"not a flush's object", &varvev1.GetObjectRequest{Object: "segments/x.vseg", MaxBytes: 64 << 20}, connect.CodeInvalidArgument, 0},
+		{"compacted object", &varvev1.GetObjectRequest{Object: tier.CompactedKey(1, "b", 0, 0, 50, "fetch-0"), MaxBytes: 64 << 20}, connect.CodeInvalidArgument, 0},
+		{"no max_bytes", &varvev1.GetObjectRequest{Object: good.Object}, connect.CodeInvalidArgument, 0},
+		{"negative max_bytes", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: -1}, connect.CodeInvalidArgument, 0},
+		{"max_bytes over 1 GiB", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: 1<<30 + 1}, connect.CodeInvalidArgument, 0},
+		{"object over max_bytes", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: good.Len - 1}, connect.CodeFailedPrecondition, 0},
+		{"object, missing", &varvev1.GetObjectRequest{Object: missing, MaxBytes: 64 << 20}, connect.CodeDataLoss, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c.rec.Reset()
+			cached := memoryCacheBytes(t, f)
+			resp, err := bc.GetObject(ctx, connect.NewRequest(tc.req))
+			if tc.code == 0 {
+				if err != nil {
+					t.Fatalf("GetObject of a real object: %v", err)
+				}
+				var found bool
+				for _, b := range resp.Msg.Blocks {
+					found = found || b.Offset == good.Off && int64(len(b.Block)) == good.Len && b.Records == good.Records
+				}
+				if !found {
+					t.Fatalf("GetObject answered %d blocks, none of them the block at %d+%d", len(resp.Msg.Blocks), good.Off, good.Len)
+				}
+			} else {
+				if connect.CodeOf(err) != tc.code {
+					t.Fatalf("got %v, want %v", err, tc.code)
+				}
+				if ce := new(connect.Error); !errors.As(err, &ce) || ce.Message() == "" {
+					t.Fatalf("error without a message: %v", err)
+				}
+			}
+			if got := c.rec.Count(tier.OpGet); got != tc.gets {
+				t.Errorf("%d GETs, want %d", got, tc.gets)
+			}
+			if now := memoryCacheBytes(t, f); now != cached {
+				t.Errorf("the memory cache went from %d to %d bytes", cached, now)
+			}
+		})
+	}
 	if n := c.rec.Count(tier.OpPut) + c.rec.Count(tier.OpDelete); n != 0 {
 		t.Fatalf("bad requests wrote or deleted %d objects", n)
 	}
+}
+
+var memoryCacheBytesRE = regexp.MustCompile(`(?m)^varve_cache_bytes\{[^}]*tier="memory"[^}]*\} (\S+)$`)
+
+// memoryCacheBytes reads the bytes a node's memory cache holds from its
+// /metrics.
+func memoryCacheBytes(t *testing.T, n *node.Node) int64 {
+	t.Helper()
+	resp, err := http.Get(n.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	page, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := memoryCacheBytesRE.FindSubmatch(page)
+	if m == nil {
+		t.Fatalf("no varve_cache_bytes{tier=\"memory\"} in /metrics")
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(v)
 }
 
 // envelope frames msg as one enveloped message (gRPC, gRPC-Web, Connect

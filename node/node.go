@@ -224,6 +224,7 @@ func (n *Node) startRoles(ctx context.Context) error {
 					// object, up to flush_bytes, alive).
 					blocks.PutEncoded(f.Object, b.Info.Offset, bytes.Clone(b.Stored), b.Info.Records, b.Info.RawBytes)
 				}
+				blocks.RememberObject(f.Object, flushedBlocks(f)) // so GetObject answers it from memory (blocks.go)
 			}
 		}
 	}

@@ -3,8 +3,11 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"regexp"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -83,24 +86,160 @@ func TestTailReadsOneGetPerObject(t *testing.T) {
 	}
 }
 
-// TestTailReadsFromTheWriter: with nodes running both ingest and fetch,
-// the node that wrote an object owns it and serves its blocks from the
-// memory it cached them in at flush: tailing consumers on every node cause
-// no GET at all.
+// TestTailReadsFromTheWriter: with two and three nodes running both ingest
+// and fetch at 1,000 partitions, the node that wrote an object owns it and
+// serves it from the memory it cached its blocks in at flush: tailing
+// consumers on every node cause no GET at all, and each other node asks
+// the writer for each object once, whole (GetObject), not once per block
+// (tailWhileProducing checks the calls).
 func TestTailReadsFromTheWriter(t *testing.T) {
-	c := startCluster(t, 0)
+	for _, nodesN := range []int{2, 3} {
+		t.Run(fmt.Sprintf("nodes=%d", nodesN), func(t *testing.T) {
+			c := startCluster(t, 0)
+			nodes := bothNodes(t, c, nodesN)
+			tailWhileProducing(t, nodes[0], nodes, c.rec, 1000, 4)
+			if s := trafficOf(c.rec); s.gets() != 0 {
+				t.Fatalf("%d GETs (%d whole, %d ranged) for %d objects written by a fetch node, want 0", s.gets(), s.whole, s.ranged, s.puts)
+			}
+		})
+	}
+}
+
+// bothNodes starts n nodes with the ingest and fetch roles, both-0 to
+// both-<n-1>, and waits until they see each other as fetch nodes.
+func bothNodes(t *testing.T, c *cluster, n int) []*node.Node {
+	t.Helper()
 	var nodes []*node.Node
-	for i := range 2 {
+	for i := range n {
 		nodes = append(nodes, startNodeWith(t, node.RoleFetch, c.endpoints, c.rec, func(cfg *node.Config) {
 			cfg.NodeID = fmt.Sprintf("both-%d", i)
 			cfg.Roles = []string{node.RoleIngest, node.RoleFetch}
 		}))
 	}
 	c.waitMembers(t, nodes)
-	tailWhileProducing(t, nodes[0], nodes, c.rec, 1000, 4)
-	if s := trafficOf(c.rec); s.gets() != 0 {
-		t.Fatalf("%d GETs (%d whole, %d ranged) for %d objects written by a fetch node, want 0", s.gets(), s.whole, s.ranged, s.puts)
+	return nodes
+}
+
+// TestTailReadsSurviveTheOwnerKilled: two ingest+fetch nodes; consumers on
+// the first read what the second wrote, asking it for each object whole.
+// The second is shut down with objects of its own still unread (its lease
+// still live, so the first still takes it for their owner): the first's
+// call fails, it suspects the owner and reads each object itself, whole,
+// once, and every record is read.
+func TestTailReadsSurviveTheOwnerKilled(t *testing.T) {
+	c := startCluster(t, 0)
+	nodes := bothNodes(t, c, 2)
+	reader, owner := nodes[0], nodes[1]
+	const partitions, per, first, second = 200, 3, 2, 3
+	topic := "owner-killed"
+	createTopic(t, newClients(owner.Addr()), topic, partitions)
+	consumeAll := func(from, to int64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		var wg sync.WaitGroup
+		const consumers = 16
+		errs := make(chan error, consumers)
+		cl := h2cClients(reader.Addr())
+		for w := range int32(consumers) {
+			var ps []int32
+			for p := w; p < partitions; p += consumers {
+				ps = append(ps, p)
+			}
+			wg.Go(func() {
+				if err := tailConsumeFrom(ctx, cl, topic, ps, from, to); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
 	}
+	before := peerCalls(t, reader)
+	produceBatches(t, owner, topic, partitions, first, per, 0)
+	consumeAll(0, first*per)
+	mid := peerCalls(t, reader)
+	if got := mid.sub(before); got.objects == 0 || got.objects > first || got.blocks != 0 {
+		t.Fatalf("reading %d objects of a live owner: %v, want 1 to %d GetObject calls and no GetBlock", first, got, first)
+	}
+	// Written, acknowledged, and not read yet when their owner dies.
+	produceBatches(t, owner, topic, partitions, second, per, first*per)
+	c.rec.Reset()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := owner.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(reader.BlockOwners().Peers()) != 2 {
+		t.Fatalf("the reader already dropped the dead owner (%v): the test needs its lease live", reader.BlockOwners().Peers())
+	}
+	consumeAll(first*per, (first+second)*per)
+	got := peerCalls(t, reader).sub(mid)
+	gets := wholeGets(t, c.rec)
+	t.Logf("after the owner died: %v; GETs per object %v", got, gets)
+	if got.objects == 0 {
+		t.Fatalf("the reader never asked the dead owner (%v): the fallback was not exercised", got)
+	}
+	if got.objects > second || got.blocks != 0 {
+		t.Fatalf("calls to the dead owner: %v, want at most one GetObject per object (%d) and no GetBlock", got, second)
+	}
+	if len(gets) != second {
+		t.Fatalf("the reader read %d of the dead owner's %d objects from the bucket", len(gets), second)
+	}
+	for o, n := range gets {
+		if n != 1 {
+			t.Errorf("object %s: %d GETs, want 1", o, n)
+		}
+	}
+}
+
+// internalCalls counts a node's calls to other nodes' BlockService.
+type internalCalls struct{ blocks, objects int64 }
+
+func (a internalCalls) sub(b internalCalls) internalCalls {
+	return internalCalls{a.blocks - b.blocks, a.objects - b.objects}
+}
+
+func (a internalCalls) String() string {
+	return fmt.Sprintf("%d GetBlock, %d GetObject", a.blocks, a.objects)
+}
+
+var peerCallsRE = regexp.MustCompile(`(?m)^varve_cache_peer_calls_total\{[^}]*rpc="(\w+)"[^}]*\} (\S+)$`)
+
+// peerCalls reads a node's calls to other nodes' BlockService from its
+// /metrics (varve_cache_peer_calls_total by rpc).
+func peerCalls(t *testing.T, n *node.Node) internalCalls {
+	t.Helper()
+	resp, err := http.Get(n.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	page, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c internalCalls
+	ms := peerCallsRE.FindAllSubmatch(page, -1)
+	if len(ms) == 0 {
+		t.Fatalf("%s: no varve_cache_peer_calls_total in /metrics", n.Addr())
+	}
+	for _, m := range ms {
+		v, err := strconv.ParseFloat(string(m[2]), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch string(m[1]) {
+		case "GetBlock":
+			c.blocks += int64(v)
+		case "GetObject":
+			c.objects += int64(v)
+		}
+	}
+	return c
 }
 
 // tailConsume reads the partitions ps of topic from offset 0 up to
@@ -109,7 +248,15 @@ func TestTailReadsFromTheWriter(t *testing.T) {
 // what UNAVAILABLE answers (thousands of partitions at once load this
 // 2-core machine's etcd past its request timeout).
 func tailConsume(ctx context.Context, c clients, topic string, ps []int32, to int64) error {
+	return tailConsumeFrom(ctx, c, topic, ps, 0, to)
+}
+
+// tailConsumeFrom is tailConsume from offset from.
+func tailConsumeFrom(ctx context.Context, c clients, topic string, ps []int32, from, to int64) error {
 	next := make([]int64, len(ps))
+	for i := range next {
+		next[i] = from
+	}
 	for done := 0; done < len(ps); {
 		done = 0
 		for i, p := range ps {
@@ -138,13 +285,18 @@ func tailConsume(ctx context.Context, c clients, topic string, ps []int32, to in
 // tailWhileProducing starts a consumer on every fetch node for every
 // partition of a new topic, produces batches (one object each) through
 // writer, waits until every consumer has read every record, then checks
-// the bucket's GETs against its PUTs.
+// the bucket's GETs against its PUTs, and each fetch node's calls to the
+// others: at most one per object it read (GetObject), not one per block.
 func tailWhileProducing(t *testing.T, writer *node.Node, fetch []*node.Node, rec *tier.Recorder, partitions int32, batches int) {
 	t.Helper()
 	const per = 3
 	topic := fmt.Sprintf("tail%d", partitions)
 	createTopic(t, newClients(writer.Addr()), topic, partitions)
 	rec.Reset()
+	before := make([]internalCalls, len(fetch))
+	for i, n := range fetch {
+		before[i] = peerCalls(t, n)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -178,6 +330,16 @@ func tailWhileProducing(t *testing.T, writer *node.Node, fetch []*node.Node, rec
 		partitions, len(fetch), s.puts, s.putBytes, s.gets(), s.whole, s.ranged, s.perGiB(s.puts), s.perGiB(s.gets()), float64(s.gets())/float64(s.puts))
 	if float64(s.gets()) > 1.05*float64(s.puts) {
 		t.Fatalf("tail reads made %d GETs (%d whole, %d ranged) for %d PUTs, want at most 1.05 × the PUTs", s.gets(), s.whole, s.ranged, s.puts)
+	}
+	// Every fetch node reads every object (a block of each partition):
+	// at most one call to another node per object.
+	for i, n := range fetch {
+		calls := peerCalls(t, n).sub(before[i])
+		t.Logf("%s: %v for %d objects of %d blocks (%.2f calls per object)", n.BlockOwners().Self(), calls, s.puts, partitions,
+			float64(calls.blocks+calls.objects)/float64(s.puts))
+		if calls.blocks+calls.objects > int64(s.puts) {
+			t.Errorf("%s made %v to other nodes reading %d objects, want at most one per object", n.BlockOwners().Self(), calls, s.puts)
+		}
 	}
 }
 

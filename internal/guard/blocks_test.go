@@ -119,10 +119,12 @@ func TestBlockServiceNodesOnly(t *testing.T) {
 		t.Fatalf("a peer refused a block to a node with the cluster secret:\n%s", logs2)
 	}
 	e := entries[0]
-	get := func(tr secretTransport) error {
+	// Both RPCs of the service: a block, and a whole fresh object.
+	get := func(tr secretTransport) []error {
 		c := varvev1connect.NewBlockServiceClient(&http.Client{Transport: tr}, n1.Addr())
 		_, err := c.GetBlock(context.Background(), connect.NewRequest(&varvev1.GetBlockRequest{Object: e.Object, Offset: e.Off, Length: e.Len}))
-		return err
+		_, oerr := c.GetObject(context.Background(), connect.NewRequest(&varvev1.GetObjectRequest{Object: e.Object, MaxBytes: 64 << 20}))
+		return []error{err, oerr}
 	}
 	admin := principal(t, admin.New(n1.Addr(), sdk.WithToken(bootstrap)), n1.Addr(), "root", "cluster admin")
 	for _, tc := range []struct {
@@ -137,15 +139,16 @@ func TestBlockServiceNodesOnly(t *testing.T) {
 		{"cluster secret", secretTransport{secret: "the-shared-cluster-secret"}, connect.Code(0)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := get(tc.tr)
-			if tc.want == connect.Code(0) {
-				if err != nil {
-					t.Fatal(err)
+			for _, err := range get(tc.tr) {
+				if tc.want == connect.Code(0) {
+					if err != nil {
+						t.Fatal(err)
+					}
+					continue
 				}
-				return
-			}
-			if connect.CodeOf(err) != tc.want {
-				t.Fatalf("got %v, want %v", err, tc.want)
+				if connect.CodeOf(err) != tc.want {
+					t.Fatalf("got %v, want %v", err, tc.want)
+				}
 			}
 		})
 	}

@@ -134,6 +134,186 @@ func (x *GetBlockResponse) GetBlock() []byte {
 	return nil
 }
 
+// GetObjectRequest names a fresh level 0 object (the object of one ingest
+// flush, named as tier.FlushKey names it) whose blocks the caller wants all
+// at once.
+type GetObjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The object key, as in the segment index. Compacted (level 1) objects
+	// are refused: their blocks are asked for one at a time (GetBlock).
+	Object string `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	// The most bytes of blocks the caller takes: the sum of the answered
+	// blocks' lengths. From 1 byte to 1 GiB.
+	MaxBytes      int64 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetObjectRequest) Reset() {
+	*x = GetObjectRequest{}
+	mi := &file_varve_v1_internal_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetObjectRequest) ProtoMessage() {}
+
+func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_internal_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetObjectRequest.ProtoReflect.Descriptor instead.
+func (*GetObjectRequest) Descriptor() ([]byte, []int) {
+	return file_varve_v1_internal_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetObjectRequest) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *GetObjectRequest) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// ObjectBlock is one block of an object, exactly as stored (header, CRC
+// and compressed payload), with the counts the object's footer lists for
+// it.
+type ObjectBlock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The block's first byte in the object (its header included).
+	Offset int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The block's stored bytes; its length is the block's length.
+	Block []byte `protobuf:"bytes,2,opt,name=block,proto3" json:"block,omitempty"`
+	// The number of records in the block.
+	Records int64 `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
+	// The uncompressed size of the block's records.
+	RawBytes      int64 `protobuf:"varint,4,opt,name=raw_bytes,json=rawBytes,proto3" json:"raw_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectBlock) Reset() {
+	*x = ObjectBlock{}
+	mi := &file_varve_v1_internal_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectBlock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectBlock) ProtoMessage() {}
+
+func (x *ObjectBlock) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_internal_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectBlock.ProtoReflect.Descriptor instead.
+func (*ObjectBlock) Descriptor() ([]byte, []int) {
+	return file_varve_v1_internal_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ObjectBlock) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ObjectBlock) GetBlock() []byte {
+	if x != nil {
+		return x.Block
+	}
+	return nil
+}
+
+func (x *ObjectBlock) GetRecords() int64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *ObjectBlock) GetRawBytes() int64 {
+	if x != nil {
+		return x.RawBytes
+	}
+	return 0
+}
+
+// GetObjectResponse carries every block of the object, by ascending
+// offset: the caller verifies each block's CRC when it decodes it.
+type GetObjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Blocks        []*ObjectBlock         `protobuf:"bytes,1,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetObjectResponse) Reset() {
+	*x = GetObjectResponse{}
+	mi := &file_varve_v1_internal_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetObjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetObjectResponse) ProtoMessage() {}
+
+func (x *GetObjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_internal_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetObjectResponse.ProtoReflect.Descriptor instead.
+func (*GetObjectResponse) Descriptor() ([]byte, []int) {
+	return file_varve_v1_internal_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetObjectResponse) GetBlocks() []*ObjectBlock {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
 var File_varve_v1_internal_proto protoreflect.FileDescriptor
 
 const file_varve_v1_internal_proto_rawDesc = "" +
@@ -144,9 +324,20 @@ const file_varve_v1_internal_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x03 \x01(\x03R\x06length\"(\n" +
 	"\x10GetBlockResponse\x12\x14\n" +
-	"\x05block\x18\x01 \x01(\fR\x05block2S\n" +
+	"\x05block\x18\x01 \x01(\fR\x05block\"G\n" +
+	"\x10GetObjectRequest\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x1b\n" +
+	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\"r\n" +
+	"\vObjectBlock\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x14\n" +
+	"\x05block\x18\x02 \x01(\fR\x05block\x12\x18\n" +
+	"\arecords\x18\x03 \x01(\x03R\arecords\x12\x1b\n" +
+	"\traw_bytes\x18\x04 \x01(\x03R\brawBytes\"B\n" +
+	"\x11GetObjectResponse\x12-\n" +
+	"\x06blocks\x18\x01 \x03(\v2\x15.varve.v1.ObjectBlockR\x06blocks2\x9b\x01\n" +
 	"\fBlockService\x12C\n" +
-	"\bGetBlock\x12\x19.varve.v1.GetBlockRequest\x1a\x1a.varve.v1.GetBlockResponse\"\x00B0Z.github.com/varve-io/varve/gen/varve/v1;varvev1b\x06proto3"
+	"\bGetBlock\x12\x19.varve.v1.GetBlockRequest\x1a\x1a.varve.v1.GetBlockResponse\"\x00\x12F\n" +
+	"\tGetObject\x12\x1a.varve.v1.GetObjectRequest\x1a\x1b.varve.v1.GetObjectResponse\"\x00B0Z.github.com/varve-io/varve/gen/varve/v1;varvev1b\x06proto3"
 
 var (
 	file_varve_v1_internal_proto_rawDescOnce sync.Once
@@ -160,19 +351,25 @@ func file_varve_v1_internal_proto_rawDescGZIP() []byte {
 	return file_varve_v1_internal_proto_rawDescData
 }
 
-var file_varve_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_varve_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_varve_v1_internal_proto_goTypes = []any{
-	(*GetBlockRequest)(nil),  // 0: varve.v1.GetBlockRequest
-	(*GetBlockResponse)(nil), // 1: varve.v1.GetBlockResponse
+	(*GetBlockRequest)(nil),   // 0: varve.v1.GetBlockRequest
+	(*GetBlockResponse)(nil),  // 1: varve.v1.GetBlockResponse
+	(*GetObjectRequest)(nil),  // 2: varve.v1.GetObjectRequest
+	(*ObjectBlock)(nil),       // 3: varve.v1.ObjectBlock
+	(*GetObjectResponse)(nil), // 4: varve.v1.GetObjectResponse
 }
 var file_varve_v1_internal_proto_depIdxs = []int32{
-	0, // 0: varve.v1.BlockService.GetBlock:input_type -> varve.v1.GetBlockRequest
-	1, // 1: varve.v1.BlockService.GetBlock:output_type -> varve.v1.GetBlockResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	3, // 0: varve.v1.GetObjectResponse.blocks:type_name -> varve.v1.ObjectBlock
+	0, // 1: varve.v1.BlockService.GetBlock:input_type -> varve.v1.GetBlockRequest
+	2, // 2: varve.v1.BlockService.GetObject:input_type -> varve.v1.GetObjectRequest
+	1, // 3: varve.v1.BlockService.GetBlock:output_type -> varve.v1.GetBlockResponse
+	4, // 4: varve.v1.BlockService.GetObject:output_type -> varve.v1.GetObjectResponse
+	3, // [3:5] is the sub-list for method output_type
+	1, // [1:3] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_varve_v1_internal_proto_init() }
@@ -186,7 +383,7 @@ func file_varve_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_varve_v1_internal_proto_rawDesc), len(file_varve_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,11 +35,27 @@ const (
 const (
 	// BlockServiceGetBlockProcedure is the fully-qualified name of the BlockService's GetBlock RPC.
 	BlockServiceGetBlockProcedure = "/varve.v1.BlockService/GetBlock"
+	// BlockServiceGetObjectProcedure is the fully-qualified name of the BlockService's GetObject RPC.
+	BlockServiceGetObjectProcedure = "/varve.v1.BlockService/GetObject"
 )
 
 // BlockServiceClient is a client for the varve.v1.BlockService service.
 type BlockServiceClient interface {
 	GetBlock(context.Context, *connect.Request[v1.GetBlockRequest]) (*connect.Response[v1.GetBlockResponse], error)
+	// GetObject answers every block of a fresh level 0 object in one call, so
+	// that a fetch node that does not own the object asks its owner once per
+	// object instead of once per block (an ingest flush holds a block per
+	// partition: about 1,000 at 1,000 partitions). The owner serves the
+	// blocks from memory when it holds every one of them (it wrote the object,
+	// or read it whole), else reads the object whole, once for the cluster.
+	// Errors: INVALID_ARGUMENT for an invalid key, a key that is not an
+	// ingest flush's, or max_bytes out of range; FAILED_PRECONDITION when
+	// the owner cannot answer the object whole (its blocks add up to more than
+	// max_bytes, or it read the object whole before and no longer holds all of
+	// its blocks): the caller then asks for its blocks with GetBlock;
+	// DATA_LOSS for a missing or corrupt object, UNAVAILABLE when object
+	// storage fails.
+	GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error)
 }
 
 // NewBlockServiceClient constructs a client for the varve.v1.BlockService service. By default, it
@@ -59,12 +75,19 @@ func NewBlockServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(blockServiceMethods.ByName("GetBlock")),
 			connect.WithClientOptions(opts...),
 		),
+		getObject: connect.NewClient[v1.GetObjectRequest, v1.GetObjectResponse](
+			httpClient,
+			baseURL+BlockServiceGetObjectProcedure,
+			connect.WithSchema(blockServiceMethods.ByName("GetObject")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // blockServiceClient implements BlockServiceClient.
 type blockServiceClient struct {
-	getBlock *connect.Client[v1.GetBlockRequest, v1.GetBlockResponse]
+	getBlock  *connect.Client[v1.GetBlockRequest, v1.GetBlockResponse]
+	getObject *connect.Client[v1.GetObjectRequest, v1.GetObjectResponse]
 }
 
 // GetBlock calls varve.v1.BlockService.GetBlock.
@@ -72,9 +95,28 @@ func (c *blockServiceClient) GetBlock(ctx context.Context, req *connect.Request[
 	return c.getBlock.CallUnary(ctx, req)
 }
 
+// GetObject calls varve.v1.BlockService.GetObject.
+func (c *blockServiceClient) GetObject(ctx context.Context, req *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error) {
+	return c.getObject.CallUnary(ctx, req)
+}
+
 // BlockServiceHandler is an implementation of the varve.v1.BlockService service.
 type BlockServiceHandler interface {
 	GetBlock(context.Context, *connect.Request[v1.GetBlockRequest]) (*connect.Response[v1.GetBlockResponse], error)
+	// GetObject answers every block of a fresh level 0 object in one call, so
+	// that a fetch node that does not own the object asks its owner once per
+	// object instead of once per block (an ingest flush holds a block per
+	// partition: about 1,000 at 1,000 partitions). The owner serves the
+	// blocks from memory when it holds every one of them (it wrote the object,
+	// or read it whole), else reads the object whole, once for the cluster.
+	// Errors: INVALID_ARGUMENT for an invalid key, a key that is not an
+	// ingest flush's, or max_bytes out of range; FAILED_PRECONDITION when
+	// the owner cannot answer the object whole (its blocks add up to more than
+	// max_bytes, or it read the object whole before and no longer holds all of
+	// its blocks): the caller then asks for its blocks with GetBlock;
+	// DATA_LOSS for a missing or corrupt object, UNAVAILABLE when object
+	// storage fails.
+	GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error)
 }
 
 // NewBlockServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -90,10 +132,18 @@ func NewBlockServiceHandler(svc BlockServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(blockServiceMethods.ByName("GetBlock")),
 		connect.WithHandlerOptions(opts...),
 	)
+	blockServiceGetObjectHandler := connect.NewUnaryHandler(
+		BlockServiceGetObjectProcedure,
+		svc.GetObject,
+		connect.WithSchema(blockServiceMethods.ByName("GetObject")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/varve.v1.BlockService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BlockServiceGetBlockProcedure:
 			blockServiceGetBlockHandler.ServeHTTP(w, r)
+		case BlockServiceGetObjectProcedure:
+			blockServiceGetObjectHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -105,4 +155,8 @@ type UnimplementedBlockServiceHandler struct{}
 
 func (UnimplementedBlockServiceHandler) GetBlock(context.Context, *connect.Request[v1.GetBlockRequest]) (*connect.Response[v1.GetBlockResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.BlockService.GetBlock is not implemented"))
+}
+
+func (UnimplementedBlockServiceHandler) GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.BlockService.GetObject is not implemented"))
 }

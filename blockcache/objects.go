@@ -1,0 +1,117 @@
+package blockcache
+
+import "slices"
+
+// ObjectBlock is one block of an object: its offset in the object, its
+// stored bytes (header included) and the counts the object's footer lists
+// for it.
+type ObjectBlock struct {
+	Offset   int64
+	Stored   []byte
+	Records  int64
+	RawBytes int64
+}
+
+const (
+	// layoutObjects and layoutBlocks bound the objects whose blocks the
+	// memory tier remembers (RememberObject): the last 1,024 objects, at
+	// most 262,144 blocks between them (32 bytes each, 8 MiB).
+	layoutObjects = 1024
+	layoutBlocks  = 1 << 18
+)
+
+// span is a remembered block: its byte range and counts, not its bytes.
+type span struct {
+	off, length, records, raw int64
+}
+
+// layouts remembers the blocks of recent objects, oldest out first.
+type layouts struct {
+	m      map[string][]span
+	order  []string // the keys of m, oldest first
+	blocks int
+}
+
+// PutObject caches every block of object by its stored bytes (as
+// PutEncoded) and remembers the object's blocks (as RememberObject). Each
+// block's Stored must be its own allocation, never a window of a larger
+// buffer, so that the cache frees the blocks one by one.
+func (c *Memory) PutObject(object string, blocks []ObjectBlock) {
+	for _, b := range blocks {
+		c.PutEncoded(object, b.Offset, b.Stored, b.Records, b.RawBytes)
+	}
+	c.RememberObject(object, blocks)
+}
+
+// RememberObject remembers which blocks object has (their ranges and
+// counts; Stored is not kept), so that ObjectBlocks can answer the object
+// whole while every block of it is cached. An object's blocks are
+// remembered once; the oldest objects are forgotten first.
+func (c *Memory) RememberObject(object string, blocks []ObjectBlock) {
+	if len(blocks) == 0 || len(blocks) > layoutBlocks {
+		return
+	}
+	spans := make([]span, len(blocks))
+	for i, b := range blocks {
+		spans[i] = span{off: b.Offset, length: int64(len(b.Stored)), records: b.Records, raw: b.RawBytes}
+	}
+	slices.SortFunc(spans, func(a, b span) int {
+		switch {
+		case a.off < b.off:
+			return -1
+		case a.off > b.off:
+			return 1
+		}
+		return 0
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := &c.objects
+	if l.m == nil {
+		l.m = map[string][]span{}
+	}
+	if _, ok := l.m[object]; ok {
+		return
+	}
+	for len(l.order) > 0 && (len(l.order) >= layoutObjects || l.blocks+len(spans) > layoutBlocks) {
+		l.blocks -= len(l.m[l.order[0]])
+		delete(l.m, l.order[0])
+		l.order[0] = ""
+		l.order = l.order[1:]
+	}
+	if len(l.order) == cap(l.order) {
+		// Compact: the slice only ever drops its head.
+		l.order = append(make([]string, 0, layoutObjects), l.order...)
+	}
+	l.m[object] = spans
+	l.order = append(l.order, object)
+	l.blocks += len(spans)
+}
+
+// ObjectBlocks returns every block of object, by ascending offset, when its
+// blocks are remembered (RememberObject) and each is cached with its stored
+// bytes; it reports false otherwise. The blocks count as used.
+func (c *Memory) ObjectBlocks(object string) ([]ObjectBlock, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	spans, ok := c.objects.m[object]
+	if !ok {
+		return nil, false
+	}
+	out := make([]ObjectBlock, len(spans))
+	for i, s := range spans {
+		el, ok := c.items[blockKey{object, s.off}]
+		if !ok {
+			return nil, false
+		}
+		e := el.Value.(*cacheEntry)
+		if e.stored == nil || int64(len(e.stored)) != s.length {
+			return nil, false
+		}
+		out[i] = ObjectBlock{Offset: s.off, Stored: e.stored, Records: s.records, RawBytes: s.raw}
+	}
+	for _, s := range spans {
+		c.ll.MoveToFront(c.items[blockKey{object, s.off}])
+	}
+	return out, true
+}

@@ -1,0 +1,240 @@
+package blockcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/segment"
+)
+
+// A fetch node that does not own a fresh level 0 object asks its owner for
+// the whole object's blocks in one call (PeerClient.GetObject), once, and
+// caches every block of it, instead of asking for each block it misses (an
+// object holds a block per partition: about 1,000 at 1,000 partitions).
+// See docs/cache.md, "Tail reads by object".
+
+// MaxObjectBytes is the most bytes of blocks one GetObject call may ask
+// for.
+const MaxObjectBytes = 1 << 30
+
+// ErrNotWhole: the owner cannot answer an object whole (its blocks add up
+// to more than the caller takes, or it read the object whole before and no
+// longer holds every block of it); ask for its blocks one by one.
+var ErrNotWhole = errors.New("object not served whole")
+
+// RPC names of the calls to other fetch nodes, counted by
+// varve.cache.peer.calls.
+const (
+	rpcGetBlock  = "GetBlock"
+	rpcGetObject = "GetObject"
+)
+
+// fromOwnersObject serves a block of a fresh level 0 object that owner
+// (another node) owns: from memory when an earlier answer of the owner
+// cached it, else by asking the owner for every block of the object (once
+// for every concurrent caller, and never again once answered). When the
+// owner cannot answer the object whole the block is asked of it alone
+// (fromPeer); when the owner fails, this node reads the block itself, as
+// fromPeer does.
+func (r *Reader) fromOwnersObject(ctx context.Context, owner Peer, object string, off, length int64) (loaded, error) {
+	if l, ok := r.fromMemory(ctx, object, off, length); ok {
+		return l, nil
+	}
+	if r.remote.wasRead(object) {
+		// Answered already; this block was evicted since, or was not in
+		// the answer.
+		return r.fromPeer(ctx, owner, object, off, length)
+	}
+	ch := r.remote.sf.DoChan(object, func() (any, error) {
+		return r.askObject(ctx, owner, object)
+	})
+	var res singleflight.Result
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		return loaded{}, ctx.Err()
+	}
+	if res.Shared {
+		r.tiers.collapsed.Add(context.WithoutCancel(ctx), 1)
+	}
+	switch err := res.Err; {
+	case err == nil:
+		if b, ok := blockAt(res.Val.([]ObjectBlock), off, length); ok {
+			if l, ok := r.servedBlock(object, off, b, TierPeer); ok {
+				r.tiers.hit(ctx, TierPeer)
+				r.hits.Add(ctx, 1)
+				return l, nil
+			}
+		}
+		// Not a block of the object as the owner knows it, or it does
+		// not decode: the block's own read says why.
+		return r.fromPeer(ctx, owner, object, off, length)
+	case errors.Is(err, errReadWhole):
+		if l, ok := r.fromMemory(ctx, object, off, length); ok {
+			return l, nil
+		}
+		return r.fromPeer(ctx, owner, object, off, length)
+	case errors.Is(err, ErrNotWhole):
+		return r.fromPeer(ctx, owner, object, off, length)
+	case ctx.Err() != nil:
+		return loaded{}, ctx.Err()
+	}
+	// Whatever else went wrong, the client is served from the bucket, as
+	// fromPeer does (the failure is logged and the owner suspected).
+	r.tiers.miss(ctx, TierPeer)
+	return r.ownedBlock(ctx, object, off, length)
+}
+
+// askObject asks owner for every block of object and caches them all. It
+// runs once for the concurrent callers (ctx is a shared read's, detached
+// from them) and marks the object answered, whatever the outcome, so that
+// no later miss asks again.
+func (r *Reader) askObject(ctx context.Context, owner Peer, object string) ([]ObjectBlock, error) {
+	if r.remote.wasRead(object) {
+		return nil, errReadWhole
+	}
+	if err := r.remote.sem.Acquire(ctx, 1); err != nil {
+		return nil, err
+	}
+	defer r.remote.sem.Release(1)
+	maxBytes := min(r.whole.max, r.mem.max/2, MaxObjectBytes)
+	r.tiers.calls.Add(ctx, 1, r.tiers.rpcAttrs[rpcGetObject])
+	pctx, cancel := context.WithTimeout(ctx, objectTimeout)
+	pctx, end := r.tiers.span(pctx, "fetch.peer.object", attribute.String("varve.peer", owner.ID), attribute.String("varve.object", object))
+	blocks, err := r.tiers.peers.GetObject(pctx, owner.Addr, object, maxBytes)
+	if err == nil {
+		err = checkObjectBlocks(owner, object, blocks, maxBytes)
+	}
+	end(err, attribute.Int("varve.blocks", len(blocks)))
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	defer r.remote.markRead(object)
+	switch {
+	case err == nil:
+		r.mem.PutObject(object, blocks)
+		return blocks, nil
+	case errors.Is(err, ErrNotWhole):
+		r.log.Debug("object owner does not serve the object whole; asking it for each block", "owner", owner.ID, "object", object, "err", err)
+		return nil, err
+	}
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		r.tiers.owners.Suspect(owner.ID, suspectFor)
+	}
+	r.log.Warn("block owner did not serve the block's whole object; reading the bucket", "owner", owner.ID, "addr", owner.Addr, "object", object, "err", err)
+	return nil, err
+}
+
+// checkObjectBlocks checks an owner's answer for object: blocks by
+// strictly ascending, non-overlapping ranges of plausible lengths, adding
+// up to at most maxBytes. Each block's CRC is checked when it is decoded.
+func checkObjectBlocks(owner Peer, object string, blocks []ObjectBlock, maxBytes int64) error {
+	if len(blocks) == 0 {
+		return fmt.Errorf("%w: node %s answered no block for object %s", segment.ErrCorrupt, owner.ID, object)
+	}
+	var total, end int64
+	for i, b := range blocks {
+		n := int64(len(b.Stored))
+		switch {
+		case b.Offset < end || (i == 0 && b.Offset < 0):
+			return fmt.Errorf("%w: node %s answered object %s with block %d at byte %d, before the end %d of the one before", segment.ErrCorrupt, owner.ID, object, i, b.Offset, end)
+		case n < segment.BlockHeaderSize || n > MaxBlockLength:
+			return fmt.Errorf("%w: node %s answered object %s with block %d of %d bytes", segment.ErrCorrupt, owner.ID, object, i, n)
+		case b.Records < 1 || b.RawBytes < 0:
+			return fmt.Errorf("%w: node %s answered object %s with block %d of %d records, %d raw bytes", segment.ErrCorrupt, owner.ID, object, i, b.Records, b.RawBytes)
+		}
+		end = b.Offset + n
+		total += n
+	}
+	if total > maxBytes {
+		return fmt.Errorf("%w: node %s answered %d bytes of blocks for object %s, asked for at most %d", segment.ErrCorrupt, owner.ID, total, object, maxBytes)
+	}
+	return nil
+}
+
+// ObjectBytes returns every block of a fresh level 0 object, by ascending
+// offset, for another fetch node (the internal BlockService): from memory
+// when it holds every block of the object (this node wrote it, or read it
+// whole), else by reading the object whole (shared with this node's own
+// reads of it, once). It never asks another node.
+//
+// A request that names no fresh object — an invalid key, a compacted
+// object's — or asks for less than one byte or more than MaxObjectBytes
+// wraps metadata.ErrInvalidArgument, and is refused before anything is
+// read. An object whose blocks add up to more than maxBytes, or that was
+// read whole before and whose blocks are no longer all cached, wraps
+// ErrNotWhole. A missing or corrupt object is data loss.
+func (r *Reader) ObjectBytes(ctx context.Context, object string, maxBytes int64) ([]ObjectBlock, Tier, error) {
+	if maxBytes < 1 || maxBytes > MaxObjectBytes {
+		return nil, "", fmt.Errorf("%w: object %q: max_bytes %d: want 1 to %d", metadata.ErrInvalidArgument, object, maxBytes, MaxObjectBytes)
+	}
+	if err := tier.ValidateKey(object); err != nil {
+		return nil, "", fmt.Errorf("%w: object: %w", metadata.ErrInvalidArgument, err)
+	}
+	if _, ok := tier.FlushKeyNode(object); !ok {
+		return nil, "", fmt.Errorf("%w: object %q is not a fresh level 0 object (an ingest flush's key): the blocks of a compacted object are asked for one at a time (GetBlock)", metadata.ErrInvalidArgument, object)
+	}
+	blocks, tr, err := r.objectBlocks(ctx, object)
+	if err != nil {
+		return nil, "", err
+	}
+	var total int64
+	for _, b := range blocks {
+		total += int64(len(b.Stored))
+	}
+	if total > maxBytes {
+		return nil, "", fmt.Errorf("%w: object %s has %d blocks of %d bytes, more than the %d asked for: ask for them one at a time (GetBlock)", ErrNotWhole, object, len(blocks), total, maxBytes)
+	}
+	return blocks, tr, nil
+}
+
+// objectBlocks returns every block of object from memory, else from one
+// shared whole read of the bucket.
+func (r *Reader) objectBlocks(ctx context.Context, object string) ([]ObjectBlock, Tier, error) {
+	if blocks, ok := r.mem.ObjectBlocks(object); ok {
+		r.tiers.hit(ctx, TierMemory)
+		return blocks, TierMemory, nil
+	}
+	if r.whole.max == 0 || r.mem.max/2 < segment.BlockHeaderSize {
+		return nil, "", fmt.Errorf("%w: object %s: this node reads no object whole", ErrNotWhole, object)
+	}
+	ch := r.whole.sf.DoChan(object, func() (any, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
+		defer cancel()
+		return r.readWhole(lctx, object)
+	})
+	var res singleflight.Result
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		return nil, "", ctx.Err()
+	}
+	if res.Shared {
+		r.tiers.collapsed.Add(context.WithoutCancel(ctx), 1)
+	}
+	switch err := res.Err; {
+	case err == nil:
+		return res.Val.([]ObjectBlock), TierBucket, nil
+	case errors.Is(err, errReadWhole):
+		// Read whole by an earlier call: served if all of it is still
+		// cached (it was just checked, but a read may have finished since).
+		if blocks, ok := r.mem.ObjectBlocks(object); ok {
+			r.tiers.hit(ctx, TierMemory)
+			return blocks, TierMemory, nil
+		}
+		return nil, "", fmt.Errorf("%w: object %s was read whole before and its blocks are no longer all cached: ask for them one at a time (GetBlock)", ErrNotWhole, object)
+	case errors.Is(err, tier.ErrNotFound), errors.Is(err, segment.ErrCorrupt):
+		return nil, "", fmt.Errorf("%w: %w", ErrDataLoss, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, "", err
+	default:
+		return nil, "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+}
