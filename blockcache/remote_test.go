@@ -1,0 +1,159 @@
+package blockcache_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/varve-io/varve/blockcache"
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier"
+)
+
+// TestObjectTooLargeForTheAskerIsReadPerBlock: a fetcher whose memory tier
+// is too small to take a fresh object whole asks its owner for it once;
+// the owner refuses (ErrNotWhole), and the fetcher asks for each block
+// instead — never for the object again — with no GET.
+func TestObjectTooLargeForTheAskerIsReadPerBlock(t *testing.T) {
+	fs := newFS(t)
+	rec := tier.NewRecorder(fs)
+	key := flushKey("b", 1)
+	entries := writeSegment(t, fs, key, 20, 200)
+	last := entries[len(entries)-1]
+	size := last.Off + last.Len
+	fetchers, peers := cluster(rec, 64<<20, "a", "b")
+	fetchers[1].Memory().PutObject(key, objectBlocks(t, fs, entries))
+	// a takes objects whole up to a bound that holds the first block only.
+	fetchers[0].SetWholeObjectBytes(entries[0].Off + entries[0].Len)
+	ctx := context.Background()
+	for range 2 {
+		for p, e := range entries {
+			recs, err := fetchers[0].Block(ctx, e)
+			checkBlock(t, recs, err, p, 200)
+		}
+	}
+	if g := gets(rec); len(g) != 0 {
+		t.Fatalf("GETs %v, want none (the owner holds the object)", g)
+	}
+	if peers.objects != 1 || peers.calls != len(entries) {
+		t.Fatalf("%d GetObject and %d GetBlock calls for an object of %d bytes in %d blocks, want 1 refused GetObject, then one GetBlock per block",
+			peers.objects, peers.calls, size, len(entries))
+	}
+}
+
+// TestOwnerGoneAfterAnswering: blocks of an object the owner answered stay
+// served from memory once the owner is gone; an object asked of the gone
+// owner is read from the bucket whole, once.
+func TestOwnerGoneAfterAnswering(t *testing.T) {
+	fs := newFS(t)
+	rec := tier.NewRecorder(fs)
+	key1, key2 := flushKey("b", 1), flushKey("b", 2)
+	e1 := writeSegment(t, fs, key1, 10, 20)
+	e2 := writeSegment(t, fs, key2, 10, 20)
+	fetchers, peers := cluster(rec, 64<<20, "a", "b")
+	fetchers[1].Memory().PutObject(key1, objectBlocks(t, fs, e1))
+	fetchers[1].Memory().PutObject(key2, objectBlocks(t, fs, e2))
+	ctx := context.Background()
+	recs, err := fetchers[0].Block(ctx, e1[0])
+	checkBlock(t, recs, err, 0, 20)
+	peers.mu.Lock()
+	delete(peers.nodes, "addr-b")
+	peers.mu.Unlock()
+	for _, entries := range [][]metadata.IndexEntry{e1, e2} {
+		for p, e := range entries {
+			recs, err := fetchers[0].Block(ctx, e)
+			checkBlock(t, recs, err, p, 20)
+		}
+	}
+	if g := gets(rec); len(g) != 1 || g[0] != key2+" 0+-1" {
+		t.Fatalf("GETs %v, want one whole read of the object asked after the owner went", g)
+	}
+	if peers.objects != 2 || peers.calls != 0 {
+		t.Fatalf("%d GetObject, %d GetBlock calls, want 2 GetObject (one answered, one failed)", peers.objects, peers.calls)
+	}
+}
+
+// TestObjectBytesBadInputs: requests that name no fresh object, or ask for
+// no bytes or more than MaxObjectBytes, are refused as invalid arguments
+// before anything is read or cached; an object larger than max_bytes is
+// ErrNotWhole, a missing one data loss, and neither is cached.
+func TestObjectBytesBadInputs(t *testing.T) {
+	fs := newFS(t)
+	rec := tier.NewRecorder(fs)
+	key := flushKey("ingest-1", 1)
+	entries := writeSegment(t, fs, key, 4, 20)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		object   string
+		maxBytes int64
+		want     error
+		gets     int
+	}{
+		{"empty key", "", 1 << 20, metadata.ErrInvalidArgument, 0},
+		{"parent segment", "../" + key, 1 << 20, metadata.ErrInvalidArgument, 0},
+		{"too long", strings.Repeat("k", tier.MaxKeyLen+1), 1 << 20, metadata.ErrInvalidArgument, 0},
+		{"not a flush's key", "seg/x.vseg", 1 << 20, metadata.ErrInvalidArgument, 0},
+		{"compacted object", tier.CompactedKey(1, "t", 0, 0, 100, "c"), 1 << 20, metadata.ErrInvalidArgument, 0},
+		{"zero max_bytes", key, 0, metadata.ErrInvalidArgument, 0},
+		{"max_bytes over the bound", key, blockcache.MaxObjectBytes + 1, metadata.ErrInvalidArgument, 0},
+		{"missing object", flushKey("ingest-1", 2), 1 << 20, blockcache.ErrDataLoss, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec.Reset()
+			f := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
+			blocks, _, err := f.ObjectBytes(ctx, tc.object, tc.maxBytes)
+			if !errors.Is(err, tc.want) || blocks != nil {
+				t.Fatalf("got %d blocks, %v; want %v", len(blocks), err, tc.want)
+			}
+			if g := gets(rec); len(g) != tc.gets {
+				t.Fatalf("GETs %v, want %d", g, tc.gets)
+			}
+			if n := f.Memory().Size(); n != 0 {
+				t.Fatalf("%d bytes cached", n)
+			}
+		})
+	}
+	// An object held in memory but larger than max_bytes: refused, no GET.
+	rec.Reset()
+	f := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
+	f.Memory().PutObject(key, objectBlocks(t, fs, entries))
+	cached := f.Memory().Size()
+	if _, _, err := f.ObjectBytes(ctx, key, entries[0].Len); !errors.Is(err, blockcache.ErrNotWhole) {
+		t.Fatalf("object over max_bytes: %v, want ErrNotWhole", err)
+	}
+	blocks, tr, err := f.ObjectBytes(ctx, key, 1<<20)
+	if err != nil || len(blocks) != len(entries) || tr != blockcache.TierMemory {
+		t.Fatalf("object in memory: %d blocks from %q, %v; want %d from memory", len(blocks), tr, err, len(entries))
+	}
+	if g := gets(rec); len(g) != 0 || f.Memory().Size() != cached {
+		t.Fatalf("GETs %v, cache %d → %d bytes", g, cached, f.Memory().Size())
+	}
+}
+
+// TestRememberedObjectsAreBounded: the memory tier remembers the blocks of
+// the last objects only, and answers an object whole only while every
+// block of it is cached.
+func TestRememberedObjectsAreBounded(t *testing.T) {
+	mem := blockcache.NewMemory(64 << 20)
+	block := func(off int64) blockcache.ObjectBlock {
+		return blockcache.ObjectBlock{Offset: off, Stored: make([]byte, 40), Records: 1, RawBytes: 10}
+	}
+	for i := range 1100 {
+		mem.PutObject(fmt.Sprint("o", i), []blockcache.ObjectBlock{block(8), block(48)})
+	}
+	if _, ok := mem.ObjectBlocks("o0"); ok {
+		t.Fatal("the first of 1,100 objects is still remembered")
+	}
+	if b, ok := mem.ObjectBlocks("o1099"); !ok || len(b) != 2 || b[1].Offset != 48 {
+		t.Fatalf("the last object: %v %v", b, ok)
+	}
+	// A block missing from the cache: not answered whole.
+	mem.RememberObject("partial", []blockcache.ObjectBlock{block(8), block(48)})
+	mem.PutEncoded("partial", 8, make([]byte, 40), 1, 10)
+	if _, ok := mem.ObjectBlocks("partial"); ok {
+		t.Fatal("an object with an uncached block was answered whole")
+	}
+}
