@@ -202,7 +202,7 @@ func (r *Reader) objectBlocks(ctx context.Context, object string) ([]ObjectBlock
 		r.tiers.hit(ctx, TierMemory)
 		return blocks, TierMemory, nil
 	}
-	if r.whole.max == 0 || r.mem.max/2 < segment.BlockHeaderSize {
+	if min(r.whole.max, r.mem.max/2) <= 0 {
 		return nil, "", fmt.Errorf("%w: object %s: this node reads no object whole", ErrNotWhole, object)
 	}
 	ch := r.whole.sf.DoChan(object, func() (any, error) {
