@@ -218,8 +218,9 @@ func (t *blockTiers) init(r *Reader, m metric.Meter) {
 
 // SetTracerProvider makes block reads below the memory cache traced:
 // fetch.block (attribute varve.tier: where it was served from), with
-// store.get for a GET of the bucket and fetch.peer for a read from the
-// block's owner. Call it before the reader serves; nil: no spans.
+// store.get for a GET of the bucket, fetch.peer for a read from the
+// block's owner and fetch.peer.object for a fresh object asked of its
+// owner whole. Call it before the reader serves; nil: no spans.
 func (r *Reader) SetTracerProvider(tp trace.TracerProvider) {
 	if tp != nil {
 		r.tiers.tracer = tp.Tracer(instrumentationScope)
