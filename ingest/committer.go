@@ -19,3 +19,11 @@ type Committer interface {
 }
 
 var _ Committer = (*metadata.Client)(nil)
+
+// RetryCounter is a Committer that counts the attempts it made again:
+// the direct path's transactions that lost to a concurrent commit and
+// were reread, the sequencer client's calls repeated after a leader was
+// lost or busy. The ingester exports it as varve.ingest.commit.retries.
+type RetryCounter interface {
+	CommitRetries() int64
+}

@@ -273,6 +273,11 @@ func New(cfg Config, store tier.Store, meta Committer, topics *metadata.Cache, l
 	if err != nil {
 		return nil, err
 	}
+	if rc, ok := meta.(RetryCounter); ok {
+		if err := observeRetries(mp, rc); err != nil {
+			return nil, err
+		}
+	}
 	in := &Ingester{
 		cfg: cfg, store: store, meta: meta, topics: topics, log: log, m: m,
 		sticky:   map[string]int32{},

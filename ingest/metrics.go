@@ -67,6 +67,17 @@ func newInstruments(mp metric.MeterProvider, tp trace.TracerProvider) (instrumen
 	return in, err
 }
 
+// observeRetries exports rc's count as varve.ingest.commit.retries.
+func observeRetries(mp metric.MeterProvider, rc RetryCounter) error {
+	_, err := mp.Meter("github.com/varve-io/varve/ingest").Int64ObservableCounter("varve.ingest.commit.retries",
+		metric.WithDescription("Commit attempts made again: direct transactions that lost to a concurrent commit, sequencer calls repeated after a lost or busy leader."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(rc.CommitRetries())
+			return nil
+		}))
+	return err
+}
+
 // maxFlushLinks bounds the request spans one flush span links to (the SDK's
 // default link limit); varve.requests still counts them all.
 const maxFlushLinks = 128

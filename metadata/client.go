@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/varve-io/varve/metadata/internal/bounded"
@@ -23,7 +24,16 @@ type Client struct {
 	guardMu      sync.Mutex
 	guardLease   clientv3.LeaseID
 	guardGranted time.Time
+
+	// commitRetries counts commit transactions that lost to a concurrent
+	// write and were planned again (CommitRetries).
+	commitRetries atomic.Int64
 }
+
+// CommitRetries counts the direct path's commit transactions that lost to
+// a concurrent write (another node's commit, compaction, retention) and
+// were reread and tried again (ingest.RetryCounter).
+func (c *Client) CommitRetries() int64 { return c.commitRetries.Load() }
 
 // Config configures a Client.
 type Config struct {

@@ -403,6 +403,7 @@ func (c *Client) tryCommitChunk(ctx context.Context, gk string, appends []Append
 		if tresp.Responses[0].GetResponseRange().Count > 0 {
 			return false, false, ErrSequencerActive
 		}
+		c.commitRetries.Add(1)
 		return false, false, nil // conflict: reread and retry
 	}
 	c.fillResults(appends, results, at.bases, at.errs, at.batchResults)

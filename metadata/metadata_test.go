@@ -154,6 +154,12 @@ func TestCommitDenseUnderConcurrency(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Six writers on the same three partitions conflict; each lost
+	// transaction is counted (varve.ingest.commit.retries).
+	if c.CommitRetries() == 0 {
+		t.Fatal("no commit conflict was counted")
+	}
+	t.Logf("%d commits, %d conflicting attempts retried", writers*commits, c.CommitRetries())
 	states, err := c.PartitionStates(ctx, "t")
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/varve-io/varve/metadata"
@@ -25,7 +26,13 @@ type Client struct {
 	// MaxCommitTime bounds one Commit's retries (default 60 s, as the
 	// direct path).
 	MaxCommitTime time.Duration
+
+	retries atomic.Int64
 }
+
+// CommitRetries counts the calls made again after a retriable failure
+// (ingest.RetryCounter).
+func (c *Client) CommitRetries() int64 { return c.retries.Load() }
 
 // NewClient returns a client over meta's etcd that reaches leaders
 // through dial.
@@ -91,6 +98,7 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
 		case <-time.After(backoff/2 + rand.N(backoff)):
 		}
+		c.retries.Add(1)
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}
 }

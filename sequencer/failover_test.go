@@ -68,9 +68,15 @@ func failover(t *testing.T, crashAt uint64, after, rpc bool) {
 	a := cl.start(cfg)
 	waitLeading(t, a)
 	b := cl.start(Config{ID: "b", CheckpointEvery: 3})
-	led, answers := commitAll(t, cl.client(), pid.ID, partitions, committers, flushes)
+	client := cl.client()
+	led, answers := commitAll(t, client, pid.ID, partitions, committers, flushes)
 	if !crashed.Load() || !b.Leading() || b.Stats().Batches == 0 {
 		t.Fatalf("crashed %v, b leading %v with %+v: the failover did not happen", crashed.Load(), b.Leading(), b.Stats())
+	}
+	// The commits in flight when a died were retried, and counted
+	// (varve.ingest.commit.retries).
+	if client.CommitRetries() == 0 {
+		t.Fatal("the failover retried no commit, or the retries were not counted")
 	}
 	led.check(t)
 	checkRecords(t, meta, answers, a.Stats(), int64(crashAt)-1+boolInt(after))

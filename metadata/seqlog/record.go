@@ -11,7 +11,10 @@ import (
 // Format versions. A decoder refuses a version it does not know, so a
 // newer format needs a new number and a reader for it.
 const (
-	recordVersion     = 1
+	// recordVersion 2 writes block fields as deltas (recordV1 is still
+	// read: records written before an upgrade).
+	recordVersion     = 2
+	recordV1          = 1
 	checkpointVersion = 1
 )
 
@@ -86,12 +89,40 @@ func (r *Record) Encode() []byte {
 		body.uvarint(t.ref(n))
 		body.uvarint(t.ref(r.TopicIDs[n]))
 	}
+	// Version 2: block timestamps relative to the first block's MinTS
+	// (a batch spans milliseconds, not decades), producer ids through a
+	// table of the batch's producers, a block's offset in its object
+	// relative to where the commit's previous block of that object ended
+	// (blocks are written back to back), a producer batch's base relative
+	// to its block's base: a few bytes a block instead of dozens.
+	var tsBase int64
+	pids := map[int64]uint64{}
+	var pidList []int64
+	for _, c := range r.Commits {
+		for _, a := range c.Appends {
+			if tsBase == 0 {
+				tsBase = a.MinTS
+			}
+			for _, b := range a.Batches {
+				if _, ok := pids[b.ID]; !ok {
+					pids[b.ID] = uint64(len(pidList))
+					pidList = append(pidList, b.ID)
+				}
+			}
+		}
+	}
+	body.varint(tsBase)
+	body.uvarint(uint64(len(pidList)))
+	for _, id := range pidList {
+		body.varint(id)
+	}
 	body.uvarint(uint64(len(r.Commits)))
 	for _, c := range r.Commits {
 		body.uvarint(t.ref(c.ID))
 		body.uvarint(uint64(len(c.Appends)))
+		var ends blockEnds
 		for i, a := range c.Appends {
-			encodeAppend(&body, &t, a, c.Results[i])
+			encodeAppend(&body, &t, a, c.Results[i], tsBase, pids, &ends)
 		}
 	}
 	out := enc{b: make([]byte, 0, len(body.b)+16*len(t.strs)+32)}
@@ -106,25 +137,42 @@ func (r *Record) Encode() []byte {
 	return out.b
 }
 
-func encodeAppend(e *enc, t *table, a metadata.Append, res metadata.AppendResult) {
+// blockEnds remembers where a commit's previous block of each object
+// ended: the next one usually starts there.
+type blockEnds struct {
+	obj string
+	end int64
+}
+
+func (b *blockEnds) expect(obj string) int64 {
+	if obj == b.obj {
+		return b.end
+	}
+	return 0
+}
+
+func (b *blockEnds) saw(obj string, off, n int64) { b.obj, b.end = obj, off+n }
+
+func encodeAppend(e *enc, t *table, a metadata.Append, res metadata.AppendResult, tsBase int64, pids map[int64]uint64, ends *blockEnds) {
 	e.uvarint(t.ref(a.Topic))
 	e.varint(int64(a.Partition))
 	e.uvarint(t.ref(a.Object))
-	// MaxTS as its distance from MinTS: a few bytes instead of six.
-	for _, v := range []int64{a.Off, a.Len, a.Records, a.MinTS, a.MaxTS - a.MinTS, a.RawBytes, res.Base} {
+	for _, v := range []int64{a.Off - ends.expect(a.Object), a.Len, a.Records, a.MinTS - tsBase, a.MaxTS - a.MinTS, a.RawBytes, res.Base} {
 		e.varint(v)
 	}
+	ends.saw(a.Object, a.Off, a.Len)
 	encodeErr(e, t, res.Err)
 	e.uvarint(uint64(len(a.Batches)))
 	for j, b := range a.Batches {
-		for _, v := range []int64{b.ID, int64(b.Epoch), int64(b.FirstSeq), int64(b.Count), b.Index} {
+		e.uvarint(pids[b.ID])
+		for _, v := range []int64{int64(b.Epoch), int64(b.FirstSeq), int64(b.Count), b.Index} {
 			e.varint(v)
 		}
 		var br metadata.BatchResult
 		if j < len(res.Batches) {
 			br = res.Batches[j]
 		}
-		e.varint(br.Base)
+		e.varint(br.Base - res.Base)
 		if br.Duplicate {
 			e.byte1(1)
 		} else {
@@ -143,11 +191,13 @@ func encodeErr(e *enc, t *table, err error) {
 	e.uvarint(t.ref(err.Error()))
 }
 
-// DecodeRecord parses a record written by Encode.
+// DecodeRecord parses a record written by Encode (this version or
+// version 1).
 func DecodeRecord(b []byte) (*Record, error) {
 	d := &dec{b: b}
-	if v := d.byte1("version"); d.err == nil && v != recordVersion {
-		return nil, fmt.Errorf("%w: record version %d, this build reads %d", ErrMalformed, v, recordVersion)
+	v := d.byte1("version")
+	if d.err == nil && v != recordVersion && v != recordV1 {
+		return nil, fmt.Errorf("%w: record version %d, this build reads %d and %d", ErrMalformed, v, recordV1, recordVersion)
 	}
 	r := &Record{Batch: d.uvarint("batch"), Term: d.varint("term"), TopicIDs: map[string]string{}}
 	strs := make([]string, d.count("strings", 1))
@@ -158,14 +208,24 @@ func DecodeRecord(b []byte) (*Record, error) {
 		n := d.ref(strs, "topic name")
 		r.TopicIDs[n] = d.ref(strs, "topic id")
 	}
+	var x v2ctx
+	if v == recordVersion {
+		x.v2 = true
+		x.tsBase = d.varint("timestamp base")
+		x.pids = make([]int64, d.count("producers", 1))
+		for i := range x.pids {
+			x.pids[i] = d.varint("producer id")
+		}
+	}
 	r.Commits = make([]Commit, d.count("commits", 2))
 	for i := range r.Commits {
 		c := &r.Commits[i]
 		c.ID = d.ref(strs, "commit id")
 		n := d.count("appends", 12)
 		c.Appends, c.Results = make([]metadata.Append, n), make([]metadata.AppendResult, n)
+		x.ends = blockEnds{}
 		for j := range n {
-			c.Appends[j], c.Results[j] = decodeAppend(d, strs)
+			c.Appends[j], c.Results[j] = decodeAppend(d, strs, &x)
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {
@@ -177,18 +237,47 @@ func DecodeRecord(b []byte) (*Record, error) {
 	return r, nil
 }
 
-func decodeAppend(d *dec, strs []string) (metadata.Append, metadata.AppendResult) {
+// v2ctx is what decoding a version 2 record's blocks needs besides the
+// strings (all zero for version 1, which wrote absolute values).
+type v2ctx struct {
+	v2     bool
+	tsBase int64
+	pids   []int64
+	ends   blockEnds
+}
+
+func decodeAppend(d *dec, strs []string, x *v2ctx) (metadata.Append, metadata.AppendResult) {
 	a := metadata.Append{Topic: d.ref(strs, "topic"), Partition: d.int32("partition"), Object: d.ref(strs, "object")}
 	vs := make([]int64, 7)
 	for i := range vs {
 		vs[i] = d.varint("block field")
 	}
+	if x.v2 {
+		vs[0] += x.ends.expect(a.Object)
+		vs[3] += x.tsBase
+		x.ends.saw(a.Object, vs[0], vs[1])
+	}
 	a.Off, a.Len, a.Records, a.MinTS, a.MaxTS, a.RawBytes = vs[0], vs[1], vs[2], vs[3], vs[3]+vs[4], vs[5]
 	res := metadata.AppendResult{Base: vs[6], Err: decodeErr(d, strs)}
 	n := d.count("producer batches", 7)
 	for range n {
-		b := metadata.ProducerBatch{ID: d.varint("producer id"), Epoch: d.int32("epoch"), FirstSeq: d.int32("sequence"), Count: d.int32("count"), Index: d.varint("index")}
+		var b metadata.ProducerBatch
+		if x.v2 {
+			i := d.uvarint("producer")
+			if d.err == nil && i >= uint64(len(x.pids)) {
+				d.fail("producer out of range")
+			}
+			if d.err == nil {
+				b.ID = x.pids[i]
+			}
+		} else {
+			b.ID = d.varint("producer id")
+		}
+		b.Epoch, b.FirstSeq, b.Count, b.Index = d.int32("epoch"), d.int32("sequence"), d.int32("count"), d.varint("index")
 		br := metadata.BatchResult{Base: d.varint("batch base"), Duplicate: d.byte1("duplicate") == 1}
+		if x.v2 {
+			br.Base += res.Base
+		}
 		br.Err = decodeErr(d, strs)
 		a.Batches = append(a.Batches, b)
 		res.Batches = append(res.Batches, br)
