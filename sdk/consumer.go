@@ -93,12 +93,13 @@ type OffsetResetEvent struct {
 
 // ConsumerOptions configures a Consumer. Zero fields take the defaults.
 type ConsumerOptions struct {
-	// MaxWait is how long each partition's fetch waits at the end of the log
-	// for new records (default 500ms), and so about the longest a Poll
-	// without records takes.
+	// MaxWait is how long a fetch waits at the end of the log for new
+	// records (default 500ms), and so about the longest a Poll without
+	// records takes.
 	MaxWait time.Duration
-	// MaxBytes is the soft limit of one partition's fetch (default: the
-	// cluster's, 1 MiB).
+	// MaxBytes is the soft limit of one partition's records in a fetch
+	// (default: the cluster's, 1 MiB; the fetch of all partitions together
+	// is limited by the node's fetch_max_bytes).
 	MaxBytes int32
 	// FromLatest makes partitions without a position start at their end
 	// (only new records) instead of at their log start.
