@@ -10,8 +10,8 @@ import (
 )
 
 // MaxFetchPartitions is the most partitions one FetchPartitions call may
-// read.
-const MaxFetchPartitions = 10000
+// read: every partition of the largest topic (the proto documents 10,000).
+const MaxFetchPartitions = metadata.MaxPartitions
 
 // PartitionFetch is one partition of a FetchPartitions call.
 type PartitionFetch struct {

@@ -1892,10 +1892,11 @@ func (x *FetchPartition) GetMaxBytes() int32 {
 // (Kafka's multi-partition Fetch).
 //
 // Whole-request errors (nothing is answered): NOT_FOUND for an unknown
-// topic; INVALID_ARGUMENT for no partitions, more than 10,000, a partition
-// listed twice, a partition number outside the topic, or a negative
-// max_bytes or max_wait_ms. Everything else (an offset outside the log, an
-// unreadable block, an outage) is that partition's error in its result.
+// topic; INVALID_ARGUMENT for no partitions, more than 10,000 (the most a
+// topic has, so one call can always cover a topic), a partition listed
+// twice, a partition number outside the topic, or a negative max_bytes or
+// max_wait_ms. Everything else (an offset outside the log, an unreadable
+// block, an outage) is that partition's error in its result.
 type FetchPartitionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
