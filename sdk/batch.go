@@ -2,7 +2,9 @@ package sdk
 
 import (
 	"cmp"
+	"context"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"runtime"
 	"slices"
@@ -192,6 +194,35 @@ func batchRecords(b []byte) int32 {
 		b = b[l:]
 	}
 	return n
+}
+
+// fetchBatches is Client.Fetch asking for the stored record batches and
+// decoding them here, so the node ships stored bytes instead of
+// rebuilding records.
+func (c *Client) fetchBatches(ctx context.Context, topic string, partition int32, offset int64, maxBytes int32, maxWait time.Duration) (*FetchResult, error) {
+	start := time.Now()
+	res, err := c.batchFetcher().Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{
+		Topic: topic, Partition: partition, Offset: offset, MaxBytes: maxBytes, MaxWaitMs: durationMs(maxWait),
+		RecordBatches: true,
+	}))
+	if err != nil {
+		c.fetched(topic, partition, nil, start, err)
+		return nil, fmt.Errorf("fetch %s/%d at offset %d: %w", topic, partition, offset, err)
+	}
+	m := res.Msg
+	var recs []Record
+	if len(m.GetRecordBatches()) > 0 {
+		recs, err = decodeFetched(topic, partition, m.GetRecordBatches(), offset)
+		if err != nil {
+			err = connect.NewError(connect.CodeDataLoss, fmt.Errorf("fetch %s/%d at offset %d: %w", topic, partition, offset, err))
+			c.fetched(topic, partition, nil, start, err)
+			return nil, err
+		}
+	} else {
+		recs = fromProtoRecords(topic, m.GetRecords()) // a node without the batch form
+	}
+	c.fetched(topic, partition, recs, start, nil)
+	return fetchResult(m, recs), nil
 }
 
 // decodeFetched decodes fetched record batches (absolute baseOffsets)

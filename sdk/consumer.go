@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -193,6 +194,9 @@ func (cc consumerCluster) FetchPartitions(ctx context.Context, topic string, req
 // had been fetched alone (Latency is the call's). A partition's failure is
 // its Result's Err, wrapped as Fetch wraps it.
 func (c *Client) fetchPartitions(ctx context.Context, topic string, reqs []fetchloop.Request, maxBytes int32, maxWait time.Duration) ([]fetchloop.Result[Record], error) {
+	if t := c.noFetchPartitions.Load(); t != 0 && time.Since(time.Unix(0, t)) < fetchPartitionsRecheck {
+		return c.fetchEach(ctx, topic, reqs, maxBytes, maxWait), nil
+	}
 	start := time.Now()
 	req := &varvev1.FetchPartitionsRequest{Topic: topic, MaxWaitMs: durationMs(maxWait), RecordBatches: true,
 		Partitions: make([]*varvev1.FetchPartition, len(reqs))}
@@ -202,6 +206,12 @@ func (c *Client) fetchPartitions(ctx context.Context, topic string, reqs []fetch
 		from[r.Partition] = r.Offset
 	}
 	res, err := c.batchFetcher().FetchPartitions(ctx, connect.NewRequest(req))
+	if connect.CodeOf(err) == connect.CodeUnimplemented {
+		// A node older than FetchPartitions (or without the fetch role,
+		// which Fetch then reports).
+		c.noFetchPartitions.Store(time.Now().UnixNano())
+		return c.fetchEach(ctx, topic, reqs, maxBytes, maxWait), nil
+	}
 	if err != nil {
 		for _, r := range reqs {
 			c.fetched(topic, r.Partition, nil, start, err)
@@ -237,6 +247,38 @@ func (c *Client) fetchPartitions(ctx context.Context, topic string, reqs []fetch
 			Records: recs, NextOffset: pr.GetNextOffset(), HighWatermark: pr.GetHighWatermark()}})
 	}
 	return out, nil
+}
+
+// fetchPartitionsRecheck is how long a client that met a node without
+// FetchPartitions fetches partition by partition before trying it again.
+const fetchPartitionsRecheck = time.Minute
+
+// fetchEach is fetchPartitions for a node without FetchPartitions: one
+// Fetch per partition, all at once. When one brings records or fails, the
+// others' long-polls are cut short and asked again without waiting, so the
+// answer comes as soon as a FetchPartitions call's would.
+func (c *Client) fetchEach(ctx context.Context, topic string, reqs []fetchloop.Request, maxBytes int32, maxWait time.Duration) []fetchloop.Result[Record] {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([]fetchloop.Result[Record], len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		wg.Go(func() {
+			res, err := c.fetchBatches(wctx, topic, r.Partition, r.Offset, maxBytes, maxWait)
+			if err != nil && wctx.Err() != nil && ctx.Err() == nil {
+				res, err = c.fetchBatches(ctx, topic, r.Partition, r.Offset, maxBytes, 0)
+			}
+			if err != nil || len(res.Records) > 0 {
+				cancel()
+			}
+			out[i] = fetchloop.Result[Record]{Partition: r.Partition, Err: err}
+			if err == nil {
+				out[i].Batch = &fetchloop.Batch[Record]{Records: res.Records, NextOffset: res.NextOffset, HighWatermark: res.HighWatermark}
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // partitionError is one partition's error of a FetchPartitions answer as

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -152,5 +154,63 @@ func TestConsumerPartitionErrorInOneCall(t *testing.T) {
 	checkInOrder(t, got, map[int32]int64{0: 0, 2: 0}, 5)
 	if strict.Position(1) != 999 {
 		t.Fatalf("reset none moved partition 1 to %d", strict.Position(1))
+	}
+}
+
+// oldNode makes a client's requests meet a node older than
+// FetchPartitions: that procedure is not found (HTTP 404, UNIMPLEMENTED).
+type oldNode struct {
+	next    http.RoundTripper
+	refused atomic.Int64
+}
+
+func (o *oldNode) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/FetchPartitions") {
+		o.refused.Add(1)
+		return &http.Response{StatusCode: http.StatusNotFound, Proto: "HTTP/2.0", ProtoMajor: 2, Request: req,
+			Header: http.Header{"Content-Type": {"text/plain"}}, Body: io.NopCloser(strings.NewReader("404 page not found"))}, nil
+	}
+	return o.next.RoundTrip(req)
+}
+
+// TestConsumerOnNodeWithoutFetchPartitions: against a node without
+// FetchPartitions the consumer fetches partition by partition (asking
+// FetchPartitions once, not every round), reads everything in order, and
+// a Poll at the end still returns as soon as one partition gets a record.
+func TestConsumerOnNodeWithoutFetchPartitions(t *testing.T) {
+	ctx := testCtx(t)
+	hc := sdk.NewHTTPClient()
+	old := &oldNode{next: hc.Transport}
+	hc.Transport = old
+	var counter rpcCounter
+	c := newClient(t, sdk.WithHTTPClient(hc), sdk.WithClientOptions(connect.WithInterceptors(&counter)))
+	topic := uniq("oldnode")
+	createTopic(t, c, topic, 3)
+	var in []sdk.Record
+	for i := range 5 {
+		for p := range int32(3) {
+			in = append(in, sdk.Record{Partition: p, ExplicitPartition: true, Value: fmt.Appendf(nil, "%d-%d", p, i)})
+		}
+	}
+	if _, err := c.Produce(ctx, topic, in); err != nil {
+		t.Fatal(err)
+	}
+	cons := c.NewConsumer(topic, sdk.ConsumerOptions{MaxWait: 10 * time.Second})
+	defer cons.Close()
+	checkInOrder(t, pollUntil(t, cons, 15), map[int32]int64{0: 0, 1: 0, 2: 0}, 5)
+	go func() {
+		c.Produce(ctx, topic, []sdk.Record{{Partition: 1, ExplicitPartition: true, Value: []byte("1-5")}})
+	}()
+	start := time.Now()
+	got := pollUntil(t, cons, 1)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("poll at the end returned after %v with MaxWait 10s: not cut short", d)
+	}
+	checkInOrder(t, got, map[int32]int64{1: 5}, 6)
+	if n := old.refused.Load(); n != 1 {
+		t.Fatalf("FetchPartitions asked %d times, want once (then remembered)", n)
+	}
+	if n := counter.fetches.Load(); n < 6 {
+		t.Fatalf("%d fetch RPCs: the consumer did not fetch partition by partition", n)
 	}
 }
