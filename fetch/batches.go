@@ -36,6 +36,13 @@ func (f *Fetcher) FetchBatches(ctx context.Context, topic string, p int32, offse
 	if err != nil || len(first.Records) == 0 {
 		return res, err
 	}
+	return f.batchesFrom(ctx, topic, p, first, maxBytes)
+}
+
+// batchesFrom answers the stored batches of p's blocks from the record
+// first (a position found by fetch) on, up to about maxBytes of them.
+func (f *Fetcher) batchesFrom(ctx context.Context, topic string, p int32, first Result, maxBytes int) (BatchesResult, error) {
+	res := BatchesResult{Next: first.Next, HighWatermark: first.HighWatermark, LogStartOffset: first.LogStartOffset}
 	at := first.Records[0].Offset
 	entries := f.index.Entries(topic, p, at, 16)
 	if len(entries) == 0 || entries[0].Base > at {
@@ -57,6 +64,7 @@ func (f *Fetcher) FetchBatches(ctx context.Context, topic string, p int32, offse
 			}
 			continue
 		}
+		var err error
 		if res.Batches, err = f.blockBatches(ctx, res.Batches, e); err != nil {
 			if len(res.Batches) > 0 {
 				break // serve what is intact; the next fetch gets the error

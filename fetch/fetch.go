@@ -141,7 +141,11 @@ func (f *Fetcher) fetch(ctx context.Context, topic string, p int32, offset int64
 		}
 		if offset < st.Next || !checkedEtcd {
 			start := time.Now()
-			res, err := f.read(ctx, topic, p, offset, maxBytes, st, !checkedEtcd, position)
+			ask := askNone
+			if !checkedEtcd {
+				ask = askCatchUp
+			}
+			res, err := f.read(ctx, topic, p, offset, maxBytes, st, ask, position)
 			checkedEtcd = true
 			if err != nil {
 				return Result{}, err
@@ -181,20 +185,35 @@ func (f *Fetcher) fetch(ctx context.Context, topic string, p int32, offset int64
 	}
 }
 
+// ask says what read may ask etcd at the tail (offset at or past the
+// watched high watermark, which may be stale).
+type ask int
+
+const (
+	// askNone: the watched index is current enough; nothing at the tail.
+	askNone ask = iota
+	// askCatchUp: catch the watched index up with etcd (one shared round),
+	// else look the offset up in etcd.
+	askCatchUp
+	// askLookup: look the offset up in etcd (a catch-up just failed).
+	askLookup
+)
+
 // read collects records from offset across consecutive blocks, using the
 // watched index. When that copy has no entry for offset — it trails etcd by
-// milliseconds, or askEtcd is set because the cache's high watermark may be
+// milliseconds, or ask is set because the cache's high watermark may be
 // stale — it asks etcd with one linearizable read and serves the block etcd
 // names, so a record acknowledged an instant ago is always readable.
-func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64, maxBytes int, st metadata.PartitionState, askEtcd, position bool) (Result, error) {
+func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64, maxBytes int, st metadata.PartitionState, ask ask, position bool) (Result, error) {
 	res := Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}
 	entries := f.index.Entries(topic, p, offset, 16)
-	if (len(entries) == 0 || entries[0].Base > offset) && askEtcd && offset >= st.Next {
+	if (len(entries) == 0 || entries[0].Base > offset) && ask == askCatchUp && offset >= st.Next {
 		// At the tail: let the cache catch up with etcd (one shared,
 		// cheap round for every tailing reader) instead of reading the
 		// index in etcd per fetch; if it cannot, read etcd below.
+		ask = askLookup
 		if err := f.index.CatchUp(ctx); err == nil {
-			askEtcd = false
+			ask = askNone
 			st = f.index.Partition(topic, p).State
 			res.HighWatermark, res.LogStartOffset = st.Next, st.Start
 			entries = f.index.Entries(topic, p, offset, 16)
@@ -204,7 +223,7 @@ func (f *Fetcher) read(ctx context.Context, topic string, p int32, offset int64,
 		}
 	}
 	if len(entries) == 0 || entries[0].Base > offset {
-		if offset >= st.Next && !askEtcd {
+		if offset >= st.Next && ask == askNone {
 			return res, nil
 		}
 		e, est, found, _, err := f.meta.LookupIndex(ctx, topic, p, offset)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/varve-io/varve/fetch"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
@@ -219,6 +220,67 @@ func (s *fetchService) Fetch(ctx context.Context, req *connect.Request[varvev1.F
 		Records: recordsToProto(res.Records), NextOffset: res.Next,
 		LogStartOffset: res.LogStartOffset, HighWatermark: res.HighWatermark,
 	}), nil
+}
+
+// FetchPartitions serves many partitions of a topic in one call: bad
+// input fails the call, each partition's failure is its own result's error.
+func (s *fetchService) FetchPartitions(ctx context.Context, req *connect.Request[varvev1.FetchPartitionsRequest]) (*connect.Response[varvev1.FetchPartitionsResponse], error) {
+	if s.f == nil {
+		return nil, unavailable(RoleFetch)
+	}
+	m := req.Msg
+	if m.GetMaxBytes() < 0 {
+		return nil, badRequest("fetch %q: max_bytes %d is negative", m.GetTopic(), m.GetMaxBytes())
+	}
+	if m.GetMaxWaitMs() < 0 {
+		return nil, badRequest("fetch %q: max_wait_ms %d is negative", m.GetTopic(), m.GetMaxWaitMs())
+	}
+	parts := make([]fetch.PartitionFetch, len(m.GetPartitions()))
+	for i, p := range m.GetPartitions() {
+		if p.GetMaxBytes() < 0 {
+			return nil, badRequest("fetch %s/%d: max_bytes %d is negative", m.GetTopic(), p.GetPartition(), p.GetMaxBytes())
+		}
+		parts[i] = fetch.PartitionFetch{Partition: p.GetPartition(), Offset: p.GetOffset(), MaxBytes: fetchMaxBytes(p.GetMaxBytes(), s.maxBytes)}
+	}
+	total := fetchMaxBytes(m.GetMaxBytes(), s.maxBytes)
+	if total == 0 {
+		total = s.maxBytes
+		if total == 0 {
+			total = DefaultFetchMaxBytes
+		}
+	}
+	wait := min(time.Duration(m.GetMaxWaitMs())*time.Millisecond, maxFetchWait)
+	res, err := s.f.FetchPartitions(ctx, m.GetTopic(), parts, total, wait, m.GetRecordBatches())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	out := &varvev1.FetchPartitionsResponse{Partitions: make([]*varvev1.FetchPartitionResult, len(res))}
+	for i, r := range res {
+		pr := &varvev1.FetchPartitionResult{Partition: r.Partition}
+		if r.Err != nil {
+			pr.Error = partitionError(toConnect(r.Err))
+		} else {
+			pr.NextOffset, pr.LogStartOffset, pr.HighWatermark = r.Next, r.LogStartOffset, r.HighWatermark
+			pr.RecordBatches = r.Batches
+			if len(r.Records) > 0 {
+				pr.Records = recordsToProto(r.Records)
+			}
+		}
+		out.Partitions[i] = pr
+	}
+	return connect.NewResponse(out), nil
+}
+
+// partitionError is a Connect error as one partition's error of a
+// FetchPartitions answer: its code, message and details.
+func partitionError(err error) *varvev1.FetchPartitionError {
+	ce := connect.NewError(connect.CodeInternal, err)
+	errors.As(err, &ce)
+	pe := &varvev1.FetchPartitionError{Code: int32(ce.Code()), Message: ce.Message()}
+	for _, d := range ce.Details() {
+		pe.Details = append(pe.Details, &anypb.Any{TypeUrl: "type.googleapis.com/" + d.Type(), Value: d.Bytes()})
+	}
+	return pe
 }
 
 func (s *fetchService) Subscribe(ctx context.Context, req *connect.Request[varvev1.SubscribeRequest], stream *connect.ServerStream[varvev1.SubscribeResponse]) error {

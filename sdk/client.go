@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -144,6 +145,10 @@ type Client struct {
 	copts   []connect.ClientOption
 	log     *slog.Logger
 	hooks   []Hooks
+	// noFetchPartitions holds when (UnixNano) a node last answered that it
+	// has no FetchPartitions (older than it): consumers fetch partition by
+	// partition for a while (fetchEach).
+	noFetchPartitions atomic.Int64
 }
 
 type clientConfig struct {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
+
+	"connectrpc.com/connect"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/sdk/internal/fetchloop"
@@ -91,12 +94,13 @@ type OffsetResetEvent struct {
 
 // ConsumerOptions configures a Consumer. Zero fields take the defaults.
 type ConsumerOptions struct {
-	// MaxWait is how long each partition's fetch waits at the end of the log
-	// for new records (default 500ms), and so about the longest a Poll
-	// without records takes.
+	// MaxWait is how long a fetch waits at the end of the log for new
+	// records (default 500ms), and so about the longest a Poll without
+	// records takes.
 	MaxWait time.Duration
-	// MaxBytes is the soft limit of one partition's fetch (default: the
-	// cluster's, 1 MiB).
+	// MaxBytes is the soft limit of one partition's records in a fetch
+	// (default: the cluster's, 1 MiB; the fetch of all partitions together
+	// is limited by the node's fetch_max_bytes).
 	MaxBytes int32
 	// FromLatest makes partitions without a position start at their end
 	// (only new records) instead of at their log start.
@@ -111,7 +115,8 @@ type ConsumerOptions struct {
 }
 
 // Consumer reads one topic's assigned partitions (there are no consumer
-// groups yet). Poll long-polls every assigned partition concurrently. Poll
+// groups yet). Poll long-polls every assigned partition at once, in one
+// FetchPartitions call for all of them. Poll
 // must not be called concurrently with itself; the other methods may be
 // called from any goroutine.
 //
@@ -178,12 +183,118 @@ func (cc consumerCluster) ListOffsets(ctx context.Context, topic string, spec va
 	return cc.c.ListOffsets(ctx, topic, spec, ts, partitions...)
 }
 
-func (cc consumerCluster) Fetch(ctx context.Context, topic string, p int32, offset int64, maxBytes int32, maxWait time.Duration) (*fetchloop.Batch[Record], error) {
-	res, err := cc.c.fetchBatches(ctx, topic, p, offset, maxBytes, maxWait)
-	if err != nil {
-		return nil, err
+func (cc consumerCluster) FetchPartitions(ctx context.Context, topic string, reqs []fetchloop.Request, maxBytes int32, maxWait time.Duration) ([]fetchloop.Result[Record], error) {
+	return cc.c.fetchPartitions(ctx, topic, reqs, maxBytes, maxWait)
+}
+
+// fetchPartitions fetches many partitions of topic in one FetchPartitions
+// call asking for the stored record batches and decoding them here, so
+// the node ships stored bytes instead of rebuilding records: each
+// partition up to maxBytes, the whole answer up to the node's limit. Hooks get one OnFetch event per partition, as if each
+// had been fetched alone (Latency is the call's). A partition's failure is
+// its Result's Err, wrapped as Fetch wraps it.
+func (c *Client) fetchPartitions(ctx context.Context, topic string, reqs []fetchloop.Request, maxBytes int32, maxWait time.Duration) ([]fetchloop.Result[Record], error) {
+	if t := c.noFetchPartitions.Load(); t != 0 && time.Since(time.Unix(0, t)) < fetchPartitionsRecheck {
+		return c.fetchEach(ctx, topic, reqs, maxBytes, maxWait), nil
 	}
-	return &fetchloop.Batch[Record]{Records: res.Records, NextOffset: res.NextOffset, HighWatermark: res.HighWatermark}, nil
+	start := time.Now()
+	req := &varvev1.FetchPartitionsRequest{Topic: topic, MaxWaitMs: durationMs(maxWait), RecordBatches: true,
+		Partitions: make([]*varvev1.FetchPartition, len(reqs))}
+	from := make(map[int32]int64, len(reqs))
+	for i, r := range reqs {
+		req.Partitions[i] = &varvev1.FetchPartition{Partition: r.Partition, Offset: r.Offset, MaxBytes: maxBytes}
+		from[r.Partition] = r.Offset
+	}
+	res, err := c.batchFetcher().FetchPartitions(ctx, connect.NewRequest(req))
+	if connect.CodeOf(err) == connect.CodeUnimplemented {
+		// A node older than FetchPartitions (or without the fetch role,
+		// which Fetch then reports).
+		c.noFetchPartitions.Store(time.Now().UnixNano())
+		return c.fetchEach(ctx, topic, reqs, maxBytes, maxWait), nil
+	}
+	if err != nil {
+		for _, r := range reqs {
+			c.fetched(topic, r.Partition, nil, start, err)
+		}
+		return nil, fmt.Errorf("fetch %s (%d partitions): %w", topic, len(reqs), err)
+	}
+	out := make([]fetchloop.Result[Record], 0, len(reqs))
+	for _, pr := range res.Msg.GetPartitions() {
+		p := pr.GetPartition()
+		offset, asked := from[p]
+		if !asked {
+			continue
+		}
+		if pe := pr.GetError(); pe != nil {
+			err := partitionError(pe)
+			c.fetched(topic, p, nil, start, err)
+			out = append(out, fetchloop.Result[Record]{Partition: p, Err: fmt.Errorf("fetch %s/%d at offset %d: %w", topic, p, offset, err)})
+			continue
+		}
+		var recs []Record
+		if bs := pr.GetRecordBatches(); len(bs) > 0 {
+			if recs, err = decodeFetched(topic, p, bs, offset); err != nil {
+				err = connect.NewError(connect.CodeDataLoss, fmt.Errorf("fetch %s/%d at offset %d: %w", topic, p, offset, err))
+				c.fetched(topic, p, nil, start, err)
+				out = append(out, fetchloop.Result[Record]{Partition: p, Err: err})
+				continue
+			}
+		} else {
+			recs = fromProtoRecords(topic, pr.GetRecords())
+		}
+		c.fetched(topic, p, recs, start, nil)
+		out = append(out, fetchloop.Result[Record]{Partition: p, Batch: &fetchloop.Batch[Record]{
+			Records: recs, NextOffset: pr.GetNextOffset(), HighWatermark: pr.GetHighWatermark()}})
+	}
+	return out, nil
+}
+
+// fetchPartitionsRecheck is how long a client that met a node without
+// FetchPartitions fetches partition by partition before trying it again.
+const fetchPartitionsRecheck = time.Minute
+
+// fetchEach is fetchPartitions for a node without FetchPartitions: one
+// Fetch per partition, all at once. When one brings records or fails, the
+// others' long-polls are cut short and asked again without waiting, so the
+// answer comes as soon as a FetchPartitions call's would.
+func (c *Client) fetchEach(ctx context.Context, topic string, reqs []fetchloop.Request, maxBytes int32, maxWait time.Duration) []fetchloop.Result[Record] {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([]fetchloop.Result[Record], len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		wg.Go(func() {
+			res, err := c.fetchBatches(wctx, topic, r.Partition, r.Offset, maxBytes, maxWait)
+			if err != nil && wctx.Err() != nil && ctx.Err() == nil {
+				res, err = c.fetchBatches(ctx, topic, r.Partition, r.Offset, maxBytes, 0)
+			}
+			if err != nil || len(res.Records) > 0 {
+				cancel()
+			}
+			out[i] = fetchloop.Result[Record]{Partition: r.Partition, Err: err}
+			if err == nil {
+				out[i].Batch = &fetchloop.Batch[Record]{Records: res.Records, NextOffset: res.NextOffset, HighWatermark: res.HighWatermark}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// partitionError is one partition's error of a FetchPartitions answer as
+// the *connect.Error a Fetch of it alone would have returned.
+func partitionError(pe *varvev1.FetchPartitionError) *connect.Error {
+	code := connect.Code(pe.GetCode())
+	if pe.GetCode() <= 0 || pe.GetCode() > int32(connect.CodeUnauthenticated) {
+		code = connect.CodeUnknown
+	}
+	err := connect.NewError(code, errors.New(pe.GetMessage()))
+	for _, d := range pe.GetDetails() {
+		if ed, derr := connect.NewErrorDetail(d); derr == nil {
+			err.AddDetail(ed)
+		}
+	}
+	return err
 }
 
 // Topic returns the consumer's topic.
@@ -226,12 +337,12 @@ func (c *Consumer) Position(partition int32) int64 { return c.l.Position(partiti
 // consumer's lag.
 func (c *Consumer) HighWatermark(partition int32) int64 { return c.l.HighWatermark(partition) }
 
-// Poll returns the next records of the assigned partitions. It keeps one
-// fetch outstanding per partition (long-polling up to MaxWait at the end of
-// the log) and returns as soon as any brought records, with whatever has
-// arrived; or with no records once every partition's fetch came back
-// empty; or with ctx's error. Records are in offset order within a
-// partition.
+// Poll returns the next records of the assigned partitions. It fetches
+// the partitions that have no fetch outstanding in one FetchPartitions
+// call (long-polling up to MaxWait at the end of the log) and returns as
+// soon as any brought records, with whatever has arrived; or with no
+// records once every partition's fetch came back empty; or with ctx's
+// error. Records are in offset order within a partition.
 //
 // A failed fetch (after retries of retriable failures) is returned as the
 // error, possibly together with records of other partitions: handle the

@@ -24,8 +24,11 @@ type ProduceBatchEvent struct {
 	Err error
 }
 
-// FetchEvent describes one Fetch request: a Consumer's or GroupConsumer's
-// fetch, or a Client.Fetch call. Tail's stream gives none.
+// FetchEvent describes one partition's fetch: a Client.Fetch call, or
+// one partition of a Consumer's or GroupConsumer's FetchPartitions call
+// (which fetches all its partitions at once: one event per partition,
+// each with the call's Latency and the call's error if it failed whole).
+// Tail's stream gives none.
 type FetchEvent struct {
 	Topic     string
 	Partition int32
@@ -44,7 +47,7 @@ type FetchEvent struct {
 type Hooks struct {
 	// OnProduceBatch is called after every Produce request.
 	OnProduceBatch func(ProduceBatchEvent)
-	// OnFetch is called after every Fetch request.
+	// OnFetch is called after every partition's fetch.
 	OnFetch func(FetchEvent)
 }
 

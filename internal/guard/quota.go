@@ -192,7 +192,7 @@ func (q *quotas) before(ctx context.Context, id Identity, proc string, req any) 
 			case <-t.C:
 			}
 		}
-	case varvev1connect.FetchServiceFetchProcedure:
+	case varvev1connect.FetchServiceFetchProcedure, varvev1connect.FetchServiceFetchPartitionsProcedure:
 		if w := q.take(id.Principal, "fetch", 0, false); w > 0 {
 			return exhausted(id.Principal, "fetch", w)
 		}
@@ -228,7 +228,7 @@ func (q *quotas) reserve(principal, dir string, n int, limit time.Duration) (tim
 
 // after charges a fetch's answer.
 func (q *quotas) after(id Identity, proc string, resp any) {
-	if id.Super || id.Node || proc != varvev1connect.FetchServiceFetchProcedure {
+	if id.Super || id.Node || (proc != varvev1connect.FetchServiceFetchProcedure && proc != varvev1connect.FetchServiceFetchPartitionsProcedure) {
 		return
 	}
 	if m, ok := resp.(proto.Message); ok {

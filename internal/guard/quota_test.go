@@ -10,6 +10,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
 )
@@ -121,7 +123,7 @@ func TestProduceQuota(t *testing.T) {
 // RESOURCE_EXHAUSTED with a retry delay; another principal is not.
 func TestFetchQuota(t *testing.T) {
 	n, a := securedNode(t, nil, nil, func(c *node.Config) {
-		c.Security.Quotas = []string{"limited:fetch=64KiB"}
+		c.Security.Quotas = []string{"limited:fetch=64KiB", "many:fetch=64KiB"}
 	})
 	ctx := context.Background()
 	if _, err := a.CreateTopic(ctx, "t", 1, nil); err != nil {
@@ -156,5 +158,22 @@ func TestFetchQuota(t *testing.T) {
 	}
 	if d, ok := sdk.RetryDelay(err); !ok || d < 5*time.Second {
 		t.Fatalf("retry delay %v (%v): want about 1 MiB / 64 KiB/s = 16 s", d, ok)
+	}
+	// FetchPartitions (the consumer's fetch) is charged and refused alike.
+	many := principal(t, a, n.Addr(), "many", "topic:t consume")
+	fetchMany := func(tok string) error {
+		c := sdk.New(n.Addr(), sdk.WithToken(tok))
+		defer c.Close()
+		hc, base, opts := c.ConnectConfig()
+		fc := varvev1connect.NewFetchServiceClient(hc, base, opts...)
+		_, err := fc.FetchPartitions(ctx, connect.NewRequest(&varvev1.FetchPartitionsRequest{Topic: "t",
+			Partitions: []*varvev1.FetchPartition{{Partition: 0, MaxBytes: 1 << 20}}}))
+		return err
+	}
+	if err := fetchMany(many); err != nil {
+		t.Fatalf("first FetchPartitions within the burst: %v", err)
+	}
+	if err := fetchMany(many); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("second 1 MiB FetchPartitions at 64 KiB/s: %v, want resource_exhausted", err)
 	}
 }

@@ -191,6 +191,10 @@ func rpcCases() map[string]rpcCase {
 			_, err := c.fetch.Fetch(ctx, req(&varvev1.FetchRequest{Topic: "t", MaxBytes: 1 << 20}))
 			return err
 		}},
+		varvev1connect.FetchServiceFetchPartitionsProcedure: {acls: []string{"topic:t consume"}, call: func(ctx context.Context, c svc, _ string) error {
+			_, err := c.fetch.FetchPartitions(ctx, req(&varvev1.FetchPartitionsRequest{Topic: "t", Partitions: []*varvev1.FetchPartition{{Partition: 0}}, MaxBytes: 1 << 20}))
+			return err
+		}},
 		varvev1connect.FetchServiceSubscribeProcedure: {acls: []string{"topic:t consume"}, call: func(ctx context.Context, c svc, _ string) error {
 			return firstOf(c.fetch.Subscribe(ctx, req(&varvev1.SubscribeRequest{Topic: "t", MaxBytes: 1 << 20})))
 		}},

@@ -90,6 +90,9 @@ var Rules = map[string]Rule{
 	varvev1connect.FetchServiceFetchProcedure: {Need: need(func(m *varvev1.FetchRequest) []Perm {
 		return []Perm{topic(m.GetTopic(), authz.Consume)}
 	})},
+	varvev1connect.FetchServiceFetchPartitionsProcedure: {Need: need(func(m *varvev1.FetchPartitionsRequest) []Perm {
+		return []Perm{topic(m.GetTopic(), authz.Consume)}
+	})},
 	varvev1connect.FetchServiceSubscribeProcedure: {Need: need(func(m *varvev1.SubscribeRequest) []Perm {
 		return []Perm{topic(m.GetTopic(), authz.Consume)}
 	})},

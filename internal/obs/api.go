@@ -52,9 +52,9 @@ func newAPITelemetry(mp metric.MeterProvider, log *slog.Logger) (*apiTelemetry, 
 	}
 	a.producedRecords = counter("varve.topic.produced.records", "", "Records acknowledged to producers, by topic.")
 	a.producedByte = counter("varve.topic.produced.bytes", "By", "Bytes acknowledged to producers, by topic: payload (key, value, headers) of records, Kafka record batches as sent.")
-	a.fetchedRecords = counter("varve.topic.fetched.records", "", "Records served by Fetch and Subscribe, by topic.")
-	a.fetchedBytes = counter("varve.topic.fetched.bytes", "By", "Bytes served by Fetch and Subscribe, by topic: payload (key, value, headers) of records, Kafka record batches as stored.")
-	a.served = counter("varve.served.bytes", "By", "Response bytes served to readers (Fetch, Subscribe, Scan), by procedure.")
+	a.fetchedRecords = counter("varve.topic.fetched.records", "", "Records served by Fetch, FetchPartitions and Subscribe, by topic.")
+	a.fetchedBytes = counter("varve.topic.fetched.bytes", "By", "Bytes served by Fetch, FetchPartitions and Subscribe, by topic: payload (key, value, headers) of records, Kafka record batches as stored.")
+	a.served = counter("varve.served.bytes", "By", "Response bytes served to readers (Fetch, FetchPartitions, Subscribe, Scan), by procedure.")
 	return a, err
 }
 
@@ -150,6 +150,22 @@ func (a *apiTelemetry) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 					o := a.topic(m.GetTopic())
 					a.fetchedRecords.Add(ctx, batchRecordsFrom(bs, m.GetOffset()), o)
 					a.fetchedBytes.Add(ctx, int64(len(bs)), o)
+				}
+				a.served.Add(ctx, int64(proto.Size(out)), a.proc(req.Spec().Procedure))
+			}
+		case *varvev1.FetchPartitionsRequest:
+			if out, ok := res.Any().(*varvev1.FetchPartitionsResponse); ok {
+				from := make(map[int32]int64, len(m.GetPartitions()))
+				for _, p := range m.GetPartitions() {
+					from[p.GetPartition()] = p.GetOffset()
+				}
+				o := a.topic(m.GetTopic())
+				for _, r := range out.GetPartitions() {
+					a.fetched(ctx, m.GetTopic(), r.GetRecords())
+					if bs := r.GetRecordBatches(); len(bs) > 0 {
+						a.fetchedRecords.Add(ctx, batchRecordsFrom(bs, from[r.GetPartition()]), o)
+						a.fetchedBytes.Add(ctx, int64(len(bs)), o)
+					}
 				}
 				a.served.Add(ctx, int64(proto.Size(out)), a.proc(req.Spec().Procedure))
 			}

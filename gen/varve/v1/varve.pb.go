@@ -9,6 +9,7 @@ package varvev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1823,6 +1824,380 @@ func (x *FetchResponse) GetRecordBatches() []byte {
 	return nil
 }
 
+// One partition of a FetchPartitionsRequest.
+type FetchPartition struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Offset    int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Soft limit on the bytes of this partition's records (Kafka's
+	// max.partition.fetch.bytes). 0 means 1 MiB; capped by the node's
+	// fetch_max_bytes, as FetchRequest.max_bytes.
+	MaxBytes      int32 `protobuf:"varint,3,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchPartition) Reset() {
+	*x = FetchPartition{}
+	mi := &file_varve_v1_varve_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchPartition) ProtoMessage() {}
+
+func (x *FetchPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchPartition.ProtoReflect.Descriptor instead.
+func (*FetchPartition) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *FetchPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *FetchPartition) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FetchPartition) GetMaxBytes() int32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// FetchPartitionsRequest reads many partitions of one topic in one call
+// (Kafka's multi-partition Fetch).
+//
+// Whole-request errors (nothing is answered): NOT_FOUND for an unknown
+// topic; INVALID_ARGUMENT for no partitions, more than 10,000 (the most a
+// topic has, so one call can always cover a topic), a partition listed
+// twice, a partition number outside the topic, or a negative max_bytes or
+// max_wait_ms. Everything else (an offset outside the log, an unreadable
+// block, an outage) is that partition's error in its result.
+type FetchPartitionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// The partitions to read, each once, served in this order: when the
+	// total max_bytes runs out, the partitions after it get no records in
+	// this answer (a client rotates the order to be fair).
+	Partitions []*FetchPartition `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// Soft limit on the bytes of the whole answer (Kafka's fetch.max.bytes).
+	// 0 means the node's fetch_max_bytes (default 50 MiB); a larger value is
+	// lowered to it. At least one record is returned when one is available,
+	// even if it alone is larger, so a consumer always makes progress.
+	MaxBytes int32 `protobuf:"varint,3,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// How long to wait for records when no partition has any available at
+	// its offset (and none has an error): the call returns as soon as any of
+	// them gets records, with what every partition has then.
+	MaxWaitMs int32 `protobuf:"varint,4,opt,name=max_wait_ms,json=maxWaitMs,proto3" json:"max_wait_ms,omitempty"`
+	// Ask for the stored Kafka RecordBatch v2 batches (FetchPartitionResult.
+	// record_batches) instead of decoded records, as FetchRequest.
+	// record_batches.
+	RecordBatches bool `protobuf:"varint,5,opt,name=record_batches,json=recordBatches,proto3" json:"record_batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchPartitionsRequest) Reset() {
+	*x = FetchPartitionsRequest{}
+	mi := &file_varve_v1_varve_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchPartitionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchPartitionsRequest) ProtoMessage() {}
+
+func (x *FetchPartitionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchPartitionsRequest.ProtoReflect.Descriptor instead.
+func (*FetchPartitionsRequest) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *FetchPartitionsRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *FetchPartitionsRequest) GetPartitions() []*FetchPartition {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *FetchPartitionsRequest) GetMaxBytes() int32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *FetchPartitionsRequest) GetMaxWaitMs() int32 {
+	if x != nil {
+		return x.MaxWaitMs
+	}
+	return 0
+}
+
+func (x *FetchPartitionsRequest) GetRecordBatches() bool {
+	if x != nil {
+		return x.RecordBatches
+	}
+	return false
+}
+
+// The error of one partition of a FetchPartitions call, as a Connect error:
+// e.g. OUT_OF_RANGE for an offset outside the log (the consumer resets it),
+// UNAVAILABLE (retriable, with RetryInfo when an outage), DATA_LOSS.
+type FetchPartitionError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Connect (gRPC) code number; never 0 (OK).
+	Code    int32  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The error's details (google.rpc.ErrorInfo, google.rpc.RetryInfo, ...)
+	// as a Connect error carries them.
+	Details       []*anypb.Any `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchPartitionError) Reset() {
+	*x = FetchPartitionError{}
+	mi := &file_varve_v1_varve_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchPartitionError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchPartitionError) ProtoMessage() {}
+
+func (x *FetchPartitionError) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchPartitionError.ProtoReflect.Descriptor instead.
+func (*FetchPartitionError) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *FetchPartitionError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *FetchPartitionError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *FetchPartitionError) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+// The answer for one partition: the fields of FetchResponse, or an error.
+type FetchPartitionResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// As FetchResponse.records.
+	Records []*Record `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// As FetchResponse.next_offset: the offset to fetch next (the offset
+	// asked for when no records came).
+	NextOffset int64 `protobuf:"varint,3,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
+	// As FetchResponse.log_start_offset.
+	LogStartOffset int64 `protobuf:"varint,4,opt,name=log_start_offset,json=logStartOffset,proto3" json:"log_start_offset,omitempty"`
+	// As FetchResponse.high_watermark.
+	HighWatermark int64 `protobuf:"varint,5,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
+	// As FetchResponse.record_batches.
+	RecordBatches []byte `protobuf:"bytes,6,opt,name=record_batches,json=recordBatches,proto3" json:"record_batches,omitempty"`
+	// Set when this partition failed; its other fields are then unset, and
+	// the other partitions are answered as usual.
+	Error         *FetchPartitionError `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchPartitionResult) Reset() {
+	*x = FetchPartitionResult{}
+	mi := &file_varve_v1_varve_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchPartitionResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchPartitionResult) ProtoMessage() {}
+
+func (x *FetchPartitionResult) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchPartitionResult.ProtoReflect.Descriptor instead.
+func (*FetchPartitionResult) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FetchPartitionResult) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *FetchPartitionResult) GetRecords() []*Record {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *FetchPartitionResult) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
+func (x *FetchPartitionResult) GetLogStartOffset() int64 {
+	if x != nil {
+		return x.LogStartOffset
+	}
+	return 0
+}
+
+func (x *FetchPartitionResult) GetHighWatermark() int64 {
+	if x != nil {
+		return x.HighWatermark
+	}
+	return 0
+}
+
+func (x *FetchPartitionResult) GetRecordBatches() []byte {
+	if x != nil {
+		return x.RecordBatches
+	}
+	return nil
+}
+
+func (x *FetchPartitionResult) GetError() *FetchPartitionError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type FetchPartitionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per requested partition, in request order.
+	Partitions    []*FetchPartitionResult `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchPartitionsResponse) Reset() {
+	*x = FetchPartitionsResponse{}
+	mi := &file_varve_v1_varve_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchPartitionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchPartitionsResponse) ProtoMessage() {}
+
+func (x *FetchPartitionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_varve_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchPartitionsResponse.ProtoReflect.Descriptor instead.
+func (*FetchPartitionsResponse) Descriptor() ([]byte, []int) {
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *FetchPartitionsResponse) GetPartitions() []*FetchPartitionResult {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
 // One batch of a subscription: the records committed since the last one.
 type SubscribeResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1836,7 +2211,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[26]
+	mi := &file_varve_v1_varve_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2223,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[26]
+	mi := &file_varve_v1_varve_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2236,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{26}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SubscribeResponse) GetRecords() []*Record {
@@ -1906,7 +2281,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[27]
+	mi := &file_varve_v1_varve_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2293,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[27]
+	mi := &file_varve_v1_varve_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2306,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{27}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SubscribeRequest) GetTopic() string {
@@ -1977,7 +2352,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_varve_v1_varve_proto_msgTypes[28]
+	mi := &file_varve_v1_varve_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2364,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[28]
+	mi := &file_varve_v1_varve_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2377,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{28}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListOffsetsRequest) GetTopic() string {
@@ -2045,7 +2420,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_varve_v1_varve_proto_msgTypes[29]
+	mi := &file_varve_v1_varve_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2057,7 +2432,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[29]
+	mi := &file_varve_v1_varve_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2070,7 +2445,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{29}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PartitionOffset) GetPartition() int32 {
@@ -2103,7 +2478,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_varve_v1_varve_proto_msgTypes[30]
+	mi := &file_varve_v1_varve_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2490,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_varve_v1_varve_proto_msgTypes[30]
+	mi := &file_varve_v1_varve_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2503,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_varve_v1_varve_proto_rawDescGZIP(), []int{30}
+	return file_varve_v1_varve_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListOffsetsResponse) GetOffsets() []*PartitionOffset {
@@ -2142,7 +2517,7 @@ var File_varve_v1_varve_proto protoreflect.FileDescriptor
 
 const file_varve_v1_varve_proto_rawDesc = "" +
 	"\n" +
-	"\x14varve/v1/varve.proto\x12\bvarve.v1\"\xd1\x01\n" +
+	"\x14varve/v1/varve.proto\x12\bvarve.v1\x1a\x19google/protobuf/any.proto\"\xd1\x01\n" +
 	"\x06Record\x12\x15\n" +
 	"\x03key\x18\x01 \x01(\fH\x00R\x03key\x88\x01\x01\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\fH\x01R\x05value\x88\x01\x01\x12*\n" +
@@ -2273,7 +2648,36 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"nextOffset\x12(\n" +
 	"\x10log_start_offset\x18\x03 \x01(\x03R\x0elogStartOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\x04 \x01(\x03R\rhighWatermark\x12%\n" +
-	"\x0erecord_batches\x18\x05 \x01(\fR\rrecordBatches\"\xb1\x01\n" +
+	"\x0erecord_batches\x18\x05 \x01(\fR\rrecordBatches\"c\n" +
+	"\x0eFetchPartition\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x1b\n" +
+	"\tmax_bytes\x18\x03 \x01(\x05R\bmaxBytes\"\xcc\x01\n" +
+	"\x16FetchPartitionsRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x128\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\v2\x18.varve.v1.FetchPartitionR\n" +
+	"partitions\x12\x1b\n" +
+	"\tmax_bytes\x18\x03 \x01(\x05R\bmaxBytes\x12\x1e\n" +
+	"\vmax_wait_ms\x18\x04 \x01(\x05R\tmaxWaitMs\x12%\n" +
+	"\x0erecord_batches\x18\x05 \x01(\bR\rrecordBatches\"s\n" +
+	"\x13FetchPartitionError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\xae\x02\n" +
+	"\x14FetchPartitionResult\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12*\n" +
+	"\arecords\x18\x02 \x03(\v2\x10.varve.v1.RecordR\arecords\x12\x1f\n" +
+	"\vnext_offset\x18\x03 \x01(\x03R\n" +
+	"nextOffset\x12(\n" +
+	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset\x12%\n" +
+	"\x0ehigh_watermark\x18\x05 \x01(\x03R\rhighWatermark\x12%\n" +
+	"\x0erecord_batches\x18\x06 \x01(\fR\rrecordBatches\x123\n" +
+	"\x05error\x18\a \x01(\v2\x1d.varve.v1.FetchPartitionErrorR\x05error\"Y\n" +
+	"\x17FetchPartitionsResponse\x12>\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2\x1e.varve.v1.FetchPartitionResultR\n" +
+	"partitions\"\xb1\x01\n" +
 	"\x11SubscribeResponse\x12*\n" +
 	"\arecords\x18\x01 \x03(\v2\x10.varve.v1.RecordR\arecords\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
@@ -2322,9 +2726,10 @@ const file_varve_v1_varve_proto_rawDesc = "" +
 	"\vUpdateTopic\x12\x1c.varve.v1.UpdateTopicRequest\x1a\x1d.varve.v1.UpdateTopicResponse\"\x002\xa3\x01\n" +
 	"\x0eProduceService\x12@\n" +
 	"\aProduce\x12\x18.varve.v1.ProduceRequest\x1a\x19.varve.v1.ProduceResponse\"\x00\x12O\n" +
-	"\fInitProducer\x12\x1d.varve.v1.InitProducerRequest\x1a\x1e.varve.v1.InitProducerResponse\"\x002\xe8\x01\n" +
+	"\fInitProducer\x12\x1d.varve.v1.InitProducerRequest\x1a\x1e.varve.v1.InitProducerResponse\"\x002\xc5\x02\n" +
 	"\fFetchService\x12=\n" +
-	"\x05Fetch\x12\x16.varve.v1.FetchRequest\x1a\x17.varve.v1.FetchResponse\"\x03\x90\x02\x01\x12H\n" +
+	"\x05Fetch\x12\x16.varve.v1.FetchRequest\x1a\x17.varve.v1.FetchResponse\"\x03\x90\x02\x01\x12[\n" +
+	"\x0fFetchPartitions\x12 .varve.v1.FetchPartitionsRequest\x1a!.varve.v1.FetchPartitionsResponse\"\x03\x90\x02\x01\x12H\n" +
 	"\tSubscribe\x12\x1a.varve.v1.SubscribeRequest\x1a\x1b.varve.v1.SubscribeResponse\"\x000\x01\x12O\n" +
 	"\vListOffsets\x12\x1c.varve.v1.ListOffsetsRequest\x1a\x1d.varve.v1.ListOffsetsResponse\"\x03\x90\x02\x01B0Z.github.com/varve-io/varve/gen/varve/v1;varvev1b\x06proto3"
 
@@ -2341,42 +2746,48 @@ func file_varve_v1_varve_proto_rawDescGZIP() []byte {
 }
 
 var file_varve_v1_varve_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_varve_v1_varve_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_varve_v1_varve_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_varve_v1_varve_proto_goTypes = []any{
-	(CleanupPolicy)(0),            // 0: varve.v1.CleanupPolicy
-	(SchemaFormat)(0),             // 1: varve.v1.SchemaFormat
-	(OffsetSpec)(0),               // 2: varve.v1.OffsetSpec
-	(*Record)(nil),                // 3: varve.v1.Record
-	(*Header)(nil),                // 4: varve.v1.Header
-	(*TopicConfig)(nil),           // 5: varve.v1.TopicConfig
-	(*TopicSchema)(nil),           // 6: varve.v1.TopicSchema
-	(*Topic)(nil),                 // 7: varve.v1.Topic
-	(*PartitionInfo)(nil),         // 8: varve.v1.PartitionInfo
-	(*CreateTopicRequest)(nil),    // 9: varve.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),   // 10: varve.v1.CreateTopicResponse
-	(*ListTopicsRequest)(nil),     // 11: varve.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),    // 12: varve.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),  // 13: varve.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil), // 14: varve.v1.DescribeTopicResponse
-	(*UpdateTopicRequest)(nil),    // 15: varve.v1.UpdateTopicRequest
-	(*UpdateTopicResponse)(nil),   // 16: varve.v1.UpdateTopicResponse
-	(*DeleteTopicRequest)(nil),    // 17: varve.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),   // 18: varve.v1.DeleteTopicResponse
-	(*ProduceRecord)(nil),         // 19: varve.v1.ProduceRecord
-	(*ProduceRequest)(nil),        // 20: varve.v1.ProduceRequest
-	(*PartitionBatches)(nil),      // 21: varve.v1.PartitionBatches
-	(*PartitionSequence)(nil),     // 22: varve.v1.PartitionSequence
-	(*ProduceResult)(nil),         // 23: varve.v1.ProduceResult
-	(*ProduceResponse)(nil),       // 24: varve.v1.ProduceResponse
-	(*InitProducerRequest)(nil),   // 25: varve.v1.InitProducerRequest
-	(*InitProducerResponse)(nil),  // 26: varve.v1.InitProducerResponse
-	(*FetchRequest)(nil),          // 27: varve.v1.FetchRequest
-	(*FetchResponse)(nil),         // 28: varve.v1.FetchResponse
-	(*SubscribeResponse)(nil),     // 29: varve.v1.SubscribeResponse
-	(*SubscribeRequest)(nil),      // 30: varve.v1.SubscribeRequest
-	(*ListOffsetsRequest)(nil),    // 31: varve.v1.ListOffsetsRequest
-	(*PartitionOffset)(nil),       // 32: varve.v1.PartitionOffset
-	(*ListOffsetsResponse)(nil),   // 33: varve.v1.ListOffsetsResponse
+	(CleanupPolicy)(0),              // 0: varve.v1.CleanupPolicy
+	(SchemaFormat)(0),               // 1: varve.v1.SchemaFormat
+	(OffsetSpec)(0),                 // 2: varve.v1.OffsetSpec
+	(*Record)(nil),                  // 3: varve.v1.Record
+	(*Header)(nil),                  // 4: varve.v1.Header
+	(*TopicConfig)(nil),             // 5: varve.v1.TopicConfig
+	(*TopicSchema)(nil),             // 6: varve.v1.TopicSchema
+	(*Topic)(nil),                   // 7: varve.v1.Topic
+	(*PartitionInfo)(nil),           // 8: varve.v1.PartitionInfo
+	(*CreateTopicRequest)(nil),      // 9: varve.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),     // 10: varve.v1.CreateTopicResponse
+	(*ListTopicsRequest)(nil),       // 11: varve.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),      // 12: varve.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),    // 13: varve.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil),   // 14: varve.v1.DescribeTopicResponse
+	(*UpdateTopicRequest)(nil),      // 15: varve.v1.UpdateTopicRequest
+	(*UpdateTopicResponse)(nil),     // 16: varve.v1.UpdateTopicResponse
+	(*DeleteTopicRequest)(nil),      // 17: varve.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),     // 18: varve.v1.DeleteTopicResponse
+	(*ProduceRecord)(nil),           // 19: varve.v1.ProduceRecord
+	(*ProduceRequest)(nil),          // 20: varve.v1.ProduceRequest
+	(*PartitionBatches)(nil),        // 21: varve.v1.PartitionBatches
+	(*PartitionSequence)(nil),       // 22: varve.v1.PartitionSequence
+	(*ProduceResult)(nil),           // 23: varve.v1.ProduceResult
+	(*ProduceResponse)(nil),         // 24: varve.v1.ProduceResponse
+	(*InitProducerRequest)(nil),     // 25: varve.v1.InitProducerRequest
+	(*InitProducerResponse)(nil),    // 26: varve.v1.InitProducerResponse
+	(*FetchRequest)(nil),            // 27: varve.v1.FetchRequest
+	(*FetchResponse)(nil),           // 28: varve.v1.FetchResponse
+	(*FetchPartition)(nil),          // 29: varve.v1.FetchPartition
+	(*FetchPartitionsRequest)(nil),  // 30: varve.v1.FetchPartitionsRequest
+	(*FetchPartitionError)(nil),     // 31: varve.v1.FetchPartitionError
+	(*FetchPartitionResult)(nil),    // 32: varve.v1.FetchPartitionResult
+	(*FetchPartitionsResponse)(nil), // 33: varve.v1.FetchPartitionsResponse
+	(*SubscribeResponse)(nil),       // 34: varve.v1.SubscribeResponse
+	(*SubscribeRequest)(nil),        // 35: varve.v1.SubscribeRequest
+	(*ListOffsetsRequest)(nil),      // 36: varve.v1.ListOffsetsRequest
+	(*PartitionOffset)(nil),         // 37: varve.v1.PartitionOffset
+	(*ListOffsetsResponse)(nil),     // 38: varve.v1.ListOffsetsResponse
+	(*anypb.Any)(nil),               // 39: google.protobuf.Any
 }
 var file_varve_v1_varve_proto_depIdxs = []int32{
 	4,  // 0: varve.v1.Record.headers:type_name -> varve.v1.Header
@@ -2398,34 +2809,41 @@ var file_varve_v1_varve_proto_depIdxs = []int32{
 	21, // 16: varve.v1.ProduceRequest.batches:type_name -> varve.v1.PartitionBatches
 	23, // 17: varve.v1.ProduceResponse.results:type_name -> varve.v1.ProduceResult
 	3,  // 18: varve.v1.FetchResponse.records:type_name -> varve.v1.Record
-	3,  // 19: varve.v1.SubscribeResponse.records:type_name -> varve.v1.Record
-	2,  // 20: varve.v1.ListOffsetsRequest.spec:type_name -> varve.v1.OffsetSpec
-	32, // 21: varve.v1.ListOffsetsResponse.offsets:type_name -> varve.v1.PartitionOffset
-	9,  // 22: varve.v1.TopicService.CreateTopic:input_type -> varve.v1.CreateTopicRequest
-	11, // 23: varve.v1.TopicService.ListTopics:input_type -> varve.v1.ListTopicsRequest
-	13, // 24: varve.v1.TopicService.DescribeTopic:input_type -> varve.v1.DescribeTopicRequest
-	17, // 25: varve.v1.TopicService.DeleteTopic:input_type -> varve.v1.DeleteTopicRequest
-	15, // 26: varve.v1.TopicService.UpdateTopic:input_type -> varve.v1.UpdateTopicRequest
-	20, // 27: varve.v1.ProduceService.Produce:input_type -> varve.v1.ProduceRequest
-	25, // 28: varve.v1.ProduceService.InitProducer:input_type -> varve.v1.InitProducerRequest
-	27, // 29: varve.v1.FetchService.Fetch:input_type -> varve.v1.FetchRequest
-	30, // 30: varve.v1.FetchService.Subscribe:input_type -> varve.v1.SubscribeRequest
-	31, // 31: varve.v1.FetchService.ListOffsets:input_type -> varve.v1.ListOffsetsRequest
-	10, // 32: varve.v1.TopicService.CreateTopic:output_type -> varve.v1.CreateTopicResponse
-	12, // 33: varve.v1.TopicService.ListTopics:output_type -> varve.v1.ListTopicsResponse
-	14, // 34: varve.v1.TopicService.DescribeTopic:output_type -> varve.v1.DescribeTopicResponse
-	18, // 35: varve.v1.TopicService.DeleteTopic:output_type -> varve.v1.DeleteTopicResponse
-	16, // 36: varve.v1.TopicService.UpdateTopic:output_type -> varve.v1.UpdateTopicResponse
-	24, // 37: varve.v1.ProduceService.Produce:output_type -> varve.v1.ProduceResponse
-	26, // 38: varve.v1.ProduceService.InitProducer:output_type -> varve.v1.InitProducerResponse
-	28, // 39: varve.v1.FetchService.Fetch:output_type -> varve.v1.FetchResponse
-	29, // 40: varve.v1.FetchService.Subscribe:output_type -> varve.v1.SubscribeResponse
-	33, // 41: varve.v1.FetchService.ListOffsets:output_type -> varve.v1.ListOffsetsResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	29, // 19: varve.v1.FetchPartitionsRequest.partitions:type_name -> varve.v1.FetchPartition
+	39, // 20: varve.v1.FetchPartitionError.details:type_name -> google.protobuf.Any
+	3,  // 21: varve.v1.FetchPartitionResult.records:type_name -> varve.v1.Record
+	31, // 22: varve.v1.FetchPartitionResult.error:type_name -> varve.v1.FetchPartitionError
+	32, // 23: varve.v1.FetchPartitionsResponse.partitions:type_name -> varve.v1.FetchPartitionResult
+	3,  // 24: varve.v1.SubscribeResponse.records:type_name -> varve.v1.Record
+	2,  // 25: varve.v1.ListOffsetsRequest.spec:type_name -> varve.v1.OffsetSpec
+	37, // 26: varve.v1.ListOffsetsResponse.offsets:type_name -> varve.v1.PartitionOffset
+	9,  // 27: varve.v1.TopicService.CreateTopic:input_type -> varve.v1.CreateTopicRequest
+	11, // 28: varve.v1.TopicService.ListTopics:input_type -> varve.v1.ListTopicsRequest
+	13, // 29: varve.v1.TopicService.DescribeTopic:input_type -> varve.v1.DescribeTopicRequest
+	17, // 30: varve.v1.TopicService.DeleteTopic:input_type -> varve.v1.DeleteTopicRequest
+	15, // 31: varve.v1.TopicService.UpdateTopic:input_type -> varve.v1.UpdateTopicRequest
+	20, // 32: varve.v1.ProduceService.Produce:input_type -> varve.v1.ProduceRequest
+	25, // 33: varve.v1.ProduceService.InitProducer:input_type -> varve.v1.InitProducerRequest
+	27, // 34: varve.v1.FetchService.Fetch:input_type -> varve.v1.FetchRequest
+	30, // 35: varve.v1.FetchService.FetchPartitions:input_type -> varve.v1.FetchPartitionsRequest
+	35, // 36: varve.v1.FetchService.Subscribe:input_type -> varve.v1.SubscribeRequest
+	36, // 37: varve.v1.FetchService.ListOffsets:input_type -> varve.v1.ListOffsetsRequest
+	10, // 38: varve.v1.TopicService.CreateTopic:output_type -> varve.v1.CreateTopicResponse
+	12, // 39: varve.v1.TopicService.ListTopics:output_type -> varve.v1.ListTopicsResponse
+	14, // 40: varve.v1.TopicService.DescribeTopic:output_type -> varve.v1.DescribeTopicResponse
+	18, // 41: varve.v1.TopicService.DeleteTopic:output_type -> varve.v1.DeleteTopicResponse
+	16, // 42: varve.v1.TopicService.UpdateTopic:output_type -> varve.v1.UpdateTopicResponse
+	24, // 43: varve.v1.ProduceService.Produce:output_type -> varve.v1.ProduceResponse
+	26, // 44: varve.v1.ProduceService.InitProducer:output_type -> varve.v1.InitProducerResponse
+	28, // 45: varve.v1.FetchService.Fetch:output_type -> varve.v1.FetchResponse
+	33, // 46: varve.v1.FetchService.FetchPartitions:output_type -> varve.v1.FetchPartitionsResponse
+	34, // 47: varve.v1.FetchService.Subscribe:output_type -> varve.v1.SubscribeResponse
+	38, // 48: varve.v1.FetchService.ListOffsets:output_type -> varve.v1.ListOffsetsResponse
+	38, // [38:49] is the sub-list for method output_type
+	27, // [27:38] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_varve_v1_varve_proto_init() }
@@ -2443,7 +2861,7 @@ func file_varve_v1_varve_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_varve_v1_varve_proto_rawDesc), len(file_varve_v1_varve_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -1,5 +1,6 @@
 // Package fetchloop is the engine of sdk.Consumer: per assigned partition
-// it keeps a position and one long-poll fetch outstanding, resolves the
+// it keeps a position and a fetch outstanding (the partitions that need one
+// go out together as one long-poll FetchPartitions call), resolves the
 // OffsetEarliest/OffsetLatest sentinels, retries retriable failures and
 // moves a position that fell out of the log as the offset-reset policy
 // says (the policy itself is package sdk's).

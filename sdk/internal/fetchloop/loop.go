@@ -28,11 +28,28 @@ type Batch[R any] struct {
 	HighWatermark int64
 }
 
+// Request is one partition of a FetchPartitions call.
+type Request struct {
+	Partition int32
+	Offset    int64
+}
+
+// Result is one partition's answer to a FetchPartitions call: its batch,
+// or its own error (the other partitions are answered as usual).
+type Result[R any] struct {
+	Partition int32
+	Batch     *Batch[R]
+	Err       error
+}
+
 // Cluster is what a Loop asks the cluster (sdk.Client).
 type Cluster[R any] interface {
 	PartitionCount(ctx context.Context, topic string) (int32, error)
 	ListOffsets(ctx context.Context, topic string, spec varvev1.OffsetSpec, ts time.Time, partitions ...int32) (map[int32]int64, error)
-	Fetch(ctx context.Context, topic string, partition int32, offset int64, maxBytes int32, maxWait time.Duration) (*Batch[R], error)
+	// FetchPartitions fetches many partitions in one call, each up to
+	// maxBytes, long-polling up to maxWait until any has records. The
+	// error is the whole call's; a partition's failure is its Result's.
+	FetchPartitions(ctx context.Context, topic string, reqs []Request, maxBytes int32, maxWait time.Duration) ([]Result[R], error)
 }
 
 // ResetEvent is a position that was out of range and moved (sdk.OffsetResetEvent).
@@ -60,10 +77,11 @@ type Options[R any] struct {
 	CtxError func(error) error
 }
 
-// Loop reads one topic's assigned partitions, keeping one long-poll fetch
-// outstanding per partition (sdk.Consumer). Poll must not be called
-// concurrently with itself; the other methods may be called from any
-// goroutine.
+// Loop reads one topic's assigned partitions (sdk.Consumer): the
+// partitions that need a fetch go out together as one long-poll
+// FetchPartitions call, so a consumer of many partitions makes one request
+// per round, not one per partition. Poll must not be called concurrently
+// with itself; the other methods may be called from any goroutine.
 type Loop[R any] struct {
 	topic string
 	opts  Options[R]
@@ -74,6 +92,7 @@ type Loop[R any] struct {
 	notify chan struct{} // capacity 1: a fetch completed
 
 	mu       sync.Mutex
+	rot      int // rotates the order of a call's partitions (fairness)
 	closed   bool
 	all      bool    // assigned every partition of the topic
 	assigned []int32 // sorted; nil while all is unresolved
@@ -86,15 +105,37 @@ type partState[R any] struct {
 	fetch *fetchCall[R]
 }
 
-// fetchCall is one outstanding fetch. Seek replaces (and cancels) it, so a
-// completed call whose partState still points to it matches the position.
+// fetchCall is one partition's outstanding fetch, part of a batchCall.
+// Seek replaces (and abandons) it, so a completed call whose partState
+// still points to it matches the position.
 type fetchCall[R any] struct {
+	batch     *batchCall
+	partition int32
+	abandoned bool
+	done      bool
+	from      int64 // the offset fetched from (moved if it was out of range)
+	res       *Batch[R]
+	err       error
+	reset     *ResetEvent // set when from was moved
+}
+
+// batchCall is one FetchPartitions call (with its retries) for the
+// fetchCalls of several partitions; cancelled once all are abandoned.
+type batchCall struct {
 	cancel context.CancelFunc
-	done   bool
-	from   int64 // the offset fetched from (moved if it was out of range)
-	res    *Batch[R]
-	err    error
-	reset  *ResetEvent // set when from was moved
+	live   int // fetchCalls not abandoned
+}
+
+// abandonLocked drops f (Seek, Assign): its answer will be ignored, and
+// the call is cancelled when no partition of it is left.
+func (f *fetchCall[R]) abandonLocked() {
+	if f.abandoned {
+		return
+	}
+	f.abandoned = true
+	if f.batch.live--; f.batch.live == 0 {
+		f.batch.cancel()
+	}
 }
 
 // New returns a loop over topic with every partition assigned. Close it to
@@ -186,12 +227,12 @@ func (c *Loop[R]) HighWatermark(partition int32) int64 {
 	return -1
 }
 
-// Poll returns the next records of the assigned partitions. It keeps one
-// fetch outstanding per partition (long-polling up to MaxWait at the end of
-// the log) and returns as soon as any brought records, with whatever has
-// arrived; or with no records once every partition's fetch came back
-// empty; or with ctx's error. Records are in offset order within a
-// partition.
+// Poll returns the next records of the assigned partitions. It fetches
+// every partition that has no fetch outstanding in one FetchPartitions
+// call (long-polling up to MaxWait at the end of the log) and returns as
+// soon as any brought records, with whatever has arrived; or with no
+// records once every partition's fetch came back empty; or with ctx's
+// error. Records are in offset order within a partition.
 //
 // A failed fetch (after retries of retriable failures) is returned as the
 // error, possibly together with records of other partitions: handle the
@@ -211,6 +252,7 @@ func (c *Loop[R]) Poll(ctx context.Context) ([]R, error) {
 			firstErr    error
 			needResolve bool
 			resets      []ResetEvent
+			todo        []int32
 		)
 		c.mu.Lock()
 		if c.closed {
@@ -260,8 +302,11 @@ func (c *Loop[R]) Poll(ctx context.Context) ([]R, error) {
 				continue
 			}
 			if st.fetch == nil {
-				c.startFetchLocked(p, st)
+				todo = append(todo, p)
 			}
+		}
+		if len(todo) > 0 {
+			c.startBatchLocked(todo)
 		}
 		c.mu.Unlock()
 		if c.opts.OnReset != nil {
@@ -312,7 +357,7 @@ func (c *Loop[R]) stateLocked(p int32) *partState[R] {
 
 func (c *Loop[R]) stopFetchLocked(p int32) {
 	if st := c.parts[p]; st != nil && st.fetch != nil {
-		st.fetch.cancel()
+		st.fetch.abandonLocked()
 		st.fetch = nil
 	}
 }
@@ -392,62 +437,163 @@ func (c *Loop[R]) resolvePositions(ctx context.Context, parts []int32) error {
 	return nil
 }
 
-func (c *Loop[R]) startFetchLocked(p int32, st *partState[R]) {
+// startBatchLocked starts one FetchPartitions call for parts (each at its
+// position), in an order rotated at every call so that when the call's
+// total byte limit runs out it is not always the same partitions that
+// get nothing.
+func (c *Loop[R]) startBatchLocked(parts []int32) {
 	ctx, cancel := context.WithCancel(c.ctx)
-	f := &fetchCall[R]{cancel: cancel, from: st.pos}
-	st.fetch = f
+	b := &batchCall{cancel: cancel, live: len(parts)}
+	calls := make([]*fetchCall[R], len(parts))
+	rot := c.rot % len(parts)
+	c.rot++
+	for i := range parts {
+		p := parts[(i+rot)%len(parts)]
+		st := c.parts[p]
+		f := &fetchCall[R]{batch: b, partition: p, from: st.pos}
+		st.fetch = f
+		calls[i] = f
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		defer cancel()
-		res, from, reset, err := c.fetch(ctx, p, f.from)
-		c.mu.Lock()
-		f.done, f.res, f.from, f.err, f.reset = true, res, from, err, reset
-		c.mu.Unlock()
-		select { // wake Poll
-		case c.notify <- struct{}{}:
-		default:
-		}
+		c.runBatch(ctx, calls)
 	}()
 }
 
-// fetch fetches partition p from offset, retrying retriable failures and
-// applying the OffsetReset policy once to an out-of-range offset. It
-// returns the offset it finally fetched from, and the reset if it moved.
-func (c *Loop[R]) fetch(ctx context.Context, p int32, offset int64) (*Batch[R], int64, *ResetEvent, error) {
+// member is one partition of a running batch: where it fetches from now,
+// its retries and its reset.
+type member[R any] struct {
+	f       *fetchCall[R]
+	offset  int64
+	attempt int
+	checked bool // an out-of-range answer was checked against the log
+	reset   *ResetEvent
+	err     error
+}
+
+// runBatch fetches calls' partitions together, retrying retriable
+// failures (of the call, or of single partitions, each with its own
+// count, as Fetch per partition did) and applying the OffsetReset policy
+// once per partition to an out-of-range offset. Each partition's answer
+// is handed to Poll as soon as it is final; the partitions still retrying
+// or moved by a reset are fetched again together.
+func (c *Loop[R]) runBatch(ctx context.Context, calls []*fetchCall[R]) {
 	retry := backoff.Default()
-	var reset *ResetEvent
-	checked := false
-	for attempt := 0; ; attempt++ {
-		res, err := c.opts.Cluster.Fetch(ctx, c.topic, p, offset, c.opts.MaxBytes, c.opts.MaxWait)
-		if err == nil {
-			return res, offset, reset, nil
+	pending := make([]*member[R], len(calls))
+	for i, f := range calls {
+		pending[i] = &member[R]{f: f, offset: f.from}
+	}
+	callAttempt := 0
+	for len(pending) > 0 {
+		c.mu.Lock()
+		pending = slices.DeleteFunc(pending, func(m *member[R]) bool { return m.f.abandoned })
+		c.mu.Unlock()
+		if len(pending) == 0 {
+			return
 		}
-		if ctx.Err() != nil {
-			return nil, offset, reset, err
+		reqs := make([]Request, len(pending))
+		for i, m := range pending {
+			reqs[i] = Request{Partition: m.f.partition, Offset: m.offset}
 		}
-		if connect.CodeOf(err) == connect.CodeOutOfRange && !checked {
-			checked = true
-			ev, rerr := c.resetOffset(ctx, p, offset, err)
-			if rerr != nil {
-				return nil, offset, reset, rerr
-			}
-			if ev != nil {
-				reset = ev
-				offset = ev.To
-				attempt--
+		results, err := c.opts.Cluster.FetchPartitions(ctx, c.topic, reqs, c.opts.MaxBytes, c.opts.MaxWait)
+		if err != nil {
+			if ctx.Err() == nil && backoff.Retriable(err) && callAttempt < retry.Retries &&
+				backoff.Sleep(ctx, retry.Delay(err, callAttempt)) == nil {
+				callAttempt++
 				continue
 			}
-			// In range after all (the serving node's view trailed):
-			// retry as any retriable failure.
-			err = connect.NewError(connect.CodeUnavailable, err)
+			for _, m := range pending {
+				m.err = err
+			}
+			c.finish(pending, nil)
+			return
 		}
-		if !backoff.Retriable(err) || attempt >= retry.Retries {
-			return nil, offset, reset, err
+		byPart := make(map[int32]Result[R], len(results))
+		for _, r := range results {
+			byPart[r.Partition] = r
 		}
-		if backoff.Sleep(ctx, retry.Delay(err, attempt)) != nil {
-			return nil, offset, reset, err
+		var (
+			done, next []*member[R]
+			batches    = make(map[*member[R]]*Batch[R])
+			delay      time.Duration
+		)
+		for _, m := range pending {
+			p := m.f.partition
+			r, ok := byPart[p]
+			switch {
+			case !ok:
+				r.Err = fmt.Errorf("fetch %s/%d: %w", c.topic, p,
+					connect.NewError(connect.CodeInternal, errors.New("partition missing from the answer")))
+			case r.Err == nil && r.Batch == nil:
+				r.Err = fmt.Errorf("fetch %s/%d: %w", c.topic, p,
+					connect.NewError(connect.CodeInternal, errors.New("partition answered without records or error")))
+			}
+			if r.Err == nil {
+				batches[m] = r.Batch
+				done = append(done, m)
+				continue
+			}
+			m.err = r.Err
+			if ctx.Err() != nil {
+				done = append(done, m)
+				continue
+			}
+			if connect.CodeOf(m.err) == connect.CodeOutOfRange && !m.checked {
+				m.checked = true
+				ev, rerr := c.resetOffset(ctx, p, m.offset, m.err)
+				if rerr != nil {
+					m.err = rerr
+					done = append(done, m)
+					continue
+				}
+				if ev != nil {
+					m.reset, m.offset = ev, ev.To
+					next = append(next, m) // at once, without counting an attempt
+					continue
+				}
+				// In range after all (the serving node's view trailed):
+				// retry as any retriable failure.
+				m.err = connect.NewError(connect.CodeUnavailable, m.err)
+			}
+			if !backoff.Retriable(m.err) || m.attempt >= retry.Retries {
+				done = append(done, m)
+				continue
+			}
+			delay = max(delay, retry.Delay(m.err, m.attempt))
+			m.attempt++
+			next = append(next, m)
 		}
+		c.finish(done, batches)
+		pending = next
+		if len(pending) > 0 && delay > 0 && backoff.Sleep(ctx, delay) != nil {
+			c.finish(pending, nil)
+			return
+		}
+	}
+}
+
+// finish hands members' answers (their batch, else their err) to Poll.
+func (c *Loop[R]) finish(ms []*member[R], batches map[*member[R]]*Batch[R]) {
+	if len(ms) == 0 {
+		return
+	}
+	c.mu.Lock()
+	for _, m := range ms {
+		f := m.f
+		f.done, f.res, f.from, f.reset = true, batches[m], m.offset, m.reset
+		if f.res == nil {
+			f.err = m.err
+			if f.err == nil {
+				f.err = fmt.Errorf("fetch %s/%d: %w", c.topic, f.partition, c.opts.CtxError(context.Canceled))
+			}
+		}
+	}
+	c.mu.Unlock()
+	select { // wake Poll
+	case c.notify <- struct{}{}:
+	default:
 	}
 }
 

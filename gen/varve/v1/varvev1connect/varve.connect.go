@@ -58,6 +58,9 @@ const (
 	ProduceServiceInitProducerProcedure = "/varve.v1.ProduceService/InitProducer"
 	// FetchServiceFetchProcedure is the fully-qualified name of the FetchService's Fetch RPC.
 	FetchServiceFetchProcedure = "/varve.v1.FetchService/Fetch"
+	// FetchServiceFetchPartitionsProcedure is the fully-qualified name of the FetchService's
+	// FetchPartitions RPC.
+	FetchServiceFetchPartitionsProcedure = "/varve.v1.FetchService/FetchPartitions"
 	// FetchServiceSubscribeProcedure is the fully-qualified name of the FetchService's Subscribe RPC.
 	FetchServiceSubscribeProcedure = "/varve.v1.FetchService/Subscribe"
 	// FetchServiceListOffsetsProcedure is the fully-qualified name of the FetchService's ListOffsets
@@ -342,6 +345,10 @@ func (UnimplementedProduceServiceHandler) InitProducer(context.Context, *connect
 // FetchServiceClient is a client for the varve.v1.FetchService service.
 type FetchServiceClient interface {
 	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
+	// FetchPartitions is Fetch over many partitions of one topic in one
+	// call: one request and one long-poll for a consumer of any number of
+	// partitions, instead of one per partition.
+	FetchPartitions(context.Context, *connect.Request[v1.FetchPartitionsRequest]) (*connect.Response[v1.FetchPartitionsResponse], error)
 	// Subscribe streams records from offset on, as they are committed.
 	Subscribe(context.Context, *connect.Request[v1.SubscribeRequest]) (*connect.ServerStreamForClient[v1.SubscribeResponse], error)
 	ListOffsets(context.Context, *connect.Request[v1.ListOffsetsRequest]) (*connect.Response[v1.ListOffsetsResponse], error)
@@ -365,6 +372,13 @@ func NewFetchServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		fetchPartitions: connect.NewClient[v1.FetchPartitionsRequest, v1.FetchPartitionsResponse](
+			httpClient,
+			baseURL+FetchServiceFetchPartitionsProcedure,
+			connect.WithSchema(fetchServiceMethods.ByName("FetchPartitions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		subscribe: connect.NewClient[v1.SubscribeRequest, v1.SubscribeResponse](
 			httpClient,
 			baseURL+FetchServiceSubscribeProcedure,
@@ -383,14 +397,20 @@ func NewFetchServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // fetchServiceClient implements FetchServiceClient.
 type fetchServiceClient struct {
-	fetch       *connect.Client[v1.FetchRequest, v1.FetchResponse]
-	subscribe   *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
-	listOffsets *connect.Client[v1.ListOffsetsRequest, v1.ListOffsetsResponse]
+	fetch           *connect.Client[v1.FetchRequest, v1.FetchResponse]
+	fetchPartitions *connect.Client[v1.FetchPartitionsRequest, v1.FetchPartitionsResponse]
+	subscribe       *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
+	listOffsets     *connect.Client[v1.ListOffsetsRequest, v1.ListOffsetsResponse]
 }
 
 // Fetch calls varve.v1.FetchService.Fetch.
 func (c *fetchServiceClient) Fetch(ctx context.Context, req *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error) {
 	return c.fetch.CallUnary(ctx, req)
+}
+
+// FetchPartitions calls varve.v1.FetchService.FetchPartitions.
+func (c *fetchServiceClient) FetchPartitions(ctx context.Context, req *connect.Request[v1.FetchPartitionsRequest]) (*connect.Response[v1.FetchPartitionsResponse], error) {
+	return c.fetchPartitions.CallUnary(ctx, req)
 }
 
 // Subscribe calls varve.v1.FetchService.Subscribe.
@@ -406,6 +426,10 @@ func (c *fetchServiceClient) ListOffsets(ctx context.Context, req *connect.Reque
 // FetchServiceHandler is an implementation of the varve.v1.FetchService service.
 type FetchServiceHandler interface {
 	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
+	// FetchPartitions is Fetch over many partitions of one topic in one
+	// call: one request and one long-poll for a consumer of any number of
+	// partitions, instead of one per partition.
+	FetchPartitions(context.Context, *connect.Request[v1.FetchPartitionsRequest]) (*connect.Response[v1.FetchPartitionsResponse], error)
 	// Subscribe streams records from offset on, as they are committed.
 	Subscribe(context.Context, *connect.Request[v1.SubscribeRequest], *connect.ServerStream[v1.SubscribeResponse]) error
 	ListOffsets(context.Context, *connect.Request[v1.ListOffsetsRequest]) (*connect.Response[v1.ListOffsetsResponse], error)
@@ -422,6 +446,13 @@ func NewFetchServiceHandler(svc FetchServiceHandler, opts ...connect.HandlerOpti
 		FetchServiceFetchProcedure,
 		svc.Fetch,
 		connect.WithSchema(fetchServiceMethods.ByName("Fetch")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	fetchServiceFetchPartitionsHandler := connect.NewUnaryHandler(
+		FetchServiceFetchPartitionsProcedure,
+		svc.FetchPartitions,
+		connect.WithSchema(fetchServiceMethods.ByName("FetchPartitions")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
@@ -442,6 +473,8 @@ func NewFetchServiceHandler(svc FetchServiceHandler, opts ...connect.HandlerOpti
 		switch r.URL.Path {
 		case FetchServiceFetchProcedure:
 			fetchServiceFetchHandler.ServeHTTP(w, r)
+		case FetchServiceFetchPartitionsProcedure:
+			fetchServiceFetchPartitionsHandler.ServeHTTP(w, r)
 		case FetchServiceSubscribeProcedure:
 			fetchServiceSubscribeHandler.ServeHTTP(w, r)
 		case FetchServiceListOffsetsProcedure:
@@ -457,6 +490,10 @@ type UnimplementedFetchServiceHandler struct{}
 
 func (UnimplementedFetchServiceHandler) Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.FetchService.Fetch is not implemented"))
+}
+
+func (UnimplementedFetchServiceHandler) FetchPartitions(context.Context, *connect.Request[v1.FetchPartitionsRequest]) (*connect.Response[v1.FetchPartitionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.FetchService.FetchPartitions is not implemented"))
 }
 
 func (UnimplementedFetchServiceHandler) Subscribe(context.Context, *connect.Request[v1.SubscribeRequest], *connect.ServerStream[v1.SubscribeResponse]) error {
