@@ -93,7 +93,7 @@ func TestTailReadsFromTheWriter(t *testing.T) {
 	for i := range 2 {
 		nodes = append(nodes, startNodeWith(t, node.RoleFetch, c.endpoints, c.rec, func(cfg *node.Config) {
 			cfg.NodeID = fmt.Sprintf("both-%d", i)
-			cfg.Roles = []string{node.RoleIngest, node.RoleFetch}
+			cfg.Roles = []string{node.RoleIngest, node.RoleFetch, node.RoleSequence}
 		}))
 	}
 	c.waitMembers(t, nodes)
