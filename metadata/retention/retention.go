@@ -41,10 +41,11 @@ const retentionAttempts = 20
 
 // Result says what Apply dropped from one partition.
 type Result struct {
-	// Entries counts the index keys deleted; Records and Bytes the
-	// records and stored block bytes that left the log, under index keys
-	// or in sequencer records (whose blocks leave the log when the log
-	// start moves past them; the record pruner deletes the records).
+	// Entries, Records and Bytes count the entries (blocks), records
+	// and stored block bytes that left the log: under index keys, which
+	// are deleted, or in sequencer records, whose blocks leave the log
+	// when the log start moves past them (the record pruner deletes the
+	// records).
 	Entries int
 	Records int64
 	Bytes   int64
@@ -146,6 +147,7 @@ func (c *Client) step(ctx context.Context, topic string, p int32, now time.Time,
 	}
 	next := st
 	var drop []metadata.IndexEntry // index keys to delete
+	var entriesOut int
 	var records, dropped int64
 	full := false
 	for _, e := range entries {
@@ -164,6 +166,7 @@ func (c *Client) step(ctx context.Context, topic string, p int32, now time.Time,
 		}
 		bytes -= e.Len
 		next.Start = e.End()
+		entriesOut++
 		records += e.Records
 		dropped += e.Len
 		if e.Record == 0 {
@@ -214,7 +217,7 @@ func (c *Client) step(ctx context.Context, topic string, p int32, now time.Time,
 	if !tresp.Succeeded {
 		return false, false, nil // a commit or compaction got there first
 	}
-	res.Entries += len(drop)
+	res.Entries += entriesOut
 	res.Records += records
 	res.Bytes += dropped
 	res.Start = next.Start
@@ -222,6 +225,6 @@ func (c *Client) step(ctx context.Context, topic string, p int32, now time.Time,
 		res.Objects = append(res.Objects, e.Object)
 	}
 	c.log.Info("retention moved the log start", "topic", topic, "partition", p,
-		"keys", len(drop), "records", records, "bytes", dropped, "start", next.Start)
+		"entries", entriesOut, "keys", len(drop), "records", records, "bytes", dropped, "start", next.Start)
 	return true, !full, nil
 }

@@ -126,8 +126,8 @@ func TestRetentionBytesSequencerRecords(t *testing.T) {
 	}
 	// 500 bytes: 400 and 300 are still >= 250, 200 is not.
 	res := c.checkSize(t, "rec", 0, 6, 300)
-	if res.Records != 6 || res.Bytes != 200 {
-		t.Fatalf("result %+v, want 6 records and 200 bytes dropped", res)
+	if res.Entries != 2 || res.Records != 6 || res.Bytes != 200 {
+		t.Fatalf("result %+v, want 2 entries, 6 records and 200 bytes dropped", res)
 	}
 }
 
