@@ -377,6 +377,15 @@ type VarveMinIO struct {
 // Sequenced reports a target whose nodes commit through the sequencer.
 func (t *VarveMinIO) Sequenced() bool { return t.CommitPath != CommitPathDirect }
 
+// nodeSecret is the cluster secret nodes present to each other ("" when
+// not Secure): the floor's commits through the sequencer present it too.
+func (t *VarveMinIO) nodeSecret() string {
+	if !t.Secure {
+		return ""
+	}
+	return t.sec.secretValue
+}
+
 func (t *VarveMinIO) Name() string {
 	n := fmt.Sprintf("varve-minio-%d", t.Nodes)
 	if t.Secure {
