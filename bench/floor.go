@@ -3,12 +3,14 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"runtime"
 	"slices"
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
+
+	"github.com/varve-io/varve/internal/guard"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/sequencer"
 	"github.com/varve-io/varve/tier"
@@ -163,7 +165,19 @@ func MeasureFloor(ctx context.Context, t VarveTarget, ws []Workload, flushBytes,
 		Commit(context.Context, string, []metadata.Append) ([]metadata.AppendResult, error)
 	} = mc
 	if sq, ok := t.(interface{ Sequenced() bool }); ok && sq.Sequenced() {
-		committer = sequencer.NewClient(mc, sequencer.NewDialer(http.DefaultClient))
+		// As a node: over TLS trusting the bench's CA, with the cluster
+		// secret of a secure target.
+		var opts []connect.ClientOption
+		if ns, ok := t.(interface{ nodeSecret() string }); ok && ns.nodeSecret() != "" {
+			secret := ns.nodeSecret()
+			opts = append(opts, connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+				return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+					req.Header().Set(guard.SecretHeader, secret)
+					return next(ctx, req)
+				}
+			})))
+		}
+		committer = sequencer.NewClient(mc, sequencer.NewDialer(benchHTTP, opts...))
 	}
 	com := newHist()
 	for i := 0; i < commits; i++ {

@@ -16,15 +16,16 @@ import (
 // without running it: a keyed, rate-limited JSON load of 4 producers and
 // 4 consumers at 8 and 1,000 partitions (the 8-partition baseline in the
 // same run), on Varve over MinIO with one, two and four ingest nodes;
-// 10,000 partitions in full and with --partitions 10000; the sequencer
-// targets known but opt-in.
+// 10,000 partitions in full and with --partitions 10000; every Varve
+// target commits through the sequencer but varve-minio-1-direct, which the
+// scale profile runs too for the comparison.
 func TestScaleProfilePlan(t *testing.T) {
 	profs := bench.Profiles()
 	p, ok := profs["scale"]
 	if !ok {
 		t.Fatal("no scale profile")
 	}
-	if got := strings.Join(p.Targets, ","); got != "varve-minio-1,varve-minio-2,varve-minio-4" {
+	if got := strings.Join(p.Targets, ","); got != "varve-minio-1,varve-minio-2,varve-minio-4,varve-minio-1-direct" {
 		t.Errorf("scale targets %s", got)
 	}
 	check := func(w bench.Workload, parts int) {
@@ -78,9 +79,9 @@ func TestScaleProfilePlan(t *testing.T) {
 		t.Error("full profile has no 10,000-partition workload")
 	}
 
-	// Every target is known; the sequencer ones are not in any profile.
+	// Every target is known; only -direct commits directly.
 	for name, wantNodes := range map[string]int{"varve-minio-1": 1, "varve-minio-2": 2, "varve-minio-4": 4,
-		"varve-minio-1-seq": 1, "varve-minio-2-seq": 2, "varve-minio-4-seq": 4} {
+		"varve-minio-1-direct": 1} {
 		tg, err := bench.NewTarget(name)
 		if err != nil {
 			t.Fatal(err)
@@ -90,19 +91,17 @@ func TestScaleProfilePlan(t *testing.T) {
 			t.Errorf("%s: %T %+v named %s", name, tg, tg, tg.Name())
 			continue
 		}
-		seq := strings.HasSuffix(name, "-seq")
-		if seq != (m.CommitPath == bench.CommitPathSequencer) {
-			t.Errorf("%s: commit path %q", name, m.CommitPath)
-		}
-		for _, pr := range profs {
-			for _, pt := range pr.Targets {
-				if seq && pt == name {
-					t.Errorf("%s is in profile %s: the sequencer targets are opt-in", name, pr.Name)
-				}
-			}
+		direct := strings.HasSuffix(name, "-direct")
+		if direct != (m.CommitPath == bench.CommitPathDirect) || m.Sequenced() == direct {
+			t.Errorf("%s: commit path %q, sequenced %v", name, m.CommitPath, m.Sequenced())
 		}
 	}
-	if _, err := bench.NewTarget("varve-minio-3"); err == nil || !strings.Contains(err.Error(), "varve-minio-4-seq") {
+	for _, old := range []string{"varve-minio-1-seq", "varve-minio-2-seq", "varve-minio-4-seq"} {
+		if _, err := bench.NewTarget(old); err == nil {
+			t.Errorf("%s: the sequencer is the default now; the -seq targets are gone", old)
+		}
+	}
+	if _, err := bench.NewTarget("varve-minio-3"); err == nil || !strings.Contains(err.Error(), "varve-minio-1-direct") {
 		t.Errorf("unknown target: %v", err)
 	}
 }

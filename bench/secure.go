@@ -32,6 +32,7 @@ var benchHTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Co
 type secureFiles struct {
 	ca                *testenv.CA
 	cert, key, secret string
+	secretValue       string // the cluster secret itself (secret is its file)
 	token             string
 }
 
@@ -57,7 +58,7 @@ func newSecureFiles(dir string) (secureFiles, error) {
 	if err != nil {
 		return s, err
 	}
-	s.secret = filepath.Join(dir, "cluster-secret")
+	s.secret, s.secretValue = filepath.Join(dir, "cluster-secret"), secret
 	if err := os.WriteFile(s.secret, []byte(secret), 0o600); err != nil {
 		return s, err
 	}

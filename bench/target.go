@@ -135,12 +135,8 @@ func NewTarget(name string) (Target, error) {
 		return &VarveMinIO{Nodes: 4}, nil
 	case TargetVarveMinIO1Secure:
 		return &VarveMinIO{Nodes: 1, Secure: true}, nil
-	case TargetVarveMinIO1Seq:
-		return &VarveMinIO{Nodes: 1, CommitPath: CommitPathSequencer}, nil
-	case TargetVarveMinIO2Seq:
-		return &VarveMinIO{Nodes: 2, CommitPath: CommitPathSequencer}, nil
-	case TargetVarveMinIO4Seq:
-		return &VarveMinIO{Nodes: 4, CommitPath: CommitPathSequencer}, nil
+	case TargetVarveMinIO1Direct:
+		return &VarveMinIO{Nodes: 1, CommitPath: CommitPathDirect}, nil
 	case TargetNATS:
 		return &NATS{}, nil
 	case TargetRedis:
@@ -312,6 +308,9 @@ type VarveFS struct {
 
 func (t *VarveFS) Name() string { return TargetVarveFS }
 
+// Sequenced: `varve dev` commits through its sequencer (the default).
+func (t *VarveFS) Sequenced() bool { return true }
+
 func (t *VarveFS) Start(ctx context.Context, env Env) error {
 	t.dir = filepath.Join(env.Dir, TargetVarveFS)
 	if err := os.MkdirAll(t.dir, 0o755); err != nil {
@@ -363,7 +362,7 @@ type VarveMinIO struct {
 	Secure bool
 	sec    secureFiles
 	// CommitPath, when set, is every node's VARVE_COMMIT_PATH (direct or
-	// sequencer); empty leaves the node's default.
+	// sequencer); empty leaves the node's default (sequencer).
 	CommitPath string
 
 	env      Env
@@ -376,15 +375,24 @@ type VarveMinIO struct {
 }
 
 // Sequenced reports a target whose nodes commit through the sequencer.
-func (t *VarveMinIO) Sequenced() bool { return t.CommitPath == CommitPathSequencer }
+func (t *VarveMinIO) Sequenced() bool { return t.CommitPath != CommitPathDirect }
+
+// nodeSecret is the cluster secret nodes present to each other ("" when
+// not Secure): the floor's commits through the sequencer present it too.
+func (t *VarveMinIO) nodeSecret() string {
+	if !t.Secure {
+		return ""
+	}
+	return t.sec.secretValue
+}
 
 func (t *VarveMinIO) Name() string {
 	n := fmt.Sprintf("varve-minio-%d", t.Nodes)
 	if t.Secure {
 		n += "-tls-token"
 	}
-	if t.CommitPath == CommitPathSequencer {
-		n += "-seq"
+	if t.CommitPath == CommitPathDirect {
+		n += "-direct"
 	}
 	return n
 }
@@ -426,9 +434,9 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 		}
 		t.opts = t.sec.clientOptions()
 	}
-	roles := "ingest,fetch"
-	if t.CommitPath == CommitPathSequencer {
-		roles += ",sequence" // every node a candidate, as serve's default roles
+	roles := "ingest,fetch,sequence" // every node a candidate, as serve's default roles
+	if !t.Sequenced() {
+		roles = "ingest,fetch"
 	}
 	for i := 0; i < t.Nodes; i++ {
 		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), roles)

@@ -105,16 +105,17 @@ const (
 // cost of security (not in the profiles: ask for it with --targets).
 const TargetVarveMinIO1Secure = "varve-minio-1-tls-token"
 
-// The sequencer-path targets: varve-minio-N with every node started with
-// VARVE_COMMIT_PATH=sequencer (commits through the elected sequencer rather
-// than each node's own etcd transactions). Not in the profiles: ask for
-// them with --targets.
+// TargetVarveMinIO1Direct is varve-minio-1 with VARVE_COMMIT_PATH=direct:
+// the node commits with its own etcd transactions rather than through the
+// elected sequencer (the default of every other Varve target). In the
+// scale profile, for the comparison.
+const TargetVarveMinIO1Direct = "varve-minio-1-direct"
+
+// Values of a VarveMinIO target's CommitPath (the nodes'
+// VARVE_COMMIT_PATH).
 const (
-	TargetVarveMinIO1Seq = "varve-minio-1-seq"
-	TargetVarveMinIO2Seq = "varve-minio-2-seq"
-	TargetVarveMinIO4Seq = "varve-minio-4-seq"
-	// CommitPathSequencer is the nodes' VARVE_COMMIT_PATH on those targets.
 	CommitPathSequencer = "sequencer"
+	CommitPathDirect    = "direct"
 )
 
 // NATSVersion is the nats-server the NATS peer is built from.
@@ -124,15 +125,16 @@ const NATSVersion = "v2.15.2"
 var AllTargets = []string{TargetVarveFS, TargetVarveMinIO1, TargetVarveMinIO2, TargetNATS, TargetRedis}
 
 // ExtraTargets are known targets the profiles leave out.
-var ExtraTargets = []string{TargetVarveMinIO1Secure, TargetVarveMinIO1Seq, TargetVarveMinIO2Seq, TargetVarveMinIO4Seq}
+var ExtraTargets = []string{TargetVarveMinIO1Secure}
 
 // ScaleTargets are the scale profile's targets: Varve on MinIO with one,
-// two and four ingest nodes and etcd as its own process.
-var ScaleTargets = []string{TargetVarveMinIO1, TargetVarveMinIO2, TargetVarveMinIO4}
+// two and four ingest nodes and etcd as its own process, and one node on
+// the direct commit path.
+var ScaleTargets = []string{TargetVarveMinIO1, TargetVarveMinIO2, TargetVarveMinIO4, TargetVarveMinIO1Direct}
 
 // KnownTargets lists every target NewTarget knows.
 func KnownTargets() []string {
-	return append(append(slices.Clone(AllTargets), TargetVarveMinIO4), ExtraTargets...)
+	return append(append(slices.Clone(AllTargets), TargetVarveMinIO4, TargetVarveMinIO1Direct), ExtraTargets...)
 }
 
 // Profiles returns the built-in profiles: quick (a few minutes on 2 cores,

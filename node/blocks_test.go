@@ -64,7 +64,9 @@ func startCluster(t testing.TB, fetchNodes int) *cluster {
 		t.Fatal(err)
 	}
 	c := &cluster{endpoints: testenv.StartEtcd(t), rec: tier.NewRecorder(st)}
-	c.ingest = startNodeWith(t, node.RoleIngest, c.endpoints, c.rec, nil)
+	c.ingest = startNodeWith(t, node.RoleIngest, c.endpoints, c.rec, func(cfg *node.Config) {
+		cfg.Roles = []string{node.RoleIngest, node.RoleSequence} // the sequencer runs with ingest
+	})
 	for i := range fetchNodes {
 		c.fetch = append(c.fetch, startNodeWith(t, node.RoleFetch, c.endpoints, c.rec, func(cfg *node.Config) {
 			cfg.NodeID = fmt.Sprintf("fetch-%d", i)

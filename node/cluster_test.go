@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,12 +20,13 @@ import (
 	"github.com/varve-io/varve/tier"
 )
 
-// startRole starts a node with one role on an existing etcd and store.
+// startRole starts a node with roles (comma-separated) on an existing etcd
+// and store.
 func startRole(t *testing.T, role string, endpoints []string, st tier.Store) *node.Node {
 	t.Helper()
 	cfg := node.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
-	cfg.Roles = []string{role}
+	cfg.Roles = strings.Split(role, ",")
 	cfg.EtcdEndpoints = endpoints
 	cfg.Store = "fs:unused" // the store is given below
 	cfg.Linger = 5 * time.Millisecond
@@ -46,7 +48,7 @@ func TestReadYourWritesAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writer := newClients(startRole(t, node.RoleIngest, endpoints, fs).Addr())
+	writer := newClients(startRole(t, node.RoleIngest+","+node.RoleSequence, endpoints, fs).Addr())
 	reader := newClients(startRole(t, node.RoleFetch, endpoints, fs).Addr())
 	ctx := context.Background()
 	createTopic(t, writer, "ryw", 2)

@@ -62,7 +62,7 @@ type Config struct {
 	S3Region    string
 	S3PathStyle bool
 
-	// CommitPath is CommitDirect or CommitSequencer.
+	// CommitPath is CommitSequencer (the default) or CommitDirect.
 	CommitPath string
 
 	FlushBytes     int
@@ -142,8 +142,8 @@ var Settings = []Setting{
 		"use path-style S3 addressing (MinIO and most S3-compatibles)"),
 	duration("store_probe_interval", func(c *Config) *time.Duration { return &c.StoreProbeInterval }, DefaultStoreProbeInterval,
 		"how often /readyz probes the object store when no segment PUT succeeded or failed recently", atLeast(100*time.Millisecond)),
-	str("commit_path", func(c *Config) *string { return &c.CommitPath }, CommitDirect,
-		"how ingest nodes commit: direct (each writes etcd itself) or sequencer (through the elected node of the sequence role, one etcd transaction per batch, docs/metadata.md); once a sequencer has led, direct commits are refused", oneOf(CommitDirect, CommitSequencer)),
+	str("commit_path", func(c *Config) *string { return &c.CommitPath }, CommitSequencer,
+		"how ingest nodes commit: sequencer (through the elected node of the sequence role, one etcd transaction per batch, docs/metadata.md) or direct (each writes etcd itself); every node of a cluster uses the same one, and once a sequencer has led, direct commits are refused", oneOf(CommitSequencer, CommitDirect)),
 	bytesInt("flush_bytes", func(c *Config) *int { return &c.FlushBytes }, ingest.DefaultFlushBytes,
 		"seal the open segment at this many bytes of records", atLeast(1024)),
 	duration("linger", func(c *Config) *time.Duration { return &c.Linger }, ingest.DefaultLinger,

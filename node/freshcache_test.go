@@ -22,7 +22,7 @@ func TestFreshBlocksServedFromMemory(t *testing.T) {
 	}
 	rec := tier.NewRecorder(st)
 	n := startNodeWith(t, node.RoleIngest, testenv.StartEtcd(t), rec, func(cfg *node.Config) {
-		cfg.Roles = []string{node.RoleIngest, node.RoleFetch}
+		cfg.Roles = []string{node.RoleIngest, node.RoleFetch, node.RoleSequence}
 	})
 	const partitions, batches, per = 2, 20, 30
 	createTopic(t, newClients(n.Addr()), "fresh", partitions)

@@ -28,6 +28,9 @@ func (n *Node) committer() ingest.Committer {
 	if n.cfg.CommitPath != CommitSequencer {
 		return n.meta
 	}
+	if !n.cfg.has(RoleSequence) {
+		n.log.Warn("this ingest node commits through the elected sequencer (commit_path sequencer, the default) but is no candidate: some node of the cluster must run the sequence role (run it with ingest: roles ingest,sequence), else every commit fails after a minute", "roles", n.cfg.Roles)
+	}
 	peers := newPeerClient(n.sec.peer, n.sec.guard.NodeSecret())
 	n.onClose = append(n.onClose, peers.close)
 	var opts []connect.ClientOption

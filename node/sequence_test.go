@@ -383,7 +383,7 @@ func TestDirectNodeRefusedOnceSequenced(t *testing.T) {
 		cfg.Roles = []string{node.RoleIngest, node.RoleSequence}
 		cfg.CommitPath = node.CommitSequencer
 	})
-	direct := startNodeWith(t, node.RoleIngest, endpoints, st, nil)
+	direct := startNodeWith(t, node.RoleIngest, endpoints, st, func(cfg *node.Config) { cfg.CommitPath = node.CommitDirect })
 	if !testenv.Eventually(30*time.Second, seqNode.Sequencer().Leading) {
 		t.Fatal("the sequencer never led")
 	}

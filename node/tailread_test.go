@@ -113,7 +113,7 @@ func bothNodes(t *testing.T, c *cluster, n int) []*node.Node {
 	for i := range n {
 		nodes = append(nodes, startNodeWith(t, node.RoleFetch, c.endpoints, c.rec, func(cfg *node.Config) {
 			cfg.NodeID = fmt.Sprintf("both-%d", i)
-			cfg.Roles = []string{node.RoleIngest, node.RoleFetch}
+			cfg.Roles = []string{node.RoleIngest, node.RoleFetch, node.RoleSequence}
 		}))
 	}
 	c.waitMembers(t, nodes)

@@ -123,7 +123,7 @@ func TestTraceReachesOTLPCollector(t *testing.T) {
 		t.Cleanup(func() { _ = n.Shutdown(context.Background()) })
 		return n
 	}
-	writer := start("writer", node.RoleIngest)
+	writer := start("writer", node.RoleIngest, node.RoleSequence)
 	reader := start("reader", node.RoleFetch)
 
 	rec := tracetest.NewSpanRecorder()
@@ -167,7 +167,7 @@ func TestTraceReachesOTLPCollector(t *testing.T) {
 	if !bytes.Equal(server.span.GetParentSpanId(), csid[:]) {
 		t.Errorf("server span's parent %x, want the SDK's client span %s", server.span.GetParentSpanId(), csid)
 	}
-	if server.resource["service.name"] != "varve" || server.resource["varve.node.id"] != "writer" || server.resource["varve.roles"] != "ingest" {
+	if server.resource["service.name"] != "varve" || server.resource["varve.node.id"] != "writer" || server.resource["varve.roles"] != "ingest,sequence" {
 		t.Errorf("resource of the node's spans: %v", server.resource)
 	}
 

@@ -153,6 +153,7 @@ func TestIdempotentProducerSlowFlushes1000Partitions(t *testing.T) {
 	cfg := node.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Roles = []string{node.RoleIngest, node.RoleFetch}
+	cfg.CommitPath = node.CommitDirect // the chunked direct commit is what this exercises
 	etcd := testenv.StartEtcd(t)
 	u, err := url.Parse(etcd[0])
 	if err != nil {

@@ -83,15 +83,31 @@ func (c *Client) InitProducer(ctx context.Context, id int64, ttl time.Duration) 
 }
 
 // retry calls call on the current leader until it answers with something
-// other than a retriable error, or MaxCommitTime passes.
+// other than a retriable error, or MaxCommitTime passes. An etcd outage is
+// not waited out, as on the direct path (metadata.Client.Commit): once
+// etcd has not answered this client for its request timeout, the last
+// error is returned (a commit's outcome is then unknown: the ingest node
+// answers UNAVAILABLE and the producer retries).
 func (c *Client) retry(ctx context.Context, call func(context.Context, Service) error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.MaxCommitTime)
 	defer cancel()
 	backoff := 2 * time.Millisecond
+	var unavailableSince time.Time // the current run of etcd failures began
 	for {
+		attemptStart := time.Now()
 		err := c.once(ctx, call)
 		if err == nil || !isRetriable(err) {
 			return err
+		}
+		if metadata.IsUnavailable(err) {
+			if unavailableSince.IsZero() {
+				unavailableSince = attemptStart
+			}
+			if limit := c.meta.RequestTimeout(); time.Since(unavailableSince) >= limit || c.meta.Unreachable() >= limit {
+				return err
+			}
+		} else {
+			unavailableSince = time.Time{}
 		}
 		select {
 		case <-ctx.Done():

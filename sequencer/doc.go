@@ -12,5 +12,5 @@
 // NewHandler serves it, NewDialer reaches the leader by the URL it
 // campaigned with). The package never imports etcd: metadata/seqlog is its
 // only way to it. Nodes run it with the sequence role and commit_path
-// sequencer (node/sequence.go); the direct path is the default.
+// sequencer, the default (node/sequence.go).
 package sequencer

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/seqlog"
 )
 
 // idemStep is one commit, or (init > 0) an epoch bump of producer init.
@@ -139,5 +142,120 @@ func TestIdempotenceMatchesDirect(t *testing.T) {
 		if !reflect.DeepEqual(gotView, wantView) {
 			t.Errorf("rpc %v, producer view:\nsequencer %q\ndirect    %q", rpc, gotView, wantView)
 		}
+	}
+}
+
+// TestExpiredProducersPruned: a producer idle past its producer_state_ttl
+// (its etcd lease expired) leaves the leader's state and the next
+// checkpoint, while a live one stays; when it comes back its batches get
+// the same ErrUnknownProducer answer as on the direct path, and so does a
+// new leader recovering from that checkpoint.
+func TestExpiredProducersPruned(t *testing.T) {
+	ctx := context.Background()
+	direct := connectEtcd(t)
+	meta := connectEtcd(t)
+	for _, m := range []*metadata.Client{direct, meta} {
+		if _, err := m.CreateTopic(ctx, metadata.Topic{Name: "idem", Partitions: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := newCluster(t, meta)
+	a := cl.start(Config{ID: "a", CheckpointEvery: 1, pruneEvery: time.Nanosecond})
+	waitLeading(t, a)
+	c := cl.client()
+	// Producer 1 lives 2 s (etcd's minimum) after its last commit,
+	// producer 2 an hour; the same on the direct path's etcd.
+	var gone, live int64
+	for _, cm := range []ingest.Committer{direct, c} {
+		short, err := cm.InitProducer(ctx, 0, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		long, err := cm.InitProducer(ctx, 0, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone, live = short.ID, long.ID
+	}
+	commit := func(cm ingest.Committer, id string, appends ...metadata.Append) []string {
+		t.Helper()
+		res, err := cm.Commit(ctx, id, appends)
+		return outcome(res, err)
+	}
+	for _, cm := range []ingest.Committer{direct, c} {
+		if out := commit(cm, "c1", blk("idem", 0, 2, pb(gone, 0, 0, 2, 0)), blk("idem", 1, 1, pb(live, 0, 0, 1, 0))); out[1] != "append 0: base 0: ok" || out[3] != "append 1: base 0: ok" {
+			t.Fatalf("first commit: %q", out)
+		}
+	}
+	// checkpointed waits for the checkpoint after batch and returns the
+	// producers it holds.
+	checkpointed := func(batch uint64) map[int64]bool {
+		t.Helper()
+		var cp *seqlog.Checkpoint
+		if !testenv.Eventually(30*time.Second, func() bool {
+			var err error
+			if cp, _, err = a.log.Recover(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return cp != nil && cp.Batch >= batch
+		}) {
+			t.Fatalf("no checkpoint after batch %d", batch)
+		}
+		ids := map[int64]bool{}
+		for _, ps := range cp.Producers {
+			ids[ps.ID] = true
+		}
+		return ids
+	}
+	if ids := checkpointed(1); !ids[gone] || !ids[live] {
+		t.Fatalf("checkpoint holds producers %v, want %d and %d", ids, gone, live)
+	}
+	// Producer 1's lease expires on both etcds.
+	if !testenv.Eventually(30*time.Second, func() bool {
+		for _, m := range []*metadata.Client{direct, meta} {
+			if v, err := m.ReadProducer(ctx, gone, "idem", []int32{0}); err != nil {
+				t.Fatal(err)
+			} else if _, known := v.Epoch(); known {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("producer 1's state never expired")
+	}
+	// A commit of producer 2 writes a batch and the next checkpoint.
+	for _, cm := range []ingest.Committer{direct, c} {
+		if out := commit(cm, "c2", blk("idem", 1, 1, pb(live, 0, 1, 1, 0))); out[1] != "append 0: base 1: ok" {
+			t.Fatalf("second commit: %q", out)
+		}
+	}
+	if ids := checkpointed(2); ids[gone] || !ids[live] {
+		t.Fatalf("checkpoint after expiry holds producers %v, want only %d", ids, live)
+	}
+	a.mu.Lock()
+	st := a.cur.st
+	a.mu.Unlock()
+	st.mu.RLock()
+	_, held := st.producers[gone]
+	st.mu.RUnlock()
+	if held {
+		t.Fatalf("the leader still holds expired producer %d", gone)
+	}
+	// Producer 1 comes back, with its next sequence: unknown, as on the
+	// direct path; also after a failover to a leader recovering from the
+	// pruned checkpoint.
+	want := commit(direct, "c3", blk("idem", 0, 1, pb(gone, 0, 2, 1, 0)))
+	if len(want) != 3 || !strings.Contains(want[2], "[is "+metadata.ErrUnknownProducer.Error()+"]") {
+		t.Fatalf("direct path: %q, want an unknown producer", want)
+	}
+	if got := commit(c, "c3", blk("idem", 0, 1, pb(gone, 0, 2, 1, 0))); !reflect.DeepEqual(got, want) {
+		t.Fatalf("sequencer: %q, want %q as on the direct path", got, want)
+	}
+	b := cl.start(Config{ID: "b", CheckpointEvery: 1})
+	cl.kill("a")
+	waitLeading(t, b)
+	want = commit(direct, "c4", blk("idem", 0, 1, pb(gone, 0, 0, 1, 0)))
+	if got := commit(c, "c4", blk("idem", 0, 1, pb(gone, 0, 0, 1, 0))); !reflect.DeepEqual(got, want) || !strings.Contains(want[2], "[is "+metadata.ErrUnknownProducer.Error()+"]") {
+		t.Fatalf("after failover: %q, want %q as on the direct path", got, want)
 	}
 }

@@ -31,6 +31,7 @@ func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 		}
 	}()
 	lastCP, sinceCP := time.Now(), 0
+	var lastPrune time.Time
 	for {
 		first := carry
 		carry = nil
@@ -54,6 +55,10 @@ func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 		}
 		if sinceCP > 0 && (sinceCP >= s.cfg.CheckpointEvery || time.Since(lastCP) >= s.cfg.CheckpointInterval) {
 			tm.st.expire(time.Now().Add(-s.cfg.DedupeWindow))
+			if time.Since(lastPrune) >= s.cfg.pruneEvery {
+				s.pruneProducers(ctx, tm.st)
+				lastPrune = time.Now()
+			}
 			if err := tm.t.WriteCheckpoint(ctx, tm.st.checkpoint()); err != nil {
 				if errors.Is(err, ErrNotLeader) {
 					return err
@@ -64,6 +69,42 @@ func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 			}
 			lastCP, sinceCP = time.Now(), 0
 		}
+	}
+}
+
+// pruneProducers drops from the state — and so from the next checkpoint —
+// every producer whose identity is gone from etcd: its lease expired (no
+// commit for its producer_state_ttl; commits refresh it, as on the direct
+// path, where the expiry deletes the producer's keys). Ids are never
+// reused and an expired id cannot be initialized again, so a dropped
+// producer never has state again: if it comes back, its identity reads as
+// unknown and its batches get ErrUnknownProducer, as on the direct path.
+// It runs in the leader's loop, between batches; a failed read only
+// postpones it.
+func (s *Sequencer) pruneProducers(ctx context.Context, st *state) {
+	if len(st.producers) == 0 {
+		return
+	}
+	ids := make([]int64, 0, len(st.producers))
+	for id := range st.producers {
+		ids = append(ids, id)
+	}
+	infos, _, err := s.log.LoadProducers(ctx, ids, nil)
+	if err != nil {
+		s.cfg.Logger.Warn("sequencer: read producers to prune expired ones", "producers", len(ids), "err", err)
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if !infos[id].Known {
+			delete(st.producers, id)
+			n++
+		}
+	}
+	if n > 0 {
+		s.cfg.Logger.Info("sequencer dropped expired producers", "producers", n, "left", len(st.producers))
 	}
 }
 

@@ -57,6 +57,11 @@ type Config struct {
 	// none.
 	MeterProvider metric.MeterProvider
 
+	// pruneEvery is how often, at most, a checkpoint is preceded by
+	// dropping the producers whose identity expired (default infoMaxAge);
+	// tests shorten it.
+	pruneEvery time.Duration
+
 	// Test hooks, called by the leader's loop around a batch's write; an
 	// error ends the term as a crash would.
 	beforeAppend, afterAppend func(t *seqlog.Term, batch uint64) error
@@ -77,6 +82,9 @@ func (c *Config) defaults() {
 	}
 	if c.DedupeWindow <= 0 {
 		c.DedupeWindow = 2 * time.Minute
+	}
+	if c.pruneEvery <= 0 {
+		c.pruneEvery = infoMaxAge
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

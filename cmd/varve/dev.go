@@ -16,8 +16,8 @@ func newDevCmd() *cobra.Command {
 		Use:   "dev",
 		Short: "Run every role in one process on an embedded etcd and a local directory",
 		Long: `Run a complete Varve on this machine: every role (ingest, fetch,
-sequence, and compact: compaction, retention and garbage collection; the
-sequencer orders commits with --commit-path sequencer), an embedded etcd and
+sequence, and compact: compaction, retention and garbage collection; commits
+go through the sequencer unless --commit-path direct), an embedded etcd and
 the filesystem object store, all under --data-dir. Data survives a restart.
 The API listens on --listen; the embedded etcd on the next two ports (client
 on port+1, peer on port+2).

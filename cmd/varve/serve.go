@@ -19,11 +19,12 @@ any ingest node accepts writes for any partition.
 
 Roles (--roles, default ingest,fetch,sequence): ingest takes writes, fetch
 serves reads, sequence makes the node a candidate for the elected sequencer
-that orders every commit when --commit-path sequencer is set (it runs with
-ingest: keep them together), compact runs compaction, retention and garbage
-collection. --commit-path is direct by default (each ingest node writes etcd
-itself); every node of a cluster must use the same one, and once a sequencer
-has led, direct commits are refused (FAILED_PRECONDITION).
+that orders every commit (it runs with ingest: keep them together), compact
+runs compaction, retention and garbage collection. --commit-path is sequencer
+by default (ingest nodes commit through the elected sequencer; direct: each
+ingest node writes etcd itself); every node of a cluster must use the same
+one, and once a sequencer has led, direct commits are refused
+(FAILED_PRECONDITION).
 
 Every flag is also an environment variable (--flush-bytes: VARVE_FLUSH_BYTES)
 and a key of the optional YAML file given with --config (flush_bytes).

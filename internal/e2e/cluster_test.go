@@ -40,13 +40,13 @@ type serveNode struct {
 	addr string // http://127.0.0.1:PORT
 }
 
-// startServe starts `varve serve --roles ingest,fetch` on listen
-// (127.0.0.1:PORT) and waits until it is ready.
+// startServe starts `varve serve --roles ingest,fetch,sequence` (serve's
+// default roles) on listen (127.0.0.1:PORT) and waits until it is ready.
 func (c *cluster) startServe(id, listen string, extra ...string) *serveNode {
 	c.t.Helper()
 	args := []string{
 		"serve",
-		"--roles", "ingest,fetch",
+		"--roles", "ingest,fetch,sequence",
 		"--listen", listen,
 		"--node-id", id,
 		"--etcd-endpoints", strings.Join(c.etcd, ","),

@@ -107,7 +107,7 @@ type historyMode struct {
 	victim func(t *testing.T, c *cluster, nodes []*serveNode, round int, rng *rand.Rand) int
 }
 
-var historyDirect = historyMode{name: "direct"}
+var historyDirect = historyMode{name: "direct", args: []string{"--commit-path", "direct"}}
 
 // TestRandomizedHistorySequencer is TestRandomizedHistory with the nodes
 // committing through the sequencer (commit_path sequencer, both nodes
@@ -117,7 +117,7 @@ var historyDirect = historyMode{name: "direct"}
 func TestRandomizedHistorySequencer(t *testing.T) {
 	runHistory(t, historyMode{
 		name: "sequencer",
-		args: []string{"--roles", "ingest,fetch,sequence", "--commit-path", "sequencer"},
+		args: []string{"--commit-path", "sequencer"},
 		victim: func(t *testing.T, c *cluster, nodes []*serveNode, round int, rng *rand.Rand) int {
 			if round%2 == 0 {
 				return rng.IntN(len(nodes))

@@ -94,12 +94,14 @@ type PartitionBacklog struct {
 	L0Bytes   int64
 }
 
-// Backlog reads every index entry (paginated, at one revision)
-// and counts, per partition, the entries and the level-0 entries and bytes.
+// Backlog reads every index entry (paginated, at one revision), and the
+// sequencer records' blocks no index key covers (backlog.go), and counts,
+// per partition, the entries and the level-0 entries and bytes.
 func (c *Client) Backlog(ctx context.Context) ([]PartitionBacklog, error) {
 	from, to := keys.IndexPrefix(), keys.PrefixEnd(keys.IndexPrefix())
 	byTP := map[metadata.TopicPartition]*PartitionBacklog{}
 	var order []metadata.TopicPartition
+	ranges := map[metadata.TopicPartition][]keyRange{}
 	key, rev := from, int64(0)
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(to), clientv3.WithLimit(5000)}
@@ -129,6 +131,7 @@ func (c *Client) Backlog(ctx context.Context) ([]PartitionBacklog, error) {
 				byTP[tp] = b
 				order = append(order, tp)
 			}
+			ranges[tp] = append(ranges[tp], keyRange{k.Base, k.Base + max(e.Span, e.Records)})
 			b.Entries++
 			if e.Level == 0 {
 				b.L0Entries++
@@ -139,6 +142,9 @@ func (c *Client) Backlog(ctx context.Context) ([]PartitionBacklog, error) {
 			break
 		}
 		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	if err := c.addRecordBacklog(ctx, rev, byTP, &order, ranges); err != nil {
+		return nil, err
 	}
 	out := make([]PartitionBacklog, 0, len(order))
 	for _, tp := range order {

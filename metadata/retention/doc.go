@@ -1,7 +1,8 @@
 // Package retention owns applying a topic's retention to the index in
-// etcd: it drops index entries from the start of a partition's log while
-// they expire, and moves the log start offset, in transactions that a
-// concurrent commit or compaction makes retry (docs/gc.md). The rules —
+// etcd: it moves a partition's log start offset past the entries at its
+// start while they expire — index keys, which it deletes, and blocks held
+// by sequencer records — in transactions that a concurrent commit or
+// compaction makes retry (docs/gc.md). The rules —
 // which entries expire by time and by size — are plain functions in
 // rules.go, with no etcd in them.
 //

@@ -29,9 +29,10 @@ func New(meta *metadata.Client) *Client {
 	return &Client{cli: cn.KV, log: cn.Log, meta: meta}
 }
 
-// retentionPerTxn bounds the index entries one retention transaction drops:
-// per entry one compare and one delete, plus the topic and partition
-// compares and the partition put, within etcd's 128 operations.
+// retentionPerTxn bounds the index keys one retention transaction
+// deletes: per key one compare and one delete, plus the topic, partition
+// and index-range compares and the partition put, within etcd's 128
+// operations.
 const retentionPerTxn = 60
 
 // retentionAttempts bounds how often one partition's retention retries a
@@ -40,53 +41,50 @@ const retentionAttempts = 20
 
 // Result says what Apply dropped from one partition.
 type Result struct {
-	// Entries, Records and Bytes count the index entries dropped, the
-	// records they held and their stored block bytes.
+	// Entries, Records and Bytes count the entries (blocks), records
+	// and stored block bytes that left the log: under index keys, which
+	// are deleted, or in sequencer records, whose blocks leave the log
+	// when the log start moves past them (the record pruner deletes the
+	// records).
 	Entries int
 	Records int64
 	Bytes   int64
 	// Start is the partition's log start offset afterwards.
 	Start int64
-	// Objects are the object keys the dropped entries pointed at (some may
-	// still be referenced by other entries): garbage collection deletes
-	// them once nothing references them.
+	// Objects are the object keys the deleted index keys pointed at (some
+	// may still be referenced by other entries): garbage collection
+	// deletes them once nothing references them. Objects of sequencer
+	// records are collected once the pruner deleted the records.
 	Objects []string
 }
 
-// Apply enforces the topic's retention on one partition: it drops
-// index entries from the start of the log, oldest first, while the oldest
-// one is expired — its newest record is older than retention_ms before now,
-// or dropping it still leaves at least retention_bytes in the partition
-// (Kafka's rules). Each transaction compares the topic, the partition and
-// every dropped entry's ModRevision, deletes the entries and advances the
-// partition's log start offset (Start) to the end of the last one, so a
-// concurrent commit or compaction makes it retry rather than lose data.
-// Objects are not touched: the orphan collector deletes them once
-// unreferenced. Topics with cleanup policy compact, unlimited retention, a
-// missing topic or partition state are left alone.
+// Apply enforces the topic's retention on one partition: the entries at
+// the start of its log leave it, oldest first, while the oldest one is
+// expired — its newest record is older than retention_ms before now, or
+// dropping it still leaves at least retention_bytes in the partition
+// (Kafka's rules). The entries are every block the partition serves:
+// those under index keys (committed directly, or compacted) and those the
+// sequencer's batch records hold that no index key covers; the bytes
+// counted are theirs, not the partition key's Bytes (which counts index
+// keys only, and which a partition written through the sequencer lacks).
+// Each transaction moves the log start offset (Start) past the expired
+// entries and deletes the expired index keys (and any left below the log
+// start), fenced on the topic, the partition key (or its absence), every
+// deleted key and the partition's whole index range, so a concurrent
+// commit or compaction makes it retry rather than lose data. Records and
+// objects are not touched: the record pruner and the orphan collector
+// delete them once unreferenced. Topics with cleanup policy compact,
+// unlimited retention, or a missing topic are left alone.
 func (c *Client) Apply(ctx context.Context, topic string, p int32, now time.Time) (Result, error) {
 	var res Result
 	backoff := 5 * time.Millisecond
-	again := false
 	for attempt := 0; ; {
-		n, done, err := c.step(ctx, topic, p, now, &res)
-		if err != nil {
+		progress, done, err := c.step(ctx, topic, p, now, &res)
+		if err != nil || done {
 			return res, err
 		}
-		if done {
-			// The blocks committed through the sequencer at the start of
-			// the log, and index keys of a partition with no partition key
-			// (compacted from such blocks): the log start moves past the
-			// expired ones; keys below it go in the next step.
-			pastKeys, err := c.applyRecords(ctx, topic, p, now, &res)
-			if err != nil || !pastKeys || again {
-				return res, err
-			}
-			again = true
-			continue
-		}
-		if n > 0 {
-			attempt = 0 // progress: a full chunk went; look for more
+		if progress {
+			attempt = 0 // a full chunk went; look for more
 			continue
 		}
 		attempt++
@@ -102,94 +100,131 @@ func (c *Client) Apply(ctx context.Context, topic string, p int32, now time.Time
 	}
 }
 
-// step makes one attempt on at most retentionPerTxn entries. It
-// returns how many entries it dropped, and done when nothing more is due.
-func (c *Client) step(ctx context.Context, topic string, p int32, now time.Time, res *Result) (int, bool, error) {
+// step makes one attempt, deleting at most retentionPerTxn index keys. It
+// reports progress when its transaction applied, and done when nothing
+// more is due (or it did all that was).
+func (c *Client) step(ctx context.Context, topic string, p int32, now time.Time, res *Result) (progress, done bool, err error) {
 	pk := keys.Partition(topic, p)
-	prefix := keys.IndexPartitionPrefix(topic, p)
-	rresp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpGet(keys.Topic(topic)),
-		clientv3.OpGet(pk),
-		clientv3.OpGet(prefix, clientv3.WithRange(keys.PrefixEnd(prefix)), clientv3.WithLimit(retentionPerTxn)),
-	).Commit()
+	rresp, err := c.cli.Txn(ctx).Then(clientv3.OpGet(keys.Topic(topic)), clientv3.OpGet(pk)).Commit()
 	if err != nil {
-		return 0, false, fmt.Errorf("retention of %s/%d: read: %w", topic, p, err)
+		return false, false, fmt.Errorf("retention of %s/%d: read: %w", topic, p, err)
 	}
 	tkv := rresp.Responses[0].GetResponseRange().Kvs
 	pkv := rresp.Responses[1].GetResponseRange().Kvs
-	if len(tkv) == 0 || len(pkv) == 0 {
-		return 0, true, nil // topic deleted, or nothing committed yet
+	if len(tkv) == 0 {
+		return false, true, nil // topic deleted
 	}
 	var t metadata.Topic
 	if err := json.Unmarshal(tkv[0].Value, &t); err != nil {
-		return 0, false, fmt.Errorf("retention of %s/%d: decode topic: %w", topic, p, err)
+		return false, false, fmt.Errorf("retention of %s/%d: decode topic: %w", topic, p, err)
 	}
 	var st metadata.PartitionState
-	if err := json.Unmarshal(pkv[0].Value, &st); err != nil {
-		return 0, false, fmt.Errorf("retention of %s/%d: decode partition: %w", topic, p, err)
+	if len(pkv) > 0 {
+		if err := json.Unmarshal(pkv[0].Value, &st); err != nil {
+			return false, false, fmt.Errorf("retention of %s/%d: decode partition: %w", topic, p, err)
+		}
 	}
 	res.Start = st.Start
 	rule, ok := newRule(t, now)
 	if !ok {
-		return 0, true, nil
+		return false, true, nil
 	}
-	cmps := []clientv3.Cmp{
-		clientv3.Compare(clientv3.ModRevision(keys.Topic(topic)), "=", tkv[0].ModRevision),
-		clientv3.Compare(clientv3.ModRevision(pk), "=", pkv[0].ModRevision),
+	// Read after the partition key: what changed in between either makes
+	// the partition key's compare fail (a direct commit, retention, a
+	// swap over a partition with a key) or shows here.
+	entries, _, err := c.meta.IndexEntries(ctx, topic, p)
+	if err != nil {
+		return false, false, fmt.Errorf("retention of %s/%d: %w", topic, p, err)
 	}
-	var ops []clientv3.Op
-	var drop []metadata.IndexEntry
-	bytes := st.Bytes
-	ikvs := rresp.Responses[2].GetResponseRange().Kvs
-	for _, kv := range ikvs {
-		k, ok := keys.Parse(string(kv.Key))
-		if !ok || k.Kind != "index" {
-			return 0, false, fmt.Errorf("retention of %s/%d: malformed index key %q", topic, p, kv.Key)
+	var bytes, keyRev int64
+	for _, e := range entries {
+		if e.Record == 0 {
+			keyRev = max(keyRev, e.ModRev)
 		}
-		var e metadata.IndexEntry
-		if err := json.Unmarshal(kv.Value, &e); err != nil {
-			return 0, false, fmt.Errorf("retention of %s/%d: decode index entry %s: %w", topic, p, kv.Key, err)
+		if e.End() > st.Start {
+			bytes += e.Len
 		}
-		e.Topic, e.Partition, e.Base = topic, p, k.Base
+	}
+	next := st
+	var drop []metadata.IndexEntry // index keys to delete
+	var entriesOut int
+	var records, dropped int64
+	full := false
+	for _, e := range entries {
+		if e.Record == 0 && len(drop) >= retentionPerTxn {
+			full = true
+			break
+		}
+		if e.End() <= st.Start {
+			if e.Record == 0 { // left below the log start: no longer served
+				drop = append(drop, e)
+			}
+			continue
+		}
 		if !rule.expires(e, bytes) {
 			break
 		}
 		bytes -= e.Len
-		drop = append(drop, e)
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
-		ops = append(ops, clientv3.OpDelete(string(kv.Key)))
-	}
-	if len(drop) == 0 {
-		return 0, true, nil
-	}
-	next := st
-	var records int64
-	for _, e := range drop {
-		next.Start = max(next.Start, e.End())
-		next.Bytes -= e.Len
-		next.Segments--
+		next.Start = e.End()
+		entriesOut++
 		records += e.Records
+		dropped += e.Len
+		if e.Record == 0 {
+			drop = append(drop, e)
+		}
 	}
-	next.Bytes, next.Segments = max(next.Bytes, 0), max(next.Segments, 0)
+	if next.Start <= st.Start && len(drop) == 0 {
+		return false, true, nil
+	}
+	// The partition key counts the index keys left.
+	next.Bytes, next.Segments = 0, 0
+	deleted := map[int64]bool{}
+	for _, e := range drop {
+		deleted[e.Base] = true
+	}
+	for _, e := range entries {
+		if e.Record == 0 && !deleted[e.Base] {
+			next.Bytes += e.Len
+			next.Segments++
+		}
+	}
+	prefix := keys.IndexPartitionPrefix(topic, p)
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(keys.Topic(topic)), "=", tkv[0].ModRevision),
+		// No index key of the partition was written since it was read
+		// (a swap over a partition without a partition key shows only here).
+		clientv3.Compare(clientv3.ModRevision(prefix), "<", keyRev+1).WithRange(keys.PrefixEnd(prefix)),
+	}
+	if len(pkv) > 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(pk), "=", pkv[0].ModRevision))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pk), "=", 0))
+	}
+	var ops []clientv3.Op
+	for _, e := range drop {
+		k := keys.Index(topic, p, e.Base)
+		// ...and none of those it deletes is gone.
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", e.ModRev))
+		ops = append(ops, clientv3.OpDelete(k))
+	}
 	sv, _ := json.Marshal(next)
 	ops = append(ops, clientv3.OpPut(pk, string(sv)))
 	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		// The outcome is unknown; the next attempt rereads and sees it.
-		return 0, false, fmt.Errorf("retention of %s/%d: drop %d entries below %d: %w", topic, p, len(drop), next.Start, err)
+		return false, false, fmt.Errorf("retention of %s/%d: move the log start to %d: %w", topic, p, next.Start, err)
 	}
 	if !tresp.Succeeded {
-		return 0, false, nil // a commit or compaction got there first
+		return false, false, nil // a commit or compaction got there first
 	}
-	res.Entries += len(drop)
+	res.Entries += entriesOut
 	res.Records += records
-	res.Bytes += st.Bytes - next.Bytes
+	res.Bytes += dropped
 	res.Start = next.Start
 	for _, e := range drop {
 		res.Objects = append(res.Objects, e.Object)
 	}
-	c.log.Info("retention dropped index entries", "topic", topic, "partition", p,
-		"entries", len(drop), "records", records, "start", next.Start)
-	// A full chunk may have more behind it; a short one was all that is due.
-	return len(drop), len(drop) < retentionPerTxn, nil
+	c.log.Info("retention moved the log start", "topic", topic, "partition", p,
+		"entries", entriesOut, "keys", len(drop), "records", records, "bytes", dropped, "start", next.Start)
+	return true, !full, nil
 }

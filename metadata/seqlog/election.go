@@ -25,12 +25,14 @@ type Term struct {
 // Campaign blocks until this node leads the sequencer election or ctx
 // ends. id (the node's internal API address, say) is what Leader returns
 // to ingest nodes. The term lasts while the session's lease of ttl is
-// kept alive: a dead leader's term ends within ttl.
+// kept alive: a dead leader's term ends within ttl, or at once when the
+// same candidate (same id) campaigns again (reclaim).
 func (l *Log) Campaign(ctx context.Context, id string, ttl time.Duration) (*Term, error) {
 	s, err := concurrency.NewSession(l.cli, concurrency.WithTTL(max(int(ttl/time.Second), 1)))
 	if err != nil {
 		return nil, fmt.Errorf("sequencer campaign: start session: %w", err)
 	}
+	l.reclaim(ctx, id, s.Lease())
 	e := concurrency.NewElection(s, keys.ElectionPrefix(ElectionName))
 	if err := e.Campaign(ctx, id); err != nil {
 		s.Close()

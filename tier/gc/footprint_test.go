@@ -90,7 +90,7 @@ func footprint(b *testing.B, mib int, cfg *admin.TopicConfig, compaction bool) {
 		b.Fatal(err)
 	}
 	ncfg := node.DefaultConfig()
-	ncfg.Roles = []string{node.RoleIngest}
+	ncfg.Roles = []string{node.RoleIngest, node.RoleSequence}
 	ncfg.Listen = "127.0.0.1:0"
 	ncfg.EtcdEndpoints = etcd
 	ncfg.Store = "fs:/unused"

@@ -73,7 +73,7 @@ func crashChild() int {
 	out := bufio.NewWriter(os.Stdout)
 	store := &holdingStore{Store: s3, out: out}
 	cfg := node.DefaultConfig()
-	cfg.Roles = []string{node.RoleIngest}
+	cfg.Roles = []string{node.RoleIngest, node.RoleSequence}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.EtcdEndpoints = spec.Etcd
 	cfg.Store = "s3://" + spec.S3.Bucket

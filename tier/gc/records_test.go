@@ -183,8 +183,8 @@ func TestRetentionExpiresRecordEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Entries != 2*parts || rep.Records != 4*parts {
-		t.Fatalf("retention dropped %d entries and %d records, want the %d direct entries and all %d records", rep.Entries, rep.Records, 2*parts, 4*parts)
+	if rep.Entries != 4*parts || rep.Records != 4*parts || len(rep.Objects) != 2*parts {
+		t.Fatalf("retention dropped %d entries and %d records (%d objects of index keys), want all %d entries and records (the %d direct ones' objects)", rep.Entries, rep.Records, len(rep.Objects), 4*parts, 2*parts)
 	}
 	states, err := c.meta.PartitionStates(ctx, "ret")
 	if err != nil {

@@ -308,9 +308,9 @@ variable "compaction" {
 }
 
 variable "commit_path" {
-  description = "How ingest tasks commit (Varve's commit_path): direct (each writes etcd itself) or sequencer (through the elected sequencer, which the ingest tasks run: roles ingest,sequence). Once a sequencer has led, direct commits are refused: do not switch back."
+  description = "How ingest tasks commit (Varve's commit_path): sequencer (through the elected sequencer, which the ingest tasks run: roles ingest,sequence) or direct (each writes etcd itself). Once a sequencer has led, direct commits are refused: do not switch back."
   type        = string
-  default     = "direct"
+  default     = "sequencer"
 
   validation {
     condition     = contains(["direct", "sequencer"], var.commit_path)

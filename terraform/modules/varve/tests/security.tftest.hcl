@@ -158,8 +158,8 @@ run "sequence_runs_with_ingest" {
     error_message = "the ingest tasks must run the sequence role with ingest, the fetch tasks fetch alone"
   }
   assert {
-    condition     = contains(jsondecode(aws_ecs_task_definition.service["ingest"].container_definitions)[0].environment, { name = "VARVE_COMMIT_PATH", value = "direct" })
-    error_message = "commit_path must default to direct"
+    condition     = contains(jsondecode(aws_ecs_task_definition.service["ingest"].container_definitions)[0].environment, { name = "VARVE_COMMIT_PATH", value = "sequencer" })
+    error_message = "commit_path must default to sequencer"
   }
   assert {
     condition     = aws_vpc_security_group_ingress_rule.tasks_self.referenced_security_group_id == aws_security_group.tasks.id && aws_vpc_security_group_ingress_rule.tasks_self.from_port == 7700
@@ -167,14 +167,14 @@ run "sequence_runs_with_ingest" {
   }
 }
 
-run "commit_path_sequencer" {
+run "commit_path_direct" {
   command = plan
   variables {
-    commit_path = "sequencer"
+    commit_path = "direct"
   }
   assert {
-    condition     = contains(jsondecode(aws_ecs_task_definition.service["ingest"].container_definitions)[0].environment, { name = "VARVE_COMMIT_PATH", value = "sequencer" })
-    error_message = "commit_path sequencer must reach the tasks"
+    condition     = contains(jsondecode(aws_ecs_task_definition.service["ingest"].container_definitions)[0].environment, { name = "VARVE_COMMIT_PATH", value = "direct" })
+    error_message = "commit_path direct must reach the tasks"
   }
 }
 
