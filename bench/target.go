@@ -94,6 +94,10 @@ type Counters struct {
 
 	// Commit is the nodes' commit duration histogram, merged.
 	Commit Hist `json:"commit_seconds"`
+	// CommitRetries is the nodes' commit attempts made again
+	// (varve_ingest_commit_retries_total: direct-path conflicts,
+	// sequencer calls after a lost leader).
+	CommitRetries float64 `json:"commit_retries"`
 	// From etcd's own /metrics: Txn RPCs answered, raft proposals
 	// committed (every write request), keys written, and the CPU seconds
 	// of the etcd process (0 where etcd shares a process, as in varve dev).
@@ -115,8 +119,8 @@ func (c Counters) Sub(o Counters) Counters {
 		ObjectBytes: c.ObjectBytes - o.ObjectBytes, Records: c.Records - o.Records,
 		EtcdKeys: c.EtcdKeys - o.EtcdKeys, EtcdDBBytes: c.EtcdDBBytes - o.EtcdDBBytes, EtcdBytes: c.EtcdBytes - o.EtcdBytes,
 		EtcdRevision: c.EtcdRevision - o.EtcdRevision,
-		Commit:       c.Commit.Sub(o.Commit),
-		EtcdTxns:     c.EtcdTxns - o.EtcdTxns, EtcdProposals: c.EtcdProposals - o.EtcdProposals,
+		Commit:       c.Commit.Sub(o.Commit), CommitRetries: c.CommitRetries - o.CommitRetries,
+		EtcdTxns: c.EtcdTxns - o.EtcdTxns, EtcdProposals: c.EtcdProposals - o.EtcdProposals,
 		EtcdPuts: c.EtcdPuts - o.EtcdPuts, EtcdCPU: c.EtcdCPU - o.EtcdCPU,
 		StorePuts: c.StorePuts - o.StorePuts, StoreGets: c.StoreGets - o.StoreGets, StoreMetrics: c.StoreMetrics && o.StoreMetrics,
 	}
@@ -262,6 +266,7 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 		c.IngestBytes += m.sum("varve_ingest_bytes_total", nil)
 		c.ObjectBytes += m.sum("varve_ingest_object_bytes_total", nil)
 		c.Records += m.sum("varve_ingest_records_total", nil)
+		c.CommitRetries += m.sum("varve_ingest_commit_retries_total", nil)
 		h := m.hist(metricCommitSeconds)
 		if c.Commit.Bounds == nil {
 			c.Commit = h
