@@ -93,6 +93,7 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 	}
 
 	r.scaleMarkdown(w)
+	r.steadyMarkdown(w)
 
 	fmt.Fprintf(w, "\n## The physical floor\n\nMeasured in the same run on the same store and etcd: zstd through `segment.Build`/`DecodeBlock` on all cores (this table: the first workload's payload; the next one: every payload, each workload's ratios use its own); sequential PUTs of one flush_bytes segment; ranged GETs of one block; Varve's etcd commit transaction of one block per partition.\n\n")
 	fmt.Fprintf(w, "| target | cores | zstd compress MiB/s | decompress MiB/s | zstd ratio | object | PUT MiB/s | PUT p50 / p99 ms | block | GET MiB/s | GET p50 / p99 ms | etcd commit p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")

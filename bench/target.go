@@ -33,6 +33,9 @@ type Env struct {
 	Dir string
 	// FlushBytes is the nodes' flush_bytes (0: the node default).
 	FlushBytes int
+	// NodeSettings are more VARVE_* settings of every varve serve node
+	// (Profile.NodeSettings).
+	NodeSettings []string
 }
 
 // Msg is one consumed record as the bench sees it.
@@ -482,6 +485,7 @@ func (t *VarveMinIO) StartNode(ctx context.Context, id, roles string) (*Process,
 	if t.CommitPath != "" {
 		env = append(env, "VARVE_COMMIT_PATH="+t.CommitPath)
 	}
+	env = append(env, t.env.NodeSettings...)
 	scheme := "http://"
 	if t.Secure {
 		args = append(args, t.sec.serveArgs()...)

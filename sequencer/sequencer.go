@@ -50,7 +50,7 @@ type Config struct {
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
 	// DedupeWindow is how long a commit's answer is remembered for a
-	// retry (default 2 min, as the direct path's guards).
+	// retry (default DefaultDedupeWindow).
 	DedupeWindow time.Duration
 	Logger       *slog.Logger
 	// MeterProvider receives the sequencer's metrics (metrics.go); nil:
@@ -61,6 +61,10 @@ type Config struct {
 	// error ends the term as a crash would.
 	beforeAppend, afterAppend func(t *seqlog.Term, batch uint64) error
 }
+
+// DefaultDedupeWindow is Config.DedupeWindow's default: 2 minutes, as the
+// direct path's guards.
+const DefaultDedupeWindow = 2 * time.Minute
 
 func (c *Config) defaults() {
 	if c.TTL <= 0 {
@@ -76,7 +80,7 @@ func (c *Config) defaults() {
 		c.CheckpointInterval = 10 * time.Second
 	}
 	if c.DedupeWindow <= 0 {
-		c.DedupeWindow = 2 * time.Minute
+		c.DedupeWindow = DefaultDedupeWindow
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
