@@ -58,7 +58,14 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 		m.Cores, m.CPU, float64(m.MemBytes)/(1<<30), m.GoVersion, m.OS, m.Kernel, m.LoadAvg)
 	fmt.Fprintf(w, "Every target runs on this machine's loopback, started by the bench. Latencies are from HDR histograms (ms); ")
 	fmt.Fprintf(w, "ack latency counts from the intended send time (open loop at a target rate, so stalls are not hidden). ")
-	fmt.Fprintf(w, "Node settings: flush_bytes %d, other settings default (linger 100ms).\n\n", r.Settings.FlushBytes)
+	fmt.Fprintf(w, "Node settings: flush_bytes %d", r.Settings.FlushBytes)
+	if len(r.Settings.NodeSettings) > 0 {
+		fmt.Fprintf(w, ", %s", strings.Join(r.Settings.NodeSettings, " "))
+	}
+	if r.Settings.Compact {
+		fmt.Fprintf(w, ", the compact role on the first node")
+	}
+	fmt.Fprintf(w, ", other settings default (linger 100ms).\n\n")
 
 	fmt.Fprintf(w, "## Workloads\n\n| workload | payload | partitions | producers | consumers | rate (rec/s) | duration | keys | client linger |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, wl := range r.Settings.Workloads {

@@ -36,6 +36,9 @@ type Env struct {
 	// NodeSettings are more VARVE_* settings of every varve serve node
 	// (Profile.NodeSettings).
 	NodeSettings []string
+	// Compact runs the compact role (compaction, retention, record
+	// pruning, GC) on the first varve serve node (Profile.Compact).
+	Compact bool
 }
 
 // Msg is one consumed record as the bench sees it.
@@ -434,7 +437,11 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 		roles += ",sequence" // every node a candidate, as serve's default roles
 	}
 	for i := 0; i < t.Nodes; i++ {
-		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), roles)
+		r := roles
+		if i == 0 && env.Compact {
+			r += ",compact"
+		}
+		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), r)
 		if err != nil {
 			t.Stop()
 			return err

@@ -97,6 +97,9 @@ type Profile struct {
 	// NodeSettings are VARVE_* settings (NAME=value) every varve serve
 	// node of the MinIO targets starts with, besides flush_bytes.
 	NodeSettings []string `json:"node_settings,omitempty"`
+	// Compact runs the compact role on the first node of the MinIO
+	// targets (the other profiles measure ingest and fetch only).
+	Compact bool `json:"compact,omitempty"`
 }
 
 // Target names.
@@ -197,6 +200,6 @@ func Profiles() map[string]Profile {
 		// kept) short enough that the run spans ten times the data of
 		// the steady state: etcd's live bytes must stay flat.
 		"steady": {Name: "steady", Targets: []string{TargetVarveMinIO1}, Workloads: []Workload{SteadyWorkload()},
-			FloorObjects: 8, FloorCommits: 100, FlushBytes: 8 << 20, NodeSettings: SteadyNodeSettings},
+			FloorObjects: 8, FloorCommits: 100, FlushBytes: 8 << 20, NodeSettings: SteadyNodeSettings, Compact: true},
 	}
 }
