@@ -58,7 +58,14 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 		m.Cores, m.CPU, float64(m.MemBytes)/(1<<30), m.GoVersion, m.OS, m.Kernel, m.LoadAvg)
 	fmt.Fprintf(w, "Every target runs on this machine's loopback, started by the bench. Latencies are from HDR histograms (ms); ")
 	fmt.Fprintf(w, "ack latency counts from the intended send time (open loop at a target rate, so stalls are not hidden). ")
-	fmt.Fprintf(w, "Node settings: flush_bytes %d, other settings default (linger 100ms).\n\n", r.Settings.FlushBytes)
+	fmt.Fprintf(w, "Node settings: flush_bytes %d", r.Settings.FlushBytes)
+	if len(r.Settings.NodeSettings) > 0 {
+		fmt.Fprintf(w, ", %s", strings.Join(r.Settings.NodeSettings, " "))
+	}
+	if r.Settings.Compact {
+		fmt.Fprintf(w, ", the compact role on the first node")
+	}
+	fmt.Fprintf(w, ", other settings default (linger 100ms).\n\n")
 
 	fmt.Fprintf(w, "## Workloads\n\n| workload | payload | partitions | producers | consumers | rate (rec/s) | duration | keys | client linger |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, wl := range r.Settings.Workloads {
@@ -93,6 +100,7 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 	}
 
 	r.scaleMarkdown(w)
+	r.steadyMarkdown(w)
 
 	fmt.Fprintf(w, "\n## The physical floor\n\nMeasured in the same run on the same store and etcd: zstd through `segment.Build`/`DecodeBlock` on all cores (this table: the first workload's payload; the next one: every payload, each workload's ratios use its own); sequential PUTs of one flush_bytes segment; ranged GETs of one block; Varve's etcd commit transaction of one block per partition.\n\n")
 	fmt.Fprintf(w, "| target | cores | zstd compress MiB/s | decompress MiB/s | zstd ratio | object | PUT MiB/s | PUT p50 / p99 ms | block | GET MiB/s | GET p50 / p99 ms | etcd commit p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")

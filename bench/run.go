@@ -76,6 +76,8 @@ type WorkloadResult struct {
 	CPUPerMiB float64 `json:"server_cpu_s_per_mib"`
 	// Varve only: counters over the workload.
 	Varve *VarveFigures `json:"varve,omitempty"`
+	// Steady is etcd's footprint sampled while producing (Workload.Sample).
+	Steady []SteadySample `json:"steady,omitempty"`
 }
 
 // VarveFigures are Varve's costs per GiB ingested.
@@ -170,8 +172,13 @@ func RunWorkload(ctx context.Context, t Target, w Workload, progress Progress) (
 	r := newWorkloadRun(t, w, topic)
 	cwg := r.startTailers(cctx)
 	pwg := r.startProducers(ctx, payloads, keys)
+	stopSampling := func() []SteadySample { return nil }
+	if isVarve && w.Sample > 0 {
+		stopSampling = r.sampleSteady(ctx, vt)
+	}
 	r.waitProduced(pwg, progress)
 	lastAck := time.Now()
+	res.Steady = stopSampling()
 	// Wait for the tailing consumers to see every acknowledged record.
 	deadline := time.Now().Add(60 * time.Second)
 	for r.consumed.Load() < r.acked.Load() && time.Now().Before(deadline) && ctx.Err() == nil {

@@ -134,7 +134,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		}
 		c.Log("%s: starting", name)
 		c.Progress(step/steps, name+" start")
-		if err := t.Start(ctx, Env{VarveBin: c.VarveBin, Dir: c.Dir, FlushBytes: p.FlushBytes}); err != nil {
+		if err := t.Start(ctx, Env{VarveBin: c.VarveBin, Dir: c.Dir, FlushBytes: p.FlushBytes, NodeSettings: p.NodeSettings, Compact: p.Compact}); err != nil {
 			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %v", name, err))
 			step += float64(len(p.Workloads) + 1)
 			continue

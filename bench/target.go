@@ -33,6 +33,12 @@ type Env struct {
 	Dir string
 	// FlushBytes is the nodes' flush_bytes (0: the node default).
 	FlushBytes int
+	// NodeSettings are more VARVE_* settings of every varve serve node
+	// (Profile.NodeSettings).
+	NodeSettings []string
+	// Compact runs the compact role (compaction, retention, record
+	// pruning, GC) on the first varve serve node (Profile.Compact).
+	Compact bool
 }
 
 // Msg is one consumed record as the bench sees it.
@@ -444,7 +450,11 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 		roles = "ingest,fetch"
 	}
 	for i := 0; i < t.Nodes; i++ {
-		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), roles)
+		r := roles
+		if i == 0 && env.Compact {
+			r += ",compact"
+		}
+		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), r)
 		if err != nil {
 			t.Stop()
 			return err
@@ -495,6 +505,7 @@ func (t *VarveMinIO) StartNode(ctx context.Context, id, roles string) (*Process,
 	if t.CommitPath != "" {
 		env = append(env, "VARVE_COMMIT_PATH="+t.CommitPath)
 	}
+	env = append(env, t.env.NodeSettings...)
 	scheme := "http://"
 	if t.Secure {
 		args = append(args, t.sec.serveArgs()...)

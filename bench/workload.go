@@ -36,6 +36,9 @@ type Workload struct {
 	// Linger and MaxBatchBytes are the client-side batching of the producers.
 	Linger        time.Duration `json:"linger_ns"`
 	MaxBatchBytes int           `json:"max_batch_bytes"`
+	// Sample, when set, samples Varve's etcd footprint this often while
+	// producing (WorkloadResult.Steady).
+	Sample time.Duration `json:"sample_ns,omitempty"`
 }
 
 // Validate reports a workload that cannot run.
@@ -51,6 +54,8 @@ func (w Workload) Validate() error {
 		return fmt.Errorf("workload %s: duration must be > 0", w.Name)
 	case w.Rate < 0 || w.Keys < 0:
 		return fmt.Errorf("workload %s: rate and keys must be >= 0", w.Name)
+	case w.Sample < 0:
+		return fmt.Errorf("workload %s: sample must be >= 0", w.Name)
 	}
 	return nil
 }
@@ -89,6 +94,12 @@ type Profile struct {
 	FlushBytes int `json:"flush_bytes"`
 	// StartupRounds is how many times start-to-first-ack is measured.
 	StartupRounds int `json:"startup_rounds"`
+	// NodeSettings are VARVE_* settings (NAME=value) every varve serve
+	// node of the MinIO targets starts with, besides flush_bytes.
+	NodeSettings []string `json:"node_settings,omitempty"`
+	// Compact runs the compact role on the first node of the MinIO
+	// targets (the other profiles measure ingest and fetch only).
+	Compact bool `json:"compact,omitempty"`
 }
 
 // Target names.
@@ -184,5 +195,13 @@ func Profiles() map[string]Profile {
 		// (etcd, commit, store requests, CPU per MiB) are the point.
 		"scale": {Name: "scale", Targets: ScaleTargets, Workloads: []Workload{ScaleWorkload(8), ScaleWorkload(1000)},
 			FloorObjects: 8, FloorCommits: 100, FlushBytes: 8 << 20},
+		// steady: the 1,000-partition scale load for four minutes on one
+		// node, etcd's footprint sampled every 10 s, with compaction,
+		// retention passes (which prune the sequencer's records) and the
+		// sequencer's dedupe window (which bounds how long records are
+		// kept) short enough that the run spans ten times the data of
+		// the steady state: etcd's live bytes must stay flat.
+		"steady": {Name: "steady", Targets: []string{TargetVarveMinIO1}, Workloads: []Workload{SteadyWorkload()},
+			FloorObjects: 8, FloorCommits: 100, FlushBytes: 8 << 20, NodeSettings: SteadyNodeSettings, Compact: true},
 	}
 }

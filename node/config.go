@@ -9,6 +9,7 @@ import (
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/obs"
 	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/sequencer"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/compact"
 	"github.com/varve-io/varve/tier/gc"
@@ -64,6 +65,10 @@ type Config struct {
 
 	// CommitPath is CommitSequencer (the default) or CommitDirect.
 	CommitPath string
+	// SequencerDedupeWindow is how long the sequencer remembers a
+	// commit's answer for a retry; the compact role keeps sequencer batch
+	// records at least 1.5 times as long (docs/gc.md).
+	SequencerDedupeWindow time.Duration
 
 	FlushBytes     int
 	Linger         time.Duration
@@ -144,6 +149,8 @@ var Settings = []Setting{
 		"how often /readyz probes the object store when no segment PUT succeeded or failed recently", atLeast(100*time.Millisecond)),
 	str("commit_path", func(c *Config) *string { return &c.CommitPath }, CommitSequencer,
 		"how ingest nodes commit: sequencer (through the elected node of the sequence role, one etcd transaction per batch, docs/metadata.md) or direct (each writes etcd itself); every node of a cluster uses the same one, and once a sequencer has led, direct commits are refused", oneOf(CommitSequencer, CommitDirect)),
+	duration("sequencer_dedupe_window", func(c *Config) *time.Duration { return &c.SequencerDedupeWindow }, sequencer.DefaultDedupeWindow,
+		"how long the sequencer remembers a commit's answer for an ingest node's retry; the compact role keeps the sequencer's batch records at least 1.5 times as long (set it alike on every node)", atLeastWhy(5*time.Second, "an ingest node's commit retry must arrive within it")),
 	bytesInt("flush_bytes", func(c *Config) *int { return &c.FlushBytes }, ingest.DefaultFlushBytes,
 		"seal the open segment at this many bytes of records", atLeast(1024)),
 	duration("linger", func(c *Config) *time.Duration { return &c.Linger }, ingest.DefaultLinger,

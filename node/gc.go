@@ -23,6 +23,7 @@ func (n *Node) startJanitor() error {
 		Grace:             n.cfg.GCGrace,
 		HistoryInterval:   history,
 		HistoryRetain:     n.cfg.EtcdHistoryRetain,
+		RecordGrace:       gc.RecordGrace(n.cfg.SequencerDedupeWindow),
 	}, n.store, n.meta, n.log.With("job", "janitor"), n.meter)
 	if err != nil {
 		return err

@@ -50,7 +50,7 @@ type Config struct {
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
 	// DedupeWindow is how long a commit's answer is remembered for a
-	// retry (default 2 min, as the direct path's guards).
+	// retry (default DefaultDedupeWindow).
 	DedupeWindow time.Duration
 	Logger       *slog.Logger
 	// MeterProvider receives the sequencer's metrics (metrics.go); nil:
@@ -67,6 +67,10 @@ type Config struct {
 	beforeAppend, afterAppend func(t *seqlog.Term, batch uint64) error
 }
 
+// DefaultDedupeWindow is Config.DedupeWindow's default: 2 minutes, as the
+// direct path's guards.
+const DefaultDedupeWindow = 2 * time.Minute
+
 func (c *Config) defaults() {
 	if c.TTL <= 0 {
 		c.TTL = 5 * time.Second
@@ -81,7 +85,7 @@ func (c *Config) defaults() {
 		c.CheckpointInterval = 10 * time.Second
 	}
 	if c.DedupeWindow <= 0 {
-		c.DedupeWindow = 2 * time.Minute
+		c.DedupeWindow = DefaultDedupeWindow
 	}
 	if c.pruneEvery <= 0 {
 		c.pruneEvery = infoMaxAge

@@ -33,7 +33,7 @@ Workload flags, when given, override every workload of the profile.`,
 		RunE: runBench,
 	}
 	f := cmd.Flags()
-	f.String("profile", "quick", "quick (a few minutes), full, throughput (Varve vs Redis and NATS, json and random 1 KiB), or scale (8 and 1,000 partitions on 1, 2 and 4 ingest nodes, and 1 on the direct commit path)")
+	f.String("profile", "quick", "quick (a few minutes), full, throughput (Varve vs Redis and NATS, json and random 1 KiB), scale (8 and 1,000 partitions on 1, 2 and 4 ingest nodes, and 1 on the direct commit path), or steady (etcd's footprint as 1,000 partitions take ten times the data)")
 	f.StringSlice("targets", nil, "targets to run (default: the profile's): "+strings.Join(bench.KnownTargets(), ","))
 	f.String("out", "bench-out", "directory for report.md, report.json and plots")
 	f.String("varve-bin", "", "varve binary the targets run (default: this one)")

@@ -8,10 +8,21 @@ import (
 	"github.com/varve-io/varve/metadata/maintenance"
 )
 
-// DefaultRecordGrace is Config.RecordGrace's default: a sequencer answers
-// a retried commit from its batch record within its dedupe window (2
-// minutes by default), so a record is kept at least that long.
+// DefaultRecordGrace is Config.RecordGrace's default, RecordGrace of the
+// sequencer's default dedupe window.
 const DefaultRecordGrace = 3 * time.Minute
+
+// RecordGrace is how long sequencer batch records are kept for a
+// sequencer whose dedupe window is window: a sequencer answers a retried
+// commit from its batch record within that window (a new sequencer too,
+// after recovering the records), so a record is kept 1.5 times as long.
+// A window of 0 gives DefaultRecordGrace.
+func RecordGrace(window time.Duration) time.Duration {
+	if window <= 0 {
+		return DefaultRecordGrace
+	}
+	return window * 3 / 2
+}
 
 // recordsPerPass bounds the sequencer records one pruning pass examines.
 const recordsPerPass = 4096
