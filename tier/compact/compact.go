@@ -30,8 +30,8 @@ const (
 	// writes (about 2 MiB stored for JSON): one ranged GET per consumer
 	// read stays small while an index entry covers thousands of records.
 	DefaultBlockBytes = 8 << 20
-	// DefaultMergeObjects small level-1 objects in a row make a level-2
-	// merge.
+	// DefaultMergeObjects small objects of one level in a row merge into
+	// one of the next level.
 	DefaultMergeObjects = 4
 	DefaultClaimTTL     = 15 * time.Second
 	// DefaultRecordMaxAge is Config.RecordMaxAge's default.
@@ -48,7 +48,11 @@ const (
 	// DefaultMaxSwapDelay is half the GC's default grace period.
 	DefaultMaxSwapDelay = 7*time.Minute + 30*time.Second
 	// MaxLevel is the last level: its objects are never merged again.
-	MaxLevel = 2
+	// Levels are tiers: MergeObjects small objects of level L merge into
+	// one of level L+1, so a partition's small objects number about
+	// (MergeObjects-1) per level, logarithmic in its level-1 objects
+	// (MergeObjects^15 of them before level 16).
+	MaxLevel = 16
 )
 
 // Config configures a Compactor. Zero fields take the defaults.
@@ -64,8 +68,8 @@ type Config struct {
 	MinEntries int
 	// BlockBytes is the uncompressed size of an output block.
 	BlockBytes int
-	// MergeObjects is how many small level-1 objects in a row make a
-	// level-2 merge.
+	// MergeObjects is how many small objects of one level in a row merge
+	// into one of the next level.
 	MergeObjects int
 	// ClaimTTL is the lease of the compactor's partition claims.
 	ClaimTTL time.Duration
@@ -487,7 +491,8 @@ type job struct {
 
 // planDense groups a partition's entries into jobs: runs of level-0
 // entries (at least MinEntries) into level-1 objects of about TargetBytes,
-// and runs of small level-1 objects (at least MergeObjects) into level 2.
+// and runs of small objects of level L ≥ 1 (at least MergeObjects) into
+// level L+1.
 func (c *Compactor) planDense(entries []metadata.IndexEntry) []job {
 	var jobs []job
 	for i := 0; i < len(entries); {
@@ -509,10 +514,13 @@ func (c *Compactor) planDense(entries []metadata.IndexEntry) []job {
 			for _, r := range recordRuns(run) {
 				jobs = append(jobs, c.chunk(r, 1, minCount, minLen, func(e []metadata.IndexEntry) int { return len(e) })...)
 			}
-		case 1:
+		default:
+			if lvl >= MaxLevel {
+				continue
+			}
 			// Only small objects merge; a run of them between big ones.
 			for _, small := range c.smallRuns(run) {
-				jobs = append(jobs, c.chunk(small, 2, c.cfg.MergeObjects, 2, countObjects)...)
+				jobs = append(jobs, c.chunk(small, lvl+1, c.cfg.MergeObjects, 2, countObjects)...)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,4 +183,41 @@ func claims(t *testing.T, e *env) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestSmallPartitionKeysGrowLogarithmically: a partition that receives a
+// little data at a time gets one small level-1 object per pass. Merges
+// are tiered (MergeObjects small objects of level L make one of level
+// L+1), so after n passes it has about (MergeObjects-1)·log(n) index keys,
+// not n/MergeObjects, and every record reads back.
+func TestSmallPartitionKeysGrowLogarithmically(t *testing.T) {
+	const rounds = 32
+	e := newEnv(t)
+	e.topic(t, metadata.Topic{Name: "trickle", Partitions: 1})
+	seq := make([]int64, 1)
+	c := newCompactor(t, e, "c1", Config{MinEntries: 2, MergeObjects: 2})
+	for range rounds {
+		fill(t, e, "trickle", 1, 2, 5, seq)
+		runUntilIdle(t, e, c)
+	}
+	es := e.entries(t, "trickle", 0)
+	levels := map[int]int{}
+	for _, en := range es {
+		levels[en.Level]++
+	}
+	t.Logf("%d passes: %d index keys, per level %v", rounds, len(es), levels)
+	// 32 level-1 objects merged pairwise: one per level, log2(32)+1 at
+	// most.
+	if len(es) > 6 || levels[0] != 0 {
+		t.Fatalf("%d passes left %d index keys (per level %v), want at most 6", rounds, len(es), levels)
+	}
+	got := fetchAll(t, e.fetcher(), "trickle", 0, 0)
+	if int64(len(got)) != seq[0] {
+		t.Fatalf("%d records, want %d", len(got), seq[0])
+	}
+	for i, r := range got {
+		if r.Offset != int64(i) || !strings.HasPrefix(string(r.Value), fmt.Sprintf("p0-%d-", i)) {
+			t.Fatalf("record %d: offset %d value %q", i, r.Offset, r.Value)
+		}
+	}
 }
