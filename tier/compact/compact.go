@@ -97,10 +97,10 @@ type Config struct {
 	// ObjectCacheBytes bounds the level-0 objects a pass reads whole, once,
 	// for all its partitions whose blocks they hold (objects.go).
 	ObjectCacheBytes int64
-	// GroupBytes: a partition whose only job reads fewer stored bytes
-	// than this is compacted together with other such partitions, into
-	// one object and swapped in shared etcd transactions (group.go).
-	// Negative: every partition on its own.
+	// GroupBytes: jobs that read fewer stored bytes than this are
+	// compacted together with other partitions' small jobs, into one
+	// object and swapped in shared etcd transactions (group.go).
+	// Negative: every job on its own.
 	GroupBytes int64
 	// Now is the clock (tests move it); it decides tombstone expiry and
 	// the minimum compaction lag.

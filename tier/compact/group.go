@@ -18,8 +18,8 @@ import (
 
 // At 1,000 partitions a partition's share of a few seconds of data is a
 // few KB: one object and one etcd transaction per partition would be 1,000
-// PUTs and 1,000 swaps every pass. Partitions whose only job is small
-// (GroupBytes) are compacted together instead: their outputs are blocks of
+// PUTs and 1,000 swaps every pass. Small jobs (GroupBytes) of many
+// partitions are compacted together instead: their outputs are blocks of
 // one object (one PUT), and their swaps go into shared etcd transactions
 // (compaction.SwapMany, as many per transaction as etcd's operation limit
 // allows). Each partition's entries still point at its own blocks, so
@@ -41,9 +41,9 @@ type groupJob struct {
 }
 
 // planBatch plans the claimed partitions from the watched index (which
-// reflects every swap made before the claims): small single jobs of dense
+// reflects every swap made before the claims): the small jobs of dense
 // topics into groups of at most groupPartitions partitions and
-// TargetBytes of input, every other partition on its own. The objects
+// TargetBytes of input, every other job on its own. The objects
 // several of the planned partitions read are shared (objects.go).
 func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicPartition) []func() (Stats, error) {
 	type plan struct {
@@ -79,30 +79,50 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 		objs.share(reads)
 	}
 	var tasks []func() (Stats, error)
-	var group []groupJob
-	var size int64
-	flush := func() {
-		if len(group) > 0 {
-			g := group
+	// A partition may have several small jobs (new level-0 entries and a
+	// merge): its i-th goes into a group of slot i, so that no group (no
+	// transaction) holds two swaps of one partition. Its jobs' runs do not
+	// overlap, so they may swap in any order.
+	type slot struct {
+		group []groupJob
+		size  int64
+	}
+	var slots []*slot
+	flush := func(sl *slot) {
+		if len(sl.group) > 0 {
+			g := sl.group
 			tasks = append(tasks, func() (Stats, error) { return c.runGroup(ctx, g) })
 		}
-		group, size = nil, 0
+		sl.group, sl.size = nil, 0
 	}
 	for _, pl := range plans {
-		switch {
-		case pl.jobs == nil:
+		if pl.jobs == nil {
 			tasks = append(tasks, func() (Stats, error) { return c.compactKeys(ctx, pl.t, pl.p, pl.entries) })
-		case len(pl.jobs) == 1 && storedBytes(pl.jobs[0].old) < c.cfg.GroupBytes:
-			n := storedBytes(pl.jobs[0].old)
-			if size+n > c.cfg.TargetBytes || len(group) == groupPartitions {
-				flush()
+			continue
+		}
+		var big []job
+		n := 0
+		for _, j := range pl.jobs {
+			size := storedBytes(j.old)
+			if size >= c.cfg.GroupBytes {
+				big = append(big, j)
+				continue
 			}
-			group = append(group, groupJob{pl.t.Name, pl.p, pl.jobs[0]})
-			size += n
-		default:
+			if n == len(slots) {
+				slots = append(slots, &slot{})
+			}
+			sl := slots[n]
+			n++
+			if sl.size+size > c.cfg.TargetBytes || len(sl.group) == groupPartitions {
+				flush(sl)
+			}
+			sl.group = append(sl.group, groupJob{pl.t.Name, pl.p, j})
+			sl.size += size
+		}
+		if len(big) > 0 {
 			tasks = append(tasks, func() (Stats, error) {
 				var st Stats
-				for _, j := range pl.jobs {
+				for _, j := range big {
 					js, err := c.runJob(ctx, pl.t, pl.p, j.old, j.level, nil)
 					st.add(js)
 					if err != nil {
@@ -113,7 +133,9 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 			})
 		}
 	}
-	flush()
+	for _, sl := range slots {
+		flush(sl)
+	}
 	return tasks
 }
 

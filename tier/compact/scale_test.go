@@ -221,3 +221,52 @@ func TestSmallPartitionKeysGrowLogarithmically(t *testing.T) {
 		}
 	}
 }
+
+// TestMergesAndNewEntriesGrouped: in one pass 64 partitions each have two
+// small jobs, a merge of two level-1 objects and a run of new level-0
+// entries. Both kinds go into groups (a partition's two jobs into two
+// groups): two PUTs for the pass, not one per job.
+func TestMergesAndNewEntriesGrouped(t *testing.T) {
+	const parts = 64
+	e := newEnv(t)
+	e.topic(t, metadata.Topic{Name: "g", Partitions: parts})
+	seq := make([]int64, parts)
+	c := newCompactor(t, e, "c1", Config{MinEntries: 2, MergeObjects: 2})
+	for range 2 {
+		fill(t, e, "g", parts, 2, 2*parts, seq)
+		e.waitCache(t)
+		if st, err := c.RunOnce(context.Background()); err != nil || st.Jobs != parts {
+			t.Fatalf("pass: %+v %v, want %d jobs", st, err, parts)
+		}
+	}
+	fill(t, e, "g", parts, 2, 2*parts, seq)
+	e.waitCache(t)
+	e.rec.Reset()
+	st, err := c.RunOnce(context.Background())
+	if err != nil || st.Jobs != 2*parts || st.Conflicts != 0 {
+		t.Fatalf("pass: %+v %v, want %d jobs (a merge and new entries per partition)", st, err, 2*parts)
+	}
+	if puts := e.rec.Count(tier.OpPut); puts != 2 {
+		t.Errorf("%d PUTs for %d small jobs, want 2 (two groups)", puts, st.Jobs)
+	}
+	e.waitCache(t)
+	f := e.fetcher()
+	for p := range int32(parts) {
+		got := fetchAll(t, f, "g", p, 0)
+		if int64(len(got)) != seq[p] {
+			t.Fatalf("g/%d: %d records, want %d", p, len(got), seq[p])
+		}
+		for i, r := range got {
+			if r.Offset != int64(i) || !strings.HasPrefix(string(r.Value), fmt.Sprintf("p%d-%d-", p, i)) {
+				t.Fatalf("g/%d record %d: offset %d value %q", p, i, r.Offset, r.Value)
+			}
+		}
+		levels := map[int]int{}
+		for _, en := range e.entries(t, "g", p) {
+			levels[en.Level]++
+		}
+		if levels[0] != 0 || levels[1] != 1 || levels[2] != 1 {
+			t.Fatalf("g/%d: entries per level %v, want one at level 1 and one at level 2", p, levels)
+		}
+	}
+}
