@@ -320,10 +320,31 @@ func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
 		todo = append(todo, tp)
 	}
 	total, err := c.compactMany(ctx, todo)
-	// The backlog as seen before this pass, less what it compacted.
-	c.backlogEntries.Store(max(backlogEntries-int64(total.EntriesIn), 0))
-	c.backlogBytes.Store(max(backlogBytes-total.BytesRead, 0))
+	if len(todo) > 0 && ctx.Err() == nil && c.index.CatchUp(ctx) == nil {
+		// What is left after the pass, its own swaps included.
+		backlogEntries, backlogBytes = c.level0()
+	} else {
+		// The backlog as seen before this pass, less what it compacted.
+		backlogEntries = max(backlogEntries-int64(total.EntriesIn), 0)
+		backlogBytes = max(backlogBytes-total.BytesRead, 0)
+	}
+	c.backlogEntries.Store(backlogEntries)
+	c.backlogBytes.Store(backlogBytes)
 	return total, err
+}
+
+// level0 counts the level-0 entries and their bytes in the watched index.
+func (c *Compactor) level0() (entries, bytes int64) {
+	for _, tp := range c.index.Partitions() {
+		es, _, _ := c.index.Snapshot(tp.Topic, tp.Partition)
+		for _, e := range es {
+			if e.Level == 0 {
+				entries++
+				bytes += e.Len
+			}
+		}
+	}
+	return entries, bytes
 }
 
 // compactMany compacts tps: claims in batches, the claimed partitions on
@@ -372,21 +393,28 @@ func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartiti
 			}
 		}
 		// The watched index now holds every swap made under a claim
-		// released before these were taken: plan from it.
+		// released before these were taken: plan from it. If it cannot
+		// catch up (a progress request etcd dropped, a slow watch), plan
+		// from reads of etcd instead, each of every sequencer record.
+		fresh := false
 		if err := c.index.CatchUp(ctx); err != nil {
-			note(Stats{}, fmt.Errorf("compaction: %w", err))
-		} else {
-			sem := make(chan struct{}, c.cfg.Workers)
-			var wg sync.WaitGroup
-			for _, task := range c.planBatch(ctx, claimed) {
-				sem <- struct{}{}
-				wg.Go(func() {
-					defer func() { <-sem }()
-					note(task())
-				})
-			}
-			wg.Wait()
+			c.log.Info("compaction plans from etcd: the watched index did not catch up", "partitions", len(claimed), "err", err)
+			fresh = true
 		}
+		tasks, err := c.planBatch(ctx, claimed, fresh)
+		if err != nil {
+			note(Stats{}, err)
+		}
+		sem := make(chan struct{}, c.cfg.Workers)
+		var wg sync.WaitGroup
+		for _, task := range tasks {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				note(task())
+			})
+		}
+		wg.Wait()
 		for len(claimed) > 0 {
 			part := claimed[:min(len(claimed), c.cfg.ClaimBatch)]
 			claimed = claimed[len(part):]

@@ -41,11 +41,11 @@ type groupJob struct {
 }
 
 // planBatch plans the claimed partitions from the watched index (which
-// reflects every swap made before the claims): the small jobs of dense
+// reflects every swap made before the claims; fresh: from etcd reads): the small jobs of dense
 // topics into groups of at most groupPartitions partitions and
 // TargetBytes of input, every other job on its own. The objects
 // several of the planned partitions read are shared (objects.go).
-func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicPartition) []func() (Stats, error) {
+func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicPartition, fresh bool) ([]func() (Stats, error), error) {
 	type plan struct {
 		t       metadata.Topic
 		p       int32
@@ -54,12 +54,22 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 	}
 	var plans []plan
 	var reads [][]metadata.IndexEntry
+	var errs []error
 	for _, tp := range claimed {
 		t, ok := c.index.Topic(tp.Topic)
+		entries, _, _ := c.index.Snapshot(tp.Topic, tp.Partition)
+		if fresh {
+			var err error
+			if t, err = c.meta.GetTopic(ctx, tp.Topic); err == nil {
+				entries, _, err = c.meta.IndexEntries(ctx, tp.Topic, tp.Partition)
+			}
+			if ok = err == nil; !ok && !errors.Is(err, metadata.ErrTopicNotFound) {
+				errs = append(errs, err)
+			}
+		}
 		if !ok {
 			continue // deleted since the pass saw it
 		}
-		entries, _, _ := c.index.Snapshot(tp.Topic, tp.Partition)
 		if t.CleanupPolicy == metadata.CleanupCompact {
 			plans = append(plans, plan{t: t, p: tp.Partition, entries: entries})
 			continue
@@ -136,7 +146,7 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 	for _, sl := range slots {
 		flush(sl)
 	}
-	return tasks
+	return tasks, errors.Join(errs...)
 }
 
 func storedBytes(es []metadata.IndexEntry) int64 {
