@@ -40,8 +40,8 @@ const (
 	DefaultWorkers = 4
 	// DefaultClaimBatch partitions are claimed per etcd transaction.
 	DefaultClaimBatch = compaction.MaxClaimBatch
-	// DefaultObjectCacheBytes bounds the level-0 objects a pass reads
-	// whole and shares among its jobs.
+	// DefaultObjectCacheBytes bounds the objects a pass reads whole and
+	// shares among its jobs.
 	DefaultObjectCacheBytes = 256 << 20
 	// DefaultGroupBytes is Config.GroupBytes' default.
 	DefaultGroupBytes = 4 << 20
@@ -94,8 +94,9 @@ type Config struct {
 	// ClaimBatch is how many partitions are claimed (and released) per
 	// etcd transaction, at most compaction.MaxClaimBatch.
 	ClaimBatch int
-	// ObjectCacheBytes bounds the level-0 objects a pass reads whole, once,
-	// for all its partitions whose blocks they hold (objects.go).
+	// ObjectCacheBytes bounds the objects (level-0 flushes, groups) a pass
+	// reads whole, once, for all its partitions whose blocks they hold
+	// (objects.go).
 	ObjectCacheBytes int64
 	// GroupBytes: jobs that read fewer stored bytes than this are
 	// compacted together with other partitions' small jobs, into one
@@ -290,8 +291,9 @@ func (c *Compactor) isPaused(ctx context.Context) (bool, error) {
 // watched index, claims them ClaimBatch at a time (one etcd transaction
 // per batch; partitions another compactor holds are skipped), brings the
 // watched index up to date once per batch, and compacts the claimed
-// partitions on Workers goroutines. The level-0 objects the pass reads
-// for several partitions are read whole, once (ObjectCacheBytes).
+// partitions on Workers goroutines, small jobs of many partitions in
+// groups (group.go). The objects the pass reads for several partitions
+// are read whole, once (ObjectCacheBytes).
 func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
 	var backlogEntries, backlogBytes int64
 	now := c.cfg.Now()
