@@ -41,6 +41,9 @@ func (n *Node) startCompaction(mux *http.ServeMux, opts ...connect.HandlerOption
 		Level: segment.LevelDefault,
 		// A swap must apply well before the GC may delete its output.
 		MaxSwapDelay: n.cfg.GCGrace / 2,
+		// Sequencer records may be pruned 1.5 dedupe windows after their
+		// commit: compact their entries by then, however few.
+		RecordMaxAge: n.cfg.SequencerDedupeWindow,
 	}, n.store, n.meta, index, n.log.With("job", "compaction"), n.meter)
 	if err != nil {
 		return err

@@ -224,6 +224,61 @@ func (cl *Claimer) Release(ctx context.Context, topic string, p int32) error {
 	return nil
 }
 
+// MaxClaimBatch bounds the partitions ClaimMany and ReleaseMany handle in
+// one etcd transaction: each is a nested transaction, an operation of the
+// outer one, within etcd's 128 operations.
+const MaxClaimBatch = 64
+
+// ClaimMany takes the claims of tps that nobody holds, in one etcd
+// transaction (a nested transaction per partition, each with its own
+// comparison: a partition another owner holds does not fail the others).
+// ok[i] says whether tps[i] was claimed; rev is the transaction's
+// revision, after which every job released before these claims has
+// swapped.
+func (cl *Claimer) ClaimMany(ctx context.Context, tps []metadata.TopicPartition) (ok []bool, rev int64, err error) {
+	if len(tps) > MaxClaimBatch {
+		return nil, 0, fmt.Errorf("%w: %d claims in one batch, the limit is %d", metadata.ErrInvalidArgument, len(tps), MaxClaimBatch)
+	}
+	ops := make([]clientv3.Op, len(tps))
+	for i, tp := range tps {
+		k := keys.Claim(tp.Topic, tp.Partition)
+		ops[i] = clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)},
+			[]clientv3.Op{clientv3.OpPut(k, cl.owner, clientv3.WithLease(cl.lease))}, nil)
+	}
+	resp, err := cl.c.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, 0, fmt.Errorf("claim %d partitions for compaction: %w", len(tps), err)
+	}
+	ok = make([]bool, len(tps))
+	for i, r := range resp.Responses {
+		ok[i] = r.GetResponseTxn().GetSucceeded()
+	}
+	return ok, resp.Header.Revision, nil
+}
+
+// ReleaseMany gives back the claims of tps this owner holds, in one etcd
+// transaction.
+func (cl *Claimer) ReleaseMany(ctx context.Context, tps []metadata.TopicPartition) error {
+	if len(tps) == 0 {
+		return nil
+	}
+	if len(tps) > MaxClaimBatch {
+		return fmt.Errorf("%w: %d claims in one batch, the limit is %d", metadata.ErrInvalidArgument, len(tps), MaxClaimBatch)
+	}
+	ops := make([]clientv3.Op, len(tps))
+	for i, tp := range tps {
+		k := keys.Claim(tp.Topic, tp.Partition)
+		ops[i] = clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", cl.owner), clientv3.Compare(clientv3.LeaseValue(k), "=", cl.lease)},
+			[]clientv3.Op{clientv3.OpDelete(k)}, nil)
+	}
+	if _, err := cl.c.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("release %d compaction claims: %w", len(tps), err)
+	}
+	return nil
+}
+
 // Close revokes the lease: every claim of this Claimer goes at once.
 func (cl *Claimer) Close(ctx context.Context) error {
 	cl.stop()

@@ -355,3 +355,200 @@ func (s *Swap) checkRead(rresp *clientv3.TxnResponse, recs []swapRecord) (pkv, t
 	}
 	return pkv, tkv, nil
 }
+
+// MaxGroupOps bounds the operations and the comparisons of SwapMany's
+// transactions (etcd's default limit is 128 per transaction).
+const MaxGroupOps = 128
+
+// GroupCost returns the etcd operations SwapMany's read and write
+// transactions would need for swaps with the given number of new entries
+// in total, distinct topics and distinct sequencer records: the largest
+// of the read's operations, the write's operations and its comparisons.
+// A planner checks it against MaxGroupOps before adding a swap.
+func GroupCost(swaps, newEntries, topics, records int) int {
+	reads := 2*swaps + topics + records
+	ops := 2*newEntries + swaps
+	cmps := 4*swaps + topics + records
+	return max(reads, ops, cmps)
+}
+
+// SwapMany applies several swaps, of different partitions, in one etcd
+// transaction: all of them or none. It checks every swap as SwapIndex
+// does (each reader sees either all the old entries or all the new ones),
+// and retries when only a partition state moved. Compaction writes the
+// small runs of many partitions into one object and swaps them together:
+// one transaction instead of one per partition. Swaps may not drop a
+// prefix, two may not name the same partition, and the transactions must
+// fit within MaxGroupOps (GroupCost).
+func (c *Client) SwapMany(ctx context.Context, swaps []Swap) error {
+	if len(swaps) == 0 {
+		return nil
+	}
+	seen := map[metadata.TopicPartition]bool{}
+	topics := map[string]bool{}
+	recs := map[uint64]int64{}
+	newEntries := 0
+	for i := range swaps {
+		s := &swaps[i]
+		if err := s.validate(); err != nil {
+			return err
+		}
+		if s.DropPrefix {
+			return fmt.Errorf("%w: swap %s/%d: a grouped swap may not drop a prefix", metadata.ErrInvalidArgument, s.Topic, s.Partition)
+		}
+		tp := metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}
+		if seen[tp] {
+			return fmt.Errorf("%w: two grouped swaps of %s/%d", metadata.ErrInvalidArgument, s.Topic, s.Partition)
+		}
+		seen[tp] = true
+		topics[s.Topic] = true
+		for _, r := range s.records() {
+			if m, ok := recs[r.batch]; ok && m != r.modRev {
+				return fmt.Errorf("%w: sequencer record %d read at two ModRevisions", metadata.ErrInvalidArgument, r.batch)
+			}
+			recs[r.batch] = r.modRev
+		}
+		newEntries += len(s.New)
+	}
+	if cost := GroupCost(len(swaps), newEntries, len(topics), len(recs)); cost > MaxGroupOps {
+		return fmt.Errorf("%w: %d grouped swaps need %d etcd operations in one transaction, the limit is %d", metadata.ErrInvalidArgument, len(swaps), cost, MaxGroupOps)
+	}
+	type prepared struct {
+		puts  []clientv3.Op
+		delta int64
+	}
+	prep := make([]prepared, len(swaps))
+	for i := range swaps {
+		puts, delta, err := swaps[i].writes()
+		if err != nil {
+			return err
+		}
+		prep[i] = prepared{puts, delta}
+	}
+	backoff := 2 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		done, err := c.trySwapMany(ctx, swaps, nil, func(i int) ([]clientv3.Op, int64) { return prep[i].puts, prep[i].delta })
+		if done || err != nil {
+			return err
+		}
+		if attempt+1 >= swapAttempts {
+			return fmt.Errorf("swap %d partitions: %d attempts lost to concurrent commits: %w", len(swaps), attempt+1, ErrSwapConflict)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("swap %d partitions: %w", len(swaps), ctx.Err())
+		case <-time.After(backoff/2 + rand.N(backoff)):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// trySwapMany is trySwap for a group: one read of every swap's partition
+// state and run, the topics and the records; one fenced write.
+func (c *Client) trySwapMany(ctx context.Context, swaps []Swap, ops []clientv3.Op, writes func(int) ([]clientv3.Op, int64)) (done bool, err error) {
+	var reads []clientv3.Op
+	for i := range swaps {
+		k := swaps[i].keys()
+		reads = append(reads,
+			clientv3.OpGet(k.partition),
+			clientv3.OpGet(k.first, clientv3.WithRange(k.rangeEnd), clientv3.WithKeysOnly()))
+	}
+	var topics []string
+	topicAt := map[string]int{}
+	var recs []swapRecord
+	recAt := map[uint64]int{}
+	for i := range swaps {
+		if _, ok := topicAt[swaps[i].Topic]; !ok {
+			topicAt[swaps[i].Topic] = len(topics)
+			topics = append(topics, swaps[i].Topic)
+		}
+		for _, r := range swaps[i].records() {
+			if _, ok := recAt[r.batch]; !ok {
+				recAt[r.batch] = len(recs)
+				recs = append(recs, r)
+			}
+		}
+	}
+	for _, t := range topics {
+		reads = append(reads, clientv3.OpGet(keys.Topic(t), clientv3.WithKeysOnly()))
+	}
+	for _, r := range recs {
+		reads = append(reads, clientv3.OpGet(keys.SeqRecord(r.batch), clientv3.WithKeysOnly()))
+	}
+	rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("swap %d partitions: read: %w", len(swaps), err)
+	}
+	rs := rresp.Responses
+	nt := 2 * len(swaps)
+	nr := nt + len(topics)
+	var cmps []clientv3.Cmp
+	tkvs := make([]*mvccpb.KeyValue, len(topics))
+	for i, t := range topics {
+		kvs := rs[nt+i].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			return false, fmt.Errorf("swap %s: topic is gone: %w", t, ErrSwapConflict)
+		}
+		tkvs[i] = kvs[0]
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.Topic(t)), "=", kvs[0].ModRevision))
+	}
+	for i, r := range recs {
+		kvs := rs[nr+i].GetResponseRange().Kvs
+		if len(kvs) == 0 || kvs[0].ModRevision != r.modRev {
+			return false, fmt.Errorf("swap: sequencer record %d is gone or changed: %w", r.batch, ErrSwapConflict)
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.SeqRecord(r.batch)), "=", r.modRev))
+	}
+	for i := range swaps {
+		s := &swaps[i]
+		k := s.keys()
+		end := s.Old[len(s.Old)-1].End()
+		tkv := tkvs[topicAt[s.Topic]]
+		for _, r := range s.records() {
+			if r.modRev <= tkv.CreateRevision {
+				return false, fmt.Errorf("swap %s/%d: sequencer record %d predates the topic: %w", s.Topic, s.Partition, r.batch, ErrSwapConflict)
+			}
+		}
+		var pkv *mvccpb.KeyValue
+		if kvs := rs[2*i].GetResponseRange().Kvs; len(kvs) > 0 {
+			pkv = kvs[0]
+		}
+		keyed := s.keyed()
+		kvs := rs[2*i+1].GetResponseRange().Kvs
+		if len(kvs) != len(keyed) {
+			return false, fmt.Errorf("swap %s/%d [%d,%d): %d index keys now, %d planned: %w", s.Topic, s.Partition, s.Old[0].Base, end, len(kvs), len(keyed), ErrSwapConflict)
+		}
+		for j, kv := range kvs {
+			if string(kv.Key) != keys.Index(s.Topic, s.Partition, keyed[j].Base) || kv.ModRevision != keyed[j].ModRev {
+				return false, fmt.Errorf("swap %s/%d: entry %s changed: %w", s.Topic, s.Partition, kv.Key, ErrSwapConflict)
+			}
+		}
+		puts, delta := writes(i)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.first), "<", rresp.Header.Revision+1).WithRange(k.rangeEnd))
+		if pkv != nil {
+			var st metadata.PartitionState
+			if err := json.Unmarshal(pkv.Value, &st); err != nil {
+				return false, fmt.Errorf("decode partition %s/%d: %w", s.Topic, s.Partition, err)
+			}
+			st.Bytes = max(st.Bytes+delta, 0)
+			st.Segments = max(st.Segments+int64(len(s.New)-len(keyed)), 0)
+			sv, _ := json.Marshal(st)
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.partition), "=", pkv.ModRevision))
+			ops = append(ops, clientv3.OpPut(k.partition, string(sv)))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k.partition), "=", 0))
+		}
+		if len(keyed) > 0 {
+			first, last := keyed[0], keyed[len(keyed)-1]
+			cmps = append(cmps,
+				clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, first.Base)), "=", first.ModRev),
+				clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, last.Base)), "=", last.ModRev))
+		}
+		ops = append(ops, puts...)
+	}
+	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("swap %d partitions: %w", len(swaps), err)
+	}
+	return tresp.Succeeded, nil
+}

@@ -30,16 +30,29 @@ const (
 	// writes (about 2 MiB stored for JSON): one ranged GET per consumer
 	// read stays small while an index entry covers thousands of records.
 	DefaultBlockBytes = 8 << 20
-	// DefaultMergeObjects small level-1 objects in a row make a level-2
-	// merge.
+	// DefaultMergeObjects small objects of one level in a row merge into
+	// one of the next level.
 	DefaultMergeObjects = 4
 	DefaultClaimTTL     = 15 * time.Second
 	// DefaultRecordMaxAge is Config.RecordMaxAge's default.
 	DefaultRecordMaxAge = 5 * time.Minute
+	// DefaultWorkers partitions are compacted at once.
+	DefaultWorkers = 4
+	// DefaultClaimBatch partitions are claimed per etcd transaction.
+	DefaultClaimBatch = compaction.MaxClaimBatch
+	// DefaultObjectCacheBytes bounds the objects a pass reads whole and
+	// shares among its jobs.
+	DefaultObjectCacheBytes = 256 << 20
+	// DefaultGroupBytes is Config.GroupBytes' default.
+	DefaultGroupBytes = 4 << 20
 	// DefaultMaxSwapDelay is half the GC's default grace period.
 	DefaultMaxSwapDelay = 7*time.Minute + 30*time.Second
 	// MaxLevel is the last level: its objects are never merged again.
-	MaxLevel = 2
+	// Levels are tiers: MergeObjects small objects of level L merge into
+	// one of level L+1, so a partition's small objects number about
+	// (MergeObjects-1) per level, logarithmic in its level-1 objects
+	// (MergeObjects^15 of them before level 16).
+	MaxLevel = 16
 )
 
 // Config configures a Compactor. Zero fields take the defaults.
@@ -55,8 +68,8 @@ type Config struct {
 	MinEntries int
 	// BlockBytes is the uncompressed size of an output block.
 	BlockBytes int
-	// MergeObjects is how many small level-1 objects in a row make a
-	// level-2 merge.
+	// MergeObjects is how many small objects of one level in a row merge
+	// into one of the next level.
 	MergeObjects int
 	// ClaimTTL is the lease of the compactor's partition claims.
 	ClaimTTL time.Duration
@@ -74,6 +87,22 @@ type Config struct {
 	// fewer than MinEntries level-0 entries, so one idle partition does
 	// not keep every record from being pruned (docs/compaction.md).
 	RecordMaxAge time.Duration
+	// Workers is how many partitions a pass compacts at once: a job is
+	// mostly waiting on S3 and etcd round trips, and a pass over 1,000
+	// partitions one after the other would take longer than the interval.
+	Workers int
+	// ClaimBatch is how many partitions are claimed (and released) per
+	// etcd transaction, at most compaction.MaxClaimBatch.
+	ClaimBatch int
+	// ObjectCacheBytes bounds the objects (level-0 flushes, groups) a pass
+	// reads whole, once, for all its partitions whose blocks they hold
+	// (objects.go).
+	ObjectCacheBytes int64
+	// GroupBytes: jobs that read fewer stored bytes than this are
+	// compacted together with other partitions' small jobs, into one
+	// object and swapped in shared etcd transactions (group.go).
+	// Negative: every job on its own.
+	GroupBytes int64
 	// Now is the clock (tests move it); it decides tombstone expiry and
 	// the minimum compaction lag.
 	Now func() time.Time
@@ -92,6 +121,13 @@ func (c *Config) fill() {
 	defaults.Positive(&c.ClaimTTL, DefaultClaimTTL)
 	defaults.Positive(&c.MaxSwapDelay, DefaultMaxSwapDelay)
 	defaults.Positive(&c.RecordMaxAge, DefaultRecordMaxAge)
+	defaults.Positive(&c.Workers, DefaultWorkers)
+	defaults.Positive(&c.ClaimBatch, DefaultClaimBatch)
+	c.ClaimBatch = min(c.ClaimBatch, compaction.MaxClaimBatch)
+	defaults.Positive(&c.ObjectCacheBytes, DefaultObjectCacheBytes)
+	if c.GroupBytes == 0 {
+		c.GroupBytes = DefaultGroupBytes
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -251,18 +287,22 @@ func (c *Compactor) isPaused(ctx context.Context) (bool, error) {
 	return p, nil
 }
 
-// RunOnce makes one pass: every partition with work, one after the other.
-// Partitions another compactor holds are skipped.
+// RunOnce makes one pass: it finds the partitions with work in the
+// watched index, claims them ClaimBatch at a time (one etcd transaction
+// per batch; partitions another compactor holds are skipped), brings the
+// watched index up to date once per batch, and compacts the claimed
+// partitions on Workers goroutines, small jobs of many partitions in
+// groups (group.go). The objects the pass reads for several partitions
+// are read whole, once (ObjectCacheBytes).
 func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
-	var total Stats
 	var backlogEntries, backlogBytes int64
-	var errs []error
 	now := c.cfg.Now()
 	live := map[uint64]bool{}
 	defer c.forgetRecords(live)
+	var todo []metadata.TopicPartition
 	for _, tp := range c.index.Partitions() {
 		if ctx.Err() != nil {
-			return total, ctx.Err()
+			return Stats{}, ctx.Err()
 		}
 		entries, _, _ := c.index.Snapshot(tp.Topic, tp.Partition)
 		for _, e := range entries {
@@ -279,22 +319,120 @@ func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
 		if !ok || !c.hasWork(t, entries) {
 			continue
 		}
-		if p, err := c.isPaused(ctx); err != nil || p {
-			if err != nil {
-				errs = append(errs, err)
+		todo = append(todo, tp)
+	}
+	total, err := c.compactMany(ctx, todo)
+	if len(todo) > 0 && ctx.Err() == nil && c.index.CatchUp(ctx) == nil {
+		// What is left after the pass, its own swaps included.
+		backlogEntries, backlogBytes = c.level0()
+	} else {
+		// The backlog as seen before this pass, less what it compacted.
+		backlogEntries = max(backlogEntries-int64(total.EntriesIn), 0)
+		backlogBytes = max(backlogBytes-total.BytesRead, 0)
+	}
+	c.backlogEntries.Store(backlogEntries)
+	c.backlogBytes.Store(backlogBytes)
+	return total, err
+}
+
+// level0 counts the level-0 entries and their bytes in the watched index.
+func (c *Compactor) level0() (entries, bytes int64) {
+	for _, tp := range c.index.Partitions() {
+		es, _, _ := c.index.Snapshot(tp.Topic, tp.Partition)
+		for _, e := range es {
+			if e.Level == 0 {
+				entries++
+				bytes += e.Len
 			}
-			break
 		}
-		st, err := c.CompactPartition(ctx, tp.Topic, tp.Partition)
+	}
+	return entries, bytes
+}
+
+// compactMany compacts tps: claims in batches, the claimed partitions on
+// the worker pool. Swap conflicts and a pause are not errors.
+func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartition) (Stats, error) {
+	var (
+		mu    sync.Mutex
+		total Stats
+		errs  []error
+	)
+	note := func(st Stats, err error) {
+		mu.Lock()
+		defer mu.Unlock()
 		total.add(st)
 		if err != nil && !errors.Is(err, ErrPaused) && !errors.Is(err, compaction.ErrSwapConflict) {
 			errs = append(errs, err)
 		}
 	}
-	// The backlog as seen before this pass, less what it compacted.
-	c.backlogEntries.Store(max(backlogEntries-int64(total.EntriesIn), 0))
-	c.backlogBytes.Store(max(backlogBytes-total.BytesRead, 0))
+	if len(tps) == 0 {
+		return total, nil
+	}
+	if p, err := c.isPaused(ctx); err != nil || p {
+		return total, err
+	}
+	cl, err := c.getClaimer(ctx)
+	if err != nil {
+		return total, err
+	}
+	ctx = context.WithValue(ctx, passObjectsKey{}, newPassObjects(c.store, c.cfg.ObjectCacheBytes))
+	for len(tps) > 0 && ctx.Err() == nil && !c.paused.Load() {
+		batch := tps[:min(len(tps), passBatch)]
+		tps = tps[len(batch):]
+		var claimed []metadata.TopicPartition
+		for len(batch) > 0 {
+			part := batch[:min(len(batch), c.cfg.ClaimBatch)]
+			batch = batch[len(part):]
+			ok, _, err := cl.ClaimMany(ctx, part)
+			if err != nil {
+				note(Stats{}, err)
+				break
+			}
+			for i, tp := range part {
+				if ok[i] {
+					claimed = append(claimed, tp)
+				}
+			}
+		}
+		// The watched index now holds every swap made under a claim
+		// released before these were taken: plan from it. If it cannot
+		// catch up (a progress request etcd dropped, a slow watch), plan
+		// from reads of etcd instead, each of every sequencer record.
+		fresh := false
+		if err := c.index.CatchUp(ctx); err != nil {
+			c.log.Info("compaction plans from etcd: the watched index did not catch up", "partitions", len(claimed), "err", err)
+			fresh = true
+		}
+		tasks, err := c.planBatch(ctx, claimed, fresh)
+		if err != nil {
+			note(Stats{}, err)
+		}
+		sem := make(chan struct{}, c.cfg.Workers)
+		var wg sync.WaitGroup
+		for _, task := range tasks {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				note(task())
+			})
+		}
+		wg.Wait()
+		for len(claimed) > 0 {
+			part := claimed[:min(len(claimed), c.cfg.ClaimBatch)]
+			claimed = claimed[len(part):]
+			c.release(ctx, cl, part)
+		}
+	}
 	return total, errors.Join(errs...)
+}
+
+// release gives back claims, even when ctx has ended.
+func (c *Compactor) release(ctx context.Context, cl *compaction.Claimer, tps []metadata.TopicPartition) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := cl.ReleaseMany(rctx, tps); err != nil {
+		c.log.Warn("release compaction claims", "partitions", len(tps), "err", err)
+	}
 }
 
 // hasWork is the cheap check on the cached index before claiming.
@@ -334,45 +472,11 @@ func (c *Compactor) closeClaimer() {
 // Close releases the compactor's claims (Run does it when it returns).
 func (c *Compactor) Close() { c.closeClaimer() }
 
-// CompactPartition compacts one partition under its claim, from a fresh
-// linearizable read of its index. It returns without doing anything when
-// another compactor holds the claim.
+// CompactPartition compacts one partition under its claim, planned from
+// the watched index brought up to date after the claim. It returns
+// without doing anything when another compactor holds the claim.
 func (c *Compactor) CompactPartition(ctx context.Context, topic string, p int32) (Stats, error) {
-	var st Stats
-	t, err := c.meta.GetTopic(ctx, topic)
-	if err != nil {
-		return st, err
-	}
-	cl, err := c.getClaimer(ctx)
-	if err != nil {
-		return st, err
-	}
-	ok, err := cl.Claim(ctx, topic, p)
-	if err != nil || !ok {
-		return st, err
-	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := cl.Release(rctx, topic, p); err != nil {
-			c.log.Warn("release compaction claim", "topic", topic, "partition", p, "err", err)
-		}
-	}()
-	entries, _, err := c.meta.IndexEntries(ctx, topic, p)
-	if err != nil {
-		return st, err
-	}
-	if t.CleanupPolicy == metadata.CleanupCompact {
-		return c.compactKeys(ctx, t, p, entries)
-	}
-	for _, j := range c.planDense(entries) {
-		js, err := c.runJob(ctx, t, p, j.old, j.level, nil)
-		st.add(js)
-		if err != nil {
-			return st, err
-		}
-	}
-	return st, nil
+	return c.compactMany(ctx, []metadata.TopicPartition{{Topic: topic, Partition: p}})
 }
 
 // sawRecord notes when this compactor first saw sequencer record batch.
@@ -417,7 +521,8 @@ type job struct {
 
 // planDense groups a partition's entries into jobs: runs of level-0
 // entries (at least MinEntries) into level-1 objects of about TargetBytes,
-// and runs of small level-1 objects (at least MergeObjects) into level 2.
+// and runs of small objects of level L ≥ 1 (at least MergeObjects) into
+// level L+1.
 func (c *Compactor) planDense(entries []metadata.IndexEntry) []job {
 	var jobs []job
 	for i := 0; i < len(entries); {
@@ -439,10 +544,13 @@ func (c *Compactor) planDense(entries []metadata.IndexEntry) []job {
 			for _, r := range recordRuns(run) {
 				jobs = append(jobs, c.chunk(r, 1, minCount, minLen, func(e []metadata.IndexEntry) int { return len(e) })...)
 			}
-		case 1:
+		default:
+			if lvl >= MaxLevel {
+				continue
+			}
 			// Only small objects merge; a run of them between big ones.
 			for _, small := range c.smallRuns(run) {
-				jobs = append(jobs, c.chunk(small, 2, c.cfg.MergeObjects, 2, countObjects)...)
+				jobs = append(jobs, c.chunk(small, lvl+1, c.cfg.MergeObjects, 2, countObjects)...)
 			}
 		}
 	}
@@ -554,6 +662,13 @@ type output struct {
 // filter); the records of older blocks, and what a filter keeps of the
 // other batches, are encoded into new batches.
 func (c *Compactor) rewrite(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, level int, keep filter) (output, Stats, error) {
+	return c.rewriteTo(ctx, nil, topic, p, old, level, keep)
+}
+
+// rewriteTo is rewrite into w, shared with other partitions' rewrites
+// (the output's obj is then nil and its entries' offsets are w's), or
+// into an object of its own when w is nil.
+func (c *Compactor) rewriteTo(ctx context.Context, w *segment.Writer, topic string, p int32, old []metadata.IndexEntry, level int, keep filter) (output, Stats, error) {
 	var st Stats
 	start, end := old[0].Base, old[len(old)-1].End()
 	var raw, stored int64
@@ -566,7 +681,7 @@ func (c *Compactor) rewrite(ctx context.Context, topic string, p int32, old []me
 	// input turns out to hold more than its index entries say: the raw
 	// bytes of a version 3 entry are its stored batches).
 	blockBytes := max(int64(c.cfg.BlockBytes), raw/(compaction.MaxSwapEntries-2)+1)
-	em := newEmitter(topic, p, level, int(min(blockBytes, segment.MaxBlockRawBytes/2)), start, raw, stored, compaction.MaxSwapEntries-2, c.cfg.Level)
+	em := newEmitter(topic, p, level, int(min(blockBytes, segment.MaxBlockRawBytes/2)), start, raw, stored, compaction.MaxSwapEntries-2, c.cfg.Level, w)
 	// A compacted topic's batches are decoded to be filtered; one that
 	// keeps every record is copied all the same.
 	filterBatch := func(e metadata.IndexEntry, sb *segment.StoredBatch) error {
@@ -728,6 +843,7 @@ func (c *Compactor) read(ctx context.Context, old []metadata.IndexEntry, records
 		data []byte
 		err  error
 	}
+	objs, _ := ctx.Value(passObjectsKey{}).(*passObjects)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make([]chan fetched, len(groups))
@@ -753,7 +869,11 @@ func (c *Compactor) read(ctx context.Context, old []metadata.IndexEntry, records
 				}
 				g := groups[i]
 				first, last := g.es[0], g.es[len(g.es)-1]
-				b, err := c.store.GetRange(ctx, first.Object, first.Off, last.Off+last.Len-first.Off)
+				n := last.Off + last.Len - first.Off
+				b, shared, err := objs.block(ctx, first.Object, first.Off, n)
+				if !shared {
+					b, err = c.store.GetRange(ctx, first.Object, first.Off, n)
+				}
 				results[i] <- fetched{b, err}
 			}
 		}()

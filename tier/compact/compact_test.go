@@ -34,12 +34,15 @@ type env struct {
 	rec   *tier.Recorder
 	cache *metadata.Cache
 	in    *ingest.Ingester
+	// endpoints are the embedded etcd's.
+	endpoints []string
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	endpoints := testenv.StartEtcd(t)
+	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: endpoints})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +52,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{meta: meta, rec: tier.NewRecorder(s3)}
+	e := &env{meta: meta, rec: tier.NewRecorder(s3), endpoints: endpoints}
 	e.cache, err = meta.NewCache(ctx, true)
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +269,8 @@ func TestMergePreservesEveryRecord(t *testing.T) {
 			t.Fatalf("partition %d: %d index entries before, want 60", p, n)
 		}
 	}
-	c := newCompactor(t, e, "c1", Config{MinEntries: 8, TargetBytes: 1 << 20, BlockBytes: 16 << 10, MergeObjects: 3})
+	// One object per partition (GroupBytes -1: no groups, group.go).
+	c := newCompactor(t, e, "c1", Config{MinEntries: 8, TargetBytes: 1 << 20, BlockBytes: 16 << 10, MergeObjects: 3, GroupBytes: -1})
 	e.rec.Reset()
 	st := runUntilIdle(t, e, c)
 	if st.Jobs != 3 || st.RecordsIn != st.RecordsOut || st.EntriesIn != 180 {

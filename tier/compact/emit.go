@@ -30,6 +30,7 @@ type emitter struct {
 	maxEntries int
 
 	w       *segment.Writer
+	shared  bool // w holds other partitions' blocks too: finish leaves it open
 	b       *segment.BlockBuilder
 	entries []metadata.IndexEntry
 	start   int64 // base of the open entry
@@ -51,9 +52,13 @@ type emitter struct {
 // newEmitter starts a run at offset start; raw bounds the records' size (a
 // hint for buffers), inStored is the stored size of the input and
 // maxEntries the most entries the run may make.
-func newEmitter(topic string, p int32, level, blockBytes int, start, raw, inStored int64, maxEntries int, lvl segment.Level) *emitter {
+func newEmitter(topic string, p int32, level, blockBytes int, start, raw, inStored int64, maxEntries int, lvl segment.Level, w *segment.Writer) *emitter {
+	shared := w != nil
+	if w == nil {
+		w = segment.NewWriter(lvl)
+	}
 	em := &emitter{topic: topic, p: p, level: level, blockBytes: blockBytes, minBlock: blockBytes, raw: raw, maxEntries: maxEntries,
-		w: segment.NewWriter(lvl), start: start, last: start - 1, inStored: inStored}
+		w: w, shared: shared, start: start, last: start - 1, inStored: inStored}
 	em.newBlock()
 	return em
 }
@@ -161,6 +166,9 @@ func (em *emitter) finish(end int64) ([]byte, []metadata.IndexEntry, error) {
 		if last.Span == last.Records {
 			last.Span = 0
 		}
+	}
+	if em.shared {
+		return nil, em.entries, nil
 	}
 	obj, _, err := em.w.Finish()
 	if err != nil {

@@ -1,0 +1,272 @@
+package compact
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/varve-io/varve/fetch"
+	"github.com/varve-io/varve/internal/testenv"
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/compaction"
+	"github.com/varve-io/varve/tier"
+)
+
+// etcdSentBytes is what the embedded etcd servers of this process sent
+// their clients so far (etcd's own counter).
+func etcdSentBytes(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "etcd_network_client_grpc_sent_bytes_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no etcd_network_client_grpc_sent_bytes_total: is etcd embedded?")
+	return 0
+}
+
+// etcdPrefix reads every key under prefix from the env's etcd.
+func etcdPrefix(t *testing.T, e *env, prefix string) map[string][]byte {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(context.Background(), prefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key)] = kv.Value
+	}
+	return out
+}
+
+// recordBytes sums the values of the sequencer's batch records.
+func recordBytes(t *testing.T, e *env) int {
+	t.Helper()
+	n := 0
+	for _, v := range etcdPrefix(t, e, "/varve/seq/records/") {
+		n += len(v)
+	}
+	return n
+}
+
+// TestPassAt1000PartitionsScale: 1,000 partitions written through the
+// sequencer, each flush one level-0 object with a block of every
+// partition. One pass compacts every partition, reads each level-0 object
+// once (not once per partition: 1,000 ranged GETs of a few hundred bytes
+// each), and what etcd sends the compactor does not grow with partitions
+// × sequencer records (a per-partition read of the index reads every
+// record).
+func TestPassAt1000PartitionsScale(t *testing.T) {
+	const parts, flushes = 1000, 6
+	e := newEnv(t)
+	e.sequenced(t)
+	e.topic(t, metadata.Topic{Name: "wide", Partitions: parts})
+	seq := make([]int64, parts)
+	fill(t, e, "wide", parts, flushes, 2*parts, seq)
+	e.waitCache(t)
+	objects := map[string]bool{}
+	for p := range int32(parts) {
+		for _, en := range e.entries(t, "wide", p) {
+			objects[en.Object] = true
+		}
+	}
+	if len(objects) != flushes {
+		t.Fatalf("%d level-0 objects, want one per flush (%d)", len(objects), flushes)
+	}
+	recs := recordBytes(t, e)
+
+	c := newCompactor(t, e, "c1", Config{MinEntries: flushes})
+	e.rec.Reset()
+	sent := etcdSentBytes(t)
+	st, err := c.RunOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent = etcdSentBytes(t) - sent
+	if st.Jobs != parts || st.EntriesIn != parts*flushes || st.Conflicts != 0 {
+		t.Fatalf("one pass: %+v, want all %d partitions compacted", st, parts)
+	}
+	if gets := e.rec.Count(tier.OpGet); gets > len(objects) {
+		t.Errorf("the pass made %d GETs, want at most one per level-0 object (%d)", gets, len(objects))
+	}
+	// The small runs of 64 partitions at a time share one object.
+	if puts := e.rec.Count(tier.OpPut); puts > (parts+groupPartitions-1)/groupPartitions {
+		t.Errorf("the pass made %d PUTs, want one per %d partitions", puts, groupPartitions)
+	}
+	// The swaps read their keys and records' keys (no values); the watch
+	// sends the new keys. Reading every record per partition would be
+	// 1,000 × the records.
+	if limit := float64(20*recs + 2<<20); sent > limit {
+		t.Errorf("etcd sent %.0f bytes during the pass, want at most %.0f (the records hold %d bytes)", sent, limit, recs)
+	}
+	t.Logf("pass: %d GETs, %d PUTs, etcd sent %.1f MiB, records %d KiB", e.rec.Count(tier.OpGet), e.rec.Count(tier.OpPut), sent/(1<<20), recs>>10)
+	e.waitCache(t)
+	f := e.fetcher()
+	for _, p := range []int32{0, 1, 499, 998, 999} {
+		got := fetchAll(t, f, "wide", p, 0)
+		if len(got) != 2*flushes {
+			t.Fatalf("wide/%d: %d records after compaction, want %d", p, len(got), 2*flushes)
+		}
+		for i, r := range got {
+			if want := fmt.Sprintf("p%d-%d-", p, i); r.Offset != int64(i) || string(r.Value[:len(want)]) != want {
+				t.Fatalf("wide/%d record %d: offset %d value %q", p, i, r.Offset, r.Value)
+			}
+		}
+	}
+}
+
+// TestPassCompactsPartitionsConcurrently: a pass runs several partitions'
+// jobs at once (Workers, default 4): four swaps wait for each other.
+func TestPassCompactsPartitionsConcurrently(t *testing.T) {
+	e := newEnv(t)
+	e.topic(t, metadata.Topic{Name: "many", Partitions: 8})
+	seq := make([]int64, 8)
+	fill(t, e, "many", 8, 4, 64, seq)
+	before := map[int32][]fetch.Record{}
+	f := e.fetcher()
+	for p := range int32(8) {
+		before[p] = fetchAll(t, f, "many", p, 0)
+	}
+	c := newCompactor(t, e, "c1", Config{MinEntries: 4, GroupBytes: -1})
+	var inside atomic.Int32
+	all := make(chan struct{})
+	c.beforeSwap = func(compaction.Swap) error {
+		if inside.Add(1) == DefaultWorkers {
+			close(all)
+		}
+		select {
+		case <-all:
+			return nil
+		case <-time.After(20 * time.Second):
+			return errors.New("no other job ran meanwhile")
+		}
+	}
+	e.waitCache(t)
+	st, err := c.RunOnce(context.Background())
+	if err != nil || st.Jobs != 8 {
+		t.Fatalf("pass: %+v %v, want 8 jobs", st, err)
+	}
+	e.waitCache(t)
+	f = e.fetcher()
+	for p := range int32(8) {
+		sameRecords(t, fmt.Sprintf("many/%d", p), before[p], fetchAll(t, f, "many", p, 0))
+		if n := len(e.entries(t, "many", p)); n != 1 {
+			t.Fatalf("many/%d: %d entries, want 1", p, n)
+		}
+	}
+	if !testenv.Eventually(5*time.Second, func() bool { return len(claims(t, e)) == 0 }) {
+		t.Fatalf("claims left after the pass: %v", claims(t, e))
+	}
+}
+
+// claims lists the compaction claims in etcd.
+func claims(t *testing.T, e *env) []string {
+	t.Helper()
+	var out []string
+	for k := range etcdPrefix(t, e, "/varve/claims/") {
+		out = append(out, k)
+	}
+	return out
+}
+
+// TestSmallPartitionKeysGrowLogarithmically: a partition that receives a
+// little data at a time gets one small level-1 object per pass. Merges
+// are tiered (MergeObjects small objects of level L make one of level
+// L+1), so after n passes it has about (MergeObjects-1)·log(n) index keys,
+// not n/MergeObjects, and every record reads back.
+func TestSmallPartitionKeysGrowLogarithmically(t *testing.T) {
+	const rounds = 32
+	e := newEnv(t)
+	e.topic(t, metadata.Topic{Name: "trickle", Partitions: 1})
+	seq := make([]int64, 1)
+	c := newCompactor(t, e, "c1", Config{MinEntries: 2, MergeObjects: 2})
+	for range rounds {
+		fill(t, e, "trickle", 1, 2, 5, seq)
+		runUntilIdle(t, e, c)
+	}
+	es := e.entries(t, "trickle", 0)
+	levels := map[int]int{}
+	for _, en := range es {
+		levels[en.Level]++
+	}
+	t.Logf("%d passes: %d index keys, per level %v", rounds, len(es), levels)
+	// 32 level-1 objects merged pairwise: one per level, log2(32)+1 at
+	// most.
+	if len(es) > 6 || levels[0] != 0 {
+		t.Fatalf("%d passes left %d index keys (per level %v), want at most 6", rounds, len(es), levels)
+	}
+	got := fetchAll(t, e.fetcher(), "trickle", 0, 0)
+	if int64(len(got)) != seq[0] {
+		t.Fatalf("%d records, want %d", len(got), seq[0])
+	}
+	for i, r := range got {
+		if r.Offset != int64(i) || !strings.HasPrefix(string(r.Value), fmt.Sprintf("p0-%d-", i)) {
+			t.Fatalf("record %d: offset %d value %q", i, r.Offset, r.Value)
+		}
+	}
+}
+
+// TestMergesAndNewEntriesGrouped: in one pass 64 partitions each have two
+// small jobs, a merge of two level-1 objects and a run of new level-0
+// entries. Both kinds go into groups (a partition's two jobs into two
+// groups): two PUTs for the pass, not one per job.
+func TestMergesAndNewEntriesGrouped(t *testing.T) {
+	const parts = 64
+	e := newEnv(t)
+	e.topic(t, metadata.Topic{Name: "g", Partitions: parts})
+	seq := make([]int64, parts)
+	c := newCompactor(t, e, "c1", Config{MinEntries: 2, MergeObjects: 2})
+	for range 2 {
+		fill(t, e, "g", parts, 2, 2*parts, seq)
+		e.waitCache(t)
+		if st, err := c.RunOnce(context.Background()); err != nil || st.Jobs != parts {
+			t.Fatalf("pass: %+v %v, want %d jobs", st, err, parts)
+		}
+	}
+	fill(t, e, "g", parts, 2, 2*parts, seq)
+	e.waitCache(t)
+	e.rec.Reset()
+	st, err := c.RunOnce(context.Background())
+	if err != nil || st.Jobs != 2*parts || st.Conflicts != 0 {
+		t.Fatalf("pass: %+v %v, want %d jobs (a merge and new entries per partition)", st, err, 2*parts)
+	}
+	if puts := e.rec.Count(tier.OpPut); puts != 2 {
+		t.Errorf("%d PUTs for %d small jobs, want 2 (two groups)", puts, st.Jobs)
+	}
+	e.waitCache(t)
+	f := e.fetcher()
+	for p := range int32(parts) {
+		got := fetchAll(t, f, "g", p, 0)
+		if int64(len(got)) != seq[p] {
+			t.Fatalf("g/%d: %d records, want %d", p, len(got), seq[p])
+		}
+		for i, r := range got {
+			if r.Offset != int64(i) || !strings.HasPrefix(string(r.Value), fmt.Sprintf("p%d-%d-", p, i)) {
+				t.Fatalf("g/%d record %d: offset %d value %q", p, i, r.Offset, r.Value)
+			}
+		}
+		levels := map[int]int{}
+		for _, en := range e.entries(t, "g", p) {
+			levels[en.Level]++
+		}
+		if levels[0] != 0 || levels[1] != 1 || levels[2] != 1 {
+			t.Fatalf("g/%d: entries per level %v, want one at level 1 and one at level 2", p, levels)
+		}
+	}
+}
