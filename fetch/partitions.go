@@ -98,7 +98,16 @@ func (f *Fetcher) FetchPartitions(ctx context.Context, topic string, parts []Par
 				if limit <= 0 {
 					limit = DefaultMaxBytes
 				}
-				r = f.once(ctx, topic, pf.Partition, offsets[i], min(limit, budget), st, a, batches)
+				pa := a
+				if pa == askLookup && offsets[i] <= st.Next {
+					// The catch-up failed: only a partition asked past
+					// what the cache knows needs etcd's index (it may be
+					// a record the watch has not brought yet); one at the
+					// cache's tail waits for the watch like the others,
+					// rather than a read of etcd per partition.
+					pa = askNone
+				}
+				r = f.once(ctx, topic, pf.Partition, offsets[i], min(limit, budget), st, pa, batches)
 				offsets[i] = max(offsets[i], r.Next) // compaction gaps skipped
 				budget -= r.size()
 				got = got || len(r.Records) > 0 || len(r.Batches) > 0

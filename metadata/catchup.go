@@ -13,6 +13,10 @@ import (
 // to reading etcd itself.
 const catchUpTimeout = 2 * time.Second
 
+// progressRetry is how long a catch-up waits for the answer to one
+// progress request before asking again.
+const progressRetry = 200 * time.Millisecond
+
 // catchUp groups concurrent CatchUp calls into rounds.
 type catchUp struct {
 	mu      sync.Mutex
@@ -79,11 +83,21 @@ func (ca *Cache) catchUpOnce() error {
 	}
 	// The watch runs with WithRequireLeader: the progress request must
 	// carry the same metadata to reach its stream.
-	if err := ca.c.cli.RequestProgress(clientv3.WithRequireLeader(ctx)); err != nil {
-		return fmt.Errorf("metadata cache catch-up: %w", err)
+	// etcd drops a progress request while one of the client's watches is
+	// still catching up (it answers none then), so ask again every
+	// progressRetry until the cache reaches rev or the timeout.
+	for {
+		if err := ca.c.cli.RequestProgress(clientv3.WithRequireLeader(ctx)); err != nil {
+			return fmt.Errorf("metadata cache catch-up: %w", err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, progressRetry)
+		err := ca.WaitRevision(wctx, rev)
+		wcancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("metadata cache catch-up to revision %d: %w", rev, ctx.Err())
+		}
 	}
-	if err := ca.WaitRevision(ctx, rev); err != nil {
-		return fmt.Errorf("metadata cache catch-up to revision %d: %w", rev, err)
-	}
-	return nil
 }

@@ -266,11 +266,26 @@ func (j *Janitor) lead(ctx context.Context, lost <-chan struct{}) {
 			j.m.errors.Add(ctx, 1, metric.WithAttributes(attribute.String("job", "retention")))
 			j.log.Warn("retention pass failed", "err", err)
 		}
-		if _, err := j.PruneRecords(ctx); err != nil && ctx.Err() == nil {
-			j.m.errors.Add(ctx, 1, metric.WithAttributes(attribute.String("job", "prune")))
-			j.log.Warn("sequencer record pruning failed", "err", err)
-		}
 	}
+	// Record pruning has its own ticker: behind a retention pass, which
+	// at thousands of partitions takes minutes, it let the sequencer's
+	// records (etcd's live bytes) grow with the data. It prunes what
+	// compaction covered whether or not retention ran.
+	go func() {
+		t := time.NewTicker(j.cfg.RetentionInterval)
+		defer t.Stop()
+		for {
+			if _, err := j.PruneRecords(ctx); err != nil && ctx.Err() == nil {
+				j.m.errors.Add(ctx, 1, metric.WithAttributes(attribute.String("job", "prune")))
+				j.log.Warn("sequencer record pruning failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	runGC := func() {
 		if _, err := j.CollectOrphans(ctx); err != nil && ctx.Err() == nil {
 			j.m.errors.Add(ctx, 1, metric.WithAttributes(attribute.String("job", "gc")))

@@ -31,8 +31,11 @@ const recordsPerPass = 4096
 // recovering sequencer needs any more (maintenance.PruneRecords): at or
 // before the sequencer's checkpoint, written at least RecordGrace ago, and
 // every block of them covered by index keys, below its log start or of a
-// topic that is gone. It runs with retention, after it; each pass examines
-// a bounded number of records, the next one carries on where it stopped.
+// topic that is gone. The leading janitor runs it every
+// retention_check_interval on a ticker of its own (not behind a retention
+// pass, which takes minutes at thousands of partitions); each pass
+// examines a bounded number of records, the next one carries on where it
+// stopped.
 // GC then deletes the objects only those records named, after its grace.
 func (j *Janitor) PruneRecords(ctx context.Context) (maintenance.PruneReport, error) {
 	j.pruneMu.Lock()
