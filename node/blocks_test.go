@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -368,15 +367,7 @@ var otelScope = regexp.MustCompile(`otel_scope_[a-z_]+="[^"]*",?`)
 // cacheMetrics returns the varve_cache_* lines of a node's /metrics page.
 func cacheMetrics(t testing.TB, n *node.Node) string {
 	t.Helper()
-	resp, err := http.Get(n.Addr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	page, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	page := metricsPage(t, n.Addr())
 	var out []string
 	for line := range strings.Lines(string(page)) {
 		if strings.HasPrefix(line, "varve_cache_") {
@@ -553,12 +544,7 @@ var cacheCounter = regexp.MustCompile(`(?m)^varve_fetch_cache_(hits|misses)_tota
 // bucket.
 func cacheHitMiss(t testing.TB, n *node.Node) (hits, misses float64) {
 	t.Helper()
-	resp, err := http.Get(n.Addr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	page, _ := io.ReadAll(resp.Body)
+	page := metricsPage(t, n.Addr())
 	for _, m := range cacheCounter.FindAllStringSubmatch(string(page), -1) {
 		v, _ := strconv.ParseFloat(m[2], 64)
 		if m[1] == "hits" {

@@ -224,15 +224,7 @@ var memoryCacheBytesRE = regexp.MustCompile(`(?m)^varve_cache_bytes\{[^}]*tier="
 // /metrics.
 func memoryCacheBytes(t *testing.T, n *node.Node) int64 {
 	t.Helper()
-	resp, err := http.Get(n.Addr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	page, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	page := metricsPage(t, n.Addr())
 	m := memoryCacheBytesRE.FindSubmatch(page)
 	if m == nil {
 		t.Fatalf("no varve_cache_bytes{tier=\"memory\"} in /metrics")

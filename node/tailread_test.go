@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -213,15 +212,7 @@ var peerCallsRE = regexp.MustCompile(`(?m)^varve_cache_peer_calls_total\{[^}]*rp
 // /metrics (varve_cache_peer_calls_total by rpc).
 func peerCalls(t *testing.T, n *node.Node) internalCalls {
 	t.Helper()
-	resp, err := http.Get(n.Addr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	page, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	page := metricsPage(t, n.Addr())
 	var c internalCalls
 	ms := peerCallsRE.FindAllSubmatch(page, -1)
 	if len(ms) == 0 {

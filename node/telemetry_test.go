@@ -26,8 +26,8 @@ import (
 	"github.com/varve-io/varve/tier/segment"
 )
 
-// scrape reads a node's /metrics as Prometheus does.
-func scrape(t *testing.T, addr string) (map[string]*dto.MetricFamily, string) {
+// metricsPage returns the /metrics page of the node at addr.
+func metricsPage(t testing.TB, addr string) []byte {
 	t.Helper()
 	resp, err := http.Get(addr + "/metrics")
 	if err != nil {
@@ -36,8 +36,15 @@ func scrape(t *testing.T, addr string) (map[string]*dto.MetricFamily, string) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics: %d %v\n%s", resp.StatusCode, err, body)
+		t.Fatalf("%s/metrics: %d %v\n%s", addr, resp.StatusCode, err, body)
 	}
+	return body
+}
+
+// scrape reads a node's /metrics as Prometheus does.
+func scrape(t *testing.T, addr string) (map[string]*dto.MetricFamily, string) {
+	t.Helper()
+	body := metricsPage(t, addr)
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {

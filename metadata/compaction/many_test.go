@@ -88,7 +88,7 @@ func TestSwapManyAllOrNothing(t *testing.T) {
 	oldX, oldY := read("x"), read("y")
 	merged := func(topic string, old []metadata.IndexEntry) compaction.Swap {
 		return compaction.Swap{Topic: topic, Old: old, New: []metadata.IndexEntry{{
-			Base: old[0].Base, Object: "l1/_groups/g.vseg", Off: 8, Len: 200, Records: old[len(old)-1].End() - old[0].Base, Level: 1, RawBytes: 1600,
+			Base: old[0].Base, Object: "l1/_shared/g.vseg", Off: 8, Len: 200, Records: old[len(old)-1].End() - old[0].Base, Level: 1, RawBytes: 1600,
 		}}}
 	}
 	// Two swaps of one partition, or a dropped prefix: refused.
@@ -110,7 +110,7 @@ func TestSwapManyAllOrNothing(t *testing.T) {
 	// Fresh plans: both swap at once.
 	y := read("y")
 	if err := c.SwapMany(ctx, []compaction.Swap{merged("x", oldX), {Topic: "y", Old: y, New: []metadata.IndexEntry{{
-		Base: 0, Object: "l2/_groups/g.vseg", Off: 300, Len: 250, Records: 50, Level: 2, RawBytes: 2000,
+		Base: 0, Object: "l2/_shared/g.vseg", Off: 300, Len: 250, Records: 50, Level: 2, RawBytes: 2000,
 	}}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -162,6 +162,19 @@ func (s *Swap) keys() swapKeys {
 	}
 }
 
+// keyEnds compares the first and last of keyed (the old entries under
+// index keys) with their revisions as read: none when keyed is empty.
+func (s *Swap) keyEnds(keyed []metadata.IndexEntry) []clientv3.Cmp {
+	if len(keyed) == 0 {
+		return nil
+	}
+	first, last := keyed[0], keyed[len(keyed)-1]
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, first.Base)), "=", first.ModRev),
+		clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, last.Base)), "=", last.ModRev),
+	}
+}
+
 // keyed returns the old entries under index keys.
 func (s *Swap) keyed() []metadata.IndexEntry {
 	var out []metadata.IndexEntry
@@ -274,13 +287,8 @@ func (c *Client) trySwap(ctx context.Context, s Swap, puts []clientv3.Op, byteDe
 		// Blocks committed only through the sequencer: no partition key.
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k.partition), "=", 0))
 	}
-	if len(keyed) > 0 {
-		// ...and the ends of its keys are still there.
-		first, last := keyed[0], keyed[len(keyed)-1]
-		cmps = append(cmps,
-			clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, first.Base)), "=", first.ModRev),
-			clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, last.Base)), "=", last.ModRev))
-	}
+	// ...and the ends of its keys are still there.
+	cmps = append(cmps, s.keyEnds(keyed)...)
 	if len(recs) > 0 || pkv == nil {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.Topic(s.Topic)), "=", tkv.ModRevision))
 	}
@@ -538,12 +546,7 @@ func (c *Client) trySwapMany(ctx context.Context, swaps []Swap, ops []clientv3.O
 		} else {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k.partition), "=", 0))
 		}
-		if len(keyed) > 0 {
-			first, last := keyed[0], keyed[len(keyed)-1]
-			cmps = append(cmps,
-				clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, first.Base)), "=", first.ModRev),
-				clientv3.Compare(clientv3.ModRevision(keys.Index(s.Topic, s.Partition, last.Base)), "=", last.ModRev))
-		}
+		cmps = append(cmps, s.keyEnds(keyed)...)
 		ops = append(ops, puts...)
 	}
 	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()

@@ -157,10 +157,10 @@ func storedBytes(es []metadata.IndexEntry) int64 {
 	return n
 }
 
-// groupKey names a group's object: l<level>/_groups/<time>-<node>-<random>.vseg
+// groupKey names a group's object: l<level>/_shared/<time>-<node>-<random>.vseg
 // (level: the highest of its blocks).
 func groupKey(level int, nodeID string) string {
-	return fmt.Sprintf("l%d/_groups/%s-%s-%s%s", level, time.Now().UTC().Format("20060102T150405.000Z"), nodeID, randhex.String(4), tier.SegmentSuffix)
+	return fmt.Sprintf("l%d/_shared/%s-%s-%s%s", level, time.Now().UTC().Format("20060102T150405.000Z"), nodeID, randhex.String(4), tier.SegmentSuffix)
 }
 
 // runGroup rewrites the group's jobs into one object, PUTs it and swaps
