@@ -212,27 +212,39 @@ func TestRecordCompactIdempotent(t *testing.T) {
 	}
 }
 
-// TestRecordV1StillRead: a record written by the version 1 encoder (before
-// delta fields; testdata/record-v1.bin is sampleRecord() as it wrote it)
-// decodes to the same record, so records committed before an upgrade are
-// still read.
-func TestRecordV1StillRead(t *testing.T) {
-	b, err := os.ReadFile("testdata/record-v1.bin")
+// TestOlderRecordsStillRead: records written by the version 1 encoder
+// (absolute block fields) and the version 2 one (deltas, uncompressed) —
+// testdata/record-v1.bin and record-v2.bin are sampleRecord() as they wrote
+// it — decode to the same record as today's, so records committed before an
+// upgrade are still read.
+func TestOlderRecordsStillRead(t *testing.T) {
+	now, err := DecodeRecord(sampleRecord().Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b[0] != recordV1 {
-		t.Fatalf("testdata record has version %d", b[0])
+	for v, file := range map[byte]string{recordV1: "testdata/record-v1.bin", recordV2: "testdata/record-v2.bin"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[0] != v {
+			t.Fatalf("%s has version %d, want %d", file, b[0], v)
+		}
+		old, err := DecodeRecord(b)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if fmt.Sprint(old) != fmt.Sprint(now) {
+			t.Fatalf("version %d decodes to\n%+v\ntoday's to\n%+v", v, old, now)
+		}
 	}
-	v1, err := DecodeRecord(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v2, err := DecodeRecord(sampleRecord().Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(v1) != fmt.Sprint(v2) {
-		t.Fatalf("version 1 decodes to\n%+v\nversion 2 to\n%+v", v1, v2)
+}
+
+// TestRecordDecompressionBounded: a version 3 record whose body
+// decompresses past maxRecordBytes is refused as malformed, not inflated.
+func TestRecordDecompressionBounded(t *testing.T) {
+	bomb := recordEncoder.EncodeAll(make([]byte, maxRecordBytes+1), []byte{recordVersion})
+	if _, err := DecodeRecord(bomb); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a %d-byte record inflating to %d bytes: %v, want ErrMalformed", len(bomb), maxRecordBytes+1, err)
 	}
 }
