@@ -175,6 +175,10 @@ func TestEtcdOutage(t *testing.T) {
 
 	// The outage.
 	etcd.p.kill9()
+	// Hold etcd's ports while it is down: the tests of other packages,
+	// run in parallel, pick free ports, and a node reaching another
+	// test's etcd on this one's port once answered while "etcd is down".
+	releaseClient, releasePeer := holdPort(t, etcd.clientURL), holdPort(t, etcd.peerURL)
 	down := time.Now()
 	t.Logf("etcd killed; keeping it down for %v", outage)
 
@@ -254,6 +258,8 @@ func TestEtcdOutage(t *testing.T) {
 	mu.Unlock()
 
 	// Back: the same data directory and ports.
+	releaseClient()
+	releasePeer()
 	etcd.start() // returns once etcd serves requests ("etcd ready")
 	healthy := time.Now()
 	cli, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: []string{etcd.clientURL}, DialTimeout: 30 * time.Second})
