@@ -26,9 +26,21 @@ func holdPort(t *testing.T, rawURL string) (release func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// SO_REUSEADDR: the killed server's connections linger in TIME_WAIT on
+	// the port (a bind without it fails with EADDRINUSE); a socket bound
+	// or listening there still makes this bind fail.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		syscall.Close(fd)
 		t.Fatalf("hold port %d while its server is down: %v (another process took it)", port, err)
+	}
+	// Bound: without the flag no other socket may share the port.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 0); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
 	}
 	released := false
 	release = func() {
