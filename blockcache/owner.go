@@ -89,6 +89,14 @@ func (o *Owners) Suspect(id string, d time.Duration) {
 	o.mu.Unlock()
 }
 
+// Suspected reports whether the node id is skipped as an owner now.
+func (o *Owners) Suspected(id string) bool {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	until, ok := o.suspect[id]
+	return ok && time.Now().Before(until)
+}
+
 // Owner returns the owner of the block at off in object, and whether it
 // is another node. With no live node but this one (or none at all) the
 // owner is this node.

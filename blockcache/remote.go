@@ -47,6 +47,12 @@ func (r *Reader) fromOwnersObject(ctx context.Context, owner Peer, object string
 		return l, nil
 	}
 	if r.remote.wasRead(object) {
+		if r.tiers.owners.Suspected(owner.ID) {
+			// The ask failed and suspected the owner after this caller
+			// chose it: read it here, as the failed ask's callers did.
+			r.tiers.miss(ctx, TierPeer)
+			return r.ownedBlock(ctx, object, off, length)
+		}
 		// Answered already; this block was evicted since, or was not in
 		// the answer.
 		return r.fromPeer(ctx, owner, object, off, length)
