@@ -1,6 +1,9 @@
 package blockcache
 
-import "slices"
+import (
+	"cmp"
+	"slices"
+)
 
 // ObjectBlock is one block of an object: its offset in the object, its
 // stored bytes (header included) and the counts the object's footer lists
@@ -55,15 +58,7 @@ func (c *Memory) RememberObject(object string, blocks []ObjectBlock) {
 	for i, b := range blocks {
 		spans[i] = span{off: b.Offset, length: int64(len(b.Stored)), records: b.Records, raw: b.RawBytes}
 	}
-	slices.SortFunc(spans, func(a, b span) int {
-		switch {
-		case a.off < b.off:
-			return -1
-		case a.off > b.off:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.off, b.off) })
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := &c.objects
