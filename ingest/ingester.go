@@ -58,7 +58,8 @@ type Config struct {
 	NodeID string
 	// FlushBytes seals the open file once its records reach this size.
 	FlushBytes int
-	// Linger seals the open file this long after its first record.
+	// Linger seals the open file at the next multiple of Linger on the
+	// wall clock after its first record (flushDelay): at most this long.
 	Linger time.Duration
 	// MaxBufferBytes bounds records held in memory (open plus flushing);
 	// past it Produce returns a BackpressureError.
@@ -480,7 +481,7 @@ func (in *Ingester) newFileLocked() *file {
 	in.open = f
 	f.batches = map[tpKey][]metadata.ProducerBatch{}
 	f.producers = map[tpKey]map[int64]bool{}
-	f.timer = time.AfterFunc(in.cfg.Linger, func() {
+	f.timer = time.AfterFunc(flushDelay(f.opened, in.cfg.Linger), func() {
 		in.mu.Lock()
 		defer in.mu.Unlock()
 		if in.open != f {
@@ -493,6 +494,18 @@ func (in *Ingester) newFileLocked() *file {
 		}
 	})
 	return f
+}
+
+// flushDelay is how long a file opened at now stays open: until the next
+// multiple of linger on the wall clock (at most linger). Every ingest node
+// seals its file at the same ticks, so the sequencer receives their commits
+// together and writes them as one batch (sequencer.Config.Gather): etcd
+// writes, sequencer records and the fetch nodes' wake-ups follow the ticks,
+// not the number of ingest nodes. Clocks need agree only to a few
+// milliseconds (NTP does far better); a skewed node's commits become
+// batches of their own.
+func flushDelay(now time.Time, linger time.Duration) time.Duration {
+	return linger - time.Duration(now.UnixNano()%int64(linger))
 }
 
 // sealLocked hands the open file to the flush pipeline.

@@ -69,6 +69,9 @@ type Config struct {
 	// commit's answer for a retry; the compact role keeps sequencer batch
 	// records at least 1.5 times as long (docs/gc.md).
 	SequencerDedupeWindow time.Duration
+	// SequencerGather is how long, at most, the sequencer waits for the
+	// other ingest nodes' commits of a tick (sequencer.Config.Gather).
+	SequencerGather time.Duration
 
 	FlushBytes     int
 	Linger         time.Duration
@@ -149,12 +152,14 @@ var Settings = []Setting{
 		"how often /readyz probes the object store when no segment PUT succeeded or failed recently", atLeast(100*time.Millisecond)),
 	str("commit_path", func(c *Config) *string { return &c.CommitPath }, CommitSequencer,
 		"how ingest nodes commit: sequencer (through the elected node of the sequence role, one etcd transaction per batch, docs/metadata.md) or direct (each writes etcd itself); every node of a cluster uses the same one, and once a sequencer has led, direct commits are refused", oneOf(CommitSequencer, CommitDirect)),
+	duration("sequencer_gather", func(c *Config) *time.Duration { return &c.SequencerGather }, sequencer.DefaultGather,
+		"how long, at most, the sequencer holds a batch for the commits of the other ingest nodes that committed in the last second, so that one tick's flushes of every node become one etcd write (a lone ingest node never waits)", between(time.Millisecond, time.Second)),
 	duration("sequencer_dedupe_window", func(c *Config) *time.Duration { return &c.SequencerDedupeWindow }, sequencer.DefaultDedupeWindow,
 		"how long the sequencer remembers a commit's answer for an ingest node's retry; the compact role keeps the sequencer's batch records at least 1.5 times as long (set it alike on every node)", atLeastWhy(5*time.Second, "an ingest node's commit retry must arrive within it")),
 	bytesInt("flush_bytes", func(c *Config) *int { return &c.FlushBytes }, ingest.DefaultFlushBytes,
 		"seal the open segment at this many bytes of records", atLeast(1024)),
 	duration("linger", func(c *Config) *time.Duration { return &c.Linger }, ingest.DefaultLinger,
-		"seal the open segment this long after its first record", atLeast(time.Millisecond)),
+		"seal the open segment at the next multiple of this on the wall clock after its first record (at most this long), so every node flushes at the same ticks and the sequencer writes their commits as one batch", atLeast(time.Millisecond)),
 	bytes64("max_buffer_bytes", func(c *Config) *int64 { return &c.MaxBufferBytes }, ingest.DefaultMaxBufferBytes,
 		"records buffered before produce answers RESOURCE_EXHAUSTED with retry advice", nil),
 	duration("producer_state_ttl", func(c *Config) *time.Duration { return &c.ProducerStateTTL }, ingest.DefaultProducerStateTTL,

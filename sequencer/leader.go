@@ -108,9 +108,11 @@ func (s *Sequencer) pruneProducers(ctx context.Context, st *state) {
 	}
 }
 
-// collect takes first and every commit already waiting (and, with Linger,
-// those arriving within it), up to MaxBatchBytes and MaxTopicCompares
-// topics; a commit that does not fit is carried to the next batch.
+// collect takes first and every commit already waiting, up to
+// MaxBatchBytes and MaxTopicCompares topics; a commit that does not fit is
+// carried to the next batch. While the batch lacks an ingest node that
+// committed in an earlier tick (see awaited), it waits for more, until
+// Gather after the batch's first arrival (see Config.Gather).
 func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batch []*request, carry *request) {
 	batch = []*request{first}
 	size := first.size
@@ -118,26 +120,45 @@ func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batc
 	for _, a := range first.appends {
 		topics[a.Topic] = true
 	}
-	var linger <-chan time.Time
-	if s.cfg.Linger > 0 {
-		t := time.NewTimer(s.cfg.Linger)
-		defer t.Stop()
-		linger = t.C
-	}
+	now := time.Now()
+	in := map[string]bool{first.source: true}
+	earliest := first.arrived
+	defer func() {
+		for _, r := range batch {
+			tm.sources[r.source] = r.arrived
+		}
+	}()
+	var gather *time.Timer
+	defer func() {
+		if gather != nil {
+			gather.Stop()
+		}
+	}()
 	for {
 		var r *request
-		if linger == nil {
-			select {
-			case r = <-tm.reqs:
-			default:
+		select {
+		case r = <-tm.reqs:
+		default:
+		}
+		if r == nil {
+			missing := s.cfg.Gather > 0 && awaited(tm.sources, in, now, earliest.Add(-s.cfg.Gather))
+			if !missing {
 				return batch, nil
 			}
-		} else {
+			if gather == nil {
+				wait := time.Until(earliest.Add(s.cfg.Gather))
+				if wait <= 0 {
+					return batch, nil
+				}
+				gather = time.NewTimer(wait)
+			}
 			select {
 			case r = <-tm.reqs:
-			case <-linger:
+			case <-gather.C:
 				return batch, nil
 			case <-ctx.Done():
+				return batch, nil
+			case <-tm.t.Done():
 				return batch, nil
 			}
 		}
@@ -146,7 +167,31 @@ func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batc
 		}
 		batch = append(batch, r)
 		size += r.size
+		in[r.source] = true
+		if r.arrived.Before(earliest) {
+			earliest = r.arrived
+		}
 	}
+}
+
+// awaited reports whether a source (an ingest node) that last committed
+// within sourceActive of now, but before since (a Gather before the
+// batch's first arrival: an earlier tick), has no commit in the batch,
+// in. A source whose last commit is more recent went into the previous
+// batch of this same tick, or flushes faster than Gather (by size, not
+// linger), so waiting for it would only delay the batch. Sources silent
+// for longer than sourceActive are forgotten.
+func awaited(sources map[string]time.Time, in map[string]bool, now, since time.Time) bool {
+	missing := false
+	for src, last := range sources {
+		switch {
+		case now.Sub(last) > sourceActive:
+			delete(sources, src)
+		case src != "" && !in[src] && last.Before(since):
+			missing = true
+		}
+	}
+	return missing
 }
 
 // addTopics adds appends' topics to topics unless that would take it past

@@ -13,6 +13,7 @@ import (
 
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/seqlog"
+	"github.com/varve-io/varve/tier"
 )
 
 // Errors a Service returns that a client retries against the current
@@ -37,10 +38,16 @@ type Config struct {
 	// TTL is the election lease: a dead leader is replaced within it
 	// (default 5 s).
 	TTL time.Duration
-	// Linger is how long a batch waits for more commits after the first
-	// when no write is in flight (default 0: commits that arrived while
-	// the previous batch was written form the next one).
-	Linger time.Duration
+	// Gather is how long, at most, a batch waits for the commits of the
+	// other ingest nodes that committed within the last second (sources,
+	// named by the node in the commit id: tier.FlushKeyNode). Ingest nodes
+	// seal their files at the same wall-clock ticks, so their commits
+	// arrive within a store PUT's jitter of each other; gathered, every
+	// node's flush of a tick is one batch and one etcd write. Counted from
+	// the batch's first commit's arrival; commits that arrived while the
+	// previous batch was written join without waiting, and a lone ingest
+	// node never waits. Default DefaultGather; negative: never wait.
+	Gather time.Duration
 	// MaxBatchBytes bounds a batch's estimated record size (default 1 MiB,
 	// below etcd's 1.5 MiB request limit).
 	MaxBatchBytes int
@@ -67,6 +74,14 @@ type Config struct {
 	beforeAppend, afterAppend func(t *seqlog.Term, batch uint64) error
 }
 
+// DefaultGather is Config.Gather's default: well above a loopback or
+// same-zone PUT's jitter, small beside an ingest node's linger.
+const DefaultGather = 10 * time.Millisecond
+
+// sourceActive is how recently a source must have committed for a batch
+// to wait for it.
+const sourceActive = time.Second
+
 // DefaultDedupeWindow is Config.DedupeWindow's default: 2 minutes, as the
 // direct path's guards.
 const DefaultDedupeWindow = 2 * time.Minute
@@ -86,6 +101,9 @@ func (c *Config) defaults() {
 	}
 	if c.DedupeWindow <= 0 {
 		c.DedupeWindow = DefaultDedupeWindow
+	}
+	if c.Gather == 0 {
+		c.Gather = DefaultGather
 	}
 	if c.pruneEvery <= 0 {
 		c.pruneEvery = infoMaxAge
@@ -114,10 +132,14 @@ type term struct {
 	st   *state
 	reqs chan *request // unbuffered: a send succeeds only if the loop takes it
 	done chan struct{}
+	// sources is when each ingest node last committed; the loop's own.
+	sources map[string]time.Time
 }
 
 type request struct {
 	id      string
+	source  string // the ingest node, from the id; "" when not a flush key
+	arrived time.Time
 	appends []metadata.Append
 	size    int
 	reply   chan reply // buffered: the loop never blocks on it
@@ -195,7 +217,7 @@ func (s *Sequencer) runTerm(ctx context.Context, t *seqlog.Term) {
 		s.cfg.Logger.Warn("sequencer recovery failed; resigning", "term", t.Number(), "err", err)
 		return
 	}
-	tm := &term{t: t, st: st, reqs: make(chan *request), done: make(chan struct{})}
+	tm := &term{t: t, st: st, reqs: make(chan *request), done: make(chan struct{}), sources: map[string]time.Time{}}
 	s.mu.Lock()
 	s.cur = tm
 	s.mu.Unlock()
@@ -247,7 +269,8 @@ func (s *Sequencer) Commit(ctx context.Context, commitID string, appends []metad
 	if tm == nil {
 		return nil, fmt.Errorf("commit %s: %w", commitID, ErrNotLeader)
 	}
-	r := &request{id: commitID, appends: appends, size: estimate(commitID, appends), reply: make(chan reply, 1)}
+	source, _ := tier.FlushKeyNode(commitID)
+	r := &request{id: commitID, source: source, arrived: time.Now(), appends: appends, size: estimate(commitID, appends), reply: make(chan reply, 1)}
 	select {
 	case tm.reqs <- r:
 	case <-tm.done:

@@ -20,8 +20,8 @@ func newBenchCmd() *cobra.Command {
 		Short: "Measure Varve against the physical floor, on loopback targets the bench starts itself",
 		Long: `Run a profile of workloads against targets started on loopback by the bench:
 varve-fs (varve dev), varve-minio-1, -2 and -4 (varve serve on a real
-MinIO, with etcd as its own process; -seq variants commit through the
-sequencer), and the peers. The physical floor (zstd on all cores, PUT and
+MinIO, with etcd as its own process, committing through the sequencer;
+varve-minio-1-direct on the direct commit path), and the peers. The physical floor (zstd on all cores, PUT and
 ranged GET of flush_bytes objects, etcd commit latency) is measured in the
 same run, and Varve's figures are reported as ratios to it.
 
