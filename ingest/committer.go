@@ -15,7 +15,10 @@ type Committer interface {
 	Commit(ctx context.Context, commitID string, appends []metadata.Append) ([]metadata.AppendResult, error)
 	GetTopic(ctx context.Context, name string) (metadata.Topic, error)
 	InitProducer(ctx context.Context, id int64, ttl time.Duration) (metadata.Producer, error)
-	ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*metadata.ProducerView, error)
+	// ReadProducer reads a producer's identity and its states on
+	// partitions of topic, for a batch of epoch (a reader may answer from
+	// an identity it holds that is not older than epoch).
+	ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error)
 }
 
 var _ Committer = (*metadata.Client)(nil)

@@ -52,7 +52,7 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, req
 			in.mu.Unlock()
 			in.m.stateReads.Add(ctx, 1)
 			var err error
-			view, err = in.meta.ReadProducer(ctx, idem.ProducerID, topicName, parts)
+			view, err = in.meta.ReadProducer(ctx, idem.ProducerID, idem.Epoch, topicName, parts)
 			if err != nil {
 				return nil, fmt.Errorf("produce to %q: %w", topicName, err)
 			}

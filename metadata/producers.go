@@ -234,8 +234,10 @@ type ProducerView struct {
 // ReadProducer reads producer id's info and its state on partitions of
 // topic in one consistent snapshot, whatever the number of partitions (past
 // etcd's operations per transaction, the reads are split and pinned to the
-// revision of the first).
-func (c *Client) ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*ProducerView, error) {
+// revision of the first). It always reads etcd: epoch, the requesting
+// batch's, is not needed (it is there for ingest.Committer, whose
+// sequencer reader answers from the identity it holds).
+func (c *Client) ReadProducer(ctx context.Context, id int64, _ int32, topic string, partitions []int32) (*ProducerView, error) {
 	ops := make([]clientv3.Op, 0, 1+len(partitions))
 	ops = append(ops, clientv3.OpGet(producerKey(id)))
 	for _, p := range partitions {

@@ -61,11 +61,12 @@ func (c *Client) Commit(ctx context.Context, commitID string, appends []metadata
 	return res, err
 }
 
-// ReadProducer asks the leader for the producer's states.
-func (c *Client) ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*metadata.ProducerView, error) {
+// ReadProducer asks the leader for the producer's identity and states; epoch
+// is the requesting batch's (the leader rereads an identity older than it).
+func (c *Client) ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error) {
 	var v *metadata.ProducerView
 	err := c.retry(ctx, func(ctx context.Context, svc Service) (err error) {
-		v, err = svc.ReadProducer(ctx, id, topic, partitions)
+		v, err = svc.ReadProducer(ctx, id, epoch, topic, partitions)
 		return err
 	})
 	return v, err

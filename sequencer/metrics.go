@@ -14,6 +14,7 @@ import (
 // leader writes, and whether this node leads.
 type instruments struct {
 	batches, commits, txns metric.Int64Counter
+	producerReads          metric.Int64Counter
 	perBatch               metric.Int64Histogram
 	txnSeconds             metric.Float64Histogram
 }
@@ -41,6 +42,8 @@ func newInstruments(s *Sequencer, mp metric.MeterProvider) (instruments, error) 
 	set(e)
 	in.txns, e = m.Int64Counter("varve.sequencer.batch.txns", metric.WithDescription("Batch write transactions sent to etcd (a fence may have refused some: then the batch is decided again)."))
 	set(e)
+	in.producerReads, e = m.Int64Counter("varve.sequencer.producer.reads", metric.WithDescription("Producer identities ReadProducer read from etcd (the others were answered from the identity the leader held)."))
+	set(e)
 	in.perBatch, e = m.Int64Histogram("varve.sequencer.batch.commits", commitsPerBatchBuckets, metric.WithDescription("Commits per batch written."))
 	set(e)
 	in.txnSeconds, e = m.Float64Histogram("varve.sequencer.batch.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Time of one batch's etcd transaction."))
@@ -63,7 +66,7 @@ func newInstruments(s *Sequencer, mp metric.MeterProvider) (instruments, error) 
 		return nil
 	}, leader, term)
 	// The counters exist from the start, at 0, so rates are defined.
-	for _, c := range []metric.Int64Counter{in.batches, in.commits, in.txns} {
+	for _, c := range []metric.Int64Counter{in.batches, in.commits, in.txns, in.producerReads} {
 		c.Add(context.Background(), 0)
 	}
 	return in, err
@@ -83,6 +86,11 @@ func (s *Sequencer) recordTxn(d time.Duration) {
 	s.txns.Add(1)
 	s.m.txns.Add(context.Background(), 1)
 	s.m.txnSeconds.Record(context.Background(), d.Seconds())
+}
+
+func (s *Sequencer) recordProducerRead() {
+	s.producerReads.Add(1)
+	s.m.producerReads.Add(context.Background(), 1)
 }
 
 func (s *Sequencer) recordBatch(commits int) {

@@ -38,7 +38,7 @@ func (s rpcServer) Commit(ctx context.Context, req *connect.Request[varvev1.Sequ
 
 func (s rpcServer) ReadProducer(ctx context.Context, req *connect.Request[varvev1.SequencerServiceReadProducerRequest]) (*connect.Response[varvev1.SequencerServiceReadProducerResponse], error) {
 	m := req.Msg
-	v, err := s.svc.ReadProducer(ctx, m.GetProducerId(), m.GetTopic(), m.GetPartitions())
+	v, err := s.svc.ReadProducer(ctx, m.GetProducerId(), m.GetEpoch(), m.GetTopic(), m.GetPartitions())
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -115,8 +115,8 @@ func (c rpcClient) Commit(ctx context.Context, commitID string, appends []metada
 	return resultsFromProto(resp.Msg.GetResults()), nil
 }
 
-func (c rpcClient) ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*metadata.ProducerView, error) {
-	resp, err := c.c.ReadProducer(ctx, connect.NewRequest(&varvev1.SequencerServiceReadProducerRequest{ProducerId: id, Topic: topic, Partitions: partitions}))
+func (c rpcClient) ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error) {
+	resp, err := c.c.ReadProducer(ctx, connect.NewRequest(&varvev1.SequencerServiceReadProducerRequest{ProducerId: id, Epoch: epoch, Topic: topic, Partitions: partitions}))
 	if err != nil {
 		return nil, fromConnect(err)
 	}

@@ -26,7 +26,7 @@ var ErrNotLeader = seqlog.ErrNotLeader
 // API. *Sequencer implements it in-process; an RPC client will too.
 type Service interface {
 	Commit(ctx context.Context, commitID string, appends []metadata.Append) ([]metadata.AppendResult, error)
-	ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*metadata.ProducerView, error)
+	ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error)
 }
 
 var _ Service = (*Sequencer)(nil)
@@ -122,8 +122,8 @@ type Sequencer struct {
 	mu  sync.Mutex
 	cur *term // nil unless leading and recovered
 
-	batches, commits, txns, checkpoints atomic.Int64
-	m                                   instruments
+	batches, commits, txns, checkpoints, producerReads atomic.Int64
+	m                                                  instruments
 }
 
 // term is one term's serving state.
@@ -169,11 +169,15 @@ type Stats struct {
 	// BatchTxns is the batch write transactions sent (a fence may have
 	// refused some); Checkpoints the checkpoints written.
 	BatchTxns, Checkpoints int64
+	// ProducerReads is the producer identities ReadProducer read from
+	// etcd (the others it answered from the identity the leader held).
+	ProducerReads int64
 }
 
 // Stats returns this node's counts.
 func (s *Sequencer) Stats() Stats {
-	return Stats{Batches: s.batches.Load(), Commits: s.commits.Load(), BatchTxns: s.txns.Load(), Checkpoints: s.checkpoints.Load()}
+	return Stats{Batches: s.batches.Load(), Commits: s.commits.Load(), BatchTxns: s.txns.Load(), Checkpoints: s.checkpoints.Load(),
+		ProducerReads: s.producerReads.Load()}
 }
 
 // Leading reports whether this node is the recovered leader.
@@ -295,30 +299,34 @@ func estimate(id string, appends []metadata.Append) int {
 	return n
 }
 
-// ReadProducer returns producer id's epoch, read from etcd now, and its
-// states on partitions of topic as the leader holds them.
-func (s *Sequencer) ReadProducer(ctx context.Context, id int64, topic string, partitions []int32) (*metadata.ProducerView, error) {
+// ReadProducer returns producer id's identity and its states on partitions
+// of topic as the leader holds them. The identity is the one the leader
+// holds when it read it from etcd within infoMaxAge, found the producer
+// known, and epoch (the requesting batch's) is not newer than the one it
+// holds; otherwise it is read from etcd now. So a producer's batches cost
+// no etcd read per partition, while a new epoch issued since the leader's
+// read (InitProducer again) is reread rather than refused as never
+// issued, and a producer the leader does not hold, or holds as unknown, is
+// never answered unknown from memory. An older epoch answered from memory
+// is fenced, as it would be after a read; either way the commit's fence
+// (decide.go, load.go) is the authority.
+func (s *Sequencer) ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error) {
 	s.mu.Lock()
 	tm := s.cur
 	s.mu.Unlock()
 	if tm == nil {
 		return nil, fmt.Errorf("read producer %d: %w", id, ErrNotLeader)
 	}
-	infos, _, err := s.log.LoadProducers(ctx, []int64{id}, nil)
-	if err != nil {
-		return nil, err
-	}
-	info := infos[id]
-	states := make(map[int32]*metadata.ProducerState, len(partitions))
-	tm.st.mu.RLock()
-	if p := tm.st.producers[id]; p != nil {
-		for _, part := range partitions {
-			if st := p.states[tp{topic, part}]; st != nil {
-				states[part] = st
-			}
+	info, ok := tm.st.heldInfo(id, epoch, time.Now())
+	if !ok {
+		infos, _, err := s.log.LoadProducers(ctx, []int64{id}, nil)
+		s.recordProducerRead()
+		if err != nil {
+			return nil, err
 		}
+		info = infos[id]
 	}
-	tm.st.mu.RUnlock()
+	states := tm.st.producerStates(id, topic, partitions)
 	return metadata.NewProducerView(id, topic, info.Known, info.Epoch, states), nil
 }
 

@@ -81,6 +81,36 @@ func (s *state) producer(id int64) *producer {
 	return p
 }
 
+// heldInfo returns producer id's identity as the leader holds it, if it can
+// answer a batch of epoch (see Sequencer.ReadProducer): read from etcd in
+// this term no longer than infoMaxAge before now, known, and of an epoch
+// not older than epoch.
+func (s *state) heldInfo(id int64, epoch int32, now time.Time) (seqlog.ProducerInfo, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p := s.producers[id]
+	if p == nil || p.loadedAt.IsZero() || now.Sub(p.loadedAt) > infoMaxAge || !p.info.Known || epoch > p.info.Epoch {
+		return seqlog.ProducerInfo{}, false
+	}
+	return p.info, true
+}
+
+// producerStates returns producer id's states on partitions of topic (the
+// partitions without one are absent).
+func (s *state) producerStates(id int64, topic string, partitions []int32) map[int32]*metadata.ProducerState {
+	states := make(map[int32]*metadata.ProducerState, len(partitions))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if p := s.producers[id]; p != nil {
+		for _, part := range partitions {
+			if st := p.states[tp{topic, part}]; st != nil {
+				states[part] = st
+			}
+		}
+	}
+	return states
+}
+
 // setNext sets a partition's high watermark, growing the topic as needed;
 // a new topic id (deleted and created again) starts from zero.
 func (t *topicState) setNext(id string, p int32, next int64) {

@@ -565,10 +565,14 @@ func (x *SequencerServiceCommitResponse) GetResults() []*SequencerBlockResult {
 }
 
 type SequencerServiceReadProducerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ProducerId    int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
-	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
-	Partitions    []int32                `protobuf:"varint,3,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ProducerId int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	Topic      string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partitions []int32                `protobuf:"varint,3,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	// The epoch the producer's request carries. The leader answers from the
+	// identity it holds unless that is older than this epoch (or too old,
+	// or absent): then it rereads the identity from etcd.
+	Epoch         int32 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -622,6 +626,13 @@ func (x *SequencerServiceReadProducerRequest) GetPartitions() []int32 {
 		return x.Partitions
 	}
 	return nil
+}
+
+func (x *SequencerServiceReadProducerRequest) GetEpoch() int32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
 }
 
 // SequencerRecentBatch is a committed batch a retry may duplicate.
@@ -855,14 +866,15 @@ const file_varve_v1_sequencer_proto_rawDesc = "" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x124\n" +
 	"\arefusal\x18\x03 \x01(\v2\x1a.varve.v1.SequencerRefusalR\arefusal\"Z\n" +
 	"\x1eSequencerServiceCommitResponse\x128\n" +
-	"\aresults\x18\x01 \x03(\v2\x1e.varve.v1.SequencerBlockResultR\aresults\"|\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.varve.v1.SequencerBlockResultR\aresults\"\x92\x01\n" +
 	"#SequencerServiceReadProducerRequest\x12\x1f\n" +
 	"\vproducer_id\x18\x01 \x01(\x03R\n" +
 	"producerId\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x03 \x03(\x05R\n" +
-	"partitions\"g\n" +
+	"partitions\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x05R\x05epoch\"g\n" +
 	"\x14SequencerRecentBatch\x12%\n" +
 	"\x0efirst_sequence\x18\x01 \x01(\x05R\rfirstSequence\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\x03R\x04base\x12\x14\n" +
