@@ -556,6 +556,9 @@ func (t *VarveMinIO) startEtcd(ctx context.Context) error {
 }
 
 // Processes adds etcd, MinIO, and the bench process itself (the clients).
+// storeProcName names the MinIO process in reports.
+const storeProcName = "minio"
+
 func (t *VarveMinIO) Processes() []ProcStats {
 	out := append(t.varveCluster.Processes(), SelfStats())
 	if t.etcdProc != nil {
@@ -563,8 +566,8 @@ func (t *VarveMinIO) Processes() []ProcStats {
 			out = append(out, st)
 		}
 	}
-	for _, pid := range childrenNamed("minio") {
-		if st, err := ReadProcStats("minio", pid); err == nil {
+	for _, pid := range childrenNamed(storeProcName) {
+		if st, err := ReadProcStats(storeProcName, pid); err == nil {
 			out = append(out, st)
 		}
 	}
