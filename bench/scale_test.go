@@ -138,7 +138,7 @@ func TestScaleMarkdown(t *testing.T) {
 		return &bench.WorkloadResult{Target: target, Workload: bench.ScaleWorkload(parts), RecordsPerS: 5000, AchievedRecordsPerS: 5000,
 			Ack: bench.Latency{P50: p99 / 2, P99: p99}, CPUPerMiB: cpu,
 			Processes: []bench.ProcStats{{Name: "varve-serve-node-0", CPUSeconds: 3}, {Name: "minio", CPUSeconds: 1}, {Name: bench.SelfName, CPUSeconds: 9}},
-			Varve: &bench.VarveFigures{EtcdTxnsPerS: 10, Commit: bench.CommitLatency{Commits: 5, P50: 20, P99: 10000, P99Beyond: true}}}
+			Varve:     &bench.VarveFigures{EtcdTxnsPerS: 10, Commit: bench.CommitLatency{Commits: 5, P50: 20, P99: 10000, P99Beyond: true}}}
 	}
 	failing := res("varve-minio-2", 1000, 300, 0.6)
 	failing.Errors, failing.FirstError = 7, "internal: too many operations in txn request"
