@@ -28,7 +28,7 @@ func TestGatherOneBatchPerTick(t *testing.T) {
 	// Generous, so that a loaded test machine's scheduling does not split
 	// a tick; the jitter below is at most 3 ms, and ticks are farther
 	// apart than Gather, as a node's linger is.
-	const gather, every = 250 * time.Millisecond, 400 * time.Millisecond
+	const gather, every = 500 * time.Millisecond, 700 * time.Millisecond
 	s := cl.start(Config{ID: "a", Gather: gather, CheckpointEvery: 1 << 30})
 	waitLeading(t, s)
 	client := cl.client()

@@ -19,13 +19,15 @@ import (
 const ingestRecordsMetric = "varve_ingest_records_total"
 
 // TestGracefulDrainAnswersProducers sends SIGTERM to a node while a produce
-// waits in its open file (a 2s linger): the drain must flush and commit, the
+// waits in its open file (a 1h linger: sealed at the next whole hour, so
+// the open file outlives the test but for a boundary in its few hundred
+// milliseconds): the drain must flush and commit, the
 // producer must get a success, the process must exit 0, and another node
 // must read the record.
 func TestGracefulDrainAnswersProducers(t *testing.T) {
 	const topic = "drain"
 	c := newCluster(t)
-	n := c.startServe("drain-a", loopbackListen(t), "--linger", "2s")
+	n := c.startServe("drain-a", loopbackListen(t), "--linger", "1h")
 	a := newAPI(n.addr)
 	a.createTopic(t, topic, 2)
 
@@ -45,12 +47,12 @@ func TestGracefulDrainAnswersProducers(t *testing.T) {
 	}()
 
 	// The produce is in flight once the node has counted it into its open
-	// file; the 2s linger keeps it there.
+	// file; the 1h linger keeps it there.
 	var page string
 	if !testenv.EventuallyEvery(10*time.Second, pollInterval, func() bool {
 		select {
 		case ans := <-answered:
-			n.fatalf("produce answered before SIGTERM (err %v): with --linger 2s it should have been waiting in the open file", ans.err)
+			n.fatalf("produce answered before SIGTERM (err %v): with --linger 1h it should have been waiting in the open file", ans.err)
 		default:
 		}
 		_, page = httpGet(t, n.addr+"/metrics")
