@@ -503,7 +503,7 @@ func (in *Ingester) newFileLocked() *file {
 // writes, sequencer records and the fetch nodes' wake-ups follow the ticks,
 // not the number of ingest nodes. Clocks need agree only to a few
 // milliseconds (NTP does far better); a skewed node's commits become
-// batches of their own.
+// batches of their own, each waiting out the gather.
 func flushDelay(now time.Time, linger time.Duration) time.Duration {
 	return linger - time.Duration(now.UnixNano()%int64(linger))
 }
