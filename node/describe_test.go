@@ -40,7 +40,8 @@ func describeFigures(t *testing.T, addr, topic string) map[int32]figures {
 
 // storedFigures counts, straight from etcd, what a partition stores: its
 // index keys and the blocks of the sequencer's records that no index key
-// covers (as the read path serves them), with the offsets they end at.
+// covers and that end after the log start (as the read path serves
+// them), with the log start and the offset they end at.
 func storedFigures(t *testing.T, endpoints []string, meta *seqlog.Log, topic string, partitions int32) map[int32]figures {
 	t.Helper()
 	ctx := context.Background()
@@ -73,7 +74,28 @@ func storedFigures(t *testing.T, endpoints []string, meta *seqlog.Log, topic str
 			keyed[p] = append(keyed[p], block{base, base + n, e.Len})
 		}
 	}
+	starts := map[int32]int64{}
+	resp, err := cli.Get(ctx, fmt.Sprintf("/varve/partitions/%s/", topic), clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		var st struct {
+			Start int64 `json:"start"`
+		}
+		var p int32
+		if err := json.Unmarshal(kv.Value, &st); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fmt.Sscanf(string(kv.Key)[len(fmt.Sprintf("/varve/partitions/%s/", topic)):], "%d", &p); err != nil {
+			t.Fatalf("partition key %s: %v", kv.Key, err)
+		}
+		starts[p] = st.Start
+	}
 	out := map[int32]figures{}
+	for p, start := range starts {
+		out[p] = figures{start: start, next: start}
+	}
 	for p, bs := range keyed {
 		f := out[p]
 		for _, b := range bs {
@@ -102,7 +124,7 @@ func storedFigures(t *testing.T, endpoints []string, meta *seqlog.Log, topic str
 						covered = true
 					}
 				}
-				if !covered {
+				if !covered && end > f.start { // below the log start: expired
 					f.bytes += a.Len
 					f.segments++
 				}
@@ -132,6 +154,7 @@ func TestDescribeCountsSequencedPartitions(t *testing.T) {
 		cfg.CommitPath = node.CommitSequencer
 	})
 	compactor := startNodeWith(t, node.RoleCompact, endpoints, st, func(cfg *node.Config) {
+		cfg.RetentionCheckInterval = time.Second
 		cfg.CompactionInterval = 50 * time.Millisecond
 		cfg.CompactionMinEntries = 2
 	})
@@ -222,6 +245,22 @@ func TestDescribeCountsSequencedPartitions(t *testing.T) {
 		t.Fatalf("after compaction and a produce partitions 0 and 3 store %v and %v", want[0], want[3])
 	}
 	check("compacted and records", want)
+
+	// (d) Retention moves the log start: with retention_bytes 100 an
+	// entry expires while dropping it leaves at least 100 bytes (Kafka's
+	// rule), so partition 0 loses its compacted block and keeps its
+	// record block; the others keep their one block.
+	if _, err := c.topics.UpdateTopic(ctx, connect.NewRequest(&varvev1.UpdateTopicRequest{Name: topic, RetentionBytes: proto.Int64(100)})); err != nil {
+		t.Fatal(err)
+	}
+	if !testenv.Eventually(30*time.Second, func() bool { return storedFigures(t, endpoints, log, topic, 4)[0].start == 12 }) {
+		t.Fatalf("retention never moved partition 0's log start to 12: %v", storedFigures(t, endpoints, log, topic, 4))
+	}
+	want = storedFigures(t, endpoints, log, topic, 4)
+	if want[0].segments != 1 || want[0].next != 16 || want[1].start != 0 || want[3].start != 0 {
+		t.Fatalf("after retention partitions 0 and 3 store %v and %v", want[0], want[3])
+	}
+	check("after retention", want)
 }
 
 // TestDescribeDirectPathUnchanged: on the direct commit path a
