@@ -244,7 +244,7 @@ func (n *Node) routes(ctx context.Context) (*http.ServeMux, []connect.HandlerOpt
 	}
 	hopts = append(hopts, tops...)
 	hopts = append(hopts, n.securityOptions()...)
-	mux.Handle(varvev1connect.NewTopicServiceHandler(topicapi.New(topicapi.Config{Meta: n.meta, ToConnect: toConnect,
+	mux.Handle(varvev1connect.NewTopicServiceHandler(topicapi.New(topicapi.Config{Meta: n.meta, Index: n.index, ToConnect: toConnect,
 		RecordLimit: func(topic string, maxRecord int32) error {
 			return checkRecordFitsRequest(topic, maxRecord, n.cfg.MaxRequestBytes)
 		}}), hopts...))

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/seqlog"
 	"github.com/varve-io/varve/tier"
 )
 
@@ -38,6 +40,10 @@ type readiness struct {
 	lastErr    time.Time // last failure
 	err        error     // the last failure
 	putFailing bool      // the last PUT (segment or probe) failed
+
+	// seq follows the sequencer leader for an ingest node on commit_path
+	// sequencer (nil otherwise); set before run starts.
+	seq *seqLeader
 }
 
 func newReadiness(store tier.Store, interval time.Duration, nodeID string) *readiness {
@@ -86,6 +92,9 @@ func (r *readiness) ready() error {
 // run probes the store until ctx ends, whenever nothing told how it is
 // within the interval or it last failed.
 func (r *readiness) run(ctx context.Context) {
+	if r.seq != nil {
+		go r.seq.run(ctx)
+	}
 	tick := time.NewTicker(max(r.interval/4, 25*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -144,7 +153,9 @@ func (n *Node) watchStore(store tier.Store) tier.Store {
 }
 
 // readyz answers 200 when the node can serve: it is not draining, its
-// object store works and etcd answers; otherwise 503 with the reason.
+// object store works, an ingest node on commit_path sequencer knows a
+// reachable sequencer leader, and etcd answers; otherwise 503 with the
+// reason.
 func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	if n.draining.Load() {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
@@ -154,6 +165,12 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	if s := n.ready.seq; s != nil {
+		if err := s.ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if _, err := n.meta.Stats(ctx); err != nil {
@@ -161,4 +178,144 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ready")
+}
+
+// seqLeader tells whether an ingest node on commit_path sequencer can
+// commit: some sequencer leads (learnt from one etcd watch of the
+// election, seqlog.WatchLeader, not read per /readyz) and answers (its
+// /healthz, probed when the leader changes and then every probe interval
+// while another node leads). Without one every produce waits out the
+// commit timeout, so /readyz turns 503 and a load balancer sends producers
+// elsewhere. A failover shows as a short leaderless spell (a resigned
+// leader is replaced within the time a candidate takes to win; a dead one
+// within the election lease): /readyz may answer 503 for that long.
+type seqLeader struct {
+	log      *seqlog.Log
+	http     *http.Client
+	interval time.Duration
+	self     func() string // this node's candidate id ("" without one)
+
+	mu       sync.Mutex
+	known    bool      // the watch answered once
+	id       string    // the leader ("" none)
+	since    time.Time // when id (or the watch's failure) began
+	watchErr error     // etcd could not tell
+	probed   string    // the leader probeErr and probedAt are about
+	probedAt time.Time
+	probeErr error
+	changed  chan struct{} // poked when id changes
+}
+
+func newSeqLeader(meta *metadata.Client, client *http.Client, interval time.Duration, self func() string) *seqLeader {
+	if interval <= 0 {
+		interval = DefaultStoreProbeInterval
+	}
+	return &seqLeader{log: seqlog.New(meta), http: client, interval: interval, self: self,
+		since: time.Now(), changed: make(chan struct{}, 1)}
+}
+
+// ready returns nil while a reachable leader is known, else why not.
+func (s *seqLeader) ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at := s.since.UTC().Format(time.RFC3339)
+	switch {
+	case s.watchErr != nil:
+		return fmt.Errorf("sequencer leader unknown since %s (commit_path sequencer): %v", at, s.watchErr)
+	case !s.known:
+		return fmt.Errorf("sequencer leader not known yet (commit_path sequencer)")
+	case s.id == "":
+		return fmt.Errorf("no sequencer elected since %s: this ingest node (commit_path sequencer) cannot commit; run a node with the sequence role", at)
+	case s.probeErr != nil && s.probed == s.id:
+		return fmt.Errorf("sequencer leader %s unreachable since %s: %v", s.id, s.probedAt.UTC().Format(time.RFC3339), s.probeErr)
+	}
+	return nil
+}
+
+// run follows the election and probes the leader until ctx ends.
+func (s *seqLeader) run(ctx context.Context) {
+	go s.log.WatchLeader(ctx, func(id string, err error) {
+		s.mu.Lock()
+		if err != nil {
+			if s.watchErr == nil {
+				s.since = time.Now()
+			}
+			s.watchErr = err
+			s.mu.Unlock()
+			return
+		}
+		if !s.known || s.watchErr != nil || id != s.id {
+			s.since = time.Now()
+		}
+		s.known, s.watchErr, s.id = true, nil, id
+		s.mu.Unlock()
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	})
+	tick := time.NewTicker(max(s.interval/4, 25*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.changed:
+		}
+		s.mu.Lock()
+		id := s.id
+		need := id != "" && (id != s.probed || s.probeErr != nil || time.Since(s.probedAt) >= s.interval)
+		s.mu.Unlock()
+		if need {
+			s.probe(ctx, id)
+		}
+	}
+}
+
+// probe asks the leader's /healthz (this node's own sequencer answers in
+// process: nothing to ask).
+func (s *seqLeader) probe(ctx context.Context, id string) {
+	var err error
+	if id != s.self() {
+		err = s.healthz(ctx, id)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil || s.probed != id || s.probeErr == nil {
+		s.probedAt = time.Now()
+	}
+	s.probed, s.probeErr = id, err
+}
+
+func (s *seqLeader) healthz(ctx context.Context, id string) error {
+	pctx, cancel := context.WithTimeout(ctx, s.interval)
+	defer cancel()
+	req, err := http.NewRequestWithContext(pctx, http.MethodGet, id+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s/healthz: %s", id, resp.Status)
+	}
+	return nil
+}
+
+// watchSequencerLeader makes the readiness of an ingest node on
+// commit_path sequencer follow the sequencer leader (seqLeader); the
+// committer calls it with the client it reaches peers with.
+func (n *Node) watchSequencerLeader(client *http.Client) {
+	n.ready.seq = newSeqLeader(n.meta, client, n.cfg.StoreProbeInterval, func() string {
+		n.seqw.mu.Lock()
+		defer n.seqw.mu.Unlock()
+		return n.seqw.self
+	})
 }

@@ -33,6 +33,7 @@ func (n *Node) committer() ingest.Committer {
 	}
 	peers := newPeerClient(n.sec.peer, n.sec.guard.NodeSecret())
 	n.onClose = append(n.onClose, peers.close)
+	n.watchSequencerLeader(peers.http)
 	var opts []connect.ClientOption
 	if secret := n.sec.guard.NodeSecret(); secret != "" {
 		opts = append(opts, connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {

@@ -15,6 +15,7 @@ import (
 // Service implements TopicService on etcd.
 type Service struct {
 	meta        *metadata.Client
+	index       *metadata.Cache
 	toConnect   func(error) error
 	recordLimit func(topic string, maxRecordBytes int32) error
 }
@@ -22,6 +23,10 @@ type Service struct {
 // Config is what a Service works with.
 type Config struct {
 	Meta *metadata.Client
+	// Index is the node's watched index (a fetch node's; nil without
+	// one): descriptions count the partitions' blocks from it rather
+	// than reading the topic's index and records from etcd.
+	Index *metadata.Cache
 	// ToConnect gives an error its Connect code (the node's mapping,
 	// shared by every service).
 	ToConnect func(error) error
@@ -32,7 +37,7 @@ type Config struct {
 
 // New returns the TopicService handler of cfg.
 func New(cfg Config) *Service {
-	s := &Service{meta: cfg.Meta, toConnect: cfg.ToConnect, recordLimit: cfg.RecordLimit}
+	s := &Service{meta: cfg.Meta, index: cfg.Index, toConnect: cfg.ToConnect, recordLimit: cfg.RecordLimit}
 	if s.recordLimit == nil {
 		s.recordLimit = func(string, int32) error { return nil }
 	}
@@ -134,7 +139,7 @@ func (s *Service) DescribeTopic(ctx context.Context, req *connect.Request[varvev
 	if err != nil {
 		return nil, s.toConnect(err)
 	}
-	states, err := s.meta.PartitionStates(ctx, t.Name)
+	states, err := s.partitionFigures(ctx, t)
 	if err != nil {
 		return nil, s.toConnect(err)
 	}
@@ -146,6 +151,19 @@ func (s *Service) DescribeTopic(ctx context.Context, req *connect.Request[varvev
 		})
 	}
 	return connect.NewResponse(out), nil
+}
+
+// partitionFigures returns the high watermark, log start, stored bytes
+// and blocks of t's partitions, whichever path committed them (direct,
+// sequencer records, compacted index keys): from the watched index once
+// it caught up with etcd, else read from etcd (metadata/describe.go).
+func (s *Service) partitionFigures(ctx context.Context, t metadata.Topic) (map[int32]metadata.PartitionState, error) {
+	if s.index != nil && s.index.CatchUp(ctx) == nil {
+		if f, ok := s.index.PartitionFigures(t); ok {
+			return f, nil
+		}
+	}
+	return s.meta.PartitionFigures(ctx, t)
 }
 
 // UpdateTopic changes retention, the record size limit, the schema, the
