@@ -16,9 +16,11 @@ type Committer interface {
 	GetTopic(ctx context.Context, name string) (metadata.Topic, error)
 	InitProducer(ctx context.Context, id int64, ttl time.Duration) (metadata.Producer, error)
 	// ReadProducer reads a producer's identity and its states on
-	// partitions of topic, for a batch of epoch (a reader may answer from
-	// an identity it holds that is not older than epoch).
-	ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error)
+	// partitions of topic, for a batch of epoch. Unless fresh, a reader may
+	// answer from an identity it holds that is not older than epoch, and
+	// marks the view Held: the caller then only accepts batches on it and
+	// asks again, fresh, before it refuses one or answers a duplicate.
+	ReadProducer(ctx context.Context, id int64, epoch int32, fresh bool, topic string, partitions []int32) (*metadata.ProducerView, error)
 }
 
 var _ Committer = (*metadata.Client)(nil)

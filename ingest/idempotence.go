@@ -39,6 +39,7 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, req
 	}
 	answers := make(map[int32]idemAnswer, len(parts))
 	remembered := true // first try the states this node remembers
+	fresh := false     // then what the reader holds, then etcd itself
 	var waitUntil time.Time
 	for attempt := 0; ; {
 		in.mu.Lock()
@@ -52,7 +53,7 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, req
 			in.mu.Unlock()
 			in.m.stateReads.Add(ctx, 1)
 			var err error
-			view, err = in.meta.ReadProducer(ctx, idem.ProducerID, idem.Epoch, topicName, parts)
+			view, err = in.meta.ReadProducer(ctx, idem.ProducerID, idem.Epoch, fresh, topicName, parts)
 			if err != nil {
 				return nil, fmt.Errorf("produce to %q: %w", topicName, err)
 			}
@@ -69,7 +70,11 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, req
 				in.pcache.remember(view, idem.ProducerID, topicName, parts)
 			}
 		}
-		toAppend, decided, ahead, err := in.decideLocked(ctx, view, remembered, idem.ProducerID, topicName, parts, batches, answers)
+		// A view the sequencer answered from the identity it holds only
+		// accepts, as remembered states do: anything else is decided on a
+		// fresh read (a newer epoch may have fenced it meanwhile).
+		held := !remembered && view.Held()
+		toAppend, decided, ahead, err := in.decideLocked(ctx, view, remembered || held, idem.ProducerID, topicName, parts, batches, answers)
 		if ahead {
 			if waitUntil.IsZero() {
 				waitUntil = time.Now().Add(in.cfg.OrderWait)
@@ -94,6 +99,7 @@ func (in *Ingester) produceIdempotent(ctx context.Context, t metadata.Topic, req
 		}
 		if !decided {
 			remembered = false
+			fresh = fresh || held
 			in.mu.Unlock()
 			continue
 		}

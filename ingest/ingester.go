@@ -545,15 +545,20 @@ func (in *Ingester) commitLoop() {
 		in.pending.Add(-f.bytes)
 		in.pendRec.Add(-int64(f.records))
 		in.endFlushSpan(f)
+		// Remember the commit's producer states before answering, so a
+		// producer's next batch, sent on the answer, finds them (and no
+		// held batch changing under its read).
+		in.mu.Lock()
+		in.rememberCommitsLocked(f)
+		in.forgetBatchesLocked(f)
+		in.idemChangedLocked()
+		in.mu.Unlock()
 		close(f.done)
 		if f.err == nil && in.OnFlushed != nil {
 			in.OnFlushed(in.flushed(f))
 		}
 		f.obj = nil // only OnFlushed's Stored slices may keep it
 		in.mu.Lock()
-		in.rememberCommitsLocked(f)
-		in.forgetBatchesLocked(f)
-		in.idemChangedLocked()
 		in.inflight--
 		if in.last == f {
 			in.last = nil // answered; do not keep its records alive

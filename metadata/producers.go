@@ -229,15 +229,28 @@ type ProducerView struct {
 	topic  string
 	info   *producerInfo
 	states map[int32]*ProducerState
+	held   bool
+}
+
+// Held reports whether the view's identity is one a sequencer leader held
+// rather than read from etcd for it: possibly stale (a newer epoch issued,
+// the producer expired), so a batch it accepts is still decided by the
+// commit, and a refusal or a duplicate must be decided on a fresh read.
+func (v *ProducerView) Held() bool { return v.held }
+
+// WithHeld marks v as Held (or not) and returns it.
+func (v *ProducerView) WithHeld(held bool) *ProducerView {
+	v.held = held
+	return v
 }
 
 // ReadProducer reads producer id's info and its state on partitions of
 // topic in one consistent snapshot, whatever the number of partitions (past
 // etcd's operations per transaction, the reads are split and pinned to the
 // revision of the first). It always reads etcd: epoch, the requesting
-// batch's, is not needed (it is there for ingest.Committer, whose
-// sequencer reader answers from the identity it holds).
-func (c *Client) ReadProducer(ctx context.Context, id int64, _ int32, topic string, partitions []int32) (*ProducerView, error) {
+// batch's, and fresh are not needed (they are there for ingest.Committer,
+// whose sequencer reader answers from the identity it holds).
+func (c *Client) ReadProducer(ctx context.Context, id int64, _ int32, _ bool, topic string, partitions []int32) (*ProducerView, error) {
 	ops := make([]clientv3.Op, 0, 1+len(partitions))
 	ops = append(ops, clientv3.OpGet(producerKey(id)))
 	for _, p := range partitions {

@@ -63,10 +63,10 @@ func (c *Client) Commit(ctx context.Context, commitID string, appends []metadata
 
 // ReadProducer asks the leader for the producer's identity and states; epoch
 // is the requesting batch's (the leader rereads an identity older than it).
-func (c *Client) ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error) {
+func (c *Client) ReadProducer(ctx context.Context, id int64, epoch int32, fresh bool, topic string, partitions []int32) (*metadata.ProducerView, error) {
 	var v *metadata.ProducerView
 	err := c.retry(ctx, func(ctx context.Context, svc Service) (err error) {
-		v, err = svc.ReadProducer(ctx, id, epoch, topic, partitions)
+		v, err = svc.ReadProducer(ctx, id, epoch, fresh, topic, partitions)
 		return err
 	})
 	return v, err

@@ -3,6 +3,7 @@ package sequencer
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/seqlog"
@@ -148,5 +149,11 @@ func (pl *plan) merge() {
 	}
 	for k, st := range pl.states {
 		s.producer(k.id).states[k.tp] = st
+	}
+	now := time.Now()
+	for id := range pl.pids {
+		if p := s.producers[id]; p != nil {
+			p.activeAt = now // its lease is refreshed after this batch
+		}
 	}
 }

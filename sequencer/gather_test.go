@@ -54,10 +54,11 @@ func TestGatherOneBatchPerTick(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	tick(0) // the sequencer learns the four sources
+	tick(0) // the sequencer learns the four sources,
+	tick(1) // and their rhythm
 	before := s.Stats()
 	rev0 := revision(t, meta)
-	for k := 1; k <= ticks; k++ {
+	for k := 2; k < 2+ticks; k++ {
 		tick(k)
 	}
 	if t.Failed() {
@@ -73,8 +74,9 @@ func TestGatherOneBatchPerTick(t *testing.T) {
 }
 
 // TestGatherLoneSourceNeverWaits: with one ingest node there is nobody to
-// wait for, so even an hour-long Gather adds nothing; and commits whose id
-// names no ingest node (not a flush key) are never waited for either.
+// wait for, so even an hour-long Gather adds nothing, whatever its rhythm;
+// nor does a commit whose id names no ingest node (not a flush key) make
+// anybody wait for it.
 func TestGatherLoneSourceNeverWaits(t *testing.T) {
 	ctx := context.Background()
 	meta := connectEtcd(t)
@@ -89,7 +91,6 @@ func TestGatherLoneSourceNeverWaits(t *testing.T) {
 	for k := range 5 {
 		ids = append(ids, tier.FlushKey("", "node-0", uint64(k), time.Now()))
 	}
-	ids = append(ids, "objects/also-not-one.vseg")
 	for _, id := range ids {
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		_, err := client.Commit(cctx, id, flush("t", id, allParts(4), func(int32) int64 { return 1 }))
@@ -100,30 +101,57 @@ func TestGatherLoneSourceNeverWaits(t *testing.T) {
 	}
 }
 
-// TestAwaitedForgetsSilentSources: a batch waits for a source that
-// committed in an earlier tick (before since) within sourceActive and is
-// not in it yet; not for one that committed after since (in the previous
-// batch of this tick, or flushing faster than Gather); a source silent for
-// longer than sourceActive (an idle or dead ingest node) is forgotten; and
-// commits naming no node ("") are never awaited.
-func TestAwaitedForgetsSilentSources(t *testing.T) {
-	now := time.Now()
-	since := now.Add(-10 * time.Millisecond)
-	sources := map[string]time.Time{
-		"a": now.Add(-100 * time.Millisecond),
-		"b": now.Add(-sourceActive / 2),
-		"c": now.Add(-2 * sourceActive),
-		"d": now.Add(-time.Millisecond),
-		"":  now.Add(-100 * time.Millisecond),
-		"e": now.Add(-100 * time.Millisecond),
+// TestAwaited: a batch waits for an ingest node whose next commit is due
+// (half to one and a half periods after its last, at the batch's first
+// arrival); not for one whose commit of this tick went into the previous
+// batch (a late straggler's batch must not wait out the gather for the
+// nodes that were on time), one that skipped a tick, or one whose rhythm
+// is not known yet; silent sources are forgotten, and commits naming no
+// node ("") are never awaited.
+func TestAwaited(t *testing.T) {
+	const period = 100 * time.Millisecond
+	tick := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return tick.Add(d) }
+	// A and B committed 5 ms into the tick; C's PUT was slow.
+	sources := func() map[string]*source {
+		return map[string]*source{
+			"a": {last: at(5 * time.Millisecond), period: period},
+			"b": {last: at(6 * time.Millisecond), period: period},
+			"c": {last: at(-70 * time.Millisecond), period: period},
+		}
 	}
-	if !awaited(sources, map[string]bool{"a": true, "e": true}, now, since) {
-		t.Fatal("b committed in an earlier tick and is not in the batch: want awaited")
+	for _, tc := range []struct {
+		name     string
+		in       []string
+		earliest time.Duration
+		want     bool
+	}{
+		{"the straggler's batch, 30 ms into the tick, does not wait for a and b", []string{"c"}, 30 * time.Millisecond, false},
+		{"a's batch of the next tick waits for b and c", []string{"a"}, 105 * time.Millisecond, true},
+		{"every node of the tick is in", []string{"a", "b", "c"}, 105 * time.Millisecond, false},
+		{"two ticks later, a and b skipped one: not awaited", []string{"c"}, 240 * time.Millisecond, false},
+	} {
+		in := map[string]bool{}
+		for _, n := range tc.in {
+			in[n] = true
+		}
+		if got := awaited(sources(), in, at(tc.earliest), at(tc.earliest)); got != tc.want {
+			t.Errorf("%s: awaited = %v, want %v", tc.name, got, tc.want)
+		}
 	}
-	if _, ok := sources["c"]; ok {
-		t.Fatal("c, silent for twice sourceActive, is still a source")
+
+	srcs := map[string]*source{
+		"new":    (*source)(nil).commit(tick), // one commit: no rhythm yet
+		"silent": {last: tick.Add(-2 * sourceForget), period: period},
+		"":       {last: tick.Add(-period), period: period},
 	}
-	if awaited(sources, map[string]bool{"a": true, "b": true, "e": true}, now, since) {
-		t.Fatal("every source of an earlier tick is in the batch (d committed after since, \"\" names none): want no wait")
+	if awaited(srcs, map[string]bool{}, tick, tick) {
+		t.Error("a source of unknown rhythm, a silent one or one naming no node: want no wait")
+	}
+	if _, ok := srcs["silent"]; ok {
+		t.Error("a source silent for twice sourceForget is still remembered")
+	}
+	if s := srcs["new"].commit(tick.Add(period)); s.period != period || !s.last.Equal(tick.Add(period)) {
+		t.Errorf("after a second commit: %+v, want period %v", s, period)
 	}
 }

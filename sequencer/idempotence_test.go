@@ -101,7 +101,7 @@ func runIdem(t *testing.T, meta *metadata.Client, c ingest.Committer) ([][]strin
 		res, err := c.Commit(ctx, s.id, s.appends)
 		outs = append(outs, outcome(res, err))
 	}
-	v, err := c.ReadProducer(ctx, 1, 1, "idem", []int32{0, 1})
+	v, err := c.ReadProducer(ctx, 1, 1, false, "idem", []int32{0, 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestExpiredProducersPruned(t *testing.T) {
 	// Producer 1's lease expires on both etcds.
 	if !testenv.Eventually(30*time.Second, func() bool {
 		for _, m := range []*metadata.Client{direct, meta} {
-			if v, err := m.ReadProducer(ctx, gone, 0, "idem", []int32{0}); err != nil {
+			if v, err := m.ReadProducer(ctx, gone, 0, false, "idem", []int32{0}); err != nil {
 				t.Fatal(err)
 			} else if _, known := v.Epoch(); known {
 				return false

@@ -110,9 +110,9 @@ func (s *Sequencer) pruneProducers(ctx context.Context, st *state) {
 
 // collect takes first and every commit already waiting, up to
 // MaxBatchBytes and MaxTopicCompares topics; a commit that does not fit is
-// carried to the next batch. While the batch lacks an ingest node that
-// committed in an earlier tick (see awaited), it waits for more, until
-// Gather after the batch's first arrival (see Config.Gather).
+// carried to the next batch. While an ingest node whose next commit is due
+// has none in the batch (see awaited), it waits for more, until Gather
+// after the batch's first arrival (see Config.Gather).
 func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batch []*request, carry *request) {
 	batch = []*request{first}
 	size := first.size
@@ -120,12 +120,11 @@ func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batc
 	for _, a := range first.appends {
 		topics[a.Topic] = true
 	}
-	now := time.Now()
 	in := map[string]bool{first.source: true}
 	earliest := first.arrived
 	defer func() {
 		for _, r := range batch {
-			tm.sources[r.source] = r.arrived
+			tm.sources[r.source] = tm.sources[r.source].commit(r.arrived)
 		}
 	}()
 	var gather *time.Timer
@@ -141,8 +140,7 @@ func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batc
 		default:
 		}
 		if r == nil {
-			missing := s.cfg.Gather > 0 && awaited(tm.sources, in, now, earliest.Add(-s.cfg.Gather))
-			if !missing {
+			if s.cfg.Gather <= 0 || !awaited(tm.sources, in, earliest, time.Now()) {
 				return batch, nil
 			}
 			if gather == nil {
@@ -174,20 +172,43 @@ func (s *Sequencer) collect(ctx context.Context, tm *term, first *request) (batc
 	}
 }
 
-// awaited reports whether a source (an ingest node) that last committed
-// within sourceActive of now, but before since (a Gather before the
-// batch's first arrival: an earlier tick), has no commit in the batch,
-// in. A source whose last commit is more recent went into the previous
-// batch of this same tick, or flushes faster than Gather (by size, not
-// linger), so waiting for it would only delay the batch. Sources silent
-// for longer than sourceActive are forgotten.
-func awaited(sources map[string]time.Time, in map[string]bool, now, since time.Time) bool {
+// source is an ingest node's commit rhythm: its last commit's arrival and
+// the time between its last two (its linger, when it flushes on ticks).
+type source struct {
+	last   time.Time
+	period time.Duration
+}
+
+// commit records a commit of the source arriving at at.
+func (src *source) commit(at time.Time) *source {
+	if src == nil {
+		return &source{last: at}
+	}
+	if d := at.Sub(src.last); d > 0 {
+		src.last, src.period = at, d
+	}
+	return src
+}
+
+// awaited reports whether an ingest node (a source) that is not in the
+// batch (in) is due to commit: between half and one and a half of its
+// period after its last commit, counted at the batch's first arrival
+// (earliest). So a batch waits for the nodes flushing on the same tick
+// and not for those whose commit of this tick went into the previous batch
+// (a slow PUT made them late), that skipped a tick (no records), or whose
+// rhythm is unknown yet. Sources silent for sourceForget and three periods
+// are forgotten; commits naming no node ("") are never awaited.
+func awaited(sources map[string]*source, in map[string]bool, earliest, now time.Time) bool {
 	missing := false
-	for src, last := range sources {
-		switch {
-		case now.Sub(last) > sourceActive:
-			delete(sources, src)
-		case src != "" && !in[src] && last.Before(since):
+	for name, src := range sources {
+		if now.Sub(src.last) > max(sourceForget, 3*src.period) {
+			delete(sources, name)
+			continue
+		}
+		if name == "" || in[name] || src.period <= 0 {
+			continue
+		}
+		if e := earliest.Sub(src.last); e >= src.period/2 && e <= src.period+src.period/2 {
 			missing = true
 		}
 	}

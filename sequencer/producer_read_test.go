@@ -46,7 +46,7 @@ func TestReadProducerFromLeaderMemory(t *testing.T) {
 	}
 	before := s.Stats().ProducerReads
 	for p := range int32(partitions) {
-		v, err := c.ReadProducer(ctx, prod.ID, prod.Epoch, "wide", []int32{p})
+		v, err := c.ReadProducer(ctx, prod.ID, prod.Epoch, false, "wide", []int32{p})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +98,7 @@ func TestReadProducerNewEpoch(t *testing.T) {
 			reads := func() int64 { return s.Stats().ProducerReads }
 			read := func(id int64, epoch int32) *metadata.ProducerView {
 				t.Helper()
-				v, err := c.ReadProducer(ctx, id, epoch, "idem", []int32{0, 1})
+				v, err := c.ReadProducer(ctx, id, epoch, false, "idem", []int32{0, 1})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -38,12 +38,12 @@ func (s rpcServer) Commit(ctx context.Context, req *connect.Request[varvev1.Sequ
 
 func (s rpcServer) ReadProducer(ctx context.Context, req *connect.Request[varvev1.SequencerServiceReadProducerRequest]) (*connect.Response[varvev1.SequencerServiceReadProducerResponse], error) {
 	m := req.Msg
-	v, err := s.svc.ReadProducer(ctx, m.GetProducerId(), m.GetEpoch(), m.GetTopic(), m.GetPartitions())
+	v, err := s.svc.ReadProducer(ctx, m.GetProducerId(), m.GetEpoch(), m.GetFresh(), m.GetTopic(), m.GetPartitions())
 	if err != nil {
 		return nil, toConnect(err)
 	}
 	epoch, known := v.Epoch()
-	out := &varvev1.SequencerServiceReadProducerResponse{Known: known, Epoch: epoch}
+	out := &varvev1.SequencerServiceReadProducerResponse{Known: known, Epoch: epoch, Held: v.Held()}
 	for _, p := range m.GetPartitions() {
 		st := v.State(p)
 		if st == nil {
@@ -115,8 +115,8 @@ func (c rpcClient) Commit(ctx context.Context, commitID string, appends []metada
 	return resultsFromProto(resp.Msg.GetResults()), nil
 }
 
-func (c rpcClient) ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error) {
-	resp, err := c.c.ReadProducer(ctx, connect.NewRequest(&varvev1.SequencerServiceReadProducerRequest{ProducerId: id, Epoch: epoch, Topic: topic, Partitions: partitions}))
+func (c rpcClient) ReadProducer(ctx context.Context, id int64, epoch int32, fresh bool, topic string, partitions []int32) (*metadata.ProducerView, error) {
+	resp, err := c.c.ReadProducer(ctx, connect.NewRequest(&varvev1.SequencerServiceReadProducerRequest{ProducerId: id, Epoch: epoch, Fresh: fresh, Topic: topic, Partitions: partitions}))
 	if err != nil {
 		return nil, fromConnect(err)
 	}
@@ -128,7 +128,7 @@ func (c rpcClient) ReadProducer(ctx context.Context, id int64, epoch int32, topi
 		}
 		states[ps.GetPartition()] = st
 	}
-	return metadata.NewProducerView(id, topic, resp.Msg.GetKnown(), resp.Msg.GetEpoch(), states), nil
+	return metadata.NewProducerView(id, topic, resp.Msg.GetKnown(), resp.Msg.GetEpoch(), states).WithHeld(resp.Msg.GetHeld()), nil
 }
 
 func appendsToProto(appends []metadata.Append) []*varvev1.SequencerBlock {

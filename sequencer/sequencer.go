@@ -26,7 +26,7 @@ var ErrNotLeader = seqlog.ErrNotLeader
 // API. *Sequencer implements it in-process; an RPC client will too.
 type Service interface {
 	Commit(ctx context.Context, commitID string, appends []metadata.Append) ([]metadata.AppendResult, error)
-	ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error)
+	ReadProducer(ctx context.Context, id int64, epoch int32, fresh bool, topic string, partitions []int32) (*metadata.ProducerView, error)
 }
 
 var _ Service = (*Sequencer)(nil)
@@ -39,14 +39,15 @@ type Config struct {
 	// (default 5 s).
 	TTL time.Duration
 	// Gather is how long, at most, a batch waits for the commits of the
-	// other ingest nodes that committed within the last second (sources,
-	// named by the node in the commit id: tier.FlushKeyNode). Ingest nodes
-	// seal their files at the same wall-clock ticks, so their commits
-	// arrive within a store PUT's jitter of each other; gathered, every
-	// node's flush of a tick is one batch and one etcd write. Counted from
-	// the batch's first commit's arrival; commits that arrived while the
-	// previous batch was written join without waiting, and a lone ingest
-	// node never waits. Default DefaultGather; negative: never wait.
+	// other ingest nodes whose next commit is due (sources, named by the
+	// node in the commit id: tier.FlushKeyNode; due by the rhythm of their
+	// last commits, see awaited). Ingest nodes seal their files at the same
+	// wall-clock ticks, so their commits arrive within a store PUT's jitter
+	// of each other; gathered, every node's flush of a tick is one batch
+	// and one etcd write. Counted from the batch's first commit's arrival;
+	// commits that arrived while the previous batch was written join
+	// without waiting, and a lone ingest node never waits. Default
+	// DefaultGather; negative: never wait.
 	Gather time.Duration
 	// MaxBatchBytes bounds a batch's estimated record size (default 1 MiB,
 	// below etcd's 1.5 MiB request limit).
@@ -78,9 +79,9 @@ type Config struct {
 // same-zone PUT's jitter, small beside an ingest node's linger.
 const DefaultGather = 10 * time.Millisecond
 
-// sourceActive is how recently a source must have committed for a batch
-// to wait for it.
-const sourceActive = time.Second
+// sourceForget is how long, at least, a silent source is remembered (and
+// three of its periods).
+const sourceForget = time.Second
 
 // DefaultDedupeWindow is Config.DedupeWindow's default: 2 minutes, as the
 // direct path's guards.
@@ -132,8 +133,8 @@ type term struct {
 	st   *state
 	reqs chan *request // unbuffered: a send succeeds only if the loop takes it
 	done chan struct{}
-	// sources is when each ingest node last committed; the loop's own.
-	sources map[string]time.Time
+	// sources is each ingest node's commit rhythm; the loop's own.
+	sources map[string]*source
 }
 
 type request struct {
@@ -221,7 +222,7 @@ func (s *Sequencer) runTerm(ctx context.Context, t *seqlog.Term) {
 		s.cfg.Logger.Warn("sequencer recovery failed; resigning", "term", t.Number(), "err", err)
 		return
 	}
-	tm := &term{t: t, st: st, reqs: make(chan *request), done: make(chan struct{}), sources: map[string]time.Time{}}
+	tm := &term{t: t, st: st, reqs: make(chan *request), done: make(chan struct{}), sources: map[string]*source{}}
 	s.mu.Lock()
 	s.cur = tm
 	s.mu.Unlock()
@@ -300,25 +301,33 @@ func estimate(id string, appends []metadata.Append) int {
 }
 
 // ReadProducer returns producer id's identity and its states on partitions
-// of topic as the leader holds them. The identity is the one the leader
-// holds when it read it from etcd within infoMaxAge, found the producer
-// known, and epoch (the requesting batch's) is not newer than the one it
-// holds; otherwise it is read from etcd now. So a producer's batches cost
-// no etcd read per partition, while a new epoch issued since the leader's
-// read (InitProducer again) is reread rather than refused as never
-// issued, and a producer the leader does not hold, or holds as unknown, is
-// never answered unknown from memory. An older epoch answered from memory
-// is fenced, as it would be after a read; either way the commit's fence
-// (decide.go, load.go) is the authority.
-func (s *Sequencer) ReadProducer(ctx context.Context, id int64, epoch int32, topic string, partitions []int32) (*metadata.ProducerView, error) {
+// of topic as the leader holds them. Unless fresh, the identity is the one
+// the leader holds (the view is then Held) when it read it from etcd
+// within infoMaxAge, found the producer known, epoch (the requesting
+// batch's) is not newer than the one it holds, and the producer committed
+// within half its state TTL (so its lease, refreshed at each commit,
+// cannot have expired); otherwise it is read from etcd now. So a
+// producer's batches cost no etcd read per partition, while a new epoch
+// issued since the leader's read (InitProducer again) is reread rather
+// than refused as never issued, and a producer the leader does not hold,
+// or holds as unknown, is never answered unknown from memory. A held view
+// may still be stale (an epoch bumped since): the ingest node only
+// accepts batches on it, which the commit's fence (decide.go, load.go)
+// decides, and asks again with fresh before it refuses a batch or answers
+// it as a duplicate.
+func (s *Sequencer) ReadProducer(ctx context.Context, id int64, epoch int32, fresh bool, topic string, partitions []int32) (*metadata.ProducerView, error) {
 	s.mu.Lock()
 	tm := s.cur
 	s.mu.Unlock()
 	if tm == nil {
 		return nil, fmt.Errorf("read producer %d: %w", id, ErrNotLeader)
 	}
-	info, ok := tm.st.heldInfo(id, epoch, time.Now())
-	if !ok {
+	var info seqlog.ProducerInfo
+	held := false
+	if !fresh {
+		info, held = tm.st.heldInfo(id, epoch, time.Now())
+	}
+	if !held {
 		infos, _, err := s.log.LoadProducers(ctx, []int64{id}, nil)
 		s.recordProducerRead()
 		if err != nil {
@@ -327,7 +336,7 @@ func (s *Sequencer) ReadProducer(ctx context.Context, id int64, epoch int32, top
 		info = infos[id]
 	}
 	states := tm.st.producerStates(id, topic, partitions)
-	return metadata.NewProducerView(id, topic, info.Known, info.Epoch, states), nil
+	return metadata.NewProducerView(id, topic, info.Known, info.Epoch, states).WithHeld(held), nil
 }
 
 // isRetriable reports whether a client should retry err against the

@@ -35,6 +35,9 @@ type producer struct {
 	info     seqlog.ProducerInfo
 	infoRev  int64
 	loadedAt time.Time // zero: never read in this term
+	// activeAt is when a batch of the producer was last written in this
+	// term (its lease refreshed then); zero: none.
+	activeAt time.Time
 	states   map[tp]*metadata.ProducerState
 }
 
@@ -83,13 +86,16 @@ func (s *state) producer(id int64) *producer {
 
 // heldInfo returns producer id's identity as the leader holds it, if it can
 // answer a batch of epoch (see Sequencer.ReadProducer): read from etcd in
-// this term no longer than infoMaxAge before now, known, and of an epoch
-// not older than epoch.
+// this term no longer than infoMaxAge before now, known, of an epoch not
+// older than epoch, and written in a batch within half its state TTL (its
+// lease, refreshed after each batch, cannot have expired: etcd's deletion
+// of an expired producer has no revision the leader could compare).
 func (s *state) heldInfo(id int64, epoch int32, now time.Time) (seqlog.ProducerInfo, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	p := s.producers[id]
-	if p == nil || p.loadedAt.IsZero() || now.Sub(p.loadedAt) > infoMaxAge || !p.info.Known || epoch > p.info.Epoch {
+	if p == nil || p.loadedAt.IsZero() || now.Sub(p.loadedAt) > infoMaxAge || !p.info.Known || epoch > p.info.Epoch ||
+		p.activeAt.IsZero() || now.Sub(p.activeAt) > p.info.TTL/2 {
 		return seqlog.ProducerInfo{}, false
 	}
 	return p.info, true

@@ -572,7 +572,11 @@ type SequencerServiceReadProducerRequest struct {
 	// The epoch the producer's request carries. The leader answers from the
 	// identity it holds unless that is older than this epoch (or too old,
 	// or absent): then it rereads the identity from etcd.
-	Epoch         int32 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch int32 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// fresh: read the identity from etcd now, never from what the leader
+	// holds (an ingest node asks again so before it refuses a batch or
+	// answers it as a duplicate on a held identity).
+	Fresh         bool `protobuf:"varint,5,opt,name=fresh,proto3" json:"fresh,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -633,6 +637,13 @@ func (x *SequencerServiceReadProducerRequest) GetEpoch() int32 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *SequencerServiceReadProducerRequest) GetFresh() bool {
+	if x != nil {
+		return x.Fresh
+	}
+	return false
 }
 
 // SequencerRecentBatch is a committed batch a retry may duplicate.
@@ -771,7 +782,11 @@ type SequencerServiceReadProducerResponse struct {
 	Known bool  `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
 	Epoch int32 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The partitions the producer has a state on, of those asked.
-	States        []*SequencerProducerState `protobuf:"bytes,3,rep,name=states,proto3" json:"states,omitempty"`
+	States []*SequencerProducerState `protobuf:"bytes,3,rep,name=states,proto3" json:"states,omitempty"`
+	// held: the identity is the one the leader holds, not read from etcd
+	// for this request; it may be stale (a newer epoch issued, the producer
+	// expired), so it only accepts a batch.
+	Held          bool `protobuf:"varint,4,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -827,6 +842,13 @@ func (x *SequencerServiceReadProducerResponse) GetStates() []*SequencerProducerS
 	return nil
 }
 
+func (x *SequencerServiceReadProducerResponse) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
+}
+
 var File_varve_v1_sequencer_proto protoreflect.FileDescriptor
 
 const file_varve_v1_sequencer_proto_rawDesc = "" +
@@ -866,7 +888,7 @@ const file_varve_v1_sequencer_proto_rawDesc = "" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x124\n" +
 	"\arefusal\x18\x03 \x01(\v2\x1a.varve.v1.SequencerRefusalR\arefusal\"Z\n" +
 	"\x1eSequencerServiceCommitResponse\x128\n" +
-	"\aresults\x18\x01 \x03(\v2\x1e.varve.v1.SequencerBlockResultR\aresults\"\x92\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.varve.v1.SequencerBlockResultR\aresults\"\xa8\x01\n" +
 	"#SequencerServiceReadProducerRequest\x12\x1f\n" +
 	"\vproducer_id\x18\x01 \x01(\x03R\n" +
 	"producerId\x12\x14\n" +
@@ -874,7 +896,8 @@ const file_varve_v1_sequencer_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x03 \x03(\x05R\n" +
 	"partitions\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x05R\x05epoch\"g\n" +
+	"\x05epoch\x18\x04 \x01(\x05R\x05epoch\x12\x14\n" +
+	"\x05fresh\x18\x05 \x01(\bR\x05fresh\"g\n" +
 	"\x14SequencerRecentBatch\x12%\n" +
 	"\x0efirst_sequence\x18\x01 \x01(\x05R\rfirstSequence\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\x03R\x04base\x12\x14\n" +
@@ -883,11 +906,12 @@ const file_varve_v1_sequencer_proto_rawDesc = "" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x05R\x05epoch\x12#\n" +
 	"\rnext_sequence\x18\x03 \x01(\x05R\fnextSequence\x126\n" +
-	"\x06recent\x18\x04 \x03(\v2\x1e.varve.v1.SequencerRecentBatchR\x06recent\"\x8c\x01\n" +
+	"\x06recent\x18\x04 \x03(\v2\x1e.varve.v1.SequencerRecentBatchR\x06recent\"\xa0\x01\n" +
 	"$SequencerServiceReadProducerResponse\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x05R\x05epoch\x128\n" +
-	"\x06states\x18\x03 \x03(\v2 .varve.v1.SequencerProducerStateR\x06states*\xa1\x03\n" +
+	"\x06states\x18\x03 \x03(\v2 .varve.v1.SequencerProducerStateR\x06states\x12\x12\n" +
+	"\x04held\x18\x04 \x01(\bR\x04held*\xa1\x03\n" +
 	"\x14SequencerRefusalCode\x12&\n" +
 	"\"SEQUENCER_REFUSAL_CODE_UNSPECIFIED\x10\x00\x12*\n" +
 	"&SEQUENCER_REFUSAL_CODE_TOPIC_NOT_FOUND\x10\x01\x121\n" +
