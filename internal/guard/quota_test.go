@@ -16,9 +16,18 @@ import (
 	"github.com/varve-io/varve/sdk"
 )
 
-// TestProduceQuota: a principal limited to 1 MiB/s is held to it over 10 s
-// while another, unlimited, is not slowed to it. It measures and reports;
-// the bounds are generous except the limit itself (+10 %).
+// TestProduceQuota: a principal limited to 1 MiB/s is held to it while
+// another, unlimited, is not.
+//
+// Nothing in it depends on how fast the machine is (a loaded CI runner
+// stretches every round trip): the limit is checked as an invariant of
+// every acknowledgment (bytes acknowledged by t never exceed the burst
+// plus the rate times t, +10 %), which load can only make easier; the
+// limited producer's own rate is compared with that of an unlimited
+// producer with the same settings over the same interval (the quota, not
+// the machine, must be what holds it below 1 MiB/s); and the unlimited
+// principal is shown exempt by sending 5 MiB at once without a refusal.
+// Speed targets are the benchmarks' business.
 func TestProduceQuota(t *testing.T) {
 	const rate = 1 << 20
 	n, a := securedNode(t, nil, nil, func(c *node.Config) {
@@ -36,86 +45,164 @@ func TestProduceQuota(t *testing.T) {
 
 	// Requests over the quota are held (throttled, as a Kafka broker
 	// delays its answer) up to a second; what would wait longer is
-	// answered RESOURCE_EXHAUSTED with a retry delay: 5 MiB at once.
-	c := sdk.New(n.Addr(), sdk.WithToken(burst))
-	defer c.Close()
-	errs := make(chan error, 20)
-	for range 20 {
-		big := make([]byte, 256<<10)
-		cryptorand.Read(big)
-		go func() {
-			_, err := c.Produce(ctx, "lim", []sdk.Record{{Topic: "lim", Value: big}})
-			errs <- err
-		}()
-	}
-	var err error
-	refused := 0
-	for range 20 {
-		if e := <-errs; e != nil {
-			if connect.CodeOf(e) != connect.CodeResourceExhausted {
-				t.Fatalf("5 MiB at once from a 1 MiB/s principal: %v, want resource_exhausted", e)
-			}
-			err = e
-			refused++
+	// answered RESOURCE_EXHAUSTED with a retry delay: 5 MiB at once
+	// (20 requests, built first and then sent together). The same 5 MiB
+	// from the unlimited principal are all served.
+	atOnce := func(tok, topic string) (refused int, last error) {
+		c := sdk.New(n.Addr(), sdk.WithToken(tok))
+		defer c.Close()
+		values := make([][]byte, 20)
+		for i := range values {
+			values[i] = make([]byte, 256<<10)
+			cryptorand.Read(values[i])
 		}
+		start := make(chan struct{})
+		errs := make(chan error, len(values))
+		for _, v := range values {
+			go func() {
+				<-start
+				_, err := c.Produce(ctx, topic, []sdk.Record{{Topic: topic, Value: v}})
+				errs <- err
+			}()
+		}
+		close(start)
+		for range values {
+			if e := <-errs; e != nil {
+				if connect.CodeOf(e) != connect.CodeResourceExhausted {
+					t.Fatalf("5 MiB at once from %s: %v, want resource_exhausted", topic, e)
+				}
+				last = e
+				refused++
+			}
+		}
+		return refused, last
 	}
+	refused, err := atOnce(burst, "lim")
 	if refused == 0 || refused == 20 {
 		t.Fatalf("5 MiB at once from a 1 MiB/s principal: %d of 20 requests refused, want some (those past a second of throttling)", refused)
 	}
 	if d, ok := sdk.RetryDelay(err); !ok || d <= 0 {
 		t.Fatalf("no RetryInfo in %v", err)
 	}
-	t.Logf("over quota: %v", err)
+	t.Logf("over quota: %d of 20 refused, last: %v", refused, err)
+	if refused, err := atOnce(free, "free"); refused > 0 {
+		t.Fatalf("5 MiB at once from the unlimited principal: %d of 20 requests refused: %v", refused, err)
+	}
 
-	const window = 10 * time.Second
-	// Incompressible values, each its own: the quota counts request bytes
-	// as sent, and the SDK sends zstd-compressed batches (Kafka's quotas
-	// count wire bytes too).
-	const valueBytes = 4 << 10
-	run := func(tok, topic string, batch int) (acked *atomic.Int64, wait func()) {
+	// The limited principal produces 8 MiB of incompressible values, each
+	// its own (the quota counts request bytes as sent, and the SDK sends
+	// zstd-compressed batches, as Kafka's quotas count wire bytes), while
+	// the unlimited one produces the same way until they are acknowledged.
+	// Small batches (the quota is enforced per request), five in flight:
+	// 640 KiB, less than the second of throttling a request may wait, so
+	// none is refused.
+	const (
+		total      = 8 << 20
+		valueBytes = 4 << 10
+		batchBytes = 128 << 10
+		burstBytes = rate / 10 // the quota's burst: a tenth of a second
+	)
+	type run struct {
+		acked  atomic.Int64 // value bytes
+		failed atomic.Int64 // records
+		first  atomic.Value // error
+	}
+	producer := func(tok string) (*sdk.Producer, func()) {
 		cl := sdk.New(n.Addr(), sdk.WithToken(tok))
-		p := cl.NewProducer(sdk.ProducerOptions{MaxBatchBytes: batch, MaxBufferedBytes: int64(16 * batch), Retries: 100000})
-		acked = new(atomic.Int64)
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			end := time.Now().Add(window)
-			for time.Now().Before(end) {
-				value := make([]byte, valueBytes)
-				cryptorand.Read(value)
-				p.Produce(ctx, sdk.Record{Topic: topic, Value: value}, func(_ sdk.Record, err error) {
-					if err == nil && time.Now().Before(end) {
-						acked.Add(valueBytes)
-					}
-				})
-			}
-		}()
-		return acked, func() {
-			wg.Wait()
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		p := cl.NewProducer(sdk.ProducerOptions{MaxBatchBytes: batchBytes, MaxBufferedBytes: 16 * batchBytes, Retries: 100000})
+		return p, func() {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
-			_ = p.Close(cctx)
+			if err := p.Close(cctx); err != nil {
+				t.Errorf("closing a producer: %v", err)
+			}
 			cl.Close()
 		}
 	}
-	// The limited producer sends small batches (the quota is enforced per
-	// request), the free one large ones (one batch in flight per topic).
-	limAcked, limWait := run(limited, "lim", 64<<10)
-	freeAcked, freeWait := run(free, "free", 1<<20)
-	limWait()
-	freeWait()
-	limRate := float64(limAcked.Load()) / window.Seconds()
-	freeRate := float64(freeAcked.Load()) / window.Seconds()
-	t.Logf("over %v: limited principal %.3f MiB/s (quota 1 MiB/s), unlimited principal %.3f MiB/s", window, limRate/rate, freeRate/rate)
-	if limRate > 1.10*rate {
-		t.Errorf("limited principal produced %.3f MiB/s, more than 1 MiB/s + 10 %%", limRate/rate)
+	var lim, unl run
+	limP, limClose := producer(limited)
+	freeP, freeClose := producer(free)
+	record := func(r *run, err error) bool {
+		if err != nil {
+			if r.failed.Add(1) == 1 {
+				r.first.Store(err)
+			}
+			return false
+		}
+		return true
 	}
-	if limRate < 0.5*rate {
-		t.Errorf("limited principal produced only %.3f MiB/s of its 1 MiB/s", limRate/rate)
+	var (
+		mu       sync.Mutex
+		overs    int           // acknowledgments past the limit
+		worst    float64       // the largest acked ÷ allowed
+		end      time.Duration // when the limited producer's last record was acknowledged
+		freeBy   int64         // what the unlimited principal had acknowledged then
+		stopFree atomic.Bool
+	)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for sent := 0; sent < total; sent += valueBytes {
+			value := make([]byte, valueBytes)
+			cryptorand.Read(value)
+			limP.Produce(ctx, sdk.Record{Topic: "lim", Value: value}, func(_ sdk.Record, err error) {
+				if !record(&lim, err) {
+					return
+				}
+				el := time.Since(t0)
+				acked := lim.acked.Add(valueBytes)
+				allowed := burstBytes + 1.10*rate*el.Seconds()
+				mu.Lock()
+				defer mu.Unlock()
+				worst = max(worst, float64(acked)/allowed)
+				if float64(acked) > allowed {
+					overs++
+				}
+				if acked == total {
+					end, freeBy = el, unl.acked.Load()
+					stopFree.Store(true)
+				}
+			})
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for !stopFree.Load() && lim.failed.Load() == 0 {
+			value := make([]byte, valueBytes)
+			cryptorand.Read(value)
+			freeP.Produce(ctx, sdk.Record{Topic: "free", Value: value}, func(_ sdk.Record, err error) {
+				if record(&unl, err) {
+					unl.acked.Add(valueBytes)
+				}
+			})
+		}
+	}()
+	// The unlimited producer stops when the limited one's last record is
+	// acknowledged (or one failed).
+	wg.Wait()
+	limClose()
+	freeClose()
+	for name, r := range map[string]*run{"limited": &lim, "unlimited": &unl} {
+		if n := r.failed.Load(); n > 0 {
+			t.Fatalf("%d records of the %s principal failed, first: %v", n, name, r.first.Load())
+		}
 	}
-	if freeRate < 3*rate {
-		t.Errorf("unlimited principal produced only %.3f MiB/s: slowed by the other's quota?", freeRate/rate)
+	mu.Lock()
+	defer mu.Unlock()
+	limRate := float64(total) / end.Seconds()
+	freeRate := float64(freeBy) / end.Seconds()
+	t.Logf("limited principal: 8 MiB in %v, %.3f MiB/s (quota 1 MiB/s), at most %.3f of what the quota allows +10 %%; unlimited principal meanwhile: %.3f MiB/s",
+		end.Round(time.Millisecond), limRate/rate, worst, freeRate/rate)
+	if overs > 0 {
+		t.Errorf("limited principal over its quota: %d acknowledgments past 0.1 MiB + 1.1 MiB/s since the start (up to %.3f times that)", overs, worst)
+	}
+	// Not held below its rate: at least half of it, or of what the
+	// unlimited producer got meanwhile when that is less (a loaded
+	// machine).
+	if want := 0.5 * min(rate, freeRate); limRate < want {
+		t.Errorf("limited principal produced only %.3f MiB/s, want at least half of 1 MiB/s or of the unlimited principal's %.3f MiB/s", limRate/rate, freeRate/rate)
 	}
 }
 
