@@ -401,8 +401,9 @@ func specName(s varvev1.OffsetSpec) string {
 
 // Tail follows one partition from offset (or OffsetEarliest, OffsetLatest)
 // over the server-streaming Subscribe RPC and calls fn with each batch of
-// records as it is committed, in order, from this goroutine. It reconnects
-// from the next offset after retriable failures. It returns fn's error, the
+// records as it is committed, in order, from this goroutine; once ctx is
+// done (fn may cancel it) fn is not called again. It reconnects from the
+// next offset after retriable failures. It returns fn's error, the
 // stream's first non-retriable error, or ctx's error once ctx is done.
 func (c *Client) Tail(ctx context.Context, topic string, partition int32, offset int64, fn func([]Record) error) error {
 	var err error
@@ -460,6 +461,11 @@ func (c *Client) tailOnce(ctx context.Context, topic string, partition int32, of
 			*offset = m.GetNextOffset()
 		}
 		if len(recs) > 0 {
+			if ctx.Err() != nil {
+				// Done (fn may have cancelled it): a message already
+				// received is not delivered.
+				return got, ctx.Err()
+			}
 			if err := fn(recs); err != nil {
 				return got, &callbackError{err}
 			}
