@@ -47,15 +47,7 @@ func (r *Reader) fromOwnersObject(ctx context.Context, owner Peer, object string
 		return l, nil
 	}
 	if r.remote.wasRead(object) {
-		if r.tiers.owners.Suspected(owner.ID) {
-			// The ask failed and suspected the owner after this caller
-			// chose it: read it here, as the failed ask's callers did.
-			r.tiers.miss(ctx, TierPeer)
-			return r.ownedBlock(ctx, object, off, length)
-		}
-		// Answered already; this block was evicted since, or was not in
-		// the answer.
-		return r.fromPeer(ctx, owner, object, off, length)
+		return r.afterAsked(ctx, owner, object, off, length)
 	}
 	ch := r.remote.sf.DoChan(object, func() (any, error) {
 		return r.askObject(ctx, owner, object)
@@ -82,10 +74,12 @@ func (r *Reader) fromOwnersObject(ctx context.Context, owner Peer, object string
 		// not decode: the block's own read says why.
 		return r.fromPeer(ctx, owner, object, off, length)
 	case errors.Is(err, errReadWhole):
+		// Asked by an earlier call that ended after this caller missed
+		// the memory tier.
 		if l, ok := r.fromMemory(ctx, object, off, length); ok {
 			return l, nil
 		}
-		return r.fromPeer(ctx, owner, object, off, length)
+		return r.afterAsked(ctx, owner, object, off, length)
 	case errors.Is(err, ErrNotWhole):
 		return r.fromPeer(ctx, owner, object, off, length)
 	case ctx.Err() != nil:
@@ -95,6 +89,18 @@ func (r *Reader) fromOwnersObject(ctx context.Context, owner Peer, object string
 	// fromPeer does (the failure is logged and the owner suspected).
 	r.tiers.miss(ctx, TierPeer)
 	return r.ownedBlock(ctx, object, off, length)
+}
+
+// afterAsked serves a block of an object its owner was asked for already:
+// from the bucket when the ask failed and suspected the owner after this
+// caller chose it (as the failed ask's callers were), else from the owner
+// alone (the block was evicted since, or was not in the answer).
+func (r *Reader) afterAsked(ctx context.Context, owner Peer, object string, off, length int64) (loaded, error) {
+	if r.tiers.owners.Suspected(owner.ID) {
+		r.tiers.miss(ctx, TierPeer)
+		return r.ownedBlock(ctx, object, off, length)
+	}
+	return r.fromPeer(ctx, owner, object, off, length)
 }
 
 // askObject asks owner for every block of object and caches them all. It

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/varve-io/varve/blockcache"
@@ -155,5 +156,45 @@ func TestRememberedObjectsAreBounded(t *testing.T) {
 	mem.PutEncoded("partial", 8, make([]byte, 40), 1, 10)
 	if _, ok := mem.ObjectBlocks("partial"); ok {
 		t.Fatal("an object with an uncached block was answered whole")
+	}
+}
+
+// TestOwnerDeadConcurrentReaders: many concurrent readers of the blocks of
+// objects whose owner is gone ask it for each object at most once and never
+// for a block: a reader that joins after the failed ask (it missed the
+// memory tier before the ask ended) reads the bucket too, as the ask's own
+// callers did, instead of asking the suspected owner for its block.
+func TestOwnerDeadConcurrentReaders(t *testing.T) {
+	fs := newFS(t)
+	const objects, blocks = 4, 64
+	var keys []string
+	var all [][]metadata.IndexEntry
+	for i := range objects {
+		key := flushKey("b", uint64(i+1))
+		keys = append(keys, key)
+		all = append(all, writeSegment(t, fs, key, blocks, 2))
+	}
+	ctx := context.Background()
+	for round := range 200 {
+		rec := tier.NewRecorder(fs)
+		fetchers, peers := cluster(rec, 64<<20, "a", "b")
+		peers.mu.Lock()
+		delete(peers.nodes, "addr-b")
+		peers.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, entries := range all {
+			for p, e := range entries {
+				wg.Go(func() {
+					recs, err := fetchers[0].Block(ctx, e)
+					if err != nil || len(recs) != 2 {
+						t.Errorf("block of partition %d: %d records, %v", p, len(recs), err)
+					}
+				})
+			}
+		}
+		wg.Wait()
+		if peers.calls != 0 || peers.objects > objects {
+			t.Fatalf("round %d: %d GetBlock and %d GetObject calls to the dead owner, want none and at most %d", round, peers.calls, peers.objects, objects)
+		}
 	}
 }
