@@ -28,6 +28,12 @@ type Client struct {
 	MaxCommitTime time.Duration
 
 	retries atomic.Int64
+	// leader is the id of the leader the last call reached (nil: read it
+	// from etcd at the next call). A call that fails retriably forgets it:
+	// the leader may have changed, and the next attempt reads etcd again.
+	leader atomic.Pointer[string]
+	// leaderOf reads the leader's id from etcd (a test counts the reads).
+	leaderOf func(context.Context) (string, error)
 }
 
 // CommitRetries counts the calls made again after a retriable failure
@@ -37,7 +43,9 @@ func (c *Client) CommitRetries() int64 { return c.retries.Load() }
 // NewClient returns a client over meta's etcd that reaches leaders
 // through dial.
 func NewClient(meta *metadata.Client, dial Dialer) *Client {
-	return &Client{meta: meta, log: seqlog.New(meta), dial: dial, MaxCommitTime: 60 * time.Second}
+	c := &Client{meta: meta, log: seqlog.New(meta), dial: dial, MaxCommitTime: 60 * time.Second}
+	c.leaderOf = c.log.Leader
+	return c
 }
 
 // Commit sends the flush to the leader and waits for its batch to be
@@ -120,14 +128,35 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 	}
 }
 
+// once makes one call on the leader.
+//
+// The leader's id is read from etcd once and kept while calls to it
+// succeed (an etcd read per commit from every ingest node was most of
+// etcd's reads); a node that no longer leads refuses the call (ErrNotLeader
+// or, for a deposed leader that does not know it yet, seqlog.ErrStale when
+// its term's write is fenced), so a kept id is never trusted for more than
+// routing.
 func (c *Client) once(ctx context.Context, call func(context.Context, Service) error) error {
-	id, err := c.log.Leader(ctx)
-	if err != nil {
-		return err
+	kept := c.leader.Load()
+	var id string
+	if kept != nil {
+		id = *kept
+	} else {
+		var err error
+		if id, err = c.leaderOf(ctx); err != nil {
+			return err
+		}
+		kept = &id
+		c.leader.Store(kept)
 	}
 	svc, err := c.dial(ctx, id)
 	if err != nil {
-		return fmt.Errorf("%w: dial sequencer %s: %w", ErrNotLeader, id, err)
+		err = fmt.Errorf("%w: dial sequencer %s: %w", ErrNotLeader, id, err)
+	} else {
+		err = call(ctx, svc)
 	}
-	return call(ctx, svc)
+	if err != nil && isRetriable(err) {
+		c.leader.CompareAndSwap(kept, nil)
+	}
+	return err
 }
