@@ -91,12 +91,17 @@ func (c *Memory) Get(object string, off int64) ([]segment.Record, bool) {
 // block only ever shipped as stored (Stored) is never decoded. Its size
 // counts both forms from the start. An entry already cached is kept.
 func (c *Memory) PutEncoded(object string, off int64, stored []byte, records, rawBytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putEncodedLocked(object, off, stored, records, rawBytes)
+}
+
+// putEncodedLocked is PutEncoded with c.mu held.
+func (c *Memory) putEncodedLocked(object string, off int64, stored []byte, records, rawBytes int64) {
 	size := rawBytes + 128 + int64(len(stored)) + 96*records
 	if size > c.max {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	k := blockKey{object, off}
 	if el, ok := c.items[k]; ok {
 		c.ll.MoveToFront(el)

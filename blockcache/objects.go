@@ -2,6 +2,7 @@ package blockcache
 
 import (
 	"cmp"
+	"container/list"
 	"slices"
 )
 
@@ -40,9 +41,11 @@ type layouts struct {
 // block's Stored must be its own allocation, never a window of a larger
 // buffer, so that the cache frees the blocks one by one.
 func (c *Memory) PutObject(object string, blocks []ObjectBlock) {
+	c.mu.Lock()
 	for _, b := range blocks {
-		c.PutEncoded(object, b.Offset, b.Stored, b.Records, b.RawBytes)
+		c.putEncodedLocked(object, b.Offset, b.Stored, b.Records, b.RawBytes)
 	}
+	c.mu.Unlock()
 	c.RememberObject(object, blocks)
 }
 
@@ -94,6 +97,7 @@ func (c *Memory) ObjectBlocks(object string) ([]ObjectBlock, bool) {
 		return nil, false
 	}
 	out := make([]ObjectBlock, len(spans))
+	els := make([]*list.Element, len(spans))
 	for i, s := range spans {
 		el, ok := c.items[blockKey{object, s.off}]
 		if !ok {
@@ -104,9 +108,10 @@ func (c *Memory) ObjectBlocks(object string) ([]ObjectBlock, bool) {
 			return nil, false
 		}
 		out[i] = ObjectBlock{Offset: s.off, Stored: e.stored, Records: s.records, RawBytes: s.raw}
+		els[i] = el
 	}
-	for _, s := range spans {
-		c.ll.MoveToFront(c.items[blockKey{object, s.off}])
+	for _, el := range els {
+		c.ll.MoveToFront(el)
 	}
 	return out, true
 }

@@ -395,6 +395,9 @@ func (pc *partCache) deleteKey(base int64) {
 
 // shadowed reports whether an index key entry overlaps [base, end).
 func (pc *partCache) shadowed(base, end int64) bool {
+	if n := len(pc.entries); n == 0 || pc.entries[n-1].End() <= base {
+		return false // the common case: a block after every entry
+	}
 	i, j := overlapping(pc.entries, base, end)
 	for _, x := range pc.entries[i:j] {
 		if x.Record == 0 {
@@ -458,9 +461,15 @@ func (ca *Cache) applyRecord(topics map[string]Topic, parts map[topicPartition]*
 		return
 	}
 	var touched []topicPartition
+	// A record's entries come by commit, each mostly of one topic: its
+	// liveness is looked up once per run of entries of a topic.
+	lastTopic, live := "", false
 	for _, e := range rb.Entries {
-		t, ok := topics[e.Topic]
-		if !ok || !rb.liveIn(&t) {
+		if e.Topic != lastTopic || lastTopic == "" {
+			t, ok := topics[e.Topic]
+			lastTopic, live = e.Topic, ok && rb.liveIn(&t)
+		}
+		if !live {
 			continue
 		}
 		tp := topicPartition{e.Topic, e.Partition}

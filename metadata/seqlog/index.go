@@ -28,6 +28,11 @@ func (indexDecoder) DecodeBlocks(v []byte) (*metadata.RecordBlocks, error) {
 		return nil, err
 	}
 	rb := &metadata.RecordBlocks{Batch: r.Batch, TopicIDs: r.TopicIDs}
+	n := 0
+	for _, c := range r.Commits {
+		n += len(c.Appends)
+	}
+	rb.Entries = make([]metadata.IndexEntry, 0, n)
 	named := map[string]bool{}
 	name := func(o string) {
 		if !named[o] {
