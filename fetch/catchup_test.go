@@ -2,9 +2,11 @@ package fetch_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/varve-io/varve/blockcache"
 	"github.com/varve-io/varve/fetch"
@@ -80,5 +82,87 @@ func TestTailFetchesCatchUpInsteadOfReadingTheIndex(t *testing.T) {
 				t.Fatal("a fetch past the high watermark succeeded")
 			}
 		})
+	}
+}
+
+// TestLongPollsCatchUpOnlyAtTheirDeadline: long polls at the tail (as
+// consumers poll, many partitions per call, and one partition per call)
+// are woken by the watch when records are acknowledged and read etcd for
+// none of them; a long poll that nothing wakes catches up once, at its
+// deadline, before answering empty.
+func TestLongPollsCatchUpOnlyAtTheirDeadline(t *testing.T) {
+	ctx := context.Background()
+	const parts = 20
+	e := newEnv(t)
+	e.createTopic(t, "poll", parts)
+	meta := &countingIndex{Client: connect(t, e.endpoints)}
+	ca, err := meta.NewCache(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ca.Close)
+	f := fetch.NewFetcher(e.store, meta, ca, blockcache.NewMemory(64<<20), nil, nil)
+	committer := e.ingester(t, e.sequencer(t))
+	want := log{}
+	before := ca.CatchUpRounds()
+	for round := range 3 {
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			// Every partition in one call, at the tail.
+			ps := make([]fetch.PartitionFetch, parts)
+			for p := range ps {
+				ps[p] = fetch.PartitionFetch{Partition: int32(p), Offset: int64(round)}
+			}
+			res, err := f.FetchPartitions(ctx, "poll", ps, 1<<20, time.Minute, false)
+			n := 0
+			for _, r := range res {
+				n += len(r.Records)
+			}
+			if err != nil || n == 0 {
+				t.Errorf("round %d: long poll of every partition: %d records, %v", round, n, err)
+			}
+		})
+		wg.Go(func() {
+			res, err := f.Fetch(ctx, "poll", 0, int64(round), 1<<20, time.Minute)
+			if err != nil || len(res.Records) != 1 || string(res.Records[0].Value) != "sequencer-0-0" {
+				t.Errorf("round %d: long poll of partition 0: %+v, %v", round, res, err)
+			}
+		})
+		// Both polls are waiting (or about to); the acknowledgement wakes them.
+		time.Sleep(50 * time.Millisecond)
+		produce(t, committer, "poll", parts, 1, "sequencer", want)
+		wg.Wait()
+	}
+	if n := ca.CatchUpRounds() - before; n != 0 {
+		t.Fatalf("%d catch-up rounds for long polls woken by records, want 0", n)
+	}
+	// Nothing comes: each poll catches up once, at its deadline.
+	res, err := f.Fetch(ctx, "poll", 0, 3, 1<<20, 100*time.Millisecond)
+	if err != nil || len(res.Records) != 0 || res.HighWatermark != 3 {
+		t.Fatalf("empty long poll: %+v, %v", res, err)
+	}
+	if n := ca.CatchUpRounds() - before; n != 1 {
+		t.Fatalf("%d catch-up rounds for a long poll that timed out, want 1", n)
+	}
+	if _, err := f.FetchPartitions(ctx, "poll", []fetch.PartitionFetch{{Partition: 1, Offset: 3}}, 1<<20, 100*time.Millisecond, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := ca.CatchUpRounds() - before; n != 2 {
+		t.Fatalf("%d catch-up rounds for two long polls that timed out, want 2", n)
+	}
+	// Past the end is out of range at once, whatever the wait.
+	start := time.Now()
+	if _, err := f.Fetch(ctx, "poll", 0, 99, 1<<20, time.Minute); !errors.Is(err, fetch.ErrOffsetOutOfRange) {
+		t.Fatalf("a long poll past the high watermark: %v, want out of range", err)
+	}
+	rs, err := f.FetchPartitions(ctx, "poll", []fetch.PartitionFetch{{Partition: 0, Offset: 99}}, 1<<20, time.Minute, false)
+	if err != nil || !errors.Is(rs[0].Err, fetch.ErrOffsetOutOfRange) {
+		t.Fatalf("a long poll of many partitions past the high watermark: %+v, %v; want out of range", rs, err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("out-of-range long polls took %v: they waited", d)
+	}
+	if n := meta.lookups.Load(); n != 0 {
+		t.Fatalf("%d index lookups in etcd, want 0", n)
 	}
 }

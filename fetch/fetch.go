@@ -139,14 +139,15 @@ func (f *Fetcher) fetch(ctx context.Context, topic string, p int32, offset int64
 		if offset < st.Start {
 			return Result{}, fmt.Errorf("%w: %s/%d: offset %d is before the log start %d", ErrOffsetOutOfRange, topic, p, offset, st.Start)
 		}
-		if offset < st.Next || !checkedEtcd {
+		check := !checkedEtcd && (offset != st.Next || !lazyCatchUp(maxWait) || !time.Now().Before(deadline))
+		if offset < st.Next || check {
 			start := time.Now()
 			ask := askNone
-			if !checkedEtcd {
+			if check {
 				ask = askCatchUp
+				checkedEtcd = true
 			}
 			res, err := f.read(ctx, topic, p, offset, maxBytes, st, ask, position)
-			checkedEtcd = true
 			if err != nil {
 				return Result{}, err
 			}
@@ -163,6 +164,9 @@ func (f *Fetcher) fetch(ctx context.Context, topic string, p int32, offset int64
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
+			if !checkedEtcd {
+				continue // the long poll's deferred catch-up
+			}
 			return Result{Next: offset, HighWatermark: st.Next, LogStartOffset: st.Start}, nil
 		}
 		timer := time.NewTimer(wait)
@@ -184,6 +188,18 @@ func (f *Fetcher) fetch(ctx context.Context, topic string, p int32, offset int64
 		}
 	}
 }
+
+// lazyCatchUp reports whether a fetch that waits up to maxWait at the tail
+// defers its catch-up with etcd to its deadline: it waits for the watch
+// first, so a long poll that new records wake costs etcd nothing, and one
+// that times out catches up once before answering empty. Either way a
+// record acknowledged before the call is answered (by the watch, or found
+// by the catch-up), as when the catch-up comes first; only a fetch that
+// does not wait (or not long enough to matter) catches up at once.
+func lazyCatchUp(maxWait time.Duration) bool { return maxWait >= lazyCatchUpWait }
+
+// lazyCatchUpWait is the shortest wait that defers the catch-up.
+const lazyCatchUpWait = 10 * time.Millisecond
 
 // ask says what read may ask etcd at the tail (offset at or past the
 // watched high watermark, which may be stale).

@@ -67,25 +67,26 @@ func (f *Fetcher) FetchPartitions(ctx context.Context, topic string, parts []Par
 	for i, pf := range parts {
 		offsets[i] = pf.Offset
 	}
-	a := askCatchUp
+	checked := false
 	for {
 		start := time.Now()
-		tail := false
+		tail, beyond := false, false
 		for i, pf := range parts {
 			views[i] = f.index.Partition(topic, pf.Partition)
 			tail = tail || offsets[i] >= views[i].State.Next
+			beyond = beyond || offsets[i] > views[i].State.Next
 		}
-		if a == askCatchUp {
+		a := askNone
+		if !checked && tail && (beyond || !lazyCatchUp(maxWait) || !time.Now().Before(deadline)) {
 			// One catch-up of the watched index for every partition at
-			// its tail (Fetch does one per call), then none.
-			a = askNone
-			if tail {
-				if err := f.index.CatchUp(ctx); err != nil {
-					a = askLookup
-				} else {
-					for i, pf := range parts {
-						views[i] = f.index.Partition(topic, pf.Partition)
-					}
+			// its tail (Fetch does one per call), then none. A long poll
+			// defers it to its deadline (see lazyCatchUp).
+			checked = true
+			if err := f.index.CatchUp(ctx); err != nil {
+				a = askLookup
+			} else {
+				for i, pf := range parts {
+					views[i] = f.index.Partition(topic, pf.Partition)
 				}
 			}
 		}
@@ -115,7 +116,6 @@ func (f *Fetcher) FetchPartitions(ctx context.Context, topic string, parts []Par
 			}
 			out[i] = r
 		}
-		a = askNone
 		if got {
 			f.fetchTime.Record(ctx, time.Since(start).Seconds())
 		}
@@ -124,9 +124,12 @@ func (f *Fetcher) FetchPartitions(ctx context.Context, topic string, parts []Par
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
+			if !checked && tail {
+				continue // the long poll's deferred catch-up
+			}
 			return out, nil
 		}
-		if !f.waitAny(ctx, views, wait) {
+		if !f.waitAny(ctx, views, wait) && (ctx.Err() != nil || checked || !tail) {
 			return out, nil
 		}
 		// A topic deleted (and perhaps re-created) during the wait is not

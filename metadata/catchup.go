@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -22,7 +23,12 @@ type catchUp struct {
 	mu      sync.Mutex
 	running bool
 	next    []chan error
+	rounds  atomic.Int64
 }
+
+// CatchUpRounds counts the catch-up rounds run (each one linearizable read
+// of etcd).
+func (ca *Cache) CatchUpRounds() int64 { return ca.catchUp.rounds.Load() }
 
 // CatchUp returns once the cache reflects everything etcd had committed
 // when it was called: one linearizable read gives etcd's current revision,
@@ -63,6 +69,7 @@ func (ca *Cache) catchUpRounds() {
 			return
 		}
 		cu.mu.Unlock()
+		cu.rounds.Add(1)
 		err := ca.catchUpOnce()
 		for _, ch := range round {
 			ch <- err
