@@ -108,11 +108,15 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 		if err == nil || !isRetriable(err) {
 			return err
 		}
-		if metadata.IsUnavailable(err) {
+		// An attempt that failed after the request timeout counts as
+		// etcd's outage too: the leader it reached waited out etcd for
+		// it (its answer says "outcome unknown" or "not leader", not
+		// "etcd unavailable").
+		if limit := c.meta.RequestTimeout(); metadata.IsUnavailable(err) || time.Since(attemptStart) >= limit {
 			if unavailableSince.IsZero() {
 				unavailableSince = attemptStart
 			}
-			if limit := c.meta.RequestTimeout(); time.Since(unavailableSince) >= limit || c.meta.Unreachable() >= limit {
+			if time.Since(unavailableSince) >= limit || c.meta.Unreachable() >= limit {
 				return err
 			}
 		} else {
