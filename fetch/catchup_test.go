@@ -24,6 +24,19 @@ func (c *countingIndex) LookupIndex(ctx context.Context, topic string, p int32, 
 	return c.Client.LookupIndex(ctx, topic, p, offset)
 }
 
+// countingFetcher is a fetcher over e whose index lookups in etcd are
+// counted, and its watched cache.
+func countingFetcher(t *testing.T, e *env) (*fetch.Fetcher, *countingIndex, *metadata.Cache) {
+	t.Helper()
+	meta := &countingIndex{Client: connect(t, e.endpoints)}
+	ca, err := meta.NewCache(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ca.Close)
+	return fetch.NewFetcher(e.store, meta, ca, blockcache.NewMemory(64<<20), nil, nil), meta, ca
+}
+
 // TestTailFetchesCatchUpInsteadOfReadingTheIndex: fetches at the end of a
 // partition (maxWait 0, as a consumer polls) do not read the index or the
 // sequencer's records in etcd: the watched cache catches up with etcd's
@@ -36,13 +49,7 @@ func TestTailFetchesCatchUpInsteadOfReadingTheIndex(t *testing.T) {
 			const parts = 50
 			e := newEnv(t)
 			e.createTopic(t, "tail", parts)
-			meta := &countingIndex{Client: connect(t, e.endpoints)}
-			ca, err := meta.NewCache(ctx, true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(ca.Close)
-			f := fetch.NewFetcher(e.store, meta, ca, blockcache.NewMemory(64<<20), nil, nil)
+			f, meta, _ := countingFetcher(t, e)
 			var committer = e.ingester(t, e.writer)
 			if path == "sequencer" {
 				committer = e.ingester(t, e.sequencer(t))
@@ -95,13 +102,7 @@ func TestLongPollsCatchUpOnlyAtTheirDeadline(t *testing.T) {
 	const parts = 20
 	e := newEnv(t)
 	e.createTopic(t, "poll", parts)
-	meta := &countingIndex{Client: connect(t, e.endpoints)}
-	ca, err := meta.NewCache(ctx, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ca.Close)
-	f := fetch.NewFetcher(e.store, meta, ca, blockcache.NewMemory(64<<20), nil, nil)
+	f, meta, ca := countingFetcher(t, e)
 	committer := e.ingester(t, e.sequencer(t))
 	want := log{}
 	before := ca.CatchUpRounds()
