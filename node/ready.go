@@ -95,14 +95,7 @@ func (r *readiness) run(ctx context.Context) {
 	if r.seq != nil {
 		go r.seq.run(ctx)
 	}
-	tick := time.NewTicker(max(r.interval/4, 25*time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	pollEvery(ctx, r.interval, nil, func() {
 		r.mu.Lock()
 		need := r.putFailing || r.lastErr.After(r.lastOK) || time.Since(r.lastOK) >= r.interval
 		write := r.putFailing
@@ -110,6 +103,22 @@ func (r *readiness) run(ctx context.Context) {
 		if need {
 			r.probe(ctx, write)
 		}
+	})
+}
+
+// pollEvery calls check every quarter of interval (at least every 25 ms),
+// and at once whenever wake fires (nil: never), until ctx ends.
+func pollEvery(ctx context.Context, interval time.Duration, wake <-chan struct{}, check func()) {
+	tick := time.NewTicker(max(interval/4, 25*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-wake:
+		}
+		check()
 	}
 }
 
@@ -254,15 +263,7 @@ func (s *seqLeader) run(ctx context.Context) {
 		default:
 		}
 	})
-	tick := time.NewTicker(max(s.interval/4, 25*time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-s.changed:
-		}
+	pollEvery(ctx, s.interval, s.changed, func() {
 		s.mu.Lock()
 		id := s.id
 		need := id != "" && (id != s.probed || s.probeErr != nil || time.Since(s.probedAt) >= s.interval)
@@ -270,7 +271,7 @@ func (s *seqLeader) run(ctx context.Context) {
 		if need {
 			s.probe(ctx, id)
 		}
-	}
+	})
 }
 
 // probe asks the leader's /healthz (this node's own sequencer answers in
