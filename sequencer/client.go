@@ -2,6 +2,7 @@ package sequencer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
@@ -94,9 +95,12 @@ func (c *Client) InitProducer(ctx context.Context, id int64, ttl time.Duration) 
 // retry calls call on the current leader until it answers with something
 // other than a retriable error, or MaxCommitTime passes. An etcd outage is
 // not waited out, as on the direct path (metadata.Client.Commit): once
-// etcd has not answered this client for its request timeout, the last
-// error is returned (a commit's outcome is then unknown: the ingest node
-// answers UNAVAILABLE and the producer retries).
+// etcd has not answered for its request timeout, the last error is
+// returned (a commit's outcome is then unknown: the ingest node answers
+// UNAVAILABLE and the producer retries). That is at once when a request
+// timed out (metadata.ErrUnavailable), this client's reading the leader
+// or the leader's own write: either has waited out etcd already, and a
+// retry would read the election from etcd for another timeout.
 func (c *Client) retry(ctx context.Context, call func(context.Context, Service) error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.MaxCommitTime)
 	defer cancel()
@@ -105,7 +109,7 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 	for {
 		attemptStart := time.Now()
 		err := c.once(ctx, call)
-		if err == nil || !isRetriable(err) {
+		if err == nil || !isRetriable(err) || errors.Is(err, metadata.ErrUnavailable) {
 			return err
 		}
 		// An attempt that failed after the request timeout counts as

@@ -2,9 +2,13 @@ package sequencer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/varve-io/varve/metadata"
 )
@@ -59,4 +63,68 @@ func TestClientKeepsTheLeader(t *testing.T) {
 		t.Fatalf("the leader was read %d times across a failover, want again after a refused", n)
 	}
 	t.Logf("100 commits across a failover: %d leader reads", reads.Load())
+}
+
+// timedOutLeader is a leader whose etcd does not answer: its first Commit
+// fails as a real leader's does after its write waited out etcd's request
+// timeout; later ones refuse (it stopped leading), which is retriable.
+type timedOutLeader struct{ calls atomic.Int64 }
+
+func (l *timedOutLeader) Commit(context.Context, string, []metadata.Append) ([]metadata.AppendResult, error) {
+	if l.calls.Add(1) == 1 {
+		return nil, fmt.Errorf("%w: write sequencer batch 5: %w: etcd did not answer within 5s", metadata.ErrCommitUnknown, metadata.ErrUnavailable)
+	}
+	return nil, fmt.Errorf("%w: term ended", ErrNotLeader)
+}
+
+func (l *timedOutLeader) ReadProducer(context.Context, int64, int32, bool, string, []int32) (*metadata.ProducerView, error) {
+	return nil, ErrNotLeader
+}
+
+// TestClientLeaderTimedOutOnEtcd: when the leader answers that its etcd
+// write went unanswered for its request timeout, the commit fails at once
+// (outcome unknown) through the RPC as in process, instead of reading
+// the election from etcd for another timeout (e2e TestEtcdOutage answered
+// a produce after 10 s when it did); a refusal that is not etcd's outage
+// is still retried.
+func TestClientLeaderTimedOutOnEtcd(t *testing.T) {
+	meta := connectEtcd(t)
+	for _, rpc := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rpc=%v", rpc), func(t *testing.T) {
+			leader := &timedOutLeader{}
+			id := "in-process"
+			dial := func(context.Context, string) (Service, error) { return leader, nil }
+			if rpc {
+				mux := http.NewServeMux()
+				mux.Handle(NewHandler(leader))
+				srv := httptest.NewServer(mux)
+				defer srv.Close()
+				id, dial = srv.URL, NewDialer(srv.Client())
+			}
+			c := NewClient(meta, dial)
+			var reads atomic.Int64
+			c.leaderOf = func(context.Context) (string, error) { reads.Add(1); return id, nil }
+			appends := flush("t", "objects/a.vseg", []int32{0, 1}, func(int32) int64 { return 1 })
+			res, err := c.Commit(context.Background(), "objects/a.vseg", appends)
+			if !errors.Is(err, metadata.ErrUnavailable) || !errors.Is(err, metadata.ErrCommitUnknown) {
+				t.Fatalf("commit through a leader whose etcd timed out: %v; want etcd unavailable, outcome unknown", err)
+			}
+			for _, r := range res {
+				if !errors.Is(r.Err, metadata.ErrCommitUnknown) {
+					t.Fatalf("result %+v; want outcome unknown", r)
+				}
+			}
+			if n, r := leader.calls.Load(), reads.Load(); n != 1 || r != 1 {
+				t.Fatalf("%d calls, %d leader reads; want 1 and 1 (no retry after the leader waited out etcd)", n, r)
+			}
+			// A plain refusal is retried: the leader is read again.
+			c.MaxCommitTime = 300 * time.Millisecond
+			if _, err := c.Commit(context.Background(), "objects/b.vseg", appends); !errors.Is(err, ErrNotLeader) {
+				t.Fatalf("commit through a refusing leader: %v; want not leader after retries", err)
+			}
+			if n := reads.Load(); n < 3 {
+				t.Fatalf("%d leader reads; want refusals retried", n)
+			}
+		})
+	}
 }

@@ -19,7 +19,14 @@ import (
 // NewDialer, the leader's id being its internal API's base URL. Errors
 // cross as codes: InvalidArgument (refused, do not retry), Unavailable
 // (not written: not the leader, or it changed), Aborted (the leader's
-// write went without an answer: retry, the record answers).
+// write went without an answer: retry, the record answers). An error
+// caused by the leader's etcd not answering within its request timeout
+// (metadata.ErrUnavailable) also carries etcdTimedOutHeader, so the
+// client can tell the outage has been waited out once already.
+
+// etcdTimedOutHeader marks an error whose cause was the leader's etcd
+// request going unanswered for its request timeout.
+const etcdTimedOutHeader = "Varve-Etcd-Timed-Out"
 
 // NewHandler serves svc as the SequencerService.
 func NewHandler(svc Service, opts ...connect.HandlerOption) (string, http.Handler) {
@@ -59,19 +66,27 @@ func (s rpcServer) ReadProducer(ctx context.Context, req *connect.Request[varvev
 }
 
 func toConnect(err error) error {
+	code := connect.CodeInternal
 	switch {
 	case errors.Is(err, metadata.ErrInvalidArgument):
-		return connect.NewError(connect.CodeInvalidArgument, err)
+		code = connect.CodeInvalidArgument
 	case errors.Is(err, metadata.ErrCommitUnknown):
-		return connect.NewError(connect.CodeAborted, err)
+		code = connect.CodeAborted
 	case isRetriable(err):
-		return connect.NewError(connect.CodeUnavailable, err)
+		code = connect.CodeUnavailable
 	}
-	return connect.NewError(connect.CodeInternal, err)
+	ce := connect.NewError(code, err)
+	if errors.Is(err, metadata.ErrUnavailable) {
+		ce.Meta().Set(etcdTimedOutHeader, "1")
+	}
+	return ce
 }
 
 // fromConnect maps an RPC error back to the errors Client retries on.
 func fromConnect(err error) error {
+	if ce := new(connect.Error); errors.As(err, &ce) && ce.Meta().Get(etcdTimedOutHeader) != "" {
+		err = fmt.Errorf("%w: %w", metadata.ErrUnavailable, err)
+	}
 	switch connect.CodeOf(err) {
 	case connect.CodeInvalidArgument:
 		return fmt.Errorf("%w: %s", metadata.ErrInvalidArgument, connect.NewError(connect.CodeInvalidArgument, err).Message())
