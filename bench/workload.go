@@ -52,8 +52,8 @@ func (w Workload) Validate() error {
 		return fmt.Errorf("workload %s: partitions, producers and consumers must be > 0", w.Name)
 	case w.Duration <= 0:
 		return fmt.Errorf("workload %s: duration must be > 0", w.Name)
-	case w.Rate < 0 || w.Keys < 0:
-		return fmt.Errorf("workload %s: rate and keys must be >= 0", w.Name)
+	case w.Rate < 0 || w.Keys < 0 || w.Warmup < 0 || w.Linger < 0:
+		return fmt.Errorf("workload %s: rate, keys, warm-up and linger must be >= 0", w.Name)
 	case w.Sample < 0:
 		return fmt.Errorf("workload %s: sample must be >= 0", w.Name)
 	}

@@ -38,17 +38,17 @@ Workload flags, when given, override every workload of the profile.`,
 	f.String("out", "bench-out", "directory for report.md, report.json and plots")
 	f.String("varve-bin", "", "varve binary the targets run (default: this one)")
 	f.String("workdir", "", "scratch directory for the targets' data (default: a temporary one, removed)")
-	f.Duration("duration", 0, "measured produce phase of each workload")
-	f.Duration("warmup", -1, "warm-up before measuring")
-	f.Int("rate", -1, "target records/s over all producers; 0 = max rate")
-	f.Int("partitions", 0, "partitions (the scale profile keeps its 8-partition baseline and runs its scale workload at this many)")
-	f.Int("producers", 0, "producers")
-	f.Int("consumers", 0, "consumers")
-	f.Int("message-bytes", 0, "value size of random payloads")
-	f.String("payload", "", "json (realistic events) or random")
-	f.Int("keys", -1, "distinct keys, uniform; 0 = no key")
-	f.Duration("linger", -1, "producer client-side linger")
-	f.Int("flush-bytes", 0, "nodes' flush_bytes and the floor's object size")
+	f.Duration("duration", 0, "measured produce phase of each workload (default: the profile's)")
+	f.Duration("warmup", 0, "warm-up before measuring (default: the profile's)")
+	f.Int("rate", 0, "target records/s over all producers; 0 = max rate (default: the profile's)")
+	f.Int("partitions", 0, "partitions (default: the profile's; the scale profile keeps its 8-partition baseline and runs its scale workload at this many)")
+	f.Int("producers", 0, "producers (default: the profile's)")
+	f.Int("consumers", 0, "consumers (default: the profile's)")
+	f.Int("message-bytes", 0, "value size of random payloads (default: the profile's)")
+	f.String("payload", "", "json (realistic events) or random (default: the profile's)")
+	f.Int("keys", 0, "distinct keys, uniform; 0 = no key (default: the profile's)")
+	f.Duration("linger", 0, "producer client-side linger (default: the profile's)")
+	f.Int("flush-bytes", 0, "nodes' flush_bytes and the floor's object size (default: the profile's)")
 	f.Bool("quiet", false, "no progress bar")
 	cmd.AddCommand(newBenchCheckCmd(), newBenchReportCmd())
 	return cmd
@@ -64,39 +64,47 @@ func runBench(cmd *cobra.Command, _ []string) error {
 	if t, _ := f.GetStringSlice("targets"); len(t) > 0 {
 		prof.Targets = t
 	}
-	if v, _ := f.GetInt("flush-bytes"); v > 0 {
+	// A workload flag given is applied whatever its value, and checked
+	// (Workload.Validate): `--consumers 0` is refused, not ignored.
+	if v, _ := f.GetInt("flush-bytes"); f.Changed("flush-bytes") {
+		if v <= 0 {
+			return fmt.Errorf("--flush-bytes %d: must be > 0", v)
+		}
 		prof.FlushBytes = v
 	}
-	if v, _ := f.GetInt("partitions"); v > 0 {
+	if v, _ := f.GetInt("partitions"); f.Changed("partitions") {
+		if v <= 0 {
+			return fmt.Errorf("--partitions %d: must be > 0", v)
+		}
 		prof = prof.WithPartitions(v)
 	}
 	for i := range prof.Workloads {
 		w := &prof.Workloads[i]
-		if v, _ := f.GetDuration("duration"); v > 0 {
+		if v, _ := f.GetDuration("duration"); f.Changed("duration") {
 			w.Duration = v
 		}
-		if v, _ := f.GetDuration("warmup"); v >= 0 {
+		if v, _ := f.GetDuration("warmup"); f.Changed("warmup") {
 			w.Warmup = v
 		}
-		if v, _ := f.GetInt("rate"); v >= 0 {
+		if v, _ := f.GetInt("rate"); f.Changed("rate") {
 			w.Rate = v
 		}
-		if v, _ := f.GetInt("producers"); v > 0 {
+		if v, _ := f.GetInt("producers"); f.Changed("producers") {
 			w.Producers = v
 		}
-		if v, _ := f.GetInt("consumers"); v > 0 {
+		if v, _ := f.GetInt("consumers"); f.Changed("consumers") {
 			w.Consumers = v
 		}
-		if v, _ := f.GetInt("message-bytes"); v > 0 {
+		if v, _ := f.GetInt("message-bytes"); f.Changed("message-bytes") {
 			w.MessageBytes = v
 		}
-		if v, _ := f.GetString("payload"); v != "" {
+		if v, _ := f.GetString("payload"); f.Changed("payload") {
 			w.Payload = v
 		}
-		if v, _ := f.GetInt("keys"); v >= 0 {
+		if v, _ := f.GetInt("keys"); f.Changed("keys") {
 			w.Keys = v
 		}
-		if v, _ := f.GetDuration("linger"); v >= 0 {
+		if v, _ := f.GetDuration("linger"); f.Changed("linger") {
 			w.Linger = v
 		}
 		if err := w.Validate(); err != nil {
