@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -67,7 +68,7 @@ func TestDecodeFetchedAllocs(t *testing.T) {
 			t.Fatalf("record %d: %+v, want %+v", i, r, w)
 		}
 	}
-	n := testing.AllocsPerRun(5, func() {
+	n := testenv.AllocsPerRun(5, 5, 50, func() {
 		if _, err := decodeFetched("bench", 0, fetched, 0); err != nil {
 			t.Fatal(err)
 		}

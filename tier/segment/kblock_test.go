@@ -3,6 +3,8 @@ package segment
 import (
 	"bytes"
 	"testing"
+
+	"github.com/varve-io/varve/internal/testenv"
 )
 
 // TestAppendBatchesGrowth: a block filled by many produced entries grows
@@ -19,7 +21,7 @@ func TestAppendBatchesGrowth(t *testing.T) {
 	}
 	const entries = 2000 // about 8 MiB, one flush
 	var b *BlockBuilder
-	allocs := testing.AllocsPerRun(3, func() {
+	allocs := testenv.AllocsPerRun(5, 3, 16, func() {
 		b = NewBatchBlockBuilder("t", 0)
 		for range entries {
 			if err := b.AppendBatches(batches, &info); err != nil {
