@@ -195,7 +195,17 @@ func (c *Client) PartitionStates(ctx context.Context, topic string) (map[int32]P
 // If the lease is lost while ctx lives (etcd was unreachable for longer
 // than its TTL), the node registers again as soon as etcd answers.
 func (c *Client) Register(ctx context.Context, role, id, addr string) error {
-	ka, err := c.register(ctx, role, id, addr)
+	return c.RegisterRoles(ctx, id, addr, role)
+}
+
+// RegisterRoles is Register for every role of a node at once: one lease
+// and one keep-alive for all of its keys (written in one transaction), so
+// a node costs etcd the same whatever its number of roles.
+func (c *Client) RegisterRoles(ctx context.Context, id, addr string, roles ...string) error {
+	if len(roles) == 0 {
+		return nil
+	}
+	ka, err := c.register(ctx, roles, id, addr)
 	if err != nil {
 		return err
 	}
@@ -206,11 +216,11 @@ func (c *Client) Register(ctx context.Context, role, id, addr string) error {
 			if ctx.Err() != nil {
 				return
 			}
-			c.log.Warn("node registration lost; registering again", "role", role, "node", id)
+			c.log.Warn("node registration lost; registering again", "roles", roles, "node", id)
 			wait := 100 * time.Millisecond
 			for {
-				if ka, err = c.register(ctx, role, id, addr); err == nil {
-					c.log.Info("node registered again", "role", role, "node", id)
+				if ka, err = c.register(ctx, roles, id, addr); err == nil {
+					c.log.Info("node registered again", "roles", roles, "node", id)
 					break
 				}
 				select {
@@ -225,17 +235,21 @@ func (c *Client) Register(ctx context.Context, role, id, addr string) error {
 	return nil
 }
 
-func (c *Client) register(ctx context.Context, role, id, addr string) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+func (c *Client) register(ctx context.Context, roles []string, id, addr string) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
 	lease, err := c.cli.Grant(ctx, nodeLeaseTTL)
 	if err != nil {
-		return nil, fmt.Errorf("register %s node %s: %w", role, id, err)
+		return nil, fmt.Errorf("register %v node %s: %w", roles, id, err)
 	}
-	if _, err := c.cli.Put(ctx, nodeKey(role, id), addr, clientv3.WithLease(lease.ID)); err != nil {
-		return nil, fmt.Errorf("register %s node %s: %w", role, id, err)
+	puts := make([]clientv3.Op, len(roles))
+	for i, role := range roles {
+		puts[i] = clientv3.OpPut(nodeKey(role, id), addr, clientv3.WithLease(lease.ID))
+	}
+	if _, err := c.cli.Txn(ctx).Then(puts...).Commit(); err != nil {
+		return nil, fmt.Errorf("register %v node %s: %w", roles, id, err)
 	}
 	ka, err := c.cli.KeepAlive(ctx, lease.ID)
 	if err != nil {
-		return nil, fmt.Errorf("keep %s node %s alive: %w", role, id, err)
+		return nil, fmt.Errorf("keep %v node %s alive: %w", roles, id, err)
 	}
 	return ka, nil
 }

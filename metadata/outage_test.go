@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/maintenance"
@@ -200,9 +202,10 @@ func TestEtcdOutageBoundedAndWatchesResync(t *testing.T) {
 	}
 }
 
-// TestRegisterSurvivesLostLease cuts a registered node off etcd until its
-// registration's lease expires (the key goes away, as for a dead node), and
-// requires the node to register again within 3 s of reaching etcd again.
+// TestRegisterSurvivesLostLease cuts a registered node of three roles off
+// etcd until its registration's lease expires (its keys go away, as for a
+// dead node), and requires the node to register every role again within
+// 3 s of reaching etcd again. Its roles share one lease.
 func TestRegisterSurvivesLostLease(t *testing.T) {
 	endpoints := testenv.StartEtcd(t)
 	p := newCutProxy(t, endpoints[0])
@@ -218,25 +221,40 @@ func TestRegisterSurvivesLostLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if err := a.Register(ctx, "fetch", "me", "http://me"); err != nil {
+	roles := []string{"ingest", "fetch", "sequence"}
+	if err := a.RegisterRoles(ctx, "me", "http://me", roles...); err != nil {
 		t.Fatal(err)
 	}
-	registered := func() bool {
-		ns, err := b.Nodes(ctx, "fetch")
-		return err == nil && ns["me"] == "http://me"
+	// registered counts the roles under which the node is listed.
+	registered := func() (n int) {
+		for _, role := range roles {
+			if ns, err := b.Nodes(ctx, role); err == nil && ns["me"] == "http://me" {
+				n++
+			}
+		}
+		return n
 	}
-	if !registered() {
-		t.Fatal("node not registered")
+	if n := registered(); n != len(roles) {
+		t.Fatalf("node registered under %d of %d roles", n, len(roles))
+	}
+	raw, err := clientv3.New(clientv3.Config{Endpoints: endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	leases, err := raw.Leases(ctx)
+	if err != nil || len(leases.Leases) != 1 {
+		t.Fatalf("leases after registering three roles: %v, %v; want one", leases, err)
 	}
 	p.cut()
 	// The lease (10 s) expires while the node cannot keep it alive.
-	if !testenv.EventuallyEvery(30*time.Second, 50*time.Millisecond, func() bool { return !registered() }) {
+	if !testenv.EventuallyEvery(30*time.Second, 50*time.Millisecond, func() bool { return registered() == 0 }) {
 		t.Fatal("registration still there 30s after the node was cut off etcd")
 	}
 	p.restore()
 	back := time.Now()
-	if !testenv.EventuallyEvery(3*time.Second, 20*time.Millisecond, registered) {
-		t.Fatal("node not registered again within 3s of reaching etcd again")
+	if !testenv.EventuallyEvery(3*time.Second, 20*time.Millisecond, func() bool { return registered() == len(roles) }) {
+		t.Fatalf("node registered again under %d of %d roles 3s after reaching etcd again", registered(), len(roles))
 	}
 	t.Logf("registered again %v after reaching etcd again", time.Since(back).Round(time.Millisecond))
 }

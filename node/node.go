@@ -154,10 +154,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	if err := n.startSequencer(mux, hopts); err != nil {
 		return nil, err
 	}
-	for _, role := range cfg.Roles {
-		if err := n.meta.Register(n.baseCtx, role, cfg.NodeID, n.Addr()); err != nil {
-			return nil, err
-		}
+	if err := n.meta.RegisterRoles(n.baseCtx, cfg.NodeID, n.Addr(), cfg.Roles...); err != nil {
+		return nil, err
 	}
 	ok = true
 	log.Info("node started", "addr", n.Addr(), "flight", n.FlightAddr(), "etcd", cfg.EtcdEndpoints, "roles", cfg.Roles, "store", cfg.Store, "version", obs.BuildInfo().Version, "tracing", cfg.OTLPEndpoint, "auth", n.sec.guard.Auth(), "tls", n.sec.tls != nil)

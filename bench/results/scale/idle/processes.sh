@@ -1,14 +1,14 @@
 #!/bin/bash
-# processes.sh N [SECONDS]: what N idle Varve nodes cost with no client at
+# processes.sh N [SECONDS [BINARY]]: what N idle Varve nodes cost with no client at
 # all. Starts `varve etcd` and N `varve serve` nodes (default roles, the
 # sequencer on, a shared fs: store in a temporary directory), waits 8 s for
 # them to settle, and prints the CPU seconds of etcd and of each node over
 # SECONDS (default 30) of idleness, read from /proc/PID/stat (utime+stime).
-# Run from the repository root after `make build`.
+# Run from the repository root after `make build` (BINARY: bin/varve).
 set -euo pipefail
-N=${1:?usage: processes.sh N [SECONDS]}
+N=${1:?usage: processes.sh N [SECONDS [BINARY]]}
 SECS=${2:-30}
-V=${VARVE_BIN:-$PWD/bin/varve}
+V=${3:-$PWD/bin/varve}
 DIR=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
@@ -22,6 +22,13 @@ for i in $(seq 0 $((N - 1))); do
   PIDS+=($!)
 done
 sleep 8
+for i in "${!PIDS[@]}"; do
+  if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+    echo "process $i exited before the measurement:" >&2
+    for f in "$DIR"/*.log; do echo "== $f" >&2; tail -n 5 "$f" >&2; done
+    exit 1
+  fi
+done
 tick=$(getconf CLK_TCK)
 cpu() { for p in "${PIDS[@]}"; do awk '{print $14+$15}' "/proc/$p/stat"; done; }
 mapfile -t a < <(cpu)
