@@ -128,7 +128,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 	n.ln = n.secureListener(n.ln)
 	n.baseCtx, n.cancel = context.WithCancel(context.Background())
-	go n.ready.run(n.baseCtx)
+	// Shutdown waits for the readiness probes (and the election watch they
+	// run) to end before it closes the etcd client they use.
+	readyDone := make(chan struct{})
+	go func() {
+		defer close(readyDone)
+		n.ready.run(n.baseCtx)
+	}()
+	n.onClose = append(n.onClose, func() { <-readyDone })
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)

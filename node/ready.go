@@ -92,8 +92,10 @@ func (r *readiness) ready() error {
 // run probes the store until ctx ends, whenever nothing told how it is
 // within the interval or it last failed.
 func (r *readiness) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	if r.seq != nil {
-		go r.seq.run(ctx)
+		wg.Go(func() { r.seq.run(ctx) })
 	}
 	pollEvery(ctx, r.interval, nil, func() {
 		r.mu.Lock()
@@ -243,26 +245,9 @@ func (s *seqLeader) ready() error {
 
 // run follows the election and probes the leader until ctx ends.
 func (s *seqLeader) run(ctx context.Context) {
-	go s.log.WatchLeader(ctx, func(id string, err error) {
-		s.mu.Lock()
-		if err != nil {
-			if s.watchErr == nil {
-				s.since = time.Now()
-			}
-			s.watchErr = err
-			s.mu.Unlock()
-			return
-		}
-		if !s.known || s.watchErr != nil || id != s.id {
-			s.since = time.Now()
-		}
-		s.known, s.watchErr, s.id = true, nil, id
-		s.mu.Unlock()
-		select {
-		case s.changed <- struct{}{}:
-		default:
-		}
-	})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.log.WatchLeader(ctx, s.observe) })
 	pollEvery(ctx, s.interval, s.changed, func() {
 		s.mu.Lock()
 		id := s.id
@@ -272,6 +257,29 @@ func (s *seqLeader) run(ctx context.Context) {
 			s.probe(ctx, id)
 		}
 	})
+}
+
+// observe records what the election watch reports: the leader's id, or
+// the watch's error.
+func (s *seqLeader) observe(id string, err error) {
+	s.mu.Lock()
+	if err != nil {
+		if s.watchErr == nil {
+			s.since = time.Now()
+		}
+		s.watchErr = err
+		s.mu.Unlock()
+		return
+	}
+	if !s.known || s.watchErr != nil || id != s.id {
+		s.since = time.Now()
+	}
+	s.known, s.watchErr, s.id = true, nil, id
+	s.mu.Unlock()
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
 }
 
 // probe asks the leader's /healthz (this node's own sequencer answers in

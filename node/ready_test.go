@@ -5,6 +5,10 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,5 +125,65 @@ func TestReadyzFollowsObjectStore(t *testing.T) {
 	}
 	if err := produce(context.Background()); err != nil {
 		t.Fatalf("produce after MinIO is back: %v", err)
+	}
+}
+
+// stuckHead is a store whose Head, once stuck is set, signals entered and
+// then takes 500 ms whatever its context says (a store that does not honor
+// cancellation).
+type stuckHead struct {
+	tier.Store
+	stuck   atomic.Bool
+	entered chan struct{}
+}
+
+func (s *stuckHead) Head(ctx context.Context, key string) (tier.ObjectInfo, error) {
+	if s.stuck.Load() {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return s.Store.Head(ctx, key)
+}
+
+// TestShutdownEndsReadinessProbes: Shutdown returns only once the node's
+// readiness probes (and the sequencer-leader watch they run) have ended,
+// even when a probe is stuck in the store: they use the etcd client and
+// the store Shutdown releases.
+func TestShutdownEndsReadinessProbes(t *testing.T) {
+	dir := t.TempDir()
+	fs, err := tier.NewFS(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stuckHead{Store: fs, entered: make(chan struct{}, 1)}
+	cfg := node.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.EtcdEndpoints = testenv.StartEtcd(t)
+	cfg.Store = "fs:" + filepath.Join(dir, "objects")
+	cfg.StoreProbeInterval = 100 * time.Millisecond
+	n, err := node.New(context.Background(), cfg, node.Options{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.stuck.Store(true)
+	select {
+	case <-st.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no store probe within 10 s")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<22)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, f := range []string{"node.(*readiness).run", "node.(*seqLeader).run", "seqlog.(*Log).WatchLeader"} {
+		if strings.Contains(stacks, f) {
+			t.Fatalf("%s still runs after Shutdown returned:\n%s", f, stacks)
+		}
 	}
 }
