@@ -136,8 +136,10 @@ func (g *GroupConsumer) Subscribe(topics ...string) { g.m.Subscribe(topics...) }
 // Group returns the group's name.
 func (g *GroupConsumer) Group() string { return g.m.Group() }
 
-// Generation returns the member id and generation of the applied
-// assignment ("" and 0 before the first).
+// Generation returns the member id and generation the member commits
+// under ("" and 0 before the first assignment): the applied assignment's,
+// or a newer one's that the member adopted for a commit refused as stale
+// before its next Poll applies that assignment.
 func (g *GroupConsumer) Generation() (member string, generation int64) { return g.m.Generation() }
 
 // Assignment returns the partitions the member reads, sorted.

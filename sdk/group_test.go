@@ -115,12 +115,23 @@ func TestGroupConsumer(t *testing.T) {
 	wg.Add(1)
 	go func() { defer wg.Done(); runMember(ctx, b, &s, errs) }()
 	produceN(t, c, topic, 4, 200)
+	// Both have applied the generation with two members: a member may
+	// adopt a newer generation for its commits before its next Poll
+	// applies the assignment, so equal generations alone do not say a has
+	// revoked its two partitions yet.
+	applied := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(events["a"]) >= 2 && len(events["b"]) >= 1
+	}
 	if !testenv.EventuallyEvery(30*time.Second, 10*time.Millisecond, func() bool {
 		_, ga := a.Generation()
 		_, gb := b.Generation()
-		return s.count() == 400 && ga == gb && ga > 0
+		return s.count() == 400 && ga == gb && ga > 0 && applied()
 	}) {
-		t.Fatalf("processed %d of 400 records", s.count())
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("processed %d of 400 records; callbacks %v", s.count(), events)
 	}
 	// Both are members of one generation, with two partitions each.
 	d, err := admin.NewFromClient(c).DescribeGroup(ctx, group)

@@ -132,8 +132,10 @@ func (g *Member[R]) Subscribe(topics ...string) {
 // Group returns the group's name.
 func (g *Member[R]) Group() string { return g.group }
 
-// Generation returns the member id and generation of the applied
-// assignment ("" and 0 before the first).
+// Generation returns the member id and generation the member commits
+// under ("" and 0 before the first assignment): the applied assignment's,
+// or a newer one's adopted by awaitNewerGeneration before the next Poll
+// applies its assignment.
 func (g *Member[R]) Generation() (member string, generation int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
