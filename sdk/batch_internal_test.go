@@ -68,7 +68,7 @@ func TestDecodeFetchedAllocs(t *testing.T) {
 			t.Fatalf("record %d: %+v, want %+v", i, r, w)
 		}
 	}
-	n := testenv.AllocsPerRun(5, 5, 50, func() {
+	n := testenv.AllocsPerRun(5, func() {
 		if _, err := decodeFetched("bench", 0, fetched, 0); err != nil {
 			t.Fatal(err)
 		}

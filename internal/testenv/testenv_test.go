@@ -3,6 +3,7 @@ package testenv
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -73,5 +74,36 @@ func TestMinIOBinaryMissing(t *testing.T) {
 	_, _, err := StartMinIO(t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "make tools") {
 		t.Fatalf("StartMinIO with a missing binary: error = %v, want advice to run make tools", err)
+	}
+}
+
+var allocSink [][]byte
+
+// TestAllocsPerRunCountsOnlyF: AllocsPerRun counts f's own allocations
+// (three per call here) while another goroutine allocates all the time,
+// which testing.AllocsPerRun would count too.
+func TestAllocsPerRunCountsOnlyF(t *testing.T) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var noise [][]byte
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				noise = append(noise[:0], make([]byte, 64))
+				runtime.Gosched()
+			}
+		}
+	}()
+	n := AllocsPerRun(100, func() {
+		allocSink = [][]byte{make([]byte, 100), make([]byte, 200)}
+	})
+	close(stop)
+	<-done
+	if n != 3 {
+		t.Fatalf("%v allocations per call, want 3", n)
 	}
 }

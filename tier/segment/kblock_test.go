@@ -21,7 +21,7 @@ func TestAppendBatchesGrowth(t *testing.T) {
 	}
 	const entries = 2000 // about 8 MiB, one flush
 	var b *BlockBuilder
-	allocs := testenv.AllocsPerRun(5, 3, 16, func() {
+	allocs := testenv.AllocsPerRun(3, func() {
 		b = NewBatchBlockBuilder("t", 0)
 		for range entries {
 			if err := b.AppendBatches(batches, &info); err != nil {
