@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -202,6 +203,7 @@ func (c *Client) Register(ctx context.Context, role, id, addr string) error {
 // and one keep-alive for all of its keys (written in one transaction), so
 // a node costs etcd the same whatever its number of roles.
 func (c *Client) RegisterRoles(ctx context.Context, id, addr string, roles ...string) error {
+	roles = slices.Compact(slices.Sorted(slices.Values(roles))) // a role named twice is one key
 	if len(roles) == 0 {
 		return nil
 	}
