@@ -46,7 +46,7 @@ func (r *Report) Plots(dir string) ([]string, error) {
 					xys = append(xys, plotter.XY{X: -math.Log10(1 - q/100), Y: pt[1]})
 				}
 				if len(xys) > 0 {
-					args = append(args, x.Target, xys)
+					args = append(args, x.Label(), xys)
 				}
 			}
 			if len(args) == 0 {
@@ -73,7 +73,7 @@ func (r *Report) Plots(dir string) ([]string, error) {
 				xys = append(xys, plotter.XY{X: float64(i), Y: v})
 			}
 			if len(xys) > 0 {
-				args = append(args, x.Target, xys)
+				args = append(args, x.Label(), xys)
 			}
 		}
 		if err := plotutil.AddLines(p, args...); err != nil {
@@ -96,8 +96,8 @@ func (r *Report) Plots(dir string) ([]string, error) {
 	} {
 		var targets []string
 		for _, x := range r.Results {
-			if !contains(targets, x.Target) {
-				targets = append(targets, x.Target)
+			if !contains(targets, x.Label()) {
+				targets = append(targets, x.Label())
 			}
 		}
 		var wls []string
@@ -115,7 +115,7 @@ func (r *Report) Plots(dir string) ([]string, error) {
 			vals := make(plotter.Values, len(wls))
 			for j, wl := range wls {
 				for _, x := range r.Results {
-					if x.Target == t && x.Workload.Name == wl {
+					if x.Label() == t && x.Workload.Name == wl {
 						vals[j] = m.v(x)
 					}
 				}

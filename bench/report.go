@@ -80,21 +80,21 @@ func (r *Report) Markdown(w io.Writer, plots []string) {
 	for _, x := range r.Results {
 		cpu, rss := serverCPU(x.Processes)
 		fmt.Fprintf(w, "| %s | %s | %.2f | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %d |\n",
-			x.Target, x.Workload.Name, x.MiBps, x.RecordsPerS, x.Ack.P50, x.Ack.P90, x.Ack.P99, x.Ack.P999, x.Ack.Max,
+			x.Label(), x.Workload.Name, x.MiBps, x.RecordsPerS, x.Ack.P50, x.Ack.P90, x.Ack.P99, x.Ack.P999, x.Ack.Max,
 			x.EndToEnd.P50, x.EndToEnd.P99, x.EndToEnd.P999, x.CatchUpMiB, cpu, mib(rss), x.Errors)
 	}
 
 	fmt.Fprintf(w, "\n## Processes\n\nCPU seconds over the workload (including its catch-up read) and peak RSS during the workload (VmHWM, reset through /proc/PID/clear_refs when the workload starts) of each process. etcd runs as its own process (`varve etcd`) on the MinIO targets; on varve-fs it is embedded in `varve dev`. The bench process runs the clients: it is listed, not counted in the summary.\n\n| target | workload | process | CPU s | peak RSS MiB |\n|---|---|---|---|---|\n")
 	for _, x := range r.Results {
 		for _, p := range x.Processes {
-			fmt.Fprintf(w, "| %s | %s | %s | %.2f | %.0f |\n", x.Target, x.Workload.Name, p.Name, p.CPUSeconds, mib(p.PeakRSS))
+			fmt.Fprintf(w, "| %s | %s | %s | %.2f | %.0f |\n", x.Label(), x.Workload.Name, p.Name, p.CPUSeconds, mib(p.PeakRSS))
 		}
 	}
 
 	fmt.Fprintf(w, "\n## Varve's costs per GiB ingested\n\n| target | workload | PUTs/GiB | GETs/GiB | bytes stored/GiB | compression | etcd DB bytes/GiB | etcd live bytes/GiB | etcd keys/GiB |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Results {
 		if v := x.Varve; v != nil {
-			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f MiB | %.2f | %.0f KiB | %.0f KiB | %.0f |\n", x.Target, x.Workload.Name,
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f MiB | %.2f | %.0f KiB | %.0f KiB | %.0f |\n", x.Label(), x.Workload.Name,
 				v.PutsPerGiB, v.GetsPerGiB, v.StoredPerGiB/(1<<20), v.Compression, v.EtcdBytesPerGiB/1024, v.EtcdLiveBytesPerGiB/1024, v.EtcdKeysPerGiB)
 		}
 	}

@@ -44,6 +44,9 @@ func summarize(h *hdrhistogram.Histogram) Latency {
 type WorkloadResult struct {
 	Target   string   `json:"target"`
 	Workload Workload `json:"workload"`
+	// Round is the round of a run with several (Config.Rounds), from 2;
+	// 0 in round 1 and in a run of one round.
+	Round int `json:"round,omitempty"`
 
 	Records     int64   `json:"records"` // acknowledged in the measured window
 	Bytes       int64   `json:"bytes"`
@@ -78,6 +81,15 @@ type WorkloadResult struct {
 	Varve *VarveFigures `json:"varve,omitempty"`
 	// Steady is etcd's footprint sampled while producing (Workload.Sample).
 	Steady []SteadySample `json:"steady,omitempty"`
+}
+
+// Label names x's target in tables: the target, and its round from round 2
+// on ("varve-minio-2 #3").
+func (x *WorkloadResult) Label() string {
+	if x.Round > 1 {
+		return fmt.Sprintf("%s #%d", x.Target, x.Round)
+	}
+	return x.Target
 }
 
 // VarveFigures are Varve's costs per GiB ingested.

@@ -318,7 +318,7 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 			puts, gets = v.PutsPerGiB, v.GetsPerGiB
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %d | %.1f | %.1f | %.0f | %s | %s | %.0f | %.1f | %.1f | %.2f | %.1f | %.1f | %d | %.0f | %.0f | %.0f | %.0f | %.3f |\n",
-			x.Target, x.Workload.Name, offered, x.AchievedRecordsPerS, x.Errors, x.Ack.P50, x.Ack.P99,
+			x.Label(), x.Workload.Name, offered, x.AchievedRecordsPerS, x.Errors, x.Ack.P50, x.Ack.P99,
 			v.Commit.Commits, msString(v.Commit.P50, v.Commit.P50Beyond), msString(v.Commit.P99, v.Commit.P99Beyond), v.Counters.CommitRetries, v.EtcdTxnsPerS, v.EtcdWritesPerS, v.Counters.EtcdCPU,
 			mib(v.EtcdDBBytesEnd), v.EtcdBytesPerGiB/(1<<20), v.EtcdKeysEnd, v.EtcdKeysPerGiB, v.EtcdPutsPerGiB, puts, gets, x.CPUPerMiB)
 	}
@@ -326,24 +326,25 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 	var failed []string
 	for _, x := range vr {
 		if x.Errors > 0 {
-			failed = append(failed, fmt.Sprintf("- %s %s: %d failed; first error: %s", x.Target, x.Workload.Name, x.Errors, strings.ReplaceAll(x.FirstError, "\n", " ")))
+			failed = append(failed, fmt.Sprintf("- %s %s: %d failed; first error: %s", x.Label(), x.Workload.Name, x.Errors, strings.ReplaceAll(x.FirstError, "\n", " ")))
 		}
 	}
 	if len(failed) > 0 {
 		fmt.Fprintf(w, "\nFailed records:\n\n%s\n", strings.Join(failed, "\n"))
 	}
 
-	// Partitions: each target's workloads over its fewest-partitions one.
+	// Partitions: each target's workloads over its fewest-partitions one
+	// (of the same round).
 	var rows []string
 	for _, t := range resultTargets(vr) {
 		var base *WorkloadResult
 		for _, x := range vr {
-			if x.Target == t && (base == nil || x.Workload.Partitions < base.Workload.Partitions) {
+			if x.Label() == t && (base == nil || x.Workload.Partitions < base.Workload.Partitions) {
 				base = x
 			}
 		}
 		for _, x := range vr {
-			if x.Target != t || x == base || x.Workload.Partitions == base.Workload.Partitions {
+			if x.Label() != t || x == base || x.Workload.Partitions == base.Workload.Partitions {
 				continue
 			}
 			rows = append(rows, fmt.Sprintf("| %s | %s ÷ %s | %.2f | %.2f |", t, x.Workload.Name, base.Workload.Name,
@@ -355,24 +356,70 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 	}
 
 	// Nodes: each multi-node target over the one-node target of the same
-	// kind, per workload.
+	// kind, per workload, in the same round.
 	rows = rows[:0]
+	type pair struct{ workload, target string }
+	var pairs []pair
+	perRound := map[pair][]nodeRatios{}
 	for _, x := range vr {
 		one := oneNodeTarget(x.Target)
 		if one == "" || one == x.Target {
 			continue
 		}
 		for _, b := range vr {
-			if b.Target == one && b.Workload.Name == x.Workload.Name {
-				rows = append(rows, fmt.Sprintf("| %s | %s ÷ %s | %.2f | %.2f | %.2f | %.2f |", x.Workload.Name, x.Target, one,
-					div(x.Ack.P99, b.Ack.P99), div(x.CPUPerMiB, b.CPUPerMiB), div(varveEtcdCPUPerMiB(x), varveEtcdCPUPerMiB(b)),
-					div(x.Varve.EtcdTxnsPerS, b.Varve.EtcdTxnsPerS)))
+			if b.Target == one && b.Workload.Name == x.Workload.Name && b.Round == x.Round {
+				q := nodeRatios{div(x.Ack.P99, b.Ack.P99), div(x.CPUPerMiB, b.CPUPerMiB), div(varveEtcdCPUPerMiB(x), varveEtcdCPUPerMiB(b)),
+					div(x.Varve.EtcdTxnsPerS, b.Varve.EtcdTxnsPerS)}
+				rows = append(rows, fmt.Sprintf("| %s | %s ÷ %s | %.2f | %.2f | %.2f | %.2f |", x.Workload.Name, x.Label(), b.Label(),
+					q.ackP99, q.cpuAll, q.cpuVarveEtcd, q.etcdTxns))
+				k := pair{x.Workload.Name, x.Target + " ÷ " + one}
+				if perRound[k] == nil {
+					pairs = append(pairs, k)
+				}
+				perRound[k] = append(perRound[k], q)
 			}
 		}
 	}
 	if len(rows) > 0 {
 		fmt.Fprintf(w, "\n### More ingest nodes, same workload (goal: ack p99 ratio ≤ 1.1, CPU s/MiB ratio of the Varve processes and etcd ≤ 1.1, etcd txn/s independent of nodes; the CPU of every server process, MinIO included, for comparison)\n\n| workload | targets | ack p99 ratio | CPU s/MiB ratio (all servers) | CPU s/MiB ratio (Varve + etcd) | etcd txn/s ratio |\n|---|---|---|---|---|---|\n%s\n", strings.Join(rows, "\n"))
 	}
+	// Over rounds: the median of each ratio, and its least and greatest.
+	rows = rows[:0]
+	for _, k := range pairs {
+		qs := perRound[k]
+		if len(qs) < 2 {
+			continue
+		}
+		col := func(f func(nodeRatios) float64) string {
+			v := make([]float64, len(qs))
+			for i, q := range qs {
+				v[i] = f(q)
+			}
+			slices.Sort(v)
+			return fmt.Sprintf("%.2f (%.2f–%.2f)", median(v), v[0], v[len(v)-1])
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %d | %s | %s | %s | %s |", k.workload, k.target, len(qs),
+			col(func(q nodeRatios) float64 { return q.ackP99 }), col(func(q nodeRatios) float64 { return q.cpuAll }),
+			col(func(q nodeRatios) float64 { return q.cpuVarveEtcd }), col(func(q nodeRatios) float64 { return q.etcdTxns })))
+	}
+	if len(rows) > 0 {
+		fmt.Fprintf(w, "\n### More ingest nodes over rounds (median of the rounds' ratios, least–greatest; each round ran every target once, in turn)\n\n| workload | targets | rounds | ack p99 ratio | CPU s/MiB ratio (all servers) | CPU s/MiB ratio (Varve + etcd) | etcd txn/s ratio |\n|---|---|---|---|---|---|---|\n%s\n", strings.Join(rows, "\n"))
+	}
+}
+
+// nodeRatios are one round's figures of a multi-node target over the
+// one-node target.
+type nodeRatios struct {
+	ackP99, cpuAll, cpuVarveEtcd, etcdTxns float64
+}
+
+// median of sorted v (the mean of the middle two when even).
+func median(v []float64) float64 {
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
 }
 
 // varveEtcdCPUPerMiB is x's CPU seconds per MiB of the Varve nodes and
@@ -396,12 +443,13 @@ func div(a, b float64) float64 {
 	return a / b
 }
 
-// resultTargets lists the targets of rs in first-seen order.
+// resultTargets lists the targets of rs, with their rounds (Label), in
+// first-seen order.
 func resultTargets(rs []*WorkloadResult) []string {
 	var out []string
 	for _, x := range rs {
-		if !slices.Contains(out, x.Target) {
-			out = append(out, x.Target)
+		if !slices.Contains(out, x.Label()) {
+			out = append(out, x.Label())
 		}
 	}
 	return out

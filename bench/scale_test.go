@@ -162,6 +162,37 @@ func TestScaleMarkdown(t *testing.T) {
 	}
 }
 
+// TestScaleMarkdownRounds: with several rounds, each multi-node result is
+// divided by the one-node result of its own round, and the rounds' ratios
+// are summed up as a median with their range.
+func TestScaleMarkdownRounds(t *testing.T) {
+	res := func(target string, round int, p99, node float64) *bench.WorkloadResult {
+		return &bench.WorkloadResult{Target: target, Round: round, Workload: bench.ScaleWorkload(1000), RecordsPerS: 5000, AchievedRecordsPerS: 5000,
+			Ack: bench.Latency{P50: p99 / 2, P99: p99}, CPUPerMiB: node,
+			Processes: []bench.ProcStats{{Name: "varve-serve-node-0", CPUSeconds: node}},
+			Varve:     &bench.VarveFigures{EtcdTxnsPerS: 10}}
+	}
+	rep := &bench.Report{Profile: "scale", Rounds: 3, Results: []*bench.WorkloadResult{
+		res("varve-minio-1", 0, 100, 1), res("varve-minio-2", 0, 110, 1.5),
+		res("varve-minio-1", 2, 100, 2), res("varve-minio-2", 2, 100, 2.2),
+		res("varve-minio-1", 3, 100, 1), res("varve-minio-2", 3, 120, 1.2),
+	}}
+	var buf bytes.Buffer
+	rep.Markdown(&buf, nil)
+	md := buf.String()
+	for _, want := range []string{
+		"| varve-minio-2 #2 | scale-1000p | 5000 | 5000 | 0 |",
+		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 1.10 | 1.50 | 1.50 | 1.00 |",
+		"| scale-1000p | varve-minio-2 #2 ÷ varve-minio-1 #2 | 1.00 | 1.10 | 1.10 | 1.00 |",
+		"| scale-1000p | varve-minio-2 #3 ÷ varve-minio-1 #3 | 1.20 | 1.20 | 1.20 | 1.00 |",
+		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 3 | 1.10 (1.00–1.20) | 1.20 (1.10–1.50) | 1.20 (1.10–1.50) | 1.00 (1.00–1.00) |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report has no %q:\n%s", want, md)
+		}
+	}
+}
+
 // TestScaleCountersMinIO: on a real MinIO target with etcd as its own
 // process, a produce shows in every scale counter: the nodes' commit
 // histogram, etcd's Txn RPCs, writes, keys written and CPU, and MinIO's

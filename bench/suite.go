@@ -24,6 +24,12 @@ type Config struct {
 	Progress Progress
 	// Log receives one line per step (nil: discarded).
 	Log func(format string, args ...any)
+	// Rounds runs every target this many times, in turn: round 1 runs
+	// each target, then round 2 each again, so targets whose figures are
+	// divided (two nodes over one) ran alternately, not one after the
+	// other. The floor and start-up are measured in round 1 only.
+	// 0 means 1.
+	Rounds int
 }
 
 // Report is everything one run measured. It is written as JSON and Markdown.
@@ -34,6 +40,9 @@ type Report struct {
 	Started  time.Time `json:"started"`
 	Seconds  float64   `json:"seconds"`
 	Settings Profile   `json:"settings"`
+	// Rounds is how many times every target ran (Config.Rounds); a
+	// result of round 2 or later says its round.
+	Rounds int `json:"rounds,omitempty"`
 
 	Results []*WorkloadResult `json:"results"`
 	Floors  []*Floor          `json:"floors"`
@@ -114,7 +123,8 @@ func ThisMachine() Machine {
 
 // Run runs the profile against each of its targets in turn: start, the
 // floor (Varve targets), every workload, start-to-first-ack and drain
-// (varve-minio-1), stop. A failing target is reported and the run goes on.
+// (varve-minio-1), stop; all of it Config.Rounds times. A failing target is
+// reported and the run goes on.
 func Run(ctx context.Context, c Config) (*Report, error) {
 	if c.Log == nil {
 		c.Log = func(string, ...any) {}
@@ -123,65 +133,79 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		c.Progress = func(float64, string) {}
 	}
 	p := c.Profile
+	rounds := max(c.Rounds, 1)
 	rep := &Report{Profile: p.Name, Command: c.Command, Machine: ThisMachine(), Started: time.Now().UTC(),
 		Settings: p, Ratios: map[string]Ratios{}}
-	steps := float64(len(p.Targets) * (len(p.Workloads) + 1))
+	if rounds > 1 {
+		rep.Rounds = rounds
+	}
+	steps := float64(rounds * len(p.Targets) * (len(p.Workloads) + 1))
 	step := 0.0
-	for _, name := range p.Targets {
-		t, err := NewTarget(name)
-		if err != nil {
-			return nil, err
-		}
-		c.Log("%s: starting", name)
-		c.Progress(step/steps, name+" start")
-		if err := t.Start(ctx, Env{VarveBin: c.VarveBin, Dir: c.Dir, FlushBytes: p.FlushBytes, NodeSettings: p.NodeSettings, Compact: p.Compact}); err != nil {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %v", name, err))
-			step += float64(len(p.Workloads) + 1)
-			continue
-		}
-		var floor *Floor
-		if vt, ok := t.(VarveTarget); ok && len(p.Workloads) > 0 {
-			c.Log("%s: measuring the floor", name)
-			c.Progress(step/steps, name+" floor")
-			flush := p.FlushBytes
-			if flush == 0 {
-				flush = 8 << 20
+	floors := map[string]*Floor{}
+	for round := 1; round <= rounds; round++ {
+		for _, name := range p.Targets {
+			label := name
+			if round > 1 {
+				label = fmt.Sprintf("%s #%d", name, round)
 			}
-			floor, err = MeasureFloor(ctx, vt, p.Workloads, flush, p.FloorObjects, p.FloorCommits)
+			t, err := NewTarget(name)
 			if err != nil {
-				rep.Errors = append(rep.Errors, fmt.Sprintf("%s floor: %v", name, err))
-			} else {
-				rep.Floors = append(rep.Floors, floor)
+				return nil, err
 			}
-		}
-		step++
-		for _, w := range p.Workloads {
-			c.Log("%s: workload %s", name, w.Name)
-			base := step
-			res, err := RunWorkload(ctx, t, w, func(f float64, what string) { c.Progress((base+f)/steps, what) })
-			step++
-			if err != nil {
-				rep.Errors = append(rep.Errors, fmt.Sprintf("%s %s: %v", name, w.Name, err))
-			}
-			if res == nil {
+			c.Log("%s: starting", label)
+			c.Progress(step/steps, label+" start")
+			if err := t.Start(ctx, Env{VarveBin: c.VarveBin, Dir: c.Dir, FlushBytes: p.FlushBytes, NodeSettings: p.NodeSettings, Compact: p.Compact}); err != nil {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %v", label, err))
+				step += float64(len(p.Workloads) + 1)
 				continue
 			}
-			rep.Results = append(rep.Results, res)
-			if floor != nil {
-				rep.Ratios[name+"/"+w.Name] = ratios(res, floor, floor.zstdFor(w))
+			if vt, ok := t.(VarveTarget); ok && len(p.Workloads) > 0 && round == 1 {
+				c.Log("%s: measuring the floor", name)
+				c.Progress(step/steps, name+" floor")
+				flush := p.FlushBytes
+				if flush == 0 {
+					flush = 8 << 20
+				}
+				floor, err := MeasureFloor(ctx, vt, p.Workloads, flush, p.FloorObjects, p.FloorCommits)
+				if err != nil {
+					rep.Errors = append(rep.Errors, fmt.Sprintf("%s floor: %v", name, err))
+				} else {
+					rep.Floors = append(rep.Floors, floor)
+					floors[name] = floor
+				}
 			}
-		}
-		if m, ok := t.(*VarveMinIO); ok && m.Nodes == 1 && p.StartupRounds > 0 {
-			c.Log("%s: start-to-first-ack and drain", name)
-			c.Progress(step/steps, name+" startup")
-			s, err := MeasureStartup(ctx, m, p.StartupRounds)
-			if err != nil {
-				rep.Errors = append(rep.Errors, fmt.Sprintf("%s startup: %v", name, err))
-			} else {
-				rep.Startup = append(rep.Startup, s)
+			step++
+			for _, w := range p.Workloads {
+				c.Log("%s: workload %s", label, w.Name)
+				base := step
+				res, err := RunWorkload(ctx, t, w, func(f float64, what string) { c.Progress((base+f)/steps, what) })
+				step++
+				if err != nil {
+					rep.Errors = append(rep.Errors, fmt.Sprintf("%s %s: %v", label, w.Name, err))
+				}
+				if res == nil {
+					continue
+				}
+				if round > 1 {
+					res.Round = round
+				}
+				rep.Results = append(rep.Results, res)
+				if floor := floors[name]; floor != nil {
+					rep.Ratios[res.Label()+"/"+w.Name] = ratios(res, floor, floor.zstdFor(w))
+				}
 			}
+			if m, ok := t.(*VarveMinIO); ok && m.Nodes == 1 && p.StartupRounds > 0 && round == 1 {
+				c.Log("%s: start-to-first-ack and drain", name)
+				c.Progress(step/steps, name+" startup")
+				s, err := MeasureStartup(ctx, m, p.StartupRounds)
+				if err != nil {
+					rep.Errors = append(rep.Errors, fmt.Sprintf("%s startup: %v", name, err))
+				} else {
+					rep.Startup = append(rep.Startup, s)
+				}
+			}
+			t.Stop()
 		}
-		t.Stop()
 	}
 	c.Progress(1, "done")
 	rep.Seconds = time.Since(rep.Started).Seconds()

@@ -49,6 +49,7 @@ Workload flags, when given, override every workload of the profile.`,
 	f.Int("keys", 0, "distinct keys, uniform; 0 = no key (default: the profile's)")
 	f.Duration("linger", 0, "producer client-side linger (default: the profile's)")
 	f.Int("flush-bytes", 0, "nodes' flush_bytes and the floor's object size (default: the profile's)")
+	f.Int("rounds", 1, "run every target this many times, in turn (round 1: each target, round 2: each again, ...), and report each round's node-count ratios and their median; the floor and start-up are measured in round 1")
 	f.Bool("quiet", false, "no progress bar")
 	cmd.AddCommand(newBenchCheckCmd(), newBenchReportCmd())
 	return cmd
@@ -111,6 +112,10 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			return err
 		}
 	}
+	rounds, _ := f.GetInt("rounds")
+	if rounds < 1 {
+		return fmt.Errorf("--rounds %d: must be ≥ 1", rounds)
+	}
 	bin, _ := f.GetString("varve-bin")
 	if bin == "" {
 		self, err := os.Executable()
@@ -145,7 +150,7 @@ func runBench(cmd *cobra.Command, _ []string) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := bench.Run(ctx, bench.Config{
-		Profile: prof, VarveBin: bin, Dir: dir, Command: "varve " + strings.Join(os.Args[1:], " "), Progress: progress,
+		Profile: prof, Rounds: rounds, VarveBin: bin, Dir: dir, Command: "varve " + strings.Join(os.Args[1:], " "), Progress: progress,
 		Log: func(format string, args ...any) {
 			if quiet {
 				fmt.Fprintf(stderr, "varve bench: "+format+"\n", args...)

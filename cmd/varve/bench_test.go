@@ -23,6 +23,7 @@ func TestBenchRefusesBadWorkloadFlags(t *testing.T) {
 		{"--keys=-1", "rate, keys"},
 		{"--flush-bytes=0", "--flush-bytes 0: must be > 0"},
 		{"--payload=xml", `payload "xml"`},
+		{"--rounds=0", "--rounds 0: must be ≥ 1"},
 	} {
 		out := filepath.Join(t.TempDir(), "out")
 		_, _, err := runCLI(t, "bench", "--profile", "scale", "--quiet", "--out", out, c.flag)
