@@ -180,6 +180,41 @@ func TestStartupMinIO(t *testing.T) {
 	}
 }
 
+// TestRunRoundsMinIO: with two rounds the MinIO target is started twice,
+// each time afresh (its bucket and etcd not found again), and the second
+// round's result, ratios and report rows say their round.
+func TestRunRoundsMinIO(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w := tiny()
+	w.Duration = 700 * time.Millisecond
+	prof := bench.Profile{Name: "test", Targets: []string{bench.TargetVarveMinIO1}, Workloads: []bench.Workload{w},
+		FloorObjects: 1, FloorCommits: 2, FlushBytes: 1 << 20}
+	rep, err := bench.Run(ctx, bench.Config{Profile: prof, Rounds: 2, VarveBin: varveBin, Dir: t.TempDir(), Command: "go test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Errors) > 0 {
+		t.Fatalf("errors: %v", rep.Errors)
+	}
+	if rep.Rounds != 2 || len(rep.Results) != 2 || len(rep.Floors) != 1 {
+		t.Fatalf("rounds %d, %d results, %d floors; want 2, 2, 1", rep.Rounds, len(rep.Results), len(rep.Floors))
+	}
+	if r := rep.Results[1]; r.Round != 2 || r.Records == 0 || r.Label() != "varve-minio-1 #2" {
+		t.Errorf("second result: round %d, %d records, label %q", r.Round, r.Records, r.Label())
+	}
+	for _, k := range []string{"varve-minio-1/tiny", "varve-minio-1 #2/tiny"} {
+		if _, ok := rep.Ratios[k]; !ok {
+			t.Errorf("no ratios %q: %v", k, rep.Ratios)
+		}
+	}
+	var buf bytes.Buffer
+	rep.Markdown(&buf, nil)
+	if !strings.Contains(buf.String(), "| varve-minio-1 #2 | tiny |") {
+		t.Errorf("report has no row of round 2:\n%s", buf.String())
+	}
+}
+
 // TestPeers runs a tiny workload against NATS JetStream and Redis Streams,
 // started by the bench (nats-server and redis-server from `make tools`).
 func TestPeers(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -144,9 +145,11 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	floors := map[string]*Floor{}
 	for round := 1; round <= rounds; round++ {
 		for _, name := range p.Targets {
-			label := name
+			label, dir := name, c.Dir
 			if round > 1 {
-				label = fmt.Sprintf("%s #%d", name, round)
+				// A fresh directory: a target's store and etcd from
+				// the round before must not be found again.
+				label, dir = fmt.Sprintf("%s #%d", name, round), filepath.Join(c.Dir, fmt.Sprintf("round-%d", round))
 			}
 			t, err := NewTarget(name)
 			if err != nil {
@@ -154,7 +157,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 			}
 			c.Log("%s: starting", label)
 			c.Progress(step/steps, label+" start")
-			if err := t.Start(ctx, Env{VarveBin: c.VarveBin, Dir: c.Dir, FlushBytes: p.FlushBytes, NodeSettings: p.NodeSettings, Compact: p.Compact}); err != nil {
+			if err := t.Start(ctx, Env{VarveBin: c.VarveBin, Dir: dir, FlushBytes: p.FlushBytes, NodeSettings: p.NodeSettings, Compact: p.Compact}); err != nil {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %v", label, err))
 				step += float64(len(p.Workloads) + 1)
 				continue
