@@ -147,15 +147,20 @@ func TestScaleMarkdown(t *testing.T) {
 		res("varve-minio-1", 8, 100, 0.2), res("varve-minio-1", 1000, 150, 0.3),
 		res("varve-minio-2", 8, 120, 0.25), failing,
 	}}
-	var buf bytes.Buffer
-	rep.Markdown(&buf, nil)
-	md := buf.String()
-	for _, want := range []string{
+	reportHas(t, rep,
 		"| varve-minio-2 | scale-1000p | 5000 | 5000 | 7 | 150.0 | 300.0 | 5 | 20.0 | ≥ 10000 |",
 		"- varve-minio-2 scale-1000p: 7 failed; first error: internal: too many operations in txn request",
 		"| varve-minio-1 | scale-1000p ÷ scale-8p | 1.50 | 1.00 |",
-		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 2.00 | 2.00 | 1.33 | 1.00 |",
-	} {
+		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 2.00 | 2.00 | 1.33 | 1.00 |")
+}
+
+// reportHas fails t unless rep's Markdown holds every line.
+func reportHas(t *testing.T, rep *bench.Report, lines ...string) {
+	t.Helper()
+	var buf bytes.Buffer
+	rep.Markdown(&buf, nil)
+	md := buf.String()
+	for _, want := range lines {
 		if !strings.Contains(md, want) {
 			t.Errorf("report has no %q:\n%s", want, md)
 		}
@@ -177,20 +182,12 @@ func TestScaleMarkdownRounds(t *testing.T) {
 		res("varve-minio-1", 2, 100, 2), res("varve-minio-2", 2, 100, 2.2),
 		res("varve-minio-1", 3, 100, 1), res("varve-minio-2", 3, 120, 1.2),
 	}}
-	var buf bytes.Buffer
-	rep.Markdown(&buf, nil)
-	md := buf.String()
-	for _, want := range []string{
+	reportHas(t, rep,
 		"| varve-minio-2 #2 | scale-1000p | 5000 | 5000 | 0 |",
 		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 1.10 | 1.50 | 1.50 | 1.00 |",
 		"| scale-1000p | varve-minio-2 #2 ÷ varve-minio-1 #2 | 1.00 | 1.10 | 1.10 | 1.00 |",
 		"| scale-1000p | varve-minio-2 #3 ÷ varve-minio-1 #3 | 1.20 | 1.20 | 1.20 | 1.00 |",
-		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 3 | 1.10 (1.00–1.20) | 1.20 (1.10–1.50) | 1.20 (1.10–1.50) | 1.00 (1.00–1.00) |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report has no %q:\n%s", want, md)
-		}
-	}
+		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 3 | 1.10 (1.00–1.20) | 1.20 (1.10–1.50) | 1.20 (1.10–1.50) | 1.00 (1.00–1.00) |")
 }
 
 // TestScaleCountersMinIO: on a real MinIO target with etcd as its own
