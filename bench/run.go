@@ -85,11 +85,15 @@ type WorkloadResult struct {
 
 // Label names x's target in tables: the target, and its round from round 2
 // on ("varve-minio-2 #3").
-func (x *WorkloadResult) Label() string {
-	if x.Round > 1 {
-		return fmt.Sprintf("%s #%d", x.Target, x.Round)
+func (x *WorkloadResult) Label() string { return roundLabel(x.Target, x.Round) }
+
+// roundLabel names target in round: the target alone in round 1 (or a
+// run of one round), "target #N" from round 2 on.
+func roundLabel(target string, round int) string {
+	if round > 1 {
+		return fmt.Sprintf("%s #%d", target, round)
 	}
-	return x.Target
+	return target
 }
 
 // VarveFigures are Varve's costs per GiB ingested.

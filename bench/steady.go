@@ -108,7 +108,7 @@ func (r *Report) steadyMarkdown(w io.Writer) {
 			fmt.Fprintf(w, "\n## etcd as data grows\n\nSampled every `sample` seconds while producing: data acknowledged so far, etcd's live keys' and values' bytes (what compaction and record pruning must keep flat), its key count and its database file. The growth line compares the end with the first sample that had at least a tenth of the data.\n")
 			head = true
 		}
-		fmt.Fprintf(w, "\n### %s / %s\n\n| s | MiB ingested | etcd live MiB | etcd keys | etcd DB MiB |\n|---|---|---|---|---|\n", res.Target, res.Workload.Name)
+		fmt.Fprintf(w, "\n### %s / %s\n\n| s | MiB ingested | etcd live MiB | etcd keys | etcd DB MiB |\n|---|---|---|---|---|\n", res.Label(), res.Workload.Name)
 		for _, s := range res.Steady {
 			fmt.Fprintf(w, "| %.0f | %.1f | %.2f | %d | %.1f |\n", s.Seconds, mib(s.IngestedBytes), mib(s.EtcdLiveBytes), s.EtcdKeys, mib(s.EtcdDBBytes))
 		}

@@ -145,11 +145,11 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	floors := map[string]*Floor{}
 	for round := 1; round <= rounds; round++ {
 		for _, name := range p.Targets {
-			label, dir := name, c.Dir
+			label, dir := roundLabel(name, round), c.Dir
 			if round > 1 {
 				// A fresh directory: a target's store and etcd from
 				// the round before must not be found again.
-				label, dir = fmt.Sprintf("%s #%d", name, round), filepath.Join(c.Dir, fmt.Sprintf("round-%d", round))
+				dir = filepath.Join(c.Dir, fmt.Sprintf("round-%d", round))
 			}
 			t, err := NewTarget(name)
 			if err != nil {
