@@ -181,7 +181,7 @@ func (in *Ingester) ProduceBatches(ctx context.Context, topicName string, bs []B
 		tp := tpKey{t.Name, e.Partition}
 		b := f.blocks[tp]
 		if b == nil {
-			b = newBlock(f, tp)
+			b = in.newBlockLocked(f, tp)
 		}
 		starts[i] = b.Len()
 		req.appendEntry(b, i)

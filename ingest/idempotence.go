@@ -255,7 +255,7 @@ func (in *Ingester) bufferBatchesLocked(ctx context.Context, id int64, topicName
 		tp := tpKey{topicName, p}
 		b := f.blocks[tp]
 		if b == nil {
-			b = newBlock(f, tp)
+			b = in.newBlockLocked(f, tp)
 		}
 		pb := batches[p]
 		pb.Index = int64(b.Len())
@@ -342,13 +342,19 @@ func idempotentResults(ctx context.Context, topicName string, req *produceReq, a
 	return out, nil
 }
 
-// newBlock adds tp's block to f.
-func newBlock(f *file, tp tpKey) *segment.BlockBuilder {
+// newBlockLocked adds tp's block to f.
+func (in *Ingester) newBlockLocked(f *file, tp tpKey) *segment.BlockBuilder {
 	// Every block is a version 3 block: the batch form's batches as sent,
 	// the record form's records encoded into batches.
 	b := segment.NewBatchBlockBuilder(tp.topic, tp.p)
 	// Compress the records' batches at flush, outside in.mu.
 	b.DeferCompression()
+	// Room for what the partition's block took in the last file: a block
+	// otherwise grows from nothing every tick, and with N ingest nodes
+	// each block is 1/N as large, so that growth was a per-node cost.
+	if n := in.grow[tp]; n > 0 {
+		b.Grow(n + n/8)
+	}
 	f.blocks[tp] = b
 	f.order = append(f.order, b)
 	return b

@@ -185,6 +185,9 @@ type Ingester struct {
 	closed  bool
 	seq     uint64
 	sticky  map[string]int32
+	// grow holds the bytes of records each partition's block took in the
+	// last sealed file (newBlockLocked makes room for them).
+	grow map[tpKey]int
 
 	// Idempotent batches buffered or being committed, per producer and
 	// partition, in append order; idemDone counts removals.
@@ -431,7 +434,7 @@ func (in *Ingester) appendLocked(f *file, t metadata.Topic, recs []Record) []pos
 		k := tpKey{t.Name, p}
 		b := f.blocks[k]
 		if b == nil {
-			b = newBlock(f, k)
+			b = in.newBlockLocked(f, k)
 		}
 		positions[i] = position{k, b.Len()}
 		b.Append(recs[i].Record)
@@ -516,6 +519,15 @@ func (in *Ingester) sealLocked() {
 	}
 	in.open = nil
 	f.timer.Stop()
+	// Only the last file's partitions: the map stays as large as one
+	// file's blocks, and a partition that went quiet loses its hint.
+	grow := make(map[tpKey]int, len(f.order))
+	for _, b := range f.order {
+		if n := b.RecordBytes(); n > 0 {
+			grow[tpKey{b.Topic(), b.Partition()}] = n
+		}
+	}
+	in.grow = grow
 	// Sticky partitions change with every file, as Kafka's do per batch.
 	clear(in.sticky)
 	in.inflight++

@@ -42,6 +42,9 @@ type BlockBuilder struct {
 	kpendBase, knext         int64
 	kpendLast                int32
 	kpendFirstTS, kpendMaxTS int64
+	// krecBytes counts the bytes records appended one by one took in
+	// pending batches (RecordBytes).
+	krecBytes int
 	// kraw seals batches uncompressed (AppendRecordBatches without
 	// compress).
 	kraw bool
@@ -108,6 +111,17 @@ func (b *BlockBuilder) Grow(n int) {
 		return
 	}
 	b.buf = slices.Grow(b.buf, n)
+}
+
+// RecordBytes returns how many bytes the records appended one by one
+// (Append, AppendBatchesRecords) took encoded, batch headers not counted:
+// what Grow of a next block for the same partition should make room for.
+// Batches appended as sent (AppendBatches) are not counted.
+func (b *BlockBuilder) RecordBytes() int {
+	if b.batches {
+		return b.krecBytes
+	}
+	return len(b.buf)
 }
 
 // Sparse reports whether some record has an offset gap: the block is then

@@ -125,7 +125,9 @@ func (b *BlockBuilder) appendBatchRecord(r *Record) {
 	b.kpendMaxTS = max(b.kpendMaxTS, r.Timestamp)
 	b.maxTS = max(b.maxTS, r.Timestamp)
 	b.kpendLast = int32(off - b.kpendBase)
+	n := len(b.kpend)
 	b.kpend = appendKafkaRecord(b.kpend, r, r.Timestamp-b.kpendFirstTS, b.kpendLast)
+	b.krecBytes += len(b.kpend) - n
 	b.kpendN++
 	b.n++
 	b.knext = off + 1

@@ -36,3 +36,57 @@ func TestAppendBatchesGrowth(t *testing.T) {
 		t.Fatalf("%.0f allocations to append %d entries of %d bytes", allocs, entries, len(batches))
 	}
 }
+
+// TestRecordBytesGrow: a tick's block of records grown by the last
+// block's RecordBytes (as an ingest node does per partition) appends
+// without reallocating, and RecordBytes counts records appended one by
+// one, not batches appended as sent.
+func TestRecordBytesGrow(t *testing.T) {
+	recs := make([]Record, 20)
+	for i := range recs {
+		recs[i] = Record{Key: []byte("k"), Value: bytes.Repeat([]byte("v"), 250), Timestamp: int64(i)}
+	}
+	fill := func(b *BlockBuilder) {
+		for _, r := range recs {
+			b.Append(r)
+		}
+	}
+	last := NewBatchBlockBuilder("t", 0)
+	fill(last)
+	n := last.RecordBytes()
+	if n < 20*250 || n > 20*300 {
+		t.Fatalf("RecordBytes %d for 20 records of 251 bytes", n)
+	}
+	fresh := testenv.AllocsPerRun(10, func() { fill(NewBatchBlockBuilder("t", 0)) })
+	grown := testenv.AllocsPerRun(10, func() {
+		b := NewBatchBlockBuilder("t", 0)
+		b.Grow(n + n/8)
+		fill(b)
+	})
+	t.Logf("allocations per block of 20 records: %.0f grown, %.0f from nothing", grown, fresh)
+	if grown > 2 || grown >= fresh {
+		t.Fatalf("%.0f allocations with Grow(%d), %.0f without", grown, n+n/8, fresh)
+	}
+
+	batches, err := AppendProducerBatches(nil, recs[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ValidateBatches(batches, BatchLimits{Strict: true, Produced: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBatchBlockBuilder("t", 0)
+	if err := b.AppendBatches(batches, &info); err != nil {
+		t.Fatal(err)
+	}
+	if b.RecordBytes() != 0 {
+		t.Fatalf("RecordBytes %d after a batch appended as sent", b.RecordBytes())
+	}
+	if err := b.AppendBatchesRecords(batches, &info); err != nil {
+		t.Fatal(err)
+	}
+	if b.RecordBytes() == 0 {
+		t.Fatal("RecordBytes 0 after a batch's records appended one by one")
+	}
+}
