@@ -154,6 +154,30 @@ func TestCheckFlagsRegression(t *testing.T) {
 	}
 }
 
+// TestCheckRounds: a baseline of three rounds against a run of one
+// compares round 1 and does not count rounds 2 and 3 as missing; a run of
+// three rounds that lacks round 2 does.
+func TestCheckRounds(t *testing.T) {
+	r := bench.Ratios{ThroughputVsZstd: 0.10, AckP50VsFloor: 10}
+	base := &bench.Report{Profile: "scale", Rounds: 3, Ratios: map[string]bench.Ratios{
+		"varve-minio-2/w": r, "varve-minio-2 #2/w": r, "varve-minio-2 #3/w": r,
+	}}
+	var buf bytes.Buffer
+	one := &bench.Report{Profile: "scale", Ratios: map[string]bench.Ratios{"varve-minio-2/w": r}}
+	regs, err := bench.Check(&buf, base, one, 0.25)
+	if err != nil || len(regs) != 0 {
+		t.Fatalf("one round against three: %v %+v\n%s", err, regs, buf.String())
+	}
+	if !strings.Contains(buf.String(), "round 3 not run (the current run has 1)") {
+		t.Errorf("table does not say round 3 was not run:\n%s", buf.String())
+	}
+	three := &bench.Report{Profile: "scale", Rounds: 3, Ratios: map[string]bench.Ratios{"varve-minio-2/w": r, "varve-minio-2 #3/w": r}}
+	regs, _ = bench.Check(&buf, base, three, 0.25)
+	if len(regs) != 1 || regs[0].Key != "varve-minio-2 #2/w" || regs[0].Ratio != "missing" {
+		t.Fatalf("round 2 missing from a three-round run: %+v", regs)
+	}
+}
+
 // TestStartupMinIO measures start-to-first-ack and drain of an ingest-only
 // `varve serve` on a real MinIO and etcd (one round).
 func TestStartupMinIO(t *testing.T) {
