@@ -352,6 +352,7 @@ func (in *Ingester) newBlockLocked(f *file, tp tpKey) *segment.BlockBuilder {
 	// Room for what the partition's block took in the last file: a block
 	// otherwise grows from nothing every tick, and with N ingest nodes
 	// each block is 1/N as large, so that growth was a per-node cost.
+	// The room is bounded: a file's blocks sum to about flush_bytes.
 	if n := in.grow[tp]; n > 0 {
 		b.Grow(n + n/8)
 	}
