@@ -88,3 +88,38 @@ func TestPutEncodedDecodesOnFirstGet(t *testing.T) {
 		t.Fatalf("cache holds %d bytes after dropping the bad blocks, want %d", c.Size(), size)
 	}
 }
+
+// TestRememberObjectSteadyState: with layoutObjects objects remembered,
+// remembering one more forgets the oldest and copies no list of names:
+// the list of objects is compacted once per layoutObjects inserts, not at
+// every insert.
+func TestRememberObjectSteadyState(t *testing.T) {
+	c := NewMemory(1 << 20)
+	blocks := []ObjectBlock{{Offset: 0, Stored: make([]byte, 64), Records: 1}}
+	names := make([]string, 6*layoutObjects)
+	for i := range names {
+		names[i] = fmt.Sprintf("obj-%06d", i)
+	}
+	name := func(i int) string { return names[i] }
+	for i := range 3 * layoutObjects {
+		c.RememberObject(name(i), blocks)
+	}
+	i := 3 * layoutObjects
+	allocs := testing.AllocsPerRun(2*layoutObjects, func() {
+		c.RememberObject(name(i), blocks)
+		i++
+	})
+	// The spans, and now and then the map's growth and the compaction.
+	if allocs > 1.5 {
+		t.Fatalf("%.2f allocations per RememberObject with %d objects remembered", allocs, layoutObjects)
+	}
+	if n := len(c.objects.order); n != layoutObjects-1 && n != layoutObjects {
+		t.Fatalf("%d objects remembered, want the last %d", n, layoutObjects)
+	}
+	if _, ok := c.objects.m[name(i-1)]; !ok {
+		t.Fatal("the last object is not remembered")
+	}
+	if _, ok := c.objects.m[name(i-layoutObjects-1)]; ok {
+		t.Fatal("an object older than the last layoutObjects is still remembered")
+	}
+}

@@ -78,8 +78,10 @@ func (c *Memory) RememberObject(object string, blocks []ObjectBlock) {
 		l.order = l.order[1:]
 	}
 	if len(l.order) == cap(l.order) {
-		// Compact: the slice only ever drops its head.
-		l.order = append(make([]string, 0, layoutObjects), l.order...)
+		// Compact: the slice only ever drops its head. Twice the bound,
+		// so that once full it compacts every layoutObjects objects, not
+		// at every one (a copy of 1,023 names per fresh object).
+		l.order = append(make([]string, 0, 2*layoutObjects), l.order...)
 	}
 	l.m[object] = spans
 	l.order = append(l.order, object)
