@@ -61,6 +61,9 @@ type partCache struct {
 	// sorted by Base: a deleted key entry uncovers those it shadowed.
 	recs    []IndexEntry
 	changed chan struct{}
+	// lastRecord is 1 + the batch of the last record applied to it (0:
+	// none yet).
+	lastRecord uint64
 }
 
 // refresh recomputes state from the partition key, the record entries and
@@ -338,13 +341,26 @@ func (pc *partCache) hideExpiredRecords() {
 	if pc.direct.Start == 0 || len(pc.recs) == 0 {
 		return
 	}
-	kept := pc.entries[:0:0]
-	for _, e := range pc.entries {
-		if e.Record == 0 || e.End() > pc.direct.Start {
+	pc.entries = keepEntries(pc.entries, func(e IndexEntry) bool {
+		return e.Record == 0 || e.End() > pc.direct.Start
+	})
+}
+
+// keepEntries filters es in place, keeping the entries keep selects, and
+// clears the tail it no longer uses (so its object names can be freed).
+// Every reader copies entries under the cache's lock, so reusing the
+// backing array is safe; a fresh slice per pruned record made every
+// record removal, which touches each partition of the record, allocate
+// and grow a slice per partition.
+func keepEntries(es []IndexEntry, keep func(IndexEntry) bool) []IndexEntry {
+	kept := es[:0]
+	for _, e := range es {
+		if keep(e) {
 			kept = append(kept, e)
 		}
 	}
-	pc.entries = kept
+	clear(es[len(kept):])
+	return kept
 }
 
 // overlapping returns the range [i, j) of es (sorted by Base, not
@@ -482,7 +498,10 @@ func (ca *Cache) applyRecord(topics map[string]Topic, parts map[topicPartition]*
 		pc.addRecord(e)
 		pc.recNext = max(pc.recNext, e.End())
 		pc.refresh()
-		if len(touched) == 0 || touched[len(touched)-1] != tp {
+		if pc.lastRecord != rb.Batch+1 {
+			// Each partition once, though a record has a block of it
+			// from every ingest node's object.
+			pc.lastRecord = rb.Batch + 1
 			touched = append(touched, tp)
 		}
 		if changed != nil {
@@ -519,21 +538,8 @@ func (ca *Cache) dropRecordEntries(topic string, changed map[topicPartition]bool
 // (reset false) leaves the high watermark as it was; a topic that is gone
 // or has a new id (reset) recomputes it from the entries that remain.
 func (pc *partCache) dropRecords(drop func(IndexEntry) bool, reset bool) {
-	kept := pc.entries[:0:0]
-	for _, e := range pc.entries {
-		if e.Record != 0 && drop(e) {
-			continue
-		}
-		kept = append(kept, e)
-	}
-	pc.entries = kept
-	recs := pc.recs[:0:0]
-	for _, e := range pc.recs {
-		if !drop(e) {
-			recs = append(recs, e)
-		}
-	}
-	pc.recs = recs
+	pc.entries = keepEntries(pc.entries, func(e IndexEntry) bool { return e.Record == 0 || !drop(e) })
+	pc.recs = keepEntries(pc.recs, func(e IndexEntry) bool { return !drop(e) })
 	if reset {
 		pc.recNext, pc.keyNext = 0, 0
 		for _, e := range pc.recs {
