@@ -126,6 +126,12 @@ func (c *Client) RequestTimeout() time.Duration { return c.health.Timeout() }
 // answers).
 func (c *Client) Unreachable() time.Duration { return c.health.Down() }
 
+// SuspectUnavailable notes that a peer reported etcd unanswering since
+// the given time (bounded.Health.Suspect): this client's next calls wait
+// one second for etcd, not the whole request timeout, until one is
+// answered.
+func (c *Client) SuspectUnavailable(since time.Time) { c.health.Suspect(since) }
+
 // Close releases the connection.
 func (c *Client) Close() error { return c.cli.Close() }
 

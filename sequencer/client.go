@@ -109,7 +109,11 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 	for {
 		attemptStart := time.Now()
 		err := c.once(ctx, call)
-		if err == nil || !isRetriable(err) || errors.Is(err, metadata.ErrUnavailable) {
+		if err == nil || !isRetriable(err) {
+			return err
+		}
+		if errors.Is(err, metadata.ErrUnavailable) {
+			c.meta.SuspectUnavailable(attemptStart)
 			return err
 		}
 		// An attempt that failed after the request timeout counts as
@@ -121,6 +125,11 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 				unavailableSince = attemptStart
 			}
 			if time.Since(unavailableSince) >= limit || c.meta.Unreachable() >= limit {
+				// The commits queued behind this one read the leader
+				// from etcd next: they should not each wait the whole
+				// request timeout for it (a produce would wait
+				// several timeouts).
+				c.meta.SuspectUnavailable(unavailableSince)
 				return err
 			}
 		} else {

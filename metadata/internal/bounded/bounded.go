@@ -47,6 +47,18 @@ func (h *Health) record(start time.Time, err error) {
 	h.downFrom.CompareAndSwap(0, max(start.UnixNano(), h.lastOK.Load()))
 }
 
+// Suspect notes that etcd did not answer another process on this node's
+// behalf (a sequencer whose write timed out) since the given time, unless
+// this client has already noted a failure: until one of its own calls is
+// answered, calls wait downWait rather than the whole request timeout. A
+// wrong suspicion costs little: a call etcd answers within downWait
+// clears it.
+func (h *Health) Suspect(since time.Time) {
+	// The peer waited out etcd before it said so: count the outage as a
+	// whole request timeout at least.
+	h.downFrom.CompareAndSwap(0, min(since.UnixNano(), time.Now().Add(-h.timeout).UnixNano()))
+}
+
 // Down reports how long etcd has failed every call (0: it answers).
 func (h *Health) Down() time.Duration {
 	from := h.downFrom.Load()
