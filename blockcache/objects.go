@@ -7,19 +7,22 @@ import (
 )
 
 // ObjectBlock is one block of an object: its offset in the object, its
-// stored bytes (header included) and the counts the object's footer lists
-// for it.
+// stored bytes (header included) and what the object's footer lists for
+// it. Topic and Partition are "" and 0 where not known (a peer's answer).
 type ObjectBlock struct {
-	Offset   int64
-	Stored   []byte
-	Records  int64
-	RawBytes int64
+	Offset    int64
+	Stored    []byte
+	Records   int64
+	RawBytes  int64
+	Topic     string
+	Partition int32
 }
 
 const (
 	// layoutObjects and layoutBlocks bound the objects whose blocks the
 	// memory tier remembers (RememberObject): the last 1,024 objects, at
-	// most 262,144 blocks between them (32 bytes each, 8 MiB).
+	// most 262,144 blocks between them (56 bytes each, 14 MiB; a topic's
+	// name is shared by its blocks).
 	layoutObjects = 1024
 	layoutBlocks  = 1 << 18
 )
@@ -27,6 +30,8 @@ const (
 // span is a remembered block: its byte range and counts, not its bytes.
 type span struct {
 	off, length, records, raw int64
+	topic                     string
+	partition                 int32
 }
 
 // layouts remembers the blocks of recent objects, oldest out first.
@@ -41,12 +46,20 @@ type layouts struct {
 // block's Stored must be its own allocation, never a window of a larger
 // buffer, so that the cache frees the blocks one by one.
 func (c *Memory) PutObject(object string, blocks []ObjectBlock) {
+	c.PutBlocks(object, blocks)
+	c.RememberObject(object, blocks)
+}
+
+// PutBlocks caches blocks of object by their stored bytes (as PutEncoded,
+// under one lock), without remembering them as the whole object: a
+// peer's answer for some partitions. Each block's Stored must be its own
+// allocation, as for PutObject.
+func (c *Memory) PutBlocks(object string, blocks []ObjectBlock) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, b := range blocks {
 		c.putEncodedLocked(object, b.Offset, b.Stored, b.Records, b.RawBytes)
 	}
-	c.mu.Unlock()
-	c.RememberObject(object, blocks)
 }
 
 // RememberObject remembers which blocks object has (their ranges and
@@ -59,7 +72,7 @@ func (c *Memory) RememberObject(object string, blocks []ObjectBlock) {
 	}
 	spans := make([]span, len(blocks))
 	for i, b := range blocks {
-		spans[i] = span{off: b.Offset, length: int64(len(b.Stored)), records: b.Records, raw: b.RawBytes}
+		spans[i] = span{off: b.Offset, length: int64(len(b.Stored)), records: b.Records, raw: b.RawBytes, topic: b.Topic, partition: b.Partition}
 	}
 	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.off, b.off) })
 	c.mu.Lock()
@@ -109,7 +122,7 @@ func (c *Memory) ObjectBlocks(object string) ([]ObjectBlock, bool) {
 		if e.stored == nil || int64(len(e.stored)) != s.length {
 			return nil, false
 		}
-		out[i] = ObjectBlock{Offset: s.off, Stored: e.stored, Records: s.records, RawBytes: s.raw}
+		out[i] = ObjectBlock{Offset: s.off, Stored: e.stored, Records: s.records, RawBytes: s.raw, Topic: s.topic, Partition: s.partition}
 		els[i] = el
 	}
 	for _, el := range els {

@@ -45,12 +45,12 @@ const (
 type PeerClient interface {
 	// GetBlock returns a block's stored bytes.
 	GetBlock(ctx context.Context, addr, object string, off, length int64) ([]byte, error)
-	// GetObject returns every block of a fresh level 0 object, by
-	// ascending offset, adding up to at most maxBytes; each block's Stored
-	// must be its own allocation (they are cached one by one). An owner
-	// that cannot answer the object whole answers an error wrapping
-	// ErrNotWhole.
-	GetObject(ctx context.Context, addr, object string, maxBytes int64) ([]ObjectBlock, error)
+	// GetObject returns every block of a fresh level 0 object (of parts
+	// only, when parts is not empty), by ascending offset, adding up to at
+	// most maxBytes; each block's Stored must be its own allocation (they
+	// are cached one by one). An owner that cannot answer the object whole
+	// answers an error wrapping ErrNotWhole.
+	GetObject(ctx context.Context, addr, object string, maxBytes int64, parts []TopicPartitions) ([]ObjectBlock, error)
 }
 
 // MaxBlockLength is the longest byte range a block can have: its header and
@@ -97,6 +97,9 @@ type Reader struct {
 	// (remote.go): the collapsing of concurrent asks, their bound, and
 	// the objects answered.
 	remote wholeObjects
+	// hot are the partitions whose fresh blocks this node read lately:
+	// what it asks the owners of fresh objects for (hot.go).
+	hot hotPartitions
 }
 
 // New makes a Reader of the blocks in store, keeping decoded blocks in mem.
@@ -116,6 +119,7 @@ func New(store tier.Store, mem *Memory, log *slog.Logger, mp metric.MeterProvide
 	r.tiers.init(r, m)
 	r.whole.init()
 	r.remote.init()
+	r.hot.settle = hotSettle
 	return r
 }
 
@@ -126,6 +130,9 @@ func (r *Reader) Memory() *Memory { return r.mem }
 // memory cache, else through the disk cache, the block's owner among the
 // fetch nodes, or one ranged GET.
 func (r *Reader) Block(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
+	if e.Level == 0 {
+		r.hot.touch(e.Topic, e.Partition, time.Now().UnixNano())
+	}
 	if recs, ok := r.mem.Get(e.Object, e.Off); ok && int64(len(recs)) == e.Records {
 		r.hits.Add(ctx, 1)
 		r.tiers.hit(ctx, TierMemory)
@@ -133,6 +140,15 @@ func (r *Reader) Block(ctx context.Context, e metadata.IndexEntry) ([]segment.Re
 	}
 	r.tiers.miss(ctx, TierMemory)
 	return r.tieredBlock(ctx, e)
+}
+
+// Reading notes that this node serves topic/p (a fetch of it is under
+// way), before it reads any block of it: the owners of fresh objects are
+// then asked for its blocks too (docs/cache.md, "Tail reads by object").
+// Block notes it as well; a caller about to read many partitions tells them
+// all first, so that its first ask of an object takes every one of them.
+func (r *Reader) Reading(topic string, p int32) {
+	r.hot.touch(topic, p, time.Now().UnixNano())
 }
 
 // ReadBlock GETs a block's byte range for a scan, unless it is in the

@@ -208,7 +208,7 @@ type fetcherPeers struct {
 	objects int // GetObject
 }
 
-func (p *fetcherPeers) GetObject(ctx context.Context, addr, object string, maxBytes int64) ([]blockcache.ObjectBlock, error) {
+func (p *fetcherPeers) GetObject(ctx context.Context, addr, object string, maxBytes int64, parts []blockcache.TopicPartitions) ([]blockcache.ObjectBlock, error) {
 	p.mu.Lock()
 	f := p.nodes[addr]
 	p.objects++
@@ -216,7 +216,7 @@ func (p *fetcherPeers) GetObject(ctx context.Context, addr, object string, maxBy
 	if f == nil {
 		return nil, fmt.Errorf("%w: no node at %s", blockcache.ErrUnavailable, addr)
 	}
-	blocks, _, err := f.ObjectBytes(ctx, object, maxBytes)
+	blocks, _, err := f.ObjectBytes(ctx, object, maxBytes, parts)
 	return blocks, err
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/singleflight"
@@ -14,10 +16,10 @@ import (
 )
 
 // A fetch node that does not own a fresh level 0 object asks its owner for
-// the whole object's blocks in one call (PeerClient.GetObject), once, and
-// caches every block of it, instead of asking for each block it misses (an
-// object holds a block per partition: about 1,000 at 1,000 partitions).
-// See docs/cache.md, "Tail reads by object".
+// the object's blocks of the partitions it serves (hot.go) in one call
+// (PeerClient.GetObject), once, and caches them, instead of asking for
+// each block it misses (an object holds a block per partition: about 1,000
+// at 1,000 partitions). See docs/cache.md, "Tail reads by object".
 
 // MaxObjectBytes is the most bytes of blocks one GetObject call may ask
 // for.
@@ -103,10 +105,12 @@ func (r *Reader) afterAsked(ctx context.Context, owner Peer, object string, off,
 	return r.fromPeer(ctx, owner, object, off, length)
 }
 
-// askObject asks owner for every block of object and caches them all. It
-// runs once for the concurrent callers (ctx is a shared read's, detached
-// from them) and marks the object answered, whatever the outcome, so that
-// no later miss asks again.
+// askObject asks owner for the blocks of object of this node's hot
+// partitions (every block when it has none or too many) and caches them.
+// It runs once for the concurrent callers (ctx is a shared read's,
+// detached from them) and marks the object answered, whatever the
+// outcome, so that no later miss asks again: a block not in the answer
+// (its partition was not hot yet) is asked for alone.
 func (r *Reader) askObject(ctx context.Context, owner Peer, object string) ([]ObjectBlock, error) {
 	if r.remote.wasRead(object) {
 		return nil, errReadWhole
@@ -119,9 +123,10 @@ func (r *Reader) askObject(ctx context.Context, owner Peer, object string) ([]Ob
 	r.tiers.calls.Add(ctx, 1, r.tiers.rpcAttrs[rpcGetObject])
 	pctx, cancel := context.WithTimeout(ctx, objectTimeout)
 	pctx, end := r.tiers.span(pctx, "fetch.peer.object", attribute.String("varve.peer", owner.ID), attribute.String("varve.object", object))
-	blocks, err := r.tiers.peers.GetObject(pctx, owner.Addr, object, maxBytes)
+	parts := r.hot.partitions(time.Now())
+	blocks, err := r.tiers.peers.GetObject(pctx, owner.Addr, object, maxBytes, parts)
 	if err == nil {
-		err = checkObjectBlocks(owner, object, blocks, maxBytes)
+		err = checkObjectBlocks(owner, object, blocks, maxBytes, len(parts) > 0)
 	}
 	end(err, attribute.Int("varve.blocks", len(blocks)))
 	cancel()
@@ -130,6 +135,12 @@ func (r *Reader) askObject(ctx context.Context, owner Peer, object string) ([]Ob
 	}
 	defer r.remote.markRead(object)
 	switch {
+	case err == nil && len(parts) > 0:
+		// Some of the object: not remembered as its layout, so that
+		// this node, should it own the object later, never answers it
+		// whole from these blocks.
+		r.mem.PutBlocks(object, blocks)
+		return blocks, nil
 	case err == nil:
 		r.mem.PutObject(object, blocks)
 		return blocks, nil
@@ -146,9 +157,10 @@ func (r *Reader) askObject(ctx context.Context, owner Peer, object string) ([]Ob
 
 // checkObjectBlocks checks an owner's answer for object: blocks by
 // strictly ascending, non-overlapping ranges of plausible lengths, adding
-// up to at most maxBytes. Each block's CRC is checked when it is decoded.
-func checkObjectBlocks(owner Peer, object string, blocks []ObjectBlock, maxBytes int64) error {
-	if len(blocks) == 0 {
+// up to at most maxBytes, and at least one unless some partitions were
+// asked for. Each block's CRC is checked when it is decoded.
+func checkObjectBlocks(owner Peer, object string, blocks []ObjectBlock, maxBytes int64, some bool) error {
+	if len(blocks) == 0 && !some {
 		return fmt.Errorf("%w: node %s answered no block for object %s", segment.ErrCorrupt, owner.ID, object)
 	}
 	var total, end int64
@@ -171,21 +183,27 @@ func checkObjectBlocks(owner Peer, object string, blocks []ObjectBlock, maxBytes
 	return nil
 }
 
-// ObjectBytes returns every block of a fresh level 0 object, by ascending
-// offset, for another fetch node (the internal BlockService): from memory
-// when it holds every block of the object (this node wrote it, or read it
-// whole), else by reading the object whole (shared with this node's own
-// reads of it, once). It never asks another node.
+// ObjectBytes returns every block of a fresh level 0 object (of parts
+// only, when parts names some), by ascending offset, for another fetch
+// node (the internal BlockService): from memory when it holds every block
+// of the object (this node wrote it, or read it whole), else by reading
+// the object whole (shared with this node's own reads of it, once). It
+// never asks another node.
 //
 // A request that names no fresh object — an invalid key, a compacted
-// object's — or asks for less than one byte or more than MaxObjectBytes
-// wraps metadata.ErrInvalidArgument, and is refused before anything is
-// read. An object whose blocks add up to more than maxBytes, or that was
-// read whole before and whose blocks are no longer all cached, wraps
-// ErrNotWhole. A missing or corrupt object is data loss.
-func (r *Reader) ObjectBytes(ctx context.Context, object string, maxBytes int64) ([]ObjectBlock, Tier, error) {
+// object's —, asks for less than one byte or more than MaxObjectBytes, or
+// names more than MaxAskPartitions partitions, a topic twice, an empty
+// topic or a negative partition wraps metadata.ErrInvalidArgument, and is
+// refused before anything is read. Blocks asked for that add up to more
+// than maxBytes, or an object read whole before whose blocks are no
+// longer all cached, wrap ErrNotWhole. A missing or corrupt object is data
+// loss.
+func (r *Reader) ObjectBytes(ctx context.Context, object string, maxBytes int64, parts []TopicPartitions) ([]ObjectBlock, Tier, error) {
 	if maxBytes < 1 || maxBytes > MaxObjectBytes {
 		return nil, "", fmt.Errorf("%w: object %q: max_bytes %d: want 1 to %d", metadata.ErrInvalidArgument, object, maxBytes, MaxObjectBytes)
+	}
+	if err := checkAskPartitions(parts); err != nil {
+		return nil, "", fmt.Errorf("%w: object %q: %w", metadata.ErrInvalidArgument, object, err)
 	}
 	if err := tier.ValidateKey(object); err != nil {
 		return nil, "", fmt.Errorf("%w: object: %w", metadata.ErrInvalidArgument, err)
@@ -197,14 +215,42 @@ func (r *Reader) ObjectBytes(ctx context.Context, object string, maxBytes int64)
 	if err != nil {
 		return nil, "", err
 	}
+	if f := newPartitionFilter(parts); f != nil {
+		blocks = slices.DeleteFunc(slices.Clone(blocks), func(b ObjectBlock) bool { return !f.wants(b.Topic, b.Partition) })
+	}
 	var total int64
 	for _, b := range blocks {
 		total += int64(len(b.Stored))
 	}
 	if total > maxBytes {
-		return nil, "", fmt.Errorf("%w: object %s has %d blocks of %d bytes, more than the %d asked for: ask for them one at a time (GetBlock)", ErrNotWhole, object, len(blocks), total, maxBytes)
+		return nil, "", fmt.Errorf("%w: object %s has %d blocks of %d bytes asked for, more than the %d taken: ask for them one at a time (GetBlock)", ErrNotWhole, object, len(blocks), total, maxBytes)
 	}
 	return blocks, tr, nil
+}
+
+// checkAskPartitions checks the partitions a GetObject call names.
+func checkAskPartitions(parts []TopicPartitions) error {
+	n := 0
+	seen := make(map[string]bool, len(parts))
+	for _, tp := range parts {
+		switch {
+		case tp.Topic == "":
+			return errors.New("partitions: a topic without a name")
+		case seen[tp.Topic]:
+			return fmt.Errorf("partitions: topic %q is listed twice", tp.Topic)
+		}
+		seen[tp.Topic] = true
+		n += len(tp.Partitions)
+		if n > MaxAskPartitions {
+			return fmt.Errorf("partitions: more than %d", MaxAskPartitions)
+		}
+		for _, p := range tp.Partitions {
+			if p < 0 {
+				return fmt.Errorf("partitions: topic %q partition %d is negative", tp.Topic, p)
+			}
+		}
+	}
+	return nil
 }
 
 // objectBlocks returns every block of object from memory, else from one

@@ -28,6 +28,7 @@ func TestObjectTooLargeForTheAskerIsReadPerBlock(t *testing.T) {
 	fetchers[1].Memory().PutObject(key, objectBlocks(t, fs, entries))
 	// a takes objects whole up to a bound that holds the first block only.
 	fetchers[0].SetWholeObjectBytes(entries[0].Off + entries[0].Len)
+	reading(fetchers[0], entries)
 	ctx := context.Background()
 	for range 2 {
 		for p, e := range entries {
@@ -56,6 +57,7 @@ func TestOwnerGoneAfterAnswering(t *testing.T) {
 	fetchers, peers := cluster(rec, 64<<20, "a", "b")
 	fetchers[1].Memory().PutObject(key1, objectBlocks(t, fs, e1))
 	fetchers[1].Memory().PutObject(key2, objectBlocks(t, fs, e2))
+	reading(fetchers[0], e1)
 	ctx := context.Background()
 	recs, err := fetchers[0].Block(ctx, e1[0])
 	checkBlock(t, recs, err, 0, 20)
@@ -105,7 +107,7 @@ func TestObjectBytesBadInputs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rec.Reset()
 			f := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
-			blocks, _, err := f.ObjectBytes(ctx, tc.object, tc.maxBytes)
+			blocks, _, err := f.ObjectBytes(ctx, tc.object, tc.maxBytes, nil)
 			if !errors.Is(err, tc.want) || blocks != nil {
 				t.Fatalf("got %d blocks, %v; want %v", len(blocks), err, tc.want)
 			}
@@ -122,10 +124,10 @@ func TestObjectBytesBadInputs(t *testing.T) {
 	f := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
 	f.Memory().PutObject(key, objectBlocks(t, fs, entries))
 	cached := f.Memory().Size()
-	if _, _, err := f.ObjectBytes(ctx, key, entries[0].Len); !errors.Is(err, blockcache.ErrNotWhole) {
+	if _, _, err := f.ObjectBytes(ctx, key, entries[0].Len, nil); !errors.Is(err, blockcache.ErrNotWhole) {
 		t.Fatalf("object over max_bytes: %v, want ErrNotWhole", err)
 	}
-	blocks, tr, err := f.ObjectBytes(ctx, key, 1<<20)
+	blocks, tr, err := f.ObjectBytes(ctx, key, 1<<20, nil)
 	if err != nil || len(blocks) != len(entries) || tr != blockcache.TierMemory {
 		t.Fatalf("object in memory: %d blocks from %q, %v; want %d from memory", len(blocks), tr, err, len(entries))
 	}
@@ -196,5 +198,133 @@ func TestOwnerDeadConcurrentReaders(t *testing.T) {
 		if peers.calls != 0 || peers.objects > objects {
 			t.Fatalf("round %d: %d GetBlock and %d GetObject calls to the dead owner, want none and at most %d", round, peers.calls, peers.objects, objects)
 		}
+	}
+}
+
+// TestAskerTakesItsPartitionsOnly: a fetch node whose partitions have
+// settled asks the owner of a fresh object for the blocks of the
+// partitions it serves, and caches only those; a block of a partition it
+// begins to read afterwards is asked for alone, and the next object's ask
+// names that partition too. What it was answered is never served to others
+// as the whole object. While its partitions grow (TestHotPartitionsSettle)
+// it asks for whole objects.
+func TestAskerTakesItsPartitionsOnly(t *testing.T) {
+	fs := newFS(t)
+	rec := tier.NewRecorder(fs)
+	key1, key2 := flushKey("b", 1), flushKey("b", 2)
+	e1 := writeSegment(t, fs, key1, 8, 20)
+	e2 := writeSegment(t, fs, key2, 8, 20)
+	fetchers, peers := cluster(rec, 64<<20, "a", "b")
+	a := fetchers[0]
+	blockcache.SetHotSettle(a, 0) // as if a's consumers had read for a while
+	fetchers[1].Memory().PutObject(key1, objectBlocks(t, fs, e1))
+	fetchers[1].Memory().PutObject(key2, objectBlocks(t, fs, e2))
+	ctx := context.Background()
+
+	reading(a, e1[:4]) // a's consumers read partitions 0-3
+	for p, e := range e1[:4] {
+		recs, err := a.Block(ctx, e)
+		checkBlock(t, recs, err, p, 20)
+	}
+	if peers.objects != 1 || peers.calls != 0 {
+		t.Fatalf("%d GetObject, %d GetBlock calls, want 1 GetObject", peers.objects, peers.calls)
+	}
+	for p, e := range e1 {
+		if _, ok := a.Memory().Stored(key1, e.Off); ok != (p < 4) {
+			t.Fatalf("partition %d's block cached: %v, want %v (only the partitions read)", p, ok, p < 4)
+		}
+	}
+
+	// Partition 5 begins to be read: its block of the object asked
+	// already is asked for alone; the next object's ask names it.
+	recs, err := a.Block(ctx, e1[5])
+	checkBlock(t, recs, err, 5, 20)
+	if peers.objects != 1 || peers.calls != 1 {
+		t.Fatalf("%d GetObject, %d GetBlock calls, want 1 and 1", peers.objects, peers.calls)
+	}
+	for _, p := range []int{5, 0, 1, 2, 3} {
+		recs, err := a.Block(ctx, e2[p])
+		checkBlock(t, recs, err, p, 20)
+	}
+	if peers.objects != 2 || peers.calls != 1 {
+		t.Fatalf("%d GetObject, %d GetBlock calls, want 2 and 1", peers.objects, peers.calls)
+	}
+	if _, ok := a.Memory().Stored(key2, e2[4].Off); ok {
+		t.Fatal("a block of an unread partition was cached")
+	}
+	if g := gets(rec); len(g) != 0 {
+		t.Fatalf("GETs %v, want none (the owner holds both objects)", g)
+	}
+
+	// a holds some blocks of key1: asked for the object, it reads it
+	// whole rather than answer with what it has.
+	blocks, tr, err := a.ObjectBytes(ctx, key1, 1<<20, nil)
+	if err != nil || len(blocks) != len(e1) || tr != blockcache.TierBucket {
+		t.Fatalf("ObjectBytes of a partly cached object: %d blocks from %q, %v; want %d from the bucket", len(blocks), tr, err, len(e1))
+	}
+}
+
+// TestObjectBytesPartitions: an owner answers the blocks of the partitions
+// asked for (none when the object has none of them), checks max_bytes
+// against those, and refuses a malformed list before reading anything.
+func TestObjectBytesPartitions(t *testing.T) {
+	fs := newFS(t)
+	rec := tier.NewRecorder(fs)
+	key := flushKey("ingest-1", 1)
+	entries := writeSegment(t, fs, key, 6, 20)
+	f := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
+	f.Memory().PutObject(key, objectBlocks(t, fs, entries))
+	ctx := context.Background()
+
+	parts := []blockcache.TopicPartitions{{Topic: "t", Partitions: []int32{3, 1}}, {Topic: "other", Partitions: []int32{1}}}
+	blocks, _, err := f.ObjectBytes(ctx, key, entries[1].Len+entries[3].Len, parts)
+	if err != nil || len(blocks) != 2 || blocks[0].Offset != entries[1].Off || blocks[1].Offset != entries[3].Off {
+		t.Fatalf("partitions 1 and 3: %d blocks, %v; want the blocks of partitions 1 and 3 by offset", len(blocks), err)
+	}
+	if _, _, err := f.ObjectBytes(ctx, key, entries[1].Len, parts); !errors.Is(err, blockcache.ErrNotWhole) {
+		t.Fatalf("two blocks over max_bytes: %v, want ErrNotWhole", err)
+	}
+	blocks, _, err = f.ObjectBytes(ctx, key, 1<<20, []blockcache.TopicPartitions{{Topic: "other", Partitions: []int32{0}}})
+	if err != nil || len(blocks) != 0 {
+		t.Fatalf("a topic the object does not hold: %d blocks, %v; want none", len(blocks), err)
+	}
+
+	many := make([]int32, blockcache.MaxAskPartitions+1)
+	for i := range many {
+		many[i] = int32(i)
+	}
+	for name, bad := range map[string][]blockcache.TopicPartitions{
+		"no topic":           {{Topic: "", Partitions: []int32{0}}},
+		"topic twice":        {{Topic: "t", Partitions: []int32{0}}, {Topic: "t", Partitions: []int32{1}}},
+		"negative partition": {{Topic: "t", Partitions: []int32{-1}}},
+		"too many":           {{Topic: "t", Partitions: many}},
+	} {
+		rec.Reset()
+		g := blockcache.New(rec, blockcache.NewMemory(64<<20), nil, nil)
+		blocks, _, err := g.ObjectBytes(ctx, key, 1<<20, bad)
+		if !errors.Is(err, metadata.ErrInvalidArgument) || blocks != nil || len(gets(rec)) != 0 {
+			t.Fatalf("%s: %d blocks, %v, GETs %v; want ErrInvalidArgument before any read", name, len(blocks), err, gets(rec))
+		}
+	}
+}
+
+// TestHotPartitionsSettle: while the partitions a node reads keep growing
+// (consumers starting, a rebalance), it asks for whole objects, so that a
+// block of a partition first read after the ask costs no call of its own.
+func TestHotPartitionsSettle(t *testing.T) {
+	fs := newFS(t)
+	rec := tier.NewRecorder(fs)
+	key := flushKey("b", 1)
+	entries := writeSegment(t, fs, key, 8, 20)
+	fetchers, peers := cluster(rec, 64<<20, "a", "b")
+	a := fetchers[0]
+	fetchers[1].Memory().PutObject(key, objectBlocks(t, fs, entries))
+	ctx := context.Background()
+	for p, e := range entries { // each partition first read here
+		recs, err := a.Block(ctx, e)
+		checkBlock(t, recs, err, p, 20)
+	}
+	if peers.objects != 1 || peers.calls != 0 {
+		t.Fatalf("%d GetObject, %d GetBlock calls, want 1 GetObject for the whole object", peers.objects, peers.calls)
 	}
 }

@@ -224,7 +224,7 @@ func (r *Reader) readWhole(ctx context.Context, object string) ([]ObjectBlock, e
 	blocks := make([]ObjectBlock, len(infos))
 	for i, bi := range infos {
 		b := bytes.Clone(obj[bi.Offset : bi.Offset+bi.Length])
-		blocks[i] = ObjectBlock{Offset: bi.Offset, Stored: b, Records: bi.Records, RawBytes: bi.RawBytes}
+		blocks[i] = ObjectBlock{Offset: bi.Offset, Stored: b, Records: bi.Records, RawBytes: bi.RawBytes, Topic: bi.Topic, Partition: bi.Partition}
 		if d := r.tiers.disk; d != nil {
 			if err := d.Put(object, bi.Offset, b); err != nil {
 				r.log.Warn("disk cache write failed", "err", err)

@@ -48,9 +48,17 @@ func objectBlocks(t *testing.T, st tier.Store, entries []metadata.IndexEntry) []
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, blockcache.ObjectBlock{Offset: e.Off, Stored: b, Records: e.Records, RawBytes: e.RawBytes})
+		out = append(out, blockcache.ObjectBlock{Offset: e.Off, Stored: b, Records: e.Records, RawBytes: e.RawBytes, Topic: e.Topic, Partition: e.Partition})
 	}
 	return out
+}
+
+// reading tells f that it serves the partitions of entries, as a fetch of
+// them does before it reads a block.
+func reading(f *blockcache.Reader, entries []metadata.IndexEntry) {
+	for _, e := range entries {
+		f.Reading(e.Topic, e.Partition)
+	}
 }
 
 // gets returns the recorded GETs as "off+len".
@@ -90,6 +98,7 @@ func TestFreshObjectReadWholeOnce(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make(chan error, 3*partitions)
 		for _, f := range fetchers {
+			reading(f, entries)
 			for p, e := range entries {
 				wg.Go(func() {
 					recs, err := f.Block(context.Background(), e)
@@ -130,6 +139,7 @@ func TestWriterOwnsItsObject(t *testing.T) {
 	fetchers[1].Memory().PutObject(key, objectBlocks(t, fs, entries))
 	ctx := context.Background()
 	for _, f := range fetchers {
+		reading(f, entries)
 		for p, e := range entries {
 			recs, err := f.Block(ctx, e)
 			checkBlock(t, recs, err, p, 20)

@@ -66,6 +66,7 @@ func (f *Fetcher) FetchPartitions(ctx context.Context, topic string, parts []Par
 	views := make([]metadata.PartitionView, len(parts))
 	for i, pf := range parts {
 		offsets[i] = pf.Offset
+		f.blocks.Reading(topic, pf.Partition)
 	}
 	checked := false
 	for {

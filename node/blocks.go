@@ -82,9 +82,17 @@ func (s *blockService) GetBlock(ctx context.Context, req *connect.Request[varvev
 	return connect.NewResponse(&varvev1.GetBlockResponse{Block: b}), nil
 }
 
-// GetObject answers every block of a fresh level 0 object this node owns.
+// GetObject answers every block of a fresh level 0 object this node owns
+// (of the partitions asked for, when the request names some).
 func (s *blockService) GetObject(ctx context.Context, req *connect.Request[varvev1.GetObjectRequest]) (*connect.Response[varvev1.GetObjectResponse], error) {
-	blocks, _, err := s.b.ObjectBytes(ctx, req.Msg.Object, req.Msg.MaxBytes)
+	var parts []blockcache.TopicPartitions
+	if n := len(req.Msg.Partitions); n > 0 {
+		parts = make([]blockcache.TopicPartitions, n)
+		for i, tp := range req.Msg.Partitions {
+			parts[i] = blockcache.TopicPartitions{Topic: tp.Topic, Partitions: tp.Partitions}
+		}
+	}
+	blocks, _, err := s.b.ObjectBytes(ctx, req.Msg.Object, req.Msg.MaxBytes, parts)
 	if errors.Is(err, blockcache.ErrNotWhole) {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 	}
@@ -104,7 +112,7 @@ func (s *blockService) GetObject(ctx context.Context, req *connect.Request[varve
 func flushedBlocks(f ingest.Flushed) []blockcache.ObjectBlock {
 	out := make([]blockcache.ObjectBlock, len(f.Blocks))
 	for i, b := range f.Blocks {
-		out[i] = blockcache.ObjectBlock{Offset: b.Info.Offset, Stored: b.Stored, Records: b.Info.Records, RawBytes: b.Info.RawBytes}
+		out[i] = blockcache.ObjectBlock{Offset: b.Info.Offset, Stored: b.Stored, Records: b.Info.Records, RawBytes: b.Info.RawBytes, Topic: b.Info.Topic, Partition: b.Info.Partition}
 	}
 	return out
 }
@@ -165,8 +173,12 @@ func (p *peerClient) GetBlock(ctx context.Context, addr, object string, off, len
 // handler's read limit (max_request_bytes) bounds only requests. Each
 // block's bytes are their own allocation (protobuf copies bytes fields as
 // it unmarshals).
-func (p *peerClient) GetObject(ctx context.Context, addr, object string, maxBytes int64) ([]blockcache.ObjectBlock, error) {
-	req := connect.NewRequest(&varvev1.GetObjectRequest{Object: object, MaxBytes: maxBytes})
+func (p *peerClient) GetObject(ctx context.Context, addr, object string, maxBytes int64, parts []blockcache.TopicPartitions) ([]blockcache.ObjectBlock, error) {
+	msg := &varvev1.GetObjectRequest{Object: object, MaxBytes: maxBytes}
+	for _, tp := range parts {
+		msg.Partitions = append(msg.Partitions, &varvev1.TopicPartitions{Topic: tp.Topic, Partitions: tp.Partitions})
+	}
+	req := connect.NewRequest(msg)
 	if p.secret != "" {
 		req.Header().Set(guard.SecretHeader, p.secret)
 	}

@@ -181,6 +181,10 @@ func TestBlockServiceBadInputs(t *testing.T) {
 		{"max_bytes over 1 GiB", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: 1<<30 + 1}, connect.CodeInvalidArgument, 0},
 		{"object over max_bytes", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: good.Len - 1}, connect.CodeFailedPrecondition, 0},
 		{"object, missing", &varvev1.GetObjectRequest{Object: missing, MaxBytes: 64 << 20}, connect.CodeDataLoss, 1},
+		{"object, its block's partition", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: good.Len, Partitions: []*varvev1.TopicPartitions{{Topic: good.Topic, Partitions: []int32{good.Partition}}}}, 0, 0},
+		{"partitions, no topic", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: 64 << 20, Partitions: []*varvev1.TopicPartitions{{Partitions: []int32{0}}}}, connect.CodeInvalidArgument, 0},
+		{"partitions, topic twice", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: 64 << 20, Partitions: []*varvev1.TopicPartitions{{Topic: "b", Partitions: []int32{0}}, {Topic: "b", Partitions: []int32{1}}}}, connect.CodeInvalidArgument, 0},
+		{"partitions, negative", &varvev1.GetObjectRequest{Object: good.Object, MaxBytes: 64 << 20, Partitions: []*varvev1.TopicPartitions{{Topic: "b", Partitions: []int32{-1}}}}, connect.CodeInvalidArgument, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c.rec.Reset()

@@ -144,7 +144,11 @@ type GetObjectRequest struct {
 	Object string `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
 	// The most bytes of blocks the caller takes: the sum of the answered
 	// blocks' lengths. From 1 byte to 1 GiB.
-	MaxBytes      int64 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	MaxBytes int64 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// When set, the caller takes only the blocks of these partitions (the
+	// ones its consumers read), not the whole object: at most 100,000
+	// partitions, each topic once. Unset: every block of the object.
+	Partitions    []*TopicPartitions `protobuf:"bytes,3,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -191,6 +195,13 @@ func (x *GetObjectRequest) GetMaxBytes() int64 {
 		return x.MaxBytes
 	}
 	return 0
+}
+
+func (x *GetObjectRequest) GetPartitions() []*TopicPartitions {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
 }
 
 // ObjectBlock is one block of an object, exactly as stored (header, CRC
@@ -268,8 +279,9 @@ func (x *ObjectBlock) GetRawBytes() int64 {
 	return 0
 }
 
-// GetObjectResponse carries every block of the object, by ascending
-// offset: the caller verifies each block's CRC when it decodes it.
+// GetObjectResponse carries every block of the object (of the partitions
+// asked for, when the request names some), by ascending offset: the caller
+// verifies each block's CRC when it decodes it.
 type GetObjectResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Blocks        []*ObjectBlock         `protobuf:"bytes,1,rep,name=blocks,proto3" json:"blocks,omitempty"`
@@ -318,16 +330,19 @@ var File_varve_v1_internal_proto protoreflect.FileDescriptor
 
 const file_varve_v1_internal_proto_rawDesc = "" +
 	"\n" +
-	"\x17varve/v1/internal.proto\x12\bvarve.v1\"Y\n" +
+	"\x17varve/v1/internal.proto\x12\bvarve.v1\x1a\x14varve/v1/group.proto\"Y\n" +
 	"\x0fGetBlockRequest\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\tR\x06object\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x03 \x01(\x03R\x06length\"(\n" +
 	"\x10GetBlockResponse\x12\x14\n" +
-	"\x05block\x18\x01 \x01(\fR\x05block\"G\n" +
+	"\x05block\x18\x01 \x01(\fR\x05block\"\x82\x01\n" +
 	"\x10GetObjectRequest\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\tR\x06object\x12\x1b\n" +
-	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\"r\n" +
+	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\x129\n" +
+	"\n" +
+	"partitions\x18\x03 \x03(\v2\x19.varve.v1.TopicPartitionsR\n" +
+	"partitions\"r\n" +
 	"\vObjectBlock\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x14\n" +
 	"\x05block\x18\x02 \x01(\fR\x05block\x12\x18\n" +
@@ -358,18 +373,20 @@ var file_varve_v1_internal_proto_goTypes = []any{
 	(*GetObjectRequest)(nil),  // 2: varve.v1.GetObjectRequest
 	(*ObjectBlock)(nil),       // 3: varve.v1.ObjectBlock
 	(*GetObjectResponse)(nil), // 4: varve.v1.GetObjectResponse
+	(*TopicPartitions)(nil),   // 5: varve.v1.TopicPartitions
 }
 var file_varve_v1_internal_proto_depIdxs = []int32{
-	3, // 0: varve.v1.GetObjectResponse.blocks:type_name -> varve.v1.ObjectBlock
-	0, // 1: varve.v1.BlockService.GetBlock:input_type -> varve.v1.GetBlockRequest
-	2, // 2: varve.v1.BlockService.GetObject:input_type -> varve.v1.GetObjectRequest
-	1, // 3: varve.v1.BlockService.GetBlock:output_type -> varve.v1.GetBlockResponse
-	4, // 4: varve.v1.BlockService.GetObject:output_type -> varve.v1.GetObjectResponse
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	5, // 0: varve.v1.GetObjectRequest.partitions:type_name -> varve.v1.TopicPartitions
+	3, // 1: varve.v1.GetObjectResponse.blocks:type_name -> varve.v1.ObjectBlock
+	0, // 2: varve.v1.BlockService.GetBlock:input_type -> varve.v1.GetBlockRequest
+	2, // 3: varve.v1.BlockService.GetObject:input_type -> varve.v1.GetObjectRequest
+	1, // 4: varve.v1.BlockService.GetBlock:output_type -> varve.v1.GetBlockResponse
+	4, // 5: varve.v1.BlockService.GetObject:output_type -> varve.v1.GetObjectResponse
+	4, // [4:6] is the sub-list for method output_type
+	2, // [2:4] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_varve_v1_internal_proto_init() }
@@ -377,6 +394,7 @@ func file_varve_v1_internal_proto_init() {
 	if File_varve_v1_internal_proto != nil {
 		return
 	}
+	file_varve_v1_group_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
