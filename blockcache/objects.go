@@ -101,19 +101,23 @@ func (c *Memory) RememberObject(object string, blocks []ObjectBlock) {
 	l.blocks += len(spans)
 }
 
-// ObjectBlocks returns every block of object, by ascending offset, when its
-// blocks are remembered (RememberObject) and each is cached with its stored
-// bytes; it reports false otherwise. The blocks count as used.
-func (c *Memory) ObjectBlocks(object string) ([]ObjectBlock, bool) {
+// ObjectBlocks returns every block of object (that want selects, when want
+// is not nil), by ascending offset, when its blocks are remembered
+// (RememberObject) and each of those is cached with its stored bytes; it
+// reports false otherwise. The blocks returned count as used.
+func (c *Memory) ObjectBlocks(object string, want func(topic string, p int32) bool) ([]ObjectBlock, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	spans, ok := c.objects.m[object]
 	if !ok {
 		return nil, false
 	}
-	out := make([]ObjectBlock, len(spans))
-	els := make([]*list.Element, len(spans))
-	for i, s := range spans {
+	out := make([]ObjectBlock, 0, len(spans))
+	els := make([]*list.Element, 0, len(spans))
+	for _, s := range spans {
+		if want != nil && !want(s.topic, s.partition) {
+			continue
+		}
 		el, ok := c.items[blockKey{object, s.off}]
 		if !ok {
 			return nil, false
@@ -122,8 +126,8 @@ func (c *Memory) ObjectBlocks(object string) ([]ObjectBlock, bool) {
 		if e.stored == nil || int64(len(e.stored)) != s.length {
 			return nil, false
 		}
-		out[i] = ObjectBlock{Offset: s.off, Stored: e.stored, Records: s.records, RawBytes: s.raw, Topic: s.topic, Partition: s.partition}
-		els[i] = el
+		out = append(out, ObjectBlock{Offset: s.off, Stored: e.stored, Records: s.records, RawBytes: s.raw, Topic: s.topic, Partition: s.partition})
+		els = append(els, el)
 	}
 	for _, el := range els {
 		c.ll.MoveToFront(el)

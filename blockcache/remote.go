@@ -211,12 +211,9 @@ func (r *Reader) ObjectBytes(ctx context.Context, object string, maxBytes int64,
 	if _, ok := tier.FlushKeyNode(object); !ok {
 		return nil, "", fmt.Errorf("%w: object %q is not a fresh level 0 object (an ingest flush's key): the blocks of a compacted object are asked for one at a time (GetBlock)", metadata.ErrInvalidArgument, object)
 	}
-	blocks, tr, err := r.objectBlocks(ctx, object)
+	blocks, tr, err := r.objectBlocks(ctx, object, newPartitionFilter(parts))
 	if err != nil {
 		return nil, "", err
-	}
-	if f := newPartitionFilter(parts); f != nil {
-		blocks = slices.DeleteFunc(slices.Clone(blocks), func(b ObjectBlock) bool { return !f.wants(b.Topic, b.Partition) })
 	}
 	var total int64
 	for _, b := range blocks {
@@ -253,10 +250,14 @@ func checkAskPartitions(parts []TopicPartitions) error {
 	return nil
 }
 
-// objectBlocks returns every block of object from memory, else from one
-// shared whole read of the bucket.
-func (r *Reader) objectBlocks(ctx context.Context, object string) ([]ObjectBlock, Tier, error) {
-	if blocks, ok := r.mem.ObjectBlocks(object); ok {
+// objectBlocks returns every block of object that f wants (all, when f is
+// nil) from memory, else from one shared whole read of the bucket.
+func (r *Reader) objectBlocks(ctx context.Context, object string, f partitionFilter) ([]ObjectBlock, Tier, error) {
+	var want func(string, int32) bool
+	if f != nil {
+		want = f.wants
+	}
+	if blocks, ok := r.mem.ObjectBlocks(object, want); ok {
 		r.tiers.hit(ctx, TierMemory)
 		return blocks, TierMemory, nil
 	}
@@ -279,11 +280,15 @@ func (r *Reader) objectBlocks(ctx context.Context, object string) ([]ObjectBlock
 	}
 	switch err := res.Err; {
 	case err == nil:
-		return res.Val.([]ObjectBlock), TierBucket, nil
+		blocks := res.Val.([]ObjectBlock)
+		if f != nil {
+			blocks = slices.DeleteFunc(slices.Clone(blocks), func(b ObjectBlock) bool { return !f.wants(b.Topic, b.Partition) })
+		}
+		return blocks, TierBucket, nil
 	case errors.Is(err, errReadWhole):
 		// Read whole by an earlier call: served if all of it is still
 		// cached (it was just checked, but a read may have finished since).
-		if blocks, ok := r.mem.ObjectBlocks(object); ok {
+		if blocks, ok := r.mem.ObjectBlocks(object, want); ok {
 			r.tiers.hit(ctx, TierMemory)
 			return blocks, TierMemory, nil
 		}

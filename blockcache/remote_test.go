@@ -147,16 +147,16 @@ func TestRememberedObjectsAreBounded(t *testing.T) {
 	for i := range 1100 {
 		mem.PutObject(fmt.Sprint("o", i), []blockcache.ObjectBlock{block(8), block(48)})
 	}
-	if _, ok := mem.ObjectBlocks("o0"); ok {
+	if _, ok := mem.ObjectBlocks("o0", nil); ok {
 		t.Fatal("the first of 1,100 objects is still remembered")
 	}
-	if b, ok := mem.ObjectBlocks("o1099"); !ok || len(b) != 2 || b[1].Offset != 48 {
+	if b, ok := mem.ObjectBlocks("o1099", nil); !ok || len(b) != 2 || b[1].Offset != 48 {
 		t.Fatalf("the last object: %v %v", b, ok)
 	}
 	// A block missing from the cache: not answered whole.
 	mem.RememberObject("partial", []blockcache.ObjectBlock{block(8), block(48)})
 	mem.PutEncoded("partial", 8, make([]byte, 40), 1, 10)
-	if _, ok := mem.ObjectBlocks("partial"); ok {
+	if _, ok := mem.ObjectBlocks("partial", nil); ok {
 		t.Fatal("an object with an uncached block was answered whole")
 	}
 }
