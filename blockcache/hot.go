@@ -117,26 +117,37 @@ func (h *hotPartitions) partitions(now time.Time) []TopicPartitions {
 }
 
 // partitionFilter answers whether a block of topic/p was asked for; a
-// block of unknown partition (topic "") always is.
-type partitionFilter map[string][]int32
+// block of unknown partition (topic "") always is. It remembers the last
+// topic looked up (an object's blocks come topic by topic), so it is for
+// one goroutine.
+type partitionFilter struct {
+	m      map[string][]int32 // sorted partitions by topic
+	last   string
+	lastPs []int32
+}
 
-func newPartitionFilter(parts []TopicPartitions) partitionFilter {
+// newPartitionFilter returns the filter of parts; nil (every block) when
+// parts is empty.
+func newPartitionFilter(parts []TopicPartitions) *partitionFilter {
 	if len(parts) == 0 {
 		return nil
 	}
-	f := make(partitionFilter, len(parts))
+	f := &partitionFilter{m: make(map[string][]int32, len(parts))}
 	for _, tp := range parts {
 		ps := slices.Clone(tp.Partitions)
 		slices.Sort(ps)
-		f[tp.Topic] = ps
+		f.m[tp.Topic] = ps
 	}
 	return f
 }
 
-func (f partitionFilter) wants(topic string, p int32) bool {
+func (f *partitionFilter) wants(topic string, p int32) bool {
 	if f == nil || topic == "" {
 		return true
 	}
-	_, ok := slices.BinarySearch(f[topic], p)
+	if topic != f.last || f.lastPs == nil {
+		f.last, f.lastPs = topic, f.m[topic]
+	}
+	_, ok := slices.BinarySearch(f.lastPs, p)
 	return ok
 }

@@ -112,8 +112,12 @@ func (c *Memory) ObjectBlocks(object string, want func(topic string, p int32) bo
 	if !ok {
 		return nil, false
 	}
-	out := make([]ObjectBlock, 0, len(spans))
-	els := make([]*list.Element, 0, len(spans))
+	n := len(spans)
+	if want != nil {
+		n = 0 // some of them: grown as found
+	}
+	out := make([]ObjectBlock, 0, n)
+	els := make([]*list.Element, 0, n)
 	for _, s := range spans {
 		if want != nil && !want(s.topic, s.partition) {
 			continue

@@ -252,7 +252,7 @@ func checkAskPartitions(parts []TopicPartitions) error {
 
 // objectBlocks returns every block of object that f wants (all, when f is
 // nil) from memory, else from one shared whole read of the bucket.
-func (r *Reader) objectBlocks(ctx context.Context, object string, f partitionFilter) ([]ObjectBlock, Tier, error) {
+func (r *Reader) objectBlocks(ctx context.Context, object string, f *partitionFilter) ([]ObjectBlock, Tier, error) {
 	var want func(string, int32) bool
 	if f != nil {
 		want = f.wants
