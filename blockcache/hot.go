@@ -49,6 +49,7 @@ type hotPartitions struct {
 	m       sync.Map // hotKey -> *atomic.Int64: unix nanoseconds of the last read
 	stale   atomic.Bool
 	lastNew atomic.Int64  // unix nanoseconds of the last partition first read
+	pruned  atomic.Int64  // unix nanoseconds of the last pruning
 	settle  time.Duration // hotSettle; tests shorten it
 
 	mu    sync.Mutex
@@ -72,7 +73,22 @@ func (h *hotPartitions) touch(topic string, p int32, now int64) {
 	if _, loaded := h.m.LoadOrStore(k, v); !loaded {
 		h.lastNew.Store(now)
 		h.stale.Store(true) // asks from now on name it
+		// Partitions no longer read go, even on a node that asks no
+		// peer (a single node, whose topics come and go).
+		if last := h.pruned.Load(); now-last > int64(hotFor) && h.pruned.CompareAndSwap(last, now) {
+			h.prune(now - int64(hotFor))
+		}
 	}
+}
+
+// prune forgets the partitions last read before cutoff (unix nanoseconds).
+func (h *hotPartitions) prune(cutoff int64) {
+	h.m.Range(func(k, v any) bool {
+		if v.(*atomic.Int64).Load() < cutoff {
+			h.m.Delete(k)
+		}
+		return true
+	})
 }
 
 // partitions returns the hot partitions, by topic and partition, for an
@@ -92,6 +108,7 @@ func (h *hotPartitions) partitions(now time.Time) []TopicPartitions {
 	byTopic := map[string][]int32{}
 	n := 0
 	cutoff := now.Add(-hotFor).UnixNano()
+	h.pruned.Store(now.UnixNano())
 	h.m.Range(func(k, v any) bool {
 		if v.(*atomic.Int64).Load() < cutoff {
 			h.m.Delete(k)

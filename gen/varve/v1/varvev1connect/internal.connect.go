@@ -42,17 +42,19 @@ const (
 // BlockServiceClient is a client for the varve.v1.BlockService service.
 type BlockServiceClient interface {
 	GetBlock(context.Context, *connect.Request[v1.GetBlockRequest]) (*connect.Response[v1.GetBlockResponse], error)
-	// GetObject answers every block of a fresh level 0 object in one call, so
-	// that a fetch node that does not own the object asks its owner once per
-	// object instead of once per block (an ingest flush holds a block per
+	// GetObject answers the blocks of a fresh level 0 object in one call (every
+	// block, or those of the partitions the request names), so that a fetch
+	// node that does not own the object asks its owner once per object
+	// instead of once per block (an ingest flush holds a block per
 	// partition: about 1,000 at 1,000 partitions). The owner serves the
-	// blocks from memory when it holds every one of them (it wrote the object,
-	// or read it whole), else reads the object whole, once for the cluster.
-	// Errors: INVALID_ARGUMENT for an invalid key, a key that is not an
-	// ingest flush's, or max_bytes out of range; FAILED_PRECONDITION when
-	// the owner cannot answer the object whole (its blocks add up to more than
-	// max_bytes, or it read the object whole before and no longer holds all of
-	// its blocks): the caller then asks for its blocks with GetBlock;
+	// blocks from memory when it holds every one asked for (it wrote the
+	// object, or read it whole), else reads the object whole, once for the
+	// cluster. Errors: INVALID_ARGUMENT for an invalid key, a key that is not
+	// an ingest flush's, max_bytes out of range, or a malformed partition
+	// list; FAILED_PRECONDITION when the owner cannot answer (the blocks
+	// asked for add up to more than max_bytes, or it read the object whole
+	// before and no longer holds all of them): the caller then asks for its
+	// blocks with GetBlock;
 	// DATA_LOSS for a missing or corrupt object, UNAVAILABLE when object
 	// storage fails.
 	GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error)
@@ -103,17 +105,19 @@ func (c *blockServiceClient) GetObject(ctx context.Context, req *connect.Request
 // BlockServiceHandler is an implementation of the varve.v1.BlockService service.
 type BlockServiceHandler interface {
 	GetBlock(context.Context, *connect.Request[v1.GetBlockRequest]) (*connect.Response[v1.GetBlockResponse], error)
-	// GetObject answers every block of a fresh level 0 object in one call, so
-	// that a fetch node that does not own the object asks its owner once per
-	// object instead of once per block (an ingest flush holds a block per
+	// GetObject answers the blocks of a fresh level 0 object in one call (every
+	// block, or those of the partitions the request names), so that a fetch
+	// node that does not own the object asks its owner once per object
+	// instead of once per block (an ingest flush holds a block per
 	// partition: about 1,000 at 1,000 partitions). The owner serves the
-	// blocks from memory when it holds every one of them (it wrote the object,
-	// or read it whole), else reads the object whole, once for the cluster.
-	// Errors: INVALID_ARGUMENT for an invalid key, a key that is not an
-	// ingest flush's, or max_bytes out of range; FAILED_PRECONDITION when
-	// the owner cannot answer the object whole (its blocks add up to more than
-	// max_bytes, or it read the object whole before and no longer holds all of
-	// its blocks): the caller then asks for its blocks with GetBlock;
+	// blocks from memory when it holds every one asked for (it wrote the
+	// object, or read it whole), else reads the object whole, once for the
+	// cluster. Errors: INVALID_ARGUMENT for an invalid key, a key that is not
+	// an ingest flush's, max_bytes out of range, or a malformed partition
+	// list; FAILED_PRECONDITION when the owner cannot answer (the blocks
+	// asked for add up to more than max_bytes, or it read the object whole
+	// before and no longer holds all of them): the caller then asks for its
+	// blocks with GetBlock;
 	// DATA_LOSS for a missing or corrupt object, UNAVAILABLE when object
 	// storage fails.
 	GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error)
