@@ -45,18 +45,28 @@ func TestObjectTooLargeForTheAskerIsReadPerBlock(t *testing.T) {
 	}
 }
 
+// twoObjectsOfB makes fetchers a and b, and two fresh objects of
+// partitions blocks of 20 records each that b wrote and holds in memory.
+// It returns the recorder of the bucket, the second object's key, the
+// objects' entries, the fetchers and their peer calls.
+func twoObjectsOfB(t *testing.T, partitions int) (*tier.Recorder, string, []metadata.IndexEntry, []metadata.IndexEntry, []*blockcache.Reader, *fetcherPeers) {
+	t.Helper()
+	fs := newFS(t)
+	rec := tier.NewRecorder(fs)
+	key1, key2 := flushKey("b", 1), flushKey("b", 2)
+	e1 := writeSegment(t, fs, key1, partitions, 20)
+	e2 := writeSegment(t, fs, key2, partitions, 20)
+	fetchers, peers := cluster(rec, 64<<20, "a", "b")
+	fetchers[1].Memory().PutObject(key1, objectBlocks(t, fs, e1))
+	fetchers[1].Memory().PutObject(key2, objectBlocks(t, fs, e2))
+	return rec, key2, e1, e2, fetchers, peers
+}
+
 // TestOwnerGoneAfterAnswering: blocks of an object the owner answered stay
 // served from memory once the owner is gone; an object asked of the gone
 // owner is read from the bucket whole, once.
 func TestOwnerGoneAfterAnswering(t *testing.T) {
-	fs := newFS(t)
-	rec := tier.NewRecorder(fs)
-	key1, key2 := flushKey("b", 1), flushKey("b", 2)
-	e1 := writeSegment(t, fs, key1, 10, 20)
-	e2 := writeSegment(t, fs, key2, 10, 20)
-	fetchers, peers := cluster(rec, 64<<20, "a", "b")
-	fetchers[1].Memory().PutObject(key1, objectBlocks(t, fs, e1))
-	fetchers[1].Memory().PutObject(key2, objectBlocks(t, fs, e2))
+	rec, key2, e1, e2, fetchers, peers := twoObjectsOfB(t, 10)
 	reading(fetchers[0], e1)
 	ctx := context.Background()
 	recs, err := fetchers[0].Block(ctx, e1[0])
@@ -209,16 +219,10 @@ func TestOwnerDeadConcurrentReaders(t *testing.T) {
 // as the whole object. While its partitions grow (TestHotPartitionsSettle)
 // it asks for whole objects.
 func TestAskerTakesItsPartitionsOnly(t *testing.T) {
-	fs := newFS(t)
-	rec := tier.NewRecorder(fs)
-	key1, key2 := flushKey("b", 1), flushKey("b", 2)
-	e1 := writeSegment(t, fs, key1, 8, 20)
-	e2 := writeSegment(t, fs, key2, 8, 20)
-	fetchers, peers := cluster(rec, 64<<20, "a", "b")
+	rec, key2, e1, e2, fetchers, peers := twoObjectsOfB(t, 8)
+	key1 := e1[0].Object
 	a := fetchers[0]
 	blockcache.SetHotSettle(a, 0) // as if a's consumers had read for a while
-	fetchers[1].Memory().PutObject(key1, objectBlocks(t, fs, e1))
-	fetchers[1].Memory().PutObject(key2, objectBlocks(t, fs, e2))
 	ctx := context.Background()
 
 	reading(a, e1[:4]) // a's consumers read partitions 0-3
