@@ -193,6 +193,7 @@ type blockTiers struct {
 	misses    metric.Int64Counter
 	collapsed metric.Int64Counter
 	calls     metric.Int64Counter
+	received  metric.Int64Counter // blocks taken from peers' GetObject answers
 	attrs     map[Tier]metric.MeasurementOption
 	rpcAttrs  map[string]metric.MeasurementOption
 
@@ -215,6 +216,8 @@ func (t *blockTiers) init(r *Reader, m metric.Meter) {
 	for _, o := range t.rpcAttrs {
 		t.calls.Add(context.Background(), 0, o)
 	}
+	t.received, _ = m.Int64Counter("varve.cache.peer.object_blocks", metric.WithDescription("Blocks other fetch nodes answered this node's GetObject calls with: those of the partitions it serves, or every block of the object while they change (docs/cache.md)."))
+	t.received.Add(context.Background(), 0)
 	_, _ = m.Int64ObservableGauge("varve.cache.bytes", metric.WithUnit("By"),
 		metric.WithDescription("Bytes held by the block cache, by tier (memory, disk)."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {

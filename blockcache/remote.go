@@ -134,6 +134,9 @@ func (r *Reader) askObject(ctx context.Context, owner Peer, object string) ([]Ob
 		return nil, ctx.Err()
 	}
 	defer r.remote.markRead(object)
+	if err == nil {
+		r.tiers.received.Add(ctx, int64(len(blocks)))
+	}
 	switch {
 	case err == nil && len(parts) > 0:
 		// Some of the object: not remembered as its layout, so that

@@ -128,6 +128,7 @@ func (f *Fetcher) fetch(ctx context.Context, topic string, p int32, offset int64
 	if offset < 0 {
 		return Result{}, fmt.Errorf("%w: %s/%d: offset %d is negative", ErrOffsetOutOfRange, topic, p, offset)
 	}
+	f.blocks.Reading(topic, p)
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}

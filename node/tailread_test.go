@@ -104,6 +104,66 @@ func TestTailReadsFromTheWriter(t *testing.T) {
 	}
 }
 
+// TestPeersTakeTheirPartitionsOnly: two ingest+fetch nodes; consumers on
+// the reader tail a quarter of a 40-partition topic the other node writes.
+// While the partitions it serves are new, the reader asks for whole
+// objects; once they have settled (5 s), each GetObject answer brings the
+// blocks of its quarter only, with no call per block, and every record is
+// read.
+func TestPeersTakeTheirPartitionsOnly(t *testing.T) {
+	c := startCluster(t, 0)
+	nodes := bothNodes(t, c, 2)
+	reader, owner := nodes[0], nodes[1]
+	const partitions, mine, per = 40, 10, 3
+	topic := "quarter"
+	createTopic(t, newClients(owner.Addr()), topic, partitions)
+	var ps []int32
+	for p := range int32(mine) {
+		ps = append(ps, p)
+	}
+	cl := h2cClients(reader.Addr())
+	read := func(from, to int64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := tailConsumeFrom(ctx, cl, topic, ps, from, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c0, b0 := peerCalls(t, reader), peerObjectBlocks(t, reader)
+	produceBatches(t, owner, topic, partitions, 1, per, 0)
+	read(0, per)
+	c1, b1 := peerCalls(t, reader), peerObjectBlocks(t, reader)
+	if calls := c1.sub(c0); calls.objects != 1 || calls.blocks != 0 || b1-b0 != partitions {
+		t.Fatalf("first object, partitions new: %v bringing %d blocks, want 1 GetObject of all %d", calls, b1-b0, partitions)
+	}
+	time.Sleep(6 * time.Second) // the reader's partitions settle (blockcache.hotSettle)
+	const objects = 4
+	produceBatches(t, owner, topic, partitions, objects, per, per)
+	read(per, (1+objects)*per)
+	c2, b2 := peerCalls(t, reader), peerObjectBlocks(t, reader)
+	if calls := c2.sub(c1); calls.objects != objects || calls.blocks != 0 || b2-b1 != objects*mine {
+		t.Fatalf("%d objects, partitions settled: %v bringing %d blocks, want %d GetObject of %d blocks each", objects, calls, b2-b1, objects, mine)
+	}
+}
+
+var peerObjectBlocksRE = regexp.MustCompile(`(?m)^varve_cache_peer_object_blocks_total(?:\{[^}]*\})? (\S+)$`)
+
+// peerObjectBlocks reads from a node's /metrics how many blocks other
+// nodes' GetObject answers brought it.
+func peerObjectBlocks(t *testing.T, n *node.Node) int64 {
+	t.Helper()
+	m := peerObjectBlocksRE.FindSubmatch(metricsPage(t, n.Addr()))
+	if m == nil {
+		t.Fatalf("%s: no varve_cache_peer_object_blocks_total in /metrics", n.Addr())
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(v)
+}
+
 // bothNodes starts n nodes with the ingest and fetch roles, both-0 to
 // both-<n-1>, and waits until they see each other as fetch nodes.
 func bothNodes(t *testing.T, c *cluster, n int) []*node.Node {
