@@ -109,7 +109,8 @@ func TestTailReadsFromTheWriter(t *testing.T) {
 // While the partitions it serves are new, the reader asks for whole
 // objects; once they have settled (5 s), each GetObject answer brings the
 // blocks of its quarter only, with no call per block, and every record is
-// read.
+// read; when the owner dies, the reader reads its unread objects from the
+// bucket, once each.
 func TestPeersTakeTheirPartitionsOnly(t *testing.T) {
 	c := startCluster(t, 0)
 	nodes := bothNodes(t, c, 2)
@@ -144,6 +145,32 @@ func TestPeersTakeTheirPartitionsOnly(t *testing.T) {
 	c2, b2 := peerCalls(t, reader), peerObjectBlocks(t, reader)
 	if calls := c2.sub(c1); calls.objects != objects || calls.blocks != 0 || b2-b1 != objects*mine {
 		t.Fatalf("%d objects, partitions settled: %v bringing %d blocks, want %d GetObject of %d blocks each", objects, calls, b2-b1, objects, mine)
+	}
+
+	// The owner dies with objects acknowledged and not read yet: the
+	// reader's asks for its partitions fail, and it reads each object
+	// from the bucket itself, once, with every record.
+	const orphans = 2
+	produceBatches(t, owner, topic, partitions, orphans, per, (1+objects)*per)
+	c.rec.Reset()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := owner.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(reader.BlockOwners().Peers()) != 2 {
+		t.Fatalf("the reader already dropped the dead owner (%v): the test needs its lease live", reader.BlockOwners().Peers())
+	}
+	read((1+objects)*per, (1+objects+orphans)*per)
+	calls := peerCalls(t, reader).sub(c2)
+	gets := wholeGets(t, c.rec)
+	if calls.blocks != 0 || calls.objects < 1 || calls.objects > orphans || len(gets) != orphans {
+		t.Fatalf("after the owner died: %v, whole GETs %v; want 1 to %d failed GetObject, no GetBlock, and each of the %d objects read whole", calls, gets, orphans, orphans)
+	}
+	for o, n := range gets {
+		if n != 1 {
+			t.Errorf("object %s: %d GETs, want 1", o, n)
+		}
 	}
 }
 
