@@ -44,7 +44,7 @@ type hotKey struct {
 	p     int32
 }
 
-// hotPartitions are the partitions this node served blocks of lately.
+// hotPartitions are the partitions this node was asked to fetch lately.
 type hotPartitions struct {
 	m       sync.Map // hotKey -> *atomic.Int64: unix nanoseconds of the last read
 	stale   atomic.Bool
@@ -57,7 +57,7 @@ type hotPartitions struct {
 	list  []TopicPartitions
 }
 
-// touch notes a read of a block of topic/p at now (unix nanoseconds): one
+// touch notes a fetch of topic/p at now (unix nanoseconds): one
 // lock-free lookup for a partition read in the last hotRebuild.
 func (h *hotPartitions) touch(topic string, p int32, now int64) {
 	k := hotKey{topic, p}

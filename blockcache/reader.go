@@ -97,7 +97,7 @@ type Reader struct {
 	// (remote.go): the collapsing of concurrent asks, their bound, and
 	// the objects answered.
 	remote wholeObjects
-	// hot are the partitions whose fresh blocks this node read lately:
+	// hot are the partitions this node was asked to fetch lately:
 	// what it asks the owners of fresh objects for (hot.go).
 	hot hotPartitions
 }
@@ -130,9 +130,6 @@ func (r *Reader) Memory() *Memory { return r.mem }
 // memory cache, else through the disk cache, the block's owner among the
 // fetch nodes, or one ranged GET.
 func (r *Reader) Block(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
-	if e.Level == 0 {
-		r.hot.touch(e.Topic, e.Partition, time.Now().UnixNano())
-	}
 	if recs, ok := r.mem.Get(e.Object, e.Off); ok && int64(len(recs)) == e.Records {
 		r.hits.Add(ctx, 1)
 		r.tiers.hit(ctx, TierMemory)
@@ -145,8 +142,10 @@ func (r *Reader) Block(ctx context.Context, e metadata.IndexEntry) ([]segment.Re
 // Reading notes that this node serves topic/p (a fetch of it is under
 // way), before it reads any block of it: the owners of fresh objects are
 // then asked for its blocks too (docs/cache.md, "Tail reads by object").
-// Block notes it as well; a caller about to read many partitions tells them
-// all first, so that its first ask of an object takes every one of them.
+// Every fetch calls it (Block does not: a block read for another reason,
+// a timestamp lookup, does not make its partition one this node serves);
+// a fetch of many partitions notes them all first, so that its first ask
+// of an object takes every one of them.
 func (r *Reader) Reading(topic string, p int32) {
 	r.hot.touch(topic, p, time.Now().UnixNano())
 }

@@ -241,6 +241,7 @@ func TestAskerTakesItsPartitionsOnly(t *testing.T) {
 
 	// Partition 5 begins to be read: its block of the object asked
 	// already is asked for alone; the next object's ask names it.
+	reading(a, e1[5:6])
 	recs, err := a.Block(ctx, e1[5])
 	checkBlock(t, recs, err, 5, 20)
 	if peers.objects != 1 || peers.calls != 1 {
@@ -324,7 +325,8 @@ func TestHotPartitionsSettle(t *testing.T) {
 	a := fetchers[0]
 	fetchers[1].Memory().PutObject(key, objectBlocks(t, fs, entries))
 	ctx := context.Background()
-	for p, e := range entries { // each partition first read here
+	for p, e := range entries { // each partition first fetched here
+		reading(a, entries[p:p+1])
 		recs, err := a.Block(ctx, e)
 		checkBlock(t, recs, err, p, 20)
 	}

@@ -105,7 +105,8 @@ func TestTailReadsFromTheWriter(t *testing.T) {
 }
 
 // TestPeersTakeTheirPartitionsOnly: two ingest+fetch nodes; consumers on
-// the reader tail a quarter of a 40-partition topic the other node writes.
+// the reader tail a quarter of a 1,000-partition topic the other node
+// writes.
 // While the partitions it serves are new, the reader asks for whole
 // objects; once they have settled (5 s), each GetObject answer brings the
 // blocks of its quarter only, with no call per block, and every record is
@@ -115,7 +116,7 @@ func TestPeersTakeTheirPartitionsOnly(t *testing.T) {
 	c := startCluster(t, 0)
 	nodes := bothNodes(t, c, 2)
 	reader, owner := nodes[0], nodes[1]
-	const partitions, mine, per = 40, 10, 3
+	const partitions, mine, per = 1000, 250, 3
 	topic := "quarter"
 	createTopic(t, newClients(owner.Addr()), topic, partitions)
 	var ps []int32
@@ -150,28 +151,9 @@ func TestPeersTakeTheirPartitionsOnly(t *testing.T) {
 	// The owner dies with objects acknowledged and not read yet: the
 	// reader's asks for its partitions fail, and it reads each object
 	// from the bucket itself, once, with every record.
-	const orphans = 2
-	produceBatches(t, owner, topic, partitions, orphans, per, (1+objects)*per)
-	c.rec.Reset()
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := owner.Shutdown(sctx); err != nil {
-		t.Fatal(err)
-	}
-	if len(reader.BlockOwners().Peers()) != 2 {
-		t.Fatalf("the reader already dropped the dead owner (%v): the test needs its lease live", reader.BlockOwners().Peers())
-	}
-	read((1+objects)*per, (1+objects+orphans)*per)
-	calls := peerCalls(t, reader).sub(c2)
-	gets := wholeGets(t, c.rec)
-	if calls.blocks != 0 || calls.objects < 1 || calls.objects > orphans || len(gets) != orphans {
-		t.Fatalf("after the owner died: %v, whole GETs %v; want 1 to %d failed GetObject, no GetBlock, and each of the %d objects read whole", calls, gets, orphans, orphans)
-	}
-	for o, n := range gets {
-		if n != 1 {
-			t.Errorf("object %s: %d GETs, want 1", o, n)
-		}
-	}
+	readAfterOwnerDies(t, c, reader, owner, topic, partitions, 2, per, (1+objects)*per, func() {
+		read((1+objects)*per, (3+objects)*per)
+	})
 }
 
 var peerObjectBlocksRE = regexp.MustCompile(`(?m)^varve_cache_peer_object_blocks_total(?:\{[^}]*\})? (\S+)$`)
@@ -252,7 +234,20 @@ func TestTailReadsSurviveTheOwnerKilled(t *testing.T) {
 		t.Fatalf("reading %d objects of a live owner: %v, want 1 to %d GetObject calls and no GetBlock", first, got, first)
 	}
 	// Written, acknowledged, and not read yet when their owner dies.
-	produceBatches(t, owner, topic, partitions, second, per, first*per)
+	readAfterOwnerDies(t, c, reader, owner, topic, partitions, second, per, first*per, func() {
+		consumeAll(first*per, (first+second)*per)
+	})
+}
+
+// readAfterOwnerDies produces n objects through owner (per records a
+// partition each, numbered from from), shuts owner down while its lease is
+// still live, and runs read, which reads them through reader. Then it
+// checks the fallback: the reader asked the dead owner (1 to n GetObject,
+// no GetBlock) and read each object from the bucket, whole, once.
+func readAfterOwnerDies(t *testing.T, c *cluster, reader, owner *node.Node, topic string, partitions int32, n, per, from int, read func()) {
+	t.Helper()
+	produceBatches(t, owner, topic, partitions, n, per, from)
+	before := peerCalls(t, reader)
 	c.rec.Reset()
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -262,22 +257,22 @@ func TestTailReadsSurviveTheOwnerKilled(t *testing.T) {
 	if len(reader.BlockOwners().Peers()) != 2 {
 		t.Fatalf("the reader already dropped the dead owner (%v): the test needs its lease live", reader.BlockOwners().Peers())
 	}
-	consumeAll(first*per, (first+second)*per)
-	got := peerCalls(t, reader).sub(mid)
+	read()
+	got := peerCalls(t, reader).sub(before)
 	gets := wholeGets(t, c.rec)
 	t.Logf("after the owner died: %v; GETs per object %v", got, gets)
 	if got.objects == 0 {
 		t.Fatalf("the reader never asked the dead owner (%v): the fallback was not exercised", got)
 	}
-	if got.objects > second || got.blocks != 0 {
-		t.Fatalf("calls to the dead owner: %v, want at most one GetObject per object (%d) and no GetBlock", got, second)
+	if got.objects > int64(n) || got.blocks != 0 {
+		t.Fatalf("calls to the dead owner: %v, want at most one GetObject per object (%d) and no GetBlock", got, n)
 	}
-	if len(gets) != second {
-		t.Fatalf("the reader read %d of the dead owner's %d objects from the bucket", len(gets), second)
+	if len(gets) != n {
+		t.Fatalf("the reader read %d of the dead owner's %d objects from the bucket", len(gets), n)
 	}
-	for o, n := range gets {
-		if n != 1 {
-			t.Errorf("object %s: %d GETs, want 1", o, n)
+	for o, k := range gets {
+		if k != 1 {
+			t.Errorf("object %s: %d GETs, want 1", o, k)
 		}
 	}
 }
