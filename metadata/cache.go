@@ -31,8 +31,8 @@ type Cache struct {
 	err    error         // set when the watch stopped for good
 
 	// records maps each applied sequencer batch record to the
-	// partitions it added entries to.
-	records map[uint64][]topicPartition
+	// partitions it added entries to, and where.
+	records map[uint64][]recordSpan
 
 	catchUp catchUp // CatchUp's rounds (catchup.go)
 
@@ -43,6 +43,15 @@ type Cache struct {
 type topicPartition struct {
 	topic string
 	p     int32
+}
+
+// recordSpan is the range of offsets [base, end) a sequencer record's
+// blocks hold in one partition: the sequencer gives a batch's blocks of a
+// partition consecutive offsets, so its entries there are found by a
+// binary search and removed without visiting the partition's others.
+type recordSpan struct {
+	tp        topicPartition
+	base, end int64
 }
 
 type partCache struct {
@@ -59,11 +68,18 @@ type partCache struct {
 	entries []IndexEntry
 	// recs are every record entry of the partition, served or shadowed,
 	// sorted by Base: a deleted key entry uncovers those it shadowed.
-	recs    []IndexEntry
-	changed chan struct{}
+	recs []IndexEntry
+	// entriesAll and recsAll are the arrays entries and recs live in,
+	// from their first element: dropRange removes a prefix by slicing it
+	// off, and putSorted moves the list back to the front of its array
+	// rather than growing it (see frontOf).
+	entriesAll, recsAll []IndexEntry
+	changed             chan struct{}
 	// lastRecord is 1 + the batch of the last record applied to it (0:
-	// none yet).
+	// none yet), and lastSpan the index of its span in that record's
+	// list.
 	lastRecord uint64
+	lastSpan   int
 }
 
 // refresh recomputes state from the partition key, the record entries and
@@ -103,7 +119,7 @@ func (ca *Cache) Close() {
 func (ca *Cache) load(ctx context.Context) error {
 	topics := map[string]Topic{}
 	parts := map[topicPartition]*partCache{}
-	records := map[uint64][]topicPartition{}
+	records := map[uint64][]recordSpan{}
 	// Sequencer records are read apart, in small pages (each is up to
 	// about 1.25 MiB), and applied once the topics are known; checkpoints
 	// (seq/checkpoint*) are skipped. Every read is at the first one's
@@ -349,9 +365,7 @@ func (pc *partCache) hideExpiredRecords() {
 // keepEntries filters es in place, keeping the entries keep selects, and
 // clears the tail it no longer uses (so its object names can be freed).
 // Every reader copies entries under the cache's lock, so reusing the
-// backing array is safe; a fresh slice per pruned record made every
-// record removal, which touches each partition of the record, allocate
-// and grow a slice per partition.
+// backing array is safe.
 func keepEntries(es []IndexEntry, keep func(IndexEntry) bool) []IndexEntry {
 	kept := es[:0]
 	for _, e := range es {
@@ -433,50 +447,74 @@ func (pc *partCache) serveRecord(e IndexEntry) {
 
 // addRecord adds a record entry to recs and, unless shadowed, to entries.
 func (pc *partCache) addRecord(e IndexEntry) {
-	n := len(pc.recs)
-	if n == 0 || pc.recs[n-1].Base < e.Base {
-		pc.recs = append(pc.recs, e)
-	} else {
-		i := sort.Search(n, func(i int) bool { return pc.recs[i].Base >= e.Base })
-		if i < n && pc.recs[i].Base == e.Base {
-			pc.recs[i] = e
-		} else {
-			pc.recs = append(pc.recs, IndexEntry{})
-			copy(pc.recs[i+1:], pc.recs[i:])
-			pc.recs[i] = e
-		}
-	}
+	pc.recs = putSorted(pc.recs, &pc.recsAll, e)
 	pc.serveRecord(e)
 }
 
 // insert adds e in base order, replacing an entry with the same base.
 func (pc *partCache) insert(e IndexEntry) {
-	n := len(pc.entries)
-	if n == 0 || pc.entries[n-1].Base < e.Base {
-		pc.entries = append(pc.entries, e)
-		return
+	pc.entries = putSorted(pc.entries, &pc.entriesAll, e)
+}
+
+// putSorted puts e into es (sorted by Base) in order, replacing an entry
+// with the same base; almost always it goes last. When es is full and the
+// array it lives in (*all) has room before it that dropRange left, of at
+// least a quarter of es, the entries move to the front of the array
+// instead of into a new, larger one: pruning the oldest records and
+// adding new ones then allocates nothing.
+func putSorted(es []IndexEntry, all *[]IndexEntry, e IndexEntry) []IndexEntry {
+	n := len(es)
+	i := n
+	if n > 0 && es[n-1].Base >= e.Base {
+		i = sort.Search(n, func(i int) bool { return es[i].Base >= e.Base })
+		if i < n && es[i].Base == e.Base {
+			es[i] = e
+			return es
+		}
 	}
-	i := sort.Search(n, func(i int) bool { return pc.entries[i].Base >= e.Base })
-	if i < n && pc.entries[i].Base == e.Base {
-		pc.entries[i] = e
-		return
+	if n == cap(es) {
+		if f := frontOf(*all, es); f > 0 && f >= n/4 {
+			full := (*all)[:cap(*all)]
+			copy(full, es)
+			clear(full[n : f+n])
+			es = full[:n]
+		}
 	}
-	pc.entries = append(pc.entries, IndexEntry{})
-	copy(pc.entries[i+1:], pc.entries[i:])
-	pc.entries[i] = e
+	es = append(es, IndexEntry{})
+	copy(es[i+1:], es[i:])
+	es[i] = e
+	if frontOf(*all, es) < 0 {
+		*all = es // a new array
+	}
+	return es
+}
+
+// frontOf returns how many elements of the array all starts lie before
+// es[0], or -1 if es does not live in that array.
+func frontOf(all, es []IndexEntry) int {
+	if cap(es) == 0 || cap(all) < cap(es) {
+		return -1
+	}
+	full := all[:cap(all)]
+	f := cap(full) - cap(es)
+	if &full[f] != &es[:1][0] {
+		return -1
+	}
+	return f
 }
 
 // applyRecord adds the committed blocks of a sequencer batch record whose
 // topic still has the id they were committed under, and raises their
 // partitions' high watermarks, in the same step. changed (nil while
 // loading) collects the partitions to wake.
-func (ca *Cache) applyRecord(topics map[string]Topic, parts map[topicPartition]*partCache, records map[uint64][]topicPartition, kv *mvccpb.KeyValue, changed map[topicPartition]bool) {
+func (ca *Cache) applyRecord(topics map[string]Topic, parts map[topicPartition]*partCache, records map[uint64][]recordSpan, kv *mvccpb.KeyValue, changed map[topicPartition]bool) {
 	rb, err := recordDecoder.DecodeBlocks(kv.Value)
 	if err != nil {
 		ca.c.log.Error("metadata cache: undecodable sequencer record; its blocks are not readable", "key", string(kv.Key), "err", err)
 		return
 	}
-	var touched []topicPartition
+	// About one block per partition per writer's object.
+	touched := make([]recordSpan, 0, len(rb.Entries)/max(1, len(rb.Objects)))
 	// A record's entries come by commit, each mostly of one topic: its
 	// liveness is looked up once per run of entries of a topic.
 	lastTopic, live := "", false
@@ -501,8 +539,11 @@ func (ca *Cache) applyRecord(topics map[string]Topic, parts map[topicPartition]*
 		if pc.lastRecord != rb.Batch+1 {
 			// Each partition once, though a record has a block of it
 			// from every ingest node's object.
-			pc.lastRecord = rb.Batch + 1
-			touched = append(touched, tp)
+			pc.lastRecord, pc.lastSpan = rb.Batch+1, len(touched)
+			touched = append(touched, recordSpan{tp, e.Base, e.End()})
+		} else {
+			sp := &touched[pc.lastSpan]
+			sp.base, sp.end = min(sp.base, e.Base), max(sp.end, e.End())
 		}
 		if changed != nil {
 			changed[tp] = true
@@ -515,41 +556,71 @@ func (ca *Cache) applyRecord(topics map[string]Topic, parts map[topicPartition]*
 
 // removeRecord drops the entries a record added (its key was deleted).
 func (ca *Cache) removeRecord(batch uint64, changed map[topicPartition]bool) {
-	for _, tp := range ca.records[batch] {
-		if pc := ca.parts[tp]; pc != nil {
-			pc.dropRecords(func(e IndexEntry) bool { return e.Record == batch }, false)
-			changed[tp] = true
+	for _, sp := range ca.records[batch] {
+		if pc := ca.parts[sp.tp]; pc != nil {
+			pc.dropRecord(batch, sp.base, sp.end)
+			changed[sp.tp] = true
 		}
 	}
 	delete(ca.records, batch)
+}
+
+// dropRecord removes the entries of record batch, which lie in [base,
+// end): in the steady state compaction prunes the oldest records, at the
+// front of the lists, so this costs the entries removed, not the
+// partition's whole lists (docs/metadata.md). The high watermark stays.
+func (pc *partCache) dropRecord(batch uint64, base, end int64) {
+	pc.entries = dropRange(pc.entries, &pc.entriesAll, base, end, batch)
+	pc.recs = dropRange(pc.recs, &pc.recsAll, base, end, batch)
+}
+
+// dropRange removes from es (sorted by Base, not overlapping) the entries
+// of record batch in [base, end), keeping the order. A prefix is sliced
+// off (putSorted reuses its room; *all keeps the array); anything else
+// moves the entries after it.
+func dropRange(es []IndexEntry, all *[]IndexEntry, base, end int64, batch uint64) []IndexEntry {
+	i, j := overlapping(es, base, end)
+	k := i
+	for _, e := range es[i:j] {
+		if e.Record != batch {
+			es[k] = e
+			k++
+		}
+	}
+	if k == j {
+		return es
+	}
+	if i == 0 && k == 0 {
+		if frontOf(*all, es) < 0 {
+			*all = es
+		}
+		clear(es[:j])
+		return es[j:]
+	}
+	n := copy(es[k:], es[j:])
+	clear(es[k+n:])
+	return es[:k+n]
 }
 
 // dropRecordEntries drops every record entry of topic.
 func (ca *Cache) dropRecordEntries(topic string, changed map[topicPartition]bool) {
 	for tp, pc := range ca.parts {
 		if tp.topic == topic && (pc.recNext > 0 || len(pc.recs) > 0) {
-			pc.dropRecords(func(e IndexEntry) bool { return e.Record != 0 }, true)
+			pc.dropAllRecords()
 			changed[tp] = true
 		}
 	}
 }
 
-// dropRecords removes the record entries drop selects. A pruned record
-// (reset false) leaves the high watermark as it was; a topic that is gone
-// or has a new id (reset) recomputes it from the entries that remain.
-func (pc *partCache) dropRecords(drop func(IndexEntry) bool, reset bool) {
-	pc.entries = keepEntries(pc.entries, func(e IndexEntry) bool { return e.Record == 0 || !drop(e) })
-	pc.recs = keepEntries(pc.recs, func(e IndexEntry) bool { return !drop(e) })
-	if reset {
-		pc.recNext, pc.keyNext = 0, 0
-		for _, e := range pc.recs {
-			pc.recNext = max(pc.recNext, e.End())
-		}
-		for _, e := range pc.entries {
-			if e.Record == 0 {
-				pc.keyNext = max(pc.keyNext, e.End())
-			}
-		}
+// dropAllRecords removes every record entry, for a topic that is gone or
+// has a new id, and recomputes the high watermark from the key entries
+// left.
+func (pc *partCache) dropAllRecords() {
+	pc.entries = keepEntries(pc.entries, func(e IndexEntry) bool { return e.Record == 0 })
+	pc.recs, pc.recsAll = nil, nil
+	pc.recNext, pc.keyNext = 0, 0
+	for _, e := range pc.entries {
+		pc.keyNext = max(pc.keyNext, e.End())
 	}
 	pc.refresh()
 }

@@ -1,7 +1,10 @@
 package metadata
 
 import (
+	"cmp"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -64,17 +67,20 @@ func (stubDecoder) CheckpointNexts([]byte) ([]TopicNexts, error) { return nil, n
 // state of one or four ingest nodes on a 1,000-partition topic: each op
 // applies one sequencer record holding a block of every partition from
 // each node's object, and the deletion of the record applied `live` ops
-// before (compaction prunes records as fast as they come).
+// before: live=60 is 6 s of records at a 100 ms linger, live=2000 is what
+// a fetch node holds in the steady state (the pruner keeps records
+// RecordGrace, 3 min, and runs every minute: 3 to 4 min of them).
 func BenchmarkCacheApplyRecords(b *testing.B) {
-	for _, writers := range []int{1, 4} {
-		b.Run(fmt.Sprintf("parts=1000/writers=%d", writers), func(b *testing.B) {
-			benchApplyRecords(b, 1000, writers)
-		})
+	for _, live := range []int{60, 2000} {
+		for _, writers := range []int{1, 4} {
+			b.Run(fmt.Sprintf("parts=1000/writers=%d/live=%d", writers, live), func(b *testing.B) {
+				benchApplyRecords(b, 1000, writers, live)
+			})
+		}
 	}
 }
 
-func benchApplyRecords(b *testing.B, parts, writers int) {
-	const live = 60
+func benchApplyRecords(b *testing.B, parts, writers, live int) {
 	dec := stubDecoder{writers: writers}
 	for r := range 4 {
 		rb := &RecordBlocks{TopicIDs: map[string]string{"big": "id1"}}
@@ -91,7 +97,7 @@ func benchApplyRecords(b *testing.B, parts, writers int) {
 	recordDecoder = dec
 	b.Cleanup(func() { recordDecoder = old })
 	ca := &Cache{withEntries: true, topics: map[string]Topic{"big": {Name: "big", ID: "id1", Partitions: int32(parts)}},
-		parts: map[topicPartition]*partCache{}, records: map[uint64][]topicPartition{}, revCh: make(chan struct{})}
+		parts: map[topicPartition]*partCache{}, records: map[uint64][]recordSpan{}, revCh: make(chan struct{})}
 	rev := int64(1)
 	event := func(typ mvccpb.Event_EventType, batch uint64) {
 		rev++
@@ -106,7 +112,98 @@ func benchApplyRecords(b *testing.B, parts, writers int) {
 	}
 	b.ReportAllocs()
 	for n := uint64(1); b.Loop(); n++ {
-		event(mvccpb.PUT, n+live)
+		event(mvccpb.PUT, n+uint64(live))
 		event(mvccpb.DELETE, n)
+	}
+}
+
+// A partition's lists under records applied and pruned (mostly oldest
+// first, as compaction does, sometimes out of order) and key entries
+// written and deleted, against a model that recomputes them from scratch:
+// pruning a record slices it off the front or moves the rest, and adding
+// one reuses the room in front; the lists never differ from the model.
+func TestPartitionListsMatchModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pc := &partCache{changed: make(chan struct{})}
+	type rec struct {
+		batch     uint64
+		base, end int64
+	}
+	var live []rec                 // records applied and not pruned
+	keys := map[int64]IndexEntry{} // key entries by base
+	next, batch := int64(0), uint64(0)
+	check := func(step int) {
+		t.Helper()
+		var recs []IndexEntry
+		for _, r := range live {
+			for b := r.base; b < r.end; b += 5 {
+				recs = append(recs, IndexEntry{Base: b, Records: 5, Record: r.batch, Object: fmt.Sprint("o", r.batch)})
+			}
+		}
+		var entries []IndexEntry
+		for _, k := range keys {
+			entries = append(entries, k)
+		}
+		for _, e := range recs {
+			shadowed := false
+			for _, k := range keys {
+				if k.Base < e.End() && e.Base < k.End() {
+					shadowed = true
+				}
+			}
+			if !shadowed {
+				entries = append(entries, e)
+			}
+		}
+		slices.SortFunc(entries, func(a, b IndexEntry) int { return cmp.Compare(a.Base, b.Base) })
+		if !slices.Equal(pc.recs, recs) {
+			t.Fatalf("step %d: recs = %v, want %v", step, pc.recs, recs)
+		}
+		if !slices.Equal(pc.entries, entries) {
+			t.Fatalf("step %d: entries = %v, want %v", step, pc.entries, entries)
+		}
+	}
+	for step := range 5000 {
+		switch op := rng.IntN(100); {
+		case op < 48 || len(live) == 0: // a record with 1 to 4 blocks
+			batch++
+			r := rec{batch: batch, base: next}
+			for range 1 + rng.IntN(4) {
+				pc.addRecord(IndexEntry{Base: next, Records: 5, Record: batch, Object: fmt.Sprint("o", batch)})
+				next += 5
+			}
+			r.end = next
+			live = append(live, r)
+		case op < 90: // prune the oldest record
+			pc.dropRecord(live[0].batch, live[0].base, live[0].end)
+			live = live[1:]
+		case op < 95: // prune another one
+			i := rng.IntN(len(live))
+			pc.dropRecord(live[i].batch, live[i].base, live[i].end)
+			live = slices.Delete(live, i, i+1)
+		case op < 98: // a key entry over some live record's range
+			r := live[rng.IntN(len(live))]
+			overlaps := false
+			for _, k := range keys {
+				if k.Base < r.end && r.base < k.End() {
+					overlaps = true
+				}
+			}
+			if !overlaps {
+				k := IndexEntry{Base: r.base, Records: r.end - r.base, Object: "key"}
+				keys[k.Base] = k
+				pc.insertKey(k)
+			}
+		default: // delete a key entry
+			for b := range keys {
+				delete(keys, b)
+				pc.deleteKey(b)
+				break
+			}
+		}
+		check(step)
+	}
+	if cap(pc.recs) > 4*max(len(pc.recs), 64) {
+		t.Fatalf("recs hold %d entries in an array of %d", len(pc.recs), cap(pc.recs))
 	}
 }
