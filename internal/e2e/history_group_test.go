@@ -55,6 +55,8 @@ type groupHist struct {
 	nOK, nRefused, nUnknown                  int // commit attempts (requests)
 	nProbes, nProbesRefused, nPollErrs, nGen int
 	reasons                                  map[string]int
+	consumers                                map[int]*sdk.GroupConsumer // by member index, while it runs
+	etcd                                     []string
 }
 
 // groupEvent is one change of a group key seen by the watch.
@@ -80,6 +82,8 @@ func startGroupHist(h *history, etcd []string, addrs []string, group, topic stri
 		lastGen:    map[string]int64{},
 		committed:  map[int32]int64{},
 		reasons:    map[string]int{},
+		consumers:  map[int]*sdk.GroupConsumer{},
+		etcd:       etcd,
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -203,6 +207,14 @@ func (g *groupHist) member(c *sdk.Client, i int, rng *rand.Rand) {
 			_ = gc.Commit(cctx) // recorded; refused when the member is gone
 		},
 	})
+	g.mu.Lock()
+	g.consumers[i] = gc
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.consumers, i)
+		g.mu.Unlock()
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -270,6 +282,46 @@ func (g *groupHist) settled(ends []int64) bool {
 		}
 	}
 	return true
+}
+
+// describe says where the group stands, for a failure: every member key
+// in etcd with its lease's time to live, the generation, each running
+// member's own view, and the partitions not committed to their end.
+func (g *groupHist) describe(ends []int64) string {
+	var b strings.Builder
+	cli, err := clientv3.New(clientv3.Config{Endpoints: g.etcd, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return fmt.Sprintf("connect to etcd: %v", err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, groupPrefixKey(g.group)+"members/", clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Sprintf("read members: %v", err)
+	}
+	for _, kv := range resp.Kvs {
+		ttl := "?"
+		if lr, err := cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease)); err == nil {
+			ttl = fmt.Sprintf("%ds of %ds", lr.TTL, lr.GrantedTTL)
+		}
+		fmt.Fprintf(&b, "member key %s (rev %d, lease %x, %s left): %s\n", kv.Key, kv.ModRevision, kv.Lease, ttl, kv.Value)
+	}
+	if meta, err := cli.Get(ctx, groupPrefixKey(g.group)+"meta"); err == nil && len(meta.Kvs) > 0 {
+		fmt.Fprintf(&b, "meta (rev %d): %s\n", meta.Kvs[0].ModRevision, meta.Kvs[0].Value)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i, gc := range g.consumers {
+		id, gen := gc.Generation()
+		fmt.Fprintf(&b, "client %d: member %s generation %d assigned %v\n", i, id, gen, gc.Assignment())
+	}
+	for p, e := range ends {
+		if c := g.committed[int32(p)]; c < e {
+			fmt.Fprintf(&b, "partition %d committed %d of %d\n", p, c, e)
+		}
+	}
+	return b.String()
 }
 
 // close stops the members (they commit and leave) and the watch.

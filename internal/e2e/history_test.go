@@ -426,7 +426,7 @@ func runHistory(t *testing.T, mode historyMode) {
 		ends[p] = int64(len(logA[p]))
 	}
 	if !testenv.EventuallyEvery(60*time.Second, 10*time.Millisecond, func() bool { return bad.Load() != nil || gh.settled(ends) }) {
-		t.Fatal("the consumer group did not commit the end of the log in 60s")
+		t.Fatalf("the consumer group did not commit the end of the log in 60s:\n%s", gh.describe(ends))
 	}
 	gh.close()
 	if m := bad.Load(); m != nil {
