@@ -2,6 +2,7 @@ package sdk_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -303,6 +304,10 @@ type cutStreams struct {
 	mu     sync.Mutex
 	bodies []*cutBody
 	held   []io.Closer // server sides of cut streams, closed at cleanup
+	// cutFirst is how many of the next streams are cut right after their
+	// first message; msgs counts the messages the client has read.
+	cutFirst int
+	msgs     atomic.Int64
 }
 
 type cutBody struct {
@@ -326,11 +331,38 @@ func (c *cutStreams) Do(req *http.Request) (*http.Response, error) {
 	}
 	pr, pw := io.Pipe()
 	b := &cutBody{inner: res.Body, pr: pr, pw: pw}
-	go func() { _, err := io.Copy(pw, b.inner); pw.CloseWithError(err) }()
-	res.Body = b
 	c.mu.Lock()
-	c.bodies = append(c.bodies, b)
+	max := -1
+	if c.cutFirst > 0 {
+		c.cutFirst--
+		max = 1
+		c.held = append(c.held, b.inner)
+	} else {
+		c.bodies = append(c.bodies, b)
+	}
 	c.mu.Unlock()
+	go func() {
+		// Message by message (a Connect envelope: flags, 4-byte length,
+		// body); the pipe's writes return once the client has read them.
+		var hdr [5]byte
+		for n := 0; n != max; n++ {
+			if _, err := io.ReadFull(b.inner, hdr[:]); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			msg := make([]byte, binary.BigEndian.Uint32(hdr[1:]))
+			if _, err := io.ReadFull(b.inner, msg); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			if _, err := pw.Write(append(hdr[:], msg...)); err != nil {
+				return
+			}
+			c.msgs.Add(1)
+		}
+		pw.CloseWithError(errors.New("read tcp: connection reset by peer (injected after the first message)"))
+	}()
+	res.Body = b
 	return res, nil
 }
 
@@ -418,5 +450,99 @@ func TestGroupConsumerSurvivesBrokenStream(t *testing.T) {
 		return len(d.Members) == 1 && d.Members[0].MemberID == m
 	}) {
 		t.Fatalf("stale members still in the group (session timeout 60 s): %v", d.Members)
+	}
+}
+
+// TestGroupConsumerLeavesUnusedMemberIDs: a session can break before Poll
+// took its first generation (the member id was never used), or the next
+// session's first generation can arrive before Poll noticed the break.
+// Either way every member id but the current one leaves the group at once
+// (the session timeout is a minute), and the current one stays.
+func TestGroupConsumerLeavesUnusedMemberIDs(t *testing.T) {
+	cs := &cutStreams{next: sdk.NewHTTPClient(), cutFirst: 3}
+	t.Cleanup(cs.close)
+	c := newClient(t, sdk.WithHTTPClient(cs))
+	topic, group := uniq("unused"), uniq("group")
+	createTopic(t, c, topic, 2)
+	produceN(t, c, topic, 2, 20)
+	gc := c.NewGroupConsumer(group, sdk.GroupOptions{
+		Topics: []string{topic}, AutoCommitInterval: 20 * time.Millisecond, MaxWait: 50 * time.Millisecond,
+		SessionTimeout: 60 * time.Second, OnError: func(error) {},
+	})
+	ctx := testCtx(t)
+	defer gc.Close(ctx)
+	alone := func(step string) string {
+		t.Helper()
+		var d admin.GroupDescription
+		var m string
+		if !testenv.EventuallyEvery(10*time.Second, 5*time.Millisecond, func() bool {
+			var err error
+			if d, err = admin.NewFromClient(c).DescribeGroup(ctx, group); err != nil {
+				t.Fatal(err)
+			}
+			m, _ = gc.Generation()
+			return m != "" && len(d.Members) == 1 && d.Members[0].MemberID == m
+		}) {
+			t.Fatalf("%s: members %v, the consumer is %q (session timeout 60 s)", step, d.Members, m)
+		}
+		return m
+	}
+	// Start the session without applying anything: the first three
+	// streams each bring one generation and break before Poll runs.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := gc.Poll(cancelled); err == nil {
+		t.Fatal("poll with a cancelled context did not fail")
+	}
+	if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool { return cs.msgs.Load() >= 4 }) {
+		t.Fatalf("%d generations read, want 4 (3 cut streams and the live one)", cs.msgs.Load())
+	}
+	var s seen
+	if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool {
+		recs, err := gc.Poll(ctx)
+		if err != nil {
+			t.Fatalf("poll: %v", err)
+		}
+		s.add(recs)
+		return s.count() == 20
+	}) {
+		t.Fatalf("processed %d of 20 records", s.count())
+	}
+	first := alone("after 3 streams cut before their first generation was taken")
+	// Now the live stream breaks and the next one's first generation
+	// arrives before Poll sees either.
+	seen := cs.msgs.Load()
+	cs.cut()
+	if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool { return cs.msgs.Load() > seen }) {
+		t.Fatal("no generation on a new stream after the cut")
+	}
+	time.Sleep(50 * time.Millisecond) // the client takes the message it read
+	if _, err := gc.Poll(ctx); err != nil {
+		t.Fatalf("poll: %v", err)
+	}
+	if m, gen := gc.Generation(); m == "" || m == first {
+		t.Fatalf("after the new session's generation: member %q generation %d, want a new member (the old one was %s)", m, gen, first)
+	}
+	second := alone("after a break and a new generation before the next poll")
+	// The new member stays: it was not taken for the stale one.
+	time.Sleep(300 * time.Millisecond)
+	for range 5 {
+		if _, err := gc.Poll(ctx); err != nil {
+			t.Fatalf("poll: %v", err)
+		}
+	}
+	if m := alone("later"); m != second {
+		t.Fatalf("the member changed from %s to %s without a break", second, m)
+	}
+	produceN(t, c, topic, 2, 10)
+	if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool {
+		recs, err := gc.Poll(ctx)
+		if err != nil {
+			t.Fatalf("poll: %v", err)
+		}
+		s.add(recs)
+		return s.count() == 30
+	}) {
+		t.Fatalf("processed %d of 30 records", s.count())
 	}
 }

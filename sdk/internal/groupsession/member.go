@@ -270,10 +270,14 @@ func (g *Member[R]) pollRecords(ctx context.Context) ([]R, error) {
 }
 
 // apply moves to the newest generation: it commits and revokes what the
-// member loses, then positions and announces what it gains.
+// member loses, then positions and announces what it gains. After a lost
+// session every partition is revoked without a commit (another member may
+// have read and committed it since) and the old member id is left; a
+// generation of the new session that came meanwhile is then taken as a
+// fresh assignment, positioned at the committed offsets.
 func (g *Member[R]) apply(ctx context.Context) {
 	g.mu.Lock()
-	msg, lost := g.pending, g.lost
+	msg, lost, prev := g.pending, g.lost, g.member
 	g.pending, g.lost = nil, false
 	g.mu.Unlock()
 	next := map[TopicPartition]bool{}
@@ -286,12 +290,12 @@ func (g *Member[R]) apply(ctx context.Context) {
 	}
 	var revoked, added []TopicPartition
 	for tp := range g.assigned {
-		if !next[tp] {
+		if lost || !next[tp] {
 			revoked = append(revoked, tp)
 		}
 	}
 	for tp := range next {
-		if !g.assigned[tp] {
+		if lost || !g.assigned[tp] {
 			added = append(added, tp)
 		}
 	}
@@ -300,12 +304,15 @@ func (g *Member[R]) apply(ctx context.Context) {
 	if len(revoked)+len(added) > 0 {
 		g.opts.Log.Info("group assignment changed", "group", g.group, "generation", msg.GetGeneration(), "added", len(added), "revoked", len(revoked), "lost", lost)
 	}
-	if msg != nil {
+	g.mu.Lock()
+	switch {
+	case msg != nil:
 		// Revoked partitions may still be committed in the new generation.
-		g.mu.Lock()
 		g.member, g.gen = msg.GetMemberId(), msg.GetGeneration()
-		g.mu.Unlock()
+	case lost:
+		g.member, g.gen = "", 0
 	}
+	g.mu.Unlock()
 	if len(revoked) > 0 {
 		if g.opts.AutoCommitInterval > 0 && !lost {
 			if err := g.commitPositions(ctx, revoked); err != nil {
@@ -320,14 +327,8 @@ func (g *Member[R]) apply(ctx context.Context) {
 			delete(g.committed, tp)
 		}
 	}
-	if lost {
-		g.mu.Lock()
-		old := g.member
-		g.member, g.gen = "", 0
-		g.mu.Unlock()
-		if old != "" {
-			g.leaveStale(old)
-		}
+	if lost && prev != "" && prev != msg.GetMemberId() {
+		g.leaveStale(prev)
 	}
 	if len(added) > 0 {
 		offs, err := g.fetchCommitted(ctx, added)
@@ -586,11 +587,20 @@ func (g *Member[R]) session() {
 			return
 		}
 		g.mu.Lock()
+		unapplied := ""
 		if g.gen > 0 || g.pending != nil {
+			if g.pending != nil && g.pending.GetMemberId() != g.member {
+				// The stream broke before Poll took its first generation:
+				// apply leaves g.member only, so this id is left here.
+				unapplied = g.pending.GetMemberId()
+			}
 			g.lost, g.pending = true, nil
 			g.signalLocked()
 		}
 		g.mu.Unlock()
+		if unapplied != "" {
+			g.leaveStale(unapplied)
+		}
 		if got {
 			attempt = 0
 		}
