@@ -293,6 +293,22 @@ func TestDeadLetter(t *testing.T) {
 	wantCode(t, bad(ctx, dead[0]), connect.CodeNotFound)
 }
 
+// pollGroupUntil polls gc until s holds want records, failing the test on a
+// poll error or after 30 s.
+func pollGroupUntil(t *testing.T, ctx context.Context, gc *sdk.GroupConsumer, s *seen, want int) {
+	t.Helper()
+	if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool {
+		recs, err := gc.Poll(ctx)
+		if err != nil {
+			t.Fatalf("poll: %v", err)
+		}
+		s.add(recs)
+		return s.count() == want
+	}) {
+		t.Fatalf("processed %d of %d records", s.count(), want)
+	}
+}
+
 // cutStreams is an HTTP client whose JoinGroup response bodies can be cut
 // mid-stream, as when the node holding the stream is killed: the body read
 // fails with a connection error (connect reports the stream as Internal
@@ -407,19 +423,7 @@ func TestGroupConsumerSurvivesBrokenStream(t *testing.T) {
 	ctx := testCtx(t)
 	defer gc.Close(ctx)
 	var s seen
-	poll := func(want int) {
-		t.Helper()
-		if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool {
-			recs, err := gc.Poll(ctx)
-			if err != nil {
-				t.Fatalf("poll: %v", err)
-			}
-			s.add(recs)
-			return s.count() == want
-		}) {
-			t.Fatalf("processed %d of %d records", s.count(), want)
-		}
-	}
+	poll := func(want int) { t.Helper(); pollGroupUntil(t, ctx, gc, &s, want) }
 	poll(50)
 	first, gen := gc.Generation()
 	for range 3 {
@@ -498,16 +502,8 @@ func TestGroupConsumerLeavesUnusedMemberIDs(t *testing.T) {
 		t.Fatalf("%d generations read, want 4 (3 cut streams and the live one)", cs.msgs.Load())
 	}
 	var s seen
-	if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool {
-		recs, err := gc.Poll(ctx)
-		if err != nil {
-			t.Fatalf("poll: %v", err)
-		}
-		s.add(recs)
-		return s.count() == 20
-	}) {
-		t.Fatalf("processed %d of 20 records", s.count())
-	}
+	poll := func(want int) { t.Helper(); pollGroupUntil(t, ctx, gc, &s, want) }
+	poll(20)
 	first := alone("after 3 streams cut before their first generation was taken")
 	// Now the live stream breaks and the next one's first generation
 	// arrives before Poll sees either.
@@ -535,14 +531,5 @@ func TestGroupConsumerLeavesUnusedMemberIDs(t *testing.T) {
 		t.Fatalf("the member changed from %s to %s without a break", second, m)
 	}
 	produceN(t, c, topic, 2, 10)
-	if !testenv.EventuallyEvery(30*time.Second, time.Millisecond, func() bool {
-		recs, err := gc.Poll(ctx)
-		if err != nil {
-			t.Fatalf("poll: %v", err)
-		}
-		s.add(recs)
-		return s.count() == 30
-	}) {
-		t.Fatalf("processed %d of 30 records", s.count())
-	}
+	poll(30)
 }
