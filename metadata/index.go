@@ -55,6 +55,14 @@ func (ca *Cache) Snapshot(topic string, p int32) ([]IndexEntry, PartitionState, 
 // state's high watermark includes every record entry, shadowed or not,
 // and the key entries. It reads every live sequencer record.
 func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]IndexEntry, PartitionState, error) {
+	return c.IndexEntriesWith(ctx, topic, p, nil)
+}
+
+// IndexEntriesWith is IndexEntries reading the sequencer records through
+// memo (nil: none), for a pass over many partitions: each record is
+// decoded once per pass instead of once per partition, and only its
+// blocks of the partition are visited.
+func (c *Client) IndexEntriesWith(ctx context.Context, topic string, p int32, memo *RecordMemo) ([]IndexEntry, PartitionState, error) {
 	prefix := indexPartitionPrefix(topic, p)
 	ops := []clientv3.Op{
 		clientv3.OpGet(partitionKey(topic, p)),
@@ -94,7 +102,12 @@ func (c *Client) IndexEntries(ctx context.Context, topic string, p int32) ([]Ind
 	if t == nil {
 		return out, st, nil
 	}
-	recs, err := c.recordEntries(ctx, resp.Header.Revision, t, p)
+	var recs []IndexEntry
+	if memo != nil {
+		recs, err = memo.entries(ctx, c, resp.Header.Revision, t, p)
+	} else {
+		recs, err = c.recordEntries(ctx, resp.Header.Revision, t, p)
+	}
 	if err != nil {
 		return nil, st, fmt.Errorf("read index of %s/%d: %w", topic, p, err)
 	}

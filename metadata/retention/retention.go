@@ -21,12 +21,21 @@ type Client struct {
 	cli  *clientv3.Client
 	log  *slog.Logger
 	meta *metadata.Client
+	memo *metadata.RecordMemo
 }
 
 // New returns retention over meta's etcd; meta outlives it.
 func New(meta *metadata.Client) *Client {
 	cn := conn.Of(meta)
 	return &Client{cli: cn.KV, log: cn.Log, meta: meta}
+}
+
+// WithRecordMemo makes the index reads go through memo
+// (metadata.IndexEntriesWith): a pass over every partition shares one, so
+// that each sequencer record is decoded once per pass. It returns c.
+func (c *Client) WithRecordMemo(memo *metadata.RecordMemo) *Client {
+	c.memo = memo
+	return c
 }
 
 // retentionPerTxn bounds the index keys one retention transaction
@@ -132,7 +141,7 @@ func (c *Client) step(ctx context.Context, topic string, p int32, now time.Time,
 	// Read after the partition key: what changed in between either makes
 	// the partition key's compare fail (a direct commit, retention, a
 	// swap over a partition with a key) or shows here.
-	entries, _, err := c.meta.IndexEntries(ctx, topic, p)
+	entries, _, err := c.meta.IndexEntriesWith(ctx, topic, p, c.memo)
 	if err != nil {
 		return false, false, fmt.Errorf("retention of %s/%d: %w", topic, p, err)
 	}

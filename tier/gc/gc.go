@@ -372,6 +372,8 @@ func (j *Janitor) Retention(ctx context.Context) (RetentionReport, error) {
 		errs []error
 		wg   sync.WaitGroup
 		sem  = make(chan struct{}, retentionParallelism)
+		// Every partition's index read shares the pass's decoded records.
+		memo = metadata.NewRecordMemo()
 	)
 	for _, jb := range jobs {
 		if ctx.Err() != nil {
@@ -380,7 +382,7 @@ func (j *Janitor) Retention(ctx context.Context) (RetentionReport, error) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			res, err := retention.New(j.meta).Apply(ctx, jb.topic, jb.p, now)
+			res, err := retention.New(j.meta).WithRecordMemo(memo).Apply(ctx, jb.topic, jb.p, now)
 			mu.Lock()
 			defer mu.Unlock()
 			rep.Partitions++
