@@ -49,6 +49,7 @@ Workload flags, when given, override every workload of the profile.`,
 	f.Int("keys", 0, "distinct keys, uniform; 0 = no key (default: the profile's)")
 	f.Duration("linger", 0, "producer client-side linger (default: the profile's)")
 	f.Int("flush-bytes", 0, "nodes' flush_bytes and the floor's object size (default: the profile's)")
+	f.Bool("compact", false, "run the compact role (compaction, retention, record pruning, GC) on the first node of the MinIO targets, as a deployment does, for runs longer than the compaction interval (the steady profile always does)")
 	f.Int("rounds", 1, "run every target this many times, in turn (round 1: each target, round 2: each again, ...), and report each round's node-count ratios and their median; the floor and start-up are measured in round 1")
 	f.Bool("quiet", false, "no progress bar")
 	cmd.AddCommand(newBenchCheckCmd(), newBenchReportCmd())
@@ -72,6 +73,9 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			return fmt.Errorf("--flush-bytes %d: must be > 0", v)
 		}
 		prof.FlushBytes = v
+	}
+	if v, _ := f.GetBool("compact"); f.Changed("compact") {
+		prof.Compact = v
 	}
 	if v, _ := f.GetInt("partitions"); f.Changed("partitions") {
 		if v <= 0 {
