@@ -541,9 +541,7 @@ func (c *Compactor) planDense(entries []metadata.IndexEntry) []job {
 			if slices.ContainsFunc(run, c.coldRecord) {
 				minCount, minLen = 1, 1
 			}
-			for _, r := range recordRuns(run) {
-				jobs = append(jobs, c.chunk(r, 1, minCount, minLen, func(e []metadata.IndexEntry) int { return len(e) })...)
-			}
+			jobs = append(jobs, c.chunk(run, 1, minCount, minLen, func(e []metadata.IndexEntry) int { return len(e) })...)
 		default:
 			if lvl >= MaxLevel {
 				continue
@@ -576,25 +574,6 @@ func (c *Compactor) chunk(run []metadata.IndexEntry, level, minCount, minLen int
 		run = run[n:]
 	}
 	return jobs
-}
-
-// recordRuns cuts a run of level-0 entries so that the entries of each
-// part come from at most compaction.MaxSwapRecords sequencer records.
-func recordRuns(run []metadata.IndexEntry) [][]metadata.IndexEntry {
-	var out [][]metadata.IndexEntry
-	recs := map[uint64]bool{}
-	start := 0
-	for i, e := range run {
-		if e.Record == 0 || recs[e.Record] {
-			continue
-		}
-		if len(recs) == compaction.MaxSwapRecords {
-			out = append(out, run[start:i])
-			start, recs = i, map[uint64]bool{}
-		}
-		recs[e.Record] = true
-	}
-	return append(out, run[start:])
 }
 
 // smallRuns returns the runs of consecutive entries whose objects are

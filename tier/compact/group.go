@@ -218,28 +218,18 @@ func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error
 	for i := 0; i < len(outs); {
 		// As many swaps as fit in one transaction.
 		var swaps []compaction.Swap
-		topics, recs, entries := map[string]bool{}, map[uint64]bool{}, 0
+		topics, entries := map[string]bool{}, 0
 		j := i
 		for ; j < len(outs); j++ {
 			d := outs[j]
-			t2, r2 := len(topics), len(recs)
+			t2 := len(topics)
 			if !topics[d.j.topic] {
 				t2++
 			}
-			for _, e := range d.j.old {
-				if e.Record != 0 && !recs[e.Record] {
-					r2++
-				}
-			}
-			if j > i && compaction.GroupCost(len(swaps)+1, entries+len(d.out.entries), t2, r2) > compaction.MaxGroupOps {
+			if j > i && compaction.GroupCost(len(swaps)+1, entries+len(d.out.entries), t2) > compaction.MaxGroupOps {
 				break
 			}
 			topics[d.j.topic] = true
-			for _, e := range d.j.old {
-				if e.Record != 0 {
-					recs[e.Record] = true
-				}
-			}
 			entries += len(d.out.entries)
 			for k := range d.out.entries {
 				d.out.entries[k].Object = key

@@ -44,11 +44,6 @@ func (c *Compactor) planKeys(t metadata.Topic, entries []metadata.IndexEntry) (k
 	for i := range n {
 		e := entries[i]
 		if e.Record != 0 && !recs[e.Record] {
-			// One swap compares every record its entries come from.
-			if len(recs) == compaction.MaxSwapRecords {
-				cut = i
-				break
-			}
 			recs[e.Record] = true
 			cold = cold || c.coldRecord(e)
 		}

@@ -100,6 +100,45 @@ func TestCompactionReplacesRecordEntries(t *testing.T) {
 	if !errors.Is(err, compaction.ErrSwapConflict) {
 		t.Fatalf("a swap of a deleted topic's record entries: %v, want ErrSwapConflict", err)
 	}
+
+	// Two compactors without claims plan overlapping runs of the same
+	// record entries: the records stay (the pruner has not run), so only
+	// the keys the first swap put tell the second that its run is covered.
+	e3 := newEnv(t)
+	e3.sequenced(t)
+	e3.topic(t, metadata.Topic{Name: "race", Partitions: 1})
+	fill(t, e3, "race", 1, 4, 2, make([]int64, 1))
+	recs = e3.entries(t, "race", 0)
+	if len(recs) != 4 || recs[0].Record == 0 {
+		t.Fatalf("entries %+v, want four record entries", recs)
+	}
+	over := func(old []metadata.IndexEntry, obj string) compaction.Swap {
+		n := int64(0)
+		for _, e := range old {
+			n += e.Records
+		}
+		return compaction.Swap{Topic: "race", Partition: 0, Old: old,
+			New: []metadata.IndexEntry{{Base: old[0].Base, Object: obj, Len: 10, Records: n, Level: 1}}}
+	}
+	cl := compaction.New(e3.meta)
+	if err := cl.SwapIndex(ctx, over(recs[0:2], "l1/a")); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []compaction.Swap{over(recs[1:4], "l1/b"), over(recs[0:3], "l1/c")} {
+		if err := cl.SwapIndex(ctx, s); !errors.Is(err, compaction.ErrSwapConflict) {
+			t.Fatalf("a swap of [%d,%d) after one of [%d,%d): %v, want ErrSwapConflict", s.Old[0].Base, s.Old[len(s.Old)-1].End(), recs[0].Base, recs[1].End(), err)
+		}
+		if err := cl.SwapMany(ctx, []compaction.Swap{s}); !errors.Is(err, compaction.ErrSwapConflict) {
+			t.Fatalf("a grouped swap of [%d,%d): %v, want ErrSwapConflict", s.Old[0].Base, s.Old[len(s.Old)-1].End(), err)
+		}
+	}
+	if err := cl.SwapIndex(ctx, over(recs[2:4], "l1/d")); err != nil {
+		t.Fatalf("the rest of the run: %v", err)
+	}
+	got := e3.entries(t, "race", 0)
+	if len(got) != 2 || got[0].Object != "l1/a" || got[1].Object != "l1/d" || got[1].Base != recs[2].Base || got[1].End() != recs[3].End() {
+		t.Fatalf("index after the swaps: %+v", got)
+	}
 }
 
 // TestColdPartitionCompacted: a partition written through the sequencer

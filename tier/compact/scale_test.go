@@ -131,6 +131,80 @@ func TestPassAt1000PartitionsScale(t *testing.T) {
 	}
 }
 
+// etcdTxns is how many Txn RPCs the embedded etcd servers of this process
+// handled so far (the gRPC server's own counter).
+func etcdTxns(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, found := 0.0, false
+	for _, mf := range mfs {
+		if mf.GetName() != "grpc_server_handled_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "grpc_method" && l.GetValue() == "Txn" {
+					n += m.GetCounter().GetValue()
+					found = true
+				}
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no grpc_server_handled_total{grpc_method=\"Txn\"}: is etcd embedded?")
+	}
+	return n
+}
+
+// TestSwapTransactionsFollowPartitionsNotRecords: 100 partitions whose
+// level-0 runs each come from 150 sequencer records (a pass's worth at a
+// few flushes a second). One pass compacts each partition in one job, and
+// its etcd transactions follow the partitions in a group, not the records:
+// a swap fences the partition's index keys, not each record it replaces
+// (when it compared every record, a run was cut at 96 records and a
+// transaction held a handful of swaps).
+func TestSwapTransactionsFollowPartitionsNotRecords(t *testing.T) {
+	const parts, flushes = 100, 150
+	e := newEnv(t)
+	e.sequenced(t)
+	e.topic(t, metadata.Topic{Name: "deep", Partitions: parts})
+	seq := make([]int64, parts)
+	fill(t, e, "deep", parts, flushes, parts, seq)
+	e.waitCache(t)
+	c := newCompactor(t, e, "c1", Config{MinEntries: flushes})
+	txns := etcdTxns(t)
+	st, err := c.RunOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	txns = etcdTxns(t) - txns
+	if st.Jobs != parts || st.EntriesIn != parts*flushes || st.Conflicts != 0 {
+		t.Fatalf("one pass: %+v, want each of %d partitions compacted in one job", st, parts)
+	}
+	// Claims and releases (64 partitions each), and a read and a write per
+	// transaction of up to 31 swaps, in groups of up to 64 partitions.
+	if limit := 2*2 + 2*(3+2); txns > float64(limit) {
+		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
+	}
+	t.Logf("pass over %d partitions of %d records each: %.0f etcd transactions", parts, flushes, txns)
+	e.waitCache(t)
+	f := e.fetcher()
+	for _, p := range []int32{0, 57, 99} {
+		got := fetchAll(t, f, "deep", p, 0)
+		if len(got) != flushes {
+			t.Fatalf("deep/%d: %d records after compaction, want %d", p, len(got), flushes)
+		}
+		for i, r := range got {
+			if want := fmt.Sprintf("p%d-%d-", p, i); r.Offset != int64(i) || string(r.Value[:len(want)]) != want {
+				t.Fatalf("deep/%d record %d: offset %d value %q", p, i, r.Offset, r.Value)
+			}
+		}
+	}
+}
+
 // TestPassCompactsPartitionsConcurrently: a pass runs several partitions'
 // jobs at once (Workers, default 4): four swaps wait for each other.
 func TestPassCompactsPartitionsConcurrently(t *testing.T) {
