@@ -47,6 +47,23 @@ func (ca *Cache) Snapshot(topic string, p int32) ([]IndexEntry, PartitionState, 
 	return append([]IndexEntry(nil), pc.entries...), pc.state, ca.rev
 }
 
+// ReadPartition calls fn with a partition's state and the index entries
+// the cache serves for it (key entries and the record entries no key
+// overlaps, in base order, ModRev set), as of one revision, under the
+// cache's read lock: fn must not keep or change entries, nor call the
+// cache. It reports false, without calling fn, when the cache holds
+// nothing of the partition.
+func (ca *Cache) ReadPartition(topic string, p int32, fn func(PartitionState, []IndexEntry)) bool {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	pc := ca.parts[topicPartition{topic, p}]
+	if pc == nil {
+		return false
+	}
+	fn(pc.state, pc.entries)
+	return true
+}
+
 // IndexEntries reads a partition's index entries (with their ModRev) and
 // state at one revision: the entries under index keys and, in base order
 // among them, the blocks committed through the sequencer (Record set,

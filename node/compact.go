@@ -17,20 +17,16 @@ import (
 // startCompaction mounts the admin API (every node answers it: it only
 // reads and writes etcd) and, under the compact role, runs a compactor
 // (tier/compact) until the node shuts down. A node with the fetch role
-// shares its index cache with the compactor; a compact-only node watches
-// the index itself.
+// shares its index cache with the compactor and the janitor; a
+// compact-only node watches the index itself (maintenanceIndex).
 func (n *Node) startCompaction(mux *http.ServeMux, opts ...connect.HandlerOption) error {
 	mux.Handle(varvev1connect.NewAdminServiceHandler(&adminService{meta: n.meta}, opts...))
 	if !n.cfg.has(RoleCompact) {
 		return nil
 	}
-	index := n.index
-	if index == nil {
-		var err error
-		if index, err = n.meta.NewCache(n.baseCtx, true); err != nil {
-			return err
-		}
-		n.onClose = append(n.onClose, index.Close)
+	index, err := n.maintenanceIndex()
+	if err != nil {
+		return err
 	}
 	c, err := compact.New(compact.Config{
 		NodeID:      n.cfg.NodeID,
@@ -55,6 +51,24 @@ func (n *Node) startCompaction(mux *http.ServeMux, opts ...connect.HandlerOption
 	}()
 	n.onClose = append(n.onClose, func() { <-done })
 	return nil
+}
+
+// maintenanceIndex returns the watched index the compact role's compactor
+// and janitor plan from: the fetch role's, or one of their own on a node
+// without it (made once).
+func (n *Node) maintenanceIndex() (*metadata.Cache, error) {
+	if n.index != nil {
+		return n.index, nil
+	}
+	if n.ownIndex == nil {
+		index, err := n.meta.NewCache(n.baseCtx, true)
+		if err != nil {
+			return nil, err
+		}
+		n.ownIndex = index
+		n.onClose = append(n.onClose, index.Close)
+	}
+	return n.ownIndex, nil
 }
 
 // adminService pauses, resumes and reports on compaction, cluster-wide.

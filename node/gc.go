@@ -16,6 +16,10 @@ func (n *Node) startJanitor() error {
 	if history == 0 {
 		history = -1 // disabled: etcd compacts itself
 	}
+	index, err := n.maintenanceIndex()
+	if err != nil {
+		return err
+	}
 	j, err := gc.New(gc.Config{
 		NodeID:            n.cfg.NodeID,
 		RetentionInterval: n.cfg.RetentionCheckInterval,
@@ -24,6 +28,7 @@ func (n *Node) startJanitor() error {
 		HistoryInterval:   history,
 		HistoryRetain:     n.cfg.EtcdHistoryRetain,
 		RecordGrace:       gc.RecordGrace(n.cfg.SequencerDedupeWindow),
+		Index:             index,
 	}, n.store, n.meta, n.log.With("job", "janitor"), n.meter)
 	if err != nil {
 		return err

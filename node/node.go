@@ -32,19 +32,22 @@ import (
 
 // Node is a running Varve node.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	meta    *metadata.Client
-	store   tier.Store
-	topics  *metadata.Cache
-	index   *metadata.Cache
-	in      *ingest.Ingester
-	fetcher *fetch.Fetcher
-	meter   *sdkmetric.MeterProvider
-	tel     *obs.Telemetry
-	ready   *readiness
-	sec     security
-	seqw    seqWiring
+	cfg    Config
+	log    *slog.Logger
+	meta   *metadata.Client
+	store  tier.Store
+	topics *metadata.Cache
+	index  *metadata.Cache
+	// ownIndex is the compact role's index on a node without the fetch
+	// role (maintenanceIndex).
+	ownIndex *metadata.Cache
+	in       *ingest.Ingester
+	fetcher  *fetch.Fetcher
+	meter    *sdkmetric.MeterProvider
+	tel      *obs.Telemetry
+	ready    *readiness
+	sec      security
+	seqw     seqWiring
 
 	ln       net.Listener
 	flightLn net.Listener

@@ -38,3 +38,34 @@ func (r rule) expires(e metadata.IndexEntry, bytes int64) bool {
 	bySize := r.bytes >= 0 && bytes-e.Len >= r.bytes
 	return byTime || bySize
 }
+
+// Due reports whether Apply would drop anything from a partition whose
+// state and served entries (index keys and the record entries no key
+// overlaps, in base order) are st and entries: an index key left below the
+// log start, or an oldest entry that expires under topic t's retention at
+// now. A pass decides from a watched copy of the index which partitions
+// to read from etcd: a stale copy lacks the newest entries (retention by
+// size then waits a pass) or still holds dropped ones (then the read finds
+// nothing to do).
+func Due(t metadata.Topic, now time.Time, st metadata.PartitionState, entries []metadata.IndexEntry) bool {
+	rule, ok := newRule(t, now)
+	if !ok {
+		return false
+	}
+	var bytes int64
+	for _, e := range entries {
+		if e.End() > st.Start {
+			bytes += e.Len
+		}
+	}
+	for _, e := range entries {
+		if e.End() <= st.Start {
+			if e.Record == 0 {
+				return true
+			}
+			continue
+		}
+		return rule.expires(e, bytes)
+	}
+	return false
+}

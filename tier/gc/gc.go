@@ -63,6 +63,10 @@ type Config struct {
 	// RecordGrace is how long a sequencer batch record is kept at least
 	// (PruneRecords); negative: no minimum (tests).
 	RecordGrace time.Duration
+	// Index, when set, is a watched copy of the index: a retention pass
+	// reads from etcd only the partitions it shows something due in
+	// (retention.Due) or does not hold, not every partition every pass.
+	Index *metadata.Cache
 	// Now is the clock (tests move it).
 	Now func() time.Time
 }
@@ -324,7 +328,10 @@ func (j *Janitor) lead(ctx context.Context, lost <-chan struct{}) {
 
 // RetentionReport sums one retention pass.
 type RetentionReport struct {
-	Partitions int // partitions with a log that were checked
+	Partitions int // partitions with a log read and checked in etcd
+	// Skipped counts partitions with a log that the watched index
+	// (Config.Index) showed nothing due in: not read from etcd.
+	Skipped int
 	Entries    int
 	Records    int64
 	Bytes      int64
@@ -336,9 +343,10 @@ type RetentionReport struct {
 // retentionParallelism bounds partitions checked at once.
 const retentionParallelism = 4
 
-// Retention enforces every topic's retention on each partition with a log.
-// A failure on one partition does not stop the others; the errors are
-// joined.
+// Retention enforces every topic's retention on each partition with a log
+// (with Config.Index: each one the watched index shows something due in,
+// or does not hold). A failure on one partition does not stop the others;
+// the errors are joined.
 func (j *Janitor) Retention(ctx context.Context) (RetentionReport, error) {
 	j.retMu.Lock()
 	defer j.retMu.Unlock()
@@ -352,6 +360,7 @@ func (j *Janitor) Retention(ctx context.Context) (RetentionReport, error) {
 		p     int32
 	}
 	var jobs []job
+	skipped := 0
 	for _, t := range topics {
 		if t.CleanupPolicy == metadata.CleanupCompact || (t.RetentionMs <= 0 && t.RetentionBytes < 0) {
 			continue
@@ -361,9 +370,20 @@ func (j *Janitor) Retention(ctx context.Context) (RetentionReport, error) {
 			return RetentionReport{}, fmt.Errorf("retention: %w", err)
 		}
 		for p, st := range sts {
-			if st.Segments > 0 || st.Start < st.Next {
-				jobs = append(jobs, job{t.Name, p})
+			if st.Segments == 0 && st.Start >= st.Next {
+				continue
 			}
+			if j.cfg.Index != nil {
+				due := true
+				j.cfg.Index.ReadPartition(t.Name, p, func(st metadata.PartitionState, es []metadata.IndexEntry) {
+					due = retention.Due(t, now, st, es)
+				})
+				if !due {
+					skipped++
+					continue
+				}
+			}
+			jobs = append(jobs, job{t.Name, p})
 		}
 	}
 	var (
@@ -375,6 +395,7 @@ func (j *Janitor) Retention(ctx context.Context) (RetentionReport, error) {
 		// Every partition's index read shares the pass's decoded records.
 		memo = metadata.NewRecordMemo()
 	)
+	rep.Skipped = skipped
 	for _, jb := range jobs {
 		if ctx.Err() != nil {
 			break

@@ -258,3 +258,66 @@ func lastRecord(meta *metadata.Client) (uint64, error) {
 	}
 	return recs[len(recs)-1].Batch, nil
 }
+
+// TestRetentionReadsOnlyDuePartitions: with a watched index (Config.Index)
+// a retention pass reads from etcd only the partitions where something is
+// due, not every partition of every topic with a retention limit; what is
+// due still goes, and a partition whose data expires later is read then.
+func TestRetentionReadsOnlyDuePartitions(t *testing.T) {
+	ctx := context.Background()
+	const parts = 300
+	c := newSeqCluster(t, metadata.Topic{Name: "due", Partitions: parts, RetentionMs: time.Hour.Milliseconds(), RetentionBytes: -1})
+	in := c.ingester(t, true)
+	// Partition 7 gets an old block first; then every partition a fresh one.
+	if _, err := in.Produce(ctx, "due", []ingest.Record{{Partition: 7, Record: segment.Record{Timestamp: 1000, Value: []byte("old")}}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	recs := make([]ingest.Record, 0, parts)
+	for p := range int32(parts) {
+		recs = append(recs, ingest.Record{Partition: p, Record: segment.Record{Timestamp: now, Value: fmt.Appendf(nil, "fresh-%d", p)}})
+	}
+	if _, err := in.Produce(ctx, "due", recs); err != nil {
+		t.Fatal(err)
+	}
+	waitIndex(t, c.meta, c.index, "due", parts)
+
+	clk := &clock{}
+	j, err := gc.New(gc.Config{NodeID: "test", Grace: grace, Now: clk.Now, Index: c.index}, c.store, c.meta, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := j.Retention(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Partitions != 1 || rep.Skipped != parts-1 || rep.Entries != 1 || rep.Records != 1 {
+		t.Fatalf("first pass %+v, want partition 7 read and its old block dropped, %d partitions skipped", rep, parts-1)
+	}
+	waitIndex(t, c.meta, c.index, "due", parts)
+	if rep, err := j.Retention(ctx); err != nil || rep.Partitions != 0 || rep.Skipped != parts {
+		t.Fatalf("second pass %+v %v, want nothing read", rep, err)
+	}
+	// Two hours on, every fresh block has expired.
+	clk.Advance(2 * time.Hour)
+	rep, err = j.Retention(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Partitions != parts || rep.Skipped != 0 || rep.Entries != parts {
+		t.Fatalf("pass two hours later %+v, want every partition's block dropped", rep)
+	}
+	states, err := c.meta.PartitionStates(ctx, "due")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range int32(parts) {
+		want := int64(1)
+		if p == 7 {
+			want = 2
+		}
+		if st := states[p]; st.Start != want {
+			t.Fatalf("partition %d after retention: %+v, want start %d", p, st, want)
+		}
+	}
+}
