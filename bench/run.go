@@ -107,6 +107,12 @@ type VarveFigures struct {
 	// EtcdLiveBytesPerGiB is the growth of the live keys and values.
 	EtcdLiveBytesPerGiB float64 `json:"etcd_live_bytes_per_gib"`
 	EtcdKeysPerGiB      float64 `json:"etcd_keys_per_gib"`
+	// TailPutsPerGiB and TailGetsPerGiB are the ingest flushes' PUTs and
+	// the fetch nodes' GETs per GiB ingested while producers and tailing
+	// consumers ran (before the catch-up read): what tailing costs the
+	// bucket, the issue's "tail GETs ≤ 1.05 × PUTs".
+	TailPutsPerGiB float64 `json:"tail_puts_per_gib,omitempty"`
+	TailGetsPerGiB float64 `json:"tail_gets_per_gib,omitempty"`
 
 	// Seconds is the time the counters were compared over: the whole
 	// workload (warm-up, produce, drain, catch-up).
@@ -202,6 +208,14 @@ func RunWorkload(ctx context.Context, t Target, w Workload, progress Progress) (
 	}
 	cancelCons()
 	cwg.Wait()
+	var tail Counters
+	if isVarve {
+		c, err := vt.Counters(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tail = c.Sub(before)
+	}
 
 	r.summarize(res, lastAck)
 	if r.acked.Load() < r.sent.Load()-r.errs.Load() {
@@ -229,6 +243,10 @@ func RunWorkload(ctx context.Context, t Target, w Workload, progress Progress) (
 		v.Seconds = time.Since(t0).Seconds()
 		v.EtcdTxnsPerS, v.EtcdWritesPerS = v.Counters.EtcdTxns/v.Seconds, v.Counters.EtcdProposals/v.Seconds
 		v.EtcdDBBytesEnd, v.EtcdKeysEnd = after.EtcdDBBytes, after.EtcdKeys
+		if tail.IngestBytes > 0 {
+			gib := tail.IngestBytes / (1 << 30)
+			v.TailPutsPerGiB, v.TailGetsPerGiB = tail.Puts/gib, tail.Gets/gib
+		}
 	}
 	return res, nil
 }
