@@ -74,12 +74,7 @@ func recordBytes(t *testing.T, e *env) int {
 // record).
 func TestPassAt1000PartitionsScale(t *testing.T) {
 	const parts, flushes = 1000, 6
-	e := newEnv(t)
-	e.sequenced(t)
-	e.topic(t, metadata.Topic{Name: "wide", Partitions: parts})
-	seq := make([]int64, parts)
-	fill(t, e, "wide", parts, flushes, 2*parts, seq)
-	e.waitCache(t)
+	e := sequencedTopic(t, "wide", parts, flushes, 2*parts)
 	objects := map[string]bool{}
 	for p := range int32(parts) {
 		for _, en := range e.entries(t, "wide", p) {
@@ -119,14 +114,34 @@ func TestPassAt1000PartitionsScale(t *testing.T) {
 	e.waitCache(t)
 	f := e.fetcher()
 	for _, p := range []int32{0, 1, 499, 998, 999} {
-		got := fetchAll(t, f, "wide", p, 0)
-		if len(got) != 2*flushes {
-			t.Fatalf("wide/%d: %d records after compaction, want %d", p, len(got), 2*flushes)
-		}
-		for i, r := range got {
-			if want := fmt.Sprintf("p%d-%d-", p, i); r.Offset != int64(i) || string(r.Value[:len(want)]) != want {
-				t.Fatalf("wide/%d record %d: offset %d value %q", p, i, r.Offset, r.Value)
-			}
+		readsBackFilled(t, f, "wide", p, 2*flushes)
+	}
+}
+
+// sequencedTopic returns an env committing through a sequencer with topic
+// of parts partitions, filled with flushes batches of n records, every one
+// in the watched index.
+func sequencedTopic(t *testing.T, topic string, parts, flushes, n int) *env {
+	t.Helper()
+	e := newEnv(t)
+	e.sequenced(t)
+	e.topic(t, metadata.Topic{Name: topic, Partitions: int32(parts)})
+	fill(t, e, topic, parts, flushes, n, make([]int64, parts))
+	e.waitCache(t)
+	return e
+}
+
+// readsBackFilled checks that partition p of topic reads back the n
+// records fill wrote to it, in order from offset 0.
+func readsBackFilled(t *testing.T, f *fetch.Fetcher, topic string, p int32, n int) {
+	t.Helper()
+	got := fetchAll(t, f, topic, p, 0)
+	if len(got) != n {
+		t.Fatalf("%s/%d: %d records after compaction, want %d", topic, p, len(got), n)
+	}
+	for i, r := range got {
+		if want := fmt.Sprintf("p%d-%d-", p, i); r.Offset != int64(i) || string(r.Value[:len(want)]) != want {
+			t.Fatalf("%s/%d record %d: offset %d value %q", topic, p, i, r.Offset, r.Value)
 		}
 	}
 }
@@ -168,12 +183,7 @@ func etcdTxns(t *testing.T) float64 {
 // transaction held a handful of swaps).
 func TestSwapTransactionsFollowPartitionsNotRecords(t *testing.T) {
 	const parts, flushes = 100, 150
-	e := newEnv(t)
-	e.sequenced(t)
-	e.topic(t, metadata.Topic{Name: "deep", Partitions: parts})
-	seq := make([]int64, parts)
-	fill(t, e, "deep", parts, flushes, parts, seq)
-	e.waitCache(t)
+	e := sequencedTopic(t, "deep", parts, flushes, parts)
 	c := newCompactor(t, e, "c1", Config{MinEntries: flushes})
 	txns := etcdTxns(t)
 	st, err := c.RunOnce(context.Background())
@@ -193,15 +203,7 @@ func TestSwapTransactionsFollowPartitionsNotRecords(t *testing.T) {
 	e.waitCache(t)
 	f := e.fetcher()
 	for _, p := range []int32{0, 57, 99} {
-		got := fetchAll(t, f, "deep", p, 0)
-		if len(got) != flushes {
-			t.Fatalf("deep/%d: %d records after compaction, want %d", p, len(got), flushes)
-		}
-		for i, r := range got {
-			if want := fmt.Sprintf("p%d-%d-", p, i); r.Offset != int64(i) || string(r.Value[:len(want)]) != want {
-				t.Fatalf("deep/%d record %d: offset %d value %q", p, i, r.Offset, r.Value)
-			}
-		}
+		readsBackFilled(t, f, "deep", p, flushes)
 	}
 }
 
