@@ -105,6 +105,9 @@ type historyMode struct {
 	args []string
 	// victim picks the node a round kills; nil: at random.
 	victim func(t *testing.T, c *cluster, nodes []*serveNode, round int, rng *rand.Rand) int
+	// settle, when set, runs after the producers stopped and before the
+	// final log is read and checked.
+	settle func(t *testing.T, c *cluster, topic string, partitions int32)
 }
 
 var historyDirect = historyMode{name: "direct", args: []string{"--commit-path", "direct"}}
@@ -143,6 +146,59 @@ func TestRandomizedHistorySequencer(t *testing.T) {
 			return leader
 		},
 	})
+}
+
+// TestRandomizedHistoryCompacted is TestRandomizedHistorySequencer with
+// both nodes running the compact role too, compacting every 200 ms from two
+// level-0 entries: swaps replace the sequencer records' entries and merge
+// levels while producers, fetches and kill -9 rounds go on (a compactor
+// killed between its PUT and its swap leaves an orphan; one killed
+// mid-swap, nothing). The same checks hold.
+func TestRandomizedHistoryCompacted(t *testing.T) {
+	runHistory(t, historyMode{
+		name: "compacted",
+		args: []string{"--commit-path", "sequencer", "--roles", "ingest,fetch,sequence,compact",
+			"--compaction-interval", "200ms", "--compaction-min-entries", "2"},
+		settle: waitCompacted,
+	})
+}
+
+// waitCompacted waits until compaction has replaced all but at most one
+// level-0 entry of every partition (the last one may wait for a second),
+// so that the final log is read from compacted objects.
+func waitCompacted(t *testing.T, c *cluster, topic string, partitions int32) {
+	t.Helper()
+	meta, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: c.etcd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer meta.Close()
+	var state string
+	if !testenv.Eventually(60*time.Second, func() bool {
+		var b strings.Builder
+		done := true
+		for p := range partitions {
+			es, _, err := meta.IndexEntries(context.Background(), topic, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l0, l1 := 0, 0
+			for _, e := range es {
+				if e.Level == 0 {
+					l0++
+				} else {
+					l1++
+				}
+			}
+			fmt.Fprintf(&b, " %d:%d/%d", p, l0, l1)
+			done = done && l0 <= 1 && l1 > 0
+		}
+		state = b.String()
+		return done
+	}) {
+		t.Fatalf("compaction did not catch up in 60 s (partition:level-0/compacted entries):%s", state)
+	}
+	t.Logf("compacted (partition:level-0/compacted entries):%s", state)
 }
 
 func runHistory(t *testing.T, mode historyMode) {
@@ -400,6 +456,9 @@ func runHistory(t *testing.T, mode historyMode) {
 	killTime := time.Since(start)
 	if m := bad.Load(); m != nil {
 		t.Fatal(*m)
+	}
+	if mode.settle != nil {
+		mode.settle(t, c, topic, partitions)
 	}
 
 	// The final log, read through both nodes.
