@@ -225,6 +225,11 @@ func (g *groupHist) member(c *sdk.Client, i int, rng *rand.Rand) {
 		}
 	}()
 	var failingSince time.Time
+	// uncommitted: the last commit failed. A partition the member keeps
+	// over a rebalance keeps its position, so with no record left to read
+	// nothing else would commit it: commit the positions again, as an
+	// application that commits by hand must (Kafka's manual commits too).
+	uncommitted := false
 	for ctx.Err() == nil {
 		recs, err := gc.Poll(ctx)
 		g.mu.Lock()
@@ -256,16 +261,18 @@ func (g *groupHist) member(c *sdk.Client, i int, rng *rand.Rand) {
 			g.fail("group member %d: every poll failed for 20s: %v", i, err)
 			return
 		}
-		if len(recs) == 0 {
+		if len(recs) == 0 && !uncommitted {
 			continue
 		}
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-		if rng.IntN(2) == 0 {
-			_ = gc.CommitRecords(cctx, recs...)
+		var cerr error
+		if len(recs) > 0 && rng.IntN(2) == 0 {
+			cerr = gc.CommitRecords(cctx, recs...)
 		} else {
-			_ = gc.Commit(cctx)
+			cerr = gc.Commit(cctx)
 		}
 		ccancel()
+		uncommitted = cerr != nil
 	}
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ccancel()
