@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,10 @@ type Config struct {
 	// mostly waiting on S3 and etcd round trips, and a pass over 1,000
 	// partitions one after the other would take longer than the interval.
 	Workers int
+	// Rewrites is how many jobs decode and encode blocks at once (the CPU
+	// of a pass), at most Workers; default half the cores, at least one,
+	// so that a pass leaves cores to ingest and fetch on a shared node.
+	Rewrites int
 	// ClaimBatch is how many partitions are claimed (and released) per
 	// etcd transaction, at most compaction.MaxClaimBatch.
 	ClaimBatch int
@@ -122,6 +127,8 @@ func (c *Config) fill() {
 	defaults.Positive(&c.MaxSwapDelay, DefaultMaxSwapDelay)
 	defaults.Positive(&c.RecordMaxAge, DefaultRecordMaxAge)
 	defaults.Positive(&c.Workers, DefaultWorkers)
+	defaults.Positive(&c.Rewrites, max(1, runtime.GOMAXPROCS(0)/2))
+	c.Rewrites = min(c.Rewrites, c.Workers)
 	defaults.Positive(&c.ClaimBatch, DefaultClaimBatch)
 	c.ClaimBatch = min(c.ClaimBatch, compaction.MaxClaimBatch)
 	defaults.Positive(&c.ObjectCacheBytes, DefaultObjectCacheBytes)
@@ -194,6 +201,8 @@ type Compactor struct {
 	beforeSwap func(compaction.Swap) error
 
 	wake chan struct{}
+	// rewrites holds a token per rewrite running (Config.Rewrites).
+	rewrites chan struct{}
 }
 
 // New makes a Compactor. index must be a Cache with entries.
@@ -208,7 +217,7 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, index *metadata.Ca
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	c := &Compactor{cfg: cfg, seen: map[uint64]time.Time{}, store: store, meta: meta, state: compaction.New(meta), index: index, log: log.With("role", "compact"), wake: make(chan struct{}, 1)}
+	c := &Compactor{cfg: cfg, seen: map[uint64]time.Time{}, store: store, meta: meta, state: compaction.New(meta), index: index, log: log.With("role", "compact"), wake: make(chan struct{}, 1), rewrites: make(chan struct{}, cfg.Rewrites)}
 	m := mp.Meter("github.com/varve-io/varve/tier/compact")
 	c.bytes, _ = m.Int64Counter("varve.compaction.bytes", metric.WithDescription("Stored bytes compaction read (io=read) and wrote (io=write)."))
 	c.runs, _ = m.Int64Counter("varve.compaction.runs", metric.WithDescription("Compaction jobs by result: ok (swapped), conflict (lost to a concurrent change), error."))
@@ -648,6 +657,14 @@ func (c *Compactor) rewrite(ctx context.Context, topic string, p int32, old []me
 // (the output's obj is then nil and its entries' offsets are w's), or
 // into an object of its own when w is nil.
 func (c *Compactor) rewriteTo(ctx context.Context, w *segment.Writer, topic string, p int32, old []metadata.IndexEntry, level int, keep filter) (output, Stats, error) {
+	// At most Rewrites at once: the rest of a pass (claims, GETs, PUTs,
+	// swaps) waits on the network and may overlap.
+	select {
+	case c.rewrites <- struct{}{}:
+	case <-ctx.Done():
+		return output{}, Stats{}, ctx.Err()
+	}
+	defer func() { <-c.rewrites }()
 	var st Stats
 	start, end := old[0].Base, old[len(old)-1].End()
 	var raw, stored int64
