@@ -332,9 +332,9 @@ type RetentionReport struct {
 	// Skipped counts partitions with a log that the watched index
 	// (Config.Index) showed nothing due in: not read from etcd.
 	Skipped int
-	Entries    int
-	Records    int64
-	Bytes      int64
+	Entries int
+	Records int64
+	Bytes   int64
 	// Objects are the objects of dropped entries (orphan collection
 	// deletes those nothing else references after the grace period).
 	Objects []string
