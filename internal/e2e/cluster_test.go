@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,23 +41,19 @@ type serveNode struct {
 }
 
 // startServe starts `varve serve --roles ingest,fetch,sequence` (serve's
-// default roles, unless extra names --roles) on listen (127.0.0.1:PORT)
-// and waits until it is ready.
+// default roles) on listen (127.0.0.1:PORT) and waits until it is ready.
 func (c *cluster) startServe(id, listen string, extra ...string) *serveNode {
 	c.t.Helper()
-	roles := []string{"--roles", "ingest,fetch,sequence"}
-	if slices.Contains(extra, "--roles") {
-		roles = nil
-	}
-	args := append([]string{"serve"}, roles...)
-	args = append(args,
+	args := []string{
+		"serve",
+		"--roles", "ingest,fetch,sequence",
 		"--listen", listen,
 		"--node-id", id,
 		"--etcd-endpoints", strings.Join(c.etcd, ","),
-		"--bucket", "s3://"+c.bucket+"/varve",
+		"--bucket", "s3://" + c.bucket + "/varve",
 		"--s3-endpoint", c.minio.Endpoint,
 		"--s3-path-style",
-	)
+	}
 	args = append(args, extra...)
 	env := cleanEnv(
 		"AWS_ACCESS_KEY_ID="+c.minio.AccessKey,
