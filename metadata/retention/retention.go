@@ -145,13 +145,11 @@ func (c *Client) step(ctx context.Context, topic string, p int32, now time.Time,
 	if err != nil {
 		return false, false, fmt.Errorf("retention of %s/%d: %w", topic, p, err)
 	}
-	var bytes, keyRev int64
+	bytes := liveBytes(entries, st.Start)
+	var keyRev int64
 	for _, e := range entries {
 		if e.Record == 0 {
 			keyRev = max(keyRev, e.ModRev)
-		}
-		if e.End() > st.Start {
-			bytes += e.Len
 		}
 	}
 	next := st

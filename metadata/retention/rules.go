@@ -52,12 +52,7 @@ func Due(t metadata.Topic, now time.Time, st metadata.PartitionState, entries []
 	if !ok {
 		return false
 	}
-	var bytes int64
-	for _, e := range entries {
-		if e.End() > st.Start {
-			bytes += e.Len
-		}
-	}
+	bytes := liveBytes(entries, st.Start)
 	for _, e := range entries {
 		if e.End() <= st.Start {
 			if e.Record == 0 {
@@ -68,4 +63,16 @@ func Due(t metadata.Topic, now time.Time, st metadata.PartitionState, entries []
 		return rule.expires(e, bytes)
 	}
 	return false
+}
+
+// liveBytes sums the stored bytes of the entries that end after the log
+// start: what retention by size counts.
+func liveBytes(entries []metadata.IndexEntry, start int64) int64 {
+	var n int64
+	for _, e := range entries {
+		if e.End() > start {
+			n += e.Len
+		}
+	}
+	return n
 }
