@@ -25,10 +25,12 @@ type Cache struct {
 
 	mu     sync.RWMutex
 	topics map[string]Topic
-	parts  map[topicPartition]*partCache
-	rev    int64
-	revCh  chan struct{} // closed when rev advances
-	err    error         // set when the watch stopped for good
+	// topicRevs are the topic keys' revisions (Seen).
+	topicRevs map[string]keyRevs
+	parts     map[topicPartition]*partCache
+	rev       int64
+	revCh     chan struct{} // closed when rev advances
+	err       error         // set when the watch stopped for good
 
 	// records maps each applied sequencer batch record to the
 	// partitions it added entries to, and where.
@@ -39,6 +41,9 @@ type Cache struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// keyRevs are a key's create and mod revisions.
+type keyRevs struct{ create, mod int64 }
 
 type topicPartition struct {
 	topic string
@@ -57,6 +62,8 @@ type recordSpan struct {
 type partCache struct {
 	state  PartitionState // direct with Next raised to recNext and keyNext
 	direct PartitionState // as its partition key holds it
+	// directRev is the partition key's ModRevision (0: no key).
+	directRev int64
 	// recNext is the end of its last record entry, served or shadowed; a
 	// pruned record does not lower it (its offsets are covered by index
 	// keys or below the log start). keyNext is the end of its last index
@@ -118,6 +125,7 @@ func (ca *Cache) Close() {
 
 func (ca *Cache) load(ctx context.Context) error {
 	topics := map[string]Topic{}
+	trevs := map[string]keyRevs{}
 	parts := map[topicPartition]*partCache{}
 	records := map[uint64][]recordSpan{}
 	// Sequencer records are read apart, in small pages (each is up to
@@ -161,7 +169,7 @@ func (ca *Cache) load(ctx context.Context) error {
 					recKVs = append(recKVs, kv)
 					continue
 				}
-				applyPut(topics, parts, kv)
+				applyPut(topics, trevs, parts, kv)
 			}
 			if !resp.More || len(resp.Kvs) == 0 {
 				break
@@ -177,7 +185,7 @@ func (ca *Cache) load(ctx context.Context) error {
 	}
 	ca.mu.Lock()
 	old := ca.parts
-	ca.topics, ca.parts, ca.records = topics, parts, records
+	ca.topics, ca.topicRevs, ca.parts, ca.records = topics, trevs, parts, records
 	for tp, pc := range parts {
 		pc.changed = make(chan struct{})
 		_ = tp
@@ -275,6 +283,7 @@ func (ca *Cache) apply(wr clientv3.WatchResponse) {
 			switch k.kind {
 			case "topics":
 				delete(ca.topics, k.topic)
+				delete(ca.topicRevs, k.topic)
 			case "partitions":
 				if pc := ca.parts[tp]; pc != nil {
 					delete(ca.parts, tp)
@@ -294,7 +303,7 @@ func (ca *Cache) apply(wr clientv3.WatchResponse) {
 			}
 			changed[tp] = true
 		}
-		applyPut(ca.topics, ca.parts, ev.Kv)
+		applyPut(ca.topics, ca.topicRevs, ca.parts, ev.Kv)
 	}
 	for tp := range changed {
 		if pc := ca.parts[tp]; pc != nil {
@@ -315,7 +324,7 @@ func (ca *Cache) apply(wr clientv3.WatchResponse) {
 
 // applyPut records one key-value pair; index entries arrive in base order
 // within a partition except across compaction swaps, so insertion keeps order.
-func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *mvccpb.KeyValue) {
+func applyPut(topics map[string]Topic, trevs map[string]keyRevs, parts map[topicPartition]*partCache, kv *mvccpb.KeyValue) {
 	k, ok := parseKey(string(kv.Key))
 	if !ok {
 		return
@@ -324,6 +333,7 @@ func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *
 		var t Topic
 		if json.Unmarshal(kv.Value, &t) == nil {
 			topics[k.topic] = t
+			trevs[k.topic] = keyRevs{create: kv.CreateRevision, mod: kv.ModRevision}
 		}
 		return
 	}
@@ -337,7 +347,7 @@ func applyPut(topics map[string]Topic, parts map[topicPartition]*partCache, kv *
 	case "partitions":
 		var st PartitionState
 		if json.Unmarshal(kv.Value, &st) == nil {
-			pc.direct = st
+			pc.direct, pc.directRev = st, kv.ModRevision
 			pc.refresh()
 			pc.hideExpiredRecords()
 		}

@@ -19,7 +19,7 @@ import (
 // the cache must count only what it applied, or a watch restarted between
 // batches would resume past events it never saw.
 func TestCacheCountsAppliedRevisionNotHeader(t *testing.T) {
-	ca := &Cache{topics: map[string]Topic{}, parts: map[topicPartition]*partCache{}, revCh: make(chan struct{}), rev: 10}
+	ca := &Cache{topics: map[string]Topic{}, topicRevs: map[string]keyRevs{}, parts: map[topicPartition]*partCache{}, revCh: make(chan struct{}), rev: 10}
 	batch := clientv3.WatchResponse{
 		Header: &etcdserverpb.ResponseHeader{Revision: 2501},
 		Events: []*clientv3.Event{
@@ -96,7 +96,7 @@ func benchApplyRecords(b *testing.B, parts, writers, live int) {
 	old := recordDecoder
 	recordDecoder = dec
 	b.Cleanup(func() { recordDecoder = old })
-	ca := &Cache{withEntries: true, topics: map[string]Topic{"big": {Name: "big", ID: "id1", Partitions: int32(parts)}},
+	ca := &Cache{withEntries: true, topicRevs: map[string]keyRevs{}, topics: map[string]Topic{"big": {Name: "big", ID: "id1", Partitions: int32(parts)}},
 		parts: map[topicPartition]*partCache{}, records: map[uint64][]recordSpan{}, revCh: make(chan struct{})}
 	rev := int64(1)
 	event := func(typ mvccpb.Event_EventType, batch uint64) {

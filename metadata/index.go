@@ -47,6 +47,40 @@ func (ca *Cache) Snapshot(topic string, p int32) ([]IndexEntry, PartitionState, 
 	return append([]IndexEntry(nil), pc.entries...), pc.state, ca.rev
 }
 
+// Seen is what the watched index held of a partition at one revision:
+// enough for a write fenced on it instead of on a read of its own
+// (compaction's swaps, metadata/compaction). At Rev the partition's index
+// keys were exactly the key entries of the Snapshot taken with it, and
+// its served entries did not overlap.
+type Seen struct {
+	// Rev is the etcd revision the cache reflected.
+	Rev int64
+	// TopicCreateRev and TopicModRev are the topic key's revisions.
+	TopicCreateRev, TopicModRev int64
+	// Partition is the value of the partition key and PartitionModRev its
+	// ModRevision (0: no partition key, a partition written only through
+	// the sequencer).
+	Partition       PartitionState
+	PartitionModRev int64
+}
+
+// SnapshotSeen is Snapshot with what it was taken from (Seen), under one
+// lock. ok is false when the cache holds no topic of that name.
+func (ca *Cache) SnapshotSeen(topic string, p int32) (entries []IndexEntry, seen Seen, ok bool) {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	tr, ok := ca.topicRevs[topic]
+	if !ok {
+		return nil, Seen{}, false
+	}
+	seen = Seen{Rev: ca.rev, TopicCreateRev: tr.create, TopicModRev: tr.mod}
+	if pc := ca.parts[topicPartition{topic, p}]; pc != nil {
+		entries = append([]IndexEntry(nil), pc.entries...)
+		seen.Partition, seen.PartitionModRev = pc.direct, pc.directRev
+	}
+	return entries, seen, true
+}
+
 // ReadPartition calls fn with a partition's state and the index entries
 // the cache serves for it (key entries and the record entries no key
 // overlaps, in base order, ModRev set), as of one revision, under the

@@ -123,3 +123,88 @@ func TestSwapManyAllOrNothing(t *testing.T) {
 		t.Fatalf("x's state after the group: %+v %v", st, err)
 	}
 }
+
+// A swap planned from the watched index (Swap.Seen) writes fenced on that
+// view, without a read; a view that a commit at the head made stale falls
+// back to a read and applies; one a swap made stale is a conflict, and a
+// topic deleted and created again is never swapped into.
+func TestSwapFencedOnTheWatchedView(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	for _, name := range []string{"x", "y", "z"} {
+		if _, err := c.CreateTopic(ctx, metadata.Topic{Name: name, Partitions: 1}); err != nil {
+			t.Fatal(err)
+		}
+		commitN(t, c, name, 0, 4)
+	}
+	cache, err := c.NewCache(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	view := func(topic string) ([]metadata.IndexEntry, *metadata.Seen) {
+		t.Helper()
+		if err := cache.CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+		es, sn, ok := cache.SnapshotSeen(topic, 0)
+		if !ok || sn.Rev == 0 || sn.TopicModRev == 0 || sn.PartitionModRev == 0 || sn.Partition.Bytes == 0 {
+			t.Fatalf("view of %s: %v %+v", topic, ok, sn)
+		}
+		return es, &sn
+	}
+	merged := func(topic string, old []metadata.IndexEntry, sn *metadata.Seen) compaction.Swap {
+		return compaction.Swap{Topic: topic, Old: old, Seen: sn, New: []metadata.IndexEntry{{
+			Base: old[0].Base, Object: "l1/" + topic + ".vseg", Off: 8, Len: 150, Records: old[len(old)-1].End() - old[0].Base, Level: 1, RawBytes: 1600,
+		}}}
+	}
+	check := func(topic string, entries int, bytes int64) {
+		t.Helper()
+		es, st, err := c.IndexEntries(ctx, topic, 0)
+		if err != nil || len(es) != entries || st.Bytes != bytes {
+			t.Fatalf("%s: %d entries, state %+v, %v; want %d entries, %d bytes", topic, len(es), st, err, entries, bytes)
+		}
+	}
+	oldX, snX := view("x")
+	oldY, snY := view("y")
+	if err := c.SwapMany(ctx, []compaction.Swap{merged("x", oldX, snX), merged("y", oldY, snY)}); err != nil {
+		t.Fatal(err)
+	}
+	check("x", 1, 150)
+	check("y", 1, 150)
+
+	// A commit at the head of z after the view: the fenced write fails,
+	// the read sees only the partition state moved, and the swap applies
+	// on top of it.
+	oldZ, snZ := view("z")
+	commitN(t, c, "z", 4, 1)
+	if err := c.SwapIndex(ctx, merged("z", oldZ, snZ)); err != nil {
+		t.Fatal(err)
+	}
+	check("z", 2, 250)
+
+	// A view another swap made stale: a conflict, nothing changes.
+	commitN(t, c, "x", 4, 2)
+	oldX, snX = view("x")
+	if err := c.SwapIndex(ctx, merged("x", oldX[1:], nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SwapIndex(ctx, merged("x", oldX, snX)); !errors.Is(err, compaction.ErrSwapConflict) {
+		t.Fatalf("a swap on a stale view: %v, want ErrSwapConflict", err)
+	}
+	check("x", 2, 300)
+
+	// y deleted and created again after the view: not swapped.
+	commitN(t, c, "y", 1, 2)
+	oldY, snY = view("y")
+	if err := c.DeleteTopic(ctx, "y"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "y", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SwapIndex(ctx, merged("y", oldY, snY)); err == nil {
+		t.Fatal("a swap into a topic created again after its view applied")
+	}
+	check("y", 0, 0)
+}

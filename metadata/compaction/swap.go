@@ -51,6 +51,12 @@ type Swap struct {
 	// Old must then start the partition's index, and the log start offset
 	// moves to the run's end.
 	DropPrefix bool
+	// Seen, when set, is the view of the watched index the run was planned
+	// from (metadata.Cache.SnapshotSeen, the whole partition at one
+	// revision): the first attempt then writes without a read, fenced on
+	// it, and only if that fails reads and checks as below. Ignored with
+	// DropPrefix.
+	Seen *metadata.Seen
 }
 
 func (s *Swap) validate() error {
@@ -102,7 +108,8 @@ func (s *Swap) validate() error {
 
 // SwapIndex replaces s.Old with s.New in one etcd transaction, so a reader
 // sees either the old entries or the new ones, never a gap or an overlap.
-// It reads the partition and checks that its index keys in the run are
+// With s.Seen it first writes fenced on that view (no read); otherwise,
+// or when that fails, it reads the partition and checks that its index keys in the run are
 // exactly the planned ones and that no key before the run reaches into it
 // (or, with DropPrefix, that there is none), then writes fenced on that
 // read: no index key of the partition put since, the first and last
@@ -133,6 +140,15 @@ func (c *Client) swap(ctx context.Context, swaps []Swap) error {
 		var err error
 		if w[i], err = swaps[i].writes(); err != nil {
 			return err
+		}
+	}
+	if seenAll(swaps) {
+		done, err := c.trySeen(ctx, swaps, w)
+		if err != nil {
+			return fmt.Errorf("%s: %w", prefix, err)
+		}
+		if done {
+			return nil
 		}
 	}
 	backoff := 2 * time.Millisecond
@@ -283,14 +299,78 @@ func (s *Swap) checkRead(rs []*etcdserverpb.ResponseOp, tkv *mvccpb.KeyValue) (p
 			return nil, fmt.Errorf("%s: index key %s reaches to %d, into the run: %w", where, prev[0].Key, e.End(), ErrSwapConflict)
 		}
 	}
-	for _, e := range s.Old {
-		// A record older than the topic holds blocks of a deleted topic
-		// of the same name.
-		if e.Record != 0 && e.ModRev <= tkv.CreateRevision {
-			return nil, fmt.Errorf("%s: sequencer record %d predates the topic: %w", where, e.Record, ErrSwapConflict)
-		}
+	if r := s.recordBefore(tkv.CreateRevision); r != 0 {
+		return nil, fmt.Errorf("%s: sequencer record %d predates the topic: %w", where, r, ErrSwapConflict)
 	}
 	return pkv, nil
+}
+
+// recordBefore returns the batch of the first old record entry not newer
+// than the topic created at createRev (0: none): such a record holds
+// blocks of a deleted topic of the same name.
+func (s *Swap) recordBefore(createRev int64) uint64 {
+	for _, e := range s.Old {
+		if e.Record != 0 && e.ModRev <= createRev {
+			return e.Record
+		}
+	}
+	return 0
+}
+
+// seenAll reports whether every swap can first be tried fenced on what
+// its planner saw.
+func seenAll(swaps []Swap) bool {
+	for i := range swaps {
+		if sn := swaps[i].Seen; sn == nil || sn.Rev <= 0 || sn.TopicModRev <= 0 || swaps[i].DropPrefix {
+			return false
+		}
+	}
+	return true
+}
+
+// trySeen makes one attempt without a read: each swap fenced as fence
+// does, on the revision its planner saw (Swap.Seen) rather than on a
+// read, and the topics on their revisions there. At that revision the
+// watched index served exactly the planned entries of the run, no key
+// before it reaching into it, which is what checkRead checks of a read.
+// done is false when anything changed since (or the views disagree on a
+// topic): the caller then reads and checks.
+func (c *Client) trySeen(ctx context.Context, swaps []Swap, w []swapWrites) (done bool, err error) {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	topicRev := map[string]int64{}
+	for i := range swaps {
+		s := &swaps[i]
+		sn := s.Seen
+		if rev, ok := topicRev[s.Topic]; !ok {
+			topicRev[s.Topic] = sn.TopicModRev
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.Topic(s.Topic)), "=", sn.TopicModRev))
+		} else if rev != sn.TopicModRev {
+			return false, nil
+		}
+		if s.recordBefore(sn.TopicCreateRev) != 0 {
+			return false, nil
+		}
+		var pkv *mvccpb.KeyValue
+		if sn.PartitionModRev > 0 {
+			v, err := json.Marshal(sn.Partition)
+			if err != nil {
+				return false, err
+			}
+			pkv = &mvccpb.KeyValue{Key: []byte(keys.Partition(s.Topic, s.Partition)), Value: v, ModRevision: sn.PartitionModRev}
+		}
+		sc, so, err := s.fence(sn.Rev, pkv, w[i])
+		if err != nil {
+			return false, err
+		}
+		cmps = append(cmps, sc...)
+		ops = append(ops, so...)
+	}
+	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
 }
 
 // fence returns the comparisons and writes of a swap whose read at rev

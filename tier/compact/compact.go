@@ -526,6 +526,10 @@ func (c *Compactor) coldRecord(e metadata.IndexEntry) bool {
 type job struct {
 	old   []metadata.IndexEntry
 	level int
+	// seen is the watched index's view old was planned from (nil: none,
+	// or another job of the partition may swap first): its swap is first
+	// tried fenced on it, without a read (compaction.Swap.Seen).
+	seen *metadata.Seen
 }
 
 // planDense groups a partition's entries into jobs: runs of level-0
@@ -629,12 +633,12 @@ type filter func(r *segment.Record, off int64) bool
 // runJob rewrites old (contiguous entries) into one object at level and
 // swaps the index. keep filters records (compacted topics). When nothing
 // is kept it returns without writing: the caller carries the range on.
-func (c *Compactor) runJob(ctx context.Context, t metadata.Topic, p int32, old []metadata.IndexEntry, level int, keep filter) (Stats, error) {
+func (c *Compactor) runJob(ctx context.Context, t metadata.Topic, p int32, old []metadata.IndexEntry, level int, keep filter, seen *metadata.Seen) (Stats, error) {
 	out, st, err := c.rewrite(ctx, t.Name, p, old, level, keep)
 	if err != nil || len(out.entries) == 0 {
 		return st, err
 	}
-	return c.store1(ctx, t.Name, p, old, out, st)
+	return c.store1(ctx, t.Name, p, old, out, st, seen)
 }
 
 // output is a rewritten run: the object and its entries (Object unset).
@@ -747,7 +751,7 @@ func (c *Compactor) rewriteTo(ctx context.Context, w *segment.Writer, topic stri
 }
 
 // store1 PUTs a job's object and swaps the index.
-func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, out output, st Stats) (Stats, error) {
+func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, out output, st Stats, seen *metadata.Seen) (Stats, error) {
 	start, end := old[0].Base, old[len(old)-1].End()
 	key := tier.CompactedKey(out.level, topic, p, start, end, c.cfg.NodeID)
 	// The swap must apply before the GC may collect the object.
@@ -763,7 +767,7 @@ func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []met
 	for i := range out.entries {
 		out.entries[i].Object = key
 	}
-	swap := compaction.Swap{Topic: topic, Partition: p, Old: old, New: out.entries}
+	swap := compaction.Swap{Topic: topic, Partition: p, Old: old, New: out.entries, Seen: seen}
 	return c.swap(ctx, swap, st)
 }
 

@@ -527,10 +527,16 @@ func TestClaimsAndLostRaces(t *testing.T) {
 	if berr != nil || bst.Jobs != 1 {
 		t.Fatalf("b: %+v %v", bst, berr)
 	}
-	// A swap planned before b's: a conflict, nothing changes.
+	// A swap planned before b's, with a read of its own or fenced on the
+	// watched index's view it was planned from: a conflict, nothing
+	// changes.
 	es := e.entries(t, "c", 0)
 	fill(t, e, "c", 1, 4, 20, seq)
-	old := append([]metadata.IndexEntry{}, e.entries(t, "c", 0)...)
+	e.waitCache(t)
+	old, seen, ok := e.cache.SnapshotSeen("c", 0)
+	if !ok || seen.Rev == 0 || seen.TopicModRev == 0 {
+		t.Fatalf("the watched index's view: %v %+v", ok, seen)
+	}
 	if _, err := b.CompactPartition(context.Background(), "c", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -539,8 +545,10 @@ func TestClaimsAndLostRaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.store1(context.Background(), "c", 0, old, out, st); !errors.Is(err, compaction.ErrSwapConflict) {
-		t.Fatalf("stale swap: %v", err)
+	for _, sn := range []*metadata.Seen{nil, &seen} {
+		if _, err := a.store1(context.Background(), "c", 0, old, out, st, sn); !errors.Is(err, compaction.ErrSwapConflict) {
+			t.Fatalf("stale swap (view %v): %v", sn != nil, err)
+		}
 	}
 	got := fetchAll(t, e.fetcher(), "c", 0, 0)
 	if int64(len(got)) != seq[0] || len(es) != 1 {

@@ -27,10 +27,14 @@ import (
 // object is collected once no partition's entry names it.
 
 // passBatch partitions are claimed, planned and grouped at a time, in
-// groups of at most groupPartitions (so that Workers groups run at once).
+// groups of at most groupPartitions (so that Workers groups run at once):
+// two transactions of swapsPerTxn swaps of one new entry each (a
+// partition's level-0 run, in one topic), so that a group fills the
+// transactions it makes.
 const (
-	passBatch       = 4 * compaction.MaxClaimBatch
-	groupPartitions = compaction.MaxClaimBatch
+	swapsPerTxn     = 31
+	groupPartitions = 2 * swapsPerTxn
+	passBatch       = DefaultWorkers * groupPartitions
 )
 
 // groupJob is one partition's job in a group.
@@ -57,7 +61,11 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 	var errs []error
 	for _, tp := range claimed {
 		t, ok := c.index.Topic(tp.Topic)
-		entries, _, _ := c.index.Snapshot(tp.Topic, tp.Partition)
+		entries, sn, seenOK := c.index.SnapshotSeen(tp.Topic, tp.Partition)
+		seen := &sn
+		if fresh || !seenOK {
+			seen = nil
+		}
 		if fresh {
 			var err error
 			if t, err = c.meta.GetTopic(ctx, tp.Topic); err == nil {
@@ -77,6 +85,11 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 		jobs := c.planDense(entries)
 		if len(jobs) == 0 {
 			continue
+		}
+		if len(jobs) == 1 {
+			// The view holds until its swap (several jobs of a partition
+			// swap in any order: the first would move the others' view).
+			jobs[0].seen = seen
 		}
 		var read []metadata.IndexEntry
 		for _, j := range jobs {
@@ -133,7 +146,7 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 			tasks = append(tasks, func() (Stats, error) {
 				var st Stats
 				for _, j := range big {
-					js, err := c.runJob(ctx, pl.t, pl.p, j.old, j.level, nil)
+					js, err := c.runJob(ctx, pl.t, pl.p, j.old, j.level, nil, j.seen)
 					st.add(js)
 					if err != nil {
 						return st, err
@@ -234,7 +247,7 @@ func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error
 			for k := range d.out.entries {
 				d.out.entries[k].Object = key
 			}
-			swaps = append(swaps, compaction.Swap{Topic: d.j.topic, Partition: d.j.p, Old: d.j.old, New: d.out.entries})
+			swaps = append(swaps, compaction.Swap{Topic: d.j.topic, Partition: d.j.p, Old: d.j.old, New: d.out.entries, Seen: d.j.seen})
 		}
 		if err := c.swapGroup(ctx, swaps); err != nil {
 			if !errors.Is(err, compaction.ErrSwapConflict) && !errors.Is(err, ErrPaused) {

@@ -88,12 +88,12 @@ func TestPassAt1000PartitionsScale(t *testing.T) {
 
 	c := newCompactor(t, e, "c1", Config{MinEntries: flushes})
 	e.rec.Reset()
-	sent := etcdSentBytes(t)
+	sent, txns := etcdSentBytes(t), etcdTxns(t)
 	st, err := c.RunOnce(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent = etcdSentBytes(t) - sent
+	sent, txns = etcdSentBytes(t)-sent, etcdTxns(t)-txns
 	if st.Jobs != parts || st.EntriesIn != parts*flushes || st.Conflicts != 0 {
 		t.Fatalf("one pass: %+v, want all %d partitions compacted", st, parts)
 	}
@@ -110,7 +110,16 @@ func TestPassAt1000PartitionsScale(t *testing.T) {
 	if limit := float64(20*recs + 2<<20); sent > limit {
 		t.Errorf("etcd sent %.0f bytes during the pass, want at most %.0f (the records hold %d bytes)", sent, limit, recs)
 	}
-	t.Logf("pass: %d GETs, %d PUTs, etcd sent %.1f MiB, records %d KiB", e.rec.Count(tier.OpGet), e.rec.Count(tier.OpPut), sent/(1<<20), recs>>10)
+	// Claims and releases of up to 64 partitions each (a pass batch of 4
+	// groups is 4 claims), and one write per transaction of swapsPerTxn
+	// swaps: planned from the watched index, a swap writes without a read
+	// of its own. Before (a read and a write per transaction of a group of
+	// 64, 31 + 31 + 2): 126 at ebd4323.
+	claims := (parts + compaction.MaxClaimBatch - 1) / compaction.MaxClaimBatch
+	if limit := 2*(claims+1) + (parts+swapsPerTxn-1)/swapsPerTxn + 1; txns > float64(limit) {
+		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
+	}
+	t.Logf("pass: %d GETs, %d PUTs, %.0f etcd transactions, etcd sent %.1f MiB, records %d KiB", e.rec.Count(tier.OpGet), e.rec.Count(tier.OpPut), txns, sent/(1<<20), recs>>10)
 	e.waitCache(t)
 	f := e.fetcher()
 	for _, p := range []int32{0, 1, 499, 998, 999} {
@@ -194,9 +203,10 @@ func TestSwapTransactionsFollowPartitionsNotRecords(t *testing.T) {
 	if st.Jobs != parts || st.EntriesIn != parts*flushes || st.Conflicts != 0 {
 		t.Fatalf("one pass: %+v, want each of %d partitions compacted in one job", st, parts)
 	}
-	// Claims and releases (64 partitions each), and a read and a write per
-	// transaction of up to 31 swaps, in groups of up to 64 partitions.
-	if limit := 2*2 + 2*(3+2); txns > float64(limit) {
+	// Claims and releases (64 partitions each), and a write per
+	// transaction of up to 31 swaps (no read: planned from the watched
+	// index), in groups of 62 partitions: 31 + 31 + 31 + 7.
+	if limit := 2*2 + 4; txns > float64(limit) {
 		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
 	}
 	t.Logf("pass over %d partitions of %d records each: %.0f etcd transactions", parts, flushes, txns)
@@ -298,12 +308,13 @@ func TestSmallPartitionKeysGrowLogarithmically(t *testing.T) {
 	}
 }
 
-// TestMergesAndNewEntriesGrouped: in one pass 64 partitions each have two
+// TestMergesAndNewEntriesGrouped: in one pass a group's worth of
+// partitions (groupPartitions) each have two
 // small jobs, a merge of two level-1 objects and a run of new level-0
 // entries. Both kinds go into groups (a partition's two jobs into two
 // groups): two PUTs for the pass, not one per job.
 func TestMergesAndNewEntriesGrouped(t *testing.T) {
-	const parts = 64
+	const parts = groupPartitions
 	e := newEnv(t)
 	e.topic(t, metadata.Topic{Name: "g", Partitions: parts})
 	seq := make([]int64, parts)
