@@ -213,12 +213,7 @@ func (cl *Claimer) Claim(ctx context.Context, topic string, p int32) (ok bool, e
 
 // Release gives the claim back (only if this owner holds it).
 func (cl *Claimer) Release(ctx context.Context, topic string, p int32) error {
-	k := keys.Claim(topic, p)
-	_, err := cl.c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(k), "=", cl.owner), clientv3.Compare(clientv3.LeaseValue(k), "=", cl.lease)).
-		Then(clientv3.OpDelete(k)).
-		Commit()
-	if err != nil {
+	if _, err := cl.c.cli.Txn(ctx).Then(cl.releaseOp(topic, p)).Commit(); err != nil {
 		return fmt.Errorf("release compaction claim %s/%d: %w", topic, p, err)
 	}
 	return nil
@@ -268,15 +263,22 @@ func (cl *Claimer) ReleaseMany(ctx context.Context, tps []metadata.TopicPartitio
 	}
 	ops := make([]clientv3.Op, len(tps))
 	for i, tp := range tps {
-		k := keys.Claim(tp.Topic, tp.Partition)
-		ops[i] = clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", cl.owner), clientv3.Compare(clientv3.LeaseValue(k), "=", cl.lease)},
-			[]clientv3.Op{clientv3.OpDelete(k)}, nil)
+		ops[i] = cl.releaseOp(tp.Topic, tp.Partition)
 	}
 	if _, err := cl.c.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("release %d compaction claims: %w", len(tps), err)
 	}
 	return nil
+}
+
+// releaseOp deletes the partition's claim if this owner holds it: a
+// nested transaction, so that a claim held by another owner fails no
+// other operation of the transaction it is in.
+func (cl *Claimer) releaseOp(topic string, p int32) clientv3.Op {
+	k := keys.Claim(topic, p)
+	return clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", cl.owner), clientv3.Compare(clientv3.LeaseValue(k), "=", cl.lease)},
+		[]clientv3.Op{clientv3.OpDelete(k)}, nil)
 }
 
 // Close revokes the lease: every claim of this Claimer goes at once.

@@ -208,3 +208,71 @@ func TestSwapFencedOnTheWatchedView(t *testing.T) {
 	}
 	check("y", 0, 0)
 }
+
+// A swap with Release gives the partition's claim back in its own
+// transaction, only if the claimer holds it, and only if it applies.
+func TestSwapGivesBackItsClaim(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	for _, name := range []string{"x", "y", "z"} {
+		if _, err := c.CreateTopic(ctx, metadata.Topic{Name: name, Partitions: 1}); err != nil {
+			t.Fatal(err)
+		}
+		commitN(t, c, name, 0, 3)
+	}
+	claimer := func(owner string) *compaction.Claimer {
+		cl, err := c.NewClaimer(ctx, owner, 10e9)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close(context.Background()) })
+		return cl
+	}
+	a, b, other := claimer("a"), claimer("b"), claimer("other")
+	for _, claim := range []struct {
+		cl    *compaction.Claimer
+		topic string
+	}{{a, "x"}, {b, "y"}, {a, "z"}} {
+		if ok, err := claim.cl.Claim(ctx, claim.topic, 0); !ok || err != nil {
+			t.Fatalf("claim %s: %v %v", claim.topic, ok, err)
+		}
+	}
+	free := func(topic string, want bool) {
+		t.Helper()
+		ok, err := other.Claim(ctx, topic, 0)
+		if err != nil || ok != want {
+			t.Fatalf("claim of %s: free %v (%v), want %v", topic, ok, err, want)
+		}
+	}
+	swap := func(topic string) compaction.Swap {
+		old, _, err := c.IndexEntries(ctx, topic, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return compaction.Swap{Topic: topic, Old: old, Release: a, New: []metadata.IndexEntry{{
+			Base: 0, Object: "l1/" + topic + ".vseg", Off: 8, Len: 150, Records: old[len(old)-1].End(), Level: 1, RawBytes: 1200,
+		}}}
+	}
+	// A swap that conflicts keeps the claim.
+	stale := swap("z")
+	if err := c.SwapIndex(ctx, swap("z")); err != nil {
+		t.Fatal(err)
+	}
+	free("z", true)
+	if err := other.Release(ctx, "z", 0); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := a.Claim(ctx, "z", 0); !ok || err != nil {
+		t.Fatalf("claim z again: %v %v", ok, err)
+	}
+	if err := c.SwapIndex(ctx, stale); !errors.Is(err, compaction.ErrSwapConflict) {
+		t.Fatalf("stale swap of z: %v", err)
+	}
+	free("z", false)
+	// x's claim (a's) goes with its swap; b still holds y's.
+	if err := c.SwapMany(ctx, []compaction.Swap{swap("x"), swap("y")}); err != nil {
+		t.Fatal(err)
+	}
+	free("x", true)
+	free("y", false)
+}

@@ -57,6 +57,10 @@ type Swap struct {
 	// it, and only if that fails reads and checks as below. Ignored with
 	// DropPrefix.
 	Seen *metadata.Seen
+	// Release, when set, is the claimer whose claim of the partition the
+	// swap's write gives back (as ReleaseMany does: only if it holds it),
+	// so that a job's claim costs no transaction of its own to release.
+	Release *Claimer
 }
 
 func (s *Swap) validate() error {
@@ -404,6 +408,9 @@ func (s *Swap) fence(rev int64, pkv *mvccpb.KeyValue, w swapWrites) ([]clientv3.
 		sv, _ := json.Marshal(st)
 		ops = append(ops, clientv3.OpPut(k.partition, string(sv)))
 	}
+	if s.Release != nil {
+		ops = append(ops, s.Release.releaseOp(s.Topic, s.Partition))
+	}
 	return cmps, ops, nil
 }
 
@@ -414,11 +421,12 @@ const MaxGroupOps = 128
 // GroupCost returns the etcd operations SwapMany's read and write
 // transactions would need for swaps with the given number of new entries
 // in total and distinct topics: the largest of the read's operations, the
-// write's operations and its comparisons. A planner checks it against
-// MaxGroupOps before adding a swap.
+// write's operations (each swap's new entries, partition state and claim
+// release) and its comparisons. A planner checks it against MaxGroupOps
+// before adding a swap.
 func GroupCost(swaps, newEntries, topics int) int {
 	reads := 3*swaps + topics
-	ops := 2*newEntries + swaps
+	ops := 2*newEntries + 2*swaps
 	cmps := 4*swaps + topics
 	return max(reads, ops, cmps)
 }

@@ -386,6 +386,7 @@ func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartiti
 	}
 	ctx = context.WithValue(ctx, passObjectsKey{}, newPassObjects(c.store, c.cfg.ObjectCacheBytes))
 	for len(tps) > 0 && ctx.Err() == nil && !c.paused.Load() {
+		claims := &passClaims{cl: cl, released: map[metadata.TopicPartition]bool{}}
 		batch := tps[:min(len(tps), passBatch)]
 		tps = tps[len(batch):]
 		var claimed []metadata.TopicPartition
@@ -412,7 +413,7 @@ func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartiti
 			c.log.Info("compaction plans from etcd: the watched index did not catch up", "partitions", len(claimed), "err", err)
 			fresh = true
 		}
-		tasks, err := c.planBatch(ctx, claimed, fresh)
+		tasks, err := c.planBatch(ctx, claimed, fresh, claims)
 		if err != nil {
 			note(Stats{}, err)
 		}
@@ -426,6 +427,7 @@ func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartiti
 			})
 		}
 		wg.Wait()
+		claimed = claims.held(claimed)
 		for len(claimed) > 0 {
 			part := claimed[:min(len(claimed), c.cfg.ClaimBatch)]
 			claimed = claimed[len(part):]
@@ -526,10 +528,62 @@ func (c *Compactor) coldRecord(e metadata.IndexEntry) bool {
 type job struct {
 	old   []metadata.IndexEntry
 	level int
-	// seen is the watched index's view old was planned from (nil: none,
-	// or another job of the partition may swap first): its swap is first
-	// tried fenced on it, without a read (compaction.Swap.Seen).
+	// with is set for a partition's only job of a batch.
+	with swapWith
+}
+
+// swapWith is what a partition's only job of a batch swaps with (zero for
+// the jobs of a partition with several, which may swap in any order: the
+// first would move the others' view and give back their claim).
+type swapWith struct {
+	// seen is the watched index's view the job was planned from (nil:
+	// planned from etcd reads): its swap is first tried fenced on it,
+	// without a read (compaction.Swap.Seen).
 	seen *metadata.Seen
+	// claims gives the partition's claim back in the swap's transaction.
+	claims *passClaims
+}
+
+// swap returns the swap of old by entries with w.
+func (w swapWith) swap(topic string, p int32, old, entries []metadata.IndexEntry) compaction.Swap {
+	s := compaction.Swap{Topic: topic, Partition: p, Old: old, New: entries, Seen: w.seen}
+	if w.claims != nil {
+		s.Release = w.claims.cl
+	}
+	return s
+}
+
+// passClaims are the claims of a batch of a pass: a partition's only job
+// gives its claim back in its swap's transaction, and the batch releases
+// the others once its jobs are done.
+type passClaims struct {
+	cl       *compaction.Claimer
+	mu       sync.Mutex
+	released map[metadata.TopicPartition]bool
+}
+
+// swapped notes the claims given back by swaps that applied.
+func (pc *passClaims) swapped(swaps ...compaction.Swap) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	for _, s := range swaps {
+		if s.Release != nil {
+			pc.released[metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}] = true
+		}
+	}
+}
+
+// held returns those of tps whose claims no swap gave back.
+func (pc *passClaims) held(tps []metadata.TopicPartition) []metadata.TopicPartition {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	var out []metadata.TopicPartition
+	for _, tp := range tps {
+		if !pc.released[tp] {
+			out = append(out, tp)
+		}
+	}
+	return out
 }
 
 // planDense groups a partition's entries into jobs: runs of level-0
@@ -633,12 +687,12 @@ type filter func(r *segment.Record, off int64) bool
 // runJob rewrites old (contiguous entries) into one object at level and
 // swaps the index. keep filters records (compacted topics). When nothing
 // is kept it returns without writing: the caller carries the range on.
-func (c *Compactor) runJob(ctx context.Context, t metadata.Topic, p int32, old []metadata.IndexEntry, level int, keep filter, seen *metadata.Seen) (Stats, error) {
+func (c *Compactor) runJob(ctx context.Context, t metadata.Topic, p int32, old []metadata.IndexEntry, level int, keep filter, with swapWith) (Stats, error) {
 	out, st, err := c.rewrite(ctx, t.Name, p, old, level, keep)
 	if err != nil || len(out.entries) == 0 {
 		return st, err
 	}
-	return c.store1(ctx, t.Name, p, old, out, st, seen)
+	return c.store1(ctx, t.Name, p, old, out, st, with)
 }
 
 // output is a rewritten run: the object and its entries (Object unset).
@@ -751,7 +805,7 @@ func (c *Compactor) rewriteTo(ctx context.Context, w *segment.Writer, topic stri
 }
 
 // store1 PUTs a job's object and swaps the index.
-func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, out output, st Stats, seen *metadata.Seen) (Stats, error) {
+func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, out output, st Stats, with swapWith) (Stats, error) {
 	start, end := old[0].Base, old[len(old)-1].End()
 	key := tier.CompactedKey(out.level, topic, p, start, end, c.cfg.NodeID)
 	// The swap must apply before the GC may collect the object.
@@ -767,8 +821,12 @@ func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []met
 	for i := range out.entries {
 		out.entries[i].Object = key
 	}
-	swap := compaction.Swap{Topic: topic, Partition: p, Old: old, New: out.entries, Seen: seen}
-	return c.swap(ctx, swap, st)
+	swap := with.swap(topic, p, old, out.entries)
+	st, err := c.swap(ctx, swap, st)
+	if err == nil && with.claims != nil {
+		with.claims.swapped(swap)
+	}
+	return st, err
 }
 
 func (c *Compactor) swap(ctx context.Context, swap compaction.Swap, st Stats) (Stats, error) {

@@ -49,7 +49,7 @@ type groupJob struct {
 // topics into groups of at most groupPartitions partitions and
 // TargetBytes of input, every other job on its own. The objects
 // several of the planned partitions read are shared (objects.go).
-func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicPartition, fresh bool) ([]func() (Stats, error), error) {
+func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicPartition, fresh bool, claims *passClaims) ([]func() (Stats, error), error) {
 	type plan struct {
 		t       metadata.Topic
 		p       int32
@@ -87,9 +87,7 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 			continue
 		}
 		if len(jobs) == 1 {
-			// The view holds until its swap (several jobs of a partition
-			// swap in any order: the first would move the others' view).
-			jobs[0].seen = seen
+			jobs[0].with = swapWith{seen: seen, claims: claims}
 		}
 		var read []metadata.IndexEntry
 		for _, j := range jobs {
@@ -146,7 +144,7 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 			tasks = append(tasks, func() (Stats, error) {
 				var st Stats
 				for _, j := range big {
-					js, err := c.runJob(ctx, pl.t, pl.p, j.old, j.level, nil, j.seen)
+					js, err := c.runJob(ctx, pl.t, pl.p, j.old, j.level, nil, j.with)
 					st.add(js)
 					if err != nil {
 						return st, err
@@ -247,7 +245,7 @@ func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error
 			for k := range d.out.entries {
 				d.out.entries[k].Object = key
 			}
-			swaps = append(swaps, compaction.Swap{Topic: d.j.topic, Partition: d.j.p, Old: d.j.old, New: d.out.entries, Seen: d.j.seen})
+			swaps = append(swaps, d.j.with.swap(d.j.topic, d.j.p, d.j.old, d.out.entries))
 		}
 		if err := c.swapGroup(ctx, swaps); err != nil {
 			if !errors.Is(err, compaction.ErrSwapConflict) && !errors.Is(err, ErrPaused) {
@@ -256,7 +254,10 @@ func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error
 				st.Conflicts += len(swaps)
 			}
 		} else {
-			for _, d := range outs[i:j] {
+			for k, d := range outs[i:j] {
+				if d.j.with.claims != nil {
+					d.j.with.claims.swapped(swaps[k])
+				}
 				st.Jobs++
 				st.EntriesIn += len(d.j.old)
 				st.EntriesOut += len(d.out.entries)

@@ -110,16 +110,20 @@ func TestPassAt1000PartitionsScale(t *testing.T) {
 	if limit := float64(20*recs + 2<<20); sent > limit {
 		t.Errorf("etcd sent %.0f bytes during the pass, want at most %.0f (the records hold %d bytes)", sent, limit, recs)
 	}
-	// Claims and releases of up to 64 partitions each (a pass batch of 4
-	// groups is 4 claims), and one write per transaction of swapsPerTxn
-	// swaps: planned from the watched index, a swap writes without a read
-	// of its own. Before (a read and a write per transaction of a group of
-	// 64, 31 + 31 + 2): 126 at ebd4323.
-	claims := (parts + compaction.MaxClaimBatch - 1) / compaction.MaxClaimBatch
-	if limit := 2*(claims+1) + (parts+swapsPerTxn-1)/swapsPerTxn + 1; txns > float64(limit) {
+	// Claims of up to 64 partitions each (a pass batch of 4 groups is 4
+	// claims), and one write per transaction of swapsPerTxn swaps, which
+	// gives their claims back: planned from the watched index, a swap
+	// writes without a read of its own. Before (a read and a write per
+	// transaction of a group of 64, 31 + 31 + 2, and a release per claim):
+	// 126 at ebd4323.
+	nclaims := (parts + compaction.MaxClaimBatch - 1) / compaction.MaxClaimBatch
+	if limit := nclaims + 1 + (parts+swapsPerTxn-1)/swapsPerTxn + 1; txns > float64(limit) {
 		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
 	}
 	t.Logf("pass: %d GETs, %d PUTs, %.0f etcd transactions, etcd sent %.1f MiB, records %d KiB", e.rec.Count(tier.OpGet), e.rec.Count(tier.OpPut), txns, sent/(1<<20), recs>>10)
+	if left := claims(t, e); len(left) != 0 {
+		t.Fatalf("%d claims left after the pass, e.g. %s", len(left), left[0])
+	}
 	e.waitCache(t)
 	f := e.fetcher()
 	for _, p := range []int32{0, 1, 499, 998, 999} {
@@ -203,10 +207,10 @@ func TestSwapTransactionsFollowPartitionsNotRecords(t *testing.T) {
 	if st.Jobs != parts || st.EntriesIn != parts*flushes || st.Conflicts != 0 {
 		t.Fatalf("one pass: %+v, want each of %d partitions compacted in one job", st, parts)
 	}
-	// Claims and releases (64 partitions each), and a write per
-	// transaction of up to 31 swaps (no read: planned from the watched
-	// index), in groups of 62 partitions: 31 + 31 + 31 + 7.
-	if limit := 2*2 + 4; txns > float64(limit) {
+	// Claims (64 partitions each), and a write per transaction of up to
+	// 31 swaps (no read: planned from the watched index; the claims given
+	// back in it), in groups of 62 partitions: 31 + 31 + 31 + 7.
+	if limit := 2 + 4; txns > float64(limit) {
 		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
 	}
 	t.Logf("pass over %d partitions of %d records each: %.0f etcd transactions", parts, flushes, txns)
@@ -335,6 +339,11 @@ func TestMergesAndNewEntriesGrouped(t *testing.T) {
 	}
 	if puts := e.rec.Count(tier.OpPut); puts != 2 {
 		t.Errorf("%d PUTs for %d small jobs, want 2 (two groups)", puts, st.Jobs)
+	}
+	// No swap gave a claim back (each partition had two jobs): the pass
+	// released them.
+	if left := claims(t, e); len(left) != 0 {
+		t.Fatalf("%d claims left after the pass, e.g. %s", len(left), left[0])
 	}
 	e.waitCache(t)
 	f := e.fetcher()
