@@ -221,8 +221,13 @@ func (cl *Claimer) Release(ctx context.Context, topic string, p int32) error {
 
 // MaxClaimBatch bounds the partitions ClaimMany and ReleaseMany handle in
 // one etcd transaction: each is a nested transaction, an operation of the
-// outer one, within etcd's 128 operations.
-const MaxClaimBatch = 64
+// outer one, and etcd allows a nested transaction only what the outer one
+// leaves of its 128 operations (ReleaseMany's have releaseCmps
+// comparisons).
+const MaxClaimBatch = MaxGroupOps - releaseCmps
+
+// releaseCmps are the comparisons of releaseOp's nested transaction.
+const releaseCmps = 2
 
 // ClaimMany takes the claims of tps that nobody holds, in one etcd
 // transaction (a nested transaction per partition, each with its own

@@ -3,6 +3,7 @@ package compaction_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/varve-io/varve/metadata"
@@ -275,4 +276,70 @@ func TestSwapGivesBackItsClaim(t *testing.T) {
 	}
 	free("x", true)
 	free("y", false)
+}
+
+// SwapMany at the operation limit GroupCost allows (swaps of three topics'
+// partitions with direct-path keys, each giving its claim back) is a
+// transaction etcd accepts, and one more swap is refused before etcd sees
+// it.
+func TestSwapManyAtTheOperationLimit(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	topics := []string{"a", "b", "c"}
+	n := 1
+	for compaction.GroupCost(n+1, n+1, len(topics)) <= compaction.MaxGroupOps {
+		n++
+	}
+	cl, err := c.NewClaimer(ctx, "me", 10e9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close(ctx)
+	var swaps []compaction.Swap
+	for i := range n + 1 {
+		topic, p := topics[i%len(topics)], int32(i/len(topics))
+		if p == 0 {
+			if _, err := c.CreateTopic(ctx, metadata.Topic{Name: topic, Partitions: int32(n/len(topics) + 1)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for b := range 2 {
+			res, err := c.Commit(ctx, fmt.Sprintf("%s-%d-%d", topic, p, b), []metadata.Append{{
+				Topic: topic, Partition: p, Object: fmt.Sprintf("obj-%d", b), Off: 8, Len: 100, Records: 10, RawBytes: 400,
+			}})
+			if err != nil || res[0].Err != nil {
+				t.Fatalf("commit %s/%d: %v %v", topic, p, err, res)
+			}
+		}
+		if ok, err := cl.Claim(ctx, topic, p); !ok || err != nil {
+			t.Fatalf("claim %s/%d: %v %v", topic, p, ok, err)
+		}
+		old, _, err := c.IndexEntries(ctx, topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		swaps = append(swaps, compaction.Swap{Topic: topic, Partition: p, Old: old, Release: cl, New: []metadata.IndexEntry{{
+			Base: 0, Object: "l1/_shared/g.vseg", Off: int64(8 + 100*i), Len: 100, Records: 20, Level: 1, RawBytes: 800,
+		}}})
+	}
+	if err := c.SwapMany(ctx, swaps); !errors.Is(err, metadata.ErrInvalidArgument) {
+		t.Fatalf("%d swaps, one over the limit: %v", n+1, err)
+	}
+	if err := c.SwapMany(ctx, swaps[:n]); err != nil {
+		t.Fatalf("%d swaps at the limit: %v", n, err)
+	}
+	other, err := c.NewClaimer(ctx, "other", 10e9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	for _, s := range swaps[:n] {
+		if es, _, err := c.IndexEntries(ctx, s.Topic, s.Partition); err != nil || len(es) != 1 || es[0].Level != 1 {
+			t.Fatalf("%s/%d after the swap: %+v %v", s.Topic, s.Partition, es, err)
+		}
+		if ok, err := other.Claim(ctx, s.Topic, s.Partition); !ok || err != nil {
+			t.Fatalf("%s/%d's claim not given back: %v %v", s.Topic, s.Partition, ok, err)
+		}
+	}
+	t.Logf("%d swaps of %d topics in one transaction", n, len(topics))
 }

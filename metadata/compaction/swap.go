@@ -420,15 +420,17 @@ const MaxGroupOps = 128
 
 // GroupCost returns the etcd operations SwapMany's read and write
 // transactions would need for swaps with the given number of new entries
-// in total and distinct topics: the largest of the read's operations, the
-// write's operations (each swap's new entries, partition state and claim
-// release) and its comparisons. A planner checks it against MaxGroupOps
-// before adding a swap.
+// in total and distinct topics: the largest of the read's operations and
+// the write's, which is the larger of its operations (each swap's new
+// entries, partition state and claim release) and comparisons, plus the
+// release's own comparisons (etcd allows a nested transaction what the
+// outer one leaves of the limit). A planner checks it against
+// MaxGroupOps before adding a swap.
 func GroupCost(swaps, newEntries, topics int) int {
 	reads := 3*swaps + topics
 	ops := 2*newEntries + 2*swaps
 	cmps := 4*swaps + topics
-	return max(reads, ops, cmps)
+	return max(reads, max(ops, cmps)+releaseCmps)
 }
 
 // SwapMany applies several swaps, of different partitions, in one etcd

@@ -100,7 +100,7 @@ func TestPassAt1000PartitionsScale(t *testing.T) {
 	if gets := e.rec.Count(tier.OpGet); gets > len(objects) {
 		t.Errorf("the pass made %d GETs, want at most one per level-0 object (%d)", gets, len(objects))
 	}
-	// The small runs of 64 partitions at a time share one object.
+	// The small runs of groupPartitions partitions at a time share one object.
 	if puts := e.rec.Count(tier.OpPut); puts > (parts+groupPartitions-1)/groupPartitions {
 		t.Errorf("the pass made %d PUTs, want one per %d partitions", puts, groupPartitions)
 	}
@@ -110,7 +110,7 @@ func TestPassAt1000PartitionsScale(t *testing.T) {
 	if limit := float64(20*recs + 2<<20); sent > limit {
 		t.Errorf("etcd sent %.0f bytes during the pass, want at most %.0f (the records hold %d bytes)", sent, limit, recs)
 	}
-	// Claims of up to 64 partitions each (a pass batch of 4 groups is 4
+	// Claims of up to 126 partitions each (a pass batch of 4 groups is 2
 	// claims), and one write per transaction of swapsPerTxn swaps, which
 	// gives their claims back: planned from the watched index, a swap
 	// writes without a read of its own. Before (a read and a write per
@@ -207,10 +207,10 @@ func TestSwapTransactionsFollowPartitionsNotRecords(t *testing.T) {
 	if st.Jobs != parts || st.EntriesIn != parts*flushes || st.Conflicts != 0 {
 		t.Fatalf("one pass: %+v, want each of %d partitions compacted in one job", st, parts)
 	}
-	// Claims (64 partitions each), and a write per transaction of up to
+	// A claim (126 partitions each), and a write per transaction of up to
 	// 31 swaps (no read: planned from the watched index; the claims given
 	// back in it), in groups of 62 partitions: 31 + 31 + 31 + 7.
-	if limit := 2 + 4; txns > float64(limit) {
+	if limit := 1 + 4; txns > float64(limit) {
 		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
 	}
 	t.Logf("pass over %d partitions of %d records each: %.0f etcd transactions", parts, flushes, txns)
