@@ -40,6 +40,12 @@ func (n *Node) startCompaction(mux *http.ServeMux, opts ...connect.HandlerOption
 		// Sequencer records may be pruned 1.5 dedupe windows after their
 		// commit: compact their entries by then, however few.
 		RecordMaxAge: n.cfg.SequencerDedupeWindow,
+		// Claims are kept up to a share of the partitions per live
+		// compact node.
+		Compactors: func(ctx context.Context) (int, error) {
+			nodes, err := n.meta.Nodes(ctx, RoleCompact)
+			return len(nodes), err
+		},
 	}, n.store, n.meta, index, n.log.With("job", "compaction"), n.meter)
 	if err != nil {
 		return err

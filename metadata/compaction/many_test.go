@@ -8,6 +8,8 @@ import (
 
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/compaction"
+	"github.com/varve-io/varve/sequencer"
+	"github.com/varve-io/varve/sequencer/seqtest"
 )
 
 // ClaimMany takes the free claims of a batch in one transaction (a held
@@ -210,99 +212,45 @@ func TestSwapFencedOnTheWatchedView(t *testing.T) {
 	check("y", 0, 0)
 }
 
-// A swap with Release gives the partition's claim back in its own
-// transaction, only if the claimer holds it, and only if it applies.
-func TestSwapGivesBackItsClaim(t *testing.T) {
-	c := connect(t)
-	ctx := context.Background()
-	for _, name := range []string{"x", "y", "z"} {
-		if _, err := c.CreateTopic(ctx, metadata.Topic{Name: name, Partitions: 1}); err != nil {
-			t.Fatal(err)
-		}
-		commitN(t, c, name, 0, 3)
-	}
-	claimer := func(owner string) *compaction.Claimer {
-		cl, err := c.NewClaimer(ctx, owner, 10e9)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cl.Close(context.Background()) })
-		return cl
-	}
-	a, b, other := claimer("a"), claimer("b"), claimer("other")
-	for _, claim := range []struct {
-		cl    *compaction.Claimer
-		topic string
-	}{{a, "x"}, {b, "y"}, {a, "z"}} {
-		if ok, err := claim.cl.Claim(ctx, claim.topic, 0); !ok || err != nil {
-			t.Fatalf("claim %s: %v %v", claim.topic, ok, err)
-		}
-	}
-	free := func(topic string, want bool) {
-		t.Helper()
-		ok, err := other.Claim(ctx, topic, 0)
-		if err != nil || ok != want {
-			t.Fatalf("claim of %s: free %v (%v), want %v", topic, ok, err, want)
-		}
-	}
-	swap := func(topic string) compaction.Swap {
-		old, _, err := c.IndexEntries(ctx, topic, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return compaction.Swap{Topic: topic, Old: old, Release: a, New: []metadata.IndexEntry{{
-			Base: 0, Object: "l1/" + topic + ".vseg", Off: 8, Len: 150, Records: old[len(old)-1].End(), Level: 1, RawBytes: 1200,
-		}}}
-	}
-	// A swap that conflicts keeps the claim.
-	stale := swap("z")
-	if err := c.SwapIndex(ctx, swap("z")); err != nil {
-		t.Fatal(err)
-	}
-	free("z", true)
-	if err := other.Release(ctx, "z", 0); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := a.Claim(ctx, "z", 0); !ok || err != nil {
-		t.Fatalf("claim z again: %v %v", ok, err)
-	}
-	if err := c.SwapIndex(ctx, stale); !errors.Is(err, compaction.ErrSwapConflict) {
-		t.Fatalf("stale swap of z: %v", err)
-	}
-	free("z", false)
-	// x's claim (a's) goes with its swap; b still holds y's.
-	if err := c.SwapMany(ctx, []compaction.Swap{swap("x"), swap("y")}); err != nil {
-		t.Fatal(err)
-	}
-	free("x", true)
-	free("y", false)
-}
-
-// SwapMany at the operation limit GroupCost allows (swaps of three topics'
-// partitions with direct-path keys, each giving its claim back) is a
-// transaction etcd accepts, and one more swap is refused before etcd sees
-// it.
+// SwapMany at the operation limit GroupCost allows is a transaction etcd
+// accepts, and one more swap is refused before etcd sees it: swaps of
+// three topics' partitions with direct-path keys and a partition state
+// (four comparisons each), and swaps of level-0 runs of sequencer records
+// planned from the watched index (two each: 63 in a transaction), whose
+// read, when the write fenced on the view fails (the topic altered since),
+// takes two read transactions.
 func TestSwapManyAtTheOperationLimit(t *testing.T) {
 	c := connect(t)
 	ctx := context.Background()
-	topics := []string{"a", "b", "c"}
-	n := 1
-	for compaction.GroupCost(n+1, n+1, len(topics)) <= compaction.MaxGroupOps {
-		n++
-	}
-	cl, err := c.NewClaimer(ctx, "me", 10e9)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close(ctx)
-	var swaps []compaction.Swap
-	for i := range n + 1 {
-		topic, p := topics[i%len(topics)], int32(i/len(topics))
-		if p == 0 {
-			if _, err := c.CreateTopic(ctx, metadata.Topic{Name: topic, Partitions: int32(n/len(topics) + 1)}); err != nil {
-				t.Fatal(err)
+	// n is the most of the swaps next returns that fit in a transaction.
+	atLimit := func(next func(i int) compaction.Swap) (swaps []compaction.Swap, n int) {
+		for i := 0; ; i++ {
+			swaps = append(swaps, next(i))
+			if compaction.GroupCost(swaps) > compaction.MaxGroupOps {
+				return swaps, i
 			}
 		}
+	}
+	applied := func(swaps []compaction.Swap) {
+		t.Helper()
+		for _, s := range swaps {
+			if es, _, err := c.IndexEntries(ctx, s.Topic, s.Partition); err != nil || len(es) != 1 || es[0].Level != 1 || es[0].End() != s.Old[len(s.Old)-1].End() {
+				t.Fatalf("%s/%d after the swap: %+v %v", s.Topic, s.Partition, es, err)
+			}
+		}
+	}
+	l1 := func(i int, old []metadata.IndexEntry) []metadata.IndexEntry {
+		return []metadata.IndexEntry{{Base: 0, Object: "l1/_shared/g.vseg", Off: int64(8 + 100*i), Len: 100, Records: old[len(old)-1].End(), Level: 1, RawBytes: 800}}
+	}
+
+	topics := []string{"a", "b", "c"}
+	for _, topic := range topics {
+		if _, err := c.CreateTopic(ctx, metadata.Topic{Name: topic, Partitions: 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	direct, n := atLimit(func(i int) compaction.Swap {
+		topic, p := topics[i%len(topics)], int32(i/len(topics))
 		for b := range 2 {
 			res, err := c.Commit(ctx, fmt.Sprintf("%s-%d-%d", topic, p, b), []metadata.Append{{
 				Topic: topic, Partition: p, Object: fmt.Sprintf("obj-%d", b), Off: 8, Len: 100, Records: 10, RawBytes: 400,
@@ -311,35 +259,66 @@ func TestSwapManyAtTheOperationLimit(t *testing.T) {
 				t.Fatalf("commit %s/%d: %v %v", topic, p, err, res)
 			}
 		}
-		if ok, err := cl.Claim(ctx, topic, p); !ok || err != nil {
-			t.Fatalf("claim %s/%d: %v %v", topic, p, ok, err)
-		}
 		old, _, err := c.IndexEntries(ctx, topic, p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		swaps = append(swaps, compaction.Swap{Topic: topic, Partition: p, Old: old, Release: cl, New: []metadata.IndexEntry{{
-			Base: 0, Object: "l1/_shared/g.vseg", Off: int64(8 + 100*i), Len: 100, Records: 20, Level: 1, RawBytes: 800,
-		}}})
+		return compaction.Swap{Topic: topic, Partition: p, Old: old, New: l1(i, old)}
+	})
+	if n != 31 {
+		t.Errorf("%d direct-path swaps of 3 topics fit in a transaction, want 31", n)
 	}
-	if err := c.SwapMany(ctx, swaps); !errors.Is(err, metadata.ErrInvalidArgument) {
+	if err := c.SwapMany(ctx, direct); !errors.Is(err, metadata.ErrInvalidArgument) {
 		t.Fatalf("%d swaps, one over the limit: %v", n+1, err)
 	}
-	if err := c.SwapMany(ctx, swaps[:n]); err != nil {
+	if err := c.SwapMany(ctx, direct[:n]); err != nil {
 		t.Fatalf("%d swaps at the limit: %v", n, err)
 	}
-	other, err := c.NewClaimer(ctx, "other", 10e9)
+	applied(direct[:n])
+
+	const parts = 100
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "seq", Partitions: parts}); err != nil {
+		t.Fatal(err)
+	}
+	_, seq := seqtest.Start(t, c.Client, sequencer.Config{ID: "seq"})
+	for b := range 2 {
+		var as []metadata.Append
+		for p := range int32(parts) {
+			as = append(as, metadata.Append{Topic: "seq", Partition: p, Object: fmt.Sprintf("s%d", b), Off: int64(100 * p), Len: 100, Records: 10, RawBytes: 400})
+		}
+		if res, err := seq.Commit(ctx, fmt.Sprintf("s%d", b), as); err != nil || res[0].Err != nil {
+			t.Fatalf("commit through the sequencer: %v %v", res, err)
+		}
+	}
+	cache, err := c.NewCache(ctx, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close(ctx)
-	for _, s := range swaps[:n] {
-		if es, _, err := c.IndexEntries(ctx, s.Topic, s.Partition); err != nil || len(es) != 1 || es[0].Level != 1 {
-			t.Fatalf("%s/%d after the swap: %+v %v", s.Topic, s.Partition, es, err)
-		}
-		if ok, err := other.Claim(ctx, s.Topic, s.Partition); !ok || err != nil {
-			t.Fatalf("%s/%d's claim not given back: %v %v", s.Topic, s.Partition, ok, err)
-		}
+	defer cache.Close()
+	if err := cache.CatchUp(ctx); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("%d swaps of %d topics in one transaction", n, len(topics))
+	viewed, n := atLimit(func(i int) compaction.Swap {
+		old, sn, ok := cache.SnapshotSeen("seq", int32(i))
+		if !ok || len(old) != 2 || old[0].Record == 0 || sn.PartitionModRev != 0 {
+			t.Fatalf("view of seq/%d: %v %+v %+v", i, ok, old, sn)
+		}
+		return compaction.Swap{Topic: "seq", Partition: int32(i), Old: old, Seen: &sn, New: l1(i, old)}
+	})
+	if n != 63 {
+		t.Errorf("%d swaps of sequencer records planned from the watched index fit in a transaction, want 63", n)
+	}
+	if err := c.SwapMany(ctx, viewed); !errors.Is(err, metadata.ErrInvalidArgument) {
+		t.Fatalf("%d swaps, one over the limit: %v", n+1, err)
+	}
+	// The topic altered after the view: the fenced write fails, the read
+	// (3 keys a swap) takes two transactions, the write applies.
+	if _, err := c.UpdateTopic(ctx, "seq", func(t *metadata.Topic) error { t.RetentionMs = 3600_000; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SwapMany(ctx, viewed[:n]); err != nil {
+		t.Fatalf("%d swaps at the limit: %v", n, err)
+	}
+	applied(viewed[:n])
+	t.Logf("%d direct-path swaps of 3 topics, %d of sequencer records, in one transaction", 31, n)
 }

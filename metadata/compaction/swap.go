@@ -57,10 +57,6 @@ type Swap struct {
 	// it, and only if that fails reads and checks as below. Ignored with
 	// DropPrefix.
 	Seen *metadata.Seen
-	// Release, when set, is the claimer whose claim of the partition the
-	// swap's write gives back (as ReleaseMany does: only if it holds it),
-	// so that a job's claim costs no transaction of its own to release.
-	Release *Claimer
 }
 
 func (s *Swap) validate() error {
@@ -408,9 +404,6 @@ func (s *Swap) fence(rev int64, pkv *mvccpb.KeyValue, w swapWrites) ([]clientv3.
 		sv, _ := json.Marshal(st)
 		ops = append(ops, clientv3.OpPut(k.partition, string(sv)))
 	}
-	if s.Release != nil {
-		ops = append(ops, s.Release.releaseOp(s.Topic, s.Partition))
-	}
 	return cmps, ops, nil
 }
 
@@ -418,19 +411,35 @@ func (s *Swap) fence(rev int64, pkv *mvccpb.KeyValue, w swapWrites) ([]clientv3.
 // transactions (etcd's default limit is 128 per transaction).
 const MaxGroupOps = 128
 
-// GroupCost returns the etcd operations SwapMany's read and write
-// transactions would need for swaps with the given number of new entries
-// in total and distinct topics: the largest of the read's operations and
-// the write's, which is the larger of its operations (each swap's new
-// entries, partition state and claim release) and comparisons, plus the
-// release's own comparisons (etcd allows a nested transaction what the
-// outer one leaves of the limit). A planner checks it against
-// MaxGroupOps before adding a swap.
-func GroupCost(swaps, newEntries, topics int) int {
-	reads := 3*swaps + topics
-	ops := 2*newEntries + 2*swaps
-	cmps := 4*swaps + topics
-	return max(reads, max(ops, cmps)+releaseCmps)
+// GroupCost returns the etcd operations SwapMany's write transaction needs
+// for swaps: the larger of its operations (each swap's puts and delete
+// ranges, and its partition state's put unless the view it was planned
+// from saw no partition key) and its comparisons (each swap's index range
+// and partition state, the first and last replaced index keys if any, and
+// each topic's key). The reads are split over as many read transactions
+// as they need. A planner checks it against MaxGroupOps before adding a
+// swap: a level-0 run of sequencer records with one new entry costs two,
+// so 63 such swaps of one topic fit in a transaction (31 of direct-path
+// partitions with index keys and a partition state).
+func GroupCost(swaps []Swap) int {
+	topics := map[string]bool{}
+	ops, cmps := 0, 0
+	for i := range swaps {
+		s := &swaps[i]
+		if !topics[s.Topic] {
+			topics[s.Topic] = true
+			cmps++
+		}
+		ops += max(2*len(s.New), 1)
+		if s.DropPrefix || s.Seen == nil || s.Seen.PartitionModRev != 0 {
+			ops++
+		}
+		cmps += 2
+		if len(s.keyed()) > 0 {
+			cmps += 2
+		}
+	}
+	return max(ops, cmps)
 }
 
 // SwapMany applies several swaps, of different partitions, in one etcd
@@ -446,8 +455,6 @@ func (c *Client) SwapMany(ctx context.Context, swaps []Swap) error {
 		return nil
 	}
 	seen := map[metadata.TopicPartition]bool{}
-	topics := map[string]bool{}
-	newEntries := 0
 	for i := range swaps {
 		s := &swaps[i]
 		if err := s.validate(); err != nil {
@@ -461,26 +468,22 @@ func (c *Client) SwapMany(ctx context.Context, swaps []Swap) error {
 			return fmt.Errorf("%w: two grouped swaps of %s/%d", metadata.ErrInvalidArgument, s.Topic, s.Partition)
 		}
 		seen[tp] = true
-		topics[s.Topic] = true
-		newEntries += len(s.New)
 	}
-	if cost := GroupCost(len(swaps), newEntries, len(topics)); cost > MaxGroupOps {
+	if cost := GroupCost(swaps); cost > MaxGroupOps {
 		return fmt.Errorf("%w: %d grouped swaps need %d etcd operations in one transaction, the limit is %d", metadata.ErrInvalidArgument, len(swaps), cost, MaxGroupOps)
 	}
 	return c.swap(ctx, swaps)
 }
 
-// trySwap makes one attempt: one read of every swap's partition state, run
-// and preceding key and of their topics; one write fenced on that read.
-// done is false when a concurrent write got in between.
+// trySwap makes one attempt: a read of every swap's partition state, run
+// and preceding key and of their topics (in as many read-only
+// transactions as etcd's operation limit needs, each swap checked and
+// fenced on the revision of the one that read it); one write fenced on
+// those reads. done is false when a concurrent write got in between.
 func (c *Client) trySwap(ctx context.Context, swaps []Swap, w []swapWrites) (done bool, err error) {
-	var reads []clientv3.Op
-	for i := range swaps {
-		reads = append(reads, swaps[i].reads()...)
-	}
-	nt := len(reads)
 	var topics []string
 	topicAt := map[string]int{}
+	var reads []clientv3.Op
 	for i := range swaps {
 		if _, ok := topicAt[swaps[i].Topic]; !ok {
 			topicAt[swaps[i].Topic] = len(topics)
@@ -488,34 +491,55 @@ func (c *Client) trySwap(ctx context.Context, swaps []Swap, w []swapWrites) (don
 			reads = append(reads, clientv3.OpGet(keys.Topic(swaps[i].Topic), clientv3.WithKeysOnly()))
 		}
 	}
-	rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
-	if err != nil {
-		return false, fmt.Errorf("read: %w", err)
-	}
-	rs := rresp.Responses
+	const perSwap = 3 // Swap.reads
+	rs := make([][]*etcdserverpb.ResponseOp, len(swaps))
+	revs := make([]int64, len(swaps))
 	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
 	tkvs := make([]*mvccpb.KeyValue, len(topics))
-	for i, t := range topics {
-		kvs := rs[nt+i].GetResponseRange().Kvs
-		if len(kvs) == 0 {
-			return false, fmt.Errorf("topic %s is gone: %w", t, ErrSwapConflict)
+	for i := 0; i < len(swaps); {
+		j := i
+		for ; j < len(swaps) && len(reads)+perSwap <= MaxGroupOps; j++ {
+			reads = append(reads, swaps[j].reads()...)
 		}
-		tkvs[i] = kvs[0]
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.Topic(t)), "=", kvs[0].ModRevision))
+		rresp, err := c.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return false, fmt.Errorf("read: %w", err)
+		}
+		resp := rresp.Responses
+		if i == 0 {
+			for k, t := range topics {
+				kvs := resp[k].GetResponseRange().Kvs
+				if len(kvs) == 0 {
+					return false, fmt.Errorf("topic %s is gone: %w", t, ErrSwapConflict)
+				}
+				tkvs[k] = kvs[0]
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.Topic(t)), "=", kvs[0].ModRevision))
+			}
+			resp = resp[len(topics):]
+		}
+		for k := i; k < j; k++ {
+			rs[k], revs[k] = resp[perSwap*(k-i):perSwap*(k-i+1)], rresp.Header.Revision
+		}
+		reads, i = nil, j
 	}
+	var ops []clientv3.Op
 	for i := range swaps {
 		s := &swaps[i]
-		pkv, err := s.checkRead(rs[3*i:3*i+3], tkvs[topicAt[s.Topic]])
+		pkv, err := s.checkRead(rs[i], tkvs[topicAt[s.Topic]])
 		if err != nil {
 			return false, err
 		}
-		sc, so, err := s.fence(rresp.Header.Revision, pkv, w[i])
+		sc, so, err := s.fence(revs[i], pkv, w[i])
 		if err != nil {
 			return false, err
 		}
 		cmps = append(cmps, sc...)
 		ops = append(ops, so...)
+	}
+	if len(ops) > MaxGroupOps || len(cmps) > MaxGroupOps {
+		// GroupCost counted no partition state for a swap planned from a
+		// view without one, and one has been written since (retention).
+		return false, fmt.Errorf("%d operations and %d comparisons, over etcd's limit of %d: a partition state written since the plan: %w", len(ops), len(cmps), MaxGroupOps, ErrSwapConflict)
 	}
 	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {

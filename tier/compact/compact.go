@@ -1,12 +1,14 @@
 package compact
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,6 +113,11 @@ type Config struct {
 	// Now is the clock (tests move it); it decides tombstone expiry and
 	// the minimum compaction lag.
 	Now func() time.Time
+	// Compactors, when set, counts the compactors running in the cluster
+	// (the node's: its live nodes with the compact role). A compactor
+	// keeps its claims from pass to pass, up to its share of the
+	// partitions; nil: it keeps them all.
+	Compactors func(ctx context.Context) (int, error)
 }
 
 func (c *Config) fill() {
@@ -183,6 +190,11 @@ type Compactor struct {
 
 	claimMu sync.Mutex
 	claimer *compaction.Claimer
+	// held are the partitions claimer's lease holds (kept from pass to
+	// pass: a partition with work every pass is claimed once); busy those
+	// a batch of a pass works on now (a concurrent CompactPartition skips
+	// them).
+	held, busy map[metadata.TopicPartition]bool
 
 	paused         atomic.Bool
 	backlogBytes   atomic.Int64
@@ -217,7 +229,7 @@ func New(cfg Config, store tier.Store, meta *metadata.Client, index *metadata.Ca
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	c := &Compactor{cfg: cfg, seen: map[uint64]time.Time{}, store: store, meta: meta, state: compaction.New(meta), index: index, log: log.With("role", "compact"), wake: make(chan struct{}, 1), rewrites: make(chan struct{}, cfg.Rewrites)}
+	c := &Compactor{cfg: cfg, seen: map[uint64]time.Time{}, busy: map[metadata.TopicPartition]bool{}, store: store, meta: meta, state: compaction.New(meta), index: index, log: log.With("role", "compact"), wake: make(chan struct{}, 1), rewrites: make(chan struct{}, cfg.Rewrites)}
 	m := mp.Meter("github.com/varve-io/varve/tier/compact")
 	c.bytes, _ = m.Int64Counter("varve.compaction.bytes", metric.WithDescription("Stored bytes compaction read (io=read) and wrote (io=write)."))
 	c.runs, _ = m.Int64Counter("varve.compaction.runs", metric.WithDescription("Compaction jobs by result: ok (swapped), conflict (lost to a concurrent change), error."))
@@ -331,6 +343,7 @@ func (c *Compactor) RunOnce(ctx context.Context) (Stats, error) {
 		todo = append(todo, tp)
 	}
 	total, err := c.compactMany(ctx, todo)
+	c.trimClaims(ctx, todo)
 	if len(todo) > 0 && ctx.Err() == nil && c.index.CatchUp(ctx) == nil {
 		// What is left after the pass, its own swaps included.
 		backlogEntries, backlogBytes = c.level0()
@@ -386,23 +399,18 @@ func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartiti
 	}
 	ctx = context.WithValue(ctx, passObjectsKey{}, newPassObjects(c.store, c.cfg.ObjectCacheBytes))
 	for len(tps) > 0 && ctx.Err() == nil && !c.paused.Load() {
-		claims := &passClaims{cl: cl, released: map[metadata.TopicPartition]bool{}}
 		batch := tps[:min(len(tps), passBatch)]
 		tps = tps[len(batch):]
-		var claimed []metadata.TopicPartition
-		for len(batch) > 0 {
-			part := batch[:min(len(batch), c.cfg.ClaimBatch)]
-			batch = batch[len(part):]
+		claimed, toClaim := c.takeHeld(cl, batch)
+		for len(toClaim) > 0 {
+			part := toClaim[:min(len(toClaim), c.cfg.ClaimBatch)]
+			toClaim = toClaim[len(part):]
 			ok, _, err := cl.ClaimMany(ctx, part)
 			if err != nil {
 				note(Stats{}, err)
 				break
 			}
-			for i, tp := range part {
-				if ok[i] {
-					claimed = append(claimed, tp)
-				}
-			}
+			claimed = append(claimed, c.hold(cl, part, ok)...)
 		}
 		// The watched index now holds every swap made under a claim
 		// released before these were taken: plan from it. If it cannot
@@ -413,7 +421,7 @@ func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartiti
 			c.log.Info("compaction plans from etcd: the watched index did not catch up", "partitions", len(claimed), "err", err)
 			fresh = true
 		}
-		tasks, err := c.planBatch(ctx, claimed, fresh, claims)
+		tasks, err := c.planBatch(ctx, claimed, fresh)
 		if err != nil {
 			note(Stats{}, err)
 		}
@@ -427,14 +435,121 @@ func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartiti
 			})
 		}
 		wg.Wait()
-		claimed = claims.held(claimed)
-		for len(claimed) > 0 {
-			part := claimed[:min(len(claimed), c.cfg.ClaimBatch)]
-			claimed = claimed[len(part):]
-			c.release(ctx, cl, part)
-		}
+		c.done(claimed)
 	}
 	return total, errors.Join(errs...)
+}
+
+// takeHeld splits tps into those cl holds already (marked busy: the
+// caller works on them) and those it has to claim; a partition another
+// batch of this compactor works on is in neither.
+func (c *Compactor) takeHeld(cl *compaction.Claimer, tps []metadata.TopicPartition) (held, toClaim []metadata.TopicPartition) {
+	c.claimMu.Lock()
+	defer c.claimMu.Unlock()
+	for _, tp := range tps {
+		switch {
+		case c.busy[tp]:
+		case c.claimer == cl && c.held[tp]:
+			c.busy[tp] = true
+			held = append(held, tp)
+		default:
+			toClaim = append(toClaim, tp)
+		}
+	}
+	return held, toClaim
+}
+
+// hold notes the claims ClaimMany took (ok) of tps as held and busy and
+// returns them.
+func (c *Compactor) hold(cl *compaction.Claimer, tps []metadata.TopicPartition, ok []bool) []metadata.TopicPartition {
+	c.claimMu.Lock()
+	defer c.claimMu.Unlock()
+	var out []metadata.TopicPartition
+	for i, tp := range tps {
+		if !ok[i] {
+			continue
+		}
+		if c.claimer == cl {
+			c.held[tp] = true
+		}
+		c.busy[tp] = true
+		out = append(out, tp)
+	}
+	return out
+}
+
+// done ends a batch's work on tps; their claims stay held.
+func (c *Compactor) done(tps []metadata.TopicPartition) {
+	c.claimMu.Lock()
+	defer c.claimMu.Unlock()
+	for _, tp := range tps {
+		delete(c.busy, tp)
+	}
+}
+
+// trimClaims gives back the claims the compactor should not keep after a
+// pass: those of partitions gone from the watched index (a deleted topic),
+// and, when Config.Compactors counts others, those over its share of the
+// partitions (the ones without work in this pass, busy, first), so that
+// a compactor that starts finds partitions to claim. Claims kept cost no
+// transaction in the next pass; a claim the lease loses goes with it.
+func (c *Compactor) trimClaims(ctx context.Context, busy []metadata.TopicPartition) {
+	c.claimMu.Lock()
+	cl, n := c.claimer, len(c.held)
+	c.claimMu.Unlock()
+	if cl == nil || n == 0 {
+		return
+	}
+	all := c.index.Partitions()
+	share := len(all)
+	if c.cfg.Compactors != nil {
+		if k, err := c.cfg.Compactors(ctx); err != nil {
+			c.log.Warn("count compactors", "err", err)
+		} else if k > 1 {
+			share = (len(all) + k - 1) / k
+		}
+	}
+	exists := make(map[metadata.TopicPartition]bool, len(all))
+	for _, tp := range all {
+		exists[tp] = true
+	}
+	worked := make(map[metadata.TopicPartition]bool, len(busy))
+	for _, tp := range busy {
+		worked[tp] = true
+	}
+	var drop, keep []metadata.TopicPartition
+	c.claimMu.Lock()
+	for tp := range c.held {
+		switch {
+		case c.busy[tp]:
+		case !exists[tp]:
+			drop = append(drop, tp)
+		default:
+			keep = append(keep, tp)
+		}
+	}
+	// Idle ones first, then in partition order.
+	slices.SortFunc(keep, func(a, b metadata.TopicPartition) int {
+		if worked[a] != worked[b] {
+			if worked[a] {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	if over := len(keep) - share; over > 0 {
+		drop = append(drop, keep[:over]...)
+	}
+	for _, tp := range drop {
+		delete(c.held, tp)
+	}
+	c.claimMu.Unlock()
+	for len(drop) > 0 {
+		part := drop[:min(len(drop), c.cfg.ClaimBatch)]
+		drop = drop[len(part):]
+		c.release(ctx, cl, part)
+	}
 }
 
 // release gives back claims, even when ctx has ended.
@@ -466,6 +581,8 @@ func (c *Compactor) getClaimer(ctx context.Context) (*compaction.Claimer, error)
 		return nil, err
 	}
 	c.claimer = cl
+	// A new lease holds nothing: the old one's claims expire with it.
+	c.held = map[metadata.TopicPartition]bool{}
 	return cl, nil
 }
 
@@ -476,7 +593,7 @@ func (c *Compactor) closeClaimer() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = c.claimer.Close(ctx)
-		c.claimer = nil
+		c.claimer, c.held = nil, nil
 	}
 }
 
@@ -528,62 +645,17 @@ func (c *Compactor) coldRecord(e metadata.IndexEntry) bool {
 type job struct {
 	old   []metadata.IndexEntry
 	level int
-	// with is set for a partition's only job of a batch.
-	with swapWith
-}
-
-// swapWith is what a partition's only job of a batch swaps with (zero for
-// the jobs of a partition with several, which may swap in any order: the
-// first would move the others' view and give back their claim).
-type swapWith struct {
-	// seen is the watched index's view the job was planned from (nil:
-	// planned from etcd reads): its swap is first tried fenced on it,
+	// seen is the watched index's view a partition's only job of a batch
+	// was planned from (nil: planned from etcd reads, or one of several
+	// jobs of the partition, which may swap in any order: the first would
+	// move the others' view): its swap is first tried fenced on it,
 	// without a read (compaction.Swap.Seen).
 	seen *metadata.Seen
-	// claims gives the partition's claim back in the swap's transaction.
-	claims *passClaims
 }
 
-// swap returns the swap of old by entries with w.
-func (w swapWith) swap(topic string, p int32, old, entries []metadata.IndexEntry) compaction.Swap {
-	s := compaction.Swap{Topic: topic, Partition: p, Old: old, New: entries, Seen: w.seen}
-	if w.claims != nil {
-		s.Release = w.claims.cl
-	}
-	return s
-}
-
-// passClaims are the claims of a batch of a pass: a partition's only job
-// gives its claim back in its swap's transaction, and the batch releases
-// the others once its jobs are done.
-type passClaims struct {
-	cl       *compaction.Claimer
-	mu       sync.Mutex
-	released map[metadata.TopicPartition]bool
-}
-
-// swapped notes the claims given back by swaps that applied.
-func (pc *passClaims) swapped(swaps ...compaction.Swap) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	for _, s := range swaps {
-		if s.Release != nil {
-			pc.released[metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}] = true
-		}
-	}
-}
-
-// held returns those of tps whose claims no swap gave back.
-func (pc *passClaims) held(tps []metadata.TopicPartition) []metadata.TopicPartition {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	var out []metadata.TopicPartition
-	for _, tp := range tps {
-		if !pc.released[tp] {
-			out = append(out, tp)
-		}
-	}
-	return out
+// swap returns the swap of the job's entries by entries.
+func (j job) swap(topic string, p int32, entries []metadata.IndexEntry) compaction.Swap {
+	return compaction.Swap{Topic: topic, Partition: p, Old: j.old, New: entries, Seen: j.seen}
 }
 
 // planDense groups a partition's entries into jobs: runs of level-0
@@ -687,12 +759,12 @@ type filter func(r *segment.Record, off int64) bool
 // runJob rewrites old (contiguous entries) into one object at level and
 // swaps the index. keep filters records (compacted topics). When nothing
 // is kept it returns without writing: the caller carries the range on.
-func (c *Compactor) runJob(ctx context.Context, t metadata.Topic, p int32, old []metadata.IndexEntry, level int, keep filter, with swapWith) (Stats, error) {
-	out, st, err := c.rewrite(ctx, t.Name, p, old, level, keep)
+func (c *Compactor) runJob(ctx context.Context, t metadata.Topic, p int32, j job, keep filter) (Stats, error) {
+	out, st, err := c.rewrite(ctx, t.Name, p, j.old, j.level, keep)
 	if err != nil || len(out.entries) == 0 {
 		return st, err
 	}
-	return c.store1(ctx, t.Name, p, old, out, st, with)
+	return c.store1(ctx, t.Name, p, j, out, st)
 }
 
 // output is a rewritten run: the object and its entries (Object unset).
@@ -805,7 +877,8 @@ func (c *Compactor) rewriteTo(ctx context.Context, w *segment.Writer, topic stri
 }
 
 // store1 PUTs a job's object and swaps the index.
-func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []metadata.IndexEntry, out output, st Stats, with swapWith) (Stats, error) {
+func (c *Compactor) store1(ctx context.Context, topic string, p int32, j job, out output, st Stats) (Stats, error) {
+	old := j.old
 	start, end := old[0].Base, old[len(old)-1].End()
 	key := tier.CompactedKey(out.level, topic, p, start, end, c.cfg.NodeID)
 	// The swap must apply before the GC may collect the object.
@@ -821,12 +894,7 @@ func (c *Compactor) store1(ctx context.Context, topic string, p int32, old []met
 	for i := range out.entries {
 		out.entries[i].Object = key
 	}
-	swap := with.swap(topic, p, old, out.entries)
-	st, err := c.swap(ctx, swap, st)
-	if err == nil && with.claims != nil {
-		with.claims.swapped(swap)
-	}
-	return st, err
+	return c.swap(ctx, j.swap(topic, p, out.entries), st)
 }
 
 func (c *Compactor) swap(ctx context.Context, swap compaction.Swap, st Stats) (Stats, error) {

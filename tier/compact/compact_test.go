@@ -546,7 +546,7 @@ func TestClaimsAndLostRaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, sn := range []*metadata.Seen{nil, &seen} {
-		if _, err := a.store1(context.Background(), "c", 0, old, out, st, swapWith{seen: sn}); !errors.Is(err, compaction.ErrSwapConflict) {
+		if _, err := a.store1(context.Background(), "c", 0, job{old: old, level: 2, seen: sn}, out, st); !errors.Is(err, compaction.ErrSwapConflict) {
 			t.Fatalf("stale swap (view %v): %v", sn != nil, err)
 		}
 	}

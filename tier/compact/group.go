@@ -28,11 +28,11 @@ import (
 
 // passBatch partitions are claimed, planned and grouped at a time, in
 // groups of at most groupPartitions (so that Workers groups run at once):
-// two transactions of swapsPerTxn swaps of one new entry each (a
-// partition's level-0 run, in one topic), so that a group fills the
-// transactions it makes.
+// two transactions of swapsPerTxn swaps of one new entry each (a level-0
+// run of sequencer records in one topic, planned from the watched index:
+// compaction.GroupCost), so that a group fills the transactions it makes.
 const (
-	swapsPerTxn     = 31
+	swapsPerTxn     = 63
 	groupPartitions = 2 * swapsPerTxn
 	passBatch       = DefaultWorkers * groupPartitions
 )
@@ -49,7 +49,7 @@ type groupJob struct {
 // topics into groups of at most groupPartitions partitions and
 // TargetBytes of input, every other job on its own. The objects
 // several of the planned partitions read are shared (objects.go).
-func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicPartition, fresh bool, claims *passClaims) ([]func() (Stats, error), error) {
+func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicPartition, fresh bool) ([]func() (Stats, error), error) {
 	type plan struct {
 		t       metadata.Topic
 		p       int32
@@ -87,7 +87,7 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 			continue
 		}
 		if len(jobs) == 1 {
-			jobs[0].with = swapWith{seen: seen, claims: claims}
+			jobs[0].seen = seen
 		}
 		var read []metadata.IndexEntry
 		for _, j := range jobs {
@@ -144,7 +144,7 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 			tasks = append(tasks, func() (Stats, error) {
 				var st Stats
 				for _, j := range big {
-					js, err := c.runJob(ctx, pl.t, pl.p, j.old, j.level, nil, j.with)
+					js, err := c.runJob(ctx, pl.t, pl.p, j, nil)
 					st.add(js)
 					if err != nil {
 						return st, err
@@ -229,23 +229,17 @@ func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error
 	for i := 0; i < len(outs); {
 		// As many swaps as fit in one transaction.
 		var swaps []compaction.Swap
-		topics, entries := map[string]bool{}, 0
 		j := i
 		for ; j < len(outs); j++ {
 			d := outs[j]
-			t2 := len(topics)
-			if !topics[d.j.topic] {
-				t2++
-			}
-			if j > i && compaction.GroupCost(len(swaps)+1, entries+len(d.out.entries), t2) > compaction.MaxGroupOps {
-				break
-			}
-			topics[d.j.topic] = true
-			entries += len(d.out.entries)
 			for k := range d.out.entries {
 				d.out.entries[k].Object = key
 			}
-			swaps = append(swaps, d.j.with.swap(d.j.topic, d.j.p, d.j.old, d.out.entries))
+			swaps = append(swaps, d.j.swap(d.j.topic, d.j.p, d.out.entries))
+			if j > i && compaction.GroupCost(swaps) > compaction.MaxGroupOps {
+				swaps = swaps[:len(swaps)-1]
+				break
+			}
 		}
 		if err := c.swapGroup(ctx, swaps); err != nil {
 			if !errors.Is(err, compaction.ErrSwapConflict) && !errors.Is(err, ErrPaused) {
@@ -254,10 +248,7 @@ func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error
 				st.Conflicts += len(swaps)
 			}
 		} else {
-			for k, d := range outs[i:j] {
-				if d.j.with.claims != nil {
-					d.j.with.claims.swapped(swaps[k])
-				}
+			for _, d := range outs[i:j] {
 				st.Jobs++
 				st.EntriesIn += len(d.j.old)
 				st.EntriesOut += len(d.out.entries)

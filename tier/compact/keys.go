@@ -122,7 +122,7 @@ func (c *Compactor) compactKeys(ctx context.Context, t metadata.Topic, p int32, 
 		if len(out.entries) == 0 {
 			continue // nothing kept: the range joins the next run
 		}
-		js, err = c.store1(ctx, t.Name, p, pending, out, js, swapWith{})
+		js, err = c.store1(ctx, t.Name, p, job{old: pending, level: 1}, out, js)
 		st.add(js)
 		if err != nil {
 			return st, err

@@ -13,7 +13,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/varve-io/varve/fetch"
-	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/tier"
@@ -72,9 +71,18 @@ func recordBytes(t *testing.T, e *env) int {
 // each), and what etcd sends the compactor does not grow with partitions
 // × sequencer records (a per-partition read of the index reads every
 // record).
+//
+// The compactor keeps its claims: a second pass over the same partitions
+// claims nothing, and its etcd transactions are its swaps', 63 to a
+// transaction.
 func TestPassAt1000PartitionsScale(t *testing.T) {
 	const parts, flushes = 1000, 6
-	e := sequencedTopic(t, "wide", parts, flushes, 2*parts)
+	e := newEnv(t)
+	e.sequenced(t)
+	e.topic(t, metadata.Topic{Name: "wide", Partitions: parts})
+	seq := make([]int64, parts)
+	fill(t, e, "wide", parts, flushes, 2*parts, seq)
+	e.waitCache(t)
 	objects := map[string]bool{}
 	for p := range int32(parts) {
 		for _, en := range e.entries(t, "wide", p) {
@@ -110,24 +118,43 @@ func TestPassAt1000PartitionsScale(t *testing.T) {
 	if limit := float64(20*recs + 2<<20); sent > limit {
 		t.Errorf("etcd sent %.0f bytes during the pass, want at most %.0f (the records hold %d bytes)", sent, limit, recs)
 	}
-	// Claims of up to 126 partitions each (a pass batch of 4 groups is 2
-	// claims), and one write per transaction of swapsPerTxn swaps, which
-	// gives their claims back: planned from the watched index, a swap
-	// writes without a read of its own. Before (a read and a write per
-	// transaction of a group of 64, 31 + 31 + 2, and a release per claim):
-	// 126 at ebd4323.
+	// Claims of up to 126 partitions each (a pass batch of 4 groups is 4
+	// claims), and one write per transaction of swapsPerTxn (63) swaps:
+	// planned from the watched index, a swap writes without a read of its
+	// own. Before (a read and a write per transaction of a group of 64,
+	// 31 + 31 + 2, and a release per claim): 126 at ebd4323; 42 with
+	// claims given back in the swaps, 31 swaps a transaction (4e88ee1).
 	nclaims := (parts + compaction.MaxClaimBatch - 1) / compaction.MaxClaimBatch
-	if limit := nclaims + 1 + (parts+swapsPerTxn-1)/swapsPerTxn + 1; txns > float64(limit) {
+	nswaps := (parts + swapsPerTxn - 1) / swapsPerTxn
+	if limit := nclaims + 1 + nswaps; txns > float64(limit) {
 		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
 	}
 	t.Logf("pass: %d GETs, %d PUTs, %.0f etcd transactions, etcd sent %.1f MiB, records %d KiB", e.rec.Count(tier.OpGet), e.rec.Count(tier.OpPut), txns, sent/(1<<20), recs>>10)
-	if left := claims(t, e); len(left) != 0 {
-		t.Fatalf("%d claims left after the pass, e.g. %s", len(left), left[0])
+	if held := claims(t, e); len(held) != parts {
+		t.Fatalf("%d claims held after the pass, want the %d partitions'", len(held), parts)
 	}
+
+	// The next pass: the claims are the compactor's already.
+	fill(t, e, "wide", parts, flushes, 2*parts, seq)
+	e.waitCache(t)
+	txns = etcdTxns(t)
+	st, err = c.RunOnce(context.Background())
+	txns = etcdTxns(t) - txns
+	if err != nil || st.Jobs != parts || st.Conflicts != 0 {
+		t.Fatalf("second pass: %+v %v, want all %d partitions compacted", st, err, parts)
+	}
+	if limit := nswaps + 1; txns > float64(limit) {
+		t.Errorf("the second pass made %.0f etcd transactions, want at most %d (its swaps')", txns, limit)
+	}
+	t.Logf("second pass: %.0f etcd transactions", txns)
 	e.waitCache(t)
 	f := e.fetcher()
 	for _, p := range []int32{0, 1, 499, 998, 999} {
-		readsBackFilled(t, f, "wide", p, 2*flushes)
+		readsBackFilled(t, f, "wide", p, 4*flushes)
+	}
+	c.Close()
+	if left := claims(t, e); len(left) != 0 {
+		t.Fatalf("%d claims left after Close, e.g. %s", len(left), left[0])
 	}
 }
 
@@ -208,9 +235,8 @@ func TestSwapTransactionsFollowPartitionsNotRecords(t *testing.T) {
 		t.Fatalf("one pass: %+v, want each of %d partitions compacted in one job", st, parts)
 	}
 	// A claim (126 partitions each), and a write per transaction of up to
-	// 31 swaps (no read: planned from the watched index; the claims given
-	// back in it), in groups of 62 partitions: 31 + 31 + 31 + 7.
-	if limit := 1 + 4; txns > float64(limit) {
+	// 63 swaps (no read: planned from the watched index): 63 + 37.
+	if limit := 1 + 2; txns > float64(limit) {
 		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
 	}
 	t.Logf("pass over %d partitions of %d records each: %.0f etcd transactions", parts, flushes, txns)
@@ -260,8 +286,82 @@ func TestPassCompactsPartitionsConcurrently(t *testing.T) {
 			t.Fatalf("many/%d: %d entries, want 1", p, n)
 		}
 	}
-	if !testenv.Eventually(5*time.Second, func() bool { return len(claims(t, e)) == 0 }) {
-		t.Fatalf("claims left after the pass: %v", claims(t, e))
+	c.Close()
+	if left := claims(t, e); len(left) != 0 {
+		t.Fatalf("claims left after Close: %v", left)
+	}
+}
+
+// TestClaimsKeptUpToAShare: a compactor keeps its claims from pass to
+// pass (no claim transaction for a partition it compacted before) but not
+// more than its share of the partitions when other compactors run, so a
+// compactor that starts gets work; claims of a deleted topic are given
+// back, and Close gives back the rest.
+func TestClaimsKeptUpToAShare(t *testing.T) {
+	const parts = 20
+	e := newEnv(t)
+	e.topic(t, metadata.Topic{Name: "s", Partitions: parts})
+	e.topic(t, metadata.Topic{Name: "gone", Partitions: 2})
+	seq, gone := make([]int64, parts), make([]int64, 2)
+	var compactors atomic.Int32
+	compactors.Store(1)
+	count := func(context.Context) (int, error) { return int(compactors.Load()), nil }
+	c1 := newCompactor(t, e, "c1", Config{MinEntries: 2, Compactors: count})
+	c2 := newCompactor(t, e, "c2", Config{MinEntries: 2, Compactors: count})
+	// pass returns the pass's etcd transactions.
+	pass := func(c *Compactor, wantJobs int) float64 {
+		t.Helper()
+		e.waitCache(t)
+		txns := etcdTxns(t)
+		st, err := c.RunOnce(context.Background())
+		if err != nil || st.Jobs != wantJobs || st.Conflicts != 0 {
+			t.Fatalf("%s's pass: %+v %v, want %d jobs", c.cfg.NodeID, st, err, wantJobs)
+		}
+		return etcdTxns(t) - txns
+	}
+	owners := func(want map[string]int) {
+		t.Helper()
+		got := map[string]int{}
+		for _, v := range etcdPrefix(t, e, "/varve/claims/") {
+			got[string(v)]++
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("claims held: %v, want %v", got, want)
+		}
+	}
+
+	fill(t, e, "s", parts, 2, 2*parts, seq)
+	fill(t, e, "gone", 2, 2, 4, gone)
+	pass(c1, parts+2)
+	owners(map[string]int{"c1": parts + 2})
+	if err := e.meta.DeleteTopic(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	// A second compactor: c1 still holds every partition, c2 gets none;
+	// c1's next pass keeps its share and gives back the rest (and the
+	// deleted topic's).
+	compactors.Store(2)
+	fill(t, e, "s", parts, 2, 2*parts, seq)
+	pass(c2, 0)
+	// One swap transaction and one release, no claim.
+	if txns := pass(c1, parts); txns != 2 {
+		t.Errorf("c1's pass over %d held partitions, giving back %d: %.0f etcd transactions, want 2", parts, parts/2+2, txns)
+	}
+	owners(map[string]int{"c1": parts / 2})
+	fill(t, e, "s", parts, 2, 2*parts, seq)
+	pass(c2, parts/2)
+	pass(c1, parts/2)
+	owners(map[string]int{"c1": parts / 2, "c2": parts / 2})
+	// c1 stops: c2 takes its partitions, and alone keeps them all.
+	c1.Close()
+	compactors.Store(1)
+	fill(t, e, "s", parts, 2, 2*parts, seq)
+	pass(c2, parts)
+	owners(map[string]int{"c2": parts})
+	e.waitCache(t)
+	f := e.fetcher()
+	for p := range int32(parts) {
+		readsBackFilled(t, f, "s", p, int(seq[p]))
 	}
 }
 
@@ -339,11 +439,6 @@ func TestMergesAndNewEntriesGrouped(t *testing.T) {
 	}
 	if puts := e.rec.Count(tier.OpPut); puts != 2 {
 		t.Errorf("%d PUTs for %d small jobs, want 2 (two groups)", puts, st.Jobs)
-	}
-	// No swap gave a claim back (each partition had two jobs): the pass
-	// released them.
-	if left := claims(t, e); len(left) != 0 {
-		t.Fatalf("%d claims left after the pass, e.g. %s", len(left), left[0])
 	}
 	e.waitCache(t)
 	f := e.fetcher()
