@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/sequencer"
@@ -321,4 +322,88 @@ func TestSwapManyAtTheOperationLimit(t *testing.T) {
 	}
 	applied(viewed[:n])
 	t.Logf("%d direct-path swaps of 3 topics, %d of sequencer records, in one transaction", 31, n)
+}
+
+// SwapGroups writes the groups planned from the watched index together,
+// one nested transaction each: four groups of 50 swaps of sequencer-record
+// runs (about 400 operations) and a fifth in one etcd transaction. A group
+// whose view another swap made stale fails alone (then reads and finds
+// the conflict: nothing of it changes), a group without views reads and
+// applies, and a group over NestedGroupOps is refused before etcd sees it.
+func TestSwapGroupsNestedInOneTransaction(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	const parts = 300
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "seq", Partitions: parts}); err != nil {
+		t.Fatal(err)
+	}
+	_, seq := seqtest.Start(t, c.Client, sequencer.Config{ID: "seq"})
+	for b := range 2 {
+		var as []metadata.Append
+		for p := range int32(parts) {
+			as = append(as, metadata.Append{Topic: "seq", Partition: p, Object: fmt.Sprintf("s%d", b), Off: int64(100 * p), Len: 100, Records: 10, RawBytes: 400})
+		}
+		if res, err := seq.Commit(ctx, fmt.Sprintf("s%d", b), as); err != nil || res[0].Err != nil {
+			t.Fatalf("commit through the sequencer: %v %v", res, err)
+		}
+	}
+	cache, err := c.NewCache(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	if err := cache.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	swap := func(p int, viewed bool) compaction.Swap {
+		old, sn, ok := cache.SnapshotSeen("seq", int32(p))
+		if !ok || len(old) != 2 {
+			t.Fatalf("view of seq/%d: %v %+v", p, ok, old)
+		}
+		s := compaction.Swap{Topic: "seq", Partition: int32(p), Old: old, New: []metadata.IndexEntry{{
+			Base: 0, Object: fmt.Sprintf("l1/g%d.vseg", p), Off: 8, Len: 100, Records: 20, Level: 1, RawBytes: 800,
+		}}}
+		if viewed {
+			s.Seen = &sn
+		}
+		return s
+	}
+	group := func(from, n int, viewed bool) []compaction.Swap {
+		var g []compaction.Swap
+		for p := from; p < from+n; p++ {
+			g = append(g, swap(p, viewed))
+		}
+		return g
+	}
+	groups := [][]compaction.Swap{group(0, 50, true), group(50, 50, true), group(100, 50, true), group(150, 50, true),
+		group(200, 10, true), group(210, 10, false), group(220, 60, true)}
+	if err := c.SwapIndex(ctx, swap(200, true)); err != nil {
+		t.Fatal(err)
+	}
+	txns := testenv.EtcdTxns(t)
+	errs := c.SwapGroups(ctx, groups)
+	txns = testenv.EtcdTxns(t) - txns
+	for g, want := range []error{nil, nil, nil, nil, compaction.ErrSwapConflict, nil, metadata.ErrInvalidArgument} {
+		if (want == nil) != (errs[g] == nil) || (want != nil && !errors.Is(errs[g], want)) {
+			t.Errorf("group %d: %v, want %v", g, errs[g], want)
+		}
+	}
+	// The nested write of groups 0-4; group 4's read; group 5's read and
+	// write.
+	if txns != 4 {
+		t.Errorf("%.0f etcd transactions, want 4", txns)
+	}
+	for p := range parts {
+		es, _, err := c.IndexEntries(ctx, "seq", int32(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		swapped := p < 201 || (p >= 210 && p < 220)
+		if swapped && (len(es) != 1 || es[0].Object != fmt.Sprintf("l1/g%d.vseg", p) || es[0].Records != 20) {
+			t.Fatalf("seq/%d: %+v, want its level-1 entry", p, es)
+		}
+		if !swapped && (len(es) != 2 || es[0].Record == 0) {
+			t.Fatalf("seq/%d: %+v, want its two record entries", p, es)
+		}
+	}
 }

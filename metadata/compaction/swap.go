@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -129,27 +130,56 @@ func (c *Client) SwapIndex(ctx context.Context, s Swap) error {
 // swap prepares the writes of validated swaps and applies them in one
 // transaction, retrying while only partition states or topics moved.
 func (c *Client) swap(ctx context.Context, swaps []Swap) error {
-	// Errors of trySwap name the swap they are about.
-	prefix, what := fmt.Sprintf("swap %d partitions", len(swaps)), ""
-	if len(swaps) == 1 {
-		s := &swaps[0]
-		prefix, what = "swap", fmt.Sprintf(" %s/%d [%d,%d)", s.Topic, s.Partition, s.Old[0].Base, s.Old[len(s.Old)-1].End())
+	w, err := prepare(swaps)
+	if err != nil {
+		return err
 	}
+	if seenAll(swaps) {
+		cmps, ops, ok, err := seenWrite(swaps, w)
+		if err != nil {
+			return fmt.Errorf("%s: %w", describe(swaps), err)
+		}
+		if ok {
+			resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+			if err != nil {
+				return fmt.Errorf("%s: %w", describe(swaps), err)
+			}
+			if resp.Succeeded {
+				return nil
+			}
+		}
+	}
+	return c.swapRead(ctx, swaps, w)
+}
+
+// prepare returns the writes of swaps.
+func prepare(swaps []Swap) ([]swapWrites, error) {
 	w := make([]swapWrites, len(swaps))
 	for i := range swaps {
 		var err error
 		if w[i], err = swaps[i].writes(); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if seenAll(swaps) {
-		done, err := c.trySeen(ctx, swaps, w)
-		if err != nil {
-			return fmt.Errorf("%s: %w", prefix, err)
-		}
-		if done {
-			return nil
-		}
+	return w, nil
+}
+
+// describe names swaps in errors.
+func describe(swaps []Swap) string {
+	if len(swaps) == 1 {
+		s := &swaps[0]
+		return fmt.Sprintf("swap %s/%d [%d,%d)", s.Topic, s.Partition, s.Old[0].Base, s.Old[len(s.Old)-1].End())
+	}
+	return fmt.Sprintf("swap %d partitions", len(swaps))
+}
+
+// swapRead applies swaps with writes w fenced on reads (trySwap),
+// retrying while only partition states or topics moved.
+func (c *Client) swapRead(ctx context.Context, swaps []Swap, w []swapWrites) error {
+	// Errors of trySwap name the swap they are about.
+	prefix, what := describe(swaps), ""
+	if len(swaps) == 1 {
+		prefix, what = "swap", strings.TrimPrefix(describe(swaps), "swap")
 	}
 	backoff := 2 * time.Millisecond
 	for attempt := 0; ; attempt++ {
@@ -328,49 +358,44 @@ func seenAll(swaps []Swap) bool {
 	return true
 }
 
-// trySeen makes one attempt without a read: each swap fenced as fence
-// does, on the revision its planner saw (Swap.Seen) rather than on a
-// read, and the topics on their revisions there. At that revision the
-// watched index served exactly the planned entries of the run, no key
-// before it reaching into it, which is what checkRead checks of a read.
-// done is false when anything changed since (or the views disagree on a
-// topic): the caller then reads and checks.
-func (c *Client) trySeen(ctx context.Context, swaps []Swap, w []swapWrites) (done bool, err error) {
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
+// seenWrite returns the write that tries swaps without a read: each swap
+// fenced as fence does, on the revision its planner saw (Swap.Seen) rather
+// than on a read, and the topics on their revisions there. At that
+// revision the watched index served exactly the planned entries of the
+// run, no key before it reaching into it, which is what checkRead checks
+// of a read. If its comparisons fail, something changed since: the caller
+// then reads and checks. ok is false when there is no such write (the
+// views disagree on a topic, a record predates the topic).
+func seenWrite(swaps []Swap, w []swapWrites) (cmps []clientv3.Cmp, ops []clientv3.Op, ok bool, err error) {
 	topicRev := map[string]int64{}
 	for i := range swaps {
 		s := &swaps[i]
 		sn := s.Seen
-		if rev, ok := topicRev[s.Topic]; !ok {
+		if rev, seen := topicRev[s.Topic]; !seen {
 			topicRev[s.Topic] = sn.TopicModRev
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.Topic(s.Topic)), "=", sn.TopicModRev))
 		} else if rev != sn.TopicModRev {
-			return false, nil
+			return nil, nil, false, nil
 		}
 		if s.recordBefore(sn.TopicCreateRev) != 0 {
-			return false, nil
+			return nil, nil, false, nil
 		}
 		var pkv *mvccpb.KeyValue
 		if sn.PartitionModRev > 0 {
 			v, err := json.Marshal(sn.Partition)
 			if err != nil {
-				return false, err
+				return nil, nil, false, err
 			}
 			pkv = &mvccpb.KeyValue{Key: []byte(keys.Partition(s.Topic, s.Partition)), Value: v, ModRevision: sn.PartitionModRev}
 		}
 		sc, so, err := s.fence(sn.Rev, pkv, w[i])
 		if err != nil {
-			return false, err
+			return nil, nil, false, err
 		}
 		cmps = append(cmps, sc...)
 		ops = append(ops, so...)
 	}
-	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
-		return false, err
-	}
-	return resp.Succeeded, nil
+	return cmps, ops, true, nil
 }
 
 // fence returns the comparisons and writes of a swap whose read at rev
@@ -454,7 +479,16 @@ func (c *Client) SwapMany(ctx context.Context, swaps []Swap) error {
 	if len(swaps) == 0 {
 		return nil
 	}
-	seen := map[metadata.TopicPartition]bool{}
+	if err := validateGroup(swaps, MaxGroupOps, map[metadata.TopicPartition]bool{}); err != nil {
+		return err
+	}
+	return c.swap(ctx, swaps)
+}
+
+// validateGroup checks the swaps of one transaction (or nested
+// transaction) with at most limit operations; seen holds the partitions
+// of other swaps of the same request.
+func validateGroup(swaps []Swap, limit int, seen map[metadata.TopicPartition]bool) error {
 	for i := range swaps {
 		s := &swaps[i]
 		if err := s.validate(); err != nil {
@@ -469,10 +503,82 @@ func (c *Client) SwapMany(ctx context.Context, swaps []Swap) error {
 		}
 		seen[tp] = true
 	}
-	if cost := GroupCost(swaps); cost > MaxGroupOps {
-		return fmt.Errorf("%w: %d grouped swaps need %d etcd operations in one transaction, the limit is %d", metadata.ErrInvalidArgument, len(swaps), cost, MaxGroupOps)
+	if cost := GroupCost(swaps); cost > limit {
+		return fmt.Errorf("%w: %d grouped swaps need %d etcd operations in one transaction, the limit is %d", metadata.ErrInvalidArgument, len(swaps), cost, limit)
 	}
-	return c.swap(ctx, swaps)
+	return nil
+}
+
+// MaxNestedGroups bounds the groups SwapGroups writes in one etcd
+// transaction. etcd allows each nested transaction what the outer one
+// leaves of its operations, so a group of SwapGroups may cost at most
+// NestedGroupOps (GroupCost): 55 level-0 runs of sequencer records with
+// one new entry each.
+const (
+	MaxNestedGroups = 16
+	NestedGroupOps  = MaxGroupOps - MaxNestedGroups
+)
+
+// SwapGroups applies groups of swaps, each as SwapMany would (all of the
+// group's swaps or none, each checked as SwapIndex does), and returns
+// each group's error. The groups whose swaps were all planned from the
+// watched index (Seen) are first written together: one etcd transaction
+// holds up to MaxNestedGroups of them, each a nested transaction fenced on
+// its own views, so that one group's failed comparisons fail only that
+// group. A compaction pass's swaps then cost one transaction per
+// MaxNestedGroups groups (about 880 partitions), not one per group. A
+// group whose write failed, or without views, goes on as SwapMany does
+// (a read, a write fenced on it, retries). Each group must fit
+// NestedGroupOps, and no partition may be in two swaps.
+func (c *Client) SwapGroups(ctx context.Context, groups [][]Swap) []error {
+	errs := make([]error, len(groups))
+	writes := make([][]swapWrites, len(groups))
+	seen := map[metadata.TopicPartition]bool{}
+	type nested struct {
+		g  int
+		op clientv3.Op
+	}
+	var pending []nested
+	for g, swaps := range groups {
+		if len(swaps) == 0 {
+			continue
+		}
+		if errs[g] = validateGroup(swaps, NestedGroupOps, seen); errs[g] != nil {
+			continue
+		}
+		if writes[g], errs[g] = prepare(swaps); errs[g] != nil || !seenAll(swaps) {
+			continue
+		}
+		cmps, ops, ok, err := seenWrite(swaps, writes[g])
+		if errs[g] = err; err == nil && ok {
+			pending = append(pending, nested{g, clientv3.OpTxn(cmps, ops, nil)})
+		}
+	}
+	done := make([]bool, len(groups))
+	for len(pending) > 0 {
+		part := pending[:min(len(pending), MaxNestedGroups)]
+		pending = pending[len(part):]
+		ops := make([]clientv3.Op, len(part))
+		for i, n := range part {
+			ops[i] = n.op
+		}
+		resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
+		for i, n := range part {
+			switch {
+			case err != nil:
+				errs[n.g] = fmt.Errorf("%s: %w", describe(groups[n.g]), err)
+			default:
+				done[n.g] = resp.Responses[i].GetResponseTxn().GetSucceeded()
+			}
+		}
+	}
+	for g, swaps := range groups {
+		if len(swaps) == 0 || done[g] || errs[g] != nil {
+			continue
+		}
+		errs[g] = c.swapRead(ctx, swaps, writes[g])
+	}
+	return errs
 }
 
 // trySwap makes one attempt: a read of every swap's partition state, run

@@ -421,7 +421,8 @@ func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartiti
 			c.log.Info("compaction plans from etcd: the watched index did not catch up", "partitions", len(claimed), "err", err)
 			fresh = true
 		}
-		tasks, err := c.planBatch(ctx, claimed, fresh)
+		pend := &pendingSwaps{}
+		tasks, err := c.planBatch(ctx, claimed, fresh, pend)
 		if err != nil {
 			note(Stats{}, err)
 		}
@@ -435,6 +436,7 @@ func (c *Compactor) compactMany(ctx context.Context, tps []metadata.TopicPartiti
 			})
 		}
 		wg.Wait()
+		note(c.swapPending(ctx, pend))
 		c.done(claimed)
 	}
 	return total, errors.Join(errs...)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -28,11 +30,13 @@ import (
 
 // passBatch partitions are claimed, planned and grouped at a time, in
 // groups of at most groupPartitions (so that Workers groups run at once):
-// two transactions of swapsPerTxn swaps of one new entry each (a level-0
-// run of sequencer records in one topic, planned from the watched index:
-// compaction.GroupCost), so that a group fills the transactions it makes.
+// two nested transactions of swapsPerTxn swaps of one new entry each (a
+// level-0 run of sequencer records in one topic, planned from the watched
+// index: compaction.GroupCost within compaction.NestedGroupOps). The
+// batch's groups swap together once all are stored (pendingSwaps): one
+// etcd transaction for the batch.
 const (
-	swapsPerTxn     = 63
+	swapsPerTxn     = 55
 	groupPartitions = 2 * swapsPerTxn
 	passBatch       = DefaultWorkers * groupPartitions
 )
@@ -49,7 +53,7 @@ type groupJob struct {
 // topics into groups of at most groupPartitions partitions and
 // TargetBytes of input, every other job on its own. The objects
 // several of the planned partitions read are shared (objects.go).
-func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicPartition, fresh bool) ([]func() (Stats, error), error) {
+func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicPartition, fresh bool, pend *pendingSwaps) ([]func() (Stats, error), error) {
 	type plan struct {
 		t       metadata.Topic
 		p       int32
@@ -112,7 +116,7 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 	flush := func(sl *slot) {
 		if len(sl.group) > 0 {
 			g := sl.group
-			tasks = append(tasks, func() (Stats, error) { return c.runGroup(ctx, g) })
+			tasks = append(tasks, func() (Stats, error) { return c.runGroup(ctx, g, pend) })
 		}
 		sl.group, sl.size = nil, 0
 	}
@@ -174,12 +178,13 @@ func groupKey(level int, nodeID string) string {
 	return fmt.Sprintf("l%d/_shared/%s-%s-%s%s", level, time.Now().UTC().Format("20060102T150405.000Z"), nodeID, randhex.String(4), tier.SegmentSuffix)
 }
 
-// runGroup rewrites the group's jobs into one object, PUTs it and swaps
-// the partitions' entries in as few etcd transactions as the operation
-// limit allows. A partition whose input fails to read is left out (its
-// error returned); a transaction that loses a race leaves its
-// partitions' blocks unreferenced in the object.
-func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error) {
+// runGroup rewrites the group's jobs into one object and PUTs it; its
+// swaps, in as few nested transactions as the operation limit allows,
+// join pend, which the batch applies once all its groups are stored. A
+// partition whose input fails to read is left out (its error returned); a
+// transaction that loses a race leaves its partitions' blocks
+// unreferenced in the object.
+func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob, pend *pendingSwaps) (Stats, error) {
 	var st Stats
 	var errs []error
 	w := segment.NewWriter(c.cfg.Level)
@@ -213,9 +218,10 @@ func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error
 	}
 	key := groupKey(level, c.cfg.NodeID)
 	// The swaps must apply before the GC may collect the object.
-	ctx, cancel := context.WithDeadline(ctx, time.Now().Add(c.cfg.MaxSwapDelay))
+	due := time.Now().Add(c.cfg.MaxSwapDelay)
+	pctx, cancel := context.WithDeadline(ctx, due)
 	defer cancel()
-	if err := c.store.PutIfAbsent(ctx, key, obj); err != nil {
+	if err := c.store.PutIfAbsent(pctx, key, obj); err != nil {
 		c.runs.Add(ctx, int64(len(outs)), metric.WithAttributes(attribute.String("result", "error")))
 		return st, errors.Join(append(errs, fmt.Errorf("compact a group of %d partitions: put %s: %w", len(outs), key, err))...)
 	}
@@ -227,8 +233,9 @@ func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error
 	c.bytes.Add(ctx, int64(len(obj)), metric.WithAttributes(attribute.String("io", "write")))
 	st.BytesWritten = int64(len(obj))
 	for i := 0; i < len(outs); {
-		// As many swaps as fit in one transaction.
+		// As many swaps as fit in one nested transaction.
 		var swaps []compaction.Swap
+		var cst Stats
 		j := i
 		for ; j < len(outs); j++ {
 			d := outs[j]
@@ -236,65 +243,147 @@ func (c *Compactor) runGroup(ctx context.Context, jobs []groupJob) (Stats, error
 				d.out.entries[k].Object = key
 			}
 			swaps = append(swaps, d.j.swap(d.j.topic, d.j.p, d.out.entries))
-			if j > i && compaction.GroupCost(swaps) > compaction.MaxGroupOps {
+			if j > i && compaction.GroupCost(swaps) > compaction.NestedGroupOps {
 				swaps = swaps[:len(swaps)-1]
 				break
 			}
+			cst.Jobs++
+			cst.EntriesIn += len(d.j.old)
+			cst.EntriesOut += len(d.out.entries)
+			cst.BytesRead += d.st.BytesRead
+			cst.RecordsIn += d.st.RecordsIn
+			cst.RecordsOut += d.st.RecordsOut
 		}
-		if err := c.swapGroup(ctx, swaps); err != nil {
-			if !errors.Is(err, compaction.ErrSwapConflict) && !errors.Is(err, ErrPaused) {
-				errs = append(errs, err)
-			} else if errors.Is(err, compaction.ErrSwapConflict) {
-				st.Conflicts += len(swaps)
-			}
-		} else {
-			for _, d := range outs[i:j] {
-				st.Jobs++
-				st.EntriesIn += len(d.j.old)
-				st.EntriesOut += len(d.out.entries)
-				st.BytesRead += d.st.BytesRead
-				st.RecordsIn += d.st.RecordsIn
-				st.RecordsOut += d.st.RecordsOut
-			}
-		}
+		pend.add(swaps, cst, due)
 		i = j
 	}
 	return st, errors.Join(errs...)
 }
 
-// swapGroup is swap for the swaps of one transaction.
-func (c *Compactor) swapGroup(ctx context.Context, swaps []compaction.Swap) error {
-	if len(swaps) == 1 {
-		_, err := c.swap(ctx, swaps[0], Stats{})
-		return err
+// pendingSwaps are the swaps of a batch's groups, stored and waiting for
+// the batch's other groups: swapped together (compaction.SwapGroups),
+// they cost one etcd transaction per compaction.MaxNestedGroups of them.
+type pendingSwaps struct {
+	mu     sync.Mutex
+	groups [][]compaction.Swap
+	stats  []Stats     // what each group adds when it applies
+	due    []time.Time // when each group's object may be collected
+}
+
+func (ps *pendingSwaps) add(swaps []compaction.Swap, st Stats, due time.Time) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.groups = append(ps.groups, swaps)
+	ps.stats = append(ps.stats, st)
+	ps.due = append(ps.due, due)
+}
+
+// swapPending applies the batch's pending swaps, unless compaction is
+// paused or a group is due (its output then is an orphan).
+func (c *Compactor) swapPending(ctx context.Context, ps *pendingSwaps) (Stats, error) {
+	var st Stats
+	if len(ps.groups) == 0 {
+		return st, nil
+	}
+	jobs := 0
+	for _, g := range ps.groups {
+		jobs += len(g)
 	}
 	if paused, err := c.isPaused(ctx); err != nil || paused {
 		if err == nil {
 			err = ErrPaused
 		}
-		return fmt.Errorf("compact %d partitions: before the swap: %w", len(swaps), err)
+		return st, fmt.Errorf("compact %d partitions: before the swap: %w", jobs, err)
 	}
-	if c.beforeSwap != nil {
-		for _, s := range swaps {
-			if err := c.beforeSwap(s); err != nil {
-				return err
+	errs := make([]error, len(ps.groups))
+	late := make([]bool, len(ps.groups)) // counted as errors already
+	var groups [][]compaction.Swap
+	var at []int
+	first := ps.due[0]
+	for g, swaps := range ps.groups {
+		if c.beforeSwap != nil {
+			for _, s := range swaps {
+				if errs[g] = c.beforeSwap(s); errs[g] != nil {
+					break
+				}
+			}
+		}
+		if errs[g] == nil && time.Until(ps.due[g]) < time.Second {
+			late[g] = true
+			c.runs.Add(ctx, int64(len(swaps)), metric.WithAttributes(attribute.String("result", "error")))
+			errs[g] = fmt.Errorf("compact %d partitions: the swap is due %v after the PUT at the latest (max_swap_delay); giving up, the output is left to garbage collection", len(swaps), c.cfg.MaxSwapDelay)
+		}
+		if errs[g] == nil {
+			groups = append(groups, swaps)
+			at = append(at, g)
+			if ps.due[g].Before(first) {
+				first = ps.due[g]
 			}
 		}
 	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < time.Second {
-		c.runs.Add(ctx, int64(len(swaps)), metric.WithAttributes(attribute.String("result", "error")))
-		return fmt.Errorf("compact %d partitions: the swap is due %v after the PUT at the latest (max_swap_delay); giving up, the output is left to garbage collection", len(swaps), c.cfg.MaxSwapDelay)
-	}
-	if err := c.state.SwapMany(ctx, swaps); err != nil {
-		result := "error"
-		if errors.Is(err, compaction.ErrSwapConflict) {
-			result = "conflict"
-			c.log.Info("compaction lost a race; its output is left to garbage collection", "partitions", len(swaps), "err", err)
+	if len(groups) > 0 {
+		sctx, cancel := context.WithDeadline(ctx, first)
+		defer cancel()
+		// A partition with two jobs has a swap in two groups: they go to
+		// etcd one after the other.
+		for _, round := range disjointRounds(groups) {
+			var rg [][]compaction.Swap
+			for _, i := range round {
+				rg = append(rg, groups[i])
+			}
+			for k, err := range c.state.SwapGroups(sctx, rg) {
+				errs[at[round[k]]] = err
+			}
 		}
-		c.runs.Add(ctx, int64(len(swaps)), metric.WithAttributes(attribute.String("result", result)))
-		return err
 	}
-	c.runs.Add(ctx, int64(len(swaps)), metric.WithAttributes(attribute.String("result", "ok")))
-	c.log.Debug("compacted a group", "partitions", len(swaps))
-	return nil
+	var out []error
+	conflicts := 0
+	for g, err := range errs {
+		swaps := ps.groups[g]
+		switch {
+		case err == nil:
+			st.add(ps.stats[g])
+			c.runs.Add(ctx, int64(len(swaps)), metric.WithAttributes(attribute.String("result", "ok")))
+		case errors.Is(err, compaction.ErrSwapConflict):
+			st.Conflicts += len(swaps)
+			conflicts += len(swaps)
+			c.runs.Add(ctx, int64(len(swaps)), metric.WithAttributes(attribute.String("result", "conflict")))
+		default:
+			if !late[g] {
+				c.runs.Add(ctx, int64(len(swaps)), metric.WithAttributes(attribute.String("result", "error")))
+			}
+			out = append(out, err)
+		}
+	}
+	if conflicts > 0 {
+		c.log.Info("compaction lost a race; its output is left to garbage collection", "partitions", conflicts)
+	}
+	c.log.Debug("compacted groups", "groups", len(ps.groups), "partitions", jobs, "conflicts", conflicts)
+	return st, errors.Join(out...)
+}
+
+// disjointRounds splits groups (by index) into rounds in which no
+// partition has two swaps, each group in the first round it fits.
+func disjointRounds(groups [][]compaction.Swap) [][]int {
+	var rounds [][]int
+	var in []map[metadata.TopicPartition]bool
+	for g, swaps := range groups {
+		r := 0
+		for ; r < len(rounds); r++ {
+			if !slices.ContainsFunc(swaps, func(s compaction.Swap) bool {
+				return in[r][metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}]
+			}) {
+				break
+			}
+		}
+		if r == len(rounds) {
+			rounds = append(rounds, nil)
+			in = append(in, map[metadata.TopicPartition]bool{})
+		}
+		rounds[r] = append(rounds[r], g)
+		for _, s := range swaps {
+			in[r][metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}] = true
+		}
+	}
+	return rounds
 }

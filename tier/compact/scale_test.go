@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/varve-io/varve/fetch"
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/compaction"
 	"github.com/varve-io/varve/tier"
@@ -73,8 +74,9 @@ func recordBytes(t *testing.T, e *env) int {
 // record).
 //
 // The compactor keeps its claims: a second pass over the same partitions
-// claims nothing, and its etcd transactions are its swaps', 63 to a
-// transaction.
+// claims nothing, and its etcd transactions are its swaps', one per batch
+// of the pass (passBatch partitions: its groups' swaps nested in one
+// transaction).
 func TestPassAt1000PartitionsScale(t *testing.T) {
 	const parts, flushes = 1000, 6
 	e := newEnv(t)
@@ -119,13 +121,17 @@ func TestPassAt1000PartitionsScale(t *testing.T) {
 		t.Errorf("etcd sent %.0f bytes during the pass, want at most %.0f (the records hold %d bytes)", sent, limit, recs)
 	}
 	// Claims of up to 126 partitions each (a pass batch of 4 groups is 4
-	// claims), and one write per transaction of swapsPerTxn (63) swaps:
+	// claims), and one write per batch, its groups' swaps nested in it:
 	// planned from the watched index, a swap writes without a read of its
 	// own. Before (a read and a write per transaction of a group of 64,
 	// 31 + 31 + 2, and a release per claim): 126 at ebd4323; 42 with
-	// claims given back in the swaps, 31 swaps a transaction (4e88ee1).
-	nclaims := (parts + compaction.MaxClaimBatch - 1) / compaction.MaxClaimBatch
-	nswaps := (parts + swapsPerTxn - 1) / swapsPerTxn
+	// claims given back in the swaps, 31 swaps a transaction (4e88ee1); 24
+	// (16 in the next pass) with 63 swaps a transaction (7252cb1).
+	nclaims := 0
+	for b := 0; b < parts; b += passBatch {
+		nclaims += (min(passBatch, parts-b) + compaction.MaxClaimBatch - 1) / compaction.MaxClaimBatch
+	}
+	nswaps := (parts + passBatch - 1) / passBatch
 	if limit := nclaims + 1 + nswaps; txns > float64(limit) {
 		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
 	}
@@ -187,32 +193,8 @@ func readsBackFilled(t *testing.T, f *fetch.Fetcher, topic string, p int32, n in
 }
 
 // etcdTxns is how many Txn RPCs the embedded etcd servers of this process
-// handled so far (the gRPC server's own counter).
-func etcdTxns(t *testing.T) float64 {
-	t.Helper()
-	mfs, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, found := 0.0, false
-	for _, mf := range mfs {
-		if mf.GetName() != "grpc_server_handled_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "grpc_method" && l.GetValue() == "Txn" {
-					n += m.GetCounter().GetValue()
-					found = true
-				}
-			}
-		}
-	}
-	if !found {
-		t.Fatal("no grpc_server_handled_total{grpc_method=\"Txn\"}: is etcd embedded?")
-	}
-	return n
-}
+// handled so far.
+func etcdTxns(t *testing.T) float64 { return testenv.EtcdTxns(t) }
 
 // TestSwapTransactionsFollowPartitionsNotRecords: 100 partitions whose
 // level-0 runs each come from 150 sequencer records (a pass's worth at a
@@ -234,9 +216,10 @@ func TestSwapTransactionsFollowPartitionsNotRecords(t *testing.T) {
 	if st.Jobs != parts || st.EntriesIn != parts*flushes || st.Conflicts != 0 {
 		t.Fatalf("one pass: %+v, want each of %d partitions compacted in one job", st, parts)
 	}
-	// A claim (126 partitions each), and a write per transaction of up to
-	// 63 swaps (no read: planned from the watched index): 63 + 37.
-	if limit := 1 + 2; txns > float64(limit) {
+	// A claim (126 partitions each), and one write of the groups' swaps
+	// (no read: planned from the watched index; 55 + 45 in two nested
+	// transactions).
+	if limit := 1 + 1; txns > float64(limit) {
 		t.Errorf("the pass made %.0f etcd transactions, want at most %d", txns, limit)
 	}
 	t.Logf("pass over %d partitions of %d records each: %.0f etcd transactions", parts, flushes, txns)
