@@ -407,3 +407,62 @@ func TestSwapGroupsNestedInOneTransaction(t *testing.T) {
 		}
 	}
 }
+
+// Two swaps of disjoint runs of one partition, planned from the same view,
+// may be in two groups of one SwapGroups request when neither writes the
+// partition state (a partition written only through the sequencer): etcd
+// checks the comparisons of all nested transactions before the first
+// write, so both apply. A partition with a state may have one swap only.
+func TestSwapGroupsTwoRunsOfOnePartition(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	for _, name := range []string{"seq", "direct"} {
+		if _, err := c.CreateTopic(ctx, metadata.Topic{Name: name, Partitions: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commitN(t, c, "direct", 0, 4)
+	_, seq := seqtest.Start(t, c.Client, sequencer.Config{ID: "seq"})
+	for b := range 4 {
+		if res, err := seq.Commit(ctx, fmt.Sprintf("s%d", b), []metadata.Append{{Topic: "seq", Object: fmt.Sprintf("s%d", b), Off: 8, Len: 100, Records: 10, RawBytes: 400}}); err != nil || res[0].Err != nil {
+			t.Fatalf("commit through the sequencer: %v %v", res, err)
+		}
+	}
+	cache, err := c.NewCache(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	if err := cache.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	halves := func(topic string) (a, b compaction.Swap) {
+		old, sn, ok := cache.SnapshotSeen(topic, 0)
+		if !ok || len(old) != 4 {
+			t.Fatalf("view of %s: %v %+v", topic, ok, old)
+		}
+		half := func(es []metadata.IndexEntry, name string) compaction.Swap {
+			return compaction.Swap{Topic: topic, Old: es, Seen: &sn, New: []metadata.IndexEntry{{
+				Base: es[0].Base, Object: name, Off: 8, Len: 150, Records: 20, Level: 1, RawBytes: 800,
+			}}}
+		}
+		return half(old[:2], "l1/"+topic+"-a.vseg"), half(old[2:], "l1/"+topic+"-b.vseg")
+	}
+	a, b := halves("direct")
+	errs := c.SwapGroups(ctx, [][]compaction.Swap{{a}, {b}})
+	if errs[0] != nil || !errors.Is(errs[1], metadata.ErrInvalidArgument) {
+		t.Fatalf("two swaps of a direct-path partition: %v", errs)
+	}
+	a, b = halves("seq")
+	txns := testenv.EtcdTxns(t)
+	if errs := c.SwapGroups(ctx, [][]compaction.Swap{{a}, {b}}); errs[0] != nil || errs[1] != nil {
+		t.Fatalf("two swaps of a sequencer partition: %v", errs)
+	}
+	if txns = testenv.EtcdTxns(t) - txns; txns != 1 {
+		t.Errorf("%.0f etcd transactions, want 1", txns)
+	}
+	es, _, err := c.IndexEntries(ctx, "seq", 0)
+	if err != nil || len(es) != 2 || es[0].Object != "l1/seq-a.vseg" || es[1].Object != "l1/seq-b.vseg" || es[1].Base != 20 {
+		t.Fatalf("seq after both swaps: %+v %v", es, err)
+	}
+}

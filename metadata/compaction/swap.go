@@ -456,7 +456,7 @@ func GroupCost(swaps []Swap) int {
 			cmps++
 		}
 		ops += max(2*len(s.New), 1)
-		if s.DropPrefix || s.Seen == nil || s.Seen.PartitionModRev != 0 {
+		if s.WritesState() {
 			ops++
 		}
 		cmps += 2
@@ -479,7 +479,7 @@ func (c *Client) SwapMany(ctx context.Context, swaps []Swap) error {
 	if len(swaps) == 0 {
 		return nil
 	}
-	if err := validateGroup(swaps, MaxGroupOps, map[metadata.TopicPartition]bool{}); err != nil {
+	if err := validateGroup(swaps, MaxGroupOps, map[metadata.TopicPartition]bool{}, false); err != nil {
 		return err
 	}
 	return c.swap(ctx, swaps)
@@ -487,8 +487,17 @@ func (c *Client) SwapMany(ctx context.Context, swaps []Swap) error {
 
 // validateGroup checks the swaps of one transaction (or nested
 // transaction) with at most limit operations; seen holds the partitions
-// of other swaps of the same request.
-func validateGroup(swaps []Swap, limit int, seen map[metadata.TopicPartition]bool) error {
+// of other swaps of the same request. With shared, a partition may have
+// several swaps if none writes its state (WritesState).
+// WritesState reports whether the swap's fenced write on its view would
+// put the partition state: unless it was planned from a view without a
+// partition key (and drops no prefix). Its write from a read may still,
+// if one has been written since.
+func (s *Swap) WritesState() bool {
+	return s.DropPrefix || s.Seen == nil || s.Seen.PartitionModRev != 0
+}
+
+func validateGroup(swaps []Swap, limit int, seen map[metadata.TopicPartition]bool, shared bool) error {
 	for i := range swaps {
 		s := &swaps[i]
 		if err := s.validate(); err != nil {
@@ -498,10 +507,11 @@ func validateGroup(swaps []Swap, limit int, seen map[metadata.TopicPartition]boo
 			return fmt.Errorf("%w: swap %s/%d: a grouped swap may not drop a prefix", metadata.ErrInvalidArgument, s.Topic, s.Partition)
 		}
 		tp := metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}
-		if seen[tp] {
+		writes, ok := seen[tp]
+		if ok && (!shared || writes || s.WritesState()) {
 			return fmt.Errorf("%w: two grouped swaps of %s/%d", metadata.ErrInvalidArgument, s.Topic, s.Partition)
 		}
-		seen[tp] = true
+		seen[tp] = s.WritesState()
 	}
 	if cost := GroupCost(swaps); cost > limit {
 		return fmt.Errorf("%w: %d grouped swaps need %d etcd operations in one transaction, the limit is %d", metadata.ErrInvalidArgument, len(swaps), cost, limit)
@@ -529,7 +539,12 @@ const (
 // MaxNestedGroups groups (about 880 partitions), not one per group. A
 // group whose write failed, or without views, goes on as SwapMany does
 // (a read, a write fenced on it, retries). Each group must fit
-// NestedGroupOps, and no partition may be in two swaps.
+// NestedGroupOps. A partition may have swaps of disjoint runs in several
+// groups if none writes its state (WritesState: planned from views of a
+// partition without a partition key, as one written only through the
+// sequencer is): etcd checks every comparison of a transaction, nested
+// ones included, before its first write, so both are fenced on the state
+// their views saw; otherwise a partition may be in one swap only.
 func (c *Client) SwapGroups(ctx context.Context, groups [][]Swap) []error {
 	errs := make([]error, len(groups))
 	writes := make([][]swapWrites, len(groups))
@@ -543,7 +558,7 @@ func (c *Client) SwapGroups(ctx context.Context, groups [][]Swap) []error {
 		if len(swaps) == 0 {
 			continue
 		}
-		if errs[g] = validateGroup(swaps, NestedGroupOps, seen); errs[g] != nil {
+		if errs[g] = validateGroup(swaps, NestedGroupOps, seen, true); errs[g] != nil {
 			continue
 		}
 		if writes[g], errs[g] = prepare(swaps); errs[g] != nil || !seenAll(swaps) {

@@ -647,10 +647,10 @@ func (c *Compactor) coldRecord(e metadata.IndexEntry) bool {
 type job struct {
 	old   []metadata.IndexEntry
 	level int
-	// seen is the watched index's view a partition's only job of a batch
-	// was planned from (nil: planned from etcd reads, or one of several
-	// jobs of the partition, which may swap in any order: the first would
-	// move the others' view): its swap is first tried fenced on it,
+	// seen is the watched index's view the job was planned from (nil:
+	// planned from etcd reads, or one of several jobs of a partition with
+	// a partition state, which may swap in any order: the first would move
+	// the others' view; planBatch): its swap is first tried fenced on it,
 	// without a read (compaction.Swap.Seen).
 	seen *metadata.Seen
 }

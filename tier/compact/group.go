@@ -90,8 +90,15 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 		if len(jobs) == 0 {
 			continue
 		}
-		if len(jobs) == 1 {
-			jobs[0].seen = seen
+		// A partition's only job swaps fenced on the view; so do its
+		// several jobs (disjoint runs) when none writes a partition state
+		// (none seen: written only through the sequencer), which then swap
+		// in one transaction (compaction.SwapGroups). Otherwise the first
+		// swap would make the others' fenced writes fail.
+		if len(jobs) == 1 || (seen != nil && seen.PartitionModRev == 0) {
+			for i := range jobs {
+				jobs[i].seen = seen
+			}
 		}
 		var read []metadata.IndexEntry
 		for _, j := range jobs {
@@ -363,15 +370,17 @@ func (c *Compactor) swapPending(ctx context.Context, ps *pendingSwaps) (Stats, e
 }
 
 // disjointRounds splits groups (by index) into rounds in which no
-// partition has two swaps, each group in the first round it fits.
+// partition has two swaps unless neither writes its state
+// (compaction.SwapGroups), each group in the first round it fits.
 func disjointRounds(groups [][]compaction.Swap) [][]int {
 	var rounds [][]int
-	var in []map[metadata.TopicPartition]bool
+	var in []map[metadata.TopicPartition]bool // partition → a swap writes its state
 	for g, swaps := range groups {
 		r := 0
 		for ; r < len(rounds); r++ {
 			if !slices.ContainsFunc(swaps, func(s compaction.Swap) bool {
-				return in[r][metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}]
+				writes, ok := in[r][metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}]
+				return ok && (writes || s.WritesState())
 			}) {
 				break
 			}
@@ -382,7 +391,8 @@ func disjointRounds(groups [][]compaction.Swap) [][]int {
 		}
 		rounds[r] = append(rounds[r], g)
 		for _, s := range swaps {
-			in[r][metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}] = true
+			tp := metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}
+			in[r][tp] = in[r][tp] || s.WritesState()
 		}
 	}
 	return rounds

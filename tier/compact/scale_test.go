@@ -399,10 +399,19 @@ func TestSmallPartitionKeysGrowLogarithmically(t *testing.T) {
 // partitions (groupPartitions) each have two
 // small jobs, a merge of two level-1 objects and a run of new level-0
 // entries. Both kinds go into groups (a partition's two jobs into two
-// groups): two PUTs for the pass, not one per job.
+// groups): two PUTs for the pass, not one per job; through the sequencer,
+// one etcd transaction.
 func TestMergesAndNewEntriesGrouped(t *testing.T) {
+	t.Run("direct", func(t *testing.T) { testMergesAndNewEntriesGrouped(t, false) })
+	t.Run("sequenced", func(t *testing.T) { testMergesAndNewEntriesGrouped(t, true) })
+}
+
+func testMergesAndNewEntriesGrouped(t *testing.T, sequenced bool) {
 	const parts = groupPartitions
 	e := newEnv(t)
+	if sequenced {
+		e.sequenced(t)
+	}
 	e.topic(t, metadata.Topic{Name: "g", Partitions: parts})
 	seq := make([]int64, parts)
 	c := newCompactor(t, e, "c1", Config{MinEntries: 2, MergeObjects: 2})
@@ -416,12 +425,22 @@ func TestMergesAndNewEntriesGrouped(t *testing.T) {
 	fill(t, e, "g", parts, 2, 2*parts, seq)
 	e.waitCache(t)
 	e.rec.Reset()
+	txns := etcdTxns(t)
 	st, err := c.RunOnce(context.Background())
+	txns = etcdTxns(t) - txns
 	if err != nil || st.Jobs != 2*parts || st.Conflicts != 0 {
 		t.Fatalf("pass: %+v %v, want %d jobs (a merge and new entries per partition)", st, err, 2*parts)
 	}
 	if puts := e.rec.Count(tier.OpPut); puts != 2 {
 		t.Errorf("%d PUTs for %d small jobs, want 2 (two groups)", puts, st.Jobs)
+	}
+	// Through the sequencer (no partition state), both groups' swaps are
+	// fenced on the views and nested in one transaction (the claims are
+	// held from the earlier passes). Direct-path partitions write their
+	// state: one group swaps fenced on its views, the other reads.
+	t.Logf("%d jobs: %.0f etcd transactions", st.Jobs, txns)
+	if sequenced && txns != 1 {
+		t.Errorf("%.0f etcd transactions for the pass, want 1", txns)
 	}
 	e.waitCache(t)
 	f := e.fetcher()
