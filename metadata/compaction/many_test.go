@@ -277,28 +277,7 @@ func TestSwapManyAtTheOperationLimit(t *testing.T) {
 	}
 	applied(direct[:n])
 
-	const parts = 100
-	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "seq", Partitions: parts}); err != nil {
-		t.Fatal(err)
-	}
-	_, seq := seqtest.Start(t, c.Client, sequencer.Config{ID: "seq"})
-	for b := range 2 {
-		var as []metadata.Append
-		for p := range int32(parts) {
-			as = append(as, metadata.Append{Topic: "seq", Partition: p, Object: fmt.Sprintf("s%d", b), Off: int64(100 * p), Len: 100, Records: 10, RawBytes: 400})
-		}
-		if res, err := seq.Commit(ctx, fmt.Sprintf("s%d", b), as); err != nil || res[0].Err != nil {
-			t.Fatalf("commit through the sequencer: %v %v", res, err)
-		}
-	}
-	cache, err := c.NewCache(ctx, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	if err := cache.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	cache := sequencedViews(t, c, 100, 2)
 	viewed, n := atLimit(func(i int) compaction.Swap {
 		old, sn, ok := cache.SnapshotSeen("seq", int32(i))
 		if !ok || len(old) != 2 || old[0].Record == 0 || sn.PartitionModRev != 0 {
@@ -334,27 +313,7 @@ func TestSwapGroupsNestedInOneTransaction(t *testing.T) {
 	c := connect(t)
 	ctx := context.Background()
 	const parts = 300
-	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "seq", Partitions: parts}); err != nil {
-		t.Fatal(err)
-	}
-	_, seq := seqtest.Start(t, c.Client, sequencer.Config{ID: "seq"})
-	for b := range 2 {
-		var as []metadata.Append
-		for p := range int32(parts) {
-			as = append(as, metadata.Append{Topic: "seq", Partition: p, Object: fmt.Sprintf("s%d", b), Off: int64(100 * p), Len: 100, Records: 10, RawBytes: 400})
-		}
-		if res, err := seq.Commit(ctx, fmt.Sprintf("s%d", b), as); err != nil || res[0].Err != nil {
-			t.Fatalf("commit through the sequencer: %v %v", res, err)
-		}
-	}
-	cache, err := c.NewCache(ctx, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	if err := cache.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	cache := sequencedViews(t, c, parts, 2)
 	swap := func(p int, viewed bool) compaction.Swap {
 		old, sn, ok := cache.SnapshotSeen("seq", int32(p))
 		if !ok || len(old) != 2 {
@@ -416,26 +375,11 @@ func TestSwapGroupsNestedInOneTransaction(t *testing.T) {
 func TestSwapGroupsTwoRunsOfOnePartition(t *testing.T) {
 	c := connect(t)
 	ctx := context.Background()
-	for _, name := range []string{"seq", "direct"} {
-		if _, err := c.CreateTopic(ctx, metadata.Topic{Name: name, Partitions: 1}); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "direct", Partitions: 1}); err != nil {
+		t.Fatal(err)
 	}
 	commitN(t, c, "direct", 0, 4)
-	_, seq := seqtest.Start(t, c.Client, sequencer.Config{ID: "seq"})
-	for b := range 4 {
-		if res, err := seq.Commit(ctx, fmt.Sprintf("s%d", b), []metadata.Append{{Topic: "seq", Object: fmt.Sprintf("s%d", b), Off: 8, Len: 100, Records: 10, RawBytes: 400}}); err != nil || res[0].Err != nil {
-			t.Fatalf("commit through the sequencer: %v %v", res, err)
-		}
-	}
-	cache, err := c.NewCache(ctx, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	if err := cache.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	cache := sequencedViews(t, c, 1, 4)
 	halves := func(topic string) (a, b compaction.Swap) {
 		old, sn, ok := cache.SnapshotSeen(topic, 0)
 		if !ok || len(old) != 4 {
@@ -465,4 +409,34 @@ func TestSwapGroupsTwoRunsOfOnePartition(t *testing.T) {
 	if err != nil || len(es) != 2 || es[0].Object != "l1/seq-a.vseg" || es[1].Object != "l1/seq-b.vseg" || es[1].Base != 20 {
 		t.Fatalf("seq after both swaps: %+v %v", es, err)
 	}
+}
+
+// sequencedViews creates topic "seq" of parts partitions, commits flushes
+// blocks of 10 records to each through a sequencer, and returns a watched
+// index that has them.
+func sequencedViews(t *testing.T, c env, parts, flushes int) *metadata.Cache {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, metadata.Topic{Name: "seq", Partitions: int32(parts)}); err != nil {
+		t.Fatal(err)
+	}
+	_, seq := seqtest.Start(t, c.Client, sequencer.Config{ID: "seq"})
+	for b := range flushes {
+		var as []metadata.Append
+		for p := range int32(parts) {
+			as = append(as, metadata.Append{Topic: "seq", Partition: p, Object: fmt.Sprintf("s%d", b), Off: int64(100 * p), Len: 100, Records: 10, RawBytes: 400})
+		}
+		if res, err := seq.Commit(ctx, fmt.Sprintf("s%d", b), as); err != nil || res[0].Err != nil {
+			t.Fatalf("commit through the sequencer: %v %v", res, err)
+		}
+	}
+	cache, err := c.NewCache(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	if err := cache.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return cache
 }
