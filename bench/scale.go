@@ -305,8 +305,8 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 	if len(vr) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n## Scale\n\nPer workload: records/s offered and achieved (acknowledgements that arrived during the measured window, per second), failed records, ack latency (ms), the nodes' commit latency (`%s`, estimated within its buckets, ms) and commit attempts made again (`varve_ingest_commit_retries_total`: conflicts on the direct path, calls after a lost leader through the sequencer), etcd's figures from its own /metrics over the whole workload (Txn RPCs/s, raft proposals/s = writes/s, CPU seconds of the etcd process), etcd DB size and live key count at the end and their growth per GiB ingested, keys written per GiB (`%s`), S3 PUTs and GETs per GiB as MinIO counts them (`%s`: compaction's and the catch-up read's included), the fetch nodes' GETs per GiB (`varve_fetch_object_gets_total`) while producers and tailing consumers ran, against the ingest flushes' PUTs per GiB then (goal: tail GETs ≤ 1.05 × PUTs), and CPU seconds of every server process (Varve nodes, etcd, MinIO; not the bench's clients) per MiB acknowledged (warm-up included).\n\n", metricCommitSeconds, metricEtcdPuts, metricMinIORequests)
-	fmt.Fprintf(w, "| target | workload | offered rec/s | achieved rec/s | failed | ack p50 | ack p99 | commits | commit p50 | commit p99 | commit retries | etcd txn/s | etcd writes/s | etcd CPU s | etcd DB MiB (end) | etcd DB MiB/GiB | etcd keys (end) | etcd keys/GiB | etcd keys written/GiB | PUTs/GiB | GETs/GiB | tail GETs/GiB (flush PUTs/GiB) | CPU s/MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n## Scale\n\nPer workload: records/s offered and achieved (acknowledgements that arrived during the measured window, per second), failed records, ack latency (ms), the nodes' commit latency (`%s`, estimated within its buckets, ms) and commit attempts made again (`varve_ingest_commit_retries_total`: conflicts on the direct path, calls after a lost leader through the sequencer), etcd's figures from its own /metrics over the whole workload (Txn RPCs/s, and per batch the sequencer wrote (`varve_sequencer_batches_total`; goal ≤ 1, — on the direct path), raft proposals/s = writes/s, CPU seconds of the etcd process), etcd DB size and live key count at the end and their growth per GiB ingested, keys written per GiB (`%s`), S3 PUTs and GETs per GiB as MinIO counts them (`%s`: compaction's and the catch-up read's included), the fetch nodes' GETs per GiB (`varve_fetch_object_gets_total`) while producers and tailing consumers ran, against the ingest flushes' PUTs per GiB then (goal: tail GETs ≤ 1.05 × PUTs), and CPU seconds of every server process (Varve nodes, etcd, MinIO; not the bench's clients) per MiB acknowledged (warm-up included).\n\n", metricCommitSeconds, metricEtcdPuts, metricMinIORequests)
+	fmt.Fprintf(w, "| target | workload | offered rec/s | achieved rec/s | failed | ack p50 | ack p99 | commits | commit p50 | commit p99 | commit retries | etcd txn/s | etcd txn/batch | etcd writes/s | etcd CPU s | etcd DB MiB (end) | etcd DB MiB/GiB | etcd keys (end) | etcd keys/GiB | etcd keys written/GiB | PUTs/GiB | GETs/GiB | tail GETs/GiB (flush PUTs/GiB) | CPU s/MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range vr {
 		v := x.Varve
 		offered := "max"
@@ -321,9 +321,13 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 		if v.TailPutsPerGiB > 0 {
 			tailGets = fmt.Sprintf("%.0f (%.0f)", v.TailGetsPerGiB, v.TailPutsPerGiB)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %d | %.1f | %.1f | %.0f | %s | %s | %.0f | %.1f | %.1f | %.2f | %.1f | %.1f | %d | %.0f | %.0f | %.0f | %.0f | %s | %.3f |\n",
+		perBatch := "—"
+		if v.Counters.SeqBatches > 0 {
+			perBatch = fmt.Sprintf("%.2f", v.Counters.EtcdTxns/v.Counters.SeqBatches)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %d | %.1f | %.1f | %.0f | %s | %s | %.0f | %.1f | %s | %.1f | %.2f | %.1f | %.1f | %d | %.0f | %.0f | %.0f | %.0f | %s | %.3f |\n",
 			x.Label(), x.Workload.Name, offered, x.AchievedRecordsPerS, x.Errors, x.Ack.P50, x.Ack.P99,
-			v.Commit.Commits, msString(v.Commit.P50, v.Commit.P50Beyond), msString(v.Commit.P99, v.Commit.P99Beyond), v.Counters.CommitRetries, v.EtcdTxnsPerS, v.EtcdWritesPerS, v.Counters.EtcdCPU,
+			v.Commit.Commits, msString(v.Commit.P50, v.Commit.P50Beyond), msString(v.Commit.P99, v.Commit.P99Beyond), v.Counters.CommitRetries, v.EtcdTxnsPerS, perBatch, v.EtcdWritesPerS, v.Counters.EtcdCPU,
 			mib(v.EtcdDBBytesEnd), v.EtcdBytesPerGiB/(1<<20), v.EtcdKeysEnd, v.EtcdKeysPerGiB, v.EtcdPutsPerGiB, puts, gets, tailGets, x.CPUPerMiB)
 	}
 

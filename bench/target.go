@@ -104,6 +104,9 @@ type Counters struct {
 	// (varve_ingest_commit_retries_total: direct-path conflicts,
 	// sequencer calls after a lost leader).
 	CommitRetries float64 `json:"commit_retries"`
+	// SeqBatches are the batches the nodes wrote as sequencer leader
+	// (varve_sequencer_batches_total), one etcd transaction each.
+	SeqBatches float64 `json:"sequencer_batches"`
 	// From etcd's own /metrics: Txn RPCs answered, raft proposals
 	// committed (every write request), keys written, and the CPU seconds
 	// of the etcd process (0 where etcd shares a process, as in varve dev).
@@ -125,7 +128,7 @@ func (c Counters) Sub(o Counters) Counters {
 		ObjectBytes: c.ObjectBytes - o.ObjectBytes, Records: c.Records - o.Records,
 		EtcdKeys: c.EtcdKeys - o.EtcdKeys, EtcdDBBytes: c.EtcdDBBytes - o.EtcdDBBytes, EtcdBytes: c.EtcdBytes - o.EtcdBytes,
 		EtcdRevision: c.EtcdRevision - o.EtcdRevision,
-		Commit:       c.Commit.Sub(o.Commit), CommitRetries: c.CommitRetries - o.CommitRetries,
+		Commit:       c.Commit.Sub(o.Commit), CommitRetries: c.CommitRetries - o.CommitRetries, SeqBatches: c.SeqBatches - o.SeqBatches,
 		EtcdTxns: c.EtcdTxns - o.EtcdTxns, EtcdProposals: c.EtcdProposals - o.EtcdProposals,
 		EtcdPuts: c.EtcdPuts - o.EtcdPuts, EtcdCPU: c.EtcdCPU - o.EtcdCPU,
 		StorePuts: c.StorePuts - o.StorePuts, StoreGets: c.StoreGets - o.StoreGets, StoreMetrics: c.StoreMetrics && o.StoreMetrics,
@@ -273,6 +276,7 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 		c.ObjectBytes += m.sum("varve_ingest_object_bytes_total", nil)
 		c.Records += m.sum("varve_ingest_records_total", nil)
 		c.CommitRetries += m.sum("varve_ingest_commit_retries_total", nil)
+		c.SeqBatches += m.sum("varve_sequencer_batches_total", nil)
 		h := m.hist(metricCommitSeconds)
 		if c.Commit.Bounds == nil {
 			c.Commit = h
