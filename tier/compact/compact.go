@@ -550,17 +550,31 @@ func (c *Compactor) trimClaims(ctx context.Context, busy []metadata.TopicPartiti
 	for len(drop) > 0 {
 		part := drop[:min(len(drop), c.cfg.ClaimBatch)]
 		drop = drop[len(part):]
-		c.release(ctx, cl, part)
+		if !c.release(ctx, cl, part) {
+			// Still ours: held, so that a later pass compacts them (a
+			// claim this compactor holds but forgot would stop every
+			// compactor from taking the partition while its lease lives).
+			c.claimMu.Lock()
+			if c.claimer == cl {
+				for _, tp := range part {
+					c.held[tp] = true
+				}
+			}
+			c.claimMu.Unlock()
+		}
 	}
 }
 
-// release gives back claims, even when ctx has ended.
-func (c *Compactor) release(ctx context.Context, cl *compaction.Claimer, tps []metadata.TopicPartition) {
+// release gives back claims, even when ctx has ended; false if etcd did
+// not answer.
+func (c *Compactor) release(ctx context.Context, cl *compaction.Claimer, tps []metadata.TopicPartition) bool {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := cl.ReleaseMany(rctx, tps); err != nil {
 		c.log.Warn("release compaction claims", "partitions", len(tps), "err", err)
+		return false
 	}
+	return true
 }
 
 // hasWork is the cheap check on the cached index before claiming.
