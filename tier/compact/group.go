@@ -331,8 +331,8 @@ func (c *Compactor) swapPending(ctx context.Context, ps *pendingSwaps) (Stats, e
 	if len(groups) > 0 {
 		sctx, cancel := context.WithDeadline(ctx, first)
 		defer cancel()
-		// A partition with two jobs has a swap in two groups: they go to
-		// etcd one after the other.
+		// A partition with two jobs has a swap in two groups: if either
+		// writes the partition state they go to etcd one after the other.
 		for _, round := range disjointRounds(groups) {
 			var rg [][]compaction.Swap
 			for _, i := range round {
