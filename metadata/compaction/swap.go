@@ -485,10 +485,6 @@ func (c *Client) SwapMany(ctx context.Context, swaps []Swap) error {
 	return c.swap(ctx, swaps)
 }
 
-// validateGroup checks the swaps of one transaction (or nested
-// transaction) with at most limit operations; seen holds the partitions
-// of other swaps of the same request. With shared, a partition may have
-// several swaps if none writes its state (WritesState).
 // WritesState reports whether the swap's fenced write on its view would
 // put the partition state: unless it was planned from a view without a
 // partition key (and drops no prefix). Its write from a read may still,
@@ -497,7 +493,13 @@ func (s *Swap) WritesState() bool {
 	return s.DropPrefix || s.Seen == nil || s.Seen.PartitionModRev != 0
 }
 
+// validateGroup checks the swaps of one transaction (or nested
+// transaction) with at most limit operations; seen holds the partitions
+// of other swaps of the same request (whether one writes its state), and
+// gets this group's only if it is valid. With shared, a partition may have
+// several swaps if none writes its state (WritesState).
 func validateGroup(swaps []Swap, limit int, seen map[metadata.TopicPartition]bool, shared bool) error {
+	mine := map[metadata.TopicPartition]bool{}
 	for i := range swaps {
 		s := &swaps[i]
 		if err := s.validate(); err != nil {
@@ -507,14 +509,19 @@ func validateGroup(swaps []Swap, limit int, seen map[metadata.TopicPartition]boo
 			return fmt.Errorf("%w: swap %s/%d: a grouped swap may not drop a prefix", metadata.ErrInvalidArgument, s.Topic, s.Partition)
 		}
 		tp := metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}
-		writes, ok := seen[tp]
-		if ok && (!shared || writes || s.WritesState()) {
+		if _, twice := mine[tp]; twice {
 			return fmt.Errorf("%w: two grouped swaps of %s/%d", metadata.ErrInvalidArgument, s.Topic, s.Partition)
 		}
-		seen[tp] = s.WritesState()
+		if writes, ok := seen[tp]; ok && (!shared || writes || s.WritesState()) {
+			return fmt.Errorf("%w: two grouped swaps of %s/%d", metadata.ErrInvalidArgument, s.Topic, s.Partition)
+		}
+		mine[tp] = s.WritesState()
 	}
 	if cost := GroupCost(swaps); cost > limit {
 		return fmt.Errorf("%w: %d grouped swaps need %d etcd operations in one transaction, the limit is %d", metadata.ErrInvalidArgument, len(swaps), cost, limit)
+	}
+	for tp, w := range mine {
+		seen[tp] = seen[tp] || w
 	}
 	return nil
 }
