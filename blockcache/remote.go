@@ -49,6 +49,11 @@ func (r *Reader) fromOwnersObject(ctx context.Context, owner Peer, object string
 		return l, nil
 	}
 	if r.remote.wasRead(object) {
+		// Answered since this caller missed the memory tier (the blocks
+		// are cached before the object is marked answered), or long before.
+		if l, ok := r.fromMemory(ctx, object, off, length); ok {
+			return l, nil
+		}
 		return r.afterAsked(ctx, owner, object, off, length)
 	}
 	ch := r.remote.sf.DoChan(object, func() (any, error) {
