@@ -19,10 +19,16 @@ const infoMaxAge = time.Minute
 // or producer changed under it.
 const staleRetries = 5
 
+// checkpointIdle is how long a due checkpoint waits for a batch to carry
+// it (AppendCheckpoint) before the leader writes it alone.
+const checkpointIdle = 500 * time.Millisecond
+
 // serve is the leader's loop: it takes the commits that arrived, writes
-// them as one batch, answers, and checkpoints now and then. It returns
-// when the term ends (its lease lost, ctx done, or a write failing
-// without a clear answer).
+// them as one batch, answers, and checkpoints now and then: in the next
+// batch's transaction once one is due, alone when no batch comes within
+// checkpointIdle or the checkpoint does not fit beside the batch. It
+// returns when the term ends (its lease lost, ctx done, or a write
+// failing without a clear answer).
 func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 	var carry *request
 	defer func() {
@@ -32,42 +38,82 @@ func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 	}()
 	lastCP, sinceCP := time.Now(), 0
 	var lastPrune time.Time
+	// idleT fires when a due checkpoint has waited checkpointIdle for a
+	// batch to carry it (Go 1.23 timers: Reset and Stop need no drain).
+	idleT := time.NewTimer(time.Hour)
+	idleT.Stop()
+	defer idleT.Stop()
+	// prepare returns the checkpoint of the state after the last batch.
+	prepare := func() *seqlog.Checkpoint {
+		tm.st.expire(time.Now().Add(-s.cfg.DedupeWindow))
+		if time.Since(lastPrune) >= s.cfg.pruneEvery {
+			s.pruneProducers(ctx, tm.st)
+			lastPrune = time.Now()
+		}
+		return tm.st.checkpoint()
+	}
+	// alone writes the checkpoint in a transaction of its own.
+	alone := func() error {
+		if err := tm.t.WriteCheckpoint(ctx, prepare()); err != nil {
+			if errors.Is(err, ErrNotLeader) {
+				return err
+			}
+			s.cfg.Logger.Warn("sequencer checkpoint failed", "err", err)
+		} else {
+			s.checkpoints.Add(1)
+		}
+		lastCP, sinceCP = time.Now(), 0
+		return nil
+	}
 	for {
 		first := carry
 		carry = nil
 		if first == nil {
+			var idle <-chan time.Time
+			if sinceCP > 0 {
+				wait := checkpointIdle
+				if sinceCP < s.cfg.CheckpointEvery {
+					wait += max(0, s.cfg.CheckpointInterval-time.Since(lastCP))
+				}
+				idleT.Reset(wait)
+				idle = idleT.C
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-tm.t.Done():
 				return ErrNotLeader
 			case first = <-tm.reqs:
+				idleT.Stop()
+			case <-idle:
+				if err := alone(); err != nil {
+					return err
+				}
+				continue
 			}
 		}
 		var batch []*request
 		batch, carry = s.collect(ctx, tm, first)
-		wrote, err := s.commitBatch(ctx, tm, batch)
+		var cp *seqlog.Checkpoint
+		if sinceCP > 0 && (sinceCP >= s.cfg.CheckpointEvery || time.Since(lastCP) >= s.cfg.CheckpointInterval) {
+			cp = prepare()
+		}
+		wrote, checkpointed, err := s.commitBatch(ctx, tm, batch, cp)
 		if err != nil {
 			return err
+		}
+		if checkpointed {
+			lastCP, sinceCP = time.Now(), 0
 		}
 		if wrote {
 			sinceCP++
 		}
-		if sinceCP > 0 && (sinceCP >= s.cfg.CheckpointEvery || time.Since(lastCP) >= s.cfg.CheckpointInterval) {
-			tm.st.expire(time.Now().Add(-s.cfg.DedupeWindow))
-			if time.Since(lastPrune) >= s.cfg.pruneEvery {
-				s.pruneProducers(ctx, tm.st)
-				lastPrune = time.Now()
+		if cp != nil && !checkpointed {
+			// It did not fit beside the batch: written alone, as of
+			// after this batch.
+			if err := alone(); err != nil {
+				return err
 			}
-			if err := tm.t.WriteCheckpoint(ctx, tm.st.checkpoint()); err != nil {
-				if errors.Is(err, ErrNotLeader) {
-					return err
-				}
-				s.cfg.Logger.Warn("sequencer checkpoint failed", "err", err)
-			} else {
-				s.checkpoints.Add(1)
-			}
-			lastCP, sinceCP = time.Now(), 0
 		}
 	}
 }
@@ -236,17 +282,17 @@ func addTopics(topics map[string]bool, appends []metadata.Append) bool {
 
 // commitBatch decides and writes one batch, then answers its commits.
 // wrote reports that a record was written; an error ends the term.
-func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request) (wrote bool, err error) {
+func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request, cp *seqlog.Checkpoint) (wrote, checkpointed bool, err error) {
 	batch = s.answerRepeats(ctx, tm.st, batch)
 	if len(batch) == 0 {
-		return false, nil
+		return false, false, nil
 	}
 	for attempt := 0; ; attempt++ {
 		revs, err := s.load(ctx, tm.st, batch, attempt > 0)
 		fence := seqlog.Fence{Topics: revs.topicMods, TopicsRev: revs.topics, ProducersRev: revs.producers}
 		if err != nil {
 			answerAll(batch, nil, fmt.Errorf("%w: %w", seqlog.ErrStale, err))
-			return false, nil // etcd trouble before any write: the term goes on
+			return false, false, nil // etcd trouble before any write: the term goes on
 		}
 		pl := newPlan(tm.st)
 		rec := &seqlog.Record{Batch: tm.st.batch + 1, Term: tm.t.Number(), TopicIDs: pl.topicIDs}
@@ -258,9 +304,9 @@ func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request)
 		}
 		if !pl.committed {
 			answerRecord(batch, rec)
-			return false, nil
+			return false, false, nil
 		}
-		err = s.write(ctx, tm, rec, fence)
+		checkpointed, err = s.write(ctx, tm, rec, fence, cp)
 		switch {
 		case errors.Is(err, seqlog.ErrStale) && attempt < staleRetries:
 			continue
@@ -268,48 +314,55 @@ func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request)
 			// The record came out above etcd's request limit (the size
 			// estimate missed): write the halves as two batches.
 			h := len(batch) / 2
-			w1, err := s.commitBatch(ctx, tm, batch[:h])
+			w1, c1, err := s.commitBatch(ctx, tm, batch[:h], cp)
 			if err != nil {
 				answerAll(batch[h:], nil, fmt.Errorf("%w: %w", ErrNotLeader, err))
-				return w1, err
+				return w1, c1, err
 			}
-			w2, err := s.commitBatch(ctx, tm, batch[h:])
-			return w1 || w2, err
+			if c1 {
+				cp = nil
+			}
+			w2, c2, err := s.commitBatch(ctx, tm, batch[h:], cp)
+			return w1 || w2, c1 || c2, err
 		case errors.Is(err, seqlog.ErrStale), errors.Is(err, metadata.ErrInvalidArgument):
 			answerAll(batch, nil, err)
-			return false, nil
+			return false, false, nil
 		case err != nil:
 			// Not leader, or no answer: the record may be written. The
 			// next term knows; the callers retry there.
 			answerAll(batch, nil, fmt.Errorf("%w: %w", metadata.ErrCommitUnknown, err))
-			return false, err
+			return false, false, err
+		}
+		if checkpointed {
+			s.checkpoints.Add(1)
 		}
 		pl.merge()
 		tm.st.apply(rec, false, time.Now())
 		s.recordBatch(len(batch))
 		answerRecord(batch, rec)
 		s.refreshLeases(ctx, tm.st, pl)
-		return true, nil
+		return true, checkpointed, nil
 	}
 }
 
-// write sends the batch's one transaction, with the test hooks around it.
-func (s *Sequencer) write(ctx context.Context, tm *term, rec *seqlog.Record, fence seqlog.Fence) error {
+// write sends the batch's one transaction (carrying cp when it fits),
+// with the test hooks around it.
+func (s *Sequencer) write(ctx context.Context, tm *term, rec *seqlog.Record, fence seqlog.Fence, cp *seqlog.Checkpoint) (checkpointed bool, err error) {
 	if h := s.cfg.beforeAppend; h != nil {
 		if err := h(tm.t, rec.Batch); err != nil {
-			return err
+			return false, err
 		}
 	}
 	start := time.Now()
-	_, err := tm.t.Append(ctx, rec, fence)
+	_, checkpointed, err = tm.t.AppendCheckpoint(ctx, rec, fence, cp)
 	s.recordTxn(time.Since(start))
 	if err != nil {
-		return err
+		return false, err
 	}
 	if h := s.cfg.afterAppend; h != nil {
-		return h(tm.t, rec.Batch)
+		return checkpointed, h(tm.t, rec.Batch)
 	}
-	return nil
+	return checkpointed, nil
 }
 
 // answerRepeats answers commits whose id was answered before (a retry)

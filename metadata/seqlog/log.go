@@ -95,9 +95,20 @@ func (f Fence) topicCompares() []clientv3.Cmp {
 // key still exists with the term's create revision), by f, and by the
 // record key being new. It returns the revision of the write.
 func (t *Term) Append(ctx context.Context, rec *Record, f Fence) (int64, error) {
+	rev, _, err := t.AppendCheckpoint(ctx, rec, f, nil)
+	return rev, err
+}
+
+// AppendCheckpoint is Append that also makes cp current in the same
+// transaction when cp is not nil and its one chunk fits beside the record
+// (together at most MaxRecordBytes); it reports whether it did. cp must
+// hold the state after a batch before rec's (one already written): a
+// recovering leader reads it, then rec and the records after. Writing the
+// checkpoint with a batch saves the leader's own transactions for it.
+func (t *Term) AppendCheckpoint(ctx context.Context, rec *Record, f Fence, cp *Checkpoint) (rev int64, checkpointed bool, err error) {
 	v := rec.Encode()
 	if len(v) > MaxRecordBytes {
-		return 0, fmt.Errorf("%w: batch %d encodes to %d bytes, above %d", metadata.ErrInvalidArgument, rec.Batch, len(v), MaxRecordBytes)
+		return 0, false, fmt.Errorf("%w: batch %d encodes to %d bytes, above %d", metadata.ErrInvalidArgument, rec.Batch, len(v), MaxRecordBytes)
 	}
 	rk := keys.SeqRecord(rec.Batch)
 	cmps := []clientv3.Cmp{
@@ -108,32 +119,62 @@ func (t *Term) Append(ctx context.Context, rec *Record, f Fence) (int64, error) 
 	if f.ProducersRev > 0 {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys.ProducersPrefix()), "<", f.ProducersRev+1).WithPrefix())
 	}
-	resp, err := t.log.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(rk, string(v))).
+	ops := []clientv3.Op{clientv3.OpPut(rk, string(v))}
+	if cp != nil && cp.Batch < rec.Batch {
+		if cv := cp.Encode(); len(v)+len(cv) <= MaxRecordBytes {
+			ops = append(ops, clientv3.OpPut(keys.SeqCheckpointChunk(cp.Batch, 0), string(cv)))
+			ops = append(ops, makeCurrent(cp.Batch, 1)...)
+			checkpointed = true
+		}
+	}
+	resp, err := t.log.cli.Txn(ctx).If(cmps...).Then(ops...).
 		Else(clientv3.OpGet(t.key), clientv3.OpGet(rk, clientv3.WithCountOnly())).Commit()
 	if err != nil {
-		return 0, fmt.Errorf("write sequencer batch %d: %w", rec.Batch, err)
+		return 0, false, fmt.Errorf("write sequencer batch %d: %w", rec.Batch, err)
 	}
 	if resp.Succeeded {
-		return resp.Header.Revision, nil
+		return resp.Header.Revision, checkpointed, nil
 	}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != t.rev {
-		return 0, fmt.Errorf("write sequencer batch %d: term %d: %w", rec.Batch, t.rev, ErrNotLeader)
+		return 0, false, fmt.Errorf("write sequencer batch %d: term %d: %w", rec.Batch, t.rev, ErrNotLeader)
 	}
 	if resp.Responses[1].GetResponseRange().Count > 0 {
-		return 0, fmt.Errorf("write sequencer batch %d: the record exists already (two leaders in one term?): %w", rec.Batch, ErrNotLeader)
+		return 0, false, fmt.Errorf("write sequencer batch %d: the record exists already (two leaders in one term?): %w", rec.Batch, ErrNotLeader)
 	}
-	return 0, fmt.Errorf("write sequencer batch %d: %w", rec.Batch, ErrStale)
+	return 0, false, fmt.Errorf("write sequencer batch %d: %w", rec.Batch, ErrStale)
 }
 
-// WriteCheckpoint stores c in chunks (each its own transaction fenced by
-// the term), then makes it current and deletes the older checkpoints'
-// chunks in one last transaction. A leader that dies half-way leaves the
-// previous checkpoint current.
+// makeCurrent returns the operations that make checkpoint batch, of n
+// chunks, current and delete the older checkpoints' chunks.
+func makeCurrent(batch uint64, n int) []clientv3.Op {
+	head := binary.AppendUvarint(binary.AppendUvarint(nil, batch), uint64(n))
+	return []clientv3.Op{
+		clientv3.OpPut(keys.SeqCheckpoint(), string(head)),
+		clientv3.OpDelete(keys.SeqCheckpointChunksPrefix(), clientv3.WithRange(keys.SeqCheckpointBatchPrefix(batch))),
+	}
+}
+
+// WriteCheckpoint stores c and makes it current, fenced by the term: one
+// transaction when it fits in one chunk, else each chunk its own
+// transaction and a last one making it current and deleting the older
+// checkpoints' chunks. A leader that dies half-way leaves the previous
+// checkpoint current.
 func (t *Term) WriteCheckpoint(ctx context.Context, c *Checkpoint) error {
 	v := c.Encode()
 	fence := clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)
+	if len(v) <= checkpointChunk {
+		ops := append([]clientv3.Op{clientv3.OpPut(keys.SeqCheckpointChunk(c.Batch, 0), string(v))}, makeCurrent(c.Batch, 1)...)
+		resp, err := t.log.cli.Txn(ctx).If(fence).Then(ops...).Commit()
+		if err != nil {
+			return fmt.Errorf("write checkpoint %d: %w", c.Batch, err)
+		}
+		if !resp.Succeeded {
+			return fmt.Errorf("write checkpoint %d: %w", c.Batch, ErrNotLeader)
+		}
+		return nil
+	}
 	n := 0
-	for off := 0; off < len(v) || n == 0; off += checkpointChunk {
+	for off := 0; off < len(v); off += checkpointChunk {
 		end := min(off+checkpointChunk, len(v))
 		resp, err := t.log.cli.Txn(ctx).If(fence).Then(clientv3.OpPut(keys.SeqCheckpointChunk(c.Batch, n), string(v[off:end]))).Commit()
 		if err != nil {
@@ -144,11 +185,7 @@ func (t *Term) WriteCheckpoint(ctx context.Context, c *Checkpoint) error {
 		}
 		n++
 	}
-	head := binary.AppendUvarint(binary.AppendUvarint(nil, c.Batch), uint64(n))
-	resp, err := t.log.cli.Txn(ctx).If(fence).Then(
-		clientv3.OpPut(keys.SeqCheckpoint(), string(head)),
-		clientv3.OpDelete(keys.SeqCheckpointChunksPrefix(), clientv3.WithRange(keys.SeqCheckpointBatchPrefix(c.Batch))),
-	).Commit()
+	resp, err := t.log.cli.Txn(ctx).If(fence).Then(makeCurrent(c.Batch, n)...).Commit()
 	if err != nil {
 		return fmt.Errorf("make checkpoint %d current: %w", c.Batch, err)
 	}
