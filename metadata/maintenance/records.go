@@ -38,6 +38,9 @@ type PruneReport struct {
 	Checkpoint uint64
 	// Examined and Deleted count records; Kept those still needed.
 	Examined, Deleted, Kept int
+	// DeleteTxns counts the delete transactions sent (one per pass unless
+	// its records form more than pruneRunsPerTxn runs).
+	DeleteTxns int
 	// Next is where the next pass starts: 0 once the pass reached the
 	// checkpoint or MaxModRev.
 	Next uint64
@@ -45,15 +48,25 @@ type PruneReport struct {
 	Revision int64
 }
 
-// prunePage is how many records one read and one delete transaction take.
+// prunePage is how many records one read takes.
 const prunePage = 32
+
+// pruneRunsPerTxn bounds the runs of records one delete transaction
+// takes (a range comparison and a range delete each; etcd allows 128
+// of each per transaction).
+const pruneRunsPerTxn = 120
 
 // PruneRecords examines the sequencer records from opts.From on, up to the
 // current checkpoint's batch, and deletes each one every committed block
 // of which is covered by index keys, lies below its partition's log start,
-// or belongs to a topic id that no longer exists. Each delete compares the
-// record's ModRevision with the one read. Everything is read at one
-// revision; at most opts.MaxRecords records are examined.
+// or belongs to a topic id that no longer exists. Everything is read at
+// one revision; at most opts.MaxRecords records are examined. Records to
+// delete are taken in runs (the records between two kept ones), each run
+// one range delete fenced by a range comparison (no record of it written
+// since the read), and all the runs of a pass go in one transaction
+// (pruneRunsPerTxn of them at most): a pass costs one etcd transaction
+// whatever the records, where a delete per page of records cost one per
+// 32 records.
 func (c *Etcd) PruneRecords(ctx context.Context, opts PruneOptions) (PruneReport, error) {
 	var rep PruneReport
 	if opts.MaxRecords <= 0 {
@@ -76,6 +89,18 @@ func (c *Etcd) PruneRecords(ctx context.Context, opts PruneOptions) (PruneReport
 		return rep, nil
 	}
 	cov := &coverage{c: c, rev: rep.Revision, topics: map[string]*topicCoverage{}}
+	var runs []recordRun
+	open := false // the last record examined is to be deleted
+	flush := func() error {
+		if len(runs) > 0 {
+			rep.DeleteTxns++
+		}
+		n, err := c.deleteRuns(ctx, runs, rep.Revision)
+		rep.Deleted += n
+		runs = runs[:0]
+		open = false
+		return err
+	}
 	key, end := keys.SeqRecord(opts.From), keys.SeqRecord(cp)+"\x00"
 	for rep.Examined < opts.MaxRecords {
 		page := min(int64(prunePage), int64(opts.MaxRecords-rep.Examined))
@@ -83,7 +108,6 @@ func (c *Etcd) PruneRecords(ctx context.Context, opts PruneOptions) (PruneReport
 		if err != nil {
 			return rep, fmt.Errorf("prune records: read from %s: %w", key, err)
 		}
-		var del []*mvccpb.KeyValue
 		stop := false
 		for _, kv := range r.Kvs {
 			if opts.MaxModRev > 0 && kv.ModRevision > opts.MaxModRev {
@@ -102,34 +126,63 @@ func (c *Etcd) PruneRecords(ctx context.Context, opts PruneOptions) (PruneReport
 			if err != nil {
 				return rep, err
 			}
-			if ok {
-				del = append(del, kv)
-			} else {
+			switch {
+			case !ok:
 				rep.Kept++
-			}
-		}
-		if len(del) > 0 {
-			cmps := make([]clientv3.Cmp, len(del))
-			ops := make([]clientv3.Op, len(del))
-			for i, kv := range del {
-				cmps[i] = clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)
-				ops[i] = clientv3.OpDelete(string(kv.Key))
-			}
-			tr, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-			if err != nil {
-				return rep, fmt.Errorf("prune records: delete: %w", err)
-			}
-			if tr.Succeeded {
-				rep.Deleted += len(del)
+				open = false
+			case open:
+				runs[len(runs)-1].last = string(kv.Key)
+				runs[len(runs)-1].n++
+			default:
+				if len(runs) == pruneRunsPerTxn {
+					if err := flush(); err != nil {
+						return rep, err
+					}
+				}
+				runs = append(runs, recordRun{first: string(kv.Key), last: string(kv.Key), n: 1})
+				open = true
 			}
 		}
 		if stop || !r.More || len(r.Kvs) == 0 {
 			rep.Next = 0
-			return rep, nil
+			break
 		}
 		key = string(r.Kvs[len(r.Kvs)-1].Key) + "\x00"
 	}
-	return rep, nil
+	return rep, flush()
+}
+
+// recordRun is records from first to last (keys), n of them, none kept
+// between them, to be deleted.
+type recordRun struct {
+	first, last string
+	n           int
+}
+
+// deleteRuns deletes runs in one transaction, each a range delete fenced
+// by a range comparison: no key in the run's range modified or created
+// after rev. It returns how many records it deleted: all or none.
+func (c *Etcd) deleteRuns(ctx context.Context, runs []recordRun, rev int64) (int, error) {
+	if len(runs) == 0 {
+		return 0, nil
+	}
+	cmps := make([]clientv3.Cmp, len(runs))
+	ops := make([]clientv3.Op, len(runs))
+	n := 0
+	for i, run := range runs {
+		end := run.last + "\x00"
+		cmps[i] = clientv3.Compare(clientv3.ModRevision(run.first), "<", rev+1).WithRange(end)
+		ops[i] = clientv3.OpDelete(run.first, clientv3.WithRange(end))
+		n += run.n
+	}
+	tr, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("prune records: delete: %w", err)
+	}
+	if !tr.Succeeded {
+		return 0, nil
+	}
+	return n, nil
 }
 
 // coverage answers, at one revision, whether a record's blocks are still

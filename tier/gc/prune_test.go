@@ -193,6 +193,7 @@ func TestPrunedRecordsKeepTheLog(t *testing.T) {
 			}
 		}
 	}
+	var pruned maintenance.PruneReport // summed over passes; Examined: the most deleted by one
 	// maintain is one compaction pass and one pruning pass (the janitor's
 	// clock moves past the record grace between passes).
 	maintain := func() {
@@ -202,9 +203,18 @@ func TestPrunedRecordsKeepTheLog(t *testing.T) {
 			t.Fatal(err)
 		}
 		clk.Advance(gc.DefaultRecordGrace + time.Second)
-		if _, err := j.PruneRecords(ctx); err != nil {
+		rep, err := j.PruneRecords(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
+		// Every record the pass deletes goes in one transaction.
+		if rep.Deleted > 0 && rep.DeleteTxns != 1 {
+			t.Fatalf("pruning pass %+v: %d delete transactions for %d records, want one", rep, rep.DeleteTxns, rep.Deleted)
+		}
+		pruned.Deleted += rep.Deleted
+		pruned.Kept += rep.Kept
+		pruned.DeleteTxns += rep.DeleteTxns
+		pruned.Examined = max(pruned.Examined, rep.Deleted)
 	}
 
 	produceRounds(t, in, "big", parts, rounds, "r0", want)

@@ -321,3 +321,59 @@ func TestRetentionReadsOnlyDuePartitions(t *testing.T) {
 		}
 	}
 }
+
+// TestPruningPassOneTransaction: sequencer records of an expired topic
+// alternate with records of a topic whose blocks are neither compacted
+// nor expired. One pruning pass deletes every expired record (many runs
+// between the kept ones, far more records than one read page) in one etcd
+// transaction and keeps the others; both topics read back as before.
+func TestPruningPassOneTransaction(t *testing.T) {
+	ctx := context.Background()
+	const parts, rounds = 2, 40
+	c := newSeqCluster(t, metadata.Topic{Name: "ret", Partitions: parts, RetentionMs: 1000, RetentionBytes: -1})
+	if _, err := c.meta.CreateTopic(ctx, metadata.Topic{Name: "keep", Partitions: parts, RetentionMs: -1, RetentionBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	seq := c.ingester(t, true)
+	gone, kept := map[int32][]string{}, map[int32][]string{}
+	for r := range rounds {
+		produceRounds(t, seq, "ret", parts, 1, fmt.Sprint("r", r), gone)
+		produceRounds(t, seq, "keep", parts, 1, fmt.Sprint("k", r), kept)
+	}
+	clk := &clock{}
+	j := newJanitor(t, c.store, c.meta, clk)
+	if _, err := j.Retention(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.PruneRecords(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCheckpoint(t, c.meta)
+	clk.Advance(gc.DefaultRecordGrace + time.Second)
+	pr, err := j.PruneRecords(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr.Deleted < rounds || pr.Kept < rounds || pr.DeleteTxns != 1 {
+		t.Fatalf("pruning pass: %+v; want at least %d records deleted and %d kept, in one delete transaction", pr, rounds, rounds)
+	}
+	if n := liveRecordsOf(t, c.meta); n != pr.Kept {
+		t.Fatalf("%d sequencer records left, want the %d kept", n, pr.Kept)
+	}
+	waitIndex(t, c.meta, c.index, "keep", parts)
+	for p := range int32(parts) {
+		if got := c.readFrom(t, "keep", p, 0); !slices.Equal(got, kept[p]) {
+			t.Fatalf("partition %d of the kept topic reads %v, want %v", p, got, kept[p])
+		}
+	}
+}
+
+// liveRecordsOf counts the sequencer records left.
+func liveRecordsOf(t *testing.T, meta *metadata.Client) int {
+	t.Helper()
+	recs, err := seqlog.New(meta).Records(context.Background(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(recs)
+}
