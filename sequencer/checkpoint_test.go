@@ -71,3 +71,50 @@ func TestCheckpointsRideBatches(t *testing.T) {
 		t.Fatalf("next commit: %+v, %v; want base %d", res, err, 2*commits/3)
 	}
 }
+
+// TestProducerIdentitiesRereadTogether: four producers committing in turn
+// come of age together: when one's identity is older than infoMaxAge,
+// every other held for more than half of it is reread in the same etcd
+// read, so the leader reads about once per infoMaxAge, not once per
+// producer (four times as often).
+func TestProducerIdentitiesRereadTogether(t *testing.T) {
+	const producers, age, run = 4, 300 * time.Millisecond, 3 * time.Second
+	ctx := context.Background()
+	meta := connectEtcd(t)
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: producers}); err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t, meta)
+	a := cl.start(Config{ID: "a", infoMaxAge: age, pruneEvery: time.Hour})
+	waitLeading(t, a)
+	c := cl.client()
+	var ids []int64
+	for range producers {
+		p, err := c.InitProducer(ctx, 0, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.ID)
+	}
+	seqs := make([]int32, producers)
+	start := time.Now()
+	for i := 0; time.Since(start) < run; i++ {
+		p := i % producers
+		id := fmt.Sprintf("c%d", i)
+		res, err := c.Commit(ctx, id, []metadata.Append{blk("t", int32(p), 1, pb(ids[p], 0, seqs[p], 1, 0))})
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("commit %s: %+v, %v", id, res, err)
+		}
+		seqs[p]++
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	loads := a.Stats().ProducerLoads
+	// Each producer's first commit reads it (fewer reads if they share a
+	// batch); then a reread of all of them each time they come of age.
+	limit := producers + int64(1+2*elapsed/age)
+	t.Logf("%d producer reads in %v for %d producers at infoMaxAge %v (at most %d; one per producer per age would be %d)", loads, elapsed, producers, age, limit, producers*int64(elapsed/age))
+	if loads > limit {
+		t.Fatalf("%d producer identity reads in %v, want at most %d", loads, elapsed, limit)
+	}
+}

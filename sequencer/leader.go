@@ -135,11 +135,13 @@ func (s *Sequencer) pruneProducers(ctx context.Context, st *state) {
 	for id := range st.producers {
 		ids = append(ids, id)
 	}
-	infos, _, err := s.log.LoadProducers(ctx, ids, nil)
+	infos, rev, err := s.log.LoadProducers(ctx, ids, nil)
+	s.producerLoads.Add(1)
 	if err != nil {
 		s.cfg.Logger.Warn("sequencer: read producers to prune expired ones", "producers", len(ids), "err", err)
 		return
 	}
+	now := time.Now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	n := 0
@@ -147,6 +149,13 @@ func (s *Sequencer) pruneProducers(ctx context.Context, st *state) {
 		if !infos[id].Known {
 			delete(st.producers, id)
 			n++
+			continue
+		}
+		// The read is as fresh as load's: the identities held are
+		// renewed with it (one read for all, not one per producer as
+		// each comes of age).
+		if p := st.producers[id]; !p.loadedAt.IsZero() {
+			p.info.ProducerInfo, p.info.Known, p.infoRev, p.loadedAt = infos[id].ProducerInfo, true, rev, now
 		}
 	}
 	if n > 0 {

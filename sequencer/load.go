@@ -26,10 +26,20 @@ func (s *Sequencer) load(ctx context.Context, st *state, batch []*request, force
 			for _, b := range a.Batches {
 				if !seenP[b.ID] {
 					seenP[b.ID] = true
-					if p := st.producers[b.ID]; force || p == nil || now.Sub(p.loadedAt) > infoMaxAge {
+					if p := st.producers[b.ID]; force || p == nil || now.Sub(p.loadedAt) > s.cfg.infoMaxAge {
 						pids = append(pids, b.ID)
 					}
 				}
+			}
+		}
+	}
+	if len(pids) > 0 && !force {
+		// Producers held longer than half infoMaxAge are reread with
+		// these, so that the producers of a steady load come of age
+		// together: one read a minute, not one per producer.
+		for id, p := range st.producers {
+			if !seenP[id] && !p.loadedAt.IsZero() && p.info.Known && now.Sub(p.loadedAt) > s.cfg.infoMaxAge/2 {
+				pids = append(pids, id)
 			}
 		}
 	}
@@ -105,6 +115,7 @@ func (s *Sequencer) loadProducers(ctx context.Context, st *state, ids []int64, n
 		}
 	}
 	infos, rev, err := s.log.LoadProducers(ctx, ids, fresh)
+	s.producerLoads.Add(1)
 	if err != nil {
 		return err
 	}

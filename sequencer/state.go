@@ -55,6 +55,9 @@ type state struct {
 	batch     uint64 // last committed batch
 	topics    map[string]*topicState
 	producers map[int64]*producer
+	// infoAge is how long a producer's identity read from etcd is
+	// trusted (Config.infoMaxAge).
+	infoAge time.Duration
 	// commits maps each commit answered in the dedupe window to its
 	// batch: a retry (rare) is answered from that record, reread from
 	// etcd, so the answers themselves are not held in memory.
@@ -62,8 +65,8 @@ type state struct {
 	recent  []batchCommits // oldest first
 }
 
-func newState() *state {
-	return &state{topics: map[string]*topicState{}, producers: map[int64]*producer{}, commits: map[string]uint64{}}
+func newState(infoAge time.Duration) *state {
+	return &state{topics: map[string]*topicState{}, producers: map[int64]*producer{}, commits: map[string]uint64{}, infoAge: infoAge}
 }
 
 func (s *state) topic(name string) *topicState {
@@ -94,7 +97,7 @@ func (s *state) heldInfo(id int64, epoch int32, now time.Time) (seqlog.ProducerI
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	p := s.producers[id]
-	if p == nil || p.loadedAt.IsZero() || now.Sub(p.loadedAt) > infoMaxAge || !p.info.Known || epoch > p.info.Epoch ||
+	if p == nil || p.loadedAt.IsZero() || now.Sub(p.loadedAt) > s.infoAge || !p.info.Known || epoch > p.info.Epoch ||
 		p.activeAt.IsZero() || now.Sub(p.activeAt) > p.info.TTL/2 {
 		return seqlog.ProducerInfo{}, false
 	}
