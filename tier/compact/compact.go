@@ -773,12 +773,17 @@ func countObjects(es []metadata.IndexEntry) int {
 type filter func(r *segment.Record, off int64) bool
 
 // runJob rewrites old (contiguous entries) into one object at level and
-// swaps the index. keep filters records (compacted topics). When nothing
-// is kept it returns without writing: the caller carries the range on.
-func (c *Compactor) runJob(ctx context.Context, t metadata.Topic, p int32, j job, keep filter) (Stats, error) {
+// swaps the index (with pend, planned from the watched index: with the
+// batch's groups, storePending). keep filters records (compacted topics).
+// When nothing is kept it returns without writing: the caller carries the
+// range on.
+func (c *Compactor) runJob(ctx context.Context, t metadata.Topic, p int32, j job, keep filter, pend *pendingSwaps) (Stats, error) {
 	out, st, err := c.rewrite(ctx, t.Name, p, j.old, j.level, keep)
 	if err != nil || len(out.entries) == 0 {
 		return st, err
+	}
+	if pend != nil {
+		return c.storePending(ctx, t.Name, p, j, out, st, pend)
 	}
 	return c.store1(ctx, t.Name, p, j, out, st)
 }
@@ -894,12 +899,22 @@ func (c *Compactor) rewriteTo(ctx context.Context, w *segment.Writer, topic stri
 
 // store1 PUTs a job's object and swaps the index.
 func (c *Compactor) store1(ctx context.Context, topic string, p int32, j job, out output, st Stats) (Stats, error) {
-	old := j.old
-	start, end := old[0].Base, old[len(old)-1].End()
-	key := tier.CompactedKey(out.level, topic, p, start, end, c.cfg.NodeID)
 	// The swap must apply before the GC may collect the object.
 	ctx, cancel := context.WithDeadline(ctx, time.Now().Add(c.cfg.MaxSwapDelay))
 	defer cancel()
+	st, err := c.put1(ctx, topic, p, j, out, st)
+	if err != nil {
+		return st, err
+	}
+	return c.swap(ctx, j.swap(topic, p, out.entries), st)
+}
+
+// put1 stores a job's output under its compacted key (PutIfAbsent) and
+// names that object in out's entries.
+func (c *Compactor) put1(ctx context.Context, topic string, p int32, j job, out output, st Stats) (Stats, error) {
+	old := j.old
+	start, end := old[0].Base, old[len(old)-1].End()
+	key := tier.CompactedKey(out.level, topic, p, start, end, c.cfg.NodeID)
 	if err := c.store.PutIfAbsent(ctx, key, out.obj); err != nil {
 		c.runs.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "error")))
 		return st, fmt.Errorf("compact %s/%d [%d,%d): put %s: %w", topic, p, start, end, key, err)
@@ -910,7 +925,31 @@ func (c *Compactor) store1(ctx context.Context, topic string, p int32, j job, ou
 	for i := range out.entries {
 		out.entries[i].Object = key
 	}
-	return c.swap(ctx, j.swap(topic, p, out.entries), st)
+	return st, nil
+}
+
+// storePending stores a job's output, planned from the watched index, as
+// store1 does, and adds its swap to pend (applied with the batch's
+// groups, in their transaction: a partition's big job swapped alone
+// before them would move the view its other jobs' swaps are fenced on,
+// and each such swap cost a transaction of its own). A swap too large for
+// a nested transaction is applied at once.
+func (c *Compactor) storePending(ctx context.Context, topic string, p int32, j job, out output, st Stats, pend *pendingSwaps) (Stats, error) {
+	if j.seen == nil || compaction.GroupCost([]compaction.Swap{j.swap(topic, p, out.entries)}) > compaction.NestedGroupOps {
+		return c.store1(ctx, topic, p, j, out, st)
+	}
+	due := time.Now().Add(c.cfg.MaxSwapDelay)
+	pctx, cancel := context.WithDeadline(ctx, due)
+	defer cancel()
+	st, err := c.put1(pctx, topic, p, j, out, st)
+	if err != nil {
+		return st, err
+	}
+	pst := st
+	pst.BytesWritten = 0
+	pst.Jobs, pst.EntriesIn, pst.EntriesOut = 1, len(j.old), len(out.entries)
+	pend.addSingle(j.swap(topic, p, out.entries), pst, due)
+	return Stats{BytesWritten: st.BytesWritten}, nil
 }
 
 func (c *Compactor) swap(ctx context.Context, swap compaction.Swap, st Stats) (Stats, error) {

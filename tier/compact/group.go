@@ -155,7 +155,7 @@ func (c *Compactor) planBatch(ctx context.Context, claimed []metadata.TopicParti
 			tasks = append(tasks, func() (Stats, error) {
 				var st Stats
 				for _, j := range big {
-					js, err := c.runJob(ctx, pl.t, pl.p, j, nil)
+					js, err := c.runJob(ctx, pl.t, pl.p, j, nil, pend)
 					st.add(js)
 					if err != nil {
 						return st, err
@@ -275,6 +275,11 @@ type pendingSwaps struct {
 	groups [][]compaction.Swap
 	stats  []Stats     // what each group adds when it applies
 	due    []time.Time // when each group's object may be collected
+	// singles are swaps of jobs stored alone, packed into groups
+	// (packSingles) when the batch swaps.
+	singles     []compaction.Swap
+	singleStats []Stats
+	singleDue   []time.Time
 }
 
 func (ps *pendingSwaps) add(swaps []compaction.Swap, st Stats, due time.Time) {
@@ -285,10 +290,61 @@ func (ps *pendingSwaps) add(swaps []compaction.Swap, st Stats, due time.Time) {
 	ps.due = append(ps.due, due)
 }
 
+// addSingle adds the swap of a job stored alone (storePending): such
+// swaps are packed into groups when the batch swaps (packSingles).
+func (ps *pendingSwaps) addSingle(swap compaction.Swap, st Stats, due time.Time) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.singles = append(ps.singles, swap)
+	ps.singleStats = append(ps.singleStats, st)
+	ps.singleDue = append(ps.singleDue, due)
+}
+
+// packSingles turns the single swaps into groups of as many as fit in one
+// nested transaction, with no partition twice in a group (a partition's
+// swaps go in groups of their own, which SwapGroups allows when neither
+// writes its state), each group due when its earliest swap is.
+func (ps *pendingSwaps) packSingles() {
+	type bin struct {
+		swaps []compaction.Swap
+		parts map[metadata.TopicPartition]bool
+		st    Stats
+		due   time.Time
+	}
+	var bins []*bin
+	for i, s := range ps.singles {
+		tp := metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}
+		var in *bin
+		for _, b := range bins {
+			if !b.parts[tp] && compaction.GroupCost(append(slices.Clip(b.swaps), s)) <= compaction.NestedGroupOps {
+				in = b
+				break
+			}
+		}
+		if in == nil {
+			in = &bin{parts: map[metadata.TopicPartition]bool{}, due: ps.singleDue[i]}
+			bins = append(bins, in)
+		}
+		in.swaps = append(in.swaps, s)
+		in.parts[tp] = true
+		in.st.add(ps.singleStats[i])
+		if ps.singleDue[i].Before(in.due) {
+			in.due = ps.singleDue[i]
+		}
+	}
+	for _, b := range bins {
+		ps.groups = append(ps.groups, b.swaps)
+		ps.stats = append(ps.stats, b.st)
+		ps.due = append(ps.due, b.due)
+	}
+	ps.singles, ps.singleStats, ps.singleDue = nil, nil, nil
+}
+
 // swapPending applies the batch's pending swaps, unless compaction is
 // paused or a group is due (its output then is an orphan).
 func (c *Compactor) swapPending(ctx context.Context, ps *pendingSwaps) (Stats, error) {
 	var st Stats
+	ps.packSingles()
 	if len(ps.groups) == 0 {
 		return st, nil
 	}

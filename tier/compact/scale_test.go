@@ -231,7 +231,7 @@ func TestSwapTransactionsFollowPartitionsNotRecords(t *testing.T) {
 }
 
 // TestPassCompactsPartitionsConcurrently: a pass runs several partitions'
-// jobs at once (Workers, default 4): four swaps wait for each other.
+// jobs at once (Workers, default 4): four jobs' PUTs wait for each other.
 func TestPassCompactsPartitionsConcurrently(t *testing.T) {
 	e := newEnv(t)
 	e.topic(t, metadata.Topic{Name: "many", Partitions: 8})
@@ -242,20 +242,12 @@ func TestPassCompactsPartitionsConcurrently(t *testing.T) {
 	for p := range int32(8) {
 		before[p] = fetchAll(t, f, "many", p, 0)
 	}
-	c := newCompactor(t, e, "c1", Config{MinEntries: 4, GroupBytes: -1})
-	var inside atomic.Int32
-	all := make(chan struct{})
-	c.beforeSwap = func(compaction.Swap) error {
-		if inside.Add(1) == DefaultWorkers {
-			close(all)
-		}
-		select {
-		case <-all:
-			return nil
-		case <-time.After(20 * time.Second):
-			return errors.New("no other job ran meanwhile")
-		}
+	gated := &gatedPuts{Store: e.rec, n: DefaultWorkers, all: make(chan struct{})}
+	c, err := New(Config{NodeID: "c1", MinEntries: 4, GroupBytes: -1}, gated, e.meta, e.cache, nil, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(c.Close)
 	e.waitCache(t)
 	st, err := c.RunOnce(context.Background())
 	if err != nil || st.Jobs != 8 {
@@ -462,4 +454,76 @@ func testMergesAndNewEntriesGrouped(t *testing.T, sequenced bool) {
 			t.Fatalf("g/%d: entries per level %v, want one at level 1 and one at level 2", p, levels)
 		}
 	}
+}
+
+// TestJobsOnTheirOwnSwapWithTheBatch: partitions written through the
+// sequencer, each with a merge and new level-0 entries, every job on its
+// own object (GroupBytes negative): each job is stored alone, and their
+// swaps, fenced on the views, go with the batch in one etcd transaction
+// (they cost one transaction each, and a partition's second swap failed
+// its fence after the first and was read again).
+func TestJobsOnTheirOwnSwapWithTheBatch(t *testing.T) {
+	const parts = 20
+	e := newEnv(t)
+	e.sequenced(t)
+	e.topic(t, metadata.Topic{Name: "g", Partitions: parts})
+	seq := make([]int64, parts)
+	c := newCompactor(t, e, "c1", Config{MinEntries: 2, MergeObjects: 2, GroupBytes: -1})
+	for range 2 {
+		fill(t, e, "g", parts, 2, 2*parts, seq)
+		e.waitCache(t)
+		if st, err := c.RunOnce(context.Background()); err != nil || st.Jobs != parts {
+			t.Fatalf("pass: %+v %v, want %d jobs", st, err, parts)
+		}
+	}
+	fill(t, e, "g", parts, 2, 2*parts, seq)
+	e.waitCache(t)
+	e.rec.Reset()
+	txns := etcdTxns(t)
+	st, err := c.RunOnce(context.Background())
+	txns = etcdTxns(t) - txns
+	if err != nil || st.Jobs != 2*parts || st.Conflicts != 0 || st.EntriesIn == 0 || st.BytesWritten == 0 {
+		t.Fatalf("pass: %+v %v, want %d jobs (a merge and new entries per partition)", st, err, 2*parts)
+	}
+	if puts := e.rec.Count(tier.OpPut); puts != 2*parts {
+		t.Errorf("%d PUTs for %d jobs on their own, want one each", puts, st.Jobs)
+	}
+	t.Logf("%d jobs: %.0f etcd transactions", st.Jobs, txns)
+	if txns != 1 {
+		t.Errorf("%.0f etcd transactions for the pass, want 1", txns)
+	}
+	e.waitCache(t)
+	f := e.fetcher()
+	for p := range int32(parts) {
+		if got := fetchAll(t, f, "g", p, 0); int64(len(got)) != seq[p] {
+			t.Fatalf("g/%d: %d records, want %d", p, len(got), seq[p])
+		}
+		levels := map[int]int{}
+		for _, en := range e.entries(t, "g", p) {
+			levels[en.Level]++
+		}
+		if levels[0] != 0 || levels[1] != 1 || levels[2] != 1 {
+			t.Fatalf("g/%d: entries per level %v, want one at level 1 and one at level 2", p, levels)
+		}
+	}
+}
+
+// gatedPuts holds every PutIfAbsent until n of them are in.
+type gatedPuts struct {
+	tier.Store
+	n      int32
+	inside atomic.Int32
+	all    chan struct{}
+}
+
+func (g *gatedPuts) PutIfAbsent(ctx context.Context, key string, b []byte) error {
+	if g.inside.Add(1) == g.n {
+		close(g.all)
+	}
+	select {
+	case <-g.all:
+	case <-time.After(20 * time.Second):
+		return errors.New("no other job ran meanwhile")
+	}
+	return g.Store.PutIfAbsent(ctx, key, b)
 }
