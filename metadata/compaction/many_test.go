@@ -440,3 +440,47 @@ func sequencedViews(t *testing.T, c env, parts, flushes int) *metadata.Cache {
 	}
 	return cache
 }
+
+// TestSwapGroupsSpillKeepsTheView: more groups than one transaction takes
+// (MaxNestedGroups), the last one holding the second runs of partitions
+// whose first runs are in the first transaction's groups. The last group
+// is fenced on the revision of the transaction that swapped those first
+// runs (refence), not on the view they moved: it applies in a second
+// transaction, without a read.
+func TestSwapGroupsSpillKeepsTheView(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	const parts = compaction.MaxNestedGroups
+	cache := sequencedViews(t, c, parts, 4)
+	var groups [][]compaction.Swap
+	var second []compaction.Swap
+	for p := range int32(parts) {
+		old, sn, ok := cache.SnapshotSeen("seq", p)
+		if !ok || len(old) != 4 {
+			t.Fatalf("view of seq/%d: %v %+v", p, ok, old)
+		}
+		half := func(es []metadata.IndexEntry, name string) compaction.Swap {
+			return compaction.Swap{Topic: "seq", Partition: p, Old: es, Seen: &sn, New: []metadata.IndexEntry{{
+				Base: es[0].Base, Object: name, Off: 8, Len: 150, Records: 20, Level: 1, RawBytes: 800,
+			}}}
+		}
+		groups = append(groups, []compaction.Swap{half(old[:2], fmt.Sprintf("l1/a%d.vseg", p))})
+		second = append(second, half(old[2:], fmt.Sprintf("l1/b%d.vseg", p)))
+	}
+	groups = append(groups, second)
+	txns := testenv.EtcdTxns(t)
+	for g, err := range c.SwapGroups(ctx, groups) {
+		if err != nil {
+			t.Fatalf("group %d: %v", g, err)
+		}
+	}
+	if txns = testenv.EtcdTxns(t) - txns; txns != 2 {
+		t.Errorf("%.0f etcd transactions for %d groups, want 2 (the last group in a second, without a read)", txns, len(groups))
+	}
+	for p := range int32(parts) {
+		es, _, err := c.IndexEntries(ctx, "seq", p)
+		if err != nil || len(es) != 2 || es[0].Object != fmt.Sprintf("l1/a%d.vseg", p) || es[1].Object != fmt.Sprintf("l1/b%d.vseg", p) || es[1].Base != 20 {
+			t.Fatalf("seq/%d after both swaps: %+v %v", p, es, err)
+		}
+	}
+}

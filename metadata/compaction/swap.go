@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -577,12 +578,22 @@ func (c *Client) SwapGroups(ctx context.Context, groups [][]Swap) []error {
 		}
 	}
 	done := make([]bool, len(groups))
+	// wrote holds the partitions an earlier transaction of this call
+	// swapped without writing their state, at its revision: a later
+	// group's swap of another run of one of them is fenced on that
+	// revision instead of its view's (refence).
+	wrote := map[metadata.TopicPartition]int64{}
 	for len(pending) > 0 {
 		part := pending[:min(len(pending), MaxNestedGroups)]
 		pending = pending[len(part):]
 		ops := make([]clientv3.Op, len(part))
 		for i, n := range part {
 			ops[i] = n.op
+			if len(wrote) > 0 {
+				if op, ok, err := refence(groups[n.g], writes[n.g], wrote); err == nil && ok {
+					ops[i] = op
+				}
+			}
 		}
 		resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
 		for i, n := range part {
@@ -591,6 +602,13 @@ func (c *Client) SwapGroups(ctx context.Context, groups [][]Swap) []error {
 				errs[n.g] = fmt.Errorf("%s: %w", describe(groups[n.g]), err)
 			default:
 				done[n.g] = resp.Responses[i].GetResponseTxn().GetSucceeded()
+			}
+			if done[n.g] {
+				for _, s := range groups[n.g] {
+					if !s.WritesState() {
+						wrote[metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}] = resp.Header.Revision
+					}
+				}
 			}
 		}
 	}
@@ -601,6 +619,41 @@ func (c *Client) SwapGroups(ctx context.Context, groups [][]Swap) []error {
 		errs[g] = c.swapRead(ctx, swaps, writes[g])
 	}
 	return errs
+}
+
+// refence returns the nested transaction of a group whose swaps of
+// partitions in wrote are fenced on the revision there rather than on
+// their view's, and whether any was. A group of swaps planned together
+// can hold a partition whose other run an earlier transaction of the same
+// call swapped (etcd's 16 nested transactions a request do not take every
+// group of a pass batch): its index keys then moved since the view, by
+// that swap only, which was itself fenced on the view and wrote no
+// partition state, so the partition as of that revision is the view plus
+// that swap, and a fence on that revision is as strong as the view's was.
+// Swaps that write their partition state are left as they are.
+func refence(swaps []Swap, w []swapWrites, wrote map[metadata.TopicPartition]int64) (clientv3.Op, bool, error) {
+	var out []Swap
+	for i := range swaps {
+		s := &swaps[i]
+		rev, ok := wrote[metadata.TopicPartition{Topic: s.Topic, Partition: s.Partition}]
+		if !ok || s.WritesState() || rev <= s.Seen.Rev {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(swaps)
+		}
+		sn := *s.Seen
+		sn.Rev = rev
+		out[i].Seen = &sn
+	}
+	if out == nil {
+		return clientv3.Op{}, false, nil
+	}
+	cmps, ops, ok, err := seenWrite(out, w)
+	if err != nil || !ok {
+		return clientv3.Op{}, false, err
+	}
+	return clientv3.OpTxn(cmps, ops, nil), true, nil
 }
 
 // trySwap makes one attempt: a read of every swap's partition state, run
