@@ -108,7 +108,11 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 	var unavailableSince time.Time // the current run of etcd failures began
 	for {
 		attemptStart := time.Now()
-		err := c.once(ctx, call)
+		var readBy time.Time
+		if !unavailableSince.IsZero() {
+			readBy = unavailableSince.Add(c.meta.RequestTimeout())
+		}
+		err := c.once(ctx, call, readBy)
 		if err == nil || !isRetriable(err) {
 			return err
 		}
@@ -120,7 +124,11 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 		// etcd's outage too: the leader it reached waited out etcd for
 		// it (its answer says "outcome unknown" or "not leader", not
 		// "etcd unavailable").
-		if limit := c.meta.RequestTimeout(); metadata.IsUnavailable(err) || time.Since(attemptStart) >= limit {
+		// One that took half of it starts the count too: the leader may
+		// have waited out most of the timeout for etcd just before this
+		// call reached it, and the next attempt's read of the leader must
+		// not wait a whole timeout more (readBy).
+		if limit := c.meta.RequestTimeout(); metadata.IsUnavailable(err) || time.Since(attemptStart) >= limit/2 {
 			if unavailableSince.IsZero() {
 				unavailableSince = attemptStart
 			}
@@ -145,7 +153,8 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 	}
 }
 
-// once makes one call on the leader.
+// once makes one call on the leader; when it has to read the leader from
+// etcd, the read ends by readBy (zero: no bound but ctx's).
 //
 // The leader's id is read from etcd once and kept while calls to it
 // succeed (an etcd read per commit from every ingest node was most of
@@ -153,14 +162,24 @@ func (c *Client) retry(ctx context.Context, call func(context.Context, Service) 
 // or, for a deposed leader that does not know it yet, seqlog.ErrStale when
 // its term's write is fenced), so a kept id is never trusted for more than
 // routing.
-func (c *Client) once(ctx context.Context, call func(context.Context, Service) error) error {
+func (c *Client) once(ctx context.Context, call func(context.Context, Service) error, readBy time.Time) error {
 	kept := c.leader.Load()
 	var id string
 	if kept != nil {
 		id = *kept
 	} else {
+		rctx := ctx
+		if !readBy.IsZero() {
+			var cancel context.CancelFunc
+			rctx, cancel = context.WithDeadline(ctx, readBy)
+			defer cancel()
+		}
 		var err error
-		if id, err = c.leaderOf(ctx); err != nil {
+		if id, err = c.leaderOf(rctx); err != nil {
+			if ctx.Err() == nil && rctx.Err() != nil {
+				// The run of etcd failures reached the request timeout.
+				return fmt.Errorf("read sequencer leader: %w: etcd did not answer for %v", metadata.ErrUnavailable, c.meta.RequestTimeout())
+			}
 			return err
 		}
 		kept = &id
