@@ -407,19 +407,7 @@ func testMergesAndNewEntriesGrouped(t *testing.T, sequenced bool) {
 	e.topic(t, metadata.Topic{Name: "g", Partitions: parts})
 	seq := make([]int64, parts)
 	c := newCompactor(t, e, "c1", Config{MinEntries: 2, MergeObjects: 2})
-	for range 2 {
-		fill(t, e, "g", parts, 2, 2*parts, seq)
-		e.waitCache(t)
-		if st, err := c.RunOnce(context.Background()); err != nil || st.Jobs != parts {
-			t.Fatalf("pass: %+v %v, want %d jobs", st, err, parts)
-		}
-	}
-	fill(t, e, "g", parts, 2, 2*parts, seq)
-	e.waitCache(t)
-	e.rec.Reset()
-	txns := etcdTxns(t)
-	st, err := c.RunOnce(context.Background())
-	txns = etcdTxns(t) - txns
+	st, txns, err := mergeAndNewEntries(t, e, c, parts, seq)
 	if err != nil || st.Jobs != 2*parts || st.Conflicts != 0 {
 		t.Fatalf("pass: %+v %v, want %d jobs (a merge and new entries per partition)", st, err, 2*parts)
 	}
@@ -434,26 +422,7 @@ func testMergesAndNewEntriesGrouped(t *testing.T, sequenced bool) {
 	if sequenced && txns != 1 {
 		t.Errorf("%.0f etcd transactions for the pass, want 1", txns)
 	}
-	e.waitCache(t)
-	f := e.fetcher()
-	for p := range int32(parts) {
-		got := fetchAll(t, f, "g", p, 0)
-		if int64(len(got)) != seq[p] {
-			t.Fatalf("g/%d: %d records, want %d", p, len(got), seq[p])
-		}
-		for i, r := range got {
-			if r.Offset != int64(i) || !strings.HasPrefix(string(r.Value), fmt.Sprintf("p%d-%d-", p, i)) {
-				t.Fatalf("g/%d record %d: offset %d value %q", p, i, r.Offset, r.Value)
-			}
-		}
-		levels := map[int]int{}
-		for _, en := range e.entries(t, "g", p) {
-			levels[en.Level]++
-		}
-		if levels[0] != 0 || levels[1] != 1 || levels[2] != 1 {
-			t.Fatalf("g/%d: entries per level %v, want one at level 1 and one at level 2", p, levels)
-		}
-	}
+	mergedReadBack(t, e, parts, seq)
 }
 
 // TestJobsOnTheirOwnSwapWithTheBatch: partitions written through the
@@ -469,19 +438,7 @@ func TestJobsOnTheirOwnSwapWithTheBatch(t *testing.T) {
 	e.topic(t, metadata.Topic{Name: "g", Partitions: parts})
 	seq := make([]int64, parts)
 	c := newCompactor(t, e, "c1", Config{MinEntries: 2, MergeObjects: 2, GroupBytes: -1})
-	for range 2 {
-		fill(t, e, "g", parts, 2, 2*parts, seq)
-		e.waitCache(t)
-		if st, err := c.RunOnce(context.Background()); err != nil || st.Jobs != parts {
-			t.Fatalf("pass: %+v %v, want %d jobs", st, err, parts)
-		}
-	}
-	fill(t, e, "g", parts, 2, 2*parts, seq)
-	e.waitCache(t)
-	e.rec.Reset()
-	txns := etcdTxns(t)
-	st, err := c.RunOnce(context.Background())
-	txns = etcdTxns(t) - txns
+	st, txns, err := mergeAndNewEntries(t, e, c, parts, seq)
 	if err != nil || st.Jobs != 2*parts || st.Conflicts != 0 || st.EntriesIn == 0 || st.BytesWritten == 0 {
 		t.Fatalf("pass: %+v %v, want %d jobs (a merge and new entries per partition)", st, err, 2*parts)
 	}
@@ -492,20 +449,7 @@ func TestJobsOnTheirOwnSwapWithTheBatch(t *testing.T) {
 	if txns != 1 {
 		t.Errorf("%.0f etcd transactions for the pass, want 1", txns)
 	}
-	e.waitCache(t)
-	f := e.fetcher()
-	for p := range int32(parts) {
-		if got := fetchAll(t, f, "g", p, 0); int64(len(got)) != seq[p] {
-			t.Fatalf("g/%d: %d records, want %d", p, len(got), seq[p])
-		}
-		levels := map[int]int{}
-		for _, en := range e.entries(t, "g", p) {
-			levels[en.Level]++
-		}
-		if levels[0] != 0 || levels[1] != 1 || levels[2] != 1 {
-			t.Fatalf("g/%d: entries per level %v, want one at level 1 and one at level 2", p, levels)
-		}
-	}
+	mergedReadBack(t, e, parts, seq)
 }
 
 // gatedPuts holds every PutIfAbsent until n of them are in.
@@ -526,4 +470,52 @@ func (g *gatedPuts) PutIfAbsent(ctx context.Context, key string, b []byte) error
 		return errors.New("no other job ran meanwhile")
 	}
 	return g.Store.PutIfAbsent(ctx, key, b)
+}
+
+// mergeAndNewEntries runs two passes over topic g of parts partitions,
+// each after two flushes, then two more flushes, and returns the third
+// pass's stats, etcd transactions and error: each partition then has a
+// merge (its two level-1 objects) and new level-0 entries. The store's
+// recorder holds the third pass's calls only.
+func mergeAndNewEntries(t *testing.T, e *env, c *Compactor, parts int, seq []int64) (Stats, float64, error) {
+	t.Helper()
+	for range 2 {
+		fill(t, e, "g", parts, 2, 2*parts, seq)
+		e.waitCache(t)
+		if st, err := c.RunOnce(context.Background()); err != nil || st.Jobs != parts {
+			t.Fatalf("pass: %+v %v, want %d jobs", st, err, parts)
+		}
+	}
+	fill(t, e, "g", parts, 2, 2*parts, seq)
+	e.waitCache(t)
+	e.rec.Reset()
+	txns := etcdTxns(t)
+	st, err := c.RunOnce(context.Background())
+	return st, etcdTxns(t) - txns, err
+}
+
+// mergedReadBack checks that every partition of g reads back its records
+// in order, from one level-1 and one level-2 entry.
+func mergedReadBack(t *testing.T, e *env, parts int, seq []int64) {
+	t.Helper()
+	e.waitCache(t)
+	f := e.fetcher()
+	for p := range int32(parts) {
+		got := fetchAll(t, f, "g", p, 0)
+		if int64(len(got)) != seq[p] {
+			t.Fatalf("g/%d: %d records, want %d", p, len(got), seq[p])
+		}
+		for i, r := range got {
+			if r.Offset != int64(i) || !strings.HasPrefix(string(r.Value), fmt.Sprintf("p%d-%d-", p, i)) {
+				t.Fatalf("g/%d record %d: offset %d value %q", p, i, r.Offset, r.Value)
+			}
+		}
+		levels := map[int]int{}
+		for _, en := range e.entries(t, "g", p) {
+			levels[en.Level]++
+		}
+		if levels[0] != 0 || levels[1] != 1 || levels[2] != 1 {
+			t.Fatalf("g/%d: entries per level %v, want one at level 1 and one at level 2", p, levels)
+		}
+	}
 }

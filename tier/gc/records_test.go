@@ -197,15 +197,7 @@ func TestRetentionExpiresRecordEntries(t *testing.T) {
 	}
 	// The pruner deletes the records (below every log start) once they
 	// are older than its grace and at or before a sequencer checkpoint.
-	if _, err := j.PruneRecords(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitCheckpoint(t, c.meta)
-	clk.Advance(gc.DefaultRecordGrace + time.Second)
-	pr, err := j.PruneRecords(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr := pruneAfterGrace(t, j, clk, c.meta)
 	if pr.Deleted == 0 || pr.Kept != 0 {
 		t.Fatalf("pruning: %+v, want every record deleted", pr)
 	}
@@ -345,15 +337,7 @@ func TestPruningPassOneTransaction(t *testing.T) {
 	if _, err := j.Retention(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := j.PruneRecords(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitCheckpoint(t, c.meta)
-	clk.Advance(gc.DefaultRecordGrace + time.Second)
-	pr, err := j.PruneRecords(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr := pruneAfterGrace(t, j, clk, c.meta)
 	if pr.Deleted < rounds || pr.Kept < rounds || pr.DeleteTxns != 1 {
 		t.Fatalf("pruning pass: %+v; want at least %d records deleted and %d kept, in one delete transaction", pr, rounds, rounds)
 	}
@@ -376,4 +360,21 @@ func liveRecordsOf(t *testing.T, meta *metadata.Client) int {
 		t.Fatal(err)
 	}
 	return len(recs)
+}
+
+// pruneAfterGrace runs a pruning pass (which notes the revision), waits
+// for the sequencer to checkpoint its last record, moves the janitor's
+// clock past the record grace and returns the next pass's report.
+func pruneAfterGrace(t *testing.T, j *gc.Janitor, clk *clock, meta *metadata.Client) maintenance.PruneReport {
+	t.Helper()
+	if _, err := j.PruneRecords(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitCheckpoint(t, meta)
+	clk.Advance(gc.DefaultRecordGrace + time.Second)
+	pr, err := j.PruneRecords(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pr
 }
