@@ -43,17 +43,22 @@ func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 	idleT := time.NewTimer(time.Hour)
 	idleT.Stop()
 	defer idleT.Stop()
-	// prepare returns the checkpoint of the state after the last batch.
-	prepare := func() *seqlog.Checkpoint {
-		tm.st.expire(time.Now().Add(-s.cfg.DedupeWindow))
+	// prune drops expired producers when it is time (an etcd read: never
+	// between a batch's arrival and its write).
+	prune := func() {
 		if time.Since(lastPrune) >= s.cfg.pruneEvery {
 			s.pruneProducers(ctx, tm.st)
 			lastPrune = time.Now()
 		}
+	}
+	// prepare returns the checkpoint of the state after the last batch.
+	prepare := func() *seqlog.Checkpoint {
+		tm.st.expire(time.Now().Add(-s.cfg.DedupeWindow))
 		return tm.st.checkpoint()
 	}
 	// alone writes the checkpoint in a transaction of its own.
 	alone := func() error {
+		prune()
 		if err := tm.t.WriteCheckpoint(ctx, prepare()); err != nil {
 			if errors.Is(err, ErrNotLeader) {
 				return err
@@ -104,6 +109,8 @@ func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 		}
 		if checkpointed {
 			lastCP, sinceCP = time.Now(), 0
+			// After the batch is answered; the next checkpoint has it.
+			prune()
 		}
 		if wrote {
 			sinceCP++
