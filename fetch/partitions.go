@@ -109,6 +109,14 @@ func (f *Fetcher) FetchPartitions(ctx context.Context, topic string, parts []Par
 					// rather than a read of etcd per partition.
 					pa = askNone
 				}
+				if pa == askNone && offsets[i] == st.Next && offsets[i] >= st.Start {
+					// At the tail the index has nothing to read yet: r
+					// answers no records. (A record committed since the
+					// view was read closed its Changed channel, so the
+					// wait below returns at once and reads it.)
+					out[i] = r
+					continue
+				}
 				r = f.once(ctx, topic, pf.Partition, offsets[i], min(limit, budget), st, pa, batches)
 				offsets[i] = max(offsets[i], r.Next) // compaction gaps skipped
 				budget -= r.size()

@@ -726,8 +726,19 @@ func (ca *Cache) Entries(topic string, p int32, offset int64, limit int) []Index
 	if pc == nil {
 		return nil
 	}
-	i := sort.Search(len(pc.entries), func(i int) bool { return pc.entries[i].End() > offset })
-	es := pc.entries[i:]
+	es := pc.entries
+	n := len(es)
+	// A tailing consumer asks for an offset in the last block or past it:
+	// look there before searching (End grows with the index, as the
+	// search assumes).
+	switch {
+	case n == 0 || es[n-1].End() <= offset:
+		return nil
+	case n == 1 || es[n-2].End() <= offset:
+		es = es[n-1:]
+	default:
+		es = es[sort.Search(n-1, func(i int) bool { return es[i].End() > offset }):]
+	}
 	if limit > 0 && len(es) > limit {
 		es = es[:limit]
 	}

@@ -207,3 +207,68 @@ func TestPartitionListsMatchModel(t *testing.T) {
 		t.Fatalf("recs hold %d entries in an array of %d", len(pc.recs), cap(pc.recs))
 	}
 }
+
+// BenchmarkCacheEntriesTail measures what a tailing consumer's poll asks
+// of the index for each partition: the entries from an offset in the last
+// block (or past it), in a cache holding live records of every partition
+// of a 1,000-partition topic. One op is one Entries call per partition.
+//
+//	go test ./metadata -run '^$' -bench CacheEntriesTail -count 5
+func BenchmarkCacheEntriesTail(b *testing.B) {
+	const parts, live = 1000, 2000
+	ca := &Cache{parts: map[topicPartition]*partCache{}}
+	for p := range int32(parts) {
+		pc := &partCache{changed: make(chan struct{})}
+		for i := range int64(live) {
+			pc.entries = append(pc.entries, IndexEntry{Topic: "big", Partition: p, Base: 5 * i, Object: "o", Records: 5})
+		}
+		ca.parts[topicPartition{"big", p}] = pc
+	}
+	for _, at := range []struct {
+		name   string
+		offset int64
+	}{{"in-last-block", 5*live - 3}, {"past-the-end", 5 * live}} {
+		b.Run(at.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				for p := range int32(parts) {
+					_ = ca.Entries("big", p, at.offset, 16)
+				}
+			}
+		})
+	}
+}
+
+// Entries answers from the last blocks without a search as a search
+// would: every offset of a partition's index (a compacted span among
+// them), before it and past it, against a scan.
+func TestEntriesFromTheTail(t *testing.T) {
+	for n := range 5 {
+		pc := &partCache{changed: make(chan struct{})}
+		base := int64(10)
+		for i := range n {
+			e := IndexEntry{Topic: "t", Base: base, Object: fmt.Sprint(i), Records: 3}
+			if i == 1 {
+				e.Span = 7 // a compacted range with gaps
+			}
+			pc.entries = append(pc.entries, e)
+			base = e.End()
+		}
+		ca := &Cache{parts: map[topicPartition]*partCache{{"t", 0}: pc}}
+		for offset := int64(0); offset <= base+2; offset++ {
+			var want []IndexEntry
+			for _, e := range pc.entries {
+				if e.End() > offset {
+					want = append(want, e)
+				}
+			}
+			got := ca.Entries("t", 0, offset, 0)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("%d entries, offset %d: got %v, want %v", n, offset, got, want)
+			}
+			if lim := ca.Entries("t", 0, offset, 1); len(want) > 0 && (len(lim) != 1 || lim[0] != want[0]) {
+				t.Fatalf("%d entries, offset %d, limit 1: got %v", n, offset, lim)
+			}
+		}
+	}
+}
