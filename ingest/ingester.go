@@ -474,16 +474,19 @@ func (in *Ingester) placeLocked(t metadata.Topic, key []byte) int32 {
 
 func (in *Ingester) newFileLocked() *file {
 	in.seq++
+	// Sized for as many blocks as the last file had: at 1,000 partitions
+	// the maps otherwise grow from nothing every tick.
+	n := len(in.grow)
 	f := &file{
 		id:      in.seq,
-		blocks:  map[tpKey]*segment.BlockBuilder{},
+		blocks:  make(map[tpKey]*segment.BlockBuilder, n),
 		opened:  time.Now(),
 		done:    make(chan struct{}),
 		putDone: make(chan struct{}),
 	}
 	in.open = f
-	f.batches = map[tpKey][]metadata.ProducerBatch{}
-	f.producers = map[tpKey]map[int64]bool{}
+	f.batches = make(map[tpKey][]metadata.ProducerBatch, n)
+	f.producers = make(map[tpKey]map[int64]bool, n)
 	f.timer = time.AfterFunc(flushDelay(f.opened, in.cfg.Linger), func() {
 		in.mu.Lock()
 		defer in.mu.Unlock()

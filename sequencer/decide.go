@@ -9,6 +9,13 @@ import (
 	"github.com/varve-io/varve/metadata/seqlog"
 )
 
+// simState is a producer's state on a block's partition as the block's
+// batches advance it.
+type simState struct {
+	id int64
+	st *metadata.ProducerState
+}
+
 // pkey names a producer's state on a partition.
 type pkey struct {
 	id int64
@@ -81,9 +88,9 @@ func (pl *plan) decide(appends []metadata.Append) []metadata.AppendResult {
 				results[i] = metadata.AppendResult{Base: -1, Batches: br, Err: fmt.Errorf("%w: %s/%d: the block held a duplicate or out-of-order producer batch", metadata.ErrBlockRefused, a.Topic, a.Partition)}
 				continue
 			}
-			for id, st := range sim {
-				pl.states[pkey{id, k}] = st
-				pl.pids[id] = true
+			for _, ps := range sim {
+				pl.states[pkey{ps.id, k}] = ps.st
+				pl.pids[ps.id] = true
 			}
 			results[i].Batches = br
 		}
@@ -98,11 +105,21 @@ func (pl *plan) decide(appends []metadata.Append) []metadata.AppendResult {
 // checkBatches decides every producer batch of a block starting at next,
 // as metadata's checkBatches does: the block commits only if each batch is
 // its producer's next.
-func (pl *plan) checkBatches(a metadata.Append, next int64) ([]metadata.BatchResult, map[int64]*metadata.ProducerState, bool) {
-	sim := map[int64]*metadata.ProducerState{}
+func (pl *plan) checkBatches(a metadata.Append, next int64) ([]metadata.BatchResult, []simState, bool) {
+	// A block holds a few producers (at most MaxProducersPerBlock): a
+	// slice, not a map per block.
+	var sim []simState
+	at := func(id int64) int {
+		for i := range sim {
+			if sim[i].id == id {
+				return i
+			}
+		}
+		return -1
+	}
 	for _, b := range a.Batches {
-		if _, ok := sim[b.ID]; !ok {
-			sim[b.ID] = pl.stateOf(pkey{b.ID, tp{a.Topic, a.Partition}})
+		if at(b.ID) < 0 {
+			sim = append(sim, simState{b.ID, pl.stateOf(pkey{b.ID, tp{a.Topic, a.Partition}})})
 		}
 	}
 	br := make([]metadata.BatchResult, len(a.Batches))
@@ -112,7 +129,8 @@ func (pl *plan) checkBatches(a metadata.Append, next int64) ([]metadata.BatchRes
 		if p := pl.s.producers[b.ID]; p != nil {
 			info = p.info
 		}
-		dup, err := metadata.CheckBatch(info.Known, info.Epoch, sim[b.ID], b, a.Topic, a.Partition)
+		ps := &sim[at(b.ID)]
+		dup, err := metadata.CheckBatch(info.Known, info.Epoch, ps.st, b, a.Topic, a.Partition)
 		switch {
 		case err != nil:
 			br[j] = metadata.BatchResult{Base: -1, Err: err}
@@ -125,7 +143,7 @@ func (pl *plan) checkBatches(a metadata.Append, next int64) ([]metadata.BatchRes
 			refused = true
 		default:
 			br[j] = metadata.BatchResult{Base: next + b.Index}
-			sim[b.ID] = metadata.AdvanceState(sim[b.ID], b, next+b.Index)
+			ps.st = metadata.AdvanceState(ps.st, b, next+b.Index)
 		}
 	}
 	if refused {
