@@ -118,3 +118,36 @@ func TestHeldIdentityNeverAcceptsAnExpiredProducer(t *testing.T) {
 		t.Fatalf("the expired producer's next batch: %v, %v; want %v", res, err, metadata.ErrUnknownProducer)
 	}
 }
+
+// TestExpiredProducerRefusedThroughItsOwnNode: as above, but the next
+// batch goes to the ingest node that wrote the producer's last one and
+// remembers its state, so it reaches the commit without a ReadProducer.
+// The leader, whose identity of the producer is seconds old, must read it
+// again (no batch of it refreshed its lease within half its TTL) and
+// refuse the batch as from an unknown producer, as the direct path does.
+func TestExpiredProducerRefusedThroughItsOwnNode(t *testing.T) {
+	ctx := context.Background()
+	e := newHeldEnv(t)
+	prod, err := e.client.InitProducer(ctx, 0, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := e.ingestNode("in-1")
+	if _, err := produce(ctx, in, prod.ID, prod.Epoch, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if !testenv.Eventually(30*time.Second, func() bool {
+		v, err := e.meta.ReadProducer(ctx, prod.ID, prod.Epoch, true, "idem", []int32{0})
+		if err != nil {
+			return false
+		}
+		_, known := v.Epoch()
+		return !known
+	}) {
+		t.Fatal("the producer never expired in etcd")
+	}
+	res, err := produce(ctx, in, prod.ID, prod.Epoch, 2, 1)
+	if !errors.Is(err, metadata.ErrUnknownProducer) {
+		t.Fatalf("the expired producer's next batch through the node that remembers it: %v, %v; want %v", res, err, metadata.ErrUnknownProducer)
+	}
+}

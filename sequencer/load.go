@@ -7,7 +7,8 @@ import (
 
 // load reads from etcd what the batch is decided against and the state
 // does not hold fresh: topics not read in this term, producers not read
-// for infoMaxAge (all of them when force, after a fence failed). It
+// for infoMaxAge or whose lease may have run out (see mayHaveExpired; all
+// of them when force, after a fence failed). It
 // returns the fence: the oldest revisions the batch's topics and producers
 // were read at.
 func (s *Sequencer) load(ctx context.Context, st *state, batch []*request, force bool) (fence fenceRevs, err error) {
@@ -26,7 +27,7 @@ func (s *Sequencer) load(ctx context.Context, st *state, batch []*request, force
 			for _, b := range a.Batches {
 				if !seenP[b.ID] {
 					seenP[b.ID] = true
-					if p := st.producers[b.ID]; force || p == nil || now.Sub(p.loadedAt) > s.cfg.infoMaxAge {
+					if p := st.producers[b.ID]; force || p == nil || now.Sub(p.loadedAt) > s.cfg.infoMaxAge || p.mayHaveExpired(now) {
 						pids = append(pids, b.ID)
 					}
 				}
@@ -144,4 +145,15 @@ func (s *Sequencer) loadProducers(ctx context.Context, st *state, ids []int64, n
 type fenceRevs struct {
 	topics, producers int64
 	topicMods         map[string]int64
+}
+
+// mayHaveExpired reports whether etcd may have deleted known producer p
+// when its state TTL ran out: no batch of it was written in this term, or
+// none within half its TTL (each refreshes its lease, at most TTL/8
+// late). A deletion by lease has no revision the batch's fence could
+// compare, so such a producer is read again rather than decided on the
+// identity held, as on the direct path, where an expired producer's next
+// batch is refused as unknown.
+func (p *producer) mayHaveExpired(now time.Time) bool {
+	return p.info.Known && p.info.TTL > 0 && (p.activeAt.IsZero() || now.Sub(p.activeAt) > p.info.TTL/2)
 }
