@@ -167,3 +167,75 @@ func TestReadProducerNewEpoch(t *testing.T) {
 func refusedWith(line string, sentinel error) bool {
 	return strings.Contains(line, "[is "+sentinel.Error()+"]")
 }
+
+// TestReadProducerBeforeTheFirstBatch: a new producer's first requests
+// touch partition after partition before any batch of it is written, so
+// the leader does not hold it yet; the identity ReadProducer read from etcd
+// answers the next calls (as held: accept only) for a second, not one etcd
+// read per partition. A call for a newer epoch, or a fresh one, reads
+// etcd again; an unknown producer is never answered from memory.
+func TestReadProducerBeforeTheFirstBatch(t *testing.T) {
+	const partitions = 1000
+	ctx := context.Background()
+	meta := connectEtcd(t)
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "wide", Partitions: partitions}); err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t, meta)
+	cl.rpc = true
+	s := cl.start(Config{ID: "a"})
+	waitLeading(t, s)
+	c := cl.client()
+	prod, err := c.InitProducer(ctx, 0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := func() int64 { return s.Stats().ProducerReads }
+	read := func(epoch int32, fresh bool, p int32) *metadata.ProducerView {
+		t.Helper()
+		v, err := c.ReadProducer(ctx, prod.ID, epoch, fresh, "wide", []int32{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	r0 := reads()
+	start := time.Now()
+	for p := range int32(100) {
+		v := read(prod.Epoch, false, p)
+		if e, known := v.Epoch(); !known || e != prod.Epoch || v.State(p) != nil {
+			t.Fatalf("partition %d: epoch %d known %v state %+v; want epoch %d, known, no state", p, e, known, v.State(p), prod.Epoch)
+		}
+		if dup, err := v.Check(p, pb(prod.ID, prod.Epoch, 0, 1, 0)); dup >= 0 || err != nil {
+			t.Fatalf("partition %d: first batch checks as %d, %v; want accepted", p, dup, err)
+		}
+	}
+	if n := reads() - r0; n != 1 && time.Since(start) < readAge {
+		t.Fatalf("100 ReadProducer calls within %v: %d etcd reads, want 1", time.Since(start), n)
+	}
+	r1 := reads()
+	read(prod.Epoch, true, 0)
+	if reads() != r1+1 {
+		t.Fatalf("a fresh read was answered from memory")
+	}
+	if p, err := c.InitProducer(ctx, prod.ID, time.Hour); err != nil || p.Epoch != prod.Epoch+1 {
+		t.Fatalf("init again: %+v, %v", p, err)
+	}
+	if e, known := read(prod.Epoch+1, false, 1).Epoch(); !known || e != prod.Epoch+1 || reads() != r1+2 {
+		t.Fatalf("newer epoch: epoch %d known %v after %d reads; want %d, known, read again", e, known, reads()-r1, prod.Epoch+1)
+	}
+	// Never issued: unknown, and read every time.
+	r2 := reads()
+	for range 3 {
+		v, err := c.ReadProducer(ctx, prod.ID+1000, 0, false, "wide", []int32{0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, known := v.Epoch(); known {
+			t.Fatal("a producer never issued is known")
+		}
+	}
+	if reads() != r2+3 {
+		t.Fatalf("an unknown producer was answered from memory: %d reads for 3 calls", reads()-r2)
+	}
+}

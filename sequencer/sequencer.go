@@ -316,7 +316,10 @@ func estimate(id string, appends []metadata.Append) int {
 // within infoMaxAge, found the producer known, epoch (the requesting
 // batch's) is not newer than the one it holds, and the producer committed
 // within half its state TTL (so its lease, refreshed at each commit,
-// cannot have expired); otherwise it is read from etcd now. So a
+// cannot have expired), or when ReadProducer itself read it from etcd
+// within the last second (readAge: a new producer's first requests, before
+// its first batch is written) and found it known at an epoch not older;
+// otherwise it is read from etcd now. So a
 // producer's batches cost no etcd read per partition, while a new epoch
 // issued since the leader's read (InitProducer again) is reread rather
 // than refused as never issued, and a producer the leader does not hold,
@@ -334,8 +337,11 @@ func (s *Sequencer) ReadProducer(ctx context.Context, id int64, epoch int32, fre
 	}
 	var info seqlog.ProducerInfo
 	held := false
+	now := time.Now()
 	if !fresh {
-		info, held = tm.st.heldInfo(id, epoch, time.Now())
+		if info, held = tm.st.heldInfo(id, epoch, now); !held {
+			info, held = tm.st.readInfo(id, epoch, now)
+		}
 	}
 	if !held {
 		infos, _, err := s.log.LoadProducers(ctx, []int64{id}, nil)
@@ -344,6 +350,7 @@ func (s *Sequencer) ReadProducer(ctx context.Context, id int64, epoch int32, fre
 			return nil, err
 		}
 		info = infos[id]
+		tm.st.rememberRead(id, info, now)
 	}
 	states := tm.st.producerStates(id, topic, partitions)
 	return metadata.NewProducerView(id, topic, info.Known, info.Epoch, states).WithHeld(held), nil

@@ -63,7 +63,28 @@ type state struct {
 	// etcd, so the answers themselves are not held in memory.
 	commits map[string]uint64
 	recent  []batchCommits // oldest first
+	// reads are the identities ReadProducer read from etcd in the last
+	// readAge, by producer id (readsMu guards them): a producer's first
+	// requests touch many partitions before its first batch is written,
+	// and each would otherwise read etcd again.
+	readsMu sync.Mutex
+	reads   map[int64]recentRead
 }
+
+// recentRead is a producer identity ReadProducer read from etcd at at.
+type recentRead struct {
+	info seqlog.ProducerInfo
+	at   time.Time
+}
+
+// readAge is how long ReadProducer answers again from an identity it read
+// from etcd, as held (the ingest node only accepts on it): long enough
+// for a new producer's first batch to be written, after which heldInfo
+// answers.
+const readAge = time.Second
+
+// maxReads bounds the identities ReadProducer remembers.
+const maxReads = 4096
 
 func newState(infoAge time.Duration) *state {
 	return &state{topics: map[string]*topicState{}, producers: map[int64]*producer{}, commits: map[string]uint64{}, infoAge: infoAge}
@@ -102,6 +123,41 @@ func (s *state) heldInfo(id int64, epoch int32, now time.Time) (seqlog.ProducerI
 		return seqlog.ProducerInfo{}, false
 	}
 	return p.info, true
+}
+
+// readInfo returns the identity of producer id ReadProducer read from
+// etcd within readAge of now, if it can answer a batch of epoch: known
+// and of an epoch not older than epoch.
+func (s *state) readInfo(id int64, epoch int32, now time.Time) (seqlog.ProducerInfo, bool) {
+	s.readsMu.Lock()
+	defer s.readsMu.Unlock()
+	r, ok := s.reads[id]
+	if !ok || now.Sub(r.at) > readAge || !r.info.Known || epoch > r.info.Epoch {
+		return seqlog.ProducerInfo{}, false
+	}
+	return r.info, true
+}
+
+// rememberRead keeps the identity of producer id ReadProducer read from
+// etcd at now, dropping those older than readAge when the bound is
+// reached.
+func (s *state) rememberRead(id int64, info seqlog.ProducerInfo, now time.Time) {
+	s.readsMu.Lock()
+	defer s.readsMu.Unlock()
+	if s.reads == nil {
+		s.reads = map[int64]recentRead{}
+	}
+	if len(s.reads) >= maxReads {
+		for k, r := range s.reads {
+			if now.Sub(r.at) > readAge {
+				delete(s.reads, k)
+			}
+		}
+		if len(s.reads) >= maxReads {
+			clear(s.reads)
+		}
+	}
+	s.reads[id] = recentRead{info: info, at: now}
 }
 
 // producerStates returns producer id's states on partitions of topic (the
