@@ -55,6 +55,21 @@ func (e *heldEnv) ingestNode(id string) *ingest.Ingester {
 	return in
 }
 
+// waitExpired waits until etcd deleted prod (its state TTL ran out).
+func (e *heldEnv) waitExpired(prod metadata.Producer) {
+	e.t.Helper()
+	if !testenv.Eventually(30*time.Second, func() bool {
+		v, err := e.meta.ReadProducer(context.Background(), prod.ID, prod.Epoch, true, "idem", []int32{0})
+		if err != nil {
+			return false
+		}
+		_, known := v.Epoch()
+		return !known
+	}) {
+		e.t.Fatal("the producer never expired in etcd")
+	}
+}
+
 func produce(ctx context.Context, in *ingest.Ingester, id int64, epoch, seq int32, n int) ([]ingest.Result, error) {
 	recs := make([]ingest.Record, n)
 	for i := range recs {
@@ -103,16 +118,7 @@ func TestHeldIdentityNeverAcceptsAnExpiredProducer(t *testing.T) {
 	if _, err := produce(ctx, e.ingestNode("in-1"), prod.ID, prod.Epoch, 0, 2); err != nil {
 		t.Fatal(err)
 	}
-	if !testenv.Eventually(30*time.Second, func() bool {
-		v, err := e.meta.ReadProducer(ctx, prod.ID, prod.Epoch, true, "idem", []int32{0})
-		if err != nil {
-			return false
-		}
-		_, known := v.Epoch()
-		return !known
-	}) {
-		t.Fatal("the producer never expired in etcd")
-	}
+	e.waitExpired(prod)
 	res, err := produce(ctx, e.ingestNode("in-2"), prod.ID, prod.Epoch, 2, 1)
 	if !errors.Is(err, metadata.ErrUnknownProducer) {
 		t.Fatalf("the expired producer's next batch: %v, %v; want %v", res, err, metadata.ErrUnknownProducer)
@@ -136,16 +142,7 @@ func TestExpiredProducerRefusedThroughItsOwnNode(t *testing.T) {
 	if _, err := produce(ctx, in, prod.ID, prod.Epoch, 0, 2); err != nil {
 		t.Fatal(err)
 	}
-	if !testenv.Eventually(30*time.Second, func() bool {
-		v, err := e.meta.ReadProducer(ctx, prod.ID, prod.Epoch, true, "idem", []int32{0})
-		if err != nil {
-			return false
-		}
-		_, known := v.Epoch()
-		return !known
-	}) {
-		t.Fatal("the producer never expired in etcd")
-	}
+	e.waitExpired(prod)
 	res, err := produce(ctx, in, prod.ID, prod.Epoch, 2, 1)
 	if !errors.Is(err, metadata.ErrUnknownProducer) {
 		t.Fatalf("the expired producer's next batch through the node that remembers it: %v, %v; want %v", res, err, metadata.ErrUnknownProducer)

@@ -18,19 +18,7 @@ import (
 func TestReadProducerFromLeaderMemory(t *testing.T) {
 	const partitions = 1000
 	ctx := context.Background()
-	meta := connectEtcd(t)
-	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "wide", Partitions: partitions}); err != nil {
-		t.Fatal(err)
-	}
-	cl := newCluster(t, meta)
-	cl.rpc = true
-	s := cl.start(Config{ID: "a"})
-	waitLeading(t, s)
-	c := cl.client()
-	prod, err := c.InitProducer(ctx, 0, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, c, prod := leaderWithProducer(t, "wide", partitions, true)
 	appends := make([]metadata.Append, partitions)
 	for p := range int32(partitions) {
 		appends[p] = blk("wide", p, 2, pb(prod.ID, prod.Epoch, 0, 2, 0))
@@ -81,15 +69,7 @@ func TestReadProducerNewEpoch(t *testing.T) {
 	for _, rpc := range []bool{false, true} {
 		t.Run(fmt.Sprintf("rpc=%v", rpc), func(t *testing.T) {
 			ctx := context.Background()
-			meta := connectEtcd(t)
-			if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "idem", Partitions: 2}); err != nil {
-				t.Fatal(err)
-			}
-			cl := newCluster(t, meta)
-			cl.rpc = rpc
-			s := cl.start(Config{ID: "a"})
-			waitLeading(t, s)
-			c := cl.client()
+			s, c, prod := leaderWithProducer(t, "idem", 2, rpc)
 			commit := func(id string, appends ...metadata.Append) []string {
 				t.Helper()
 				res, err := c.Commit(ctx, id, appends)
@@ -103,10 +83,6 @@ func TestReadProducerNewEpoch(t *testing.T) {
 					t.Fatal(err)
 				}
 				return v
-			}
-			prod, err := c.InitProducer(ctx, 0, time.Hour)
-			if err != nil {
-				t.Fatal(err)
 			}
 			id := prod.ID
 			if out := commit("c1", blk("idem", 0, 2, pb(id, 0, 0, 2, 0))); out[1] != "append 0: base 0: ok" {
@@ -175,21 +151,8 @@ func refusedWith(line string, sentinel error) bool {
 // read per partition. A call for a newer epoch, or a fresh one, reads
 // etcd again; an unknown producer is never answered from memory.
 func TestReadProducerBeforeTheFirstBatch(t *testing.T) {
-	const partitions = 1000
 	ctx := context.Background()
-	meta := connectEtcd(t)
-	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "wide", Partitions: partitions}); err != nil {
-		t.Fatal(err)
-	}
-	cl := newCluster(t, meta)
-	cl.rpc = true
-	s := cl.start(Config{ID: "a"})
-	waitLeading(t, s)
-	c := cl.client()
-	prod, err := c.InitProducer(ctx, 0, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, c, prod := leaderWithProducer(t, "wide", 1000, true)
 	reads := func() int64 { return s.Stats().ProducerReads }
 	read := func(epoch int32, fresh bool, p int32) *metadata.ProducerView {
 		t.Helper()
@@ -238,4 +201,26 @@ func TestReadProducerBeforeTheFirstBatch(t *testing.T) {
 	if reads() != r2+3 {
 		t.Fatalf("an unknown producer was answered from memory: %d reads for 3 calls", reads()-r2)
 	}
+}
+
+// leaderWithProducer starts a leader over a topic of partitions and a
+// client of it (over the SequencerService when rpc), and initializes a
+// producer (state TTL one hour).
+func leaderWithProducer(t *testing.T, topic string, partitions int32, rpc bool) (*Sequencer, *Client, metadata.Producer) {
+	t.Helper()
+	ctx := context.Background()
+	meta := connectEtcd(t)
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: topic, Partitions: partitions}); err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t, meta)
+	cl.rpc = rpc
+	s := cl.start(Config{ID: "a"})
+	waitLeading(t, s)
+	c := cl.client()
+	prod, err := c.InitProducer(ctx, 0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, prod
 }
