@@ -119,6 +119,9 @@ type VarveFigures struct {
 	Seconds float64 `json:"counters_seconds"`
 	// Commit is the nodes' commit latency over the workload.
 	Commit CommitLatency `json:"commit_latency"`
+	// Put is the nodes' segment build and PUT latency over the workload
+	// (Commits counts the PUTs).
+	Put CommitLatency `json:"put_latency"`
 	// EtcdTxnsPerS is etcd Txn RPCs per second, EtcdWritesPerS raft
 	// proposals committed per second (every write).
 	EtcdTxnsPerS   float64 `json:"etcd_txns_s"`
@@ -498,6 +501,7 @@ func varveFigures(d Counters) *VarveFigures {
 		f.StorePutsPerGiB, f.StoreGetsPerGiB = d.StorePuts/gib, d.StoreGets/gib
 	}
 	f.Commit = commitLatency(d.Commit)
+	f.Put = commitLatency(d.Put)
 	if d.ObjectBytes > 0 {
 		f.Compression = d.IngestBytes / d.ObjectBytes
 	}

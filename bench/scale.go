@@ -76,6 +76,22 @@ func (h Hist) Sub(o Hist) Hist {
 	return d
 }
 
+// merge returns h with o's observations added (the nodes' histograms of
+// one metric); o is left out when its buckets differ.
+func (h Hist) merge(o Hist) Hist {
+	if h.Bounds == nil {
+		return o
+	}
+	if !slices.Equal(h.Bounds, o.Bounds) {
+		return h
+	}
+	m := Hist{Count: h.Count + o.Count, Sum: h.Sum + o.Sum, Bounds: h.Bounds, Counts: slices.Clone(h.Counts)}
+	for i := range o.Counts {
+		m.Counts[i] += o.Counts[i]
+	}
+	return m
+}
+
 // Quantile estimates the q-quantile (0..1) as Prometheus's
 // histogram_quantile does: linearly within the bucket the rank falls in; a
 // rank past the last finite bound answers that bound. NaN when empty.
@@ -219,6 +235,7 @@ func (p promPage) hist(name string) Hist {
 // Metric names the scale figures read.
 const (
 	metricCommitSeconds = "varve_ingest_commit_duration_seconds"
+	metricPutSeconds    = "varve_ingest_put_duration_seconds"
 	metricEtcdRPCs      = "grpc_server_handled_total"
 	metricEtcdProposals = "etcd_server_proposals_committed_total"
 	metricEtcdPuts      = "etcd_mvcc_put_total"
@@ -283,6 +300,15 @@ func commitLatency(h Hist) CommitLatency {
 	return l
 }
 
+// putP99 is the PUT p99 cell: — when the nodes reported no PUT (a
+// report written before the bench read them).
+func putP99(l CommitLatency) string {
+	if l.Commits == 0 {
+		return "—"
+	}
+	return msString(l.P99, l.P99Beyond)
+}
+
 // msString is a latency in ms, with ≥ when it is a lower bound.
 func msString(ms float64, beyond bool) string {
 	if beyond {
@@ -305,8 +331,8 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 	if len(vr) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n## Scale\n\nPer workload: records/s offered and achieved (acknowledgements that arrived during the measured window, per second), failed records, ack latency (ms), the nodes' commit latency (`%s`, estimated within its buckets, ms) and commit attempts made again (`varve_ingest_commit_retries_total`: conflicts on the direct path, calls after a lost leader through the sequencer), etcd's figures from its own /metrics over the whole workload (Txn RPCs/s, and per batch the sequencer wrote (`varve_sequencer_batches_total`; goal ≤ 1, — on the direct path), raft proposals/s = writes/s, CPU seconds of the etcd process), etcd DB size and live key count at the end and their growth per GiB ingested, keys written per GiB (`%s`), S3 PUTs and GETs per GiB as MinIO counts them (`%s`: compaction's and the catch-up read's included), the fetch nodes' GETs per GiB (`varve_fetch_object_gets_total`) while producers and tailing consumers ran, against the ingest flushes' PUTs per GiB then (goal: tail GETs ≤ 1.05 × PUTs), and CPU seconds of every server process (Varve nodes, etcd, MinIO; not the bench's clients) per MiB acknowledged (warm-up included).\n\n", metricCommitSeconds, metricEtcdPuts, metricMinIORequests)
-	fmt.Fprintf(w, "| target | workload | offered rec/s | achieved rec/s | failed | ack p50 | ack p99 | commits | commit p50 | commit p99 | commit retries | etcd txn/s | etcd txn/batch | etcd writes/s | etcd CPU s | etcd DB MiB (end) | etcd DB MiB/GiB | etcd keys (end) | etcd keys/GiB | etcd keys written/GiB | PUTs/GiB | GETs/GiB | tail GETs/GiB (flush PUTs/GiB) | CPU s/MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n## Scale\n\nPer workload: records/s offered and achieved (acknowledgements that arrived during the measured window, per second), failed records, ack latency (ms), the nodes' commit latency (`%s`, estimated within its buckets, ms), their segment build and PUT latency p99 (`%s`, the same way; a stall of the store shows here, not in the commit) and commit attempts made again (`varve_ingest_commit_retries_total`: conflicts on the direct path, calls after a lost leader through the sequencer), etcd's figures from its own /metrics over the whole workload (Txn RPCs/s, and per batch the sequencer wrote (`varve_sequencer_batches_total`; goal ≤ 1, — on the direct path), raft proposals/s = writes/s, CPU seconds of the etcd process), etcd DB size and live key count at the end and their growth per GiB ingested, keys written per GiB (`%s`), S3 PUTs and GETs per GiB as MinIO counts them (`%s`: compaction's and the catch-up read's included), the fetch nodes' GETs per GiB (`varve_fetch_object_gets_total`) while producers and tailing consumers ran, against the ingest flushes' PUTs per GiB then (goal: tail GETs ≤ 1.05 × PUTs), and CPU seconds of every server process (Varve nodes, etcd, MinIO; not the bench's clients) per MiB acknowledged (warm-up included).\n\n", metricCommitSeconds, metricPutSeconds, metricEtcdPuts, metricMinIORequests)
+	fmt.Fprintf(w, "| target | workload | offered rec/s | achieved rec/s | failed | ack p50 | ack p99 | commits | commit p50 | commit p99 | PUT p99 | commit retries | etcd txn/s | etcd txn/batch | etcd writes/s | etcd CPU s | etcd DB MiB (end) | etcd DB MiB/GiB | etcd keys (end) | etcd keys/GiB | etcd keys written/GiB | PUTs/GiB | GETs/GiB | tail GETs/GiB (flush PUTs/GiB) | CPU s/MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range vr {
 		v := x.Varve
 		offered := "max"
@@ -325,9 +351,9 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 		if v.Counters.SeqBatches > 0 {
 			perBatch = fmt.Sprintf("%.2f", v.Counters.EtcdTxns/v.Counters.SeqBatches)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %d | %.1f | %.1f | %.0f | %s | %s | %.0f | %.1f | %s | %.1f | %.2f | %.1f | %.1f | %d | %.0f | %.0f | %.0f | %.0f | %s | %.3f |\n",
+		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %d | %.1f | %.1f | %.0f | %s | %s | %s | %.0f | %.1f | %s | %.1f | %.2f | %.1f | %.1f | %d | %.0f | %.0f | %.0f | %.0f | %s | %.3f |\n",
 			x.Label(), x.Workload.Name, offered, x.AchievedRecordsPerS, x.Errors, x.Ack.P50, x.Ack.P99,
-			v.Commit.Commits, msString(v.Commit.P50, v.Commit.P50Beyond), msString(v.Commit.P99, v.Commit.P99Beyond), v.Counters.CommitRetries, v.EtcdTxnsPerS, perBatch, v.EtcdWritesPerS, v.Counters.EtcdCPU,
+			v.Commit.Commits, msString(v.Commit.P50, v.Commit.P50Beyond), msString(v.Commit.P99, v.Commit.P99Beyond), putP99(v.Put), v.Counters.CommitRetries, v.EtcdTxnsPerS, perBatch, v.EtcdWritesPerS, v.Counters.EtcdCPU,
 			mib(v.EtcdDBBytesEnd), v.EtcdBytesPerGiB/(1<<20), v.EtcdKeysEnd, v.EtcdKeysPerGiB, v.EtcdPutsPerGiB, puts, gets, tailGets, x.CPUPerMiB)
 	}
 

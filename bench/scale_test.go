@@ -138,17 +138,20 @@ func TestScaleMarkdown(t *testing.T) {
 		return &bench.WorkloadResult{Target: target, Workload: bench.ScaleWorkload(parts), RecordsPerS: 5000, AchievedRecordsPerS: 5000,
 			Ack: bench.Latency{P50: p99 / 2, P99: p99}, CPUPerMiB: cpu,
 			Processes: []bench.ProcStats{{Name: "varve-serve-node-0", CPUSeconds: 3}, {Name: "minio", CPUSeconds: 1}, {Name: bench.SelfName, CPUSeconds: 9}},
-			Varve:     &bench.VarveFigures{EtcdTxnsPerS: 10, Commit: bench.CommitLatency{Commits: 5, P50: 20, P99: 10000, P99Beyond: true}}}
+			Varve: &bench.VarveFigures{EtcdTxnsPerS: 10, Commit: bench.CommitLatency{Commits: 5, P50: 20, P99: 10000, P99Beyond: true},
+				Put: bench.CommitLatency{Commits: 5, P50: 30, P99: 42}}}
 	}
 	failing := res("varve-minio-2", 1000, 300, 0.6)
 	failing.Errors, failing.FirstError = 7, "internal: too many operations in txn request"
-	failing.Processes[1].CPUSeconds = 3 // MinIO half the servers' CPU: Varve + etcd 0.3 s/MiB against 0.225
+	failing.Varve.Put = bench.CommitLatency{} // no PUT figures (an older report)
+	failing.Processes[1].CPUSeconds = 3       // MinIO half the servers' CPU: Varve + etcd 0.3 s/MiB against 0.225
 	rep := &bench.Report{Profile: "scale", Results: []*bench.WorkloadResult{
 		res("varve-minio-1", 8, 100, 0.2), res("varve-minio-1", 1000, 150, 0.3),
 		res("varve-minio-2", 8, 120, 0.25), failing,
 	}}
 	reportHas(t, rep,
-		"| varve-minio-2 | scale-1000p | 5000 | 5000 | 7 | 150.0 | 300.0 | 5 | 20.0 | ≥ 10000 |",
+		"| varve-minio-2 | scale-1000p | 5000 | 5000 | 7 | 150.0 | 300.0 | 5 | 20.0 | ≥ 10000 | — |",
+		"| varve-minio-1 | scale-8p | 5000 | 5000 | 0 | 50.0 | 100.0 | 5 | 20.0 | ≥ 10000 | 42.0 |",
 		"- varve-minio-2 scale-1000p: 7 failed; first error: internal: too many operations in txn request",
 		"| varve-minio-1 | scale-1000p ÷ scale-8p | 1.50 | 1.00 |",
 		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 2.00 | 2.00 | 1.33 | 1.00 |")

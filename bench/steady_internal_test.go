@@ -17,3 +17,20 @@ func TestSteadyGrowthComparesATenthOfTheData(t *testing.T) {
 		t.Fatal("one sample compared")
 	}
 }
+
+// The nodes' histograms of one metric add up bucket by bucket; one with
+// other buckets is left out rather than added wrongly.
+func TestHistMerge(t *testing.T) {
+	a := Hist{Count: 3, Sum: 0.3, Bounds: []float64{0.1, 1}, Counts: []float64{1, 3}}
+	b := Hist{Count: 2, Sum: 1.5, Bounds: []float64{0.1, 1}, Counts: []float64{0, 1}}
+	m := Hist{}.merge(a).merge(b)
+	if m.Count != 5 || m.Sum != 1.8 || m.Counts[0] != 1 || m.Counts[1] != 4 {
+		t.Fatalf("merged %+v", m)
+	}
+	if a.Counts[1] != 3 {
+		t.Fatalf("merge changed its receiver: %+v", a)
+	}
+	if o := m.merge(Hist{Count: 9, Bounds: []float64{5}, Counts: []float64{9}}); o.Count != 5 {
+		t.Fatalf("a histogram of other buckets was added: %+v", o)
+	}
+}

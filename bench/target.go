@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -100,6 +99,9 @@ type Counters struct {
 
 	// Commit is the nodes' commit duration histogram, merged.
 	Commit Hist `json:"commit_seconds"`
+	// Put is the nodes' segment build and PUT duration histogram
+	// (varve_ingest_put_duration_seconds), merged.
+	Put Hist `json:"put_seconds"`
 	// CommitRetries is the nodes' commit attempts made again
 	// (varve_ingest_commit_retries_total: direct-path conflicts,
 	// sequencer calls after a lost leader).
@@ -128,7 +130,7 @@ func (c Counters) Sub(o Counters) Counters {
 		ObjectBytes: c.ObjectBytes - o.ObjectBytes, Records: c.Records - o.Records,
 		EtcdKeys: c.EtcdKeys - o.EtcdKeys, EtcdDBBytes: c.EtcdDBBytes - o.EtcdDBBytes, EtcdBytes: c.EtcdBytes - o.EtcdBytes,
 		EtcdRevision: c.EtcdRevision - o.EtcdRevision,
-		Commit:       c.Commit.Sub(o.Commit), CommitRetries: c.CommitRetries - o.CommitRetries, SeqBatches: c.SeqBatches - o.SeqBatches,
+		Commit:       c.Commit.Sub(o.Commit), Put: c.Put.Sub(o.Put), CommitRetries: c.CommitRetries - o.CommitRetries, SeqBatches: c.SeqBatches - o.SeqBatches,
 		EtcdTxns: c.EtcdTxns - o.EtcdTxns, EtcdProposals: c.EtcdProposals - o.EtcdProposals,
 		EtcdPuts: c.EtcdPuts - o.EtcdPuts, EtcdCPU: c.EtcdCPU - o.EtcdCPU,
 		StorePuts: c.StorePuts - o.StorePuts, StoreGets: c.StoreGets - o.StoreGets, StoreMetrics: c.StoreMetrics && o.StoreMetrics,
@@ -277,16 +279,8 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 		c.Records += m.sum("varve_ingest_records_total", nil)
 		c.CommitRetries += m.sum("varve_ingest_commit_retries_total", nil)
 		c.SeqBatches += m.sum("varve_sequencer_batches_total", nil)
-		h := m.hist(metricCommitSeconds)
-		if c.Commit.Bounds == nil {
-			c.Commit = h
-		} else if slices.Equal(c.Commit.Bounds, h.Bounds) {
-			c.Commit.Count += h.Count
-			c.Commit.Sum += h.Sum
-			for i := range h.Counts {
-				c.Commit.Counts[i] += h.Counts[i]
-			}
-		}
+		c.Commit = c.Commit.merge(m.hist(metricCommitSeconds))
+		c.Put = c.Put.merge(m.hist(metricPutSeconds))
 	}
 	if err := etcdCounters(ctx, v.etcd[0], v.etcdOwnProcess, &c); err != nil {
 		return c, err
