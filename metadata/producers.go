@@ -122,15 +122,22 @@ func checkBatch(info *producerInfo, st *ProducerState, b ProducerBatch, topic st
 
 // advance returns st after the accepted batch b committed at base.
 func advance(st *ProducerState, b ProducerBatch, base int64) *ProducerState {
-	out := &ProducerState{Epoch: b.Epoch, Next: b.FirstSeq + b.Count}
+	// One allocation for the state and its recent batches: a state is
+	// advanced per batch per partition on every commit (the sequencer's
+	// decision, each ingest node's memory of its commits). States are
+	// shared, never changed: Recent's capacity is its length.
+	a := &struct {
+		st     ProducerState
+		recent [recentBatches]RecentBatch
+	}{st: ProducerState{Epoch: b.Epoch, Next: b.FirstSeq + b.Count}}
+	var prev []RecentBatch
 	if st != nil && st.Epoch == b.Epoch {
-		out.Recent = append(out.Recent, st.Recent...)
+		prev = st.Recent[max(0, len(st.Recent)-(recentBatches-1)):]
 	}
-	out.Recent = append(out.Recent, RecentBatch{Seq: b.FirstSeq, Base: base, Count: b.Count})
-	if n := len(out.Recent); n > recentBatches {
-		out.Recent = out.Recent[n-recentBatches:]
-	}
-	return out
+	n := copy(a.recent[:], prev)
+	a.recent[n] = RecentBatch{Seq: b.FirstSeq, Base: base, Count: b.Count}
+	a.st.Recent = a.recent[: n+1 : n+1]
+	return &a.st
 }
 
 // InitProducer issues a producer identity. id 0 asks for a new id (from a

@@ -295,3 +295,42 @@ func TestAssumeHeldBatchAlreadyCommitted(t *testing.T) {
 		t.Fatalf("epoch 1's next batch: dup %d, err %v; want accepted", dup, err)
 	}
 }
+
+// AdvanceState keeps the last five batches of the epoch, newest last, and
+// never changes the state it advances (states are shared).
+func TestAdvanceStateKeepsTheLastBatches(t *testing.T) {
+	b := func(epoch, seq int32) metadata.ProducerBatch {
+		return metadata.ProducerBatch{ID: 1, Epoch: epoch, FirstSeq: seq, Count: 2}
+	}
+	var states []*metadata.ProducerState
+	var st *metadata.ProducerState
+	for i := range int32(8) {
+		st = metadata.AdvanceState(st, b(0, 2*i), int64(100+2*i))
+		states = append(states, st)
+	}
+	for i, st := range states {
+		first := max(0, i-4)
+		if st.Epoch != 0 || st.Next != int32(2*i+2) || len(st.Recent) != i-first+1 || cap(st.Recent) != len(st.Recent) {
+			t.Fatalf("state %d: %+v (cap %d)", i, st, cap(st.Recent))
+		}
+		for j, r := range st.Recent {
+			seq := int32(2 * (first + j))
+			if r != (metadata.RecentBatch{Seq: seq, Base: int64(100 + seq), Count: 2}) {
+				t.Fatalf("state %d, recent %d: %+v, want sequence %d", i, j, r, seq)
+			}
+		}
+	}
+	if st := metadata.AdvanceState(states[7], b(1, 0), 500); st.Epoch != 1 || st.Next != 2 || len(st.Recent) != 1 || st.Recent[0].Base != 500 {
+		t.Fatalf("a new epoch's first batch: %+v", st)
+	}
+}
+
+func BenchmarkAdvanceState(b *testing.B) {
+	batch := metadata.ProducerBatch{ID: 1, Epoch: 0, FirstSeq: 0, Count: 1}
+	var st *metadata.ProducerState
+	b.ReportAllocs()
+	for b.Loop() {
+		st = metadata.AdvanceState(st, batch, 0)
+		batch.FirstSeq++
+	}
+}
