@@ -19,15 +19,7 @@ import (
 // refuses (it stopped leading); every commit is answered.
 func TestClientKeepsTheLeader(t *testing.T) {
 	ctx := context.Background()
-	meta := connectEtcd(t)
-	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 4}); err != nil {
-		t.Fatal(err)
-	}
-	cl := newCluster(t, meta)
-	cl.rpc = true
-	a := cl.start(Config{ID: "a"})
-	waitLeading(t, a)
-	c := cl.client()
+	cl, _, c := leaderOver(t, "t", 4, true)
 	var reads atomic.Int64
 	read := c.leaderOf
 	c.leaderOf = func(ctx context.Context) (string, error) {

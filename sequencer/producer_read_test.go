@@ -204,23 +204,30 @@ func TestReadProducerBeforeTheFirstBatch(t *testing.T) {
 }
 
 // leaderWithProducer starts a leader over a topic of partitions and a
-// client of it (over the SequencerService when rpc), and initializes a
-// producer (state TTL one hour).
+// client of it (leaderOver), and initializes a producer (state TTL one
+// hour).
 func leaderWithProducer(t *testing.T, topic string, partitions int32, rpc bool) (*Sequencer, *Client, metadata.Producer) {
 	t.Helper()
-	ctx := context.Background()
+	_, s, c := leaderOver(t, topic, partitions, rpc)
+	prod, err := c.InitProducer(context.Background(), 0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, prod
+}
+
+// leaderOver creates a topic of partitions, starts sequencer "a" and waits
+// until it leads, and returns its cluster and a client of it (over the
+// SequencerService when rpc).
+func leaderOver(t *testing.T, topic string, partitions int32, rpc bool) (*cluster, *Sequencer, *Client) {
+	t.Helper()
 	meta := connectEtcd(t)
-	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: topic, Partitions: partitions}); err != nil {
+	if _, err := meta.CreateTopic(context.Background(), metadata.Topic{Name: topic, Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
 	cl := newCluster(t, meta)
 	cl.rpc = rpc
 	s := cl.start(Config{ID: "a"})
 	waitLeading(t, s)
-	c := cl.client()
-	prod, err := c.InitProducer(ctx, 0, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, c, prod
+	return cl, s, cl.client()
 }
