@@ -69,13 +69,23 @@ type WorkloadResult struct {
 
 	// PerSecond is acknowledged MiB in each second of the measured window.
 	PerSecond []float64 `json:"per_second_mib"`
+	// ProduceRPCs are the producers' own Produce round trips (Varve only:
+	// through the SDK's hooks).
+	ProduceRPCs *ProduceRPCs `json:"produce_rpcs,omitempty"`
+	// SlowAcks are the seconds of the measured window in which
+	// acknowledgements slower than slowAck arrived, and how many.
+	SlowAcks []SlowAcks `json:"slow_acks,omitempty"`
 
 	// FirstError is the first failure a producer was told of.
 	FirstError string `json:"first_error,omitempty"`
 
 	Processes []ProcStats `json:"processes"`
+	// CatchUpCPU is the part of each server process's CPU seconds (in
+	// Processes) spent during the catch-up read, by process name.
+	CatchUpCPU map[string]float64 `json:"catch_up_cpu_seconds,omitempty"`
 	// CPUPerMiB is the CPU seconds of the target's server processes over
-	// the workload over the MiB acknowledged in it (warm-up included).
+	// the workload over the MiB acknowledged in it (warm-up and catch-up
+	// included).
 	CPUPerMiB float64 `json:"server_cpu_s_per_mib"`
 	// Varve only: counters over the workload.
 	Varve *VarveFigures `json:"varve,omitempty"`
@@ -227,9 +237,19 @@ func RunWorkload(ctx context.Context, t Target, w Workload, progress Progress) (
 
 	// Catch-up: a consumer per workload consumer reads the whole topic again.
 	progress(1, fmt.Sprintf("%s %s catch-up", t.Name(), w.Name))
+	cpuCatchUp := map[string]float64{}
+	for _, p := range t.Processes() {
+		cpuCatchUp[p.Name] = p.CPUSeconds
+	}
 	r.catchUp(ctx, res)
 
 	for _, p := range t.Processes() {
+		if p.Name != SelfName {
+			if res.CatchUpCPU == nil {
+				res.CatchUpCPU = map[string]float64{}
+			}
+			res.CatchUpCPU[p.Name] = p.CPUSeconds - cpuCatchUp[p.Name]
+		}
 		p.CPUSeconds -= cpuBefore[p.Name]
 		res.Processes = append(res.Processes, p)
 	}
@@ -271,10 +291,12 @@ type workloadRun struct {
 	ack                                     *hdrhistogram.Histogram
 	ackMu                                   sync.Mutex
 	perSec                                  []atomic.Int64 // acknowledged bytes per second of the window
+	slowPerSec                              []atomic.Int64 // acknowledgements slower than slowAck, per second of the window
 	sent, acked, ackedBytes, measured, errs atomic.Int64
 	allBytes                                atomic.Int64 // acknowledged, warm-up included
 	ackedInWindow                           atomic.Int64 // acknowledgements that arrived in the window
 	firstErr                                atomic.Pointer[string]
+	producers                               []Producer
 }
 
 func newWorkloadRun(t Target, w Workload, topic string) *workloadRun {
@@ -283,6 +305,7 @@ func newWorkloadRun(t Target, w Workload, topic string) *workloadRun {
 	r.measureFrom = r.start.Add(w.Warmup)
 	r.measureTo = r.measureFrom.Add(w.Duration)
 	r.perSec = make([]atomic.Int64, int(w.Duration/time.Second)+1)
+	r.slowPerSec = make([]atomic.Int64, len(r.perSec))
 	return r
 }
 
@@ -335,6 +358,7 @@ func (r *workloadRun) startProducers(ctx context.Context, payloads, keys [][]byt
 	var wg sync.WaitGroup
 	for i := 0; i < r.w.Producers; i++ {
 		pr := r.t.NewProducer(i, r.w)
+		r.producers = append(r.producers, pr)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -408,6 +432,9 @@ func (r *workloadRun) acknowledged(sentAt time.Time, size int64, err error) {
 	r.ackedBytes.Add(size)
 	if s := int(now.Sub(r.measureFrom) / time.Second); s >= 0 && s < len(r.perSec) {
 		r.perSec[s].Add(size)
+		if now.Sub(sentAt) > slowAck {
+			r.slowPerSec[s].Add(1)
+		}
 	}
 	r.ackMu.Lock()
 	_ = r.ack.RecordValue(max(1, now.Sub(sentAt).Microseconds()))
@@ -432,6 +459,18 @@ func (r *workloadRun) waitProduced(producers *sync.WaitGroup, progress Progress)
 	}
 }
 
+// slowAck is the acknowledgement latency above which the report says when
+// it happened: past a tick and a half of a node's default linger (100 ms)
+// plus its PUT and commit, so only a stall or a retry reaches it.
+const slowAck = 250 * time.Millisecond
+
+// SlowAcks counts the acknowledgements slower than slowAck that arrived in
+// one second of the measured window (0 is its first second).
+type SlowAcks struct {
+	Second int   `json:"second"`
+	Count  int64 `json:"count"`
+}
+
 // summarize fills res with the produce figures of the window, which ends
 // at the last acknowledgement (at most the workload's duration with a
 // rate).
@@ -452,8 +491,12 @@ func (r *workloadRun) summarize(res *WorkloadResult, lastAck time.Time) {
 	}
 	res.AchievedRecordsPerS = float64(r.ackedInWindow.Load()) / w.Duration.Seconds()
 	res.Ack, res.EndToEnd, res.Consumed = summarize(r.ack), summarize(r.e2e), r.consumed.Load()
+	res.ProduceRPCs = mergeRPCs(r.producers)
 	for i := range r.perSec {
 		res.PerSecond = append(res.PerSecond, float64(r.perSec[i].Load())/(1<<20))
+		if n := r.slowPerSec[i].Load(); n > 0 {
+			res.SlowAcks = append(res.SlowAcks, SlowAcks{Second: i, Count: n})
+		}
 	}
 }
 

@@ -236,6 +236,7 @@ func (p promPage) hist(name string) Hist {
 const (
 	metricCommitSeconds = "varve_ingest_commit_duration_seconds"
 	metricPutSeconds    = "varve_ingest_put_duration_seconds"
+	metricFlushSeconds  = "varve_ingest_flush_duration_seconds"
 	metricEtcdRPCs      = "grpc_server_handled_total"
 	metricEtcdProposals = "etcd_server_proposals_committed_total"
 	metricEtcdPuts      = "etcd_mvcc_put_total"
@@ -309,6 +310,52 @@ func putP99(l CommitLatency) string {
 	return msString(l.P99, l.P99Beyond)
 }
 
+// slowAcksMarkdown writes, per workload, when acknowledgements slower than
+// slowAck arrived and the slowest of each step they wait for, so that a
+// spike of the ack p99 can be put down to a node's flush, its PUT, its
+// commit, or the client (a slow or failed Produce RPC).
+func slowAcksMarkdown(w io.Writer, vr []*WorkloadResult) {
+	fmt.Fprintf(w, "\n### Slow acknowledgements\n\nAcks slower than %v by the second of the measured window they arrived in (second: count); the slowest of the nodes' flushes (`%s`, a file's first record to its commit), PUTs and commits, as the bound of the histogram bucket the slowest fell in, ms; and the producers' own Produce round trips (every attempt, through the SDK's hooks; exact, ms): p99, max, and attempts that failed (retried by the SDK), by Connect code.\n\n", slowAck, metricFlushSeconds)
+	fmt.Fprintf(w, "| target | workload | ack p99 | ack max | slow acks | slowest flush | slowest PUT | slowest commit | produce RPC p99 | produce RPC max | failed attempts |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range vr {
+		c := x.Varve.Counters
+		slow := "0"
+		if len(x.SlowAcks) > 0 {
+			var at []string
+			for _, s := range x.SlowAcks {
+				at = append(at, fmt.Sprintf("%d: %d", s.Second, s.Count))
+			}
+			slow = strings.Join(at, ", ")
+		}
+		rpcP99, rpcMax, failed := "—", "—", "—"
+		if p := x.ProduceRPCs; p != nil {
+			rpcP99, rpcMax, failed = fmt.Sprintf("%.1f", p.Latency.P99), fmt.Sprintf("%.1f", p.Latency.Max), fmt.Sprint(p.Failed)
+			if p.Failed > 0 {
+				failed += " (" + codesString(p.Codes) + ")"
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %s | %s | %s | %s | %s | %s | %s |\n", x.Label(), x.Workload.Name, x.Ack.P99, x.Ack.Max, slow,
+			c.Flush.slowest(), c.Put.slowest(), c.Commit.slowest(), rpcP99, rpcMax, failed)
+	}
+}
+
+// slowest is the bound of the first bucket that holds every observation,
+// in ms: "≤ 250" (— when empty, "> 10000" past the last bound).
+func (h Hist) slowest() string {
+	if h.Count <= 0 {
+		return "—"
+	}
+	for i, b := range h.Bounds {
+		if h.Counts[i] >= h.Count {
+			return fmt.Sprintf("≤ %g", b*1000)
+		}
+	}
+	if len(h.Bounds) == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("> %g", h.Bounds[len(h.Bounds)-1]*1000)
+}
+
 // msString is a latency in ms, with ≥ when it is a lower bound.
 func msString(ms float64, beyond bool) string {
 	if beyond {
@@ -366,6 +413,8 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 	if len(failed) > 0 {
 		fmt.Fprintf(w, "\nFailed records:\n\n%s\n", strings.Join(failed, "\n"))
 	}
+
+	slowAcksMarkdown(w, vr)
 
 	// Partitions: each target's workloads over its fewest-partitions one
 	// (of the same round).

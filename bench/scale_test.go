@@ -143,6 +143,15 @@ func TestScaleMarkdown(t *testing.T) {
 	}
 	failing := res("varve-minio-2", 1000, 300, 0.6)
 	failing.Errors, failing.FirstError = 7, "internal: too many operations in txn request"
+	failing.Ack.Max = 412
+	failing.SlowAcks = []bench.SlowAcks{{Second: 0, Count: 3}, {Second: 9, Count: 120}}
+	ms := []float64{0.1, 0.25, 0.5}
+	failing.Varve.Counters = bench.Counters{
+		Flush:  bench.Hist{Count: 100, Sum: 12, Bounds: ms, Counts: []float64{90, 99, 100}},
+		Commit: bench.Hist{Count: 100, Sum: 1, Bounds: ms, Counts: []float64{100, 100, 100}},
+		Put:    bench.Hist{Count: 10, Sum: 3, Bounds: ms, Counts: []float64{0, 8, 9}},
+	}
+	failing.ProduceRPCs = &bench.ProduceRPCs{Latency: bench.Latency{P99: 380, Max: 402.5}, Failed: 2, Codes: map[string]int64{"unavailable": 1, "aborted": 1}}
 	failing.Varve.Put = bench.CommitLatency{} // no PUT figures (an older report)
 	failing.Processes[1].CPUSeconds = 3       // MinIO half the servers' CPU: Varve + etcd 0.3 s/MiB against 0.225
 	rep := &bench.Report{Profile: "scale", Results: []*bench.WorkloadResult{
@@ -153,6 +162,8 @@ func TestScaleMarkdown(t *testing.T) {
 		"| varve-minio-2 | scale-1000p | 5000 | 5000 | 7 | 150.0 | 300.0 | 5 | 20.0 | ≥ 10000 | — |",
 		"| varve-minio-1 | scale-8p | 5000 | 5000 | 0 | 50.0 | 100.0 | 5 | 20.0 | ≥ 10000 | 42.0 |",
 		"- varve-minio-2 scale-1000p: 7 failed; first error: internal: too many operations in txn request",
+		"| varve-minio-2 | scale-1000p | 300.0 | 412.0 | 0: 3, 9: 120 | ≤ 500 | > 500 | ≤ 100 | 380.0 | 402.5 | 2 (aborted 1, unavailable 1) |",
+		"| varve-minio-1 | scale-8p | 100.0 | 0.0 | 0 | — | — | — | — | — | — |",
 		"| varve-minio-1 | scale-1000p ÷ scale-8p | 1.50 | 1.00 |",
 		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 2.00 | 2.00 | 1.33 | 1.00 |")
 }
@@ -225,6 +236,12 @@ func TestScaleCountersMinIO(t *testing.T) {
 	}
 	if d.EtcdTxns < d.Commit.Count || d.EtcdProposals < 1 || d.EtcdPuts < d.Commit.Count || d.EtcdCPU <= 0 {
 		t.Errorf("etcd: %v txns, %v proposals, %v puts, %v CPU s over %v commits", d.EtcdTxns, d.EtcdProposals, d.EtcdPuts, d.EtcdCPU, d.Commit.Count)
+	}
+	if d.Flush.Count < 1 || d.Flush.Sum <= 0 {
+		t.Errorf("flush histogram %+v", d.Flush)
+	}
+	if p := r.ProduceRPCs; p == nil || p.Latency.Count < 1 || p.Latency.Max <= 0 || p.Failed != 0 {
+		t.Errorf("producers' RPCs %+v", p)
 	}
 	if !d.StoreMetrics || d.StorePuts < d.Puts || d.Puts < 1 {
 		t.Errorf("store: metrics %v, %v PUTs counted by MinIO, %v flushes", d.StoreMetrics, d.StorePuts, d.Puts)

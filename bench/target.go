@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -102,6 +103,9 @@ type Counters struct {
 	// Put is the nodes' segment build and PUT duration histogram
 	// (varve_ingest_put_duration_seconds), merged.
 	Put Hist `json:"put_seconds"`
+	// Flush is the nodes' time from a file's first record to its commit
+	// (varve_ingest_flush_duration_seconds), merged.
+	Flush Hist `json:"flush_seconds"`
 	// CommitRetries is the nodes' commit attempts made again
 	// (varve_ingest_commit_retries_total: direct-path conflicts,
 	// sequencer calls after a lost leader).
@@ -130,7 +134,8 @@ func (c Counters) Sub(o Counters) Counters {
 		ObjectBytes: c.ObjectBytes - o.ObjectBytes, Records: c.Records - o.Records,
 		EtcdKeys: c.EtcdKeys - o.EtcdKeys, EtcdDBBytes: c.EtcdDBBytes - o.EtcdDBBytes, EtcdBytes: c.EtcdBytes - o.EtcdBytes,
 		EtcdRevision: c.EtcdRevision - o.EtcdRevision,
-		Commit:       c.Commit.Sub(o.Commit), Put: c.Put.Sub(o.Put), CommitRetries: c.CommitRetries - o.CommitRetries, SeqBatches: c.SeqBatches - o.SeqBatches,
+		Commit:       c.Commit.Sub(o.Commit), Put: c.Put.Sub(o.Put), Flush: c.Flush.Sub(o.Flush),
+		CommitRetries: c.CommitRetries - o.CommitRetries, SeqBatches: c.SeqBatches - o.SeqBatches,
 		EtcdTxns: c.EtcdTxns - o.EtcdTxns, EtcdProposals: c.EtcdProposals - o.EtcdProposals,
 		EtcdPuts: c.EtcdPuts - o.EtcdPuts, EtcdCPU: c.EtcdCPU - o.EtcdCPU,
 		StorePuts: c.StorePuts - o.StorePuts, StoreGets: c.StoreGets - o.StoreGets, StoreMetrics: c.StoreMetrics && o.StoreMetrics,
@@ -201,14 +206,18 @@ func (v *varveCluster) CreateTopic(ctx context.Context, topic string, partitions
 }
 
 type varveProducer struct {
-	c *sdk.Client
-	p *sdk.Producer
+	st *produceStats
+	c  *sdk.Client
+	p  *sdk.Producer
 }
+
+func (p *varveProducer) rpcStats() *produceStats { return p.st }
 
 // NewProducer returns producer i, spread over the nodes round robin.
 func (v *varveCluster) NewProducer(i int, w Workload) Producer {
-	c := sdk.New(v.addrs[i%len(v.addrs)], v.opts...)
-	return &varveProducer{c: c, p: c.NewProducer(sdk.ProducerOptions{Linger: w.Linger, MaxBatchBytes: w.MaxBatchBytes, MaxBufferedBytes: producerBuffer})}
+	st := newProduceStats()
+	c := sdk.New(v.addrs[i%len(v.addrs)], append(slices.Clip(v.opts), sdk.WithHooks(st.hooks()))...)
+	return &varveProducer{st: st, c: c, p: c.NewProducer(sdk.ProducerOptions{Linger: w.Linger, MaxBatchBytes: w.MaxBatchBytes, MaxBufferedBytes: producerBuffer})}
 }
 
 func (p *varveProducer) Send(ctx context.Context, topic string, key, value []byte, sentAt time.Time, ack func(error)) {
@@ -281,6 +290,7 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 		c.SeqBatches += m.sum("varve_sequencer_batches_total", nil)
 		c.Commit = c.Commit.merge(m.hist(metricCommitSeconds))
 		c.Put = c.Put.merge(m.hist(metricPutSeconds))
+		c.Flush = c.Flush.merge(m.hist(metricFlushSeconds))
 	}
 	if err := etcdCounters(ctx, v.etcd[0], v.etcdOwnProcess, &c); err != nil {
 		return c, err
