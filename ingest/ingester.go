@@ -68,6 +68,11 @@ type Config struct {
 	ObjectPrefix string
 	// PutTimeout bounds the retries of one segment PUT.
 	PutTimeout time.Duration
+	// PutHedgeMin is the least a segment PUT runs alone before the same
+	// bytes are PUT again under a new key (it is hedged after twice the p90
+	// of the node's recent PUTs, and not before this; hedge.go). Zero takes
+	// DefaultPutHedgeMin; negative never hedges.
+	PutHedgeMin time.Duration
 	// MaxInflight bounds the files being stored or committed at once. When
 	// the pipeline is full at linger time, the open file keeps filling
 	// until a slot frees, so flushes grow with load instead of queueing.
@@ -96,6 +101,7 @@ const (
 	// DefaultProducerStateTTL is Kafka's producer id expiration (24h).
 	DefaultProducerStateTTL = metadata.DefaultProducerStateTTL
 	DefaultOrderWait        = 500 * time.Millisecond
+	DefaultPutHedgeMin      = 50 * time.Millisecond
 )
 
 func (c *Config) fill() {
@@ -125,6 +131,9 @@ func (c *Config) fill() {
 	}
 	if c.OrderWait <= 0 {
 		c.OrderWait = DefaultOrderWait
+	}
+	if c.PutHedgeMin == 0 {
+		c.PutHedgeMin = DefaultPutHedgeMin
 	}
 }
 
@@ -161,6 +170,7 @@ type FlushedBlock struct {
 // Ingester is the write path of one node. It is safe for concurrent use.
 type Ingester struct {
 	cfg    Config
+	hedge  putHedge
 	store  tier.Store
 	meta   Committer
 	topics *metadata.Cache
@@ -283,7 +293,7 @@ func New(cfg Config, store tier.Store, meta Committer, topics *metadata.Cache, l
 		}
 	}
 	in := &Ingester{
-		cfg: cfg, store: store, meta: meta, topics: topics, log: log, m: m,
+		cfg: cfg, hedge: putHedge{min: cfg.PutHedgeMin}, store: store, meta: meta, topics: topics, log: log, m: m,
 		sticky:   map[string]int32{},
 		idem:     map[idemKey][]*pendingBatch{},
 		pcache:   newProducerCache(),
@@ -601,7 +611,13 @@ func (in *Ingester) put(f *file) {
 	f.object = in.objectKey(f)
 	backoff := 10 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		err = in.store.PutIfAbsent(ctx, f.object, obj)
+		t0 := time.Now()
+		var key string
+		key, err = in.putHedged(ctx, f.object, obj, func() string { return in.objectKey(f) })
+		if err == nil {
+			f.object = key
+			in.hedge.observe(time.Since(t0))
+		}
 		if err == nil || (attempt > 0 && errors.Is(err, tier.ErrExists)) {
 			// After a failed attempt, "exists" means that attempt stored it:
 			// nobody else writes this randomly named key.

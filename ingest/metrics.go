@@ -22,6 +22,8 @@ type instruments struct {
 	stateReads    metric.Int64Counter
 	outOfOrder    metric.Int64Counter
 	orderWaits    metric.Int64Counter
+	putHedges     metric.Int64Counter
+	putHedgesWon  metric.Int64Counter
 	putSeconds    metric.Float64Histogram
 	commitSeconds metric.Float64Histogram
 	flushSeconds  metric.Float64Histogram
@@ -48,6 +50,8 @@ func newInstruments(mp metric.MeterProvider, tp trace.TracerProvider) (instrumen
 	in.stateReads, _ = m.Int64Counter("varve.ingest.producer_state.reads", metric.WithDescription("etcd reads of idempotent producers' state before buffering (requests the node's remembered states could not accept)."))
 	in.outOfOrder, _ = m.Int64Counter("varve.ingest.out_of_order", metric.WithDescription("Idempotent produce requests refused as out of order (a gap in a producer's sequence that no earlier batch filled in time)."))
 	in.orderWaits, _ = m.Int64Counter("varve.ingest.order_waits", metric.WithDescription("Idempotent produce requests that arrived ahead of their producer's sequence and waited for the earlier batches."))
+	in.putHedges, _ = m.Int64Counter("varve.ingest.put.hedges", metric.WithDescription("Segment PUTs raced by a second PUT of the same bytes under a new key, because the first was slower than twice the p90 of recent PUTs."))
+	in.putHedgesWon, _ = m.Int64Counter("varve.ingest.put.hedges.won", metric.WithDescription("Hedged segment PUTs whose second PUT stored the object first."))
 	var e error
 	in.putSeconds, e = m.Float64Histogram("varve.ingest.put.duration", metric.WithUnit("s"), obs.LatencyBuckets, metric.WithDescription("Segment build and PUT time."))
 	set(e)
@@ -58,7 +62,7 @@ func newInstruments(mp metric.MeterProvider, tp trace.TracerProvider) (instrumen
 	// The counters autoscaling and alerts read exist from the start, at 0:
 	// a rate over a series that appears only at the first event is empty
 	// until then (terraform/modules/varve scales on these).
-	for _, c := range []metric.Int64Counter{in.records, in.bytes, in.flushes, in.backpressure} {
+	for _, c := range []metric.Int64Counter{in.records, in.bytes, in.flushes, in.backpressure, in.putHedges, in.putHedgesWon} {
 		c.Add(context.Background(), 0)
 	}
 	if tp != nil {

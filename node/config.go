@@ -76,6 +76,8 @@ type Config struct {
 	FlushBytes     int
 	Linger         time.Duration
 	MaxBufferBytes int64
+	// PutHedgeMin is ingest.Config.PutHedgeMin (Off: never hedge).
+	PutHedgeMin time.Duration
 	// ProducerStateTTL is how long an idempotent producer's state lives in
 	// etcd after its last commit (see docs/idempotence.md).
 	ProducerStateTTL time.Duration
@@ -160,6 +162,8 @@ var Settings = []Setting{
 		"seal the open segment at this many bytes of records", atLeast(1024)),
 	duration("linger", func(c *Config) *time.Duration { return &c.Linger }, ingest.DefaultLinger,
 		"seal the open segment at the next multiple of this on the wall clock after its first record (at most this long), so every node flushes at the same ticks and the sequencer writes their commits as one batch", atLeast(time.Millisecond)),
+	durationOrOff("put_hedge_min", func(c *Config) *time.Duration { return &c.PutHedgeMin }, ingest.DefaultPutHedgeMin,
+		"a segment PUT that has not answered after twice the p90 of the node's recent PUTs, and at least this long, is raced by a second PUT of the same bytes under a new key; the first stored is committed, the other deleted (object stores' tail latency is per request); off: never", atLeast(time.Millisecond)),
 	bytes64("max_buffer_bytes", func(c *Config) *int64 { return &c.MaxBufferBytes }, ingest.DefaultMaxBufferBytes,
 		"records buffered before produce answers RESOURCE_EXHAUSTED with retry advice", nil),
 	duration("producer_state_ttl", func(c *Config) *time.Duration { return &c.ProducerStateTTL }, ingest.DefaultProducerStateTTL,

@@ -215,7 +215,7 @@ func (n *Node) startRoles(ctx context.Context) error {
 		}
 		n.in, err = ingest.New(ingest.Config{
 			NodeID: n.cfg.NodeID, FlushBytes: n.cfg.FlushBytes, Linger: n.cfg.Linger, MaxBufferBytes: n.cfg.MaxBufferBytes,
-			ProducerStateTTL: n.cfg.ProducerStateTTL, TracerProvider: n.tel.Tracer,
+			ProducerStateTTL: n.cfg.ProducerStateTTL, TracerProvider: n.tel.Tracer, PutHedgeMin: n.cfg.PutHedgeMin,
 		}, n.store, n.committer(), n.topics, n.log, n.meter)
 		if err != nil {
 			return err
