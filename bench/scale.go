@@ -315,8 +315,8 @@ func putP99(l CommitLatency) string {
 // spike of the ack p99 can be put down to a node's flush, its PUT, its
 // commit, or the client (a slow or failed Produce RPC).
 func slowAcksMarkdown(w io.Writer, vr []*WorkloadResult) {
-	fmt.Fprintf(w, "\n### Slow acknowledgements\n\nAcks slower than %v by the second of the measured window they arrived in (second: count); the slowest of the nodes' flushes (`%s`, a file's first record to its commit), PUTs and commits, as the bound of the histogram bucket the slowest fell in, ms; and the producers' own Produce round trips (every attempt, through the SDK's hooks; exact, ms): p99, max, and attempts that failed (retried by the SDK), by Connect code.\n\n", slowAck, metricFlushSeconds)
-	fmt.Fprintf(w, "| target | workload | ack p99 | ack max | slow acks | slowest flush | slowest PUT | slowest commit | produce RPC p99 | produce RPC max | failed attempts |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n### Slow acknowledgements\n\nAcks slower than %v by the second of the measured window they arrived in (second: count); the slowest of the nodes' flushes (`%s`, a file's first record to its commit), PUTs and commits, as the bound of the histogram bucket the slowest fell in, ms; the PUTs hedged (`varve_ingest_put_hedges_total`: raced by a second PUT after twice the recent p90) and how many of those the second won; and the producers' own Produce round trips (every attempt, through the SDK's hooks; exact, ms): p99, max, and attempts that failed (retried by the SDK), by Connect code.\n\n", slowAck, metricFlushSeconds)
+	fmt.Fprintf(w, "| target | workload | ack p99 | ack max | slow acks | slowest flush | slowest PUT | PUT hedges (won) | slowest commit | produce RPC p99 | produce RPC max | failed attempts |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range vr {
 		c := x.Varve.Counters
 		slow := "0"
@@ -334,8 +334,8 @@ func slowAcksMarkdown(w io.Writer, vr []*WorkloadResult) {
 				failed += " (" + codesString(p.Codes) + ")"
 			}
 		}
-		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %s | %s | %s | %s | %s | %s | %s |\n", x.Label(), x.Workload.Name, x.Ack.P99, x.Ack.Max, slow,
-			c.Flush.slowest(), c.Put.slowest(), c.Commit.slowest(), rpcP99, rpcMax, failed)
+		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %s | %s | %s | %.0f (%.0f) | %s | %s | %s | %s |\n", x.Label(), x.Workload.Name, x.Ack.P99, x.Ack.Max, slow,
+			c.Flush.slowest(), c.Put.slowest(), c.PutHedges, c.PutHedgesWon, c.Commit.slowest(), rpcP99, rpcMax, failed)
 	}
 }
 

@@ -147,9 +147,10 @@ func TestScaleMarkdown(t *testing.T) {
 	failing.SlowAcks = []bench.SlowAcks{{Second: 0, Count: 3}, {Second: 9, Count: 120}}
 	ms := []float64{0.1, 0.25, 0.5}
 	failing.Varve.Counters = bench.Counters{
-		Flush:  bench.Hist{Count: 100, Sum: 12, Bounds: ms, Counts: []float64{90, 99, 100}},
-		Commit: bench.Hist{Count: 100, Sum: 1, Bounds: ms, Counts: []float64{100, 100, 100}},
-		Put:    bench.Hist{Count: 10, Sum: 3, Bounds: ms, Counts: []float64{0, 8, 9}},
+		Flush:     bench.Hist{Count: 100, Sum: 12, Bounds: ms, Counts: []float64{90, 99, 100}},
+		Commit:    bench.Hist{Count: 100, Sum: 1, Bounds: ms, Counts: []float64{100, 100, 100}},
+		Put:       bench.Hist{Count: 10, Sum: 3, Bounds: ms, Counts: []float64{0, 8, 9}},
+		PutHedges: 3, PutHedgesWon: 2,
 	}
 	failing.ProduceRPCs = &bench.ProduceRPCs{Latency: bench.Latency{P99: 380, Max: 402.5}, Failed: 2, Codes: map[string]int64{"unavailable": 1, "aborted": 1}}
 	failing.Varve.Put = bench.CommitLatency{} // no PUT figures (an older report)
@@ -162,8 +163,8 @@ func TestScaleMarkdown(t *testing.T) {
 		"| varve-minio-2 | scale-1000p | 5000 | 5000 | 7 | 150.0 | 300.0 | 5 | 20.0 | ≥ 10000 | — |",
 		"| varve-minio-1 | scale-8p | 5000 | 5000 | 0 | 50.0 | 100.0 | 5 | 20.0 | ≥ 10000 | 42.0 |",
 		"- varve-minio-2 scale-1000p: 7 failed; first error: internal: too many operations in txn request",
-		"| varve-minio-2 | scale-1000p | 300.0 | 412.0 | 0: 3, 9: 120 | ≤ 500 | > 500 | ≤ 100 | 380.0 | 402.5 | 2 (aborted 1, unavailable 1) |",
-		"| varve-minio-1 | scale-8p | 100.0 | 0.0 | 0 | — | — | — | — | — | — |",
+		"| varve-minio-2 | scale-1000p | 300.0 | 412.0 | 0: 3, 9: 120 | ≤ 500 | > 500 | 3 (2) | ≤ 100 | 380.0 | 402.5 | 2 (aborted 1, unavailable 1) |",
+		"| varve-minio-1 | scale-8p | 100.0 | 0.0 | 0 | — | — | 0 (0) | — | — | — | — |",
 		"| varve-minio-1 | scale-1000p ÷ scale-8p | 1.50 | 1.00 |",
 		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 2.00 | 2.00 | 1.33 | 1.00 |")
 }

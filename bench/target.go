@@ -106,6 +106,10 @@ type Counters struct {
 	// Flush is the nodes' time from a file's first record to its commit
 	// (varve_ingest_flush_duration_seconds), merged.
 	Flush Hist `json:"flush_seconds"`
+	// PutHedges and PutHedgesWon are the nodes' segment PUTs raced by a
+	// second one (varve_ingest_put_hedges_total) and those the second won.
+	PutHedges    float64 `json:"put_hedges"`
+	PutHedgesWon float64 `json:"put_hedges_won"`
 	// CommitRetries is the nodes' commit attempts made again
 	// (varve_ingest_commit_retries_total: direct-path conflicts,
 	// sequencer calls after a lost leader).
@@ -135,6 +139,7 @@ func (c Counters) Sub(o Counters) Counters {
 		EtcdKeys: c.EtcdKeys - o.EtcdKeys, EtcdDBBytes: c.EtcdDBBytes - o.EtcdDBBytes, EtcdBytes: c.EtcdBytes - o.EtcdBytes,
 		EtcdRevision: c.EtcdRevision - o.EtcdRevision,
 		Commit:       c.Commit.Sub(o.Commit), Put: c.Put.Sub(o.Put), Flush: c.Flush.Sub(o.Flush),
+		PutHedges: c.PutHedges - o.PutHedges, PutHedgesWon: c.PutHedgesWon - o.PutHedgesWon,
 		CommitRetries: c.CommitRetries - o.CommitRetries, SeqBatches: c.SeqBatches - o.SeqBatches,
 		EtcdTxns: c.EtcdTxns - o.EtcdTxns, EtcdProposals: c.EtcdProposals - o.EtcdProposals,
 		EtcdPuts: c.EtcdPuts - o.EtcdPuts, EtcdCPU: c.EtcdCPU - o.EtcdCPU,
@@ -287,6 +292,8 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 		c.ObjectBytes += m.sum("varve_ingest_object_bytes_total", nil)
 		c.Records += m.sum("varve_ingest_records_total", nil)
 		c.CommitRetries += m.sum("varve_ingest_commit_retries_total", nil)
+		c.PutHedges += m.sum("varve_ingest_put_hedges_total", nil)
+		c.PutHedgesWon += m.sum("varve_ingest_put_hedges_won_total", nil)
 		c.SeqBatches += m.sum("varve_sequencer_batches_total", nil)
 		c.Commit = c.Commit.merge(m.hist(metricCommitSeconds))
 		c.Put = c.Put.merge(m.hist(metricPutSeconds))
