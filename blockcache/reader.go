@@ -283,11 +283,27 @@ func (r *Reader) SetOwners(o *Owners, peers PeerClient) { r.tiers.owners, r.tier
 // Owners returns the ownership of blocks (nil on a lone reader).
 func (r *Reader) Owners() *Owners { return r.tiers.owners }
 
-// loaded is the result of a shared read of one block.
+// loaded is the result of a shared read of one block: its records, or
+// (from the memory tier or a whole object's read) its checked stored bytes
+// and record count only, decoded by whoever needs the records (decoded).
 type loaded struct {
-	recs   []segment.Record
-	stored []byte // nil when the records came from a peer
-	tier   Tier
+	recs    []segment.Record
+	stored  []byte // nil when the records came from a peer
+	records int64  // the block's record count when recs is nil
+	tier    Tier
+}
+
+// decoded returns l's records, decoding its stored bytes (once per cached
+// block: the memory tier decodes a block at its first Get) when the read
+// did not.
+func (r *Reader) decoded(object string, off int64, l loaded) ([]segment.Record, error) {
+	if l.recs != nil || l.stored == nil {
+		return l.recs, nil
+	}
+	if recs, ok := r.mem.Get(object, off); ok && int64(len(recs)) == l.records {
+		return recs, nil
+	}
+	return segment.DecodeBlock(l.stored)
 }
 
 // blockErr turns an error of the read of a block into the fetch's error,
@@ -303,10 +319,17 @@ func blockErr(e metadata.IndexEntry, err error) error {
 // cache, else from its owner when that is another node, else (or when the
 // owner fails to answer) from the bucket. Concurrent reads of one block
 // share one read. The records are checked against the index entry's count.
-func (r *Reader) tieredBlock(ctx context.Context, e metadata.IndexEntry) (_ []segment.Record, err error) {
+func (r *Reader) tieredBlock(ctx context.Context, e metadata.IndexEntry) ([]segment.Record, error) {
+	l, err := r.tieredLoad(ctx, e, true)
+	return l.recs, err
+}
+
+// tieredLoad is tieredBlock's read. With decode false, a block whose read
+// handed over its checked stored bytes (the memory tier, a whole object's
+// read) is returned as those bytes and its record count, not decoded.
+func (r *Reader) tieredLoad(ctx context.Context, e metadata.IndexEntry, decode bool) (l loaded, err error) {
 	ctx, end := r.tiers.span(ctx, "fetch.block", attribute.String("varve.topic", e.Topic), attribute.Int("varve.partition", int(e.Partition)),
 		attribute.Int64("varve.base", e.Base), attribute.String("varve.object", e.Object), attribute.Int64("varve.off", e.Off), attribute.Int64("varve.len", e.Len))
-	var l loaded
 	defer func() { end(err, attribute.String("varve.tier", string(l.tier))) }()
 	owner, remote, whole := Peer{}, false, false
 	if r.tiers.owners != nil && r.tiers.peers != nil {
@@ -330,19 +353,57 @@ func (r *Reader) tieredBlock(ctx context.Context, e metadata.IndexEntry) (_ []se
 	default:
 		l, err = r.ownedBlock(ctx, e.Object, e.Off, e.Len)
 	}
+	if err == nil && (decode || l.stored == nil) {
+		l.recs, err = r.decoded(e.Object, e.Off, l)
+		if err != nil {
+			err = fmt.Errorf("%w: object %s bytes %d+%d: %w", ErrDataLoss, e.Object, e.Off, e.Len, err)
+		}
+	}
+	n := l.records
+	if l.recs != nil {
+		n = int64(len(l.recs))
+	}
+	if err == nil && n != e.Records {
+		err = fmt.Errorf("%w: %w: object %s bytes %d+%d: block has %d records, the index says %d",
+			ErrDataLoss, segment.ErrCorrupt, e.Object, e.Off, e.Len, n, e.Records)
+	}
 	if err != nil {
 		if errors.Is(err, segment.ErrCorrupt) {
 			r.log.Error("corrupt block", "topic", e.Topic, "partition", e.Partition, "offsets", fmt.Sprintf("%d-%d", e.Base, e.End()-1), "object", e.Object, "off", e.Off, "err", err)
 		}
-		return nil, blockErr(e, err)
+		return loaded{tier: l.tier}, blockErr(e, err)
 	}
-	if int64(len(l.recs)) != e.Records {
-		err := fmt.Errorf("%w: %w: object %s bytes %d+%d: block has %d records, the index says %d",
-			ErrDataLoss, segment.ErrCorrupt, e.Object, e.Off, e.Len, len(l.recs), e.Records)
-		r.log.Error("corrupt block", "object", e.Object, "off", e.Off, "err", err)
-		return nil, blockErr(e, err)
+	return l, nil
+}
+
+// BlockStored is Block for a fetch that ships record batches as stored
+// (fetch.FetchBatches): through the same tiers, it returns the block's
+// stored bytes, checked (header, CRC, record count) but not decoded, when
+// a tier has them — the memory tier, or the whole-object read of a fresh
+// object from its owner or the bucket, where decoding every block only to
+// ship its bytes was most of a tailing fetch's cost on the nodes that did
+// not write it —, else its records (a block held only decoded).
+func (r *Reader) BlockStored(ctx context.Context, e metadata.IndexEntry) ([]byte, []segment.Record, error) {
+	if b, ok := r.mem.Stored(e.Object, e.Off); ok && int64(len(b)) == e.Len {
+		// Checked by the caller's BlockBatches, as every stored block is.
+		r.hits.Add(ctx, 1)
+		r.tiers.hit(ctx, TierMemory)
+		return b, nil, nil
 	}
-	return l.recs, nil
+	if recs, ok := r.mem.Get(e.Object, e.Off); ok && int64(len(recs)) == e.Records {
+		r.hits.Add(ctx, 1)
+		r.tiers.hit(ctx, TierMemory)
+		return nil, recs, nil
+	}
+	r.tiers.miss(ctx, TierMemory)
+	l, err := r.tieredLoad(ctx, e, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if l.recs != nil {
+		return nil, l.recs, nil
+	}
+	return l.stored, nil, nil
 }
 
 // BlockBytes returns a block's stored bytes for another fetch node (the

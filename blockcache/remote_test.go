@@ -11,6 +11,7 @@ import (
 	"github.com/varve-io/varve/blockcache"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/segment"
 )
 
 // TestObjectTooLargeForTheAskerIsReadPerBlock: a fetcher whose memory tier
@@ -359,5 +360,57 @@ func BenchmarkObjectBytesPartitions(b *testing.B) {
 		if err != nil || len(got) != len(ps) {
 			b.Fatalf("%d blocks, %v", len(got), err)
 		}
+	}
+}
+
+// TestBatchFetchDecodesNothing: a fetch that ships stored batches
+// (BlockStored) of a fresh object another node owns gets the blocks' bytes
+// from the owner's whole-object answer without decoding any; a record
+// fetch of the same block decodes it then, once; a block the owner
+// answered corrupt is not served from those bytes.
+func TestBatchFetchDecodesNothing(t *testing.T) {
+	rec, _, e1, _, fetchers, peers := twoObjectsOfB(t, 4)
+	a, ctx := fetchers[0], context.Background()
+	reading(a, e1)
+	for p, e := range e1 {
+		b, recs, err := a.BlockStored(ctx, e)
+		if err != nil || recs != nil || int64(len(b)) != e.Len {
+			t.Fatalf("partition %d: %d stored bytes, %d records, %v; want the block's %d bytes", p, len(b), len(recs), err, e.Len)
+		}
+		if blockcache.Decoded(a.Memory(), e.Object, e.Off) {
+			t.Fatalf("partition %d: the block was decoded to ship its bytes", p)
+		}
+	}
+	if peers.objects != 1 || peers.calls != 0 {
+		t.Fatalf("%d GetObject, %d GetBlock calls, want 1 GetObject", peers.objects, peers.calls)
+	}
+	recs, err := a.Block(ctx, e1[2])
+	checkBlock(t, recs, err, 2, 20)
+	if !blockcache.Decoded(a.Memory(), e1[2].Object, e1[2].Off) {
+		t.Fatal("a record fetch did not keep the block decoded")
+	}
+
+	// The owner's copy of a third object is corrupt: the asker checks
+	// each block's CRC and serves the block by another read (here the
+	// owner's block answer, then the bucket), never those bytes.
+	key3 := flushKey("b", 3)
+	e3 := writeSegment(t, rec, key3, 4, 20)
+	bad := objectBlocks(t, rec, e3)
+	for i := range bad {
+		bad[i].Stored = append([]byte(nil), bad[i].Stored...)
+		bad[i].Stored[len(bad[i].Stored)-1] ^= 0xff
+	}
+	fetchers[1].Memory().PutObject(key3, bad)
+	reading(a, e3)
+	b, recs, err := a.BlockStored(ctx, e3[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs == nil {
+		if _, err := segment.CheckBlock(b); err != nil {
+			t.Fatalf("shipped the owner's corrupt bytes: %v", err)
+		}
+	} else {
+		checkBlock(t, recs, nil, 1, 20)
 	}
 }

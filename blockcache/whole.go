@@ -115,13 +115,13 @@ func (r *Reader) fromMemory(ctx context.Context, object string, off, length int6
 	if !ok || int64(len(b)) != length {
 		return loaded{}, false
 	}
-	recs, ok := r.mem.Get(object, off)
-	if !ok {
+	n, err := segment.CheckBlock(b)
+	if err != nil {
 		return loaded{}, false
 	}
 	r.tiers.hit(ctx, TierMemory)
 	r.hits.Add(ctx, 1)
-	return loaded{recs: recs, stored: b, tier: TierMemory}, true
+	return loaded{stored: b, records: n, tier: TierMemory}, true
 }
 
 // fromWhole serves a block by reading its object whole (once for every
@@ -172,18 +172,17 @@ func blockAt(blocks []ObjectBlock, off, length int64) ([]byte, bool) {
 }
 
 // servedBlock is the block at off of object, whose stored bytes b an
-// object's read just cached, served from tier tr.
+// object's read just cached (as stored bytes, decoded at their first Get),
+// served from tier tr. It checks the block's header and CRC and decodes
+// nothing: a fetch of record batches ships b as it is (BlockStored), and
+// a fetch of records decodes it once (decoded). A block that does not
+// check reports false.
 func (r *Reader) servedBlock(object string, off int64, b []byte, tr Tier) (loaded, bool) {
-	recs, ok := r.mem.Get(object, off)
-	if !ok {
-		// Evicted already, or too large for the memory tier.
-		var err error
-		if recs, err = segment.DecodeBlock(b); err != nil {
-			return loaded{}, false
-		}
-		r.mem.PutStored(object, off, recs, rawSize(recs), b)
+	n, err := segment.CheckBlock(b)
+	if err != nil {
+		return loaded{}, false
 	}
-	return loaded{recs: recs, stored: b, tier: tr}, true
+	return loaded{stored: b, records: n, tier: tr}, true
 }
 
 // readWhole GETs object whole and caches its blocks. It returns every

@@ -82,23 +82,22 @@ func (f *Fetcher) batchesFrom(ctx context.Context, topic string, p int32, first 
 }
 
 // blockBatches appends the batches of e's block to dst: its stored bytes
-// when the memory cache holds them (BlockBatches: copied as they are),
-// else read through the block tiers as a record fetch does (memory,
-// disk, the block's owner, one ranged GET) — a block read from disk or
-// the bucket leaves its stored bytes in memory; a block held only
-// decoded (fresh from this node's ingester, or from a peer) is encoded
-// into uncompressed batches.
+// as they are (BlockBatches: the block and batch CRCs checked, nothing
+// decompressed) when a block tier has them — memory, or a fresh object
+// read whole from its owner or the bucket (blockcache.Reader.BlockStored)
+// —, else its records encoded into uncompressed batches (a block held only
+// decoded: fresh from this node's ingester, or read block by block from a
+// peer). A block read from disk or by range leaves its stored bytes in
+// memory.
 func (f *Fetcher) blockBatches(ctx context.Context, dst []byte, e metadata.IndexEntry) ([]byte, error) {
-	mem := f.blocks.Memory()
-	if b, ok := mem.Stored(e.Object, e.Off); ok && int64(len(b)) == e.Len {
-		return segment.BlockBatches(dst, b, e.Base)
-	}
-	recs, err := f.Block(ctx, e)
+	b, recs, err := f.blocks.BlockStored(ctx, e)
 	if err != nil {
 		return dst, err
 	}
-	if b, ok := mem.Stored(e.Object, e.Off); ok && int64(len(b)) == e.Len {
-		return segment.BlockBatches(dst, b, e.Base)
+	if b == nil {
+		if b, _ = f.blocks.Memory().Stored(e.Object, e.Off); int64(len(b)) != e.Len {
+			return segment.AppendRecordBatches(dst, recs, e.Base, false)
+		}
 	}
-	return segment.AppendRecordBatches(dst, recs, e.Base, false)
+	return segment.BlockBatches(dst, b, e.Base)
 }

@@ -66,6 +66,18 @@ func parseBlockHeader(b []byte) (blockHeader, error) {
 	return h, nil
 }
 
+// CheckBlock verifies one block's header and CRC32C, as DecodeBlock does
+// before it decodes, and returns its record count, without decoding: for a
+// reader that ships the stored bytes (BlockBatches checks every batch's
+// CRC besides). Every failure wraps ErrCorrupt.
+func CheckBlock(b []byte) (records int64, err error) {
+	h, err := parseBlockHeader(b)
+	if err != nil {
+		return 0, err
+	}
+	return int64(h.records), nil
+}
+
 // DecodeBlock verifies and decodes one block from exactly its byte range
 // (obj[info.Offset:info.Offset+info.Length], as a ranged GET returns it).
 // The returned records alias one freshly allocated buffer, never b. Every
