@@ -28,16 +28,17 @@ func (c *countingCommitter) Commit(ctx context.Context, id string, appends []met
 	return c.Committer.Commit(ctx, id, appends)
 }
 
-// One flush is one Commit carrying every partition's block, seen through
-// a wrapped Committer.
-func TestOneCommitPerFlush(t *testing.T) {
+// metaTopicFS connects to a new etcd and creates topic "t" of partitions
+// there; it returns the client, a filesystem store and a topic cache.
+func metaTopicFS(t *testing.T, partitions int32) (*metadata.Client, tier.Store, *metadata.Cache) {
+	t.Helper()
 	ctx := context.Background()
 	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { meta.Close() })
-	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
 	fs, err := tier.NewFS(t.TempDir())
@@ -49,6 +50,14 @@ func TestOneCommitPerFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cache.Close)
+	return meta, fs, cache
+}
+
+// One flush is one Commit carrying every partition's block, seen through
+// a wrapped Committer.
+func TestOneCommitPerFlush(t *testing.T) {
+	ctx := context.Background()
+	meta, fs, cache := metaTopicFS(t, 2)
 	cc := &countingCommitter{Committer: meta}
 	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: time.Hour}, fs, cc, cache, nil, nil)
 	if err != nil {
@@ -95,22 +104,7 @@ func TestOneCommitPerFlush(t *testing.T) {
 // cache has not seen the change yet (here: a cache whose watch is stopped).
 func TestProduceToPartitionTheCacheHasNotSeen(t *testing.T) {
 	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
-	fs, err := tier.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, err := meta.NewCache(ctx, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, fs, cache := metaTopicFS(t, 1)
 	cache.Close() // frozen: still says 1 partition
 	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: time.Millisecond}, fs, meta, cache, nil, nil)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/varve-io/varve/ingest"
-	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
@@ -59,24 +58,7 @@ type hedgeEnv struct {
 
 func newHedgeEnv(t *testing.T, stallAt int, hedgeMin time.Duration) *hedgeEnv {
 	t.Helper()
-	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
-	fs, err := tier.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, err := meta.NewCache(ctx, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cache.Close)
+	meta, fs, cache := metaTopicFS(t, 1)
 	st := &stallStore{Store: fs, stallAt: stallAt, landed: make(chan struct{})}
 	reader := sdkmetric.NewManualReader()
 	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: time.Millisecond, PutHedgeMin: hedgeMin, PutTimeout: 3 * time.Second}, st, meta, cache, nil,

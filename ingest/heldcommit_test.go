@@ -12,7 +12,6 @@ import (
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/sequencer"
 	"github.com/varve-io/varve/sequencer/seqtest"
-	"github.com/varve-io/varve/tier"
 )
 
 // landedCommitter wraps the real Committer; while armed, a Commit applies
@@ -56,25 +55,10 @@ func TestRetryWhileLaterBatchesLand(t *testing.T) {
 
 func testRetryWhileLaterBatchesLand(t *testing.T, path string) {
 	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 2}); err != nil {
-		t.Fatal(err)
-	}
+	meta, fs, cache := metaTopicFS(t, 2)
 	var committer ingest.Committer = meta
 	if path == "sequencer" {
 		_, committer = seqtest.Start(t, meta, sequencer.Config{ID: "s"})
-	}
-	fs, err := tier.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, err := meta.NewCache(ctx, false)
-	if err != nil {
-		t.Fatal(err)
 	}
 	com := &landedCommitter{Committer: committer, landed: make(chan struct{}), release: make(chan struct{})}
 	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: time.Hour}, fs, com, cache, nil, nil)
