@@ -380,9 +380,9 @@ func (r *Reader) tieredLoad(ctx context.Context, e metadata.IndexEntry, decode b
 // (fetch.FetchBatches): through the same tiers, it returns the block's
 // stored bytes, checked (header, CRC, record count) but not decoded, when
 // a tier has them — the memory tier, or the whole-object read of a fresh
-// object from its owner or the bucket, where decoding every block only to
-// ship its bytes was most of a tailing fetch's cost on the nodes that did
-// not write it —, else its records (a block held only decoded).
+// object from its owner or the bucket (a node that did not write the
+// object used to decode every block of it only to ship its bytes) —, else
+// its records (a block held only decoded).
 func (r *Reader) BlockStored(ctx context.Context, e metadata.IndexEntry) ([]byte, []segment.Record, error) {
 	if b, ok := r.mem.Stored(e.Object, e.Off); ok && int64(len(b)) == e.Len {
 		// Checked by the caller's BlockBatches, as every stored block is.
