@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -18,6 +19,8 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/tier"
+	"github.com/varve-io/varve/tier/segment"
+	"github.com/varve-io/varve/tier/segment/kafkabatch"
 )
 
 // h2cClients are API clients of one node over one HTTP/2 connection
@@ -101,6 +104,19 @@ func TestTailReadsFromTheWriter(t *testing.T) {
 				t.Fatalf("%d GETs (%d whole, %d ranged) for %d objects written by a fetch node, want 0", s.gets(), s.whole, s.ranged, s.puts)
 			}
 		})
+	}
+}
+
+// TestTailReadsFromTheWriterAsBatches is TestTailReadsFromTheWriter with
+// consumers that read record batches (FetchPartitions, as the SDK's do):
+// the blocks of the writer's objects reach the other node as stored and
+// are shipped as stored, every record intact, with no GET.
+func TestTailReadsFromTheWriterAsBatches(t *testing.T) {
+	c := startCluster(t, 0)
+	nodes := bothNodes(t, c, 2)
+	tailWhileProducingWith(t, nodes[0], nodes, c.rec, 1000, 4, tailConsumeBatches)
+	if s := trafficOf(c.rec); s.gets() != 0 {
+		t.Fatalf("%d GETs (%d whole, %d ranged) for %d objects written by a fetch node, want 0", s.gets(), s.whole, s.ranged, s.puts)
 	}
 }
 
@@ -315,6 +331,54 @@ func peerCalls(t *testing.T, n *node.Node) internalCalls {
 	return c
 }
 
+// tailConsumeBatches is tailConsume through FetchPartitions with record
+// batches, as the SDK's consumers read: one long poll for all of ps per
+// round, every record of the stored batches checked.
+func tailConsumeBatches(ctx context.Context, c clients, topic string, ps []int32, to int64) error {
+	next := make(map[int32]int64, len(ps))
+	for len(next) < len(ps) || slices.ContainsFunc(ps, func(p int32) bool { return next[p] < to }) {
+		req := &varvev1.FetchPartitionsRequest{Topic: topic, RecordBatches: true, MaxWaitMs: 100}
+		for _, p := range ps {
+			if next[p] < to {
+				req.Partitions = append(req.Partitions, &varvev1.FetchPartition{Partition: p, Offset: next[p]})
+			}
+		}
+		if len(req.Partitions) == 0 {
+			return nil
+		}
+		resp, err := c.fetch.FetchPartitions(ctx, connect.NewRequest(req))
+		if connect.CodeOf(err) == connect.CodeUnavailable && ctx.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("fetch partitions of %s: %w", topic, err)
+		}
+		for _, r := range resp.Msg.GetPartitions() {
+			p := r.GetPartition()
+			if e := r.GetError(); e != nil {
+				if connect.Code(e.GetCode()) == connect.CodeUnavailable {
+					continue
+				}
+				return fmt.Errorf("fetch %s/%d at %d: %v", topic, p, next[p], e)
+			}
+			var bad error
+			err := segment.VisitBatches(r.GetRecordBatches(), next[p], func(off int64, kr *kafkabatch.Record) {
+				if bad == nil && (off != next[p] || string(kr.Value) != fmt.Sprintf("%d-%d", p, off)) {
+					bad = fmt.Errorf("fetch %s/%d: got offset %d value %q, want offset %d", topic, p, off, kr.Value, next[p])
+				}
+				next[p] = off + 1
+			})
+			if err == nil {
+				err = bad
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // tailConsume reads the partitions ps of topic from offset 0 up to
 // (excluding) to, checking every record, as one consumer of many
 // partitions does: a short long poll on each partition in turn. It retries
@@ -362,6 +426,14 @@ func tailConsumeFrom(ctx context.Context, c clients, topic string, ps []int32, f
 // others: at most one per object it read (GetObject), not one per block.
 func tailWhileProducing(t *testing.T, writer *node.Node, fetch []*node.Node, rec *tier.Recorder, partitions int32, batches int) {
 	t.Helper()
+	tailWhileProducingWith(t, writer, fetch, rec, partitions, batches, tailConsume)
+}
+
+// tailWhileProducingWith is tailWhileProducing with consumers that read
+// through consume.
+func tailWhileProducingWith(t *testing.T, writer *node.Node, fetch []*node.Node, rec *tier.Recorder, partitions int32, batches int,
+	consume func(ctx context.Context, c clients, topic string, ps []int32, to int64) error) {
+	t.Helper()
 	const per = 3
 	topic := fmt.Sprintf("tail%d", partitions)
 	createTopic(t, newClients(writer.Addr()), topic, partitions)
@@ -383,7 +455,7 @@ func tailWhileProducing(t *testing.T, writer *node.Node, fetch []*node.Node, rec
 				ps = append(ps, p)
 			}
 			wg.Go(func() {
-				if err := tailConsume(ctx, cl, topic, ps, int64(batches*per)); err != nil {
+				if err := consume(ctx, cl, topic, ps, int64(batches*per)); err != nil {
 					errs <- err
 				}
 			})
