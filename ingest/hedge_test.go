@@ -10,6 +10,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
@@ -56,10 +57,18 @@ type hedgeEnv struct {
 	reader *sdkmetric.ManualReader
 }
 
-func newHedgeEnv(t *testing.T, stallAt int, hedgeMin time.Duration) *hedgeEnv {
+func newHedgeEnv(t *testing.T, stallAt int, hedgeMin time.Duration, onMinIO bool) *hedgeEnv {
 	t.Helper()
-	meta, fs, cache := metaTopicFS(t, 1)
-	st := &stallStore{Store: fs, stallAt: stallAt, landed: make(chan struct{})}
+	meta, store, cache := metaTopicFS(t, 1)
+	if onMinIO {
+		m := testenv.MinIO(t)
+		s3, err := tier.NewS3(context.Background(), m.S3Config(m.NewBucket(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		store = s3
+	}
+	st := &stallStore{Store: store, stallAt: stallAt, landed: make(chan struct{})}
 	reader := sdkmetric.NewManualReader()
 	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: time.Millisecond, PutHedgeMin: hedgeMin, PutTimeout: 3 * time.Second}, st, meta, cache, nil,
 		sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
@@ -85,12 +94,21 @@ func (e *hedgeEnv) produce(t *testing.T, ctx context.Context, v string) (int64, 
 // A PUT that hangs is raced by a second PUT of the same bytes under a new
 // key once it is slower than twice the recent p90: the records are
 // acknowledged when the second lands, the index names the second object,
-// and the first, which the store finished after all, is deleted.
+// and the first, which the store finished after all, is deleted. On the
+// filesystem store and on MinIO (conditional PUTs, a cancelled request).
 func TestHedgedPutOutrunsAStalledPut(t *testing.T) {
+	for _, onMinIO := range []bool{false, true} {
+		t.Run(map[bool]string{false: "fs", true: "minio"}[onMinIO], func(t *testing.T) {
+			testHedgedPutOutrunsAStalledPut(t, onMinIO)
+		})
+	}
+}
+
+func testHedgedPutOutrunsAStalledPut(t *testing.T, onMinIO bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const warm = 25 // past the ingester's warm-up of 20 PUTs
-	e := newHedgeEnv(t, warm+1, 20*time.Millisecond)
+	e := newHedgeEnv(t, warm+1, 20*time.Millisecond, onMinIO)
 	for i := range warm {
 		if off, _ := e.produce(t, ctx, "warm"); off != int64(i) {
 			t.Fatalf("offset %d, want %d", off, i)
@@ -146,7 +164,7 @@ func TestPutHedgeOff(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const warm = 25
-	e := newHedgeEnv(t, warm+1, -1)
+	e := newHedgeEnv(t, warm+1, -1, false)
 	for range warm {
 		e.produce(t, ctx, "warm")
 	}
