@@ -461,7 +461,8 @@ func (r *workloadRun) waitProduced(producers *sync.WaitGroup, progress Progress)
 
 // slowAck is the acknowledgement latency above which the report says when
 // it happened: past a tick and a half of a node's default linger (100 ms)
-// plus its PUT and commit, so only a stall or a retry reaches it.
+// plus its PUT and commit, so only a stall, a retry or a wait for one of
+// the producer's in-flight slots reaches it.
 const slowAck = 250 * time.Millisecond
 
 // SlowAcks counts the acknowledgements slower than slowAck that arrived in

@@ -19,9 +19,12 @@ import (
 // stallStore is a real store whose PUT number stallAt (counting from 1)
 // hangs until its context ends, and then stores the object anyway: a
 // straggler that the store finished but whose answer never came back.
+// With dead set, every PUT from stallAt on hangs and stores nothing: a
+// store that stopped answering.
 type stallStore struct {
 	tier.Store
 	stallAt int
+	dead    bool
 
 	mu      sync.Mutex
 	puts    []string
@@ -36,7 +39,12 @@ func (s *stallStore) PutIfAbsent(ctx context.Context, key string, data []byte) e
 	if stall {
 		s.stalled = key
 	}
+	dead := s.dead && len(s.puts) >= s.stallAt
 	s.mu.Unlock()
+	if dead {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	if !stall {
 		return s.Store.PutIfAbsent(ctx, key, data)
 	}
@@ -183,4 +191,34 @@ func TestPutHedgeOff(t *testing.T) {
 	if puts != warm+1 {
 		t.Fatalf("%d PUTs, want %d", puts, warm+1)
 	}
+}
+
+// A store that stops answering makes the PUT and its hedge both hang: the
+// batch fails within the put timeout (it is never acknowledged, and no
+// offset is taken), whatever the hedge did.
+func TestHedgedPutsOfADeadStoreFail(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const warm = 25
+	e := newHedgeEnv(t, warm+1, 20*time.Millisecond, false)
+	e.store.dead = true // set before any PUT; it takes effect at PUT warm+1
+	for range warm {
+		e.produce(t, ctx, "warm")
+	}
+	start := time.Now()
+	_, err := e.in.Produce(ctx, "t", []ingest.Record{{Partition: 0, Record: segment.Record{Value: []byte("lost")}}})
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("a batch no PUT stored was acknowledged")
+	}
+	if took > 10*time.Second { // the put timeout is 3 s
+		t.Fatalf("the failure took %v", took)
+	}
+	if n, won := counter(t, e.reader, "varve.ingest.put.hedges"), counter(t, e.reader, "varve.ingest.put.hedges.won"); n < 1 || won != 0 {
+		t.Fatalf("hedges %d, won %d; want at least 1, none won", n, won)
+	}
+	if _, _, found, _, err := e.meta.LookupIndex(ctx, "t", 0, warm); err != nil || found {
+		t.Fatalf("offset %d after a failed batch: found %v, %v", warm, found, err)
+	}
+	t.Logf("failed in %v: %v", took, err)
 }
