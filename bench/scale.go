@@ -7,12 +7,15 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/varve-io/varve/metadata"
 )
 
 // ScaleRate is the scale workloads' offered rate, records/s over all
@@ -148,19 +151,46 @@ func (p promPage) sum(name string, match map[string]string) float64 {
 	}
 	var s float64
 	for _, m := range f.GetMetric() {
-		if !labelsMatch(m.GetLabel(), match) {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			s += m.Counter.GetValue()
-		case m.Gauge != nil:
-			s += m.Gauge.GetValue()
-		case m.Untyped != nil:
-			s += m.Untyped.GetValue()
+		if labelsMatch(m.GetLabel(), match) {
+			s += sampleValue(m)
 		}
 	}
 	return s
+}
+
+// sampleValue is a counter's, gauge's or untyped sample's value.
+func sampleValue(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Untyped != nil:
+		return m.Untyped.GetValue()
+	}
+	return 0
+}
+
+// sumBy is sum grouped by the value of label (samples without it under "").
+func (p promPage) sumBy(name string, match map[string]string, label string) map[string]float64 {
+	f := p[name]
+	if f == nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for _, m := range f.GetMetric() {
+		if !labelsMatch(m.GetLabel(), match) {
+			continue
+		}
+		k := ""
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label {
+				k = l.GetValue()
+			}
+		}
+		out[k] += sampleValue(m)
+	}
+	return out
 }
 
 func labelsMatch(ls []*dto.LabelPair, match map[string]string) bool {
@@ -238,6 +268,7 @@ const (
 	metricPutSeconds    = "varve_ingest_put_duration_seconds"
 	metricFlushSeconds  = "varve_ingest_flush_duration_seconds"
 	metricEtcdRPCs      = "grpc_server_handled_total"
+	metricEtcdRequests  = "varve_etcd_requests_total"
 	metricEtcdProposals = "etcd_server_proposals_committed_total"
 	metricEtcdPuts      = "etcd_mvcc_put_total"
 	metricProcessCPU    = "process_cpu_seconds_total"
@@ -339,6 +370,51 @@ func slowAcksMarkdown(w io.Writer, vr []*WorkloadResult) {
 	}
 }
 
+// etcdCallersMarkdown writes where each workload's etcd transactions came
+// from: the sequencer's batches and the rest, by caller.
+func etcdCallersMarkdown(w io.Writer, vr []*WorkloadResult) {
+	var rows []string
+	for _, x := range vr {
+		c := x.Varve.Counters
+		if c.EtcdTxnsBy == nil || c.SeqBatches <= 0 {
+			continue
+		}
+		var nodes float64
+		type caller struct {
+			name string
+			n    float64
+		}
+		var rest []caller
+		for k, n := range c.EtcdTxnsBy {
+			nodes += n
+			if k != metadata.CallerSequencer {
+				rest = append(rest, caller{strings.TrimPrefix(k, "/varve.v1."), n})
+			}
+		}
+		sort.Slice(rest, func(i, j int) bool {
+			return rest[i].n > rest[j].n || rest[i].n == rest[j].n && rest[i].name < rest[j].name
+		})
+		var parts []string
+		for _, r := range rest {
+			parts = append(parts, fmt.Sprintf("%s %.0f", r.name, r.n))
+		}
+		if d := c.EtcdTxns - nodes; d >= 1 {
+			parts = append(parts, fmt.Sprintf("not from a node %.0f", d))
+		}
+		if len(parts) == 0 {
+			parts = []string{"none"}
+		}
+		seq := c.EtcdTxnsBy[metadata.CallerSequencer]
+		rows = append(rows, fmt.Sprintf("| %s | %s | %.0f | %.0f | %.3f | %.0f | %.3f | %s |", x.Label(), x.Workload.Name, c.SeqBatches, c.EtcdTxns,
+			c.EtcdTxns/c.SeqBatches, seq, seq/c.SeqBatches, strings.Join(parts, ", ")))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n### etcd transactions by caller\n\nPer workload: the batches the sequencer wrote (`varve_sequencer_batches_total`), etcd's Txn RPCs (its own count) and per batch, the Txn requests the nodes sent as sequencer (`%s{method=\"Txn\",caller=\"sequencer\"}`: batches, checkpoints, producer reads) and per batch, and the rest by caller: a Varve subsystem (ingest, compaction, janitor, cache, groups, node) or the API procedure a client called (InitProducer, ListOffsets, CreateTopic, ...).\n\n", metricEtcdRequests)
+	fmt.Fprintf(w, "| target | workload | sequencer batches | etcd Txn | etcd Txn/batch | sequencer Txn | sequencer Txn/batch | the rest, by caller |\n|---|---|---|---|---|---|---|---|\n%s\n", strings.Join(rows, "\n"))
+}
+
 // slowest is the bound of the first bucket that holds every observation,
 // in ms: "≤ 250" (— when empty, "> 10000" past the last bound).
 func (h Hist) slowest() string {
@@ -415,6 +491,7 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 	}
 
 	slowAcksMarkdown(w, vr)
+	etcdCallersMarkdown(w, vr)
 
 	// Partitions: each target's workloads over its fewest-partitions one
 	// (of the same round).

@@ -151,6 +151,8 @@ func TestScaleMarkdown(t *testing.T) {
 		Commit:    bench.Hist{Count: 100, Sum: 1, Bounds: ms, Counts: []float64{100, 100, 100}},
 		Put:       bench.Hist{Count: 10, Sum: 3, Bounds: ms, Counts: []float64{0, 8, 9}},
 		PutHedges: 3, PutHedgesWon: 2,
+		SeqBatches: 200, EtcdTxns: 212,
+		EtcdTxnsBy: map[string]float64{"sequencer": 201, "compaction": 5, "/varve.v1.ProducerService/InitProducer": 4},
 	}
 	failing.ProduceRPCs = &bench.ProduceRPCs{Latency: bench.Latency{P99: 380, Max: 402.5}, Failed: 2, Codes: map[string]int64{"unavailable": 1, "aborted": 1}}
 	failing.Varve.Put = bench.CommitLatency{} // no PUT figures (an older report)
@@ -165,6 +167,7 @@ func TestScaleMarkdown(t *testing.T) {
 		"- varve-minio-2 scale-1000p: 7 failed; first error: internal: too many operations in txn request",
 		"| varve-minio-2 | scale-1000p | 300.0 | 412.0 | 0: 3, 9: 120 | ≤ 500 | > 500 | 3 (2) | ≤ 100 | 380.0 | 402.5 | 2 (aborted 1, unavailable 1) |",
 		"| varve-minio-1 | scale-8p | 100.0 | 0.0 | 0 | — | — | 0 (0) | — | — | — | — |",
+		"| varve-minio-2 | scale-1000p | 200 | 212 | 1.060 | 201 | 1.005 | compaction 5, ProducerService/InitProducer 4, not from a node 2 |",
 		"| varve-minio-1 | scale-1000p ÷ scale-8p | 1.50 | 1.00 |",
 		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 2.00 | 2.00 | 1.33 | 1.00 |")
 }
@@ -240,6 +243,17 @@ func TestScaleCountersMinIO(t *testing.T) {
 	}
 	if d.Flush.Count < 1 || d.Flush.Sum <= 0 {
 		t.Errorf("flush histogram %+v", d.Flush)
+	}
+	// The nodes name their etcd transactions: the sequencer's batches (at
+	// least one per batch), and none of them unnamed; every one etcd
+	// answered was sent by a node (the bench's own reads are not Txns).
+	var byNodes float64
+	for _, n := range d.EtcdTxnsBy {
+		byNodes += n
+	}
+	t.Logf("etcd Txns by caller %v over %v batches; etcd answered %v", d.EtcdTxnsBy, d.SeqBatches, d.EtcdTxns)
+	if d.SeqBatches < 1 || d.EtcdTxnsBy["sequencer"] < d.SeqBatches || d.EtcdTxnsBy["other"] != 0 || byNodes < d.EtcdTxns {
+		t.Errorf("etcd Txns by caller %v over %v batches; etcd answered %v", d.EtcdTxnsBy, d.SeqBatches, d.EtcdTxns)
 	}
 	if p := r.ProduceRPCs; p == nil || p.Latency.Count < 1 || p.Latency.Max <= 0 || p.Failed != 0 {
 		t.Errorf("producers' RPCs %+v", p)

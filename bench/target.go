@@ -117,6 +117,10 @@ type Counters struct {
 	// SeqBatches are the batches the nodes wrote as sequencer leader
 	// (varve_sequencer_batches_total), one etcd transaction each.
 	SeqBatches float64 `json:"sequencer_batches"`
+	// EtcdTxnsBy are the Txn requests the nodes sent to etcd, by caller
+	// (varve_etcd_requests_total{method="Txn"}: "sequencer", "ingest",
+	// "compaction", ..., or the API procedure a client called).
+	EtcdTxnsBy map[string]float64 `json:"etcd_txns_by_caller,omitempty"`
 	// From etcd's own /metrics: Txn RPCs answered, raft proposals
 	// committed (every write request), keys written, and the CPU seconds
 	// of the etcd process (0 where etcd shares a process, as in varve dev).
@@ -131,6 +135,20 @@ type Counters struct {
 	StoreMetrics bool    `json:"store_metrics"`
 }
 
+// subCounts returns c - o by key, without the keys that did not grow.
+func subCounts(c, o map[string]float64) map[string]float64 {
+	var out map[string]float64
+	for k, n := range c {
+		if d := n - o[k]; d > 0 {
+			if out == nil {
+				out = map[string]float64{}
+			}
+			out[k] = d
+		}
+	}
+	return out
+}
+
 // Sub returns c - o.
 func (c Counters) Sub(o Counters) Counters {
 	return Counters{
@@ -141,7 +159,8 @@ func (c Counters) Sub(o Counters) Counters {
 		Commit:       c.Commit.Sub(o.Commit), Put: c.Put.Sub(o.Put), Flush: c.Flush.Sub(o.Flush),
 		PutHedges: c.PutHedges - o.PutHedges, PutHedgesWon: c.PutHedgesWon - o.PutHedgesWon,
 		CommitRetries: c.CommitRetries - o.CommitRetries, SeqBatches: c.SeqBatches - o.SeqBatches,
-		EtcdTxns: c.EtcdTxns - o.EtcdTxns, EtcdProposals: c.EtcdProposals - o.EtcdProposals,
+		EtcdTxnsBy: subCounts(c.EtcdTxnsBy, o.EtcdTxnsBy),
+		EtcdTxns:   c.EtcdTxns - o.EtcdTxns, EtcdProposals: c.EtcdProposals - o.EtcdProposals,
 		EtcdPuts: c.EtcdPuts - o.EtcdPuts, EtcdCPU: c.EtcdCPU - o.EtcdCPU,
 		StorePuts: c.StorePuts - o.StorePuts, StoreGets: c.StoreGets - o.StoreGets, StoreMetrics: c.StoreMetrics && o.StoreMetrics,
 	}
@@ -295,6 +314,12 @@ func (v *varveCluster) Counters(ctx context.Context) (Counters, error) {
 		c.PutHedges += m.sum("varve_ingest_put_hedges_total", nil)
 		c.PutHedgesWon += m.sum("varve_ingest_put_hedges_won_total", nil)
 		c.SeqBatches += m.sum("varve_sequencer_batches_total", nil)
+		for caller, n := range m.sumBy(metricEtcdRequests, map[string]string{"method": "Txn"}, "caller") {
+			if c.EtcdTxnsBy == nil {
+				c.EtcdTxnsBy = map[string]float64{}
+			}
+			c.EtcdTxnsBy[caller] += n
+		}
 		c.Commit = c.Commit.merge(m.hist(metricCommitSeconds))
 		c.Put = c.Put.merge(m.hist(metricPutSeconds))
 		c.Flush = c.Flush.merge(m.hist(metricFlushSeconds))

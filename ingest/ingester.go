@@ -663,7 +663,7 @@ func (in *Ingester) commit(f *file) {
 			Batches: f.batches[tpKey{bi.Topic, bi.Partition}],
 		}
 	}
-	res, err := in.meta.Commit(ctx, f.object, appends)
+	res, err := in.meta.Commit(metadata.WithCaller(ctx, metadata.CallerIngest), f.object, appends)
 	f.bases = make(map[tpKey]int64, len(res))
 	f.errs = make(map[tpKey]error)
 	f.batchRes = make(map[tpKey][]metadata.BatchResult)

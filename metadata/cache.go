@@ -111,7 +111,7 @@ func (c *Client) NewCache(ctx context.Context, withEntries bool) (*Cache, error)
 	if err := ca.load(ctx); err != nil {
 		return nil, err
 	}
-	wctx, cancel := context.WithCancel(context.Background())
+	wctx, cancel := context.WithCancel(WithCaller(context.Background(), CallerCache))
 	ca.cancel = cancel
 	go ca.run(wctx)
 	return ca, nil

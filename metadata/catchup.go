@@ -78,7 +78,7 @@ func (ca *Cache) catchUpRounds() {
 }
 
 func (ca *Cache) catchUpOnce() error {
-	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
+	ctx, cancel := context.WithTimeout(WithCaller(context.Background(), CallerCache), catchUpTimeout)
 	defer cancel()
 	resp, err := ca.c.cli.Get(ctx, ca.from, clientv3.WithCountOnly())
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/varve-io/varve/metadata/internal/bounded"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -44,6 +45,9 @@ type Config struct {
 	// ErrUnavailable instead of waiting for etcd to come back.
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
+	// MeterProvider receives varve_etcd_requests_total (caller.go); nil
+	// counts nothing.
+	MeterProvider metric.MeterProvider
 }
 
 // DefaultRequestTimeout is how long a request waits for etcd by default.
@@ -84,6 +88,10 @@ func Connect(ctx context.Context, c Config) (*Client, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	requests, err := newRequestCounter(c.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd: %w", err)
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            c.Endpoints,
 		DialTimeout:          c.DialTimeout,
@@ -92,7 +100,7 @@ func Connect(ctx context.Context, c Config) (*Client, error) {
 		PermitWithoutStream:  true,
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: reconnectBackoff, MinConnectTimeout: minConnectTimeout,
-		})},
+		}), grpc.WithChainUnaryInterceptor(requests.interceptor)},
 		Logger: zap.NewNop(),
 		// Commits carry up to a few hundred KiB; leave room below etcd's
 		// 1.5 MiB request limit.

@@ -260,7 +260,7 @@ func (c *Client) commitChunk(ctx context.Context, commitID string, chunk int, ap
 		// more, with a deadline of its own, unless etcd has not answered for
 		// a whole request timeout (the answer would be no answer, after
 		// another wait).
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rctx, cancel := context.WithTimeout(WithCaller(context.Background(), CallerOf(ctx)), 5*time.Second)
 		defer cancel()
 		if c.health.Down() < c.health.Timeout() {
 			if resp, gerr := c.cli.Get(rctx, gk); gerr == nil && len(resp.Kvs) > 0 {

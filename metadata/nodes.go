@@ -28,7 +28,7 @@ func (c *Client) WatchNodes(ctx context.Context, role string, fn func(map[string
 		return nil, fmt.Errorf("watch %s nodes: %w", role, err)
 	}
 	fn(maps.Clone(nodes))
-	wctx, cancel := context.WithCancel(context.Background())
+	wctx, cancel := context.WithCancel(WithCaller(context.Background(), CallerOf(ctx)))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

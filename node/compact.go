@@ -53,7 +53,7 @@ func (n *Node) startCompaction(mux *http.ServeMux, opts ...connect.HandlerOption
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.Run(n.baseCtx)
+		c.Run(metadata.WithCaller(n.baseCtx, metadata.CallerCompaction))
 	}()
 	n.onClose = append(n.onClose, func() { <-done })
 	return nil

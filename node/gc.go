@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/tier/gc"
 )
 
@@ -36,7 +37,7 @@ func (n *Node) startJanitor() error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		j.Run(n.baseCtx)
+		j.Run(metadata.WithCaller(n.baseCtx, metadata.CallerJanitor))
 	}()
 	n.onClose = append(n.onClose, func() { <-done })
 	return nil

@@ -100,7 +100,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 
 	var err error
-	n.meta, err = metadata.Connect(ctx, metadata.Config{Endpoints: cfg.EtcdEndpoints, RequestTimeout: cfg.EtcdRequestTimeout, Logger: log})
+	ctx = metadata.WithCaller(ctx, metadata.CallerNode)
+	n.meta, err = metadata.Connect(ctx, metadata.Config{Endpoints: cfg.EtcdEndpoints, RequestTimeout: cfg.EtcdRequestTimeout, Logger: log, MeterProvider: n.meter})
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +131,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	n.ln = n.secureListener(n.ln)
-	n.baseCtx, n.cancel = context.WithCancel(context.Background())
+	n.baseCtx, n.cancel = context.WithCancel(metadata.WithCaller(context.Background(), metadata.CallerNode))
 	// Shutdown waits for the readiness probes (and the election watch they
 	// run) to end before it closes the etcd client they use.
 	readyDone := make(chan struct{})

@@ -182,7 +182,7 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(metadata.WithCaller(r.Context(), metadata.CallerNode), 2*time.Second)
 	defer cancel()
 	if _, err := n.meta.Stats(ctx); err != nil {
 		http.Error(w, "etcd: "+err.Error(), http.StatusServiceUnavailable)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/varve-io/varve/ingest"
 	"github.com/varve-io/varve/internal/guard"
+	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/sequencer"
 )
 
@@ -76,7 +77,7 @@ func (n *Node) startSequencer(mux *http.ServeMux, hopts []connect.HandlerOption)
 	n.seqw.mu.Lock()
 	n.seqw.seq, n.seqw.self = s, id
 	n.seqw.mu.Unlock()
-	ctx, cancel := context.WithCancel(n.baseCtx)
+	ctx, cancel := context.WithCancel(metadata.WithCaller(n.baseCtx, metadata.CallerSequencer))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

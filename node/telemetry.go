@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/varve-io/varve/internal/obs"
+	"github.com/varve-io/varve/metadata"
 )
 
 // startTelemetry builds the node's metrics and trace providers (see
@@ -33,7 +34,27 @@ func (n *Node) telemetryOptions() ([]connect.HandlerOption, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []connect.HandlerOption{connect.WithInterceptors(append(ics, api)...)}, nil
+	return []connect.HandlerOption{connect.WithInterceptors(append(ics, api, etcdCaller{})...)}, nil
+}
+
+// etcdCaller names a request's etcd calls after its procedure in
+// varve_etcd_requests_total (metadata.WithCaller).
+type etcdCaller struct{}
+
+func (etcdCaller) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		return next(metadata.WithCaller(ctx, req.Spec().Procedure), req)
+	}
+}
+
+func (etcdCaller) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (etcdCaller) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return next(metadata.WithCaller(ctx, conn.Spec().Procedure), conn)
+	}
 }
 
 // mountTelemetry serves /metrics and, with the pprof setting, /debug/pprof.

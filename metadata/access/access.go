@@ -213,7 +213,7 @@ func (s *Store) Watch(ctx context.Context, fn func(*Snapshot)) (stop func(), err
 		return nil, err
 	}
 	fn(snap)
-	wctx, cancel := context.WithCancel(context.Background())
+	wctx, cancel := context.WithCancel(metadata.WithCaller(context.Background(), metadata.CallerOf(ctx)))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

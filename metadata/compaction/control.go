@@ -172,7 +172,7 @@ func (c *Client) NewClaimer(ctx context.Context, owner string, ttl time.Duration
 	if err != nil {
 		return nil, fmt.Errorf("grant compaction claim lease for %s: %w", owner, err)
 	}
-	kctx, cancel := context.WithCancel(context.Background())
+	kctx, cancel := context.WithCancel(metadata.WithCaller(context.Background(), metadata.CallerOf(ctx)))
 	ka, err := c.cli.KeepAlive(kctx, resp.ID)
 	if err != nil {
 		cancel()

@@ -143,7 +143,7 @@ func (c *Groups) Join(ctx context.Context, spec JoinSpec) (*Session, error) {
 		}
 		return nil, fmt.Errorf("join group %q: %w", spec.Group, err)
 	}
-	sctx, cancel := context.WithCancel(context.Background())
+	sctx, cancel := context.WithCancel(metadata.WithCaller(context.Background(), metadata.CallerGroups))
 	s := &Session{
 		c: c, group: spec.Group, id: m.ID, lease: lease.ID, cancel: cancel,
 		done: make(chan struct{}), changed: make(chan struct{}),
