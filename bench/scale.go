@@ -622,9 +622,13 @@ func oneNodeTarget(name string) string {
 	if !ok {
 		return ""
 	}
+	kind := "varve-minio-"
+	if r, ok := strings.CutPrefix(rest, "tiered-"); ok {
+		kind, rest = kind+"tiered-", r
+	}
 	i := strings.IndexByte(rest, '-')
 	if i < 0 {
-		return "varve-minio-1"
+		return kind + "1"
 	}
-	return "varve-minio-1" + rest[i:]
+	return kind + "1" + rest[i:]
 }

@@ -3,7 +3,10 @@ package bench_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"math"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,7 +28,7 @@ func TestScaleProfilePlan(t *testing.T) {
 	if !ok {
 		t.Fatal("no scale profile")
 	}
-	if got := strings.Join(p.Targets, ","); got != "varve-minio-1,varve-minio-2,varve-minio-4,varve-minio-1-direct" {
+	if got := strings.Join(p.Targets, ","); got != "varve-minio-1,varve-minio-2,varve-minio-4,varve-minio-tiered-1,varve-minio-tiered-2,varve-minio-tiered-4,varve-minio-1-direct" {
 		t.Errorf("scale targets %s", got)
 	}
 	check := func(w bench.Workload, parts int) {
@@ -81,13 +84,13 @@ func TestScaleProfilePlan(t *testing.T) {
 
 	// Every target is known; only -direct commits directly.
 	for name, wantNodes := range map[string]int{"varve-minio-1": 1, "varve-minio-2": 2, "varve-minio-4": 4,
-		"varve-minio-1-direct": 1} {
+		"varve-minio-tiered-1": 1, "varve-minio-tiered-2": 2, "varve-minio-tiered-4": 4, "varve-minio-1-direct": 1} {
 		tg, err := bench.NewTarget(name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		m, ok := tg.(*bench.VarveMinIO)
-		if !ok || m.Nodes != wantNodes || tg.Name() != name {
+		if !ok || m.Nodes != wantNodes || tg.Name() != name || m.Tiered != strings.Contains(name, "tiered") {
 			t.Errorf("%s: %T %+v named %s", name, tg, tg, tg.Name())
 			continue
 		}
@@ -160,6 +163,7 @@ func TestScaleMarkdown(t *testing.T) {
 	rep := &bench.Report{Profile: "scale", Results: []*bench.WorkloadResult{
 		res("varve-minio-1", 8, 100, 0.2), res("varve-minio-1", 1000, 150, 0.3),
 		res("varve-minio-2", 8, 120, 0.25), failing,
+		res("varve-minio-tiered-1", 8, 100, 0.2), res("varve-minio-tiered-2", 8, 110, 0.26),
 	}}
 	reportHas(t, rep,
 		"| varve-minio-2 | scale-1000p | 5000 | 5000 | 7 | 150.0 | 300.0 | 5 | 20.0 | ≥ 10000 | — |",
@@ -169,7 +173,8 @@ func TestScaleMarkdown(t *testing.T) {
 		"| varve-minio-1 | scale-8p | 100.0 | 0.0 | 0 | — | — | 0 (0) | — | — | — | — |",
 		"| varve-minio-2 | scale-1000p | 200 | 212 | 1.060 | 201 | 1.005 | compaction 5, ProducerService/InitProducer 4, not from a node 2 |",
 		"| varve-minio-1 | scale-1000p ÷ scale-8p | 1.50 | 1.00 |",
-		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 2.00 | 2.00 | 1.33 | 1.00 |")
+		"| scale-1000p | varve-minio-2 ÷ varve-minio-1 | 2.00 | 2.00 | 1.33 | 1.00 |",
+		"| scale-8p | varve-minio-tiered-2 ÷ varve-minio-tiered-1 | 1.10 | 1.30 |")
 }
 
 // reportHas fails t unless rep's Markdown holds every line.
@@ -294,5 +299,50 @@ func TestThroughputProfilePlan(t *testing.T) {
 	}
 	if w := got["json-rate"]; w.Rate != 2000 {
 		t.Fatalf("json-rate: %+v", w)
+	}
+}
+
+// TestTieredMinIO: the tiered target runs its nodes as an ingest tier
+// (roles ingest,sequence) that the producers write to and one fetch node
+// the consumers read from, and a workload runs through them.
+func TestTieredMinIO(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tg := &bench.VarveMinIO{Nodes: 2, Tiered: true}
+	if err := tg.Start(ctx, bench.Env{VarveBin: varveBin, Dir: t.TempDir(), FlushBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Stop()
+	all, produce, consume := tg.NodeAddrs()
+	if len(all) != 3 || !slices.Equal(produce, all[:2]) || !slices.Equal(consume, all[2:]) {
+		t.Fatalf("nodes %v, producers' %v, consumers' %v", all, produce, consume)
+	}
+	w := tiny()
+	w.Duration, w.Warmup = time.Second, 0
+	r, err := bench.RunWorkload(ctx, tg, w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Errors != 0 || r.AchievedRecordsPerS <= 0 || r.Consumed < r.Records || r.CatchUpMiB <= 0 {
+		t.Errorf("workload: %d failed, %.0f rec/s achieved, %d of %d consumed, catch-up %.2f MiB/s", r.Errors, r.AchievedRecordsPerS, r.Consumed, r.Records, r.CatchUpMiB)
+	}
+	for i, a := range all {
+		resp, err := http.Get(a + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		page := string(b)
+		roles, ingested := "ingest,sequence", true
+		if i == 2 {
+			roles, ingested = "fetch", false
+		}
+		if !strings.Contains(page, `varve_roles="`+roles+`"`) {
+			t.Errorf("node %d: not roles %s", i, roles)
+		}
+		if got := strings.Contains(page, "\nvarve_ingest_records_total "); got != ingested {
+			t.Errorf("node %d: ingest counters %v, want %v", i, got, ingested)
+		}
 	}
 }

@@ -177,6 +177,12 @@ func NewTarget(name string) (Target, error) {
 		return &VarveMinIO{Nodes: 2}, nil
 	case TargetVarveMinIO4:
 		return &VarveMinIO{Nodes: 4}, nil
+	case TargetVarveMinIOTiered1:
+		return &VarveMinIO{Nodes: 1, Tiered: true}, nil
+	case TargetVarveMinIOTiered2:
+		return &VarveMinIO{Nodes: 2, Tiered: true}, nil
+	case TargetVarveMinIOTiered4:
+		return &VarveMinIO{Nodes: 4, Tiered: true}, nil
 	case TargetVarveMinIO1Secure:
 		return &VarveMinIO{Nodes: 1, Secure: true}, nil
 	case TargetVarveMinIO1Direct:
@@ -210,9 +216,12 @@ func decodeTS(b []byte) time.Time {
 // varveCluster is what both Varve targets share: API addresses, processes
 // and the client side through the sdk.
 type varveCluster struct {
-	addrs []string
-	procs []*Process
-	etcd  []string
+	// addrs are every node's API address; produceAddrs and consumeAddrs,
+	// when set, the nodes producers and consumers use (else addrs).
+	addrs                      []string
+	produceAddrs, consumeAddrs []string
+	procs                      []*Process
+	etcd                       []string
 	// opts are the SDK options of every client (TLS, token).
 	opts []sdk.Option
 	// etcdOwnProcess: etcd runs in a process of its own, so its /metrics'
@@ -220,6 +229,14 @@ type varveCluster struct {
 	etcdOwnProcess bool
 	// minioEndpoint, when set, is scraped for the S3 requests served.
 	minioEndpoint string
+}
+
+// orAll is some, or all when some is empty.
+func orAll(some, all []string) []string {
+	if len(some) > 0 {
+		return some
+	}
+	return all
 }
 
 func (v *varveCluster) CreateTopic(ctx context.Context, topic string, partitions int) error {
@@ -240,7 +257,8 @@ func (p *varveProducer) rpcStats() *produceStats { return p.st }
 // NewProducer returns producer i, spread over the nodes round robin.
 func (v *varveCluster) NewProducer(i int, w Workload) Producer {
 	st := newProduceStats()
-	c := sdk.New(v.addrs[i%len(v.addrs)], append(slices.Clip(v.opts), sdk.WithHooks(st.hooks()))...)
+	addrs := orAll(v.produceAddrs, v.addrs)
+	c := sdk.New(addrs[i%len(addrs)], append(slices.Clip(v.opts), sdk.WithHooks(st.hooks()))...)
 	return &varveProducer{st: st, c: c, p: c.NewProducer(sdk.ProducerOptions{Linger: w.Linger, MaxBatchBytes: w.MaxBatchBytes, MaxBufferedBytes: producerBuffer})}
 }
 
@@ -263,7 +281,8 @@ type varveConsumer struct {
 
 // NewConsumer returns consumer i reading partitions, from node i round robin.
 func (v *varveCluster) NewConsumer(i int, topic string, partitions []int32) Consumer {
-	c := sdk.New(v.addrs[i%len(v.addrs)], v.opts...)
+	addrs := orAll(v.consumeAddrs, v.addrs)
+	c := sdk.New(addrs[i%len(addrs)], v.opts...)
 	cons := c.NewConsumer(topic, sdk.ConsumerOptions{MaxWait: 200 * time.Millisecond, MaxBytes: 4 << 20})
 	cons.Assign(partitions...)
 	return &varveConsumer{c: c, cons: cons}
@@ -408,6 +427,12 @@ func (t *VarveFS) FloorStore(ctx context.Context) (tier.Store, error) {
 type VarveMinIO struct {
 	varveCluster
 	Nodes int
+	// Tiered runs the Nodes as an ingest tier (roles ingest,sequence, the
+	// producers' nodes) and one more node as the fetch tier (roles fetch,
+	// and compact when asked: the consumers' node), as the Terraform
+	// module deploys them; otherwise every node has every role and the
+	// producers and consumers are spread over all of them.
+	Tiered bool
 	// Secure runs the nodes with TLS (a CA made for the run) and auth
 	// token (a bootstrap key the clients use).
 	Secure bool
@@ -425,6 +450,12 @@ type VarveMinIO struct {
 	s3client *s3.Client
 }
 
+// NodeAddrs are the API base URLs of the target's nodes, in start order,
+// and those its producers and its consumers use.
+func (t *VarveMinIO) NodeAddrs() (all, produce, consume []string) {
+	return t.addrs, orAll(t.produceAddrs, t.addrs), orAll(t.consumeAddrs, t.addrs)
+}
+
 // Sequenced reports a target whose nodes commit through the sequencer.
 func (t *VarveMinIO) Sequenced() bool { return t.CommitPath != CommitPathDirect }
 
@@ -439,6 +470,9 @@ func (t *VarveMinIO) nodeSecret() string {
 
 func (t *VarveMinIO) Name() string {
 	n := fmt.Sprintf("varve-minio-%d", t.Nodes)
+	if t.Tiered {
+		n = fmt.Sprintf("varve-minio-tiered-%d", t.Nodes)
+	}
 	if t.Secure {
 		n += "-tls-token"
 	}
@@ -486,14 +520,27 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 		t.opts = t.sec.clientOptions()
 	}
 	roles := "ingest,fetch,sequence" // every node a candidate, as serve's default roles
-	if !t.Sequenced() {
-		roles = "ingest,fetch"
+	if t.Tiered {
+		roles = "ingest,sequence"
 	}
-	for i := 0; i < t.Nodes; i++ {
-		r := roles
-		if i == 0 && env.Compact {
-			r += ",compact"
+	if !t.Sequenced() {
+		roles = strings.TrimSuffix(roles, ",sequence")
+	}
+	nodes := make([]string, t.Nodes, t.Nodes+1)
+	for i := range nodes {
+		nodes[i] = roles
+	}
+	if t.Tiered {
+		nodes = append(nodes, "fetch")
+	}
+	if env.Compact {
+		i := 0 // the first node, or the fetch tier's
+		if t.Tiered {
+			i = len(nodes) - 1
 		}
+		nodes[i] += ",compact"
+	}
+	for i, r := range nodes {
 		p, addr, err := t.StartNode(ctx, fmt.Sprintf("node-%d", i), r)
 		if err != nil {
 			t.Stop()
@@ -505,6 +552,9 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 		}
 		t.procs = append(t.procs, p)
 		t.addrs = append(t.addrs, addr)
+	}
+	if t.Tiered {
+		t.produceAddrs, t.consumeAddrs = t.addrs[:t.Nodes], t.addrs[t.Nodes:]
 	}
 	return nil
 }

@@ -104,12 +104,19 @@ type Profile struct {
 
 // Target names.
 const (
-	TargetVarveFS     = "varve-fs"       // varve dev: embedded etcd, filesystem store
-	TargetVarveMinIO1 = "varve-minio-1"  // one varve serve on MinIO + etcd
-	TargetVarveMinIO2 = "varve-minio-2"  // two varve serve ingest nodes on MinIO + etcd
-	TargetVarveMinIO4 = "varve-minio-4"  // four varve serve ingest nodes on MinIO + etcd
-	TargetNATS        = "nats-jetstream" // nats-server -js, file storage
-	TargetRedis       = "redis-streams"  // redis-server, AOF everysec
+	TargetVarveFS     = "varve-fs"      // varve dev: embedded etcd, filesystem store
+	TargetVarveMinIO1 = "varve-minio-1" // one varve serve on MinIO + etcd
+	TargetVarveMinIO2 = "varve-minio-2" // two varve serve ingest nodes on MinIO + etcd
+	TargetVarveMinIO4 = "varve-minio-4" // four varve serve ingest nodes on MinIO + etcd
+
+	// One, two and four ingest nodes (roles ingest,sequence) and one
+	// fetch node, as the Terraform module deploys them: producers write
+	// to the ingest tier, consumers read from the fetch node.
+	TargetVarveMinIOTiered1 = "varve-minio-tiered-1"
+	TargetVarveMinIOTiered2 = "varve-minio-tiered-2"
+	TargetVarveMinIOTiered4 = "varve-minio-tiered-4"
+	TargetNATS              = "nats-jetstream" // nats-server -js, file storage
+	TargetRedis             = "redis-streams"  // redis-server, AOF everysec
 )
 
 // TargetVarveMinIO1Secure is varve-minio-1 with TLS and auth token on: the
@@ -139,13 +146,16 @@ var AllTargets = []string{TargetVarveFS, TargetVarveMinIO1, TargetVarveMinIO2, T
 var ExtraTargets = []string{TargetVarveMinIO1Secure}
 
 // ScaleTargets are the scale profile's targets: Varve on MinIO with one,
-// two and four ingest nodes and etcd as its own process, and one node on
-// the direct commit path.
-var ScaleTargets = []string{TargetVarveMinIO1, TargetVarveMinIO2, TargetVarveMinIO4, TargetVarveMinIO1Direct}
+// two and four ingest nodes and etcd as its own process, each node with
+// every role and then as an ingest tier beside one fetch node, and one
+// node on the direct commit path.
+var ScaleTargets = []string{TargetVarveMinIO1, TargetVarveMinIO2, TargetVarveMinIO4,
+	TargetVarveMinIOTiered1, TargetVarveMinIOTiered2, TargetVarveMinIOTiered4, TargetVarveMinIO1Direct}
 
 // KnownTargets lists every target NewTarget knows.
 func KnownTargets() []string {
-	return append(append(slices.Clone(AllTargets), TargetVarveMinIO4, TargetVarveMinIO1Direct), ExtraTargets...)
+	return append(append(slices.Clone(AllTargets), TargetVarveMinIO4, TargetVarveMinIOTiered1, TargetVarveMinIOTiered2,
+		TargetVarveMinIOTiered4, TargetVarveMinIO1Direct), ExtraTargets...)
 }
 
 // Profiles returns the built-in profiles: quick (a few minutes on 2 cores,
