@@ -3,7 +3,9 @@ package blockcache
 import (
 	"encoding/binary"
 	"hash/fnv"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -31,6 +33,10 @@ type Owners struct {
 	mu      sync.RWMutex
 	peers   []Peer // sorted by ID
 	suspect map[string]time.Time
+	// writers are the live ingest nodes without the fetch role (id →
+	// address), which answer the fresh objects they wrote from memory
+	// (Writer).
+	writers map[string]string
 }
 
 // NewOwners makes an Owners for the node with id self, alone until Set.
@@ -64,11 +70,50 @@ func (o *Owners) Set(nodes map[string]string) {
 		old[p.ID] = true
 	}
 	for id := range o.suspect {
+		if _, w := o.writers[id]; w {
+			continue // a writer's (SetWriters)
+		}
 		if _, live := nodes[id]; !live || !old[id] {
 			delete(o.suspect, id)
 		}
 	}
 	o.peers = peers
+}
+
+// SetWriters replaces the live ingest nodes that are not fetch nodes (id →
+// address): Writer names one of them as the first to ask for a fresh
+// object it wrote.
+func (o *Owners) SetWriters(nodes map[string]string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for id := range o.suspect {
+		_, was := o.writers[id]
+		_, live := nodes[id]
+		if was != live {
+			delete(o.suspect, id) // gone, or (re)appeared
+		}
+	}
+	o.writers = maps.Clone(nodes)
+}
+
+// Writer returns the node writer as the first to ask for the blocks of a
+// fresh object it wrote, when it is a live, unsuspected ingest node without
+// the fetch role (one with it is the object's owner: ObjectOwner), and not
+// this node. It answers from memory only, while it holds the object.
+func (o *Owners) Writer(writer string) (Peer, bool) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	addr, ok := o.writers[writer]
+	if !ok || writer == o.self {
+		return Peer{}, false
+	}
+	if _, fetch := slices.BinarySearchFunc(o.peers, writer, func(p Peer, id string) int { return strings.Compare(p.ID, id) }); fetch {
+		return Peer{}, false
+	}
+	if until, ok := o.suspect[writer]; ok && time.Now().Before(until) {
+		return Peer{}, false
+	}
+	return Peer{ID: writer, Addr: addr}, true
 }
 
 // Peers returns the live nodes, suspected ones included, sorted by id.

@@ -65,6 +65,10 @@ const (
 	// to DefaultWholeObjectBytes); past it the block is read from the
 	// bucket.
 	objectTimeout = 15 * time.Second
+	// writerTimeout bounds one request to the ingest node that wrote a
+	// fresh object, which answers from memory or not at all; past it the
+	// fetch tier serves the block.
+	writerTimeout = 2 * time.Second
 	// suspectFor is how long an owner that failed to answer is skipped:
 	// about a lease, after which the membership watch has dropped it.
 	suspectFor = 10 * time.Second
@@ -97,6 +101,9 @@ type Reader struct {
 	// (remote.go): the collapsing of concurrent asks, their bound, and
 	// the objects answered.
 	remote wholeObjects
+	// writer is the state of the fresh objects asked of the ingest nodes
+	// that wrote them (writer.go).
+	writer wholeObjects
 	// hot are the partitions this node was asked to fetch lately:
 	// what it asks the owners of fresh objects for (hot.go).
 	hot hotPartitions
@@ -119,6 +126,7 @@ func New(store tier.Store, mem *Memory, log *slog.Logger, mp metric.MeterProvide
 	r.tiers.init(r, m)
 	r.whole.init()
 	r.remote.init()
+	r.writer.init()
 	r.hot.settle = hotSettle
 	return r
 }
@@ -331,6 +339,19 @@ func (r *Reader) tieredLoad(ctx context.Context, e metadata.IndexEntry, decode b
 	ctx, end := r.tiers.span(ctx, "fetch.block", attribute.String("varve.topic", e.Topic), attribute.Int("varve.partition", int(e.Partition)),
 		attribute.Int64("varve.base", e.Base), attribute.String("varve.object", e.Object), attribute.Int64("varve.off", e.Off), attribute.Int64("varve.len", e.Len))
 	defer func() { end(err, attribute.String("varve.tier", string(l.tier))) }()
+	if w, ok := r.writerOf(e); ok {
+		// Its writer, an ingest node without the fetch role, may hold it.
+		l, err = r.shared(ctx, "writer", e.Object, e.Off, e.Len, func(lctx context.Context) (loaded, error) {
+			return r.fromWriter(lctx, w, e.Object, e.Off, e.Len)
+		})
+		if err == nil {
+			return r.checkedLoad(e, l, nil, decode)
+		}
+		if ctx.Err() != nil {
+			return loaded{}, ctx.Err()
+		}
+		err = nil // not from the writer: the tiers below
+	}
 	owner, remote, whole := Peer{}, false, false
 	if r.tiers.owners != nil && r.tiers.peers != nil {
 		if writer, ok := perObject(e); ok {
@@ -353,6 +374,13 @@ func (r *Reader) tieredLoad(ctx context.Context, e metadata.IndexEntry, decode b
 	default:
 		l, err = r.ownedBlock(ctx, e.Object, e.Off, e.Len)
 	}
+	return r.checkedLoad(e, l, err, decode)
+}
+
+// checkedLoad ends tieredLoad: unless the load failed (err), it decodes
+// the block when asked (or when the load did not keep its stored bytes)
+// and checks its record count against the index entry.
+func (r *Reader) checkedLoad(e metadata.IndexEntry, l loaded, err error, decode bool) (loaded, error) {
 	if err == nil && (decode || l.stored == nil) {
 		l.recs, err = r.decoded(e.Object, e.Off, l)
 		if err != nil {

@@ -207,30 +207,69 @@ func checkObjectBlocks(owner Peer, object string, blocks []ObjectBlock, maxBytes
 // longer all cached, wrap ErrNotWhole. A missing or corrupt object is data
 // loss.
 func (r *Reader) ObjectBytes(ctx context.Context, object string, maxBytes int64, parts []TopicPartitions) ([]ObjectBlock, Tier, error) {
-	if maxBytes < 1 || maxBytes > MaxObjectBytes {
-		return nil, "", fmt.Errorf("%w: object %q: max_bytes %d: want 1 to %d", metadata.ErrInvalidArgument, object, maxBytes, MaxObjectBytes)
-	}
-	if err := checkAskPartitions(parts); err != nil {
-		return nil, "", fmt.Errorf("%w: object %q: %w", metadata.ErrInvalidArgument, object, err)
-	}
-	if err := tier.ValidateKey(object); err != nil {
-		return nil, "", fmt.Errorf("%w: object: %w", metadata.ErrInvalidArgument, err)
-	}
-	if _, ok := tier.FlushKeyNode(object); !ok {
-		return nil, "", fmt.Errorf("%w: object %q is not a fresh level 0 object (an ingest flush's key): the blocks of a compacted object are asked for one at a time (GetBlock)", metadata.ErrInvalidArgument, object)
+	if err := checkObjectAsk(object, maxBytes, parts); err != nil {
+		return nil, "", err
 	}
 	blocks, tr, err := r.objectBlocks(ctx, object, newPartitionFilter(parts))
 	if err != nil {
 		return nil, "", err
 	}
+	if err := checkObjectTaken(object, blocks, maxBytes); err != nil {
+		return nil, "", err
+	}
+	return blocks, tr, nil
+}
+
+// HeldObjectBytes is ObjectBytes for a node that serves only the fresh
+// objects it wrote (the ingest role without the fetch role): from mem
+// alone. An object whose blocks mem does not all hold wraps ErrNotWhole;
+// it never reads the bucket.
+func HeldObjectBytes(mem *Memory, object string, maxBytes int64, parts []TopicPartitions) ([]ObjectBlock, error) {
+	if err := checkObjectAsk(object, maxBytes, parts); err != nil {
+		return nil, err
+	}
+	var want func(string, int32) bool
+	if f := newPartitionFilter(parts); f != nil {
+		want = f.wants
+	}
+	blocks, ok := mem.ObjectBlocks(object, want)
+	if !ok {
+		return nil, fmt.Errorf("%w: object %s is not held in memory here (this node serves only the fresh objects it wrote, while it holds them)", ErrNotWhole, object)
+	}
+	if err := checkObjectTaken(object, blocks, maxBytes); err != nil {
+		return nil, err
+	}
+	return blocks, nil
+}
+
+// checkObjectAsk checks a GetObject call's arguments (ObjectBytes).
+func checkObjectAsk(object string, maxBytes int64, parts []TopicPartitions) error {
+	if maxBytes < 1 || maxBytes > MaxObjectBytes {
+		return fmt.Errorf("%w: object %q: max_bytes %d: want 1 to %d", metadata.ErrInvalidArgument, object, maxBytes, MaxObjectBytes)
+	}
+	if err := checkAskPartitions(parts); err != nil {
+		return fmt.Errorf("%w: object %q: %w", metadata.ErrInvalidArgument, object, err)
+	}
+	if err := tier.ValidateKey(object); err != nil {
+		return fmt.Errorf("%w: object: %w", metadata.ErrInvalidArgument, err)
+	}
+	if _, ok := tier.FlushKeyNode(object); !ok {
+		return fmt.Errorf("%w: object %q is not a fresh level 0 object (an ingest flush's key): the blocks of a compacted object are asked for one at a time (GetBlock)", metadata.ErrInvalidArgument, object)
+	}
+	return nil
+}
+
+// checkObjectTaken refuses, wrapping ErrNotWhole, blocks that add up to
+// more than the caller takes.
+func checkObjectTaken(object string, blocks []ObjectBlock, maxBytes int64) error {
 	var total int64
 	for _, b := range blocks {
 		total += int64(len(b.Stored))
 	}
 	if total > maxBytes {
-		return nil, "", fmt.Errorf("%w: object %s has %d blocks of %d bytes asked for, more than the %d taken: ask for them one at a time (GetBlock)", ErrNotWhole, object, len(blocks), total, maxBytes)
+		return fmt.Errorf("%w: object %s has %d blocks of %d bytes asked for, more than the %d taken: ask for them one at a time (GetBlock)", ErrNotWhole, object, len(blocks), total, maxBytes)
 	}
-	return blocks, tr, nil
+	return nil
 }
 
 // checkAskPartitions checks the partitions a GetObject call names.
