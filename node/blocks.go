@@ -19,13 +19,30 @@ import (
 	"github.com/varve-io/varve/internal/guard"
 )
 
+// RoleWriter is registered (not configured) by an ingest node without the
+// fetch role that keeps the objects it wrote for the fetch nodes
+// (writer_cache_bytes not off): the fetch nodes watch it to know whom to
+// ask first for a fresh object.
+const RoleWriter = "writer"
+
+// heldObjects is how many flushes' worth of fresh objects (flush_bytes
+// each, within cache_bytes) an ingest node without the fetch role keeps
+// for the fetch nodes: they ask within a tick or two of the commit.
+const heldObjects = 4
+
 // startBlocks sets up the tiers of the fetch role's block reads below the
 // memory cache: the disk cache (when cache_dir is set), the ownership of
 // blocks among the live fetch nodes (kept current by a watch of their
-// registrations), the client that asks an owner for a block, and the
-// internal BlockService through which this node answers the others.
+// registrations), the ingest nodes without the fetch role to ask first
+// for the fresh objects they wrote (another watch), the client that asks
+// an owner for a block, and the internal BlockService through which this
+// node answers the others. An ingest node without the fetch role serves
+// only GetObject, from the objects it holds (heldBlockService).
 func (n *Node) startBlocks(ctx context.Context, mux *http.ServeMux, hopts []connect.HandlerOption) error {
 	if n.fetcher == nil {
+		if n.held != nil {
+			mux.Handle(varvev1connect.NewBlockServiceHandler(&heldBlockService{mem: n.held}, hopts...))
+		}
 		return nil
 	}
 	if n.cfg.CacheDir != "" {
@@ -40,6 +57,14 @@ func (n *Node) startBlocks(ctx context.Context, mux *http.ServeMux, hopts []conn
 	stop, err := n.meta.WatchNodes(ctx, RoleFetch, func(nodes map[string]string) {
 		owners.Set(nodes)
 		n.log.Debug("fetch nodes changed", "nodes", nodes)
+	})
+	if err != nil {
+		return err
+	}
+	n.onClose = append(n.onClose, stop)
+	stop, err = n.meta.WatchNodes(ctx, RoleWriter, func(nodes map[string]string) {
+		owners.SetWriters(nodes)
+		n.log.Debug("ingest nodes holding what they wrote changed", "nodes", nodes)
 	})
 	if err != nil {
 		return err
@@ -85,25 +110,58 @@ func (s *blockService) GetBlock(ctx context.Context, req *connect.Request[varvev
 // GetObject answers every block of a fresh level 0 object this node owns
 // (of the partitions asked for, when the request names some).
 func (s *blockService) GetObject(ctx context.Context, req *connect.Request[varvev1.GetObjectRequest]) (*connect.Response[varvev1.GetObjectResponse], error) {
-	var parts []blockcache.TopicPartitions
-	if n := len(req.Msg.Partitions); n > 0 {
-		parts = make([]blockcache.TopicPartitions, n)
-		for i, tp := range req.Msg.Partitions {
-			parts[i] = blockcache.TopicPartitions{Topic: tp.Topic, Partitions: tp.Partitions}
-		}
-	}
-	blocks, _, err := s.b.ObjectBytes(ctx, req.Msg.Object, req.Msg.MaxBytes, parts)
+	blocks, _, err := s.b.ObjectBytes(ctx, req.Msg.Object, req.Msg.MaxBytes, askedPartitions(req.Msg))
 	if errors.Is(err, blockcache.ErrNotWhole) {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 	}
 	if err != nil {
 		return nil, toConnect(err)
 	}
+	return connect.NewResponse(objectResponse(blocks)), nil
+}
+
+// heldBlockService answers the internal BlockService on an ingest node
+// without the fetch role: a fetch node asks it for a fresh object it wrote
+// (GetObject), answered from memory while it holds the object, never from
+// the bucket.
+type heldBlockService struct {
+	mem *blockcache.Memory
+}
+
+func (s *heldBlockService) GetBlock(context.Context, *connect.Request[varvev1.GetBlockRequest]) (*connect.Response[varvev1.GetBlockResponse], error) {
+	return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("this node has no fetch role: it answers only GetObject, for the fresh objects it wrote and still holds"))
+}
+
+func (s *heldBlockService) GetObject(_ context.Context, req *connect.Request[varvev1.GetObjectRequest]) (*connect.Response[varvev1.GetObjectResponse], error) {
+	blocks, err := blockcache.HeldObjectBytes(s.mem, req.Msg.Object, req.Msg.MaxBytes, askedPartitions(req.Msg))
+	if errors.Is(err, blockcache.ErrNotWhole) {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	}
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(objectResponse(blocks)), nil
+}
+
+// askedPartitions are the partitions a GetObject request names (nil: all).
+func askedPartitions(msg *varvev1.GetObjectRequest) []blockcache.TopicPartitions {
+	if len(msg.Partitions) == 0 {
+		return nil
+	}
+	parts := make([]blockcache.TopicPartitions, len(msg.Partitions))
+	for i, tp := range msg.Partitions {
+		parts[i] = blockcache.TopicPartitions{Topic: tp.Topic, Partitions: tp.Partitions}
+	}
+	return parts
+}
+
+// objectResponse is a GetObject answer of blocks.
+func objectResponse(blocks []blockcache.ObjectBlock) *varvev1.GetObjectResponse {
 	out := &varvev1.GetObjectResponse{Blocks: make([]*varvev1.ObjectBlock, len(blocks))}
 	for i, b := range blocks {
 		out.Blocks[i] = &varvev1.ObjectBlock{Offset: b.Offset, Block: b.Stored, Records: b.Records, RawBytes: b.RawBytes}
 	}
-	return connect.NewResponse(out), nil
+	return out
 }
 
 // flushedBlocks lists the blocks of an object this node's ingester stored

@@ -54,7 +54,21 @@ func startNodeWith(t testing.TB, role string, endpoints []string, st tier.Store,
 	return n
 }
 
+// startCluster starts etcd, a MinIO bucket, an ingest node (with the
+// sequencer) and fetchNodes fetch nodes, all reading and writing through
+// one recorder.
+// The ingest node holds none of the objects it wrote (writer_cache_bytes
+// off), so
+// the fetch nodes read fresh objects through their own tier, as these
+// tests measure (TestTailReadsFromAnIngestOnlyWriter has it hold them).
 func startCluster(t testing.TB, fetchNodes int) *cluster {
+	t.Helper()
+	return startClusterWith(t, fetchNodes, func(cfg *node.Config) { cfg.WriterCacheBytes = node.OffBytes })
+}
+
+// startClusterWith is startCluster with the ingest node's settings changed
+// by mutate (from the defaults: it holds the objects it wrote).
+func startClusterWith(t testing.TB, fetchNodes int, mutate func(*node.Config)) *cluster {
 	t.Helper()
 	m := testenv.MinIO(t)
 	bucket := m.NewBucket(t)
@@ -65,6 +79,9 @@ func startCluster(t testing.TB, fetchNodes int) *cluster {
 	c := &cluster{endpoints: testenv.StartEtcd(t), rec: tier.NewRecorder(st)}
 	c.ingest = startNodeWith(t, node.RoleIngest, c.endpoints, c.rec, func(cfg *node.Config) {
 		cfg.Roles = []string{node.RoleIngest, node.RoleSequence} // the sequencer runs with ingest
+		if mutate != nil {
+			mutate(cfg)
+		}
 	})
 	for i := range fetchNodes {
 		c.fetch = append(c.fetch, startNodeWith(t, node.RoleFetch, c.endpoints, c.rec, func(cfg *node.Config) {

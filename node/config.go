@@ -82,6 +82,10 @@ type Config struct {
 	// etcd after its last commit (see docs/idempotence.md).
 	ProducerStateTTL time.Duration
 	CacheBytes       int64
+	// WriterCacheBytes is the memory an ingest node without the fetch role
+	// keeps the objects it wrote in, for the fetch nodes (0: heldObjects ×
+	// FlushBytes; OffBytes: none).
+	WriterCacheBytes int64
 	// CacheDir holds the fetch role's disk cache of blocks (kept across
 	// restarts); empty: no disk tier. DiskCacheBytes bounds it.
 	CacheDir        string
@@ -170,6 +174,8 @@ var Settings = []Setting{
 		"how long an idempotent producer's state lives in etcd after its last commit", atLeastWhy(2*time.Second, "etcd's shortest lease")),
 	bytes64("cache_bytes", func(c *Config) *int64 { return &c.CacheBytes }, 256<<20,
 		"memory block cache of the fetch role", nil),
+	bytes64OrOff("writer_cache_bytes", func(c *Config) *int64 { return &c.WriterCacheBytes }, 0,
+		"on an ingest node without the fetch role: memory keeping the last objects it wrote, which the fetch nodes then ask it for instead of reading the bucket; 0: four flushes (4 × flush_bytes); off: none").doc("four flushes"),
 	str("cache_dir", func(c *Config) *string { return &c.CacheDir }, "",
 		"disk cache of blocks of the fetch role, kept across restarts; empty: no disk tier", nil).doc("empty (`varve dev`: `DATA_DIR/cache`)"),
 	bytes64("disk_cache_bytes", func(c *Config) *int64 { return &c.DiskCacheBytes }, 4<<30,

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,11 +44,14 @@ type Node struct {
 	ownIndex *metadata.Cache
 	in       *ingest.Ingester
 	fetcher  *fetch.Fetcher
-	meter    *sdkmetric.MeterProvider
-	tel      *obs.Telemetry
-	ready    *readiness
-	sec      security
-	seqw     seqWiring
+	// held keeps, on an ingest node without the fetch role, the blocks of
+	// the last objects it wrote, for the fetch nodes' GetObject (blocks.go).
+	held  *blockcache.Memory
+	meter *sdkmetric.MeterProvider
+	tel   *obs.Telemetry
+	ready *readiness
+	sec   security
+	seqw  seqWiring
 
 	ln       net.Listener
 	flightLn net.Listener
@@ -165,7 +169,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	if err := n.startSequencer(mux, hopts); err != nil {
 		return nil, err
 	}
-	if err := n.meta.RegisterRoles(n.baseCtx, cfg.NodeID, n.Addr(), cfg.Roles...); err != nil {
+	roles := cfg.Roles
+	if n.held != nil {
+		roles = append(slices.Clip(roles), RoleWriter)
+	}
+	if err := n.meta.RegisterRoles(n.baseCtx, cfg.NodeID, n.Addr(), roles...); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -220,6 +228,15 @@ func (n *Node) startRoles(ctx context.Context) error {
 		}, n.store, n.committer(), n.topics, n.log, n.meter)
 		if err != nil {
 			return err
+		}
+		if held := n.cfg.WriterCacheBytes; blocks == nil && held != OffBytes {
+			// Without the fetch role: the fresh objects this node wrote,
+			// for the fetch nodes to ask for rather than read the bucket.
+			if held == 0 {
+				held = heldObjects * int64(n.cfg.FlushBytes)
+			}
+			n.held = blockcache.NewMemory(held)
+			blocks = n.held
 		}
 		if blocks != nil {
 			// Fresh blocks written by this node are read from memory:

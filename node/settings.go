@@ -175,6 +175,39 @@ func bytes64(name string, field func(*Config) *int64, def int64, help string, ch
 	return declare(name, field, def, help, "bytes", parseBytes, formatBytes, isZero[int64], check)
 }
 
+// OffBytes is a byte size setting turned off (writer_cache_bytes).
+const OffBytes int64 = -1
+
+// bytes64OrOff declares a byte size that the value off (OffBytes) turns
+// off.
+func bytes64OrOff(name string, field func(*Config) *int64, def int64, help string) Setting {
+	s := declare(name, field, def, help, "bytes",
+		func(v string) (int64, error) {
+			if v == "off" {
+				return OffBytes, nil
+			}
+			n, err := parseBytes(v)
+			if err != nil {
+				return 0, err
+			}
+			return n, notNegative(v, n)
+		},
+		func(n int64) string {
+			if n == OffBytes {
+				return "off"
+			}
+			return formatBytes(n)
+		}, isZero[int64],
+		func(n int64) error {
+			if n == OffBytes {
+				return nil
+			}
+			return nonNegative(n)
+		})
+	s.off = true
+	return s
+}
+
 func duration(name string, field func(*Config) *time.Duration, def time.Duration, help string, check func(time.Duration) error) Setting {
 	return durationSetting(false, name, field, def, help, check)
 }

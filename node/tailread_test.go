@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,10 +67,10 @@ func (s storeTraffic) perGiB(n int) float64 { return float64(n) / (float64(s.put
 
 // TestTailReadsOneGetPerObject: consumers on two and three fetch nodes tail
 // every partition of 8- and 1,000-partition topics while a separate ingest
-// node writes them (so no fetch node holds a fresh block at flush): the
-// bucket sees one GET per object written, each of the whole object, at
-// most 1.05 × the PUTs — not one ranged GET per block (1,000 per object at
-// 1,000 partitions).
+// node, which holds no object it wrote (writer_cache_bytes off), writes them (so no
+// fetch node holds a fresh block at flush): the bucket sees one GET per
+// object written, each of the whole object, at most 1.05 × the PUTs — not
+// one ranged GET per block (1,000 per object at 1,000 partitions).
 func TestTailReadsOneGetPerObject(t *testing.T) {
 	for _, tc := range []struct {
 		fetchNodes int
@@ -84,6 +85,65 @@ func TestTailReadsOneGetPerObject(t *testing.T) {
 		t.Run(fmt.Sprintf("fetch-nodes=%d/partitions=%d", tc.fetchNodes, tc.partitions), func(t *testing.T) {
 			c := startCluster(t, tc.fetchNodes)
 			tailWhileProducing(t, c.ingest, c.fetch, c.rec, tc.partitions, tc.batches)
+			if s := trafficOf(c.rec); s.whole != s.puts || s.ranged != 0 {
+				t.Fatalf("%d GETs (%d whole, %d ranged) for %d objects, want one whole GET each", s.gets(), s.whole, s.ranged, s.puts)
+			}
+		})
+	}
+}
+
+// TestTailReadsFromAnIngestOnlyWriter: as the Terraform module deploys
+// Varve, the ingest nodes (ingest,sequence) run apart from the fetch nodes.
+// Two ingest nodes write a 1,000-partition topic (and an 8-partition one)
+// while consumers on two fetch nodes tail every partition: each fetch node
+// asks the writer of each fresh object for it once (GetObject), and the
+// bucket sees no GET at all, where without the writers' memory it saw one
+// per object (TestTailReadsOneGetPerObject). Then the second writer stops
+// with objects not read yet: they are read from the bucket, once each,
+// every record.
+func TestTailReadsFromAnIngestOnlyWriter(t *testing.T) {
+	for _, partitions := range []int32{8, 1000} {
+		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) {
+			c := startClusterWith(t, 2, nil)
+			second := startNodeWith(t, node.RoleIngest, c.endpoints, c.rec, func(cfg *node.Config) {
+				cfg.NodeID = "ingest-2"
+				cfg.Roles = []string{node.RoleIngest, node.RoleSequence}
+			})
+			for _, w := range []*node.Node{c.ingest, second} {
+				tailWhileProducing(t, w, c.fetch, c.rec, partitions, 4)
+				if s := trafficOf(c.rec); s.gets() != 0 {
+					t.Fatalf("%d GETs (%d whole, %d ranged) for %d objects their ingest-only writer holds, want 0", s.gets(), s.whole, s.ranged, s.puts)
+				}
+			}
+
+			topic := "writer-gone"
+			createTopic(t, newClients(second.Addr()), topic, partitions)
+			const objects, per = 3, 2
+			produceBatches(t, second, topic, partitions, objects, per, 0)
+			c.rec.Reset()
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := second.Shutdown(sctx); err != nil {
+				t.Fatal(err)
+			}
+			var ps []int32
+			for p := range partitions {
+				ps = append(ps, p)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := tailConsumeFrom(ctx, h2cClients(c.fetch[0].Addr()), topic, ps, 0, objects*per); err != nil {
+				t.Fatal(err)
+			}
+			gets := wholeGets(t, c.rec)
+			if len(gets) != objects {
+				t.Fatalf("%d of the gone writer's %d objects read from the bucket: %v", len(gets), objects, gets)
+			}
+			for o, k := range gets {
+				if k != 1 {
+					t.Errorf("object %s: %d GETs, want 1", o, k)
+				}
+			}
 		})
 	}
 }
@@ -428,11 +488,15 @@ func tailWhileProducing(t *testing.T, writer *node.Node, fetch []*node.Node, rec
 
 // tailWhileProducingWith is tailWhileProducing with consumers that read
 // through consume.
+// tailTopics numbers the topics of tailWhileProducingWith, so that a test
+// may tail several on one cluster.
+var tailTopics atomic.Int64
+
 func tailWhileProducingWith(t *testing.T, writer *node.Node, fetch []*node.Node, rec *tier.Recorder, partitions int32, batches int,
 	consume func(ctx context.Context, c clients, topic string, ps []int32, to int64) error) {
 	t.Helper()
 	const per = 3
-	topic := fmt.Sprintf("tail%d", partitions)
+	topic := fmt.Sprintf("tail%d-%d", partitions, tailTopics.Add(1))
 	createTopic(t, newClients(writer.Addr()), topic, partitions)
 	rec.Reset()
 	before := make([]internalCalls, len(fetch))

@@ -116,6 +116,9 @@ func TestTraceReachesOTLPCollector(t *testing.T) {
 		cfg.Store = "fs:" + objects
 		cfg.Linger = 20 * time.Millisecond
 		cfg.OTLPEndpoint = endpoint
+		// The writer keeps nothing for the reader, which reads the bucket
+		// (fetch → fetch.block → store.get below).
+		cfg.WriterCacheBytes = node.OffBytes
 		n, err := node.New(context.Background(), cfg, node.Options{})
 		if err != nil {
 			t.Fatal(err)
