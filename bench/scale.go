@@ -411,7 +411,7 @@ func etcdCallersMarkdown(w io.Writer, vr []*WorkloadResult) {
 	if len(rows) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n### etcd transactions by caller\n\nPer workload: the batches the sequencer wrote (`varve_sequencer_batches_total`), etcd's Txn RPCs (its own count) and per batch, the Txn requests the nodes sent as sequencer (`%s{method=\"Txn\",caller=\"sequencer\"}`: batches, checkpoints, producer reads) and per batch, and the rest by caller: a Varve subsystem (ingest, compaction, janitor, cache, groups, node) or the API procedure a client called (InitProducer, ListOffsets, CreateTopic, ...).\n\n", metricEtcdRequests)
+	fmt.Fprintf(w, "\n### etcd transactions by caller\n\nPer workload: the batches the sequencer wrote (`varve_sequencer_batches_total`), etcd's Txn RPCs (its own count) and per batch, the Txn requests the nodes sent as sequencer leader for its batches (`%s{method=\"Txn\",caller=\"sequencer\"}`: the batch transactions, a due checkpoint riding in one; goal ≤ 1 per batch) and per batch, and the rest by caller: the leader's reads of topics and producers before a batch (sequencer.read) and checkpoints written alone (sequencer.checkpoint), another Varve subsystem (ingest, compaction, janitor, cache, groups, node) or the API procedure a client called (InitProducer, ListOffsets, CreateTopic, ...).\n\n", metricEtcdRequests)
 	fmt.Fprintf(w, "| target | workload | sequencer batches | etcd Txn | etcd Txn/batch | sequencer Txn | sequencer Txn/batch | the rest, by caller |\n|---|---|---|---|---|---|---|---|\n%s\n", strings.Join(rows, "\n"))
 }
 

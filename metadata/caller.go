@@ -22,14 +22,19 @@ type callerKey struct{}
 // Callers of etcd requests, for WithCaller. An API request is named by its
 // Connect procedure instead ("/varve.v1.ProducerService/InitProducer").
 const (
-	CallerSequencer  = "sequencer"  // the leader's batches, checkpoints and producer reads
-	CallerIngest     = "ingest"     // ingest nodes' commits and producer reads
-	CallerCompaction = "compaction" // the compact role: claims, swaps, pruning
-	CallerJanitor    = "janitor"    // retention, garbage collection, statistics
-	CallerCache      = "cache"      // the watched caches' reads
-	CallerGroups     = "groups"     // consumer group sessions' own requests
-	CallerNode       = "node"       // start-up, registration, readiness
-	CallerOther      = "other"      // a context that names none
+	CallerSequencer = "sequencer" // the leader's batch transactions (a due checkpoint rides in one), recovery, election
+	// CallerSequencerRead and CallerSequencerCheckpoint are the leader's
+	// reads of topics and producers before a batch, and its checkpoints
+	// written alone (no batch came to carry them).
+	CallerSequencerRead       = "sequencer.read"
+	CallerSequencerCheckpoint = "sequencer.checkpoint"
+	CallerIngest              = "ingest"     // ingest nodes' commits and producer reads
+	CallerCompaction          = "compaction" // the compact role: claims, swaps, pruning
+	CallerJanitor             = "janitor"    // retention, garbage collection, statistics
+	CallerCache               = "cache"      // the watched caches' reads
+	CallerGroups              = "groups"     // consumer group sessions' own requests
+	CallerNode                = "node"       // start-up, registration, readiness
+	CallerOther               = "other"      // a context that names none
 )
 
 // WithCaller names the caller of the etcd requests made with ctx (and the

@@ -47,7 +47,7 @@ func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 	// between a batch's arrival and its write).
 	prune := func() {
 		if time.Since(lastPrune) >= s.cfg.pruneEvery {
-			s.pruneProducers(ctx, tm.st)
+			s.pruneProducers(metadata.WithCaller(ctx, metadata.CallerSequencerRead), tm.st)
 			lastPrune = time.Now()
 		}
 	}
@@ -59,7 +59,7 @@ func (s *Sequencer) serve(ctx context.Context, tm *term) (err error) {
 	// alone writes the checkpoint in a transaction of its own.
 	alone := func() error {
 		prune()
-		if err := tm.t.WriteCheckpoint(ctx, prepare()); err != nil {
+		if err := tm.t.WriteCheckpoint(metadata.WithCaller(ctx, metadata.CallerSequencerCheckpoint), prepare()); err != nil {
 			if errors.Is(err, ErrNotLeader) {
 				return err
 			}
@@ -304,7 +304,7 @@ func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request,
 		return false, false, nil
 	}
 	for attempt := 0; ; attempt++ {
-		revs, err := s.load(ctx, tm.st, batch, attempt > 0)
+		revs, err := s.load(metadata.WithCaller(ctx, metadata.CallerSequencerRead), tm.st, batch, attempt > 0)
 		fence := seqlog.Fence{Topics: revs.topicMods, TopicsRev: revs.topics, ProducersRev: revs.producers}
 		if err != nil {
 			answerAll(batch, nil, fmt.Errorf("%w: %w", seqlog.ErrStale, err))
