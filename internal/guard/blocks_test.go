@@ -320,3 +320,58 @@ func TestBlockServiceNodeCertificates(t *testing.T) {
 		t.Fatalf("node_principals without TLS: %v", err)
 	}
 }
+
+// TestWriterBlockServiceNodesOnly: an ingest node without the fetch role
+// answers the BlockService for the objects it wrote (GetObject) to nodes
+// only, as a fetch node does, and GetBlock to nobody.
+func TestWriterBlockServiceNodesOnly(t *testing.T) {
+	const secret = "the-shared-cluster-secret"
+	n := startNode(t, nil, nil, nil, func(c *node.Config) {
+		c.NodeID = "writer"
+		c.Roles = []string{node.RoleIngest, node.RoleSequence}
+		c.Security.Auth = "token"
+		c.Security.BootstrapToken = bootstrap
+		c.Security.ClusterSecretFile = secretFile(t, secret)
+	})
+	ctx := context.Background()
+	a := admin.New(n.Addr(), append(clientOpts, sdk.WithToken(bootstrap))...)
+	defer a.Close()
+	if _, err := a.CreateTopic(ctx, "t", 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Client().Produce(ctx, "t", []sdk.Record{{Topic: "t", Partition: 1, ExplicitPartition: true, Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	e, _, found, _, err := n.Meta().LookupIndex(ctx, "t", 1, 0)
+	if err != nil || !found {
+		t.Fatalf("index of t/1: %v %v", found, err)
+	}
+	call := func(tr secretTransport) (*varvev1.GetObjectResponse, error, error) {
+		c := varvev1connect.NewBlockServiceClient(&http.Client{Transport: tr}, n.Addr())
+		resp, oerr := c.GetObject(ctx, connect.NewRequest(&varvev1.GetObjectRequest{Object: e.Object, MaxBytes: 64 << 20}))
+		_, berr := c.GetBlock(ctx, connect.NewRequest(&varvev1.GetBlockRequest{Object: e.Object, Offset: e.Off, Length: e.Len}))
+		if resp == nil {
+			return nil, oerr, berr
+		}
+		return resp.Msg, oerr, berr
+	}
+	for _, tc := range []struct {
+		name string
+		tr   secretTransport
+		want connect.Code
+	}{
+		{"no credentials", secretTransport{}, connect.CodeUnauthenticated},
+		{"bootstrap admin token", secretTransport{token: bootstrap}, connect.CodePermissionDenied},
+	} {
+		if _, oerr, berr := call(tc.tr); connect.CodeOf(oerr) != tc.want || connect.CodeOf(berr) != tc.want {
+			t.Errorf("%s: GetObject %v, GetBlock %v; want %v", tc.name, oerr, berr, tc.want)
+		}
+	}
+	msg, oerr, berr := call(secretTransport{secret: secret})
+	if oerr != nil || len(msg.GetBlocks()) != 1 || msg.Blocks[0].Offset != e.Off || int64(len(msg.Blocks[0].Block)) != e.Len {
+		t.Fatalf("GetObject with the cluster secret: %v, %v", msg, oerr)
+	}
+	if connect.CodeOf(berr) != connect.CodeFailedPrecondition {
+		t.Fatalf("GetBlock of a node without the fetch role: %v, want failed_precondition", berr)
+	}
+}
