@@ -56,17 +56,11 @@ func (r *Reader) fromOwnersObject(ctx context.Context, owner Peer, object string
 		}
 		return r.afterAsked(ctx, owner, object, off, length)
 	}
-	ch := r.remote.sf.DoChan(object, func() (any, error) {
+	res, err := r.askOnce(ctx, &r.remote, object, func() ([]ObjectBlock, error) {
 		return r.askObject(ctx, owner, object)
 	})
-	var res singleflight.Result
-	select {
-	case res = <-ch:
-	case <-ctx.Done():
-		return loaded{}, ctx.Err()
-	}
-	if res.Shared {
-		r.tiers.collapsed.Add(context.WithoutCancel(ctx), 1)
+	if err != nil {
+		return loaded{}, err
 	}
 	switch err := res.Err; {
 	case err == nil:
@@ -120,21 +114,7 @@ func (r *Reader) askObject(ctx context.Context, owner Peer, object string) ([]Ob
 	if r.remote.wasRead(object) {
 		return nil, errReadWhole
 	}
-	if err := r.remote.sem.Acquire(ctx, 1); err != nil {
-		return nil, err
-	}
-	defer r.remote.sem.Release(1)
-	maxBytes := min(r.whole.max, r.mem.max/2, MaxObjectBytes)
-	r.tiers.calls.Add(ctx, 1, r.tiers.rpcAttrs[rpcGetObject])
-	pctx, cancel := context.WithTimeout(ctx, objectTimeout)
-	pctx, end := r.tiers.span(pctx, "fetch.peer.object", attribute.String("varve.peer", owner.ID), attribute.String("varve.object", object))
-	parts := r.hot.partitions(time.Now())
-	blocks, err := r.tiers.peers.GetObject(pctx, owner.Addr, object, maxBytes, parts)
-	if err == nil {
-		err = checkObjectBlocks(owner, object, blocks, maxBytes, len(parts) > 0)
-	}
-	end(err, attribute.Int("varve.blocks", len(blocks)))
-	cancel()
+	blocks, parts, err := r.getObject(ctx, &r.remote, owner, object, objectTimeout, "fetch.peer.object")
 	if err != nil && ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -156,11 +136,56 @@ func (r *Reader) askObject(ctx context.Context, owner Peer, object string) ([]Ob
 		r.log.Debug("object owner does not serve the object whole; asking it for each block", "owner", owner.ID, "object", object, "err", err)
 		return nil, err
 	}
-	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		r.tiers.owners.Suspect(owner.ID, suspectFor)
-	}
-	r.log.Warn("block owner did not serve the block's whole object; reading the bucket", "owner", owner.ID, "addr", owner.Addr, "object", object, "err", err)
+	r.peerFailed("owner", owner, object, "block owner did not serve the block's whole object; reading the bucket", err)
 	return nil, err
+}
+
+// peerFailed suspects peer (an object's owner or writer, named by role in
+// the log) when it could not be reached in time, and logs why its answer
+// for object is not used.
+func (r *Reader) peerFailed(role string, peer Peer, object, msg string, err error) {
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		r.tiers.owners.Suspect(peer.ID, suspectFor)
+	}
+	r.log.Warn(msg, role, peer.ID, "addr", peer.Addr, "object", object, "err", err)
+}
+
+// askOnce runs ask for object once for the concurrent callers (w's
+// singleflight) and waits for it, or for ctx.
+func (r *Reader) askOnce(ctx context.Context, w *wholeObjects, object string, ask func() ([]ObjectBlock, error)) (singleflight.Result, error) {
+	ch := w.sf.DoChan(object, func() (any, error) { return ask() })
+	select {
+	case res := <-ch:
+		if res.Shared {
+			r.tiers.collapsed.Add(context.WithoutCancel(ctx), 1)
+		}
+		return res, nil
+	case <-ctx.Done():
+		return singleflight.Result{}, ctx.Err()
+	}
+}
+
+// getObject makes one GetObject call to peer for the blocks of object of
+// this node's hot partitions (every block when it has none or too many),
+// within w's bound of calls under way and timeout, and checks the answer.
+// It returns the partitions asked for.
+func (r *Reader) getObject(ctx context.Context, w *wholeObjects, peer Peer, object string, timeout time.Duration, span string) ([]ObjectBlock, []TopicPartitions, error) {
+	if err := w.sem.Acquire(ctx, 1); err != nil {
+		return nil, nil, err
+	}
+	defer w.sem.Release(1)
+	maxBytes := min(r.whole.max, r.mem.max/2, MaxObjectBytes)
+	r.tiers.calls.Add(ctx, 1, r.tiers.rpcAttrs[rpcGetObject])
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pctx, end := r.tiers.span(pctx, span, attribute.String("varve.peer", peer.ID), attribute.String("varve.object", object))
+	parts := r.hot.partitions(time.Now())
+	blocks, err := r.tiers.peers.GetObject(pctx, peer.Addr, object, maxBytes, parts)
+	if err == nil {
+		err = checkObjectBlocks(peer, object, blocks, maxBytes, len(parts) > 0)
+	}
+	end(err, attribute.Int("varve.blocks", len(blocks)))
+	return blocks, parts, err
 }
 
 // checkObjectBlocks checks an owner's answer for object: blocks by

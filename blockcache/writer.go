@@ -4,10 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
-
-	"go.opentelemetry.io/otel/attribute"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/varve-io/varve/metadata"
 )
@@ -52,17 +48,11 @@ func (r *Reader) fromWriter(ctx context.Context, w Peer, object string, off, len
 	if l, ok := r.fromMemory(ctx, object, off, length); ok {
 		return l, nil
 	}
-	ch := r.writer.sf.DoChan(object, func() (any, error) {
+	res, err := r.askOnce(ctx, &r.writer, object, func() ([]ObjectBlock, error) {
 		return r.askWriter(ctx, w, object)
 	})
-	var res singleflight.Result
-	select {
-	case res = <-ch:
-	case <-ctx.Done():
-		return loaded{}, ctx.Err()
-	}
-	if res.Shared {
-		r.tiers.collapsed.Add(context.WithoutCancel(ctx), 1)
+	if err != nil {
+		return loaded{}, err
 	}
 	if res.Err != nil {
 		if l, ok := r.fromMemory(ctx, object, off, length); ok {
@@ -91,21 +81,7 @@ func (r *Reader) askWriter(ctx context.Context, w Peer, object string) ([]Object
 		return nil, errReadWhole
 	}
 	defer r.writer.markRead(object)
-	if err := r.writer.sem.Acquire(ctx, 1); err != nil {
-		return nil, err
-	}
-	defer r.writer.sem.Release(1)
-	maxBytes := min(r.whole.max, r.mem.max/2, MaxObjectBytes)
-	r.tiers.calls.Add(ctx, 1, r.tiers.rpcAttrs[rpcGetObject])
-	pctx, cancel := context.WithTimeout(ctx, writerTimeout)
-	defer cancel()
-	pctx, end := r.tiers.span(pctx, "fetch.writer.object", attribute.String("varve.peer", w.ID), attribute.String("varve.object", object))
-	parts := r.hot.partitions(time.Now())
-	blocks, err := r.tiers.peers.GetObject(pctx, w.Addr, object, maxBytes, parts)
-	if err == nil {
-		err = checkObjectBlocks(w, object, blocks, maxBytes, len(parts) > 0)
-	}
-	end(err, attribute.Int("varve.blocks", len(blocks)))
+	blocks, _, err := r.getObject(ctx, &r.writer, w, object, writerTimeout, "fetch.writer.object")
 	switch {
 	case err == nil:
 		r.tiers.received.Add(ctx, int64(len(blocks)))
@@ -121,9 +97,6 @@ func (r *Reader) askWriter(ctx context.Context, w Peer, object string) ([]Object
 		r.log.Debug("writer does not hold the object; reading it through the fetch tier", "writer", w.ID, "object", object, "err", err)
 		return nil, err
 	}
-	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		r.tiers.owners.Suspect(w.ID, suspectFor)
-	}
-	r.log.Warn("writer did not answer for its object; reading it through the fetch tier", "writer", w.ID, "addr", w.Addr, "object", object, "err", err)
+	r.peerFailed("writer", w, object, "writer did not answer for its object; reading it through the fetch tier", err)
 	return nil, fmt.Errorf("object %s from its writer %s: %w", object, w.ID, err)
 }
