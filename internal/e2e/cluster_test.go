@@ -44,9 +44,15 @@ type serveNode struct {
 // default roles) on listen (127.0.0.1:PORT) and waits until it is ready.
 func (c *cluster) startServe(id, listen string, extra ...string) *serveNode {
 	c.t.Helper()
+	return c.startServeRoles(id, listen, "ingest,fetch,sequence", extra...)
+}
+
+// startServeRoles is startServe with the given roles (comma-separated).
+func (c *cluster) startServeRoles(id, listen, roles string, extra ...string) *serveNode {
+	c.t.Helper()
 	args := []string{
 		"serve",
-		"--roles", "ingest,fetch,sequence",
+		"--roles", roles,
 		"--listen", listen,
 		"--node-id", id,
 		"--etcd-endpoints", strings.Join(c.etcd, ","),
