@@ -26,8 +26,9 @@ import (
 const RoleWriter = "writer"
 
 // heldObjects is how many flushes' worth of fresh objects (flush_bytes
-// each, within cache_bytes) an ingest node without the fetch role keeps
-// for the fetch nodes: they ask within a tick or two of the commit.
+// each) an ingest node without the fetch role keeps for the fetch nodes by
+// default (writer_cache_bytes 0): they ask within a tick or two of the
+// commit.
 const heldObjects = 4
 
 // startBlocks sets up the tiers of the fetch role's block reads below the
@@ -111,13 +112,7 @@ func (s *blockService) GetBlock(ctx context.Context, req *connect.Request[varvev
 // (of the partitions asked for, when the request names some).
 func (s *blockService) GetObject(ctx context.Context, req *connect.Request[varvev1.GetObjectRequest]) (*connect.Response[varvev1.GetObjectResponse], error) {
 	blocks, _, err := s.b.ObjectBytes(ctx, req.Msg.Object, req.Msg.MaxBytes, askedPartitions(req.Msg))
-	if errors.Is(err, blockcache.ErrNotWhole) {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
-	}
-	if err != nil {
-		return nil, toConnect(err)
-	}
-	return connect.NewResponse(objectResponse(blocks)), nil
+	return objectAnswer(blocks, err)
 }
 
 // heldBlockService answers the internal BlockService on an ingest node
@@ -133,14 +128,7 @@ func (s *heldBlockService) GetBlock(context.Context, *connect.Request[varvev1.Ge
 }
 
 func (s *heldBlockService) GetObject(_ context.Context, req *connect.Request[varvev1.GetObjectRequest]) (*connect.Response[varvev1.GetObjectResponse], error) {
-	blocks, err := blockcache.HeldObjectBytes(s.mem, req.Msg.Object, req.Msg.MaxBytes, askedPartitions(req.Msg))
-	if errors.Is(err, blockcache.ErrNotWhole) {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
-	}
-	if err != nil {
-		return nil, toConnect(err)
-	}
-	return connect.NewResponse(objectResponse(blocks)), nil
+	return objectAnswer(blockcache.HeldObjectBytes(s.mem, req.Msg.Object, req.Msg.MaxBytes, askedPartitions(req.Msg)))
 }
 
 // askedPartitions are the partitions a GetObject request names (nil: all).
@@ -155,13 +143,20 @@ func askedPartitions(msg *varvev1.GetObjectRequest) []blockcache.TopicPartitions
 	return parts
 }
 
-// objectResponse is a GetObject answer of blocks.
-func objectResponse(blocks []blockcache.ObjectBlock) *varvev1.GetObjectResponse {
+// objectAnswer is GetObject's answer of blocks, or of err: an object not
+// served whole is FAILED_PRECONDITION (the asker then asks otherwise).
+func objectAnswer(blocks []blockcache.ObjectBlock, err error) (*connect.Response[varvev1.GetObjectResponse], error) {
+	if errors.Is(err, blockcache.ErrNotWhole) {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	}
+	if err != nil {
+		return nil, toConnect(err)
+	}
 	out := &varvev1.GetObjectResponse{Blocks: make([]*varvev1.ObjectBlock, len(blocks))}
 	for i, b := range blocks {
 		out.Blocks[i] = &varvev1.ObjectBlock{Offset: b.Offset, Block: b.Stored, Records: b.Records, RawBytes: b.RawBytes}
 	}
-	return out
+	return connect.NewResponse(out), nil
 }
 
 // flushedBlocks lists the blocks of an object this node's ingester stored

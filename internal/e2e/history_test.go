@@ -20,7 +20,6 @@ import (
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/metadata/seqlog"
 )
 
 // historyRounds is the number of kill rounds: VARVE_SOAK_ROUNDS (make
@@ -125,25 +124,7 @@ func TestRandomizedHistorySequencer(t *testing.T) {
 			if round%2 == 0 {
 				return rng.IntN(len(nodes))
 			}
-			meta, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: c.etcd})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer meta.Close()
-			var leader int
-			if !testenv.Eventually(30*time.Second, func() bool {
-				id, err := seqlog.New(meta).Leader(context.Background())
-				for i, n := range nodes {
-					if err == nil && n.addr == id {
-						leader = i
-						return true
-					}
-				}
-				return false
-			}) {
-				t.Fatalf("round %d: no node leads the sequencer", round)
-			}
-			return leader
+			return leaderOf(t, c, nodes)
 		},
 	})
 }
