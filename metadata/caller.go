@@ -28,7 +28,7 @@ const (
 	// written alone (no batch came to carry them).
 	CallerSequencerRead       = "sequencer.read"
 	CallerSequencerCheckpoint = "sequencer.checkpoint"
-	CallerIngest              = "ingest"     // ingest nodes' commits and producer reads
+	CallerIngest              = "ingest"     // ingest nodes' commits: the direct path's transactions, the sequencer client's leader lookups
 	CallerCompaction          = "compaction" // the compact role: claims, swaps, pruning
 	CallerJanitor             = "janitor"    // retention, garbage collection, statistics
 	CallerCache               = "cache"      // the watched caches' reads
