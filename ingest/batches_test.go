@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/testenv"
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -62,5 +65,48 @@ func TestFlushedBlockStored(t *testing.T) {
 		if asSent := bytes.Contains(kb, sent[8:]); asSent != (b.Info.Partition == 0) {
 			t.Fatalf("partition %d: stored as sent %v, want %v (large entries as sent, small ones coalesced)", b.Info.Partition, asSent, b.Info.Partition == 0)
 		}
+	}
+}
+
+// TestNextFlush: the seal hint of Produce answers is the time to the next
+// multiple of the linger; none while files fill to flush_bytes before their
+// tick, and again two ticks after the last one did.
+func TestNextFlush(t *testing.T) {
+	ctx := context.Background()
+	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	fs, err := tier.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := meta.NewCache(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const linger = 100 * time.Millisecond
+	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: linger, FlushBytes: 4 << 10}, fs, meta, cache, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(context.Background()) })
+	now := time.UnixMilli(1_000_037) // 37 ms past a multiple of 100 ms
+	if next, every := in.NextFlush(now); next != 63*time.Millisecond || every != linger {
+		t.Fatalf("NextFlush: %v every %v, want 63ms every 100ms", next, every)
+	}
+	// A file that reaches flush_bytes seals before its tick.
+	if _, err := in.Produce(ctx, "t", []ingest.Record{{Partition: 0, Record: segment.Record{Value: bytes.Repeat([]byte("x"), 8<<10)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if next, every := in.NextFlush(time.Now()); next != 0 || every != 0 {
+		t.Fatalf("NextFlush after a full file: %v every %v, want none", next, every)
+	}
+	if _, every := in.NextFlush(time.Now().Add(2 * linger)); every != linger {
+		t.Fatalf("NextFlush two ticks after the full file: every %v, want %v", every, linger)
 	}
 }

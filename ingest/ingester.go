@@ -169,8 +169,11 @@ type FlushedBlock struct {
 
 // Ingester is the write path of one node. It is safe for concurrent use.
 type Ingester struct {
-	cfg    Config
-	hedge  putHedge
+	cfg   Config
+	hedge putHedge
+	// fullAt is when a file was last sealed because it reached
+	// flush_bytes (UnixNano; 0: never): see NextFlush.
+	fullAt atomic.Int64
 	store  tier.Store
 	meta   Committer
 	topics *metadata.Cache
@@ -524,6 +527,19 @@ func flushDelay(now time.Time, linger time.Duration) time.Duration {
 	return linger - time.Duration(now.UnixNano()%int64(linger))
 }
 
+// NextFlush is how long from now until this node's next seal tick, and the
+// tick's period (linger). It is 0, 0 while files fill to flush_bytes before
+// their tick (one did in the last two ticks): seals then come sooner than
+// the tick, and a producer holding its records for the tick would only
+// delay them.
+func (in *Ingester) NextFlush(now time.Time) (next, every time.Duration) {
+	lg := in.cfg.Linger
+	if now.Sub(time.Unix(0, in.fullAt.Load())) < 2*lg {
+		return 0, 0
+	}
+	return flushDelay(now, lg), lg
+}
+
 // sealLocked hands the open file to the flush pipeline.
 func (in *Ingester) sealLocked() {
 	f := in.open
@@ -789,6 +805,7 @@ func (in *Ingester) addAndUnlock(ctx context.Context, f *file, size, raw int64, 
 	in.pending.Add(size)
 	in.pendRec.Add(int64(records))
 	if f.bytes >= int64(in.cfg.FlushBytes) {
+		in.fullAt.Store(time.Now().UnixNano())
 		in.sealLocked()
 	}
 	in.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/flushtick"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -98,7 +99,7 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 	for i, r := range res {
 		out.Results[i] = &varvev1.ProduceResult{Partition: r.Partition, Offset: r.Offset}
 	}
-	return connect.NewResponse(out), nil
+	return s.answer(out), nil
 }
 
 // requestIdempotence returns the request's idempotence (nil without a
@@ -151,7 +152,19 @@ func (s *produceService) produceBatches(ctx context.Context, m *varvev1.ProduceR
 			out.Results = append(out.Results, pr)
 		}
 	}
-	return connect.NewResponse(out), nil
+	return s.answer(out), nil
+}
+
+// answer is a Produce response with the hint of when this node seals its
+// next file (internal/flushtick): records that arrive before then are
+// acknowledged together, so the producer can send them as one batch just
+// before.
+func (s *produceService) answer(out *varvev1.ProduceResponse) *connect.Response[varvev1.ProduceResponse] {
+	resp := connect.NewResponse(out)
+	if next, every := s.in.NextFlush(time.Now()); every > 0 { // none while files fill before their tick
+		resp.Header().Set(flushtick.Header, flushtick.Format(next, every))
+	}
+	return resp
 }
 
 func (s *produceService) InitProducer(ctx context.Context, req *connect.Request[varvev1.InitProducerRequest]) (*connect.Response[varvev1.InitProducerResponse], error) {

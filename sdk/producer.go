@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
 
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/internal/flushtick"
 	"github.com/varve-io/varve/internal/murmur2"
 	"github.com/varve-io/varve/sdk/internal/inflight"
 )
@@ -55,6 +58,11 @@ var ErrDeliveryTimeout = inflight.ErrDeliveryTimeout
 type ProducerOptions struct {
 	// Linger is how long a topic's first pending record waits for others to
 	// join its batch (default 5ms; negative sends as soon as possible).
+	// After the linger, a batch is held until just before the node's next
+	// seal, which every Produce answer names: the node acknowledges every
+	// record that reached it before a seal at once, so earlier calls would
+	// only wait there (see sendAt). A full batch, Flush and Close send at
+	// once.
 	Linger time.Duration
 	// MaxBatchBytes caps a batch, that is one Produce RPC (default 1 MiB).
 	// A record larger than this is sent alone. Larger values than
@@ -179,6 +187,36 @@ type Producer struct {
 	topics   map[string]*topicQueue
 
 	seq *inflight.Sequencer // nil without idempotence
+
+	// tick is the seal schedule of the node that answered last (nil: none
+	// known), from the hint its Produce answers carry.
+	tick atomic.Pointer[flushtick.Tick]
+}
+
+// sendAt is when a batch whose oldest record arrived at first is due: after
+// the linger, and then at the last moment that still makes the node's next
+// seal (internal/flushtick). The node acknowledges every record that
+// reached it before a seal at once, so records sent earlier in the tick
+// would wait there anyway; sent together they take one call instead of one
+// per linger, and none waits behind a window of in-flight batches that
+// all wait for the same seal.
+func (p *Producer) sendAt(first time.Time) time.Time {
+	at := first.Add(p.opts.Linger)
+	if k := p.tick.Load(); k != nil {
+		at = k.SendAt(at)
+	}
+	return at
+}
+
+// noteTick keeps the seal schedule an answer received at now carried, or
+// forgets the last one when it carried none (a node without a linger, or
+// one older than the hint).
+func (p *Producer) noteTick(h http.Header, now time.Time) {
+	if k := flushtick.FromHeader(h.Get(flushtick.Header), now); !k.At.IsZero() {
+		p.tick.Store(&k)
+		return
+	}
+	p.tick.Store(nil)
 }
 
 // topicQueue is one topic's pending records and its sender goroutine.
@@ -442,10 +480,11 @@ func (p *Producer) runTopic(tq *topicQueue) {
 		}
 		var wake time.Time
 		for !stopping && w.Room() && len(tq.pending) > 0 {
-			if due := p.closed || p.flushing > 0 || p.opts.Linger < 0 || tq.pendingBytes >= p.opts.MaxBatchBytes ||
-				now.Sub(tq.pending[0].at) >= p.opts.Linger; !due {
-				wake = tq.pending[0].at.Add(p.opts.Linger)
-				break
+			if urgent := p.closed || p.flushing > 0 || p.opts.Linger < 0 || tq.pendingBytes >= p.opts.MaxBatchBytes; !urgent {
+				if at := p.sendAt(tq.pending[0].at); now.Before(at) {
+					wake = at
+					break
+				}
 			}
 			recs := p.takeLocked(tq, len(tq.pending), p.opts.MaxBatchBytes)
 			w.Push(&sendBatch{recs: recs, st: sendState{idem: p.seq != nil}}, recs[0].at.Add(p.opts.DeliveryTimeout))
@@ -648,6 +687,7 @@ func (p *Producer) attempt(tq *topicQueue, b *inflight.Batch[*sendBatch], deadli
 	if err != nil {
 		return err
 	}
+	p.noteTick(res.Header(), time.Now())
 	results := res.Msg.GetResults()
 	if len(results) != len(batch) {
 		return connect.NewError(connect.CodeInternal, fmt.Errorf("cluster answered %d results for %d records", len(results), len(batch)))
