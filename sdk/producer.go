@@ -202,7 +202,7 @@ type Producer struct {
 // all wait for the same seal.
 func (p *Producer) sendAt(first time.Time) time.Time {
 	at := first.Add(p.opts.Linger)
-	if k := p.tick.Load(); k != nil {
+	if k := p.tick.Load(); k != nil && k.Fresh(at) {
 		at = k.SendAt(at)
 	}
 	return at

@@ -61,10 +61,22 @@ func Parse(v string) (next, every time.Duration, ok bool) {
 }
 
 // Tick is a node's seal schedule on the local clock: a seal at At and
-// every Every before and after it. The zero Tick is no schedule.
+// every Every before and after it, as heard at Heard. The zero Tick is no
+// schedule.
 type Tick struct {
 	At    time.Time
 	Every time.Duration
+	Heard time.Time
+}
+
+// MaxAge is how long a schedule is used after it was heard: the two clocks
+// drift apart, and the node's may be stepped. A producer's first batch
+// after that is sent at once, and its answer brings a fresh schedule.
+const MaxAge = 10 * time.Second
+
+// Fresh reports whether k was heard within MaxAge before t.
+func (k Tick) Fresh(t time.Time) bool {
+	return !k.At.IsZero() && t.Sub(k.Heard) <= MaxAge
 }
 
 // FromHeader is the schedule of a hint received at now; the zero Tick
@@ -74,7 +86,7 @@ func FromHeader(v string, now time.Time) Tick {
 	if !ok {
 		return Tick{}
 	}
-	return Tick{At: now.Add(next), Every: every}
+	return Tick{At: now.Add(next), Every: every, Heard: now}
 }
 
 // minMargin and maxMargin bound how long before a seal a batch is sent:

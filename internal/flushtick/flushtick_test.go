@@ -59,6 +59,9 @@ func TestFromHeader(t *testing.T) {
 	if !k.At.Equal(now.Add(20*time.Millisecond)) || k.Every != 100*time.Millisecond {
 		t.Fatalf("FromHeader: %+v", k)
 	}
+	if !k.Fresh(now.Add(MaxAge)) || k.Fresh(now.Add(MaxAge+time.Millisecond)) || (Tick{}).Fresh(now) {
+		t.Fatalf("Fresh: a schedule is used for MaxAge after it was heard, and no schedule never")
+	}
 	if k := FromHeader("garbage", now); !k.At.IsZero() {
 		t.Fatalf("garbage gave a schedule: %+v", k)
 	}
