@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/varve-io/varve/ingest"
-	"github.com/varve-io/varve/internal/testenv"
-	"github.com/varve-io/varve/metadata"
-	"github.com/varve-io/varve/tier"
 	"github.com/varve-io/varve/tier/segment"
 )
 
@@ -73,22 +70,7 @@ func TestFlushedBlockStored(t *testing.T) {
 // tick, and again two ticks after the last one did.
 func TestNextFlush(t *testing.T) {
 	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	fs, err := tier.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
-	cache, err := meta.NewCache(ctx, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, fs, cache := metaTopicFS(t, 1)
 	const linger = 100 * time.Millisecond
 	in, err := ingest.New(ingest.Config{NodeID: "a", Linger: linger, FlushBytes: 4 << 10}, fs, meta, cache, nil, nil)
 	if err != nil {

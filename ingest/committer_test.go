@@ -33,16 +33,8 @@ func (c *countingCommitter) Commit(ctx context.Context, id string, appends []met
 func metaTopicFS(t *testing.T, partitions int32) (*metadata.Client, tier.Store, *metadata.Cache) {
 	t.Helper()
 	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
+	meta, fs := metaAndStore(t)
 	if _, err := meta.CreateTopic(ctx, metadata.Topic{Name: "t", Partitions: partitions}); err != nil {
-		t.Fatal(err)
-	}
-	fs, err := tier.NewFS(t.TempDir())
-	if err != nil {
 		t.Fatal(err)
 	}
 	cache, err := meta.NewCache(ctx, false)

@@ -25,16 +25,8 @@ type idemEnv struct {
 func newIdemEnv(t *testing.T) *idemEnv {
 	t.Helper()
 	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	fs, err := tier.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &idemEnv{meta: meta, store: tier.NewRecorder(fs)}
+	meta, store := metaAndStore(t)
+	env := &idemEnv{meta: meta, store: store}
 	for i, linger := range []time.Duration{5 * time.Millisecond, time.Hour} {
 		cache, err := meta.NewCache(ctx, false)
 		if err != nil {
@@ -51,6 +43,22 @@ func newIdemEnv(t *testing.T) *idemEnv {
 		t.Fatal(err)
 	}
 	return env
+}
+
+// metaAndStore connects to an embedded etcd and opens a filesystem store
+// in a temporary directory, recorded; both are closed with the test.
+func metaAndStore(t *testing.T) (*metadata.Client, *tier.Recorder) {
+	t.Helper()
+	meta, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: testenv.StartEtcd(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	fs, err := tier.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return meta, tier.NewRecorder(fs)
 }
 
 func (e *idemEnv) next(t *testing.T, p int32) int64 {

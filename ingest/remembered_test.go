@@ -55,16 +55,7 @@ func counter(t *testing.T, r *sdkmetric.ManualReader, name string) int64 {
 // (answered with its original offsets) or the fenced epoch.
 func TestRememberedProducerStates(t *testing.T) {
 	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	fs, err := tier.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := tier.NewRecorder(fs)
+	meta, store := metaAndStore(t)
 	reader := sdkmetric.NewManualReader()
 	var nodes []*ingest.Ingester
 	for i, mp := range []metric.MeterProvider{sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)), nil} {
@@ -170,15 +161,7 @@ func TestRememberedProducerStates(t *testing.T) {
 // is refused as out of order once OrderWait has passed, and counted.
 func TestIdempotentBatchWaitsForItsPredecessor(t *testing.T) {
 	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	fs, err := tier.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, fs := metaAndStore(t)
 	reader := sdkmetric.NewManualReader()
 	cache, err := meta.NewCache(ctx, false)
 	if err != nil {
@@ -258,15 +241,7 @@ func TestIdempotentBatchWaitsForItsPredecessor(t *testing.T) {
 // stored compressed as sent.
 func TestIngestBytesCountsUncompressed(t *testing.T) {
 	ctx := context.Background()
-	meta, err := metadata.Connect(ctx, metadata.Config{Endpoints: testenv.StartEtcd(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	fs, err := tier.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, fs := metaAndStore(t)
 	reader := sdkmetric.NewManualReader()
 	cache, err := meta.NewCache(ctx, false)
 	if err != nil {
