@@ -209,8 +209,8 @@ func (p *Producer) sendAt(first time.Time) time.Time {
 }
 
 // noteTick keeps the seal schedule an answer received at now carried, or
-// forgets the last one when it carried none (a node without a linger, or
-// one older than the hint).
+// forgets the last one when it carried none (a node whose files fill to
+// flush_bytes before their tick, or one older than the hint).
 func (p *Producer) noteTick(h http.Header, now time.Time) {
 	if k := flushtick.FromHeader(h.Get(flushtick.Header), now); !k.At.IsZero() {
 		p.tick.Store(&k)
