@@ -25,18 +25,34 @@ import (
 // partition's committed offsets dense, nothing committed twice (the
 // records stored are the acknowledged ones, plus at most those whose
 // delivery failed).
+//
+// Twice: nodes sealing every 10 ms with producers that flush every 50
+// records, and nodes sealing every 100 ms (the default) with producers
+// that never flush, so that they hold their batches for the node's next
+// seal (internal/flushtick) when the leader dies.
 func TestSequencerFailover(t *testing.T) {
+	for _, v := range []struct {
+		name, linger string
+		burst        int // records between Flush calls; 0: none, a record a millisecond
+	}{
+		{"linger 10ms, flushes", "10ms", 50},
+		{"linger 100ms, batches held for the seal", "100ms", 0},
+	} {
+		t.Run(v.name, func(t *testing.T) { testSequencerFailover(t, v.linger, v.burst) })
+	}
+}
+
+func testSequencerFailover(t *testing.T, linger string, burst int) {
 	const (
 		topic      = "seqfail"
 		partitions = 1000
 		producers  = 4
-		burst      = 50
 	)
 	c := newCluster(t)
 	nodes := make([]*serveNode, 2)
 	for i := range nodes {
 		nodes[i] = c.startServe(fmt.Sprintf("seq-%d", i), loopbackListen(t),
-			"--roles", "sequence", "--commit-path", "sequencer", "--linger", "10ms")
+			"--roles", "sequence", "--commit-path", "sequencer", "--linger", linger)
 	}
 	meta, err := metadata.Connect(context.Background(), metadata.Config{Endpoints: c.etcd})
 	if err != nil {
@@ -99,7 +115,10 @@ func TestSequencerFailover(t *testing.T) {
 						acks = append(acks, ack{key, r.Partition, r.Offset})
 						acked.Add(1)
 					})
-				if (j+1)%burst == 0 {
+				switch {
+				case burst == 0:
+					time.Sleep(time.Millisecond)
+				case (j+1)%burst == 0:
 					_ = p.Flush(ctx) // failures are counted by the callbacks
 				}
 			}
