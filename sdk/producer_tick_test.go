@@ -3,7 +3,6 @@ package sdk_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math"
 	"net/http"
 	"sync/atomic"
@@ -15,7 +14,6 @@ import (
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/internal/flushtick"
-	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
 )
 
@@ -23,11 +21,7 @@ import (
 // linger, and returns its address.
 func startTickNode(t *testing.T, linger time.Duration) string {
 	t.Helper()
-	d, err := node.StartDev(context.Background(), node.DevConfig{
-		DataDir: t.TempDir(), Listen: "127.0.0.1:0",
-		Node:   node.Config{Linger: linger},
-		Logger: slog.New(slog.DiscardHandler),
-	})
+	d, err := startDev(t.TempDir(), linger)
 	if err != nil {
 		t.Fatalf("start dev node: %v", err)
 	}

@@ -38,12 +38,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	d, err := node.StartDev(ctx, node.DevConfig{
-		DataDir: dir,
-		Listen:  "127.0.0.1:0",
-		Node:    node.Config{Linger: 10 * time.Millisecond},
-		Logger:  slog.New(slog.DiscardHandler),
-	})
+	d, err := startDev(dir, 10*time.Millisecond)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start dev node:", err)
 		return 1
@@ -57,6 +52,16 @@ func runMain(m *testing.M) int {
 	}()
 	addr = d.Addr()
 	return m.Run()
+}
+
+// startDev starts a dev node on a free loopback port with its data in
+// dir, sealing its file every linger, logging nothing.
+func startDev(dir string, linger time.Duration) (*node.Dev, error) {
+	return node.StartDev(context.Background(), node.DevConfig{
+		DataDir: dir, Listen: "127.0.0.1:0",
+		Node:   node.Config{Linger: linger},
+		Logger: slog.New(slog.DiscardHandler),
+	})
 }
 
 var topicSeq atomic.Int64
