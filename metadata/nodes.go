@@ -22,10 +22,19 @@ import (
 //
 // stop ends the watch and waits for the last call of fn to return.
 func (c *Client) WatchNodes(ctx context.Context, role string, fn func(map[string]string)) (stop func(), err error) {
-	prefix := nodesPrefix(role)
-	nodes, rev, err := c.listNodes(ctx, prefix)
+	stop, err = c.watchPrefix(ctx, nodesPrefix(role), fn)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s nodes: %w", role, err)
+	}
+	return stop, nil
+}
+
+// watchPrefix calls fn with the keys under prefix (the rest of the key →
+// value) now and after every change, as WatchNodes describes.
+func (c *Client) watchPrefix(ctx context.Context, prefix string, fn func(map[string]string)) (stop func(), err error) {
+	nodes, rev, err := c.listNodes(ctx, prefix)
+	if err != nil {
+		return nil, err
 	}
 	fn(maps.Clone(nodes))
 	wctx, cancel := context.WithCancel(WithCaller(context.Background(), CallerOf(ctx)))

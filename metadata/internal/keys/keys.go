@@ -55,6 +55,10 @@ func Node(role, id string) string { return Root + "nodes/" + role + "/" + id }
 // NodesPrefix is the prefix of a role's nodes.
 func NodesPrefix(role string) string { return Root + "nodes/" + role + "/" }
 
+// PlacementPrefix holds what the sequencer decides of producer placement:
+// placement/writers, how many ingest nodes take the producers.
+func PlacementPrefix() string { return Root + "placement/" }
+
 // PrefixEnd returns the first key after every key with the prefix.
 func PrefixEnd(prefix string) string {
 	b := []byte(prefix)
