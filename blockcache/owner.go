@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/varve-io/varve/internal/rendezvous"
 )
 
 // Peer is a live fetch node: its id and base URL.
@@ -155,7 +157,7 @@ func (o *Owners) Owner(object string, off int64) (Peer, bool) {
 // them), else the winner of rendezvous hashing of the object key alone, so
 // one node reads the whole object once for the cluster.
 func (o *Owners) ObjectOwner(object, writer string) (Peer, bool) {
-	return o.pick(writer, func(id string) uint64 { return objectScore(id, object) })
+	return o.pick(writer, func(id string) uint64 { return rendezvous.Score(id, object) })
 }
 
 // pick returns the live, unsuspected node preferred (if any), else the
@@ -198,24 +200,5 @@ func score(id, object string, off int64) uint64 {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], uint64(off))
 	h.Write(b[:])
-	return mix(h.Sum64())
-}
-
-// objectScore is the rendezvous weight of node id for a whole object.
-func objectScore(id, object string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	h.Write([]byte{0})
-	h.Write([]byte(object))
-	return mix(h.Sum64())
-}
-
-// mix is the SplitMix64 finalizer.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
+	return rendezvous.Mix(h.Sum64())
 }
