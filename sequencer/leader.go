@@ -355,6 +355,7 @@ func (s *Sequencer) commitBatch(ctx context.Context, tm *term, batch []*request,
 		pl.merge()
 		tm.st.apply(rec, false, time.Now())
 		s.recordBatch(len(batch))
+		tm.bytes.Add(committedBytes(batch))
 		answerRecord(batch, rec)
 		s.refreshLeases(ctx, tm.st, pl)
 		return true, checkpointed, nil

@@ -60,7 +60,13 @@ type Config struct {
 	// DedupeWindow is how long a commit's answer is remembered for a
 	// retry (default DefaultDedupeWindow).
 	DedupeWindow time.Duration
-	Logger       *slog.Logger
+	// WriterBytes is the produce rate (records' bytes a second, before
+	// compression) the leader places on one ingest node before it asks
+	// for another: it records ceil(rate / WriterBytes) writers in etcd,
+	// and the ingest nodes move producers to that many of them
+	// (placement.go). Default DefaultWriterBytes; negative: no placement.
+	WriterBytes int64
+	Logger      *slog.Logger
 	// MeterProvider receives the sequencer's metrics (metrics.go); nil:
 	// none.
 	MeterProvider metric.MeterProvider
@@ -109,6 +115,9 @@ func (c *Config) defaults() {
 	if c.Gather == 0 {
 		c.Gather = DefaultGather
 	}
+	if c.WriterBytes == 0 {
+		c.WriterBytes = DefaultWriterBytes
+	}
 	if c.infoMaxAge <= 0 {
 		c.infoMaxAge = infoMaxAge
 	}
@@ -123,8 +132,9 @@ func (c *Config) defaults() {
 // Sequencer is one node of the sequence role: a candidate that, once
 // elected, recovers and then orders every commit until its term ends.
 type Sequencer struct {
-	log *seqlog.Log
-	cfg Config
+	log  *seqlog.Log
+	meta *metadata.Client
+	cfg  Config
 
 	mu  sync.Mutex
 	cur *term // nil unless leading and recovered
@@ -141,6 +151,9 @@ type term struct {
 	done chan struct{}
 	// sources is each ingest node's commit rhythm; the loop's own.
 	sources map[string]*source
+	// bytes counts the records' bytes the term's batches committed
+	// (placement.go).
+	bytes atomic.Int64
 }
 
 type request struct {
@@ -161,7 +174,7 @@ type reply struct {
 // fails only when cfg.MeterProvider refuses an instrument.
 func New(meta *metadata.Client, cfg Config) (*Sequencer, error) {
 	cfg.defaults()
-	s := &Sequencer{log: seqlog.New(meta), cfg: cfg}
+	s := &Sequencer{log: seqlog.New(meta), meta: meta, cfg: cfg}
 	var err error
 	if s.m, err = newInstruments(s, cfg.MeterProvider); err != nil {
 		return nil, fmt.Errorf("sequencer metrics: %w", err)
@@ -237,6 +250,7 @@ func (s *Sequencer) runTerm(ctx context.Context, t *seqlog.Term) {
 	s.cur = tm
 	s.mu.Unlock()
 	s.cfg.Logger.Info("sequencer leading", "term", t.Number(), "batch", st.batch)
+	go s.place(ctx, tm)
 	err = s.serve(ctx, tm)
 	s.mu.Lock()
 	s.cur = nil
