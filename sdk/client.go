@@ -18,6 +18,7 @@ import (
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/sdk/internal/failover"
+	"github.com/varve-io/varve/sdk/internal/place"
 )
 
 // AnyPartition in Record.Partition lets the cluster (or the producer's
@@ -139,6 +140,7 @@ type Client struct {
 	own     *http.Client // non-nil when New created the HTTP client
 	topics  varvev1connect.TopicServiceClient
 	produce varvev1connect.ProduceServiceClient
+	place   *place.Transport // the produce client's transport
 	fetch   varvev1connect.FetchServiceClient
 	scan    varvev1connect.ScanServiceClient
 	groups  varvev1connect.GroupServiceClient
@@ -238,9 +240,13 @@ func New(addr string, opts ...Option) *Client {
 		applyTLS(c.own, cfg.tls)
 		c.http = c.own
 	}
+	direct := c.http
 	if len(addrs) > 1 {
 		c.http = failover.New(c.http, addrs)
 	}
+	// Produce follows the cluster's placement of producers (a node's
+	// answer may name the node this client belongs on; internal/place).
+	c.place = place.New(c.http, direct, addr)
 	copts := []connect.ClientOption{}
 	if cfg.grpc {
 		copts = append(copts, connect.WithGRPC())
@@ -267,7 +273,7 @@ func New(addr string, opts ...Option) *Client {
 	// and the client more CPU than the few bytes it saves, and the
 	// request's batches are compressed already (zstd), so produce asks for
 	// no gzip (the node still answers gzip to clients that ask).
-	c.produce = varvev1connect.NewProduceServiceClient(c.http, addr, append(copts[:len(copts):len(copts)], connect.WithAcceptCompression("gzip", nil, nil))...)
+	c.produce = varvev1connect.NewProduceServiceClient(c.place, addr, append(copts[:len(copts):len(copts)], connect.WithAcceptCompression("gzip", nil, nil))...)
 	c.fetch = varvev1connect.NewFetchServiceClient(c.http, addr, copts...)
 	// Arrow batches of a scan are large; gzip would cap a scan at the speed
 	// of one gzip stream (~50 MB/s), so the scan asks for none.

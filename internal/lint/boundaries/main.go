@@ -89,7 +89,7 @@ var Rules = []Rule{
 			}
 			var out []string
 			for _, d := range p.Deps {
-				if !under(d, module) || under(d, module+"/gen") || under(d, module+"/sdk") || d == module+"/internal/murmur2" || d == module+"/internal/apierr" || d == module+"/internal/flushtick" || d == module+"/parquet" || under(d, module+"/tier/segment") {
+				if !under(d, module) || under(d, module+"/gen") || under(d, module+"/sdk") || d == module+"/internal/murmur2" || d == module+"/internal/apierr" || d == module+"/internal/flushtick" || d == module+"/internal/placement" || d == module+"/parquet" || under(d, module+"/tier/segment") {
 					continue
 				}
 				out = append(out, fmt.Sprintf("%s depends on %s", p.ImportPath, d))
