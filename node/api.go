@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
@@ -31,7 +32,8 @@ func unavailable(role string) error {
 
 // produceService implements ProduceService on an Ingester.
 type produceService struct {
-	in *ingest.Ingester
+	in    *ingest.Ingester
+	place *placer // nil: no placement
 }
 
 var _ varvev1connect.ProduceServiceHandler = (*produceService)(nil)
@@ -42,7 +44,7 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 	}
 	m := req.Msg
 	if len(m.GetBatches()) > 0 {
-		return s.produceBatches(ctx, m)
+		return s.produceBatches(ctx, req.Header(), m)
 	}
 	recs := make([]ingest.Record, len(m.GetRecords()))
 	for i, pr := range m.GetRecords() {
@@ -99,7 +101,7 @@ func (s *produceService) Produce(ctx context.Context, req *connect.Request[varve
 	for i, r := range res {
 		out.Results[i] = &varvev1.ProduceResult{Partition: r.Partition, Offset: r.Offset}
 	}
-	return s.answer(out), nil
+	return s.answer(req.Header(), out), nil
 }
 
 // requestIdempotence returns the request's idempotence (nil without a
@@ -123,7 +125,7 @@ func requestIdempotence(m *varvev1.ProduceRequest) (*ingest.Idempotence, error) 
 
 // produceBatches serves the batch form: the entries' Kafka RecordBatch v2
 // bytes go to the ingester as they are, and each record is answered.
-func (s *produceService) produceBatches(ctx context.Context, m *varvev1.ProduceRequest) (*connect.Response[varvev1.ProduceResponse], error) {
+func (s *produceService) produceBatches(ctx context.Context, h http.Header, m *varvev1.ProduceRequest) (*connect.Response[varvev1.ProduceResponse], error) {
 	if len(m.GetRecords()) > 0 {
 		return nil, badRequest("produce to %q: a request carries records or batches, not both", m.GetTopic())
 	}
@@ -152,15 +154,17 @@ func (s *produceService) produceBatches(ctx context.Context, m *varvev1.ProduceR
 			out.Results = append(out.Results, pr)
 		}
 	}
-	return s.answer(out), nil
+	return s.answer(h, out), nil
 }
 
 // answer is a Produce response with the hint of when this node seals its
 // next file (internal/flushtick): records that arrive before then are
 // acknowledged together, so the producer can send them as one batch just
-// before.
-func (s *produceService) answer(out *varvev1.ProduceResponse) *connect.Response[varvev1.ProduceResponse] {
+// before. It also names the node the client belongs on, when that is
+// another (placement.go); h is the request's header.
+func (s *produceService) answer(h http.Header, out *varvev1.ProduceResponse) *connect.Response[varvev1.ProduceResponse] {
 	resp := connect.NewResponse(out)
+	s.place.placeAnswer(h, resp.Header())
 	if next, every := s.in.NextFlush(time.Now()); every > 0 { // none while files fill before their tick
 		resp.Header().Set(flushtick.Header, flushtick.Format(next, every))
 	}

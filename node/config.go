@@ -72,6 +72,10 @@ type Config struct {
 	// SequencerGather is how long, at most, the sequencer waits for the
 	// other ingest nodes' commits of a tick (sequencer.Config.Gather).
 	SequencerGather time.Duration
+	// WriterBytesPerSecond is the produce rate the sequencer places on
+	// one ingest node before it asks for another
+	// (sequencer.Config.WriterBytes; OffBytes: no placement).
+	WriterBytesPerSecond int64
 
 	FlushBytes     int
 	Linger         time.Duration
@@ -160,6 +164,8 @@ var Settings = []Setting{
 		"how ingest nodes commit: sequencer (through the elected node of the sequence role, one etcd transaction per batch, docs/metadata.md) or direct (each writes etcd itself); every node of a cluster uses the same one, and once a sequencer has led, direct commits are refused", oneOf(CommitSequencer, CommitDirect)),
 	duration("sequencer_gather", func(c *Config) *time.Duration { return &c.SequencerGather }, sequencer.DefaultGather,
 		"how long, at most, the sequencer holds a batch for the commits of the other ingest nodes that committed in the last second, so that one tick's flushes of every node become one etcd write (a lone ingest node never waits)", between(time.Millisecond, time.Second)),
+	bytes64OrOff("writer_bytes_per_second", func(c *Config) *int64 { return &c.WriterBytesPerSecond }, sequencer.DefaultWriterBytes,
+		"producer placement: the produce rate (records' bytes a second, before compression) one ingest node takes before producers are placed on another. The sequencer asks for ceil(rate / this) writers, the live ingest nodes with the lowest node ids, and a node names a producer's writer in its Produce answers (header Varve-Produce-To; the SDK follows it), so that at low load few nodes write objects (fewer PUTs, larger objects). Set it alike on every sequence node; off: every node keeps the producers that reach it"),
 	duration("sequencer_dedupe_window", func(c *Config) *time.Duration { return &c.SequencerDedupeWindow }, sequencer.DefaultDedupeWindow,
 		"how long the sequencer remembers a commit's answer for an ingest node's retry; the compact role keeps the sequencer's batch records at least 1.5 times as long (set it alike on every node)", atLeastWhy(5*time.Second, "an ingest node's commit retry must arrive within it")),
 	bytesInt("flush_bytes", func(c *Config) *int { return &c.FlushBytes }, ingest.DefaultFlushBytes,

@@ -46,7 +46,10 @@ type Node struct {
 	fetcher  *fetch.Fetcher
 	// held keeps, on an ingest node without the fetch role, the blocks of
 	// the last objects it wrote, for the fetch nodes' GetObject (blocks.go).
-	held  *blockcache.Memory
+	held *blockcache.Memory
+	// place says, on an ingest node, where a producer client belongs
+	// (placement.go); nil without the ingest role.
+	place *placer
 	meter *sdkmetric.MeterProvider
 	tel   *obs.Telemetry
 	ready *readiness
@@ -173,7 +176,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	if n.held != nil {
 		roles = append(slices.Clip(roles), RoleWriter)
 	}
-	if err := n.meta.RegisterRoles(n.baseCtx, cfg.NodeID, n.Addr(), roles...); err != nil {
+	// The address others reach: with a 0.0.0.0 listener (the Terraform
+	// module's), this host's, not 0.0.0.0.
+	if err := n.meta.RegisterRoles(n.baseCtx, cfg.NodeID, n.internalURL(), roles...); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -221,6 +226,9 @@ func (n *Node) startRoles(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+		}
+		if err := n.startPlacer(ctx); err != nil {
+			return err
 		}
 		n.in, err = ingest.New(ingest.Config{
 			NodeID: n.cfg.NodeID, FlushBytes: n.cfg.FlushBytes, Linger: n.cfg.Linger, MaxBufferBytes: n.cfg.MaxBufferBytes,
@@ -274,7 +282,7 @@ func (n *Node) routes(ctx context.Context) (*http.ServeMux, []connect.HandlerOpt
 		RecordLimit: func(topic string, maxRecord int32) error {
 			return checkRecordFitsRequest(topic, maxRecord, n.cfg.MaxRequestBytes)
 		}}), hopts...))
-	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in}, hopts...))
+	mux.Handle(varvev1connect.NewProduceServiceHandler(&produceService{in: n.in, place: n.place}, hopts...))
 	mux.Handle(varvev1connect.NewFetchServiceHandler(&fetchService{f: n.fetcher, maxBytes: n.cfg.FetchMaxBytes}, hopts...))
 	mux.Handle(varvev1connect.NewScanServiceHandler(&scanService{r: n.scanReader()}, hopts...))
 	n.mountGroups(mux, hopts...)

@@ -69,7 +69,8 @@ func (n *Node) startSequencer(mux *http.ServeMux, hopts []connect.HandlerOption)
 		return nil
 	}
 	id := n.internalURL()
-	s, err := sequencer.New(n.meta, sequencer.Config{ID: id, Logger: n.log, MeterProvider: n.meter, DedupeWindow: n.cfg.SequencerDedupeWindow, Gather: n.cfg.SequencerGather})
+	s, err := sequencer.New(n.meta, sequencer.Config{ID: id, Logger: n.log, MeterProvider: n.meter, DedupeWindow: n.cfg.SequencerDedupeWindow, Gather: n.cfg.SequencerGather,
+		WriterBytes: n.cfg.WriterBytesPerSecond})
 	if err != nil {
 		return err
 	}
