@@ -95,14 +95,16 @@ func (t *Transport) Do(req *http.Request) (*http.Response, error) {
 	}
 
 	now := time.Now()
+	// The caller cancelled (not the request's deadline, which a hung
+	// writer runs out): no verdict on the writer.
+	cancelled := errors.Is(err, context.Canceled) || errors.Is(req.Context().Err(), context.Canceled)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.inflight--
 	switch {
-	case to != "" && (err != nil && !errors.Is(err, context.Canceled) && req.Context().Err() == nil ||
-		err == nil && resp.StatusCode == http.StatusServiceUnavailable):
-		// The writer is gone or going: back to the client's own
-		// addresses, and no hint followed for a while.
+	case to != "" && (err != nil && !cancelled || err == nil && resp.StatusCode == http.StatusServiceUnavailable):
+		// The writer is gone, hung or going: back to the client's own
+		// addresses, and no name followed for a while.
 		t.cur, t.want, t.hold = "", "", now.Add(Holdoff)
 	case err == nil && resp.StatusCode == http.StatusOK && now.After(t.hold):
 		h := resp.Header.Get(placement.ToHeader)

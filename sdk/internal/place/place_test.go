@@ -1,6 +1,7 @@
 package place
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -207,5 +208,43 @@ func TestRefusesWritersItCannotTrust(t *testing.T) {
 	}
 	if u, ok := tr.accept("https://b:1/"); !ok || u != "https://b:1" {
 		t.Errorf("accept(https://b:1/) = %q, %v", u, ok)
+	}
+}
+
+// TestAHungWriterSendsTheClientBack: a writer that takes a request and
+// never answers runs out the request's deadline; the client goes back to
+// its own addresses. A request the caller cancels says nothing of the
+// writer.
+func TestAHungWriterSendsTheClientBack(t *testing.T) {
+	base, writer := newNode(t), newNode(t)
+	base.name(writer.srv.URL)
+	tr := New(http.DefaultClient, http.DefaultClient, base.srv.URL)
+	callUntilAt(t, tr, base.srv.URL, writer)
+	hung := make(chan struct{})
+	defer close(hung)
+	writer.mu.Lock()
+	writer.block = hung
+	writer.mu.Unlock()
+
+	send := func(ctx context.Context) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base.srv.URL+"/p", strings.NewReader("x"))
+		if resp, err := tr.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatal("a request to the hung writer was answered")
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	send(ctx)
+	if tr.Writer() != writer.srv.URL {
+		t.Fatalf("after a cancelled request: Writer() %q, want the writer still", tr.Writer())
+	}
+	ctx, cancel = context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	send(ctx)
+	b := base.hits.Load()
+	call(t, tr, base.srv.URL)
+	if tr.Writer() != "" || base.hits.Load() != b+1 {
+		t.Fatalf("after a request ran out its deadline at the writer: Writer() %q, base hits %d → %d; want \"\" and one more", tr.Writer(), b, base.hits.Load())
 	}
 }
