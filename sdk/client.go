@@ -224,6 +224,12 @@ func NewHTTPClient() *http.Client {
 // nodes' addresses separated by commas: requests go to one of them and
 // move on to the next when it does not answer. It connects lazily: New
 // does no I/O.
+//
+// Produce requests follow the cluster's placement of producers: when a
+// node names another as this client's writer (at low load the cluster
+// places every producer on few nodes), the client sends its Produce
+// requests there once it could reach it, and comes back to addr when that
+// node stops answering (docs/metadata.md, "Producer placement").
 func New(addr string, opts ...Option) *Client {
 	var cfg clientConfig
 	for _, o := range opts {

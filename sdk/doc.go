@@ -31,7 +31,9 @@
 // node (docs/idempotence.md). Up to 5 batches of a topic are in flight,
 // per-partition order kept. Every record completes, acknowledged or
 // failed, within ProducerOptions.DeliveryTimeout (2 min); a failed record
-// may or may not be stored. With
+// may or may not be stored. Produce requests go to the node the cluster
+// places the client on, when a node names one and the client can reach it
+// (see [New]). With
 // ProducerOptions.DisableIdempotence delivery is at least once: a batch
 // whose response was lost may be stored twice.
 //
