@@ -179,9 +179,13 @@ func (s *produceService) InitProducer(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	return connect.NewResponse(&varvev1.InitProducerResponse{
+	resp := connect.NewResponse(&varvev1.InitProducerResponse{
 		ProducerId: p.ID, ProducerEpoch: p.Epoch, StateTtlMs: p.TTL.Milliseconds(),
-	}), nil
+	})
+	// A producer's first call: it moves to its writer before its first
+	// batch (placement.go).
+	s.place.placeAnswer(req.Header(), resp.Header())
+	return resp, nil
 }
 
 // fetchService implements FetchService on a Fetcher.

@@ -19,8 +19,9 @@ import (
 // many writers the produce rate calls for (metadata.SetWriters), the
 // writers are that many of the live ingest nodes, lowest node ids first,
 // and each client is placed on one of them by its key
-// (rendezvous.Pick). A Produce answer names the client's writer when it is
-// another node (placement.ToHeader); the node still takes the request.
+// (rendezvous.Pick). A Produce or InitProducer answer names the client's
+// writer when it is another node (placement.ToHeader); the node still
+// takes the request.
 type placer struct {
 	self   string
 	placed atomic.Int64 // answers that named another node
@@ -69,7 +70,7 @@ func (p *placer) to(key string) string {
 	return p.members[id]
 }
 
-// placeAnswer sets the placement header of a Produce answer to the client
+// placeAnswer sets the placement header of an answer to the client
 // whose request carried h.
 func (p *placer) placeAnswer(req, resp http.Header) {
 	if to := p.to(req.Get(placement.ClientHeader)); to != "" {
@@ -99,13 +100,13 @@ func (n *Node) startPlacer(ctx context.Context) error {
 	return nil
 }
 
-// instrument exports varve_produce_placed_total (Produce answers that
+// instrument exports varve_produce_placed_total (answers that
 // named another node) and varve_produce_writers (the writers this node
 // sees; 0: no placement).
 func (p *placer) instrument(mp metric.MeterProvider) error {
 	m := mp.Meter("github.com/varve-io/varve/node/placement")
 	placed, err := m.Int64ObservableCounter("varve.produce.placed",
-		metric.WithDescription("Produce answers that named another ingest node as the client's writer (docs/metadata.md, \"Producer placement\")."))
+		metric.WithDescription("Produce and InitProducer answers that named another ingest node as the client's writer (docs/metadata.md, \"Producer placement\")."))
 	if err != nil {
 		return err
 	}

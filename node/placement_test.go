@@ -3,12 +3,18 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"regexp"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	varvev1 "github.com/varve-io/varve/gen/varve/v1"
+	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
+	"github.com/varve-io/varve/internal/placement"
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/node"
 	"github.com/varve-io/varve/sdk"
@@ -137,6 +143,26 @@ func TestProducersArePlacedOnOneWriter(t *testing.T) {
 	}
 	if stored, _ := checkAcksAgainstRecords(t, nodes[0].Meta(), "placed", acks); stored != len(acks) {
 		t.Fatalf("%d records committed, %d acknowledged", stored, len(acks))
+	}
+	// An idempotent producer's first call, InitProducer, already names
+	// its writer; a request without a client key names none.
+	pc := varvev1connect.NewProduceServiceClient(http.DefaultClient, nodes[1].Addr())
+	for _, key := range []string{"client-a", "client-b", ""} {
+		req := connect.NewRequest(&varvev1.InitProducerRequest{})
+		if key != "" {
+			req.Header().Set(placement.ClientHeader, key)
+		}
+		res, err := pc.InitProducer(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := nodes[0].Addr()
+		if key == "" {
+			want = ""
+		}
+		if got := res.Header().Get(placement.ToHeader); got != want {
+			t.Fatalf("InitProducer on n1 with client key %q named %q, want %q", key, got, want)
+		}
 	}
 	// n1 named n0 to its producer, and sees one writer.
 	_, m := scrape(t, nodes[1].Addr())
