@@ -122,14 +122,18 @@ func TestProducersArePlacedOnOneWriter(t *testing.T) {
 	var failed int
 	done := make(chan struct{})
 	go func() { acks, failed = produceFromEveryNode(t, nodes, stop); close(done) }()
-	placed := testenv.Eventually(30*time.Second, func() bool {
-		rec.Reset()
-		time.Sleep(500 * time.Millisecond)
+	// Placed: n0 alone wrote 5 objects since any other node last wrote.
+	placed := testenv.EventuallyEvery(30*time.Second, 20*time.Millisecond, func() bool {
 		w := writers(rec)
-		return len(w) == 1 && w["n0"] > 0
+		if len(w) > 1 || len(w) == 1 && w["n0"] == 0 {
+			rec.Reset()
+			return false
+		}
+		return w["n0"] >= 5
 	})
+	// Then 10 more objects.
 	rec.Reset()
-	time.Sleep(time.Second)
+	testenv.EventuallyEvery(30*time.Second, 20*time.Millisecond, func() bool { return writers(rec)["n0"] >= 10 })
 	close(stop)
 	<-done
 	if !placed {
@@ -171,4 +175,32 @@ func TestProducersArePlacedOnOneWriter(t *testing.T) {
 		t.Fatalf("n1's placement metrics: want answers placed and one writer, got\n%s", grepLines(m, "varve_produce_"))
 	}
 	t.Logf("%d records, every one committed once; n0 wrote every object after placement", len(acks))
+}
+
+// TestPlacementOff: with writer_bytes_per_second off every node keeps the
+// producers that reach it, and each writes objects of its own (with
+// placement, n1 and n2 would write none after their producers' first
+// call).
+func TestPlacementOff(t *testing.T) {
+	nodes, rec := placementCluster(t, func(cfg *node.Config) { cfg.WriterBytesPerSecond = node.OffBytes })
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var acks []ack
+	var failed int
+	go func() { acks, failed = produceFromEveryNode(t, nodes, stop); close(done) }()
+	spread := testenv.EventuallyEvery(30*time.Second, 20*time.Millisecond, func() bool {
+		w := writers(rec)
+		return w["n0"] >= 5 && w["n1"] >= 5 && w["n2"] >= 5
+	})
+	close(stop)
+	<-done
+	if !spread {
+		t.Fatalf("with placement off, objects by node %v, want 5 or more by each", writers(rec))
+	}
+	if failed > 0 || len(acks) == 0 {
+		t.Fatalf("%d records failed, %d acknowledged", failed, len(acks))
+	}
+	if n, err := nodes[0].Meta().Writers(t.Context()); err != nil || n != 0 {
+		t.Fatalf("placement/writers = %d (%v) with placement off, want none", n, err)
+	}
 }

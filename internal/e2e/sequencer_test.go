@@ -153,8 +153,12 @@ func testSequencerFailover(t *testing.T, linger string, burst, n int, killWriter
 	}
 	waitAcked(2000, "before the kill")
 	if killWriter {
-		// Past the leader's first decision: every producer on seq-0.
-		time.Sleep(3 * time.Second)
+		// One writer recorded (the first leader does at once), and
+		// acknowledgements since: every producer on seq-0.
+		if !testenv.Eventually(30*time.Second, func() bool { n, err := meta.Writers(ctx); return err == nil && n == 1 }) {
+			t.Fatal("no writers recorded in placement/writers")
+		}
+		waitAcked(acked.Load()+2000, "after placement")
 	}
 	victim.kill9()
 	killedAt, killTime := acked.Load(), time.Now()
