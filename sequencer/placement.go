@@ -79,8 +79,10 @@ func (s *Sequencer) place(ctx context.Context, tm *term) {
 		return
 	}
 	if s.cfg.WriterBytes < 0 {
-		if err := s.meta.SetWriters(ctx, 0); err != nil && ctx.Err() == nil {
-			s.cfg.Logger.Warn("sequencer: writers not cleared", "err", err)
+		if n, err := s.meta.Writers(ctx); err != nil || n > 0 {
+			if err := s.meta.SetWriters(ctx, 0); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("sequencer: writers not cleared", "err", err)
+			}
 		}
 		return
 	}
