@@ -56,6 +56,21 @@ func (f *Fetcher) batchesFrom(ctx context.Context, topic string, p int32, first 
 		}
 		entries = []metadata.IndexEntry{e}
 	}
+	// Room for the stored bytes of the blocks the answer may take, at
+	// once: at many partitions a block holds a few records and an answer
+	// joins up to 16 of them, where growing by append copied each answer
+	// about twice. (A block held only decoded is encoded larger and may
+	// still grow it; so does a block past the bound on what is reserved.)
+	room := int64(0)
+	for _, e := range entries {
+		if e.End() > at {
+			room += max(e.Len, 0)
+		}
+		if room >= int64(maxBytes) {
+			break
+		}
+	}
+	res.Batches = make([]byte, 0, min(room, 2*int64(max(maxBytes, 0))+1<<20))
 	next := at
 	for _, e := range entries {
 		if e.Base > next || e.End() <= next {

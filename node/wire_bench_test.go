@@ -203,3 +203,51 @@ func BenchmarkFetchWire(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFetchWireSmallBlocks fetches the batch form across 16 small
+// blocks an answer (64 flushes of 4 JSON records of 1 KiB on one
+// partition), as a tail read of a topic of many partitions does: each
+// partition's blocks hold a few records, and an answer joins up to 16 of
+// them.
+func BenchmarkFetchWireSmallBlocks(b *testing.B) {
+	n, _ := benchNode(b, "fs", time.Millisecond, 0)
+	c := newClients(n.Addr())
+	ctx := context.Background()
+	if _, err := c.topics.CreateTopic(ctx, connect.NewRequest(&varvev1.CreateTopicRequest{Name: "s", Partitions: 1})); err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	const flushes, per = 64, 4
+	var size int64
+	for i := range flushes {
+		recs := make([]segment.Record, per)
+		for j := range recs {
+			v := json1K(r, i*per+j)
+			size += int64(len(v))
+			recs[j] = segment.Record{Value: v, Timestamp: time.Now().UnixMilli()}
+		}
+		bs, err := segment.AppendProducerBatches(nil, recs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.produce.Produce(ctx, connect.NewRequest(&varvev1.ProduceRequest{Topic: "s", Batches: []*varvev1.PartitionBatches{{Partition: 0, RecordBatches: bs}}})); err != nil {
+			b.Fatal(err)
+		}
+	}
+	raw := varvev1connect.NewFetchServiceClient(http.DefaultClient, n.Addr(), connect.WithAcceptCompression("gzip", nil, nil))
+	b.SetBytes(size / 4)
+	for i := 0; b.Loop(); i++ {
+		off := int64(i%4) * 16 * per
+		res, err := raw.Fetch(ctx, connect.NewRequest(&varvev1.FetchRequest{Topic: "s", Partition: 0, Offset: off, MaxBytes: 1 << 20, RecordBatches: true}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs, _, err := segment.DecodeBatches(res.Msg.RecordBatches, off)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(rs) < 16*per {
+			b.Fatalf("%d records at %d, want %d", len(rs), off, 16*per)
+		}
+	}
+}
