@@ -65,18 +65,32 @@ func call(t *testing.T, tr *Transport, base string) {
 	resp.Body.Close()
 }
 
+// waitUntil checks cond every millisecond until it holds, and fails t if
+// it does not within 5 s; what names the awaited condition.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("not within 5 s: %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
 // callUntilAt calls until a request reaches n (the probe of a named node
 // runs in the background), at most 5 s.
 func callUntilAt(t *testing.T, tr *Transport, base string, n *node) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for before := n.hits.Load(); n.hits.Load() == before; {
-		if time.Now().After(deadline) {
-			t.Fatalf("no request reached %s in 5 s", n.srv.URL)
-		}
+	before := n.hits.Load()
+	waitUntil(t, "a request reaching "+n.srv.URL, func() bool {
 		call(t, tr, base)
-		time.Sleep(time.Millisecond)
-	}
+		return n.hits.Load() != before
+	})
 }
 
 func TestFollowsTheNamedWriter(t *testing.T) {
@@ -117,19 +131,11 @@ func TestAnUnreachableWriterIsNotFollowed(t *testing.T) {
 	base.name(gone.srv.URL)
 	tr := New(http.DefaultClient, http.DefaultClient, base.srv.URL)
 	call(t, tr, base.srv.URL)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitUntil(t, "the failed probe setting the holdoff", func() bool {
 		tr.mu.Lock()
-		held := time.Until(tr.hold)
-		tr.mu.Unlock()
-		if held > ProbeHoldoff-time.Minute {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the failed probe set no holdoff")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer tr.mu.Unlock()
+		return time.Until(tr.hold) > ProbeHoldoff-time.Minute
+	})
 	for range 5 {
 		call(t, tr, base.srv.URL)
 	}
@@ -168,25 +174,17 @@ func TestSwitchesOnlyWithNothingInFlight(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); call(t, tr, base.srv.URL) }() // held at the base
-	for base.hits.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "the held request reaching the base", func() bool { return base.hits.Load() > 0 })
 	base.name(writer.srv.URL)
 	base.mu.Lock()
 	base.block = nil
 	base.mu.Unlock()
 	call(t, tr, base.srv.URL) // named the writer; the held one still in flight
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+	waitUntil(t, "the named writer probed", func() bool {
 		tr.mu.Lock()
-		moved := tr.want == writer.srv.URL
-		tr.mu.Unlock()
-		if moved {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the named writer was not probed within 5 s")
-		}
-	}
+		defer tr.mu.Unlock()
+		return tr.want == writer.srv.URL
+	})
 	call(t, tr, base.srv.URL) // probed, but one is still in flight: stays at the base
 	if w := writer.hits.Load(); w != 0 {
 		t.Fatalf("the writer got %d requests while one was in flight at the base", w)
