@@ -249,3 +249,17 @@ func (f *Fetcher) waitAny(ctx context.Context, views []metadata.PartitionView, w
 	chosen, _, _ := reflect.Select(cases)
 	return chosen >= 2
 }
+
+// View is the watched state of a partition and a channel closed at its
+// next change: taken before a FetchPartitions with no wait, it lets a
+// caller reading several topics wait for all of them with WaitAny (a
+// change between the two is not missed).
+func (f *Fetcher) View(topic string, p int32) metadata.PartitionView {
+	return f.index.Partition(topic, p)
+}
+
+// WaitAny waits up to wait for a change of any of views' partitions: true
+// when one changed, false when the wait ended or ctx is done.
+func (f *Fetcher) WaitAny(ctx context.Context, views []metadata.PartitionView, wait time.Duration) bool {
+	return f.waitAny(ctx, views, wait)
+}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -647,6 +649,18 @@ func (ca *Cache) Topic(name string) (Topic, bool) {
 	defer ca.mu.RUnlock()
 	t, ok := ca.topics[name]
 	return t, ok
+}
+
+// Topics returns every topic in the cache, sorted by name.
+func (ca *Cache) Topics() []Topic {
+	ca.mu.RLock()
+	out := make([]Topic, 0, len(ca.topics))
+	for _, t := range ca.topics {
+		out = append(out, t)
+	}
+	ca.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Topic) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // Revision is the etcd revision the cache reflects.

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -108,6 +109,14 @@ type Config struct {
 	// empty: no Flight server.
 	FlightListen string
 
+	// KafkaListen is the Kafka protocol address (package kafka) of a node
+	// with the ingest and fetch roles; empty: none (varve dev: 9092).
+	KafkaListen string
+	// KafkaAdvertisedAddr is the host:port Kafka Metadata names for this
+	// node; empty: the listen address (with an unspecified host, this
+	// host's address).
+	KafkaAdvertisedAddr string
+
 	// OTLPEndpoint receives traces over OTLP/gRPC (host:port plaintext,
 	// http(s)://host:port); empty: no tracing (docs/observability.md).
 	OTLPEndpoint string
@@ -198,6 +207,10 @@ var Settings = []Setting{
 		"text, or json for machines", oneOf("text", "json")),
 	str("flight_listen", func(c *Config) *string { return &c.FlightListen }, "",
 		"Arrow Flight address of the fetch role, for parallel scans; empty: none", nil),
+	str("kafka_listen", func(c *Config) *string { return &c.KafkaListen }, "",
+		"Kafka protocol address (a node with the ingest and fetch roles; docs/kafka.md); empty: none; varve dev: 127.0.0.1:9092, off for none", hostPortOrOff),
+	str("kafka_advertised_addr", func(c *Config) *string { return &c.KafkaAdvertisedAddr }, "",
+		"host:port Kafka clients are told to reach this node at (Metadata); empty: the kafka_listen address", hostPortOrOff),
 	str("otlp_endpoint", func(c *Config) *string { return &c.OTLPEndpoint }, "",
 		"send traces over OTLP/gRPC to host:port (plaintext) or http(s)://host:port; empty: no tracing", obs.CheckOTLPEndpoint),
 	boolean("pprof", func(c *Config) *bool { return &c.PProf },
@@ -306,6 +319,17 @@ func (c *Config) Validate() error {
 	}
 	if f.MaxBufferBytes < int64(f.FlushBytes) {
 		return fmt.Errorf("config: max_buffer_bytes %d is below flush_bytes %d", f.MaxBufferBytes, f.FlushBytes)
+	}
+	return nil
+}
+
+// hostPortOrOff checks a host:port setting that may be empty or off.
+func hostPortOrOff(s string) error {
+	if s == "" || s == "off" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return fmt.Errorf("must be host:port: %v", err)
 	}
 	return nil
 }

@@ -107,6 +107,14 @@ func StartDev(ctx context.Context, c DevConfig) (*Dev, error) {
 	// Every role, as the design says: compaction, retention and GC too.
 	cfg.Roles = []string{RoleIngest, RoleFetch, RoleSequence, RoleCompact}
 	cfg.Listen = c.Listen
+	if cfg.KafkaListen == "" {
+		// Kafka's own port beside the API's; a free one when the API's
+		// is (tests).
+		cfg.KafkaListen = net.JoinHostPort(host, "9092")
+		if port == 0 {
+			cfg.KafkaListen = net.JoinHostPort(host, "0")
+		}
+	}
 	cfg.EtcdEndpoints = e.Endpoints()
 	cfg.Store = "fs:" + objects
 	if cfg.NodeID == "" {

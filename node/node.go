@@ -26,6 +26,7 @@ import (
 	"github.com/varve-io/varve/internal/randhex"
 	"github.com/varve-io/varve/internal/reqlimit"
 	"github.com/varve-io/varve/internal/strictjson"
+	"github.com/varve-io/varve/kafka"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/node/topicapi"
 	"github.com/varve-io/varve/tier"
@@ -58,6 +59,8 @@ type Node struct {
 
 	ln       net.Listener
 	flightLn net.Listener
+	kafkaLn  net.Listener
+	kafka    *kafka.Server
 	srv      *http.Server
 	baseCtx  context.Context
 	cancel   context.CancelFunc
@@ -160,6 +163,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	}
 	go func() { n.served <- n.srv.Serve(n.ln) }()
 	if err := n.startFlight(cfg); err != nil {
+		return nil, err
+	}
+
+	if err := n.startKafka(cfg); err != nil {
 		return nil, err
 	}
 
@@ -331,6 +338,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		// Producers are answered; end the waits that would never finish.
 		n.cancel()
+		if n.kafka != nil {
+			n.kafka.Close()
+		}
 		if err := <-shut; err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 			n.srv.Close()
@@ -345,6 +355,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 func (n *Node) closeParts() {
 	if n.cancel != nil {
 		n.cancel()
+	}
+	if n.kafka != nil {
+		n.kafka.Close()
 	}
 	// Background jobs (janitor, compaction, watches) end first, while the
 	// etcd client they use is still open: a janitor resigning on a closed

@@ -1,0 +1,375 @@
+package kafka
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/varve-io/varve/fetch"
+	"github.com/varve-io/varve/ingest"
+	"github.com/varve-io/varve/internal/authz"
+	"github.com/varve-io/varve/internal/guard"
+	"github.com/varve-io/varve/metadata"
+	"github.com/varve-io/varve/metadata/groups"
+)
+
+// Role is the role under which nodes register their Kafka address in
+// etcd (metadata.Client.Register): the brokers Metadata lists.
+const Role = "kafka"
+
+// DefaultMaxRequestBytes bounds one request frame when Config sets none
+// (Kafka's socket.request.max.bytes is 100 MiB).
+const DefaultMaxRequestBytes = 100 << 20
+
+// Config configures a Server.
+type Config struct {
+	// NodeID is the Varve node's id; its broker id is BrokerID(NodeID).
+	NodeID string
+	// Advertised is the host:port Metadata names for this node.
+	Advertised string
+	// ClusterID is what Metadata and DescribeCluster return.
+	ClusterID string
+	// MaxRequestBytes bounds a request frame (0: DefaultMaxRequestBytes);
+	// a larger one closes the connection with a logged reason, as Kafka
+	// does.
+	MaxRequestBytes int
+	// FetchMaxBytes caps a Fetch's max bytes (0: none).
+	FetchMaxBytes int
+	// IdleTimeout closes a connection with no request for that long (0:
+	// 10 minutes, Kafka's connections.max.idle.ms).
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Deps are the node's parts the listener maps Kafka onto. In and Fetcher
+// are both required: a Kafka client sends produce and fetch requests to
+// the same broker.
+type Deps struct {
+	Meta    *metadata.Client
+	Topics  *metadata.Cache
+	In      *ingest.Ingester
+	Fetcher *fetch.Fetcher
+	Groups  *groups.Groups
+	// Security authenticates and authorizes connections; nil: every
+	// connection may do everything (auth none).
+	Security Security
+}
+
+// Security is what the listener needs of the node's guard: who a
+// connection is, and what it may do.
+type Security interface {
+	// Allowed reports whether id may do op on r.
+	Allowed(id guard.Identity, r authz.Resource, op authz.Operation) bool
+	// AnyAllowed reports whether id may do op on some resource of kind.
+	AnyAllowed(id guard.Identity, kind authz.Kind, op authz.Operation) bool
+}
+
+// Server serves the Kafka protocol on listeners. It is safe for
+// concurrent use.
+type Server struct {
+	cfg  Config
+	d    Deps
+	log  *slog.Logger
+	self int32
+
+	brokers atomic.Pointer[[]broker]
+
+	sessions *fetchSessions
+	coord    *coordinator
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	lns    []net.Listener
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+type broker struct {
+	id   int32
+	node string
+	host string
+	port int32
+}
+
+// BrokerID is the Kafka broker id of a Varve node: a stable 31-bit hash of
+// its node id.
+func BrokerID(node string) int32 {
+	h := fnv.New32a()
+	h.Write([]byte(node))
+	return int32(h.Sum32() & 0x7fffffff)
+}
+
+// New returns a Server; Serve starts it on a listener.
+func New(cfg Config, d Deps) (*Server, error) {
+	if d.In == nil || d.Fetcher == nil || d.Meta == nil || d.Topics == nil || d.Groups == nil {
+		return nil, errors.New("kafka: the listener needs a node with the ingest and fetch roles")
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, _, err := splitHostPort(cfg.Advertised); err != nil {
+		return nil, fmt.Errorf("kafka: advertised address: %w", err)
+	}
+	s := &Server{cfg: cfg, d: d, log: cfg.Logger.With("listener", "kafka"), self: BrokerID(cfg.NodeID), conns: map[net.Conn]struct{}{}}
+	s.ctx, s.cancel = context.WithCancel(metadata.WithCaller(context.Background(), metadata.CallerNode))
+	s.sessions = newFetchSessions(maxFetchSessions)
+	s.coord = newCoordinator(s)
+	s.SetBrokers(map[string]string{cfg.NodeID: cfg.Advertised})
+	return s, nil
+}
+
+func splitHostPort(addr string) (string, int32, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || port == 0 {
+		return "", 0, fmt.Errorf("%q: the port must be 1 to 65535", addr)
+	}
+	return host, int32(port), nil
+}
+
+// SetBrokers sets the live Kafka nodes (node id → advertised host:port),
+// as registered under Role; this node is always among them.
+func (s *Server) SetBrokers(nodes map[string]string) {
+	var bs []broker
+	seen := false
+	for id, addr := range nodes {
+		host, port, err := splitHostPort(addr)
+		if err != nil {
+			s.log.Warn("kafka broker with a bad address left out", "node", id, "addr", addr, "err", err)
+			continue
+		}
+		seen = seen || id == s.cfg.NodeID
+		bs = append(bs, broker{id: BrokerID(id), node: id, host: host, port: port})
+	}
+	if !seen {
+		host, port, _ := splitHostPort(s.cfg.Advertised)
+		bs = append(bs, broker{id: s.self, node: s.cfg.NodeID, host: host, port: port})
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].node < bs[j].node })
+	s.brokers.Store(&bs)
+	s.coord.brokersChanged(bs)
+}
+
+func (s *Server) brokerList() []broker { return *s.brokers.Load() }
+
+// Serve accepts connections on ln until Close; it returns nil after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("kafka listener: %w", err)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		s.conns[nc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c := newConn(s, nc)
+			c.serve()
+			s.mu.Lock()
+			delete(s.conns, nc)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting, ends every connection (a request in progress
+// is abandoned: a produce not yet acknowledged is retried by its
+// client) and waits for their goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	for nc := range s.conns {
+		nc.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	s.coord.close()
+	return nil
+}
+
+// conn is one client connection. Requests are handled one at a time, in
+// order, as a Kafka broker does (a client pipelines by opening more
+// connections, or relies on the order of answers on one).
+type conn struct {
+	s        *Server
+	nc       net.Conn
+	remote   string
+	clientID string
+	id       guard.Identity
+	// auth is the state of SASL on this connection (sasl.go).
+	auth authState
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String()}
+	c.id = guard.Identity{Super: s.d.Security == nil, Principal: "anonymous"}
+	c.startAuth()
+	return c
+}
+
+// allowed reports whether the connection may do op on r.
+func (c *conn) allowed(kind authz.Kind, name string, op authz.Operation) bool {
+	if c.s.d.Security == nil || c.id.Super {
+		return true
+	}
+	return c.s.d.Security.Allowed(c.id, authz.Resource{Kind: kind, Name: name}, op)
+}
+
+// errDrop ends a connection: the request cannot be answered (Kafka
+// closes the connection in these cases too); the reason is logged.
+type errDrop struct{ reason string }
+
+func (e errDrop) Error() string { return e.reason }
+
+func (c *conn) serve() {
+	defer c.nc.Close()
+	log := c.s.log.With("remote", c.remote)
+	var size [4]byte
+	var out []byte
+	for {
+		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+		if _, err := io.ReadFull(c.nc, size[:]); err != nil {
+			if !errors.Is(err, io.EOF) && c.s.ctx.Err() == nil {
+				log.Debug("kafka connection closed", "err", err)
+			}
+			return
+		}
+		n := int32(binary.BigEndian.Uint32(size[:]))
+		if n < 8 || int(n) > c.s.cfg.MaxRequestBytes {
+			log.Warn("kafka connection closed: request frame size out of bounds", "bytes", n, "max", c.s.cfg.MaxRequestBytes)
+			return
+		}
+		body := make([]byte, n)
+		c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadFull(c.nc, body); err != nil {
+			log.Debug("kafka connection closed mid-request", "err", err)
+			return
+		}
+		resp, corr, flexible, err := c.handle(body)
+		if err != nil {
+			var d errDrop
+			if errors.As(err, &d) {
+				log.Warn("kafka connection closed", "client", c.clientID, "reason", d.reason)
+			}
+			return
+		}
+		if resp == nil { // acks=0 produce
+			continue
+		}
+		out = append(out[:0], 0, 0, 0, 0, 0, 0, 0, 0)
+		binary.BigEndian.PutUint32(out[4:], uint32(corr))
+		if flexible && resp.Key() != 18 { // ApiVersions answers with header v0
+			out = append(out, 0)
+		}
+		out = resp.AppendTo(out)
+		binary.BigEndian.PutUint32(out[:4], uint32(len(out)-4))
+		c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.nc.Write(out); err != nil {
+			log.Debug("kafka connection closed writing an answer", "err", err)
+			return
+		}
+		if cap(out) > 1<<20 {
+			out = nil // do not keep a large fetch's buffer per idle connection
+		}
+	}
+}
+
+// handle decodes one request and answers it: the response (nil: none is
+// sent), the correlation id and whether the response header is flexible.
+func (c *conn) handle(body []byte) (kmsg.Response, int32, bool, error) {
+	r := kbin.Reader{Src: body}
+	key, version, corr := r.Int16(), r.Int16(), r.Int32()
+	clientID := r.NullableString()
+	if r.Complete() != nil {
+		return nil, 0, false, errDrop{"malformed request header"}
+	}
+	if clientID != nil {
+		c.clientID = *clientID
+	}
+	api, ok := apis[key]
+	if key == 18 && (!ok || version > api.max || version < 0) {
+		// An ApiVersions newer than ours: answer v0 with the error and
+		// our versions, so the client retries with one we know (KIP-511).
+		resp := &kmsg.ApiVersionsResponse{Version: 0, ErrorCode: errUnsupportedVersion}
+		resp.ApiKeys = advertised()
+		return resp, corr, false, nil
+	}
+	if !ok {
+		return nil, 0, false, errDrop{fmt.Sprintf("unsupported API key %d (version %d): it is not in ApiVersions", key, version)}
+	}
+	if version < api.min || version > api.max {
+		return nil, 0, false, errDrop{fmt.Sprintf("%s version %d: this listener serves versions %d to %d", kmsg.NameForKey(key), version, api.min, api.max)}
+	}
+	req := kmsg.RequestForKey(key)
+	req.SetVersion(version)
+	if req.IsFlexible() {
+		kmsg.SkipTags(&r)
+	}
+	if err := req.ReadFrom(r.Src); err != nil {
+		return nil, 0, false, errDrop{fmt.Sprintf("malformed %s v%d request: %v", kmsg.NameForKey(key), version, err)}
+	}
+	if c.auth.required() && key != 17 && key != 36 && key != 18 {
+		return nil, 0, false, errDrop{fmt.Sprintf("%s before SASL authentication", kmsg.NameForKey(key))}
+	}
+	ctx := c.s.ctx
+	resp, err := api.handle(ctx, c, req)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if resp == nil {
+		return nil, corr, false, nil
+	}
+	resp.SetVersion(version)
+	return resp, corr, req.IsFlexible(), nil
+}

@@ -1,0 +1,87 @@
+package node
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/varve-io/varve/kafka"
+	"github.com/varve-io/varve/metadata/groups"
+)
+
+// startKafka serves the Kafka protocol on cfg.KafkaListen (package
+// kafka), registers this node's advertised Kafka address under the kafka
+// role and keeps the listener's broker list to the registered nodes.
+func (n *Node) startKafka(cfg Config) error {
+	if cfg.KafkaListen == "" || cfg.KafkaListen == "off" {
+		return nil
+	}
+	if n.in == nil || n.fetcher == nil {
+		return fmt.Errorf("kafka_listen %s needs the ingest and fetch roles on this node (it has %s): a Kafka client produces and fetches through the same broker",
+			cfg.KafkaListen, strings.Join(cfg.Roles, ","))
+	}
+	ln, err := net.Listen("tcp", cfg.KafkaListen)
+	if err != nil {
+		return fmt.Errorf("listen for Kafka on %s: %w", cfg.KafkaListen, err)
+	}
+	adv := cfg.KafkaAdvertisedAddr
+	if adv == "" || adv == "off" {
+		adv = advertise(ln.Addr().String())
+	}
+	s, err := kafka.New(kafka.Config{
+		NodeID: cfg.NodeID, Advertised: adv, ClusterID: "varve", MaxRequestBytes: cfg.MaxRequestBytes,
+		FetchMaxBytes: cfg.FetchMaxBytes, Logger: n.log,
+	}, kafka.Deps{Meta: n.meta, Topics: n.topics, In: n.in, Fetcher: n.fetcher, Groups: groups.New(n.meta), Security: n.kafkaSecurity()})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	n.kafka, n.kafkaLn = s, ln
+	go func() {
+		if err := s.Serve(n.kafkaLn); err != nil {
+			n.log.Error("kafka listener stopped", "err", err)
+		}
+	}()
+	if err := n.meta.Register(n.baseCtx, kafka.Role, cfg.NodeID, adv); err != nil {
+		return err
+	}
+	stop, err := n.meta.WatchNodes(n.baseCtx, kafka.Role, s.SetBrokers)
+	if err != nil {
+		return err
+	}
+	n.onClose = append(n.onClose, stop)
+	return nil
+}
+
+// advertise is a listen address as others reach it: an unspecified host
+// (0.0.0.0, ::) becomes this host's first non-loopback address.
+func advertise(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return addr
+	}
+	if ip := hostAddress(); ip != nil {
+		return net.JoinHostPort(ip.String(), port)
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+// KafkaAddr is the Kafka listener's address, host:port ("" without one).
+func (n *Node) KafkaAddr() string {
+	if n.kafkaLn == nil {
+		return ""
+	}
+	return n.kafkaLn.Addr().String()
+}
+
+// kafkaSecurity is the guard the Kafka listener authorizes with (nil with
+// auth none: every connection may do everything).
+func (n *Node) kafkaSecurity() kafka.Security {
+	if n.sec.guard.Auth() == "none" {
+		return nil
+	}
+	return n.sec.guard
+}
