@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/node"
+	"github.com/varve-io/varve/tier"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -61,3 +63,45 @@ func newClient(t testing.TB, d *node.Dev, opts ...kgo.Opt) *kgo.Client {
 
 // nodeConfig is the node settings of the tests.
 func nodeConfig() node.Config { return node.Config{} }
+
+// startCluster starts n nodes with every role (ingest, fetch, sequence,
+// compact) and a Kafka listener each, on one embedded etcd and one fs
+// store; mutate (may be nil) changes each node's config.
+func startCluster(t testing.TB, n int, mutate func(*node.Config)) []*node.Node {
+	t.Helper()
+	endpoints := testenv.StartEtcd(t)
+	st, err := tier.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*node.Node
+	for i := range n {
+		cfg := node.DefaultConfig()
+		cfg.Listen = "127.0.0.1:0"
+		cfg.KafkaListen = "127.0.0.1:0"
+		cfg.NodeID = fmt.Sprintf("n%d", i)
+		cfg.Roles = []string{node.RoleIngest, node.RoleFetch, node.RoleSequence, node.RoleCompact}
+		cfg.EtcdEndpoints = endpoints
+		cfg.Store = "fs:unused" // the store is given below
+		cfg.Linger = 20 * time.Millisecond
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		nd, err := node.New(context.Background(), cfg, node.Options{Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nd.Shutdown(context.Background()) })
+		nodes = append(nodes, nd)
+	}
+	return nodes
+}
+
+// seeds are the Kafka addresses of nodes.
+func seeds(nodes ...*node.Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.KafkaAddr())
+	}
+	return out
+}

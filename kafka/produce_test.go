@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/varve-io/varve/metadata"
 )
 
 // TestIdempotentProduceConsume: franz-go's idempotent producer writes keys,
@@ -57,5 +60,46 @@ func TestIdempotentProduceConsume(t *testing.T) {
 			}
 			seen[v] = true
 		})
+	}
+}
+
+// TestTwoNodes: a producer bootstrapped through one node and a consumer
+// through the other see the same log; Metadata lists both brokers.
+func TestTwoNodes(t *testing.T) {
+	nodes := startCluster(t, 2, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := nodes[0].Meta().CreateTopic(ctx, metadata.Topic{Name: "two", Partitions: 4}); err != nil {
+		t.Fatal(err)
+	}
+	pr, err := kgo.NewClient(kgo.SeedBrokers(nodes[0].KafkaAddr()), kgo.DefaultProduceTopic("two"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	for i := range 100 {
+		if err := pr.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(nodes[1].KafkaAddr()), kgo.ConsumeTopics("two"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	got := 0
+	for got < 100 {
+		fs := cl.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			t.Fatal(err)
+		}
+		got += fs.NumRecords()
+	}
+	if got != 100 {
+		t.Fatalf("%d records, want 100", got)
+	}
+	brokers, err := kadm.NewClient(cl).ListBrokers(ctx)
+	if err != nil || len(brokers) != 2 {
+		t.Fatalf("brokers %v, %v; want both nodes", brokers, err)
 	}
 }
