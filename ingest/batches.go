@@ -261,10 +261,8 @@ func checkBatchProducer(topic string, p int32, info *segment.BatchesInfo, idem *
 	for j := range info.Batches {
 		b := &info.Batches[j]
 		if b.ProducerID < 0 {
-			if b.BaseSequence >= 0 {
-				return fmt.Errorf("%w: produce to %q partition %d: batch %d: baseSequence %d without a producerId",
-					metadata.ErrInvalidArgument, topic, p, j, b.BaseSequence)
-			}
+			// Not idempotent: baseSequence means nothing. Kafka's brokers
+			// ignore it, and clients send 0 as well as -1 (franz-go).
 			if next >= 0 {
 				next += int64(b.Records)
 			}

@@ -128,6 +128,7 @@ func produceTopic(ctx context.Context, c *conn, rt *kmsg.ProduceRequestTopic, ou
 	}
 	res, err := c.s.d.In.ProduceBatches(ctx, rt.Topic, bs, idem)
 	if err != nil {
+		c.s.log.Debug("kafka produce refused", "client", c.clientID, "topic", rt.Topic, "err", err)
 		fail(out, produceErrorCode(err), err)
 		return
 	}

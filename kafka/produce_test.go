@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,5 +102,59 @@ func TestTwoNodes(t *testing.T) {
 	brokers, err := kadm.NewClient(cl).ListBrokers(ctx)
 	if err != nil || len(brokers) != 2 {
 		t.Fatalf("brokers %v, %v; want both nodes", brokers, err)
+	}
+}
+
+// TestPipelinedOrder: producers with several requests in flight on one
+// connection — idempotent (handled at once, ordered by sequence) and not
+// (handled one at a time) — keep their records' order in the partition.
+func TestPipelinedOrder(t *testing.T) {
+	d := startDev(t, nodeConfig())
+	for _, idem := range []bool{true, false} {
+		topic := fmt.Sprintf("order-%v", idem)
+		createTopic(t, d, topic, 2)
+		opts := []kgo.Opt{kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(time.Millisecond), kgo.MaxBufferedRecords(100000),
+			kgo.ProducerBatchMaxBytes(16 << 10), kgo.RecordPartitioner(kgo.ManualPartitioner())}
+		if !idem {
+			opts = append(opts, kgo.DisableIdempotentWrite(), kgo.MaxProduceRequestsInflightPerBroker(5), kgo.RequiredAcks(kgo.LeaderAck()))
+		}
+		pr := newClient(t, d, opts...)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		const n = 5000
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var failed error
+		for i := range n {
+			wg.Add(1)
+			pr.Produce(ctx, &kgo.Record{Partition: int32(i % 2), Value: fmt.Appendf(nil, "%06d", i)}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
+				}
+				wg.Done()
+			})
+		}
+		wg.Wait()
+		if failed != nil {
+			t.Fatal(failed)
+		}
+		cl := newClient(t, d, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		last := map[int32]string{}
+		got := 0
+		for got < n {
+			fs := cl.PollFetches(ctx)
+			if err := fs.Err0(); err != nil {
+				t.Fatalf("idempotent %v: poll after %d: %v", idem, got, err)
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				if v := string(r.Value); v <= last[r.Partition] {
+					t.Fatalf("idempotent %v: partition %d: %s at offset %d after %s", idem, r.Partition, v, r.Offset, last[r.Partition])
+				}
+				last[r.Partition] = string(r.Value)
+				got++
+			})
+		}
+		cancel()
 	}
 }

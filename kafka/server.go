@@ -272,11 +272,42 @@ type errDrop struct{ reason string }
 
 func (e errDrop) Error() string { return e.reason }
 
+// maxAsyncProduce bounds the idempotent produce requests of one
+// connection handled at once (Kafka's producers send up to 5).
+const maxAsyncProduce = 5
+
+// slot is one request's place in the connection's answer order.
+type slot struct {
+	done     chan struct{}
+	resp     kmsg.Response // nil: nothing to send (acks=0)
+	corr     int32
+	flexible bool
+	err      error
+}
+
+// serve reads requests and answers them in order. Requests are handled one
+// at a time, as a Kafka broker does, except idempotent produce requests:
+// up to maxAsyncProduce of them are appended at once (the ingester orders
+// one producer's batches by sequence, however they arrive), so a producer
+// with 5 requests in flight waits for about one flush, not five. Any other
+// request waits for the produce requests before it.
 func (c *conn) serve() {
 	defer c.nc.Close()
 	log := c.s.log.With("remote", c.remote)
+	order := make(chan *slot, maxAsyncProduce+1)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeAnswers(log, order)
+	}()
+	defer func() {
+		close(order)
+		<-writerDone
+	}()
+	var async sync.WaitGroup
+	defer async.Wait()
+	sem := make(chan struct{}, maxAsyncProduce)
 	var size [4]byte
-	var out []byte
 	for {
 		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
 		if _, err := io.ReadFull(c.nc, size[:]); err != nil {
@@ -296,27 +327,83 @@ func (c *conn) serve() {
 			log.Debug("kafka connection closed mid-request", "err", err)
 			return
 		}
-		resp, corr, flexible, err := c.handle(body)
-		if err != nil {
+		a, req, corr, early, err := c.decode(body)
+		sl := &slot{done: make(chan struct{}), corr: corr}
+		switch {
+		case err != nil:
+			sl.err = err
+			close(sl.done)
+		case early != nil: // ApiVersions too new for us
+			sl.resp = early
+			close(sl.done)
+		case asyncProduce(req):
+			sem <- struct{}{}
+			async.Add(1)
+			go func() {
+				defer func() { <-sem; async.Done() }()
+				c.run(a, req, sl)
+			}()
+		default:
+			async.Wait()
+			c.run(a, req, sl)
+		}
+		select {
+		case order <- sl:
+		case <-writerDone:
+			return
+		}
+		if sl.err != nil {
+			return // the writer logs the reason and closes the connection
+		}
+	}
+}
+
+// run handles req into sl.
+func (c *conn) run(a api, req kmsg.Request, sl *slot) {
+	defer close(sl.done)
+	resp, err := a.handle(c.s.ctx, c, req)
+	if err != nil {
+		sl.err = err
+		return
+	}
+	if resp != nil {
+		resp.SetVersion(req.GetVersion())
+		sl.resp, sl.flexible = resp, req.IsFlexible()
+	}
+}
+
+// writeAnswers writes the answers of the slots in order, until order is
+// closed or a slot failed (the connection is then closed).
+func (c *conn) writeAnswers(log *slog.Logger, order <-chan *slot) {
+	var out []byte
+	for sl := range order {
+		<-sl.done
+		if sl.err != nil {
 			var d errDrop
-			if errors.As(err, &d) {
+			if errors.As(sl.err, &d) {
 				log.Warn("kafka connection closed", "client", c.clientID, "reason", d.reason)
+			}
+			c.nc.Close()
+			for range order { // let the reader go
 			}
 			return
 		}
-		if resp == nil { // acks=0 produce
+		if sl.resp == nil { // acks=0 produce
 			continue
 		}
 		out = append(out[:0], 0, 0, 0, 0, 0, 0, 0, 0)
-		binary.BigEndian.PutUint32(out[4:], uint32(corr))
-		if flexible && resp.Key() != 18 { // ApiVersions answers with header v0
+		binary.BigEndian.PutUint32(out[4:], uint32(sl.corr))
+		if sl.flexible && sl.resp.Key() != 18 { // ApiVersions answers with header v0
 			out = append(out, 0)
 		}
-		out = resp.AppendTo(out)
+		out = sl.resp.AppendTo(out)
 		binary.BigEndian.PutUint32(out[:4], uint32(len(out)-4))
 		c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		if _, err := c.nc.Write(out); err != nil {
 			log.Debug("kafka connection closed writing an answer", "err", err)
+			c.nc.Close()
+			for range order {
+			}
 			return
 		}
 		if cap(out) > 1<<20 {
@@ -325,51 +412,62 @@ func (c *conn) serve() {
 	}
 }
 
-// handle decodes one request and answers it: the response (nil: none is
-// sent), the correlation id and whether the response header is flexible.
-func (c *conn) handle(body []byte) (kmsg.Response, int32, bool, error) {
+// asyncProduce reports whether req is a produce request of an idempotent
+// producer (every batch carries a producer id), which may be handled
+// beside the requests around it.
+func asyncProduce(req kmsg.Request) bool {
+	pr, ok := req.(*kmsg.ProduceRequest)
+	if !ok || pr.TransactionID != nil || len(pr.Topics) == 0 {
+		return false
+	}
+	for _, t := range pr.Topics {
+		for _, p := range t.Partitions {
+			h, err := readProducer(p.Records)
+			if err != nil || h.ProducerID < 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// decode reads one request: its API and body, its correlation id, or an
+// answer to send at once (early), or an error that closes the connection.
+func (c *conn) decode(body []byte) (a api, req kmsg.Request, corr int32, early kmsg.Response, err error) {
 	r := kbin.Reader{Src: body}
-	key, version, corr := r.Int16(), r.Int16(), r.Int32()
+	key, version := r.Int16(), r.Int16()
+	corr = r.Int32()
 	clientID := r.NullableString()
 	if r.Complete() != nil {
-		return nil, 0, false, errDrop{"malformed request header"}
+		return a, nil, corr, nil, errDrop{"malformed request header"}
 	}
 	if clientID != nil {
 		c.clientID = *clientID
 	}
-	api, ok := apis[key]
-	if key == 18 && (!ok || version > api.max || version < 0) {
+	a, ok := apis[key]
+	if key == 18 && (!ok || version > a.max || version < 0) {
 		// An ApiVersions newer than ours: answer v0 with the error and
 		// our versions, so the client retries with one we know (KIP-511).
 		resp := &kmsg.ApiVersionsResponse{Version: 0, ErrorCode: errUnsupportedVersion}
 		resp.ApiKeys = advertised()
-		return resp, corr, false, nil
+		return a, nil, corr, resp, nil
 	}
 	if !ok {
-		return nil, 0, false, errDrop{fmt.Sprintf("unsupported API key %d (version %d): it is not in ApiVersions", key, version)}
+		return a, nil, corr, nil, errDrop{fmt.Sprintf("unsupported API key %d (version %d): it is not in ApiVersions", key, version)}
 	}
-	if version < api.min || version > api.max {
-		return nil, 0, false, errDrop{fmt.Sprintf("%s version %d: this listener serves versions %d to %d", kmsg.NameForKey(key), version, api.min, api.max)}
+	if version < a.min || version > a.max {
+		return a, nil, corr, nil, errDrop{fmt.Sprintf("%s version %d: this listener serves versions %d to %d", kmsg.NameForKey(key), version, a.min, a.max)}
 	}
-	req := kmsg.RequestForKey(key)
+	req = kmsg.RequestForKey(key)
 	req.SetVersion(version)
 	if req.IsFlexible() {
 		kmsg.SkipTags(&r)
 	}
 	if err := req.ReadFrom(r.Src); err != nil {
-		return nil, 0, false, errDrop{fmt.Sprintf("malformed %s v%d request: %v", kmsg.NameForKey(key), version, err)}
+		return a, nil, corr, nil, errDrop{fmt.Sprintf("malformed %s v%d request: %v", kmsg.NameForKey(key), version, err)}
 	}
 	if c.auth.required() && key != 17 && key != 36 && key != 18 {
-		return nil, 0, false, errDrop{fmt.Sprintf("%s before SASL authentication", kmsg.NameForKey(key))}
+		return a, nil, corr, nil, errDrop{fmt.Sprintf("%s before SASL authentication", kmsg.NameForKey(key))}
 	}
-	ctx := c.s.ctx
-	resp, err := api.handle(ctx, c, req)
-	if err != nil {
-		return nil, 0, false, err
-	}
-	if resp == nil {
-		return nil, corr, false, nil
-	}
-	resp.SetVersion(version)
-	return resp, corr, req.IsFlexible(), nil
+	return a, req, corr, nil, nil
 }
