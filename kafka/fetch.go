@@ -240,6 +240,12 @@ func handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response
 		rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = r.hw, r.hw, r.ls
 		rp.PreferredReadReplica = -1
 		rp.RecordBatches = r.batches
+		if rp.RecordBatches == nil {
+			// Empty, never null, as Kafka answers: librdkafka takes a
+			// null record set as a protocol error ("invalid
+			// MessageSetSize -1") and fetches the partition again forever.
+			rp.RecordBatches = []byte{}
+		}
 		resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, rp)
 	}
 	return resp, nil
