@@ -59,6 +59,8 @@ func errorCode(err error) int16 {
 		return kerr.CorruptMessage.Code
 	case errors.Is(err, ingest.ErrClosed):
 		return kerr.NotLeaderForPartition.Code
+	case errors.Is(err, errNoFetchNode):
+		return kerr.LeaderNotAvailable.Code
 	case errors.Is(err, ingest.ErrFlushFailed), errors.Is(err, blockcache.ErrUnavailable),
 		errors.Is(err, metadata.ErrBlockRefused), metadata.IsUnavailable(err):
 		return kerr.KafkaStorageError.Code

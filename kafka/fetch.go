@@ -204,6 +204,10 @@ func handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response
 		}
 	}
 
+	if c.s.d.Fetcher == nil {
+		return redirectFetch(c, req, resp, want), nil
+	}
+
 	maxBytes := int(req.MaxBytes)
 	if req.Version < 3 || maxBytes <= 0 {
 		maxBytes = math.MaxInt32
@@ -361,3 +365,42 @@ func (c *conn) readPartitions(ctx context.Context, want []tp, state map[tp]*sess
 
 // String names a topic partition in messages.
 func (k tp) String() string { return fmt.Sprintf("%s/%d", k.topic, k.part) }
+
+// redirectFetch answers a Fetch on a node without the fetch role: each
+// partition names a fetch node as its preferred read replica (KIP-392,
+// Fetch v11+), where the client then fetches it, with no records. Older
+// versions cannot be redirected: NOT_LEADER_OR_FOLLOWER.
+func redirectFetch(c *conn, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, want []tp) *kmsg.FetchResponse {
+	bs := c.s.brokerList()
+	byTopic := map[string]int{}
+	for _, k := range want {
+		i, ok := byTopic[k.topic]
+		if !ok {
+			i = len(resp.Topics)
+			byTopic[k.topic] = i
+			rt := kmsg.NewFetchResponseTopic()
+			rt.Topic = k.topic
+			resp.Topics = append(resp.Topics, rt)
+		}
+		rp := kmsg.NewFetchResponseTopicPartition()
+		rp.Partition = k.part
+		rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = -1, -1, -1
+		rp.PreferredReadReplica = -1
+		rp.RecordBatches = []byte{}
+		t, known := c.s.d.Topics.Topic(k.topic)
+		switch r := c.s.readReplicaOf(bs, k.topic, k.part); {
+		case !c.allowed(authz.Topic, k.topic, authz.Consume):
+			rp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		case !known || k.part < 0 || k.part >= t.Partitions:
+			rp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+		case r < 0:
+			rp.ErrorCode = kerr.LeaderNotAvailable.Code
+		case req.Version < 11:
+			rp.ErrorCode = kerr.NotLeaderForPartition.Code
+		default:
+			rp.PreferredReadReplica = r
+		}
+		resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, rp)
+	}
+	return resp
+}

@@ -51,7 +51,8 @@ func (c *conn) anyTopicAllowed(op authz.Operation) bool {
 func handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.MetadataRequest)
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
-	for _, b := range c.s.brokerList() {
+	bs := c.s.brokerList()
+	for _, b := range bs {
 		mb := kmsg.NewMetadataResponseBroker()
 		mb.NodeID, mb.Host, mb.Port = b.id, b.host, b.port
 		resp.Brokers = append(resp.Brokers, mb)
@@ -59,7 +60,6 @@ func handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Respo
 	cid := c.s.cfg.ClusterID
 	resp.ClusterID = &cid
 	resp.ControllerID = c.s.self
-	self := c.s.self
 
 	var topics []metadata.Topic
 	if req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0) {
@@ -117,10 +117,13 @@ func handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Respo
 		for p := range t.Partitions {
 			mp := kmsg.NewMetadataResponseTopicPartition()
 			mp.Partition = p
-			mp.Leader = self
+			mp.Leader = c.s.leaderOf(bs, t.Name, p)
+			if mp.Leader < 0 {
+				mp.ErrorCode = kerr.LeaderNotAvailable.Code
+			}
 			mp.LeaderEpoch = 0
-			mp.Replicas = []int32{self}
-			mp.ISR = []int32{self}
+			mp.Replicas = c.s.replicasOf(bs, mp.Leader, t.Name, p)
+			mp.ISR = mp.Replicas
 			mt.Partitions[p] = mp
 		}
 		if req.IncludeTopicAuthorizedOperations {

@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -9,6 +11,10 @@ import (
 	"github.com/varve-io/varve/fetch"
 	"github.com/varve-io/varve/internal/authz"
 )
+
+// errNoFetchNode: a request this node cannot answer without a live fetch
+// node.
+var errNoFetchNode = errors.New("no fetch node")
 
 // ListOffsets v1 is the first with one offset per partition; v7 and
 // later (max timestamp, tiered offsets) are left out.
@@ -19,7 +25,6 @@ func init() { register(2, 1, 6, handleListOffsets) }
 func handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.ListOffsetsRequest)
 	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
-	f := c.s.d.Fetcher
 	for _, rt := range req.Topics {
 		ot := kmsg.NewListOffsetsResponseTopic()
 		ot.Topic = rt.Topic
@@ -61,7 +66,7 @@ func handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Re
 			for j, i := range is {
 				parts[j] = ot.Partitions[i].Partition
 			}
-			res, err := f.ListOffsets(ctx, rt.Topic, parts, a.spec, a.ts)
+			res, err := c.listOffsets(ctx, rt.Topic, parts, a.spec, a.ts)
 			byPart := map[int32]fetch.PartitionOffset{}
 			for _, r := range res {
 				byPart[r.Partition] = r
@@ -85,4 +90,32 @@ func handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Re
 		resp.Topics = append(resp.Topics, ot)
 	}
 	return resp, nil
+}
+
+// listOffsets is Fetcher.ListOffsets; a node without the fetch role reads
+// the earliest and latest offsets from etcd and asks a fetch node for
+// offsets by time (Deps.OffsetsByTime).
+func (c *conn) listOffsets(ctx context.Context, topic string, parts []int32, spec fetch.OffsetSpec, ts int64) ([]fetch.PartitionOffset, error) {
+	if f := c.s.d.Fetcher; f != nil {
+		return f.ListOffsets(ctx, topic, parts, spec, ts)
+	}
+	if spec == fetch.ByTimestamp {
+		if c.s.d.OffsetsByTime == nil {
+			return nil, fmt.Errorf("%w: offsets by time need a fetch node", errNoFetchNode)
+		}
+		return c.s.d.OffsetsByTime(ctx, topic, parts, ts)
+	}
+	states, err := c.s.d.Meta.PartitionStates(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]fetch.PartitionOffset, len(parts))
+	for i, p := range parts {
+		st := states[p]
+		out[i] = fetch.PartitionOffset{Partition: p, Offset: st.Next, Timestamp: -1}
+		if spec == fetch.Earliest {
+			out[i].Offset = st.Start
+		}
+	}
+	return out, nil
 }

@@ -57,6 +57,25 @@ func handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Respon
 		}
 		return resp, nil
 	}
+	if c.s.d.In == nil {
+		// A fetch-only node: the client asks Metadata again, which
+		// names ingest nodes as leaders.
+		for _, rt := range req.Topics {
+			t := kmsg.NewProduceResponseTopic()
+			t.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				p := kmsg.NewProduceResponseTopicPartition()
+				p.Partition, p.BaseOffset = rp.Partition, -1
+				p.ErrorCode = kerr.NotLeaderForPartition.Code
+				t.Partitions = append(t.Partitions, p)
+			}
+			resp.Topics = append(resp.Topics, t)
+		}
+		if req.Acks == 0 {
+			return nil, nil
+		}
+		return resp, nil
+	}
 	if req.TimeoutMillis > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeoutOf(req.TimeoutMillis))
@@ -154,11 +173,17 @@ func handleInitProducerID(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg
 	if req.ProducerID >= 0 && req.ProducerEpoch >= 0 {
 		id = req.ProducerID // KIP-360: bump the epoch of this producer
 	}
-	p, err := c.s.d.In.InitProducer(ctx, id)
+	initProducer := func(id int64) (metadata.Producer, error) {
+		if c.s.d.In == nil { // a fetch-only node: straight to etcd
+			return c.s.d.Meta.InitProducer(ctx, id, c.s.d.ProducerStateTTL)
+		}
+		return c.s.d.In.InitProducer(ctx, id)
+	}
+	p, err := initProducer(id)
 	if err == nil && p.Epoch > math.MaxInt16 {
 		// Kafka's epochs are 16 bits: a producer that bumped past them
 		// starts over as a new id.
-		p, err = c.s.d.In.InitProducer(ctx, 0)
+		p, err = initProducer(0)
 	}
 	if err != nil {
 		resp.ErrorCode = errorCode(err)

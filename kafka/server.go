@@ -54,15 +54,24 @@ type Config struct {
 	Logger      *slog.Logger
 }
 
-// Deps are the node's parts the listener maps Kafka onto. In and Fetcher
-// are both required: a Kafka client sends produce and fetch requests to
-// the same broker.
+// Deps are the node's parts the listener maps Kafka onto. A node with
+// only one of the ingest (In) and fetch (Fetcher) roles serves what the
+// other needs through the other nodes: Metadata names ingest nodes as
+// leaders, and Fetch sends consumers to a fetch node (roles.go).
 type Deps struct {
 	Meta    *metadata.Client
 	Topics  *metadata.Cache
 	In      *ingest.Ingester
 	Fetcher *fetch.Fetcher
 	Groups  *groups.Groups
+	// ProducerStateTTL is how long an idempotent producer's state lives
+	// without a produce (a node without the ingest role issues producer
+	// ids with it; ingest.Config.ProducerStateTTL).
+	ProducerStateTTL time.Duration
+	// OffsetsByTime answers, on a node without the fetch role, the first
+	// offset at or after ts of each partition (fetch.ByTimestamp) from a
+	// fetch node; nil: such requests fail.
+	OffsetsByTime func(ctx context.Context, topic string, parts []int32, ts int64) ([]fetch.PartitionOffset, error)
 	// Security authenticates and authorizes connections; nil: every
 	// connection may do everything (auth none).
 	Security Security
@@ -100,10 +109,11 @@ type Server struct {
 }
 
 type broker struct {
-	id   int32
-	node string
-	host string
-	port int32
+	id            int32
+	node          string
+	host          string
+	port          int32
+	ingest, fetch bool
 }
 
 // BrokerID is the Kafka broker id of a Varve node: a stable 31-bit hash of
@@ -116,8 +126,8 @@ func BrokerID(node string) int32 {
 
 // New returns a Server; Serve starts it on a listener.
 func New(cfg Config, d Deps) (*Server, error) {
-	if d.In == nil || d.Fetcher == nil || d.Meta == nil || d.Topics == nil || d.Groups == nil {
-		return nil, errors.New("kafka: the listener needs a node with the ingest and fetch roles")
+	if (d.In == nil && d.Fetcher == nil) || d.Meta == nil || d.Topics == nil || d.Groups == nil {
+		return nil, errors.New("kafka: the listener needs a node with the ingest or the fetch role")
 	}
 	if cfg.MaxRequestBytes <= 0 {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
@@ -135,7 +145,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(metadata.WithCaller(context.Background(), metadata.CallerNode))
 	s.sessions = newFetchSessions(maxFetchSessions)
 	s.coord = newCoordinator(s)
-	s.SetBrokers(map[string]string{cfg.NodeID: cfg.Advertised})
+	s.SetBrokers(map[string]string{cfg.NodeID: Registration(cfg.Advertised, d.In != nil, d.Fetcher != nil)})
 	return s, nil
 }
 
@@ -156,18 +166,23 @@ func splitHostPort(addr string) (string, int32, error) {
 func (s *Server) SetBrokers(nodes map[string]string) {
 	var bs []broker
 	seen := false
-	for id, addr := range nodes {
-		host, port, err := splitHostPort(addr)
+	for id, v := range nodes {
+		addr, ingest, fetch, err := parseRegistration(v)
+		var host string
+		var port int32
+		if err == nil {
+			host, port, err = splitHostPort(addr)
+		}
 		if err != nil {
-			s.log.Warn("kafka broker with a bad address left out", "node", id, "addr", addr, "err", err)
+			s.log.Warn("kafka broker with a bad registration left out", "node", id, "value", v, "err", err)
 			continue
 		}
 		seen = seen || id == s.cfg.NodeID
-		bs = append(bs, broker{id: BrokerID(id), node: id, host: host, port: port})
+		bs = append(bs, broker{id: BrokerID(id), node: id, host: host, port: port, ingest: ingest, fetch: fetch})
 	}
 	if !seen {
 		host, port, _ := splitHostPort(s.cfg.Advertised)
-		bs = append(bs, broker{id: s.self, node: s.cfg.NodeID, host: host, port: port})
+		bs = append(bs, broker{id: s.self, node: s.cfg.NodeID, host: host, port: port, ingest: s.d.In != nil, fetch: s.d.Fetcher != nil})
 	}
 	sort.Slice(bs, func(i, j int) bool { return bs[i].node < bs[j].node })
 	s.brokers.Store(&bs)

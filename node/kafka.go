@@ -16,9 +16,13 @@ func (n *Node) startKafka(cfg Config) error {
 	if cfg.KafkaListen == "" || cfg.KafkaListen == "off" {
 		return nil
 	}
-	if n.in == nil || n.fetcher == nil {
-		return fmt.Errorf("kafka_listen %s needs the ingest and fetch roles on this node (it has %s): a Kafka client produces and fetches through the same broker",
+	if n.in == nil && n.fetcher == nil {
+		return fmt.Errorf("kafka_listen %s needs the ingest or the fetch role on this node (it has %s)",
 			cfg.KafkaListen, strings.Join(cfg.Roles, ","))
+	}
+	topics := n.topics // the ingest role's topics, else the fetch role's index
+	if topics == nil {
+		topics = n.index
 	}
 	ln, err := net.Listen("tcp", cfg.KafkaListen)
 	if err != nil {
@@ -31,7 +35,8 @@ func (n *Node) startKafka(cfg Config) error {
 	s, err := kafka.New(kafka.Config{
 		NodeID: cfg.NodeID, Advertised: adv, ClusterID: "varve", MaxRequestBytes: cfg.MaxRequestBytes,
 		FetchMaxBytes: cfg.FetchMaxBytes, Logger: n.log,
-	}, kafka.Deps{Meta: n.meta, Topics: n.topics, In: n.in, Fetcher: n.fetcher, Groups: groups.New(n.meta), Security: n.kafkaSecurity()})
+	}, kafka.Deps{Meta: n.meta, Topics: topics, In: n.in, Fetcher: n.fetcher, Groups: groups.New(n.meta), Security: n.kafkaSecurity(),
+		ProducerStateTTL: cfg.ProducerStateTTL})
 	if err != nil {
 		ln.Close()
 		return err
@@ -42,7 +47,7 @@ func (n *Node) startKafka(cfg Config) error {
 			n.log.Error("kafka listener stopped", "err", err)
 		}
 	}()
-	if err := n.meta.Register(n.baseCtx, kafka.Role, cfg.NodeID, adv); err != nil {
+	if err := n.meta.Register(n.baseCtx, kafka.Role, cfg.NodeID, kafka.Registration(adv, n.in != nil, n.fetcher != nil)); err != nil {
 		return err
 	}
 	stop, err := n.meta.WatchNodes(n.baseCtx, kafka.Role, s.SetBrokers)
