@@ -22,10 +22,14 @@ type produceStats struct {
 	mu     sync.Mutex
 	rpc    *hdrhistogram.Histogram // µs
 	failed map[string]int64        // by Connect code
+	// inflight is, at each Produce request written, how many of the
+	// producer's requests were in flight to that node with it (Kafka
+	// producers only: the SDK's are counted by its batches).
+	inflight *hdrhistogram.Histogram
 }
 
 func newProduceStats() *produceStats {
-	return &produceStats{rpc: newHist(), failed: map[string]int64{}}
+	return &produceStats{rpc: newHist(), failed: map[string]int64{}, inflight: hdrhistogram.New(1, 1<<10, 3)}
 }
 
 // hooks are the SDK hooks that feed s.
@@ -51,16 +55,23 @@ type produceRPCs interface {
 }
 
 // ProduceRPCs are a workload's producers' Produce round trips (every
-// attempt) and the attempts that failed, by Connect code.
+// attempt) and the attempts that failed, by Connect code (by error class
+// for Kafka producers).
 type ProduceRPCs struct {
 	Latency Latency          `json:"latency"`
 	Failed  int64            `json:"failed"`
 	Codes   map[string]int64 `json:"failed_by_code,omitempty"`
+	// InflightMean and InflightMax are, over the Produce requests written,
+	// how many of its producer's requests were in flight to the node with
+	// each (itself included): Kafka producers only (franz-go's hooks).
+	InflightMean float64 `json:"inflight_mean,omitempty"`
+	InflightMax  int64   `json:"inflight_max,omitempty"`
 }
 
 // mergeRPCs sums the stats of the producers that have them; nil if none.
 func mergeRPCs(prs []Producer) *ProduceRPCs {
 	all, out := newHist(), &ProduceRPCs{}
+	inflight := hdrhistogram.New(1, 1<<10, 3)
 	seen := false
 	for _, pr := range prs {
 		p, ok := pr.(produceRPCs)
@@ -71,6 +82,7 @@ func mergeRPCs(prs []Producer) *ProduceRPCs {
 		s := p.rpcStats()
 		s.mu.Lock()
 		all.Merge(s.rpc)
+		inflight.Merge(s.inflight)
 		for k, n := range s.failed {
 			if out.Codes == nil {
 				out.Codes = map[string]int64{}
@@ -85,6 +97,9 @@ func mergeRPCs(prs []Producer) *ProduceRPCs {
 	}
 	out.Latency = summarize(all)
 	out.Latency.CDF = nil
+	if inflight.TotalCount() > 0 {
+		out.InflightMean, out.InflightMax = inflight.Mean(), inflight.Max()
+	}
 	return out
 }
 

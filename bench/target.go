@@ -187,6 +187,8 @@ func NewTarget(name string) (Target, error) {
 		return &VarveMinIO{Nodes: 1, Secure: true}, nil
 	case TargetVarveMinIO1Direct:
 		return &VarveMinIO{Nodes: 1, CommitPath: CommitPathDirect}, nil
+	case TargetVarveMinIO1Kafka:
+		return &VarveMinIO{Nodes: 1, Kafka: true}, nil
 	case TargetNATS:
 		return &NATS{}, nil
 	case TargetRedis:
@@ -229,6 +231,10 @@ type varveCluster struct {
 	etcdOwnProcess bool
 	// minioEndpoint, when set, is scraped for the S3 requests served.
 	minioEndpoint string
+	// kafka, when set, are the nodes' Kafka listeners (host:port): the
+	// producers and consumers are franz-go clients of them, spread round
+	// robin, instead of the SDK's.
+	kafka []string
 }
 
 // orAll is some, or all when some is empty.
@@ -256,6 +262,9 @@ func (p *varveProducer) rpcStats() *produceStats { return p.st }
 
 // NewProducer returns producer i, spread over the nodes round robin.
 func (v *varveCluster) NewProducer(i int, w Workload) Producer {
+	if len(v.kafka) > 0 {
+		return newKafkaProducer(v.kafka[i%len(v.kafka)], w)
+	}
 	st := newProduceStats()
 	addrs := orAll(v.produceAddrs, v.addrs)
 	c := sdk.New(addrs[i%len(addrs)], append(slices.Clip(v.opts), sdk.WithHooks(st.hooks()))...)
@@ -281,6 +290,9 @@ type varveConsumer struct {
 
 // NewConsumer returns consumer i reading partitions, from node i round robin.
 func (v *varveCluster) NewConsumer(i int, topic string, partitions []int32) Consumer {
+	if len(v.kafka) > 0 {
+		return newKafkaConsumer(v.kafka[i%len(v.kafka)], topic, partitions)
+	}
 	addrs := orAll(v.consumeAddrs, v.addrs)
 	c := sdk.New(addrs[i%len(addrs)], v.opts...)
 	cons := c.NewConsumer(topic, sdk.ConsumerOptions{MaxWait: 200 * time.Millisecond, MaxBytes: 4 << 20})
@@ -440,6 +452,12 @@ type VarveMinIO struct {
 	// CommitPath, when set, is every node's VARVE_COMMIT_PATH (direct or
 	// sequencer); empty leaves the node's default (sequencer).
 	CommitPath string
+	// Kafka serves the Kafka protocol on every node (--kafka-listen on a
+	// free loopback port), and the producers and consumers are franz-go
+	// clients of it instead of the SDK (not with Tiered or Secure).
+	Kafka bool
+	// kafkaOf maps a node's API address to its Kafka listener's.
+	kafkaOf map[string]string
 
 	env      Env
 	dir      string
@@ -479,10 +497,16 @@ func (t *VarveMinIO) Name() string {
 	if t.CommitPath == CommitPathDirect {
 		n += "-direct"
 	}
+	if t.Kafka {
+		n += "-kafka"
+	}
 	return n
 }
 
 func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
+	if t.Kafka && (t.Tiered || t.Secure) {
+		return fmt.Errorf("%s: the Kafka clients need nodes with the ingest and fetch roles and without TLS", t.Name())
+	}
 	t.env = env
 	t.dir = filepath.Join(env.Dir, t.Name())
 	if err := os.MkdirAll(t.dir, 0o755); err != nil {
@@ -552,6 +576,13 @@ func (t *VarveMinIO) Start(ctx context.Context, env Env) error {
 		}
 		t.procs = append(t.procs, p)
 		t.addrs = append(t.addrs, addr)
+		if k := t.kafkaOf[addr]; k != "" {
+			if err := waitTCP(k, p, 60*time.Second); err != nil {
+				t.Stop()
+				return err
+			}
+			t.kafka = append(t.kafka, k)
+		}
 	}
 	if t.Tiered {
 		t.produceAddrs, t.consumeAddrs = t.addrs[:t.Nodes], t.addrs[t.Nodes:]
@@ -596,6 +627,15 @@ func (t *VarveMinIO) StartNode(ctx context.Context, id, roles string) (*Process,
 		env = append(env, "VARVE_COMMIT_PATH="+t.CommitPath)
 	}
 	env = append(env, t.env.NodeSettings...)
+	kafkaAddr := ""
+	if t.Kafka && strings.Contains(roles, "ingest") && strings.Contains(roles, "fetch") {
+		kport, err := freePortRun(1)
+		if err != nil {
+			return nil, "", err
+		}
+		kafkaAddr = fmt.Sprintf("127.0.0.1:%d", kport)
+		args = append(args, "--kafka-listen", kafkaAddr)
+	}
 	scheme := "http://"
 	if t.Secure {
 		args = append(args, t.sec.serveArgs()...)
@@ -603,6 +643,12 @@ func (t *VarveMinIO) StartNode(ctx context.Context, id, roles string) (*Process,
 		scheme = "https://"
 	}
 	p, err := StartProcess("varve-serve-"+id, t.dir, t.env.VarveBin, env, args...)
+	if kafkaAddr != "" {
+		if t.kafkaOf == nil {
+			t.kafkaOf = map[string]string{}
+		}
+		t.kafkaOf[scheme+addr] = kafkaAddr
+	}
 	return p, scheme + addr, err
 }
 

@@ -143,7 +143,7 @@ const NATSVersion = "v2.15.2"
 var AllTargets = []string{TargetVarveFS, TargetVarveMinIO1, TargetVarveMinIO2, TargetNATS, TargetRedis}
 
 // ExtraTargets are known targets the profiles leave out.
-var ExtraTargets = []string{TargetVarveMinIO1Secure}
+var ExtraTargets = []string{TargetVarveMinIO1Secure, TargetVarveMinIO1Kafka}
 
 // ScaleTargets are the scale profile's targets: Varve on MinIO with one,
 // two and four ingest nodes and etcd as its own process, each node with
