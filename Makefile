@@ -25,7 +25,7 @@ BUF_STAMP   := $(TOOLS)/buf-$(shell sed -n 's/.*bufbuild\/buf \(v[^ ]*\).*/\1/p'
 # Packages whose tests exercise concurrency run under the race detector.
 RACE_PKGS := ./ingest/... ./blockcache/... ./fetch/... ./scan/... ./parquet/... ./metadata/... ./node/... ./sdk/... ./tier/... ./sequencer/... ./internal/guard/...
 
-.PHONY: soak all build test generate gen-tmp check-generated lint bench bench-go bench-check redis-server tools clean terraform-test
+.PHONY: soak all build test generate gen-tmp check-generated lint bench bench-go bench-check redis-server kafka-clients tools clean terraform-test
 
 all: build
 
@@ -40,7 +40,7 @@ LDFLAGS  := -X $(OBS_PKG).revision=$(REVISION) -X $(OBS_PKG).version=$(VERSION)
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/varve ./cmd/varve
 
-tools: $(MINIO_STAMP) $(GEN_STAMP) $(BUF_STAMP) $(TFLINT_STAMP) $(NATS_STAMP) redis-server
+tools: $(MINIO_STAMP) $(GEN_STAMP) $(BUF_STAMP) $(TFLINT_STAMP) $(NATS_STAMP) redis-server kafka-clients
 
 # NATS JetStream and Redis Streams are the peers of `varve bench`.
 $(NATS_STAMP):
@@ -50,6 +50,13 @@ $(NATS_STAMP):
 
 redis-server:
 	@command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
+
+# Third-party Kafka clients the kafka package's tests drive against the
+# listener: kcat and confluent-kafka-python (both librdkafka), from Debian.
+# The tests run Debian's /usr/bin/python3, which sees its dist-packages
+# (a pyenv python3 first on PATH would not).
+kafka-clients:
+	@command -v kcat >/dev/null && /usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y kcat python3-confluent-kafka)
 
 $(TFLINT_STAMP):
 	@mkdir -p $(TOOLBIN)

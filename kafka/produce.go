@@ -17,9 +17,14 @@ import (
 )
 
 // Produce v3 is the first with record batches (magic 2), the only format
-// Varve stores; v12 and v13 (topic ids) are left out.
+// Varve stores; v12 and v13 (topic ids) are left out. ApiVersions lists
+// Produce from v0 all the same, as Kafka 4.0 does (KAFKA-18659):
+// librdkafka up to 2.11 (kcat, confluent-kafka) compresses gzip, snappy
+// and lz4 only for a broker whose Produce versions include v0, and sends
+// its batches uncompressed otherwise. A v0-v2 request is answered
+// UNSUPPORTED_VERSION (handleProduce).
 func init() {
-	register(0, 3, 11, handleProduce)
+	register(0, 0, 11, handleProduce)
 	register(22, 0, 4, handleInitProducerID)
 }
 
@@ -69,6 +74,26 @@ func handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Respon
 				p.ErrorCode = kerr.NotLeaderForPartition.Code
 				t.Partitions = append(t.Partitions, p)
 			}
+			resp.Topics = append(resp.Topics, t)
+		}
+		if req.Acks == 0 {
+			return nil, nil
+		}
+		return resp, nil
+	}
+	if req.Version < 3 {
+		// Listed in ApiVersions only for librdkafka's sake (init):
+		// message sets v0 and v1 are not stored.
+		err := fmt.Errorf("produce v%d (message format v0/v1): this listener takes Produce v3 and later (record batches v2)", req.Version)
+		for _, rt := range req.Topics {
+			t := kmsg.NewProduceResponseTopic()
+			t.Topic = rt.Topic
+			t.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+			for j, rp := range rt.Partitions {
+				t.Partitions[j] = kmsg.NewProduceResponseTopicPartition()
+				t.Partitions[j].Partition = rp.Partition
+			}
+			fail(&t, kerr.UnsupportedVersion.Code, err)
 			resp.Topics = append(resp.Topics, t)
 		}
 		if req.Acks == 0 {
