@@ -84,5 +84,20 @@ func TestTieredRoles(t *testing.T) {
 		if sum != int64(len(acked)) {
 			t.Fatalf("end offsets through %s sum to %d, want %d", n.KafkaAddr(), sum, len(acked))
 		}
+		// By time: the ingest node asks a fetch node (BlockService).
+		adm, err = kgo.NewClient(kgo.SeedBrokers(n.KafkaAddr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		at, err := kadm.NewClient(adm).ListOffsetsAfterMilli(ctx, 1, "tiered")
+		adm.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		at.Each(func(o kadm.ListedOffset) {
+			if o.Err != nil || o.Offset != 0 {
+				t.Fatalf("offset after time 1 of %d through %s: %d, %v; want 0", o.Partition, n.KafkaAddr(), o.Offset, o.Err)
+			}
+		})
 	}
 }

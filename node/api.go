@@ -358,7 +358,16 @@ func (s *fetchService) ListOffsets(ctx context.Context, req *connect.Request[var
 	if s.f == nil {
 		return nil, unavailable(RoleFetch)
 	}
-	m := req.Msg
+	out, err := listOffsets(ctx, s.f, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
+}
+
+// listOffsets answers a ListOffsets request from f (FetchService's, and
+// BlockService's for the Kafka listener of a node without the fetch role).
+func listOffsets(ctx context.Context, f *fetch.Fetcher, m *varvev1.ListOffsetsRequest) (*varvev1.ListOffsetsResponse, error) {
 	var spec fetch.OffsetSpec
 	switch m.GetSpec() {
 	case varvev1.OffsetSpec_OFFSET_SPEC_EARLIEST:
@@ -370,7 +379,7 @@ func (s *fetchService) ListOffsets(ctx context.Context, req *connect.Request[var
 	default:
 		return nil, badRequest("list offsets of %q: spec must be EARLIEST, LATEST or TIMESTAMP, got %v", m.GetTopic(), m.GetSpec())
 	}
-	offs, err := s.f.ListOffsets(ctx, m.GetTopic(), m.GetPartitions(), spec, m.GetTimestampMs())
+	offs, err := f.ListOffsets(ctx, m.GetTopic(), m.GetPartitions(), spec, m.GetTimestampMs())
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -378,5 +387,5 @@ func (s *fetchService) ListOffsets(ctx context.Context, req *connect.Request[var
 	for _, o := range offs {
 		out.Offsets = append(out.Offsets, &varvev1.PartitionOffset{Partition: o.Partition, Offset: o.Offset, TimestampMs: o.Timestamp})
 	}
-	return connect.NewResponse(out), nil
+	return out, nil
 }

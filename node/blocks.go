@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/varve-io/varve/blockcache"
+	"github.com/varve-io/varve/fetch"
 	varvev1 "github.com/varve-io/varve/gen/varve/v1"
 	"github.com/varve-io/varve/gen/varve/v1/varvev1connect"
 	"github.com/varve-io/varve/ingest"
@@ -73,7 +74,7 @@ func (n *Node) startBlocks(ctx context.Context, mux *http.ServeMux, hopts []conn
 	peers := newPeerClient(n.sec.peer, n.sec.guard.NodeSecret())
 	n.onClose = append(n.onClose, stop, peers.close)
 	n.fetcher.Blocks().SetOwners(owners, peers)
-	mux.Handle(varvev1connect.NewBlockServiceHandler(&blockService{b: n.fetcher.Blocks()}, hopts...))
+	mux.Handle(varvev1connect.NewBlockServiceHandler(&blockService{b: n.fetcher.Blocks(), f: n.fetcher}, hopts...))
 	return nil
 }
 
@@ -98,6 +99,17 @@ func (n *Node) DiskCache() *blockcache.Disk {
 // for a block this node owns.
 type blockService struct {
 	b *blockcache.Reader
+	f *fetch.Fetcher
+}
+
+// ListOffsets answers offsets for the Kafka listener of a node without
+// the fetch role.
+func (s *blockService) ListOffsets(ctx context.Context, req *connect.Request[varvev1.BlockServiceListOffsetsRequest]) (*connect.Response[varvev1.BlockServiceListOffsetsResponse], error) {
+	out, err := listOffsets(ctx, s.f, req.Msg.GetRequest())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&varvev1.BlockServiceListOffsetsResponse{Response: out}), nil
 }
 
 func (s *blockService) GetBlock(ctx context.Context, req *connect.Request[varvev1.GetBlockRequest]) (*connect.Response[varvev1.GetBlockResponse], error) {
@@ -125,6 +137,10 @@ type heldBlockService struct {
 
 func (s *heldBlockService) GetBlock(context.Context, *connect.Request[varvev1.GetBlockRequest]) (*connect.Response[varvev1.GetBlockResponse], error) {
 	return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("this node has no fetch role: it answers only GetObject, for the fresh objects it wrote and still holds"))
+}
+
+func (s *heldBlockService) ListOffsets(context.Context, *connect.Request[varvev1.BlockServiceListOffsetsRequest]) (*connect.Response[varvev1.BlockServiceListOffsetsResponse], error) {
+	return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("this node has no fetch role: ask a fetch node for offsets"))
 }
 
 func (s *heldBlockService) GetObject(_ context.Context, req *connect.Request[varvev1.GetObjectRequest]) (*connect.Response[varvev1.GetObjectResponse], error) {
@@ -218,6 +234,20 @@ func (p *peerClient) GetBlock(ctx context.Context, addr, object string, off, len
 		return nil, peerErr(ctx, fmt.Sprintf("block %s@%d from %s", object, off, addr), err)
 	}
 	return resp.Msg.Block, nil
+}
+
+// ListOffsets asks the fetch node at addr for offsets (by time: the Kafka
+// listener of a node without the fetch role).
+func (p *peerClient) ListOffsets(ctx context.Context, addr string, m *varvev1.ListOffsetsRequest) (*varvev1.ListOffsetsResponse, error) {
+	req := connect.NewRequest(&varvev1.BlockServiceListOffsetsRequest{Request: m})
+	if p.secret != "" {
+		req.Header().Set(guard.SecretHeader, p.secret)
+	}
+	resp, err := p.client(addr).ListOffsets(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg.GetResponse(), nil
 }
 
 // GetObject implements blockcache.PeerClient. The answer is one message of

@@ -32,11 +32,16 @@ func (n *Node) startKafka(cfg Config) error {
 	if adv == "" || adv == "off" {
 		adv = advertise(ln.Addr().String())
 	}
+	byTime, err := n.kafkaOffsetsByTime(n.baseCtx)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	s, err := kafka.New(kafka.Config{
 		NodeID: cfg.NodeID, Advertised: adv, ClusterID: "varve", MaxRequestBytes: cfg.MaxRequestBytes,
 		FetchMaxBytes: cfg.FetchMaxBytes, Logger: n.log,
 	}, kafka.Deps{Meta: n.meta, Topics: topics, In: n.in, Fetcher: n.fetcher, Groups: groups.New(n.meta), Security: n.kafkaSecurity(),
-		ProducerStateTTL: cfg.ProducerStateTTL})
+		ProducerStateTTL: cfg.ProducerStateTTL, OffsetsByTime: byTime})
 	if err != nil {
 		ln.Close()
 		return err

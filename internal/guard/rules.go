@@ -170,8 +170,9 @@ var Rules = map[string]Rule{
 	varvev1connect.AccessServiceWhoAmIProcedure:       {Open: true},
 
 	// Internal: node to node only, never with a client's credentials.
-	varvev1connect.BlockServiceGetBlockProcedure:  {Node: true},
-	varvev1connect.BlockServiceGetObjectProcedure: {Node: true},
+	varvev1connect.BlockServiceGetBlockProcedure:    {Node: true},
+	varvev1connect.BlockServiceGetObjectProcedure:   {Node: true},
+	varvev1connect.BlockServiceListOffsetsProcedure: {Node: true},
 	// The sequencer (not yet served by nodes: issue 14) is node-to-node too.
 	varvev1connect.SequencerServiceCommitProcedure:       {Node: true},
 	varvev1connect.SequencerServiceReadProducerProcedure: {Node: true},

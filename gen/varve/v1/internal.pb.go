@@ -326,11 +326,101 @@ func (x *GetObjectResponse) GetBlocks() []*ObjectBlock {
 	return nil
 }
 
+// BlockServiceListOffsetsRequest is a FetchService.ListOffsets request between
+// nodes.
+type BlockServiceListOffsetsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *ListOffsetsRequest    `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockServiceListOffsetsRequest) Reset() {
+	*x = BlockServiceListOffsetsRequest{}
+	mi := &file_varve_v1_internal_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockServiceListOffsetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockServiceListOffsetsRequest) ProtoMessage() {}
+
+func (x *BlockServiceListOffsetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_internal_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockServiceListOffsetsRequest.ProtoReflect.Descriptor instead.
+func (*BlockServiceListOffsetsRequest) Descriptor() ([]byte, []int) {
+	return file_varve_v1_internal_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BlockServiceListOffsetsRequest) GetRequest() *ListOffsetsRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type BlockServiceListOffsetsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Response      *ListOffsetsResponse   `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockServiceListOffsetsResponse) Reset() {
+	*x = BlockServiceListOffsetsResponse{}
+	mi := &file_varve_v1_internal_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockServiceListOffsetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockServiceListOffsetsResponse) ProtoMessage() {}
+
+func (x *BlockServiceListOffsetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_varve_v1_internal_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockServiceListOffsetsResponse.ProtoReflect.Descriptor instead.
+func (*BlockServiceListOffsetsResponse) Descriptor() ([]byte, []int) {
+	return file_varve_v1_internal_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BlockServiceListOffsetsResponse) GetResponse() *ListOffsetsResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
 var File_varve_v1_internal_proto protoreflect.FileDescriptor
 
 const file_varve_v1_internal_proto_rawDesc = "" +
 	"\n" +
-	"\x17varve/v1/internal.proto\x12\bvarve.v1\x1a\x14varve/v1/group.proto\"Y\n" +
+	"\x17varve/v1/internal.proto\x12\bvarve.v1\x1a\x14varve/v1/group.proto\x1a\x14varve/v1/varve.proto\"Y\n" +
 	"\x0fGetBlockRequest\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\tR\x06object\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
@@ -349,10 +439,15 @@ const file_varve_v1_internal_proto_rawDesc = "" +
 	"\arecords\x18\x03 \x01(\x03R\arecords\x12\x1b\n" +
 	"\traw_bytes\x18\x04 \x01(\x03R\brawBytes\"B\n" +
 	"\x11GetObjectResponse\x12-\n" +
-	"\x06blocks\x18\x01 \x03(\v2\x15.varve.v1.ObjectBlockR\x06blocks2\x9b\x01\n" +
+	"\x06blocks\x18\x01 \x03(\v2\x15.varve.v1.ObjectBlockR\x06blocks\"X\n" +
+	"\x1eBlockServiceListOffsetsRequest\x126\n" +
+	"\arequest\x18\x01 \x01(\v2\x1c.varve.v1.ListOffsetsRequestR\arequest\"\\\n" +
+	"\x1fBlockServiceListOffsetsResponse\x129\n" +
+	"\bresponse\x18\x01 \x01(\v2\x1d.varve.v1.ListOffsetsResponseR\bresponse2\x81\x02\n" +
 	"\fBlockService\x12C\n" +
 	"\bGetBlock\x12\x19.varve.v1.GetBlockRequest\x1a\x1a.varve.v1.GetBlockResponse\"\x00\x12F\n" +
-	"\tGetObject\x12\x1a.varve.v1.GetObjectRequest\x1a\x1b.varve.v1.GetObjectResponse\"\x00B0Z.github.com/varve-io/varve/gen/varve/v1;varvev1b\x06proto3"
+	"\tGetObject\x12\x1a.varve.v1.GetObjectRequest\x1a\x1b.varve.v1.GetObjectResponse\"\x00\x12d\n" +
+	"\vListOffsets\x12(.varve.v1.BlockServiceListOffsetsRequest\x1a).varve.v1.BlockServiceListOffsetsResponse\"\x00B0Z.github.com/varve-io/varve/gen/varve/v1;varvev1b\x06proto3"
 
 var (
 	file_varve_v1_internal_proto_rawDescOnce sync.Once
@@ -366,27 +461,35 @@ func file_varve_v1_internal_proto_rawDescGZIP() []byte {
 	return file_varve_v1_internal_proto_rawDescData
 }
 
-var file_varve_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_varve_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_varve_v1_internal_proto_goTypes = []any{
-	(*GetBlockRequest)(nil),   // 0: varve.v1.GetBlockRequest
-	(*GetBlockResponse)(nil),  // 1: varve.v1.GetBlockResponse
-	(*GetObjectRequest)(nil),  // 2: varve.v1.GetObjectRequest
-	(*ObjectBlock)(nil),       // 3: varve.v1.ObjectBlock
-	(*GetObjectResponse)(nil), // 4: varve.v1.GetObjectResponse
-	(*TopicPartitions)(nil),   // 5: varve.v1.TopicPartitions
+	(*GetBlockRequest)(nil),                 // 0: varve.v1.GetBlockRequest
+	(*GetBlockResponse)(nil),                // 1: varve.v1.GetBlockResponse
+	(*GetObjectRequest)(nil),                // 2: varve.v1.GetObjectRequest
+	(*ObjectBlock)(nil),                     // 3: varve.v1.ObjectBlock
+	(*GetObjectResponse)(nil),               // 4: varve.v1.GetObjectResponse
+	(*BlockServiceListOffsetsRequest)(nil),  // 5: varve.v1.BlockServiceListOffsetsRequest
+	(*BlockServiceListOffsetsResponse)(nil), // 6: varve.v1.BlockServiceListOffsetsResponse
+	(*TopicPartitions)(nil),                 // 7: varve.v1.TopicPartitions
+	(*ListOffsetsRequest)(nil),              // 8: varve.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),             // 9: varve.v1.ListOffsetsResponse
 }
 var file_varve_v1_internal_proto_depIdxs = []int32{
-	5, // 0: varve.v1.GetObjectRequest.partitions:type_name -> varve.v1.TopicPartitions
+	7, // 0: varve.v1.GetObjectRequest.partitions:type_name -> varve.v1.TopicPartitions
 	3, // 1: varve.v1.GetObjectResponse.blocks:type_name -> varve.v1.ObjectBlock
-	0, // 2: varve.v1.BlockService.GetBlock:input_type -> varve.v1.GetBlockRequest
-	2, // 3: varve.v1.BlockService.GetObject:input_type -> varve.v1.GetObjectRequest
-	1, // 4: varve.v1.BlockService.GetBlock:output_type -> varve.v1.GetBlockResponse
-	4, // 5: varve.v1.BlockService.GetObject:output_type -> varve.v1.GetObjectResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	8, // 2: varve.v1.BlockServiceListOffsetsRequest.request:type_name -> varve.v1.ListOffsetsRequest
+	9, // 3: varve.v1.BlockServiceListOffsetsResponse.response:type_name -> varve.v1.ListOffsetsResponse
+	0, // 4: varve.v1.BlockService.GetBlock:input_type -> varve.v1.GetBlockRequest
+	2, // 5: varve.v1.BlockService.GetObject:input_type -> varve.v1.GetObjectRequest
+	5, // 6: varve.v1.BlockService.ListOffsets:input_type -> varve.v1.BlockServiceListOffsetsRequest
+	1, // 7: varve.v1.BlockService.GetBlock:output_type -> varve.v1.GetBlockResponse
+	4, // 8: varve.v1.BlockService.GetObject:output_type -> varve.v1.GetObjectResponse
+	6, // 9: varve.v1.BlockService.ListOffsets:output_type -> varve.v1.BlockServiceListOffsetsResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_varve_v1_internal_proto_init() }
@@ -395,13 +498,14 @@ func file_varve_v1_internal_proto_init() {
 		return
 	}
 	file_varve_v1_group_proto_init()
+	file_varve_v1_varve_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_varve_v1_internal_proto_rawDesc), len(file_varve_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

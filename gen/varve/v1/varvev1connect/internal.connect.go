@@ -37,6 +37,9 @@ const (
 	BlockServiceGetBlockProcedure = "/varve.v1.BlockService/GetBlock"
 	// BlockServiceGetObjectProcedure is the fully-qualified name of the BlockService's GetObject RPC.
 	BlockServiceGetObjectProcedure = "/varve.v1.BlockService/GetObject"
+	// BlockServiceListOffsetsProcedure is the fully-qualified name of the BlockService's ListOffsets
+	// RPC.
+	BlockServiceListOffsetsProcedure = "/varve.v1.BlockService/ListOffsets"
 )
 
 // BlockServiceClient is a client for the varve.v1.BlockService service.
@@ -58,6 +61,11 @@ type BlockServiceClient interface {
 	// DATA_LOSS for a missing or corrupt object, UNAVAILABLE when object
 	// storage fails.
 	GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error)
+	// ListOffsets is FetchService.ListOffsets between nodes: the Kafka
+	// listener of a node without the fetch role asks a fetch node for the
+	// offsets of a time, which need the fetch role's index. An ingest node
+	// without the fetch role answers FAILED_PRECONDITION.
+	ListOffsets(context.Context, *connect.Request[v1.BlockServiceListOffsetsRequest]) (*connect.Response[v1.BlockServiceListOffsetsResponse], error)
 }
 
 // NewBlockServiceClient constructs a client for the varve.v1.BlockService service. By default, it
@@ -83,13 +91,20 @@ func NewBlockServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(blockServiceMethods.ByName("GetObject")),
 			connect.WithClientOptions(opts...),
 		),
+		listOffsets: connect.NewClient[v1.BlockServiceListOffsetsRequest, v1.BlockServiceListOffsetsResponse](
+			httpClient,
+			baseURL+BlockServiceListOffsetsProcedure,
+			connect.WithSchema(blockServiceMethods.ByName("ListOffsets")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // blockServiceClient implements BlockServiceClient.
 type blockServiceClient struct {
-	getBlock  *connect.Client[v1.GetBlockRequest, v1.GetBlockResponse]
-	getObject *connect.Client[v1.GetObjectRequest, v1.GetObjectResponse]
+	getBlock    *connect.Client[v1.GetBlockRequest, v1.GetBlockResponse]
+	getObject   *connect.Client[v1.GetObjectRequest, v1.GetObjectResponse]
+	listOffsets *connect.Client[v1.BlockServiceListOffsetsRequest, v1.BlockServiceListOffsetsResponse]
 }
 
 // GetBlock calls varve.v1.BlockService.GetBlock.
@@ -100,6 +115,11 @@ func (c *blockServiceClient) GetBlock(ctx context.Context, req *connect.Request[
 // GetObject calls varve.v1.BlockService.GetObject.
 func (c *blockServiceClient) GetObject(ctx context.Context, req *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error) {
 	return c.getObject.CallUnary(ctx, req)
+}
+
+// ListOffsets calls varve.v1.BlockService.ListOffsets.
+func (c *blockServiceClient) ListOffsets(ctx context.Context, req *connect.Request[v1.BlockServiceListOffsetsRequest]) (*connect.Response[v1.BlockServiceListOffsetsResponse], error) {
+	return c.listOffsets.CallUnary(ctx, req)
 }
 
 // BlockServiceHandler is an implementation of the varve.v1.BlockService service.
@@ -121,6 +141,11 @@ type BlockServiceHandler interface {
 	// DATA_LOSS for a missing or corrupt object, UNAVAILABLE when object
 	// storage fails.
 	GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error)
+	// ListOffsets is FetchService.ListOffsets between nodes: the Kafka
+	// listener of a node without the fetch role asks a fetch node for the
+	// offsets of a time, which need the fetch role's index. An ingest node
+	// without the fetch role answers FAILED_PRECONDITION.
+	ListOffsets(context.Context, *connect.Request[v1.BlockServiceListOffsetsRequest]) (*connect.Response[v1.BlockServiceListOffsetsResponse], error)
 }
 
 // NewBlockServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -142,12 +167,20 @@ func NewBlockServiceHandler(svc BlockServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(blockServiceMethods.ByName("GetObject")),
 		connect.WithHandlerOptions(opts...),
 	)
+	blockServiceListOffsetsHandler := connect.NewUnaryHandler(
+		BlockServiceListOffsetsProcedure,
+		svc.ListOffsets,
+		connect.WithSchema(blockServiceMethods.ByName("ListOffsets")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/varve.v1.BlockService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BlockServiceGetBlockProcedure:
 			blockServiceGetBlockHandler.ServeHTTP(w, r)
 		case BlockServiceGetObjectProcedure:
 			blockServiceGetObjectHandler.ServeHTTP(w, r)
+		case BlockServiceListOffsetsProcedure:
+			blockServiceListOffsetsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -163,4 +196,8 @@ func (UnimplementedBlockServiceHandler) GetBlock(context.Context, *connect.Reque
 
 func (UnimplementedBlockServiceHandler) GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.BlockService.GetObject is not implemented"))
+}
+
+func (UnimplementedBlockServiceHandler) ListOffsets(context.Context, *connect.Request[v1.BlockServiceListOffsetsRequest]) (*connect.Response[v1.BlockServiceListOffsetsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("varve.v1.BlockService.ListOffsets is not implemented"))
 }
