@@ -132,14 +132,21 @@ func (c *Groups) Join(ctx context.Context, spec JoinSpec) (*Session, error) {
 	}
 	v, _ := json.Marshal(m)
 	k := keys.GroupMember(spec.Group, m.ID)
+	// A Kafka coordinator's marker (kafka.go) taken since the read
+	// above keeps Varve members out too.
 	resp, err := c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(keys.GroupMember(spec.Group, KafkaMemberID)), "=", 0)).
 		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(lease.ID))).
+		Else(clientv3.OpGet(keys.GroupMember(spec.Group, KafkaMemberID), clientv3.WithCountOnly())).
 		Commit()
 	if err != nil || !resp.Succeeded {
 		_, _ = c.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
 		if err == nil {
 			err = errors.New("member id taken")
+			if resp.Responses[0].GetResponseRange().Count > 0 {
+				err = fmt.Errorf("%w: its members use %q", ErrInconsistentStrategy, StrategyKafka)
+			}
 		}
 		return nil, fmt.Errorf("join group %q: %w", spec.Group, err)
 	}
@@ -480,7 +487,7 @@ func (c *Groups) Leave(ctx context.Context, g, member string) error {
 	if err != nil {
 		return fmt.Errorf("leave group %q as %s: %w", g, member, err)
 	}
-	if len(resp.Kvs) == 0 || member == "" {
+	if len(resp.Kvs) == 0 || member == "" || member == KafkaMemberID {
 		return fmt.Errorf("leave group %q as %s: %w", g, member, ErrUnknownMember)
 	}
 	// Mark the member as leaving first, so its session (on whichever node
