@@ -119,12 +119,15 @@ func TestBlockServiceNodesOnly(t *testing.T) {
 		t.Fatalf("a peer refused a block to a node with the cluster secret:\n%s", logs2)
 	}
 	e := entries[0]
-	// Both RPCs of the service: a block, and a whole fresh object.
+	// Every RPC of the service: a block, a whole fresh object, offsets
+	// by time (for a Kafka listener without the fetch role).
 	get := func(tr secretTransport) []error {
 		c := varvev1connect.NewBlockServiceClient(&http.Client{Transport: tr}, n1.Addr())
 		_, err := c.GetBlock(context.Background(), connect.NewRequest(&varvev1.GetBlockRequest{Object: e.Object, Offset: e.Off, Length: e.Len}))
 		_, oerr := c.GetObject(context.Background(), connect.NewRequest(&varvev1.GetObjectRequest{Object: e.Object, MaxBytes: 64 << 20}))
-		return []error{err, oerr}
+		_, lerr := c.ListOffsets(context.Background(), connect.NewRequest(&varvev1.BlockServiceListOffsetsRequest{Request: &varvev1.ListOffsetsRequest{
+			Topic: "t", Spec: varvev1.OffsetSpec_OFFSET_SPEC_TIMESTAMP, TimestampMs: 1}}))
+		return []error{err, oerr, lerr}
 	}
 	admin := principal(t, admin.New(n1.Addr(), sdk.WithToken(bootstrap)), n1.Addr(), "root", "cluster admin")
 	for _, tc := range []struct {

@@ -408,7 +408,8 @@ func securedNode(t *testing.T, endpoints []string, logs *logBuffer, mutate func(
 // the BlockService tests cover (the sequencer's are not served yet).
 func nodeOnly(p string) bool {
 	switch p {
-	case varvev1connect.BlockServiceGetBlockProcedure, varvev1connect.BlockServiceGetObjectProcedure, varvev1connect.SequencerServiceCommitProcedure,
+	case varvev1connect.BlockServiceGetBlockProcedure, varvev1connect.BlockServiceGetObjectProcedure, varvev1connect.BlockServiceListOffsetsProcedure,
+		varvev1connect.SequencerServiceCommitProcedure,
 		varvev1connect.SequencerServiceReadProducerProcedure:
 		return true
 	}
