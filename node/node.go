@@ -189,7 +189,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 		return nil, err
 	}
 	ok = true
-	log.Info("node started", "addr", n.Addr(), "flight", n.FlightAddr(), "etcd", cfg.EtcdEndpoints, "roles", cfg.Roles, "store", cfg.Store, "version", obs.BuildInfo().Version, "tracing", cfg.OTLPEndpoint, "auth", n.sec.guard.Auth(), "tls", n.sec.tls != nil)
+	log.Info("node started", "addr", n.Addr(), "flight", n.FlightAddr(), "kafka", n.KafkaAddr(), "etcd", cfg.EtcdEndpoints, "roles", cfg.Roles, "store", cfg.Store, "version", obs.BuildInfo().Version, "tracing", cfg.OTLPEndpoint, "auth", n.sec.guard.Auth(), "tls", n.sec.tls != nil)
 	return n, nil
 }
 
