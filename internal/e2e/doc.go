@@ -12,6 +12,7 @@
 // Environment:
 //
 //	VARVE_MINIO_BIN      the MinIO server binary (see internal/testenv)
-//	VARVE_CRASH_ROUNDS   kill -9 rounds of TestCrashRecovery (default 5)
+//	VARVE_CRASH_ROUNDS   kill -9 rounds of TestCrashRecovery and
+//	                     TestKafkaCrashExactlyOnce (default 5)
 //	VARVE_ETCD_OUTAGE    how long TestEtcdOutage keeps etcd down (default 20s)
 package e2e
