@@ -177,10 +177,12 @@ func handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response
 				sess.set(tp{rt.Topic, rp.Partition}, rp.FetchOffset, rp.PartitionMaxBytes)
 			}
 		}
-		if sess.epoch == math.MaxInt32 {
-			sess.epoch = 1
-		} else {
-			sess.epoch++
+		if incremental { // a new session expects epoch 1 next
+			if sess.epoch == math.MaxInt32 {
+				sess.epoch = 1
+			} else {
+				sess.epoch++
+			}
 		}
 		resp.SessionID = sess.id
 		n := len(sess.order)
