@@ -97,22 +97,22 @@ func decodeKcatJSON(t testing.TB, out []byte) []kcatMsg {
 	}
 }
 
-// want is a record a test expects at a partition and offset.
-type want struct {
+// kcatWant is a record a test expects at a partition and offset.
+type kcatWant struct {
 	p       int32
 	off     int64
 	key     string
 	value   string
-	headers []hdr
+	headers []kcatHeader
 }
 
-// hdr is a header; null marks a null value.
-type hdr struct {
+// kcatHeader is a header; null marks a null value.
+type kcatHeader struct {
 	k, v string
 	null bool
 }
 
-func (h hdr) String() string {
+func (h kcatHeader) String() string {
 	if h.null {
 		return h.k + "=NULL"
 	}
@@ -120,17 +120,17 @@ func (h hdr) String() string {
 }
 
 // headersOfKcat pairs kcat's flat header list.
-func headersOfKcat(t testing.TB, flat []*string) []hdr {
+func headersOfKcat(t testing.TB, flat []*string) []kcatHeader {
 	t.Helper()
 	if len(flat)%2 != 0 {
 		t.Fatalf("kcat headers %v: not name/value pairs", flat)
 	}
-	var hs []hdr
+	var hs []kcatHeader
 	for i := 0; i < len(flat); i += 2 {
 		if flat[i] == nil {
 			t.Fatalf("kcat header %d without a name", i/2)
 		}
-		h := hdr{k: *flat[i], null: flat[i+1] == nil}
+		h := kcatHeader{k: *flat[i], null: flat[i+1] == nil}
 		if flat[i+1] != nil {
 			h.v = *flat[i+1]
 		}
@@ -142,9 +142,9 @@ func headersOfKcat(t testing.TB, flat []*string) []hdr {
 // checkKcatRecords compares kcat -J's records of topic with wants, every
 // one: partition, offset, key, value, headers, and a CreateTime
 // timestamp within [from, to].
-func checkKcatRecords(t testing.TB, topic string, got []kcatMsg, wants []want, from, to time.Time) {
+func checkKcatRecords(t testing.TB, topic string, got []kcatMsg, wants []kcatWant, from, to time.Time) {
 	t.Helper()
-	byAt := map[[2]int64]want{}
+	byAt := map[[2]int64]kcatWant{}
 	for _, w := range wants {
 		byAt[[2]int64{int64(w.p), w.off}] = w
 	}
@@ -153,14 +153,14 @@ func checkKcatRecords(t testing.TB, topic string, got []kcatMsg, wants []want, f
 		at := [2]int64{int64(m.Partition), m.Offset}
 		w, ok := byAt[at]
 		if !ok {
-			t.Fatalf("kcat read %s/%d@%d (key %v value %v), which was not produced", m.Topic, m.Partition, m.Offset, deref(m.Key), deref(m.Payload))
+			t.Fatalf("kcat read %s/%d@%d (key %v value %v), which was not produced", m.Topic, m.Partition, m.Offset, strOrNull(m.Key), strOrNull(m.Payload))
 		}
 		if seen[at] {
 			t.Fatalf("kcat read %d/%d twice", m.Partition, m.Offset)
 		}
 		seen[at] = true
 		if m.Topic != topic || m.Key == nil || *m.Key != w.key || m.Payload == nil || *m.Payload != w.value {
-			t.Errorf("%d/%d: topic %q key %v value %v; want %q key %q value %q", m.Partition, m.Offset, m.Topic, deref(m.Key), deref(m.Payload), topic, w.key, w.value)
+			t.Errorf("%d/%d: topic %q key %v value %v; want %q key %q value %q", m.Partition, m.Offset, m.Topic, strOrNull(m.Key), strOrNull(m.Payload), topic, w.key, w.value)
 		}
 		if hs := headersOfKcat(t, m.Headers); !slices.Equal(hs, w.headers) {
 			t.Errorf("%d/%d: headers %v, want %v", m.Partition, m.Offset, hs, w.headers)
@@ -180,7 +180,7 @@ func checkKcatRecords(t testing.TB, topic string, got []kcatMsg, wants []want, f
 	}
 }
 
-func deref(s *string) string {
+func strOrNull(s *string) string {
 	if s == nil {
 		return "<null>"
 	}
@@ -308,9 +308,9 @@ func TestKcatProduceConsume(t *testing.T) {
 	createTopic(t, d, topic, parts)
 	b := d.KafkaAddr()
 	next := map[int32]int64{}
-	var wants []want
-	add := func(p int32, key, value string, hs ...hdr) {
-		wants = append(wants, want{p: p, off: next[p], key: key, value: value, headers: hs})
+	var wants []kcatWant
+	add := func(p int32, key, value string, hs ...kcatHeader) {
+		wants = append(wants, kcatWant{p: p, off: next[p], key: key, value: value, headers: hs})
 		next[p]++
 	}
 	from := time.Now().Add(-time.Second)
@@ -320,7 +320,7 @@ func TestKcatProduceConsume(t *testing.T) {
 	for i := range 40 {
 		key, value := fmt.Sprintf("key-%d", i%11), fmt.Sprintf("value %d: with spaces, commas and = signs", i)
 		fmt.Fprintf(&in, "%s:%s\n", key, value)
-		add(rdkafkaPartition(key, parts), key, value, hdr{k: "source", v: "kcat"}, hdr{k: "run", v: "1"})
+		add(rdkafkaPartition(key, parts), key, value, kcatHeader{k: "source", v: "kcat"}, kcatHeader{k: "run", v: "1"})
 	}
 	runKcat(t, in.String(), "-b", b, "-P", "-t", topic, "-K:", "-H", "source=kcat", "-H", "run=1")
 
@@ -329,7 +329,7 @@ func TestKcatProduceConsume(t *testing.T) {
 	for i := range 15 {
 		key, value := fmt.Sprintf("fixed-%d", i), fmt.Sprintf("v%d", i)
 		fmt.Fprintf(&in, "%s:%s\n", key, value)
-		add(2, key, value, hdr{k: "run", v: "2"}, hdr{k: "novalue", null: true}, hdr{k: "empty", v: ""})
+		add(2, key, value, kcatHeader{k: "run", v: "2"}, kcatHeader{k: "novalue", null: true}, kcatHeader{k: "empty", v: ""})
 	}
 	runKcat(t, in.String(), "-b", b, "-P", "-t", topic, "-p", "2", "-K:", "-H", "run=2", "-H", "novalue", "-H", "empty=")
 
@@ -338,7 +338,7 @@ func TestKcatProduceConsume(t *testing.T) {
 	for i := range 25 {
 		key, value := fmt.Sprintf("idem-%d", i), strings.Repeat("x", i)+"!"
 		fmt.Fprintf(&in, "%s:%s\n", key, value)
-		add(1, key, value, hdr{k: "run", v: "3"})
+		add(1, key, value, kcatHeader{k: "run", v: "3"})
 	}
 	runKcat(t, in.String(), "-b", b, "-P", "-t", topic, "-p", "1", "-K:", "-H", "run=3", "-X", "enable.idempotence=true", "-X", "acks=all")
 	to := time.Now().Add(time.Second)
@@ -368,7 +368,7 @@ func TestKcatProduceConsume(t *testing.T) {
 
 	// Reading one partition from an offset: partition 2 from offset 3.
 	out = runKcat(t, "", "-b", b, "-C", "-t", topic, "-p", "2", "-o", "3", "-e", "-J", "-q")
-	var p2 []want
+	var p2 []kcatWant
 	for _, w := range wants {
 		if w.p == 2 && w.off >= 3 {
 			p2 = append(p2, w)
@@ -425,8 +425,8 @@ func storedCodecs(t testing.TB, cl *kgo.Client, topic string, end int64) (codec 
 	return codec, producer
 }
 
-// codecs are Kafka's codecs by attribute value, as librdkafka names them.
-var codecs = []string{1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+// codecNames are Kafka's codecNames by attribute value, as librdkafka names them.
+var codecNames = []string{1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 
 // TestKcatCompression: kcat's idempotent producer (whose batches the
 // listener stores as they come) with each codec (-X compression.codec);
@@ -443,21 +443,21 @@ var codecs = []string{1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 func TestKcatCompression(t *testing.T) {
 	kcat := kcatPath(t)
 	d := startDev(t, nodeConfig())
-	const topic = "kcat-codecs"
+	const topic = "kcat-codecNames"
 	createTopic(t, d, topic, 1)
 	findCoordinator := len(missingAPIs(t, newClient(t, d), []apiNeed{{10, 0, 0}})) == 0
 	const per = 30
-	var wants []want
+	var wants []kcatWant
 	sentAs := map[int64]int16{}
 	from := time.Now().Add(-time.Second)
-	for ci := 1; ci < len(codecs); ci++ {
-		codec := codecs[ci]
+	for ci := 1; ci < len(codecNames); ci++ {
+		codec := codecNames[ci]
 		var in strings.Builder
 		first := int64(len(wants))
 		for i := range per {
 			key, value := codec, fmt.Sprintf("%s record %d %s", codec, i, strings.Repeat("compressible ", 20))
 			fmt.Fprintf(&in, "%s:%s\n", key, value)
-			wants = append(wants, want{p: 0, off: first + int64(i), key: key, value: value, headers: []hdr{{k: "codec", v: codec}}})
+			wants = append(wants, kcatWant{p: 0, off: first + int64(i), key: key, value: value, headers: []kcatHeader{{k: "codec", v: codec}}})
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), kcatTimeout)
 		_, stderr, err := kcatCtx(ctx, kcat, in.String(), "-b", d.KafkaAddr(), "-P", "-t", topic, "-K:", "-H", "codec="+codec,
@@ -517,29 +517,32 @@ func TestKcatCompression(t *testing.T) {
 func TestKcatReadsEveryCodec(t *testing.T) {
 	kcatPath(t)
 	d := startDev(t, nodeConfig())
-	const topic = "kcat-read-codecs"
+	const topic = "kcat-read-codecNames"
 	createTopic(t, d, topic, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	byCodec := []kgo.CompressionCodec{1: kgo.GzipCompression(), 2: kgo.SnappyCompression(), 3: kgo.Lz4Compression(), 4: kgo.ZstdCompression()}
 	const per = 25
-	var wants []want
+	var wants []kcatWant
 	from := time.Now().Add(-time.Second)
-	for ci := 1; ci < len(codecs); ci++ {
-		codec := codecs[ci]
+	for ci := 1; ci < len(codecNames); ci++ {
+		codec := codecNames[ci]
 		pr := newClient(t, d, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(byCodec[ci]), kgo.ProducerLinger(50*time.Millisecond))
 		var recs []*kgo.Record
+		index := map[*kgo.Record]int{}
 		for i := range per {
 			key, value := "franz-"+codec, fmt.Sprintf("%s record %d %s", codec, i, strings.Repeat("compressible ", 20))
-			recs = append(recs, &kgo.Record{Key: []byte(key), Value: []byte(value), Headers: []kgo.RecordHeader{{Key: "codec", Value: []byte(codec)}}})
-			wants = append(wants, want{p: 0, key: key, value: value, headers: []hdr{{k: "codec", v: codec}}})
+			r := &kgo.Record{Key: []byte(key), Value: []byte(value), Headers: []kgo.RecordHeader{{Key: "codec", Value: []byte(codec)}}}
+			recs = append(recs, r)
+			index[r] = len(wants)
+			wants = append(wants, kcatWant{p: 0, key: key, value: value, headers: []kcatHeader{{k: "codec", v: codec}}})
 		}
 		res := pr.ProduceSync(ctx, recs...)
 		if err := res.FirstErr(); err != nil {
 			t.Fatalf("produce with %s: %v", codec, err)
 		}
-		for i, r := range res {
-			wants[len(wants)-per+i].off = r.Record.Offset
+		for _, r := range res {
+			wants[index[r.Record]].off = r.Record.Offset
 		}
 		pr.Close()
 	}
@@ -552,7 +555,7 @@ func TestKcatReadsEveryCodec(t *testing.T) {
 	stored, _ := storedCodecs(t, newClient(t, d), topic, int64(len(wants)))
 	for o := range int64(len(wants)) {
 		if want := int16(o/per + 1); stored[o] != want {
-			t.Fatalf("offset %d is stored in a batch of codec %d, want %d (%s, as produced)", o, stored[o], want, codecs[want])
+			t.Fatalf("offset %d is stored in a batch of codec %d, want %d (%s, as produced)", o, stored[o], want, codecNames[want])
 		}
 	}
 	out := runKcat(t, "", "-b", d.KafkaAddr(), "-C", "-t", topic, "-o", "beginning", "-e", "-J", "-q")
@@ -618,14 +621,14 @@ func TestKcatGroup(t *testing.T) {
 	}
 	b := d.KafkaAddr()
 	next := map[int32]int64{}
-	var wants []want
+	var wants []kcatWant
 	produce := func(round, n int) time.Time {
 		var in strings.Builder
 		for i := range n {
 			key, value := fmt.Sprintf("r%d-k%d", round, i), fmt.Sprintf("round %d record %d", round, i)
 			fmt.Fprintf(&in, "%s:%s\n", key, value)
 			p := rdkafkaPartition(key, parts)
-			wants = append(wants, want{p: p, off: next[p], key: key, value: value, headers: []hdr{{k: "round", v: fmt.Sprint(round)}}})
+			wants = append(wants, kcatWant{p: p, off: next[p], key: key, value: value, headers: []kcatHeader{{k: "round", v: fmt.Sprint(round)}}})
 			next[p]++
 		}
 		runKcat(t, in.String(), "-b", b, "-P", "-t", topic, "-K:", "-H", fmt.Sprintf("round=%d", round))
@@ -638,7 +641,9 @@ func TestKcatGroup(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 		defer cancel()
-		out, stderr, err := kcatCtx(ctx, kcat, "", "-b", b, "-G", group, "-o", "beginning", "-X", "auto.offset.reset=earliest",
+		// No -o: kcat would seek every assigned partition there,
+		// over the group's committed offsets.
+		out, stderr, err := kcatCtx(ctx, kcat, "", "-b", b, "-G", group, "-X", "auto.offset.reset=earliest",
 			"-c", fmt.Sprint(n), "-J", topic)
 		if err != nil {
 			t.Fatalf("kcat -G %s %s (to read %d records): %v\nstderr:\n%s\nstdout:\n%s", group, topic, n, err, stderr, out)
