@@ -375,6 +375,43 @@ func TestKcatProduceConsume(t *testing.T) {
 		}
 	}
 	checkKcatRecords(t, topic, decodeKcatJSON(t, out), p2, from, to)
+
+	// Offsets by time (-Q: ListOffsets): -2 the start, -1 the end, and a
+	// record's timestamp the first offset at or after it.
+	all := decodeKcatJSON(t, runKcat(t, "", "-b", b, "-C", "-t", topic, "-o", "beginning", "-e", "-J", "-q"))
+	tsAt := map[[2]int64]int64{}
+	for _, m := range all {
+		tsAt[[2]int64{int64(m.Partition), m.Offset}] = m.Ts
+	}
+	query := func(p int32, ts int64) int64 {
+		t.Helper()
+		out := strings.TrimSpace(string(runKcat(t, "", "-b", b, "-Q", "-t", fmt.Sprintf("%s:%d:%d", topic, p, ts))))
+		var got int64
+		if _, err := fmt.Sscanf(out, topic+" [%d] offset %d", new(int32), &got); err != nil {
+			t.Fatalf("kcat -Q %s:%d:%d: %q: %v", topic, p, ts, out, err)
+		}
+		return got
+	}
+	for p := range int32(parts) {
+		if got := query(p, -2); got != 0 {
+			t.Errorf("kcat -Q %d:-2: offset %d, want 0", p, got)
+		}
+		if got := query(p, -1); got != next[p] {
+			t.Errorf("kcat -Q %d:-1: offset %d, want %d", p, got, next[p])
+		}
+	}
+	for _, at := range [][2]int64{{2, 3}, {1, 10}, {0, 0}} {
+		x := tsAt[at]
+		got := query(int32(at[0]), x)
+		ts, ok := tsAt[[2]int64{at[0], got}]
+		prev, hasPrev := tsAt[[2]int64{at[0], got - 1}]
+		if !ok || ts < x || got > at[1] || (hasPrev && prev >= x) {
+			t.Errorf("kcat -Q %d:%d (the timestamp of offset %d): offset %d, not the first at or after it", at[0], x, at[1], got)
+		}
+	}
+	if got := query(0, to.Add(time.Hour).UnixMilli()); got != -1 {
+		t.Errorf("kcat -Q for a time after every record: offset %d, want -1", got)
+	}
 }
 
 // storedCodecs reads partition 0 of topic raw (kmsg Fetch) through the
