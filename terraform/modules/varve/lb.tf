@@ -68,3 +68,55 @@ resource "aws_lb_listener" "api" {
 
   tags = var.tags
 }
+
+# Kafka (kafka enabled): one TCP listener on the Kafka port forwarding to the
+# ingest and fetch tasks, a bootstrap address only. A Kafka client asks it
+# for Metadata, which lists every task by its advertised address (its own
+# IP), then connects to the tasks directly. So the listener never terminates
+# TLS, even with certificate_arn: the client must speak to the tasks as it
+# spoke to the listener, and the tasks serve TLS themselves when tls is set.
+resource "aws_lb_target_group" "kafka" {
+  count       = var.kafka.enabled ? 1 : 0
+  name        = "${var.name}-kafka"
+  target_type = "ip"
+  protocol    = "TCP"
+  port        = var.kafka.port
+  vpc_id      = var.vpc_id
+
+  deregistration_delay   = var.deregistration_delay_seconds
+  connection_termination = false
+
+  # A TCP connect to the Kafka listener (open and close: no Kafka request,
+  # no TLS handshake).
+  health_check {
+    protocol            = "TCP"
+    port                = "traffic-port"
+    interval            = 10
+    timeout             = 5
+    healthy_threshold   = 2
+    unhealthy_threshold = 2
+  }
+
+  tags = var.tags
+}
+
+resource "aws_lb_listener" "kafka" {
+  count             = var.kafka.enabled ? 1 : 0
+  load_balancer_arn = aws_lb.this.arn
+  port              = var.kafka.port
+  protocol          = "TCP"
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.kafka[0].arn
+  }
+
+  lifecycle {
+    precondition {
+      condition     = !contains([var.ingest_port, var.fetch_port], var.kafka.port)
+      error_message = "kafka.port must differ from ingest_port and fetch_port: the load balancer listens on all three."
+    }
+  }
+
+  tags = var.tags
+}

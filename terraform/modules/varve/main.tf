@@ -36,6 +36,7 @@ locals {
         count  = var.ingest.min_count
         spot   = false
         lb     = true
+        kafka  = true
         extra_env = merge(
           var.ingest.flush_bytes == null ? {} : { VARVE_FLUSH_BYTES = tostring(var.ingest.flush_bytes) },
           var.ingest.max_buffer_bytes == null ? {} : { VARVE_MAX_BUFFER_BYTES = tostring(var.ingest.max_buffer_bytes) },
@@ -48,6 +49,7 @@ locals {
         count  = var.fetch.min_count
         spot   = var.fargate_spot
         lb     = true
+        kafka  = true
         extra_env = {
           VARVE_CACHE_BYTES = tostring(coalesce(var.fetch.cache_bytes, floor(var.fetch.memory * 1048576 / 2)))
         }
@@ -62,6 +64,7 @@ locals {
         count     = var.compaction.count
         spot      = var.fargate_spot
         lb        = false
+        kafka     = false
         extra_env = {}
       }
     } : k => v if var.compaction.enabled },
@@ -271,6 +274,51 @@ resource "aws_vpc_security_group_ingress_rule" "tasks_self" {
   from_port                    = local.container_port
   to_port                      = local.container_port
   description                  = "node to node (SequencerService, BlockService)"
+}
+
+# The Kafka listener (kafka enabled). Kafka clients connect to the load
+# balancer only to bootstrap; then they connect to the tasks' advertised
+# addresses (their own IPs) directly: produce to the partition's ingest task,
+# fetch from the fetch task it names. Nodes never dial each other's Kafka
+# port (they talk over the API port above), so no task-to-task rule.
+resource "aws_vpc_security_group_ingress_rule" "lb_kafka" {
+  for_each          = var.kafka.enabled ? toset(var.allowed_cidr_blocks) : toset([])
+  security_group_id = aws_security_group.lb.id
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.kafka.port
+  to_port           = var.kafka.port
+  description       = "Varve Kafka bootstrap"
+}
+
+resource "aws_vpc_security_group_egress_rule" "lb_kafka" {
+  count                        = var.kafka.enabled ? 1 : 0
+  security_group_id            = aws_security_group.lb.id
+  referenced_security_group_id = aws_security_group.tasks.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.kafka.port
+  to_port                      = var.kafka.port
+  description                  = "to Varve tasks' Kafka listener (bootstrap and TCP health checks)"
+}
+
+resource "aws_vpc_security_group_ingress_rule" "tasks_kafka_lb" {
+  count                        = var.kafka.enabled ? 1 : 0
+  security_group_id            = aws_security_group.tasks.id
+  referenced_security_group_id = aws_security_group.lb.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.kafka.port
+  to_port                      = var.kafka.port
+  description                  = "Kafka from the load balancer (bootstrap)"
+}
+
+resource "aws_vpc_security_group_ingress_rule" "tasks_kafka" {
+  for_each          = var.kafka.enabled ? toset(var.allowed_cidr_blocks) : toset([])
+  security_group_id = aws_security_group.tasks.id
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.kafka.port
+  to_port           = var.kafka.port
+  description       = "Kafka clients to the tasks' advertised addresses"
 }
 
 resource "aws_vpc_security_group_egress_rule" "tasks" {

@@ -8,6 +8,11 @@ output "fetch_endpoint" {
   value       = "${local.scheme}://${aws_lb.this.dns_name}:${var.fetch_port}"
 }
 
+output "kafka_bootstrap" {
+  description = "Kafka bootstrap.servers (host:port on the load balancer) with kafka enabled, null otherwise. Bootstrap only: clients then connect to the tasks' own IPs on the Kafka port."
+  value       = var.kafka.enabled ? "${aws_lb.this.dns_name}:${var.kafka.port}" : null
+}
+
 output "lb_dns_name" {
   description = "DNS name of the network load balancer."
   value       = aws_lb.this.dns_name

@@ -19,11 +19,22 @@ resource "aws_ecs_task_definition" "service" {
       image     = var.image
       essential = true
       command   = ["serve"]
-      environment = [for k, v in merge(local.common_env, each.value.extra_env, { VARVE_ROLES = each.value.roles }) :
+      # The Kafka listener (kafka enabled) on the ingest and fetch tasks;
+      # VARVE_KAFKA_ADVERTISED_ADDR stays unset: each task advertises its
+      # own IP (awsvpc: the task's ENI) with the port.
+      environment = [for k, v in merge(
+        local.common_env,
+        each.value.extra_env,
+        var.kafka.enabled && each.value.kafka ? { VARVE_KAFKA_LISTEN = "0.0.0.0:${var.kafka.port}" } : {},
+        { VARVE_ROLES = each.value.roles },
+        ) :
         { name = k, value = v }
       ]
-      secrets      = [for k, v in local.secrets : { name = k, valueFrom = v }]
-      portMappings = [{ containerPort = local.container_port, protocol = "tcp", name = "api" }]
+      secrets = [for k, v in local.secrets : { name = k, valueFrom = v }]
+      portMappings = concat(
+        [{ containerPort = local.container_port, protocol = "tcp", name = "api" }],
+        var.kafka.enabled && each.value.kafka ? [{ containerPort = var.kafka.port, protocol = "tcp", name = "kafka" }] : [],
+      )
       # SIGTERM starts Varve's drain; SIGKILL comes only after stopTimeout,
       # which leaves shutdown_timeout plus a margin.
       stopTimeout = local.stop_timeout
@@ -111,6 +122,16 @@ resource "aws_ecs_service" "service" {
     }
   }
 
+  # Kafka bootstrap (kafka enabled): ingest and fetch tasks share one target group.
+  dynamic "load_balancer" {
+    for_each = var.kafka.enabled && each.value.kafka ? [1] : []
+    content {
+      target_group_arn = aws_lb_target_group.kafka[0].arn
+      container_name   = "varve"
+      container_port   = var.kafka.port
+    }
+  }
+
   # Roll tasks with capacity to spare, and undo a deployment whose tasks
   # never become ready.
   deployment_minimum_healthy_percent = 100
@@ -125,6 +146,6 @@ resource "aws_ecs_service" "service" {
     ignore_changes = [desired_count]
   }
 
-  depends_on = [aws_lb_listener.api, aws_iam_role_policy_attachment.task, aws_iam_role_policy.secrets, aws_ecs_cluster_capacity_providers.this]
+  depends_on = [aws_lb_listener.api, aws_lb_listener.kafka, aws_iam_role_policy_attachment.task, aws_iam_role_policy.secrets, aws_ecs_cluster_capacity_providers.this]
   tags       = var.tags
 }

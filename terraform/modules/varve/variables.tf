@@ -46,7 +46,7 @@ variable "internal" {
 }
 
 variable "allowed_cidr_blocks" {
-  description = "CIDR blocks allowed to reach the API ports of the load balancer."
+  description = "CIDR blocks allowed to reach the API ports of the load balancer and, with kafka enabled, its Kafka port and the tasks' Kafka port (Kafka clients connect to the tasks directly)."
   type        = list(string)
 
   validation {
@@ -152,6 +152,29 @@ variable "fetch_port" {
   validation {
     condition     = var.fetch_port >= 1 && var.fetch_port <= 65535
     error_message = "fetch_port must be a TCP port."
+  }
+}
+
+variable "kafka" {
+  description = <<-EOT
+    The Kafka protocol listener of the ingest and fetch tasks (Varve's kafka_listen). Off by default.
+    enabled: the tasks listen on 0.0.0.0:port (VARVE_KAFKA_LISTEN) and each advertises its own task
+    IP with that port to Kafka clients (Metadata); allowed_cidr_blocks may reach the tasks on it
+    directly, which Kafka clients must (produce goes to the partition's ingest task, fetch to a fetch
+    task), and the load balancer gets a TCP listener on the same port in front of all of them, for
+    bootstrap only (output kafka_bootstrap). It never terminates TLS: the tasks serve TLS on it when
+    tls is set. port: the Kafka port of the tasks and of the load balancer (not 7700, the tasks' API
+    port, nor ingest_port or fetch_port).
+  EOT
+  type = object({
+    enabled = optional(bool, false)
+    port    = optional(number, 9092)
+  })
+  default = {}
+
+  validation {
+    condition     = var.kafka.port == floor(var.kafka.port) && var.kafka.port >= 1 && var.kafka.port <= 65535 && var.kafka.port != 7700
+    error_message = "kafka.port must be a TCP port other than 7700 (the tasks' API port)."
   }
 }
 
@@ -324,8 +347,8 @@ variable "environment" {
   default     = {}
 
   validation {
-    condition     = alltrue([for k in keys(var.environment) : startswith(k, "VARVE_") && !contains(["VARVE_ROLES", "VARVE_LISTEN", "VARVE_ETCD_ENDPOINTS", "VARVE_BUCKET", "VARVE_STORE", "VARVE_SHUTDOWN_TIMEOUT", "VARVE_AUTH", "VARVE_COMMIT_PATH", "VARVE_INSECURE", "VARVE_BOOTSTRAP_TOKEN", "VARVE_CLUSTER_SECRET", "VARVE_TLS_CERT_PEM", "VARVE_TLS_KEY_PEM", "VARVE_TLS_CA_PEM"], k)])
-    error_message = "environment keys must start with VARVE_ and must not override what the module sets (roles, listen, etcd endpoints, bucket/store, shutdown timeout, auth, commit_path, insecure, secrets: use tls, bootstrap_token_secret_arn and cluster_secret_arn)."
+    condition     = alltrue([for k in keys(var.environment) : startswith(k, "VARVE_") && !contains(["VARVE_ROLES", "VARVE_LISTEN", "VARVE_ETCD_ENDPOINTS", "VARVE_BUCKET", "VARVE_STORE", "VARVE_SHUTDOWN_TIMEOUT", "VARVE_AUTH", "VARVE_COMMIT_PATH", "VARVE_INSECURE", "VARVE_BOOTSTRAP_TOKEN", "VARVE_CLUSTER_SECRET", "VARVE_TLS_CERT_PEM", "VARVE_TLS_KEY_PEM", "VARVE_TLS_CA_PEM", "VARVE_KAFKA_LISTEN", "VARVE_KAFKA_ADVERTISED_ADDR"], k)])
+    error_message = "environment keys must start with VARVE_ and must not override what the module sets (roles, listen, etcd endpoints, bucket/store, shutdown timeout, auth, commit_path, insecure, secrets: use tls, bootstrap_token_secret_arn and cluster_secret_arn; the Kafka listener: use kafka, and every task advertises its own IP, which one address given to all tasks would override)."
   }
 }
 
