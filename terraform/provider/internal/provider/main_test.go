@@ -118,7 +118,10 @@ type devProcess struct {
 }
 
 // startDev runs `varve dev` on a port whose next two ports (the embedded
-// etcd's) are free too, and waits until GET /readyz answers 200.
+// etcd's) are free too, and waits until GET /readyz answers 200. Its Kafka
+// listener is off: varve dev binds 127.0.0.1:9092 by default, which a
+// second varve dev here (TestAPIKeyAndACL's, beside TestMain's) or any
+// other process on the machine would find taken.
 func startDev(bin, dataDir string) (*devProcess, error) {
 	return startDevWith(bin, dataDir, http.DefaultClient, "http")
 }
@@ -137,7 +140,7 @@ func startDevWith(bin, dataDir string, hc *http.Client, scheme string, extra ...
 		if err != nil {
 			return nil, err
 		}
-		d.cmd = exec.Command(bin, append([]string{"dev", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, extra...)...)
+		d.cmd = exec.Command(bin, append([]string{"dev", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--kafka-listen", "off"}, extra...)...)
 		d.cmd.Stdout, d.cmd.Stderr = logf, logf
 		if err := d.cmd.Start(); err != nil {
 			logf.Close()
