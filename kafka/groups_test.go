@@ -797,3 +797,32 @@ func brokerIDOf(t testing.TB, adm *kadm.Client, addr string) int32 {
 	t.Fatalf("no broker at %s among %v", addr, ids)
 	return 0
 }
+
+// TestGroupSessionExpiry: a member that stops heartbeating leaves the
+// group after its session timeout, and a rebalance waiting for it to
+// rejoin completes then, without it.
+func TestGroupSessionExpiry(t *testing.T) {
+	d := startDev(t, nodeConfig())
+	createTopic(t, d, "exp", 2)
+	pr := producer(t, d)
+	produceN(t, pr, "exp", "e", 0, 20, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	silent := joinRaw(ctx, t, pr, "exp-g", nil, 6000, "exp")
+	if silent.ErrorCode != 0 {
+		t.Fatalf("join: %v", kerr.ErrorForCode(silent.ErrorCode))
+	}
+	start := time.Now()
+	cl := newClient(t, d, groupOpts("exp-g", "exp")...)
+	tl := newTally()
+	stop := consume(cl, "m", tl, false)
+	defer stop()
+	assigned := stableWith(t, kadm.NewClient(pr), "exp-g", 1)
+	waited := time.Since(start)
+	waitFor(t, 20*time.Second, "20 records", func() bool { return tl.count() >= 20 })
+	tl.check(t, "e", 20, true)
+	if _, ok := assigned[silent.MemberID]; ok || waited < 5*time.Second {
+		t.Fatalf("after %v the group is %v; want the silent member out after its 6 s session", waited, assigned)
+	}
+	t.Logf("the silent member was out after %v", waited.Round(100*time.Millisecond))
+}
