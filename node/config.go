@@ -208,7 +208,7 @@ var Settings = []Setting{
 	str("flight_listen", func(c *Config) *string { return &c.FlightListen }, "",
 		"Arrow Flight address of the fetch role, for parallel scans; empty: none", nil),
 	str("kafka_listen", func(c *Config) *string { return &c.KafkaListen }, "",
-		"Kafka protocol address of a node with the ingest or fetch role (docs/kafka.md); empty: none; varve dev: 127.0.0.1:9092, off for none", hostPortOrOff),
+		"Kafka protocol address of a node with the ingest or fetch role (docs/kafka.md); empty: none; varve dev: 127.0.0.1:9092 (with another --listen port P: P+3), off for none", hostPortOrOff),
 	str("kafka_advertised_addr", func(c *Config) *string { return &c.KafkaAdvertisedAddr }, "",
 		"host:port Kafka clients are told to reach this node at (Metadata); empty: the kafka_listen address", hostPortOrOff),
 	str("otlp_endpoint", func(c *Config) *string { return &c.OTLPEndpoint }, "",

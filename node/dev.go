@@ -60,7 +60,7 @@ func StartDev(ctx context.Context, c DevConfig) (*Dev, error) {
 		return nil, fmt.Errorf("dev: data dir is empty")
 	}
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:7700"
+		c.Listen = DefaultDevListen
 	}
 	host, portStr, err := net.SplitHostPort(c.Listen)
 	if err != nil {
@@ -108,12 +108,7 @@ func StartDev(ctx context.Context, c DevConfig) (*Dev, error) {
 	cfg.Roles = []string{RoleIngest, RoleFetch, RoleSequence, RoleCompact}
 	cfg.Listen = c.Listen
 	if cfg.KafkaListen == "" {
-		// Kafka's own port beside the API's; a free one when the API's
-		// is (tests).
-		cfg.KafkaListen = net.JoinHostPort(host, "9092")
-		if port == 0 {
-			cfg.KafkaListen = net.JoinHostPort(host, "0")
-		}
+		cfg.KafkaListen = devKafkaListen(host, port)
 	}
 	cfg.EtcdEndpoints = e.Endpoints()
 	cfg.Store = "fs:" + objects
@@ -178,4 +173,25 @@ func (d *Dev) Close(ctx context.Context) error {
 	}
 	d.lock.Close()
 	return err
+}
+
+// DefaultDevListen is varve dev's API address, and DefaultDevKafkaPort its
+// Kafka port with that address.
+const (
+	DefaultDevListen    = "127.0.0.1:7700"
+	DefaultDevKafkaPort = 9092
+)
+
+// devKafkaListen is varve dev's Kafka address for the API's host and port:
+// Kafka's own port 9092 with the default API port, a free one with port 0
+// (tests), else the API's port + 3 (after the embedded etcd's two), so
+// that several varve dev on one machine do not all want 9092.
+func devKafkaListen(host string, port int) string {
+	switch port {
+	case 0:
+		return net.JoinHostPort(host, "0")
+	case 7700:
+		return net.JoinHostPort(host, strconv.Itoa(DefaultDevKafkaPort))
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port+3))
 }

@@ -20,8 +20,9 @@ sequence, and compact: compaction, retention and garbage collection; commits
 go through the sequencer unless --commit-path direct), an embedded etcd and
 the filesystem object store, all under --data-dir. Data survives a restart.
 The API listens on --listen; the embedded etcd on the next two ports (client
-on port+1, peer on port+2); Kafka clients connect to --kafka-listen
-(127.0.0.1:9092 by default, on the --listen host; off for none).
+on port+1, peer on port+2); Kafka clients connect to --kafka-listen, by
+default 127.0.0.1:9092 with the default --listen, else the --listen host
+on port+3 (off: none).
 
 One process per data directory: it holds a lock on DATA_DIR/varve.lock (with
 its pid inside), and a second 'varve dev' on the same directory exits at once.

@@ -223,19 +223,19 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// freePortRun returns a port P such that P, P+1 and P+2 are all free (the
-// API and the embedded etcd of `varve dev`).
+// freePortRun returns a port P such that P to P+3 are all free (the API,
+// the embedded etcd and the Kafka listener of `varve dev`).
 func freePortRun(t testing.TB) int {
 	t.Helper()
 	var lastErr error
 	for range 100 {
 		p := freePort(t)
-		if p+2 > 65535 {
+		if p+3 > 65535 {
 			continue
 		}
 		var lns []net.Listener
 		ok := true
-		for i := range 3 {
+		for i := range 4 {
 			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+i)))
 			if err != nil {
 				lastErr = err
