@@ -112,7 +112,11 @@ func (c *conn) describeStored(ctx context.Context, dg *kmsg.DescribeGroupsRespon
 		dg.ErrorCode = kerr.CoordinatorLoadInProgress.Code
 		return
 	}
-	dg.State, dg.ProtocolType, dg.Protocol = groupStable.String(), "consumer", "varve-"+st.Meta.Strategy
+	strategy := st.Meta.Strategy
+	if strategy == "" || strategy == groups.StrategyKafka {
+		strategy = st.Members[0].Strategy // before its first generation
+	}
+	dg.State, dg.ProtocolType, dg.Protocol = groupStable.String(), "consumer", "varve-"+strategy
 	for _, m := range st.Members {
 		dm := kmsg.NewDescribeGroupsResponseGroupMember()
 		dm.MemberID, dm.ClientID = m.ID, m.ClientID

@@ -435,6 +435,9 @@ func TestGroupMixedProtocolRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := sess.Next(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
 	cl := newClient(t, d)
 	if resp := joinRaw(ctx, t, cl, "mixed", nil, 6000, "mixed"); resp.ErrorCode != kerr.InconsistentGroupProtocol.Code {
 		t.Fatalf("Kafka join into a Varve group: %v", kerr.ErrorForCode(resp.ErrorCode))
