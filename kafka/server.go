@@ -332,8 +332,12 @@ func (c *conn) serve() {
 			return
 		}
 		n := int32(binary.BigEndian.Uint32(size[:]))
-		if n < 8 || int(n) > c.s.cfg.MaxRequestBytes {
-			log.Warn("kafka connection closed: request frame size out of bounds", "bytes", n, "max", c.s.cfg.MaxRequestBytes)
+		limit := c.s.cfg.MaxRequestBytes
+		if c.auth.required() {
+			limit = min(limit, maxSASLFrame) // sasl.go
+		}
+		if n < 8 || int(n) > limit {
+			log.Warn("kafka connection closed: request frame size out of bounds", "bytes", n, "max", limit)
 			return
 		}
 		body := make([]byte, n)
@@ -341,6 +345,12 @@ func (c *conn) serve() {
 		if _, err := io.ReadFull(c.nc, body); err != nil {
 			log.Debug("kafka connection closed mid-request", "err", err)
 			return
+		}
+		if c.auth.rawSASL() { // a bare SASL token after SaslHandshake v0 (sasl.go)
+			if !c.rawToken(body) {
+				return
+			}
+			continue
 		}
 		a, req, corr, early, err := c.decode(body)
 		sl := &slot{done: make(chan struct{}), corr: corr}
@@ -369,6 +379,9 @@ func (c *conn) serve() {
 		}
 		if sl.err != nil {
 			return // the writer logs the reason and closes the connection
+		}
+		if c.auth.closing() {
+			return // a refused authentication: its answer is written, then the connection closed
 		}
 	}
 }

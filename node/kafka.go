@@ -1,10 +1,12 @@
 package node
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
 
+	"github.com/varve-io/varve/internal/guard"
 	"github.com/varve-io/varve/kafka"
 	"github.com/varve-io/varve/metadata/groups"
 )
@@ -27,6 +29,11 @@ func (n *Node) startKafka(cfg Config) error {
 	ln, err := net.Listen("tcp", cfg.KafkaListen)
 	if err != nil {
 		return fmt.Errorf("listen for Kafka on %s: %w", cfg.KafkaListen, err)
+	}
+	if n.sec.tls != nil {
+		// The API's certificate, reloaded the same way; no ALPN (Kafka
+		// has none). With auth mtls a client certificate is required.
+		ln = tls.NewListener(ln, n.sec.tls.Config())
 	}
 	adv := cfg.KafkaAdvertisedAddr
 	if adv == "" || adv == "off" {
@@ -94,4 +101,21 @@ func (n *Node) kafkaSecurity() kafka.Security {
 		return nil
 	}
 	return n.sec.guard
+}
+
+// kafkaExposure warns of a Kafka listener on a non-loopback address
+// without TLS on a node with authentication: SASL/PLAIN sends API keys in
+// clear text there (SCRAM does not, but every record still crosses the
+// network unencrypted). CheckExposure returns it.
+func (c Config) kafkaExposure() string {
+	s := c.Security
+	if c.KafkaListen == "" || c.KafkaListen == "off" || s.hasTLS() || s.Auth == "" || s.Auth == guard.AuthNone {
+		return ""
+	}
+	if host, _, err := net.SplitHostPort(c.KafkaListen); err == nil {
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("the Kafka listener on %s has no TLS with auth %s: SASL/PLAIN sends API keys in clear text and records cross the network unencrypted; set tls_cert_file and tls_key_file (docs/security.md)", c.KafkaListen, s.Auth)
 }

@@ -103,25 +103,38 @@ func (s SecurityConfig) validate(c *Config) error {
 	return nil
 }
 
-// CheckExposure refuses (an error) a node on a non-loopback address with
-// auth none and no TLS unless insecure is set, and returns a warning when
-// it is: `varve serve` calls it before starting.
+// CheckExposure refuses (an error) a node on a non-loopback address (the
+// API's or the Kafka listener's) with auth none and no TLS unless insecure
+// is set, and returns a warning when it is, or when a Kafka listener on a
+// non-loopback address has authentication but no TLS (kafkaExposure):
+// `varve serve` calls it before starting.
 func (c Config) CheckExposure() (warning string, err error) {
 	s := c.Security
 	if (s.Auth != "" && s.Auth != guard.AuthNone) || s.hasTLS() {
-		return "", nil
+		return c.kafkaExposure(), nil
 	}
+	addr := c.Listen
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
 		return "", fmt.Errorf("listen address %q: %w", c.Listen, err)
 	}
 	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
-		return "", nil
+		addr = ""
+		if c.KafkaListen != "" && c.KafkaListen != "off" {
+			if kh, _, err := net.SplitHostPort(c.KafkaListen); err == nil {
+				if ip := net.ParseIP(kh); kh != "localhost" && (ip == nil || !ip.IsLoopback()) {
+					addr = c.KafkaListen // the Kafka listener is exposed
+				}
+			}
+		}
+		if addr == "" {
+			return "", nil
+		}
 	}
 	if !s.Insecure {
-		return "", fmt.Errorf("refusing to serve on %s with auth none and no TLS: anyone who reaches it may read, write and delete everything. Set auth token or mtls with tls_cert_file (docs/security.md), listen on 127.0.0.1, or pass --insecure", c.Listen)
+		return "", fmt.Errorf("refusing to serve on %s with auth none and no TLS: anyone who reaches it may read, write and delete everything. Set auth token or mtls with tls_cert_file (docs/security.md), listen on 127.0.0.1, or pass --insecure", addr)
 	}
-	return fmt.Sprintf("serving on %s with auth none and no TLS (--insecure): anyone who reaches it may read, write and delete everything", c.Listen), nil
+	return fmt.Sprintf("serving on %s with auth none and no TLS (--insecure): anyone who reaches it may read, write and delete everything", addr), nil
 }
 
 func readSecretFile(setting, file string) (string, error) {

@@ -52,7 +52,13 @@ func (s accessService) CreateAPIKey(ctx context.Context, req *connect.Request[va
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	stored, err := s.g.store.CreateKey(ctx, p, k)
+	// The SCRAM verifiers of the token, for SASL/SCRAM on the Kafka
+	// listener (username: the key id).
+	verifiers, err := scramVerifiers(k.Token)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	stored, err := s.g.store.CreateKeySCRAM(ctx, p, k, verifiers)
 	if err != nil {
 		return nil, storeErr(err)
 	}

@@ -33,6 +33,22 @@ type Key struct {
 	Salt      string `json:"salt"`
 	Hash      string `json:"hash"`
 	CreatedMs int64  `json:"created_ms"`
+	// SCRAM holds the key's SCRAM verifiers by mechanism (SCRAM-SHA-256,
+	// SCRAM-SHA-512), for SASL/SCRAM on the Kafka listener; nil for keys
+	// made before Varve stored them (those authenticate with PLAIN only).
+	SCRAM map[string]SCRAM `json:"scram,omitempty"`
+}
+
+// SCRAM is what a server keeps to verify a SCRAM client and prove itself
+// to it (RFC 5802): never the password, from which the keys derive as
+// SaltedPassword = PBKDF2(password, Salt, Iterations), StoredKey =
+// H(HMAC(SaltedPassword, "Client Key")), ServerKey = HMAC(SaltedPassword,
+// "Server Key").
+type SCRAM struct {
+	Salt       []byte `json:"salt"`
+	Iterations int    `json:"iterations"`
+	StoredKey  []byte `json:"stored_key"`
+	ServerKey  []byte `json:"server_key"`
 }
 
 // Snapshot is the access state at one etcd revision.
@@ -56,10 +72,16 @@ func New(meta *metadata.Client) *Store {
 
 // CreateKey stores a new key for principal from k (authz.NewKey).
 func (s *Store) CreateKey(ctx context.Context, principal string, k authz.Key) (Key, error) {
+	return s.CreateKeySCRAM(ctx, principal, k, nil)
+}
+
+// CreateKeySCRAM stores a new key for principal from k with its SCRAM
+// verifiers by mechanism (nil: none).
+func (s *Store) CreateKeySCRAM(ctx context.Context, principal string, k authz.Key, scram map[string]SCRAM) (Key, error) {
 	if principal == "" {
 		return Key{}, errors.New("api key: principal is empty")
 	}
-	stored := Key{ID: k.ID, Principal: principal, Salt: k.Salt, Hash: k.Hash, CreatedMs: time.Now().UnixMilli()}
+	stored := Key{ID: k.ID, Principal: principal, Salt: k.Salt, Hash: k.Hash, CreatedMs: time.Now().UnixMilli(), SCRAM: scram}
 	b, _ := json.Marshal(stored)
 	key := keys.APIKey(k.ID)
 	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
