@@ -75,6 +75,11 @@ type Deps struct {
 	// Security authenticates and authorizes connections; nil: every
 	// connection may do everything (auth none).
 	Security Security
+	// RecordLimit refuses a topic's max.message.bytes (Varve's
+	// max_record_bytes) that a produce request of this node could not
+	// carry, as the TopicService does (topicapi.Config.RecordLimit); nil:
+	// any.
+	RecordLimit func(topic string, maxRecordBytes int32) error
 }
 
 // Security is what the listener needs of the node's guard: who a

@@ -91,13 +91,60 @@ func ValidateTopicName(name string) error {
 	return nil
 }
 
+// ValidatePartitions checks a topic's partition count: 1 to MaxPartitions.
+func ValidatePartitions(topic string, n int32) error {
+	if n < 1 || n > MaxPartitions {
+		return fmt.Errorf("%w: topic %q: partitions must be between 1 and %d, got %d", ErrInvalidArgument, topic, MaxPartitions, n)
+	}
+	return nil
+}
+
+// CheckTopic validates t as CreateTopic does and returns it with the
+// defaults filled in, without storing anything (a dry run of a create).
+func CheckTopic(t Topic) (Topic, error) {
+	if t.Schema != nil {
+		s := *t.Schema
+		t.Schema = &s
+	}
+	if err := t.normalize(); err != nil {
+		return Topic{}, err
+	}
+	return t, nil
+}
+
+// CheckTopicUpdate applies update to a copy of old and validates the result
+// as UpdateTopic does, returning it: name, id and creation time cannot
+// change, partitions can only grow, and the settings must be valid. It
+// stores nothing (UpdateTopic uses it; a dry run of an update calls it
+// with the stored topic). An error from update is returned as is.
+func CheckTopicUpdate(old Topic, update func(*Topic) error) (Topic, error) {
+	t := old
+	if old.Schema != nil {
+		s := *old.Schema
+		t.Schema = &s
+	}
+	if err := update(&t); err != nil {
+		return Topic{}, err
+	}
+	switch {
+	case t.Name != old.Name || t.ID != old.ID || t.CreatedMs != old.CreatedMs:
+		return Topic{}, fmt.Errorf("%w: update topic %q: name, id and creation time cannot change", ErrInvalidArgument, old.Name)
+	case t.Partitions < old.Partitions:
+		return Topic{}, fmt.Errorf("%w: update topic %q: partitions can only grow: it has %d, asked %d", ErrInvalidArgument, old.Name, old.Partitions, t.Partitions)
+	}
+	if err := t.normalize(); err != nil {
+		return Topic{}, err
+	}
+	return t, nil
+}
+
 // normalize validates t and fills defaults.
 func (t *Topic) normalize() error {
 	if err := ValidateTopicName(t.Name); err != nil {
 		return err
 	}
-	if t.Partitions < 1 || t.Partitions > MaxPartitions {
-		return fmt.Errorf("%w: topic %q: partitions must be between 1 and %d, got %d", ErrInvalidArgument, t.Name, MaxPartitions, t.Partitions)
+	if err := ValidatePartitions(t.Name, t.Partitions); err != nil {
+		return err
 	}
 	switch {
 	case t.RetentionMs == 0:
@@ -191,21 +238,8 @@ func (c *Client) UpdateTopic(ctx context.Context, name string, update func(*Topi
 		if err := json.Unmarshal(resp.Kvs[0].Value, &old); err != nil {
 			return Topic{}, fmt.Errorf("decode topic %q: %w", name, err)
 		}
-		t := old
-		if old.Schema != nil {
-			s := *old.Schema
-			t.Schema = &s
-		}
-		if err := update(&t); err != nil {
-			return Topic{}, err
-		}
-		switch {
-		case t.Name != old.Name || t.ID != old.ID || t.CreatedMs != old.CreatedMs:
-			return Topic{}, fmt.Errorf("%w: update topic %q: name, id and creation time cannot change", ErrInvalidArgument, name)
-		case t.Partitions < old.Partitions:
-			return Topic{}, fmt.Errorf("%w: update topic %q: partitions can only grow: it has %d, asked %d", ErrInvalidArgument, name, old.Partitions, t.Partitions)
-		}
-		if err := t.normalize(); err != nil {
+		t, err := CheckTopicUpdate(old, update)
+		if err != nil {
 			return Topic{}, err
 		}
 		v, err := json.Marshal(t)

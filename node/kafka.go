@@ -48,7 +48,10 @@ func (n *Node) startKafka(cfg Config) error {
 		NodeID: cfg.NodeID, Advertised: adv, ClusterID: "varve", MaxRequestBytes: cfg.MaxRequestBytes,
 		FetchMaxBytes: cfg.FetchMaxBytes, Logger: n.log,
 	}, kafka.Deps{Meta: n.meta, Topics: topics, In: n.in, Fetcher: n.fetcher, Groups: groups.New(n.meta), Security: n.kafkaSecurity(),
-		ProducerStateTTL: cfg.ProducerStateTTL, OffsetsByTime: byTime})
+		ProducerStateTTL: cfg.ProducerStateTTL, OffsetsByTime: byTime,
+		RecordLimit: func(topic string, maxRecord int32) error {
+			return checkRecordFitsRequest(topic, maxRecord, cfg.MaxRequestBytes)
+		}})
 	if err != nil {
 		ln.Close()
 		return err

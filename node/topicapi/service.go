@@ -186,32 +186,27 @@ func (s *Service) UpdateTopic(ctx context.Context, req *connect.Request[varvev1.
 		}
 	}
 	t, err := s.meta.UpdateTopic(ctx, m.GetName(), func(t *metadata.Topic) error {
-		if m.RetentionMs != nil {
-			if m.GetRetentionMs() == 0 {
-				return fmt.Errorf("%w: update topic %q: retention_ms 0; give -1 (forever) or a positive value", metadata.ErrInvalidArgument, t.Name)
-			}
-			t.RetentionMs = m.GetRetentionMs()
+		set := metadata.TopicSettings{
+			RetentionMs: m.RetentionMs, RetentionBytes: m.RetentionBytes, MaxRecordBytes: m.MaxRecordBytes,
+			DeleteRetentionMs: m.DeleteRetentionMs, MinCompactionLagMs: m.MinCompactionLagMs,
 		}
-		if m.RetentionBytes != nil {
-			if m.GetRetentionBytes() == 0 {
-				return fmt.Errorf("%w: update topic %q: retention_bytes 0; give -1 (unlimited) or a positive value", metadata.ErrInvalidArgument, t.Name)
+		if m.CleanupPolicy != nil {
+			p, err := cleanupPolicy(t.Name, m.GetCleanupPolicy())
+			if err != nil {
+				return err
 			}
-			t.RetentionBytes = m.GetRetentionBytes()
+			set.CleanupPolicy = &p
+		}
+		if err := set.ApplyUpdate(t); err != nil {
+			return err
 		}
 		if m.MaxRecordBytes != nil {
-			if m.GetMaxRecordBytes() == 0 {
-				return fmt.Errorf("%w: update topic %q: max_record_bytes 0; give a positive value", metadata.ErrInvalidArgument, t.Name)
-			}
 			if err := s.recordLimit(t.Name, m.GetMaxRecordBytes()); err != nil {
 				return err
 			}
-			t.MaxRecordBytes = m.GetMaxRecordBytes()
 		}
 		if m.Partitions != nil {
 			t.Partitions = m.GetPartitions()
-		}
-		if err := updateCompaction(t, m); err != nil {
-			return err
 		}
 		if sch != nil {
 			t.Schema = sch
@@ -234,28 +229,13 @@ func (s *Service) DeleteTopic(ctx context.Context, req *connect.Request[varvev1.
 	return connect.NewResponse(&varvev1.DeleteTopicResponse{}), nil
 }
 
-// updateCompaction applies an update's cleanup policy and compaction
-// settings; 0 is refused rather than read as "the default", as for
-// retention.
-func updateCompaction(t *metadata.Topic, m *varvev1.UpdateTopicRequest) error {
-	if m.CleanupPolicy != nil {
-		switch m.GetCleanupPolicy() {
-		case varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE:
-			t.CleanupPolicy = metadata.CleanupDelete
-		case varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT:
-			t.CleanupPolicy = metadata.CleanupCompact
-		default:
-			return fmt.Errorf("%w: update topic %q: cleanup_policy must be DELETE or COMPACT, got %s", metadata.ErrInvalidArgument, t.Name, m.GetCleanupPolicy())
-		}
+// cleanupPolicy is an update's cleanup policy as metadata stores it.
+func cleanupPolicy(topic string, p varvev1.CleanupPolicy) (string, error) {
+	switch p {
+	case varvev1.CleanupPolicy_CLEANUP_POLICY_DELETE:
+		return metadata.CleanupDelete, nil
+	case varvev1.CleanupPolicy_CLEANUP_POLICY_COMPACT:
+		return metadata.CleanupCompact, nil
 	}
-	if m.DeleteRetentionMs != nil {
-		if m.GetDeleteRetentionMs() <= 0 {
-			return fmt.Errorf("%w: update topic %q: delete_retention_ms must be positive, got %d", metadata.ErrInvalidArgument, t.Name, m.GetDeleteRetentionMs())
-		}
-		t.DeleteRetentionMs = m.GetDeleteRetentionMs()
-	}
-	if m.MinCompactionLagMs != nil {
-		t.MinCompactionLagMs = m.GetMinCompactionLagMs()
-	}
-	return nil
+	return "", fmt.Errorf("%w: update topic %q: cleanup_policy must be DELETE or COMPACT, got %s", metadata.ErrInvalidArgument, topic, p)
 }
