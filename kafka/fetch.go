@@ -218,7 +218,31 @@ func handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response
 		maxBytes = lim
 	}
 	wait := min(time.Duration(max(req.MaxWaitMillis, 0))*time.Millisecond, maxFetchWait)
-	results := c.readPartitions(ctx, want, state, maxBytes, wait)
+	q := c.quotas()
+	var results map[tp]partResult
+	if w := time.Duration(0); q != nil {
+		w = q.KafkaFetchThrottle(c.id)
+		if w > 0 {
+			// Over the fetch quota: no records, and the connection waits
+			// out the debt before its next request.
+			resp.ThrottleMillis = c.throttle.set(w)
+			results = make(map[tp]partResult, len(want))
+			for _, k := range want {
+				st := c.s.d.Fetcher.View(k.topic, k.part).State
+				results[k] = partResult{hw: st.Next, ls: st.Start}
+			}
+		}
+	}
+	if results == nil {
+		results = c.readPartitions(ctx, want, state, maxBytes, wait)
+	}
+	if q != nil {
+		n := 0
+		for _, r := range results {
+			n += len(r.batches)
+		}
+		q.KafkaFetchCharge(c.id, n)
+	}
 
 	// The answer: every partition of a full fetch; of an incremental one,
 	// those with records, an error, or a changed high watermark or log
@@ -338,6 +362,13 @@ func (c *conn) readPartitions(ctx context.Context, want []tp, state map[tp]*sess
 			}
 			for _, r := range rs {
 				pr := partResult{batches: r.Batches, hw: r.HighWatermark, ls: r.LogStartOffset}
+				if len(r.Batches) > 0 {
+					// The watched index's high watermark may trail the
+					// records read (asked of etcd past it): never answer
+					// one below them (read_committed clients drop records
+					// at and past it).
+					pr.hw = max(pr.hw, r.Next)
+				}
 				if r.Err != nil {
 					pr = partResult{code: errorCode(r.Err), hw: -1, ls: -1}
 					var st metadata.PartitionState

@@ -101,6 +101,15 @@ func handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Respon
 		}
 		return resp, nil
 	}
+	if q := c.quotas(); q != nil {
+		n := 0
+		for _, rt := range req.Topics {
+			for _, rp := range rt.Partitions {
+				n += len(rp.Records)
+			}
+		}
+		resp.ThrottleMillis = c.throttle.set(q.KafkaProduceThrottle(c.id, n))
+	}
 	if req.TimeoutMillis > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeoutOf(req.TimeoutMillis))

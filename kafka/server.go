@@ -103,6 +103,9 @@ type Server struct {
 
 	sessions *fetchSessions
 	coord    *coordinator
+	// frames bounds the request bytes held by all connections at once:
+	// twice max_request_bytes and 64 MiB (frames.go).
+	frames *budget
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -149,6 +152,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	s := &Server{cfg: cfg, d: d, log: cfg.Logger.With("listener", "kafka"), self: BrokerID(cfg.NodeID), conns: map[net.Conn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(metadata.WithCaller(context.Background(), metadata.CallerNode))
 	s.sessions = newFetchSessions(maxFetchSessions)
+	s.frames = newBudget(int64(2*cfg.MaxRequestBytes) + 64<<20)
 	s.coord = newCoordinator(s)
 	s.SetBrokers(map[string]string{cfg.NodeID: Registration(cfg.Advertised, d.In != nil, d.Fetcher != nil)})
 	return s, nil
@@ -269,6 +273,9 @@ type conn struct {
 	id       guard.Identity
 	// auth is the state of SASL on this connection (sasl.go).
 	auth authState
+	// throttle mutes the connection while its principal is over a quota
+	// (quota.go).
+	throttle throttle
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -329,6 +336,9 @@ func (c *conn) serve() {
 	sem := make(chan struct{}, maxAsyncProduce)
 	var size [4]byte
 	for {
+		if !c.throttle.wait(c.s.ctx) { // muted by a quota (quota.go)
+			return
+		}
 		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
 		if _, err := io.ReadFull(c.nc, size[:]); err != nil {
 			if !errors.Is(err, io.EOF) && c.s.ctx.Err() == nil {
@@ -345,14 +355,15 @@ func (c *conn) serve() {
 			log.Warn("kafka connection closed: request frame size out of bounds", "bytes", n, "max", limit)
 			return
 		}
-		body := make([]byte, n)
-		c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-		if _, err := io.ReadFull(c.nc, body); err != nil {
+		body, release, err := c.readFrame(int(n))
+		if err != nil {
 			log.Debug("kafka connection closed mid-request", "err", err)
 			return
 		}
 		if c.auth.rawSASL() { // a bare SASL token after SaslHandshake v0 (sasl.go)
-			if !c.rawToken(body) {
+			ok := c.rawToken(body)
+			release()
+			if !ok {
 				return
 			}
 			continue
@@ -361,21 +372,24 @@ func (c *conn) serve() {
 		sl := &slot{done: make(chan struct{}), corr: corr}
 		switch {
 		case err != nil:
+			release()
 			sl.err = err
 			close(sl.done)
 		case early != nil: // ApiVersions too new for us
+			release()
 			sl.resp = early
 			close(sl.done)
 		case asyncProduce(req):
 			sem <- struct{}{}
 			async.Add(1)
 			go func() {
-				defer func() { <-sem; async.Done() }()
+				defer func() { release(); <-sem; async.Done() }()
 				c.run(a, req, sl)
 			}()
 		default:
 			async.Wait()
 			c.run(a, req, sl)
+			release()
 		}
 		select {
 		case order <- sl:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/varve-io/varve/internal/authz"
 	"github.com/varve-io/varve/metadata/access"
@@ -125,4 +126,34 @@ func (g *Guard) KafkaKeyValid(id Identity) bool { return g.keyValid(id) }
 func (g *Guard) KafkaDenied(id Identity, what, peer string, err error) {
 	g.log.Warn("audit: call refused", "audit", true, "principal", id.Principal, "procedure", "kafka/"+what, "peer", peer,
 		"code", "unauthenticated", "reason", err.Error())
+}
+
+// KafkaProduceThrottle charges a Kafka produce of n bytes to id's produce
+// quota and returns how long its answer is held (Kafka's throttle time: the
+// rate holds however the client pipelines); 0 for no quota, the bootstrap
+// key and nodes.
+func (g *Guard) KafkaProduceThrottle(id Identity, n int) time.Duration {
+	if id.Super || id.Node {
+		return 0
+	}
+	w, _ := g.quota.reserve(id.Principal, "produce", n, time.Duration(1<<62))
+	return w
+}
+
+// KafkaFetchThrottle returns how long id must wait before its next fetch
+// (its fetch quota is in debt), or 0.
+func (g *Guard) KafkaFetchThrottle(id Identity) time.Duration {
+	if id.Super || id.Node {
+		return 0
+	}
+	return g.quota.take(id.Principal, "fetch", 0, false)
+}
+
+// KafkaFetchCharge charges n bytes a Kafka fetch answered to id's fetch
+// quota.
+func (g *Guard) KafkaFetchCharge(id Identity, n int) {
+	if id.Super || id.Node {
+		return
+	}
+	g.quota.take(id.Principal, "fetch", n, true)
 }
