@@ -139,8 +139,8 @@ func kafkaErrClass(err error) string {
 }
 
 // kafkaConsumer reads assigned partitions from the start through the
-// Kafka listener at addr, with the SDK consumer's limits (200 ms max
-// wait, 4 MiB per fetch).
+// Kafka listener at addr: franz-go's defaults (at most 50 MiB per fetch,
+// 1 MiB per partition) but the SDK consumer's 200 ms max wait.
 type kafkaConsumer struct {
 	cl  *kgo.Client
 	err error
@@ -153,7 +153,7 @@ func newKafkaConsumer(addr, topic string, partitions []int32) *kafkaConsumer {
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
-		kgo.FetchMaxWait(200*time.Millisecond), kgo.FetchMaxBytes(4<<20))
+		kgo.FetchMaxWait(200*time.Millisecond))
 	return &kafkaConsumer{cl: cl, err: err}
 }
 
