@@ -32,8 +32,12 @@ const (
 	// max.poll.interval.ms default): how long a rebalance waits for
 	// members to rejoin and for the leader's assignment.
 	maxRebalanceTimeout = 5 * time.Minute
-	// maxProtocolBytes bounds the protocol metadata of one member.
-	maxProtocolBytes = 1 << 20
+	// maxProtocolBytes bounds the protocol metadata of one member, and
+	// maxGroupProtocolBytes those of a group's members together (what the
+	// leader's JoinGroup answer carries); past it a join is answered
+	// GROUP_MAX_SIZE_REACHED.
+	maxProtocolBytes      = 1 << 20
+	maxGroupProtocolBytes = 16 << 20
 	// markerTTL is the lease of the coordinator's markers: how long a
 	// group stays held after its coordinator died.
 	markerTTL = 10 * time.Second

@@ -686,6 +686,10 @@ func (g *group) join(js joinSpec, resp *kmsg.JoinGroupResponse) (joinStep, *memb
 	if g.dead {
 		return joinGone, nil, nil
 	}
+	if !g.fits(req) {
+		resp.ErrorCode = kerr.GroupMaxSizeReached.Code
+		return joinDone, nil, nil
+	}
 	if req.MemberID == "" {
 		if req.InstanceID != nil {
 			if old, ok := g.static[*req.InstanceID]; ok && g.members[old] != nil {
@@ -774,6 +778,28 @@ func (g *group) join(js joinSpec, resp *kmsg.JoinGroupResponse) (joinStep, *memb
 	ch := g.waitIn(m)
 	g.rebalance()
 	return joinWait, m, ch
+}
+
+// protocolBytes is the size of a member's protocols.
+func protocolBytes(ps []kmsg.JoinGroupRequestProtocol) int {
+	n := 0
+	for _, p := range ps {
+		n += len(p.Name) + len(p.Metadata)
+	}
+	return n
+}
+
+// fits reports whether the group's members' protocols stay within
+// maxGroupProtocolBytes with req's (replacing those of the member it
+// rejoins as); g.mu is held.
+func (g *group) fits(req *kmsg.JoinGroupRequest) bool {
+	n := protocolBytes(req.Protocols)
+	for id, m := range g.members {
+		if id != req.MemberID && (req.InstanceID == nil || m.instance == nil || *m.instance != *req.InstanceID) {
+			n += protocolBytes(m.protocols)
+		}
+	}
+	return n <= maxGroupProtocolBytes
 }
 
 // add makes id a member waiting in JoinGroup and (re)starts the
@@ -954,10 +980,7 @@ func handleJoinGroup(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Resp
 		js.rebalance = js.session
 	}
 	js.rebalance = min(js.rebalance, maxRebalanceTimeout)
-	size := 0
-	for _, p := range req.Protocols {
-		size += len(p.Name) + len(p.Metadata)
-	}
+	size := protocolBytes(req.Protocols)
 	switch {
 	case js.session < minSessionTimeout || js.session > maxSessionTimeout:
 		resp.ErrorCode = kerr.InvalidSessionTimeout.Code
