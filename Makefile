@@ -23,7 +23,7 @@ GEN_STAMP   := $(TOOLS)/gen-$(PROTOC_GEN_GO_VERSION)-$(CONNECT_GEN_VERSION).stam
 BUF_STAMP   := $(TOOLS)/buf-$(shell sed -n 's/.*bufbuild\/buf \(v[^ ]*\).*/\1/p' tools/go.mod | head -n1).stamp
 
 # Packages whose tests exercise concurrency run under the race detector.
-RACE_PKGS := ./ingest/... ./blockcache/... ./fetch/... ./scan/... ./parquet/... ./metadata/... ./node/... ./sdk/... ./tier/... ./sequencer/... ./internal/guard/...
+RACE_PKGS := ./kafka/... ./ingest/... ./blockcache/... ./fetch/... ./scan/... ./parquet/... ./metadata/... ./node/... ./sdk/... ./tier/... ./sequencer/... ./internal/guard/...
 
 .PHONY: soak all build test generate gen-tmp check-generated lint bench bench-go bench-check redis-server kafka-clients tools clean terraform-test
 
