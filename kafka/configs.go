@@ -432,6 +432,26 @@ func unsupportedResource(t kmsg.ConfigResourceType) error {
 
 // brokerAlter answers an alter of a broker resource: Varve's broker configs
 // are read-only, once the principal may administer the cluster.
+// alterTarget checks the resource of an alter request: the topic to
+// change, or the error that answers the resource (broker configs are
+// read-only; other types are not served).
+func (c *conn) alterTarget(t kmsg.ConfigResourceType, name string) (string, error) {
+	switch t {
+	case kmsg.ConfigResourceTypeTopic:
+	case kmsg.ConfigResourceTypeBroker:
+		return "", c.brokerAlter(name)
+	default:
+		return "", unsupportedResource(t)
+	}
+	if !c.allowed(authz.Topic, name, authz.Alter) {
+		return "", c.denied(kerr.TopicAuthorizationFailed, authz.Topic, name, authz.Alter, "alter the configs of topic "+strconv.Quote(name))
+	}
+	if err := metadata.ValidateTopicName(name); err != nil {
+		return "", refuse(kerr.InvalidTopicException, "%v", err)
+	}
+	return name, nil
+}
+
 func (c *conn) brokerAlter(name string) error {
 	if !c.allowed(authz.Cluster, "", authz.Admin) {
 		return c.denied(kerr.ClusterAuthorizationFailed, authz.Cluster, "", authz.Admin, "alter broker configs")
@@ -491,19 +511,9 @@ func handleIncrementalAlterConfigs(ctx context.Context, c *conn, kreq kmsg.Reque
 }
 
 func (c *conn) incrementalAlter(ctx context.Context, rr kmsg.IncrementalAlterConfigsRequestResource, validateOnly bool) error {
-	switch rr.ResourceType {
-	case kmsg.ConfigResourceTypeTopic:
-	case kmsg.ConfigResourceTypeBroker:
-		return c.brokerAlter(rr.ResourceName)
-	default:
-		return unsupportedResource(rr.ResourceType)
-	}
-	topic := rr.ResourceName
-	if !c.allowed(authz.Topic, topic, authz.Alter) {
-		return c.denied(kerr.TopicAuthorizationFailed, authz.Topic, topic, authz.Alter, "alter the configs of topic "+strconv.Quote(topic))
-	}
-	if err := metadata.ValidateTopicName(topic); err != nil {
-		return refuse(kerr.InvalidTopicException, "%v", err)
+	topic, err := c.alterTarget(rr.ResourceType, rr.ResourceName)
+	if err != nil {
+		return err
 	}
 	var ch configChange
 	seen := map[string]bool{}
@@ -562,19 +572,9 @@ func handleAlterConfigs(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.R
 }
 
 func (c *conn) replaceConfigs(ctx context.Context, rr kmsg.AlterConfigsRequestResource, validateOnly bool) error {
-	switch rr.ResourceType {
-	case kmsg.ConfigResourceTypeTopic:
-	case kmsg.ConfigResourceTypeBroker:
-		return c.brokerAlter(rr.ResourceName)
-	default:
-		return unsupportedResource(rr.ResourceType)
-	}
-	topic := rr.ResourceName
-	if !c.allowed(authz.Topic, topic, authz.Alter) {
-		return c.denied(kerr.TopicAuthorizationFailed, authz.Topic, topic, authz.Alter, "alter the configs of topic "+strconv.Quote(topic))
-	}
-	if err := metadata.ValidateTopicName(topic); err != nil {
-		return refuse(kerr.InvalidTopicException, "%v", err)
+	topic, err := c.alterTarget(rr.ResourceType, rr.ResourceName)
+	if err != nil {
+		return err
 	}
 	var ch configChange
 	given := map[string]bool{}
