@@ -132,9 +132,10 @@ type group struct {
 	co   *coordinator
 	name string
 
-	// holdMu serializes the etcd work on the group's marker: taking it
-	// (ensureHeld) and the background writes and release (work).
-	holdMu sync.Mutex
+	// holdSem (one slot) serializes the etcd work on the group's marker:
+	// taking it (ensureHeld) and the writes and release (flush). A
+	// request waits for it at most its deadline.
+	holdSem chan struct{}
 
 	mu           sync.Mutex
 	dead         bool // dropped: no longer coordinated here
@@ -159,8 +160,20 @@ type group struct {
 }
 
 func newGroup(co *coordinator, name string) *group {
-	return &group{co: co, name: name, members: map[string]*member{}, pending: map[string]uint64{}, static: map[string]string{}}
+	return &group{co: co, name: name, holdSem: make(chan struct{}, 1), members: map[string]*member{}, pending: map[string]uint64{}, static: map[string]string{}}
 }
+
+// lockHold takes holdSem, unless ctx ends first.
+func (g *group) lockHold(ctx context.Context) bool {
+	select {
+	case g.holdSem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (g *group) unlockHold() { <-g.holdSem }
 
 var errGroupGone = errors.New("group no longer in memory")
 
@@ -457,17 +470,23 @@ func (g *group) kick() {
 // work does the group's etcd work in the background (flush).
 func (g *group) work() {
 	defer g.co.wg.Done()
-	g.flush(true)
+	if !g.flush(g.co.ctx, true) {
+		g.mu.Lock()
+		g.working = false // closing
+		g.mu.Unlock()
+	}
 }
 
 // flush does the group's etcd writes in order, one at a time: the meta
 // of each generation, then the marker's release once the group is empty
 // or dropped. Then a group with nothing left in memory is forgotten. The
 // background worker (worker: it clears working when done) and DeleteGroups
-// call it.
-func (g *group) flush(worker bool) {
-	g.holdMu.Lock()
-	defer g.holdMu.Unlock()
+// call it; false if ctx ended before it could start.
+func (g *group) flush(ctx context.Context, worker bool) bool {
+	if !g.lockHold(ctx) {
+		return false
+	}
+	defer g.unlockHold()
 	for {
 		g.mu.Lock()
 		hold, lease, gen := g.hold, g.lease, g.generation
@@ -491,53 +510,62 @@ func (g *group) flush(worker bool) {
 			if idle {
 				g.co.reap(g)
 			}
-			return
+			return true
 		}
 		g.mu.Unlock()
 		switch {
 		case meta:
-			ctx, cancel := context.WithTimeout(g.co.ctx, etcdTimeout)
-			err := g.co.s.d.Groups.KafkaRebalanced(ctx, g.name, hold, int64(gen), ids)
+			mctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+			err := g.co.s.d.Groups.KafkaRebalanced(mctx, g.name, hold, int64(gen), ids)
 			cancel()
 			if errors.Is(err, groups.ErrKafkaFenced) {
 				g.co.s.log.Warn("kafka coordinator lost a group's marker; its members rejoin", "group", g.name, "err", err)
 				g.co.forget(g)
 				g.lostHold()
 				g.drop(kerr.NotCoordinator.Code, false)
-			} else if err != nil && g.co.ctx.Err() == nil {
+			} else if err != nil && ctx.Err() == nil {
 				g.co.s.log.Warn("kafka coordinator: writing a group's generation failed", "group", g.name, "generation", gen, "err", err)
 			}
 		case release:
-			g.release(lease, hold)
+			if !g.release(ctx, lease, hold) && g.co.ctx.Err() == nil {
+				// A request's deadline ended the release: the
+				// worker takes it over.
+				g.mu.Lock()
+				if g.hold == 0 && len(g.members) == 0 {
+					g.hold, g.lease = hold, lease
+					g.kick()
+				}
+				g.mu.Unlock()
+				return false
+			}
 		}
 	}
 }
 
-// release deletes the marker taken at hold, retrying for about half a
-// minute while etcd fails (then the lease, if lost, frees it anyway).
-func (g *group) release(l *groups.KafkaLease, hold int64) {
+// release deletes the marker taken at hold, retrying while etcd fails,
+// until the lease is lost (the marker goes with it), the node closes (it
+// revokes the lease) or ctx ends: false then, the marker is still there.
+func (g *group) release(ctx context.Context, l *groups.KafkaLease, hold int64) bool {
 	wait := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(g.co.ctx, etcdTimeout)
-		err := l.Release(ctx, g.name, hold)
+		rctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+		err := l.Release(rctx, g.name, hold)
 		cancel()
-		if err == nil || g.co.ctx.Err() != nil {
-			return
+		if err == nil {
+			return true
 		}
 		select {
 		case <-l.Done():
-			return // the marker went with the lease
+			return true // the marker went with the lease
 		default:
 		}
-		if attempt == 8 {
-			g.co.s.log.Error("kafka coordinator: releasing a group's marker failed; other nodes cannot take the group until this one stops", "group", g.name, "err", err)
-			return
+		if attempt < 8 || attempt%20 == 0 {
+			g.co.s.log.Warn("kafka coordinator: releasing a group's marker failed; retrying (no other node can take the group meanwhile)", "group", g.name, "attempt", attempt+1, "err", err)
 		}
-		g.co.s.log.Warn("kafka coordinator: releasing a group's marker failed; retrying", "group", g.name, "err", err)
 		select {
 		case <-time.After(wait):
-		case <-g.co.ctx.Done():
-			return
+		case <-ctx.Done():
+			return false
 		}
 		wait = min(2*wait, 5*time.Second)
 	}
@@ -559,8 +587,10 @@ func (co *coordinator) reap(g *group) {
 // ensureHeld takes the group's marker in etcd if this node does not hold
 // it yet.
 func (g *group) ensureHeld(ctx context.Context) error {
-	g.holdMu.Lock()
-	defer g.holdMu.Unlock()
+	if !g.lockHold(ctx) {
+		return fmt.Errorf("hold group %q: %w", g.name, ctx.Err())
+	}
+	defer g.unlockHold()
 	g.mu.Lock()
 	dead, held := g.dead, g.hold != 0
 	g.mu.Unlock()

@@ -210,7 +210,9 @@ func (c *conn) deleteGroup(ctx context.Context, name string) int16 {
 		}
 		// Emptied just now: write its last generation and release its
 		// marker before deleting.
-		g.flush(false)
+		if !g.flush(ctx, false) {
+			return kerr.CoordinatorNotAvailable.Code
+		}
 	}
 	err := c.s.d.Groups.Delete(ctx, name)
 	switch {
