@@ -6,7 +6,9 @@
 //
 // Files: groups.go (the Groups handle, state, admin, reset, lag),
 // session.go (membership and rebalancing), commit.go (fenced commits),
-// assign.go (range and sticky: pure functions, no etcd).
+// assign.go (range and sticky: pure functions, no etcd), kafka.go (the
+// markers of Kafka group coordinators and their fenced commits,
+// DeleteOffsets, Summaries: package kafka's groups live on the same keys).
 //
 // It reaches etcd only through the client of a *metadata.Client
 // (New(meta), via metadata/internal/conn) and builds keys only through
