@@ -256,6 +256,19 @@ func (c *Client) register(ctx context.Context, roles []string, id, addr string) 
 	return ka, nil
 }
 
+// Deregister removes the registrations of node id under roles at once (a
+// node that stops: the others need not wait for its lease to expire).
+func (c *Client) Deregister(ctx context.Context, id string, roles ...string) error {
+	ops := make([]clientv3.Op, len(roles))
+	for i, role := range roles {
+		ops[i] = clientv3.OpDelete(nodeKey(role, id))
+	}
+	if _, err := c.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("deregister node %s: %w", id, err)
+	}
+	return nil
+}
+
 // nodeLeaseTTL is how long (seconds) a node's registration outlives it.
 const nodeLeaseTTL = 10
 

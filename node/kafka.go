@@ -65,6 +65,7 @@ func (n *Node) startKafka(cfg Config) error {
 	if err := n.meta.Register(n.baseCtx, kafka.Role, cfg.NodeID, kafka.Registration(adv, n.in != nil, n.fetcher != nil)); err != nil {
 		return err
 	}
+	n.registered = append(n.registered, kafka.Role)
 	stop, err := n.meta.WatchNodes(n.baseCtx, kafka.Role, s.SetBrokers)
 	if err != nil {
 		return err

@@ -67,6 +67,11 @@ type Node struct {
 	draining atomic.Bool
 	served   chan error
 
+	// registered are the roles this node registered under in etcd (its
+	// kafka address too): Shutdown removes them first.
+	registered []string
+	keepRegs   atomic.Bool
+
 	closeOnce sync.Once
 	closeErr  error
 	onClose   []func()
@@ -188,10 +193,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*Node, error) {
 	if err := n.meta.RegisterRoles(n.baseCtx, cfg.NodeID, n.internalURL(), roles...); err != nil {
 		return nil, err
 	}
+	n.registered = append(n.registered, roles...)
 	ok = true
 	log.Info("node started", "addr", n.Addr(), "flight", n.FlightAddr(), "kafka", n.KafkaAddr(), "etcd", cfg.EtcdEndpoints, "roles", cfg.Roles, "store", cfg.Store, "version", obs.BuildInfo().Version, "tracing", cfg.OTLPEndpoint, "auth", n.sec.guard.Auth(), "tls", n.sec.tls != nil)
 	return n, nil
 }
+
+// KeepRegistrations makes Shutdown leave the node's registrations in etcd
+// to expire with their lease, as a killed node's do: tests of a dead peer
+// that the others still take for live.
+func (n *Node) KeepRegistrations() { n.keepRegs.Store(true) }
 
 // Addr is the node's base URL, http://host:port (https:// with TLS).
 func (n *Node) Addr() string { return n.scheme() + n.ln.Addr().String() }
@@ -328,6 +339,17 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.closeOnce.Do(func() {
 		n.draining.Store(true)
 		start := time.Now()
+		// Leave the live nodes at once, rather than when the
+		// registration's lease expires (10 s): clients and other nodes
+		// (block owners, Kafka brokers and group coordinators, producer
+		// placement) move on while this node drains.
+		if !n.keepRegs.Load() {
+			dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+			if err := n.meta.Deregister(dctx, n.cfg.NodeID, n.registered...); err != nil {
+				n.log.Warn("node registrations left to expire", "err", err)
+			}
+			dcancel()
+		}
 		shut := make(chan error, 1)
 		go func() { shut <- n.srv.Shutdown(ctx) }()
 		var errs []error

@@ -327,6 +327,7 @@ func readAfterOwnerDies(t *testing.T, c *cluster, reader, owner *node.Node, topi
 	c.rec.Reset()
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	owner.KeepRegistrations() // dead, not drained: its lease outlives it
 	if err := owner.Shutdown(sctx); err != nil {
 		t.Fatal(err)
 	}
