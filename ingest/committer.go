@@ -15,6 +15,9 @@ type Committer interface {
 	Commit(ctx context.Context, commitID string, appends []metadata.Append) ([]metadata.AppendResult, error)
 	GetTopic(ctx context.Context, name string) (metadata.Topic, error)
 	InitProducer(ctx context.Context, id int64, ttl time.Duration) (metadata.Producer, error)
+	// AdvanceProducerEpoch moves a producer to a newer epoch its client
+	// chose (metadata.Client.AdvanceProducerEpoch).
+	AdvanceProducerEpoch(ctx context.Context, id int64, epoch int32) (metadata.Producer, error)
 	// ReadProducer reads a producer's identity and its states on
 	// partitions of topic, for a batch of epoch. Unless fresh, a reader may
 	// answer from an identity it holds that is not older than epoch, and

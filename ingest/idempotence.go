@@ -422,6 +422,16 @@ func (in *Ingester) rememberCommitsLocked(f *file) {
 	}
 }
 
+// AdvanceProducer moves producer id to epoch when its epoch is older
+// (metadata.AdvanceProducerEpoch): a Kafka client bumped it itself.
+func (in *Ingester) AdvanceProducer(ctx context.Context, id int64, epoch int32) (metadata.Producer, error) {
+	p, err := in.meta.AdvanceProducerEpoch(ctx, id, epoch)
+	in.mu.Lock()
+	in.pcache.forget(id)
+	in.mu.Unlock()
+	return p, err
+}
+
 // InitProducer issues an idempotent producer identity: a new id at epoch 0
 // (id 0) or the next epoch of an existing id, which fences older instances.
 func (in *Ingester) InitProducer(ctx context.Context, id int64) (metadata.Producer, error) {

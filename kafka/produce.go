@@ -152,13 +152,25 @@ func fail(out *kmsg.ProduceResponseTopic, code int16, err error) {
 	}
 }
 
-// produceTopic appends one topic's partitions, all or none: a partition
-// refused (a bad batch, unknown) fails the topic's others with the
-// same error, since Varve accepts a request's batches together.
+// produceGroup is the partitions of a topic in one produce request that
+// carry one producer's batches of one epoch (or none: producer id -1).
+type produceGroup struct {
+	idem *ingest.Idempotence
+	bs   []ingest.Batches
+	at   []int // each batch's index in the response's partitions
+}
+
+// produceTopic appends one topic's partitions: one Ingester.ProduceBatches
+// per producer and epoch among them (a Kafka client keeps a sent batch's
+// epoch on its retries, so one request may carry two epochs of one
+// producer). Varve accepts a call's batches together; when it refuses one
+// partition's batch (out of order, too large, invalid), each partition is
+// appended alone, so that only the refused ones fail, as Kafka answers
+// them: a producer fails its sequences only where they are wrong.
 func produceTopic(ctx context.Context, c *conn, rt *kmsg.ProduceRequestTopic, out *kmsg.ProduceResponseTopic) {
-	bs := make([]ingest.Batches, 0, len(rt.Partitions))
-	var idem *ingest.Idempotence
-	for _, rp := range rt.Partitions {
+	var groups []*produceGroup
+	byProducer := map[[2]int64]*produceGroup{}
+	for j, rp := range rt.Partitions {
 		if len(rp.Records) == 0 {
 			fail(out, kerr.InvalidRecord.Code, fmt.Errorf("produce to %q partition %d: no records", rt.Topic, rp.Partition))
 			return
@@ -168,27 +180,98 @@ func produceTopic(ctx context.Context, c *conn, rt *kmsg.ProduceRequestTopic, ou
 			fail(out, kerr.UnsupportedForMessageFormat.Code, fmt.Errorf("produce to %q partition %d: %w", rt.Topic, rp.Partition, err))
 			return
 		}
+		key := [2]int64{-1, -1}
 		if h.ProducerID >= 0 {
-			if idem == nil {
-				idem = &ingest.Idempotence{ProducerID: h.ProducerID, Epoch: int32(h.ProducerEpoch), Sequences: map[int32]int32{}}
-			} else if idem.ProducerID != h.ProducerID || idem.Epoch != int32(h.ProducerEpoch) {
-				fail(out, kerr.InvalidRecord.Code, fmt.Errorf("produce to %q: two producers (%d and %d) in one request", rt.Topic, idem.ProducerID, h.ProducerID))
-				return
-			}
-			idem.Sequences[rp.Partition] = h.BaseSequence
+			key = [2]int64{h.ProducerID, int64(h.ProducerEpoch)}
 		}
-		bs = append(bs, ingest.Batches{Partition: rp.Partition, Bytes: rp.Records})
+		g := byProducer[key]
+		if g == nil {
+			g = &produceGroup{}
+			if h.ProducerID >= 0 {
+				g.idem = &ingest.Idempotence{ProducerID: h.ProducerID, Epoch: int32(h.ProducerEpoch), Sequences: map[int32]int32{}}
+			}
+			byProducer[key] = g
+			groups = append(groups, g)
+		}
+		if g.idem != nil {
+			g.idem.Sequences[rp.Partition] = h.BaseSequence
+		}
+		g.bs = append(g.bs, ingest.Batches{Partition: rp.Partition, Bytes: rp.Records})
+		g.at = append(g.at, j)
 	}
-	res, err := c.s.d.In.ProduceBatches(ctx, rt.Topic, bs, idem)
-	if err != nil {
-		c.s.log.Debug("kafka produce refused", "client", c.clientID, "topic", rt.Topic, "err", err)
-		fail(out, produceErrorCode(err), err)
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.produceGroup(ctx, rt.Topic, g, out)
+		}()
+	}
+	wg.Wait()
+}
+
+// produceGroup appends g and answers its partitions in out.
+func (c *conn) produceGroup(ctx context.Context, topic string, g *produceGroup, out *kmsg.ProduceResponseTopic) {
+	res, err := c.appendBatches(ctx, topic, g.bs, g.idem)
+	if err == nil {
+		for i, r := range res {
+			p := &out.Partitions[g.at[i]]
+			p.BaseOffset, p.LogAppendTime = r.Base, -1
+		}
 		return
 	}
-	for j, r := range res {
-		out.Partitions[j].BaseOffset = r.Base
-		out.Partitions[j].LogAppendTime = -1
+	if len(g.bs) > 1 && partitionRefusal(err) {
+		// Which partition? Each alone: a refused call changed nothing.
+		var wg sync.WaitGroup
+		for i := range g.bs {
+			one := &produceGroup{bs: g.bs[i : i+1], at: g.at[i : i+1]}
+			if g.idem != nil {
+				p := g.bs[i].Partition
+				one.idem = &ingest.Idempotence{ProducerID: g.idem.ProducerID, Epoch: g.idem.Epoch, Sequences: map[int32]int32{p: g.idem.Sequences[p]}}
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.produceGroup(ctx, topic, one, out)
+			}()
+		}
+		wg.Wait()
+		return
 	}
+	c.s.log.Debug("kafka produce refused", "client", c.clientID, "topic", topic, "err", err)
+	for _, j := range g.at {
+		p := &out.Partitions[j]
+		p.ErrorCode, p.ErrorMessage, p.BaseOffset = produceErrorCode(err), errorMessage(err), -1
+	}
+}
+
+// appendBatches is Ingester.ProduceBatches, taking a producer epoch its
+// client bumped itself: after a refused batch a Kafka producer moves to
+// the next epoch without InitProducerId and starts its sequences over
+// (KIP-360), which Kafka accepts; Varve then advances the producer's
+// epoch (fencing the older ones) and appends again.
+func (c *conn) appendBatches(ctx context.Context, topic string, bs []ingest.Batches, idem *ingest.Idempotence) ([]ingest.BatchResult, error) {
+	res, err := c.s.d.In.ProduceBatches(ctx, topic, bs, idem)
+	if err != nil && idem != nil && errors.Is(err, metadata.ErrEpochAhead) {
+		if _, aerr := c.s.d.In.AdvanceProducer(ctx, idem.ProducerID, idem.Epoch); aerr != nil {
+			return nil, aerr
+		}
+		res, err = c.s.d.In.ProduceBatches(ctx, topic, bs, idem)
+	}
+	return res, err
+}
+
+// partitionRefusal reports whether err refuses a batch for what it holds
+// (one partition's, perhaps), not for the node's state: the partitions are
+// then worth appending one by one.
+func partitionRefusal(err error) bool {
+	for _, e := range []error{metadata.ErrInvalidArgument, metadata.ErrOutOfOrderSequence, metadata.ErrProducerFenced,
+		metadata.ErrUnknownProducer, metadata.ErrPartitionOutOfRange, metadata.ErrBlockRefused, ingest.ErrRecordTooLarge} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func handleInitProducerID(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {

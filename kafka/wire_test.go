@@ -200,10 +200,10 @@ func kerrName(code int16) string {
 
 // TestWireProduceErrors: hand-made Produce requests with an unknown
 // topic or partition, a record over the topic's max_record_bytes, a
-// batch whose CRC or records are corrupt, a header with an empty key, or
-// all of a request's partitions when one is bad, are each answered with
-// Kafka's error code, store nothing (the high watermarks stay), and
-// leave the listener serving.
+// batch whose CRC or records are corrupt, or a header with an empty key
+// are each answered with Kafka's error code, store nothing (the high
+// watermarks stay), and leave the listener serving; a bad partition fails
+// alone, its request's good ones are stored.
 func TestWireProduceErrors(t *testing.T) {
 	d := startDev(t, nodeConfig())
 	const topic = "wire"
@@ -284,8 +284,19 @@ func TestWireProduceErrors(t *testing.T) {
 		expect(t, map[int32][]byte{0: []byte("not a batch")}, kerr.UnsupportedForMessageFormat.Code)
 		expect(t, map[int32][]byte{0: nil}, kerr.InvalidRecord.Code)
 	})
-	t.Run("one bad partition fails the request's others", func(t *testing.T) {
-		expect(t, map[int32][]byte{0: rawBatch(ts, []byte("fine")), 1: rawBatch(ts, bytes.Repeat([]byte("x"), 2000))}, kerr.MessageTooLarge.Code)
+	t.Run("one bad partition fails alone", func(t *testing.T) {
+		// As Kafka answers per partition: the good one is stored.
+		res := produceRaw(t, cl, topic, map[int32][]byte{0: rawBatch(ts, []byte("fine")), 1: rawBatch(ts, bytes.Repeat([]byte("x"), 2000))})
+		if r := res[1]; r.ErrorCode != kerr.MessageTooLarge.Code || r.BaseOffset != -1 {
+			t.Fatalf("the bad partition: %s (base offset %d), want MESSAGE_TOO_LARGE", kerrName(r.ErrorCode), r.BaseOffset)
+		}
+		if r := res[0]; r.ErrorCode != 0 || r.BaseOffset != hw[0] {
+			t.Fatalf("the good partition: %s (base offset %d), want stored at %d", kerrName(r.ErrorCode), r.BaseOffset, hw[0])
+		}
+		hw[0]++
+		if now := wireEndOffsets(t, cl, topic); now[0] != hw[0] || now[1] != hw[1] {
+			t.Fatalf("end offsets %v, want %v", now, hw)
+		}
 	})
 	t.Run("header with an empty key", func(t *testing.T) {
 		// Kafka allows it; Varve's records have non-empty header keys
@@ -305,7 +316,7 @@ func TestWireProduceErrors(t *testing.T) {
 	// The listener still takes good batches, at the offsets after the
 	// first ones.
 	res = produceRaw(t, cl, topic, map[int32][]byte{0: rawBatch(ts, []byte("e")), 1: rawBatch(ts, []byte("f"))})
-	if res[0].ErrorCode != 0 || res[0].BaseOffset != 1 || res[1].ErrorCode != 0 || res[1].BaseOffset != 2 {
+	if res[0].ErrorCode != 0 || res[0].BaseOffset != hw[0] || res[1].ErrorCode != 0 || res[1].BaseOffset != 2 {
 		t.Fatalf("good batches after the bad ones: %+v", res)
 	}
 }

@@ -24,6 +24,11 @@ var (
 	// ErrUnknownProducer: the producer id was never issued or its state
 	// expired (no commit for producer_state_ttl).
 	ErrUnknownProducer = errors.New("unknown producer")
+	// ErrEpochAhead: a batch carries an epoch of the producer newer than
+	// the one issued (it also wraps ErrInvalidArgument). A Kafka client
+	// bumps its epoch itself after a refused batch (KIP-360), which the
+	// Kafka listener then advances (AdvanceProducerEpoch).
+	ErrEpochAhead = errors.New("producer epoch ahead of the issued one")
 	// ErrBlockRefused: the block holding the records was not committed
 	// because another batch in it was a duplicate or out of order. Nothing
 	// of it is in the log; a retry is safe.
@@ -96,7 +101,7 @@ func checkBatch(info *producerInfo, st *ProducerState, b ProducerBatch, topic st
 	case b.Epoch < info.Epoch:
 		return -1, fmt.Errorf("%w: producer %d epoch %d was fenced by epoch %d", ErrProducerFenced, b.ID, b.Epoch, info.Epoch)
 	case b.Epoch > info.Epoch:
-		return -1, fmt.Errorf("%w: producer %d epoch %d was never issued (current epoch %d)", ErrInvalidArgument, b.ID, b.Epoch, info.Epoch)
+		return -1, fmt.Errorf("%w: %w: producer %d epoch %d was never issued (current epoch %d)", ErrInvalidArgument, ErrEpochAhead, b.ID, b.Epoch, info.Epoch)
 	case b.FirstSeq < 0 || b.Count <= 0 || int64(b.FirstSeq)+int64(b.Count) > math.MaxInt32:
 		return -1, fmt.Errorf("%w: producer %d batch for %s/%d: sequence %d with %d records is out of range", ErrInvalidArgument, b.ID, topic, p, b.FirstSeq, b.Count)
 	}
@@ -157,6 +162,41 @@ func (c *Client) InitProducer(ctx context.Context, id int64, ttl time.Duration) 
 	if id == 0 {
 		return c.newProducer(ctx, ttl)
 	}
+	return c.bumpProducer(ctx, id, func(cur int32) (int32, error) {
+		if cur == math.MaxInt32 {
+			return 0, fmt.Errorf("init producer %d: %w: epoch exhausted; ask for a new id", id, ErrInvalidArgument)
+		}
+		return cur + 1, nil
+	})
+}
+
+// AdvanceProducerEpoch moves producer id to epoch when its epoch is older
+// (a Kafka client's own bump, KIP-360), fencing the earlier ones as
+// InitProducer does; an epoch already reached is left as it is. It never
+// moves an epoch more than maxEpochAdvance ahead.
+func (c *Client) AdvanceProducerEpoch(ctx context.Context, id int64, epoch int32) (Producer, error) {
+	if id <= 0 || epoch < 0 {
+		return Producer{}, fmt.Errorf("%w: producer id %d epoch %d", ErrInvalidArgument, id, epoch)
+	}
+	return c.bumpProducer(ctx, id, func(cur int32) (int32, error) {
+		switch {
+		case cur >= epoch:
+			return cur, nil
+		case int64(epoch)-int64(cur) > maxEpochAdvance:
+			return 0, fmt.Errorf("advance producer %d: %w: epoch %d is %d past the issued %d (at most %d)", id, ErrInvalidArgument, epoch, int64(epoch)-int64(cur), cur, maxEpochAdvance)
+		}
+		return epoch, nil
+	})
+}
+
+// maxEpochAdvance bounds how far AdvanceProducerEpoch moves an epoch at
+// once: a client bumps by one per refused batch.
+const maxEpochAdvance = 1000
+
+// bumpProducer sets the epoch of producer id to next(its epoch), in one
+// transaction (read again when another changed it meanwhile), and starts
+// a new TTL; an epoch next leaves as it is writes nothing.
+func (c *Client) bumpProducer(ctx context.Context, id int64, next func(int32) (int32, error)) (Producer, error) {
 	for {
 		resp, err := c.cli.Get(ctx, producerKey(id))
 		if err != nil {
@@ -169,10 +209,14 @@ func (c *Client) InitProducer(ctx context.Context, id int64, ttl time.Duration) 
 		if err := json.Unmarshal(resp.Kvs[0].Value, &info); err != nil {
 			return Producer{}, fmt.Errorf("init producer %d: decode: %w", id, err)
 		}
-		if info.Epoch == math.MaxInt32 {
-			return Producer{}, fmt.Errorf("init producer %d: %w: epoch exhausted; ask for a new id", id, ErrInvalidArgument)
+		epoch, err := next(info.Epoch)
+		if err != nil {
+			return Producer{}, err
 		}
-		info.Epoch++
+		if epoch == info.Epoch {
+			return Producer{ID: id, Epoch: info.Epoch, TTL: time.Duration(info.TTLms) * time.Millisecond}, nil
+		}
+		info.Epoch = epoch
 		v, _ := json.Marshal(info)
 		tresp, err := c.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(producerKey(id)), "=", resp.Kvs[0].ModRevision)).

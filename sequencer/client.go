@@ -92,6 +92,13 @@ func (c *Client) InitProducer(ctx context.Context, id int64, ttl time.Duration) 
 	return c.meta.InitProducer(ctx, id, ttl)
 }
 
+// AdvanceProducerEpoch moves a producer to a newer epoch in etcd, as
+// InitProducer issues one; the leader reads it when a batch of that epoch
+// arrives.
+func (c *Client) AdvanceProducerEpoch(ctx context.Context, id int64, epoch int32) (metadata.Producer, error) {
+	return c.meta.AdvanceProducerEpoch(ctx, id, epoch)
+}
+
 // retry calls call on the current leader until it answers with something
 // other than a retriable error, or MaxCommitTime passes. An etcd outage is
 // not waited out, as on the direct path (metadata.Client.Commit): once

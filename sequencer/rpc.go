@@ -90,7 +90,10 @@ func fromConnect(err error) error {
 	switch connect.CodeOf(err) {
 	case connect.CodeInvalidArgument:
 		return fmt.Errorf("%w: %s", metadata.ErrInvalidArgument, connect.NewError(connect.CodeInvalidArgument, err).Message())
-	case connect.CodeUnavailable:
+	case connect.CodeUnavailable, connect.CodeUnimplemented:
+		// Unimplemented: a node restarted on the leader's address serves
+		// HTTP before it mounts the SequencerService (a 404), while the
+		// election still names it: not the leader (yet), ask again.
 		return fmt.Errorf("%w: %w", ErrNotLeader, err)
 	case connect.CodeAborted, connect.CodeUnknown, connect.CodeDeadlineExceeded, connect.CodeCanceled:
 		return fmt.Errorf("%w: %w", metadata.ErrCommitUnknown, err)
