@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"bytes"
 	"math/rand"
 	"sync"
 	"testing"
@@ -172,4 +173,33 @@ func BenchmarkVisitBatches(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkAppendSmallBatches is a flush at many partitions: 1,000
+// version 3 builders, one small producer batch (a record of 200 bytes)
+// appended to each, then Build. Its B/op is what a flush allocates for
+// blocks that hold a record or two.
+func BenchmarkAppendSmallBatches(b *testing.B) {
+	rec := bytes.Repeat([]byte("v"), 200)
+	batches, err := AppendProducerBatches(nil, []Record{{Value: rec, Timestamp: 1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := ValidateBatches(batches, BatchLimits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		bs := make([]*BlockBuilder, 1000)
+		for i := range bs {
+			bs[i] = NewBatchBlockBuilder("bench", int32(i))
+			if err := bs[i].AppendBatches(batches, &info); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, _, err := Build(bs); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

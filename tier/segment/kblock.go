@@ -78,13 +78,16 @@ func (b *BlockBuilder) AppendBatches(batches []byte, info *BatchesInfo) error {
 // growDoubling returns b with room for n more bytes, at least doubling
 // its capacity when it must grow: a block filled by appended batches
 // then copies its bytes about once in all, where append's growth of
-// large slices (1.25x) copies them about four times.
+// large slices (1.25x) copies them about four times. An empty block gets
+// room for just its first batches: at many partitions most blocks of a
+// flush hold a batch or two (a floor of 64 KiB made a flush at 1,000
+// partitions allocate 64 MiB).
 func growDoubling(b []byte, n int) []byte {
 	if cap(b)-len(b) >= n {
 		return b
 	}
 	// append-make: the copied bytes are not zeroed first.
-	return append(b[:len(b):len(b)], make([]byte, max(2*cap(b), len(b)+n, 64<<10)-len(b))...)[:len(b)]
+	return append(b[:len(b):len(b)], make([]byte, max(2*cap(b), len(b)+n)-len(b))...)[:len(b)]
 }
 
 // noteBatch accounts one batch's header timestamps and records.
