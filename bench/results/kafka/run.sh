@@ -12,6 +12,9 @@ out=${OUT:-bench/results/kafka}
 export VARVE_MINIO_BIN=.tools/bin/minio
 # 5,000 records/s offered (the scale workloads), two rounds in turn.
 bin/varve bench --profile scale --targets varve-minio-1,varve-minio-1-kafka --duration 20s --warmup 5s --rounds 2 --quiet --out $out/rate
+# The same after 269ae33 (a version 3 block's buffer starts at its first
+# batches, not 64 KiB), with the binary of 2f483a5.
+bin/varve bench --profile scale --targets varve-minio-1,varve-minio-1-kafka --duration 20s --warmup 5s --rounds 2 --quiet --out $out/rate-269ae33
 # Max rate.
 bin/varve bench --profile scale --targets varve-minio-1,varve-minio-1-kafka --duration 20s --warmup 5s --rate 0 --quiet --out $out/max
 # The Kafka producers with a 25 ms linger (5 requests in flight cover the node's 100 ms flush tick).
