@@ -129,9 +129,8 @@ func (s *fetchSession) forget(k tp) {
 
 // handleFetch answers a Fetch, full or incremental (KIP-227): the stored
 // record batches of each partition from its offset, waiting up to the max
-// wait for the first record of any (woken by the metadata watch). Min
-// bytes is taken as 1: an answer goes out as soon as any partition has a
-// record.
+// wait until they hold the request's min bytes (woken by the metadata
+// watch of the index, not polling).
 func handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.FetchRequest)
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
@@ -234,7 +233,7 @@ func handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response
 		}
 	}
 	if results == nil {
-		results = c.readPartitions(ctx, want, state, maxBytes, wait)
+		results = c.readPartitions(ctx, want, state, maxBytes, int(req.MinBytes), wait)
 	}
 	if q != nil {
 		n := 0
@@ -288,11 +287,13 @@ type partResult struct {
 }
 
 // readPartitions reads want (offsets and limits in state) up to maxBytes
-// in all, waiting up to wait when none has a record. One topic's
-// partitions are one FetchPartitions call (which waits on its own when
-// they are the only ones); several topics wait together through
-// Fetcher.WaitAny.
-func (c *conn) readPartitions(ctx context.Context, want []tp, state map[tp]*sessPart, maxBytes int, wait time.Duration) map[tp]partResult {
+// in all, waiting up to wait until they hold minBytes (at least one
+// record), woken by the index watch of any of them: an error answers at
+// once. One topic's partitions are one FetchPartitions call (which waits
+// on its own for their first record); several topics, or a wait for more
+// bytes, wait through Fetcher.WaitAny, and then every partition is read
+// again.
+func (c *conn) readPartitions(ctx context.Context, want []tp, state map[tp]*sessPart, maxBytes, minBytes int, wait time.Duration) map[tp]partResult {
 	out := make(map[tp]partResult, len(want))
 	f := c.s.d.Fetcher
 	type topicReq struct {
@@ -335,17 +336,16 @@ func (c *conn) readPartitions(ctx context.Context, want []tp, state map[tp]*sess
 		return out
 	}
 	deadline := time.Now().Add(wait)
+	minBytes = max(minBytes, 1)
 	for {
 		var views []metadata.PartitionView
-		if len(topics) > 1 {
-			for _, tr := range topics {
-				for _, pf := range tr.parts {
-					views = append(views, f.View(tr.name, pf.Partition))
-				}
+		for _, tr := range topics {
+			for _, pf := range tr.parts {
+				views = append(views, f.View(tr.name, pf.Partition))
 			}
 		}
 		budget := maxBytes
-		got := false
+		got, failed := false, false
 		for _, tr := range topics {
 			tw := time.Duration(0)
 			if len(topics) == 1 {
@@ -357,7 +357,7 @@ func (c *conn) readPartitions(ctx context.Context, want []tp, state map[tp]*sess
 				for _, pf := range tr.parts {
 					out[tp{tr.name, pf.Partition}] = partResult{code: code, hw: -1, ls: -1}
 				}
-				got = true
+				failed = true
 				continue
 			}
 			for _, r := range rs {
@@ -376,7 +376,7 @@ func (c *conn) readPartitions(ctx context.Context, want []tp, state map[tp]*sess
 						st = f.View(tr.name, r.Partition).State
 						pr.hw, pr.ls = st.Next, st.Start
 					}
-					got = true
+					failed = true
 				}
 				budget -= len(r.Batches)
 				got = got || len(r.Batches) > 0
@@ -384,9 +384,15 @@ func (c *conn) readPartitions(ctx context.Context, want []tp, state map[tp]*sess
 			}
 		}
 		left := time.Until(deadline)
-		if got || len(topics) == 1 || left <= 0 || ctx.Err() != nil {
+		switch {
+		case failed || maxBytes-budget >= minBytes || left <= 0 || ctx.Err() != nil:
+			// An error, min bytes reached, or the max wait over.
 			return out
+		case !got && len(topics) == 1:
+			return out // FetchPartitions waited until the deadline
 		}
+		// Fewer bytes than min bytes (or none, of several topics): wait
+		// for a change of any partition, then read them all again.
 		if !f.WaitAny(ctx, views, left) {
 			if ctx.Err() != nil {
 				return out

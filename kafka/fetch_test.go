@@ -214,3 +214,50 @@ func onlyBrokerID(t testing.TB, cl *kgo.Client) int32 {
 	}
 	return kr.Brokers[0].NodeID
 }
+
+// TestFetchMinBytes: a fetch waits until its partitions hold min bytes,
+// woken by the records that make them up, not by the first one.
+func TestFetchMinBytes(t *testing.T) {
+	d := startDev(t, nodeConfig())
+	createTopic(t, d, "minb", 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pr := newClient(t, d, kgo.DefaultProduceTopic("minb"), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err := pr.ProduceSync(ctx, &kgo.Record{Partition: 0, Value: []byte("small")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cl := newClient(t, d)
+	b := cl.Broker(int(onlyBrokerID(t, cl)))
+	req := fetchReq(0, -1, 20*time.Second, "minb", 0, 1)
+	req.MinBytes = 4096
+	done := make(chan *kmsg.FetchResponse, 1)
+	go func() {
+		kr, err := b.Request(ctx, req)
+		if err != nil {
+			t.Error(err)
+			done <- nil
+			return
+		}
+		done <- kr.(*kmsg.FetchResponse)
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("answered with %d partitions before min bytes: %+v", len(partitionsOf(r)), r)
+	case <-time.After(500 * time.Millisecond):
+	}
+	start := time.Now()
+	if err := pr.ProduceSync(ctx, &kgo.Record{Partition: 1, Value: make([]byte, 5000)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r == nil {
+		t.FailNow()
+	}
+	n := 0
+	for _, p := range partitionsOf(r) {
+		n += len(p.RecordBatches)
+	}
+	if n < 4096 || time.Since(start) > 10*time.Second {
+		t.Fatalf("answered %d bytes %v after the record that made min bytes", n, time.Since(start))
+	}
+}
