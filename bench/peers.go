@@ -66,21 +66,36 @@ type NATS struct {
 func (t *NATS) Name() string { return TargetNATS }
 
 func (t *NATS) Start(ctx context.Context, env Env) error {
-	bin, dir, port, err := preparePeer(env, TargetNATS, 2, "nats-server", "VARVE_NATS_BIN", "go install github.com/nats-io/nats-server/v2@"+NATSVersion+" into .tools/bin")
-	if err != nil {
-		return err
+	return retryPortRace(func() error {
+		bin, dir, port, err := preparePeer(env, TargetNATS, 2, "nats-server", "VARVE_NATS_BIN", "go install github.com/nats-io/nats-server/v2@"+NATSVersion+" into .tools/bin")
+		if err != nil {
+			return err
+		}
+		p, err := StartProcess("nats-server", dir, bin, nil, "-js", "-sd", filepath.Join(dir, "store"),
+			"-a", "127.0.0.1", "-p", fmt.Sprint(port), "-m", fmt.Sprint(port+1))
+		if err != nil {
+			return err
+		}
+		if err := waitReady(fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", port+1), p, 30*time.Second); err != nil {
+			p.Stop(5 * time.Second)
+			return err
+		}
+		t.proc, t.url, t.parts = p, fmt.Sprintf("nats://127.0.0.1:%d", port), map[string]int{}
+		return nil
+	})
+}
+
+// retryPortRace calls start again (up to 3 times in all) when the peer
+// it started lost its ports to another process between preparePeer
+// finding them free and the peer binding them.
+func retryPortRace(start func() error) error {
+	var err error
+	for range 3 {
+		if err = start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			return err
+		}
 	}
-	p, err := StartProcess("nats-server", dir, bin, nil, "-js", "-sd", filepath.Join(dir, "store"),
-		"-a", "127.0.0.1", "-p", fmt.Sprint(port), "-m", fmt.Sprint(port+1))
-	if err != nil {
-		return err
-	}
-	if err := waitReady(fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", port+1), p, 30*time.Second); err != nil {
-		p.Stop(5 * time.Second)
-		return err
-	}
-	t.proc, t.url, t.parts = p, fmt.Sprintf("nats://127.0.0.1:%d", port), map[string]int{}
-	return nil
+	return err
 }
 
 func (t *NATS) CreateTopic(ctx context.Context, topic string, partitions int) error {
@@ -300,6 +315,10 @@ type Redis struct {
 func (t *Redis) Name() string { return TargetRedis }
 
 func (t *Redis) Start(ctx context.Context, env Env) error {
+	return retryPortRace(func() error { return t.start(env) })
+}
+
+func (t *Redis) start(env Env) error {
 	bin, dir, port, err := preparePeer(env, TargetRedis, 1, "redis-server", "VARVE_REDIS_BIN", "apt-get install -y redis-server")
 	if err != nil {
 		return err
