@@ -91,7 +91,7 @@ func (t *NATS) Start(ctx context.Context, env Env) error {
 func retryPortRace(start func() error) error {
 	var err error
 	for range 3 {
-		if err = start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		if err = start(); err == nil || !strings.Contains(strings.ToLower(err.Error()), "address already in use") {
 			return err
 		}
 	}
