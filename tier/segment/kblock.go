@@ -80,14 +80,19 @@ func (b *BlockBuilder) AppendBatches(batches []byte, info *BatchesInfo) error {
 // then copies its bytes about once in all, where append's growth of
 // large slices (1.25x) copies them about four times. An empty block gets
 // room for just its first batches: at many partitions most blocks of a
-// flush hold a batch or two (a floor of 64 KiB made a flush at 1,000
-// partitions allocate 64 MiB).
+// flush hold a batch or one more (a floor of 64 KiB made a flush at 1,000
+// partitions allocate 64 MiB); a block that grows again gets at least
+// 16 KiB, so a large one reaches megabytes in a few steps.
 func growDoubling(b []byte, n int) []byte {
 	if cap(b)-len(b) >= n {
 		return b
 	}
+	size := max(2*cap(b), len(b)+n)
+	if cap(b) > 0 {
+		size = max(size, 16<<10)
+	}
 	// append-make: the copied bytes are not zeroed first.
-	return append(b[:len(b):len(b)], make([]byte, max(2*cap(b), len(b)+n)-len(b))...)[:len(b)]
+	return append(b[:len(b):len(b)], make([]byte, size-len(b))...)[:len(b)]
 }
 
 // noteBatch accounts one batch's header timestamps and records.
