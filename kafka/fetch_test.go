@@ -106,7 +106,11 @@ func TestFetchSessions(t *testing.T) {
 		}
 		done <- kr.(*kmsg.FetchResponse)
 	}()
-	time.Sleep(300 * time.Millisecond) // the fetch is waiting (a produce before it would answer it too)
+	select { // the fetch waits (with nothing new, it must not answer)
+	case r := <-done:
+		t.Fatalf("the incremental fetch answered before any record: %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
 	start := time.Now()
 	produce(2, "c")
 	r := <-done
@@ -175,7 +179,11 @@ func TestFetchManyTopicsWaits(t *testing.T) {
 		}
 		done <- kr.(*kmsg.FetchResponse)
 	}()
-	time.Sleep(300 * time.Millisecond)
+	select { // the fetch waits (with no record, it must not answer)
+	case r := <-done:
+		t.Fatalf("the fetch of two empty topics answered before any record: %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
 	pr := newClient(t, d, kgo.DefaultProduceTopic("two"))
 	start := time.Now()
 	if err := pr.ProduceSync(ctx, &kgo.Record{Value: []byte("x")}).FirstErr(); err != nil {

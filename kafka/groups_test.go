@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/metadata/groups"
 	"github.com/varve-io/varve/node"
@@ -35,12 +36,8 @@ func groupOpts(group string, topics ...string) []kgo.Opt {
 // waitFor waits until cond holds, at most timeout.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testenv.EventuallyEvery(timeout, 50*time.Millisecond, cond) {
+		t.Fatalf("waited %v for %s", timeout, what)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/varve-io/varve/internal/testenv"
 	"github.com/varve-io/varve/kafka"
 	"github.com/varve-io/varve/metadata"
 	"github.com/varve-io/varve/node"
@@ -53,10 +54,10 @@ func (l *logBuf) Write(p []byte) (int, error) {
 // waitFor waits up to 5s for a log line holding every one of parts.
 func (l *logBuf) waitFor(t testing.TB, parts ...string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var lines []string
+	found := testenv.EventuallyEvery(5*time.Second, 10*time.Millisecond, func() bool {
 		l.mu.Lock()
-		lines := strings.Split(l.b.String(), "\n")
+		lines = strings.Split(l.b.String(), "\n")
 		l.mu.Unlock()
 		for _, line := range lines {
 			all := true
@@ -64,13 +65,13 @@ func (l *logBuf) waitFor(t testing.TB, parts ...string) {
 				all = all && strings.Contains(line, p)
 			}
 			if all {
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q; the log:\n%s", parts, strings.Join(lines, "\n"))
-		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+	if !found {
+		t.Fatalf("no log line with %q; the log:\n%s", parts, strings.Join(lines, "\n"))
 	}
 }
 
