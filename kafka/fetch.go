@@ -338,10 +338,16 @@ func (c *conn) readPartitions(ctx context.Context, want []tp, state map[tp]*sess
 	deadline := time.Now().Add(wait)
 	minBytes = max(minBytes, 1)
 	for {
+		// The views a wait below needs, taken before the read so that a
+		// change during it is not missed; none when no such wait can
+		// come (one topic, whose FetchPartitions waits for its first
+		// record itself, and min bytes of one).
 		var views []metadata.PartitionView
-		for _, tr := range topics {
-			for _, pf := range tr.parts {
-				views = append(views, f.View(tr.name, pf.Partition))
+		if len(topics) > 1 || minBytes > 1 {
+			for _, tr := range topics {
+				for _, pf := range tr.parts {
+					views = append(views, f.View(tr.name, pf.Partition))
+				}
 			}
 		}
 		budget := maxBytes
