@@ -96,16 +96,7 @@ func TestFetchSessions(t *testing.T) {
 	ft := kmsg.NewFetchRequestForgottenTopic()
 	ft.Topic, ft.Partitions = "sess", []int32{0}
 	req.ForgottenTopics = append(req.ForgottenTopics, ft)
-	done := make(chan *kmsg.FetchResponse, 1)
-	go func() {
-		kr, err := b.Request(ctx, req)
-		if err != nil {
-			t.Error(err)
-			done <- nil
-			return
-		}
-		done <- kr.(*kmsg.FetchResponse)
-	}()
+	done := fetchAsync(ctx, t, b, req)
 	select { // the fetch waits (with nothing new, it must not answer)
 	case r := <-done:
 		t.Fatalf("the incremental fetch answered before any record: %+v", r)
@@ -169,16 +160,7 @@ func TestFetchManyTopicsWaits(t *testing.T) {
 	req := fetchReq(0, -1, 20*time.Second, "one", 0)
 	two := fetchReq(0, -1, 0, "two", 0)
 	req.Topics = append(req.Topics, two.Topics...)
-	done := make(chan *kmsg.FetchResponse, 1)
-	go func() {
-		kr, err := b.Request(ctx, req)
-		if err != nil {
-			t.Error(err)
-			done <- nil
-			return
-		}
-		done <- kr.(*kmsg.FetchResponse)
-	}()
+	done := fetchAsync(ctx, t, b, req)
 	select { // the fetch waits (with no record, it must not answer)
 	case r := <-done:
 		t.Fatalf("the fetch of two empty topics answered before any record: %+v", r)
@@ -238,16 +220,7 @@ func TestFetchMinBytes(t *testing.T) {
 	b := cl.Broker(int(onlyBrokerID(t, cl)))
 	req := fetchReq(0, -1, 20*time.Second, "minb", 0, 1)
 	req.MinBytes = 4096
-	done := make(chan *kmsg.FetchResponse, 1)
-	go func() {
-		kr, err := b.Request(ctx, req)
-		if err != nil {
-			t.Error(err)
-			done <- nil
-			return
-		}
-		done <- kr.(*kmsg.FetchResponse)
-	}()
+	done := fetchAsync(ctx, t, b, req)
 	select {
 	case r := <-done:
 		t.Fatalf("answered with %d partitions before min bytes: %+v", len(partitionsOf(r)), r)
@@ -268,4 +241,20 @@ func TestFetchMinBytes(t *testing.T) {
 	if n < 4096 || time.Since(start) > 10*time.Second {
 		t.Fatalf("answered %d bytes %v after the record that made min bytes", n, time.Since(start))
 	}
+}
+
+// fetchAsync sends req to b and delivers its answer (nil after an error,
+// which fails t) on the channel it returns.
+func fetchAsync(ctx context.Context, t *testing.T, b *kgo.Broker, req *kmsg.FetchRequest) <-chan *kmsg.FetchResponse {
+	done := make(chan *kmsg.FetchResponse, 1)
+	go func() {
+		kr, err := b.Request(ctx, req)
+		if err != nil {
+			t.Error(err)
+			done <- nil
+			return
+		}
+		done <- kr.(*kmsg.FetchResponse)
+	}()
+	return done
 }
